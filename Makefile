@@ -1,0 +1,40 @@
+# rehost — see README.md. `make demo` and `make test` work on a fresh Debian
+# machine: they install what they need first (scripts/deps.sh).
+GO       ?= go
+TOOLS    := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS):$(PATH)
+
+# Tests and fuzz seeds; fuzzing itself is `make fuzz`.
+TEST_FLAGS ?= -count=1 -timeout 40m
+DEMO_FLAGS ?=
+
+.PHONY: all deps build test lint demo bench fuzz
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build:
+	$(GO) build -o bin/rehost ./connector/cmd/rehost
+
+# Every test: unit, conformance, qemu-img compatibility, end-to-end.
+test: deps lint
+	$(GO) test $(TEST_FLAGS) ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	GOOS=windows $(GO) build ./...
+
+# The main job on the embedded default: simulated vCenter -> S3 (versitygw)
+# -> VM Import emulator -> AMI, with content verified.
+demo: deps build
+	bin/rehost demo $(DEMO_FLAGS)
+
+bench: deps
+	scripts/bench
+
+fuzz:
+	scripts/fuzz

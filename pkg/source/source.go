@@ -1,0 +1,137 @@
+// Package source defines what rehost needs from a hypervisor: an inventory of
+// VMs, a point-in-time checkpoint of one VM, and each disk of that checkpoint as
+// a stream. Implementations live in subpackages (vsphere, hyperv, azure) and all
+// pass the conformance suite in sourcetest.
+package source
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/rehost/rehost/pkg/disk"
+)
+
+// Errors a Source wraps so callers can classify failures.
+var (
+	// ErrNotFound: the VM (or checkpoint) does not exist. Permanent.
+	ErrNotFound = errors.New("not found")
+	// ErrAuth: the credentials were refused. Permanent until the user fixes them.
+	ErrAuth = errors.New("authentication failed")
+	// ErrUnreachable: the hypervisor could not be reached. Transient.
+	ErrUnreachable = errors.New("unreachable")
+	// ErrCertificate: the server's certificate is untrusted or its thumbprint
+	// changed. Permanent until the user accepts the new certificate.
+	ErrCertificate = errors.New("certificate not trusted")
+)
+
+// Firmware of a VM, which decides the boot mode of its AMI.
+const (
+	FirmwareBIOS = "bios"
+	FirmwareEFI  = "efi"
+)
+
+// VM is one entry of a source's inventory.
+type VM struct {
+	ID           string `json:"id"` // stable id: the vSphere instance UUID, Hyper-V VM id, Azure resource id
+	Name         string `json:"name"`
+	Path         string `json:"path"` // inventory path
+	GuestOS      string `json:"guestOS"`
+	CPUs         int    `json:"cpus"`
+	MemoryMiB    int64  `json:"memoryMiB"`
+	Firmware     string `json:"firmware"`   // FirmwareBIOS or FirmwareEFI
+	PowerState   string `json:"powerState"` // poweredOn, poweredOff, suspended
+	ToolsRunning bool   `json:"toolsRunning"`
+	CBTEnabled   bool   `json:"cbtEnabled"`
+	Disks        []Disk `json:"disks"`
+	NICs         []NIC  `json:"nics"`
+}
+
+// Disk is a virtual disk of a VM, in the order the VM presents them (the first
+// is the boot disk).
+type Disk struct {
+	Key           string `json:"key"` // source-specific stable key (vSphere device key)
+	Label         string `json:"label"`
+	CapacityBytes int64  `json:"capacityBytes"`
+	Controller    string `json:"controller"` // e.g. "scsi0:1", "ide0:0", "nvme0:0"
+	Backing       string `json:"backing"`    // e.g. "[datastore1] vm/vm.vmdk"
+}
+
+// NIC is a network adapter of a VM.
+type NIC struct {
+	Label   string `json:"label"`
+	MAC     string `json:"mac"`
+	Network string `json:"network"`
+	Type    string `json:"type"` // e.g. vmxnet3, e1000
+}
+
+// Checkpoint is a point-in-time state of a VM (a vSphere snapshot, a Hyper-V
+// checkpoint, an Azure disk snapshot).
+type Checkpoint struct {
+	VMID string `json:"vmId"`
+	ID   string `json:"id"`   // source-specific id (vSphere snapshot moref)
+	Name string `json:"name"` // the name rehost gave it; leftovers are found by it
+	// Quiesced is true when the guest file systems were quiesced.
+	Quiesced bool `json:"quiesced"`
+}
+
+// Source is a hypervisor rehost replicates from.
+type Source interface {
+	// Inventory lists every VM. It costs a bounded number of round trips
+	// whatever the number of VMs.
+	Inventory(ctx context.Context) ([]VM, error)
+	// VM returns one VM by id; an unknown id wraps ErrNotFound.
+	VM(ctx context.Context, id string) (VM, error)
+	// Checkpoint creates a checkpoint named name of the VM. It is idempotent: if
+	// a checkpoint with that name exists, it is returned and none is created.
+	// Quiesced when the guest supports it, crash-consistent otherwise.
+	Checkpoint(ctx context.Context, vmID, name string) (Checkpoint, error)
+	// Checkpoints lists the VM's checkpoints whose name starts with prefix, so
+	// leftovers of a crashed run can be found and released.
+	Checkpoints(ctx context.Context, vmID, prefix string) ([]Checkpoint, error)
+	// Release removes a checkpoint. Releasing one that is already gone is not
+	// an error.
+	Release(ctx context.Context, cp Checkpoint) error
+	// Export opens the disks of a checkpoint for reading. The caller must Close
+	// the export, passing the error that ended its work (nil on success), so
+	// the source can complete or abort whatever it holds open (an NFC lease).
+	Export(ctx context.Context, cp Checkpoint) (Export, error)
+	// Close releases the connection.
+	Close() error
+}
+
+// Export is an open export of a checkpoint's disks.
+type Export interface {
+	// Disks describes the disks in VM order.
+	Disks() []ExportDisk
+	// Open streams disk i. Disks may be opened one at a time, in order; each
+	// returned stream must be closed before the next is opened.
+	Open(ctx context.Context, i int) (io.ReadCloser, error)
+	// Progress reports overall progress in percent to the source (the NFC
+	// lease); sources without such a notion ignore it.
+	Progress(percent int)
+	// Close completes the export when cause is nil and aborts it otherwise.
+	// It is safe to call more than once.
+	Close(cause error) error
+}
+
+// ExportDisk describes one disk stream of an export.
+type ExportDisk struct {
+	Disk
+	// Format of the stream: VMDK (streamOptimized) for vSphere, VHD/VHDX for
+	// Hyper-V, Raw for page blobs.
+	Format disk.Format `json:"format"`
+	// Size of the stream in bytes when known in advance, else -1.
+	StreamSize int64 `json:"streamSize"`
+	// Extents allocated in the virtual disk where the source knows them.
+	Extents []disk.Extent `json:"extents,omitempty"`
+}
+
+// ChangeTracker is the optional capability of incremental replication: the
+// ranges that changed between two checkpoints.
+type ChangeTracker interface {
+	// ChangedAreas returns the extents of disk diskKey that changed since the
+	// change id since ("*" for every allocated extent) as of checkpoint cp,
+	// and the change id to pass next time.
+	ChangedAreas(ctx context.Context, cp Checkpoint, diskKey, since string) (extents []disk.Extent, changeID string, err error)
+}

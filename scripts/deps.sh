@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need on a fresh Debian machine: Go
+# modules, qemu-img (Debian qemu-utils) and the pinned S3 server versitygw,
+# built from the Go module proxy into .tools/bin. Re-running it is cheap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VERSITYGW_VERSION=v1.8.0
+TOOLS="$PWD/.tools/bin"
+mkdir -p "$TOOLS"
+
+need_apt=()
+command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
+if [ ${#need_apt[@]} -gt 0 ]; then
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	echo "deps: apt-get install ${need_apt[*]}"
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+go mod download
+
+stamp="$TOOLS/.versitygw-$VERSITYGW_VERSION"
+if [ ! -x "$TOOLS/versitygw" ] || [ ! -f "$stamp" ]; then
+	echo "deps: go install github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+	GOBIN="$TOOLS" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+	touch "$stamp"
+fi
