@@ -1,0 +1,1200 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// constraintKind classifies a backend error.
+type constraintKind int
+
+const (
+	notConstraint constraintKind = iota
+	uniqueViolation
+	foreignKeyViolation
+)
+
+// dialect is what differs between SQL backends. Queries are written with `?`
+// placeholders and rebound when numbered is set (PostgreSQL's $1, $2, …).
+type dialect struct {
+	name     string
+	numbered bool
+	autoID   string // DDL of an auto-assigned BIGINT primary key
+	bytes    string // DDL type of a byte string
+	classify func(error) constraintKind
+}
+
+func (d dialect) expand(ddl string) string {
+	return strings.NewReplacer("{{autoid}}", d.autoID, "{{bytes}}", d.bytes).Replace(ddl)
+}
+
+// rebind turns `?` placeholders into the dialect's form.
+func (d dialect) rebind(q string) string {
+	if !d.numbered {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+// sqlStore implements Store over database/sql for any dialect.
+type sqlStore struct {
+	db  *sql.DB
+	d   dialect
+	now func() time.Time
+}
+
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func (s *sqlStore) exec(ctx context.Context, q querier, query string, args ...any) (sql.Result, error) {
+	return q.ExecContext(ctx, s.d.rebind(query), args...)
+}
+
+func (s *sqlStore) query(ctx context.Context, q querier, query string, args ...any) (*sql.Rows, error) {
+	return q.QueryContext(ctx, s.d.rebind(query), args...)
+}
+
+func (s *sqlStore) queryRow(ctx context.Context, q querier, query string, args ...any) *sql.Row {
+	return q.QueryRowContext(ctx, s.d.rebind(query), args...)
+}
+
+// tx runs fn in a write transaction, committing if it returns nil.
+func (s *sqlStore) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func (s *sqlStore) Close() error { return s.db.Close() }
+
+// --- value helpers ---
+
+func timeArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+func timeOf(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, v.Int64).UTC()
+}
+
+func boolArg(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func jsonArg(m json.RawMessage) string { return string(m) }
+
+func jsonOf(s string) json.RawMessage {
+	if s == "" {
+		return nil
+	}
+	return json.RawMessage(s)
+}
+
+func checkJSON(what string, m json.RawMessage) error {
+	if len(m) > 0 && !json.Valid(m) {
+		return fmt.Errorf("%w: %s is not valid JSON", ErrInvalid, what)
+	}
+	return nil
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// notFound maps sql.ErrNoRows to ErrNotFound naming what was looked up.
+func notFound(err error, what string) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	return fmt.Errorf("read %s: %w", what, err)
+}
+
+// --- sources ---
+
+const sourceCols = `id, kind, name, endpoint, username, secret, thumbprint, insecure, created_at`
+
+func scanSource(r scanner) (Source, error) {
+	var s Source
+	var insecure int
+	var created sql.NullInt64
+	if err := r.Scan(&s.ID, &s.Kind, &s.Name, &s.Endpoint, &s.User, &s.Secret, &s.Thumbprint, &insecure, &created); err != nil {
+		return Source{}, err
+	}
+	s.Insecure = insecure != 0
+	s.CreatedAt = timeOf(created)
+	return s, nil
+}
+
+func (s *sqlStore) CreateSource(ctx context.Context, src Source) (Source, error) {
+	if err := validateSource(src); err != nil {
+		return Source{}, fmt.Errorf("create source: %w", err)
+	}
+	src.ID = newID(prefixSource)
+	if src.CreatedAt.IsZero() {
+		src.CreatedAt = s.now()
+	}
+	_, err := s.exec(ctx, s.db, `INSERT INTO sources (`+sourceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		src.ID, src.Kind, src.Name, src.Endpoint, src.User, src.Secret, src.Thumbprint, boolArg(src.Insecure), timeArg(src.CreatedAt))
+	if err != nil {
+		if s.d.classify(err) == uniqueViolation {
+			return Source{}, fmt.Errorf("create source %q: %w: a source with that name exists", src.Name, ErrConflict)
+		}
+		return Source{}, fmt.Errorf("create source %q: %w", src.Name, err)
+	}
+	return src, nil
+}
+
+func (s *sqlStore) getSource(ctx context.Context, q querier, id string) (Source, error) {
+	src, err := scanSource(s.queryRow(ctx, q, `SELECT `+sourceCols+` FROM sources WHERE id = ?`, id))
+	if err != nil {
+		return Source{}, notFound(err, "source "+id)
+	}
+	return src, nil
+}
+
+func (s *sqlStore) GetSource(ctx context.Context, id string) (Source, error) {
+	return s.getSource(ctx, s.db, id)
+}
+
+func (s *sqlStore) ListSources(ctx context.Context) ([]Source, error) {
+	rows, err := s.query(ctx, s.db, `SELECT `+sourceCols+` FROM sources ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list sources: %w", err)
+	}
+	return collect(rows, scanSource, "list sources")
+}
+
+func (s *sqlStore) UpdateSource(ctx context.Context, id string, fn func(*Source) error) (Source, error) {
+	var out Source
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		src, err := s.getSource(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		created := src.CreatedAt
+		if err := fn(&src); err != nil {
+			return err
+		}
+		src.ID, src.CreatedAt = id, created
+		if err := validateSource(src); err != nil {
+			return err
+		}
+		_, err = s.exec(ctx, tx, `UPDATE sources SET kind = ?, name = ?, endpoint = ?, username = ?, secret = ?, thumbprint = ?, insecure = ? WHERE id = ?`,
+			src.Kind, src.Name, src.Endpoint, src.User, src.Secret, src.Thumbprint, boolArg(src.Insecure), id)
+		if err != nil {
+			if s.d.classify(err) == uniqueViolation {
+				return fmt.Errorf("%w: a source named %q exists", ErrConflict, src.Name)
+			}
+			return err
+		}
+		out = src
+		return nil
+	})
+	if err != nil {
+		return Source{}, fmt.Errorf("update source %s: %w", id, err)
+	}
+	return out, nil
+}
+
+func (s *sqlStore) DeleteSource(ctx context.Context, id string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.getSource(ctx, tx, id); err != nil {
+			return err
+		}
+		var n int
+		if err := s.queryRow(ctx, tx, `SELECT COUNT(*) FROM servers WHERE source_id = ?`, id).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%w: %d servers of it are in the catalog", ErrConflict, n)
+		}
+		_, err := s.exec(ctx, tx, `DELETE FROM sources WHERE id = ?`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete source %s: %w", id, err)
+	}
+	return nil
+}
+
+// --- servers ---
+
+const serverCols = `server_id, source_id, vm_id, name, path, guest_os, firmware, cpus, memory_mib, disk_count, details, imported_at`
+
+func scanServer(r scanner) (Server, error) {
+	var v Server
+	var imported sql.NullInt64
+	if err := r.Scan(&v.ServerID, &v.SourceID, &v.VMID, &v.Name, &v.Path, &v.GuestOS, &v.Firmware, &v.CPUs, &v.MemoryMiB, &v.DiskCount, &v.Details, &imported); err != nil {
+		return Server{}, err
+	}
+	v.ImportedAt = timeOf(imported)
+	return v, nil
+}
+
+func (s *sqlStore) UpsertServer(ctx context.Context, v Server) (Server, error) {
+	if v.SourceID == "" || v.VMID == "" {
+		return Server{}, fmt.Errorf("upsert server %q: %w: source id and vm id are required", v.Name, ErrInvalid)
+	}
+	if v.Details != "" && !json.Valid([]byte(v.Details)) {
+		return Server{}, fmt.Errorf("upsert server %q: %w: details are not valid JSON", v.Name, ErrInvalid)
+	}
+	if v.ImportedAt.IsZero() {
+		v.ImportedAt = s.now()
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.getSource(ctx, tx, v.SourceID); err != nil {
+			return err
+		}
+		var existing string
+		err := s.queryRow(ctx, tx, `SELECT server_id FROM servers WHERE source_id = ? AND vm_id = ?`, v.SourceID, v.VMID).Scan(&existing)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			v.ServerID = newID(prefixServer)
+			_, err = s.exec(ctx, tx, `INSERT INTO servers (`+serverCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				v.ServerID, v.SourceID, v.VMID, v.Name, v.Path, v.GuestOS, v.Firmware, v.CPUs, v.MemoryMiB, v.DiskCount, v.Details, timeArg(v.ImportedAt))
+			return err
+		case err != nil:
+			return err
+		}
+		v.ServerID = existing
+		_, err = s.exec(ctx, tx, `UPDATE servers SET name = ?, path = ?, guest_os = ?, firmware = ?, cpus = ?, memory_mib = ?, disk_count = ?, details = ?, imported_at = ? WHERE server_id = ?`,
+			v.Name, v.Path, v.GuestOS, v.Firmware, v.CPUs, v.MemoryMiB, v.DiskCount, v.Details, timeArg(v.ImportedAt), existing)
+		return err
+	})
+	if err != nil {
+		return Server{}, fmt.Errorf("upsert server %q (vm %s of source %s): %w", v.Name, v.VMID, v.SourceID, err)
+	}
+	return v, nil
+}
+
+func (s *sqlStore) GetServer(ctx context.Context, id string) (Server, error) {
+	return s.getServer(ctx, s.db, id)
+}
+
+func (s *sqlStore) getServer(ctx context.Context, q querier, id string) (Server, error) {
+	v, err := scanServer(s.queryRow(ctx, q, `SELECT `+serverCols+` FROM servers WHERE server_id = ?`, id))
+	if err != nil {
+		return Server{}, notFound(err, "server "+id)
+	}
+	return v, nil
+}
+
+func (s *sqlStore) ListServers(ctx context.Context, f ServerFilter) ([]Server, error) {
+	q := `SELECT ` + serverCols + ` FROM servers`
+	var args []any
+	if f.SourceID != "" {
+		q += ` WHERE source_id = ?`
+		args = append(args, f.SourceID)
+	}
+	rows, err := s.query(ctx, s.db, q+` ORDER BY name, server_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list servers: %w", err)
+	}
+	return collect(rows, scanServer, "list servers")
+}
+
+func (s *sqlStore) DeleteServer(ctx context.Context, id string) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.getServer(ctx, tx, id); err != nil {
+			return err
+		}
+		var job string
+		err := s.queryRow(ctx, tx, `SELECT replication_job_id FROM replication_jobs WHERE server_id = ? ORDER BY created_at DESC`, id).Scan(&job)
+		if err == nil {
+			return fmt.Errorf("%w: replication job %s refers to it", ErrConflict, job)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = s.exec(ctx, tx, `DELETE FROM servers WHERE server_id = ?`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("delete server %s: %w", id, err)
+	}
+	return nil
+}
+
+// --- jobs ---
+
+const jobCols = `replication_job_id, server_id, seed_replication_time, frequency, run_once, license_type, role_name,
+	number_of_recent_amis_to_keep, encrypted, kms_key_id, description, state, status_message,
+	next_replication_run_start_time, latest_ami_id, consecutive_failures, created_at, updated_at`
+
+func scanJob(r scanner) (ReplicationJob, error) {
+	var j ReplicationJob
+	var seed, next, created, updated sql.NullInt64
+	var runOnce, encrypted int
+	if err := r.Scan(&j.ReplicationJobID, &j.ServerID, &seed, &j.Frequency, &runOnce, &j.LicenseType, &j.RoleName,
+		&j.NumberOfRecentAmisToKeep, &encrypted, &j.KmsKeyID, &j.Description, &j.State, &j.StatusMessage,
+		&next, &j.LatestAmiID, &j.ConsecutiveFailures, &created, &updated); err != nil {
+		return ReplicationJob{}, err
+	}
+	j.SeedReplicationTime, j.NextReplicationRunStartTime = timeOf(seed), timeOf(next)
+	j.CreatedAt, j.UpdatedAt = timeOf(created), timeOf(updated)
+	j.RunOnce, j.Encrypted = runOnce != 0, encrypted != 0
+	return j, nil
+}
+
+func (s *sqlStore) getJob(ctx context.Context, q querier, id string) (ReplicationJob, error) {
+	j, err := scanJob(s.queryRow(ctx, q, `SELECT `+jobCols+` FROM replication_jobs WHERE replication_job_id = ?`, id))
+	if err != nil {
+		return ReplicationJob{}, notFound(err, "replication job "+id)
+	}
+	return j, nil
+}
+
+func (s *sqlStore) GetJob(ctx context.Context, id string) (ReplicationJob, error) {
+	return s.getJob(ctx, s.db, id)
+}
+
+func (s *sqlStore) CreateJob(ctx context.Context, j ReplicationJob) (ReplicationJob, error) {
+	if j.State == "" {
+		j.State = JobPending
+	}
+	if j.LicenseType == "" {
+		j.LicenseType = LicenseAWS
+	}
+	if err := ValidateJob(j); err != nil {
+		return ReplicationJob{}, fmt.Errorf("create replication job: %w", err)
+	}
+	j.ReplicationJobID = newID(prefixJob)
+	now := s.now()
+	if j.CreatedAt.IsZero() {
+		j.CreatedAt = now
+	}
+	j.UpdatedAt = now
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.getServer(ctx, tx, j.ServerID); err != nil {
+			return err
+		}
+		if j.State != JobDeleted {
+			if err := s.checkOneJob(ctx, tx, j.ServerID, j.ReplicationJobID); err != nil {
+				return err
+			}
+		}
+		_, err := s.exec(ctx, tx, `INSERT INTO replication_jobs (`+jobCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			j.ReplicationJobID, j.ServerID, timeArg(j.SeedReplicationTime), j.Frequency, boolArg(j.RunOnce), j.LicenseType, j.RoleName,
+			j.NumberOfRecentAmisToKeep, boolArg(j.Encrypted), j.KmsKeyID, j.Description, j.State, j.StatusMessage,
+			timeArg(j.NextReplicationRunStartTime), j.LatestAmiID, j.ConsecutiveFailures, timeArg(j.CreatedAt), timeArg(j.UpdatedAt))
+		if err != nil && s.d.classify(err) == uniqueViolation {
+			return fmt.Errorf("%w: server %s already has a replication job", ErrConflict, j.ServerID)
+		}
+		return err
+	})
+	if err != nil {
+		return ReplicationJob{}, fmt.Errorf("create replication job for server %s: %w", j.ServerID, err)
+	}
+	return j, nil
+}
+
+// checkOneJob fails with ErrConflict naming the server's other live job.
+func (s *sqlStore) checkOneJob(ctx context.Context, q querier, serverID, self string) error {
+	var other string
+	var state JobState
+	err := s.queryRow(ctx, q, `SELECT replication_job_id, state FROM replication_jobs WHERE server_id = ? AND state <> ? AND replication_job_id <> ?`,
+		serverID, JobDeleted, self).Scan(&other, &state)
+	if err == nil {
+		return fmt.Errorf("%w: server %s already has replication job %s (state %s); delete it first", ErrConflict, serverID, other, state)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	return err
+}
+
+func (s *sqlStore) ListJobs(ctx context.Context, f JobFilter) ([]ReplicationJob, error) {
+	q := `SELECT ` + jobCols + ` FROM replication_jobs`
+	var where []string
+	var args []any
+	if len(f.States) > 0 {
+		where = append(where, `state IN (`+placeholders(len(f.States))+`)`)
+		for _, st := range f.States {
+			args = append(args, st)
+		}
+	}
+	if f.ServerID != "" {
+		where = append(where, `server_id = ?`)
+		args = append(args, f.ServerID)
+	}
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	rows, err := s.query(ctx, s.db, q+` ORDER BY created_at, replication_job_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list replication jobs: %w", err)
+	}
+	return collect(rows, scanJob, "list replication jobs")
+}
+
+// applyJob runs fn on the stored job and writes the result inside tx.
+func (s *sqlStore) applyJob(ctx context.Context, tx *sql.Tx, j *ReplicationJob, fn func(*ReplicationJob) error) error {
+	orig := *j
+	if err := fn(j); err != nil {
+		return err
+	}
+	j.ReplicationJobID, j.ServerID, j.CreatedAt = orig.ReplicationJobID, orig.ServerID, orig.CreatedAt
+	j.UpdatedAt = s.now()
+	if err := ValidateJob(*j); err != nil {
+		return err
+	}
+	if orig.State == JobDeleted && j.State != JobDeleted {
+		if err := s.checkOneJob(ctx, tx, j.ServerID, j.ReplicationJobID); err != nil {
+			return err
+		}
+	}
+	_, err := s.exec(ctx, tx, `UPDATE replication_jobs SET seed_replication_time = ?, frequency = ?, run_once = ?, license_type = ?, role_name = ?,
+	number_of_recent_amis_to_keep = ?, encrypted = ?, kms_key_id = ?, description = ?, state = ?, status_message = ?,
+	next_replication_run_start_time = ?, latest_ami_id = ?, consecutive_failures = ?, updated_at = ? WHERE replication_job_id = ?`,
+		timeArg(j.SeedReplicationTime), j.Frequency, boolArg(j.RunOnce), j.LicenseType, j.RoleName,
+		j.NumberOfRecentAmisToKeep, boolArg(j.Encrypted), j.KmsKeyID, j.Description, j.State, j.StatusMessage,
+		timeArg(j.NextReplicationRunStartTime), j.LatestAmiID, j.ConsecutiveFailures, timeArg(j.UpdatedAt), j.ReplicationJobID)
+	if err != nil && s.d.classify(err) == uniqueViolation {
+		return fmt.Errorf("%w: server %s already has a replication job", ErrConflict, j.ServerID)
+	}
+	return err
+}
+
+func (s *sqlStore) UpdateJob(ctx context.Context, id string, fn func(*ReplicationJob) error) (ReplicationJob, error) {
+	var out ReplicationJob
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		j, err := s.getJob(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := s.applyJob(ctx, tx, &j, fn); err != nil {
+			return err
+		}
+		out = j
+		return nil
+	})
+	if err != nil {
+		return ReplicationJob{}, fmt.Errorf("update replication job %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// --- runs ---
+
+const runCols = `replication_run_id, replication_job_id, run_type, state, stage, stage_progress, status_message, ami_id,
+	scheduled_start_time, started_at, completed_time, description, encrypted, kms_key_id, created_at`
+
+func scanRun(r scanner) (ReplicationRun, error) {
+	var v ReplicationRun
+	var sched, started, completed, created sql.NullInt64
+	var encrypted int
+	if err := r.Scan(&v.ReplicationRunID, &v.ReplicationJobID, &v.Type, &v.State, &v.Stage, &v.StageProgress, &v.StatusMessage, &v.AmiID,
+		&sched, &started, &completed, &v.Description, &encrypted, &v.KmsKeyID, &created); err != nil {
+		return ReplicationRun{}, err
+	}
+	v.ScheduledStartTime, v.StartedAt, v.CompletedTime, v.CreatedAt = timeOf(sched), timeOf(started), timeOf(completed), timeOf(created)
+	v.Encrypted = encrypted != 0
+	return v, nil
+}
+
+func (s *sqlStore) getRun(ctx context.Context, q querier, id string) (ReplicationRun, error) {
+	v, err := scanRun(s.queryRow(ctx, q, `SELECT `+runCols+` FROM replication_runs WHERE replication_run_id = ?`, id))
+	if err != nil {
+		return ReplicationRun{}, notFound(err, "replication run "+id)
+	}
+	return v, nil
+}
+
+func (s *sqlStore) GetRun(ctx context.Context, id string) (ReplicationRun, error) {
+	return s.getRun(ctx, s.db, id)
+}
+
+// checkOneLiveRun fails with ErrConflict naming the job's other live run.
+func (s *sqlStore) checkOneLiveRun(ctx context.Context, q querier, jobID, self string) error {
+	var other string
+	var state RunState
+	err := s.queryRow(ctx, q, `SELECT replication_run_id, state FROM replication_runs WHERE replication_job_id = ? AND state IN (?, ?) AND replication_run_id <> ?`,
+		jobID, RunPending, RunActive, self).Scan(&other, &state)
+	if err == nil {
+		return fmt.Errorf("%w: replication job %s already has run %s in state %s", ErrConflict, jobID, other, state)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	return err
+}
+
+func (s *sqlStore) insertRuns(ctx context.Context, tx *sql.Tx, runs []ReplicationRun) ([]ReplicationRun, error) {
+	out := make([]ReplicationRun, 0, len(runs))
+	known := map[string]bool{}
+	for _, r := range runs {
+		if r.State == "" {
+			r.State = RunPending
+		}
+		if r.Type == "" {
+			r.Type = RunAutomatic
+		}
+		if err := ValidateRun(r); err != nil {
+			return nil, err
+		}
+		if !known[r.ReplicationJobID] {
+			if _, err := s.getJob(ctx, tx, r.ReplicationJobID); err != nil {
+				return nil, err
+			}
+			known[r.ReplicationJobID] = true
+		}
+		r.ReplicationRunID = newID(prefixRun)
+		if r.CreatedAt.IsZero() {
+			r.CreatedAt = s.now()
+		}
+		if r.State.Live() {
+			if err := s.checkOneLiveRun(ctx, tx, r.ReplicationJobID, r.ReplicationRunID); err != nil {
+				return nil, err
+			}
+		}
+		_, err := s.exec(ctx, tx, `INSERT INTO replication_runs (`+runCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			r.ReplicationRunID, r.ReplicationJobID, r.Type, r.State, r.Stage, r.StageProgress, r.StatusMessage, r.AmiID,
+			timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID, timeArg(r.CreatedAt))
+		if err != nil {
+			if s.d.classify(err) == uniqueViolation {
+				return nil, fmt.Errorf("%w: replication job %s already has a pending or active run", ErrConflict, r.ReplicationJobID)
+			}
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (s *sqlStore) CreateRuns(ctx context.Context, runs ...ReplicationRun) ([]ReplicationRun, error) {
+	var out []ReplicationRun
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = s.insertRuns(ctx, tx, runs)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create replication runs: %w", err)
+	}
+	return out, nil
+}
+
+func (s *sqlStore) StartRun(ctx context.Context, run ReplicationRun) (ReplicationRun, error) {
+	var out []ReplicationRun
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = s.insertRuns(ctx, tx, []ReplicationRun{run})
+		return err
+	})
+	if err != nil {
+		return ReplicationRun{}, fmt.Errorf("start run of replication job %s: %w", run.ReplicationJobID, err)
+	}
+	return out[0], nil
+}
+
+func (s *sqlStore) ScheduleRuns(ctx context.Context, jobID string, fn func(*ReplicationJob) ([]ReplicationRun, error)) (ReplicationJob, []ReplicationRun, error) {
+	var job ReplicationJob
+	var runs []ReplicationRun
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		j, err := s.getJob(ctx, tx, jobID)
+		if err != nil {
+			return err
+		}
+		var planned []ReplicationRun
+		if err := s.applyJob(ctx, tx, &j, func(j *ReplicationJob) error {
+			var err error
+			planned, err = fn(j)
+			return err
+		}); err != nil {
+			return err
+		}
+		for i := range planned {
+			if planned[i].ReplicationJobID == "" {
+				planned[i].ReplicationJobID = jobID
+			}
+			if planned[i].ReplicationJobID != jobID {
+				return fmt.Errorf("%w: planned run belongs to job %s", ErrInvalid, planned[i].ReplicationJobID)
+			}
+		}
+		runs, err = s.insertRuns(ctx, tx, planned)
+		job = j
+		return err
+	})
+	if err != nil {
+		return ReplicationJob{}, nil, fmt.Errorf("schedule runs of replication job %s: %w", jobID, err)
+	}
+	return job, runs, nil
+}
+
+func (s *sqlStore) ListRuns(ctx context.Context, jobID string, limit int) ([]ReplicationRun, error) {
+	q := `SELECT ` + runCols + ` FROM replication_runs WHERE replication_job_id = ? ORDER BY scheduled_start_time DESC, created_at DESC, replication_run_id`
+	args := []any{jobID}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.query(ctx, s.db, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list runs of replication job %s: %w", jobID, err)
+	}
+	return collect(rows, scanRun, "list runs of replication job "+jobID)
+}
+
+func (s *sqlStore) RunsInState(ctx context.Context, states ...RunState) ([]ReplicationRun, error) {
+	if len(states) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(states))
+	for i, st := range states {
+		args[i] = st
+	}
+	rows, err := s.query(ctx, s.db, `SELECT `+runCols+` FROM replication_runs WHERE state IN (`+placeholders(len(states))+`)
+	ORDER BY scheduled_start_time, created_at, replication_run_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list runs in states %v: %w", states, err)
+	}
+	return collect(rows, scanRun, "list runs by state")
+}
+
+func (s *sqlStore) CountRuns(ctx context.Context, jobID string, typ RunType, since time.Time) (int, error) {
+	var n int
+	err := s.queryRow(ctx, s.db, `SELECT COUNT(*) FROM replication_runs WHERE replication_job_id = ? AND run_type = ? AND scheduled_start_time >= ?`,
+		jobID, typ, since.UnixNano()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count %s runs of replication job %s: %w", typ, jobID, err)
+	}
+	return n, nil
+}
+
+// applyRun runs fn on the stored run and writes the result inside tx.
+func (s *sqlStore) applyRun(ctx context.Context, tx *sql.Tx, r *ReplicationRun, fn func(*ReplicationRun) error) error {
+	orig := *r
+	if err := fn(r); err != nil {
+		return err
+	}
+	r.ReplicationRunID, r.ReplicationJobID, r.CreatedAt = orig.ReplicationRunID, orig.ReplicationJobID, orig.CreatedAt
+	if err := ValidateRun(*r); err != nil {
+		return err
+	}
+	if r.State.Live() && !orig.State.Live() {
+		if err := s.checkOneLiveRun(ctx, tx, r.ReplicationJobID, r.ReplicationRunID); err != nil {
+			return err
+		}
+	}
+	_, err := s.exec(ctx, tx, `UPDATE replication_runs SET run_type = ?, state = ?, stage = ?, stage_progress = ?, status_message = ?, ami_id = ?,
+	scheduled_start_time = ?, started_at = ?, completed_time = ?, description = ?, encrypted = ?, kms_key_id = ? WHERE replication_run_id = ?`,
+		r.Type, r.State, r.Stage, r.StageProgress, r.StatusMessage, r.AmiID,
+		timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID, r.ReplicationRunID)
+	if err != nil && s.d.classify(err) == uniqueViolation {
+		return fmt.Errorf("%w: replication job %s already has a pending or active run", ErrConflict, r.ReplicationJobID)
+	}
+	return err
+}
+
+func (s *sqlStore) UpdateRun(ctx context.Context, id string, fn func(*ReplicationRun) error) (ReplicationRun, error) {
+	var out ReplicationRun
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		r, err := s.getRun(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := s.applyRun(ctx, tx, &r, fn); err != nil {
+			return err
+		}
+		out = r
+		return nil
+	})
+	if err != nil {
+		return ReplicationRun{}, fmt.Errorf("update replication run %s: %w", id, err)
+	}
+	return out, nil
+}
+
+func (s *sqlStore) UpdateRunAndJob(ctx context.Context, runID string, fn func(*ReplicationRun, *ReplicationJob) error) (ReplicationRun, ReplicationJob, error) {
+	var run ReplicationRun
+	var job ReplicationJob
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		r, err := s.getRun(ctx, tx, runID)
+		if err != nil {
+			return err
+		}
+		j, err := s.getJob(ctx, tx, r.ReplicationJobID)
+		if err != nil {
+			return err
+		}
+		// fn sees both rows; each apply then restores the fields that must
+		// not change and validates.
+		origR, origJ := r, j
+		if err := fn(&r, &j); err != nil {
+			return err
+		}
+		newR, newJ := r, j
+		r, j = origR, origJ
+		if err := s.applyJob(ctx, tx, &j, func(p *ReplicationJob) error { *p = newJ; return nil }); err != nil {
+			return err
+		}
+		if err := s.applyRun(ctx, tx, &r, func(p *ReplicationRun) error { *p = newR; return nil }); err != nil {
+			return err
+		}
+		run, job = r, j
+		return nil
+	})
+	if err != nil {
+		return ReplicationRun{}, ReplicationJob{}, fmt.Errorf("update replication run %s and its job: %w", runID, err)
+	}
+	return run, job, nil
+}
+
+// --- ledger ---
+
+const ledgerCols = `id, run_id, step, kind, intent, resource_id, state, data, created_at, updated_at`
+
+func scanLedger(r scanner) (LedgerEntry, error) {
+	var e LedgerEntry
+	var intent, data string
+	var created, updated sql.NullInt64
+	if err := r.Scan(&e.ID, &e.RunID, &e.Step, &e.Kind, &intent, &e.ResourceID, &e.State, &data, &created, &updated); err != nil {
+		return LedgerEntry{}, err
+	}
+	e.Intent, e.Data = jsonOf(intent), jsonOf(data)
+	e.CreatedAt, e.UpdatedAt = timeOf(created), timeOf(updated)
+	return e, nil
+}
+
+func (s *sqlStore) RecordIntent(ctx context.Context, runID, step, kind string, intent json.RawMessage) (int64, error) {
+	what := fmt.Sprintf("record intent of %s in step %s of run %s", kind, step, runID)
+	if step == "" || kind == "" {
+		return 0, fmt.Errorf("%s: %w: step and kind are required", what, ErrInvalid)
+	}
+	if err := checkJSON("intent", intent); err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	var id int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.getRun(ctx, tx, runID); err != nil {
+			return err
+		}
+		now := s.now().UnixNano()
+		return s.queryRow(ctx, tx, `INSERT INTO ledger (run_id, step, kind, intent, resource_id, state, data, created_at, updated_at)
+	VALUES (?, ?, ?, ?, '', ?, '', ?, ?) RETURNING id`, runID, step, kind, jsonArg(intent), LedgerIntent, now, now).Scan(&id)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	return id, nil
+}
+
+func (s *sqlStore) getLedger(ctx context.Context, q querier, id int64) (LedgerEntry, error) {
+	e, err := scanLedger(s.queryRow(ctx, q, `SELECT `+ledgerCols+` FROM ledger WHERE id = ?`, id))
+	if err != nil {
+		return LedgerEntry{}, notFound(err, fmt.Sprintf("ledger entry %d", id))
+	}
+	return e, nil
+}
+
+func (s *sqlStore) GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, error) {
+	return s.getLedger(ctx, s.db, id)
+}
+
+// updateLedger changes entry id inside a transaction after checking that its
+// current state allows it.
+func (s *sqlStore) updateLedger(ctx context.Context, what string, id int64, allowed []LedgerState, set string, args ...any) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		e, err := s.getLedger(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		ok := false
+		for _, st := range allowed {
+			ok = ok || e.State == st
+		}
+		if !ok {
+			return fmt.Errorf("%w: entry (%s %s) is %s", ErrConflict, e.Kind, e.ResourceID, e.State)
+		}
+		args = append(append(args, s.now().UnixNano()), id)
+		_, err = s.exec(ctx, tx, `UPDATE ledger SET `+set+`, updated_at = ? WHERE id = ?`, args...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s of ledger entry %d: %w", what, id, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) RecordCreated(ctx context.Context, id int64, resourceID string, data json.RawMessage) error {
+	if err := checkJSON("data", data); err != nil {
+		return fmt.Errorf("record creation of ledger entry %d: %w", id, err)
+	}
+	if resourceID == "" {
+		return fmt.Errorf("record creation of ledger entry %d: %w: resource id is empty", id, ErrInvalid)
+	}
+	allowed := []LedgerState{LedgerIntent, LedgerCreated}
+	if data == nil {
+		return s.updateLedger(ctx, "record creation", id, allowed, `state = ?, resource_id = ?`, LedgerCreated, resourceID)
+	}
+	return s.updateLedger(ctx, "record creation", id, allowed, `state = ?, resource_id = ?, data = ?`, LedgerCreated, resourceID, jsonArg(data))
+}
+
+func (s *sqlStore) UpdateData(ctx context.Context, id int64, data json.RawMessage) error {
+	if err := checkJSON("data", data); err != nil {
+		return fmt.Errorf("update data of ledger entry %d: %w", id, err)
+	}
+	return s.updateLedger(ctx, "update data", id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased, LedgerFailed}, `data = ?`, jsonArg(data))
+}
+
+func (s *sqlStore) RecordReleased(ctx context.Context, id int64) error {
+	return s.updateLedger(ctx, "record release", id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}, `state = ?`, LedgerReleased)
+}
+
+func (s *sqlStore) RecordFailed(ctx context.Context, id int64) error {
+	return s.updateLedger(ctx, "record failure", id, []LedgerState{LedgerIntent, LedgerFailed}, `state = ?`, LedgerFailed)
+}
+
+func (s *sqlStore) LedgerForRun(ctx context.Context, runID string) ([]LedgerEntry, error) {
+	rows, err := s.query(ctx, s.db, `SELECT `+ledgerCols+` FROM ledger WHERE run_id = ? ORDER BY id`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("read ledger of run %s: %w", runID, err)
+	}
+	return collect(rows, scanLedger, "read ledger of run "+runID)
+}
+
+func (s *sqlStore) UnreleasedLedger(ctx context.Context) ([]LedgerEntry, error) {
+	rows, err := s.query(ctx, s.db, `SELECT `+ledgerCols+` FROM ledger WHERE state IN (?, ?) ORDER BY id`, LedgerIntent, LedgerCreated)
+	if err != nil {
+		return nil, fmt.Errorf("read unreleased ledger: %w", err)
+	}
+	return collect(rows, scanLedger, "read unreleased ledger")
+}
+
+// --- steps ---
+
+func (s *sqlStore) SetStep(ctx context.Context, st StepStatus) error {
+	what := fmt.Sprintf("set step %s of run %s to %s", st.Step, st.RunID, st.State)
+	switch st.State {
+	case StepPending, StepDone, StepUndone, StepFailed:
+	default:
+		return fmt.Errorf("%s: %w: unknown step state", what, ErrInvalid)
+	}
+	if st.Step == "" {
+		return fmt.Errorf("%s: %w: step name is empty", what, ErrInvalid)
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.getRun(ctx, tx, st.RunID); err != nil {
+			return err
+		}
+		now := s.now().UnixNano()
+		res, err := s.exec(ctx, tx, `UPDATE run_steps SET state = ?, error = ?, updated_at = ? WHERE run_id = ? AND step = ?`,
+			st.State, st.Error, now, st.RunID, st.Step)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n > 0 {
+			return err
+		}
+		_, err = s.exec(ctx, tx, `INSERT INTO run_steps (run_id, step, seq, state, error, updated_at)
+	VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_steps WHERE run_id = ?), ?, ?, ?)`,
+			st.RunID, st.Step, st.RunID, st.State, st.Error, now)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) Steps(ctx context.Context, runID string) ([]StepStatus, error) {
+	rows, err := s.query(ctx, s.db, `SELECT run_id, step, state, error, updated_at FROM run_steps WHERE run_id = ? ORDER BY seq`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("read steps of run %s: %w", runID, err)
+	}
+	return collect(rows, func(r scanner) (StepStatus, error) {
+		var st StepStatus
+		var updated sql.NullInt64
+		err := r.Scan(&st.RunID, &st.Step, &st.State, &st.Error, &updated)
+		st.UpdatedAt = timeOf(updated)
+		return st, err
+	}, "read steps of run "+runID)
+}
+
+// --- events ---
+
+func (s *sqlStore) AddEvent(ctx context.Context, e Event) (Event, error) {
+	if e.Level == "" {
+		e.Level = LevelInfo
+	}
+	switch e.Level {
+	case LevelInfo, LevelWarn, LevelError:
+	default:
+		return Event{}, fmt.Errorf("add event: %w: unknown level %q", ErrInvalid, e.Level)
+	}
+	if e.Message == "" {
+		return Event{}, fmt.Errorf("add event: %w: message is empty", ErrInvalid)
+	}
+	if e.Time.IsZero() {
+		e.Time = s.now()
+	}
+	err := s.queryRow(ctx, s.db, `INSERT INTO events (event_time, job_id, run_id, level, message) VALUES (?, ?, ?, ?, ?) RETURNING id`,
+		e.Time.UnixNano(), e.JobID, e.RunID, e.Level, e.Message).Scan(&e.ID)
+	if err != nil {
+		return Event{}, fmt.Errorf("add event %q: %w", e.Message, err)
+	}
+	e.Time = e.Time.UTC()
+	return e, nil
+}
+
+func (s *sqlStore) Events(ctx context.Context, f EventFilter) ([]Event, error) {
+	q := `SELECT id, event_time, job_id, run_id, level, message FROM events`
+	var where []string
+	var args []any
+	if f.JobID != "" {
+		where = append(where, `job_id = ?`)
+		args = append(args, f.JobID)
+	}
+	if f.RunID != "" {
+		where = append(where, `run_id = ?`)
+		args = append(args, f.RunID)
+	}
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	q += ` ORDER BY id DESC`
+	if f.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, f.Limit)
+	}
+	rows, err := s.query(ctx, s.db, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	return collect(rows, func(r scanner) (Event, error) {
+		var e Event
+		var t sql.NullInt64
+		err := r.Scan(&e.ID, &t, &e.JobID, &e.RunID, &e.Level, &e.Message)
+		e.Time = timeOf(t)
+		return e, err
+	}, "list events")
+}
+
+// --- apps ---
+
+const appCols = `app_id, name, description, server_ids, created_at, updated_at`
+
+func scanApp(r scanner) (App, error) {
+	var a App
+	var ids string
+	var created, updated sql.NullInt64
+	if err := r.Scan(&a.AppID, &a.Name, &a.Description, &ids, &created, &updated); err != nil {
+		return App{}, err
+	}
+	if err := json.Unmarshal([]byte(ids), &a.ServerIDs); err != nil {
+		return App{}, fmt.Errorf("server ids of app %s: %w", a.AppID, err)
+	}
+	a.CreatedAt, a.UpdatedAt = timeOf(created), timeOf(updated)
+	return a, nil
+}
+
+// checkApp validates a and checks that its servers exist.
+func (s *sqlStore) checkApp(ctx context.Context, q querier, a App) error {
+	if a.Name == "" {
+		return fmt.Errorf("%w: app name is empty", ErrInvalid)
+	}
+	seen := map[string]bool{}
+	for _, id := range a.ServerIDs {
+		if seen[id] {
+			return fmt.Errorf("%w: server %s is listed twice", ErrInvalid, id)
+		}
+		seen[id] = true
+		if _, err := s.getServer(ctx, q, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func serverIDsArg(ids []string) string {
+	if ids == nil {
+		ids = []string{}
+	}
+	b, _ := json.Marshal(ids) // a []string always marshals
+	return string(b)
+}
+
+func (s *sqlStore) CreateApp(ctx context.Context, a App) (App, error) {
+	a.AppID = newID(prefixApp)
+	now := s.now()
+	if a.CreatedAt.IsZero() {
+		a.CreatedAt = now
+	}
+	a.UpdatedAt = now
+	if a.ServerIDs == nil {
+		a.ServerIDs = []string{}
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkApp(ctx, tx, a); err != nil {
+			return err
+		}
+		_, err := s.exec(ctx, tx, `INSERT INTO apps (`+appCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
+			a.AppID, a.Name, a.Description, serverIDsArg(a.ServerIDs), timeArg(a.CreatedAt), timeArg(a.UpdatedAt))
+		if err != nil && s.d.classify(err) == uniqueViolation {
+			return fmt.Errorf("%w: an app with that name exists", ErrConflict)
+		}
+		return err
+	})
+	if err != nil {
+		return App{}, fmt.Errorf("create app %q: %w", a.Name, err)
+	}
+	return a, nil
+}
+
+func (s *sqlStore) getApp(ctx context.Context, q querier, id string) (App, error) {
+	a, err := scanApp(s.queryRow(ctx, q, `SELECT `+appCols+` FROM apps WHERE app_id = ?`, id))
+	if err != nil {
+		return App{}, notFound(err, "app "+id)
+	}
+	return a, nil
+}
+
+func (s *sqlStore) GetApp(ctx context.Context, id string) (App, error) {
+	return s.getApp(ctx, s.db, id)
+}
+
+func (s *sqlStore) ListApps(ctx context.Context) ([]App, error) {
+	rows, err := s.query(ctx, s.db, `SELECT `+appCols+` FROM apps ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list apps: %w", err)
+	}
+	return collect(rows, scanApp, "list apps")
+}
+
+func (s *sqlStore) UpdateApp(ctx context.Context, id string, fn func(*App) error) (App, error) {
+	var out App
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		a, err := s.getApp(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		created := a.CreatedAt
+		if err := fn(&a); err != nil {
+			return err
+		}
+		a.AppID, a.CreatedAt, a.UpdatedAt = id, created, s.now()
+		if a.ServerIDs == nil {
+			a.ServerIDs = []string{}
+		}
+		if err := s.checkApp(ctx, tx, a); err != nil {
+			return err
+		}
+		_, err = s.exec(ctx, tx, `UPDATE apps SET name = ?, description = ?, server_ids = ?, updated_at = ? WHERE app_id = ?`,
+			a.Name, a.Description, serverIDsArg(a.ServerIDs), timeArg(a.UpdatedAt), id)
+		if err != nil && s.d.classify(err) == uniqueViolation {
+			return fmt.Errorf("%w: an app named %q exists", ErrConflict, a.Name)
+		}
+		out = a
+		return err
+	})
+	if err != nil {
+		return App{}, fmt.Errorf("update app %s: %w", id, err)
+	}
+	return out, nil
+}
+
+func (s *sqlStore) DeleteApp(ctx context.Context, id string) error {
+	res, err := s.exec(ctx, s.db, `DELETE FROM apps WHERE app_id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("delete app %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("delete app %s: %w", id, err)
+	} else if n == 0 {
+		return fmt.Errorf("delete app %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// --- settings ---
+
+func (s *sqlStore) GetSetting(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	if err := s.queryRow(ctx, s.db, `SELECT value FROM settings WHERE setting_key = ?`, key).Scan(&v); err != nil {
+		return nil, notFound(err, "setting "+key)
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
+}
+
+func (s *sqlStore) PutSetting(ctx context.Context, key string, value []byte) error {
+	if key == "" {
+		return fmt.Errorf("put setting: %w: key is empty", ErrInvalid)
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	_, err := s.exec(ctx, s.db, `INSERT INTO settings (setting_key, value, updated_at) VALUES (?, ?, ?)
+	ON CONFLICT (setting_key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`,
+		key, value, s.now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("put setting %s: %w", key, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) DeleteSetting(ctx context.Context, key string) error {
+	if _, err := s.exec(ctx, s.db, `DELETE FROM settings WHERE setting_key = ?`, key); err != nil {
+		return fmt.Errorf("delete setting %s: %w", key, err)
+	}
+	return nil
+}
+
+// collect scans every row and closes rows.
+func collect[T any](rows *sql.Rows, scan func(scanner) (T, error), what string) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}

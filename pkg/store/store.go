@@ -1,0 +1,488 @@
+// Package store persists rehost's state: sources, the server catalog,
+// replication jobs and runs (named and shaped after the AWS SMS API), the
+// per-run resource ledger and step status that make a run resumable, events,
+// applications and settings.
+//
+// Store is the interface; SQLite (pure Go, embedded) is the default
+// implementation and a PostgreSQL one can follow: the SQL is written with `?`
+// placeholders rebound per dialect and the migrations use only types both
+// accept. Every implementation passes the conformance suite in storetest.
+//
+// The store never sees plaintext secrets: Source.Secret and setting values are
+// opaque bytes the caller has already encrypted.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors every method wraps, with a message naming the thing concerned.
+var (
+	// ErrNotFound: the addressed row does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the change would break a uniqueness rule (one job per
+	// server, one pending or active run per job, a duplicate name) or remove a
+	// row others still refer to.
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: a field holds a value the model does not allow.
+	ErrInvalid = errors.New("invalid")
+)
+
+// SourceKind is the hypervisor family of a Source.
+type SourceKind string
+
+// Source kinds.
+const (
+	SourceVSphere SourceKind = "vsphere"
+	SourceHyperV  SourceKind = "hyperv"
+	SourceAzure   SourceKind = "azure"
+)
+
+// Source is a hypervisor endpoint with the credentials to reach it.
+type Source struct {
+	ID       string     `json:"id"` // "src-" + 17 hex, assigned by CreateSource
+	Kind     SourceKind `json:"kind"`
+	Name     string     `json:"name"` // unique
+	Endpoint string     `json:"endpoint"`
+	User     string     `json:"user"`
+	// Secret is the credential, encrypted by the caller; never plaintext.
+	Secret     []byte    `json:"-"`
+	Thumbprint string    `json:"thumbprint,omitempty"`
+	Insecure   bool      `json:"insecure,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+}
+
+// Server is one entry of the server catalog: a VM imported from a source.
+type Server struct {
+	ServerID   string    `json:"serverId"` // "s-" + 17 hex, stable across re-imports
+	SourceID   string    `json:"sourceId"`
+	VMID       string    `json:"vmId"` // the source's own id of the VM
+	Name       string    `json:"name"`
+	Path       string    `json:"path"`
+	GuestOS    string    `json:"guestOS"`
+	Firmware   string    `json:"firmware"`
+	CPUs       int       `json:"cpus"`
+	MemoryMiB  int64     `json:"memoryMiB"`
+	DiskCount  int       `json:"diskCount"`
+	Details    string    `json:"details,omitempty"` // JSON text, the source's full description
+	ImportedAt time.Time `json:"importedAt"`
+}
+
+// ServerFilter narrows ListServers; zero fields match everything.
+type ServerFilter struct {
+	SourceID string
+}
+
+// JobState is the state of a replication job, as in SMS.
+type JobState string
+
+// Job states.
+const (
+	JobPending         JobState = "PENDING"
+	JobActive          JobState = "ACTIVE"
+	JobFailed          JobState = "FAILED"
+	JobDeleting        JobState = "DELETING"
+	JobDeleted         JobState = "DELETED"
+	JobCompleted       JobState = "COMPLETED"
+	JobPausedOnFailure JobState = "PAUSED_ON_FAILURE"
+	JobFailing         JobState = "FAILING"
+)
+
+// License types of the AMIs a job makes.
+const (
+	LicenseAWS  = "AWS"
+	LicenseBYOL = "BYOL"
+)
+
+// ReplicationJob replicates one server on a schedule (or once).
+type ReplicationJob struct {
+	ReplicationJobID    string    `json:"replicationJobId"` // "sms-job-" + 17 hex
+	ServerID            string    `json:"serverId"`
+	SeedReplicationTime time.Time `json:"seedReplicationTime"`
+	// Frequency in hours, 1–24. A run-once job may leave it 0.
+	Frequency                   int       `json:"frequency"`
+	RunOnce                     bool      `json:"runOnce"`
+	LicenseType                 string    `json:"licenseType"` // LicenseAWS or LicenseBYOL
+	RoleName                    string    `json:"roleName,omitempty"`
+	NumberOfRecentAmisToKeep    int       `json:"numberOfRecentAmisToKeep"`
+	Encrypted                   bool      `json:"encrypted"`
+	KmsKeyID                    string    `json:"kmsKeyId,omitempty"`
+	Description                 string    `json:"description,omitempty"`
+	State                       JobState  `json:"state"`
+	StatusMessage               string    `json:"statusMessage,omitempty"`
+	NextReplicationRunStartTime time.Time `json:"nextReplicationRunStartTime"`
+	LatestAmiID                 string    `json:"latestAmiId,omitempty"`
+	ConsecutiveFailures         int       `json:"consecutiveFailures"`
+	CreatedAt                   time.Time `json:"createdAt"`
+	UpdatedAt                   time.Time `json:"updatedAt"`
+}
+
+// JobFilter narrows ListJobs; zero fields match everything.
+type JobFilter struct {
+	States   []JobState
+	ServerID string
+}
+
+// RunType says why a run exists.
+type RunType string
+
+// Run types.
+const (
+	RunAutomatic RunType = "AUTOMATIC"
+	RunOnDemand  RunType = "ON_DEMAND"
+)
+
+// RunState is the state of a replication run, as in SMS.
+type RunState string
+
+// Run states.
+const (
+	RunPending   RunState = "PENDING"
+	RunMissed    RunState = "MISSED"
+	RunActive    RunState = "ACTIVE"
+	RunFailed    RunState = "FAILED"
+	RunCompleted RunState = "COMPLETED"
+	RunDeleting  RunState = "DELETING"
+	RunDeleted   RunState = "DELETED"
+)
+
+// Live reports whether the state holds the job's single run slot.
+func (s RunState) Live() bool { return s == RunPending || s == RunActive }
+
+// ReplicationRun is one replication of a job's server into an AMI.
+type ReplicationRun struct {
+	ReplicationRunID   string    `json:"replicationRunId"` // "sms-run-" + 17 hex
+	ReplicationJobID   string    `json:"replicationJobId"`
+	Type               RunType   `json:"type"`
+	State              RunState  `json:"state"`
+	Stage              string    `json:"stage,omitempty"`
+	StageProgress      string    `json:"stageProgress,omitempty"` // "42%", "1.2 GiB of 4.0 GiB"
+	StatusMessage      string    `json:"statusMessage,omitempty"`
+	AmiID              string    `json:"amiId,omitempty"`
+	ScheduledStartTime time.Time `json:"scheduledStartTime"`
+	StartedAt          time.Time `json:"startedAt,omitempty"`
+	CompletedTime      time.Time `json:"completedTime,omitempty"`
+	Description        string    `json:"description,omitempty"`
+	Encrypted          bool      `json:"encrypted"`
+	KmsKeyID           string    `json:"kmsKeyId,omitempty"`
+	CreatedAt          time.Time `json:"createdAt"`
+}
+
+// LedgerState is the life of one resource a run makes outside the process.
+type LedgerState string
+
+// Ledger states.
+const (
+	// LedgerIntent: about to be created; it may or may not exist (a crash
+	// can fall between the call and RecordCreated), so cleanup looks it up by
+	// its tag or name.
+	LedgerIntent LedgerState = "intent"
+	// LedgerCreated: exists, ResourceID known.
+	LedgerCreated LedgerState = "created"
+	// LedgerReleased: deleted or handed over (an AMI kept); nothing to undo.
+	LedgerReleased LedgerState = "released"
+	// LedgerFailed: creation failed for certain; nothing exists to undo.
+	LedgerFailed LedgerState = "failed"
+)
+
+// Ledger kinds in use; the column is free text so new kinds need no migration.
+const (
+	KindVMSnapshot      = "vm-snapshot"
+	KindMultipartUpload = "multipart-upload"
+	KindS3Object        = "s3-object"
+	KindImportTask      = "import-task"
+	KindEBSSnapshot     = "ebs-snapshot"
+	KindAMI             = "ami"
+)
+
+// LedgerEntry records one resource a run made or is about to make.
+type LedgerEntry struct {
+	ID         int64           `json:"id"`
+	RunID      string          `json:"runId"`
+	Step       string          `json:"step"`
+	Kind       string          `json:"kind"`
+	Intent     json.RawMessage `json:"intent,omitempty"`
+	ResourceID string          `json:"resourceId,omitempty"`
+	State      LedgerState     `json:"state"`
+	Data       json.RawMessage `json:"data,omitempty"`
+	CreatedAt  time.Time       `json:"createdAt"`
+	UpdatedAt  time.Time       `json:"updatedAt"`
+}
+
+// StepState is the state machine's record of one step of a run.
+type StepState string
+
+// Step states.
+const (
+	StepPending StepState = "pending"
+	StepDone    StepState = "done"
+	StepUndone  StepState = "undone"
+	StepFailed  StepState = "failed"
+)
+
+// StepStatus is the persisted status of one step of a run.
+type StepStatus struct {
+	RunID     string    `json:"runId"`
+	Step      string    `json:"step"`
+	State     StepState `json:"state"`
+	Error     string    `json:"error,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Event levels.
+const (
+	LevelInfo  = "info"
+	LevelWarn  = "warn"
+	LevelError = "error"
+)
+
+// Event is an append-only line of a job's or run's history.
+type Event struct {
+	ID      int64     `json:"id"`
+	Time    time.Time `json:"time"`
+	JobID   string    `json:"jobId,omitempty"`
+	RunID   string    `json:"runId,omitempty"`
+	Level   string    `json:"level"`
+	Message string    `json:"message"`
+}
+
+// EventFilter selects events; zero fields match everything. Limit 0 means no
+// limit.
+type EventFilter struct {
+	JobID string
+	RunID string
+	Limit int
+}
+
+// App is a group of servers migrated together, in launch order.
+type App struct {
+	AppID       string    `json:"appId"` // "app-" + 17 hex
+	Name        string    `json:"name"`  // unique
+	Description string    `json:"description,omitempty"`
+	ServerIDs   []string  `json:"serverIds"` // launch order
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// Store is rehost's persisted state. Every method is safe for concurrent use,
+// honours ctx cancellation, and wraps ErrNotFound, ErrConflict or ErrInvalid
+// where those apply; other errors are I/O failures of the backend.
+//
+// Methods that take a func run it inside a transaction on a fresh copy of
+// the row (read-modify-write); the func must not call the store, and an
+// error it returns aborts the transaction and is returned wrapped.
+type Store interface {
+	// Close releases the backend. Calls after Close fail.
+	Close() error
+
+	// CreateSource stores s with a new ID (CreatedAt set if zero).
+	// ErrConflict if the name is taken, ErrInvalid on an unknown kind or
+	// empty name.
+	CreateSource(ctx context.Context, s Source) (Source, error)
+	GetSource(ctx context.Context, id string) (Source, error)
+	ListSources(ctx context.Context) ([]Source, error)
+	UpdateSource(ctx context.Context, id string, fn func(*Source) error) (Source, error)
+	// DeleteSource fails with ErrConflict while servers of it remain.
+	DeleteSource(ctx context.Context, id string) error
+
+	// UpsertServer inserts or updates the catalog entry of (SourceID, VMID).
+	// An existing entry keeps its ServerID; the returned Server is what is
+	// stored. ImportedAt is set to now if zero.
+	UpsertServer(ctx context.Context, s Server) (Server, error)
+	GetServer(ctx context.Context, serverID string) (Server, error)
+	ListServers(ctx context.Context, f ServerFilter) ([]Server, error)
+	// DeleteServer fails with ErrConflict while any job (even a deleted
+	// one) refers to it.
+	DeleteServer(ctx context.Context, serverID string) error
+
+	// CreateJob stores j with a new ReplicationJobID. State defaults to
+	// PENDING and LicenseType to AWS. ErrInvalid on a bad frequency (see
+	// ValidateFrequency), license type, state or a zero seed time;
+	// ErrNotFound if the server does not exist; ErrConflict, naming the
+	// existing job, if the server already has a job not DELETED.
+	CreateJob(ctx context.Context, j ReplicationJob) (ReplicationJob, error)
+	GetJob(ctx context.Context, id string) (ReplicationJob, error)
+	// ListJobs lists jobs by creation time.
+	ListJobs(ctx context.Context, f JobFilter) ([]ReplicationJob, error)
+	// UpdateJob applies fn to the job and stores the result, validated as
+	// in CreateJob; ReplicationJobID, ServerID and CreatedAt cannot change,
+	// UpdatedAt is set by the store.
+	UpdateJob(ctx context.Context, id string, fn func(*ReplicationJob) error) (ReplicationJob, error)
+
+	// CreateRuns inserts runs of one or more jobs in one transaction, each
+	// with a new ReplicationRunID (State defaults to PENDING, Type to
+	// AUTOMATIC). ErrConflict if a run in PENDING or ACTIVE would join
+	// another such run of the same job; ErrNotFound if a job is missing.
+	CreateRuns(ctx context.Context, runs ...ReplicationRun) ([]ReplicationRun, error)
+	// StartRun inserts one run, as CreateRuns: ErrConflict, naming the
+	// other run, if it is PENDING or ACTIVE while the job already has such a
+	// run.
+	StartRun(ctx context.Context, run ReplicationRun) (ReplicationRun, error)
+	// ScheduleRuns reads the job, lets fn change it and return new runs for
+	// it, and stores both in one transaction, with the rules of UpdateJob
+	// and CreateRuns. It is how a scheduler records missed slots, a
+	// catch-up run and the next start time atomically.
+	ScheduleRuns(ctx context.Context, jobID string, fn func(*ReplicationJob) ([]ReplicationRun, error)) (ReplicationJob, []ReplicationRun, error)
+	GetRun(ctx context.Context, id string) (ReplicationRun, error)
+	// ListRuns lists a job's runs newest first (by ScheduledStartTime, then
+	// creation); limit 0 means all.
+	ListRuns(ctx context.Context, jobID string, limit int) ([]ReplicationRun, error)
+	// RunsInState lists runs of every job in the given states, oldest
+	// ScheduledStartTime first.
+	RunsInState(ctx context.Context, states ...RunState) ([]ReplicationRun, error)
+	// CountRuns counts a job's runs of the given type whose
+	// ScheduledStartTime is at or after since.
+	CountRuns(ctx context.Context, jobID string, typ RunType, since time.Time) (int, error)
+	// UpdateRun applies fn to the run and stores it. ErrConflict if it
+	// would make a second PENDING or ACTIVE run of the job.
+	UpdateRun(ctx context.Context, id string, fn func(*ReplicationRun) error) (ReplicationRun, error)
+	// UpdateRunAndJob applies fn to a run and its job and stores both in one
+	// transaction, with the rules of UpdateRun and UpdateJob.
+	UpdateRunAndJob(ctx context.Context, runID string, fn func(*ReplicationRun, *ReplicationJob) error) (ReplicationRun, ReplicationJob, error)
+
+	// RecordIntent appends a ledger entry in state intent and returns its
+	// id; ids grow in insertion order. ErrNotFound if the run is missing.
+	RecordIntent(ctx context.Context, runID, step, kind string, intent json.RawMessage) (int64, error)
+	// RecordCreated moves the entry to created with the resource's id and
+	// data (nil data keeps what is stored).
+	RecordCreated(ctx context.Context, id int64, resourceID string, data json.RawMessage) error
+	// UpdateData replaces the entry's data (e.g. the parts of a multipart
+	// upload completed so far).
+	UpdateData(ctx context.Context, id int64, data json.RawMessage) error
+	// RecordReleased marks the entry released: nothing left to undo.
+	RecordReleased(ctx context.Context, id int64) error
+	// RecordFailed marks the entry failed: creation failed, nothing exists.
+	RecordFailed(ctx context.Context, id int64) error
+	GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, error)
+	// LedgerForRun lists the run's entries in insertion order; undo walks
+	// it backwards.
+	LedgerForRun(ctx context.Context, runID string) ([]LedgerEntry, error)
+	// UnreleasedLedger lists entries in state intent or created, of every
+	// run, in insertion order.
+	UnreleasedLedger(ctx context.Context) ([]LedgerEntry, error)
+
+	// SetStep inserts or replaces the status of (RunID, Step); UpdatedAt is
+	// set by the store. ErrInvalid on an unknown state.
+	SetStep(ctx context.Context, s StepStatus) error
+	// Steps lists the run's steps in the order they were first set.
+	Steps(ctx context.Context, runID string) ([]StepStatus, error)
+
+	// AddEvent appends e (Time set to now if zero) and returns it with its ID.
+	AddEvent(ctx context.Context, e Event) (Event, error)
+	// Events lists matching events newest first, at most f.Limit.
+	Events(ctx context.Context, f EventFilter) ([]Event, error)
+
+	// CreateApp stores a with a new AppID. ErrConflict if the name is taken.
+	CreateApp(ctx context.Context, a App) (App, error)
+	GetApp(ctx context.Context, id string) (App, error)
+	ListApps(ctx context.Context) ([]App, error)
+	UpdateApp(ctx context.Context, id string, fn func(*App) error) (App, error)
+	DeleteApp(ctx context.Context, id string) error
+
+	// GetSetting returns the value of key, ErrNotFound if unset.
+	GetSetting(ctx context.Context, key string) ([]byte, error)
+	// PutSetting sets key to value, replacing any previous value.
+	PutSetting(ctx context.Context, key string, value []byte) error
+	// DeleteSetting removes key; removing an unset key is not an error.
+	DeleteSetting(ctx context.Context, key string) error
+}
+
+// ValidateFrequency checks a replication frequency in hours: SMS allows 1–24.
+func ValidateFrequency(hours int) error {
+	if hours < 1 || hours > 24 {
+		return fmt.Errorf("%w: frequency %d h: must be a whole number of hours from 1 to 24", ErrInvalid, hours)
+	}
+	return nil
+}
+
+// ValidateJob checks the fields of a job the caller may set.
+func ValidateJob(j ReplicationJob) error {
+	if j.ServerID == "" {
+		return fmt.Errorf("%w: replication job: server id is empty", ErrInvalid)
+	}
+	if j.SeedReplicationTime.IsZero() {
+		return fmt.Errorf("%w: replication job for server %s: seed replication time is not set", ErrInvalid, j.ServerID)
+	}
+	// A run-once job needs no frequency, but a given one must still be valid.
+	if !j.RunOnce || j.Frequency != 0 {
+		if err := ValidateFrequency(j.Frequency); err != nil {
+			return fmt.Errorf("replication job for server %s: %w", j.ServerID, err)
+		}
+	}
+	switch j.LicenseType {
+	case LicenseAWS, LicenseBYOL:
+	default:
+		return fmt.Errorf("%w: replication job for server %s: license type %q: must be AWS or BYOL", ErrInvalid, j.ServerID, j.LicenseType)
+	}
+	switch j.State {
+	case JobPending, JobActive, JobFailed, JobDeleting, JobDeleted, JobCompleted, JobPausedOnFailure, JobFailing:
+	default:
+		return fmt.Errorf("%w: replication job for server %s: unknown state %q", ErrInvalid, j.ServerID, j.State)
+	}
+	if j.NumberOfRecentAmisToKeep < 0 {
+		return fmt.Errorf("%w: replication job for server %s: number of recent AMIs to keep is negative", ErrInvalid, j.ServerID)
+	}
+	if j.ConsecutiveFailures < 0 {
+		return fmt.Errorf("%w: replication job for server %s: consecutive failures is negative", ErrInvalid, j.ServerID)
+	}
+	return nil
+}
+
+// ValidateRun checks the enumerated fields of a run.
+func ValidateRun(r ReplicationRun) error {
+	switch r.Type {
+	case RunAutomatic, RunOnDemand:
+	default:
+		return fmt.Errorf("%w: replication run of job %s: unknown type %q", ErrInvalid, r.ReplicationJobID, r.Type)
+	}
+	switch r.State {
+	case RunPending, RunMissed, RunActive, RunFailed, RunCompleted, RunDeleting, RunDeleted:
+	default:
+		return fmt.Errorf("%w: replication run of job %s: unknown state %q", ErrInvalid, r.ReplicationJobID, r.State)
+	}
+	return nil
+}
+
+func validateSource(s Source) error {
+	switch s.Kind {
+	case SourceVSphere, SourceHyperV, SourceAzure:
+	default:
+		return fmt.Errorf("%w: source %q: unknown kind %q (want vsphere, hyperv or azure)", ErrInvalid, s.Name, s.Kind)
+	}
+	if s.Name == "" {
+		return fmt.Errorf("%w: source: name is empty", ErrInvalid)
+	}
+	return nil
+}
+
+func validateLedgerState(s LedgerState) error {
+	switch s {
+	case LedgerIntent, LedgerCreated, LedgerReleased, LedgerFailed:
+		return nil
+	}
+	return fmt.Errorf("%w: unknown ledger state %q", ErrInvalid, s)
+}
+
+// newID returns prefix followed by 17 random hex digits, the shape of SMS ids.
+func newID(prefix string) string {
+	var b [9]byte
+	// Since Go 1.24 crypto/rand.Read never returns an error (it crashes the
+	// program if the system source fails).
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])[:17]
+}
+
+// ID prefixes.
+const (
+	prefixSource = "src-"
+	prefixServer = "s-"
+	prefixJob    = "sms-job-"
+	prefixRun    = "sms-run-"
+	prefixApp    = "app-"
+)
