@@ -1,0 +1,62 @@
+package aws
+
+import (
+	sdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rehost/rehost/internal/s3peer"
+	"github.com/rehost/rehost/pkg/emulator"
+)
+
+// account is an emulated AWS account: versitygw (TLS, behind the recording
+// front) for S3 and pkg/emulator for EC2, IAM and STS.
+type account struct {
+	srv *s3peer.Server
+	emu *emulator.Emulator
+	t   *Target
+}
+
+func newAccount(tb testing.TB, emuCfg emulator.Config, cfg Config) *account {
+	tb.Helper()
+	srv := s3peer.Start(tb, s3peer.Options{TLS: true, Region: emuCfg.Region})
+	emuCfg.S3Endpoint = srv.URL
+	emuCfg.S3AccessKey, emuCfg.S3SecretKey = srv.AccessKeyID, srv.SecretAccessKey
+	emuCfg.S3HTTPClient = srv.HTTPClient()
+	emuCfg.AccessKeyID, emuCfg.SecretAccessKey = srv.AccessKeyID, srv.SecretAccessKey
+	if emuCfg.ImportDuration == 0 {
+		emuCfg.ImportDuration = 300 * time.Millisecond
+	}
+	emu, err := emulator.New(emuCfg)
+	if err != nil {
+		tb.Fatalf("emulator: %v", err)
+	}
+	base, err := emu.Start("127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("emulator: %v", err)
+	}
+	tb.Cleanup(func() { emu.Close() })
+	cfg.Region = emu.Region()
+	cfg.AccessKeyID, cfg.SecretAccessKey = srv.AccessKeyID, srv.SecretAccessKey
+	cfg.Endpoints = Endpoints{S3: srv.URL, EC2: base, IAM: base, STS: base, EBS: base}
+	cfg.S3PathStyle = true
+	cfg.HTTPClient = srv.HTTPClient()
+	if cfg.RetryBaseDelay == 0 {
+		cfg.RetryBaseDelay = 10 * time.Millisecond
+	}
+	if cfg.PollInitial == 0 {
+		cfg.PollInitial, cfg.PollMax = 20*time.Millisecond, 100*time.Millisecond
+	}
+	tg, err := New(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("new target: %v", err)
+	}
+	return &account{srv: srv, emu: emu, t: tg}
+}
+
+func createBucket(name string) *s3.CreateBucketInput {
+	return &s3.CreateBucketInput{Bucket: sdk.String(name)}
+}

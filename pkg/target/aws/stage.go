@@ -1,0 +1,543 @@
+package aws
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	sdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/rehost/rehost/pkg/disk"
+)
+
+// S3 multipart limits.
+const (
+	MinPartSize   = 5 << 20
+	MaxPartSize   = 5 << 30
+	MaxParts      = 10000
+	MaxObjectSize = 5 << 40
+)
+
+// growEvery is how many parts share one size when the stream length is
+// unknown; the size doubles after each group.
+const growEvery = 1000
+
+// minGrowingPartSize makes 10,000 growing parts cover MaxObjectSize:
+// 1000·s·(2^10−1) ≥ 5 TiB needs s ≥ 5.13 MiB.
+const minGrowingPartSize = 8 << 20
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Part is one uploaded part.
+type Part struct {
+	Number int32  `json:"number"`
+	Size   int64  `json:"size"`
+	ETag   string `json:"etag"`
+	// Checksum is the part's CRC32C, base64 as S3 reports it.
+	Checksum string `json:"checksum"`
+	// SHA256 is the hex SHA-256 of the part's bytes, computed locally when
+	// StageInput.OnPart is set; a resume compares it (and Checksum) with
+	// the fresh stream.
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// Upload is the persisted state of a multipart upload in progress: enough
+// to resume it after a restart.
+type Upload struct {
+	Bucket   string `json:"bucket"`
+	Key      string `json:"key"`
+	UploadID string `json:"uploadId"`
+	// PartSize is the size of part 1; with Growing, the size doubles every
+	// 1000 parts (capped at 5 GiB), otherwise all parts but the last have it.
+	PartSize int64  `json:"partSize"`
+	Growing  bool   `json:"growing,omitempty"`
+	Parts    []Part `json:"parts"`
+}
+
+// sizeOf is the size of part n (the last part may be shorter).
+func (u *Upload) sizeOf(n int32) int64 {
+	if !u.Growing {
+		return u.PartSize
+	}
+	s := u.PartSize
+	for g := (n - 1) / growEvery; g > 0 && s < MaxPartSize; g-- {
+		s *= 2
+	}
+	return min(s, MaxPartSize)
+}
+
+// StageInput is one stream to stage.
+type StageInput struct {
+	Key string
+	// Body is read once, sequentially, to EOF; its length need not be known.
+	Body io.Reader
+	// SizeHint is the stream length or an upper bound of it (a disk's
+	// capacity); -1 or 0 when unknown. With a hint the part size is fixed at
+	// max(Config.PartSize, hint/10000); without one parts grow (see Upload).
+	SizeHint int64
+	// Format is recorded in the returned Object for StartImport.
+	Format disk.Format
+	// Resume continues an earlier upload; Body must then yield the same
+	// content from the start.
+	Resume *Upload
+	// OnProgress receives the number of bytes stored so far; OnPart the
+	// upload state after every completed part (persist it to resume). Calls
+	// are serialized.
+	OnProgress func(done int64)
+	OnPart     func(Upload)
+	// KeepOnFailure leaves the multipart upload in place when Stage fails
+	// or is cancelled, so a later Stage can Resume it; the caller then owns
+	// it (resume it or AbortUploads). Otherwise it is aborted.
+	KeepOnFailure bool
+}
+
+// Object is a staged object.
+type Object struct {
+	Bucket string      `json:"bucket"`
+	Key    string      `json:"key"`
+	Size   int64       `json:"size"`
+	ETag   string      `json:"etag,omitempty"`
+	Format disk.Format `json:"format,omitempty"`
+	// Checksum is S3's composite CRC32C of the object ("<base64>-<parts>").
+	Checksum string `json:"checksum,omitempty"`
+	Parts    int    `json:"parts"`
+	// Reused counts parts kept from a resumed upload without re-sending.
+	Reused int `json:"reused,omitempty"`
+}
+
+// StagingKey is the object key of a disk: rehost/<job>/<run>/disk-<n>.<ext>.
+func StagingKey(job, run string, disk int, ext string) string {
+	ext = strings.TrimPrefix(ext, ".")
+	name := fmt.Sprintf("disk-%d", disk)
+	if ext != "" {
+		name += "." + ext
+	}
+	return path.Join("rehost", clean(job), clean(run), name)
+}
+
+func clean(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r < 0x20 {
+			return '_'
+		}
+		return r
+	}, s)
+	if s == "" || s == "." || s == ".." {
+		return "_"
+	}
+	return s
+}
+
+// sse returns the server-side encryption settings for new objects.
+func (t *Target) sse() (types.ServerSideEncryption, *string, *bool) {
+	if t.cfg.KMSKeyID != "" {
+		return types.ServerSideEncryptionAwsKms, sdk.String(t.cfg.KMSKeyID), sdk.Bool(true)
+	}
+	return types.ServerSideEncryptionAes256, nil, nil
+}
+
+// Stage streams in.Body into a multipart upload and completes it.
+//
+// Memory is bounded by Concurrency+1 part buffers. Each part carries a CRC32C
+// checksum S3 verifies, is retried from its buffer on transient errors, and is
+// reported through OnPart once stored. On failure or cancellation the upload
+// is aborted (under a fresh context) unless KeepOnFailure is set. Resuming
+// re-reads the stream from the start; parts whose SHA-256 matches the record
+// and which S3 still holds are not re-sent, others are uploaded again. A
+// resumed upload S3 no longer knows (aborted or expired) starts over.
+func (t *Target) Stage(ctx context.Context, in StageInput) (Object, error) {
+	if in.Body == nil || in.Key == "" {
+		return Object{}, errors.New("stage: a key and a body are required")
+	}
+	bucket, err := t.bucket()
+	if err != nil {
+		return Object{}, fmt.Errorf("stage %s: %w", in.Key, err)
+	}
+	st := &stager{t: t, in: in, held: map[int32]types.Part{}}
+	if err := st.open(ctx, bucket); err != nil {
+		return Object{}, fmt.Errorf("stage %s: %w", in.Key, err)
+	}
+	obj, err := st.run(ctx)
+	if err != nil {
+		if !in.KeepOnFailure {
+			t.abort(st.up.Bucket, st.up.Key, st.up.UploadID)
+		}
+		return Object{}, fmt.Errorf("stage s3://%s/%s: %w", st.up.Bucket, st.up.Key, err)
+	}
+	return obj, nil
+}
+
+// abort removes a multipart upload under its own context, so a cancelled
+// stage still cleans up.
+func (t *Target) abort(bucket, key, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := t.withRetry(ctx, "AbortMultipartUpload", nil, func(ctx context.Context) error {
+		_, err := t.s3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket: sdk.String(bucket), Key: sdk.String(key), UploadId: sdk.String(id)})
+		return err
+	})
+	if err != nil && apiCode(err) != "NoSuchUpload" {
+		t.log.Warn("abort multipart upload failed; the bucket lifecycle rule removes it within a day",
+			"bucket", bucket, "key", key, "uploadId", id, "err", err)
+	}
+}
+
+type stager struct {
+	t    *Target
+	in   StageInput
+	up   Upload
+	held map[int32]types.Part // what S3 holds of a resumed upload, by number
+	prev map[int32]Part       // what the caller recorded, by number
+
+	mu     sync.Mutex
+	done   int64
+	parts  map[int32]Part
+	reused int
+}
+
+func (st *stager) open(ctx context.Context, bucket string) error {
+	t := st.t
+	if r := st.in.Resume; r != nil && r.UploadID != "" {
+		if r.Key != st.in.Key || (r.Bucket != "" && r.Bucket != bucket) {
+			return fmt.Errorf("resume: recorded upload is for s3://%s/%s", r.Bucket, r.Key)
+		}
+		if r.PartSize < MinPartSize || r.PartSize > MaxPartSize {
+			return fmt.Errorf("resume: recorded part size %d is out of range", r.PartSize)
+		}
+		st.up = Upload{Bucket: bucket, Key: r.Key, UploadID: r.UploadID, PartSize: r.PartSize, Growing: r.Growing}
+		err := st.listHeld(ctx)
+		if err == nil {
+			st.prev = map[int32]Part{}
+			for _, p := range r.Parts {
+				st.prev[p.Number] = p
+			}
+			return nil
+		}
+		if apiCode(err) != "NoSuchUpload" {
+			return fmt.Errorf("resume upload %s: list parts: %w", r.UploadID, err)
+		}
+		t.log.Info("recorded multipart upload is gone; starting over", "bucket", bucket, "key", r.Key, "uploadId", r.UploadID)
+		st.held = map[int32]types.Part{}
+	}
+	st.up = Upload{Bucket: bucket, Key: st.in.Key}
+	if st.in.SizeHint > 0 {
+		if st.in.SizeHint > MaxObjectSize {
+			return fmt.Errorf("size %d exceeds the S3 object limit of 5 TiB", st.in.SizeHint)
+		}
+		st.up.PartSize = hintedPartSize(st.in.SizeHint, t.cfg.PartSize)
+	} else {
+		st.up.PartSize = max(t.cfg.PartSize, minGrowingPartSize)
+		st.up.Growing = true
+	}
+	alg, kms, bk := t.sse()
+	var out *s3.CreateMultipartUploadOutput
+	err := t.withRetry(ctx, "CreateMultipartUpload", nil, func(ctx context.Context) error {
+		var err error
+		out, err = t.s3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+			Bucket: sdk.String(bucket), Key: sdk.String(st.in.Key),
+			ServerSideEncryption: alg, SSEKMSKeyId: kms, BucketKeyEnabled: bk,
+			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
+			ContentType:       sdk.String("application/octet-stream"),
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create multipart upload: %w", err)
+	}
+	st.up.UploadID = sdk.ToString(out.UploadId)
+	return nil
+}
+
+func (st *stager) listHeld(ctx context.Context) error {
+	var marker *string
+	for {
+		var out *s3.ListPartsOutput
+		err := st.t.withRetry(ctx, "ListParts", nil, func(ctx context.Context) error {
+			var err error
+			out, err = st.t.s3.ListParts(ctx, &s3.ListPartsInput{
+				Bucket: sdk.String(st.up.Bucket), Key: sdk.String(st.up.Key),
+				UploadId: sdk.String(st.up.UploadID), PartNumberMarker: marker})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for _, p := range out.Parts {
+			st.held[sdk.ToInt32(p.PartNumber)] = p
+		}
+		if !sdk.ToBool(out.IsTruncated) || out.NextPartNumberMarker == nil {
+			return nil
+		}
+		marker = out.NextPartNumberMarker
+	}
+}
+
+// hintedPartSize is the fixed part size for a stream of at most hint bytes:
+// at least floor, and large enough (rounded up to a MiB) for 10,000 parts.
+func hintedPartSize(hint, floor int64) int64 {
+	per := (hint + MaxParts - 1) / MaxParts
+	per = (per + 1<<20 - 1) &^ (1<<20 - 1)
+	return max(floor, per)
+}
+
+type job struct {
+	n   int32
+	buf []byte
+}
+
+func (st *stager) run(ctx context.Context) (Object, error) {
+	t := st.t
+	st.parts = map[int32]Part{}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	conc := t.cfg.Concurrency
+	// conc buffers in flight plus one being filled: the memory bound.
+	pool := make(chan []byte, conc+1)
+	for range conc + 1 {
+		pool <- nil
+	}
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if err := st.part(ctx, j.n, j.buf); err != nil {
+					cancel(fmt.Errorf("part %d: %w", j.n, err))
+				}
+				pool <- j.buf
+			}
+		}()
+	}
+
+	var readErr error
+	var total int64
+	var count int32
+read:
+	for n := int32(1); ; n++ {
+		var buf []byte
+		select {
+		case buf = <-pool:
+		case <-ctx.Done():
+			break read
+		}
+		size := st.up.sizeOf(n)
+		if int64(cap(buf)) < size {
+			buf = nil // let the smaller buffer go before allocating its successor
+			buf = make([]byte, size)
+		}
+		m, err := fill(st.in.Body, buf[:size])
+		last := false
+		switch {
+		case err == io.EOF && n > 1:
+			pool <- buf
+			break read
+		case err == io.EOF || err == errShort:
+			last = true // n == 1 with no data: a single empty part
+		case err != nil:
+			readErr = fmt.Errorf("read source at byte %d: %w", total+int64(m), err)
+			pool <- buf
+			cancel(readErr)
+			break read
+		}
+		if n > MaxParts {
+			readErr = fmt.Errorf("stream is longer than %d parts of %d bytes (size hint %d too small)", MaxParts, size, st.in.SizeHint)
+			pool <- buf
+			cancel(readErr)
+			break read
+		}
+		select {
+		case jobs <- job{n, buf[:m]}:
+		case <-ctx.Done():
+			pool <- buf
+			break read
+		}
+		total += int64(m)
+		count = n
+		if last {
+			break
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return Object{}, err
+	}
+	return st.complete(ctx, total, count)
+}
+
+// part stores part n: reused when a resumed upload already holds the same
+// bytes, otherwise uploaded with retries.
+func (st *stager) part(ctx context.Context, n int32, buf []byte) error {
+	p := Part{Number: n, Size: int64(len(buf))}
+	var c [4]byte
+	binary.BigEndian.PutUint32(c[:], crc32.Checksum(buf, castagnoli))
+	p.Checksum = base64.StdEncoding.EncodeToString(c[:])
+	// SHA-256 only serves a later resume: skip its cost (about a third of
+	// staging's CPU) when nobody records parts and this is not a resume.
+	if st.in.OnPart != nil || st.prev != nil {
+		sum := sha256.Sum256(buf)
+		p.SHA256 = hex.EncodeToString(sum[:])
+	}
+
+	if prev, ok := st.prev[n]; ok {
+		held, onServer := st.held[n]
+		same := prev.Size == p.Size && prev.Checksum == p.Checksum && (prev.SHA256 == "" || prev.SHA256 == p.SHA256)
+		if onServer && same && sdk.ToInt64(held.Size) == p.Size && trimQuotes(sdk.ToString(held.ETag)) == trimQuotes(prev.ETag) {
+			p.ETag = prev.ETag
+			st.record(p, true)
+			return nil
+		}
+		st.t.log.Warn("resumed part differs from the recorded one; uploading it again",
+			"key", st.up.Key, "part", n, "onServer", onServer)
+	}
+	t := st.t
+	// Generous per-attempt deadline: 5 minutes plus 1 MiB/s.
+	perAttempt := 5*time.Minute + time.Duration(len(buf)>>20)*time.Second
+	err := t.withRetry(ctx, "UploadPart", nil, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, perAttempt)
+		defer cancel()
+		out, err := t.s3.UploadPart(actx, &s3.UploadPartInput{
+			Bucket: sdk.String(st.up.Bucket), Key: sdk.String(st.up.Key), UploadId: sdk.String(st.up.UploadID),
+			PartNumber: sdk.Int32(n), Body: bytes.NewReader(buf), ContentLength: sdk.Int64(int64(len(buf))),
+			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
+		}, noSDKRetry)
+		if err != nil {
+			return err
+		}
+		if got := sdk.ToString(out.ChecksumCRC32C); got != "" && got != p.Checksum {
+			return &checksumError{part: n, want: p.Checksum, got: got}
+		}
+		p.ETag = sdk.ToString(out.ETag)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	st.record(p, false)
+	return nil
+}
+
+type checksumError struct {
+	part      int32
+	want, got string
+}
+
+func (e *checksumError) Error() string {
+	return fmt.Sprintf("part %d: S3 stored CRC32C %s, sent %s", e.part, e.got, e.want)
+}
+
+// noSDKRetry turns off the SDK's own retries so every retry re-sends the
+// part from its buffer under our backoff (and the fault-injection counts in
+// tests are exact).
+func noSDKRetry(o *s3.Options) { o.Retryer = sdk.NopRetryer{} }
+
+func (st *stager) record(p Part, reused bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.parts[p.Number] = p
+	st.done += p.Size
+	if reused {
+		st.reused++
+	}
+	if st.in.OnPart != nil {
+		st.in.OnPart(st.snapshot())
+	}
+	if st.in.OnProgress != nil {
+		st.in.OnProgress(st.done)
+	}
+}
+
+// snapshot is the upload with its completed parts in order; st.mu held.
+func (st *stager) snapshot() Upload {
+	u := st.up
+	u.Parts = make([]Part, 0, len(st.parts))
+	for _, p := range st.parts {
+		u.Parts = append(u.Parts, p)
+	}
+	sort.Slice(u.Parts, func(i, j int) bool { return u.Parts[i].Number < u.Parts[j].Number })
+	return u
+}
+
+func (st *stager) complete(ctx context.Context, total int64, count int32) (Object, error) {
+	t := st.t
+	st.mu.Lock()
+	u := st.snapshot()
+	st.mu.Unlock()
+	if int32(len(u.Parts)) != count {
+		return Object{}, fmt.Errorf("internal: %d parts stored, %d read", len(u.Parts), count)
+	}
+	cp := make([]types.CompletedPart, len(u.Parts))
+	for i, p := range u.Parts {
+		cp[i] = types.CompletedPart{PartNumber: sdk.Int32(p.Number), ETag: sdk.String(p.ETag), ChecksumCRC32C: sdk.String(p.Checksum)}
+	}
+	var out *s3.CompleteMultipartUploadOutput
+	err := t.withRetry(ctx, "CompleteMultipartUpload", nil, func(ctx context.Context) error {
+		var err error
+		out, err = t.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+			Bucket: sdk.String(u.Bucket), Key: sdk.String(u.Key), UploadId: sdk.String(u.UploadID),
+			MultipartUpload: &types.CompletedMultipartUpload{Parts: cp},
+		})
+		return err
+	})
+	obj := Object{Bucket: u.Bucket, Key: u.Key, Size: total, Format: st.in.Format, Parts: len(u.Parts), Reused: st.reused}
+	if err != nil {
+		// A retried Complete whose first attempt succeeded answers
+		// NoSuchUpload: the object is there if its size matches.
+		if apiCode(err) == "NoSuchUpload" {
+			h, herr := t.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: sdk.String(u.Bucket), Key: sdk.String(u.Key)})
+			if herr == nil && sdk.ToInt64(h.ContentLength) == total {
+				obj.ETag = sdk.ToString(h.ETag)
+				return obj, nil
+			}
+		}
+		return Object{}, fmt.Errorf("complete multipart upload: %w", err)
+	}
+	obj.ETag = sdk.ToString(out.ETag)
+	obj.Checksum = sdk.ToString(out.ChecksumCRC32C)
+	return obj, nil
+}
+
+// fill reads into p until it is full or the stream ends. Unlike io.ReadFull
+// it reports a clean end as io.EOF (whatever was read before it) and passes
+// the source's own errors through — including an io.ErrUnexpectedEOF of a
+// truncated download, which must fail the upload, not end it.
+func fill(r io.Reader, p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := r.Read(p[n:])
+		n += k
+		if err == io.EOF {
+			if n == 0 {
+				return 0, io.EOF
+			}
+			return n, errShort
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// errShort is fill's word for a clean end after some bytes.
+var errShort = errors.New("short read at end of stream")
+
+func trimQuotes(s string) string { return strings.Trim(s, `"`) }

@@ -1,0 +1,238 @@
+// Package aws is rehost's AWS target: it prepares an account (staging bucket,
+// vmimport service role), streams disk images into S3 as resumable multipart
+// uploads, drives EC2 VM Import, and names, tags, retains and deletes the
+// resulting AMIs.
+//
+// Every AWS API is reached through a narrow interface of only the methods
+// used (S3API, EC2API, IAMAPI, STSAPI), so fakes and emulators stay small; New
+// builds them from the SDK, NewWithClients takes any implementation.
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	sdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+)
+
+// S3API is the part of the S3 client the target uses.
+type S3API interface {
+	CreateBucket(context.Context, *s3.CreateBucketInput, ...func(*s3.Options)) (*s3.CreateBucketOutput, error)
+	HeadBucket(context.Context, *s3.HeadBucketInput, ...func(*s3.Options)) (*s3.HeadBucketOutput, error)
+	GetBucketLocation(context.Context, *s3.GetBucketLocationInput, ...func(*s3.Options)) (*s3.GetBucketLocationOutput, error)
+	GetPublicAccessBlock(context.Context, *s3.GetPublicAccessBlockInput, ...func(*s3.Options)) (*s3.GetPublicAccessBlockOutput, error)
+	PutPublicAccessBlock(context.Context, *s3.PutPublicAccessBlockInput, ...func(*s3.Options)) (*s3.PutPublicAccessBlockOutput, error)
+	GetBucketEncryption(context.Context, *s3.GetBucketEncryptionInput, ...func(*s3.Options)) (*s3.GetBucketEncryptionOutput, error)
+	PutBucketEncryption(context.Context, *s3.PutBucketEncryptionInput, ...func(*s3.Options)) (*s3.PutBucketEncryptionOutput, error)
+	GetBucketPolicy(context.Context, *s3.GetBucketPolicyInput, ...func(*s3.Options)) (*s3.GetBucketPolicyOutput, error)
+	PutBucketPolicy(context.Context, *s3.PutBucketPolicyInput, ...func(*s3.Options)) (*s3.PutBucketPolicyOutput, error)
+	GetBucketLifecycleConfiguration(context.Context, *s3.GetBucketLifecycleConfigurationInput, ...func(*s3.Options)) (*s3.GetBucketLifecycleConfigurationOutput, error)
+	PutBucketLifecycleConfiguration(context.Context, *s3.PutBucketLifecycleConfigurationInput, ...func(*s3.Options)) (*s3.PutBucketLifecycleConfigurationOutput, error)
+	CreateMultipartUpload(context.Context, *s3.CreateMultipartUploadInput, ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error)
+	UploadPart(context.Context, *s3.UploadPartInput, ...func(*s3.Options)) (*s3.UploadPartOutput, error)
+	CompleteMultipartUpload(context.Context, *s3.CompleteMultipartUploadInput, ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
+	AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
+	ListParts(context.Context, *s3.ListPartsInput, ...func(*s3.Options)) (*s3.ListPartsOutput, error)
+	ListMultipartUploads(context.Context, *s3.ListMultipartUploadsInput, ...func(*s3.Options)) (*s3.ListMultipartUploadsOutput, error)
+	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+}
+
+// EC2API is the part of the EC2 client the target uses.
+type EC2API interface {
+	ImportImage(context.Context, *ec2.ImportImageInput, ...func(*ec2.Options)) (*ec2.ImportImageOutput, error)
+	ImportSnapshot(context.Context, *ec2.ImportSnapshotInput, ...func(*ec2.Options)) (*ec2.ImportSnapshotOutput, error)
+	DescribeImportImageTasks(context.Context, *ec2.DescribeImportImageTasksInput, ...func(*ec2.Options)) (*ec2.DescribeImportImageTasksOutput, error)
+	DescribeImportSnapshotTasks(context.Context, *ec2.DescribeImportSnapshotTasksInput, ...func(*ec2.Options)) (*ec2.DescribeImportSnapshotTasksOutput, error)
+	CancelImportTask(context.Context, *ec2.CancelImportTaskInput, ...func(*ec2.Options)) (*ec2.CancelImportTaskOutput, error)
+	RegisterImage(context.Context, *ec2.RegisterImageInput, ...func(*ec2.Options)) (*ec2.RegisterImageOutput, error)
+	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
+	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
+}
+
+// IAMAPI is the part of the IAM client the target uses.
+type IAMAPI interface {
+	GetRole(context.Context, *iam.GetRoleInput, ...func(*iam.Options)) (*iam.GetRoleOutput, error)
+	CreateRole(context.Context, *iam.CreateRoleInput, ...func(*iam.Options)) (*iam.CreateRoleOutput, error)
+	GetRolePolicy(context.Context, *iam.GetRolePolicyInput, ...func(*iam.Options)) (*iam.GetRolePolicyOutput, error)
+	PutRolePolicy(context.Context, *iam.PutRolePolicyInput, ...func(*iam.Options)) (*iam.PutRolePolicyOutput, error)
+}
+
+// STSAPI is the part of the STS client the target uses.
+type STSAPI interface {
+	GetCallerIdentity(context.Context, *sts.GetCallerIdentityInput, ...func(*sts.Options)) (*sts.GetCallerIdentityOutput, error)
+}
+
+// Clients are the API implementations a Target uses.
+type Clients struct {
+	S3  S3API
+	EC2 EC2API
+	IAM IAMAPI
+	STS STSAPI
+}
+
+// Endpoints override service endpoints (emulators, VPC endpoints). Empty
+// means the SDK's default for the region.
+type Endpoints struct {
+	S3, EC2, IAM, STS, EBS string
+}
+
+// Config says how to reach an account and how to stage into it.
+type Config struct {
+	Region string
+	// AccessKeyID, SecretAccessKey and SessionToken are static credentials;
+	// when AccessKeyID is empty the SDK's standard chain (environment,
+	// Profile, SSO, instance role) is used. They are never logged.
+	AccessKeyID, SecretAccessKey, SessionToken string
+	Profile                                    string
+	Endpoints                                  Endpoints
+	// S3PathStyle addresses buckets in the path, not the host name.
+	S3PathStyle bool
+	HTTPClient  *http.Client
+
+	// Bucket is the staging bucket; Setup fills it in when empty.
+	Bucket string
+	// KMSKeyID encrypts staged objects with SSE-KMS (and bucket keys); empty
+	// means SSE-S3 (AES256).
+	KMSKeyID string
+	// Concurrency is the number of parts uploaded at once (default 4).
+	// Staging holds Concurrency+1 part buffers in memory.
+	Concurrency int
+	// PartSize is the smallest part size (default 16 MiB, at least 5 MiB;
+	// at least 8 MiB for streams of unknown length so that 10,000 growing
+	// parts still cover 5 TiB).
+	PartSize int64
+	// RetryAttempts per part and per polling call (default 8);
+	// RetryBaseDelay is the first backoff (default 500ms, doubled per
+	// attempt, capped at 30s, with jitter).
+	RetryAttempts  int
+	RetryBaseDelay time.Duration
+	// PollInitial and PollMax bound the import polling interval (defaults
+	// 2s and 30s); it grows by half each poll without progress.
+	PollInitial, PollMax time.Duration
+	// IAMPropagation bounds how long Setup and StartImport wait for a new
+	// role to become usable (default 2 minutes).
+	IAMPropagation time.Duration
+	Logger         *slog.Logger
+}
+
+// Target is one AWS account and region. Its methods are safe for concurrent
+// use, except Setup, which changes the staging bucket and key.
+type Target struct {
+	cfg Config
+	s3  S3API
+	ec2 EC2API
+	iam IAMAPI
+	sts STSAPI
+	log *slog.Logger
+}
+
+// New builds SDK clients for cfg.
+func New(ctx context.Context, cfg Config) (*Target, error) {
+	var opts []func(*config.LoadOptions) error
+	if cfg.Region != "" {
+		opts = append(opts, config.WithRegion(cfg.Region))
+	}
+	if cfg.Profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(cfg.Profile))
+	}
+	if cfg.AccessKeyID != "" {
+		opts = append(opts, config.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, cfg.SessionToken)))
+	}
+	ac, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("load aws configuration: %w", err)
+	}
+	// Set after loading: the loader refuses a plain *http.Client when
+	// AWS_CA_BUNDLE is set, but a caller's client carries its own trust.
+	if cfg.HTTPClient != nil {
+		ac.HTTPClient = cfg.HTTPClient
+	}
+	if ac.Region == "" {
+		return nil, errors.New("load aws configuration: no region set (give one or set AWS_REGION)")
+	}
+	cfg.Region = ac.Region
+	ep := func(s string) *string {
+		if s == "" {
+			return nil
+		}
+		return sdk.String(s)
+	}
+	cl := Clients{
+		S3: s3.NewFromConfig(ac, func(o *s3.Options) {
+			o.BaseEndpoint = ep(cfg.Endpoints.S3)
+			o.UsePathStyle = cfg.S3PathStyle
+		}),
+		EC2: ec2.NewFromConfig(ac, func(o *ec2.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EC2) }),
+		IAM: iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
+		STS: sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
+	}
+	return NewWithClients(cfg, cl), nil
+}
+
+// NewWithClients uses the given API implementations; cfg supplies region,
+// bucket and tuning (its credentials and endpoints are ignored).
+func NewWithClients(cfg Config, c Clients) *Target {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if cfg.PartSize <= 0 {
+		cfg.PartSize = 16 << 20
+	}
+	if cfg.PartSize < MinPartSize {
+		cfg.PartSize = MinPartSize
+	}
+	if cfg.PartSize > MaxPartSize {
+		cfg.PartSize = MaxPartSize
+	}
+	if cfg.RetryAttempts <= 0 {
+		cfg.RetryAttempts = 8
+	}
+	if cfg.RetryBaseDelay <= 0 {
+		cfg.RetryBaseDelay = 500 * time.Millisecond
+	}
+	if cfg.PollInitial <= 0 {
+		cfg.PollInitial = 2 * time.Second
+	}
+	if cfg.PollMax <= 0 {
+		cfg.PollMax = 30 * time.Second
+	}
+	if cfg.PollMax < cfg.PollInitial {
+		cfg.PollMax = cfg.PollInitial
+	}
+	if cfg.IAMPropagation <= 0 {
+		cfg.IAMPropagation = 2 * time.Minute
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, log: log}
+}
+
+// Region is the target's region.
+func (t *Target) Region() string { return t.cfg.Region }
+
+// Bucket is the staging bucket (empty before Setup when not configured).
+func (t *Target) Bucket() string { return t.cfg.Bucket }
+
+func (t *Target) bucket() (string, error) {
+	if t.cfg.Bucket == "" {
+		return "", errors.New("no staging bucket configured (run setup first)")
+	}
+	return t.cfg.Bucket, nil
+}
