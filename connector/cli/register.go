@@ -1,0 +1,100 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/rehost/rehost/connector/daemon"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
+)
+
+type registerOptions struct {
+	stateDir   string
+	s          daemon.AWSSettings
+	caFile     string
+	storeKeys  bool
+	createRole bool
+	fixBucket  bool
+	json       bool
+}
+
+func init() {
+	Register(Command{
+		Name:    "register",
+		Usage:   "--region R [--bucket B] [--kms-key K] [--create-role] [--fix-bucket] [--store-keys]",
+		Summary: "register the connector with an AWS account: check it, prepare the staging bucket and the vmimport role",
+		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+			o := &registerOptions{}
+			stateDirFlag(fs, &o.stateDir)
+			fs.StringVar(&o.s.Region, "region", os.Getenv("AWS_REGION"), "AWS region (env AWS_REGION)")
+			fs.StringVar(&o.s.Bucket, "bucket", "", "staging bucket (default rehost-staging-<account>-<region>)")
+			fs.StringVar(&o.s.KMSKeyID, "kms-key", "", "KMS key for SSE-KMS staging and encrypted AMIs (default SSE-S3)")
+			fs.StringVar(&o.s.RoleName, "role", "vmimport", "VM Import service role")
+			fs.StringVar(&o.s.Profile, "profile", "", "shared config profile for credentials")
+			fs.StringVar(&o.s.Endpoint, "endpoint", "", "EC2/IAM/STS endpoint override (an emulator or VPC endpoint)")
+			fs.StringVar(&o.s.S3Endpoint, "s3-endpoint", "", "S3 endpoint override (path-style)")
+			fs.StringVar(&o.s.ImportMode, "import-mode", "image", "image (ImportImage) or snapshot (ImportSnapshot + RegisterImage)")
+			fs.StringVar(&o.caFile, "ca-file", "", "PEM file of an extra CA to trust for the endpoints")
+			fs.BoolVar(&o.storeKeys, "store-keys", false, "store AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (encrypted) for the daemon instead of using the default credential chain at run time")
+			fs.BoolVar(&o.createRole, "create-role", false, "create the vmimport role when missing (else print the documents for an administrator)")
+			fs.BoolVar(&o.fixBucket, "fix-bucket", false, "change an existing bucket whose settings are weaker than wanted")
+			fs.BoolVar(&o.json, "json", false, "print the setup report as JSON")
+			return o.run
+		},
+	})
+}
+
+func (o *registerOptions) run(ctx context.Context, env Env, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, args[0])
+	}
+	if o.s.Region == "" {
+		return fmt.Errorf("%w: --region is required", ErrUsage)
+	}
+	if o.caFile != "" {
+		b, err := os.ReadFile(o.caFile)
+		if err != nil {
+			return err
+		}
+		o.s.CAPEM = b
+	}
+	if o.storeKeys {
+		o.s.AccessKeyID, o.s.SecretAccessKey, o.s.SessionToken = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY"), os.Getenv("AWS_SESSION_TOKEN")
+		if o.s.AccessKeyID == "" || o.s.SecretAccessKey == "" {
+			return fmt.Errorf("--store-keys: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+		}
+	}
+	d, err := openState(ctx, o.stateDir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	rep, err := d.Register(ctx, o.s, awstarget.SetupOptions{CreateRole: o.createRole, FixBucket: o.fixBucket})
+	if o.json {
+		if perr := printJSON(env.Stdout, rep); perr != nil {
+			return perr
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "registered with AWS account %s in %s\nstaging bucket: %s\nservice role:   %s\n", rep.Account, rep.Region, rep.Bucket, rep.RoleName)
+	for _, c := range rep.Changes {
+		fmt.Fprintf(env.Stdout, "changed: %s\n", c)
+	}
+	if len(rep.Changes) == 0 {
+		fmt.Fprintln(env.Stdout, "nothing to change: the account was already set up")
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(env.Stdout, "warning: %s\n", w)
+	}
+	if rep.RoleDocuments != nil {
+		rd := rep.RoleDocuments
+		fmt.Fprintf(env.Stdout, "\nthe role %s must be created by an administrator:\n\ntrust policy (aws iam create-role --role-name %s --assume-role-policy-document file://trust.json):\n%s\n\ninline policy %s (aws iam put-role-policy --role-name %s --policy-name %s --policy-document file://policy.json):\n%s\n",
+			rd.RoleName, rd.RoleName, rd.TrustPolicy, rd.PolicyName, rd.RoleName, rd.PolicyName, rd.Policy)
+	}
+	return nil
+}

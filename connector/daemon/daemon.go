@@ -1,0 +1,529 @@
+// Package daemon ties the connector together: the state directory (store and
+// secret key), the AWS registration, the sources and their server catalog,
+// the replication engine and the scheduler. `rehost serve` runs it; the CLI
+// verbs and `rehost demo` use the same calls.
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rehost/rehost/connector/replication"
+	"github.com/rehost/rehost/connector/secret"
+	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/vsphere"
+	"github.com/rehost/rehost/pkg/store"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
+	"github.com/rehost/rehost/scheduler"
+)
+
+// AWSSettings is the connector's registration with an AWS account. It is
+// stored sealed, since it may hold keys.
+type AWSSettings struct {
+	Region   string `json:"region"`
+	Bucket   string `json:"bucket,omitempty"`
+	RoleName string `json:"roleName,omitempty"`
+	KMSKeyID string `json:"kmsKeyId,omitempty"`
+	// Static credentials; empty means the SDK's standard chain.
+	AccessKeyID     string `json:"accessKeyId,omitempty"`
+	SecretAccessKey string `json:"secretAccessKey,omitempty"`
+	SessionToken    string `json:"sessionToken,omitempty"`
+	Profile         string `json:"profile,omitempty"`
+	// Endpoint overrides EC2, IAM, STS and EBS (an emulator, a VPC
+	// endpoint); S3Endpoint overrides S3 (path-style addressing).
+	Endpoint   string `json:"endpoint,omitempty"`
+	S3Endpoint string `json:"s3Endpoint,omitempty"`
+	// CAPEM is trusted in addition to the system roots (private endpoints).
+	CAPEM []byte `json:"caPem,omitempty"`
+	// ImportMode is "image" (ImportImage, default) or "snapshot"
+	// (ImportSnapshot per disk + RegisterImage).
+	ImportMode string `json:"importMode,omitempty"`
+	// PollInitial/PollMax tune import polling (defaults 2 s / 30 s).
+	PollInitial time.Duration `json:"pollInitial,omitempty"`
+	PollMax     time.Duration `json:"pollMax,omitempty"`
+}
+
+const settingAWS = "aws"
+
+// Options tune a Daemon.
+type Options struct {
+	Scheduler scheduler.Options
+	Log       *slog.Logger
+	// Hook is called at the start of every run step (fault-injection tests).
+	Hook func(runID, step string)
+	// ProgressEvery throttles progress writes (default 1 s).
+	ProgressEvery time.Duration
+}
+
+// Daemon is an open connector state directory.
+type Daemon struct {
+	Dir    string
+	Store  store.Store
+	Box    *secret.Box
+	Log    *slog.Logger
+	Engine *replication.Engine
+	Sched  *scheduler.Scheduler
+
+	mu     sync.Mutex
+	target *awsTarget
+	region string
+}
+
+// Open opens (creating if needed) the state directory dir: rehost.db and the
+// secret key master.key, both private to the owner.
+func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
+	if dir == "" {
+		return nil, errors.New("open state: no state directory given (--state-dir or REHOST_STATE_DIR)")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open state %s: %w", dir, err)
+	}
+	box, err := secret.LoadOrCreate(filepath.Join(dir, "master.key"))
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", dir, err)
+	}
+	st, err := store.OpenSQLite(filepath.Join(dir, "rehost.db"))
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", dir, err)
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log}
+	d.Engine = &replication.Engine{
+		Store:         st,
+		Source:        d.OpenSource,
+		Target:        lazyTarget{d},
+		Log:           log,
+		Hook:          o.Hook,
+		ProgressEvery: o.ProgressEvery,
+	}
+	so := o.Scheduler
+	if so.Logger == nil {
+		so.Logger = log
+	}
+	d.Sched = scheduler.New(st, runner{d}, so)
+	d.Engine.ImportSlot = func(ctx context.Context) (func(), error) {
+		d.mu.Lock()
+		region := d.region
+		d.mu.Unlock()
+		return d.Sched.ImportSlot(ctx, region)
+	}
+	return d, nil
+}
+
+// Close closes the store.
+func (d *Daemon) Close() error { return d.Store.Close() }
+
+type runner struct{ d *Daemon }
+
+func (r runner) Run(ctx context.Context, run store.ReplicationRun) error {
+	_, err := r.d.Engine.Run(ctx, run)
+	return err
+}
+
+// Register checks the AWS account, prepares the staging bucket and the
+// vmimport role (as setup allows) and stores the registration sealed.
+func (d *Daemon) Register(ctx context.Context, s AWSSettings, setup awstarget.SetupOptions) (awstarget.SetupReport, error) {
+	t, err := newTarget(ctx, s, d.Log)
+	if err != nil {
+		return awstarget.SetupReport{}, err
+	}
+	if setup.Bucket == "" {
+		setup.Bucket = s.Bucket
+	}
+	if setup.RoleName == "" {
+		setup.RoleName = s.RoleName
+	}
+	if setup.KMSKeyID == "" {
+		setup.KMSKeyID = s.KMSKeyID
+	}
+	rep, err := t.t.Setup(ctx, setup)
+	if err != nil {
+		return rep, fmt.Errorf("register with AWS: %w", err)
+	}
+	s.Bucket, s.RoleName, s.Region = rep.Bucket, rep.RoleName, rep.Region
+	b, err := json.Marshal(s)
+	if err != nil {
+		return rep, err
+	}
+	if err := d.Store.PutSetting(ctx, settingAWS, d.Box.Seal(b)); err != nil {
+		return rep, fmt.Errorf("save the registration: %w", err)
+	}
+	d.mu.Lock()
+	d.target, d.region = nil, ""
+	d.mu.Unlock()
+	return rep, nil
+}
+
+// Registration returns the stored AWS registration.
+func (d *Daemon) Registration(ctx context.Context) (AWSSettings, error) {
+	var s AWSSettings
+	sealed, err := d.Store.GetSetting(ctx, settingAWS)
+	if errors.Is(err, store.ErrNotFound) {
+		return s, errors.New("the connector is not registered with an AWS account: run 'rehost register'")
+	}
+	if err != nil {
+		return s, fmt.Errorf("read the registration: %w", err)
+	}
+	b, err := d.Box.Open(sealed)
+	if err != nil {
+		return s, fmt.Errorf("read the registration: %w", err)
+	}
+	return s, json.Unmarshal(b, &s)
+}
+
+// Target returns the registered AWS target.
+func (d *Daemon) Target(ctx context.Context) (*awstarget.Target, error) {
+	t, err := d.awsTarget(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return t.t, nil
+}
+
+func (d *Daemon) awsTarget(ctx context.Context) (*awsTarget, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.target != nil {
+		return d.target, nil
+	}
+	s, err := d.Registration(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := newTarget(ctx, s, d.Log)
+	if err != nil {
+		return nil, err
+	}
+	d.target, d.region = t, s.Region
+	return t, nil
+}
+
+func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awsTarget, error) {
+	cfg := awstarget.Config{
+		Region:          s.Region,
+		AccessKeyID:     s.AccessKeyID,
+		SecretAccessKey: s.SecretAccessKey,
+		SessionToken:    s.SessionToken,
+		Profile:         s.Profile,
+		Endpoints: awstarget.Endpoints{
+			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint,
+		},
+		S3PathStyle: s.S3Endpoint != "",
+		Bucket:      s.Bucket,
+		KMSKeyID:    s.KMSKeyID,
+		PollInitial: s.PollInitial,
+		PollMax:     s.PollMax,
+		Logger:      log,
+	}
+	if len(s.CAPEM) > 0 {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(s.CAPEM) {
+			return nil, errors.New("aws registration: the extra CA certificate is not valid PEM")
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		cfg.HTTPClient = &http.Client{Transport: tr}
+	}
+	t, err := awstarget.New(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	mode := awstarget.ModeImportImage
+	if s.ImportMode == string(awstarget.ModeImportSnapshot) {
+		mode = awstarget.ModeImportSnapshot
+	}
+	return &awsTarget{t: t, mode: mode}, nil
+}
+
+// lazyTarget resolves the registered target at each call, so a daemon can
+// start before it is registered and picks up a new registration.
+type lazyTarget struct{ d *Daemon }
+
+func (l lazyTarget) get(ctx context.Context) (*awsTarget, error) { return l.d.awsTarget(ctx) }
+
+func (l lazyTarget) Stage(ctx context.Context, in replication.StageRequest) (replication.Staged, error) {
+	t, err := l.get(ctx)
+	if err != nil {
+		return replication.Staged{}, err
+	}
+	return t.Stage(ctx, in)
+}
+func (l lazyTarget) AbortUploads(ctx context.Context, prefix string) (int, error) {
+	t, err := l.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return t.AbortUploads(ctx, prefix)
+}
+func (l lazyTarget) DeleteStaged(ctx context.Context, prefix string) (int, error) {
+	t, err := l.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return t.DeleteStaged(ctx, prefix)
+}
+func (l lazyTarget) StartImport(ctx context.Context, in replication.ImportRequest) (json.RawMessage, error) {
+	t, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return t.StartImport(ctx, in)
+}
+func (l lazyTarget) WaitImport(ctx context.Context, ref json.RawMessage, p func(int, string)) (replication.ImportResult, error) {
+	t, err := l.get(ctx)
+	if err != nil {
+		return replication.ImportResult{}, err
+	}
+	return t.WaitImport(ctx, ref, p)
+}
+func (l lazyTarget) CancelImport(ctx context.Context, ref json.RawMessage) (replication.ImportResult, error) {
+	t, err := l.get(ctx)
+	if err != nil {
+		return replication.ImportResult{}, err
+	}
+	return t.CancelImport(ctx, ref)
+}
+func (l lazyTarget) FindImports(ctx context.Context, k, v string) ([]json.RawMessage, error) {
+	t, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return t.FindImports(ctx, k, v)
+}
+func (l lazyTarget) Finalize(ctx context.Context, id, name string, tags map[string]string) error {
+	t, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return t.Finalize(ctx, id, name, tags)
+}
+func (l lazyTarget) DeleteImage(ctx context.Context, id string) error {
+	t, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return t.DeleteImage(ctx, id)
+}
+func (l lazyTarget) Retain(ctx context.Context, k, v string, keep int) ([]string, error) {
+	t, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return t.Retain(ctx, k, v, keep)
+}
+
+// SourceInput adds a source.
+type SourceInput struct {
+	Kind       store.SourceKind
+	Name       string
+	URL        string
+	User       string
+	Password   string
+	Thumbprint string
+	Insecure   bool
+}
+
+// AddSource connects to the source once (so bad credentials or an untrusted
+// certificate are reported now, not at the first run) and stores it with
+// its password sealed.
+func (d *Daemon) AddSource(ctx context.Context, in SourceInput) (store.Source, error) {
+	s := store.Source{Kind: in.Kind, Name: in.Name, Endpoint: in.URL, User: in.User,
+		Secret: d.Box.Seal([]byte(in.Password)), Thumbprint: in.Thumbprint, Insecure: in.Insecure}
+	src, err := d.connect(ctx, s)
+	if err != nil {
+		return store.Source{}, fmt.Errorf("add source %q: %w", in.Name, err)
+	}
+	src.Close()
+	return d.Store.CreateSource(ctx, s)
+}
+
+// OpenSource connects to a stored source.
+func (d *Daemon) OpenSource(ctx context.Context, id string) (source.Source, error) {
+	s, err := d.Store.GetSource(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return d.connect(ctx, s)
+}
+
+func (d *Daemon) connect(ctx context.Context, s store.Source) (source.Source, error) {
+	pw, err := d.Box.Open(s.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("source %q: %w", s.Name, err)
+	}
+	switch s.Kind {
+	case store.SourceVSphere:
+		return vsphere.New(ctx, vsphere.Config{URL: s.Endpoint, User: s.User, Password: string(pw), Thumbprint: s.Thumbprint, Insecure: s.Insecure})
+	default:
+		return nil, fmt.Errorf("source %q: kind %q is not supported by this connector yet (only vsphere)", s.Name, s.Kind)
+	}
+}
+
+// ImportCatalog reads the source's inventory into the server catalog.
+func (d *Daemon) ImportCatalog(ctx context.Context, sourceID string) ([]store.Server, error) {
+	src, err := d.OpenSource(ctx, sourceID)
+	if err != nil {
+		return nil, fmt.Errorf("import server catalog: %w", err)
+	}
+	defer src.Close()
+	vms, err := src.Inventory(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("import server catalog: %w", err)
+	}
+	out := make([]store.Server, 0, len(vms))
+	for _, vm := range vms {
+		details, _ := json.Marshal(vm)
+		s, err := d.Store.UpsertServer(ctx, store.Server{
+			SourceID: sourceID, VMID: vm.ID, Name: vm.Name, Path: vm.Path, GuestOS: vm.GuestOS,
+			Firmware: vm.Firmware, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, DiskCount: len(vm.Disks),
+			Details: string(details),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("import server catalog: vm %q: %w", vm.Name, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// CreateJob stores a replication job and schedules it.
+func (d *Daemon) CreateJob(ctx context.Context, j store.ReplicationJob) (store.ReplicationJob, error) {
+	j, err := d.Store.CreateJob(ctx, j)
+	if err != nil {
+		return j, err
+	}
+	if err := d.Sched.Reschedule(ctx, j.ReplicationJobID); err != nil {
+		return j, fmt.Errorf("schedule job %s: %w", j.ReplicationJobID, err)
+	}
+	return d.Store.GetJob(ctx, j.ReplicationJobID)
+}
+
+// Serve undoes what finished runs left behind, starts the scheduler (which
+// resumes runs a crash left active) and runs until ctx ends; then it stops
+// the scheduler, leaving interrupted runs to resume at the next start.
+func (d *Daemon) Serve(ctx context.Context) error {
+	if _, err := d.awsTarget(ctx); err != nil {
+		return err
+	}
+	if err := d.Sched.Start(ctx); err != nil {
+		return err
+	}
+	// After the start, so an unreachable source's slow cleanup does not
+	// hold up the runs; Recoverable never picks a run that is active.
+	go d.janitor(ctx)
+	tick := time.NewTicker(30 * time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.Sched.Stop()
+			d.Sched.Wait()
+			return nil
+		case <-tick.C:
+			d.janitor(ctx)
+		}
+	}
+}
+
+// janitor undoes the leftovers of runs that ended without their cleanup
+// completing (the source or AWS was unreachable then).
+func (d *Daemon) janitor(ctx context.Context) {
+	_, undo, err := d.Engine.Recoverable(ctx)
+	if err != nil {
+		d.Log.Error("look for leftovers", "err", err)
+		return
+	}
+	for _, id := range undo {
+		if err := d.Engine.Undo(ctx, id); err != nil {
+			d.Log.Error("clean up leftovers of a run; retried later", "run", id, "err", err)
+		} else {
+			d.Log.Info("cleaned up leftovers of a run", "run", id)
+		}
+	}
+}
+
+// DeleteJob deletes a replication job as SMS does: its staged artifacts go,
+// and its AMIs too when deleteAMIs is set. A job with an active run is
+// refused; pending runs are dropped.
+func (d *Daemon) DeleteJob(ctx context.Context, jobID string, deleteAMIs bool) error {
+	runs, err := d.Store.ListRuns(ctx, jobID, 0)
+	if err != nil {
+		return fmt.Errorf("delete job %s: %w", jobID, err)
+	}
+	for _, r := range runs {
+		if r.State == store.RunActive {
+			return fmt.Errorf("delete job %s: run %s is active (%s); retry when it has ended", jobID, r.ReplicationRunID, r.Stage)
+		}
+	}
+	if _, err := d.Store.UpdateJob(ctx, jobID, func(j *store.ReplicationJob) error {
+		if j.State == store.JobDeleted {
+			return fmt.Errorf("%w: job %s is already deleted", store.ErrConflict, jobID)
+		}
+		j.State, j.StatusMessage = store.JobDeleting, "deleting"
+		return nil
+	}); err != nil {
+		return fmt.Errorf("delete job %s: %w", jobID, err)
+	}
+	var errs []error
+	for _, r := range runs {
+		if r.State == store.RunPending {
+			if _, err := d.Store.UpdateRun(ctx, r.ReplicationRunID, func(x *store.ReplicationRun) error {
+				// The scheduler may have started it since it was listed.
+				if x.State != store.RunPending {
+					return fmt.Errorf("%w: run %s started meanwhile (%s); retry when it has ended", store.ErrConflict, x.ReplicationRunID, x.State)
+				}
+				x.State, x.StatusMessage = store.RunDeleted, "job deleted before the run started"
+				return nil
+			}); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if err := d.Engine.Undo(ctx, r.ReplicationRunID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if deleteAMIs {
+		t, err := d.Target(ctx)
+		if err == nil {
+			var imgs []awstarget.Image
+			imgs, err = t.FindImages(ctx, map[string]string{replication.TagJob: jobID})
+			for _, im := range imgs {
+				if derr := t.DeleteImage(ctx, im.ID); derr != nil {
+					errs = append(errs, derr)
+				}
+			}
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		d.Store.UpdateJob(ctx, jobID, func(j *store.ReplicationJob) error {
+			j.StatusMessage = "deletion incomplete, retry 'rehost job delete': " + err.Error()
+			return nil
+		})
+		return fmt.Errorf("delete job %s: %w", jobID, err)
+	}
+	_, err = d.Store.UpdateJob(ctx, jobID, func(j *store.ReplicationJob) error {
+		j.State, j.StatusMessage = store.JobDeleted, ""
+		return nil
+	})
+	return err
+}
