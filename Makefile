@@ -6,7 +6,8 @@ export PATH := $(TOOLS):$(PATH)
 
 # Tests and fuzz seeds; fuzzing itself is `make fuzz`.
 TEST_FLAGS ?= -count=1 -timeout 40m
-DEMO_FLAGS ?=
+# In CI the demo exits once verified; interactively it keeps serving until Ctrl-C.
+DEMO_FLAGS ?= $(if $(CI),--exit,)
 
 .PHONY: all deps build test lint demo bench fuzz
 
