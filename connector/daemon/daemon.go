@@ -422,6 +422,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return err
 	}
 	if err := d.Sched.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a clean stop, not a failure
+		}
 		return err
 	}
 	// After the start, so an unreachable source's slow cleanup does not

@@ -173,7 +173,8 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
-		t.Errorf("serve exited with %v after SIGTERM", err)
+		log, _ := os.ReadFile(logPath)
+		t.Errorf("serve exited with %v after SIGTERM; log:\n%s", err, tail(log, 30))
 	}
 
 	claimed := map[string]bool{}
