@@ -52,9 +52,8 @@ func (o *demoOptions) run(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 		dir = d
-		if o.exit {
-			defer os.RemoveAll(d)
-		}
+		// The peers die with the demo, so their data is of no further use.
+		defer os.RemoveAll(d)
 	} else if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
 	}
