@@ -187,20 +187,34 @@ func (e *Engine) Run(ctx context.Context, rr store.ReplicationRun) (string, erro
 // loadRetrying loads the run, retrying while its source is unreachable: a
 // restart while vCenter is down must not fail runs that were nearly done.
 func (e *Engine) loadRetrying(ctx context.Context, rr store.ReplicationRun) (*run, error) {
-	tries := max(e.StepAttempts, 3)
+	var r *run
+	err := e.retry(ctx, max(e.StepAttempts, 3), func() error {
+		var err error
+		r, err = e.load(ctx, rr)
+		return err
+	}, func(i int, err error) {
+		e.logger().Warn("source unreachable; retrying", "run", rr.ReplicationRunID, "attempt", i, "err", err)
+	})
+	return r, err
+}
+
+// retry calls fn up to tries times while it fails transiently, pausing
+// RetryDelay (default 2 s) doubled after each try; onRetry hears of each
+// failure that is retried.
+func (e *Engine) retry(ctx context.Context, tries int, fn func() error, onRetry func(attempt int, err error)) error {
 	delay := e.RetryDelay
 	if delay <= 0 {
 		delay = 2 * time.Second
 	}
 	for i := 1; ; i++ {
-		r, err := e.load(ctx, rr)
-		if err == nil || i >= tries || !Transient(err) {
-			return r, err
+		err := fn()
+		if err == nil || i >= tries || !Transient(err) || ctx.Err() != nil {
+			return err
 		}
-		e.logger().Warn("source unreachable; retrying", "run", rr.ReplicationRunID, "attempt", i, "err", err)
+		onRetry(i, err)
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return err
 		case <-time.After(delay << (i - 1)):
 		}
 	}
@@ -291,23 +305,10 @@ func (r *run) attempt(ctx context.Context, s step) error {
 	if tries <= 0 {
 		tries = 3
 	}
-	delay := r.e.RetryDelay
-	if delay <= 0 {
-		delay = 2 * time.Second
-	}
-	for i := 1; ; i++ {
-		err := s.do(r, ctx)
-		if err == nil || i >= tries || !Transient(err) || ctx.Err() != nil {
-			return err
-		}
+	return r.e.retry(ctx, tries, func() error { return s.do(r, ctx) }, func(i int, err error) {
 		r.log.Warn("step failed transiently; retrying", "step", s.name, "attempt", i, "err", err)
 		r.event(ctx, store.LevelWarn, "%s failed (attempt %d of %d), retrying: %v", s.name, i, tries, err)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay << (i - 1)):
-		}
-	}
+	})
 }
 
 // Transient reports whether err is worth retrying: the peer was unreachable

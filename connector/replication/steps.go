@@ -544,13 +544,37 @@ func (e *Engine) Undo(ctx context.Context, runID string) error {
 		sources[id] = s
 		return s, nil
 	}
-	swept := map[string]bool{}
+	// Every upload and object of the run lives under its staging prefix:
+	// one sweep of it undoes them all, whichever entries name them.
+	prefix := stagingPrefix(rr.ReplicationJobID, runID)
+	swept := false
+	sweep := func(deleteObjects bool) error {
+		if swept {
+			return nil
+		}
+		if _, err := e.Target.AbortUploads(ctx, prefix); err != nil {
+			return fmt.Errorf("abort uploads under %s: %w", prefix, err)
+		}
+		if deleteObjects {
+			if _, err := e.Target.DeleteStaged(ctx, prefix); err != nil {
+				return fmt.Errorf("delete objects under %s: %w", prefix, err)
+			}
+		}
+		swept = true
+		return nil
+	}
 	for i := len(entries) - 1; i >= 0; i-- {
 		le := entries[i]
 		if le.State != store.LedgerIntent && le.State != store.LedgerCreated {
 			continue
 		}
-		if err := e.undoEntry(ctx, rr, le, openSource, swept); err != nil {
+		var err error
+		if le.Kind == store.KindMultipartUpload || le.Kind == store.KindS3Object {
+			err = sweep(true)
+		} else {
+			err = e.undoEntry(ctx, rr, le, openSource)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s %s: %w", le.Kind, firstNonEmpty(le.ResourceID, "(id not recorded)"), err))
 			continue
 		}
@@ -560,22 +584,16 @@ func (e *Engine) Undo(ctx context.Context, runID string) error {
 		}
 		log.Info("undone", "kind", le.Kind, "resource", le.ResourceID)
 	}
-	// A run's staging prefix may hold an upload or object whose intent was
-	// recorded under an entry already released (a crash between completing
-	// an upload and recording its object); the sweep is cheap and final.
-	prefix := stagingPrefix(rr.ReplicationJobID, runID)
-	if _, err := e.Target.AbortUploads(ctx, prefix); err != nil {
-		errs = append(errs, fmt.Errorf("abort uploads under %s: %w", prefix, err))
-	}
-	if rr.State != store.RunCompleted {
-		if _, err := e.Target.DeleteStaged(ctx, prefix); err != nil {
-			errs = append(errs, fmt.Errorf("delete objects under %s: %w", prefix, err))
-		}
+	// The prefix may hold an upload or object whose entry was already
+	// released (a crash between completing an upload and recording its
+	// object), so it is swept even when no entry asked for it.
+	if err := sweep(rr.State != store.RunCompleted); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-func (e *Engine) undoEntry(ctx context.Context, rr store.ReplicationRun, le store.LedgerEntry, openSource func(string) (source.Source, error), swept map[string]bool) error {
+func (e *Engine) undoEntry(ctx context.Context, rr store.ReplicationRun, le store.LedgerEntry, openSource func(string) (source.Source, error)) error {
 	switch le.Kind {
 	case store.KindVMSnapshot:
 		var in snapshotIntent
@@ -608,21 +626,6 @@ func (e *Engine) undoEntry(ctx context.Context, rr store.ReplicationRun, le stor
 			if err := src.Release(ctx, cp); err != nil {
 				return fmt.Errorf("remove snapshot %q: %w", cp.Name, err)
 			}
-		}
-		return nil
-	case store.KindMultipartUpload, store.KindS3Object:
-		var in uploadIntent
-		if err := json.Unmarshal(le.Intent, &in); err != nil {
-			return fmt.Errorf("read intent: %w", err)
-		}
-		if !swept[in.Key] {
-			if _, err := e.Target.AbortUploads(ctx, in.Key); err != nil {
-				return err
-			}
-			if _, err := e.Target.DeleteStaged(ctx, in.Key); err != nil {
-				return err
-			}
-			swept[in.Key] = true
 		}
 		return nil
 	case store.KindImportTask:
