@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine: Go
-# modules, qemu-img (Debian qemu-utils) and the pinned S3 server versitygw,
+# modules, qemu-img (Debian qemu-utils), the partitioning and file-system tools
+# of internal/guestdisk, and the pinned S3 server versitygw,
 # built from the Go module proxy into .tools/bin. Re-running it is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,12 @@ mkdir -p "$TOOLS"
 
 need_apt=()
 command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
+# Guest disks of the tests and the demo: a partition table and real file
+# systems (internal/guestdisk).
+PATH="$PATH:/usr/sbin:/sbin"
+command -v sfdisk >/dev/null 2>&1 || need_apt+=(fdisk)
+command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
+command -v mkfs.ext4 >/dev/null 2>&1 && command -v debugfs >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -10,7 +10,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/version"
 	"github.com/rehost/rehost/scheduler"
 )
 
@@ -18,6 +20,7 @@ import (
 // environment variables, which override the file.
 type serveConfig struct {
 	StateDir             string `json:"stateDir"`
+	Listen               string `json:"listen"`
 	MaxConcurrentRuns    int    `json:"maxConcurrentRuns"`
 	ImportLimitPerRegion int    `json:"importLimitPerRegion"`
 	OnDemandPer24h       int    `json:"onDemandRunsPer24h"`
@@ -42,6 +45,7 @@ func init() {
 			o := &serveOptions{fs: fs}
 			fs.StringVar(&o.configFile, "config", os.Getenv("REHOST_CONFIG"), "JSON configuration file (env REHOST_CONFIG)")
 			fs.StringVar(&o.flags.StateDir, "state-dir", "", "state directory (env REHOST_STATE_DIR; default "+defaultStateDir+")")
+			fs.StringVar(&o.flags.Listen, "listen", "", "HTTPS address of the API and console (env REHOST_LISTEN; default "+defaultListen+")")
 			fs.IntVar(&o.flags.MaxConcurrentRuns, "max-concurrent-runs", 0, "runs at once across all jobs (default 2)")
 			fs.IntVar(&o.flags.ImportLimitPerRegion, "import-limit", 0, "concurrent VM Import tasks per region (default 5)")
 			fs.IntVar(&o.flags.OnDemandPer24h, "on-demand-per-24h", 0, "on-demand runs per job per 24 h (default 2; -1 unlimited)")
@@ -55,7 +59,7 @@ func init() {
 }
 
 func (o *serveOptions) config() (serveConfig, error) {
-	c := serveConfig{StateDir: defaultStateDir, ResyncInterval: "30s", LogLevel: "info", LogFormat: "json"}
+	c := serveConfig{StateDir: defaultStateDir, Listen: defaultListen, ResyncInterval: "30s", LogLevel: "info", LogFormat: "json"}
 	if o.configFile != "" {
 		b, err := os.ReadFile(o.configFile)
 		if err != nil {
@@ -81,6 +85,7 @@ func (o *serveOptions) config() (serveConfig, error) {
 		return nil
 	}
 	envStr("REHOST_STATE_DIR", &c.StateDir)
+	envStr("REHOST_LISTEN", &c.Listen)
 	envStr("REHOST_LOG_LEVEL", &c.LogLevel)
 	envStr("REHOST_LOG_FORMAT", &c.LogFormat)
 	envStr("REHOST_RESYNC_INTERVAL", &c.ResyncInterval)
@@ -96,6 +101,8 @@ func (o *serveOptions) config() (serveConfig, error) {
 		switch f.Name {
 		case "state-dir":
 			c.StateDir = o.flags.StateDir
+		case "listen":
+			c.Listen = o.flags.Listen
 		case "max-concurrent-runs":
 			c.MaxConcurrentRuns = o.flags.MaxConcurrentRuns
 		case "import-limit":
@@ -150,10 +157,36 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer d.Close()
-	log.Info("rehost connector serving", "stateDir", c.StateDir, "pid", os.Getpid())
-	if err := d.Serve(ctx); err != nil {
+	cert, err := api.LoadOrCreateCertificate(c.StateDir)
+	if err != nil {
+		return err
+	}
+	ln, err := api.Listen(c.Listen, cert)
+	if err != nil {
+		return err
+	}
+	fp := api.Fingerprint(cert.Certificate[0])
+	log.Info("rehost connector serving", "version", version.String(), "stateDir", c.StateDir, "pid", os.Getpid(),
+		"https", ln.Addr().String(), "certificateSHA256", fp)
+	fmt.Fprintf(env.Stderr, "rehost %s: serving https://%s/ — certificate SHA-256 fingerprint %s\n", version.String(), ln.Addr(), fp)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	apiDone := make(chan error, 1)
+	go func() {
+		apiDone <- api.New(d, log).Serve(ctx, ln)
+	}()
+	err = d.Serve(ctx)
+	cancel()
+	if aerr := <-apiDone; aerr != nil && err == nil {
+		err = fmt.Errorf("https: %w", aerr)
+	}
+	if err != nil {
 		return err
 	}
 	log.Info("rehost connector stopped")
 	return nil
 }
+
+// defaultListen is the appliance's HTTPS address.
+const defaultListen = ":443"

@@ -10,7 +10,7 @@ import (
 )
 
 // serveEnv lists every variable serve reads; each test starts with all unset.
-var serveEnv = []string{"REHOST_CONFIG", "REHOST_STATE_DIR", "REHOST_LOG_LEVEL", "REHOST_LOG_FORMAT",
+var serveEnv = []string{"REHOST_CONFIG", "REHOST_STATE_DIR", "REHOST_LISTEN", "REHOST_LOG_LEVEL", "REHOST_LOG_FORMAT",
 	"REHOST_MAX_CONCURRENT_RUNS", "REHOST_IMPORT_LIMIT", "REHOST_ON_DEMAND_PER_24H", "REHOST_PAUSE_AFTER_FAILURES"}
 
 func clearServeEnv(t *testing.T) {
@@ -87,6 +87,7 @@ func TestServeConfigPrecedence(t *testing.T) {
 		ResyncInterval:       "1m",
 		LogLevel:             "debug",
 		LogFormat:            "text",
+		Listen:               defaultListen,
 	}
 	if c != want {
 		t.Errorf("config = %+v\nwant     %+v", c, want)
@@ -99,7 +100,7 @@ func TestServeConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := serveConfig{StateDir: defaultStateDir, ResyncInterval: "30s", LogLevel: "info", LogFormat: "json"}
+	want := serveConfig{StateDir: defaultStateDir, Listen: defaultListen, ResyncInterval: "30s", LogLevel: "info", LogFormat: "json"}
 	if c != want {
 		t.Errorf("config = %+v, want %+v", c, want)
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/secret"
 	"github.com/rehost/rehost/pkg/source"
-	"github.com/rehost/rehost/pkg/source/vsphere"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 	"github.com/rehost/rehost/scheduler"
@@ -337,6 +336,9 @@ type SourceInput struct {
 	Password   string
 	Thumbprint string
 	Insecure   bool
+	// Options are the kind's own non-secret settings (JSON), read by its
+	// connector.
+	Options json.RawMessage
 }
 
 // AddSource connects to the source once (so bad credentials or an untrusted
@@ -344,7 +346,7 @@ type SourceInput struct {
 // its password sealed.
 func (d *Daemon) AddSource(ctx context.Context, in SourceInput) (store.Source, error) {
 	s := store.Source{Kind: in.Kind, Name: in.Name, Endpoint: in.URL, User: in.User,
-		Secret: d.Box.Seal([]byte(in.Password)), Thumbprint: in.Thumbprint, Insecure: in.Insecure}
+		Secret: d.Box.Seal([]byte(in.Password)), Thumbprint: in.Thumbprint, Insecure: in.Insecure, Options: in.Options}
 	src, err := d.connect(ctx, s)
 	if err != nil {
 		return store.Source{}, fmt.Errorf("add source %q: %w", in.Name, err)
@@ -363,16 +365,15 @@ func (d *Daemon) OpenSource(ctx context.Context, id string) (source.Source, erro
 }
 
 func (d *Daemon) connect(ctx context.Context, s store.Source) (source.Source, error) {
-	pw, err := d.Box.Open(s.Secret)
+	c, ok := connectors[s.Kind]
+	if !ok {
+		return nil, fmt.Errorf("source %q: kind %q is not supported by this connector", s.Name, s.Kind)
+	}
+	secret, err := d.Box.Open(s.Secret)
 	if err != nil {
 		return nil, fmt.Errorf("source %q: %w", s.Name, err)
 	}
-	switch s.Kind {
-	case store.SourceVSphere:
-		return vsphere.New(ctx, vsphere.Config{URL: s.Endpoint, User: s.User, Password: string(pw), Thumbprint: s.Thumbprint, Insecure: s.Insecure})
-	default:
-		return nil, fmt.Errorf("source %q: kind %q is not supported by this connector yet (only vsphere)", s.Name, s.Kind)
-	}
+	return c(ctx, s, secret, d.Log)
 }
 
 // ImportCatalog reads the source's inventory into the server catalog.
@@ -417,8 +418,14 @@ func (d *Daemon) CreateJob(ctx context.Context, j store.ReplicationJob) (store.R
 // Serve undoes what finished runs left behind, starts the scheduler (which
 // resumes runs a crash left active) and runs until ctx ends; then it stops
 // the scheduler, leaving interrupted runs to resume at the next start.
+//
+// A connector not yet registered (the appliance's first boot) waits for the
+// registration, checking every RegistrationPoll, and then starts.
 func (d *Daemon) Serve(ctx context.Context) error {
-	if _, err := d.awsTarget(ctx); err != nil {
+	if err := d.waitRegistered(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	if err := d.Sched.Start(ctx); err != nil {
@@ -440,6 +447,32 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			d.janitor(ctx)
+		}
+	}
+}
+
+// RegistrationPoll is how often an unregistered daemon looks for a
+// registration made by another process (the CLI, the setup page).
+var RegistrationPoll = 5 * time.Second
+
+func (d *Daemon) waitRegistered(ctx context.Context) error {
+	logged := false
+	for {
+		_, err := d.awsTarget(ctx)
+		if err == nil {
+			return nil
+		}
+		if _, rerr := d.Registration(ctx); rerr == nil {
+			return err // registered, but the registration does not work
+		}
+		if !logged {
+			d.Log.Info("waiting for registration with an AWS account (rehost register, or the setup page)")
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(RegistrationPoll):
 		}
 	}
 }

@@ -93,7 +93,7 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 	starts := 0
 	start := func() *exec.Cmd {
 		starts++
-		cmd := exec.Command(bin, "serve", "--state-dir", stateDir, "--resync", "500ms", "--log-format", "text",
+		cmd := exec.Command(bin, "serve", "--state-dir", stateDir, "--listen", "127.0.0.1:0", "--resync", "500ms", "--log-format", "text",
 			"--max-concurrent-runs", "2", "--on-demand-per-24h", "-1")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		if err := cmd.Start(); err != nil {

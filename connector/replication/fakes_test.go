@@ -248,6 +248,7 @@ type fakeExport struct {
 }
 
 func (e *fakeExport) Disks() []source.ExportDisk { return e.disks }
+func (e *fakeExport) ID() string                 { return "" }
 
 func (e *fakeExport) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	if err := e.w.at(ctx, "Open", "before"); err != nil {

@@ -102,6 +102,11 @@ type Source interface {
 
 // Export is an open export of a checkpoint's disks.
 type Export interface {
+	// ID names the server-side resource the export holds open (a vSphere
+	// NFC lease), for the caller to record so that an export a crash left
+	// open can be aborted after the restart (see ExportAborter); "" when
+	// the source holds nothing that outlives the process.
+	ID() string
 	// Disks describes the disks in VM order.
 	Disks() []ExportDisk
 	// Open streams disk i. Disks may be opened one at a time, in order; each
@@ -125,6 +130,15 @@ type ExportDisk struct {
 	StreamSize int64 `json:"streamSize"`
 	// Extents allocated in the virtual disk where the source knows them.
 	Extents []disk.Extent `json:"extents,omitempty"`
+}
+
+// ExportAborter is the optional capability of sources whose exports hold a
+// server-side resource (Export.ID is not empty): it aborts the export id of
+// checkpoint cp that a crashed process left open. Aborting an export that
+// has ended or is gone is not an error; a source that cannot be reached
+// wraps ErrUnreachable.
+type ExportAborter interface {
+	AbortExport(ctx context.Context, cp Checkpoint, id string) error
 }
 
 // ChangeTracker is the optional capability of incremental replication: the

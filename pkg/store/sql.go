@@ -151,16 +151,20 @@ func notFound(err error, what string) error {
 
 // --- sources ---
 
-const sourceCols = `id, kind, name, endpoint, username, secret, thumbprint, insecure, created_at`
+const sourceCols = `id, kind, name, endpoint, username, secret, thumbprint, insecure, options, created_at`
 
 func scanSource(r scanner) (Source, error) {
 	var s Source
 	var insecure int
 	var created sql.NullInt64
-	if err := r.Scan(&s.ID, &s.Kind, &s.Name, &s.Endpoint, &s.User, &s.Secret, &s.Thumbprint, &insecure, &created); err != nil {
+	var options string
+	if err := r.Scan(&s.ID, &s.Kind, &s.Name, &s.Endpoint, &s.User, &s.Secret, &s.Thumbprint, &insecure, &options, &created); err != nil {
 		return Source{}, err
 	}
 	s.Insecure = insecure != 0
+	if options != "" {
+		s.Options = json.RawMessage(options)
+	}
 	s.CreatedAt = timeOf(created)
 	return s, nil
 }
@@ -173,8 +177,8 @@ func (s *sqlStore) CreateSource(ctx context.Context, src Source) (Source, error)
 	if src.CreatedAt.IsZero() {
 		src.CreatedAt = s.now()
 	}
-	_, err := s.exec(ctx, s.db, `INSERT INTO sources (`+sourceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		src.ID, src.Kind, src.Name, src.Endpoint, src.User, src.Secret, src.Thumbprint, boolArg(src.Insecure), timeArg(src.CreatedAt))
+	_, err := s.exec(ctx, s.db, `INSERT INTO sources (`+sourceCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		src.ID, src.Kind, src.Name, src.Endpoint, src.User, src.Secret, src.Thumbprint, boolArg(src.Insecure), string(src.Options), timeArg(src.CreatedAt))
 	if err != nil {
 		if s.d.classify(err) == uniqueViolation {
 			return Source{}, fmt.Errorf("create source %q: %w: a source with that name exists", src.Name, ErrConflict)
@@ -219,8 +223,8 @@ func (s *sqlStore) UpdateSource(ctx context.Context, id string, fn func(*Source)
 		if err := validateSource(src); err != nil {
 			return err
 		}
-		_, err = s.exec(ctx, tx, `UPDATE sources SET kind = ?, name = ?, endpoint = ?, username = ?, secret = ?, thumbprint = ?, insecure = ? WHERE id = ?`,
-			src.Kind, src.Name, src.Endpoint, src.User, src.Secret, src.Thumbprint, boolArg(src.Insecure), id)
+		_, err = s.exec(ctx, tx, `UPDATE sources SET kind = ?, name = ?, endpoint = ?, username = ?, secret = ?, thumbprint = ?, insecure = ?, options = ? WHERE id = ?`,
+			src.Kind, src.Name, src.Endpoint, src.User, src.Secret, src.Thumbprint, boolArg(src.Insecure), string(src.Options), id)
 		if err != nil {
 			if s.d.classify(err) == uniqueViolation {
 				return fmt.Errorf("%w: a source named %q exists", ErrConflict, src.Name)

@@ -41,6 +41,7 @@ type SourceKind string
 const (
 	SourceVSphere SourceKind = "vsphere"
 	SourceHyperV  SourceKind = "hyperv"
+	SourceSCVMM   SourceKind = "scvmm"
 	SourceAzure   SourceKind = "azure"
 )
 
@@ -52,10 +53,14 @@ type Source struct {
 	Endpoint string     `json:"endpoint"`
 	User     string     `json:"user"`
 	// Secret is the credential, encrypted by the caller; never plaintext.
-	Secret     []byte    `json:"-"`
-	Thumbprint string    `json:"thumbprint,omitempty"`
-	Insecure   bool      `json:"insecure,omitempty"`
-	CreatedAt  time.Time `json:"createdAt"`
+	Secret     []byte `json:"-"`
+	Thumbprint string `json:"thumbprint,omitempty"`
+	Insecure   bool   `json:"insecure,omitempty"`
+	// Options holds the kind's own non-secret settings as JSON (a Hyper-V
+	// host's authentication scheme, an Azure subscription); the store keeps
+	// it opaque.
+	Options   json.RawMessage `json:"options,omitempty"`
+	CreatedAt time.Time       `json:"createdAt"`
 }
 
 // Server is one entry of the server catalog: a VM imported from a source.
@@ -451,9 +456,12 @@ func ValidateRun(r ReplicationRun) error {
 
 func validateSource(s Source) error {
 	switch s.Kind {
-	case SourceVSphere, SourceHyperV, SourceAzure:
+	case SourceVSphere, SourceHyperV, SourceSCVMM, SourceAzure:
 	default:
-		return fmt.Errorf("%w: source %q: unknown kind %q (want vsphere, hyperv or azure)", ErrInvalid, s.Name, s.Kind)
+		return fmt.Errorf("%w: source %q: unknown kind %q (want vsphere, hyperv, scvmm or azure)", ErrInvalid, s.Name, s.Kind)
+	}
+	if len(s.Options) > 0 && !json.Valid(s.Options) {
+		return fmt.Errorf("%w: source %q: options are not valid JSON", ErrInvalid, s.Name)
 	}
 	if s.Name == "" {
 		return fmt.Errorf("%w: source: name is empty", ErrInvalid)

@@ -158,6 +158,9 @@ type export struct {
 
 func (e *export) Disks() []source.ExportDisk { return e.disks }
 
+// ID is the NFC lease's managed object id.
+func (e *export) ID() string { return e.lease.Reference().Value }
+
 func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	e.mu.Lock()
 	closed := e.closed

@@ -135,15 +135,18 @@ func testSources(t *testing.T, s store.Store) {
 	upd := ok(s.UpdateSource(ctx, b.ID, func(src *store.Source) error {
 		src.Insecure = true
 		src.Endpoint = "https://hv:5986"
+		src.Options = json.RawMessage(`{"auth":"ntlm"}`)
 		src.ID = "tampered"
 		return nil
 	})).must(t)
 	if upd.ID != b.ID || !upd.Insecure {
 		t.Errorf("updated source = %+v", upd)
 	}
-	if got := ok(s.GetSource(ctx, b.ID)).must(t); got.Endpoint != "https://hv:5986" || !got.Insecure {
+	if got := ok(s.GetSource(ctx, b.ID)).must(t); got.Endpoint != "https://hv:5986" || !got.Insecure || string(got.Options) != `{"auth":"ntlm"}` {
 		t.Errorf("stored after update = %+v", got)
 	}
+	_, err = s.UpdateSource(ctx, b.ID, func(src *store.Source) error { src.Options = json.RawMessage(`{"auth":`); return nil })
+	wantErr(t, err, store.ErrInvalid, "options")
 	_, err = s.UpdateSource(ctx, b.ID, func(src *store.Source) error { src.Name = "vc-a"; return nil })
 	wantErr(t, err, store.ErrConflict)
 	list := ok(s.ListSources(ctx)).must(t)

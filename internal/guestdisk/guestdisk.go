@@ -1,0 +1,345 @@
+// Package guestdisk builds small but real guest disks for tests and the demo:
+// a partition table consistent with the boot mode (MBR for BIOS, GPT with an
+// EFI system partition for UEFI) and an ext4 root file system holding
+// /etc/os-release and the files a Linux importer looks for. It drives the
+// Debian tools a user would (sfdisk, mkfs.ext4 -d, mkfs.vfat) on plain files:
+// no mounts, loop devices or root.
+//
+// Output is deterministic for the same Options: fixed UUIDs, hash seed and
+// timestamps (E2FSPROGS_FAKE_TIME), so fixtures and images built from it are
+// reproducible.
+package guestdisk
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Boot modes, named as source.Firmware* are.
+const (
+	BIOS = "bios"
+	EFI  = "efi"
+)
+
+// DebianOSRelease is the default /etc/os-release.
+const DebianOSRelease = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION="12 (bookworm)"
+VERSION_CODENAME=bookworm
+ID=debian
+HOME_URL="https://www.debian.org/"
+`
+
+const mib = 1 << 20
+
+// Options describe a guest disk.
+type Options struct {
+	// Size of the whole disk in bytes: a multiple of 1 MiB, at least 32 MiB
+	// (BIOS) or 48 MiB (EFI).
+	Size int64
+	// Firmware is BIOS (MBR, one bootable Linux partition) or EFI (GPT: an
+	// EFI system partition, then the root partition). Default BIOS.
+	Firmware string
+	// OSRelease is /etc/os-release; default DebianOSRelease. Empty content
+	// is written as given only when NoOSRelease is set.
+	OSRelease   string
+	NoOSRelease bool
+	// Files are extra files of the root file system, by absolute path.
+	Files map[string][]byte
+	// DataBytes of seeded pseudo-random content go into /var/lib/fill.bin,
+	// so the disk holds data worth comparing byte for byte.
+	DataBytes int64
+	Seed      uint64
+	// UUID of the root file system; default derived from Seed.
+	UUID string
+}
+
+// Tools are the commands Build runs; Missing reports the absent ones.
+var Tools = []string{"sfdisk", "mkfs.ext4", "mkfs.vfat"}
+
+// Missing lists the tools of Tools not on PATH (nor in /sbin, /usr/sbin).
+func Missing() []string {
+	var out []string
+	for _, t := range Tools {
+		if _, err := lookPath(t); err != nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func lookPath(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found: install Debian packages fdisk, e2fsprogs and dosfstools", name)
+}
+
+// Layout says where Build put the partitions.
+type Layout struct {
+	ESPOffset, ESPSize   int64 // zero for BIOS
+	RootOffset, RootSize int64
+}
+
+// Build writes the guest disk as a raw image to path, replacing it.
+func Build(ctx context.Context, path string, o Options) (Layout, error) {
+	if o.Firmware == "" {
+		o.Firmware = BIOS
+	}
+	min := int64(32 * mib)
+	if o.Firmware == EFI {
+		min = 48 * mib
+	}
+	switch {
+	case o.Firmware != BIOS && o.Firmware != EFI:
+		return Layout{}, fmt.Errorf("guest disk: firmware %q: want %q or %q", o.Firmware, BIOS, EFI)
+	case o.Size%mib != 0 || o.Size < min:
+		return Layout{}, fmt.Errorf("guest disk: size %d: want a multiple of 1 MiB of at least %d MiB", o.Size, min/mib)
+	}
+	if o.UUID == "" {
+		o.UUID = uuidFrom(o.Seed)
+	}
+	work, err := os.MkdirTemp(filepath.Dir(path), ".guestdisk-")
+	if err != nil {
+		return Layout{}, err
+	}
+	defer os.RemoveAll(work)
+
+	var l Layout
+	// 1 MiB for the table (and GPT's backup at the end), partitions aligned
+	// to 1 MiB.
+	end := o.Size - mib
+	l.RootOffset = mib
+	if o.Firmware == EFI {
+		l.ESPOffset, l.ESPSize = mib, 16*mib
+		l.RootOffset = l.ESPOffset + l.ESPSize
+	}
+	l.RootSize = end - l.RootOffset
+
+	if err := writeTable(ctx, path, o, l); err != nil {
+		return l, err
+	}
+	root := filepath.Join(work, "root")
+	if err := populate(root, o); err != nil {
+		return l, err
+	}
+	rootImg := filepath.Join(work, "root.ext4")
+	if err := mkext4(ctx, rootImg, root, l.RootSize, o.UUID); err != nil {
+		return l, err
+	}
+	if err := copyInto(path, rootImg, l.RootOffset); err != nil {
+		return l, err
+	}
+	if o.Firmware == EFI {
+		espImg := filepath.Join(work, "esp.vfat")
+		if err := mkvfat(ctx, espImg, l.ESPSize, o.Seed); err != nil {
+			return l, err
+		}
+		if err := copyInto(path, espImg, l.ESPOffset); err != nil {
+			return l, err
+		}
+	}
+	return l, nil
+}
+
+func run(ctx context.Context, env []string, name string, args ...string) error {
+	p, err := lookPath(name)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, p, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+func writeTable(ctx context.Context, path string, o Options, l Layout) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(o.Size); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	const sector = 512
+	var script string
+	if o.Firmware == BIOS {
+		script = fmt.Sprintf("label: dos\nlabel-id: 0x%08x\nunit: sectors\n\nstart=%d, size=%d, type=83, bootable\n",
+			uint32(o.Seed)|1, l.RootOffset/sector, l.RootSize/sector)
+	} else {
+		script = fmt.Sprintf("label: gpt\nlabel-id: %s\nunit: sectors\n\n"+
+			"start=%d, size=%d, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=%s, name=\"EFI system partition\"\n"+
+			"start=%d, size=%d, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=%s, name=\"root\"\n",
+			uuidFrom(o.Seed+1), l.ESPOffset/sector, l.ESPSize/sector, uuidFrom(o.Seed+2),
+			l.RootOffset/sector, l.RootSize/sector, uuidFrom(o.Seed+3))
+	}
+	p, err := lookPath("sfdisk")
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, p, "--no-reread", "--no-tell-kernel", "-q", path)
+	cmd.Stdin = strings.NewReader(script)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("sfdisk %s: %w: %s", path, err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// epoch is the time stamped on every file and in the file systems.
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// atime is the access time of every file. mkfs.ext4 -d copies it, and under
+// relatime any read of a file or directory whose access time is in the past
+// moves it to now: only an access time in the future stays put, which keeps
+// the built file system the same from one build to the next.
+var atime = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func populate(root string, o Options) error {
+	files := map[string][]byte{
+		"/etc/fstab":                    []byte("UUID=" + o.UUID + " / ext4 defaults 0 1\n"),
+		"/etc/hostname":                 []byte("guest\n"),
+		"/boot/vmlinuz-6.1.0-rehost":    []byte("placeholder kernel of a rehost test guest\n"),
+		"/boot/initrd.img-6.1.0-rehost": []byte("placeholder initramfs of a rehost test guest\n"),
+		"/sbin/init":                    []byte("#!/bin/sh\n"),
+	}
+	if !o.NoOSRelease {
+		files["/etc/os-release"] = []byte(cmp.Or(o.OSRelease, DebianOSRelease))
+	}
+	for k, v := range o.Files {
+		files[k] = v
+	}
+	if o.DataBytes > 0 {
+		files["/var/lib/fill.bin"] = nil // written below, streamed
+	}
+	names := make([]string, 0, len(files))
+	for k := range files {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		p := filepath.Join(root, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if name == "/var/lib/fill.bin" && o.DataBytes > 0 {
+			if err := writeFill(p, o.DataBytes, o.Seed); err != nil {
+				return err
+			}
+		} else if err := os.WriteFile(p, files[name], 0o644); err != nil {
+			return err
+		}
+		if name == "/sbin/init" {
+			os.Chmod(p, 0o755)
+		}
+	}
+	// Fixed times everywhere, directories last (writing changes them).
+	return filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Chtimes(p, atime, epoch)
+	})
+}
+
+func writeFill(path string, n int64, seed uint64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	buf := make([]byte, 64<<10)
+	for n > 0 {
+		m := min(n, int64(len(buf)))
+		for i := 0; i < int(m); i += 8 {
+			v := r.Uint64()
+			for j := 0; j < 8 && i+j < int(m); j++ {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+		if _, err := f.Write(buf[:m]); err != nil {
+			f.Close()
+			return err
+		}
+		n -= m
+	}
+	return f.Close()
+}
+
+func mkext4(ctx context.Context, img, root string, size int64, uuid string) error {
+	env := []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", epoch.Unix())}
+	return run(ctx, env, "mkfs.ext4", "-q", "-F", "-t", "ext4", "-b", "4096",
+		"-L", "root", "-U", uuid, "-E", "root_owner=0:0,hash_seed="+uuid,
+		"-d", root, img, fmt.Sprintf("%dk", size/1024))
+}
+
+func mkvfat(ctx context.Context, img string, size int64, seed uint64) error {
+	f, err := os.Create(img)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return run(ctx, []string{"SOURCE_DATE_EPOCH=" + fmt.Sprint(epoch.Unix())}, "mkfs.vfat",
+		"-F", "16", "-n", "EFI", "-i", fmt.Sprintf("%08x", uint32(seed)|1), img)
+}
+
+func copyInto(dst, src string, off int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.NewOffsetWriter(out, off), in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s into %s: %w", src, dst, err)
+	}
+	return out.Close()
+}
+
+func uuidFrom(seed uint64) string {
+	r := rand.New(rand.NewPCG(seed, 0x5eed))
+	var b [16]byte
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
