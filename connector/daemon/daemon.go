@@ -76,6 +76,10 @@ type Daemon struct {
 	mu     sync.Mutex
 	target *awsTarget
 	region string
+
+	keysMu     sync.Mutex
+	keysSealed []byte
+	keysParsed []AccessKey
 }
 
 // Open opens (creating if needed) the state directory dir: rehost.db and the
