@@ -43,6 +43,18 @@ type KeyAuth struct {
 	Now    func() time.Time
 }
 
+// RegistrationRegion is the KeyAuth.Region of a daemon: its registration's
+// region, or any while it is not registered.
+func RegistrationRegion(d *daemon.Daemon) func(context.Context) string {
+	return func(ctx context.Context) string {
+		s, err := d.Registration(ctx)
+		if err != nil {
+			return ""
+		}
+		return s.Region
+	}
+}
+
 // Authenticate implements Authenticator.
 func (a *KeyAuth) Authenticate(r *http.Request, body []byte) (Principal, error) {
 	var key daemon.AccessKey

@@ -202,7 +202,7 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	go metrics.Watch(ctx, time.Second)
 	ep := api.New(api.Options{
 		Service: &api.Local{D: d, Started: started, Config: cfgJSON},
-		Auth:    &api.KeyAuth{Keys: d, Region: registrationRegion(d)},
+		Auth:    &api.KeyAuth{Keys: d, Region: api.RegistrationRegion(d)},
 		Metrics: metrics,
 		Log:     log,
 	})
@@ -224,18 +224,6 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 
 // defaultListen is the appliance's HTTPS address.
 const defaultListen = ":443"
-
-// registrationRegion is the region API requests must be signed for: the
-// registration's, or any while the connector is not registered.
-func registrationRegion(d *daemon.Daemon) func(context.Context) string {
-	return func(ctx context.Context) string {
-		s, err := d.Registration(ctx)
-		if err != nil {
-			return ""
-		}
-		return s.Region
-	}
-}
 
 // decodeConfig reads the configuration file strictly: a misspelt key is an
 // error naming it, a value of the wrong type names the key and the type.
