@@ -212,7 +212,6 @@ func (m *Metrics) poll(ctx context.Context) error {
 	return nil
 }
 
-
 // count adds what the run staged since it was last seen.
 func (m *Metrics) count(ctx context.Context, r store.ReplicationRun) daemon.RunProgress {
 	p, err := m.d.RunProgress(ctx, r)

@@ -43,7 +43,9 @@ func TestCertificateIsMadeOnceAndPinned(t *testing.T) {
 	}
 }
 
-func hexByte(b byte) string { return string("0123456789ABCDEF"[b>>4]) + string("0123456789ABCDEF"[b&15]) }
+func hexByte(b byte) string {
+	return string("0123456789ABCDEF"[b>>4]) + string("0123456789ABCDEF"[b&15])
+}
 
 func TestServesHealthzOverTLSOnly(t *testing.T) {
 	cert, err := LoadOrCreateCertificate(t.TempDir())
