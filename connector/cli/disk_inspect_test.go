@@ -45,7 +45,7 @@ func TestDiskInspect(t *testing.T) {
 		"format:       vmdk\n",
 		"subformat:    streamOptimized\n",
 		"virtual size: 3.0 MiB (3149824 bytes)\n",
-		"allocated:    452.0 KiB (462848 bytes)\n",
+		"allocated:    452 KiB (462848 bytes)\n",
 		"extents:      3\n",
 	} {
 		if !strings.Contains(string(out), line) {
