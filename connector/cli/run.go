@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -195,7 +196,7 @@ func renderRun(r api.ReplicationRun) []string {
 		}
 		return []string{head}
 	}
-	lines := []string{head + ", step " + p.Step}
+	lines := []string{head + ", step " + cmp.Or(p.Step, "starting")}
 	for _, d := range p.Disks {
 		lines = append(lines, diskLine(d))
 	}

@@ -141,6 +141,11 @@ func (c *Client) do(ctx context.Context, method, path, target string, body []byt
 			return nil, fmt.Errorf("sign the request: %w", err)
 		}
 		resp, err := c.http.Do(req)
+		var unknownCA x509.UnknownAuthorityError
+		var hostErr x509.HostnameError
+		if errors.As(err, &unknownCA) || errors.As(err, &hostErr) {
+			return nil, fmt.Errorf("call the connector at %s: %w: pin its certificate with --fingerprint (as 'rehost serve' printed it) or trust its CA with --ca-file", c.o.Endpoint, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("call the connector at %s: %w", c.o.Endpoint, err)
 		}
