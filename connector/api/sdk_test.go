@@ -263,3 +263,8 @@ func value(fams map[string]*dto.MetricFamily, name, label string) float64 {
 func staticCreds(id, secret string) credsv2.StaticCredentialsProvider {
 	return credsv2.NewStaticCredentialsProvider(id, secret, "")
 }
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
