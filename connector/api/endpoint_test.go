@@ -138,3 +138,5 @@ func raw(t *testing.T, c *apitest.Connector, region, target string, body []byte)
 	resp.Body.Close()
 	return resp
 }
+
+func timeNowPlusHours(h int) time.Time { return time.Now().Add(time.Duration(h) * time.Hour) }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -80,7 +81,12 @@ func Start(t testing.TB, o Options) *Connector {
 		t.Fatal(err)
 	}
 	c := &Connector{Peers: peers, Dir: filepath.Join(dir, "state"), Log: &SyncBuffer{}}
-	log := slog.New(slog.NewJSONHandler(c.Log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// As rehost serve does: to stderr (here a buffer) and the log file.
+	logFile, err := daemon.OpenLogFile(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(io.MultiWriter(c.Log, logFile), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c.D, err = daemon.Open(ctx, c.Dir, daemon.Options{Log: log, ProgressEvery: 100 * time.Millisecond,
 		Scheduler: scheduler.Options{ResyncInterval: 500 * time.Millisecond, OnDemandPer24h: -1, Logger: log}})
 	if err != nil {
@@ -127,6 +133,7 @@ func Start(t testing.TB, o Options) *Connector {
 		cancel()
 		wg.Wait()
 		c.D.Close()
+		logFile.Close()
 		peers.Close()
 	})
 	return c
