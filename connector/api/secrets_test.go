@@ -50,8 +50,12 @@ func TestPlantedSecretsNeverComeOut(t *testing.T) {
 	for _, f := range []func() (any, error){
 		func() (any, error) { return cl.GetConnectors(ctx, &api.GetConnectorsInput{}) },
 		func() (any, error) { return cl.GetReplicationJobs(ctx, &api.GetReplicationJobsInput{}) },
-		func() (any, error) { return cl.GetReplicationRuns(ctx, &api.GetReplicationRunsInput{ReplicationJobID: job.ReplicationJobID}) },
-		func() (any, error) { return cl.GetReplicationRun(ctx, &api.GetReplicationRunInput{ReplicationRunID: run.ReplicationRunID}) },
+		func() (any, error) {
+			return cl.GetReplicationRuns(ctx, &api.GetReplicationRunsInput{ReplicationJobID: job.ReplicationJobID})
+		},
+		func() (any, error) {
+			return cl.GetReplicationRun(ctx, &api.GetReplicationRunInput{ReplicationRunID: run.ReplicationRunID})
+		},
 		func() (any, error) { return cl.ListSources(ctx, &api.ListSourcesInput{}) },
 		func() (any, error) { return cl.TestSource(ctx, &api.SourceRef{Source: src.Name}) },
 		func() (any, error) { return cl.GetRegistration(ctx, &api.GetRegistrationInput{}) },
