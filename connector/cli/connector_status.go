@@ -21,15 +21,7 @@ func init() {
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
 			asJSON := fs.Bool("json", false, "print JSON")
-			return func(ctx context.Context, env Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				st, err := svc.GetConnectorStatus(ctx, &api.GetConnectorStatusInput{})
 				if err != nil {
 					return err
@@ -45,7 +37,7 @@ func init() {
 					return errUnhealthy
 				}
 				return nil
-			}
+			})
 		},
 	})
 }

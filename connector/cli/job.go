@@ -82,15 +82,7 @@ func init() {
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
 			asJSON := fs.Bool("json", false, "print JSON")
-			return func(ctx context.Context, env Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				var jobs []api.ReplicationJob
 				in := &api.GetReplicationJobsInput{MaxResults: 1000}
 				for {
@@ -109,7 +101,7 @@ func init() {
 						return []any{j.ReplicationJobID, vm.VmName, vm.VmManagerName, fmt.Sprintf("%d h", j.Frequency), j.State,
 							j.NextReplicationRunStartTime, j.LatestAmiID, j.StatusMessage}
 					})
-			}
+			})
 		},
 	})
 	Register(Command{
@@ -186,21 +178,13 @@ func init() {
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
 			amis := fs.Bool("delete-amis", false, "also deregister the job's AMIs and delete their snapshots")
-			return func(ctx context.Context, env Env, args []string) error {
-				if len(args) != 1 {
-					return fmt.Errorf("%w: give one job id", ErrUsage)
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(oneArg("job id"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				if _, err := svc.DeleteReplicationJob(ctx, &api.DeleteReplicationJobInput{ReplicationJobID: args[0], RehostDeleteAmis: *amis}); err != nil {
 					return err
 				}
 				fmt.Fprintf(env.Stdout, "deleted job %s\n", args[0])
 				return nil
-			}
+			})
 		},
 	})
 	Register(Command{
@@ -211,15 +195,7 @@ func init() {
 			c := addConnFlags(fs)
 			desc := fs.String("description", "", "description of the run")
 			w := addWatchFlags(fs)
-			return func(ctx context.Context, env Env, args []string) error {
-				if len(args) != 1 {
-					return fmt.Errorf("%w: give one job id", ErrUsage)
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(oneArg("job id"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				out, err := svc.StartOnDemandReplicationRun(ctx, &api.StartOnDemandReplicationRunInput{ReplicationJobID: args[0], Description: *desc})
 				if err != nil {
 					return err
@@ -230,7 +206,7 @@ func init() {
 					return nil
 				}
 				return w.run(ctx, env, svc, out.ReplicationRunID)
-			}
+			})
 		},
 	})
 }

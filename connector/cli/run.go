@@ -27,15 +27,12 @@ func init() {
 			job := fs.String("job", "", "replication job id")
 			limit := fs.Int("limit", 20, "at most this many runs (1–1000)")
 			asJSON := fs.Bool("json", false, "print JSON")
-			return func(ctx context.Context, env Env, args []string) error {
+			return c.with(func(args []string) error {
 				if len(args) > 0 || *job == "" {
 					return fmt.Errorf("%w: --job is required", ErrUsage)
 				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+				return nil
+			}, func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				out, err := svc.GetReplicationRuns(ctx, &api.GetReplicationRunsInput{ReplicationJobID: *job, MaxResults: *limit})
 				if err != nil {
 					return err
@@ -48,7 +45,7 @@ func init() {
 						}
 						return []any{r.ReplicationRunID, r.Type, r.State, r.ScheduledStartTime, runEx(r).StartedAt, r.CompletedTime, stage, r.AmiID, r.StatusMessage}
 					})
-			}
+			})
 		},
 	})
 	Register(Command{
@@ -59,15 +56,12 @@ func init() {
 			c := addConnFlags(fs)
 			job := fs.String("job", "", "follow the latest run of this job")
 			w := addWatchFlags(fs)
-			return func(ctx context.Context, env Env, args []string) error {
+			return c.with(func(args []string) error {
 				if len(args) > 1 || (len(args) == 1) == (*job != "") {
 					return fmt.Errorf("%w: give a run id or --job", ErrUsage)
 				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+				return nil
+			}, func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				id := ""
 				if len(args) == 1 {
 					id = args[0]
@@ -82,7 +76,7 @@ func init() {
 					id = out.ReplicationRunList[0].ReplicationRunID
 				}
 				return w.run(ctx, env, svc, id)
-			}
+			})
 		},
 	})
 	Register(Command{
@@ -96,15 +90,7 @@ func init() {
 			fs.StringVar(&in.ReplicationRunID, "run", "", "only this run's events")
 			fs.IntVar(&in.MaxResults, "limit", 50, "at most this many (1–1000)")
 			asJSON := fs.Bool("json", false, "print JSON")
-			return func(ctx context.Context, env Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				out, err := svc.GetEvents(ctx, &in)
 				if err != nil {
 					return err
@@ -112,7 +98,7 @@ func init() {
 				return listing(env, *asJSON, out.Events, "TIME\tLEVEL\tJOB\tRUN\tMESSAGE", func(e api.Event) []any {
 					return []any{e.Time, e.Level, e.ReplicationJobID, e.ReplicationRunID, e.Message}
 				})
-			}
+			})
 		},
 	})
 }

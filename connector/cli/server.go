@@ -18,21 +18,13 @@ func init() {
 			c := addConnFlags(fs)
 			src := fs.String("source", "", "source name or id (default: every source)")
 			asJSON := fs.Bool("json", false, "print the servers as JSON")
-			return func(ctx context.Context, env Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				out, err := svc.ImportServerCatalog(ctx, &api.ImportServerCatalogInput{RehostSource: *src})
 				if err != nil {
 					return err
 				}
 				return printServers(env, *asJSON, out.RehostServers)
-			}
+			})
 		},
 	})
 	Register(Command{
@@ -43,15 +35,7 @@ func init() {
 			c := addConnFlags(fs)
 			src := fs.String("source", "", "only this source's servers (name or id)")
 			asJSON := fs.Bool("json", false, "print JSON")
-			return func(ctx context.Context, env Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				servers, err := allServers(ctx, svc)
 				if err != nil {
 					return err
@@ -66,7 +50,7 @@ func init() {
 					servers = keep
 				}
 				return printServers(env, *asJSON, servers)
-			}
+			})
 		},
 	})
 }

@@ -16,15 +16,7 @@ func init() {
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
 			asJSON := fs.Bool("json", false, "print JSON")
-			return func(ctx context.Context, env Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				out, err := svc.ListSources(ctx, &api.ListSourcesInput{})
 				if err != nil {
 					return err
@@ -32,7 +24,7 @@ func init() {
 				return listing(env, *asJSON, out.Sources, "SOURCE ID\tNAME\tKIND\tURL\tUSER\tSERVERS\tADDED", func(s api.Source) []any {
 					return []any{s.SourceID, s.Name, s.Kind, s.URL, s.User, s.ServerCount, s.CreatedAt}
 				})
-			}
+			})
 		},
 	})
 	Register(Command{
@@ -42,15 +34,7 @@ func init() {
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
 			asJSON := fs.Bool("json", false, "print JSON")
-			return func(ctx context.Context, env Env, args []string) error {
-				if len(args) != 1 {
-					return fmt.Errorf("%w: give one source name or id", ErrUsage)
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(oneArg("source name or id"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				out, err := svc.TestSource(ctx, &api.SourceRef{Source: args[0]})
 				if err != nil {
 					return err
@@ -66,7 +50,7 @@ func init() {
 					return fmt.Errorf("source %s at %s: %s", out.Source.Name, out.Source.URL, out.Message)
 				}
 				return nil
-			}
+			})
 		},
 	})
 	Register(Command{
@@ -75,21 +59,13 @@ func init() {
 		Summary: "remove a source and its servers from the catalog (refused while replication jobs use them)",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
-			return func(ctx context.Context, env Env, args []string) error {
-				if len(args) != 1 {
-					return fmt.Errorf("%w: give one source name or id", ErrUsage)
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(oneArg("source name or id"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				if _, err := svc.RemoveSource(ctx, &api.SourceRef{Source: args[0]}); err != nil {
 					return err
 				}
 				fmt.Fprintf(env.Stdout, "removed source %s\n", args[0])
 				return nil
-			}
+			})
 		},
 	})
 }

@@ -211,3 +211,30 @@ func noArgs(args []string) error {
 	}
 	return nil
 }
+
+// oneArg wants exactly one positional argument, named what.
+func oneArg(what string) func([]string) error {
+	return func(args []string) error {
+		if len(args) != 1 {
+			return fmt.Errorf("%w: give one %s", ErrUsage, what)
+		}
+		return nil
+	}
+}
+
+// with returns a verb's run function: it checks the arguments, connects
+// (to the local state directory or the API, never creating state) and calls
+// fn with the Service.
+func (c *connFlags) with(check func([]string) error, fn func(context.Context, Env, api.Service, []string) error) func(context.Context, Env, []string) error {
+	return func(ctx context.Context, env Env, args []string) error {
+		if err := check(args); err != nil {
+			return err
+		}
+		svc, done, err := c.connect(ctx, false)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return fn(ctx, env, svc, args)
+	}
+}

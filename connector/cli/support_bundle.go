@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/rehost/rehost/connector/api"
 )
 
 func init() {
@@ -16,15 +18,7 @@ func init() {
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
 			out := fs.String("o", "", "output file (default rehost-support-TIME.zip)")
-			return func(ctx context.Context, env Env, args []string) error {
-				if err := noArgs(args); err != nil {
-					return err
-				}
-				svc, done, err := c.connect(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer done()
+			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
 				path := *out
 				if path == "" {
 					path = "rehost-support-" + time.Now().UTC().Format("20060102T150405Z") + ".zip"
@@ -43,7 +37,7 @@ func init() {
 				}
 				fmt.Fprintf(env.Stdout, "wrote %s\n", path)
 				return nil
-			}
+			})
 		},
 	})
 }
