@@ -435,8 +435,10 @@ func (l *Local) CreateReplicationJob(ctx context.Context, in *CreateReplicationJ
 	if err != nil && created.ReplicationJobID == "" {
 		return nil, storeErr(err, ErrInvalidParameter)
 	}
-	// A job stored but not yet scheduled is scheduled by the daemon's next
-	// resync: report it as created.
+	if err != nil {
+		// Stored but not scheduled: the daemon's next resync schedules it.
+		l.D.Log.Warn("schedule a new job; the daemon's resync will", "job", created.ReplicationJobID, "err", err)
+	}
 	l.notify()
 	return &CreateReplicationJobOutput{ReplicationJobID: created.ReplicationJobID}, nil
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,17 +78,16 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 // ServeHTTP serves the metrics in the Prometheus text format.
 func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.handler.ServeHTTP(w, r) }
 
+// apiCall counts a request; op is an operation's name, or what the caller
+// put in X-Amz-Target, which must not mint label values.
 func (m *Metrics) apiCall(op, errType string) {
-	if op == "" {
-		op = "unknown"
+	label := "unknown"
+	if _, ok := operations[op]; ok {
+		label = op[strings.IndexByte(op, '.')+1:]
+	} else if slices.Contains(operationNames, op) {
+		label = op
 	}
-	if len(op) > 64 {
-		op = op[:64]
-	}
-	if _, known := operations[op]; !known && errType == ErrUnknownOperation {
-		op = "unknown" // a caller must not mint label values
-	}
-	m.apiCalls.WithLabelValues(op).Inc()
+	m.apiCalls.WithLabelValues(label).Inc()
 	if errType != "" {
 		m.apiErrors.WithLabelValues(errType).Inc()
 	}

@@ -63,6 +63,9 @@ func New(o Options) *Endpoint {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if o.Auth == nil {
+		o.Auth = denyAll{}
+	}
 	s := &Endpoint{o: o, log: o.Log, started: time.Now(), mux: http.NewServeMux(),
 		keys:  newLimiters(cmp.Or(o.PerKeyRate, 20), cmp.Or(o.PerKeyBurst, 40)),
 		addrs: newLimiters(cmp.Or(o.PerAddressRate, 50), cmp.Or(o.PerAddressBurst, 100))}
@@ -149,6 +152,13 @@ func (s *Endpoint) authed(auth Authenticator, op string, h func(http.ResponseWri
 		}
 		h(w, r, rq)
 	})
+}
+
+// denyAll refuses every request: an endpoint given no authentication.
+type denyAll struct{}
+
+func (denyAll) Authenticate(*http.Request, []byte) (Principal, error) {
+	return Principal{}, Errorf(ErrUnauthorizedOperation, "this endpoint accepts no credentials")
 }
 
 func asError(err error) *Error {

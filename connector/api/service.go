@@ -68,8 +68,12 @@ func op[I, O any](target string, readOnly bool, m func(Service, context.Context,
 	}}
 }
 
-// operations maps "Prefix.Name" to its operation.
-var operations = map[string]operation{}
+// operations maps "Prefix.Name" to its operation; operationNames lists
+// the names without prefix, and the endpoint's other route groups.
+var (
+	operations     = map[string]operation{}
+	operationNames = []string{"SupportBundle", "Metrics"}
+)
 
 func init() {
 	for name, o := range map[string]operation{
@@ -95,5 +99,6 @@ func init() {
 		"GetEvents":                   op(RehostTarget, true, Service.GetEvents),
 	} {
 		operations[o.target+"."+name] = o
+		operationNames = append(operationNames, name)
 	}
 }

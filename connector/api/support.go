@@ -85,7 +85,7 @@ func (l *Local) SupportBundle(ctx context.Context, w io.Writer) error {
 	if cfg == nil && running {
 		cfg = info.Config
 	}
-	note("config", addJSON("config.json", map[string]any{"stateDir": l.D.Dir, "daemon": info, "daemonRunning": running || l.Started.Unix() > 0, "config": cfg}))
+	note("config", addJSON("config.json", map[string]any{"stateDir": l.D.Dir, "daemon": info, "daemonRunning": running || !l.Started.IsZero(), "config": cfg}))
 	if reg, err := l.GetRegistration(ctx, nil); err == nil {
 		note("registration", addJSON("registration.json", reg))
 	} else {
