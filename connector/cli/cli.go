@@ -9,9 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
+
+	"github.com/rehost/rehost/connector/version"
 )
 
 // Env is what a command may touch of the process, so tests can run verbs
@@ -58,6 +61,10 @@ func Main(ctx context.Context, env Env, args []string) int {
 		}
 	}
 	if n == 0 {
+		if len(args) == 1 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+			fmt.Fprintf(env.Stdout, "rehost %s\n", version.String())
+			return 0
+		}
 		if len(args) > 0 && args[0] != "help" && args[0] != "-h" && args[0] != "--help" {
 			fmt.Fprintf(env.Stderr, "rehost: unknown command %q\n\n", strings.Join(args, " "))
 			usage(env.Stderr)
@@ -124,12 +131,7 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "rehost — agentless server migration to AWS\n\nusage: rehost COMMAND [flags] [args]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(commands)) {
 		fmt.Fprintf(w, "  %-22s %s\n", n, commands[n].Summary)
 	}
 	fmt.Fprintln(w, "\nRun 'rehost COMMAND --help' for a command's flags.")

@@ -1,17 +1,19 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"os"
 
+	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 type registerOptions struct {
-	stateDir   string
+	conn       *connFlags
 	s          daemon.AWSSettings
 	caFile     string
 	storeKeys  bool
@@ -26,17 +28,18 @@ func init() {
 		Usage:   "--region R [--bucket B] [--kms-key K] [--create-role] [--fix-bucket] [--store-keys]",
 		Summary: "register the connector with an AWS account: check it, prepare the staging bucket and the vmimport role",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			o := &registerOptions{}
-			stateDirFlag(fs, &o.stateDir)
-			fs.StringVar(&o.s.Region, "region", os.Getenv("AWS_REGION"), "AWS region (env AWS_REGION)")
+			o := &registerOptions{conn: addConnFlags(fs)}
+			// --region names the account's region here, which is also the
+			// one API requests are signed for.
+			fs.Lookup("region").Usage = "AWS region (env AWS_REGION)"
 			fs.StringVar(&o.s.Bucket, "bucket", "", "staging bucket (default rehost-staging-<account>-<region>)")
 			fs.StringVar(&o.s.KMSKeyID, "kms-key", "", "KMS key for SSE-KMS staging and encrypted AMIs (default SSE-S3)")
 			fs.StringVar(&o.s.RoleName, "role", "vmimport", "VM Import service role")
-			fs.StringVar(&o.s.Profile, "profile", "", "shared config profile for credentials")
-			fs.StringVar(&o.s.Endpoint, "endpoint", "", "EC2/IAM/STS endpoint override (an emulator or VPC endpoint)")
+			fs.StringVar(&o.s.Profile, "aws-profile", "", "shared config profile for the account's credentials")
+			fs.StringVar(&o.s.Endpoint, "aws-endpoint", "", "EC2/IAM/STS endpoint override (an emulator or VPC endpoint)")
 			fs.StringVar(&o.s.S3Endpoint, "s3-endpoint", "", "S3 endpoint override (path-style)")
 			fs.StringVar(&o.s.ImportMode, "import-mode", "image", "image (ImportImage) or snapshot (ImportSnapshot + RegisterImage)")
-			fs.StringVar(&o.caFile, "ca-file", "", "PEM file of an extra CA to trust for the endpoints")
+			fs.StringVar(&o.caFile, "aws-ca-file", "", "PEM file of an extra CA to trust for the endpoints")
 			fs.BoolVar(&o.storeKeys, "store-keys", false, "store AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (encrypted) for the daemon instead of using the default credential chain at run time")
 			fs.BoolVar(&o.createRole, "create-role", false, "create the vmimport role when missing (else print the documents for an administrator)")
 			fs.BoolVar(&o.fixBucket, "fix-bucket", false, "change an existing bucket whose settings are weaker than wanted")
@@ -50,6 +53,7 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 	if len(args) > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, args[0])
 	}
+	o.s.Region = cmp.Or(o.conn.region, os.Getenv("AWS_REGION"))
 	if o.s.Region == "" {
 		return fmt.Errorf("%w: --region is required", ErrUsage)
 	}
@@ -66,12 +70,16 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 			return fmt.Errorf("--store-keys: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 		}
 	}
-	d, err := openState(ctx, o.stateDir)
+	svc, done, err := o.conn.connect(ctx, true)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	rep, err := d.Register(ctx, o.s, awstarget.SetupOptions{CreateRole: o.createRole, FixBucket: o.fixBucket})
+	defer done()
+	var rep awstarget.SetupReport
+	out, err := svc.Register(ctx, &api.RegisterInput{Settings: o.s, CreateRole: o.createRole, FixBucket: o.fixBucket})
+	if out != nil {
+		rep = out.Report
+	}
 	if o.json {
 		if perr := printJSON(env.Stdout, rep); perr != nil {
 			return perr

@@ -75,6 +75,10 @@ type Daemon struct {
 
 	mu     sync.Mutex
 	target *awstarget.Target
+
+	keysMu     sync.Mutex
+	keysSealed []byte
+	keysParsed []AccessKey
 }
 
 // Open opens (creating if needed) the state directory dir: rehost.db and the

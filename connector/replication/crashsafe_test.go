@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -309,4 +310,38 @@ func (h *harness) importTagged(t *testing.T, runID, key string) awstarget.Result
 		t.Fatal(err)
 	}
 	return res
+}
+
+// A run's progress records when each step began and ended, and the step a
+// failed run failed in.
+func TestStepTimesAndFailedStep(t *testing.T) {
+	h := newHarness(t)
+	ami, err := h.e.Run(context.Background(), h.current())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.checkCompleted(ami)
+	p := h.current().Progress
+	if len(p.Steps) != len(Steps()) {
+		t.Fatalf("steps recorded %+v, want all %d", p.Steps, len(Steps()))
+	}
+	for i, s := range p.Steps {
+		if s.Step != Steps()[i] || s.Started.IsZero() || s.Ended.Before(s.Started) {
+			t.Errorf("step %d recorded as %+v", i, s)
+		}
+	}
+
+	h = newHarness(t)
+	h.w.hook = func(op, phase string) error {
+		if op == "Finalize" {
+			return errors.New("fake: Finalize refused")
+		}
+		return nil
+	}
+	if _, err := h.e.Run(context.Background(), h.current()); err == nil {
+		t.Fatal("run did not fail")
+	}
+	if p := h.current().Progress; p.FailedStep != StepFinalize || p.Step != stageCleanup {
+		t.Errorf("failed run's progress %+v, want failed step %q", p, StepFinalize)
+	}
 }

@@ -151,6 +151,10 @@ func (e *Engine) Run(ctx context.Context, rr store.ReplicationRun) (string, erro
 		// reports it (see priorFailure).
 		msg := err.Error()
 		if _, serr := e.Store.UpdateRun(context.WithoutCancel(ctx), rr.ReplicationRunID, func(x *store.ReplicationRun) error {
+			if x.Progress.Step != stageCleanup {
+				x.Progress.FailedStep = x.Progress.Step
+			}
+			enterStep(&x.Progress, stageCleanup, time.Now())
 			x.Stage, x.StageProgress, x.StatusMessage, x.Progress.Step = stageCleanup, "", msg, stageCleanup
 			return nil
 		}); serr != nil {

@@ -18,14 +18,34 @@ import (
 // needs and tell the source (vCenter's lease progress). A slow store or
 // source delays the next report, never the bytes.
 
-// setStep records the step the run is in (Stage and Progress.Step).
+// setStep records the step the run is in (Stage and Progress.Step), and
+// when the previous one ended and this one began.
 func (r *run) setStep(ctx context.Context, name string) {
+	now := time.Now()
 	r.updateRun(ctx, func(x *store.ReplicationRun) {
 		x.Stage, x.StageProgress, x.Progress.Step = name, "", name
 		if name == stageCompleted {
 			x.StageProgress = "100%"
 		}
+		enterStep(&x.Progress, name, now)
 	})
+}
+
+// enterStep ends the step in progress and begins name, unless name was
+// entered before (a resumed or retried run keeps its first timing).
+func enterStep(p *store.RunProgress, name string, now time.Time) {
+	if n := len(p.Steps); n > 0 && p.Steps[n-1].Step != name && p.Steps[n-1].Ended.IsZero() {
+		p.Steps[n-1].Ended = now
+	}
+	if name == stageCompleted || name == stageCleanup {
+		return
+	}
+	for _, s := range p.Steps {
+		if s.Step == name {
+			return
+		}
+	}
+	p.Steps = append(p.Steps, store.StepTime{Step: name, Started: now})
 }
 
 func (r *run) updateRun(ctx context.Context, fn func(*store.ReplicationRun)) {

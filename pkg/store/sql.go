@@ -522,7 +522,7 @@ func (s *sqlStore) UpdateJob(ctx context.Context, id string, fn func(*Replicatio
 
 // progressArg stores a run's progress as JSON text, ” when there is none.
 func progressArg(p RunProgress) string {
-	if p.Step == "" && len(p.Disks) == 0 && p.ImportPercent == 0 {
+	if p.Step == "" && len(p.Disks) == 0 && p.ImportPercent == 0 && len(p.Steps) == 0 && p.FailedStep == "" {
 		return ""
 	}
 	b, err := json.Marshal(p)

@@ -188,6 +188,19 @@ type RunProgress struct {
 	Step          string         `json:"step,omitempty"`
 	Disks         []DiskProgress `json:"disks,omitempty"`
 	ImportPercent int            `json:"importPercent,omitempty"`
+	// Steps are the steps the run has entered, in order, with when each
+	// began and ended (zero while it runs). A step re-entered after a
+	// restart keeps its first entry.
+	Steps []StepTime `json:"steps,omitempty"`
+	// FailedStep is the step a failed run failed in.
+	FailedStep string `json:"failedStep,omitempty"`
+}
+
+// StepTime is when a step of a run began and ended.
+type StepTime struct {
+	Step    string    `json:"step"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
 }
 
 // DiskProgress is one disk's staging: bytes stored of the stream's total
