@@ -22,11 +22,11 @@ type setupResult struct {
 }
 
 type awsView struct {
-	Reg       *api.Registration
-	Last      *setupResult
-	OnEC2     bool
-	Regions   []string
-	OpenForm  bool
+	Reg      *api.Registration
+	Last     *setupResult
+	OnEC2    bool
+	Regions  []string
+	OpenForm bool
 	// Advanced opens the advanced settings: one is set or has an error.
 	Advanced bool
 }

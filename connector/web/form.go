@@ -98,10 +98,10 @@ func (f *form) apiError(err error, fields map[string]string) {
 // fieldView is what the field templates render.
 type fieldView struct {
 	Name, Label, Type, Value, Hint, Error string
-	Required, Optional, Checked            bool
-	Autocomplete, Placeholder, Min, Max    string
-	List, Pattern, Inputmode, Rows         string
-	Options                                []option
+	Required, Optional, Checked           bool
+	Autocomplete, Placeholder, Min, Max   string
+	List, Pattern, Inputmode, Rows        string
+	Options                               []option
 }
 
 type option struct {

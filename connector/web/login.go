@@ -180,4 +180,3 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request, rq *request) er
 	redirect(w, r, "/login")
 	return nil
 }
-

@@ -123,7 +123,9 @@ func checkPassword(pw string) string {
 		return fmt.Sprintf("use at most %d characters", maxPasswordLen)
 	}
 	lower := strings.ToLower(pw)
-	core := strings.TrimFunc(lower, func(r rune) bool { return unicode.IsDigit(r) || unicode.IsPunct(r) || unicode.IsSymbol(r) || unicode.IsSpace(r) })
+	core := strings.TrimFunc(lower, func(r rune) bool {
+		return unicode.IsDigit(r) || unicode.IsPunct(r) || unicode.IsSymbol(r) || unicode.IsSpace(r)
+	})
 	for _, c := range []string{lower, core, leet.Replace(core), strings.Join(strings.Fields(leet.Replace(core)), "")} {
 		if weakCore(c) {
 			return "this is a common password, or one made from a common word, a keyboard run or a repeated pattern: choose something less guessable, such as a few unrelated words"
