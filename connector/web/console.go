@@ -78,7 +78,7 @@ type Console struct {
 	sessions *sessions
 	locks    *lockout
 	csrf     csrfKey
-	// hashing bounds concurrent argon2id hashes (64 MiB each).
+	// hashing bounds concurrent argon2id hashes (46 MiB each).
 	hashing chan struct{}
 	// setupMu serialises setting the first password.
 	setupMu sync.Mutex

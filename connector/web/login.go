@@ -77,7 +77,7 @@ func (c *Console) setupSubmit(w http.ResponseWriter, r *http.Request, rq *reques
 	return nil
 }
 
-// hash hashes a password, at most two at a time (64 MiB each).
+// hash hashes a password, at most two at a time (46 MiB each).
 func (c *Console) hash(ctx context.Context, pw string) (string, error) {
 	select {
 	case c.hashing <- struct{}{}:
