@@ -143,3 +143,39 @@ func waitRun(t *testing.T, h *harness, job string) api.ReplicationRun {
 	t.Fatal("the run did not end within a minute")
 	return api.ReplicationRun{}
 }
+
+// The registration form: its own checks next to each field, and an
+// assumed role that STS refuses shown next to the role's ARN (the emulator
+// has no AssumeRole: the connector did ask STS for it).
+func TestRegistrationForm(t *testing.T) {
+	h := start(t, apitest.Options{Unregistered: true})
+	settings, err := h.Peers.AWSSettings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := h.browser()
+	b.setup()
+	for what, c := range map[string]struct {
+		v     url.Values
+		field string
+	}{
+		"no region":         {url.Values{"cred": {"instance"}}, "region"},
+		"bad region":        {url.Values{"region": {"Europe"}, "cred": {"instance"}}, "region"},
+		"keys without id":   {url.Values{"region": {"eu-west-1"}, "cred": {"keys"}}, "access_key_id"},
+		"id without secret": {url.Values{"region": {"eu-west-1"}, "cred": {"keys"}, "access_key_id": {"AKIAIOSFODNN7EXAMPLE"}}, "secret_access_key"},
+		"bad role ARN":      {url.Values{"region": {"eu-west-1"}, "cred": {"role"}, "role_arn": {"vmimport"}}, "role_arn"},
+		"one endpoint":      {url.Values{"region": {"eu-west-1"}, "cred": {"instance"}, "endpoint": {"https://vpce.example"}}, "s3_endpoint"},
+		"not PEM":           {url.Values{"region": {"eu-west-1"}, "cred": {"instance"}, "ca_pem": {"hello"}}, "ca_pem"},
+		"assumed role refused": {url.Values{"region": {settings.Region}, "cred": {"role"}, "access_key_id": {settings.AccessKeyID},
+			"secret_access_key": {settings.SecretAccessKey}, "role_arn": {"arn:aws:iam::123456789012:role/rehost-connector"},
+			"endpoint": {settings.Endpoint}, "s3_endpoint": {settings.S3Endpoint}, "ca_pem": {string(settings.CAPEM)}}, "role_arn"},
+	} {
+		a := b.submit("/aws", "/aws", c.v)
+		if a.status != http.StatusUnprocessableEntity || !strings.Contains(a.body, `id="f-`+c.field+`-error"`) {
+			t.Errorf("%s: %d, want the error next to %s\n%s", what, a.status, c.field, a.body)
+		}
+	}
+	if reg, _ := (&api.Local{D: h.D}).GetRegistration(context.Background(), nil); reg.Registered {
+		t.Error("a refused form registered the connector")
+	}
+}
