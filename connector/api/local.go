@@ -202,9 +202,7 @@ func (l *Local) run(ctx context.Context, r store.ReplicationRun) ReplicationRun 
 	if r.Stage != "" || r.StageProgress != "" {
 		out.StageDetails = &ReplicationRunStageDetails{Stage: r.Stage, StageProgress: r.StageProgress}
 	}
-	// Finished runs keep theirs too: the step a failed run failed in, and
-	// how long each step took.
-	if !r.StartedAt.IsZero() {
+	if r.State == store.RunActive {
 		if p, err := l.D.RunProgress(ctx, r); err == nil {
 			out.Rehost.Progress = &p
 		}

@@ -293,8 +293,9 @@ type ReplicationRun struct {
 type ReplicationRunEx struct {
 	ReplicationJobID string `json:"replicationJobId"`
 	StartedAt        Time   `json:"startedAt,omitzero"`
-	// Progress is set for runs that started: live while in progress, the
-	// step times and the failed step after.
+	// Progress is set for runs in progress, and by GetReplicationRun for
+	// finished runs too (each step's time, the step a failed run failed
+	// in).
 	Progress *daemon.RunProgress `json:"progress,omitempty"`
 }
 
