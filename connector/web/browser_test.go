@@ -195,7 +195,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitFor(`document.querySelector("#live-h ~ [aria-live] .disk progress") !== null`, 30*time.Second)
 	b.shot("job-run-in-progress")
 	b.waitFor(`(document.querySelector("#live-h ~ [aria-live]")?.textContent || "").includes("COMPLETED")`, 60*time.Second)
-	if !b.evalBool(`window.__sameDocument === true`) {
+	if !evalAs[bool](b, `window.__sameDocument === true`) {
 		t.Error("the page reloaded: the run's progress must update in place")
 	}
 	ami := b.text("#live-h ~ [aria-live] .ami")
@@ -227,7 +227,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.open("/")
 	b.shot("overview")
 	b.open("/servers?q=01&jobs=with")
-	if n := b.evalInt(`document.querySelectorAll("main table tbody tr").length`); n != 2 {
+	if n := evalAs[int](b, `document.querySelectorAll("main table tbody tr").length`); n != 2 {
 		t.Errorf("servers with a job matching 01: %d rows, want 2", n)
 	}
 	b.shot("servers-filtered")
@@ -246,7 +246,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	b.open("/support")
 	b.shot("support")
-	if times := b.evalInt(`[...document.querySelectorAll("time")].filter(t => t.textContent.endsWith("UTC")).length`); times != 0 {
+	if times := evalAs[int](b, `[...document.querySelectorAll("time")].filter(t => t.textContent.endsWith("UTC")).length`); times != 0 {
 		t.Errorf("%d times left in UTC with JavaScript on", times)
 	}
 	if !strings.Contains(b.text("footer"), "Europe/Paris") {
@@ -301,55 +301,30 @@ func (b *tab) typeIn(css, v string) {
 	b.do("type in "+css, chromedp.SendKeys(chromedp.CSS(css), v))
 }
 
-func (b *tab) text(css string) string {
-	b.t.Helper()
-	s, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q)?.innerText || "").trim()`, css)))
-	if err != nil {
-		b.t.Fatalf("text of %s: %v", css, err)
-	}
-	return s
-}
-
-func (b *tab) attr(css, name string) string {
-	b.t.Helper()
-	s, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](fmt.Sprintf(`document.querySelector(%q)?.getAttribute(%q) || ""`, css, name)))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return s
-}
-
-func (b *tab) html() string {
-	b.t.Helper()
-	s, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.documentElement.outerHTML`))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return s
-}
-
 func (b *tab) eval(js string) {
 	b.t.Helper()
 	b.do("evaluate", chromedp.Evaluate[chromedp.Void](js))
 }
 
-func (b *tab) evalBool(js string) bool {
+// evalAs evaluates JavaScript on the page and decodes its value.
+func evalAs[T any](b *tab, js string) T {
 	b.t.Helper()
-	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](js))
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[T](js))
 	if err != nil {
-		b.t.Fatal(err)
+		b.t.Fatalf("evaluate %s: %v", js, err)
 	}
 	return v
 }
 
-func (b *tab) evalInt(js string) int {
-	b.t.Helper()
-	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](js))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return v
+func (b *tab) text(css string) string {
+	return evalAs[string](b, fmt.Sprintf(`(document.querySelector(%q)?.innerText || "").trim()`, css))
 }
+
+func (b *tab) attr(css, name string) string {
+	return evalAs[string](b, fmt.Sprintf(`document.querySelector(%q)?.getAttribute(%q) || ""`, css, name))
+}
+
+func (b *tab) html() string { return evalAs[string](b, `document.documentElement.outerHTML`) }
 
 // waitFor waits until a JavaScript predicate holds on the page.
 func (b *tab) waitFor(predicate string, timeout time.Duration) {
@@ -383,7 +358,7 @@ func (b *tab) wantFieldError(field, want string) {
 	if !strings.Contains(msg, want) {
 		b.t.Fatalf("error next to %s: %q, want it to say %q\npage:\n%s", field, msg, want, b.text("main"))
 	}
-	ok := b.evalBool(fmt.Sprintf(`(() => {
+	ok := evalAs[bool](b, fmt.Sprintf(`(() => {
 		const f = document.getElementById("f-%[1]s"), e = document.getElementById("f-%[1]s-error");
 		return f.closest(".field") === e.closest(".field") && f.getAttribute("aria-invalid") === "true" &&
 			(f.getAttribute("aria-describedby") || "").split(" ").includes("f-%[1]s-error") &&
@@ -418,7 +393,7 @@ func (b *tab) focusOrder(css ...string) {
 		b.t.Errorf("first Tab focuses %q, want the skip link", got)
 	}
 	for _, want := range css {
-		id := b.evalString(fmt.Sprintf(`(() => { const e = document.querySelector(%q); return e.id || e.outerHTML.slice(0, 60); })()`, want))
+		id := evalAs[string](b, fmt.Sprintf(`(() => { const e = document.querySelector(%q); return e.id || e.outerHTML.slice(0, 60); })()`, want))
 		found := false
 		for range 12 {
 			if got := focused(); got == id {
@@ -430,23 +405,14 @@ func (b *tab) focusOrder(css ...string) {
 			b.t.Errorf("tabbing never reached %s in order", want)
 			continue
 		}
-		if b.evalString(`getComputedStyle(document.activeElement).outlineStyle`) == "none" {
+		if evalAs[string](b, `getComputedStyle(document.activeElement).outlineStyle`) == "none" {
 			b.t.Errorf("%s has no visible focus outline", want)
 		}
 	}
 }
 
 func (b *tab) attrOfFocus() string {
-	return b.evalString(`(() => { const e = document.activeElement; return e.id || (e.className === "skip" ? "skip" : e.outerHTML.slice(0, 60)); })()`)
-}
-
-func (b *tab) evalString(js string) string {
-	b.t.Helper()
-	s, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](js))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	return s
+	return evalAs[string](b, `(() => { const e = document.activeElement; return e.id || (e.className === "skip" ? "skip" : e.outerHTML.slice(0, 60)); })()`)
 }
 
 // shot checks the page's accessibility and saves a screenshot of it.
