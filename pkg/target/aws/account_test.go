@@ -27,8 +27,8 @@ func newAccount(tb testing.TB, emuCfg emulator.Config, cfg Config) *account {
 	emuCfg.S3AccessKey, emuCfg.S3SecretKey = srv.AccessKeyID, srv.SecretAccessKey
 	emuCfg.S3HTTPClient = srv.HTTPClient()
 	emuCfg.AccessKeyID, emuCfg.SecretAccessKey = srv.AccessKeyID, srv.SecretAccessKey
-	if emuCfg.ImportDuration == 0 {
-		emuCfg.ImportDuration = 300 * time.Millisecond
+	if emuCfg.SimulatedImportWait == 0 {
+		emuCfg.SimulatedImportWait = 300 * time.Millisecond
 	}
 	emu, err := emulator.New(emuCfg)
 	if err != nil {
