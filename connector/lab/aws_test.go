@@ -1,4 +1,4 @@
-package cli
+package lab
 
 import (
 	"bufio"
@@ -11,16 +11,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/rehost/rehost/connector/cli"
 )
 
-func TestEmulatorAWSServesUntilCancelled(t *testing.T) {
+func TestAWSServesUntilCancelled(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pr, pw := io.Pipe()
 	done := make(chan int, 1)
 	go func() {
-		done <- Main(ctx, Env{Stdout: pw, Stderr: io.Discard}, []string{"emulator", "aws", "--data", dir, "--json", "--account-id", "123456789012"})
+		done <- Main(ctx, cli.Env{Stdout: pw, Stderr: io.Discard}, []string{"aws", "--data", dir, "--json", "--account-id", "123456789012"})
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadBytes('\n')
@@ -28,7 +30,7 @@ func TestEmulatorAWSServesUntilCancelled(t *testing.T) {
 		t.Fatalf("read endpoint line: %v", err)
 	}
 	go io.Copy(io.Discard, pr)
-	var info emulatorAWSInfo
+	var info awsInfo
 	if err := json.Unmarshal(line, &info); err != nil {
 		t.Fatalf("parse %q: %v", line, err)
 	}
@@ -52,8 +54,8 @@ func TestEmulatorAWSServesUntilCancelled(t *testing.T) {
 	}
 }
 
-func TestEmulatorAWSNeedsData(t *testing.T) {
-	if code := Main(context.Background(), Env{Stdout: io.Discard, Stderr: io.Discard}, []string{"emulator", "aws"}); code != 2 {
+func TestAWSNeedsData(t *testing.T) {
+	if code := Main(context.Background(), cli.Env{Stdout: io.Discard, Stderr: io.Discard}, []string{"aws"}); code != 2 {
 		t.Fatalf("exit code %d, want 2", code)
 	}
 }
