@@ -22,7 +22,13 @@ type account struct {
 
 func newAccount(tb testing.TB, emuCfg emulator.Config, cfg Config) *account {
 	tb.Helper()
-	srv := s3peer.Start(tb, s3peer.Options{TLS: true, Region: emuCfg.Region})
+	return newAccountOn(tb, s3peer.Options{TLS: true, Region: emuCfg.Region}, emuCfg, cfg)
+}
+
+// newAccountOn is newAccount on an S3 peer started with s3opts.
+func newAccountOn(tb testing.TB, s3opts s3peer.Options, emuCfg emulator.Config, cfg Config) *account {
+	tb.Helper()
+	srv := s3peer.Start(tb, s3opts)
 	emuCfg.S3Endpoint = srv.URL
 	emuCfg.S3AccessKey, emuCfg.S3SecretKey = srv.AccessKeyID, srv.SecretAccessKey
 	emuCfg.S3HTTPClient = srv.HTTPClient()
