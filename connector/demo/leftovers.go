@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -25,7 +26,10 @@ type PeerStates struct {
 type PeerURLs struct {
 	VCenter, VCenterThumbprint string
 	S3                         string // either of the front's URLs
-	AWS                        string
+	// S3Client reaches S3 (trusting its CA for the HTTPS URL); default
+	// http.DefaultClient.
+	S3Client *http.Client
+	AWS      string
 }
 
 // FetchStates reads the test-only state endpoints of separately started
@@ -36,7 +40,7 @@ func FetchStates(ctx context.Context, u PeerURLs) (PeerStates, error) {
 	if st.VCenter, err = vspheresim.FetchState(ctx, u.VCenter, u.VCenterThumbprint); err != nil {
 		return st, err
 	}
-	if st.S3, err = s3peer.FetchState(ctx, nil, u.S3); err != nil {
+	if st.S3, err = s3peer.FetchState(ctx, u.S3Client, u.S3); err != nil {
 		return st, err
 	}
 	if st.AWS, err = emulator.FetchState(nil, u.AWS); err != nil {

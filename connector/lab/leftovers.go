@@ -2,8 +2,12 @@ package lab
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
+	"net/http"
+	"os"
 	"slices"
 	"strings"
 
@@ -14,13 +18,14 @@ import (
 func init() {
 	Program.Register(cli.Command{
 		Name:    "leftovers",
-		Usage:   "--vcenter URL [--vcenter-thumbprint T] --s3 URL --aws URL [--bucket B] [--json]",
+		Usage:   "--vcenter URL [--vcenter-thumbprint T] --s3 URL [--s3-ca FILE] --aws URL [--bucket B] [--json]",
 		Summary: "count what separately started peers still hold: leases, VM snapshots, uploads, objects, imports, EBS snapshots, AMIs per run",
 		Flags: func(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
 			o := &leftoversOptions{}
 			fs.StringVar(&o.urls.VCenter, "vcenter", "", "the simulated vCenter's URL (rehost-lab vcenter printed it)")
 			fs.StringVar(&o.urls.VCenterThumbprint, "vcenter-thumbprint", "", "its certificate's SHA-256 thumbprint (default: not checked, loopback only)")
-			fs.StringVar(&o.urls.S3, "s3", "", "the S3 peer's endpoint (rehost-lab s3 printed it)")
+			fs.StringVar(&o.urls.S3, "s3", "", "the S3 peer's plain HTTP endpoint, or its HTTPS one with --s3-ca (rehost-lab s3 printed both)")
+			fs.StringVar(&o.s3CA, "s3-ca", "", "PEM file of the S3 peer's CA (its caFile), for the HTTPS endpoint")
 			fs.StringVar(&o.urls.AWS, "aws", "", "the AWS emulator's endpoint (rehost-lab aws printed it)")
 			fs.StringVar(&o.bucket, "bucket", "", "count objects and uploads in this bucket only (default: every bucket)")
 			fs.BoolVar(&o.json, "json", false, "print the counts as JSON")
@@ -31,6 +36,7 @@ func init() {
 
 type leftoversOptions struct {
 	urls   demo.PeerURLs
+	s3CA   string
 	bucket string
 	json   bool
 }
@@ -56,6 +62,17 @@ func (o *leftoversOptions) run(ctx context.Context, env cli.Env, args []string) 
 	}
 	if o.urls.VCenter == "" || o.urls.S3 == "" || o.urls.AWS == "" {
 		return fmt.Errorf("--vcenter, --s3 and --aws are required: %w", cli.ErrUsage)
+	}
+	if o.s3CA != "" {
+		pem, err := os.ReadFile(o.s3CA)
+		if err != nil {
+			return fmt.Errorf("read --s3-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("read --s3-ca %s: no PEM certificate in it", o.s3CA)
+		}
+		o.urls.S3Client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	}
 	st, err := demo.FetchStates(ctx, o.urls)
 	if err != nil {
