@@ -370,7 +370,9 @@ func mkvfat(ctx context.Context, img string, size int64, seed uint64) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return run(ctx, []string{"SOURCE_DATE_EPOCH=" + fmt.Sprint(epoch.Unix())}, "mkfs.vfat",
+	// --invariant: mkfs.vfat stamps the volume label's entry with the
+	// clock, SOURCE_DATE_EPOCH notwithstanding.
+	return run(ctx, []string{"SOURCE_DATE_EPOCH=" + fmt.Sprint(epoch.Unix())}, "mkfs.vfat", "--invariant",
 		"-F", "16", "-n", "EFI", "-i", fmt.Sprintf("%08x", uint32(seed)|1), img)
 }
 
