@@ -2,13 +2,10 @@ package lab
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"time"
 
@@ -126,17 +123,9 @@ func (o *awsOptions) run(ctx context.Context, env cli.Env, args []string) error 
 		return fmt.Errorf("set both %s and %s, or neither", envEmulatorAccessKey, envEmulatorSecretKey)
 	}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
+		if cfg.S3HTTPClient, err = trusting(caFile); err != nil {
 			return fmt.Errorf("read the S3 CA: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("read the S3 CA %s: no PEM certificate in it", caFile)
-		}
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
-		cfg.S3HTTPClient = &http.Client{Transport: tr}
 	}
 	em, err := emulator.New(cfg)
 	if err != nil {

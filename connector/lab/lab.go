@@ -7,9 +7,13 @@ package lab
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 
 	"github.com/rehost/rehost/connector/cli"
 )
@@ -29,6 +33,25 @@ func printInfo(w io.Writer, asJSON bool, info any, text string) {
 		return
 	}
 	fmt.Fprint(w, text)
+}
+
+// trusting returns an HTTP client trusting the CA in pemFile besides the
+// system roots: a peer's self-signed certificate.
+func trusting(pemFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(pemFile)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", pemFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	return &http.Client{Transport: tr}, nil
 }
 
 func jsonIndent(v any) ([]byte, error) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,29 +21,38 @@ import (
 	"github.com/rehost/rehost/connector/cli"
 )
 
-// serve runs a peer verb until the test ends and returns the JSON line it
-// printed.
-func serve(t *testing.T, ctx context.Context, args ...string) []byte {
+// serve runs a peer verb in the background and returns the JSON line it
+// printed, and stop, which interrupts it and returns its exit code (the
+// test's cleanup stops it too).
+func serve(t *testing.T, args ...string) (line []byte, stop func() int) {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, cli.Env{Stdout: pw, Stderr: io.Discard}, args)
 		pw.Close()
 	}()
-	t.Cleanup(func() {
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("%s did not stop", args[0])
-		}
-	})
+	var once sync.Once
+	code := -1
+	stop = func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case code = <-done:
+			case <-time.After(15 * time.Second):
+				t.Errorf("%s did not stop when interrupted", args[0])
+			}
+		})
+		return code
+	}
+	t.Cleanup(func() { stop() })
 	line, err := bufio.NewReader(pr).ReadBytes('\n')
 	if err != nil {
 		t.Fatalf("%s: read its JSON line: %v", args[0], err)
 	}
 	go io.Copy(io.Discard, pr)
-	return line
+	return line, stop
 }
 
 // The three peers as a user starts them (the AWS emulator sharing the S3
@@ -50,10 +60,9 @@ func serve(t *testing.T, ctx context.Context, args ...string) []byte {
 func TestPeersAndLeftovers(t *testing.T) {
 	t.Setenv(cli.EnvVCenterPassword, "")
 	t.Setenv(envS3AccessKey, "")
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	ctx := context.Background()
 	dir := t.TempDir()
-	line := serve(t, ctx, "s3", "--dir", filepath.Join(dir, "s3"), "--json")
+	line, _ := serve(t, "s3", "--dir", filepath.Join(dir, "s3"), "--json")
 	var s3i s3Info
 	if err := json.Unmarshal(line, &s3i); err != nil {
 		t.Fatal(err)
@@ -61,9 +70,11 @@ func TestPeersAndLeftovers(t *testing.T) {
 	s3file := filepath.Join(dir, "s3.json")
 	os.WriteFile(s3file, line, 0o600)
 	var awsi awsInfo
-	json.Unmarshal(serve(t, ctx, "aws", "--data", filepath.Join(dir, "aws"), "--s3", s3file, "--json"), &awsi)
+	line, _ = serve(t, "aws", "--data", filepath.Join(dir, "aws"), "--s3", s3file, "--json")
+	json.Unmarshal(line, &awsi)
 	var vci vcenterInfo
-	json.Unmarshal(serve(t, ctx, "vcenter", "--dir", filepath.Join(dir, "vc"), "--demo", "--lease-timeout", "1m", "--json"), &vci)
+	line, _ = serve(t, "vcenter", "--dir", filepath.Join(dir, "vc"), "--demo", "--lease-timeout", "1m", "--json")
+	json.Unmarshal(line, &vci)
 	if awsi.AccessKeyID != s3i.AccessKeyID || awsi.Region != s3i.Region || !strings.HasPrefix(s3i.Endpoint, "https://") || !strings.HasPrefix(s3i.PlainEndpoint, "http://") {
 		t.Fatalf("aws %+v does not share the s3 peer's %+v", awsi, s3i)
 	}
@@ -94,5 +105,4 @@ func TestPeersAndLeftovers(t *testing.T) {
 	if c.Details.Objects[0] != "left/rehost/x" {
 		t.Fatalf("details %+v", c.Details)
 	}
-	cancel()
 }

@@ -2,12 +2,8 @@ package lab
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"fmt"
-	"net/http"
-	"os"
 	"slices"
 	"strings"
 
@@ -64,15 +60,10 @@ func (o *leftoversOptions) run(ctx context.Context, env cli.Env, args []string) 
 		return fmt.Errorf("--vcenter, --s3 and --aws are required: %w", cli.ErrUsage)
 	}
 	if o.s3CA != "" {
-		pem, err := os.ReadFile(o.s3CA)
-		if err != nil {
+		var err error
+		if o.urls.S3Client, err = trusting(o.s3CA); err != nil {
 			return fmt.Errorf("read --s3-ca: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("read --s3-ca %s: no PEM certificate in it", o.s3CA)
-		}
-		o.urls.S3Client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	}
 	st, err := demo.FetchStates(ctx, o.urls)
 	if err != nil {

@@ -186,15 +186,7 @@ func run(ctx context.Context, env []string, name string, args ...string) error {
 }
 
 func writeTable(ctx context.Context, path string, o Options, l Layout) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := f.Truncate(o.Size); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := sparseFile(path, o.Size); err != nil {
 		return err
 	}
 	const sector = 512
@@ -343,15 +335,7 @@ func mkext4(ctx context.Context, img, root string, size int64, uuid string) erro
 // mkntfs makes the NTFS system partition; -T fixes its times (and with
 // them the serial number mkntfs derives from the clock), so builds repeat.
 func mkntfs(ctx context.Context, img string, l Layout) error {
-	f, err := os.Create(img)
-	if err != nil {
-		return err
-	}
-	if err := f.Truncate(l.RootSize); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := sparseFile(img, l.RootSize); err != nil {
 		return err
 	}
 	return run(ctx, nil, "mkntfs", "-F", "-Q", "-q", "-T", "-s", "512", "-L", "Windows",
@@ -359,7 +343,18 @@ func mkntfs(ctx context.Context, img string, l Layout) error {
 }
 
 func mkvfat(ctx context.Context, img string, size int64, seed uint64) error {
-	f, err := os.Create(img)
+	if err := sparseFile(img, size); err != nil {
+		return err
+	}
+	// --invariant: mkfs.vfat stamps the volume label's entry with the
+	// clock, SOURCE_DATE_EPOCH notwithstanding.
+	return run(ctx, []string{"SOURCE_DATE_EPOCH=" + fmt.Sprint(epoch.Unix())}, "mkfs.vfat", "--invariant",
+		"-F", "16", "-n", "EFI", "-i", fmt.Sprintf("%08x", uint32(seed)|1), img)
+}
+
+// sparseFile makes path an empty (sparse) file of size bytes.
+func sparseFile(path string, size int64) error {
+	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
@@ -367,13 +362,7 @@ func mkvfat(ctx context.Context, img string, size int64, seed uint64) error {
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	// --invariant: mkfs.vfat stamps the volume label's entry with the
-	// clock, SOURCE_DATE_EPOCH notwithstanding.
-	return run(ctx, []string{"SOURCE_DATE_EPOCH=" + fmt.Sprint(epoch.Unix())}, "mkfs.vfat", "--invariant",
-		"-F", "16", "-n", "EFI", "-i", fmt.Sprintf("%08x", uint32(seed)|1), img)
+	return f.Close()
 }
 
 func copyInto(dst, src string, off int64) error {
