@@ -53,13 +53,6 @@ func (e *Emulator) assumeRoleLocked(name string) (*importRole, bool) {
 
 var denyAll = &iampolicy.Policy{Statements: []iampolicy.Statement{{Effect: "Deny", Action: []string{"*"}, Resource: []string{"*"}}}}
 
-// assumeImportRole is assumeRoleLocked under the lock.
-func (e *Emulator) assumeImportRole(name string) (*importRole, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.assumeRoleLocked(name)
-}
-
 // may reports whether the role's policies allow action on resource.
 func (r *importRole) may(e *Emulator, action, resource string) bool {
 	now := e.clock.Now().UTC()

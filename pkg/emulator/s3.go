@@ -12,7 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
 )
 
 // s3Reader reads staged disk objects from the S3 endpoint the import tasks
@@ -48,14 +47,6 @@ func s3Status(err error) int {
 		return re.HTTPStatusCode()
 	}
 	return 0
-}
-
-func s3Code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }
 
 // bucketRegion returns the bucket's region ("" location is us-east-1).
