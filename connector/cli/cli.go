@@ -10,9 +10,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/rehost/rehost/connector/version"
 )
 
 // Env is what a command may touch of the process, so tests can run verbs
@@ -81,6 +84,10 @@ func (p *Program) Main(ctx context.Context, env Env, args []string) int {
 		}
 	}
 	if n == 0 {
+		if len(args) == 1 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+			fmt.Fprintf(env.Stdout, "%s %s\n", p.Name, version.String())
+			return 0
+		}
 		if len(args) > 0 && args[0] != "help" && args[0] != "-h" && args[0] != "--help" {
 			fmt.Fprintf(env.Stderr, "%s: unknown command %q\n\n", p.Name, strings.Join(args, " "))
 			p.usage(env.Stderr)
@@ -147,12 +154,7 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 
 func (p *Program) usage(w io.Writer) {
 	fmt.Fprintf(w, "%s — %s\n\nusage: %s COMMAND [flags] [args]\n\ncommands:\n", p.Name, p.Summary, p.Name)
-	names := make([]string, 0, len(p.commands))
-	for n := range p.commands {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(p.commands)) {
 		fmt.Fprintf(w, "  %-22s %s\n", n, p.commands[n].Summary)
 	}
 	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\n", p.Name)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -9,12 +10,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/smithy-go/logging"
 
+	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 type registerOptions struct {
-	stateDir   string
+	conn       *connFlags
 	s          daemon.AWSSettings
 	caFile     string
 	storeKeys  bool
@@ -26,22 +28,23 @@ type registerOptions struct {
 func init() {
 	Register(Command{
 		Name:    "register",
-		Usage:   "--region R [--profile P] [--bucket B] [--kms-key K] [--create-role] [--fix-bucket] [--store-keys] [--endpoint URL --s3-endpoint URL]",
+		Usage:   "--region R [--aws-profile P] [--bucket B] [--kms-key K] [--create-role] [--fix-bucket] [--store-keys] [--aws-endpoint URL --s3-endpoint URL]",
 		Summary: "register the connector with an AWS account: check it, prepare the staging bucket and the vmimport role",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			o := &registerOptions{}
-			stateDirFlag(fs, &o.stateDir)
-			fs.StringVar(&o.s.Region, "region", os.Getenv("AWS_REGION"), "AWS region (env AWS_REGION)")
+			o := &registerOptions{conn: addConnFlags(fs)}
+			// --region names the account's region here, which is also the
+			// one API requests are signed for.
+			fs.Lookup("region").Usage = "AWS region (env AWS_REGION)"
 			fs.StringVar(&o.s.Bucket, "bucket", "", "staging bucket (default rehost-staging-<account>-<region>)")
 			fs.StringVar(&o.s.KMSKeyID, "kms-key", "", "KMS key for SSE-KMS staging and encrypted AMIs (default SSE-S3)")
 			fs.StringVar(&o.s.RoleName, "role", "vmimport", "VM Import service role")
-			fs.StringVar(&o.s.Profile, "profile", "", "shared config profile for credentials")
-			fs.StringVar(&o.s.Endpoint, "endpoint", "", "EC2/IAM/STS endpoint override (an emulator or VPC endpoint)")
+			fs.StringVar(&o.s.Profile, "aws-profile", "", "shared config profile for the account's credentials")
+			fs.StringVar(&o.s.Endpoint, "aws-endpoint", "", "EC2/IAM/STS endpoint override (an emulator or VPC endpoint)")
 			fs.StringVar(&o.s.S3Endpoint, "s3-endpoint", "", "S3 endpoint override (path-style)")
 			fs.StringVar(&o.s.ImportMode, "import-mode", "image", "image (ImportImage) or snapshot (ImportSnapshot + RegisterImage)")
 			fs.DurationVar(&o.s.PollInitial, "poll-initial", 0, "first interval between polls of a VM Import task (default 2s)")
 			fs.DurationVar(&o.s.PollMax, "poll-max", 0, "longest interval between polls of a VM Import task (default 30s)")
-			fs.StringVar(&o.caFile, "ca-file", "", "PEM file of an extra CA to trust for the endpoints")
+			fs.StringVar(&o.caFile, "aws-ca-file", "", "PEM file of an extra CA to trust for the endpoints")
 			fs.BoolVar(&o.storeKeys, "store-keys", false, "store AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (encrypted) for the daemon instead of using the default credential chain at run time")
 			fs.BoolVar(&o.createRole, "create-role", false, "create the vmimport role when missing (else print the documents for an administrator)")
 			fs.BoolVar(&o.fixBucket, "fix-bucket", false, "change an existing bucket whose settings are weaker than wanted")
@@ -55,13 +58,14 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 	if len(args) > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, args[0])
 	}
+	o.s.Region = cmp.Or(o.conn.region, os.Getenv("AWS_REGION"))
 	if o.s.Region == "" {
 		return fmt.Errorf("%w: --region is required", ErrUsage)
 	}
 	if o.s.Endpoint != "" && o.s.S3Endpoint == "" {
 		// Staging would otherwise go to real S3 while imports read
 		// from the overridden endpoint's account.
-		return fmt.Errorf("%w: --endpoint needs --s3-endpoint too (the S3 endpoint of the same account)", ErrUsage)
+		return fmt.Errorf("%w: --aws-endpoint needs --s3-endpoint too (the S3 endpoint of the same account)", ErrUsage)
 	}
 	if o.s.PollInitial < 0 || o.s.PollMax < 0 || o.s.PollMax > 0 && o.s.PollMax < o.s.PollInitial {
 		return fmt.Errorf("%w: --poll-initial and --poll-max must be positive, the first not above the second", ErrUsage)
@@ -79,17 +83,22 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 			return fmt.Errorf("--store-keys: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 		}
 	}
-	if o.s.AccessKeyID == "" {
+	svc, done, err := o.conn.connect(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if _, local := svc.(*api.Local); local && o.s.AccessKeyID == "" {
+		// Registering here: the credential chain is this process's.
 		if err := checkCredentials(ctx, o.s.Region, o.s.Profile); err != nil {
 			return err
 		}
 	}
-	d, err := openState(ctx, o.stateDir)
-	if err != nil {
-		return err
+	var rep awstarget.SetupReport
+	out, err := svc.Register(ctx, &api.RegisterInput{Settings: o.s, CreateRole: o.createRole, FixBucket: o.fixBucket})
+	if out != nil {
+		rep = out.Report
 	}
-	defer d.Close()
-	rep, err := d.Register(ctx, o.s, awstarget.SetupOptions{CreateRole: o.createRole, FixBucket: o.fixBucket})
 	if o.json {
 		if perr := printJSON(env.Stdout, rep); perr != nil {
 			return perr
@@ -141,6 +150,6 @@ func checkCredentials(ctx context.Context, region, profile string) error {
 		return fmt.Errorf("no AWS credentials in profile %q: check ~/.aws/config and ~/.aws/credentials (%v)", profile, err)
 	}
 	return fmt.Errorf("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_SESSION_TOKEN for temporary keys), " +
-		"or name a profile of ~/.aws/config with --profile or AWS_PROFILE, or run on an EC2 instance with a role " +
+		"or name a profile of ~/.aws/config with --aws-profile or AWS_PROFILE, or run on an EC2 instance with a role " +
 		"(every source of the SDK's chain was tried; the last, the instance metadata service, did not answer with a role)")
 }

@@ -6,17 +6,15 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
-	"github.com/rehost/rehost/pkg/source"
-	"github.com/rehost/rehost/pkg/source/vsphere"
-	"github.com/rehost/rehost/pkg/store"
 )
 
 type sourceAddOptions struct {
-	stateDir string
-	in       daemon.SourceInput
-	kind     string
-	json     bool
+	conn *connFlags
+	in   daemon.SourceInput
+	kind string
+	json bool
 }
 
 func init() {
@@ -25,8 +23,7 @@ func init() {
 		Usage:   "--name N --url URL --user USER [--thumbprint T | --insecure]",
 		Summary: "add a hypervisor source (password from REHOST_SOURCE_PASSWORD or stdin; stored encrypted)",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			o := &sourceAddOptions{}
-			stateDirFlag(fs, &o.stateDir)
+			o := &sourceAddOptions{conn: addConnFlags(fs)}
 			fs.StringVar(&o.kind, "kind", "vsphere", "source kind (vsphere)")
 			fs.StringVar(&o.in.Name, "name", "", "a name for the source")
 			fs.StringVar(&o.in.URL, "url", "", "vCenter URL, e.g. https://vcenter.example.com")
@@ -43,29 +40,28 @@ func (o *sourceAddOptions) run(ctx context.Context, env Env, args []string) erro
 	if len(args) > 0 || o.in.Name == "" || o.in.URL == "" || o.in.User == "" {
 		return fmt.Errorf("%w: --name, --url and --user are required", ErrUsage)
 	}
-	o.in.Kind = store.SourceKind(o.kind)
 	pw, err := readSecret(env, "REHOST_SOURCE_PASSWORD", "password for "+o.in.User)
 	if err != nil {
 		return err
 	}
-	o.in.Password = pw
-	d, err := openState(ctx, o.stateDir)
+	svc, done, err := o.conn.connect(ctx, true)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	s, err := d.AddSource(ctx, o.in)
-	if errors.Is(err, source.ErrCertificate) && o.in.Thumbprint == "" && !o.in.Insecure {
-		if tp, terr := vsphere.FetchThumbprint(ctx, o.in.URL); terr == nil {
-			return fmt.Errorf("%w\nthe server presents a certificate with SHA-256 thumbprint\n  %s\ncompare it with the one vCenter shows, then run again with --thumbprint %s", err, tp, tp)
-		}
+	defer done()
+	out, err := svc.AddSource(ctx, &api.SourceInput{Kind: o.kind, Name: o.in.Name, URL: o.in.URL, User: o.in.User, Password: pw,
+		Thumbprint: o.in.Thumbprint, Insecure: o.in.Insecure, Options: o.in.Options})
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Thumbprint != "" && o.in.Thumbprint == "" && !o.in.Insecure {
+		return fmt.Errorf("%w\nthe server presents a certificate with SHA-256 thumbprint\n  %s\ncompare it with the one vCenter shows, then run again with --thumbprint %s", err, ae.Thumbprint, ae.Thumbprint)
 	}
 	if err != nil {
 		return err
 	}
 	if o.json {
-		return printJSON(env.Stdout, s)
+		return printJSON(env.Stdout, out.Source)
 	}
-	fmt.Fprintf(env.Stdout, "added source %s (%s) at %s\nnext: rehost server import --source %s\n", s.Name, s.ID, s.Endpoint, s.Name)
+	s := out.Source
+	fmt.Fprintf(env.Stdout, "added source %s (%s) at %s\nnext: rehost server import --source %s\n", s.Name, s.SourceID, s.URL, s.Name)
 	return nil
 }

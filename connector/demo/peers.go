@@ -38,7 +38,10 @@ type PeerOptions struct {
 	// LeaseTimeout expires NFC leases without progress (default 5 min,
 	// as vCenter), so a connector killed mid-export does not hold one.
 	LeaseTimeout time.Duration
-	Log          *slog.Logger
+	// Delays slow the emulator's API calls by name (emulator.Config.Delays),
+	// e.g. DeregisterImage and DeleteSnapshot so kills land in retention.
+	Delays map[string]time.Duration
+	Log    *slog.Logger
 }
 
 // Peers are the running stand-ins for vCenter, S3 and AWS.
@@ -90,6 +93,7 @@ func StartPeers(ctx context.Context, o PeerOptions) (_ *Peers, err error) {
 		S3HTTPClient:        p.S3.HTTPClient(),
 		DataDir:             filepath.Join(o.Dir, "aws"),
 		SimulatedImportWait: o.ImportDuration,
+		Delays:              o.Delays,
 		Logger:              o.Log,
 	})
 	if err != nil {

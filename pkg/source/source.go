@@ -18,12 +18,20 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrAuth: the credentials were refused. Permanent until the user fixes them.
 	ErrAuth = errors.New("authentication failed")
-	// ErrUnreachable: the hypervisor could not be reached. Transient.
-	ErrUnreachable = errors.New("unreachable")
+	// ErrUnreachable: the hypervisor could not be reached. Transient: it
+	// reports so to pkg/retry's classifier.
+	ErrUnreachable error = transientError("unreachable")
 	// ErrCertificate: the server's certificate is untrusted or its thumbprint
 	// changed. Permanent until the user accepts the new certificate.
 	ErrCertificate = errors.New("certificate not trusted")
 )
+
+type transientError string
+
+func (e transientError) Error() string { return string(e) }
+
+// Transient marks the error as worth retrying (pkg/retry.Marker).
+func (transientError) Transient() bool { return true }
 
 // Firmware of a VM, which decides the boot mode of its AMI.
 const (

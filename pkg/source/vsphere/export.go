@@ -351,3 +351,21 @@ func changeIDOf(vd *types.VirtualDisk) string {
 	}
 	return ""
 }
+
+// AbortExport aborts the NFC lease id (an export's ID) that a crashed
+// process left open, so it does not hold the snapshot until vCenter's
+// timeout. A lease that is gone or already ended is not an error.
+func (s *Source) AbortExport(ctx context.Context, cp source.Checkpoint, id string) error {
+	if id == "" {
+		return nil
+	}
+	lease := nfc.NewLease(s.c, types.ManagedObjectReference{Type: "HttpNfcLease", Value: id})
+	const msg = "aborted by rehost: the connector restarted during the export"
+	err := lease.Abort(ctx, &types.LocalizedMethodFault{Fault: &types.SystemError{Reason: msg}, LocalizedMessage: msg})
+	if err != nil && !isFault(err, "ManagedObjectNotFound", "InvalidState") {
+		return classify(fmt.Sprintf("abort the export lease %s of checkpoint %q of vm %s", id, cp.Name, cp.VMID), err)
+	}
+	return nil
+}
+
+var _ source.ExportAborter = (*Source)(nil)

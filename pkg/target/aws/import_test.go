@@ -143,14 +143,18 @@ func TestImportImageEndToEnd(t *testing.T) {
 	if err != nil || len(found) != 1 || found[0].TaskIDs[0] != imp.TaskIDs[0] || found[0].Tags["rehost:job"] != "job-7" {
 		t.Fatalf("find imports: %+v, %v", found, err)
 	}
-	if err := acc.t.CancelImport(ctx, imp); err != nil {
+	remains, err := acc.t.CancelImport(ctx, imp)
+	if err != nil {
 		t.Fatalf("cancelling a completed import must not fail: %v", err)
 	}
+	if remains.ImageID != res.ImageID || len(remains.SnapshotIDs) != len(res.SnapshotIDs) {
+		t.Fatalf("cancelling a completed import returned %+v, want what it made: %+v", remains, res)
+	}
 
-	if err := acc.t.DeleteImage(ctx, res.ImageID); err != nil {
+	if err := acc.t.DeleteImage(ctx, res.ImageID, res.SnapshotIDs); err != nil {
 		t.Fatalf("delete image: %v", err)
 	}
-	if err := acc.t.DeleteImage(ctx, res.ImageID); err != nil {
+	if err := acc.t.DeleteImage(ctx, res.ImageID, res.SnapshotIDs); err != nil {
 		t.Fatalf("delete image twice: %v", err)
 	}
 	if n := len(acc.emu.Snapshots()); n != 0 {
@@ -206,22 +210,39 @@ func TestImportSnapshotModeAndRetention(t *testing.T) {
 			t.Fatalf("registered image: %+v", im)
 		}
 	}
-	removed, err := acc.t.Retain(ctx, "rehost:job", "job-9", 1)
-	if err != nil {
-		t.Fatalf("retain: %v", err)
+	// A cancel after completion hands back the snapshots and the image
+	// registered from them, for the caller to delete.
+	last, err := acc.t.FindImports(ctx, FindImportsInput{ClientToken: "job-9-run-3"})
+	if err != nil || len(last) != 1 {
+		t.Fatalf("find imports: %+v, %v", last, err)
 	}
-	if len(removed) != 2 || removed[0] != images[1] || removed[1] != images[0] {
-		t.Fatalf("retain removed %v, want the two oldest of %v", removed, images)
+	remains, err := acc.t.CancelImport(ctx, last[0])
+	if err != nil || remains.ImageID != images[2] || len(remains.SnapshotIDs) != 2 {
+		t.Fatalf("cancel after completion: %+v, %v", remains, err)
 	}
-	left, _ := acc.t.FindImages(ctx, map[string]string{"rehost:job": "job-9"})
-	if len(left) != 1 || left[0].ID != images[2] {
-		t.Fatalf("left: %+v", left)
+
+	// Deleting an image whose deregistration went through before a crash:
+	// the recorded snapshots still go.
+	imgs, err := acc.t.FindImages(ctx, map[string]string{"rehost:job": "job-9"})
+	if err != nil || len(imgs) != 3 {
+		t.Fatalf("find images: %+v, %v", imgs, err)
 	}
-	if n := len(acc.emu.Snapshots()); n != 2 {
-		t.Fatalf("%d snapshots left, want the kept image's 2", n)
+	first := imgs[0]
+	if err := acc.t.DeleteImage(ctx, first.ID, nil); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := acc.t.Retain(ctx, "rehost:job", "job-9", 0); err == nil {
-		t.Fatal("keep 0 must be refused")
+	if n := len(acc.emu.Snapshots()); n != 6 {
+		t.Fatalf("%d snapshots after deregistering alone, want all 6", n)
+	}
+	if err := acc.t.DeleteImage(ctx, first.ID, first.SnapshotIDs); err != nil {
+		t.Fatalf("finish the deletion: %v", err)
+	}
+	if n := len(acc.emu.Snapshots()); n != 4 {
+		t.Fatalf("%d snapshots left, want the other images' 4", n)
+	}
+	snaps, err := acc.t.FindSnapshots(ctx, map[string]string{"rehost:job": ""})
+	if err != nil || len(snaps) != 4 {
+		t.Fatalf("snapshots tagged rehost:job: %d, %v", len(snaps), err)
 	}
 }
 
@@ -266,15 +287,15 @@ func TestCancelImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := acc.t.CancelImport(ctx, imp); err != nil {
-		t.Fatalf("cancel: %v", err)
+	if res, err := acc.t.CancelImport(ctx, imp); err != nil || res.ImageID != "" || len(res.SnapshotIDs) != 0 {
+		t.Fatalf("cancel: %+v, %v", res, err)
 	}
 	_, err = acc.t.Wait(ctx, imp, nil)
 	var ie *ImportError
 	if !errors.As(err, &ie) || ie.StatusMessage != "User cancelled" {
 		t.Fatalf("wait after cancel: %v", err)
 	}
-	if err := acc.t.CancelImport(ctx, imp); err != nil {
+	if _, err := acc.t.CancelImport(ctx, imp); err != nil {
 		t.Fatalf("second cancel: %v", err)
 	}
 	for _, tk := range acc.emu.ImportTasks() {

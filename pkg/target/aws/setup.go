@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,7 +22,6 @@ import (
 // Staging lifecycle: objects expire after a week, unfinished uploads after a day.
 const (
 	lifecycleRuleID    = "rehost-staging"
-	lifecyclePrefix    = "rehost/"
 	expireAfterDays    = 7
 	abortUploadsAfterD = 1
 )
@@ -290,7 +290,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 					}
 				}
 				if len(off) > 0 {
-					sortStrings(off)
+					slices.Sort(off)
 					return false, "partly off (" + strings.Join(off, ", ") + ")", nil
 				}
 				return true, "", nil
@@ -401,7 +401,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 		{
 			name:    "lifecycle",
 			feature: "lifecycle configuration (PutBucketLifecycleConfiguration)",
-			want:    fmt.Sprintf("objects under %s expire after %d days and unfinished uploads are aborted after %d day", lifecyclePrefix, expireAfterDays, abortUploadsAfterD),
+			want:    fmt.Sprintf("objects under %s expire after %d days and unfinished uploads are aborted after %d day", StagingPrefix, expireAfterDays, abortUploadsAfterD),
 			check: func(ctx context.Context) (bool, string, error) {
 				rules, err := t.lifecycleRules(ctx, bucket)
 				if err != nil {
@@ -412,7 +412,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 				}
 				expires, aborts := false, false
 				for _, r := range rules {
-					if r.Status != types.ExpirationStatusEnabled || !coversPrefix(r, lifecyclePrefix) {
+					if r.Status != types.ExpirationStatusEnabled || !coversPrefix(r, StagingPrefix) {
 						continue
 					}
 					if e := r.Expiration; e != nil && sdk.ToInt32(e.Days) > 0 && sdk.ToInt32(e.Days) <= expireAfterDays {
@@ -447,7 +447,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 				keep = append(keep, types.LifecycleRule{
 					ID:                             sdk.String(lifecycleRuleID),
 					Status:                         types.ExpirationStatusEnabled,
-					Filter:                         &types.LifecycleRuleFilter{Prefix: sdk.String(lifecyclePrefix)},
+					Filter:                         &types.LifecycleRuleFilter{Prefix: sdk.String(StagingPrefix)},
 					Expiration:                     &types.LifecycleExpiration{Days: sdk.Int32(expireAfterDays)},
 					AbortIncompleteMultipartUpload: &types.AbortIncompleteMultipartUpload{DaysAfterInitiation: sdk.Int32(abortUploadsAfterD)},
 				})
@@ -537,14 +537,6 @@ func sameKey(a, b string) bool {
 	return a == b || (a != "" && tail(a) == tail(b))
 }
 
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
 // rolePolicyName is the inline policy Setup manages on the service role:
 // one per staging bucket, so other users of the vmimport role keep theirs.
 func rolePolicyName(bucket string) string {
@@ -630,15 +622,14 @@ func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOpti
 	}
 	// A just-created role may not be visible to PutRolePolicy yet.
 	deadline := time.Now().Add(t.cfg.IAMPropagation)
-	for attempt := 0; ; attempt++ {
-		_, err = t.iam.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: name, PolicyName: sdk.String(docs.PolicyName), PolicyDocument: sdk.String(policy)})
-		if err == nil || apiCode(err) != "NoSuchEntity" || time.Now().After(deadline) {
-			break
-		}
-		if serr := sleep(ctx, backoff(t.cfg.RetryBaseDelay, attempt)); serr != nil {
-			return fmt.Errorf("put role policy %s: %w", docs.PolicyName, serr)
-		}
-	}
+	propagation := t.policy("PutRolePolicy").With(func(err error) bool {
+		return apiCode(err) == "NoSuchEntity" && time.Now().Before(deadline)
+	})
+	propagation.Attempts = 1 << 20 // the deadline ends it
+	err = propagation.Do(ctx, func(ctx context.Context) error {
+		_, err := t.iam.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: name, PolicyName: sdk.String(docs.PolicyName), PolicyDocument: sdk.String(policy)})
+		return err
+	})
 	if isAccessDenied(err) {
 		needAdmin("role %s: these credentials may not change its policies; ask an administrator to put inline policy %s shown", rep.RoleName, docs.PolicyName)
 		return nil

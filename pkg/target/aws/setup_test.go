@@ -123,6 +123,12 @@ func checkBucketSettings(t *testing.T, srv *s3peer.Server, bucket, kmsKey string
 			t.Errorf("lifecycle recorded lacks %s: %s", want, lc)
 		}
 	}
+	// The rule Setup wrote covers every key a run stages, whatever its ids.
+	for _, key := range []string{StagingKey("sms-job-1", "sms-run-1", 0, "vmdk"), StagingKey("../x", "/", 9, "vhdx")} {
+		if !lifecycleCovers(t, lc, key) {
+			t.Errorf("staged key %s falls outside the lifecycle rule: %s", key, lc)
+		}
+	}
 	pab := string(srv.Front.Config(bucket, s3peer.SubPublicAccessBlock))
 	for _, f := range []string{"BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"} {
 		if !strings.Contains(pab, "<"+f+">true</"+f+">") {
