@@ -523,11 +523,16 @@ func TestCrashedTaskLeavesNoOrphans(t *testing.T) {
 	e.put("d.vmdk", encode(t, "vmdk", raw))
 	id := e.importImage("d.vmdk")
 	deadline := time.Now().Add(30 * time.Second)
-	for len(e.em.Snapshots()) == 0 {
+	// Copy once the task waits in "booting": its snapshot is made and
+	// state.json is not being rewritten under the copy.
+	for ts := e.em.ImportTasks(); len(ts) == 0 || ts[0].StatusMessage != "booting"; ts = e.em.ImportTasks() {
 		if time.Now().After(deadline) {
-			t.Fatal("no snapshot converted in time")
+			t.Fatal("the task did not reach booting in time")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if len(e.em.Snapshots()) != 1 {
+		t.Fatalf("%d snapshots before the copy, want the converted one", len(e.em.Snapshots()))
 	}
 	crashed := t.TempDir()
 	if err := os.CopyFS(crashed, os.DirFS(e.em.DataDir())); err != nil {
