@@ -5,14 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,31 +46,6 @@ func envInt(t *testing.T, name string, def uint64) uint64 {
 	return n
 }
 
-// slowDeletes sits in front of the AWS emulator and makes the calls that
-// delete an AMI slow, so that kills land in retention and job deletion too
-// (between deregistering an image and deleting its snapshots, where a
-// crash once orphaned snapshots).
-func slowDeletes(t *testing.T, target string, delay time.Duration) string {
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(u)
-	// A killed client makes the proxy log "context canceled": expected.
-	proxy.ErrorLog = log.New(io.Discard, "", 0)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		if bytes.Contains(body, []byte("Action=DeregisterImage")) || bytes.Contains(body, []byte("Action=DeleteSnapshot")) {
-			time.Sleep(delay)
-		}
-		// The signature covers the host the client addressed: keep it.
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
-
 // TestCrashAnywhereLeavesNothingBehind kills `rehost serve` with SIGKILL at
 // random points of many runs — and `rehost job delete --delete-amis` once,
 // mid-way — restarts it each time, and proves at the end that every run
@@ -96,7 +65,12 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 	bin := buildRehost(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	peers, err := StartPeers(ctx, PeerOptions{Dir: filepath.Join(dir, "peers"), ImportDuration: 1500 * time.Millisecond, LeaseTimeout: 2 * time.Second})
+	// The calls that delete an AMI are slow, so that kills land in
+	// retention and job deletion too (between deregistering an image and
+	// deleting its snapshots, where a crash once orphaned snapshots).
+	slow := map[string]time.Duration{"DeregisterImage": 400 * time.Millisecond, "DeleteSnapshot": 400 * time.Millisecond}
+	peers, err := StartPeers(ctx, PeerOptions{Dir: filepath.Join(dir, "peers"), ImportDuration: 1500 * time.Millisecond,
+		LeaseTimeout: 2 * time.Second, Delays: slow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +86,6 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	settings.Endpoint = slowDeletes(t, settings.Endpoint, 400*time.Millisecond)
 	rep, err := d.Register(ctx, settings, awstarget.SetupOptions{CreateRole: true})
 	if err != nil {
 		t.Fatal(err)

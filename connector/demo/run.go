@@ -33,16 +33,20 @@ type Options struct {
 
 // VMResult is the outcome of one VM's replication.
 type VMResult struct {
-	VM       string      `json:"vm"`
-	Firmware string      `json:"firmware"`
-	ServerID string      `json:"serverId"`
-	JobID    string      `json:"replicationJobId"`
-	RunID    string      `json:"replicationRunId"`
-	State    string      `json:"state"`
-	AMI      string      `json:"amiId,omitempty"`
-	Message  string      `json:"statusMessage,omitempty"`
-	Disks    []DiskCheck `json:"disks"`
-	Verified bool        `json:"verified"`
+	VM       string `json:"vm"`
+	Firmware string `json:"firmware"`
+	ServerID string `json:"serverId"`
+	JobID    string `json:"replicationJobId"`
+	RunID    string `json:"replicationRunId"`
+	State    string `json:"state"`
+	AMI      string `json:"amiId,omitempty"`
+	// Platform and Distribution are what VM Import detected on the boot
+	// disk of the AMI.
+	Platform     string      `json:"platform,omitempty"`
+	Distribution string      `json:"distribution,omitempty"`
+	Message      string      `json:"statusMessage,omitempty"`
+	Disks        []DiskCheck `json:"disks"`
+	Verified     bool        `json:"verified"`
 }
 
 // Summary is the demo's result.
@@ -182,6 +186,9 @@ func Run(ctx context.Context, o Options) (Summary, *Env, error) {
 				vr.Message = err.Error()
 			}
 			vr.Disks = checks
+			if g, ok := peers.ImageGuest(r.AmiID); ok {
+				vr.Platform, vr.Distribution = g.Platform, g.Distribution
+			}
 			vr.Verified = err == nil && len(checks) == s.DiskCount
 			for _, c := range checks {
 				vr.Verified = vr.Verified && c.Equal
@@ -282,17 +289,18 @@ func bar(r store.ReplicationRun) string {
 // PrintSummary writes the result table.
 func PrintSummary(w io.Writer, s Summary) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nVM\tFIRMWARE\tRUN\tAMI\tDISK\tSOURCE SHA-256\tSNAPSHOT SHA-256\tCONTENT")
+	fmt.Fprintln(tw, "\nVM\tFIRMWARE\tRUN\tAMI\tDETECTED OS\tDISK\tSOURCE SHA-256\tSNAPSHOT SHA-256\tCONTENT")
 	for _, v := range s.VMs {
+		osName := cmp.Or(strings.TrimSuffix(v.Platform+" ("+v.Distribution+")", " ()"), "-")
 		if len(v.Disks) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t%s\n", v.VM, v.Firmware, v.State, cmp.Or(v.AMI, "-"), cmp.Or(v.Message, "not verified"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t-\t-\t-\t%s\n", v.VM, v.Firmware, v.State, cmp.Or(v.AMI, "-"), osName, cmp.Or(v.Message, "not verified"))
 		}
 		for _, d := range v.Disks {
 			verdict := "equal"
 			if !d.Equal {
 				verdict = "DIFFERENT"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d (%d MiB)\t%s…\t%s…\t%s\n", v.VM, v.Firmware, v.State, v.AMI, d.Disk, d.Size>>20, d.SourceHash[:16], d.TargetHash[:min(16, len(d.TargetHash))], verdict)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d (%d MiB)\t%s…\t%s…\t%s\n", v.VM, v.Firmware, v.State, v.AMI, osName, d.Disk, d.Size>>20, d.SourceHash[:16], d.TargetHash[:min(16, len(d.TargetHash))], verdict)
 		}
 	}
 	tw.Flush()

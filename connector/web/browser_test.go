@@ -172,7 +172,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// A second job whose exports break, started first: its run fails.
 	for range 10 {
-		if err := h.Peers.Sim.FailExport("app-01", 0, 1<<20); err != nil {
+		if err := h.Peers.Sim.FailExport("app-01", 0, 16<<10); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -59,7 +59,7 @@ func TestAWSTarget(t *testing.T) {
 		emu, err := emulator.New(emulator.Config{
 			Region: srv.Region, AccessKeyID: srv.AccessKeyID, SecretAccessKey: srv.SecretAccessKey,
 			S3Endpoint: srv.URL, S3AccessKey: srv.AccessKeyID, S3SecretKey: srv.SecretAccessKey,
-			S3HTTPClient: srv.HTTPClient(), ImportDuration: 300 * time.Millisecond, DataDir: t.TempDir(),
+			S3HTTPClient: srv.HTTPClient(), SimulatedImportWait: 300 * time.Millisecond, DataDir: t.TempDir(),
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rehost/rehost/internal/guestdisk"
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/emulator"
 )
@@ -43,6 +46,38 @@ func stageRaw(t *testing.T, acc *account, key string, seed uint64, n int) (Objec
 	return obj, hex.EncodeToString(sum[:])
 }
 
+// guests caches the guest disks imported as boot disks, by firmware.
+var guests sync.Map
+
+// stageGuest stages a real guest disk (partition table for fw, ext4 root
+// with /etc/os-release): VM Import refuses a boot disk without an OS.
+func stageGuest(t *testing.T, acc *account, key, fw string) (Object, string) {
+	t.Helper()
+	b, ok := guests.Load(fw)
+	if !ok {
+		size := int64(32 << 20)
+		if fw == guestdisk.EFI {
+			size = 48 << 20
+		}
+		path := filepath.Join(t.TempDir(), "guest.raw")
+		if _, err := guestdisk.Build(context.Background(), path, guestdisk.Options{Size: size, Firmware: fw, DataBytes: 1 << 20, Seed: 9}); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = guests.LoadOrStore(fw, data)
+	}
+	data := b.([]byte)
+	obj, err := acc.t.Stage(context.Background(), StageInput{Key: key, Body: bytes.NewReader(data), SizeHint: int64(len(data)), Format: disk.Raw})
+	if err != nil {
+		t.Fatalf("stage %s: %v", key, err)
+	}
+	sum := sha256.Sum256(data)
+	return obj, hex.EncodeToString(sum[:])
+}
+
 func snapshotSums(t *testing.T, acc *account, ids []string) []string {
 	t.Helper()
 	var out []string
@@ -59,7 +94,7 @@ func snapshotSums(t *testing.T, acc *account, ids []string) []string {
 func TestImportImageEndToEnd(t *testing.T) {
 	acc := readyAccount(t, emulator.Config{})
 	ctx := context.Background()
-	d0, s0 := stageRaw(t, acc, StagingKey("job-7", "run-1", 0, "raw"), 1, 3<<20)
+	d0, s0 := stageGuest(t, acc, StagingKey("job-7", "run-1", 0, "raw"), guestdisk.EFI)
 	d1, s1 := stageRaw(t, acc, StagingKey("job-7", "run-1", 1, "raw"), 2, 2<<20)
 	in := ImportInput{Disks: []Object{d0, d1}, LicenseType: "BYOL", BootMode: "uefi", Platform: "Linux",
 		ClientToken: "job-7-run-1", Description: "vm-42", Tags: map[string]string{"rehost:job": "job-7"}}
@@ -244,9 +279,9 @@ func TestImportFailureCarriesStatusMessage(t *testing.T) {
 }
 
 func TestCancelImport(t *testing.T) {
-	acc := readyAccount(t, emulator.Config{ImportDuration: time.Minute})
+	acc := readyAccount(t, emulator.Config{SimulatedImportWait: time.Minute})
 	ctx := context.Background()
-	d0, _ := stageRaw(t, acc, "rehost/j/r/disk-0.raw", 1, 1<<20)
+	d0, _ := stageGuest(t, acc, "rehost/j/r/disk-0.raw", guestdisk.BIOS)
 	d1, _ := stageRaw(t, acc, "rehost/j/r/disk-1.raw", 2, 1<<20)
 	imp, err := acc.t.StartImport(ctx, ImportInput{Disks: []Object{d0, d1}, ClientToken: "cancel-1", Mode: ModeImportSnapshot})
 	if err != nil {

@@ -301,3 +301,21 @@ func TestSetupOtherRegion(t *testing.T) {
 		t.Fatalf("re-run: %q, %v", again.Changes, err)
 	}
 }
+
+// Against an S3 server lacking a feature the staging bucket needs (bare
+// versitygw answers 501 to Block Public Access), Setup says which, and
+// removes the bucket it created rather than leave it half configured.
+func TestSetupEndpointLackingAFeature(t *testing.T) {
+	acc := newAccountOn(t, s3peer.Options{TLS: true, NoFront: true}, emulator.Config{}, Config{})
+	rep, err := acc.t.Setup(context.Background(), SetupOptions{Bucket: "staging-bare", CreateRole: true})
+	if err == nil || !strings.Contains(err.Error(), "does not implement Block Public Access (PutPublicAccessBlock)") ||
+		!strings.Contains(err.Error(), "rehost-lab s3") {
+		t.Fatalf("setup against bare versitygw: %v", err)
+	}
+	if len(rep.Changes) != 2 || !strings.Contains(rep.Changes[0], "created") || !strings.Contains(rep.Changes[1], "removed again") {
+		t.Fatalf("changes reported: %q", rep.Changes)
+	}
+	if _, err := acc.srv.S3Client().HeadBucket(context.Background(), &s3.HeadBucketInput{Bucket: sdk.String("staging-bare")}); err == nil {
+		t.Fatal("the half-configured bucket is still there")
+	}
+}

@@ -1,4 +1,4 @@
-package cli
+package lab
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/rehost/rehost/connector/cli"
 	"github.com/rehost/rehost/connector/demo"
 )
 
@@ -24,26 +25,26 @@ type demoOptions struct {
 }
 
 func init() {
-	Register(Command{
+	Program.Register(cli.Command{
 		Name:    "demo",
 		Usage:   "[--dir DIR] [--json] [--exit]",
 		Summary: "replicate simulated vCenter VMs to emulated AWS on loopback, end to end, and verify the AMIs' content",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+		Flags: func(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
 			o := &demoOptions{}
 			fs.StringVar(&o.dir, "dir", "", "directory for the peers' data and the connector's state (default: a new temporary directory)")
 			fs.BoolVar(&o.json, "json", false, "print a machine-readable summary")
 			fs.BoolVar(&o.exit, "exit", false, "exit when the runs are verified instead of serving until Ctrl-C")
 			fs.BoolVar(&o.verbose, "v", false, "log the connector's structured logs to stderr")
-			fs.DurationVar(&o.importDuration, "import-duration", 3*time.Second, "how long an emulated VM Import task takes")
+			fs.DurationVar(&o.importDuration, "import-duration", 3*time.Second, "the emulator's simulated import time (booting the converted guest), on top of its real work")
 			fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up waiting for the runs after this long")
 			return o.run
 		},
 	})
 }
 
-func (o *demoOptions) run(ctx context.Context, env Env, args []string) error {
-	if len(args) > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, args[0])
+func (o *demoOptions) run(ctx context.Context, env cli.Env, args []string) error {
+	if err := noArgs(args); err != nil {
+		return err
 	}
 	dir := o.dir
 	if dir == "" {
