@@ -1,7 +1,6 @@
 package web
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -104,7 +103,7 @@ func (c *Console) awsSubmit(w http.ResponseWriter, r *http.Request, rq *request)
 	}
 	if err != nil {
 		var ae *api.Error
-		if !errors.As(err, &ae) || ae.Type == api.ErrInternal {
+		if !asAPIError(err, &ae) {
 			return err
 		}
 		res.Err = ae.Message

@@ -14,6 +14,7 @@ package web
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -373,16 +374,10 @@ func (c *Console) fragment(name string, v *view) (template.HTML, error) {
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, rq *request, err error) {
 	var ae *api.Error
 	status, msg := http.StatusInternalServerError, "internal error: "+err.Error()
-	if errors.As(err, &ae) && ae.Type != api.ErrInternal {
-		status, msg = ae.Status, ae.Message
-		switch ae.Type {
-		case api.ErrJobNotFound:
+	if asAPIError(err, &ae) {
+		status, msg = cmp.Or(ae.Status, http.StatusBadRequest), ae.Message
+		if ae.Type == api.ErrJobNotFound {
 			status = http.StatusNotFound
-		case "":
-			status = http.StatusBadRequest
-		}
-		if status == 0 {
-			status = http.StatusBadRequest
 		}
 	} else {
 		c.log.Error("console", "path", r.URL.Path, "err", err)

@@ -136,13 +136,8 @@ func checkPassword(pw string) string {
 }
 
 func weakCore(c string) bool {
-	if c == "" || weakWords[c] {
+	if c == "" || weakPart(c) {
 		return true
-	}
-	for _, s := range sequences {
-		if len(c) >= 3 && (strings.Contains(s, c) || strings.Contains(reverse(s), c)) {
-			return true
-		}
 	}
 	// A repetition of a shorter unit ("abcabcabcabc", "rehostrehost").
 	for unit := 1; unit <= len(c)/2; unit++ {
@@ -160,11 +155,10 @@ func weakCore(c string) bool {
 	return false
 }
 
+// weakPart reports whether s is a common word, digits only, or a piece of
+// a keyboard or alphabet run.
 func weakPart(s string) bool {
-	if weakWords[s] {
-		return true
-	}
-	if strings.Trim(s, "0123456789") == "" {
+	if weakWords[s] || strings.Trim(s, "0123456789") == "" {
 		return true
 	}
 	for _, q := range sequences {

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -95,7 +94,7 @@ func (c *Console) sourceAdd(w http.ResponseWriter, r *http.Request, rq *request)
 	out, err := c.svc.AddSource(r.Context(), &in)
 	if err != nil {
 		var ae *api.Error
-		if !errors.As(err, &ae) || ae.Type == api.ErrInternal {
+		if !asAPIError(err, &ae) {
 			return err
 		}
 		if ae.Type == api.ErrUntrustedCertificate && ae.Thumbprint != "" {
