@@ -16,7 +16,7 @@ import (
 // The dashboard's forms, without JavaScript (plain HTTP as a browser with
 // scripts off sends it): a job created, run, paused, resumed, edited (its
 // errors next to the field) and deleted with its AMIs; a source that jobs
-// use refused removal; an API key revoked.
+// use refused removal; the support bundle; an API key revoked.
 func TestDashboardForms(t *testing.T) {
 	h := start(t, apitest.Options{})
 	ctx := context.Background()
@@ -104,6 +104,10 @@ func TestDashboardForms(t *testing.T) {
 	}
 	if imgs, err := tgt.FindImages(ctx, map[string]string{replication.TagJob: job}); err != nil || len(imgs) != 0 {
 		t.Errorf("AMIs left after deleting the job with them: %v %v", imgs, err)
+	}
+
+	if a := b.get("/support/download"); a.status != http.StatusOK || a.header.Get("Content-Type") != "application/zip" || !strings.HasPrefix(a.body, "PK") {
+		t.Errorf("support bundle: %d %s", a.status, a.header.Get("Content-Type"))
 	}
 
 	keys, _ := h.D.AccessKeys(ctx)
