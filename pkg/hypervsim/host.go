@@ -105,9 +105,9 @@ type Host struct {
 	nodes   []string
 	vms     []*vm
 	models  map[string]*modelFile // by Windows path, lower-case
-	faults  []string         // messages of checkpoint failures to inject
-	calls   map[string]int   // script name → runs
-	removed int              // checkpoints removed
+	faults  []string              // messages of checkpoint failures to inject
+	calls   map[string]int        // script name → runs
+	removed int                   // checkpoints removed
 }
 
 // model is a disk file the simulator writes: a VHDX or VHD held in memory
