@@ -43,92 +43,134 @@ type Link struct {
 // ReadLink reads the identity and parent link of a VHD or VHDX file (any
 // other format has neither and yields a Link with only Format set).
 func ReadLink(ra io.ReaderAt, size int64) (Link, error) {
-	l, err := readLink(ra, size)
+	p, err := parseLinked(ra, size)
 	if err != nil {
-		return l, fmt.Errorf("read disk link: %w", err)
+		return p.link, fmt.Errorf("read disk link: %w", err)
 	}
-	return l, nil
+	return p.link, nil
 }
 
-func readLink(ra io.ReaderAt, size int64) (Link, error) {
+// linked is a chain file parsed once: its link and the parsed VHDX, or the
+// parsed differencing VHD.
+type linked struct {
+	link Link
+	vx   *vhdxImage
+	vh   *vhdDynamic
+}
+
+func parseLinked(ra io.ReaderAt, size int64) (linked, error) {
 	var head [8]byte
 	if n, _ := ra.ReadAt(head[:], 0); n == len(head) && string(head[:]) == vhdxSignature {
 		v, err := parseVHDX(ra, size)
 		if err != nil {
-			return Link{Format: VHDX}, err
+			return linked{link: Link{Format: VHDX}}, err
 		}
-		return v.link()
+		l, err := v.link()
+		return linked{link: l, vx: v}, err
 	}
 	if size >= vhdFooterSize {
 		fb := make([]byte, vhdFooterSize)
 		if _, err := readFull(ra, fb, size-vhdFooterSize, size); err == nil && string(fb[:8]) == vhdCookie {
 			f, err := parseVHDFooter(fb)
 			if err != nil {
-				return Link{Format: VHD}, err
+				return linked{link: Link{Format: VHD}}, err
 			}
-			l := Link{Format: VHD, ID: guidText([16]byte(fb[68:84]))}
+			p := linked{link: Link{Format: VHD, ID: guidText([16]byte(fb[68:84]))}}
 			if f.DiskType != vhdTypeDiff {
-				return l, nil
+				return p, nil
 			}
 			d, err := parseVHDDiff(ra, size, f)
 			if err != nil {
-				return l, err
+				return p, err
 			}
-			l.ParentID, l.ParentPaths = guidText(d.parentID), d.parentPaths
-			return l, nil
+			p.link.ParentID, p.link.ParentPaths = guidText(d.parentID), d.parentPaths
+			p.vh, err = openVHDDynamic(ra, size, f)
+			return p, err
 		}
 	}
 	img, err := Open(ra, size)
 	if err != nil {
-		return Link{}, err
+		return linked{}, err
 	}
-	return Link{Format: img.Info().Format}, nil
+	return linked{link: Link{Format: img.Info().Format}}, nil
 }
 
 // OpenChain opens a differencing chain: files[0] is the base disk (any
 // format Open reads), each next file a VHD or VHDX differencing disk made
 // from the one before it. The image reads as the last file's virtual disk;
 // its Extents are the union of every file's allocated ranges, so a reader
-// of the extents reads only what some file of the chain holds. The chain
-// is refused (ErrFormat) when a link does not hold: a file that is not a
-// differencing disk above the base, a parent of another format, size or
-// sector size, or a parent whose identity is not the one the child was made
+// of the extents reads only what some file of the chain holds. A fixed
+// base counts as wholly allocated: finding its zeros would read it all
+// once more. Each file is parsed once.
+//
+// The chain is refused (ErrFormat) when a link does not hold: a file that
+// is not a differencing disk above the base, a parent of another format or
+// size, or a parent whose identity is not the one the child was made
 // against (the parent changed since).
 func OpenChain(files []ChainFile) (Image, error) {
 	if len(files) == 0 {
 		return nil, errors.New("open disk chain: no files")
 	}
-	base, err := Open(files[0].R, files[0].Size)
+	prev, err := parseLinked(files[0].R, files[0].Size)
 	if err != nil {
 		return nil, fmt.Errorf("open disk chain: base %s: %w", files[0].Name, err)
 	}
-	img := base
-	prev, err := readLink(files[0].R, files[0].Size)
-	if err != nil {
-		return nil, fmt.Errorf("open disk chain: base %s: %w", files[0].Name, err)
+	var img Image
+	switch {
+	case prev.vx != nil && prev.vx.diff, prev.vh != nil:
+		return nil, fmt.Errorf("open disk chain: base %s is a differencing disk; its parent is missing from the chain: %w", files[0].Name, ErrFormat)
+	case prev.vx != nil:
+		img = prev.vx
+		if prev.vx.fixed {
+			img = wholeImage{img}
+		}
+	default:
+		if img, err = Open(files[0].R, files[0].Size); err != nil {
+			return nil, fmt.Errorf("open disk chain: base %s: %w", files[0].Name, err)
+		}
+		if r, ok := img.(*rawImage); ok && r.format != "" {
+			img = wholeImage{img}
+		}
 	}
 	for i, f := range files[1:] {
 		parent := files[i]
-		l, err := readLink(f.R, f.Size)
+		p, err := parseLinked(f.R, f.Size)
 		if err != nil {
 			return nil, fmt.Errorf("open disk chain: %s: %w", f.Name, err)
 		}
+		l := p.link
 		switch {
 		case l.ParentID == "":
 			return nil, fmt.Errorf("open disk chain: %s is not a differencing disk, yet it is listed above %s: %w", f.Name, parent.Name, ErrFormat)
-		case l.Format != prev.Format:
-			return nil, fmt.Errorf("open disk chain: %s is a %s differencing disk but its parent %s is a %s: %w", f.Name, l.Format, parent.Name, prev.Format, ErrFormat)
-		case l.ParentID != prev.ID:
+		case l.Format != prev.link.Format:
+			return nil, fmt.Errorf("open disk chain: %s is a %s differencing disk but its parent %s is a %s: %w", f.Name, l.Format, parent.Name, prev.link.Format, ErrFormat)
+		case l.ParentID != prev.link.ID:
 			return nil, fmt.Errorf("open disk chain: %s was made against parent %s but %s is %s: the parent changed since (a merge or an edit); take a new checkpoint: %w",
-				f.Name, l.ParentID, parent.Name, prev.ID, ErrFormat)
+				f.Name, l.ParentID, parent.Name, prev.link.ID, ErrFormat)
 		}
-		d, err := openDiff(f, img, l.Format)
+		d, err := openDiff(f, img, p)
 		if err != nil {
 			return nil, fmt.Errorf("open disk chain: %s: %w", f.Name, err)
 		}
-		img, prev = d, l
+		img, prev = d, p
 	}
 	return img, nil
+}
+
+// wholeImage reports a fixed disk as wholly allocated.
+type wholeImage struct{ Image }
+
+func (w wholeImage) Extents() []Extent {
+	if w.Size() == 0 {
+		return nil
+	}
+	return []Extent{{0, w.Size()}}
+}
+
+func (w wholeImage) Info() Info {
+	i := w.Image.Info()
+	i.AllocatedBytes, i.ExtentCount = w.Size(), len(w.Extents())
+	return i
 }
 
 // diffImage is a differencing disk over its parent.
@@ -168,14 +210,11 @@ const (
 // maxCachedBitmaps bounds the sector bitmaps kept (each a few KiB).
 const maxCachedBitmaps = 64
 
-func openDiff(f ChainFile, parent Image, format Format) (*diffImage, error) {
+func openDiff(f ChainFile, parent Image, p linked) (*diffImage, error) {
 	d := &diffImage{parent: parent, name: f.Name, ra: f.R, fileSize: f.Size, bitmaps: map[int64][]byte{}}
-	switch format {
-	case VHDX:
-		v, err := parseVHDX(f.R, f.Size)
-		if err != nil {
-			return nil, err
-		}
+	switch {
+	case p.vx != nil:
+		v := p.vx
 		d.format, d.size, d.bs, d.sector = VHDX, v.size, v.blockSize, v.sector
 		d.entry = func(b int64) (diffState, int64) {
 			e := v.bat[b]
@@ -199,11 +238,8 @@ func openDiff(f ChainFile, parent Image, format Format) (*diffImage, error) {
 				return nil, fmt.Errorf("block %d is partially present but its sector bitmap is not: %w", b, ErrFormat)
 			}
 		}
-	case VHD:
-		v, err := openVHDDiff(f.R, f.Size)
-		if err != nil {
-			return nil, err
-		}
+	case p.vh != nil:
+		v := p.vh
 		d.format, d.size, d.bs, d.sector = VHD, v.size, v.blockSize, sectorSize
 		d.entry = func(b int64) (diffState, int64) {
 			if s := v.bat[b]; s != 0xffffffff {
@@ -215,7 +251,7 @@ func openDiff(f ChainFile, parent Image, format Format) (*diffImage, error) {
 			return int64(v.bat[b]) * sectorSize, int(v.blockSize / sectorSize / 8), true
 		}
 	default:
-		return nil, fmt.Errorf("%s has no differencing disks: %w", format, ErrFormat)
+		return nil, fmt.Errorf("%s has no differencing disks: %w", p.link.Format, ErrFormat)
 	}
 	if d.size != parent.Size() {
 		return nil, fmt.Errorf("virtual size %d differs from its parent's %d: %w", d.size, parent.Size(), ErrFormat)
@@ -450,26 +486,6 @@ func parseVHDDiff(ra io.ReaderAt, fileSize int64, f vhdFooter) (vhdDiff, error) 
 		}
 	}
 	return d, nil
-}
-
-// openVHDDiff opens a differencing VHD's block table; its blocks are read
-// through their sector bitmaps by diffImage.
-func openVHDDiff(ra io.ReaderAt, fileSize int64) (*vhdDynamic, error) {
-	if fileSize < vhdFooterSize {
-		return nil, fmt.Errorf("not a vhd: %w", ErrFormat)
-	}
-	fb := make([]byte, vhdFooterSize)
-	if _, err := readFull(ra, fb, fileSize-vhdFooterSize, fileSize); err != nil {
-		return nil, err
-	}
-	f, err := parseVHDFooter(fb)
-	if err != nil {
-		return nil, err
-	}
-	if f.DiskType != vhdTypeDiff {
-		return nil, fmt.Errorf("vhd of type %d is not a differencing disk: %w", f.DiskType, ErrFormat)
-	}
-	return openVHDDynamic(ra, fileSize, f)
 }
 
 func utf16Text(b []byte, bigEndian bool) string {

@@ -229,17 +229,24 @@ func (v *vhdxImage) readMetadata(off, length int64) (int64, error) {
 	if length < 32 {
 		return 0, fmt.Errorf("metadata region of %d bytes too small: %w", length, ErrFormat)
 	}
-	m := make([]byte, length)
-	if _, err := readFull(v.ra, m, off, v.fileSize); err != nil {
+	// The table, then each item the reader needs: the region is mostly
+	// free space (1 MiB where the table and items take a few KiB), and
+	// over a network share every byte counts.
+	le := binary.LittleEndian
+	head := make([]byte, 32)
+	if _, err := readFull(v.ra, head, off, v.fileSize); err != nil {
 		return 0, fmt.Errorf("read metadata: %w", err)
 	}
-	if string(m[:8]) != "metadata" {
+	if string(head[:8]) != "metadata" {
 		return 0, fmt.Errorf("metadata table signature missing: %w", ErrFormat)
 	}
-	le := binary.LittleEndian
-	n := int64(le.Uint16(m[10:]))
+	n := int64(le.Uint16(head[10:]))
 	if n > vhdxMaxEntries || 32+n*32 > length {
 		return 0, fmt.Errorf("metadata table claims %d entries: %w", n, ErrFormat)
+	}
+	m := make([]byte, 32+n*32)
+	if _, err := readFull(v.ra, m, off, v.fileSize); err != nil {
+		return 0, fmt.Errorf("read metadata table: %w", err)
 	}
 	items := map[[16]byte][]byte{}
 	for i := range n {
@@ -252,7 +259,14 @@ func (v *vhdxImage) readMetadata(off, length int64) (int64, error) {
 		}
 		switch id {
 		case vhdxGUIDFileParams, vhdxGUIDDiskSize, vhdxGUIDLogicalSec, vhdxGUIDPhysicalSec, vhdxGUIDPage83, vhdxGUIDParentLocate:
-			items[id] = m[itemOff : itemOff+il]
+			if il > 64<<10 {
+				return 0, fmt.Errorf("metadata item %x of %d bytes: %w", id, il, ErrFormat)
+			}
+			item := make([]byte, il)
+			if _, err := readFull(v.ra, item, off+itemOff, v.fileSize); err != nil {
+				return 0, fmt.Errorf("read metadata item %x: %w", id, err)
+			}
+			items[id] = item
 		default:
 			if flags&4 != 0 {
 				return 0, fmt.Errorf("unknown required metadata item %x: %w", id, ErrFormat)

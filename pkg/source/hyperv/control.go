@@ -58,7 +58,7 @@ func newScriptControl(cfg Config) (*scriptControl, error) {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			a = net.JoinHostPort(a, port)
 		}
-		if strings.EqualFold(a, addr) {
+		if strings.EqualFold(a, addr) || (n.Address == "" && strings.EqualFold(shortName(name), shortName(addr))) {
 			continue // the endpoint itself, listed by its node name
 		}
 		nw, err := newWSMan(cfg, a, n.Thumbprint)
@@ -239,4 +239,14 @@ func smbAddress(cfg Config, endpointHost, node, vmNode string) string {
 		a = net.JoinHostPort(strings.Trim(a, "[]"), strconv.Itoa(cfg.SMBPort))
 	}
 	return a
+}
+
+// shortName is the host part of a name or address before any domain:
+// "hv01" of "HV01.corp.example:5986".
+func shortName(a string) string {
+	if h, _, err := net.SplitHostPort(a); err == nil {
+		a = h
+	}
+	n, _, _ := strings.Cut(a, ".")
+	return n
 }

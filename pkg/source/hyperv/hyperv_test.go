@@ -28,19 +28,53 @@ type lab struct {
 	smb  *smbpeer.Server
 	n    atomic.Int32
 	cut  *cutProxy
+	dir  string
 	base map[string]string // fixture images by name
 }
 
+var (
+	labOnce sync.Once
+	theLab  *lab
+	labErr  error
+)
+
+// TestMain stops the shared Samba after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if theLab != nil {
+		theLab.close()
+	}
+	os.Exit(code)
+}
+
+// newLab returns the package's lab, started on first use: one Samba and
+// one set of fixtures for every test.
 func newLab(t *testing.T) *lab {
 	t.Helper()
+	labOnce.Do(func() { theLab, labErr = startLab() })
+	if labErr != nil {
+		t.Fatal(labErr)
+	}
+	return theLab
+}
+
+func startLab() (_ *lab, err error) {
 	s, err := smbpeer.Start(context.Background(), smbpeer.Options{})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { s.Close() })
 	l := &lab{smb: s, base: map[string]string{}}
-	l.cut = newCutProxy(t, s.Addr)
-	dir := t.TempDir()
+	defer func() {
+		if err != nil {
+			l.close()
+		}
+	}()
+	if l.cut, err = newCutProxy(s.Addr); err != nil {
+		return nil, err
+	}
+	if l.dir, err = os.MkdirTemp("", "hyperv-lab-"); err != nil {
+		return nil, err
+	}
 	// Two small disks with recognisable content: a dynamic VHDX and a
 	// fixed VHD, made by qemu-img as a user would convert them.
 	for name, c := range map[string]struct {
@@ -55,18 +89,28 @@ func newLab(t *testing.T) *lab {
 		for i := 0; i < 2*mib; i++ {
 			raw[mib+i] = byte(i*7) ^ c.seed
 		}
-		rawPath := filepath.Join(dir, name+".raw")
+		rawPath := filepath.Join(l.dir, name+".raw")
 		if err := os.WriteFile(rawPath, raw, 0o644); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
-		out := filepath.Join(dir, name)
+		out := filepath.Join(l.dir, name)
 		args := append(append([]string{"convert", "-f", "raw"}, c.format...), rawPath, out)
 		if b, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
-			t.Fatalf("qemu-img %v: %v\n%s", args, err, b)
+			return nil, fmt.Errorf("qemu-img %v: %v\n%s", args, err, b)
 		}
 		l.base[name] = out
 	}
-	return l
+	return l, nil
+}
+
+func (l *lab) close() {
+	if l.cut != nil {
+		l.cut.l.Close()
+	}
+	l.smb.Close()
+	if l.dir != "" {
+		os.RemoveAll(l.dir)
+	}
 }
 
 // sim starts a simulated host whose files live in a new folder of the share.
@@ -149,13 +193,12 @@ type cutProxy struct {
 	armed  int64
 }
 
-func newCutProxy(t *testing.T, target string) *cutProxy {
+func newCutProxy(target string) (*cutProxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	p := &cutProxy{l: ln, target: target}
-	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -165,7 +208,7 @@ func newCutProxy(t *testing.T, target string) *cutProxy {
 			go p.serve(c)
 		}
 	}()
-	return p
+	return p, nil
 }
 
 func (p *cutProxy) port() int { return p.l.Addr().(*net.TCPAddr).Port }

@@ -74,11 +74,12 @@ func resolve(cfg Config, node, path string) (server, share, rel string, err erro
 		s := cfg.Shares[best]
 		rest := strings.TrimLeft(p[len(strings.TrimRight(strings.ReplaceAll(s.Prefix, "/", `\`), `\`)):], `\`)
 		target := strings.ReplaceAll(s.Share, "/", `\`)
-		if strings.HasPrefix(target, `\\`) {
-			p = strings.TrimRight(target, `\`) + `\` + rest
-		} else {
-			return node, strings.Trim(target, `\`), rest, nil
+		if !strings.HasPrefix(target, `\\`) {
+			// A share of the node running the VM, maybe with a folder:
+			// "Volume1" or "vms\\folder".
+			target = `\\` + node + `\` + strings.Trim(target, `\`)
 		}
+		p = strings.TrimRight(target, `\`) + `\` + rest
 	}
 	if unc, ok := strings.CutPrefix(p, `\\`); ok {
 		parts := strings.SplitN(unc, `\`, 3)

@@ -177,6 +177,9 @@ func (w *wsman) run(ctx context.Context, name string, args, out any) error {
 	}
 	stdout, stderr, _, err := client.RunCmdWithContext(ctx, cmd)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("run %s on %s: %w", name, w.addr, context.Cause(ctx))
+		}
 		return classifyNet(fmt.Sprintf("run %s on %s", name, w.addr), err)
 	}
 	return decodeAnswer(name, stdout, stderr, out)
