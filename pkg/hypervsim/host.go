@@ -16,6 +16,7 @@ package hypervsim
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -515,17 +516,10 @@ func vmmChain(c []any) []any {
 	for _, e := range c {
 		m := e.(map[string]any)
 		t := map[string]string{"Dynamic": "DynamicallyExpanding", "Fixed": "FixedSize"}[m["VhdType"].(string)]
-		out = append(out, map[string]any{"Path": m["Path"], "VhdFormat": m["VhdFormat"], "VhdType": cmpOr(t, m["VhdType"].(string)),
+		out = append(out, map[string]any{"Path": m["Path"], "VhdFormat": m["VhdFormat"], "VhdType": cmp.Or(t, m["VhdType"].(string)),
 			"Size": m["Size"], "FileSize": m["FileSize"], "ParentPath": m["ParentPath"]})
 	}
 	return out
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (h *Host) snapJSON(v *vm, s *snapshot, vmm bool, fallback string) map[string]any {

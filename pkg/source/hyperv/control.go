@@ -1,6 +1,7 @@
 package hyperv
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -54,11 +55,14 @@ func newScriptControl(cfg Config) (*scriptControl, error) {
 	sort.Strings(names)
 	for _, name := range names {
 		n := cfg.Nodes[name]
-		a := cmpOr(n.Address, name)
+		if n.Address == "" {
+			continue // settings of a node, not a cluster member to ask
+		}
+		a := n.Address
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			a = net.JoinHostPort(a, port)
 		}
-		if strings.EqualFold(a, addr) || (n.Address == "" && strings.EqualFold(shortName(name), shortName(addr))) {
+		if strings.EqualFold(a, addr) || (net.ParseIP(shortName(a)) == nil && strings.EqualFold(shortName(a), shortName(addr))) {
 			continue // the endpoint itself, listed by its node name
 		}
 		nw, err := newWSMan(cfg, a, n.Thumbprint)
@@ -209,7 +213,7 @@ func (c *scriptControl) export(ctx context.Context, vmID, id string) (hostExport
 		return hostExport{}, fmt.Errorf("the export script answered %d results", len(res))
 	}
 	r := res[0]
-	e := hostExport{Host: string(cmpOr(string(r.ComputerName), string(r.VMHost))), Status: cmpOr(string(r.Status), string(r.StatusString))}
+	e := hostExport{Host: string(cmp.Or(string(r.ComputerName), string(r.VMHost))), Status: cmp.Or(string(r.Status), string(r.StatusString))}
 	for _, d := range r.HardDrives {
 		e.Disks = append(e.Disks, d.disk())
 	}
@@ -231,7 +235,7 @@ func smbAddress(cfg Config, endpointHost, node, vmNode string) string {
 	}
 	if a == "" {
 		a = node
-		if len(cfg.Nodes) == 0 && cfg.Manager != ManagerSCVMM && strings.EqualFold(node, vmNode) {
+		if !cfg.clustered() && cfg.Manager != ManagerSCVMM && strings.EqualFold(node, vmNode) {
 			a = endpointHost
 		}
 	}
@@ -246,6 +250,9 @@ func smbAddress(cfg Config, endpointHost, node, vmNode string) string {
 func shortName(a string) string {
 	if h, _, err := net.SplitHostPort(a); err == nil {
 		a = h
+	}
+	if net.ParseIP(a) != nil {
+		return a
 	}
 	n, _, _ := strings.Cut(a, ".")
 	return n

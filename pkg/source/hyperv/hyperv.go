@@ -76,9 +76,9 @@ type Config struct {
 	Thumbprint string
 	CA         []byte
 	Insecure   bool
-	// Nodes are the other nodes of a failover cluster, by name, for a
-	// source whose VMs move between nodes; also per-node overrides of
-	// addresses (the endpoint's own node included).
+	// Nodes are per-node settings by node name: the failover cluster's
+	// nodes (those with an Address), whose VMs the source follows as they
+	// move, and where a node's SMB server is when not at its name.
 	Nodes map[string]Node
 	// SMBPort is the port of the hosts' SMB servers (default 445).
 	SMBPort int
@@ -105,8 +105,9 @@ type Kerberos struct {
 
 // Node overrides how a cluster node is reached.
 type Node struct {
-	// Address is host or host:port of its WinRM listener (default: the
-	// node's name and the endpoint's port).
+	// Address is host or host:port of the node's WinRM listener (the
+	// endpoint's port when none is given); set, it makes the node one of
+	// the cluster's, asked for its VMs.
 	Address string `json:"address,omitempty"`
 	// SMBAddress is host or host:port of its SMB server (default: the
 	// node's name and SMBPort).
@@ -122,6 +123,16 @@ type Share struct {
 	// Share is "\\server\share", or "share" for a share of the node that
 	// runs the VM.
 	Share string `json:"share"`
+}
+
+// clustered reports whether nodes other than the endpoint run VMs.
+func (c Config) clustered() bool {
+	for _, n := range c.Nodes {
+		if n.Address != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // control is how a source drives its manager; the WinRM scripts (Hyper-V,

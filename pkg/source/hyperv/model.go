@@ -2,6 +2,7 @@ package hyperv
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -303,7 +304,7 @@ func (d vmmDrive) disk() hostDisk {
 	h := hostDisk{Controller: fmt.Sprintf("%s%d:%d", strings.ToLower(string(d.BusType)), d.Bus, d.Lun), Path: string(d.Location),
 		Shared: bool(d.IsShared) || strings.HasSuffix(strings.ToLower(string(d.Location)), ".vhds"), Chain: chainOf(d.Chain)}
 	if d.PassThroughDisk != "" || d.Location == "" {
-		h.PassThru = cmpOr(string(d.PassThroughDisk), "a physical disk")
+		h.PassThru = cmp.Or(string(d.PassThroughDisk), "a physical disk")
 	}
 	return h
 }
@@ -340,7 +341,7 @@ func (v vmmVM) host() hostVM {
 	}
 	for _, n := range v.VirtualNetworkAdapters {
 		h.NICs = append(h.NICs, source.NIC{Label: string(n.Name), MAC: macText(string(n.MACAddress)),
-			Network: cmpOr(string(n.VMNetwork), string(n.VirtualNetwork)), Type: cmpOr(strings.ToLower(string(n.VirtualNetworkAdapterType)), "synthetic")})
+			Network: cmp.Or(string(n.VMNetwork), string(n.VirtualNetwork)), Type: cmp.Or(strings.ToLower(string(n.VirtualNetworkAdapterType)), "synthetic")})
 	}
 	return h
 }
@@ -352,13 +353,6 @@ func vmmState(s string) string {
 		return "Off"
 	}
 	return s
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // macText formats "00155D010203" as "00:15:5d:01:02:03".
@@ -419,7 +413,7 @@ func (h hostVM) vm(manager, endpoint string) source.VM {
 	if manager == ManagerSCVMM {
 		v.Path = "/" + strings.Trim(strings.ReplaceAll(h.HostGroup, `\`, "/"), "/") + "/" + h.Host + "/" + h.Name
 	} else {
-		v.Path = "/" + cmpOr(h.Host, endpoint) + "/" + h.Name
+		v.Path = "/" + cmp.Or(h.Host, endpoint) + "/" + h.Name
 	}
 	if v.NICs == nil {
 		v.NICs = []source.NIC{}

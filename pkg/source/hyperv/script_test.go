@@ -251,7 +251,7 @@ func TestResolvePaths(t *testing.T) {
 	if a := smbAddress(Config{SMBPort: 445}, "10.0.0.5", "HV01", "HV01"); a != "10.0.0.5:445" {
 		t.Errorf("standalone: %s", a)
 	}
-	cl := Config{SMBPort: 445, Nodes: map[string]Node{"hv02": {SMBAddress: "10.0.0.12"}, "hv03": {}}}
+	cl := Config{SMBPort: 445, Nodes: map[string]Node{"hv02": {SMBAddress: "10.0.0.12"}, "hv03": {Address: "hv03"}}}
 	if a := smbAddress(cl, "10.0.0.5", "HV02", "HV02"); a != "10.0.0.12:445" {
 		t.Errorf("override: %s", a)
 	}

@@ -1,6 +1,7 @@
 package hyperv
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -91,7 +92,7 @@ func newWSMan(cfg Config, addr, thumbprint string) (*wsman, error) {
 			return nil, err
 		}
 	}
-	auth := strings.ToLower(cmpOr(cfg.Auth, AuthNTLM))
+	auth := strings.ToLower(cmp.Or(cfg.Auth, AuthNTLM))
 	base := &http.Transport{
 		DialTLSContext:      v.DialTLS,
 		MaxConnsPerHost:     1,
@@ -121,19 +122,19 @@ func newWSMan(cfg Config, addr, thumbprint string) (*wsman, error) {
 func kerberosClient(cfg Config, host string) (*krbclient.Client, string, error) {
 	user, realm := cfg.User, cfg.Kerberos.Realm
 	if u, d, ok := strings.Cut(user, "@"); ok {
-		user, realm = u, cmpOr(realm, d)
+		user, realm = u, cmp.Or(realm, d)
 	} else if d, u, ok := strings.Cut(user, `\`); ok {
-		user, realm = u, cmpOr(realm, d)
+		user, realm = u, cmp.Or(realm, d)
 	}
 	if realm == "" {
 		return nil, "", errors.New("kerberos needs a realm: give the user as user@REALM or set the realm")
 	}
-	conf, err := krbconfig.Load(cmpOr(cfg.Kerberos.Config, "/etc/krb5.conf"))
+	conf, err := krbconfig.Load(cmp.Or(cfg.Kerberos.Config, "/etc/krb5.conf"))
 	if err != nil {
-		return nil, "", fmt.Errorf("kerberos: read %s: %w", cmpOr(cfg.Kerberos.Config, "/etc/krb5.conf"), err)
+		return nil, "", fmt.Errorf("kerberos: read %s: %w", cmp.Or(cfg.Kerberos.Config, "/etc/krb5.conf"), err)
 	}
 	cl := krbclient.NewWithPassword(user, strings.ToUpper(realm), cfg.Password, conf, krbclient.DisablePAFXFAST(true))
-	return cl, cmpOr(cfg.Kerberos.SPN, "HTTP/"+host), nil
+	return cl, cmp.Or(cfg.Kerberos.SPN, "HTTP/"+host), nil
 }
 
 // noBasic keeps the NTLM negotiator from falling back to Basic (it sends
