@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,7 +33,8 @@ type Options struct {
 	// OperationTimeout is how long a Receive waits for output before the
 	// TimedOut fault (default 5 s; WinRM's is the client's, 60 s).
 	OperationTimeout time.Duration
-	// Delay slows every script down (to kill a connector mid-operation).
+	// Delay slows every script down (to kill a connector mid-operation);
+	// SetDelay changes it.
 	Delay time.Duration
 }
 
@@ -44,6 +46,8 @@ type Sim struct {
 	domain   string
 	password string
 	servers  map[string]*server
+	delay    atomic.Int64
+	delayed  atomic.Value // script name the delay applies to; "" for all
 
 	mu         sync.Mutex
 	violations []string
@@ -81,6 +85,7 @@ func Start(o Options) (_ *Sim, err error) {
 	}
 	s := &Sim{Host: newHost(o.Root, o.Dir, o.Nodes), opts: o, user: o.User, domain: o.Domain,
 		password: o.Password, servers: map[string]*server{}, counts: map[string]int{}}
+	s.SetDelay("", o.Delay)
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -173,7 +178,14 @@ func (s *Sim) count(k string) {
 	s.counts[k]++
 }
 
-// Counts counts WS-Management operations ("wsman:Create", …).
+// SetDelay makes script (every script when "") take d before it acts.
+func (s *Sim) SetDelay(script string, d time.Duration) {
+	s.delayed.Store(script)
+	s.delay.Store(int64(d))
+}
+
+// Counts counts WS-Management operations ("wsman:Create", …) and scripts
+// received ("script:hv-checkpoint", counted before any delay).
 func (s *Sim) Counts() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -487,8 +487,11 @@ func (sim *Sim) execute(node, line string) ([]byte, int) {
 		sim.violation("script text: %v", err)
 		return answer(nil, &psError{"ParserError", "hypervsim", err.Error()}), 1
 	}
-	if sim.opts.Delay > 0 {
-		time.Sleep(sim.opts.Delay)
+	sim.count("script:" + name)
+	if d := time.Duration(sim.delay.Load()); d > 0 {
+		if only, _ := sim.delayed.Load().(string); only == "" || only == name {
+			time.Sleep(d)
+		}
 	}
 	res, err := sim.Host.run(node, name, args)
 	if err != nil {
