@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine: Go
 # modules, qemu-img (Debian qemu-utils), the partitioning and file-system tools
-# of internal/guestdisk, and the pinned S3 server versitygw,
+# of internal/guestdisk, Samba (the Hyper-V tests' SMB server), and the pinned
+# S3 server versitygw,
 # built from the Go module proxy into .tools/bin. Re-running it is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,9 @@ PATH="$PATH:/usr/sbin:/sbin"
 command -v sfdisk >/dev/null 2>&1 || need_apt+=(fdisk)
 command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
 command -v mkfs.ext4 >/dev/null 2>&1 && command -v debugfs >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+# The Hyper-V source's tests read VM disks over SMB from Samba's smbd,
+# started unprivileged on a loopback port (internal/smbpeer).
+[ -x /usr/sbin/smbd ] || need_apt+=(samba)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"

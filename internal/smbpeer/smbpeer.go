@@ -21,12 +21,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 	"unicode/utf16"
 
@@ -175,7 +173,7 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	s.cmd.Stdout, s.cmd.Stderr = out, out
 	s.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir}
 	// A group of its own, so Close ends smbd and the children it forks.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	s.cmd.SysProcAttr = procAttr(cred)
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("smbpeer: start smbd: %w", err)
 	}
@@ -214,16 +212,16 @@ func (s *Server) waitReady(ctx context.Context) error {
 // Close stops smbd and its children and removes its directory.
 func (s *Server) Close() error {
 	if s.cmd != nil && s.cmd.Process != nil {
-		pg := -s.cmd.Process.Pid
-		syscall.Kill(pg, syscall.SIGTERM)
+		pid := s.cmd.Process.Pid
+		terminateGroup(pid)
 		select {
 		case <-s.done:
 		case <-time.After(5 * time.Second):
-			syscall.Kill(pg, syscall.SIGKILL)
+			killGroup(pid)
 			<-s.done
 		}
 		// Children forked per connection may outlive the parent briefly.
-		syscall.Kill(pg, syscall.SIGKILL)
+		killGroup(pid)
 	}
 	return os.RemoveAll(s.dir)
 }
@@ -272,24 +270,6 @@ func (s *Server) BytesRead() (map[string]int64, error) {
 		out[r.File] += r.Bytes
 	}
 	return out, nil
-}
-
-// runAs picks the account smbd runs as: the caller, or nobody for root.
-func runAs() (name string, uid, gid int, cred *syscall.Credential, err error) {
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("nobody")
-		if err != nil {
-			return "", 0, 0, nil, fmt.Errorf("smbpeer: running as root, smbd drops to nobody, which is missing: %w", err)
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
-		return u.Username, uid, gid, &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-	}
-	u, err := user.Current()
-	if err != nil {
-		return "", 0, 0, nil, err
-	}
-	return u.Username, os.Geteuid(), os.Getegid(), nil, nil
 }
 
 func writeOwned(path, content string, mode os.FileMode, uid, gid int) error {
