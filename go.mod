@@ -29,8 +29,8 @@ require (
 	github.com/prometheus/common v0.72.0
 	github.com/robfig/cron/v3 v3.0.1
 	github.com/vmware/govmomi v0.55.0
-	golang.org/x/crypto v0.59.0
-	golang.org/x/sys v0.50.0
+	golang.org/x/crypto v0.58.0
+	golang.org/x/sys v0.49.0
 	golang.org/x/time v0.16.0
 	modernc.org/sqlite v1.62.0
 )

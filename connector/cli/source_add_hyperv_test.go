@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/internal/hvdisk"
 	"github.com/rehost/rehost/pkg/hypervsim"
@@ -58,8 +59,8 @@ func TestSourceAddHyperV(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("source add: %d %s", code, errs)
 	}
-	var src store.Source
-	if err := json.Unmarshal([]byte(out), &src); err != nil || src.Kind != store.SourceHyperV {
+	var src api.Source
+	if err := json.Unmarshal([]byte(out), &src); err != nil || src.Kind != string(store.SourceHyperV) {
 		t.Fatalf("%v %s", err, out)
 	}
 	o, err := hyperv.ParseOptions(src.Options)
@@ -77,15 +78,13 @@ func TestSourceAddHyperV(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("server import: %d %s", code, errs)
 	}
-	var servers []store.Server
+	var servers []api.Server
 	if err := json.Unmarshal([]byte(out), &servers); err != nil || len(servers) != 1 {
 		t.Fatalf("%v %s", err, out)
 	}
-	var details map[string]any
-	json.Unmarshal([]byte(servers[0].Details), &details)
-	if servers[0].Name != "web-01" || servers[0].Path != "/HV-LAB01/web-01" || servers[0].Firmware != "efi" ||
-		details["vmManagerType"] != "HYPERV-MANAGER" || details["host"] != "HV-LAB01" || details["secureBoot"] != true {
-		t.Fatalf("server %+v details %v", servers[0], details)
+	if v := servers[0].VmServer; v == nil || v.VmName != "web-01" || v.VmPath != "/HV-LAB01/web-01" || v.VmManagerType != "HYPERV-MANAGER" ||
+		servers[0].Rehost.Firmware != "efi" {
+		t.Fatalf("server %+v", servers[0])
 	}
 
 	dmn, err := daemon.Open(context.Background(), state, daemon.Options{})
@@ -93,9 +92,18 @@ func TestSourceAddHyperV(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dmn.Close()
-	stored, err := dmn.Store.GetSource(context.Background(), src.ID)
+	stored, err := dmn.Store.GetSource(context.Background(), src.SourceID)
 	if err != nil || bytes.Contains(stored.Secret, []byte(sim.Password())) {
 		t.Fatalf("the password is not sealed: %v", err)
+	}
+	// The catalog's details keep what SMS shows of a Hyper-V server.
+	cat, err := dmn.Store.ListServers(context.Background(), store.ServerFilter{SourceID: src.SourceID})
+	var details map[string]any
+	if err == nil && len(cat) == 1 {
+		json.Unmarshal([]byte(cat[0].Details), &details)
+	}
+	if details["vmManagerType"] != "HYPERV-MANAGER" || details["host"] != "HV-LAB01" || details["secureBoot"] != true {
+		t.Fatalf("details %v (%v)", details, err)
 	}
 	db, _ := os.ReadFile(filepath.Join(state, "rehost.db"))
 	wal, _ := os.ReadFile(filepath.Join(state, "rehost.db-wal"))

@@ -104,7 +104,22 @@ func (c *scriptControl) inventory(ctx context.Context, vmID string) ([]hostVM, e
 	}
 	var out []hostVM
 	seen := map[string]bool{}
-	for i, n := range c.nodes {
+	order := make([]int, 0, len(c.nodes))
+	c.mu.Lock()
+	if i, ok := c.owner[strings.ToLower(vmID)]; ok && vmID != "" {
+		order = append(order, i) // where it was last seen first
+	}
+	c.mu.Unlock()
+	for i := range c.nodes {
+		if len(order) == 0 || order[0] != i {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
+		n := c.nodes[i]
+		if vmID != "" && len(out) > 0 {
+			break // found
+		}
 		var vms list[psVM]
 		err := n.w.run(ctx, scriptHVInventory, vmArgs{VMID: vmID}, &vms)
 		if errors.Is(err, source.ErrNotFound) && vmID != "" {
