@@ -14,6 +14,7 @@ import (
 	"github.com/hirochachacha/go-smb2"
 
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/internal/conn"
 )
 
 // NTSTATUS codes the SMB client acts on.
@@ -206,7 +207,7 @@ func smbError(op string, err error, hint string) error {
 		case statusBadNetworkName, statusNameNotFound, statusPathNotFound:
 			return fmt.Errorf("%s: %s", op, msg)
 		}
-	case errors.As(err, &te), isUnreachable(err):
+	case errors.As(err, &te), conn.Unreachable(err):
 		return fmt.Errorf("%s: %v: %w", op, err, source.ErrUnreachable)
 	}
 	return fmt.Errorf("%s: %s", op, msg)
@@ -227,7 +228,7 @@ func (s *smbFile) ReadAt(p []byte, off int64) (int, error) {
 	n, err := s.f.ReadAt(p, off)
 	if err != nil && err != io.EOF {
 		var te *smb2.TransportError
-		if errors.As(err, &te) || isUnreachable(err) {
+		if errors.As(err, &te) || conn.Unreachable(err) {
 			return n, fmt.Errorf("read %s at %d: %v: %w", s.name, off, err, source.ErrUnreachable)
 		}
 		return n, fmt.Errorf("read %s at %d: %w", s.name, off, err)

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	ntlmssp "github.com/Azure/go-ntlmssp"
@@ -25,7 +24,7 @@ import (
 	"github.com/masterzen/winrm/soap"
 
 	"github.com/rehost/rehost/pkg/source"
-	"github.com/rehost/rehost/pkg/source/internal/pin"
+	"github.com/rehost/rehost/pkg/source/internal/conn"
 )
 
 // DefaultPort is WinRM's HTTPS port.
@@ -83,7 +82,7 @@ func newWSMan(cfg Config, addr, thumbprint string) (*wsman, error) {
 		return nil, err
 	}
 	port, _ := strconv.Atoi(portText)
-	v, err := pin.New(strconv.Itoa(DefaultPort), cfg.CA, cfg.Insecure, cfg.Timeout)
+	v, err := conn.NewVerifier(strconv.Itoa(DefaultPort), cfg.CA, cfg.Insecure, cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +248,7 @@ func (t *transport) Post(_ *winrm.Client, msg *soap.SoapMessage) (string, error)
 // classifyNet wraps err with what was being done and the source error
 // class a caller acts on.
 func classifyNet(op string, err error) error {
-	var pe *pin.Error
+	var pe *conn.CertificateError
 	var ue x509.UnknownAuthorityError
 	var he x509.HostnameError
 	switch {
@@ -263,27 +262,10 @@ func classifyNet(op string, err error) error {
 		return fmt.Errorf("%s: %v: %w", op, err, source.ErrCertificate)
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", op, err)
-	case isUnreachable(err):
+	case conn.Unreachable(err):
 		return fmt.Errorf("%s: %v: %w", op, err, source.ErrUnreachable)
 	}
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-func isUnreachable(err error) bool {
-	var dns *net.DNSError
-	var op *net.OpError
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EPIPE):
-		return true
-	case errors.As(err, &dns), errors.As(err, &op):
-		return true
-	case errors.As(err, &ne) && ne.Timeout():
-		return true
-	}
-	return false
 }
 
 // FetchThumbprint connects to a WinRM endpoint without trusting it and
@@ -294,9 +276,9 @@ func FetchThumbprint(ctx context.Context, endpoint string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return pin.Fetch(ctx, addr)
+	return conn.Fetch(ctx, addr)
 }
 
 // CertificateError is the error of a refused certificate; it carries the
 // thumbprint the server presented.
-type CertificateError = pin.Error
+type CertificateError = conn.CertificateError

@@ -1,10 +1,12 @@
-// Package pin verifies a server's TLS certificate the way rehost's sources
-// do: against a pinned SHA-1 or SHA-256 thumbprint when one is configured
-// for that host, against the system roots (plus an optional CA bundle)
-// otherwise, or not at all when the user explicitly turned verification
-// off. A refused certificate yields an *Error carrying the thumbprint the
-// server presented, for the user to compare and accept.
-package pin
+// Package conn holds what rehost's sources share of their connections to
+// a hypervisor: TLS verification — against a pinned SHA-1 or SHA-256
+// thumbprint when one is configured for that host, against the system
+// roots (plus an optional CA bundle) otherwise, or not at all when the user
+// explicitly turned it off; a refused certificate yields a
+// *CertificateError carrying the thumbprint the server presented, for the
+// user to compare and accept — and the classification of a failure to
+// reach the server.
+package conn
 
 import (
 	"context"
@@ -14,17 +16,19 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rehost/rehost/pkg/source"
 )
 
-// Error says why a certificate was refused and what the server presented.
-// It wraps source.ErrCertificate.
-type Error struct {
+// CertificateError says why a certificate was refused and what the server
+// presented. It wraps source.ErrCertificate.
+type CertificateError struct {
 	Host string
 	// Expected is the pinned thumbprint, empty when the chain was checked.
 	Expected string
@@ -34,7 +38,7 @@ type Error struct {
 	Reason error
 }
 
-func (e *Error) Error() string {
+func (e *CertificateError) Error() string {
 	if e.Expected != "" {
 		return fmt.Sprintf("certificate of %s changed: expected thumbprint %s, server presented %s; "+
 			"if the certificate was replaced on purpose, check the new thumbprint with the server's administrator and accept it",
@@ -44,7 +48,7 @@ func (e *Error) Error() string {
 		"accept this thumbprint if it is the server's, or trust its CA", e.Host, e.Reason, e.Presented)
 }
 
-func (e *Error) Unwrap() error { return source.ErrCertificate }
+func (e *CertificateError) Unwrap() error { return source.ErrCertificate }
 
 // Verifier dials TLS connections and checks the server's certificate.
 type Verifier struct {
@@ -57,10 +61,10 @@ type Verifier struct {
 	pins map[string]string // host:port → normalized thumbprint
 }
 
-// New makes a verifier; defaultPort completes addresses without a port,
-// ca (PEM) is trusted in addition to the system roots, insecure accepts any
-// certificate.
-func New(defaultPort string, ca []byte, insecure bool, timeout time.Duration) (*Verifier, error) {
+// NewVerifier makes a verifier; defaultPort completes addresses without a
+// port, ca (PEM) is trusted in addition to the system roots, insecure
+// accepts any certificate.
+func NewVerifier(defaultPort string, ca []byte, insecure bool, timeout time.Duration) (*Verifier, error) {
 	v := &Verifier{insecure: insecure, timeout: timeout, port: defaultPort, pins: map[string]string{}}
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
@@ -75,13 +79,22 @@ func New(defaultPort string, ca []byte, insecure bool, timeout time.Duration) (*
 
 // Pin trusts the certificate with thumbprint (SHA-1 or SHA-256 hex, colons
 // optional) for addr, in place of the CA chain.
-func (v *Verifier) Pin(addr, thumbprint string) error {
+func (v *Verifier) Pin(addr, thumbprint string) error { return v.pin(addr, thumbprint, true) }
+
+// PinIfUnset pins thumbprint for addr unless addr has a pin already (a
+// host a server named, whose pin the user's must not replace).
+func (v *Verifier) PinIfUnset(addr, thumbprint string) error { return v.pin(addr, thumbprint, false) }
+
+func (v *Verifier) pin(addr, thumbprint string, replace bool) error {
 	tp := Normalize(thumbprint)
 	if len(tp) != 40 && len(tp) != 64 {
 		return fmt.Errorf("thumbprint %q is neither a SHA-1 nor a SHA-256 hex fingerprint", thumbprint)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if _, ok := v.pins[v.hostPort(addr)]; ok && !replace {
+		return nil
+	}
 	v.pins[v.hostPort(addr)] = tp
 	return nil
 }
@@ -118,7 +131,7 @@ func (v *Verifier) check(addr, host string, cs tls.ConnectionState) error {
 		return nil
 	}
 	if len(cs.PeerCertificates) == 0 {
-		return &Error{Host: addr, Reason: errors.New("no certificate presented")}
+		return &CertificateError{Host: addr, Reason: errors.New("no certificate presented")}
 	}
 	leaf := cs.PeerCertificates[0]
 	presented := fmt.Sprintf("%x", sha256.Sum256(leaf.Raw))
@@ -129,14 +142,14 @@ func (v *Verifier) check(addr, host string, cs tls.ConnectionState) error {
 		if want == presented || want == fmt.Sprintf("%x", sha1.Sum(leaf.Raw)) {
 			return nil
 		}
-		return &Error{Host: addr, Expected: ColonHex(want), Presented: ColonHex(presented)}
+		return &CertificateError{Host: addr, Expected: ColonHex(want), Presented: ColonHex(presented)}
 	}
 	inter := x509.NewCertPool()
 	for _, c := range cs.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: v.roots, Intermediates: inter}); err != nil {
-		return &Error{Host: addr, Presented: ColonHex(presented), Reason: err}
+		return &CertificateError{Host: addr, Presented: ColonHex(presented), Reason: err}
 	}
 	return nil
 }
@@ -146,6 +159,25 @@ func (v *Verifier) hostPort(h string) string {
 		return strings.ToLower(h)
 	}
 	return strings.ToLower(net.JoinHostPort(strings.Trim(h, "[]"), v.port))
+}
+
+// Unreachable reports whether err says the server could not be reached
+// (refused, reset, no route, a name that does not resolve, a timeout).
+func Unreachable(err error) bool {
+	var dns *net.DNSError
+	var op *net.OpError
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EPIPE):
+		return true
+	case errors.As(err, &dns), errors.As(err, &op):
+		return true
+	case errors.As(err, &ne) && ne.Timeout():
+		return true
+	}
+	return false
 }
 
 // Fetch connects to addr without trusting it and returns the SHA-256
