@@ -388,9 +388,9 @@ func (s *server) command(w http.ResponseWriter, env *envelope) {
 	s.mu.Unlock()
 	go func() {
 		defer close(cmd.done)
-		out, code := s.sim.execute(s.node, line)
+		out, errOut, code := s.sim.execute(s.node, line)
 		s.mu.Lock()
-		cmd.stdout, cmd.exit = out, code
+		cmd.stdout, cmd.stderr, cmd.exit = out, errOut, code
 		s.mu.Unlock()
 	}()
 	s.reply(w, env, actionCommand+"Response", `<rsp:CommandResponse><rsp:CommandId>`+id+`</rsp:CommandId></rsp:CommandResponse>`)
@@ -475,17 +475,18 @@ func (s *server) openShells() int {
 }
 
 // execute runs a command line: it must be rehost's loader around one of
-// its scripts; the answer is the JSON the prelude writes.
-func (sim *Sim) execute(node, line string) ([]byte, int) {
+// its scripts; the answer is the JSON the prelude writes, or what cmd.exe
+// writes on stderr of a command it does not know.
+func (sim *Sim) execute(node, line string) (stdout, stderr []byte, exit int) {
 	text, err := hyperv.DecodeCommand(line)
 	if err != nil {
 		sim.violation("command is not a rehost script: %v", err)
-		return []byte("'" + line[:min(40, len(line))] + "' is not recognized as an internal or external command"), 1
+		return nil, []byte("'" + line[:min(40, len(line))] + "' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n"), 1
 	}
 	name, args, err := hyperv.ParseScript(text)
 	if err != nil {
 		sim.violation("script text: %v", err)
-		return answer(nil, &psError{"ParserError", "hypervsim", err.Error()}), 1
+		return answer(nil, &psError{"ParserError", "hypervsim", err.Error()}), nil, 1
 	}
 	sim.count("script:" + name)
 	if d := time.Duration(sim.delay.Load()); d > 0 {
@@ -495,9 +496,9 @@ func (sim *Sim) execute(node, line string) ([]byte, int) {
 	}
 	res, err := sim.Host.run(node, name, args)
 	if err != nil {
-		return answer(nil, err), 1
+		return answer(nil, err), nil, 1
 	}
-	return answer(res, nil), 0
+	return answer(res, nil), nil, 0
 }
 
 // answer writes what Write-RehostResult writes.

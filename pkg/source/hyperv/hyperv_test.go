@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 
 // newLab returns the package's lab, started on first use: one Samba and
 // one set of fixtures for every test.
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	labOnce.Do(func() { theLab, labErr = startLab() })
 	if labErr != nil {

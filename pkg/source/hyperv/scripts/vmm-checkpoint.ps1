@@ -1,8 +1,10 @@
 # New-SCVMCheckpoint named $In.name of VM $In.vmId unless one of that name
-# exists; production first for a running VM, standard when that fails.
+# exists; production first for a running VM, standard when that fails. The
+# description says which, so that finding it again after a crash does too.
 $vm = Get-RehostVMMVM $In.vmId
 $cp = @(Get-SCVMCheckpoint -VM $vm | Where-Object { $_.Name -ceq $In.name })[0]
 $fallback = $null
+$desc = 'rehost replication checkpoint ({0}); removed by rehost when the disks are copied'
 if (-not $cp) {
 if ($vm.StatusString -like '*Merg*') { Stop-Rehost 'RehostMergeInProgress' 'ResourceBusy' ('a checkpoint merge is in progress ({0})' -f $vm.StatusString) }
 foreach ($d in @($vm.VirtualDiskDrives)) {
@@ -15,14 +17,14 @@ if ($type -eq 'Disabled') { Stop-Rehost 'RehostCheckpointsDisabled' 'InvalidOper
 try {
 if ($type -and [string]$vm.Status -eq 'Running') {
 $null = Set-SCVirtualMachine -VM $vm -CheckpointType ProductionOnly
-try { $cp = New-SCVMCheckpoint -VM $vm -Name $In.name -Description 'rehost replication checkpoint; removed by rehost when the disks are copied' } catch { $fallback = $_.Exception.Message }
+try { $cp = New-SCVMCheckpoint -VM $vm -Name $In.name -Description ($desc -f 'production') } catch { $fallback = $_.Exception.Message }
 }
 if (-not $cp) {
 if ($type) { $null = Set-SCVirtualMachine -VM $vm -CheckpointType Standard }
-$cp = New-SCVMCheckpoint -VM $vm -Name $In.name -Description 'rehost replication checkpoint; removed by rehost when the disks are copied'
+$cp = New-SCVMCheckpoint -VM $vm -Name $In.name -Description ($desc -f 'standard')
 }
 } finally {
 if ($type) { $null = Set-SCVirtualMachine -VM $vm -CheckpointType $type }
 }
 }
-[pscustomobject]@{ Id = [string]$cp.CheckpointID; Name = $cp.Name; VMId = [string]$vm.ID; Production = [bool]($type -and [string]$vm.Status -eq 'Running' -and -not $fallback); Fallback = $fallback; AddedTime = $cp.AddedTime.ToString('o') }
+[pscustomobject]@{ Id = [string]$cp.CheckpointID; Name = $cp.Name; VMId = [string]$vm.ID; Production = [bool]($cp.Description -like '*(production)*'); Fallback = $fallback; AddedTime = $cp.AddedTime.ToString('o') }
