@@ -248,7 +248,7 @@ func openDiff(f ChainFile, parent Image, p linked) (*diffImage, error) {
 			return diffParent, 0
 		}
 		d.bitmapAt = func(b int64) (int64, int, bool) {
-			return int64(v.bat[b]) * sectorSize, int(v.blockSize / sectorSize / 8), true
+			return int64(v.bat[b]) * sectorSize, int((v.blockSize/sectorSize + 7) / 8), true
 		}
 	default:
 		return nil, fmt.Errorf("%s has no differencing disks: %w", p.link.Format, ErrFormat)
