@@ -74,7 +74,13 @@ func newScriptControl(cfg Config) (*scriptControl, error) {
 	return c, nil
 }
 
-func (c *scriptControl) close() error { return nil }
+// close drops the connections kept alive (and their NTLM sessions).
+func (c *scriptControl) close() error {
+	for _, n := range c.nodes {
+		n.w.client.CloseIdleConnections()
+	}
+	return nil
+}
 
 func (c *scriptControl) script(hv string) string {
 	if c.vmm {

@@ -506,3 +506,20 @@ func BenchmarkExportOverSMB(b *testing.B) {
 	b.StopTimer()
 	src.Release(ctx, cp)
 }
+
+// Kerberos needs a realm and a krb5.conf; without them the source says so
+// before sending anything. (No KDC is at hand to test a ticket exchange.)
+func TestKerberosConfiguration(t *testing.T) {
+	for _, c := range []struct {
+		cfg  hyperv.Config
+		want string
+	}{
+		{hyperv.Config{Endpoint: "hv01", User: "svc", Password: "p", Auth: hyperv.AuthKerberos}, "needs a realm"},
+		{hyperv.Config{Endpoint: "hv01", User: `CORP\svc`, Password: "p", Auth: hyperv.AuthKerberos,
+			Kerberos: hyperv.Kerberos{Config: filepath.Join(t.TempDir(), "missing-krb5.conf")}}, "missing-krb5.conf"},
+	} {
+		if _, err := hyperv.New(context.Background(), c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.cfg.Kerberos, err, c.want)
+		}
+	}
+}
