@@ -2,10 +2,11 @@
 # Installs what the tests and the demo need on a fresh Debian machine: Go
 # modules, qemu-img (Debian qemu-utils), the partitioning and file-system tools
 # of internal/guestdisk and of the emulator's tests (sfdisk, mkfs.ext4,
-# mkfs.vfat, mkntfs, mkfs.xfs, mkfs.btrfs), Chromium for the web console's
-# browser test, and the pinned S3 server
-# versitygw, built from the Go module proxy into .tools/bin. It says what it
-# does as it goes; re-running it is cheap (nothing is fetched twice).
+# mkfs.vfat, mkntfs, mkfs.xfs, mkfs.btrfs), Samba (the Hyper-V tests' SMB
+# server), Chromium for the web console's browser test, and the pinned S3
+# server versitygw, built from the Go module proxy
+# into .tools/bin. It says what it does as it goes; re-running it is cheap
+# (nothing is fetched twice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,9 @@ command -v mkntfs >/dev/null 2>&1 || need_apt+=(ntfs-3g)
 # The emulator's tests recognise xfs and btrfs by their real superblocks.
 command -v mkfs.xfs >/dev/null 2>&1 || need_apt+=(xfsprogs)
 command -v mkfs.btrfs >/dev/null 2>&1 || need_apt+=(btrfs-progs)
+# The Hyper-V source's tests read VM disks over SMB from Samba's smbd,
+# started unprivileged on a loopback port (internal/smbpeer).
+[ -x /usr/sbin/smbd ] || need_apt+=(samba)
 # The web console's browser test (connector/web) drives it headless. Large:
 # about 100 s and 390 MB of disk the first time (measured), nothing after.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)

@@ -16,6 +16,7 @@ import (
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/version"
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/hyperv"
 	"github.com/rehost/rehost/pkg/source/vsphere"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
@@ -47,8 +48,11 @@ func (l *Local) source(ctx context.Context, s store.Source) Source {
 func sourceErr(ctx context.Context, kind store.SourceKind, url string, err error) error {
 	if errors.Is(err, source.ErrCertificate) {
 		e := Errorf(ErrUntrustedCertificate, "%v", err)
-		if kind == store.SourceVSphere {
+		switch kind {
+		case store.SourceVSphere:
 			e.Thumbprint, _ = vsphere.FetchThumbprint(ctx, url)
+		case store.SourceHyperV, store.SourceSCVMM:
+			e.Thumbprint, _ = hyperv.FetchThumbprint(ctx, url)
 		}
 		return e
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/pkg/store"
 )
 
 type sourceAddOptions struct {
@@ -15,22 +16,25 @@ type sourceAddOptions struct {
 	in   daemon.SourceInput
 	kind string
 	json bool
+	hv   hypervFlags
 }
 
 func init() {
 	Register(Command{
 		Name:    "source add",
-		Usage:   "--name N --url URL --user USER [--thumbprint T | --insecure]",
+		Usage:   "[--type vsphere|hyperv|scvmm] --name N --url URL --user USER [--thumbprint T | --insecure]",
 		Summary: "add a hypervisor source (password from REHOST_SOURCE_PASSWORD or stdin; stored encrypted)",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			o := &sourceAddOptions{conn: addConnFlags(fs)}
-			fs.StringVar(&o.kind, "kind", "vsphere", "source kind (vsphere)")
+			fs.StringVar(&o.kind, "type", "vsphere", "source type: vsphere, hyperv (a Hyper-V host or cluster node) or scvmm")
+			fs.StringVar(&o.kind, "kind", "vsphere", "same as --type")
 			fs.StringVar(&o.in.Name, "name", "", "a name for the source")
-			fs.StringVar(&o.in.URL, "url", "", "vCenter URL, e.g. https://vcenter.example.com")
+			fs.StringVar(&o.in.URL, "url", "", "vCenter URL (https://vcenter.example.com), or the Hyper-V host or SCVMM server (hv01.example.com[:5986])")
 			fs.StringVar(&o.in.User, "user", "", "user name")
 			fs.StringVar(&o.in.Thumbprint, "thumbprint", "", "accept the server certificate with this SHA-256 thumbprint")
 			fs.BoolVar(&o.in.Insecure, "insecure", false, "do not verify the server certificate (not recommended)")
 			fs.BoolVar(&o.json, "json", false, "print the source as JSON")
+			o.hv.add(fs)
 			return o.run
 		},
 	})
@@ -40,6 +44,11 @@ func (o *sourceAddOptions) run(ctx context.Context, env Env, args []string) erro
 	if len(args) > 0 || o.in.Name == "" || o.in.URL == "" || o.in.User == "" {
 		return fmt.Errorf("%w: --name, --url and --user are required", ErrUsage)
 	}
+	opts, err := o.hv.options(store.SourceKind(o.kind))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	o.in.Options = opts
 	pw, err := readSecret(env, "REHOST_SOURCE_PASSWORD", "password for "+o.in.User)
 	if err != nil {
 		return err
@@ -53,7 +62,11 @@ func (o *sourceAddOptions) run(ctx context.Context, env Env, args []string) erro
 		Thumbprint: o.in.Thumbprint, Insecure: o.in.Insecure, Options: o.in.Options})
 	var ae *api.Error
 	if errors.As(err, &ae) && ae.Thumbprint != "" && o.in.Thumbprint == "" && !o.in.Insecure {
-		return fmt.Errorf("%w\nthe server presents a certificate with SHA-256 thumbprint\n  %s\ncompare it with the one vCenter shows, then run again with --thumbprint %s", err, ae.Thumbprint, ae.Thumbprint)
+		where := "the one vCenter shows"
+		if o.kind == string(store.SourceHyperV) || o.kind == string(store.SourceSCVMM) {
+			where = "the host's WinRM certificate (Windows shows its SHA-1 thumbprint, which --thumbprint accepts too)"
+		}
+		return fmt.Errorf("%w\nthe server presents a certificate with SHA-256 thumbprint\n  %s\ncompare it with %s, then run again with --thumbprint %s", err, ae.Thumbprint, where, ae.Thumbprint)
 	}
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,16 +22,42 @@ import (
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
-// buildRehost builds the rehost binary once per test binary.
+var (
+	rehostOnce sync.Once
+	rehostBin  string
+	rehostErr  error
+)
+
+// buildRehost builds the product binary once per test binary: every crash
+// test kills the same one.
 func buildRehost(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "rehost")
-	cmd := exec.Command("go", "build", "-o", bin, "./connector/cmd/rehost")
-	cmd.Dir = filepath.Join("..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build rehost: %v\n%s", err, out)
+	rehostOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "rehost-bin-")
+		if err != nil {
+			rehostErr = err
+			return
+		}
+		rehostBin = filepath.Join(dir, "rehost")
+		cmd := exec.Command("go", "build", "-o", rehostBin, "./connector/cmd/rehost")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			rehostErr = fmt.Errorf("build rehost: %v\n%s", err, out)
+		}
+	})
+	if rehostErr != nil {
+		t.Fatal(rehostErr)
 	}
-	return bin
+	return rehostBin
+}
+
+// TestMain removes the binary buildRehost made.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if rehostBin != "" {
+		os.RemoveAll(filepath.Dir(rehostBin))
+	}
+	os.Exit(code)
 }
 
 // envInt reads a positive integer from the environment, or def.

@@ -53,6 +53,13 @@ type VM struct {
 	CBTEnabled   bool   `json:"cbtEnabled"`
 	Disks        []Disk `json:"disks"`
 	NICs         []NIC  `json:"nics"`
+	// ManagerType names what manages the VM as SMS's vmServer.vmManagerType
+	// does (VSPHERE, HYPERV-MANAGER, SCVMM); Host is the hypervisor host
+	// running it, where the source knows.
+	ManagerType string `json:"vmManagerType,omitempty"`
+	Host        string `json:"host,omitempty"`
+	// SecureBoot is set when the VM boots with UEFI secure boot.
+	SecureBoot bool `json:"secureBoot,omitempty"`
 }
 
 // Disk is a virtual disk of a VM, in the order the VM presents them (the first

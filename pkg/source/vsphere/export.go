@@ -109,7 +109,11 @@ func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Expor
 		if u.Hostname() == "*" {
 			u.Host = s.u.Host
 		}
-		s.verify.pin(u.Host, d.SslThumbprint)
+		if d.SslThumbprint != "" {
+			if err := s.verify.PinIfUnset(u.Host, d.SslThumbprint); err != nil {
+				slog.Warn("the nfc lease names a host thumbprint rehost cannot read", "host", u.Host, "err", err)
+			}
+		}
 		e.urls[i] = u
 		if d.FileSize > 0 {
 			ed[i].StreamSize = d.FileSize
