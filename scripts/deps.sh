@@ -3,7 +3,8 @@
 # modules, qemu-img (Debian qemu-utils), the partitioning and file-system tools
 # of internal/guestdisk and of the emulator's tests (sfdisk, mkfs.ext4,
 # mkfs.vfat, mkntfs, mkfs.xfs, mkfs.btrfs), Samba (the Hyper-V tests' SMB
-# server), and the pinned S3 server versitygw, built from the Go module proxy
+# server), Chromium for the web console's browser test, and the pinned S3
+# server versitygw, built from the Go module proxy
 # into .tools/bin. It says what it does as it goes; re-running it is cheap
 # (nothing is fetched twice).
 set -euo pipefail
@@ -28,6 +29,9 @@ command -v mkfs.btrfs >/dev/null 2>&1 || need_apt+=(btrfs-progs)
 # The Hyper-V source's tests read VM disks over SMB from Samba's smbd,
 # started unprivileged on a loopback port (internal/smbpeer).
 [ -x /usr/sbin/smbd ] || need_apt+=(samba)
+# The web console's browser test (connector/web) drives it headless. Large:
+# about 100 s and 390 MB of disk the first time (measured), nothing after.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
