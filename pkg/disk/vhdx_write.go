@@ -181,7 +181,7 @@ func writeVHDX(w io.Writer, src Sparse, o VHDXOptions) (int64, error) {
 	next := firstBlock
 	piece := make([]byte, 0, 64<<10)
 	for i := range entries {
-		var v uint64 // not present: reads as zero
+		var v uint64                   // not present: reads as zero
 		if (i+1)%(chunkRatio+1) != 0 { // a payload entry, not a bitmap one
 			b := i - i/(chunkRatio+1)
 			if present[b] {
