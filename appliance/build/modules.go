@@ -67,9 +67,20 @@ func ResolveModules(tree string, roots []string) ([]string, error) {
 			return fmt.Errorf("kernel module %q (needed by %s) is not in this kernel: remove it from appliance/modules.txt or pick another kernel", name, strings.Join(append([]string{"modules.txt"}, chain...), " -> "))
 		}
 		state[name] = 1
-		deps, err := moduleDeps(filepath.Join(tree, rel))
+		deps, soft, err := moduleDeps(filepath.Join(tree, rel))
 		if err != nil {
 			return err
+		}
+		// A soft dependency names a module or a crypto algorithm
+		// ("crc32c", "crct10dif"), which the generic module provides; one
+		// that is neither is left out, as modprobe would.
+		for _, d := range soft {
+			if _, ok := paths[d]; !ok {
+				d += "_generic"
+			}
+			if _, ok := paths[d]; ok {
+				deps = append(deps, d)
+			}
 		}
 		for _, d := range deps {
 			if err := visit(d, append(chain, name)); err != nil {
@@ -89,22 +100,22 @@ func ResolveModules(tree string, roots []string) ([]string, error) {
 }
 
 // moduleDeps reads "depends=" and the "pre:" part of "softdep=" from a
-// module's .modinfo section, sorted for a stable order.
-func moduleDeps(path string) ([]string, error) {
+// module's .modinfo section, each sorted for a stable order.
+func moduleDeps(path string) (deps, soft []string, err error) {
 	f, err := elf.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("read kernel module %s: %w", path, err)
+		return nil, nil, fmt.Errorf("read kernel module %s: %w", path, err)
 	}
 	defer f.Close()
 	sec := f.Section(".modinfo")
 	if sec == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	b, err := sec.Data()
 	if err != nil {
-		return nil, fmt.Errorf("read kernel module %s: .modinfo: %w", path, err)
+		return nil, nil, fmt.Errorf("read kernel module %s: .modinfo: %w", path, err)
 	}
-	set := map[string]bool{}
+	set, softSet := map[string]bool{}, map[string]bool{}
 	for _, kv := range strings.Split(string(b), "\x00") {
 		switch {
 		case strings.HasPrefix(kv, "depends="):
@@ -124,16 +135,20 @@ func moduleDeps(path string) ([]string, error) {
 					pre = false
 				default:
 					if pre {
-						set[modName(w)] = true
+						softSet[modName(w)] = true
 					}
 				}
 			}
 		}
 	}
-	deps := make([]string, 0, len(set))
-	for d := range set {
-		deps = append(deps, d)
+	return sortedKeys(set), sortedKeys(softSet), nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	k := make([]string, 0, len(m))
+	for n := range m {
+		k = append(k, n)
 	}
-	sort.Strings(deps)
-	return deps, nil
+	sort.Strings(k)
+	return k
 }
