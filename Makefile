@@ -19,9 +19,10 @@ deps:
 build:
 	$(GO) build -o bin/rehost ./connector/cmd/rehost
 
-# Every test: unit, conformance, qemu-img compatibility, end-to-end.
-test: deps lint
-	$(GO) test $(TEST_FLAGS) ./...
+# Every test: unit, conformance, qemu-img compatibility, end-to-end, and
+# the appliance built and booted (BIOS; make appliance-test boots the rest).
+test: deps lint appliance
+	REHOST_APPLIANCE_OUT=$(CURDIR)/appliance/out $(GO) test $(TEST_FLAGS) ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \

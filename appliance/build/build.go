@@ -34,7 +34,9 @@ type Options struct {
 	// DiskSize of the virtual disk; the data partition takes what the
 	// system partition leaves, and grows with the disk at boot.
 	DiskSize int64
-	Log      io.Writer
+	// SystemOnly stops after the system partition image (an upgrade).
+	SystemOnly bool
+	Log        io.Writer
 }
 
 // Partition layout of the appliance disk (GPT). The system partition holds
@@ -153,6 +155,14 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return res, err
 	}
 	done()
+	if o.SystemOnly {
+		p := filepath.Join(o.Out, SystemFile)
+		if err := os.Rename(sys, p); err != nil {
+			return res, err
+		}
+		res.Files = []string{p}
+		return res, writeSum(p)
+	}
 
 	done = step("data partition (ext4) and the disk")
 	raw := filepath.Join(o.Out, RawFile)

@@ -84,3 +84,12 @@ func runTool(t *testing.T, name string, args ...string) string {
 	}
 	return string(out)
 }
+
+// buildSystem builds only the system partition image, at another version.
+func buildSystem(out, version string) (build.Result, error) {
+	root := repoRoot()
+	return build.Build(context.Background(), build.Options{
+		Root: root, Out: out, Cache: filepath.Join(root, "appliance", "cache"),
+		Version: version, Epoch: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), SystemOnly: true,
+	})
+}

@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&o.Cache, "cache", filepath.Join(root, "appliance", "cache"), "directory for the downloaded Debian packages")
 	flag.StringVar(&o.Version, "version", "", "the connector's version (required)")
 	flag.Int64Var(&o.DiskSize, "disk-size", 1<<30, "virtual disk size in bytes")
+	flag.BoolVar(&o.SystemOnly, "system-only", false, "make only the system partition image (an upgrade)")
 	flag.Parse()
 	epoch := os.Getenv("SOURCE_DATE_EPOCH")
 	if epoch == "" {
