@@ -25,6 +25,7 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_apt+=(ovmf)
 command -v mtype >/dev/null 2>&1 || need_apt+=(mtools)
 command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
+command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -42,36 +42,7 @@ func writeCPIO(w io.Writer, entries []cpioEntry, mtime int64) error {
 	sort.Strings(paths) // a directory sorts before what it holds
 	cw := &countWriter{w: w}
 	for i, p := range paths {
-		e := byPath[p]
-		var data io.Reader = bytes.NewReader(e.Data)
-		size := int64(len(e.Data))
-		mode := uint32(e.Mode.Perm())
-		switch {
-		case e.Mode.IsDir():
-			mode |= 0o040000
-		case e.Link != "":
-			mode |= 0o120000
-			data, size = strings.NewReader(e.Link), int64(len(e.Link))
-		default:
-			mode |= 0o100000
-			if e.Src != "" {
-				f, err := os.Open(e.Src)
-				if err != nil {
-					return fmt.Errorf("initramfs %s: %w", p, err)
-				}
-				defer f.Close()
-				st, err := f.Stat()
-				if err != nil {
-					return fmt.Errorf("initramfs %s: %w", p, err)
-				}
-				data, size = f, st.Size()
-			}
-		}
-		nlink := 1
-		if e.Mode.IsDir() {
-			nlink = 2
-		}
-		if err := cpioRecord(cw, strings.TrimPrefix(p, "/"), uint32(i+1), mode, uint32(nlink), mtime, data, size); err != nil {
+		if err := cpioEntryRecord(cw, byPath[p], uint32(i+1), mtime); err != nil {
 			return fmt.Errorf("initramfs %s: %w", p, err)
 		}
 	}
@@ -85,6 +56,36 @@ func writeCPIO(w io.Writer, entries []cpioEntry, mtime int64) error {
 		}
 	}
 	return nil
+}
+
+func cpioEntryRecord(cw *countWriter, e cpioEntry, ino uint32, mtime int64) error {
+	var data io.Reader = bytes.NewReader(e.Data)
+	size := int64(len(e.Data))
+	mode := uint32(e.Mode.Perm())
+	nlink := uint32(1)
+	switch {
+	case e.Mode.IsDir():
+		mode |= 0o040000
+		nlink = 2
+	case e.Link != "":
+		mode |= 0o120000
+		data, size = strings.NewReader(e.Link), int64(len(e.Link))
+	default:
+		mode |= 0o100000
+		if e.Src != "" {
+			f, err := os.Open(e.Src)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			st, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			data, size = f, st.Size()
+		}
+	}
+	return cpioRecord(cw, strings.TrimPrefix(e.Path, "/"), ino, mode, nlink, mtime, data, size)
 }
 
 func cpioRecord(w *countWriter, name string, ino, mode, nlink uint32, mtime int64, data io.Reader, size int64) error {

@@ -51,7 +51,8 @@ func state(t *testing.T, raw string) (key, cert [32]byte, settings string) {
 // The BIOS boot on virtio: the connector serves HTTPS with the certificate
 // whose fingerprint the serial console shows; a setting made in the console
 // menu, the sealing key and the certificate survive a clean shutdown and
-// the next boot.
+// the next boot, this time on vSphere's devices (paravirtual SCSI,
+// VMXNET3).
 func TestBootBIOS(t *testing.T) {
 	dir := image(t)
 	want := version(t, dir)
@@ -73,6 +74,7 @@ func TestBootBIOS(t *testing.T) {
 		t.Fatalf("settings.json after the menu: %s", settings)
 	}
 
+	o.storage, o.nic = "pvscsi", "vmxnet3"
 	v = boot(t, o)
 	h, fp2 := v.https()
 	if fp2 != fp || h.Version != want {
@@ -86,8 +88,8 @@ func TestBootBIOS(t *testing.T) {
 	}
 }
 
-// UEFI (OVMF) on vSphere's devices (paravirtual SCSI, VMXNET3), on a disk
-// made larger than the image: the data partition grows to the end. Then an
+// UEFI (OVMF) on virtio SCSI and E1000, on a disk made larger than the
+// image: the data partition grows to the end. Then an
 // upgrade from the console menu replaces the system partition with a newer
 // version's, and the state survives it.
 func TestBootUEFIGrowAndUpgrade(t *testing.T) {
@@ -119,7 +121,7 @@ func TestBootUEFIGrowAndUpgrade(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Close()
 
-	v := boot(t, vmOptions{disk: raw, format: "raw", uefi: true, storage: "pvscsi", nic: "vmxnet3"})
+	v := boot(t, vmOptions{disk: raw, format: "raw", uefi: true, storage: "virtio-scsi", nic: "e1000"})
 	_, fp := v.https()
 	v.checkConsole(fp)
 	url := fmt.Sprintf("http://10.0.2.2:%d/%s", ln.Addr().(*net.TCPAddr).Port, build.SystemFile)

@@ -23,7 +23,7 @@ import (
 type vmOptions struct {
 	disk, format string
 	uefi         bool
-	storage      string // virtio, pvscsi (vSphere) or ahci
+	storage      string // virtio, virtio-scsi, pvscsi (vSphere; SeaBIOS boots it, OVMF does not) or ahci
 	nic          string // a qemu NIC: virtio-net-pci, vmxnet3, e1000e, e1000
 }
 
@@ -67,6 +67,8 @@ func boot(t *testing.T, o vmOptions) *vm {
 	switch o.storage {
 	case "virtio":
 		args = append(args, "-drive", drive+",if=virtio")
+	case "virtio-scsi":
+		args = append(args, "-drive", drive+",if=none,id=d0", "-device", "virtio-scsi-pci,id=s0", "-device", "scsi-hd,drive=d0,bus=s0.0")
 	case "pvscsi":
 		args = append(args, "-drive", drive+",if=none,id=d0", "-device", "pvscsi,id=s0", "-device", "scsi-hd,drive=d0,bus=s0.0")
 	case "ahci":
