@@ -180,7 +180,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return res, err
 	}
 	done()
-	for _, f := range append([]string{filepath.Join(o.Out, SystemFile)}, files...) {
+	for _, f := range append([]string{raw, filepath.Join(o.Out, SystemFile)}, files...) {
 		if err := writeSum(f); err != nil {
 			return res, err
 		}

@@ -79,4 +79,5 @@ func (a *appliance) setNTP(s string) {
 	a.mu.Lock()
 	a.ntp = s
 	a.mu.Unlock()
+	a.showStatus(nil)
 }
