@@ -173,4 +173,3 @@ func TestBootVHDX(t *testing.T) {
 	v.powerOff("9")
 	runTool(t, "qemu-img", "check", "-f", "vhdx", vhdx)
 }
-

@@ -18,8 +18,17 @@ import (
 var (
 	imageOnce sync.Once
 	imageDir  string
+	imageTemp bool // imageDir is ours to remove
 	imageErr  error
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if imageTemp {
+		os.RemoveAll(imageDir)
+	}
+	os.Exit(code)
+}
 
 // repoRoot is the repository's top directory.
 func repoRoot() string {
@@ -40,6 +49,7 @@ func image(t *testing.T) string {
 			imageErr = err
 			return
 		}
+		imageDir, imageTemp = dir, true
 		root := repoRoot()
 		if out, err := exec.Command(filepath.Join(root, "appliance", "tools.sh")).CombinedOutput(); err != nil {
 			imageErr = fmt.Errorf("appliance/tools.sh: %v\n%s", err, out)
@@ -49,7 +59,6 @@ func image(t *testing.T) string {
 			Root: root, Out: dir, Cache: filepath.Join(root, "appliance", "cache"),
 			Version: "imagetest", Epoch: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		})
-		imageDir = dir
 	})
 	if imageErr != nil {
 		t.Fatalf("build the appliance: %v", imageErr)

@@ -153,7 +153,7 @@ func TestOVAImportsIntoVCenter(t *testing.T) {
 			// uploaded, so VerifyManifest cannot work against it;
 			// TestOVAStructure checks the manifest's sums instead.
 			Archive: archive,
-			Log: func(msg string) (int, error) { return len(msg), nil },
+			Log:     func(msg string) (int, error) { return len(msg), nil },
 		}
 		if err := imp.ReadManifest("*.ovf"); err != nil || len(imp.Manifest) != 2 {
 			t.Fatalf("govmomi reads the manifest as %v: %v", imp.Manifest, err)

@@ -9,13 +9,17 @@ import (
 	"testing"
 )
 
-func sfdisk(t *testing.T, args ...string) []byte {
+// sfdisk runs sfdisk (in /usr/sbin, off an ordinary user's PATH) with
+// stdin as its input.
+func sfdisk(t *testing.T, stdin string, args ...string) []byte {
 	t.Helper()
 	p, err := exec.LookPath("sfdisk")
 	if err != nil {
 		p = "/usr/sbin/sfdisk"
 	}
-	out, err := exec.Command(p, args...).CombinedOutput()
+	cmd := exec.Command(p, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("sfdisk %v: %v\n%s", args, err, out)
 	}
@@ -32,16 +36,8 @@ func TestGrowLastPartition(t *testing.T) {
 	}
 	f.Truncate(64 << 20)
 	f.Close()
-	cmd := exec.Command("sfdisk", "--no-reread", "--no-tell-kernel", "-q", img)
-	if p, err := exec.LookPath("sfdisk"); err != nil {
-		cmd.Path = "/usr/sbin/sfdisk"
-	} else {
-		cmd.Path = p
-	}
-	cmd.Stdin = strings.NewReader("label: gpt\nunit: sectors\n\nstart=2048, size=20480, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"sys\"\nstart=22528, size=100000, name=\"data\"\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v\n%s", err, out)
-	}
+	sfdisk(t, "label: gpt\nunit: sectors\n\nstart=2048, size=20480, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"sys\"\nstart=22528, size=100000, name=\"data\"\n",
+		"--no-reread", "--no-tell-kernel", "-q", img)
 	f, err = os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +57,7 @@ func TestGrowLastPartition(t *testing.T) {
 	if changed, err := Grow(f, size, "data"); err != nil || changed {
 		t.Fatalf("second grow: %v, changed %v", err, changed)
 	}
-	sfdisk(t, "--verify", img)
+	sfdisk(t, "", "--verify", img)
 	var dump struct {
 		PartitionTable struct {
 			LastLBA    uint64 `json:"lastlba"`
@@ -71,7 +67,7 @@ func TestGrowLastPartition(t *testing.T) {
 			}
 		} `json:"partitiontable"`
 	}
-	if err := json.Unmarshal(sfdisk(t, "-J", img), &dump); err != nil {
+	if err := json.Unmarshal(sfdisk(t, "", "-J", img), &dump); err != nil {
 		t.Fatal(err)
 	}
 	pt := dump.PartitionTable
