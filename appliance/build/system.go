@@ -58,11 +58,17 @@ func makeSystem(ctx context.Context, o Options, img, work, pkgs, vmlinuz, initrd
 		return err
 	}
 	volid := uuidFrom(o.Version, "system volume")
-	if err := run(ctx, []string{epoch}, mkfs, "-F", "32", "-n", "REHOST-SYS", "-i", fmt.Sprintf("%x", volid[:4]), img); err != nil {
+	if err := run(ctx, []string{epoch}, mkfs, "-F", "32", "-i", fmt.Sprintf("%x", volid[:4]), img); err != nil {
 		return err
 	}
 	// mtools: no configuration file, no geometry check of a plain file.
 	mt := []string{epoch, "MTOOLS_SKIP_CHECK=1", "MTOOLSRC=/dev/null"}
+	// The label by mlabel, not mkfs.vfat -n: mkfs.vfat stamps the label's
+	// directory entry with the current time whatever SOURCE_DATE_EPOCH
+	// says; mlabel honours it. The init checks this label before an upgrade.
+	if err := run(ctx, mt, "mlabel", "-i", img, "::REHOST-SYS"); err != nil {
+		return err
+	}
 	entries, err := os.ReadDir(esp)
 	if err != nil {
 		return err
