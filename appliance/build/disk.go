@@ -89,12 +89,38 @@ func makeData(ctx context.Context, o Options, img, root string, size int64) erro
 		return err
 	}
 	uuid := uuidString(uuidFrom(o.Version, "data file system"))
+	fake := []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", o.Epoch.Unix())}
 	// Room to grow a thousand-fold online (resize_inode reserves GDT
 	// blocks for it); 64-bit so it can pass 16 TiB.
-	return run(ctx, []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", o.Epoch.Unix())}, mkfs,
+	if err := run(ctx, fake, mkfs,
 		"-q", "-F", "-t", "ext4", "-b", "4096", "-L", DataName, "-U", uuid,
 		"-O", "64bit,resize_inode", "-E", "root_owner=0:0,hash_seed="+uuid+",resize="+fmt.Sprint(size/4096*1024),
-		"-d", root, img, fmt.Sprintf("%dk", size/1024))
+		"-d", root, img, fmt.Sprintf("%dk", size/1024)); err != nil {
+		return err
+	}
+	// mkfs.ext4 -d copies each file's change time, which no one can set:
+	// it is when the build made the directory. Set it to the epoch.
+	debugfs, err := lookTool("debugfs")
+	if err != nil {
+		return err
+	}
+	cmds := filepath.Join(filepath.Dir(root), "debugfs.cmds")
+	var b strings.Builder
+	for _, p := range append([]string{"/"}, sortedKeys(dataDirSet())...) {
+		fmt.Fprintf(&b, "sif %s ctime @%d\n", p, o.Epoch.Unix())
+	}
+	if err := os.WriteFile(cmds, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return run(ctx, fake, debugfs, "-w", "-f", cmds, img)
+}
+
+func dataDirSet() map[string]bool {
+	m := map[string]bool{}
+	for d := range DataDirs {
+		m["/"+d] = true
+	}
+	return m
 }
 
 func copyInto(dst *os.File, src string, off int64) error {
