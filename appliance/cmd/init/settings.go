@@ -78,8 +78,9 @@ func (n *staticNet) String() string {
 	return s
 }
 
-// loadSettings reads the settings file; the kernel argument rehost.net=
-// overrides the network ("dhcp" or a static configuration).
+// loadSettings reads the settings file; the kernel arguments override it:
+// rehost.net= sets the network ("dhcp" or a static configuration),
+// rehost.fallback= the static configuration used when DHCP does not answer.
 func (a *appliance) loadSettings() {
 	var s settings
 	if b, err := os.ReadFile(settingsFile); err == nil {
@@ -95,6 +96,13 @@ func (a *appliance) loadSettings() {
 			a.logf("kernel argument rehost.net=%s: %v", v, err)
 		} else {
 			s.Static = n
+		}
+	}
+	if v, ok := kernelArg("rehost.fallback"); ok {
+		if n, err := parseStatic(v); err != nil {
+			a.logf("kernel argument rehost.fallback=%s: %v", v, err)
+		} else {
+			s.Fallback = n
 		}
 	}
 	a.mu.Lock()
