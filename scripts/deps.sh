@@ -32,6 +32,14 @@ command -v mkfs.btrfs >/dev/null 2>&1 || need_apt+=(btrfs-progs)
 # The web console's browser test (connector/web) drives it headless. Large:
 # about 100 s and 390 MB of disk the first time (measured), nothing after.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The appliance's tests (appliance/imagetest): qemu boots the image (BIOS
+# and OVMF for UEFI), mtools and debugfs read its partitions, xmllint its
+# OVF. The image build installs its own tools (appliance/tools.sh).
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_apt+=(ovmf)
+command -v mtype >/dev/null 2>&1 || need_apt+=(mtools)
+command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
+command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"

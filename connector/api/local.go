@@ -30,6 +30,9 @@ type Local struct {
 	// Notify, when set, is called after a change the serving daemon must
 	// pick up: the CLI signals the daemon beside it.
 	Notify func()
+	// ExtraFiles are files the support bundle carries too (the appliance's
+	// own log and settings), their last 2 MiB each, redacted like the rest.
+	ExtraFiles []string
 }
 
 var _ Service = (*Local)(nil)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+
+	"github.com/rehost/rehost/connector/web"
 )
 
 // The web console's admin password (web.SettingAdminPassword) is reset on
@@ -25,7 +27,7 @@ func init() {
 					return err
 				}
 				defer d.Close()
-				if err := d.Store.DeleteSetting(ctx, "admin.password"); err != nil {
+				if err := d.Store.DeleteSetting(ctx, web.SettingAdminPassword); err != nil {
 					return fmt.Errorf("reset the admin password: %w", err)
 				}
 				fmt.Fprintln(env.Stdout, "the admin password is reset: open the console and set a new one")
