@@ -57,4 +57,4 @@ appliance:
 # Boots the built appliance under qemu (TCG): BIOS, UEFI, the VHDX, a reboot
 # and an upgrade; imports the OVA into the vCenter simulator.
 appliance-test: deps appliance
-	REHOST_APPLIANCE_OUT=$(CURDIR)/appliance/out REHOST_APPLIANCE_FULL=1 $(GO) test -count=1 -timeout 30m -v ./appliance/test/
+	REHOST_APPLIANCE_OUT=$(CURDIR)/appliance/out REHOST_APPLIANCE_FULL=1 $(GO) test -count=1 -timeout 30m -v ./appliance/imagetest/
