@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/smithy-go/logging"
-
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
@@ -90,12 +87,6 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 		return err
 	}
 	defer done()
-	if _, local := svc.(*api.Local); local && o.s.AccessKeyID == "" {
-		// Registering here: the credential chain is this process's.
-		if err := checkCredentials(ctx, o.s.Region, o.s.Profile); err != nil {
-			return err
-		}
-	}
 	var rep awstarget.SetupReport
 	out, err := svc.Register(ctx, &api.RegisterInput{Settings: o.s, CreateRole: o.createRole, FixBucket: o.fixBucket})
 	if out != nil {
@@ -130,28 +121,4 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 			rd.RoleName, rd.RoleName, rd.TrustPolicy, rd.PolicyName, rd.RoleName, rd.PolicyName, rd.Policy)
 	}
 	return nil
-}
-
-// checkCredentials resolves the SDK's credential chain (environment,
-// profile, SSO, web identity, container, instance role) as the daemon will,
-// so that a machine with none gets told what to set rather than the SDK's
-// last word, the instance metadata service's refusal.
-func checkCredentials(ctx context.Context, region, profile string) error {
-	opts := []func(*config.LoadOptions) error{config.WithRegion(region), config.WithLogger(logging.Nop{})}
-	if profile != "" {
-		opts = append(opts, config.WithSharedConfigProfile(profile))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
-	if err == nil {
-		_, err = cfg.Credentials.Retrieve(ctx)
-	}
-	if err == nil {
-		return nil
-	}
-	if profile != "" {
-		return fmt.Errorf("no AWS credentials in profile %q: check ~/.aws/config and ~/.aws/credentials (%v)", profile, err)
-	}
-	return fmt.Errorf("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_SESSION_TOKEN for temporary keys), " +
-		"or name a profile of ~/.aws/config with --aws-profile or AWS_PROFILE, or run on an EC2 instance with a role " +
-		"(every source of the SDK's chain was tried; the last, the instance metadata service, did not answer with a role)")
 }

@@ -147,6 +147,13 @@ func (r runner) Run(ctx context.Context, run store.ReplicationRun) error {
 // Register checks the AWS account, prepares the staging bucket and the
 // vmimport role (as setup allows) and stores the registration sealed.
 func (d *Daemon) Register(ctx context.Context, s AWSSettings, setup awstarget.SetupOptions) (awstarget.SetupReport, error) {
+	if s.AccessKeyID == "" {
+		// The chain is this process's, as at run time: say what to set
+		// rather than pass on the SDK's last word (the metadata service's).
+		if err := checkCredentials(ctx, s.Region, s.Profile); err != nil {
+			return awstarget.SetupReport{}, err
+		}
+	}
 	t, err := newTarget(ctx, s, d.Log)
 	if err != nil {
 		return awstarget.SetupReport{}, err
