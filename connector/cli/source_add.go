@@ -17,17 +17,20 @@ type sourceAddOptions struct {
 	in       daemon.SourceInput
 	kind     string
 	json     bool
+	azure    *azureSourceFlags
 }
 
 func init() {
 	Register(Command{
 		Name:    "source add",
-		Usage:   "--name N --url URL --user USER [--thumbprint T | --insecure]",
+		Usage:   "--name N [--type vsphere] --url URL --user USER [--thumbprint T | --insecure] | --name N --type azure --subscription S --tenant T --client-id C [--auth A]",
 		Summary: "add a hypervisor source (password from REHOST_SOURCE_PASSWORD or stdin; stored encrypted)",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			o := &sourceAddOptions{}
 			stateDirFlag(fs, &o.stateDir)
-			fs.StringVar(&o.kind, "kind", "vsphere", "source kind (vsphere)")
+			fs.StringVar(&o.kind, "type", "vsphere", "source type: vsphere or azure")
+			fs.StringVar(&o.kind, "kind", "vsphere", "same as --type")
+			o.azure = addAzureSourceFlags(fs)
 			fs.StringVar(&o.in.Name, "name", "", "a name for the source")
 			fs.StringVar(&o.in.URL, "url", "", "vCenter URL, e.g. https://vcenter.example.com")
 			fs.StringVar(&o.in.User, "user", "", "user name")
@@ -40,15 +43,24 @@ func init() {
 }
 
 func (o *sourceAddOptions) run(ctx context.Context, env Env, args []string) error {
-	if len(args) > 0 || o.in.Name == "" || o.in.URL == "" || o.in.User == "" {
-		return fmt.Errorf("%w: --name, --url and --user are required", ErrUsage)
+	if store.SourceKind(o.kind) == store.SourceAzure {
+		if len(args) > 0 || o.in.Name == "" {
+			return fmt.Errorf("%w: --name is required", ErrUsage)
+		}
+		if err := o.azure.input(env, &o.in); err != nil {
+			return err
+		}
+	} else {
+		if len(args) > 0 || o.in.Name == "" || o.in.URL == "" || o.in.User == "" {
+			return fmt.Errorf("%w: --name, --url and --user are required", ErrUsage)
+		}
+		o.in.Kind = store.SourceKind(o.kind)
+		pw, err := readSecret(env, "REHOST_SOURCE_PASSWORD", "password for "+o.in.User)
+		if err != nil {
+			return err
+		}
+		o.in.Password = pw
 	}
-	o.in.Kind = store.SourceKind(o.kind)
-	pw, err := readSecret(env, "REHOST_SOURCE_PASSWORD", "password for "+o.in.User)
-	if err != nil {
-		return err
-	}
-	o.in.Password = pw
 	d, err := openState(ctx, o.stateDir)
 	if err != nil {
 		return err

@@ -36,9 +36,17 @@ func (s *Sim) serveBlob(w http.ResponseWriter, r *http.Request) {
 	case g.failAfter >= 0 && g.served.Load() >= g.failAfter:
 		panic(http.ErrAbortHandler) // the injected fault: the connection drops
 	}
-	data := r.URL.Query().Get("comp") == ""
-	if data && r.Method == http.MethodGet {
+	data := r.URL.Query().Get("comp") == "" && r.Method == http.MethodGet
+	if data {
 		s.rangeRequests.Add(1)
+		s.mu.Lock()
+		gate := s.gate
+		s.mu.Unlock()
+		if gate != nil {
+			s.waiting.Add(1)
+			<-gate
+			s.waiting.Add(-1)
+		}
 	}
 	target, _ := url.Parse(s.az.url)
 	proxy := &httputil.ReverseProxy{
@@ -48,7 +56,7 @@ func (s *Sim) serveBlob(w http.ResponseWriter, r *http.Request) {
 			pr.Out.Header.Del("Authorization") // the SAS authorizes at Azurite
 		},
 		ModifyResponse: func(resp *http.Response) error {
-			if data && r.Method == http.MethodGet {
+			if data {
 				resp.Body = &countingBody{ReadCloser: resp.Body, s: s, g: g}
 			}
 			return nil

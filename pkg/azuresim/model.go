@@ -203,9 +203,11 @@ func (s *Sim) grantAccess(rg, name string, in armcompute.GrantAccessData) (strin
 	}
 	g := &grant{snap: *sn.snap.ID, disk: sn.disk, expiry: expiry, failAfter: -1,
 		entra: val(sn.snap.Properties.DataAccessAuthMode) == armcompute.DataAccessAuthModeAzureActiveDirectory}
-	if n, ok := s.failNext[strings.ToLower(sn.disk)]; ok {
-		g.failAfter = n
-		delete(s.failNext, strings.ToLower(sn.disk))
+	if f, ok := s.failNext[strings.ToLower(sn.disk)]; ok {
+		g.failAfter = f.n
+		if !f.always {
+			delete(s.failNext, strings.ToLower(sn.disk))
+		}
 	}
 	s.grants[q.Signature()] = g
 	s.grantsIssued.Add(1)

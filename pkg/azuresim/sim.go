@@ -148,7 +148,10 @@ type Sim struct {
 	tokens    map[string]string                        // bearer token → audience
 	certs     [][]byte                                 // DER certificates of the app
 	federated string                                   // accepted federated token
-	failNext  map[string]int64                         // disk id → cut the next grant after n bytes
+	failNext  map[string]failure                       // by lower-case disk id
+	gate      chan struct{}                            // data reads wait on it while set
+
+	waiting       atomic.Int64
 
 	bytesRead     atomic.Int64
 	rangeRequests atomic.Int64
@@ -205,7 +208,7 @@ func Start(ctx context.Context, o Options) (_ *Sim, err error) {
 		o: o, log: o.Log, location: o.Location,
 		vms: map[string]*vmState{}, disks: map[string]*diskState{}, snaps: map[string]*snapState{},
 		nics: map[string]*armnetwork.Interface{}, des: map[string]*armcompute.DiskEncryptionSet{},
-		grants: map[string]*grant{}, tokens: map[string]string{}, failNext: map[string]int64{},
+		grants: map[string]*grant{}, tokens: map[string]string{}, failNext: map[string]failure{},
 	}
 	defer func() {
 		if err != nil {
@@ -597,18 +600,57 @@ func (s *Sim) GrantsIssued() int64 { return s.grantsIssued.Load() }
 func (s *Sim) BytesRead() int64  { return s.bytesRead.Load() }
 func (s *Sim) RangeReads() int64 { return s.rangeRequests.Load() }
 
+// failure cuts the streams of read grants of a disk after n bytes, for
+// the next grant only or for every grant.
+type failure struct {
+	n      int64
+	always bool
+}
+
 // FailExport makes the next read grant of disk i of vm break its stream
 // once n bytes were served through it, and every request after.
-func (s *Sim) FailExport(vm string, i int, n int64) error {
+func (s *Sim) FailExport(vm string, i int, n int64) error { return s.fail(vm, i, failure{n: n}) }
+
+// FailExports does so for every read grant of the disk from now on; n < 0
+// ends it.
+func (s *Sim) FailExports(vm string, i int, n int64) error {
+	return s.fail(vm, i, failure{n: n, always: n >= 0})
+}
+
+func (s *Sim) fail(vm string, i int, f failure) error {
 	d, err := s.diskOf(vm, i)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.failNext[strings.ToLower(*d.disk.ID)] = n
+	if f.n < 0 {
+		delete(s.failNext, strings.ToLower(*d.disk.ID))
+		return nil
+	}
+	s.failNext[strings.ToLower(*d.disk.ID)] = f
 	return nil
 }
+
+// PauseReads holds every data read at the front until the returned
+// function is called; WaitingReads counts the reads held.
+func (s *Sim) PauseReads() (resume func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	gate := make(chan struct{})
+	s.gate = gate
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.gate == gate {
+			s.gate = nil
+			close(gate)
+		}
+	}
+}
+
+// WaitingReads counts the data reads PauseReads holds.
+func (s *Sim) WaitingReads() int64 { return s.waiting.Load() }
 
 // RegisterCertificate lets the application sign in with the certificate
 // (DER) as well as its secret.

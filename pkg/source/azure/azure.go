@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -328,6 +329,7 @@ func classify(op string, err error) error {
 	if err == nil {
 		return nil
 	}
+	err = redactSAS(err)
 	var re *azcore.ResponseError
 	var ae *azidentity.AuthenticationFailedError
 	switch {
@@ -347,6 +349,22 @@ func classify(op string, err error) error {
 		return fmt.Errorf("%s: %v: %w", op, err, source.ErrUnreachable)
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// sasSignature matches the signature of a SAS in a URL: an error naming
+// a read grant's URL must not hand out the grant.
+var sasSignature = regexp.MustCompile(`([?&](?:amp;)?sig=)[^&\s"]+`)
+
+type redacted struct{ error }
+
+func (r redacted) Error() string { return sasSignature.ReplaceAllString(r.error.Error(), "${1}REDACTED") }
+func (r redacted) Unwrap() error { return r.error }
+
+func redactSAS(err error) error {
+	if !sasSignature.MatchString(err.Error()) {
+		return err
+	}
+	return redacted{err}
 }
 
 // errorMessage is the "message" of an ARM error body, without the request

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -499,4 +500,11 @@ func clientCert(t *testing.T) ([]byte, []byte) {
 	}
 	kder, _ := x509.MarshalPKCS8PrivateKey(key)
 	return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})...), der
+}
+
+func TestErrorsHideTheSASSignature(t *testing.T) {
+	err := classify("read snapshot s at 0", fmt.Errorf("get: %w", &url.Error{Op: "Get", URL: "https://md-x.blob.core.windows.net/x/abcd?sv=2022&sr=b&sig=c2VjcmV0&se=2026", Err: io.ErrUnexpectedEOF}))
+	if strings.Contains(err.Error(), "c2VjcmV0") || !strings.Contains(err.Error(), "sig=REDACTED") || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("%v", err)
+	}
 }
