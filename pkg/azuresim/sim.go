@@ -152,7 +152,6 @@ type Sim struct {
 	gate      chan struct{}                            // data reads wait on it while set
 
 	waiting       atomic.Int64
-
 	bytesRead     atomic.Int64
 	rangeRequests atomic.Int64
 	grantsIssued  atomic.Int64

@@ -357,7 +357,9 @@ var sasSignature = regexp.MustCompile(`([?&](?:amp;)?sig=)[^&\s"]+`)
 
 type redacted struct{ error }
 
-func (r redacted) Error() string { return sasSignature.ReplaceAllString(r.error.Error(), "${1}REDACTED") }
+func (r redacted) Error() string {
+	return sasSignature.ReplaceAllString(r.error.Error(), "${1}REDACTED")
+}
 func (r redacted) Unwrap() error { return r.error }
 
 func redactSAS(err error) error {
