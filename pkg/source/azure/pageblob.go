@@ -15,8 +15,9 @@ import (
 // request, and the allocated bytes are fetched ahead of the reader in
 // parallel ranged reads of at most chunk bytes, window at a time, each into
 // one of window buffers. The disk writers read in ascending order from one
-// goroutine, which is what the prefetch expects; a read behind or beyond
-// the window is served by a direct ranged read.
+// goroutine, which is what the prefetch expects (each allocated byte is
+// then fetched once); a read behind the window is served by a direct
+// ranged read.
 type blobReader struct {
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -89,8 +90,15 @@ func (b *blobReader) ReadAt(p []byte, off int64) (int, error) {
 		c := b.chunks[k]
 		lo, hi := max(off, c.Offset), min(end, c.End())
 		dst := p[lo-off : hi-off]
+		if k >= b.next {
+			// A read larger than the window slides it: the chunks before
+			// k are copied already.
+			if err := b.advance(k); err != nil {
+				return 0, err
+			}
+		}
 		sl, ok := b.slots[k]
-		if !ok {
+		if !ok { // behind the window: read again
 			if err := b.read(b.ctx, lo, dst); err != nil {
 				return 0, err
 			}
