@@ -200,6 +200,20 @@ func lro[T any](s *Sim, status int, result T) (resp azfake.PollerResponder[T], e
 	return
 }
 
+// get answers a read of the resource id in m (under the Sim's lock), or
+// ResourceNotFound.
+func get[T, R any](s *Sim, m map[string]*T, id string, answer func(*T) R) (resp azfake.Responder[R], errResp azfake.ErrorResponder) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := m[strings.ToLower(id)]
+	if !ok {
+		errResp.SetResponseError(http.StatusNotFound, "ResourceNotFound")
+		return
+	}
+	resp.SetResponse(http.StatusOK, answer(r), nil)
+	return
+}
+
 func notFound[T any]() (resp azfake.PollerResponder[T], errResp azfake.ErrorResponder) {
 	errResp.SetResponseError(http.StatusNotFound, "ResourceNotFound")
 	return
@@ -224,17 +238,10 @@ func inRG(id, rg string) bool {
 func (s *Sim) computeFakes() *computefake.ServerFactory {
 	f := &computefake.ServerFactory{}
 	f.VirtualMachinesServer = computefake.VirtualMachinesServer{
-		Get: func(_ context.Context, rg, name string, o *armcompute.VirtualMachinesClientGetOptions) (resp azfake.Responder[armcompute.VirtualMachinesClientGetResponse], errResp azfake.ErrorResponder) {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			v, ok := s.vms[strings.ToLower(s.rgID(rg)+"/providers/Microsoft.Compute/virtualMachines/"+name)]
-			if !ok {
-				errResp.SetResponseError(http.StatusNotFound, "ResourceNotFound")
-				return
-			}
-			vm := vmView(v.vm, o != nil && o.Expand != nil)
-			resp.SetResponse(http.StatusOK, armcompute.VirtualMachinesClientGetResponse{VirtualMachine: vm}, nil)
-			return
+		Get: func(_ context.Context, rg, name string, o *armcompute.VirtualMachinesClientGetOptions) (azfake.Responder[armcompute.VirtualMachinesClientGetResponse], azfake.ErrorResponder) {
+			return get(s, s.vms, s.rgID(rg)+"/providers/Microsoft.Compute/virtualMachines/"+name, func(v *vmState) armcompute.VirtualMachinesClientGetResponse {
+				return armcompute.VirtualMachinesClientGetResponse{VirtualMachine: vmView(v.vm, o != nil && o.Expand != nil)}
+			})
 		},
 		NewListPager: func(rg string, o *armcompute.VirtualMachinesClientListOptions) azfake.PagerResponder[armcompute.VirtualMachinesClientListResponse] {
 			vms := s.listVMs(rg, o != nil && o.Expand != nil)
@@ -250,16 +257,10 @@ func (s *Sim) computeFakes() *computefake.ServerFactory {
 		},
 	}
 	f.DisksServer = computefake.DisksServer{
-		Get: func(_ context.Context, rg, name string, _ *armcompute.DisksClientGetOptions) (resp azfake.Responder[armcompute.DisksClientGetResponse], errResp azfake.ErrorResponder) {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			d, ok := s.disks[strings.ToLower(s.rgID(rg)+"/providers/Microsoft.Compute/disks/"+name)]
-			if !ok {
-				errResp.SetResponseError(http.StatusNotFound, "ResourceNotFound")
-				return
-			}
-			resp.SetResponse(http.StatusOK, armcompute.DisksClientGetResponse{Disk: d.disk}, nil)
-			return
+		Get: func(_ context.Context, rg, name string, _ *armcompute.DisksClientGetOptions) (azfake.Responder[armcompute.DisksClientGetResponse], azfake.ErrorResponder) {
+			return get(s, s.disks, s.rgID(rg)+"/providers/Microsoft.Compute/disks/"+name, func(d *diskState) armcompute.DisksClientGetResponse {
+				return armcompute.DisksClientGetResponse{Disk: d.disk}
+			})
 		},
 		NewListPager: func(*armcompute.DisksClientListOptions) azfake.PagerResponder[armcompute.DisksClientListResponse] {
 			return pages(s.listDisks(""), 50, func(l []*armcompute.Disk) armcompute.DisksClientListResponse {
@@ -273,17 +274,11 @@ func (s *Sim) computeFakes() *computefake.ServerFactory {
 		},
 	}
 	f.SnapshotsServer = computefake.SnapshotsServer{
-		Get: func(_ context.Context, rg, name string, _ *armcompute.SnapshotsClientGetOptions) (resp azfake.Responder[armcompute.SnapshotsClientGetResponse], errResp azfake.ErrorResponder) {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			sn, ok := s.snaps[strings.ToLower(s.snapID(rg, name))]
-			if !ok {
-				errResp.SetResponseError(http.StatusNotFound, "ResourceNotFound")
-				return
-			}
-			sn.advanceCopy()
-			resp.SetResponse(http.StatusOK, armcompute.SnapshotsClientGetResponse{Snapshot: sn.snap}, nil)
-			return
+		Get: func(_ context.Context, rg, name string, _ *armcompute.SnapshotsClientGetOptions) (azfake.Responder[armcompute.SnapshotsClientGetResponse], azfake.ErrorResponder) {
+			return get(s, s.snaps, s.snapID(rg, name), func(sn *snapState) armcompute.SnapshotsClientGetResponse {
+				sn.advanceCopy()
+				return armcompute.SnapshotsClientGetResponse{Snapshot: sn.snap}
+			})
 		},
 		NewListPager: func(*armcompute.SnapshotsClientListOptions) azfake.PagerResponder[armcompute.SnapshotsClientListResponse] {
 			return pages(s.listSnaps(""), 50, func(l []*armcompute.Snapshot) armcompute.SnapshotsClientListResponse {
@@ -378,16 +373,10 @@ func (s *Sim) networkFakes() *networkfake.ServerFactory {
 		return out
 	}
 	return &networkfake.ServerFactory{InterfacesServer: networkfake.InterfacesServer{
-		Get: func(_ context.Context, rg, name string, _ *armnetwork.InterfacesClientGetOptions) (resp azfake.Responder[armnetwork.InterfacesClientGetResponse], errResp azfake.ErrorResponder) {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			n, ok := s.nics[strings.ToLower(s.rgID(rg)+"/providers/Microsoft.Network/networkInterfaces/"+name)]
-			if !ok {
-				errResp.SetResponseError(http.StatusNotFound, "ResourceNotFound")
-				return
-			}
-			resp.SetResponse(http.StatusOK, armnetwork.InterfacesClientGetResponse{Interface: *n}, nil)
-			return
+		Get: func(_ context.Context, rg, name string, _ *armnetwork.InterfacesClientGetOptions) (azfake.Responder[armnetwork.InterfacesClientGetResponse], azfake.ErrorResponder) {
+			return get(s, s.nics, s.rgID(rg)+"/providers/Microsoft.Network/networkInterfaces/"+name, func(n *armnetwork.Interface) armnetwork.InterfacesClientGetResponse {
+				return armnetwork.InterfacesClientGetResponse{Interface: *n}
+			})
 		},
 		NewListPager: func(rg string, _ *armnetwork.InterfacesClientListOptions) azfake.PagerResponder[armnetwork.InterfacesClientListResponse] {
 			return pages(list(rg), 50, func(l []*armnetwork.Interface) armnetwork.InterfacesClientListResponse {

@@ -176,19 +176,16 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if s.nics, err = armnetwork.NewInterfacesClient(cfg.SubscriptionID, s.cred, aopts); err != nil {
 		return nil, fmt.Errorf("azure subscription %s: %w", cfg.SubscriptionID, err)
 	}
-	// One cheap read proves the credential and the subscription.
-	pager := s.snaps.NewListPager(nil)
-	if cfg.ResourceGroup != "" {
-		pager = nil
-		p := s.snaps.NewListByResourceGroupPager(cfg.ResourceGroup, nil)
-		if _, err := p.NextPage(ctx); err != nil {
-			return nil, classify(fmt.Sprintf("read resource group %q of azure subscription %s", cfg.ResourceGroup, cfg.SubscriptionID), err)
-		}
+	// One cheap read proves the credential and the subscription (or group).
+	what := "azure subscription " + cfg.SubscriptionID
+	if rg := cfg.ResourceGroup; rg != "" {
+		what = fmt.Sprintf("resource group %q of %s", rg, what)
+		_, err = s.snaps.NewListByResourceGroupPager(rg, nil).NextPage(ctx)
+	} else {
+		_, err = s.snaps.NewListPager(nil).NextPage(ctx)
 	}
-	if pager != nil {
-		if _, err := pager.NextPage(ctx); err != nil {
-			return nil, classify("read azure subscription "+cfg.SubscriptionID, err)
-		}
+	if err != nil {
+		return nil, classify("read "+what, err)
 	}
 	return s, nil
 }

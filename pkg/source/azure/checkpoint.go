@@ -259,19 +259,15 @@ func (s *Source) checkCustomerKeys(ctx context.Context, vmName string, refs []di
 // snapshots of the VM when name is ""), in disk order.
 func (s *Source) snapshotsOf(ctx context.Context, rg, vmID, name string) ([]*armcompute.Snapshot, error) {
 	var out []*armcompute.Snapshot
-	for p := s.snaps.NewListByResourceGroupPager(rg, nil); p.More(); {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, classify("list the snapshots of resource group "+rg, err)
-		}
-		for _, sn := range page.Value {
-			if sn == nil || !strings.EqualFold(val(sn.Tags[tagVM]), vmID) {
-				continue
-			}
-			if name == "" || val(sn.Tags[tagCheckpoint]) == name {
+	err := drain(ctx, s.snaps.NewListByResourceGroupPager(rg, nil), func(p armcompute.SnapshotsClientListByResourceGroupResponse) {
+		for _, sn := range p.Value {
+			if sn != nil && strings.EqualFold(val(sn.Tags[tagVM]), vmID) && (name == "" || val(sn.Tags[tagCheckpoint]) == name) {
 				out = append(out, sn)
 			}
 		}
+	})
+	if err != nil {
+		return nil, classify("list the snapshots of resource group "+rg, err)
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, _ := strconv.Atoi(val(out[i].Tags[tagIndex]))

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
@@ -32,32 +33,35 @@ const (
 // instance views), disks and NICs, and one of VM sizes per location.
 func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	var raw []*armcompute.VirtualMachine
+	disks := map[string]*armcompute.Disk{}
+	nics := map[string]*armnetwork.Interface{}
+	addVMs := func(l []*armcompute.VirtualMachine) { raw = append(raw, l...) }
+	addDisks := func(l []*armcompute.Disk) { index(disks, l, func(d *armcompute.Disk) *string { return d.ID }) }
+	addNICs := func(l []*armnetwork.Interface) { index(nics, l, func(n *armnetwork.Interface) *string { return n.ID }) }
+	scope := "subscription " + s.cfg.SubscriptionID
+	var err error
 	if rg := s.cfg.ResourceGroup; rg != "" {
-		p := s.vms.NewListPager(rg, &armcompute.VirtualMachinesClientListOptions{Expand: to.Ptr(armcompute.ExpandTypeForListVMsInstanceView)})
-		for p.More() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return nil, classify("list the vms of resource group "+rg, err)
-			}
-			raw = append(raw, page.Value...)
+		scope = "resource group " + rg
+		err = drain(ctx, s.vms.NewListPager(rg, &armcompute.VirtualMachinesClientListOptions{Expand: to.Ptr(armcompute.ExpandTypeForListVMsInstanceView)}),
+			func(p armcompute.VirtualMachinesClientListResponse) { addVMs(p.Value) })
+		if err == nil {
+			err = drain(ctx, s.disks.NewListByResourceGroupPager(rg, nil), func(p armcompute.DisksClientListByResourceGroupResponse) { addDisks(p.Value) })
+		}
+		if err == nil {
+			err = drain(ctx, s.nics.NewListPager(rg, nil), func(p armnetwork.InterfacesClientListResponse) { addNICs(p.Value) })
 		}
 	} else {
-		p := s.vms.NewListAllPager(&armcompute.VirtualMachinesClientListAllOptions{Expand: to.Ptr(armcompute.ExpandTypesForListVMsInstanceView)})
-		for p.More() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return nil, classify("list the vms of subscription "+s.cfg.SubscriptionID, err)
-			}
-			raw = append(raw, page.Value...)
+		err = drain(ctx, s.vms.NewListAllPager(&armcompute.VirtualMachinesClientListAllOptions{Expand: to.Ptr(armcompute.ExpandTypesForListVMsInstanceView)}),
+			func(p armcompute.VirtualMachinesClientListAllResponse) { addVMs(p.Value) })
+		if err == nil {
+			err = drain(ctx, s.disks.NewListPager(nil), func(p armcompute.DisksClientListResponse) { addDisks(p.Value) })
+		}
+		if err == nil {
+			err = drain(ctx, s.nics.NewListAllPager(nil), func(p armnetwork.InterfacesClientListAllResponse) { addNICs(p.Value) })
 		}
 	}
-	disks, err := s.listDisks(ctx)
 	if err != nil {
-		return nil, err
-	}
-	nics, err := s.listNICs(ctx)
-	if err != nil {
-		return nil, err
+		return nil, classify("list the vms, disks and network interfaces of "+scope, err)
 	}
 	out := make([]source.VM, 0, len(raw))
 	for _, v := range raw {
@@ -69,6 +73,27 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
+}
+
+// drain hands every page of p to each.
+func drain[P any](ctx context.Context, p *runtime.Pager[P], each func(P)) error {
+	for p.More() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		each(page)
+	}
+	return nil
+}
+
+// index adds resources to m by lower-case id.
+func index[T any](m map[string]*T, l []*T, id func(*T) *string) {
+	for _, r := range l {
+		if r != nil && id(r) != nil {
+			m[strings.ToLower(*id(r))] = r
+		}
+	}
 }
 
 // VM describes one VM by its resource id.
@@ -110,64 +135,6 @@ func lastType(r *arm.ResourceID) string {
 		return ""
 	}
 	return t[len(t)-1]
-}
-
-func (s *Source) listDisks(ctx context.Context) (map[string]*armcompute.Disk, error) {
-	out := map[string]*armcompute.Disk{}
-	add := func(l []*armcompute.Disk) {
-		for _, d := range l {
-			if d.ID != nil {
-				out[strings.ToLower(*d.ID)] = d
-			}
-		}
-	}
-	if rg := s.cfg.ResourceGroup; rg != "" {
-		for p := s.disks.NewListByResourceGroupPager(rg, nil); p.More(); {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return nil, classify("list the disks of resource group "+rg, err)
-			}
-			add(page.Value)
-		}
-		return out, nil
-	}
-	for p := s.disks.NewListPager(nil); p.More(); {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, classify("list the disks of subscription "+s.cfg.SubscriptionID, err)
-		}
-		add(page.Value)
-	}
-	return out, nil
-}
-
-func (s *Source) listNICs(ctx context.Context) (map[string]*armnetwork.Interface, error) {
-	out := map[string]*armnetwork.Interface{}
-	add := func(l []*armnetwork.Interface) {
-		for _, n := range l {
-			if n.ID != nil {
-				out[strings.ToLower(*n.ID)] = n
-			}
-		}
-	}
-	if rg := s.cfg.ResourceGroup; rg != "" {
-		for p := s.nics.NewListPager(rg, nil); p.More(); {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return nil, classify("list the network interfaces of resource group "+rg, err)
-			}
-			add(page.Value)
-		}
-		return out, nil
-	}
-	for p := s.nics.NewListAllPager(nil); p.More(); {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, classify("list the network interfaces of subscription "+s.cfg.SubscriptionID, err)
-		}
-		add(page.Value)
-	}
-	return out, nil
 }
 
 // diskRef is a managed disk attached to a VM, in VM order.
@@ -455,31 +422,34 @@ func (c *sizeCache) lookup(ctx context.Context, s *Source, location, name string
 	m, ok := c.loc[location]
 	if !ok {
 		m = map[string]size{}
-		p := s.skus.NewListPager(&armcompute.ResourceSKUsClientListOptions{Filter: to.Ptr(fmt.Sprintf("location eq '%s'", location))})
-		for p.More() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return size{}, classify("list the vm sizes of location "+location, err)
-			}
-			for _, k := range page.Value {
-				if k == nil || !strings.EqualFold(val(k.ResourceType), "virtualMachines") || k.Name == nil {
-					continue
-				}
-				var z size
-				for _, cp := range k.Capabilities {
-					v := val(cp.Value)
-					switch val(cp.Name) {
-					case "vCPUs":
-						z.cpus, _ = strconv.Atoi(v)
-					case "MemoryGB":
-						gb, _ := strconv.ParseFloat(v, 64)
-						z.memMiB = int64(math.Round(gb * 1024))
+		err := drain(ctx, s.skus.NewListPager(&armcompute.ResourceSKUsClientListOptions{Filter: to.Ptr(fmt.Sprintf("location eq '%s'", location))}),
+			func(page armcompute.ResourceSKUsClientListResponse) {
+				for _, k := range page.Value {
+					if k != nil && k.Name != nil && strings.EqualFold(val(k.ResourceType), "virtualMachines") {
+						m[strings.ToLower(*k.Name)] = sizeOf(k)
 					}
 				}
-				m[strings.ToLower(*k.Name)] = z
-			}
+			})
+		if err != nil {
+			return size{}, classify("list the vm sizes of location "+location, err)
 		}
 		c.loc[location] = m
 	}
 	return m[strings.ToLower(name)], nil
+}
+
+// sizeOf reads a VM size's vCPUs and memory from its capabilities.
+func sizeOf(k *armcompute.ResourceSKU) size {
+	var z size
+	for _, cp := range k.Capabilities {
+		v := val(cp.Value)
+		switch val(cp.Name) {
+		case "vCPUs":
+			z.cpus, _ = strconv.Atoi(v)
+		case "MemoryGB":
+			gb, _ := strconv.ParseFloat(v, 64)
+			z.memMiB = int64(math.Round(gb * 1024))
+		}
+	}
+	return z
 }
