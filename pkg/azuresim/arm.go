@@ -165,7 +165,7 @@ func (s *Sim) serve() error {
 		return err
 	}
 	s.CAPEM = string(caPEM)
-	s.handler = &armHandler{s: s,
+	h := &armHandler{s: s,
 		compute: computefake.NewServerFactoryTransport(s.computeFakes()),
 		network: networkfake.NewServerFactoryTransport(s.networkFakes()),
 	}
@@ -180,7 +180,7 @@ func (s *Sim) serve() error {
 		return srv, "https://" + ln.Addr().String(), nil
 	}
 	var u string
-	if s.arm, u, err = start(s.handler); err != nil {
+	if s.arm, u, err = start(h); err != nil {
 		return err
 	}
 	s.ARMURL, s.AuthorityURL = u, u+"/"

@@ -135,7 +135,6 @@ type Sim struct {
 	blobs    *azblob.Client // straight to Azurite, with the account key
 	arm      *http.Server
 	front    *http.Server
-	handler  *armHandler
 	location string
 
 	mu        sync.Mutex

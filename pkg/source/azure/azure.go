@@ -137,7 +137,6 @@ type Source struct {
 	skus  *armcompute.ResourceSKUsClient
 	des   *armcompute.DiskEncryptionSetsClient
 	nics  *armnetwork.InterfacesClient
-	poll  time.Duration
 	sizes sizeCache
 }
 
@@ -153,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: cfg.Log, poll: cfg.PollInterval}
+	s := &Source{cfg: cfg, log: cfg.Log}
 	hc, err := httpClient(cfg.CAPEM)
 	if err != nil {
 		return nil, err

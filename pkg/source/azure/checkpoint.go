@@ -143,7 +143,7 @@ func waitAll[T any](ctx context.Context, s *Source, what string, ps []*runtime.P
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%d of %d not done after %v: %w", len(ps)-done, len(ps), time.Since(start).Round(time.Second), ctx.Err())
-		case <-time.After(s.poll):
+		case <-time.After(s.cfg.PollInterval):
 		}
 	}
 	for _, p := range ps {
@@ -186,7 +186,7 @@ func (s *Source) waitCopy(ctx context.Context, rg, name string) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("the background copy of snapshot %s is at %.0f%%: %w", name, pct, ctx.Err())
-		case <-time.After(s.poll):
+		case <-time.After(s.cfg.PollInterval):
 		}
 	}
 }

@@ -50,7 +50,11 @@ func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Expor
 		p := sn.Properties
 		key := val(sn.Tags[tagDisk])
 		if p == nil || val(p.ProvisioningState) != "Succeeded" {
-			return fail(fmt.Errorf("export checkpoint %q: snapshot %s of disk %s is not ready (%s); take the checkpoint again", name, val(sn.Name), key, val(p.ProvisioningState)))
+			state := "no properties"
+			if p != nil {
+				state = val(p.ProvisioningState)
+			}
+			return fail(fmt.Errorf("export checkpoint %q: snapshot %s of disk %s is not ready (%s); take the checkpoint again", name, val(sn.Name), key, state))
 		}
 		if c := p.CompletionPercent; c != nil && *c < 100 {
 			return fail(fmt.Errorf("export checkpoint %q: the background copy of snapshot %s is at %.0f%%", name, val(sn.Name), *c))
