@@ -16,8 +16,12 @@ all: build
 deps:
 	@scripts/deps.sh
 
+# bin/rehost is the product (what the appliance runs); bin/rehost-lab the
+# demo and the test peers, never shipped.
 build:
+	@echo "build: bin/rehost (the connector) and bin/rehost-lab (the demo and its test peers)"
 	$(GO) build -o bin/rehost ./connector/cmd/rehost
+	$(GO) build -o bin/rehost-lab ./connector/cmd/rehost-lab
 
 # Every test: unit, conformance, qemu-img compatibility, end-to-end.
 test: deps lint
@@ -32,7 +36,7 @@ lint:
 # The main job on the embedded default: simulated vCenter -> S3 (versitygw)
 # -> VM Import emulator -> AMI, with content verified.
 demo: deps build
-	bin/rehost demo $(DEMO_FLAGS)
+	bin/rehost-lab demo $(DEMO_FLAGS)
 
 bench: deps
 	scripts/bench

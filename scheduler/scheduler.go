@@ -72,11 +72,19 @@ type Options struct {
 	// MaxMissedRecorded bounds the MISSED rows written for one gap (default
 	// 1000); older slots of a longer gap are only counted in an event.
 	MaxMissedRecorded int
-	// ResyncInterval is how often the loop reloads jobs from the store, to
-	// pick up changes made without Reschedule (default 5 min).
+	// ResyncInterval is how often the loop reloads jobs and pending runs
+	// from the store, to pick up changes another process made (the CLI on
+	// the appliance): default DefaultResyncInterval.
 	ResyncInterval time.Duration
-	Logger         *slog.Logger // default: discard
+	// Passive schedulers record runs (Trigger, Reschedule) but never start
+	// them: a CLI process beside the daemon, whose scheduler picks the runs
+	// up at its next resync.
+	Passive bool
+	Logger  *slog.Logger // default: discard
 }
+
+// DefaultResyncInterval is the documented resync interval of the daemon.
+const DefaultResyncInterval = 30 * time.Second
 
 func (o *Options) defaults() {
 	if o.Clock == nil {
@@ -98,7 +106,7 @@ func (o *Options) defaults() {
 		o.MaxMissedRecorded = 1000
 	}
 	if o.ResyncInterval <= 0 {
-		o.ResyncInterval = 5 * time.Minute
+		o.ResyncInterval = DefaultResyncInterval
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -215,6 +223,16 @@ func (s *Scheduler) run(ctx context.Context) {
 	}
 }
 
+// Resync makes the loop reload jobs and pending runs from the store now,
+// rather than at the next ResyncInterval (the daemon calls it when the CLI
+// signals a change).
+func (s *Scheduler) Resync() {
+	s.mu.Lock()
+	s.lastSync = time.Time{}
+	s.mu.Unlock()
+	s.poke()
+}
+
 func (s *Scheduler) poke() {
 	select {
 	case s.wake <- struct{}{}:
@@ -261,17 +279,21 @@ func (s *Scheduler) ensureLoaded(ctx context.Context) error {
 		}
 		s.track(j)
 	}
+	// Runs a previous process left ACTIVE go first (only at the first
+	// load: later, ACTIVE runs are this process's own): they hold their
+	// job's slot and the Runner resumes them. PENDING runs are picked up at
+	// every resync, since another process may have requested one.
+	states := [][]store.RunState{{store.RunPending}}
 	if !s.loaded {
-		// Runs a previous process left ACTIVE go first: they hold their
-		// job's slot and the Runner resumes them.
-		for _, states := range [][]store.RunState{{store.RunActive}, {store.RunPending}} {
-			runs, err := s.st.RunsInState(ctx, states...)
-			if err != nil {
-				return fmt.Errorf("load queued runs: %w", err)
-			}
-			for _, r := range runs {
-				s.enqueue(r.ReplicationRunID)
-			}
+		states = [][]store.RunState{{store.RunActive}, {store.RunPending}}
+	}
+	for _, st := range states {
+		runs, err := s.st.RunsInState(ctx, st...)
+		if err != nil {
+			return fmt.Errorf("load queued runs: %w", err)
+		}
+		for _, r := range runs {
+			s.enqueue(r.ReplicationRunID)
 		}
 	}
 	s.loaded, s.lastSync = true, now
@@ -627,7 +649,7 @@ var errSkip = errors.New("run no longer pending")
 // pump marks queued runs ACTIVE and starts them while run slots are free.
 // Called with mu held.
 func (s *Scheduler) pump(ctx context.Context) {
-	for len(s.inflight) < s.o.MaxConcurrent && len(s.queue) > 0 && !s.stopped {
+	for !s.o.Passive && len(s.inflight) < s.o.MaxConcurrent && len(s.queue) > 0 && !s.stopped {
 		id := s.queue[0]
 		s.queue = s.queue[1:]
 		delete(s.queued, id)
@@ -781,6 +803,17 @@ func (s *Scheduler) ImportSlot(ctx context.Context, region string) (release func
 	}
 	var once sync.Once
 	return func() { once.Do(func() { <-sem }) }, nil
+}
+
+// ImportSlotsInUse reports how many import slots each region has taken.
+func (s *Scheduler) ImportSlotsInUse() map[string]int {
+	s.semMu.Lock()
+	defer s.semMu.Unlock()
+	out := make(map[string]int, len(s.sems))
+	for region, sem := range s.sems {
+		out[region] = len(sem)
+	}
+	return out
 }
 
 // dueHeap orders jobs by next start.

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine: Go
 # modules, qemu-img (Debian qemu-utils), the partitioning and file-system tools
-# of internal/guestdisk, the pinned S3 server versitygw, built from the Go
-# module proxy into .tools/bin, and the pinned Azurite (npm) that plays Azure
-# page blobs in the Azure source's tests. Re-running it is cheap.
+# of internal/guestdisk and of the emulator's tests (sfdisk, mkfs.ext4,
+# mkfs.vfat, mkntfs, mkfs.xfs, mkfs.btrfs), Samba (the Hyper-V tests' SMB
+# server), the pinned S3 server versitygw, built from the Go module proxy
+# into .tools/bin, and the pinned Azurite (npm, into .tools/azurite) that
+# plays Azure page blobs in the Azure source's tests. It says what it does as
+# it goes; re-running it is cheap (nothing is fetched twice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,31 +24,43 @@ PATH="$PATH:/usr/sbin:/sbin"
 command -v sfdisk >/dev/null 2>&1 || need_apt+=(fdisk)
 command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
 command -v mkfs.ext4 >/dev/null 2>&1 && command -v debugfs >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v mkntfs >/dev/null 2>&1 || need_apt+=(ntfs-3g)
+# The emulator's tests recognise xfs and btrfs by their real superblocks.
+command -v mkfs.xfs >/dev/null 2>&1 || need_apt+=(xfsprogs)
+command -v mkfs.btrfs >/dev/null 2>&1 || need_apt+=(btrfs-progs)
+# The Hyper-V source's tests read VM disks over SMB from Samba's smbd,
+# started unprivileged on a loopback port (internal/smbpeer).
+[ -x /usr/sbin/smbd ] || need_apt+=(samba)
 # Azurite runs on node and installs with npm.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-	echo "deps: apt-get install ${need_apt[*]}"
+	echo "deps: installing Debian packages ${need_apt[*]} (apt-get; a minute or two) …"
 	$SUDO apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# One of the largest modules stands for all: absent, this is a first run.
+if [ -z "$(go list -m -f '{{.Dir}}' github.com/vmware/govmomi 2>/dev/null)" ]; then
+	echo "deps: downloading the Go modules (first time only: a few minutes on a slow link) …"
+fi
 go mod download
 
 stamp="$TOOLS/.versitygw-$VERSITYGW_VERSION"
 if [ ! -x "$TOOLS/versitygw" ] || [ ! -f "$stamp" ]; then
-	echo "deps: go install github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+	echo "deps: building the S3 server versitygw $VERSITYGW_VERSION into .tools/bin (first time only: 5 to 10 minutes, most of a first make demo) …"
 	GOBIN="$TOOLS" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 	touch "$stamp"
+	echo "deps: versitygw built"
 fi
 
 # Azurite into .tools/azurite/<version>, installed beside and renamed into
 # place so an interrupted install is never taken for a complete one.
 azurite_dir="$PWD/.tools/azurite/$AZURITE_VERSION"
 if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
-	echo "deps: npm install azurite@$AZURITE_VERSION"
+	echo "deps: npm install azurite@$AZURITE_VERSION into .tools/azurite (first time only: about a minute, 190 MB) …"
 	mkdir -p "$(dirname "$azurite_dir")"
 	tmp=$(mktemp -d "$(dirname "$azurite_dir")/.install-XXXXXX")
 	npm install --prefix "$tmp" --no-audit --no-fund --omit=dev --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -44,7 +43,9 @@ func TestCertificateIsMadeOnceAndPinned(t *testing.T) {
 	}
 }
 
-func hexByte(b byte) string { return string("0123456789ABCDEF"[b>>4]) + string("0123456789ABCDEF"[b&15]) }
+func hexByte(b byte) string {
+	return string("0123456789ABCDEF"[b>>4]) + string("0123456789ABCDEF"[b&15])
+}
 
 func TestServesHealthzOverTLSOnly(t *testing.T) {
 	cert, err := LoadOrCreateCertificate(t.TempDir())
@@ -56,7 +57,7 @@ func TestServesHealthzOverTLSOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := New(nil, slog.New(slog.DiscardHandler))
+	s := New(Options{})
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
 	defer func() {

@@ -1,6 +1,7 @@
 // Package cli holds the verbs of the rehost command, one file per noun-verb
-// (disk_inspect.go, emulator_aws.go, …). Each file registers its command in an
-// init function; cmd/rehost dispatches to them.
+// (disk_inspect.go, register.go, …). Each file registers its command in an
+// init function; cmd/rehost dispatches to them. The dispatcher (Program)
+// also serves other commands' verbs: connector/lab registers rehost-lab's.
 package cli
 
 import (
@@ -9,9 +10,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
+
+	"github.com/rehost/rehost/connector/version"
 )
 
 // Env is what a command may touch of the process, so tests can run verbs
@@ -32,45 +36,71 @@ type Command struct {
 	Flags func(fs *flag.FlagSet) func(ctx context.Context, env Env, args []string) error
 }
 
-var commands = map[string]Command{}
+// Program is a command and its verbs.
+type Program struct {
+	// Name is the command's name in usage and errors, e.g. "rehost".
+	Name string
+	// Summary is the one line usage prints under the name.
+	Summary  string
+	commands map[string]Command
+}
 
-// Register adds a command; it panics on a duplicate name, a programming error.
-func Register(c Command) {
-	if _, dup := commands[c.Name]; dup {
+// NewProgram makes a command without verbs.
+func NewProgram(name, summary string) *Program {
+	return &Program{Name: name, Summary: summary, commands: map[string]Command{}}
+}
+
+// rehost is the product command; its verbs register with Register.
+var rehost = NewProgram("rehost", "agentless server migration to AWS")
+
+// Register adds a verb to rehost; it panics on a duplicate name, a
+// programming error.
+func Register(c Command) { rehost.Register(c) }
+
+// Register adds a verb; it panics on a duplicate name, a programming error.
+func (p *Program) Register(c Command) {
+	if _, dup := p.commands[c.Name]; dup {
 		panic("cli: duplicate command " + c.Name)
 	}
-	commands[c.Name] = c
+	p.commands[c.Name] = c
 }
 
 // ErrUsage marks an error caused by how the command was called; Main prints
 // the command's usage after it and exits 2.
 var ErrUsage = errors.New("usage")
 
-// Main runs the command named by args and returns the process exit code.
-func Main(ctx context.Context, env Env, args []string) int {
+// Main runs the rehost verb named by args and returns the exit code.
+func Main(ctx context.Context, env Env, args []string) int { return rehost.Main(ctx, env, args) }
+
+// Main runs the verb named by args and returns the process exit code.
+func (p *Program) Main(ctx context.Context, env Env, args []string) int {
 	// Longest match of leading words to a command name.
 	var cmd Command
 	n := 0
 	for i := len(args); i > 0; i-- {
-		if c, ok := commands[strings.Join(args[:i], " ")]; ok {
+		if c, ok := p.commands[strings.Join(args[:i], " ")]; ok {
 			cmd, n = c, i
 			break
 		}
 	}
 	if n == 0 {
+		if len(args) == 1 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+			fmt.Fprintf(env.Stdout, "%s %s\n", p.Name, version.String())
+			return 0
+		}
 		if len(args) > 0 && args[0] != "help" && args[0] != "-h" && args[0] != "--help" {
-			fmt.Fprintf(env.Stderr, "rehost: unknown command %q\n\n", strings.Join(args, " "))
-			usage(env.Stderr)
+			fmt.Fprintf(env.Stderr, "%s: unknown command %q\n\n", p.Name, strings.Join(args, " "))
+			p.usage(env.Stderr)
 			return 2
 		}
-		usage(env.Stdout)
+		p.usage(env.Stdout)
 		return 0
 	}
-	fs := flag.NewFlagSet("rehost "+cmd.Name, flag.ContinueOnError)
+	fs := flag.NewFlagSet(p.Name+" "+cmd.Name, flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
 	run := cmd.Flags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(env.Stderr, "usage: rehost %s %s\n\n%s\n\n", cmd.Name, cmd.Usage, cmd.Summary)
+		fmt.Fprintf(env.Stderr, "usage: %s %s %s\n\n%s\n\n", p.Name, cmd.Name, cmd.Usage, cmd.Summary)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(interleave(fs, args[n:])); err != nil {
@@ -80,7 +110,7 @@ func Main(ctx context.Context, env Env, args []string) int {
 		return 2
 	}
 	if err := run(ctx, env, fs.Args()); err != nil {
-		fmt.Fprintf(env.Stderr, "rehost %s: %v\n", cmd.Name, err)
+		fmt.Fprintf(env.Stderr, "%s %s: %v\n", p.Name, cmd.Name, err)
 		if errors.Is(err, ErrUsage) {
 			fs.Usage()
 			return 2
@@ -122,17 +152,12 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 	return append(append(flags, "--"), pos...)
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "rehost — agentless server migration to AWS\n\nusage: rehost COMMAND [flags] [args]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+func (p *Program) usage(w io.Writer) {
+	fmt.Fprintf(w, "%s — %s\n\nusage: %s COMMAND [flags] [args]\n\ncommands:\n", p.Name, p.Summary, p.Name)
+	for _, n := range slices.Sorted(maps.Keys(p.commands)) {
+		fmt.Fprintf(w, "  %-22s %s\n", n, p.commands[n].Summary)
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-22s %s\n", n, commands[n].Summary)
-	}
-	fmt.Fprintln(w, "\nRun 'rehost COMMAND --help' for a command's flags.")
+	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\n", p.Name)
 }
 
 // OSEnv is the Env of the running process.

@@ -124,7 +124,7 @@ func (o *diskConvertOptions) run(ctx context.Context, env Env, args []string) (e
 		return enc.Encode(res)
 	}
 	fmt.Fprintf(env.Stderr, "converted %s (%s, %s virtual) to %s %s: %d bytes written\n",
-		in, res.InputFormat.Format, diskHumanSize(res.InputFormat.VirtualSize), outFormat, out, res.BytesWritten)
+		in, res.InputFormat.Format, bytesIEC(res.InputFormat.VirtualSize), outFormat, out, res.BytesWritten)
 	return nil
 }
 

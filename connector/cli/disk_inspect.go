@@ -49,22 +49,8 @@ func (o *diskInspectOptions) run(_ context.Context, env Env, args []string) erro
 	}
 	fmt.Fprintf(env.Stdout, "format:       %s\n", info.Format)
 	fmt.Fprintf(env.Stdout, "subformat:    %s\n", sub)
-	fmt.Fprintf(env.Stdout, "virtual size: %s (%d bytes)\n", diskHumanSize(info.VirtualSize), info.VirtualSize)
-	fmt.Fprintf(env.Stdout, "allocated:    %s (%d bytes)\n", diskHumanSize(info.AllocatedBytes), info.AllocatedBytes)
+	fmt.Fprintf(env.Stdout, "virtual size: %s (%d bytes)\n", bytesIEC(info.VirtualSize), info.VirtualSize)
+	fmt.Fprintf(env.Stdout, "allocated:    %s (%d bytes)\n", bytesIEC(info.AllocatedBytes), info.AllocatedBytes)
 	fmt.Fprintf(env.Stdout, "extents:      %d\n", info.ExtentCount)
 	return nil
-}
-
-// diskHumanSize renders n bytes in binary units with one decimal.
-func diskHumanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

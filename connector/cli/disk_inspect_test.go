@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,7 +46,7 @@ func TestDiskInspect(t *testing.T) {
 		"format:       vmdk\n",
 		"subformat:    streamOptimized\n",
 		"virtual size: 3.0 MiB (3149824 bytes)\n",
-		"allocated:    452.0 KiB (462848 bytes)\n",
+		"allocated:    452 KiB (462848 bytes)\n",
 		"extents:      3\n",
 	} {
 		if !strings.Contains(string(out), line) {
@@ -64,5 +65,30 @@ func TestDiskInspect(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, nil, "disk", "inspect", bad); code != 1 || !strings.Contains(stderr, "checksum") {
 		t.Errorf("corrupt vhd: exit %d, %q", code, stderr)
+	}
+}
+
+// Formats rehost does not convert are named, not read as raw.
+func TestDiskInspectNamesUnsupportedFormats(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ format, want string }{
+		{"qcow2", "qcow2"}, {"vdi", "VDI"}, {"qed", "QED"}, {"parallels", "Parallels"},
+	} {
+		path := filepath.Join(dir, "d."+c.format)
+		if out, err := exec.Command("qemu-img", "create", "-f", c.format, path, "8M").CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img create %s: %v %s", c.format, err, out)
+		}
+		code, _, stderr := runCLI(t, nil, "disk", "inspect", path)
+		if code != 1 || !strings.Contains(stderr, c.want) || !strings.Contains(stderr, "does not read") {
+			t.Errorf("%s: exit %d, %q", c.format, code, stderr)
+		}
+	}
+	// A VMDK whose extents are seSparse.
+	desc := filepath.Join(dir, "se.vmdk")
+	os.WriteFile(filepath.Join(dir, "se-sesparse.vmdk"), make([]byte, 4096), 0o644)
+	os.WriteFile(desc, []byte("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"seSparse\"\n\nRW 16384 SESPARSE \"se-sesparse.vmdk\"\n"), 0o644)
+	code, _, stderr := runCLI(t, nil, "disk", "inspect", desc)
+	if code != 1 || !strings.Contains(stderr, "SESPARSE") || !strings.Contains(stderr, "seSparse") {
+		t.Errorf("seSparse vmdk: exit %d, %q", code, stderr)
 	}
 }

@@ -1,17 +1,22 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"os"
 
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/smithy-go/logging"
+
+	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 type registerOptions struct {
-	stateDir   string
+	conn       *connFlags
 	s          daemon.AWSSettings
 	caFile     string
 	storeKeys  bool
@@ -23,20 +28,23 @@ type registerOptions struct {
 func init() {
 	Register(Command{
 		Name:    "register",
-		Usage:   "--region R [--bucket B] [--kms-key K] [--create-role] [--fix-bucket] [--store-keys]",
+		Usage:   "--region R [--aws-profile P] [--bucket B] [--kms-key K] [--create-role] [--fix-bucket] [--store-keys] [--aws-endpoint URL --s3-endpoint URL]",
 		Summary: "register the connector with an AWS account: check it, prepare the staging bucket and the vmimport role",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			o := &registerOptions{}
-			stateDirFlag(fs, &o.stateDir)
-			fs.StringVar(&o.s.Region, "region", os.Getenv("AWS_REGION"), "AWS region (env AWS_REGION)")
+			o := &registerOptions{conn: addConnFlags(fs)}
+			// --region names the account's region here, which is also the
+			// one API requests are signed for.
+			fs.Lookup("region").Usage = "AWS region (env AWS_REGION)"
 			fs.StringVar(&o.s.Bucket, "bucket", "", "staging bucket (default rehost-staging-<account>-<region>)")
 			fs.StringVar(&o.s.KMSKeyID, "kms-key", "", "KMS key for SSE-KMS staging and encrypted AMIs (default SSE-S3)")
 			fs.StringVar(&o.s.RoleName, "role", "vmimport", "VM Import service role")
-			fs.StringVar(&o.s.Profile, "profile", "", "shared config profile for credentials")
-			fs.StringVar(&o.s.Endpoint, "endpoint", "", "EC2/IAM/STS endpoint override (an emulator or VPC endpoint)")
+			fs.StringVar(&o.s.Profile, "aws-profile", "", "shared config profile for the account's credentials")
+			fs.StringVar(&o.s.Endpoint, "aws-endpoint", "", "EC2/IAM/STS endpoint override (an emulator or VPC endpoint)")
 			fs.StringVar(&o.s.S3Endpoint, "s3-endpoint", "", "S3 endpoint override (path-style)")
 			fs.StringVar(&o.s.ImportMode, "import-mode", "image", "image (ImportImage) or snapshot (ImportSnapshot + RegisterImage)")
-			fs.StringVar(&o.caFile, "ca-file", "", "PEM file of an extra CA to trust for the endpoints")
+			fs.DurationVar(&o.s.PollInitial, "poll-initial", 0, "first interval between polls of a VM Import task (default 2s)")
+			fs.DurationVar(&o.s.PollMax, "poll-max", 0, "longest interval between polls of a VM Import task (default 30s)")
+			fs.StringVar(&o.caFile, "aws-ca-file", "", "PEM file of an extra CA to trust for the endpoints")
 			fs.BoolVar(&o.storeKeys, "store-keys", false, "store AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (encrypted) for the daemon instead of using the default credential chain at run time")
 			fs.BoolVar(&o.createRole, "create-role", false, "create the vmimport role when missing (else print the documents for an administrator)")
 			fs.BoolVar(&o.fixBucket, "fix-bucket", false, "change an existing bucket whose settings are weaker than wanted")
@@ -50,8 +58,17 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 	if len(args) > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, args[0])
 	}
+	o.s.Region = cmp.Or(o.conn.region, os.Getenv("AWS_REGION"))
 	if o.s.Region == "" {
 		return fmt.Errorf("%w: --region is required", ErrUsage)
+	}
+	if o.s.Endpoint != "" && o.s.S3Endpoint == "" {
+		// Staging would otherwise go to real S3 while imports read
+		// from the overridden endpoint's account.
+		return fmt.Errorf("%w: --aws-endpoint needs --s3-endpoint too (the S3 endpoint of the same account)", ErrUsage)
+	}
+	if o.s.PollInitial < 0 || o.s.PollMax < 0 || o.s.PollMax > 0 && o.s.PollMax < o.s.PollInitial {
+		return fmt.Errorf("%w: --poll-initial and --poll-max must be positive, the first not above the second", ErrUsage)
 	}
 	if o.caFile != "" {
 		b, err := os.ReadFile(o.caFile)
@@ -66,12 +83,22 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 			return fmt.Errorf("--store-keys: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 		}
 	}
-	d, err := openState(ctx, o.stateDir)
+	svc, done, err := o.conn.connect(ctx, true)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	rep, err := d.Register(ctx, o.s, awstarget.SetupOptions{CreateRole: o.createRole, FixBucket: o.fixBucket})
+	defer done()
+	if _, local := svc.(*api.Local); local && o.s.AccessKeyID == "" {
+		// Registering here: the credential chain is this process's.
+		if err := checkCredentials(ctx, o.s.Region, o.s.Profile); err != nil {
+			return err
+		}
+	}
+	var rep awstarget.SetupReport
+	out, err := svc.Register(ctx, &api.RegisterInput{Settings: o.s, CreateRole: o.createRole, FixBucket: o.fixBucket})
+	if out != nil {
+		rep = out.Report
+	}
 	if o.json {
 		if perr := printJSON(env.Stdout, rep); perr != nil {
 			return perr
@@ -79,6 +106,10 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 		return err
 	}
 	if err != nil {
+		// Say exactly what the failed attempt changed in the account.
+		for _, c := range rep.Changes {
+			fmt.Fprintf(env.Stdout, "changed before the failure: %s\n", c)
+		}
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "registered with AWS account %s in %s\nstaging bucket: %s\nservice role:   %s\n", rep.Account, rep.Region, rep.Bucket, rep.RoleName)
@@ -97,4 +128,28 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 			rd.RoleName, rd.RoleName, rd.TrustPolicy, rd.PolicyName, rd.RoleName, rd.PolicyName, rd.Policy)
 	}
 	return nil
+}
+
+// checkCredentials resolves the SDK's credential chain (environment,
+// profile, SSO, web identity, container, instance role) as the daemon will,
+// so that a machine with none gets told what to set rather than the SDK's
+// last word, the instance metadata service's refusal.
+func checkCredentials(ctx context.Context, region, profile string) error {
+	opts := []func(*config.LoadOptions) error{config.WithRegion(region), config.WithLogger(logging.Nop{})}
+	if profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(profile))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err == nil {
+		_, err = cfg.Credentials.Retrieve(ctx)
+	}
+	if err == nil {
+		return nil
+	}
+	if profile != "" {
+		return fmt.Errorf("no AWS credentials in profile %q: check ~/.aws/config and ~/.aws/credentials (%v)", profile, err)
+	}
+	return fmt.Errorf("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_SESSION_TOKEN for temporary keys), " +
+		"or name a profile of ~/.aws/config with --aws-profile or AWS_PROFILE, or run on an EC2 instance with a role " +
+		"(every source of the SDK's chain was tried; the last, the instance metadata service, did not answer with a role)")
 }

@@ -1,13 +1,19 @@
 package cli
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rehost/rehost/connector/api"
@@ -59,14 +65,14 @@ func init() {
 }
 
 func (o *serveOptions) config() (serveConfig, error) {
-	c := serveConfig{StateDir: defaultStateDir, Listen: defaultListen, ResyncInterval: "30s", LogLevel: "info", LogFormat: "json"}
+	c := serveConfig{StateDir: defaultStateDir, Listen: defaultListen, ResyncInterval: scheduler.DefaultResyncInterval.String(), LogLevel: "info", LogFormat: "json"}
 	if o.configFile != "" {
 		b, err := os.ReadFile(o.configFile)
 		if err != nil {
 			return c, fmt.Errorf("read configuration: %w", err)
 		}
-		if err := json.Unmarshal(b, &c); err != nil {
-			return c, fmt.Errorf("read configuration %s: %w", o.configFile, err)
+		if err := decodeConfig(b, &c); err != nil {
+			return c, fmt.Errorf("configuration %s: %w", o.configFile, err)
 		}
 	}
 	envStr := func(name string, p *string) {
@@ -131,22 +137,37 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	resync, err := time.ParseDuration(c.ResyncInterval)
-	if err != nil {
-		return fmt.Errorf("resync interval %q: %w", c.ResyncInterval, err)
+	if err != nil || resync <= 0 {
+		return fmt.Errorf("resyncInterval %q: want a positive duration such as 30s or 2m", c.ResyncInterval)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return fmt.Errorf("log level %q: want debug, info, warn or error", c.LogLevel)
+		return fmt.Errorf("logLevel %q: want debug, info, warn or error", c.LogLevel)
 	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return fmt.Errorf("logFormat %q: want text or json", c.LogFormat)
+	}
+	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	started := time.Now()
+	cfgJSON, _ := json.Marshal(c)
+	info := daemon.ServeInfo{PID: os.Getpid(), Started: started, Listen: c.Listen, Version: version.String(), Config: cfgJSON}
+	lock, err := daemon.LockServe(c.StateDir, info)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	logFile, err := daemon.OpenLogFile(c.StateDir)
+	if err != nil {
+		return fmt.Errorf("open the log file: %w", err)
+	}
+	defer logFile.Close()
 	hopts := &slog.HandlerOptions{Level: level}
-	var log *slog.Logger
-	switch c.LogFormat {
-	case "json":
-		log = slog.New(slog.NewJSONHandler(env.Stderr, hopts))
-	case "text":
-		log = slog.New(slog.NewTextHandler(env.Stderr, hopts))
-	default:
-		return fmt.Errorf("log format %q: want text or json", c.LogFormat)
+	logOut := io.MultiWriter(env.Stderr, logFile)
+	log := slog.New(slog.NewJSONHandler(logOut, hopts))
+	if c.LogFormat == "text" {
+		log = slog.New(slog.NewTextHandler(logOut, hopts))
 	}
 	d, err := daemon.Open(ctx, c.StateDir, daemon.Options{Log: log, Scheduler: scheduler.Options{
 		MaxConcurrent: c.MaxConcurrentRuns, ImportLimitPerRegion: c.ImportLimitPerRegion,
@@ -165,6 +186,10 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	info.Listen = ln.Addr().String()
+	if err := lock.Update(info); err != nil {
+		log.Warn("record the listening address in the lock file", "err", err)
+	}
 	fp := api.Fingerprint(cert.Certificate[0])
 	log.Info("rehost connector serving", "version", version.String(), "stateDir", c.StateDir, "pid", os.Getpid(),
 		"https", ln.Addr().String(), "certificateSHA256", fp)
@@ -172,9 +197,18 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.ResyncOnSignal(ctx)
+	metrics := api.NewMetrics(d, log)
+	go metrics.Watch(ctx, time.Second)
+	ep := api.New(api.Options{
+		Service: &api.Local{D: d, Started: started, Config: cfgJSON},
+		Auth:    &api.KeyAuth{Keys: d, Region: api.RegistrationRegion(d)},
+		Metrics: metrics,
+		Log:     log,
+	})
 	apiDone := make(chan error, 1)
 	go func() {
-		apiDone <- api.New(d, log).Serve(ctx, ln)
+		apiDone <- ep.Serve(ctx, ln)
 	}()
 	err = d.Serve(ctx)
 	cancel()
@@ -190,3 +224,29 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 
 // defaultListen is the appliance's HTTPS address.
 const defaultListen = ":443"
+
+// decodeConfig reads the configuration file strictly: a misspelt key is an
+// error naming it, a value of the wrong type names the key and the type.
+func decodeConfig(b []byte, c *serveConfig) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(c)
+	var te *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		if dec.More() {
+			return errors.New("more than one JSON value: want one object")
+		}
+		return nil
+	case errors.As(err, &te):
+		want := map[reflect.Kind]string{reflect.Int: "a whole number", reflect.String: "a string"}[te.Type.Kind()]
+		return fmt.Errorf("key %q: want %s, got a %s", te.Field, cmp.Or(want, te.Type.String()), te.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		known := make([]string, 0, 9)
+		for f := range reflect.TypeFor[serveConfig]().Fields() {
+			known = append(known, f.Tag.Get("json"))
+		}
+		return fmt.Errorf("unknown key %s (known keys: %s)", strings.TrimPrefix(err.Error(), "json: unknown field "), strings.Join(known, ", "))
+	}
+	return err
+}

@@ -25,7 +25,7 @@ func clearServeEnv(t *testing.T) {
 // define fails the parse.
 func serveFlags(t *testing.T, configFile string, args ...string) *serveOptions {
 	t.Helper()
-	cmd, ok := commands["serve"]
+	cmd, ok := rehost.commands["serve"]
 	if !ok {
 		t.Fatal("serve is not registered")
 	}
@@ -120,7 +120,7 @@ func TestServeConfigFromEnvFile(t *testing.T) {
 	file := writeConfig(t, `{"stateDir": "/file/state"}`)
 	t.Setenv("REHOST_CONFIG", file)
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	commands["serve"].Flags(fs)
+	rehost.commands["serve"].Flags(fs)
 	if got := fs.Lookup("config").DefValue; got != file {
 		t.Errorf("--config defaults to %q, want REHOST_CONFIG %q", got, file)
 	}

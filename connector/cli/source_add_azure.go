@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -11,7 +12,8 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// azureSourceFlags are the flags of `rehost source add --type azure`.
+// azureSourceFlags are the flags of `rehost source add --type azure`; the
+// sign-in method comes from --auth, which the Hyper-V flags define.
 type azureSourceFlags struct {
 	cfg      azure.Config
 	certFile string
@@ -23,8 +25,6 @@ func addAzureSourceFlags(fs *flag.FlagSet) *azureSourceFlags {
 	fs.StringVar(&f.cfg.ResourceGroup, "resource-group", "", "azure: only this resource group's VMs")
 	fs.StringVar(&f.cfg.TenantID, "tenant", "", "azure: the Entra ID tenant (directory) id")
 	fs.StringVar(&f.cfg.ClientID, "client-id", "", "azure: the application (service principal) or user-assigned managed identity client id")
-	fs.StringVar(&f.cfg.Auth, "auth", azure.AuthSecret, "azure: sign-in with "+azure.AuthSecret+" (from REHOST_SOURCE_PASSWORD or stdin), "+
-		azure.AuthCertificate+" (--certificate), "+azure.AuthWorkloadIdentity+" (--token-file) or "+azure.AuthManagedIdentity)
 	fs.StringVar(&f.certFile, "certificate", "", "azure: PEM or PKCS#12 file with the client certificate and its private key (stored encrypted)")
 	fs.StringVar(&f.cfg.TokenFile, "token-file", "", "azure: the workload identity's federated token file (default $AZURE_FEDERATED_TOKEN_FILE)")
 	fs.StringVar(&f.cfg.Cloud, "cloud", azure.CloudPublic, "azure: "+azure.CloudPublic+", "+azure.CloudUSGovernment+" or "+azure.CloudChina)
@@ -33,7 +33,8 @@ func addAzureSourceFlags(fs *flag.FlagSet) *azureSourceFlags {
 
 // input fills in an Azure source: its settings as options, its secret (the
 // client secret or the certificate) sealed by the daemon.
-func (f *azureSourceFlags) input(env Env, in *daemon.SourceInput) error {
+func (f *azureSourceFlags) input(env Env, auth string, in *daemon.SourceInput) error {
+	f.cfg.Auth = cmp.Or(auth, azure.AuthSecret)
 	if f.cfg.SubscriptionID == "" {
 		return fmt.Errorf("%w: --subscription is required for an azure source", ErrUsage)
 	}

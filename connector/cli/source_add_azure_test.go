@@ -29,7 +29,7 @@ func TestSourceAddAzureInput(t *testing.T) {
 	t.Setenv("REHOST_SOURCE_PASSWORD", "s3cr3t")
 	var in daemon.SourceInput
 	f := parse("--subscription", "sub-1", "--resource-group", "rg-web", "--tenant", "ten-1", "--client-id", "app-1", "--cloud", "usgovernment")
-	if err := f.input(Env{Stdin: strings.NewReader("")}, &in); err != nil {
+	if err := f.input(Env{Stdin: strings.NewReader("")}, "", &in); err != nil {
 		t.Fatal(err)
 	}
 	var cfg azure.Config
@@ -45,11 +45,11 @@ func TestSourceAddAzureInput(t *testing.T) {
 	cert := filepath.Join(t.TempDir(), "app.pem")
 	os.WriteFile(cert, []byte("-----BEGIN CERTIFICATE-----\n"), 0o600)
 	in = daemon.SourceInput{}
-	f = parse("--subscription", "sub-1", "--tenant", "ten-1", "--client-id", "app-1", "--auth", "certificate", "--certificate", cert)
-	if err := f.input(Env{}, &in); err != nil || !strings.HasPrefix(in.Password, "-----BEGIN CERTIFICATE") || bytes.Contains(in.Options, []byte("BEGIN")) {
+	f = parse("--subscription", "sub-1", "--tenant", "ten-1", "--client-id", "app-1", "--certificate", cert)
+	if err := f.input(Env{}, "certificate", &in); err != nil || !strings.HasPrefix(in.Password, "-----BEGIN CERTIFICATE") || bytes.Contains(in.Options, []byte("BEGIN")) {
 		t.Errorf("certificate: %v, %+v", err, in)
 	}
-	if err := parse("--subscription", "s", "--auth", "certificate").input(Env{}, &in); err == nil {
+	if err := parse("--subscription", "s").input(Env{}, "certificate", &in); err == nil {
 		t.Error("certificate sign-in without --certificate accepted")
 	}
 
@@ -58,5 +58,11 @@ func TestSourceAddAzureInput(t *testing.T) {
 		[]string{"source", "add", "--state-dir", t.TempDir(), "--type", "azure", "--name", "sub"})
 	if code != 2 || !strings.Contains(errOut.String(), "--subscription is required") {
 		t.Errorf("exit %d: %s", code, errOut.String())
+	}
+	errOut.Reset()
+	code = Main(context.Background(), Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut},
+		[]string{"source", "add", "--state-dir", t.TempDir(), "--type", "azure", "--name", "sub", "--subscription", "s", "--share", `C:\x=x`})
+	if code != 2 || !strings.Contains(errOut.String(), "apply to --type hyperv or scvmm") {
+		t.Errorf("a hyper-v flag with an azure source: exit %d: %s", code, errOut.String())
 	}
 }

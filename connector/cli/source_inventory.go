@@ -18,10 +18,14 @@ func init() {
 	Register(Command{
 		Name:    "source inventory",
 		Usage:   "--url URL --user USER [--thumbprint T | --ca FILE | --insecure] [--datacenter DC] [--json]",
-		Summary: "list the VMs of a vCenter (password from $" + envVCenterPassword + ")",
+		Summary: "list the VMs of a vCenter (password from $" + EnvVCenterPassword + ")",
 		Flags:   sourceInventoryFlags,
 	})
 }
+
+// EnvVCenterPassword holds a vCenter password, so it stays off the command
+// line (and out of ps and shell history).
+const EnvVCenterPassword = "REHOST_VCENTER_PASSWORD"
 
 type sourceInventoryOptions struct {
 	url        string
@@ -55,9 +59,9 @@ func (o *sourceInventoryOptions) run(ctx context.Context, env Env, args []string
 	if o.insecure && (o.thumbprint != "" || o.ca != "") {
 		return fmt.Errorf("--insecure excludes --thumbprint and --ca: %w", ErrUsage)
 	}
-	password := os.Getenv(envVCenterPassword)
+	password := os.Getenv(EnvVCenterPassword)
 	if password == "" {
-		return fmt.Errorf("set the vCenter password in $%s", envVCenterPassword)
+		return fmt.Errorf("set the vCenter password in $%s", EnvVCenterPassword)
 	}
 	cfg := vsphere.Config{URL: o.url, User: o.user, Password: password, Thumbprint: o.thumbprint,
 		Insecure: o.insecure, Datacenter: o.datacenter}

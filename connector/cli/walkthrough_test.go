@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/demo"
-	"github.com/rehost/rehost/pkg/store"
 )
 
 func walk(t *testing.T, args ...string) (string, string, int) {
@@ -42,8 +42,8 @@ func TestWalkthrough(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", settings.AccessKeyID)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", settings.SecretAccessKey)
 
-	out, errs, code := walk(t, "register", "--region", settings.Region, "--endpoint", settings.Endpoint,
-		"--s3-endpoint", settings.S3Endpoint, "--ca-file", ca, "--store-keys", "--create-role")
+	out, errs, code := walk(t, "register", "--region", settings.Region, "--aws-endpoint", settings.Endpoint,
+		"--s3-endpoint", settings.S3Endpoint, "--aws-ca-file", ca, "--store-keys", "--create-role")
 	if code != 0 {
 		t.Fatalf("register: %d %s %s", code, out, errs)
 	}
@@ -51,8 +51,8 @@ func TestWalkthrough(t *testing.T) {
 		t.Errorf("register output: %s", out)
 	}
 	// Re-running changes nothing.
-	out, errs, code = walk(t, "register", "--region", settings.Region, "--endpoint", settings.Endpoint,
-		"--s3-endpoint", settings.S3Endpoint, "--ca-file", ca, "--store-keys", "--create-role")
+	out, errs, code = walk(t, "register", "--region", settings.Region, "--aws-endpoint", settings.Endpoint,
+		"--s3-endpoint", settings.S3Endpoint, "--aws-ca-file", ca, "--store-keys", "--create-role")
 	if code != 0 || !strings.Contains(out, "nothing to change") {
 		t.Errorf("second register: %d %s %s", code, out, errs)
 	}
@@ -80,7 +80,7 @@ func TestWalkthrough(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("server import: %d %s", code, errs)
 	}
-	var servers []store.Server
+	var servers []api.Server
 	if err := json.Unmarshal([]byte(out), &servers); err != nil || len(servers) != len(peers.VMs) {
 		t.Fatalf("server import: %v %s", err, out)
 	}
@@ -97,7 +97,7 @@ func TestWalkthrough(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("job create: %d %s", code, errs)
 	}
-	var j store.ReplicationJob
+	var j api.ReplicationJob
 	if err := json.Unmarshal([]byte(out), &j); err != nil || j.Frequency != 6 || j.NumberOfRecentAmisToKeep != 2 {
 		t.Fatalf("job create: %v %s", err, out)
 	}

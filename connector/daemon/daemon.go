@@ -74,8 +74,11 @@ type Daemon struct {
 	Sched  *scheduler.Scheduler
 
 	mu     sync.Mutex
-	target *awsTarget
-	region string
+	target *awstarget.Target
+
+	keysMu     sync.Mutex
+	keysSealed []byte
+	keysParsed []AccessKey
 }
 
 // Open opens (creating if needed) the state directory dir: rehost.db and the
@@ -101,9 +104,11 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	}
 	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log}
 	d.Engine = &replication.Engine{
-		Store:         st,
-		Source:        d.OpenSource,
-		Target:        lazyTarget{d},
+		Store:  st,
+		Source: d.OpenSource,
+		// Asked at each run, so a daemon started before registration picks
+		// the registration up.
+		Target:        func(ctx context.Context) (replication.Target, error) { return d.Target(ctx) },
 		Log:           log,
 		Hook:          o.Hook,
 		ProgressEvery: o.ProgressEvery,
@@ -114,10 +119,11 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	}
 	d.Sched = scheduler.New(st, runner{d}, so)
 	d.Engine.ImportSlot = func(ctx context.Context) (func(), error) {
-		d.mu.Lock()
-		region := d.region
-		d.mu.Unlock()
-		return d.Sched.ImportSlot(ctx, region)
+		t, err := d.Target(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return d.Sched.ImportSlot(ctx, t.Region())
 	}
 	return d, nil
 }
@@ -148,7 +154,7 @@ func (d *Daemon) Register(ctx context.Context, s AWSSettings, setup awstarget.Se
 	if setup.KMSKeyID == "" {
 		setup.KMSKeyID = s.KMSKeyID
 	}
-	rep, err := t.t.Setup(ctx, setup)
+	rep, err := t.Setup(ctx, setup)
 	if err != nil {
 		return rep, fmt.Errorf("register with AWS: %w", err)
 	}
@@ -161,7 +167,7 @@ func (d *Daemon) Register(ctx context.Context, s AWSSettings, setup awstarget.Se
 		return rep, fmt.Errorf("save the registration: %w", err)
 	}
 	d.mu.Lock()
-	d.target, d.region = nil, ""
+	d.target = nil
 	d.mu.Unlock()
 	return rep, nil
 }
@@ -183,16 +189,8 @@ func (d *Daemon) Registration(ctx context.Context) (AWSSettings, error) {
 	return s, json.Unmarshal(b, &s)
 }
 
-// Target returns the registered AWS target.
+// Target returns the registered AWS target, built once per registration.
 func (d *Daemon) Target(ctx context.Context) (*awstarget.Target, error) {
-	t, err := d.awsTarget(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return t.t, nil
-}
-
-func (d *Daemon) awsTarget(ctx context.Context) (*awsTarget, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.target != nil {
@@ -206,11 +204,11 @@ func (d *Daemon) awsTarget(ctx context.Context) (*awsTarget, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.target, d.region = t, s.Region
+	d.target = t
 	return t, nil
 }
 
-func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awsTarget, error) {
+func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget.Target, error) {
 	cfg := awstarget.Config{
 		Region:          s.Region,
 		AccessKeyID:     s.AccessKeyID,
@@ -225,6 +223,7 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awsTarget
 		KMSKeyID:    s.KMSKeyID,
 		PollInitial: s.PollInitial,
 		PollMax:     s.PollMax,
+		ImportMode:  awstarget.ImportMode(s.ImportMode),
 		Logger:      log,
 	}
 	if len(s.CAPEM) > 0 {
@@ -239,92 +238,12 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awsTarget
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		cfg.HTTPClient = &http.Client{Transport: tr}
 	}
-	t, err := awstarget.New(ctx, cfg)
-	if err != nil {
-		return nil, err
+	switch cfg.ImportMode {
+	case "", awstarget.ModeImportImage, awstarget.ModeImportSnapshot:
+	default:
+		return nil, fmt.Errorf("aws registration: import mode %q is not image or snapshot", s.ImportMode)
 	}
-	mode := awstarget.ModeImportImage
-	if s.ImportMode == string(awstarget.ModeImportSnapshot) {
-		mode = awstarget.ModeImportSnapshot
-	}
-	return &awsTarget{t: t, mode: mode}, nil
-}
-
-// lazyTarget resolves the registered target at each call, so a daemon can
-// start before it is registered and picks up a new registration.
-type lazyTarget struct{ d *Daemon }
-
-func (l lazyTarget) get(ctx context.Context) (*awsTarget, error) { return l.d.awsTarget(ctx) }
-
-func (l lazyTarget) Stage(ctx context.Context, in replication.StageRequest) (replication.Staged, error) {
-	t, err := l.get(ctx)
-	if err != nil {
-		return replication.Staged{}, err
-	}
-	return t.Stage(ctx, in)
-}
-func (l lazyTarget) AbortUploads(ctx context.Context, prefix string) (int, error) {
-	t, err := l.get(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return t.AbortUploads(ctx, prefix)
-}
-func (l lazyTarget) DeleteStaged(ctx context.Context, prefix string) (int, error) {
-	t, err := l.get(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return t.DeleteStaged(ctx, prefix)
-}
-func (l lazyTarget) StartImport(ctx context.Context, in replication.ImportRequest) (json.RawMessage, error) {
-	t, err := l.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return t.StartImport(ctx, in)
-}
-func (l lazyTarget) WaitImport(ctx context.Context, ref json.RawMessage, p func(int, string)) (replication.ImportResult, error) {
-	t, err := l.get(ctx)
-	if err != nil {
-		return replication.ImportResult{}, err
-	}
-	return t.WaitImport(ctx, ref, p)
-}
-func (l lazyTarget) CancelImport(ctx context.Context, ref json.RawMessage) (replication.ImportResult, error) {
-	t, err := l.get(ctx)
-	if err != nil {
-		return replication.ImportResult{}, err
-	}
-	return t.CancelImport(ctx, ref)
-}
-func (l lazyTarget) FindImports(ctx context.Context, k, v string) ([]json.RawMessage, error) {
-	t, err := l.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return t.FindImports(ctx, k, v)
-}
-func (l lazyTarget) Finalize(ctx context.Context, id, name string, tags map[string]string) error {
-	t, err := l.get(ctx)
-	if err != nil {
-		return err
-	}
-	return t.Finalize(ctx, id, name, tags)
-}
-func (l lazyTarget) DeleteImage(ctx context.Context, id string) error {
-	t, err := l.get(ctx)
-	if err != nil {
-		return err
-	}
-	return t.DeleteImage(ctx, id)
-}
-func (l lazyTarget) Retain(ctx context.Context, k, v string, keep int) ([]string, error) {
-	t, err := l.get(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return t.Retain(ctx, k, v, keep)
+	return awstarget.New(ctx, cfg)
 }
 
 // SourceInput adds a source.
@@ -436,20 +355,35 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	// After the start, so an unreachable source's slow cleanup does not
 	// hold up the runs; Recoverable never picks a run that is active.
-	go d.janitor(ctx)
+	janitorDone := make(chan struct{})
+	go func() {
+		defer close(janitorDone)
+		d.janitor(ctx, true)
+	}()
 	tick := time.NewTicker(30 * time.Minute)
 	defer tick.Stop()
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			d.Sched.Stop()
 			d.Sched.Wait()
+			<-janitorDone
 			return nil
 		case <-tick.C:
-			d.janitor(ctx)
+			sweep := time.Since(lastSweep) >= SweepEvery
+			if sweep {
+				lastSweep = time.Now()
+			}
+			d.janitor(ctx, sweep)
 		}
 	}
 }
+
+// SweepEvery is how often the daemon looks for AMIs and EBS snapshots of
+// its runs that nothing owns (see replication.Engine.Sweep), besides at
+// start.
+var SweepEvery = 24 * time.Hour
 
 // RegistrationPoll is how often an unregistered daemon looks for a
 // registration made by another process (the CLI, the setup page).
@@ -458,7 +392,7 @@ var RegistrationPoll = 5 * time.Second
 func (d *Daemon) waitRegistered(ctx context.Context) error {
 	logged := false
 	for {
-		_, err := d.awsTarget(ctx)
+		_, err := d.Target(ctx)
 		if err == nil {
 			return nil
 		}
@@ -478,8 +412,9 @@ func (d *Daemon) waitRegistered(ctx context.Context) error {
 }
 
 // janitor undoes the leftovers of runs that ended without their cleanup
-// completing (the source or AWS was unreachable then).
-func (d *Daemon) janitor(ctx context.Context) {
+// completing (the source or AWS was unreachable then), and with sweep also
+// removes what no ledger knows of.
+func (d *Daemon) janitor(ctx context.Context, sweep bool) {
 	_, undo, err := d.Engine.Recoverable(ctx)
 	if err != nil {
 		d.Log.Error("look for leftovers", "err", err)
@@ -491,6 +426,16 @@ func (d *Daemon) janitor(ctx context.Context) {
 		} else {
 			d.Log.Info("cleaned up leftovers of a run", "run", id)
 		}
+	}
+	if !sweep {
+		return
+	}
+	removed, err := d.Engine.Sweep(ctx)
+	if err != nil && ctx.Err() == nil {
+		d.Log.Error("sweep for orphaned AMIs and EBS snapshots; retried later", "err", err)
+	}
+	if len(removed) > 0 {
+		d.Log.Warn("removed orphaned AMIs and EBS snapshots of earlier runs", "removed", removed)
 	}
 }
 
@@ -536,17 +481,7 @@ func (d *Daemon) DeleteJob(ctx context.Context, jobID string, deleteAMIs bool) e
 		}
 	}
 	if deleteAMIs {
-		t, err := d.Target(ctx)
-		if err == nil {
-			var imgs []awstarget.Image
-			imgs, err = t.FindImages(ctx, map[string]string{replication.TagJob: jobID})
-			for _, im := range imgs {
-				if derr := t.DeleteImage(ctx, im.ID); derr != nil {
-					errs = append(errs, derr)
-				}
-			}
-		}
-		if err != nil {
+		if _, err := d.Engine.DeleteJobImages(ctx, jobID); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,32 +22,82 @@ import (
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
-// buildRehost builds the rehost binary once per test binary.
+var (
+	rehostOnce sync.Once
+	rehostBin  string
+	rehostErr  error
+)
+
+// buildRehost builds the product binary once per test binary: every crash
+// test kills the same one.
 func buildRehost(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "rehost")
-	cmd := exec.Command("go", "build", "-o", bin, "./connector/cmd/rehost")
-	cmd.Dir = filepath.Join("..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build rehost: %v\n%s", err, out)
+	rehostOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "rehost-bin-")
+		if err != nil {
+			rehostErr = err
+			return
+		}
+		rehostBin = filepath.Join(dir, "rehost")
+		cmd := exec.Command("go", "build", "-o", rehostBin, "./connector/cmd/rehost")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			rehostErr = fmt.Errorf("build rehost: %v\n%s", err, out)
+		}
+	})
+	if rehostErr != nil {
+		t.Fatal(rehostErr)
 	}
-	return bin
+	return rehostBin
+}
+
+// TestMain removes the binary buildRehost made.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if rehostBin != "" {
+		os.RemoveAll(filepath.Dir(rehostBin))
+	}
+	os.Exit(code)
+}
+
+// envInt reads a positive integer from the environment, or def.
+func envInt(t *testing.T, name string, def uint64) uint64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: not a number", name, v)
+	}
+	return n
 }
 
 // TestCrashAnywhereLeavesNothingBehind kills `rehost serve` with SIGKILL at
-// random points of many runs, restarts it each time, and proves at the end
-// that every run ended COMPLETED or FAILED with a reason, that the peers hold
-// no VM snapshot, NFC lease, multipart upload, staged object, import task,
-// orphan EBS snapshot or unclaimed AMI, that no run made two AMIs, and that
-// retention holds.
+// random points of many runs — and `rehost job delete --delete-amis` once,
+// mid-way — restarts it each time, and proves at the end that every run
+// ended COMPLETED (no fault but the kills is injected, so a FAILED run is a
+// bug), that every AMI left holds its source disks byte for byte, that the
+// peers hold no VM snapshot, NFC lease, multipart upload, staged object,
+// import task, orphan EBS snapshot or unclaimed AMI, that no run made two
+// AMIs, and that retention holds. REHOST_CRASH_SEED sets the kill schedule
+// (the seed is logged) and REHOST_CRASH_KILLS the number of kills.
 func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 	if runtime.GOOS == "windows" {
 		t.Skip("uses POSIX signals")
 	}
+	seed := envInt(t, "REHOST_CRASH_SEED", uint64(time.Now().UnixNano()))
+	rounds := int(envInt(t, "REHOST_CRASH_KILLS", 30))
+	t.Logf("kill schedule: REHOST_CRASH_SEED=%d REHOST_CRASH_KILLS=%d", seed, rounds)
 	bin := buildRehost(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	peers, err := StartPeers(ctx, PeerOptions{Dir: filepath.Join(dir, "peers"), ImportDuration: 1500 * time.Millisecond, LeaseTimeout: 2 * time.Second})
+	// The calls that delete an AMI are slow, so that kills land in
+	// retention and job deletion too (between deregistering an image and
+	// deleting its snapshots, where a crash once orphaned snapshots).
+	slow := map[string]time.Duration{"DeregisterImage": 400 * time.Millisecond, "DeleteSnapshot": 400 * time.Millisecond}
+	peers, err := StartPeers(ctx, PeerOptions{Dir: filepath.Join(dir, "peers"), ImportDuration: 1500 * time.Millisecond,
+		LeaseTimeout: 2 * time.Second, Delays: slow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,10 +181,24 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 		}
 	}
 
-	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 7))
-	t.Logf("kill schedule seed %d", seed)
-	const rounds = 10
+	// Job deletion, killed mid-way once the job has AMIs: its deletions are
+	// recorded, and the janitor of the next start finishes them.
+	deleted := jobs[len(jobs)-1]
+	deleteKilled := false
+	killDelete := func() {
+		cmd := exec.Command(bin, "job", "delete", "--state-dir", stateDir, "--delete-amis", deleted)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(300+rng.IntN(1500)) * time.Millisecond
+		time.Sleep(delay)
+		fmt.Fprintf(logf, "=== test: SIGKILL of job delete after %v\n", delay)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		deleteKilled = true
+	}
 	for i := range rounds {
 		cmd := start()
 		delay := time.Duration(200+rng.IntN(5000)) * time.Millisecond
@@ -144,6 +210,9 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 		cmd.Wait()
 		if i%3 == 2 {
 			addRuns()
+		}
+		if !deleteKilled && i >= rounds*2/3 && jobHasAMIs(t, peers, deleted) {
+			killDelete()
 		}
 	}
 
@@ -176,6 +245,17 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 		log, _ := os.ReadFile(logPath)
 		t.Errorf("serve exited with %v after SIGTERM; log:\n%s", err, tail(log, 30))
 	}
+	if deleteKilled {
+		// The user runs the deletion again; what the killed one recorded
+		// the janitor has finished already.
+		out, err := exec.Command(bin, "job", "delete", "--state-dir", stateDir, "--delete-amis", deleted).CombinedOutput()
+		if err != nil && !bytes.Contains(out, []byte("already deleted")) {
+			t.Errorf("job delete after the kill: %v\n%s", err, out)
+		}
+		if jobHasAMIs(t, peers, deleted) {
+			t.Errorf("job %s, deleted with its AMIs, still has AMIs", deleted)
+		}
+	}
 
 	claimed := map[string]bool{}
 	completed, failed := 0, 0
@@ -194,17 +274,15 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 				claimed[r.AmiID] = true
 			case store.RunFailed:
 				failed++
-				if r.StatusMessage == "" {
-					t.Errorf("run %s failed without a reason", r.ReplicationRunID)
-				}
-				t.Logf("run %s failed: %s", r.ReplicationRunID, r.StatusMessage)
-			case store.RunMissed:
+				// Only kills were injected: a run they make fail is a bug.
+				t.Errorf("run %s failed: %s", r.ReplicationRunID, r.StatusMessage)
+			case store.RunMissed, store.RunDeleted:
 			default:
 				t.Errorf("run %s ended %s", r.ReplicationRunID, r.State)
 			}
 		}
 	}
-	t.Logf("%d runs completed, %d failed, over %d kills", completed, failed, rounds)
+	t.Logf("%d runs completed, %d failed, over %d kills (seed %d)", completed, failed, rounds, seed)
 	if completed == 0 {
 		t.Fatal("no run completed")
 	}
@@ -237,8 +315,42 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 	}
 	for id := range claimed {
 		if !present[id] {
-			delete(claimed, id) // deleted by retention
+			delete(claimed, id) // deleted by retention or with its job
 		}
+	}
+	// Every AMI left holds its source VM's disks, read back from the
+	// emulated EBS snapshots.
+	name := map[string]string{}
+	for _, s := range servers {
+		name[s.ServerID] = s.Name
+	}
+	verified := 0
+	for _, j := range jobs {
+		job, err := st.GetJob(ctx, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs, _ := st.ListRuns(ctx, j, 0)
+		for _, r := range runs {
+			if !claimed[r.AmiID] {
+				continue
+			}
+			checks, err := peers.Verify(name[job.ServerID], r.AmiID)
+			if err != nil {
+				t.Errorf("verify AMI %s of run %s: %v", r.AmiID, r.ReplicationRunID, err)
+				continue
+			}
+			for _, c := range checks {
+				if !c.Equal {
+					t.Errorf("AMI %s of run %s: disk %d differs from the source (%s vs %s)", r.AmiID, r.ReplicationRunID, c.Disk, c.SourceHash, c.TargetHash)
+				}
+			}
+			verified++
+		}
+	}
+	t.Logf("%d AMIs verified byte for byte against their source disks", verified)
+	if verified == 0 {
+		t.Error("no AMI left to verify")
 	}
 	// A lease whose holder was killed expires, as on vCenter.
 	time.Sleep(3 * time.Second)
@@ -250,6 +362,21 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 		log, _ := os.ReadFile(logPath)
 		t.Errorf("left behind: %s\nlog tail:\n%s", l, tail(log, 80))
 	}
+}
+
+// jobHasAMIs reports whether the emulated account holds an AMI of job.
+func jobHasAMIs(t *testing.T, peers *Peers, job string) bool {
+	for _, im := range peers.AWS.Images() {
+		if im.State == "deregistered" {
+			continue
+		}
+		for _, tg := range im.Tags {
+			if tg.Key == "rehost:job" && tg.Value == job {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isConflict(err error) bool { return err != nil && errors.Is(err, store.ErrConflict) }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/internal/guestdisk"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 	"github.com/rehost/rehost/pkg/vspheresim"
@@ -119,9 +120,10 @@ func twoDiskVM() []vspheresim.VMSpec {
 	return []vspheresim.VMSpec{{
 		Name: "vm-a", Firmware: "efi", PowerOn: true, ToolsRunning: true,
 		Disks: []vspheresim.DiskSpec{
-			{CapacityBytes: 12 << 20, Seed: func(w io.WriterAt) error {
-				return vspheresim.PseudoRandom(w, 1, 0, 10<<20)
-			}},
+			// A real guest disk: VM Import refuses a boot disk without a
+			// partition table and an OS it recognises. Its 8 MiB of
+			// seeded data make the export stream long enough to cut.
+			{CapacityBytes: 48 << 20, Seed: vspheresim.GuestDisk(guestdisk.Options{Size: 48 << 20, Firmware: guestdisk.EFI, DataBytes: 8 << 20, Seed: 1})},
 			{CapacityBytes: 32 << 20, Seed: func(w io.WriterAt) error {
 				return vspheresim.PseudoRandom(w, 2, 20<<20, 1<<20)
 			}},

@@ -6,6 +6,7 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,12 +16,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/rehost/rehost/connector/daemon"
-	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/internal/s3peer"
 	"github.com/rehost/rehost/pkg/emulator"
 	"github.com/rehost/rehost/pkg/store"
@@ -33,12 +31,17 @@ type PeerOptions struct {
 	Dir string
 	// VMs of the simulated vCenter; default vspheresim.DemoVMs().
 	VMs []vspheresim.VMSpec
-	// ImportDuration is how long an emulated import takes (default 3 s).
+	// ImportDuration is the emulator's simulated import time (its
+	// SimulatedImportWait: what stands for booting the converted guest),
+	// default 3 s; the rest of an import is the emulator's real work.
 	ImportDuration time.Duration
 	// LeaseTimeout expires NFC leases without progress (default 5 min,
 	// as vCenter), so a connector killed mid-export does not hold one.
 	LeaseTimeout time.Duration
-	Log          *slog.Logger
+	// Delays slow the emulator's API calls by name (emulator.Config.Delays),
+	// e.g. DeregisterImage and DeleteSnapshot so kills land in retention.
+	Delays map[string]time.Duration
+	Log    *slog.Logger
 }
 
 // Peers are the running stand-ins for vCenter, S3 and AWS.
@@ -82,15 +85,16 @@ func StartPeers(ctx context.Context, o PeerOptions) (_ *Peers, err error) {
 	p.AWS, err = emulator.New(emulator.Config{
 		Region: p.S3.Region,
 		// One set of keys for S3 and the rest, as in a real account.
-		AccessKeyID:     p.S3.AccessKeyID,
-		SecretAccessKey: p.S3.SecretAccessKey,
-		S3Endpoint:      p.S3.URL,
-		S3AccessKey:     p.S3.AccessKeyID,
-		S3SecretKey:     p.S3.SecretAccessKey,
-		S3HTTPClient:    p.S3.HTTPClient(),
-		DataDir:         filepath.Join(o.Dir, "aws"),
-		ImportDuration:  o.ImportDuration,
-		Logger:          o.Log,
+		AccessKeyID:         p.S3.AccessKeyID,
+		SecretAccessKey:     p.S3.SecretAccessKey,
+		S3Endpoint:          p.S3.URL,
+		S3AccessKey:         p.S3.AccessKeyID,
+		S3SecretKey:         p.S3.SecretAccessKey,
+		S3HTTPClient:        p.S3.HTTPClient(),
+		DataDir:             filepath.Join(o.Dir, "aws"),
+		SimulatedImportWait: o.ImportDuration,
+		Delays:              o.Delays,
+		Logger:              o.Log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start the AWS emulator: %w", err)
@@ -140,29 +144,6 @@ func (p *Peers) SourceInput() daemon.SourceInput {
 		User: p.Sim.User(), Password: p.Sim.Password(), Thumbprint: p.Sim.Thumbprint()}
 }
 
-// DiskSHA256 hashes the current content of a simulated VM's disk.
-func (p *Peers) DiskSHA256(vm string, disk int) (string, int64, error) {
-	size, err := p.Sim.DiskCapacity(vm, disk)
-	if err != nil {
-		return "", 0, err
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(readerAt{p.Sim, vm, disk}, 0, size)); err != nil {
-		return "", 0, fmt.Errorf("read disk %d of vm %q: %w", disk, vm, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), size, nil
-}
-
-type readerAt struct {
-	sim  *vspheresim.Sim
-	vm   string
-	disk int
-}
-
-func (r readerAt) ReadAt(p []byte, off int64) (int, error) {
-	return r.sim.ReadDisk(r.vm, r.disk, off, p)
-}
-
 // DiskCheck compares one source disk with the EBS snapshot made of it.
 type DiskCheck struct {
 	Disk       int    `json:"disk"`
@@ -173,7 +154,9 @@ type DiskCheck struct {
 	Equal      bool   `json:"equal"`
 }
 
-// Verify compares every disk of vm with the snapshots of the AMI.
+// Verify compares every disk of vm with the snapshots of the AMI, reading
+// both back: the simulated vCenter's live disk and the emulator's stored
+// snapshot content, byte for byte.
 func (p *Peers) Verify(vm, imageID string) ([]DiskCheck, error) {
 	var img *emulator.Image
 	for _, im := range p.AWS.Images() {
@@ -187,121 +170,83 @@ func (p *Peers) Verify(vm, imageID string) ([]DiskCheck, error) {
 	}
 	var out []DiskCheck
 	for i, dev := range img.Devices {
-		src, size, err := p.DiskSHA256(vm, i)
-		if err != nil {
-			return out, err
-		}
-		dst, dsize, err := p.AWS.SnapshotSHA256(dev.SnapshotID)
+		c, err := p.compare(vm, i, dev.SnapshotID)
 		if err != nil {
 			return out, fmt.Errorf("verify vm %q disk %d: %w", vm, i, err)
 		}
-		out = append(out, DiskCheck{Disk: i, SnapshotID: dev.SnapshotID, Size: size, SourceHash: src, TargetHash: dst, Equal: src == dst && size == dsize})
+		out = append(out, c)
 	}
 	return out, nil
 }
 
-// Leftovers is what the peers still hold that a finished run should have
-// removed.
-type Leftovers struct {
-	VMSnapshots      []string `json:"vmSnapshots,omitempty"`
-	OpenLeases       int      `json:"openLeases,omitempty"`
-	Uploads          []string `json:"multipartUploads,omitempty"`
-	Objects          []string `json:"objects,omitempty"`
-	ActiveImports    []string `json:"activeImports,omitempty"`
-	OrphanSnapshots  []string `json:"orphanSnapshots,omitempty"`
-	UntrackedImages  []string `json:"untrackedImages,omitempty"` // AMIs no completed run claims
-	DuplicateAMIRuns []string `json:"duplicateAmiRuns,omitempty"`
+// compare reads disk i of vm and the snapshot side by side.
+func (p *Peers) compare(vm string, i int, snapID string) (DiskCheck, error) {
+	c := DiskCheck{Disk: i, SnapshotID: snapID}
+	size, err := p.Sim.DiskCapacity(vm, i)
+	if err != nil {
+		return c, err
+	}
+	snap, snapSize, err := p.AWS.SnapshotContent(snapID)
+	if err != nil {
+		return c, err
+	}
+	defer snap.Close()
+	c.Size = size
+	c.Equal = size == snapSize
+	hs, ht := sha256.New(), sha256.New()
+	a, b := make([]byte, 1<<20), make([]byte, 1<<20)
+	for off := int64(0); off < max(size, snapSize); off += int64(len(a)) {
+		na, nb := max(0, min(int64(len(a)), size-off)), max(0, min(int64(len(b)), snapSize-off))
+		if _, err := p.Sim.ReadDisk(vm, i, off, a[:na]); err != nil && !errors.Is(err, io.EOF) {
+			return c, fmt.Errorf("read the source disk at %d: %w", off, err)
+		}
+		if _, err := snap.ReadAt(b[:nb], off); err != nil && !errors.Is(err, io.EOF) {
+			return c, fmt.Errorf("read snapshot %s at %d: %w", snapID, off, err)
+		}
+		hs.Write(a[:na])
+		ht.Write(b[:nb])
+		c.Equal = c.Equal && bytes.Equal(a[:na], b[:nb])
+	}
+	c.SourceHash, c.TargetHash = hex.EncodeToString(hs.Sum(nil)), hex.EncodeToString(ht.Sum(nil))
+	return c, nil
 }
 
-// Empty reports whether nothing leaked.
-func (l Leftovers) Empty() bool {
-	return len(l.VMSnapshots) == 0 && l.OpenLeases == 0 && len(l.Uploads) == 0 && len(l.Objects) == 0 &&
-		len(l.ActiveImports) == 0 && len(l.OrphanSnapshots) == 0 && len(l.UntrackedImages) == 0 && len(l.DuplicateAMIRuns) == 0
-}
-
-func (l Leftovers) String() string {
-	var parts []string
-	add := func(name string, v []string) {
-		if len(v) > 0 {
-			parts = append(parts, fmt.Sprintf("%s: %s", name, strings.Join(v, ", ")))
-		}
-	}
-	add("vm snapshots", l.VMSnapshots)
-	if l.OpenLeases > 0 {
-		parts = append(parts, fmt.Sprintf("open nfc leases: %d", l.OpenLeases))
-	}
-	add("multipart uploads", l.Uploads)
-	add("objects", l.Objects)
-	add("active imports", l.ActiveImports)
-	add("orphan ebs snapshots", l.OrphanSnapshots)
-	add("untracked amis", l.UntrackedImages)
-	add("runs with several amis", l.DuplicateAMIRuns)
-	if len(parts) == 0 {
-		return "nothing left behind"
-	}
-	return strings.Join(parts, "; ")
-}
-
-// Leftovers counts what the peers hold beyond the AMIs of completed runs
-// (claimed, the AMI ids that completed runs recorded).
-func (p *Peers) Leftovers(ctx context.Context, bucket string, claimed map[string]bool) (Leftovers, error) {
-	var l Leftovers
-	for _, vm := range p.VMs {
-		snaps, err := p.Sim.Snapshots(vm.Name)
-		if err != nil {
-			return l, err
-		}
-		for _, s := range snaps {
-			l.VMSnapshots = append(l.VMSnapshots, vm.Name+"/"+s)
-		}
-	}
-	l.OpenLeases = p.Sim.OpenLeases()
-	cl := p.S3.S3Client()
-	if bucket != "" {
-		objs, err := listKeys(ctx, cl, bucket)
-		if err != nil {
-			return l, err
-		}
-		l.Objects = objs
-		ups, err := listUploads(ctx, cl, bucket)
-		if err != nil {
-			return l, err
-		}
-		l.Uploads = ups
-	}
-	inImage := map[string]bool{}
-	perRun := map[string][]string{}
+// ImageGuest is what VM Import found on the boot disk of an AMI the
+// emulator made by ImportImage: its platform and distribution.
+func (p *Peers) ImageGuest(imageID string) (emulator.Guest, bool) {
 	for _, im := range p.AWS.Images() {
-		if im.State == "deregistered" {
+		if im.ID != imageID {
 			continue
 		}
-		for _, d := range im.Devices {
-			inImage[d.SnapshotID] = true
-		}
-		if !claimed[im.ID] {
-			l.UntrackedImages = append(l.UntrackedImages, im.ID)
-		}
-		for _, t := range im.Tags {
-			if t.Key == replication.TagRun {
-				perRun[t.Value] = append(perRun[t.Value], im.ID)
+		for _, t := range p.AWS.ImportTasks() {
+			if t.ID == im.ImportTaskID && t.Guest != nil {
+				return *t.Guest, true
 			}
 		}
 	}
-	for run, ids := range perRun {
-		if len(ids) > 1 {
-			l.DuplicateAMIRuns = append(l.DuplicateAMIRuns, run+"="+strings.Join(ids, "+"))
-		}
+	return emulator.Guest{}, false
+}
+
+// States reads what every peer holds.
+func (p *Peers) States(ctx context.Context) (PeerStates, error) {
+	var st PeerStates
+	var err error
+	if st.VCenter, err = p.Sim.State(); err != nil {
+		return st, err
 	}
-	for _, s := range p.AWS.Snapshots() {
-		if !inImage[s.ID] {
-			l.OrphanSnapshots = append(l.OrphanSnapshots, s.ID)
-		}
+	if st.S3, err = p.S3.Front.State(ctx); err != nil {
+		return st, err
 	}
-	for _, t := range p.AWS.ImportTasks() {
-		if t.Status == "active" || t.Status == "deleting" {
-			l.ActiveImports = append(l.ActiveImports, t.ID)
-		}
+	st.AWS = p.AWS.State()
+	return st, nil
+}
+
+// Leftovers counts what the peers hold beyond the AMIs of completed runs
+// (claimed, the AMI ids that completed runs recorded) in bucket.
+func (p *Peers) Leftovers(ctx context.Context, bucket string, claimed map[string]bool) (Leftovers, error) {
+	st, err := p.States(ctx)
+	if err != nil {
+		return Leftovers{}, err
 	}
-	sort.Strings(l.DuplicateAMIRuns)
-	return l, nil
+	return st.Leftovers(bucket, claimed), nil
 }

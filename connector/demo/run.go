@@ -1,14 +1,13 @@
 package demo
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -34,16 +33,20 @@ type Options struct {
 
 // VMResult is the outcome of one VM's replication.
 type VMResult struct {
-	VM       string      `json:"vm"`
-	Firmware string      `json:"firmware"`
-	ServerID string      `json:"serverId"`
-	JobID    string      `json:"replicationJobId"`
-	RunID    string      `json:"replicationRunId"`
-	State    string      `json:"state"`
-	AMI      string      `json:"amiId,omitempty"`
-	Message  string      `json:"statusMessage,omitempty"`
-	Disks    []DiskCheck `json:"disks"`
-	Verified bool        `json:"verified"`
+	VM       string `json:"vm"`
+	Firmware string `json:"firmware"`
+	ServerID string `json:"serverId"`
+	JobID    string `json:"replicationJobId"`
+	RunID    string `json:"replicationRunId"`
+	State    string `json:"state"`
+	AMI      string `json:"amiId,omitempty"`
+	// Platform and Distribution are what VM Import detected on the boot
+	// disk of the AMI.
+	Platform     string      `json:"platform,omitempty"`
+	Distribution string      `json:"distribution,omitempty"`
+	Message      string      `json:"statusMessage,omitempty"`
+	Disks        []DiskCheck `json:"disks"`
+	Verified     bool        `json:"verified"`
 }
 
 // Summary is the demo's result.
@@ -183,6 +186,9 @@ func Run(ctx context.Context, o Options) (Summary, *Env, error) {
 				vr.Message = err.Error()
 			}
 			vr.Disks = checks
+			if g, ok := peers.ImageGuest(r.AmiID); ok {
+				vr.Platform, vr.Distribution = g.Platform, g.Distribution
+			}
 			vr.Verified = err == nil && len(checks) == s.DiskCount
 			for _, c := range checks {
 				vr.Verified = vr.Verified && c.Equal
@@ -226,7 +232,7 @@ func watch(ctx context.Context, st store.Store, order []string, jobs map[string]
 			line := fmt.Sprintf("%-8s %s %-16s %s", jobs[jobID].Name, bar(r), r.Stage, r.StageProgress)
 			if r.State == store.RunCompleted || r.State == store.RunFailed {
 				done[jobID] = r
-				line = fmt.Sprintf("%-8s %s %s %s", jobs[jobID].Name, bar(r), r.State, firstNonEmpty(r.AmiID, r.StatusMessage))
+				line = fmt.Sprintf("%-8s %s %s %s", jobs[jobID].Name, bar(r), r.State, cmp.Or(r.AmiID, r.StatusMessage))
 			}
 			if line != last[jobID] {
 				last[jobID] = line
@@ -241,16 +247,25 @@ func watch(ctx context.Context, st store.Store, order []string, jobs map[string]
 	return done, nil
 }
 
-var pctRE = regexp.MustCompile(`(\d+)%`)
-
-// overall maps a run's stage and stage progress to a share of the whole run.
+// overall maps a run's progress (numbers: the step, bytes per disk, VM
+// Import's percent) to a share of the whole run.
 func overall(r store.ReplicationRun) int {
 	if r.State == store.RunCompleted {
 		return 100
 	}
 	pct := 0
-	if m := pctRE.FindStringSubmatch(r.StageProgress); m != nil {
-		pct, _ = strconv.Atoi(m[1])
+	p := r.Progress
+	switch p.Step {
+	case replication.StepStage:
+		var done, total int64
+		for _, d := range p.Disks {
+			done, total = done+d.BytesDone, total+d.BytesTotal
+		}
+		if total > 0 {
+			pct = int(min(100, done*100/total))
+		}
+	case replication.StepWaitImport:
+		pct = p.ImportPercent
 	}
 	span := map[string][2]int{
 		replication.StepSnapshot:        {0, 5},
@@ -261,7 +276,7 @@ func overall(r store.ReplicationRun) int {
 		replication.StepFinalize:        {95, 97},
 		replication.StepUnstage:         {97, 99},
 		replication.StepRetention:       {99, 100},
-	}[r.Stage]
+	}[p.Step]
 	return span[0] + (span[1]-span[0])*pct/100
 }
 
@@ -271,29 +286,21 @@ func bar(r store.ReplicationRun) string {
 	return fmt.Sprintf("[%s%s] %3d%%", strings.Repeat("#", n), strings.Repeat("-", width-n), overall(r))
 }
 
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}
-
 // PrintSummary writes the result table.
 func PrintSummary(w io.Writer, s Summary) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nVM\tFIRMWARE\tRUN\tAMI\tDISK\tSOURCE SHA-256\tSNAPSHOT SHA-256\tCONTENT")
+	fmt.Fprintln(tw, "\nVM\tFIRMWARE\tRUN\tAMI\tDETECTED OS\tDISK\tSOURCE SHA-256\tSNAPSHOT SHA-256\tCONTENT")
 	for _, v := range s.VMs {
+		osName := cmp.Or(strings.TrimSuffix(v.Platform+" ("+v.Distribution+")", " ()"), "-")
 		if len(v.Disks) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t%s\n", v.VM, v.Firmware, v.State, firstNonEmpty(v.AMI, "-"), firstNonEmpty(v.Message, "not verified"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t-\t-\t-\t%s\n", v.VM, v.Firmware, v.State, cmp.Or(v.AMI, "-"), osName, cmp.Or(v.Message, "not verified"))
 		}
 		for _, d := range v.Disks {
 			verdict := "equal"
 			if !d.Equal {
 				verdict = "DIFFERENT"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d (%d MiB)\t%s…\t%s…\t%s\n", v.VM, v.Firmware, v.State, v.AMI, d.Disk, d.Size>>20, d.SourceHash[:16], d.TargetHash[:min(16, len(d.TargetHash))], verdict)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d (%d MiB)\t%s…\t%s…\t%s\n", v.VM, v.Firmware, v.State, v.AMI, osName, d.Disk, d.Size>>20, d.SourceHash[:16], d.TargetHash[:min(16, len(d.TargetHash))], verdict)
 		}
 	}
 	tw.Flush()

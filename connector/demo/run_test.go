@@ -27,6 +27,11 @@ func TestDemoRun(t *testing.T) {
 	}
 	sawEFI, sawTwoDisks := false, false
 	for _, v := range sum.VMs {
+		// VM Import's detection of each boot disk's OS reaches the result.
+		want := map[string]string{"web-01": "Linux/Ubuntu 22.04.4 LTS", "app-01": "Windows/", "db-01": "Linux/Rocky Linux 8.9 (Green Obsidian)"}[v.VM]
+		if got := v.Platform + "/" + v.Distribution; got != want {
+			t.Errorf("%s: detected %q, want %q", v.VM, got, want)
+		}
 		sawEFI = sawEFI || v.Firmware == "efi"
 		sawTwoDisks = sawTwoDisks || len(v.Disks) == 2
 		for _, d := range v.Disks {

@@ -1,33 +1,31 @@
 // Package replication runs one replication of a server into an AMI as a
-// persisted, resumable list of steps:
+// persisted, resumable list of steps (step.go has the list):
 //
 //	snapshot → stage (export each disk, stream it to S3) → release-snapshot →
 //	import → wait-import → finalize → unstage → retention
 //
-// Before a step creates anything outside the process it records the intent in
-// the store's ledger, and after, the resource's id. Every step's Do is
-// idempotent: re-entered after a crash it finds what it already made (by the
-// ledger, by the snapshot's name, by the import's client token) and goes on.
-// The ledger, not memory, drives cleanup: Undo walks it backwards and removes
-// whatever is not released, then sweeps by name and prefix for resources
-// whose creation was cut off before their id was recorded.
+// A step owns its effects. Before it creates anything outside the process it
+// records the intent in the store's ledger under its own name, and after,
+// the resource's id; its Do is idempotent, so re-entered after a crash it
+// finds what it already made (by the ledger, a snapshot's name, an import's
+// client token) and goes on; its Undo removes one thing it recorded. The
+// ledger, not memory, drives cleanup: Undo walks it backwards, handing each
+// entry to the step that made it, then sweeps by name and prefix for
+// resources whose creation was cut off before their id was recorded.
 package replication
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
+	"github.com/rehost/rehost/pkg/retry"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/store"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 // ErrCancelled is the cause to cancel a run's context with when the user
@@ -44,25 +42,16 @@ const (
 	TagVM     = "rehost:source-vm"
 )
 
-// Step names, persisted in the store.
-const (
-	StepSnapshot        = "snapshot"
-	StepStage           = "stage"
-	StepReleaseSnapshot = "release-snapshot"
-	StepImport          = "import"
-	StepWaitImport      = "wait-import"
-	StepFinalize        = "finalize"
-	StepUnstage         = "unstage"
-	StepRetention       = "retention"
-)
-
 // Engine runs replication runs.
 type Engine struct {
 	Store store.Store
 	// Source opens the source a server belongs to; the engine closes it when
 	// the run ends.
 	Source func(ctx context.Context, sourceID string) (source.Source, error)
-	Target Target
+	// Target returns the registered target; it is asked at the start of
+	// every run and cleanup, so a connector that starts unregistered picks
+	// up a registration made later.
+	Target func(ctx context.Context) (Target, error)
 	// ImportSlot, when set, is acquired around the import and its wait, so a
 	// per-region limit of concurrent VM Import tasks queues runs rather than
 	// failing them.
@@ -70,11 +59,13 @@ type Engine struct {
 	Log        *slog.Logger
 	// CleanupTimeout bounds Undo after a failure; default 10 minutes.
 	CleanupTimeout time.Duration
-	// ProgressEvery throttles progress writes to the store; default 1 s.
+	// ProgressEvery is how often progress is written to the store and
+	// reported to the source (default 1 s).
 	ProgressEvery time.Duration
 	// StepAttempts is how often a step failing transiently is tried
 	// (default 3); RetryDelay the first pause between tries (default 2 s,
-	// doubled each time).
+	// doubled each time). Calls retried below (every AWS call) are not
+	// retried again here.
 	StepAttempts int
 	RetryDelay   time.Duration
 	// Hook, when set, is called at the start of every step (tests kill or
@@ -82,10 +73,11 @@ type Engine struct {
 	Hook func(runID, step string)
 }
 
-// run is the state of one run while it executes. Everything in it can be
-// rebuilt from the store and the ledger.
+// run is the state of one run while it executes, typed: everything in it
+// can be rebuilt from the store and the ledger.
 type run struct {
 	e      *Engine
+	target Target
 	run    store.ReplicationRun
 	job    store.ReplicationJob
 	server store.Server
@@ -93,34 +85,14 @@ type run struct {
 	vm     source.VM
 	log    *slog.Logger
 
-	cp      source.Checkpoint
-	staged  []Staged
-	ref     json.RawMessage
-	result  ImportResult
-	started time.Time
-
-	progressMu   sync.Mutex
-	lastProgress time.Time
+	cp     source.Checkpoint
+	staged []awstarget.Object
+	imp    awstarget.Import
+	result awstarget.Result
 
 	// releaseSlot, when not nil, gives back the import slot the run holds
 	// from before it starts VM Import until the import ends.
 	releaseSlot func()
-}
-
-type step struct {
-	name string
-	do   func(*run, context.Context) error
-}
-
-var steps = []step{
-	{StepSnapshot, (*run).snapshot},
-	{StepStage, (*run).stage},
-	{StepReleaseSnapshot, (*run).releaseSnapshot},
-	{StepImport, (*run).startImport},
-	{StepWaitImport, (*run).waitImport},
-	{StepFinalize, (*run).finalize},
-	{StepUnstage, (*run).unstage},
-	{StepRetention, (*run).retention},
 }
 
 func (e *Engine) logger() *slog.Logger {
@@ -128,6 +100,15 @@ func (e *Engine) logger() *slog.Logger {
 		return e.Log
 	}
 	return slog.Default()
+}
+
+// stepPolicy is the retry policy around one step.
+func (e *Engine) stepPolicy(onRetry func(attempt int, err error)) retry.Policy {
+	return retry.Policy{
+		Attempts: cmp.Or(e.StepAttempts, 3),
+		Base:     cmp.Or(e.RetryDelay, 2*time.Second),
+		OnRetry:  func(attempt int, err error, _ time.Duration) { onRetry(attempt, err) },
+	}
 }
 
 // Run executes the run, or resumes it after a restart, and returns the AMI
@@ -170,7 +151,11 @@ func (e *Engine) Run(ctx context.Context, rr store.ReplicationRun) (string, erro
 		// reports it (see priorFailure).
 		msg := err.Error()
 		if _, serr := e.Store.UpdateRun(context.WithoutCancel(ctx), rr.ReplicationRunID, func(x *store.ReplicationRun) error {
-			x.Stage, x.StageProgress, x.StatusMessage = stageCleanup, "", msg
+			if x.Progress.Step != stageCleanup {
+				x.Progress.FailedStep = x.Progress.Step
+			}
+			enterStep(&x.Progress, stageCleanup, time.Now())
+			x.Stage, x.StageProgress, x.StatusMessage, x.Progress.Step = stageCleanup, "", msg, stageCleanup
 			return nil
 		}); serr != nil {
 			r.log.Warn("record stage", "stage", stageCleanup, "err", serr)
@@ -188,36 +173,14 @@ func (e *Engine) Run(ctx context.Context, rr store.ReplicationRun) (string, erro
 // restart while vCenter is down must not fail runs that were nearly done.
 func (e *Engine) loadRetrying(ctx context.Context, rr store.ReplicationRun) (*run, error) {
 	var r *run
-	err := e.retry(ctx, max(e.StepAttempts, 3), func() error {
+	err := e.stepPolicy(func(i int, err error) {
+		e.logger().Warn("source unreachable; retrying", "run", rr.ReplicationRunID, "attempt", i, "err", err)
+	}).Do(ctx, func(ctx context.Context) error {
 		var err error
 		r, err = e.load(ctx, rr)
 		return err
-	}, func(i int, err error) {
-		e.logger().Warn("source unreachable; retrying", "run", rr.ReplicationRunID, "attempt", i, "err", err)
 	})
 	return r, err
-}
-
-// retry calls fn up to tries times while it fails transiently, pausing
-// RetryDelay (default 2 s) doubled after each try; onRetry hears of each
-// failure that is retried.
-func (e *Engine) retry(ctx context.Context, tries int, fn func() error, onRetry func(attempt int, err error)) error {
-	delay := e.RetryDelay
-	if delay <= 0 {
-		delay = 2 * time.Second
-	}
-	for i := 1; ; i++ {
-		err := fn()
-		if err == nil || i >= tries || !Transient(err) || ctx.Err() != nil {
-			return err
-		}
-		onRetry(i, err)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay << (i - 1)):
-		}
-	}
 }
 
 // stageCleanup is the stage a failed run is in while it is undone. A run
@@ -236,22 +199,11 @@ func (r *run) priorFailure(ctx context.Context) error {
 	if cur.StatusMessage != "" {
 		return errors.New(cur.StatusMessage)
 	}
-	var last error
-	if sts, err := r.e.Store.Steps(ctx, r.run.ReplicationRunID); err == nil {
-		for _, s := range sts {
-			if s.State == store.StepFailed && s.Error != "" {
-				last = errors.New(s.Error)
-			}
-		}
-	}
-	if last == nil {
-		last = fmt.Errorf("vm %q: the run failed before the connector restarted; the next run starts over", r.server.Name)
-	}
-	return last
+	return fmt.Errorf("vm %q: the run failed before the connector restarted; the next run starts over", r.server.Name)
 }
 
 func (e *Engine) load(ctx context.Context, rr store.ReplicationRun) (*run, error) {
-	r := &run{e: e, run: rr, started: time.Now()}
+	r := &run{e: e, run: rr}
 	var err error
 	if r.job, err = e.Store.GetJob(ctx, rr.ReplicationJobID); err != nil {
 		return nil, fmt.Errorf("run %s: load job: %w", rr.ReplicationRunID, err)
@@ -260,6 +212,9 @@ func (e *Engine) load(ctx context.Context, rr store.ReplicationRun) (*run, error
 		return nil, fmt.Errorf("run %s: load server %s: %w", rr.ReplicationRunID, r.job.ServerID, err)
 	}
 	r.log = e.logger().With("job", r.job.ReplicationJobID, "run", rr.ReplicationRunID, "server", r.server.ServerID, "vm", r.server.Name)
+	if r.target, err = e.Target(ctx); err != nil {
+		return nil, fmt.Errorf("vm %q: %w", r.server.Name, err)
+	}
 	if r.src, err = e.Source(ctx, r.server.SourceID); err != nil {
 		return nil, fmt.Errorf("vm %q: connect to its source: %w", r.server.Name, err)
 	}
@@ -277,63 +232,31 @@ func (e *Engine) load(ctx context.Context, rr store.ReplicationRun) (*run, error
 	return r, nil
 }
 
+// execute runs every step in order. A resumed run passes again through the
+// steps it had done: each finds its effects in the ledger and returns.
 func (r *run) execute(ctx context.Context) error {
 	for _, s := range steps {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("vm %q: before %s: %w", r.server.Name, s.name, context.Cause(ctx))
+			return fmt.Errorf("vm %q: before %s: %w", r.server.Name, s.name(), context.Cause(ctx))
 		}
 		if r.e.Hook != nil {
-			r.e.Hook(r.run.ReplicationRunID, s.name)
+			r.e.Hook(r.run.ReplicationRunID, s.name())
 		}
-		r.setStep(ctx, s.name, store.StepPending, "")
-		r.setStage(ctx, s.name, "")
-		if err := r.attempt(ctx, s); err != nil {
-			r.setStep(context.WithoutCancel(ctx), s.name, store.StepFailed, err.Error())
+		r.setStep(ctx, s.name())
+		err := r.e.stepPolicy(func(i int, err error) {
+			r.log.Warn("step failed transiently; retrying", "step", s.name(), "attempt", i, "err", err)
+			r.event(ctx, store.LevelWarn, "%s failed (attempt %d), retrying: %v", s.name(), i, err)
+		}).Do(ctx, func(ctx context.Context) error { return s.do(ctx, r) })
+		if err != nil {
 			return err
 		}
-		r.setStep(ctx, s.name, store.StepDone, "")
 	}
-	r.setStage(ctx, "completed", "100%")
+	r.setStep(ctx, stageCompleted)
 	return nil
 }
 
-// attempt runs a step, retrying it with backoff while it fails transiently
-// (a dropped export stream, an unreachable host): every step is idempotent,
-// and a retried stage resumes its upload from the recorded parts.
-func (r *run) attempt(ctx context.Context, s step) error {
-	tries := r.e.StepAttempts
-	if tries <= 0 {
-		tries = 3
-	}
-	return r.e.retry(ctx, tries, func() error { return s.do(r, ctx) }, func(i int, err error) {
-		r.log.Warn("step failed transiently; retrying", "step", s.name, "attempt", i, "err", err)
-		r.event(ctx, store.LevelWarn, "%s failed (attempt %d of %d), retrying: %v", s.name, i, tries, err)
-	})
-}
-
-// Transient reports whether err is worth retrying: the peer was unreachable
-// or a connection broke mid-stream.
-//
-// The caller checks its own context: a network timeout (which may also wrap
-// context.DeadlineExceeded) is transient, the run's cancellation is not.
-func Transient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return false
-	}
-	if errors.Is(err, source.ErrUnreachable) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// snapshotName is the name of the run's VM checkpoint; leftovers are found by
-// it.
-func snapshotName(runID string) string { return "rehost-" + runID }
-
-// stagingPrefix holds every object of a run.
-func stagingPrefix(jobID, runID string) string { return "rehost/" + jobID + "/" + runID + "/" }
+// stageCompleted is the stage of a run whose steps all ran.
+const stageCompleted = "completed"
 
 func (r *run) tags() map[string]string {
 	return map[string]string{
@@ -344,54 +267,6 @@ func (r *run) tags() map[string]string {
 	}
 }
 
-// entries returns the run's ledger entries of a kind, in insertion order.
-func (r *run) entries(ctx context.Context, kind string) ([]store.LedgerEntry, error) {
-	all, err := r.e.Store.LedgerForRun(ctx, r.run.ReplicationRunID)
-	if err != nil {
-		return nil, fmt.Errorf("vm %q: read the run's ledger: %w", r.server.Name, err)
-	}
-	var out []store.LedgerEntry
-	for _, le := range all {
-		if le.Kind == kind {
-			out = append(out, le)
-		}
-	}
-	return out, nil
-}
-
-func (r *run) setStep(ctx context.Context, name string, state store.StepState, msg string) {
-	if err := r.e.Store.SetStep(ctx, store.StepStatus{RunID: r.run.ReplicationRunID, Step: name, State: state, Error: msg}); err != nil {
-		r.log.Warn("record step", "step", name, "err", err)
-	}
-}
-
-func (r *run) setStage(ctx context.Context, stage, progress string) {
-	_, err := r.e.Store.UpdateRun(ctx, r.run.ReplicationRunID, func(x *store.ReplicationRun) error {
-		x.Stage, x.StageProgress = stage, progress
-		return nil
-	})
-	if err != nil {
-		r.log.Warn("record stage", "stage", stage, "err", err)
-	}
-}
-
-// progress records stage progress at most once per ProgressEvery.
-func (r *run) progress(ctx context.Context, stage, text string, force bool) {
-	every := r.e.ProgressEvery
-	if every == 0 {
-		every = time.Second
-	}
-	r.progressMu.Lock()
-	now := time.Now()
-	if !force && now.Sub(r.lastProgress) < every {
-		r.progressMu.Unlock()
-		return
-	}
-	r.lastProgress = now
-	r.progressMu.Unlock()
-	r.setStage(ctx, stage, text)
-}
-
 func (r *run) event(ctx context.Context, level, format string, args ...any) {
 	_, err := r.e.Store.AddEvent(ctx, store.Event{JobID: r.job.ReplicationJobID, RunID: r.run.ReplicationRunID, Level: level, Message: fmt.Sprintf(format, args...)})
 	if err != nil {
@@ -399,38 +274,32 @@ func (r *run) event(ctx context.Context, level, format string, args ...any) {
 	}
 }
 
-func mustJSON(v any) json.RawMessage {
-	b, err := json.Marshal(v)
+// Recoverable lists the runs a restart must deal with: runs left ACTIVE by a
+// crash (to resume) and finished runs whose ledger still holds unreleased
+// resources (to undo).
+func (e *Engine) Recoverable(ctx context.Context) (resume []store.ReplicationRun, undo []string, err error) {
+	// The ledger is read before the active runs: a run that starts in
+	// between and records an intent must not be taken for a finished one
+	// (the janitor would undo it under its feet). A finished run never
+	// becomes active again, so this order cannot miss one.
+	left, err := e.Store.UnreleasedLedger(ctx)
 	if err != nil {
-		// Only types of this package are marshalled; failing is a bug.
-		panic(err)
+		return nil, nil, fmt.Errorf("list unreleased resources: %w", err)
 	}
-	return b
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
+	active, err := e.Store.RunsInState(ctx, store.RunActive)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list active runs: %w", err)
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
+	isActive := map[string]bool{}
+	for _, r := range active {
+		isActive[r.ReplicationRunID] = true
 	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-func bootMode(firmware string) string {
-	if firmware == source.FirmwareEFI {
-		return "uefi"
+	seen := map[string]bool{}
+	for _, le := range left {
+		if !isActive[le.RunID] && !seen[le.RunID] {
+			seen[le.RunID] = true
+			undo = append(undo, le.RunID)
+		}
 	}
-	return "legacy-bios"
-}
-
-func platform(guestOS string) string {
-	if strings.Contains(strings.ToLower(guestOS), "windows") {
-		return "Windows"
-	}
-	return "Linux"
+	return active, undo, nil
 }

@@ -7,14 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/rehost/rehost/connector/replication/memtarget"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/store"
 )
@@ -30,6 +29,8 @@ type harness struct {
 	job store.ReplicationJob
 	run store.ReplicationRun
 	vm  source.VM
+	// importsBefore counts the imports of the job's earlier runs.
+	importsBefore int
 }
 
 // newHarness makes a store holding one vSphere source, a two-disk server, its
@@ -75,7 +76,7 @@ func newHarness(t *testing.T) *harness {
 			}
 			return fakeSource{w}, nil
 		},
-		Target:         fakeTarget{w: w, partSize: 4},
+		Target:         func(context.Context) (Target, error) { return w.target, nil },
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 		CleanupTimeout: 10 * time.Second,
 		StepAttempts:   3,
@@ -95,12 +96,12 @@ func (h *harness) current() store.ReplicationRun {
 	return r
 }
 
-// restart brings the "process" back: calls work again, and export leases
-// the killed process held have timed out.
+// restart brings the "process" back: calls work again. Export leases the
+// killed process held are still open: the restarted run must abort them.
 func (h *harness) restart() {
 	h.w.mu.Lock()
 	defer h.w.mu.Unlock()
-	h.w.dead, h.w.hook, h.w.leases = false, nil, 0
+	h.w.dead, h.w.hook = false, nil
 	h.e.Hook = nil
 }
 
@@ -136,26 +137,36 @@ func (h *harness) checkCompleted(ami string) {
 	if left := h.w.leftovers(ami); len(left) > 0 {
 		h.t.Errorf("left behind: %v", left)
 	}
-	h.w.mu.Lock()
-	im := h.w.images[ami]
-	nImports := len(h.w.imports)
-	h.w.mu.Unlock()
+	var im *memtarget.Image
+	for _, x := range h.w.target.Images() {
+		if x.ID == ami {
+			im = &x
+		}
+	}
 	if im == nil {
 		h.t.Fatalf("image %s does not exist", ami)
 	}
-	if nImports != 1 {
-		h.t.Errorf("%d imports were started, want 1", nImports)
+	if n := len(h.w.target.ImportStates()) - h.importsBefore; n != 1 {
+		h.t.Errorf("%d imports were started, want 1", n)
+	}
+	content := map[string][]byte{}
+	for _, s := range h.w.target.Snapshots() {
+		content[s.ID] = s.Content
 	}
 	for i, want := range h.w.data[h.vm.ID] {
-		if i >= len(im.content) || !bytes.Equal(im.content[i], want) {
-			h.t.Errorf("image disk %d holds %q, want %q", i, at(im.content, i), want)
+		var got []byte
+		if i < len(im.Snapshots) {
+			got = content[im.Snapshots[i]]
+		}
+		if !bytes.Equal(got, want) {
+			h.t.Errorf("image disk %d holds %q, want %q", i, got, want)
 		}
 	}
-	if want := "rehost-web-01-" + h.run.ReplicationRunID; im.name != want {
-		h.t.Errorf("image name %q, want %q", im.name, want)
+	if want := "rehost-web-01-" + h.run.ReplicationRunID; im.Name != want {
+		h.t.Errorf("image name %q, want %q", im.Name, want)
 	}
-	if im.tags[TagRun] != h.run.ReplicationRunID || im.tags[TagJob] != h.job.ReplicationJobID {
-		h.t.Errorf("image tags %v lack the run and job", im.tags)
+	if im.Tags[TagRun] != h.run.ReplicationRunID || im.Tags[TagJob] != h.job.ReplicationJobID {
+		h.t.Errorf("image tags %v lack the run and job", im.Tags)
 	}
 	if got := h.current().AmiID; got != ami {
 		h.t.Errorf("run records image %q, want %q", got, ami)
@@ -163,13 +174,6 @@ func (h *harness) checkCompleted(ami string) {
 	if u := h.unreleased(); len(u) > 0 {
 		h.t.Errorf("ledger still holds %v", u)
 	}
-}
-
-func at(b [][]byte, i int) []byte {
-	if i < len(b) {
-		return b[i]
-	}
-	return nil
 }
 
 // checkUndone proves nothing of the run is left, in the fakes or the ledger.
@@ -196,20 +200,11 @@ func points(t *testing.T) []string {
 
 func TestRunCompletes(t *testing.T) {
 	ops := points(t)
-	for _, want := range []string{"Checkpoint/before", "Export/before", "Stage/after", "Release/after", "StartImport/after", "WaitImport/after", "Finalize/after", "DeleteStaged/after", "Retain/after"} {
-		if !contains(ops, want) {
+	for _, want := range []string{"Checkpoint/before", "Export/before", "Stage/after", "Release/after", "StartImport/after", "Wait/after", "Finalize/after", "DeleteStaged/after", "FindImages/after"} {
+		if !slices.Contains(ops, want) {
 			t.Errorf("an undisturbed run never reached %s: %v", want, ops)
 		}
 	}
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // TestResumeAfterCrash kills the process at every call the run makes to the
@@ -238,7 +233,7 @@ func TestResumeAfterCrash(t *testing.T) {
 			}
 			// Retention's failure never fails the run: killed there, it
 			// may report success (and is then only re-run idempotently).
-			if _, err := h.e.Run(ctx, h.current()); err == nil && !strings.HasPrefix(ops[k], "Retain/") {
+			if _, err := h.e.Run(ctx, h.current()); err == nil && !strings.HasPrefix(ops[k], "FindImages/") {
 				t.Fatalf("run killed at %s did not fail", ops[k])
 			}
 			h.restart()
@@ -253,22 +248,24 @@ func TestResumeAfterCrash(t *testing.T) {
 
 // TestResumeAfterStopAtStep stops the connector at the start of each step.
 func TestResumeAfterStopAtStep(t *testing.T) {
-	for _, s := range steps {
-		t.Run(s.name, func(t *testing.T) {
+	for _, name := range Steps() {
+		t.Run(name, func(t *testing.T) {
 			h := newHarness(t)
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
 			h.e.Hook = func(_, step string) {
-				if step == s.name {
+				if step == name {
 					cancel(errShutdown)
 				}
 			}
-			if _, err := h.e.Run(ctx, h.current()); err == nil && s.name != StepRetention {
-				t.Fatalf("run stopped at %s did not return an error", s.name)
+			// Stopped at retention, the run has handed its AMI over and
+			// may complete: retention of older AMIs never fails it.
+			if _, err := h.e.Run(ctx, h.current()); err == nil && name != StepRetention {
+				t.Fatalf("run stopped at %s did not return an error", name)
 			}
-			if s.name != StepSnapshot {
-				if u := h.unreleased(); len(u) == 0 && s.name != StepRetention {
-					t.Errorf("stopped at %s, the run's resources were released: it was undone, not left to resume", s.name)
+			if name != StepSnapshot && name != StepRetention {
+				if u := h.unreleased(); len(u) == 0 {
+					t.Errorf("stopped at %s, the run's resources were released: it was undone, not left to resume", name)
 				}
 			}
 			h.restart()
@@ -302,7 +299,7 @@ func TestUndoAfterFailure(t *testing.T) {
 				return nil
 			}
 			ami, err := h.e.Run(context.Background(), h.current())
-			if op == "Retain" {
+			if op == "FindImages" {
 				// Retention of older images never fails the run.
 				if err != nil {
 					t.Fatalf("a failed retention failed the run: %v", err)
@@ -384,10 +381,10 @@ func TestUndoFindsUnrecordedImport(t *testing.T) {
 	}
 	var intent bool
 	for _, le := range les {
-		intent = intent || le.Kind == store.KindImportTask && le.State == store.LedgerIntent
+		intent = intent || le.Kind == kindImportTask && le.State == store.LedgerIntent
 	}
-	if !intent || len(h.w.imports) != 1 {
-		t.Fatalf("precondition: want an import intent and one started import; ledger %v, imports %d", les, len(h.w.imports))
+	if !intent || len(h.w.target.ImportStates()) != 1 {
+		t.Fatalf("precondition: want an import intent and one started import; ledger %v, imports %v", les, h.w.target.ImportStates())
 	}
 	if _, err := h.st.UpdateRun(context.Background(), h.run.ReplicationRunID, func(r *store.ReplicationRun) error {
 		r.State = store.RunFailed
@@ -408,9 +405,9 @@ func TestUndoFindsUnrecordedImport(t *testing.T) {
 	if h.w.calls["FindImports"] != 1 {
 		t.Errorf("FindImports called %d times, want 1", h.w.calls["FindImports"])
 	}
-	for _, imp := range h.w.imports {
-		if imp.state != "cancelled" {
-			t.Errorf("import %s is %s, want cancelled", imp.id, imp.state)
+	for id, state := range h.w.target.ImportStates() {
+		if state != "deleted" {
+			t.Errorf("import %s is %s, want cancelled (deleted)", id, state)
 		}
 	}
 	h.checkUndone()
@@ -418,18 +415,18 @@ func TestUndoFindsUnrecordedImport(t *testing.T) {
 
 // TestCancelUndoes cancels the run (the user's ErrCancelled) at each step.
 func TestCancelUndoes(t *testing.T) {
-	for _, s := range steps {
-		t.Run(s.name, func(t *testing.T) {
+	for _, name := range Steps() {
+		t.Run(name, func(t *testing.T) {
 			h := newHarness(t)
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
 			h.e.Hook = func(_, step string) {
-				if step == s.name {
+				if step == name {
 					cancel(ErrCancelled)
 				}
 			}
 			ami, err := h.e.Run(ctx, h.current())
-			if s.name == StepRetention {
+			if name == StepRetention {
 				// The image was handed over to the job before: the run is
 				// complete, and only retention of older images is skipped.
 				if err != nil {
@@ -439,7 +436,7 @@ func TestCancelUndoes(t *testing.T) {
 				return
 			}
 			if err == nil {
-				t.Fatalf("run cancelled at %s did not fail", s.name)
+				t.Fatalf("run cancelled at %s did not fail", name)
 			}
 			if !errors.Is(err, ErrCancelled) || !strings.Contains(err.Error(), "cancelled by the user") {
 				t.Errorf("error %q does not say the user cancelled the run", err)
@@ -530,7 +527,7 @@ func TestRecoverableIgnoresRunStartingMeanwhile(t *testing.T) {
 		}); err != nil {
 			t.Error(err)
 		}
-		if _, err := h.st.RecordIntent(ctx, h.run.ReplicationRunID, StepSnapshot, store.KindVMSnapshot, []byte(`{}`)); err != nil {
+		if _, err := h.st.RecordIntent(ctx, h.run.ReplicationRunID, StepSnapshot, kindVMSnapshot, []byte(`{}`)); err != nil {
 			t.Error(err)
 		}
 	}}
@@ -550,42 +547,6 @@ func TestRecoverableIgnoresRunStartingMeanwhile(t *testing.T) {
 	}
 	if len(resume) != 1 || resume[0].ReplicationRunID != h.run.ReplicationRunID || len(undo) != 0 {
 		t.Fatalf("Recoverable = %v, %v; want the run to resume", resume, undo)
-	}
-}
-
-type timeoutErr struct{}
-
-func (timeoutErr) Error() string   { return "i/o timeout" }
-func (timeoutErr) Timeout() bool   { return true }
-func (timeoutErr) Temporary() bool { return true }
-
-var _ net.Error = timeoutErr{}
-
-func TestTransient(t *testing.T) {
-	for _, c := range []struct {
-		err  error
-		want bool
-	}{
-		{nil, false},
-		{errors.New("InvalidParameter: the disk is not a VMDK"), false},
-		{fmt.Errorf("vm x: %w", source.ErrUnreachable), true},
-		{fmt.Errorf("stream: %w", io.ErrUnexpectedEOF), true},
-		{&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
-		{&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, true},
-		{fmt.Errorf("write: %w", syscall.EPIPE), true},
-		{fmt.Errorf("poll: %w", timeoutErr{}), true},
-		{fmt.Errorf("vm x: %w", source.ErrAuth), false},
-		{fmt.Errorf("vm x: %w", source.ErrNotFound), false},
-		{context.Canceled, false},
-		// A per-call timeout is transient; the run's own deadline is the
-		// caller's to check (attempt stops once ctx is done).
-		{fmt.Errorf("wait: %w", context.DeadlineExceeded), true},
-		// A stream cut because the run was cancelled is not retried.
-		{fmt.Errorf("%w: %w", io.ErrUnexpectedEOF, context.Canceled), false},
-	} {
-		if got := Transient(c.err); got != c.want {
-			t.Errorf("Transient(%v) = %v, want %v", c.err, got, c.want)
-		}
 	}
 }
 
@@ -612,7 +573,7 @@ func TestImportSlotHeldFromStart(t *testing.T) {
 				switch {
 				case op == "StartImport" && phase == "before":
 					heldAtStart = len(slot)
-				case op == "WaitImport" && phase == "before":
+				case op == "Wait" && phase == "before":
 					heldAtWait = len(slot)
 				case crash && op == "StartImport" && phase == "after":
 					crash = false

@@ -1,9 +1,10 @@
 // Package guestdisk builds small but real guest disks for tests and the demo:
 // a partition table consistent with the boot mode (MBR for BIOS, GPT with an
 // EFI system partition for UEFI) and an ext4 root file system holding
-// /etc/os-release and the files a Linux importer looks for. It drives the
-// Debian tools a user would (sfdisk, mkfs.ext4 -d, mkfs.vfat) on plain files:
-// no mounts, loop devices or root.
+// /etc/os-release and the files a Linux importer looks for — or, for a
+// Windows guest, an NTFS system partition. It drives the Debian tools a user
+// would (sfdisk, mkfs.ext4 -d, mkfs.vfat, mkntfs) on plain files: no mounts,
+// loop devices or root.
 //
 // Output is deterministic for the same Options: fixed UUIDs, hash seed and
 // timestamps (E2FSPROGS_FAKE_TIME), so fixtures and images built from it are
@@ -63,10 +64,14 @@ type Options struct {
 	Seed      uint64
 	// UUID of the root file system; default derived from Seed.
 	UUID string
+	// Windows makes the system partition an empty NTFS volume (mkntfs)
+	// instead of the ext4 root: the partition a Windows importer looks
+	// for. OSRelease, Files and DataBytes do not apply.
+	Windows bool
 }
 
 // Tools are the commands Build runs; Missing reports the absent ones.
-var Tools = []string{"sfdisk", "mkfs.ext4", "mkfs.vfat"}
+var Tools = []string{"sfdisk", "mkfs.ext4", "debugfs", "mkfs.vfat", "mkntfs"}
 
 // Missing lists the tools of Tools not on PATH (nor in /sbin, /usr/sbin).
 func Missing() []string {
@@ -89,7 +94,7 @@ func lookPath(name string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%s not found: install Debian packages fdisk, e2fsprogs and dosfstools", name)
+	return "", fmt.Errorf("%s not found: install Debian packages fdisk, e2fsprogs, dosfstools and ntfs-3g", name)
 }
 
 // Layout says where Build put the partitions.
@@ -136,13 +141,19 @@ func Build(ctx context.Context, path string, o Options) (Layout, error) {
 	if err := writeTable(ctx, path, o, l); err != nil {
 		return l, err
 	}
-	root := filepath.Join(work, "root")
-	if err := populate(root, o); err != nil {
-		return l, err
-	}
-	rootImg := filepath.Join(work, "root.ext4")
-	if err := mkext4(ctx, rootImg, root, l.RootSize, o.UUID); err != nil {
-		return l, err
+	rootImg := filepath.Join(work, "root.img")
+	if o.Windows {
+		if err := mkntfs(ctx, rootImg, l); err != nil {
+			return l, err
+		}
+	} else {
+		root := filepath.Join(work, "root")
+		if err := populate(root, o); err != nil {
+			return l, err
+		}
+		if err := mkext4(ctx, rootImg, root, l.RootSize, o.UUID); err != nil {
+			return l, err
+		}
 	}
 	if err := copyInto(path, rootImg, l.RootOffset); err != nil {
 		return l, err
@@ -175,28 +186,24 @@ func run(ctx context.Context, env []string, name string, args ...string) error {
 }
 
 func writeTable(ctx context.Context, path string, o Options, l Layout) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := f.Truncate(o.Size); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := sparseFile(path, o.Size); err != nil {
 		return err
 	}
 	const sector = 512
+	mbrType, gptType := "83", "0FC63DAF-8483-4772-8E79-3D69D8477DE4" // Linux
+	if o.Windows {
+		mbrType, gptType = "7", "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" // NTFS, Microsoft basic data
+	}
 	var script string
 	if o.Firmware == BIOS {
-		script = fmt.Sprintf("label: dos\nlabel-id: 0x%08x\nunit: sectors\n\nstart=%d, size=%d, type=83, bootable\n",
-			uint32(o.Seed)|1, l.RootOffset/sector, l.RootSize/sector)
+		script = fmt.Sprintf("label: dos\nlabel-id: 0x%08x\nunit: sectors\n\nstart=%d, size=%d, type=%s, bootable\n",
+			uint32(o.Seed)|1, l.RootOffset/sector, l.RootSize/sector, mbrType)
 	} else {
 		script = fmt.Sprintf("label: gpt\nlabel-id: %s\nunit: sectors\n\n"+
 			"start=%d, size=%d, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=%s, name=\"EFI system partition\"\n"+
-			"start=%d, size=%d, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=%s, name=\"root\"\n",
+			"start=%d, size=%d, type=%s, uuid=%s, name=\"root\"\n",
 			uuidFrom(o.Seed+1), l.ESPOffset/sector, l.ESPSize/sector, uuidFrom(o.Seed+2),
-			l.RootOffset/sector, l.RootSize/sector, uuidFrom(o.Seed+3))
+			l.RootOffset/sector, l.RootSize/sector, gptType, uuidFrom(o.Seed+3))
 	}
 	p, err := lookPath("sfdisk")
 	if err != nil {
@@ -294,13 +301,60 @@ func writeFill(path string, n int64, seed uint64) error {
 
 func mkext4(ctx context.Context, img, root string, size int64, uuid string) error {
 	env := []string{fmt.Sprintf("E2FSPROGS_FAKE_TIME=%d", epoch.Unix())}
-	return run(ctx, env, "mkfs.ext4", "-q", "-F", "-t", "ext4", "-b", "4096",
+	if err := run(ctx, env, "mkfs.ext4", "-q", "-F", "-t", "ext4", "-b", "4096",
 		"-L", "root", "-U", uuid, "-E", "root_owner=0:0,hash_seed="+uuid,
-		"-d", root, img, fmt.Sprintf("%dk", size/1024))
+		"-d", root, img, fmt.Sprintf("%dk", size/1024)); err != nil {
+		return err
+	}
+	// mkfs.ext4 -d copies each file's change time, which no one can set on
+	// the host (writing the files and fixing their times changes it): set
+	// it in the image, for every file copied.
+	var cmds strings.Builder
+	err := filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&cmds, "sif \"/%s\" ctime %s\n", filepath.ToSlash(strings.TrimPrefix(rel, ".")), epoch.Format("20060102150405"))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	script := img + ".debugfs"
+	if err := os.WriteFile(script, []byte(cmds.String()), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(script)
+	return run(ctx, env, "debugfs", "-w", "-f", script, img)
+}
+
+// mkntfs makes the NTFS system partition; -T fixes its times (and with
+// them the serial number mkntfs derives from the clock), so builds repeat.
+func mkntfs(ctx context.Context, img string, l Layout) error {
+	if err := sparseFile(img, l.RootSize); err != nil {
+		return err
+	}
+	return run(ctx, nil, "mkntfs", "-F", "-Q", "-q", "-T", "-s", "512", "-L", "Windows",
+		"-p", fmt.Sprint(l.RootOffset/512), "-H", "255", "-S", "63", img)
 }
 
 func mkvfat(ctx context.Context, img string, size int64, seed uint64) error {
-	f, err := os.Create(img)
+	if err := sparseFile(img, size); err != nil {
+		return err
+	}
+	// --invariant: mkfs.vfat stamps the volume label's entry with the
+	// clock, SOURCE_DATE_EPOCH notwithstanding.
+	return run(ctx, []string{"SOURCE_DATE_EPOCH=" + fmt.Sprint(epoch.Unix())}, "mkfs.vfat", "--invariant",
+		"-F", "16", "-n", "EFI", "-i", fmt.Sprintf("%08x", uint32(seed)|1), img)
+}
+
+// sparseFile makes path an empty (sparse) file of size bytes.
+func sparseFile(path string, size int64) error {
+	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
@@ -308,11 +362,7 @@ func mkvfat(ctx context.Context, img string, size int64, seed uint64) error {
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return run(ctx, []string{"SOURCE_DATE_EPOCH=" + fmt.Sprint(epoch.Unix())}, "mkfs.vfat",
-		"-F", "16", "-n", "EFI", "-i", fmt.Sprintf("%08x", uint32(seed)|1), img)
+	return f.Close()
 }
 
 func copyInto(dst, src string, off int64) error {
@@ -343,3 +393,38 @@ func uuidFrom(seed uint64) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
+// Write builds the guest disk and writes its non-zero 64 KiB chunks to w
+// at their offsets: for a destination that reads as zeros where nothing is
+// written (a new sparse virtual disk), which so holds only the data.
+func Write(ctx context.Context, w io.WriterAt, o Options) (Layout, error) {
+	dir, err := os.MkdirTemp("", "guestdisk-")
+	if err != nil {
+		return Layout{}, err
+	}
+	defer os.RemoveAll(dir)
+	img := filepath.Join(dir, "disk.raw")
+	l, err := Build(ctx, img, o)
+	if err != nil {
+		return l, err
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		return l, err
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for off := int64(0); off < o.Size; off += int64(len(buf)) {
+		n, err := f.ReadAt(buf, off)
+		if err != nil && err != io.EOF {
+			return l, err
+		}
+		chunk := buf[:n]
+		if bytes.Count(chunk, []byte{0}) == len(chunk) {
+			continue
+		}
+		if _, err := w.WriteAt(chunk, off); err != nil {
+			return l, fmt.Errorf("write guest disk at %d: %w", off, err)
+		}
+	}
+	return l, nil
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBuild(t *testing.T) {
@@ -75,7 +76,9 @@ func TestBuild(t *testing.T) {
 			if out, err := exec.Command(mustLook(t, "e2fsck"), "-fn", part).CombinedOutput(); err != nil {
 				t.Errorf("e2fsck: %v\n%s", err, out)
 			}
-			// Deterministic: the same options give the same bytes.
+			// Deterministic: the same options give the same bytes, even
+			// built in another (FAT's two-second) time slot.
+			time.Sleep(time.Until(time.Now().Truncate(2 * time.Second).Add(2 * time.Second)))
 			b := filepath.Join(dir, "b.raw")
 			if _, err := Build(ctx, b, o); err != nil {
 				t.Fatal(err)
@@ -86,6 +89,45 @@ func TestBuild(t *testing.T) {
 		})
 	}
 }
+
+// A Windows guest: the system partition is NTFS, typed as such in the
+// table; Write puts the same bytes into a sparse destination.
+func TestWindowsAndWrite(t *testing.T) {
+	ctx := context.Background()
+	for _, fw := range []string{BIOS, EFI} {
+		o := Options{Size: 64 << 20, Firmware: fw, Windows: true, Seed: 3}
+		img := filepath.Join(t.TempDir(), "w.raw")
+		l, err := Build(ctx, img, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b[l.RootOffset+3:l.RootOffset+11]) != "NTFS    " {
+			t.Fatalf("%s: no NTFS boot sector at the system partition", fw)
+		}
+		out, err := exec.Command(mustLook(t, "sfdisk"), "-J", img).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[string]string{BIOS: `"type": "7"`, EFI: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"}[fw]; !strings.Contains(string(out), want) {
+			t.Errorf("%s: partition table %s lacks %s", fw, out, want)
+		}
+		dst := make(writerAt, o.Size)
+		if _, err := Write(ctx, dst, o); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(dst, b) {
+			t.Errorf("%s: Write wrote other bytes than Build", fw)
+		}
+	}
+}
+
+type writerAt []byte
+
+func (w writerAt) WriteAt(p []byte, off int64) (int, error) { return copy(w[off:], p), nil }
 
 func TestBuildRefusesBadOptions(t *testing.T) {
 	for _, o := range []Options{{Size: 16 << 20}, {Size: 40 << 20, Firmware: EFI}, {Size: 64<<20 + 1}, {Size: 64 << 20, Firmware: "coreboot"}} {

@@ -18,8 +18,23 @@ import (
 
 // selfSigned makes a self-signed CA certificate valid for 127.0.0.1, ::1 and
 // localhost, writes cert.pem and key.pem into dir, and returns their absolute
-// paths with the parsed pair and a pool trusting it.
+// paths with the parsed pair and a pool trusting it. A pair already in dir
+// and valid for another day is kept, so clients that trust it keep working
+// across restarts.
 func selfSigned(dir string) (certPath, keyPath string, pair tls.Certificate, pool *x509.CertPool, err error) {
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", "", pair, nil, err
+	}
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if certPEM, err := os.ReadFile(certPath); err == nil {
+		if p, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
+			if leaf, err := x509.ParseCertificate(p.Certificate[0]); err == nil && time.Until(leaf.NotAfter) > 24*time.Hour {
+				pool = x509.NewCertPool()
+				pool.AppendCertsFromPEM(certPEM)
+				return certPath, keyPath, p, pool, nil
+			}
+		}
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return "", "", pair, nil, fmt.Errorf("generate key: %w", err)
@@ -32,7 +47,7 @@ func selfSigned(dir string) (certPath, keyPath string, pair tls.Certificate, poo
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "rehost s3peer test CA"},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(7 * 24 * time.Hour),
+		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -50,10 +65,6 @@ func selfSigned(dir string) (certPath, keyPath string, pair tls.Certificate, poo
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	if dir, err = filepath.Abs(dir); err != nil {
-		return "", "", pair, nil, err
-	}
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	if err := os.WriteFile(certPath, certPEM, 0o644); err != nil {
 		return "", "", pair, nil, fmt.Errorf("write certificate: %w", err)
 	}

@@ -2,8 +2,11 @@ package s3peer
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +17,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/rehost/rehost/pkg/sigv4"
 )
 
 // Bucket sub-resources the front answers itself because versitygw answers
@@ -26,27 +36,72 @@ const (
 	SubPublicAccessBlock = "publicAccessBlock"
 )
 
-// Front is a reverse proxy in front of versitygw. It
-//   - records PUT ?encryption, ?lifecycle and ?publicAccessBlock per bucket and answers GET and
-//     DELETE of them like S3 does (versitygw does not implement them);
-//   - passes every other request through unchanged and streaming, keeping
-//     the Host header the client signed;
-//   - counts requests per operation and runs injected faults on the Nth
+// Front is a reverse proxy in front of versitygw that makes the bucket's
+// settings take effect as on S3, where versitygw only stores them or
+// answers 501:
+//
+//   - It answers PUT, GET and DELETE of ?encryption, ?lifecycle and
+//     ?publicAccessBlock itself, after verifying the request's SigV4
+//     signature (pkg/sigv4) as S3 does.
+//   - The bucket policy (stored by versitygw) is enforced: a request its
+//     Deny statements match — e.g. plain HTTP to a bucket that denies
+//     aws:SecureTransport false — is answered 403 AccessDenied (after its
+//     signature is verified). A policy put is validated first and refused
+//     with MalformedPolicy when pkg/iampolicy cannot evaluate it.
+//   - Objects report their server-side encryption on PUT, HEAD and GET
+//     (x-amz-server-side-encryption, and the KMS key of aws:kms): the one
+//     requested at upload, else the bucket's default encryption.
+//   - A lifecycle clock, which tests advance (Advance) and the lab runs in
+//     real time, expires objects and aborts incomplete multipart uploads by
+//     each rule's prefix and days.
+//   - Every other request passes through unchanged and streaming, keeping
+//     the Host header the client signed; versitygw verifies those.
+//   - It counts requests per operation and runs injected faults on the Nth
 //     request of an operation.
 //
-// It does not check signatures on the requests it answers itself.
+// With TLS it serves HTTPS on URL and plain HTTP on PlainURL, so that
+// refusing plain HTTP can be seen; without, both are the same plain
+// listener. GET /_s3peer/state (unauthenticated, test-only, like the AWS
+// emulator's) lists buckets, objects and uploads for leak checks.
 type Front struct {
-	URL string
+	URL      string
+	PlainURL string
 
-	srv    *http.Server
-	ln     net.Listener
-	proxy  *httputil.ReverseProxy
-	root   string
-	mu     sync.Mutex
-	counts map[string]int
-	log    []Request
-	faults map[faultKey]http.HandlerFunc
-	config map[string]map[string][]byte // bucket → sub-resource → XML
+	region   string
+	verifier *sigv4.Verifier
+	backend  *s3.Client
+	root     string
+	path     string // front.json: what the front recorded, kept across restarts
+
+	srvs  []*http.Server
+	proxy *httputil.ReverseProxy
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	mu       sync.Mutex
+	counts   map[string]int
+	log      []Request
+	faults   map[faultKey]http.HandlerFunc
+	st       frontState
+	policies map[string]*bucketPolicy
+}
+
+// frontState is what the front persists.
+type frontState struct {
+	// Config holds the XML of each bucket's sub-resources.
+	Config map[string]map[string][]byte `json:"config"`
+	// Objects and Uploads hold the encryption requested for an object
+	// ("bucket/key") or a multipart upload (by upload id).
+	Objects map[string]sseRecord `json:"objects"`
+	Uploads map[string]sseRecord `json:"uploads"`
+	// ClockOffset is how far Advance moved the lifecycle clock.
+	ClockOffset time.Duration `json:"clockOffset"`
+}
+
+type sseRecord struct {
+	Algorithm string `json:"algorithm"`
+	KMSKeyID  string `json:"kmsKeyId,omitempty"`
+	BucketKey bool   `json:"bucketKey,omitempty"`
 }
 
 // Request is one request seen by the front.
@@ -60,6 +115,7 @@ type Request struct {
 	Header     http.Header
 	Faulted    bool // an injected fault answered it
 	PartNumber string
+	TLS        bool
 }
 
 type faultKey struct {
@@ -67,16 +123,36 @@ type faultKey struct {
 	n  int
 }
 
-func newFront(s *Server, pair tls.Certificate, useTLS bool) (*Front, error) {
+type frontOptions struct {
+	tls              bool
+	pair             tls.Certificate
+	listen           string
+	plainListen      string
+	lifecycleEvery   time.Duration
+	statePath        string
+	backendTransport http.RoundTripper
+}
+
+func newFront(s *Server, o frontOptions) (*Front, error) {
 	target, err := url.Parse(s.BackendURL)
 	if err != nil {
 		return nil, err
 	}
 	f := &Front{
-		root:   s.Dir,
-		counts: map[string]int{},
-		faults: map[faultKey]http.HandlerFunc{},
-		config: map[string]map[string][]byte{},
+		region:   s.Region,
+		root:     s.Dir,
+		path:     o.statePath,
+		counts:   map[string]int{},
+		faults:   map[faultKey]http.HandlerFunc{},
+		policies: map[string]*bucketPolicy{},
+		stop:     make(chan struct{}),
+		verifier: &sigv4.Verifier{
+			Secret: func(id string) (string, bool) { return s.SecretAccessKey, id == s.AccessKeyID },
+			Region: s.Region, Services: []string{"s3"}, S3: true,
+		},
+	}
+	if err := f.load(); err != nil {
+		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ForceAttemptHTTP2 = false
@@ -84,35 +160,113 @@ func newFront(s *Server, pair tls.Certificate, useTLS bool) (*Front, error) {
 	if s.CAPool != nil {
 		tr.TLSClientConfig = &tls.Config{RootCAs: s.CAPool}
 	}
+	f.backend = s3.New(s3.Options{
+		Region: s.Region, BaseEndpoint: aws.String(s.BackendURL), UsePathStyle: true, HTTPClient: &http.Client{Transport: tr},
+		Credentials: credentials.NewStaticCredentialsProvider(s.AccessKeyID, s.SecretAccessKey, ""),
+	})
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			// SigV4 signs the Host header: forward the one the client used.
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:     tr,
-		FlushInterval: -1,
+		Transport:      tr,
+		FlushInterval:  -1,
+		ModifyResponse: f.modifyResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			writeError(w, http.StatusBadGateway, "BadGateway", "s3peer front: "+err.Error(), "")
 		},
 	}
-	f.ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	listen := func(addr string, useTLS bool) (string, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return "", err
+		}
+		srv := &http.Server{Handler: f, ReadHeaderTimeout: 30 * time.Second}
+		scheme := "http"
+		if useTLS {
+			scheme = "https"
+			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{o.pair}, NextProtos: []string{"http/1.1"}}
+			ln = tls.NewListener(ln, srv.TLSConfig)
+		}
+		f.srvs = append(f.srvs, srv)
+		go srv.Serve(ln)
+		return scheme + "://" + ln.Addr().String(), nil
+	}
+	if f.URL, err = listen(o.listen, o.tls); err != nil {
+		f.close()
 		return nil, err
 	}
-	f.srv = &http.Server{Handler: f}
-	scheme := "http"
-	if useTLS {
-		scheme = "https"
-		f.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pair}, NextProtos: []string{"http/1.1"}}
-		f.ln = tls.NewListener(f.ln, f.srv.TLSConfig)
+	f.PlainURL = f.URL
+	if o.tls {
+		if f.PlainURL, err = listen(o.plainListen, false); err != nil {
+			f.close()
+			return nil, err
+		}
 	}
-	f.URL = scheme + "://" + f.ln.Addr().String()
-	go f.srv.Serve(f.ln)
+	if o.lifecycleEvery > 0 {
+		f.wg.Add(1)
+		go f.sweepEvery(o.lifecycleEvery)
+	}
 	return f, nil
 }
 
-func (f *Front) close() { f.srv.Close() }
+func (f *Front) close() {
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+	for _, s := range f.srvs {
+		s.Close()
+	}
+	f.wg.Wait()
+}
+
+// load reads front.json, when there is one.
+func (f *Front) load() error {
+	f.st = frontState{Config: map[string]map[string][]byte{}, Objects: map[string]sseRecord{}, Uploads: map[string]sseRecord{}}
+	if f.path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(f.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", f.path, err)
+	}
+	if err := json.Unmarshal(b, &f.st); err != nil {
+		return fmt.Errorf("parse %s: %w", f.path, err)
+	}
+	for _, m := range []*map[string]sseRecord{&f.st.Objects, &f.st.Uploads} {
+		if *m == nil {
+			*m = map[string]sseRecord{}
+		}
+	}
+	if f.st.Config == nil {
+		f.st.Config = map[string]map[string][]byte{}
+	}
+	return nil
+}
+
+// saveLocked writes front.json; the in-memory state stays authoritative
+// when that fails.
+func (f *Front) saveLocked() {
+	if f.path == "" {
+		return
+	}
+	b, err := json.Marshal(f.st)
+	if err == nil {
+		tmp := f.path + ".tmp"
+		if err = os.WriteFile(tmp, b, 0o600); err == nil {
+			err = os.Rename(tmp, f.path)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "s3peer front: save %s: %v\n", f.path, err)
+	}
+}
 
 // Inject makes the front answer the nth (1-based, counted from the start of
 // the server) request of op with h instead of forwarding it.
@@ -171,7 +325,7 @@ func (f *Front) Requests() []Request {
 func (f *Front) Config(bucket, sub string) []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]byte(nil), f.config[bucket][sub]...)
+	return append([]byte(nil), f.st.Config[bucket][sub]...)
 }
 
 // SetConfig stores XML for a bucket sub-resource as if a client had PUT it
@@ -179,17 +333,26 @@ func (f *Front) Config(bucket, sub string) []byte {
 func (f *Front) SetConfig(bucket, sub string, doc []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.setConfigLocked(bucket, sub, doc)
+}
+
+func (f *Front) setConfigLocked(bucket, sub string, doc []byte) {
 	if doc == nil {
-		delete(f.config[bucket], sub)
-		return
+		delete(f.st.Config[bucket], sub)
+	} else {
+		if f.st.Config[bucket] == nil {
+			f.st.Config[bucket] = map[string][]byte{}
+		}
+		f.st.Config[bucket][sub] = append([]byte(nil), doc...)
 	}
-	if f.config[bucket] == nil {
-		f.config[bucket] = map[string][]byte{}
-	}
-	f.config[bucket][sub] = append([]byte(nil), doc...)
+	f.saveLocked()
 }
 
 func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/_s3peer/") {
+		f.serveDebug(w, r)
+		return
+	}
 	bucket, key := splitPath(r.URL.Path)
 	q := r.URL.Query()
 	op := Classify(r.Method, bucket, key, q, r.Header)
@@ -199,12 +362,22 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fault := f.faults[faultKey{op, n}]
 	f.log = append(f.log, Request{
 		Op: op, N: n, Method: r.Method, Bucket: bucket, Key: key, Query: q,
-		Header: r.Header.Clone(), Faulted: fault != nil, PartNumber: q.Get("partNumber"),
+		Header: r.Header.Clone(), Faulted: fault != nil, PartNumber: q.Get("partNumber"), TLS: r.TLS != nil,
 	})
 	f.mu.Unlock()
 	if fault != nil {
 		fault(w, r)
 		return
+	}
+	if bucket != "" {
+		if reason := f.denied(r, op, bucket, key); reason != "" {
+			if _, err := f.verify(r, true); err != nil {
+				writeAuthError(w, err, bucket)
+				return
+			}
+			writeError(w, http.StatusForbidden, "AccessDenied", "Access Denied ("+reason+")", bucket)
+			return
+		}
 	}
 	if key == "" && bucket != "" {
 		for _, sub := range []string{SubEncryption, SubLifecycle, SubPublicAccessBlock} {
@@ -213,40 +386,87 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		if r.Method == http.MethodDelete && len(q) == 0 {
+		switch op {
+		case "PutBucketPolicy":
+			f.putPolicy(w, r, bucket)
+			return
+		case "DeleteBucketPolicy":
+			defer f.forgetPolicy(bucket)
+		case "DeleteBucket":
 			defer func() {
 				if _, err := os.Stat(filepath.Join(f.root, bucket)); os.IsNotExist(err) {
 					f.mu.Lock()
-					delete(f.config, bucket)
+					delete(f.st.Config, bucket)
+					f.saveLocked()
 					f.mu.Unlock()
+					f.forgetPolicy(bucket)
 				}
 			}()
 		}
 	}
-	f.proxy.ServeHTTP(w, r)
+	f.forward(w, r, op, bucket, key)
+}
+
+// verify checks the request's signature as S3 does. The body is read (and
+// put back) when its hash is signed and readBody is set; a body too large
+// to hold is refused.
+func (f *Front) verify(r *http.Request, readBody bool) ([]byte, error) {
+	var body []byte
+	claimed := r.Header.Get("X-Amz-Content-Sha256")
+	if readBody && len(claimed) == 64 && !strings.HasPrefix(claimed, "STREAMING-") {
+		const max = 16 << 20
+		b, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+		if err != nil {
+			return nil, err
+		}
+		if len(b) > max {
+			return nil, &sigv4.Error{Kind: sigv4.Malformed, Message: "the request body is too large for the front to verify"}
+		}
+		body = b
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	_, err := f.verifier.Verify(r, body)
+	return body, err
+}
+
+func writeAuthError(w http.ResponseWriter, err error, bucket string) {
+	var se *sigv4.Error
+	if !errors.As(err, &se) {
+		writeError(w, http.StatusBadRequest, "IncompleteBody", err.Error(), bucket)
+		return
+	}
+	status := http.StatusForbidden
+	switch se.S3Code() {
+	case "AuthorizationHeaderMalformed", "XAmzContentSHA256Mismatch":
+		status = http.StatusBadRequest
+	}
+	writeError(w, status, se.S3Code(), se.Message, bucket)
 }
 
 func (f *Front) serveConfig(w http.ResponseWriter, r *http.Request, bucket, sub string) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "IncompleteBody", err.Error(), bucket)
+		return
+	}
+	if _, err := f.verifier.Verify(r, body); err != nil {
+		writeAuthError(w, err, bucket)
+		return
+	}
 	if st, err := os.Stat(filepath.Join(f.root, bucket)); err != nil || !st.IsDir() {
-		io.Copy(io.Discard, r.Body)
 		writeError(w, http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist", bucket)
 		return
 	}
 	switch r.Method {
 	case http.MethodPut:
-		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "IncompleteBody", err.Error(), bucket)
-			return
-		}
 		if strings.Contains(r.Header.Get("Content-Encoding"), "aws-chunked") {
 			if body, err = decodeAWSChunked(body); err != nil {
 				writeError(w, http.StatusBadRequest, "InvalidRequest", err.Error(), bucket)
 				return
 			}
 		}
-		if err := xml.Unmarshal(body, new(struct{})); err != nil {
-			writeError(w, http.StatusBadRequest, "MalformedXML", "The XML you provided was not well-formed", bucket)
+		if err := validateConfig(sub, body); err != nil {
+			writeError(w, http.StatusBadRequest, "MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema: "+err.Error(), bucket)
 			return
 		}
 		f.SetConfig(bucket, sub, body)
@@ -276,6 +496,20 @@ func (f *Front) serveConfig(w http.ResponseWriter, r *http.Request, bucket, sub 
 		writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed",
 			"The specified method is not allowed against this resource", bucket)
 	}
+}
+
+// validateConfig checks that a sub-resource document is well-formed and,
+// for the ones the front acts on, that it parses into what it acts on.
+func validateConfig(sub string, doc []byte) error {
+	switch sub {
+	case SubEncryption:
+		_, err := parseEncryption(doc)
+		return err
+	case SubLifecycle:
+		_, err := parseLifecycle(doc)
+		return err
+	}
+	return xml.Unmarshal(doc, new(struct{}))
 }
 
 // decodeAWSChunked strips aws-chunked framing ("<hex size>[;ext]\r\n<data>\r\n"
@@ -392,18 +626,31 @@ func Classify(method, bucket, key string, q url.Values, h http.Header) string {
 func writeError(w http.ResponseWriter, status int, code, msg, bucket string) {
 	w.Header().Set("Content-Type", "application/xml")
 	w.WriteHeader(status)
-	var b strings.Builder
-	b.WriteString(xml.Header)
-	b.WriteString("<Error><Code>")
-	xml.EscapeText(&b, []byte(code))
-	b.WriteString("</Code><Message>")
-	xml.EscapeText(&b, []byte(msg))
-	b.WriteString("</Message>")
-	if bucket != "" {
-		b.WriteString("<BucketName>")
-		xml.EscapeText(&b, []byte(bucket))
-		b.WriteString("</BucketName>")
+	b, _ := xml.Marshal(struct {
+		XMLName    xml.Name `xml:"Error"`
+		Code       string
+		Message    string
+		BucketName string `xml:",omitempty"`
+		RequestID  string `xml:"RequestId"`
+	}{Code: code, Message: msg, BucketName: bucket, RequestID: "s3peer-front"})
+	io.WriteString(w, xml.Header)
+	w.Write(b)
+}
+
+// ctxKey carries a forwarded request's operation to modifyResponse.
+type ctxKey struct{}
+
+type forwarded struct {
+	op, bucket, key string
+	sse             *sseRecord // requested with the request
+	uploadID        string
+}
+
+func (f *Front) forward(w http.ResponseWriter, r *http.Request, op, bucket, key string) {
+	info := &forwarded{op: op, bucket: bucket, key: key, uploadID: r.URL.Query().Get("uploadId")}
+	if alg := r.Header.Get("X-Amz-Server-Side-Encryption"); alg != "" {
+		info.sse = &sseRecord{Algorithm: alg, KMSKeyID: r.Header.Get("X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id"),
+			BucketKey: strings.EqualFold(r.Header.Get("X-Amz-Server-Side-Encryption-Bucket-Key-Enabled"), "true")}
 	}
-	b.WriteString("<RequestId>s3peer-front</RequestId></Error>")
-	io.WriteString(w, b.String())
+	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, info)))
 }

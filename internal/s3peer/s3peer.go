@@ -10,6 +10,7 @@ package s3peer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -52,12 +53,25 @@ type Options struct {
 	// Log receives versitygw's output; default: kept in memory and shown
 	// only when startup fails.
 	Log io.Writer
+	// AccessKeyID and SecretAccessKey are the root keys; default
+	// generated (they then change with every start).
+	AccessKeyID, SecretAccessKey string
+	// Listen is the front's address (TLS with TLS); PlainListen its plain
+	// HTTP one with TLS. Default 127.0.0.1:0 each.
+	Listen, PlainListen string
+	// LifecycleEvery runs the buckets' lifecycle rules on the real clock
+	// at this interval, as S3 does in the background; default 0: only
+	// Front.Advance and Front.Sweep run them.
+	LifecycleEvery time.Duration
 }
 
 // Server is a running versitygw, optionally behind a Front.
 type Server struct {
 	// URL is the endpoint clients use: the front's unless Options.NoFront.
 	URL string
+	// PlainURL is the front's plain HTTP endpoint (with TLS, the one a
+	// bucket policy denying insecure transport refuses); URL without TLS.
+	PlainURL string
 	// BackendURL is versitygw's own endpoint.
 	BackendURL string
 	// Region, AccessKeyID and SecretAccessKey are the root credentials,
@@ -133,8 +147,11 @@ func StartProcess(ctx context.Context, opts Options) (*Server, error) {
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start versitygw: %w", err)
 	}
-	s.AccessKeyID = "AKRH" + randHex(8)
-	s.SecretAccessKey = randHex(20)
+	s.AccessKeyID, s.SecretAccessKey = opts.AccessKeyID, opts.SecretAccessKey
+	if s.AccessKeyID == "" || s.SecretAccessKey == "" {
+		s.AccessKeyID = "AKRH" + randHex(8)
+		s.SecretAccessKey = randHex(20)
+	}
 
 	var pair tls.Certificate
 	if opts.TLS {
@@ -162,16 +179,18 @@ func StartProcess(ctx context.Context, opts Options) (*Server, error) {
 		return nil, lastErr
 	}
 	if opts.NoFront {
-		s.URL = s.BackendURL
+		s.URL, s.PlainURL = s.BackendURL, s.BackendURL
 		return s, nil
 	}
-	front, err := newFront(s, pair, opts.TLS)
+	front, err := newFront(s, frontOptions{tls: opts.TLS, pair: pair,
+		listen: cmp.Or(opts.Listen, "127.0.0.1:0"), plainListen: cmp.Or(opts.PlainListen, "127.0.0.1:0"),
+		lifecycleEvery: opts.LifecycleEvery, statePath: filepath.Join(dir, "front.json")})
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("start s3 front: %w", err)
 	}
 	s.Front = front
-	s.URL = front.URL
+	s.URL, s.PlainURL = front.URL, front.PlainURL
 	return s, nil
 }
 

@@ -169,7 +169,8 @@ func openDescriptorExtents(d *descriptor, dir string) (Image, io.Closer, error) 
 			}
 			part = img
 		default:
-			return fail(fmt.Errorf("extent %d: unsupported extent type %s: %w", i+1, e.Type, ErrFormat))
+			return fail(fmt.Errorf("extent %d: VMDK %s extents (createType %q) are not read by rehost; convert the disk (e.g. qemu-img convert -O vmdk -o subformat=streamOptimized) or export it again: %w",
+				i+1, e.Type, d.CreateType, ErrUnsupported))
 		}
 		c.parts = append(c.parts, concatPart{start: at, size: size, s: part})
 		at += size

@@ -23,11 +23,14 @@
 //   - VHD: the footer and dynamic header checksums are verified; the size is
 //     the footer's current size (not the CHS geometry). A dynamic disk's
 //     extents are its allocated blocks; like qemu, sector bitmaps are not
-//     consulted. Differencing disks are refused.
+//     consulted. A differencing disk is refused alone; see OpenChain.
 //   - VHDX: both headers and region tables are tried (CRC-32C checked), the
 //     one with the highest sequence number wins; a non-empty log (unclean
-//     shutdown) and differencing disks are refused with an error saying what
-//     to do. Dynamic extents are the present blocks.
+//     shutdown) is refused with an error saying what to do, and so is a
+//     differencing disk alone. Dynamic extents are the present blocks.
+//   - Differencing VHD and VHDX (the AVHD/AVHDX of a Hyper-V checkpoint):
+//     OpenChain stacks them over their base, following sector bitmaps, after
+//     checking each child's record of its parent's identity (ReadLink).
 //   - Formats without allocation data (raw, fixed VHD, fixed VHDX, flat VMDK)
 //     report the 64 KiB regions that hold non-zero bytes, found by one lazy
 //     scan on the first call to Extents or Info.

@@ -30,14 +30,16 @@ const (
 
 // Open detects the format (raw, VMDK streamOptimized/monolithicSparse, VHD
 // fixed/dynamic, VHDX fixed/dynamic) of the image in ra and opens it. Raw is
-// the fallback when no signature matches. A VHD or VHDX differencing disk is
+// the fallback when no signature matches; a format it recognises but does
+// not read (qcow2, QED, VDI, Parallels, a VMDK COWD delta) is refused with
+// an error wrapping ErrUnsupported. A VHD or VHDX differencing disk is
 // refused with an error wrapping ErrFormat that says it needs its parent, and
 // a VMDK text descriptor is refused with a hint to use OpenFile.
 func Open(ra io.ReaderAt, size int64) (Image, error) {
 	if size < 0 {
 		return nil, fmt.Errorf("open disk image: negative size %d: %w", size, ErrFormat)
 	}
-	var head [64]byte
+	var head [72]byte
 	n, err := ra.ReadAt(head[:], 0)
 	if n < len(head) && err != nil && err != io.EOF {
 		return nil, fmt.Errorf("open disk image: read header: %w", err)
@@ -50,6 +52,9 @@ func Open(ra io.ReaderAt, size int64) (Image, error) {
 		return openVHDX(ra, size)
 	case bytes.HasPrefix(h, []byte(descriptorSignature)):
 		return nil, fmt.Errorf("open disk image: this is a VMDK text descriptor; its extents live in other files, open it by path: %w", ErrFormat)
+	}
+	if err := unsupportedError(h); err != nil {
+		return nil, err
 	}
 	if size >= vhdFooterSize {
 		var foot [8]byte

@@ -28,6 +28,8 @@ const (
 	vhdxBlockFullPresent = 6
 	vhdxBlockPartPresent = 7
 
+	vhdxSBPresent = 6
+
 	vhdxFlagLeaveAllocated = 1
 	vhdxFlagHasParent      = 2
 )
@@ -78,6 +80,15 @@ type vhdxImage struct {
 	fixed      bool
 	bat        []uint64 // payload block entries only, in block order
 
+	// A differencing disk (HasParent) is parsed but opened only as part of
+	// a chain (OpenChain): its identity, parent locator and sector bitmap
+	// entries, one per chunk.
+	diff      bool
+	sector    int64
+	dataWrite [16]byte
+	locator   []byte
+	sbBAT     []uint64
+
 	once sync.Once
 	ext  []Extent
 }
@@ -86,6 +97,9 @@ func openVHDX(ra io.ReaderAt, fileSize int64) (Image, error) {
 	v, err := parseVHDX(ra, fileSize)
 	if err != nil {
 		return nil, fmt.Errorf("open vhdx: %w", err)
+	}
+	if v.diff {
+		return nil, fmt.Errorf("open vhdx: differencing disk needs its parent; merge it into its parent first or open the whole chain: %w", ErrFormat)
 	}
 	return v, nil
 }
@@ -158,15 +172,21 @@ func parseVHDX(ra io.ReaderAt, fileSize int64) (*vhdxImage, error) {
 	if batLen == 0 || metaLen == 0 {
 		return nil, fmt.Errorf("region table lacks the BAT or metadata region: %w", ErrFormat)
 	}
-	v := &vhdxImage{ra: ra, fileSize: fileSize}
+	v := &vhdxImage{ra: ra, fileSize: fileSize, dataWrite: [16]byte(hdr[32:48])}
 	logical, err := v.readMetadata(metaOff, min(metaLen, vhdxMetaMaxSize))
 	if err != nil {
 		return nil, err
 	}
+	v.sector = logical
 	v.chunkRatio = (int64(1) << 23) * logical / v.blockSize
 	nb := (v.size + v.blockSize - 1) / v.blockSize
 	if nb > 0 {
 		last := (nb - 1) + (nb-1)/v.chunkRatio
+		if v.diff {
+			// A differencing disk's BAT also maps the last chunk's sector
+			// bitmap, which follows the chunk's payload entries.
+			last = ((nb-1)/v.chunkRatio)*(v.chunkRatio+1) + v.chunkRatio
+		}
 		if (last+1)*8 > batLen {
 			return nil, fmt.Errorf("BAT region of %d bytes cannot map %d blocks: %w", batLen, nb, ErrFormat)
 		}
@@ -181,11 +201,23 @@ func parseVHDX(ra io.ReaderAt, fileSize int64) (*vhdxImage, error) {
 			switch e & 7 {
 			case vhdxBlockNotPresent, vhdxBlockUndefined, vhdxBlockZero, vhdxBlockUnmapped, vhdxBlockFullPresent:
 			case vhdxBlockPartPresent:
-				return nil, fmt.Errorf("block %d is partially present, which only a differencing disk may be: %w", i, ErrFormat)
+				if !v.diff {
+					return nil, fmt.Errorf("block %d is partially present, which only a differencing disk may be: %w", i, ErrFormat)
+				}
 			default:
 				return nil, fmt.Errorf("block %d has invalid state %d: %w", i, e&7, ErrFormat)
 			}
 			v.bat[i] = e
+		}
+		if v.diff {
+			v.sbBAT = make([]uint64, (nb+v.chunkRatio-1)/v.chunkRatio)
+			for k := range v.sbBAT {
+				e := le.Uint64(raw[(int64(k)*(v.chunkRatio+1)+v.chunkRatio)*8:])
+				if s := e & 7; s != vhdxBlockNotPresent && s != vhdxSBPresent {
+					return nil, fmt.Errorf("sector bitmap %d has invalid state %d: %w", k, s, ErrFormat)
+				}
+				v.sbBAT[k] = e
+			}
 		}
 	}
 	return v, nil
@@ -197,17 +229,24 @@ func (v *vhdxImage) readMetadata(off, length int64) (int64, error) {
 	if length < 32 {
 		return 0, fmt.Errorf("metadata region of %d bytes too small: %w", length, ErrFormat)
 	}
-	m := make([]byte, length)
-	if _, err := readFull(v.ra, m, off, v.fileSize); err != nil {
+	// The table, then each item the reader needs: the region is mostly
+	// free space (1 MiB where the table and items take a few KiB), and
+	// over a network share every byte counts.
+	le := binary.LittleEndian
+	head := make([]byte, 32)
+	if _, err := readFull(v.ra, head, off, v.fileSize); err != nil {
 		return 0, fmt.Errorf("read metadata: %w", err)
 	}
-	if string(m[:8]) != "metadata" {
+	if string(head[:8]) != "metadata" {
 		return 0, fmt.Errorf("metadata table signature missing: %w", ErrFormat)
 	}
-	le := binary.LittleEndian
-	n := int64(le.Uint16(m[10:]))
+	n := int64(le.Uint16(head[10:]))
 	if n > vhdxMaxEntries || 32+n*32 > length {
 		return 0, fmt.Errorf("metadata table claims %d entries: %w", n, ErrFormat)
+	}
+	m := make([]byte, 32+n*32)
+	if _, err := readFull(v.ra, m, off, v.fileSize); err != nil {
+		return 0, fmt.Errorf("read metadata table: %w", err)
 	}
 	items := map[[16]byte][]byte{}
 	for i := range n {
@@ -219,10 +258,15 @@ func (v *vhdxImage) readMetadata(off, length int64) (int64, error) {
 			return 0, fmt.Errorf("metadata item %x lies beyond the metadata region: %w", id, ErrFormat)
 		}
 		switch id {
-		case vhdxGUIDFileParams, vhdxGUIDDiskSize, vhdxGUIDLogicalSec, vhdxGUIDPhysicalSec, vhdxGUIDPage83:
-			items[id] = m[itemOff : itemOff+il]
-		case vhdxGUIDParentLocate:
-			return 0, fmt.Errorf("differencing disk needs its parent; merge it into its parent first: %w", ErrFormat)
+		case vhdxGUIDFileParams, vhdxGUIDDiskSize, vhdxGUIDLogicalSec, vhdxGUIDPhysicalSec, vhdxGUIDPage83, vhdxGUIDParentLocate:
+			if il > 64<<10 {
+				return 0, fmt.Errorf("metadata item %x of %d bytes: %w", id, il, ErrFormat)
+			}
+			item := make([]byte, il)
+			if _, err := readFull(v.ra, item, off+itemOff, v.fileSize); err != nil {
+				return 0, fmt.Errorf("read metadata item %x: %w", id, err)
+			}
+			items[id] = item
 		default:
 			if flags&4 != 0 {
 				return 0, fmt.Errorf("unknown required metadata item %x: %w", id, ErrFormat)
@@ -250,10 +294,9 @@ func (v *vhdxImage) readMetadata(off, length int64) (int64, error) {
 	}
 	v.blockSize = int64(le.Uint32(fp))
 	flags := le.Uint32(fp[4:])
-	if flags&vhdxFlagHasParent != 0 {
-		return 0, fmt.Errorf("differencing disk needs its parent; merge it into its parent first: %w", ErrFormat)
-	}
-	v.fixed = flags&vhdxFlagLeaveAllocated != 0
+	v.diff = flags&vhdxFlagHasParent != 0
+	v.locator = items[vhdxGUIDParentLocate]
+	v.fixed = !v.diff && flags&vhdxFlagLeaveAllocated != 0
 	if v.blockSize < 1<<20 || v.blockSize > 256<<20 || v.blockSize&(v.blockSize-1) != 0 {
 		return 0, fmt.Errorf("block size %d is not a power of two from 1 MiB to 256 MiB: %w", v.blockSize, ErrFormat)
 	}

@@ -139,38 +139,6 @@ func TestIAMRoles(t *testing.T) {
 	wantCode(t, err, "AccessDenied")
 }
 
-func TestPolicyEvaluation(t *testing.T) {
-	doc, err := parsePolicy(`{"Version":"2012-10-17","Statement":[
-		{"Effect":"Allow","Action":"s3:Get*","Resource":"arn:aws:s3:::stage-*/vm-?/*"},
-		{"Effect":"Deny","Action":"s3:GetObject","Resource":"arn:aws:s3:::stage-1/vm-9/*"}]}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		action, resource string
-		want             bool
-	}{
-		{"s3:GetObject", "arn:aws:s3:::stage-1/vm-1/disk/0.vmdk", true},
-		{"S3:getobject", "arn:aws:s3:::stage-2/vm-3/d", true},
-		{"s3:GetObject", "arn:aws:s3:::stage-1/vm-10/d", false},
-		{"s3:GetObject", "arn:aws:s3:::stage-1/vm-9/d", false},
-		{"s3:PutObject", "arn:aws:s3:::stage-1/vm-1/d", false},
-		{"s3:GetObject", "arn:aws:s3:::other/vm-1/d", false},
-	} {
-		if got := allows([]*policyDoc{doc}, request{action: c.action, resource: c.resource}); got != c.want {
-			t.Errorf("%s on %s: allowed %v, want %v", c.action, c.resource, got, c.want)
-		}
-	}
-	// A single statement object, not a list, is valid IAM.
-	single, err := parsePolicy(`{"Statement":{"Effect":"Allow","Principal":{"Service":["ec2.amazonaws.com","vmie.amazonaws.com"]},"Action":"sts:AssumeRole"}}`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !allows([]*policyDoc{single}, request{action: "sts:AssumeRole", service: "vmie.amazonaws.com", condition: map[string]string{"sts:externalid": "vmimport"}}) {
-		t.Fatal("trust policy without a condition should allow vmie")
-	}
-}
-
 // putBlocks writes blocks (index → data) to a snapshot with the SDK and
 // returns the LINEAR aggregated checksum.
 func putBlocks(t *testing.T, c *ebs.Client, snap string, blocks map[int32][]byte, order []int32) string {

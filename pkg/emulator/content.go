@@ -138,23 +138,20 @@ func (e *Emulator) SnapshotContent(id string) (ContentReader, int64, error) {
 	return f, size, nil
 }
 
-// SnapshotSHA256 returns the hex SHA-256 of the first SourceSize bytes of
-// the snapshot and SourceSize itself: for an imported snapshot, the hash of
-// exactly the source disk's virtual content.
+// SnapshotSHA256 reads the snapshot's stored content back and returns the
+// hex SHA-256 of its first SourceSize bytes, and SourceSize: for an
+// imported snapshot, the hash of exactly the source disk's virtual content.
+// (Snapshot.SHA256, recorded while importing, is not trusted for this.)
 func (e *Emulator) SnapshotSHA256(id string) (string, int64, error) {
 	e.mu.Lock()
 	s, ok := e.st.Snapshots[id]
-	var sum string
 	var size int64
 	if ok {
-		sum, size = s.SHA256, s.SourceSize
+		size = s.SourceSize
 	}
 	e.mu.Unlock()
 	if !ok {
 		return "", 0, fmt.Errorf("hash content of %s: %w", id, ErrNotFound)
-	}
-	if sum != "" {
-		return sum, size, nil
 	}
 	sum, err := hashFile(e.snapPath(id), size)
 	if err != nil {

@@ -33,20 +33,6 @@ func TestWriteSnapshotFileSparse(t *testing.T) {
 	}
 }
 
-func FuzzPolicy(f *testing.F) {
-	f.Add(trustPolicy, "sts:AssumeRole", "")
-	f.Add(rolePolicy("b"), "s3:GetObject", "arn:aws:s3:::b/k")
-	f.Add(`{"Statement":{"Effect":"Allow","Action":"*","Resource":"*?*"}}`, "s3:x", "arn")
-	f.Fuzz(func(t *testing.T, doc, action, resource string) {
-		d, err := parsePolicy(doc)
-		if err != nil {
-			return
-		}
-		allows([]*policyDoc{d}, request{action: action, resource: resource, service: "vmie.amazonaws.com",
-			condition: map[string]string{"sts:externalid": "vmimport"}})
-	})
-}
-
 func BenchmarkWriteSnapshotFile(b *testing.B) {
 	const size = 64 << 20
 	raw := make([]byte, size)

@@ -18,19 +18,37 @@ import (
 // serveEBS is the EBS direct REST-JSON API.
 func (e *Emulator) serveEBS(w http.ResponseWriter, r *http.Request, body []byte) {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-	var err error
+	op := ""
 	switch {
 	case r.Method == http.MethodPost && len(parts) == 1 && parts[0] == "snapshots":
-		err = e.startSnapshot(w, body)
+		op = "StartSnapshot"
 	case r.Method == http.MethodPost && len(parts) == 3 && parts[0] == "snapshots" && parts[1] == "completion":
-		err = e.completeSnapshot(w, r, parts[2])
+		op = "CompleteSnapshot"
 	case r.Method == http.MethodPut && len(parts) == 4 && parts[0] == "snapshots" && parts[2] == "blocks":
-		err = e.putSnapshotBlock(w, r, parts[1], parts[3], body)
+		op = "PutSnapshotBlock"
 	case r.Method == http.MethodGet && len(parts) == 4 && parts[0] == "snapshots" && parts[2] == "blocks":
-		err = e.getSnapshotBlock(w, r, parts[1], parts[3])
+		op = "GetSnapshotBlock"
 	case r.Method == http.MethodGet && len(parts) == 3 && parts[0] == "snapshots" && parts[2] == "blocks":
-		err = e.listSnapshotBlocks(w, r, parts[1])
+		op = "ListSnapshotBlocks"
 	case r.Method == http.MethodGet && len(parts) == 3 && parts[0] == "snapshots" && parts[2] == "changedblocks":
+		op = "ListChangedBlocks"
+	}
+	if e.delay(r.Context(), op) != nil {
+		return
+	}
+	var err error
+	switch op {
+	case "StartSnapshot":
+		err = e.startSnapshot(w, body)
+	case "CompleteSnapshot":
+		err = e.completeSnapshot(w, r, parts[2])
+	case "PutSnapshotBlock":
+		err = e.putSnapshotBlock(w, r, parts[1], parts[3], body)
+	case "GetSnapshotBlock":
+		err = e.getSnapshotBlock(w, r, parts[1], parts[3])
+	case "ListSnapshotBlocks":
+		err = e.listSnapshotBlocks(w, r, parts[1])
+	case "ListChangedBlocks":
 		err = e.listChangedBlocks(w, r, parts[1])
 	default:
 		err = &ebsError{http.StatusNotFound, "ResourceNotFoundException", "no EBS direct operation at " + r.Method + " " + r.URL.Path, ""}

@@ -1,12 +1,15 @@
 package emulator
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/rehost/rehost/pkg/iampolicy"
 )
 
 func (e *Emulator) ec2Actions() map[string]queryAction {
@@ -92,122 +95,116 @@ func matchFilters(fs []filter, tags []Tag, attrs map[string][]string) (bool, err
 			}
 			have = v
 		}
-		ok := false
-		for _, h := range have {
-			if anyMatch(f.values, h, false) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
+		if !slices.ContainsFunc(have, func(h string) bool {
+			return slices.ContainsFunc(f.values, func(p string) bool { return iampolicy.Wildcard(p, h) })
+		}) {
 			return false, nil
 		}
 	}
 	return true, nil
 }
 
-func (e *Emulator) importImage(p params, x *xmlWriter) error {
+func (e *Emulator) importImage(p params) (any, error) {
 	t, err := e.createImportTask("image", p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	e.mu.Lock()
 	c := copyTask(t)
 	e.mu.Unlock()
-	writeImageTaskFields(x, c)
-	return nil
+	return imageTaskXML(c), nil
 }
 
-func (e *Emulator) importSnapshot(p params, x *xmlWriter) error {
+func (e *Emulator) importSnapshot(p params) (any, error) {
 	t, err := e.createImportTask("snapshot", p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	e.mu.Lock()
 	c := copyTask(t)
 	e.mu.Unlock()
-	writeSnapshotTaskFields(x, c)
-	return nil
+	return snapshotTaskXML(c), nil
 }
 
-func writeUserBucket(x *xmlWriter, d ImportTaskDisk) {
-	if d.URL != "" {
-		x.text("url", d.URL)
-		return
-	}
-	x.open("userBucket")
-	x.text("s3Bucket", d.Bucket)
-	x.text("s3Key", d.Key)
-	x.close("userBucket")
+type userBucketXML struct {
+	S3Bucket string `xml:"s3Bucket"`
+	S3Key    string `xml:"s3Key"`
 }
 
-func writeImageTaskFields(x *xmlWriter, t ImportTask) {
-	x.text("importTaskId", t.ID)
-	x.opt("architecture", t.Architecture)
-	x.opt("bootMode", t.BootMode)
-	x.opt("description", t.Description)
-	x.boolean("encrypted", t.Encrypted)
-	x.opt("hypervisor", t.Hypervisor)
-	x.opt("imageId", t.ImageID)
-	x.opt("kmsKeyId", t.KmsKeyID)
-	if len(t.LicenseARNs) > 0 {
-		x.open("licenseSpecifications")
-		for _, a := range t.LicenseARNs {
-			x.open("item")
-			x.text("licenseConfigurationArn", a)
-			x.close("item")
-		}
-		x.close("licenseSpecifications")
+type diskDetailXML struct {
+	Description   string         `xml:"description,omitempty"`
+	DeviceName    string         `xml:"deviceName,omitempty"`
+	DiskImageSize string         `xml:"diskImageSize"`
+	Encrypted     *bool          `xml:"encrypted,omitempty"`
+	Format        string         `xml:"format,omitempty"`
+	KmsKeyID      string         `xml:"kmsKeyId,omitempty"`
+	Progress      string         `xml:"progress,omitempty"`
+	SnapshotID    string         `xml:"snapshotId,omitempty"`
+	Status        string         `xml:"status,omitempty"`
+	StatusMessage string         `xml:"statusMessage,omitempty"`
+	URL           string         `xml:"url,omitempty"`
+	UserBucket    *userBucketXML `xml:"userBucket,omitempty"`
+}
+
+func diskDetail(d ImportTaskDisk) diskDetailXML {
+	x := diskDetailXML{Description: d.Description, DeviceName: d.DeviceName, Format: d.Format, Progress: d.Progress,
+		DiskImageSize: strconv.FormatFloat(d.DiskImageSize, 'f', 1, 64),
+		SnapshotID:    d.SnapshotID, Status: d.Status, StatusMessage: d.StatusMessage, URL: d.URL}
+	if d.URL == "" {
+		x.UserBucket = &userBucketXML{d.Bucket, d.Key}
 	}
-	x.opt("licenseType", t.LicenseType)
-	x.opt("platform", t.Platform)
-	x.opt("progress", t.Progress)
-	x.open("snapshotDetailSet")
+	return x
+}
+
+type imageTaskFields struct {
+	ImportTaskID string          `xml:"importTaskId"`
+	Architecture string          `xml:"architecture,omitempty"`
+	BootMode     string          `xml:"bootMode,omitempty"`
+	Description  string          `xml:"description,omitempty"`
+	Encrypted    bool            `xml:"encrypted"`
+	Hypervisor   string          `xml:"hypervisor,omitempty"`
+	ImageID      string          `xml:"imageId,omitempty"`
+	KmsKeyID     string          `xml:"kmsKeyId,omitempty"`
+	Licenses     []string        `xml:"licenseSpecifications>item>licenseConfigurationArn"`
+	LicenseType  string          `xml:"licenseType,omitempty"`
+	Platform     string          `xml:"platform,omitempty"`
+	Progress     string          `xml:"progress,omitempty"`
+	Snapshots    []diskDetailXML `xml:"snapshotDetailSet>item"`
+	Status       string          `xml:"status"`
+	Message      string          `xml:"statusMessage,omitempty"`
+	Tags         []xmlTag        `xml:"tagSet>item"`
+	UsageOp      string          `xml:"usageOperation,omitempty"`
+}
+
+func imageTaskXML(t ImportTask) imageTaskFields {
+	x := imageTaskFields{ImportTaskID: t.ID, Architecture: t.Architecture, BootMode: t.BootMode, Description: t.Description,
+		Encrypted: t.Encrypted, Hypervisor: t.Hypervisor, ImageID: t.ImageID, KmsKeyID: t.KmsKeyID, Licenses: t.LicenseARNs,
+		LicenseType: t.LicenseType, Platform: t.Platform, Progress: t.Progress, Status: t.Status, Message: t.StatusMessage,
+		Tags: xmlTags(t.Tags), UsageOp: t.UsageOp}
 	for _, d := range t.Disks {
-		x.open("item")
-		x.opt("description", d.Description)
-		x.opt("deviceName", d.DeviceName)
-		x.text("diskImageSize", strconv.FormatFloat(d.DiskImageSize, 'f', 1, 64))
-		x.opt("format", d.Format)
-		x.opt("progress", d.Progress)
-		x.opt("snapshotId", d.SnapshotID)
-		x.opt("status", d.Status)
-		x.opt("statusMessage", d.StatusMessage)
-		writeUserBucket(x, d)
-		x.close("item")
+		x.Snapshots = append(x.Snapshots, diskDetail(d))
 	}
-	x.close("snapshotDetailSet")
-	x.text("status", t.Status)
-	x.opt("statusMessage", t.StatusMessage)
-	x.tagSet(t.Tags)
-	x.opt("usageOperation", t.UsageOp)
+	return x
 }
 
-func writeSnapshotTaskFields(x *xmlWriter, t ImportTask) {
-	x.text("importTaskId", t.ID)
-	x.opt("description", t.Description)
+type snapshotTaskFields struct {
+	ImportTaskID string        `xml:"importTaskId"`
+	Description  string        `xml:"description,omitempty"`
+	Detail       diskDetailXML `xml:"snapshotTaskDetail"`
+	Tags         []xmlTag      `xml:"tagSet>item"`
+}
+
+func snapshotTaskXML(t ImportTask) snapshotTaskFields {
 	d := t.Disks[0]
-	x.open("snapshotTaskDetail")
-	x.opt("description", d.Description)
-	x.text("diskImageSize", strconv.FormatFloat(d.DiskImageSize, 'f', 1, 64))
-	x.boolean("encrypted", t.Encrypted)
-	x.opt("format", d.Format)
-	x.opt("kmsKeyId", t.KmsKeyID)
-	x.opt("progress", t.Progress)
-	x.opt("snapshotId", d.SnapshotID)
-	x.text("status", t.Status)
-	x.opt("statusMessage", t.StatusMessage)
-	writeUserBucket(x, d)
-	x.close("snapshotTaskDetail")
-	x.tagSet(t.Tags)
+	x := snapshotTaskFields{ImportTaskID: t.ID, Description: t.Description, Detail: diskDetail(d), Tags: xmlTags(t.Tags)}
+	x.Detail.DeviceName = ""
+	x.Detail.Encrypted, x.Detail.KmsKeyID = &t.Encrypted, t.KmsKeyID
+	x.Detail.Progress, x.Detail.Status, x.Detail.StatusMessage = t.Progress, t.Status, t.StatusMessage
+	return x
 }
 
 func (e *Emulator) describeImportTasks(kind string) queryAction {
-	setName := "importImageTaskSet"
-	if kind == "snapshot" {
-		setName = "importSnapshotTaskSet"
-	}
-	return func(p params, x *xmlWriter) error {
+	return func(p params) (any, error) {
 		ids := p.list("ImportTaskId")
 		fs := p.filters("Filters")
 		e.mu.Lock()
@@ -216,12 +213,12 @@ func (e *Emulator) describeImportTasks(kind string) queryAction {
 			for _, id := range ids {
 				if !importTaskRE.MatchString(id) {
 					e.mu.Unlock()
-					return badRequest("InvalidConversionTaskId.Malformed", "Invalid id: \"%s\"", id)
+					return nil, badRequest("InvalidConversionTaskId.Malformed", "Invalid id: \"%s\"", id)
 				}
 				t, ok := e.st.Tasks[id]
 				if !ok || t.Kind != kind {
 					e.mu.Unlock()
-					return badRequest("InvalidConversionTaskId", "The task ID '%s' does not exist", id)
+					return nil, badRequest("InvalidConversionTaskId", "The task ID '%s' does not exist", id)
 				}
 				tasks = append(tasks, copyTask(t))
 			}
@@ -233,14 +230,14 @@ func (e *Emulator) describeImportTasks(kind string) queryAction {
 			}
 		}
 		e.mu.Unlock()
-		sort.Slice(tasks, func(i, j int) bool {
-			return tasks[i].Created.Before(tasks[j].Created) || tasks[i].Created.Equal(tasks[j].Created) && tasks[i].ID < tasks[j].ID
+		slices.SortFunc(tasks, func(a, b ImportTask) int {
+			return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID))
 		})
 		var out []ImportTask
 		for _, t := range tasks {
 			ok, err := matchFilters(fs, t.Tags, map[string][]string{"task-state": {t.Status}})
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if ok {
 				out = append(out, t)
@@ -248,96 +245,117 @@ func (e *Emulator) describeImportTasks(kind string) queryAction {
 		}
 		start, end, next, err := page(p, len(out))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		x.open(setName)
-		for _, t := range out[start:end] {
-			x.open("item")
-			if kind == "image" {
-				writeImageTaskFields(x, t)
-			} else {
-				writeSnapshotTaskFields(x, t)
+		if kind == "image" {
+			r := struct {
+				Tasks     []imageTaskFields `xml:"importImageTaskSet>item"`
+				NextToken string            `xml:"nextToken,omitempty"`
+			}{NextToken: next}
+			for _, t := range out[start:end] {
+				r.Tasks = append(r.Tasks, imageTaskXML(t))
 			}
-			x.close("item")
+			return r, nil
 		}
-		x.close(setName)
-		x.opt("nextToken", next)
-		return nil
+		r := struct {
+			Tasks     []snapshotTaskFields `xml:"importSnapshotTaskSet>item"`
+			NextToken string               `xml:"nextToken,omitempty"`
+		}{NextToken: next}
+		for _, t := range out[start:end] {
+			r.Tasks = append(r.Tasks, snapshotTaskXML(t))
+		}
+		return r, nil
 	}
 }
 
-func (e *Emulator) cancelImportTask(p params, x *xmlWriter) error {
+func (e *Emulator) cancelImportTask(p params) (any, error) {
 	id := p.get("ImportTaskId")
 	if !importTaskRE.MatchString(id) {
-		return badRequest("InvalidConversionTaskId.Malformed", "Invalid id: \"%s\"", id)
+		return nil, badRequest("InvalidConversionTaskId.Malformed", "Invalid id: \"%s\"", id)
 	}
 	prev, err := e.cancelImport(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	x.text("importTaskId", id)
-	x.text("previousState", prev)
-	x.text("state", "deleting")
-	return nil
+	return struct {
+		ImportTaskID  string `xml:"importTaskId"`
+		PreviousState string `xml:"previousState"`
+		State         string `xml:"state"`
+	}{id, prev, "deleting"}, nil
 }
 
-func (e *Emulator) writeImage(x *xmlWriter, im *Image) {
-	x.open("item")
-	x.text("imageId", im.ID)
-	x.text("imageLocation", e.cfg.AccountID+"/"+im.Name)
-	x.text("imageState", e.imageStateLocked(im))
-	x.text("imageOwnerId", e.cfg.AccountID)
-	x.text("creationDate", im.Created.Format(ec2Time))
-	x.boolean("isPublic", false)
-	x.text("architecture", im.Architecture)
-	x.text("imageType", "machine")
-	x.opt("platform", im.Platform)
+type ebsXML struct {
+	SnapshotID          string `xml:"snapshotId"`
+	VolumeSize          int64  `xml:"volumeSize"`
+	DeleteOnTermination bool   `xml:"deleteOnTermination"`
+	VolumeType          string `xml:"volumeType"`
+	Encrypted           bool   `xml:"encrypted"`
+	KmsKeyID            string `xml:"kmsKeyId,omitempty"`
+}
+
+type imageXML struct {
+	ImageID         string `xml:"imageId"`
+	ImageLocation   string `xml:"imageLocation"`
+	ImageState      string `xml:"imageState"`
+	ImageOwnerID    string `xml:"imageOwnerId"`
+	CreationDate    string `xml:"creationDate"`
+	IsPublic        bool   `xml:"isPublic"`
+	Architecture    string `xml:"architecture"`
+	ImageType       string `xml:"imageType"`
+	Platform        string `xml:"platform,omitempty"`
+	PlatformDetails string `xml:"platformDetails"`
+	UsageOperation  string `xml:"usageOperation,omitempty"`
+	Name            string `xml:"name"`
+	Description     string `xml:"description,omitempty"`
+	RootDeviceType  string `xml:"rootDeviceType"`
+	RootDeviceName  string `xml:"rootDeviceName"`
+	BlockDevices    []struct {
+		DeviceName string `xml:"deviceName"`
+		EBS        ebsXML `xml:"ebs"`
+	} `xml:"blockDeviceMapping>item"`
+	VirtualizationType string   `xml:"virtualizationType"`
+	Tags               []xmlTag `xml:"tagSet>item"`
+	Hypervisor         string   `xml:"hypervisor"`
+	EnaSupport         bool     `xml:"enaSupport"`
+	BootMode           string   `xml:"bootMode,omitempty"`
+	SourceImageID      string   `xml:"sourceImageId,omitempty"`
+	SourceImageRegion  string   `xml:"sourceImageRegion,omitempty"`
+}
+
+func (e *Emulator) imageXMLLocked(im *Image) imageXML {
+	x := imageXML{ImageID: im.ID, ImageLocation: e.cfg.AccountID + "/" + im.Name, ImageState: e.imageStateLocked(im),
+		ImageOwnerID: e.cfg.AccountID, CreationDate: im.Created.Format(ec2Time), Architecture: im.Architecture,
+		ImageType: "machine", Platform: im.Platform, PlatformDetails: "Linux/UNIX", UsageOperation: im.UsageOp,
+		Name: im.Name, Description: im.Description, RootDeviceType: "ebs", RootDeviceName: im.RootDeviceName,
+		VirtualizationType: "hvm", Tags: xmlTags(im.Tags), Hypervisor: "xen", EnaSupport: im.EnaSupport,
+		BootMode: im.BootMode, SourceImageID: im.SourceImageID}
 	if im.Platform == "windows" {
-		x.text("platformDetails", "Windows")
-	} else {
-		x.text("platformDetails", "Linux/UNIX")
+		x.PlatformDetails = "Windows"
 	}
-	x.opt("usageOperation", im.UsageOp)
-	x.text("name", im.Name)
-	x.opt("description", im.Description)
-	x.text("rootDeviceType", "ebs")
-	x.text("rootDeviceName", im.RootDeviceName)
-	x.open("blockDeviceMapping")
-	for _, d := range im.Devices {
-		x.open("item")
-		x.text("deviceName", d.DeviceName)
-		x.open("ebs")
-		x.text("snapshotId", d.SnapshotID)
-		x.text("volumeSize", strconv.FormatInt(d.VolumeSize, 10))
-		x.boolean("deleteOnTermination", d.DeleteOnTermination)
-		x.text("volumeType", d.VolumeType)
-		x.boolean("encrypted", d.Encrypted)
-		x.opt("kmsKeyId", d.KmsKeyID)
-		x.close("ebs")
-		x.close("item")
-	}
-	x.close("blockDeviceMapping")
-	x.text("virtualizationType", "hvm")
-	x.tagSet(im.Tags)
-	x.text("hypervisor", "xen")
-	x.boolean("enaSupport", im.EnaSupport)
-	x.opt("bootMode", im.BootMode)
-	x.opt("sourceImageId", im.SourceImageID)
 	if im.SourceImageID != "" {
-		x.text("sourceImageRegion", e.cfg.Region)
+		x.SourceImageRegion = e.cfg.Region
 	}
-	x.close("item")
+	for _, d := range im.Devices {
+		x.BlockDevices = append(x.BlockDevices, struct {
+			DeviceName string `xml:"deviceName"`
+			EBS        ebsXML `xml:"ebs"`
+		}{d.DeviceName, ebsXML{d.SnapshotID, d.VolumeSize, d.DeleteOnTermination, d.VolumeType, d.Encrypted, d.KmsKeyID}})
+	}
+	return x
 }
 
-func (e *Emulator) describeImages(p params, x *xmlWriter) error {
+type imagesXML struct {
+	Images    []imageXML `xml:"imagesSet>item"`
+	NextToken string     `xml:"nextToken,omitempty"`
+}
+
+func (e *Emulator) describeImages(p params) (any, error) {
 	ids := p.list("ImageId")
 	fs := p.filters("Filter")
 	for _, o := range p.list("Owner") {
 		if o != "self" && o != e.cfg.AccountID {
 			// Only the account's own images exist here.
-			x.open("imagesSet")
-			x.close("imagesSet")
-			return nil
+			return imagesXML{}, nil
 		}
 	}
 	e.mu.Lock()
@@ -346,11 +364,11 @@ func (e *Emulator) describeImages(p params, x *xmlWriter) error {
 	if len(ids) > 0 {
 		for _, id := range ids {
 			if !amiRE.MatchString(id) {
-				return malformed("InvalidAMIID.Malformed", id, "ami")
+				return nil, malformed("InvalidAMIID.Malformed", id, "ami")
 			}
 			im, ok := e.st.Images[id]
 			if !ok || e.imageStateLocked(im) == "deregistered" {
-				return amiNotFound(id)
+				return nil, amiNotFound(id)
 			}
 			ims = append(ims, im)
 		}
@@ -361,7 +379,7 @@ func (e *Emulator) describeImages(p params, x *xmlWriter) error {
 			}
 		}
 	}
-	sort.Slice(ims, func(i, j int) bool { return ims[i].ID < ims[j].ID })
+	slices.SortFunc(ims, func(a, b *Image) int { return cmp.Compare(a.ID, b.ID) })
 	var out []*Image
 	for _, im := range ims {
 		var snaps, devs []string
@@ -374,7 +392,7 @@ func (e *Emulator) describeImages(p params, x *xmlWriter) error {
 			"block-device-mapping.device-name": devs, "image-type": {"machine"}, "is-public": {"false"},
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if ok {
 			out = append(out, im)
@@ -382,15 +400,13 @@ func (e *Emulator) describeImages(p params, x *xmlWriter) error {
 	}
 	start, end, next, err := page(p, len(out))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	x.open("imagesSet")
+	r := imagesXML{NextToken: next}
 	for _, im := range out[start:end] {
-		e.writeImage(x, im)
+		r.Images = append(r.Images, e.imageXMLLocked(im))
 	}
-	x.close("imagesSet")
-	x.opt("nextToken", next)
-	return nil
+	return r, nil
 }
 
 func (e *Emulator) imageForChangeLocked(id string) (*Image, error) {
@@ -421,19 +437,22 @@ func (e *Emulator) snapshotUsersLocked(id string) []string {
 			}
 		}
 	}
-	sort.Strings(users)
+	slices.Sort(users)
 	return users
 }
 
-func (e *Emulator) deregisterImage(p params, x *xmlWriter) error {
+func (e *Emulator) deregisterImage(p params) (any, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	im, err := e.imageForChangeLocked(p.get("ImageId"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	im.State = "deregistered"
-	type result struct{ id, code string }
+	type result struct {
+		ID   string `xml:"snapshotId"`
+		Code string `xml:"returnCode"`
+	}
 	var results []result
 	if p.boolean("DeleteAssociatedSnapshots") {
 		for _, d := range im.Devices {
@@ -450,18 +469,10 @@ func (e *Emulator) deregisterImage(p params, x *xmlWriter) error {
 		}
 	}
 	e.saveLocked()
-	x.boolean("return", true)
-	if len(results) > 0 {
-		x.open("deleteSnapshotResultSet")
-		for _, r := range results {
-			x.open("item")
-			x.text("snapshotId", r.id)
-			x.text("returnCode", r.code)
-			x.close("item")
-		}
-		x.close("deleteSnapshotResultSet")
-	}
-	return nil
+	return struct {
+		Return  bool     `xml:"return"`
+		Results []result `xml:"deleteSnapshotResultSet>item"`
+	}{true, results}, nil
 }
 
 func (e *Emulator) removeSnapshotLocked(id string) {
@@ -485,14 +496,14 @@ func (e *Emulator) resourceTags(p params, resourceTypes ...string) (map[string][
 	return out, nil
 }
 
-func (e *Emulator) registerImage(p params, x *xmlWriter) error {
+func (e *Emulator) registerImage(p params) (any, error) {
 	name := p.get("Name")
 	if name == "" {
-		return badRequest("MissingParameter", "The request must contain the parameter name")
+		return nil, badRequest("MissingParameter", "The request must contain the parameter name")
 	}
 	tags, err := e.resourceTags(p, "image")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	arch := p.get("Architecture")
 	if arch == "" {
@@ -502,7 +513,7 @@ func (e *Emulator) registerImage(p params, x *xmlWriter) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := e.nameFreeLocked(name); err != nil {
-		return err
+		return nil, err
 	}
 	now := e.clock.Now().UTC()
 	im := &Image{ID: newID("ami"), Name: name, Description: p.get("Description"), State: "pending",
@@ -517,20 +528,20 @@ func (e *Emulator) registerImage(p params, x *xmlWriter) error {
 			continue
 		}
 		if !snapRE.MatchString(d.SnapshotID) {
-			return malformed("InvalidSnapshotID.Malformed", d.SnapshotID, "snap")
+			return nil, malformed("InvalidSnapshotID.Malformed", d.SnapshotID, "snap")
 		}
 		s, ok := e.st.Snapshots[d.SnapshotID]
 		if !ok {
-			return snapNotFound(d.SnapshotID)
+			return nil, snapNotFound(d.SnapshotID)
 		}
 		if s.State != "completed" {
-			return badRequest("IncorrectState", "Snapshot %s is in state %s, not completed", s.ID, s.State)
+			return nil, badRequest("IncorrectState", "Snapshot %s is in state %s, not completed", s.ID, s.State)
 		}
 		d.VolumeSize = s.VolumeSize
 		if v := bp.get("Ebs.VolumeSize"); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < s.VolumeSize {
-				return badRequest("InvalidBlockDeviceMapping", "Volume of size %s is smaller than snapshot '%s', expect size >= %d", v, s.ID, s.VolumeSize)
+				return nil, badRequest("InvalidBlockDeviceMapping", "Volume of size %s is smaller than snapshot '%s', expect size >= %d", v, s.ID, s.VolumeSize)
 			}
 			d.VolumeSize = n
 		}
@@ -539,23 +550,22 @@ func (e *Emulator) registerImage(p params, x *xmlWriter) error {
 		}
 		d.Encrypted, d.KmsKeyID = s.Encrypted, s.KmsKeyID
 		if d.DeviceName == "" {
-			return badRequest("MissingParameter", "The request must contain the parameter BlockDeviceMapping.DeviceName")
+			return nil, badRequest("MissingParameter", "The request must contain the parameter BlockDeviceMapping.DeviceName")
 		}
 		rootFound = rootFound || d.DeviceName == root
 		im.Devices = append(im.Devices, d)
 	}
 	if len(im.Devices) == 0 {
-		return badRequest("InvalidParameterCombination", "RegisterImage needs a block device mapping with a snapshot for an EBS-backed image")
+		return nil, badRequest("InvalidParameterCombination", "RegisterImage needs a block device mapping with a snapshot for an EBS-backed image")
 	}
 	if root == "" {
 		im.RootDeviceName = im.Devices[0].DeviceName
 	} else if !rootFound {
-		return badRequest("InvalidBlockDeviceMapping", "Root device name %s has no block device mapping", root)
+		return nil, badRequest("InvalidBlockDeviceMapping", "Root device name %s has no block device mapping", root)
 	}
 	e.st.Images[im.ID] = im
 	e.saveLocked()
-	x.text("imageId", im.ID)
-	return nil
+	return imageIDXML{im.ID}, nil
 }
 
 func (e *Emulator) nameFreeLocked(name string) error {
@@ -567,17 +577,21 @@ func (e *Emulator) nameFreeLocked(name string) error {
 	return nil
 }
 
-func (e *Emulator) copyImage(p params, x *xmlWriter) error {
+type imageIDXML struct {
+	ImageID string `xml:"imageId"`
+}
+
+func (e *Emulator) copyImage(p params) (any, error) {
 	if r := p.get("SourceRegion"); r != e.cfg.Region {
-		return badRequest("InvalidRequest", "The emulator serves only region %s; cannot copy from %s", e.cfg.Region, r)
+		return nil, badRequest("InvalidRequest", "The emulator serves only region %s; cannot copy from %s", e.cfg.Region, r)
 	}
 	name := p.get("Name")
 	if name == "" {
-		return badRequest("MissingParameter", "The request must contain the parameter name")
+		return nil, badRequest("MissingParameter", "The request must contain the parameter name")
 	}
 	tags, err := e.resourceTags(p, "image", "snapshot")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -585,20 +599,19 @@ func (e *Emulator) copyImage(p params, x *xmlWriter) error {
 	if token != "" {
 		for _, im := range e.st.Images {
 			if im.ClientToken == token {
-				x.text("imageId", im.ID)
-				return nil
+				return imageIDXML{im.ID}, nil
 			}
 		}
 	}
 	src, err := e.imageForChangeLocked(p.get("SourceImageId"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if e.imageStateLocked(src) != "available" {
-		return badRequest("IncorrectState", "Image %s is not available", src.ID)
+		return nil, badRequest("IncorrectState", "Image %s is not available", src.ID)
 	}
 	if err := e.nameFreeLocked(name); err != nil {
-		return err
+		return nil, err
 	}
 	enc, kms := p.boolean("Encrypted"), p.get("KmsKeyId")
 	if enc && kms == "" {
@@ -620,14 +633,14 @@ func (e *Emulator) copyImage(p params, x *xmlWriter) error {
 			for _, id := range made {
 				e.removeSnapshotLocked(id)
 			}
-			return fmt.Errorf("copy image %s: snapshot %s of %s is gone", src.ID, d.SnapshotID, d.DeviceName)
+			return nil, fmt.Errorf("copy image %s: snapshot %s of %s is gone", src.ID, d.SnapshotID, d.DeviceName)
 		}
 		c, err := e.copySnapshotLocked(ss, "Copied for DestinationAmi "+im.ID+" from SourceAmi "+src.ID)
 		if err != nil {
 			for _, id := range made {
 				e.removeSnapshotLocked(id)
 			}
-			return fmt.Errorf("copy image %s: %w", src.ID, err)
+			return nil, fmt.Errorf("copy image %s: %w", src.ID, err)
 		}
 		made = append(made, c.ID)
 		if enc {
@@ -640,35 +653,41 @@ func (e *Emulator) copyImage(p params, x *xmlWriter) error {
 	}
 	e.st.Images[im.ID] = im
 	e.saveLocked()
-	x.text("imageId", im.ID)
-	return nil
+	return imageIDXML{im.ID}, nil
 }
 
-func (e *Emulator) writeSnapshot(x *xmlWriter, s *Snapshot) {
-	x.open("item")
-	x.text("snapshotId", s.ID)
-	x.text("volumeId", "vol-ffffffff")
-	x.text("status", s.State)
-	x.text("startTime", s.Started.Format(ec2Time))
-	x.text("progress", s.Progress)
-	x.text("ownerId", e.cfg.AccountID)
-	x.text("volumeSize", strconv.FormatInt(s.VolumeSize, 10))
-	x.opt("description", s.Description)
-	x.boolean("encrypted", s.Encrypted)
-	x.opt("kmsKeyId", s.KmsKeyID)
-	x.text("storageTier", "standard")
-	x.tagSet(s.Tags)
-	x.close("item")
+type snapshotXML struct {
+	SnapshotID  string   `xml:"snapshotId"`
+	VolumeID    string   `xml:"volumeId"`
+	Status      string   `xml:"status"`
+	StartTime   string   `xml:"startTime"`
+	Progress    string   `xml:"progress"`
+	OwnerID     string   `xml:"ownerId"`
+	VolumeSize  int64    `xml:"volumeSize"`
+	Description string   `xml:"description,omitempty"`
+	Encrypted   bool     `xml:"encrypted"`
+	KmsKeyID    string   `xml:"kmsKeyId,omitempty"`
+	StorageTier string   `xml:"storageTier"`
+	Tags        []xmlTag `xml:"tagSet>item"`
 }
 
-func (e *Emulator) describeSnapshots(p params, x *xmlWriter) error {
+func (e *Emulator) snapshotXML(s *Snapshot) snapshotXML {
+	return snapshotXML{SnapshotID: s.ID, VolumeID: "vol-ffffffff", Status: s.State, StartTime: s.Started.Format(ec2Time),
+		Progress: s.Progress, OwnerID: e.cfg.AccountID, VolumeSize: s.VolumeSize, Description: s.Description,
+		Encrypted: s.Encrypted, KmsKeyID: s.KmsKeyID, StorageTier: "standard", Tags: xmlTags(s.Tags)}
+}
+
+type snapshotsXML struct {
+	Snapshots []snapshotXML `xml:"snapshotSet>item"`
+	NextToken string        `xml:"nextToken,omitempty"`
+}
+
+func (e *Emulator) describeSnapshots(p params) (any, error) {
 	ids := p.list("SnapshotId")
 	fs := p.filters("Filter")
 	for _, o := range p.list("Owner") {
 		if o != "self" && o != e.cfg.AccountID {
-			x.open("snapshotSet")
-			x.close("snapshotSet")
-			return nil
+			return snapshotsXML{}, nil
 		}
 	}
 	e.mu.Lock()
@@ -677,11 +696,11 @@ func (e *Emulator) describeSnapshots(p params, x *xmlWriter) error {
 	if len(ids) > 0 {
 		for _, id := range ids {
 			if !snapRE.MatchString(id) {
-				return malformed("InvalidSnapshotID.Malformed", id, "snap")
+				return nil, malformed("InvalidSnapshotID.Malformed", id, "snap")
 			}
 			s, ok := e.st.Snapshots[id]
 			if !ok {
-				return snapNotFound(id)
+				return nil, snapNotFound(id)
 			}
 			snaps = append(snaps, s)
 		}
@@ -690,7 +709,7 @@ func (e *Emulator) describeSnapshots(p params, x *xmlWriter) error {
 			snaps = append(snaps, s)
 		}
 	}
-	sort.Slice(snaps, func(i, j int) bool { return snaps[i].ID < snaps[j].ID })
+	slices.SortFunc(snaps, func(a, b *Snapshot) int { return cmp.Compare(a.ID, b.ID) })
 	var out []*Snapshot
 	for _, s := range snaps {
 		ok, err := matchFilters(fs, s.Tags, map[string][]string{
@@ -699,7 +718,7 @@ func (e *Emulator) describeSnapshots(p params, x *xmlWriter) error {
 			"encrypted": {strconv.FormatBool(s.Encrypted)}, "volume-id": {"vol-ffffffff"},
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if ok {
 			out = append(out, s)
@@ -707,34 +726,31 @@ func (e *Emulator) describeSnapshots(p params, x *xmlWriter) error {
 	}
 	start, end, next, err := page(p, len(out))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	x.open("snapshotSet")
+	r := snapshotsXML{NextToken: next}
 	for _, s := range out[start:end] {
-		e.writeSnapshot(x, s)
+		r.Snapshots = append(r.Snapshots, e.snapshotXML(s))
 	}
-	x.close("snapshotSet")
-	x.opt("nextToken", next)
-	return nil
+	return r, nil
 }
 
-func (e *Emulator) deleteSnapshot(p params, x *xmlWriter) error {
+func (e *Emulator) deleteSnapshot(p params) (any, error) {
 	id := p.get("SnapshotId")
 	if !snapRE.MatchString(id) {
-		return malformed("InvalidSnapshotID.Malformed", id, "snap")
+		return nil, malformed("InvalidSnapshotID.Malformed", id, "snap")
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, ok := e.st.Snapshots[id]; !ok {
-		return snapNotFound(id)
+		return nil, snapNotFound(id)
 	}
 	if users := e.snapshotUsersLocked(id); len(users) > 0 {
-		return badRequest("InvalidSnapshot.InUse", "The snapshot %s is currently in use by %s", id, users[0])
+		return nil, badRequest("InvalidSnapshot.InUse", "The snapshot %s is currently in use by %s", id, users[0])
 	}
 	e.removeSnapshotLocked(id)
 	e.saveLocked()
-	x.boolean("return", true)
-	return nil
+	return returnXML{true}, nil
 }
 
 // taggableLocked returns the tag list of a resource id.
@@ -765,11 +781,15 @@ func (e *Emulator) taggableLocked(id string) (*[]Tag, error) {
 	return nil, badRequest("InvalidID", "The ID '%s' is not valid", id)
 }
 
-func (e *Emulator) createTags(p params, x *xmlWriter) error {
+type returnXML struct {
+	Return bool `xml:"return"`
+}
+
+func (e *Emulator) createTags(p params) (any, error) {
 	ids, tags := p.list("ResourceId"), p.tags("Tag")
 	for _, t := range tags {
 		if t.Key == "" || strings.HasPrefix(strings.ToLower(t.Key), "aws:") {
-			return badRequest("InvalidParameterValue", "Tag key '%s' is not allowed", t.Key)
+			return nil, badRequest("InvalidParameterValue", "Tag key '%s' is not allowed", t.Key)
 		}
 	}
 	e.mu.Lock()
@@ -778,7 +798,7 @@ func (e *Emulator) createTags(p params, x *xmlWriter) error {
 	for _, id := range ids {
 		l, err := e.taggableLocked(id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		lists = append(lists, l)
 	}
@@ -786,11 +806,10 @@ func (e *Emulator) createTags(p params, x *xmlWriter) error {
 		*l = setTags(*l, tags)
 	}
 	e.saveLocked()
-	x.boolean("return", true)
-	return nil
+	return returnXML{true}, nil
 }
 
-func (e *Emulator) deleteTags(p params, x *xmlWriter) error {
+func (e *Emulator) deleteTags(p params) (any, error) {
 	ids := p.list("ResourceId")
 	var del []struct {
 		key, value string
@@ -807,7 +826,7 @@ func (e *Emulator) deleteTags(p params, x *xmlWriter) error {
 	for _, id := range ids {
 		l, err := e.taggableLocked(id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var keep []Tag
 		for _, t := range *l {
@@ -824,6 +843,5 @@ func (e *Emulator) deleteTags(p params, x *xmlWriter) error {
 		*l = keep
 	}
 	e.saveLocked()
-	x.boolean("return", true)
-	return nil
+	return returnXML{true}, nil
 }

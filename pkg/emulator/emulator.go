@@ -4,12 +4,36 @@
 // listener, so the unmodified aws-sdk-go-v2 clients reach it through
 // BaseEndpoint.
 //
-// It is a test double and demo peer, not a mock: an import task reads the staged
-// object back from a real S3 server with the rights the vmimport role's stored
-// policies grant, parses the disk image with pkg/disk, and stores the virtual
-// disk as the content of an EBS snapshot (a sparse file in the data directory)
-// that tests compare byte for byte with the source. Failures are reported the
-// way AWS reports them: the task goes to "deleted" with a StatusMessage.
+// It is a test double and demo peer, not a mock, and it is as strict as AWS
+// where a lenient peer would let a client bug through:
+//
+//   - Every request is verified with pkg/sigv4 as AWS verifies it: the
+//     signature, the payload hash against the body, X-Amz-Date within 15
+//     minutes of the emulator's clock, the scope's date, region and service.
+//   - IAM documents are parsed and evaluated with pkg/iampolicy, failing
+//     closed: an element or condition operator it does not know is refused at
+//     CreateRole/PutRolePolicy (MalformedPolicyDocument), an explicit Deny
+//     wins, ARNs are in the region's partition.
+//   - An import task acts as the VM Import service role: its trust policy is
+//     evaluated for vmie.amazonaws.com, and every call the task makes — the
+//     S3 reads, kms:Decrypt of an SSE-KMS object, the KMS use of an encrypted
+//     import, the EC2 calls that make snapshots and register the AMI — is
+//     authorised by the role's policies first.
+//   - VM Import's acceptance rules: the formats AWS lists (stream-optimized
+//     VMDK only, fixed or dynamic VHD, VHDX, raw, OVA with its descriptor);
+//     the boot disk of an ImportImage must carry a partition table that suits
+//     the boot mode (MBR for legacy-bios, GPT with an EFI system partition for
+//     uefi) and a file system and OS the importer recognises. The platform is
+//     detected from the disk (NTFS: Windows; ext2/3/4 with /etc/os-release,
+//     xfs, btrfs: Linux) and the distribution read from os-release.
+//
+// An import task reads the staged object back from a real S3 server, parses
+// the disk image with pkg/disk, and stores each virtual disk as the content of
+// an EBS snapshot (a sparse file in the data directory) that tests compare
+// byte for byte with the source. Its phases advance on that work; only
+// Config.SimulatedImportWait stands for work it does not do (booting the
+// converted guest). Failures are reported the way AWS reports them: the task
+// goes to "deleted" with the StatusMessage AWS shows.
 //
 // Operations:
 //
@@ -22,13 +46,8 @@
 //	EBS direct (REST-JSON): StartSnapshot, PutSnapshotBlock, CompleteSnapshot,
 //	  ListSnapshotBlocks, ListChangedBlocks, GetSnapshotBlock
 //
-// Every request must carry a valid SigV4 signature by the account's key.
-// ImportImage and ImportSnapshot refuse the call (InvalidParameter) when the
-// role is missing or its trust policy does not let vmie.amazonaws.com assume
-// it with external id vmimport, as AWS does; every later problem (bucket
-// permissions, region, missing or SSE-C object, unparsable disk, more than 21
-// volumes, an injected fault) ends the task in "deleted" with the
-// StatusMessage AWS would show.
+// Any of them can be slowed down by name (Config.Delays), so a crash test can
+// land a kill while a client waits for one.
 //
 // The /_emulator/ paths on the listener are a read-only, unauthenticated,
 // test-only view of the state (for leak checks and the demo); never expose the
@@ -85,20 +104,27 @@ type Config struct {
 	// Default: a temporary directory removed by Close.
 	DataDir string
 
-	// ImportDuration is how long an import task takes from pending to
-	// completed, excluding the real time spent reading and converting the
-	// disks. Default 20s.
-	ImportDuration time.Duration
+	// SimulatedImportWait stands in for the work VM Import does and the
+	// emulator does not: booting the converted image to install drivers
+	// (ImportImage's "booting" phase) and writing the EBS snapshot
+	// (ImportSnapshot's "converting"). Every other phase advances on the
+	// emulator's real work. Tests and crash campaigns set it to hold a
+	// task active; default 0.
+	SimulatedImportWait time.Duration
 	// ImageDelay is how long an image made by RegisterImage or CopyImage
 	// stays "pending". Default 0 (available at once).
 	ImageDelay time.Duration
 	Clock      Clock // default wall clock
 
+	// Delays slow API operations by name (e.g. "DeregisterImage",
+	// "DeleteSnapshot", "PutSnapshotBlock"): the emulator waits this long
+	// after authenticating a call and before answering it, so a crash test
+	// can land a kill while a client waits for that call. See ParseDelays.
+	Delays map[string]time.Duration
+
 	// DenyCreateRole makes iam:CreateRole answer AccessDenied, as for a
 	// caller whose policy does not allow it.
 	DenyCreateRole bool
-	// SkipSignatureCheck accepts any signature from a known access key id.
-	SkipSignatureCheck bool
 
 	Logger *slog.Logger // default: discard
 }
@@ -128,9 +154,6 @@ type Emulator struct {
 func New(cfg Config) (_ *Emulator, err error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
-	}
-	if cfg.ImportDuration <= 0 {
-		cfg.ImportDuration = 20 * time.Second
 	}
 	e := &Emulator{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, cancels: map[string]context.CancelFunc{}}
 	if e.clock == nil {

@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
+	"github.com/rehost/rehost/internal/guestdisk"
 	"github.com/rehost/rehost/internal/s3peer"
 	"github.com/rehost/rehost/pkg/disk"
 )
@@ -34,6 +38,11 @@ import (
 var peer *s3peer.Server
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		// Fuzzing runs only the fuzz target, in many worker processes.
+		os.Exit(m.Run())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	var err error
 	peer, err = s3peer.StartProcess(ctx, s3peer.Options{})
@@ -63,7 +72,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
 	cfg := Config{
 		S3Endpoint: peer.URL, S3AccessKey: peer.AccessKeyID, S3SecretKey: peer.SecretAccessKey,
-		S3HTTPClient: peer.HTTPClient(), DataDir: t.TempDir(), ImportDuration: 200 * time.Millisecond,
+		S3HTTPClient: peer.HTTPClient(), DataDir: t.TempDir(),
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -127,6 +136,33 @@ func (e *env) put(key string, data []byte) {
 	if err != nil {
 		e.t.Fatalf("put %s: %v", key, err)
 	}
+}
+
+// guests caches the guest disks the tests import as boot disks, by
+// firmware: building one runs sfdisk and mkfs.
+var guests sync.Map
+
+// guestDisk is a real guest disk (partition table for fw, ext4 root with
+// /etc/os-release and 1 MiB of seeded data) as raw bytes.
+func guestDisk(t *testing.T, fw string) []byte {
+	t.Helper()
+	if b, ok := guests.Load(fw); ok {
+		return b.([]byte)
+	}
+	size := int64(32 << 20)
+	if fw == guestdisk.EFI {
+		size = 48 << 20
+	}
+	path := filepath.Join(t.TempDir(), "guest.raw")
+	if _, err := guestdisk.Build(context.Background(), path, guestdisk.Options{Size: size, Firmware: fw, DataBytes: 1 << 20, Seed: 42}); err != nil {
+		t.Fatalf("build guest disk: %v", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guests.Store(fw, b)
+	return b
 }
 
 // rawDisk is a virtual disk of size bytes with data in a few regions and
@@ -212,11 +248,16 @@ func (e *env) waitSnapshotTask(id string) ec2types.ImportSnapshotTask {
 
 func (e *env) importImage(keys ...string) string {
 	e.t.Helper()
-	var dcs []ec2types.ImageDiskContainer
+	return e.importImageWith(&ec2.ImportImageInput{}, keys...)
+}
+
+// importImageWith starts an ImportImage of in with the keys as its disks.
+func (e *env) importImageWith(in *ec2.ImportImageInput, keys ...string) string {
+	e.t.Helper()
 	for _, k := range keys {
-		dcs = append(dcs, ec2types.ImageDiskContainer{Format: aws.String(formatOf(k)), UserBucket: &ec2types.UserBucket{S3Bucket: aws.String(e.bucket), S3Key: aws.String(k)}})
+		in.DiskContainers = append(in.DiskContainers, ec2types.ImageDiskContainer{Format: aws.String(formatOf(k)), UserBucket: &ec2types.UserBucket{S3Bucket: aws.String(e.bucket), S3Key: aws.String(k)}})
 	}
-	out, err := e.ec2.ImportImage(context.Background(), &ec2.ImportImageInput{DiskContainers: dcs})
+	out, err := e.ec2.ImportImage(context.Background(), in)
 	if err != nil {
 		e.t.Fatalf("import image: %v", err)
 	}
@@ -230,6 +271,10 @@ func formatOf(key string) string {
 		return "VMDK"
 	case strings.HasSuffix(key, ".vhd"):
 		return "VHD"
+	case strings.HasSuffix(key, ".vhdx"):
+		return "VHDX"
+	case strings.HasSuffix(key, ".ova"):
+		return "OVA"
 	default:
 		return "RAW"
 	}

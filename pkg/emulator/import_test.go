@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/rehost/rehost/internal/guestdisk"
 	"github.com/rehost/rehost/internal/s3peer"
 )
 
@@ -26,7 +27,7 @@ const diskSize = 5<<20 + 64<<10 // not a whole number of 512 KiB blocks
 func TestImportImageContent(t *testing.T) {
 	e := newEnv(t, nil)
 	e.role("vmimport", trustPolicy, rolePolicy(e.bucket))
-	raw := rawDisk(diskSize, 1)
+	raw := guestDisk(t, guestdisk.BIOS)
 	for _, format := range []string{"vmdk", "vhd", "vhd-fixed", "raw"} {
 		t.Run(format, func(t *testing.T) {
 			key := "vm-1/disk0." + strings.TrimSuffix(format, "-fixed")
@@ -45,6 +46,9 @@ func TestImportImageContent(t *testing.T) {
 			if aws.ToString(task.Platform) != "Linux" || aws.ToString(task.Architecture) != "x86_64" || aws.ToString(task.LicenseType) != "BYOL" {
 				t.Errorf("task platform %q arch %q license %q", aws.ToString(task.Platform), aws.ToString(task.Architecture), aws.ToString(task.LicenseType))
 			}
+			if d := aws.ToString(task.Description); d != "AWS-VMImport service: Linux - Debian GNU/Linux 12 (bookworm)" {
+				t.Errorf("task description %q does not name the distribution", d)
+			}
 			imgs, err := e.ec2.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{aws.ToString(task.ImageId)}, Owners: []string{"self"}})
 			if err != nil {
 				t.Fatal(err)
@@ -62,8 +66,8 @@ func TestImportImageContent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if size != diskSize || sum != sha(raw) {
-				t.Fatalf("snapshot holds %d bytes hashing %s, want %d hashing %s", size, sum, diskSize, sha(raw))
+			if size != int64(len(raw)) || sum != sha(raw) {
+				t.Fatalf("snapshot holds %d bytes hashing %s, want %d hashing %s", size, sum, len(raw), sha(raw))
 			}
 			if !bytes.Equal(e.content(snap), raw) {
 				t.Fatal("snapshot content differs from the source disk")
@@ -86,7 +90,7 @@ func TestImportImageContent(t *testing.T) {
 func TestImportImageMultiDiskAndTags(t *testing.T) {
 	e := newEnv(t, nil)
 	e.role("vmimport", trustPolicy, rolePolicy(e.bucket))
-	raw0, raw1 := rawDisk(diskSize, 2), rawDisk(3<<20, 3)
+	raw0, raw1 := guestDisk(t, guestdisk.EFI), rawDisk(3<<20, 3)
 	e.put("d0.vmdk", encode(t, "vmdk", raw0))
 	e.put("d1.vhd", encode(t, "vhd", raw1))
 	out, err := e.ec2.ImportImage(context.Background(), &ec2.ImportImageInput{
@@ -327,9 +331,9 @@ func TestImportFailures(t *testing.T) {
 }
 
 func TestCancelAndClientToken(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.ImportDuration = 30 * time.Second })
+	e := newEnv(t, func(c *Config) { c.SimulatedImportWait = 30 * time.Second })
 	e.role("vmimport", trustPolicy, rolePolicy(e.bucket))
-	e.put("d.vmdk", encode(t, "vmdk", rawDisk(diskSize, 7)))
+	e.put("d.vmdk", encode(t, "vmdk", guestDisk(t, guestdisk.BIOS)))
 	ctx := context.Background()
 	in := &ec2.ImportImageInput{ClientToken: aws.String("run-42-disk-0"), DiskContainers: []ec2types.ImageDiskContainer{
 		{Format: aws.String("VMDK"), UserBucket: &ec2types.UserBucket{S3Bucket: aws.String(e.bucket), S3Key: aws.String("d.vmdk")}}}}
@@ -364,14 +368,14 @@ func TestCancelAndClientToken(t *testing.T) {
 	wantCode(t, err, "InvalidConversionTaskId")
 }
 
-// TestImportProgress checks that a task passes through the AWS states with
-// growing progress.
+// TestImportProgress checks that a task passes through VM Import's phases
+// in order, each entered when the work before it is done, with progress
+// that never goes back.
 func TestImportProgress(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.ImportDuration = 2 * time.Second })
+	e := newEnv(t, func(c *Config) { c.SimulatedImportWait = 300 * time.Millisecond })
 	e.role("vmimport", trustPolicy, rolePolicy(e.bucket))
-	e.put("d.raw", rawDisk(1<<20, 8))
+	e.put("d.raw", guestDisk(t, guestdisk.BIOS))
 	id := e.importImage("d.raw")
-	seen := map[string]bool{}
 	last := -1
 	for {
 		out, err := e.ec2.DescribeImportImageTasks(context.Background(), &ec2.DescribeImportImageTasksInput{ImportTaskIds: []string{id}})
@@ -385,7 +389,6 @@ func TestImportProgress(t *testing.T) {
 			}
 			break
 		}
-		seen[aws.ToString(task.StatusMessage)] = true
 		var p int
 		fmt.Sscan(aws.ToString(task.Progress), &p)
 		if p < last {
@@ -394,10 +397,10 @@ func TestImportProgress(t *testing.T) {
 		last = p
 		time.Sleep(25 * time.Millisecond)
 	}
-	for _, m := range []string{"pending", "validating", "converting", "updating"} {
-		if !seen[m] {
-			t.Errorf("never saw status message %q (saw %v)", m, seen)
-		}
+	phases := e.em.ImportTasks()[0].Phases
+	want := []string{"pending", "validating", "validated", "converting", "updating", "booting", "preparing ami", "completed"}
+	if strings.Join(phases, ",") != strings.Join(want, ",") {
+		t.Fatalf("phases %q, want %q", phases, want)
 	}
 }
 
@@ -405,7 +408,7 @@ func TestRestartKeepsState(t *testing.T) {
 	dir := t.TempDir()
 	e := newEnv(t, func(c *Config) { c.DataDir = dir })
 	e.role("vmimport", trustPolicy, rolePolicy(e.bucket))
-	raw := rawDisk(diskSize, 9)
+	raw := guestDisk(t, guestdisk.BIOS)
 	e.put("d.vhd", encode(t, "vhd", raw))
 	task := e.waitImage(e.importImage("d.vhd"))
 	ak, sk := e.em.Credentials()
@@ -456,7 +459,7 @@ func TestImportOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.role("vmimport", trustPolicy, rolePolicy(e.bucket))
-	raw := rawDisk(diskSize, 12)
+	raw := guestDisk(t, guestdisk.BIOS)
 	e.put("d.vmdk", encode(t, "vmdk", raw))
 	task := e.waitImage(e.importImage("d.vmdk"))
 	if aws.ToString(task.Status) != "completed" {
@@ -471,9 +474,9 @@ func TestImportOverTLS(t *testing.T) {
 // active in state.json and completes after New on the same directory.
 func TestImportResumesAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	e := newEnv(t, func(c *Config) { c.DataDir, c.ImportDuration = dir, 3*time.Second })
+	e := newEnv(t, func(c *Config) { c.DataDir, c.SimulatedImportWait = dir, time.Hour })
 	e.role("vmimport", trustPolicy, rolePolicy(e.bucket))
-	raw := rawDisk(diskSize, 13)
+	raw := guestDisk(t, guestdisk.BIOS)
 	e.put("d.vmdk", encode(t, "vmdk", raw))
 	id := e.importImage("d.vmdk")
 	time.Sleep(100 * time.Millisecond)
@@ -481,7 +484,7 @@ func TestImportResumesAfterRestart(t *testing.T) {
 	if ts := e.em.ImportTasks(); len(ts) != 1 || ts[0].Status != "active" {
 		t.Fatalf("tasks after close: %+v", ts)
 	}
-	em2, err := New(Config{DataDir: dir, ImportDuration: 200 * time.Millisecond, S3Endpoint: peer.URL,
+	em2, err := New(Config{DataDir: dir, S3Endpoint: peer.URL,
 		S3AccessKey: peer.AccessKeyID, S3SecretKey: peer.SecretAccessKey})
 	if err != nil {
 		t.Fatal(err)
@@ -514,23 +517,28 @@ func TestImportResumesAfterRestart(t *testing.T) {
 // mid-task (what a SIGKILL leaves) and starts a new one on the copy: the
 // half-made snapshot goes, and the task completes with exactly one.
 func TestCrashedTaskLeavesNoOrphans(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.ImportDuration = 4 * time.Second })
+	e := newEnv(t, func(c *Config) { c.SimulatedImportWait = time.Hour })
 	e.role("vmimport", trustPolicy, rolePolicy(e.bucket))
-	raw := rawDisk(diskSize, 14)
+	raw := guestDisk(t, guestdisk.BIOS)
 	e.put("d.vmdk", encode(t, "vmdk", raw))
 	id := e.importImage("d.vmdk")
 	deadline := time.Now().Add(30 * time.Second)
-	for len(e.em.Snapshots()) == 0 {
+	// Copy once the task waits in "booting": its snapshot is made and
+	// state.json is not being rewritten under the copy.
+	for ts := e.em.ImportTasks(); len(ts) == 0 || ts[0].StatusMessage != "booting"; ts = e.em.ImportTasks() {
 		if time.Now().After(deadline) {
-			t.Fatal("no snapshot converted in time")
+			t.Fatal("the task did not reach booting in time")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if len(e.em.Snapshots()) != 1 {
+		t.Fatalf("%d snapshots before the copy, want the converted one", len(e.em.Snapshots()))
 	}
 	crashed := t.TempDir()
 	if err := os.CopyFS(crashed, os.DirFS(e.em.DataDir())); err != nil {
 		t.Fatal(err)
 	}
-	em2, err := New(Config{DataDir: crashed, ImportDuration: 100 * time.Millisecond, S3Endpoint: peer.URL,
+	em2, err := New(Config{DataDir: crashed, S3Endpoint: peer.URL,
 		S3AccessKey: peer.AccessKeyID, S3SecretKey: peer.SecretAccessKey})
 	if err != nil {
 		t.Fatal(err)

@@ -2,21 +2,29 @@ package emulator
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/rehost/rehost/pkg/disk"
 )
 
 // maxImportDisks is the most volumes one ImportImage may carry.
 const maxImportDisks = 21
+
+// Disk formats each import accepts, as AWS lists them.
+var (
+	imageFormats    = []string{"VMDK", "VHD", "VHDX", "RAW", "OVA"}
+	snapshotFormats = []string{"VMDK", "VHD", "RAW"}
+)
 
 // importFailure ends a task with an AWS-worded StatusMessage.
 type importFailure struct{ msg string }
@@ -31,8 +39,25 @@ func noAccess(code int) error {
 	return fail("ClientError: Disk validation failed [We do not have access to the given resource. Reason %s]", statusText(code))
 }
 
-func (e *Emulator) roleMessage(role string) string {
+func roleMessage(role string) string {
 	return fmt.Sprintf("The service role %s provided does not exist or does not have sufficient permissions", role)
+}
+
+func roleFailure(role string) error { return fail("ClientError: %s", roleMessage(role)) }
+
+// unreadable is what VM Import reports for a disk whose content it cannot
+// make sense of, which is also what users see when the role may not
+// decrypt an SSE-KMS object: the bytes it gets are not the image (see
+// hashicorp/packer-plugin-amazon#457, "Unsupported OVA format" for a
+// missing kms permission).
+func unreadable(format string) error {
+	switch format {
+	case "OVA":
+		return fail("ClientError: Disk validation failed [Unsupported OVA format]")
+	case "VMDK", "VHD", "VHDX":
+		return fail("ClientError: Disk validation failed [Unsupported %s File Format]", format)
+	}
+	return fail("ClientError: Disk validation failed [Unsupported specified file format]")
 }
 
 // diskFromParams reads one DiskContainer (ImportImage) or the DiskContainer
@@ -68,13 +93,13 @@ func (e *Emulator) taskTags(p params, resourceType string) ([]Tag, error) {
 // createImportTask is ImportImage and ImportSnapshot.
 func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) {
 	var disks []ImportTaskDisk
-	resourceType := "import-image-task"
+	resourceType, formats, api := "import-image-task", imageFormats, "ImportImage"
 	if kind == "image" {
 		for _, dp := range p.items("DiskContainer") {
 			disks = append(disks, diskFromParams(dp))
 		}
 	} else {
-		resourceType = "import-snapshot-task"
+		resourceType, formats, api = "import-snapshot-task", snapshotFormats, "ImportSnapshot"
 		if d := p.sub("DiskContainer"); len(d) > 0 {
 			disks = append(disks, diskFromParams(d))
 		}
@@ -86,10 +111,11 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 		if d.Bucket == "" || d.Key == "" {
 			return nil, badRequest("InvalidParameter", "Disk container %d: either UserBucket (S3Bucket and S3Key) or an s3:// Url is required", i+1)
 		}
-		switch d.Format {
-		case "VMDK", "VHD", "VHDX", "RAW", "OVA", "":
-		default:
-			return nil, badRequest("InvalidParameter", "Unsupported disk format %s. Supported formats: VMDK, VHD, VHDX, RAW, OVA", d.Format)
+		if d.Format != "" && !slices.Contains(formats, d.Format) {
+			return nil, badRequest("InvalidParameter", "Unsupported disk format %s. %s supports: %s", d.Format, api, strings.Join(formats, ", "))
+		}
+		if d.Format == "OVA" && len(disks) > 1 {
+			return nil, badRequest("InvalidParameter", "An OVA must be the only disk container of an import")
 		}
 	}
 	tags, err := e.taskTags(p, resourceType)
@@ -112,6 +138,18 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 	default:
 		return nil, badRequest("InvalidParameterValue", "Invalid value '%s' for Architecture", arch)
 	}
+	enc, kms := p.boolean("Encrypted"), p.get("KmsKeyId")
+	if kms != "" && !enc {
+		return nil, badRequest("InvalidParameterCombination", "KmsKeyId requires Encrypted to be true")
+	}
+	if kms != "" {
+		kms = e.kmsKeyARN(kms)
+		if f := strings.Split(kms, ":"); len(f) < 6 || f[3] != e.cfg.Region || f[1] != e.partition() {
+			return nil, badRequest("InvalidParameterValue", "The specified KMS key is not accessible. If this is a default EBS CMK, please retry your request without specifying the key explicitly")
+		}
+	} else if enc {
+		kms = e.kmsKeyARN("alias/aws/ebs")
+	}
 	token := p.get("ClientToken")
 
 	e.mu.Lock()
@@ -125,8 +163,8 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 	}
 	// VM Import assumes the role when the task is created and refuses the
 	// call outright when it cannot.
-	if !e.roleAssumableLocked(role) {
-		return nil, badRequest("InvalidParameter", "%s", e.roleMessage(role))
+	if _, ok := e.assumeRoleLocked(role); !ok {
+		return nil, badRequest("InvalidParameter", "%s", roleMessage(role))
 	}
 	prefix := "import-ami"
 	if kind == "snapshot" {
@@ -137,14 +175,11 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 		Status: "active", StatusMessage: "pending", Progress: "0",
 		Description: p.get("Description"), Architecture: arch, BootMode: bm,
 		Platform: p.get("Platform"), LicenseType: p.get("LicenseType"), Hypervisor: p.get("Hypervisor"),
-		UsageOp: p.get("UsageOperation"), Encrypted: p.boolean("Encrypted"), KmsKeyID: p.get("KmsKeyId"),
-		RoleName: role, Disks: disks, Tags: tags, Created: e.clock.Now().UTC(),
+		UsageOp: p.get("UsageOperation"), Encrypted: enc, KmsKeyID: kms,
+		RoleName: role, Disks: disks, Tags: tags, Created: e.clock.Now().UTC(), Phases: []string{"pending"},
 	}
 	for _, ls := range p.items("LicenseSpecifications") {
 		t.LicenseARNs = append(t.LicenseARNs, ls.get("LicenseConfigurationArn"))
-	}
-	if t.Encrypted && t.KmsKeyID == "" {
-		t.KmsKeyID = "arn:aws:kms:" + e.cfg.Region + ":" + e.cfg.AccountID + ":alias/aws/ebs"
 	}
 	for i := range t.Disks {
 		t.Disks[i].Status, t.Disks[i].Progress = "active", "0"
@@ -154,16 +189,6 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 	e.startWorkerLocked(t)
 	e.saveLocked()
 	return t, nil
-}
-
-func (e *Emulator) roleAssumableLocked(role string) bool {
-	r, ok := e.st.Roles[role]
-	if !ok {
-		return false
-	}
-	td, err := parsePolicy(r.TrustPolicy)
-	return err == nil && allows([]*policyDoc{td}, request{action: "sts:AssumeRole", service: "vmie.amazonaws.com",
-		condition: map[string]string{"sts:externalid": "vmimport", "aws:sourceaccount": e.cfg.AccountID}})
 }
 
 func (e *Emulator) startWorkerLocked(t *ImportTask) {
@@ -179,20 +204,20 @@ func (e *Emulator) startWorkerLocked(t *ImportTask) {
 	}()
 }
 
-// phase is a step of an import task's life as DescribeImport*Tasks shows it.
-type phase struct {
-	message  string
-	progress int
-	share    float64 // of Config.ImportDuration spent in this phase
-}
+// A task's phases as DescribeImport*Tasks shows them, with the progress
+// each starts at. Each phase begins when the work before it is done; only
+// Config.SimulatedImportWait stands for work the emulator does not do.
+const (
+	phValidating = "validating"
+	phValidated  = "validated"
+	phConverting = "converting"
+	phUpdating   = "updating"
+	phBooting    = "booting"
+	phPreparing  = "preparing ami"
+)
 
-var imagePhases = []phase{
-	{"pending", 0, 0.05}, {"validating", 2, 0.10}, {"validated", 19, 0.05}, {"converting", 28, 0.30},
-	{"updating", 65, 0.15}, {"booting", 75, 0.15}, {"preparing ami", 90, 0.20},
-}
-
-var snapshotPhases = []phase{
-	{"pending", 0, 0.10}, {"validating", 3, 0.20}, {"validated", 19, 0.10}, {"converting", 28, 0.60},
+var phaseProgress = map[string]int{
+	phValidating: 2, phValidated: 19, phConverting: 28, phUpdating: 65, phBooting: 75, phPreparing: 90,
 }
 
 func (e *Emulator) runImport(ctx context.Context, id string) {
@@ -259,30 +284,36 @@ func (e *Emulator) removeTaskSnapshotsLocked(taskID string) {
 	}
 }
 
-// enter moves the task to phase ph and waits out its share of the import
-// duration; it returns the context's error when cancelled.
-func (e *Emulator) enter(ctx context.Context, id string, ph phase, wait bool) error {
+// update changes an active task under the lock; it returns
+// context.Canceled when the task was cancelled or is gone.
+func (e *Emulator) update(id string, f func(t *ImportTask)) error {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	t := e.st.Tasks[id]
 	if t == nil || t.Status != "active" {
-		e.mu.Unlock()
 		return context.Canceled
 	}
-	t.StatusMessage, t.Progress = ph.message, strconv.Itoa(ph.progress)
-	for i := range t.Disks {
-		if t.Disks[i].Status == "active" {
-			t.Disks[i].StatusMessage, t.Disks[i].Progress = ph.message, t.Progress
-		}
-	}
+	f(t)
 	e.saveLocked()
-	e.mu.Unlock()
-	if !wait {
-		return nil
-	}
-	return e.sleep(ctx, time.Duration(float64(e.cfg.ImportDuration)*ph.share))
+	return nil
 }
 
-func (e *Emulator) sleep(ctx context.Context, d time.Duration) error {
+// enter moves the task to a phase.
+func (e *Emulator) enter(id, phase string) error {
+	return e.update(id, func(t *ImportTask) {
+		t.StatusMessage, t.Progress = phase, strconv.Itoa(phaseProgress[phase])
+		t.Phases = append(t.Phases, phase)
+		for i := range t.Disks {
+			if t.Disks[i].Status == "active" {
+				t.Disks[i].StatusMessage, t.Disks[i].Progress = phase, t.Progress
+			}
+		}
+	})
+}
+
+// simulatedWait waits out Config.SimulatedImportWait.
+func (e *Emulator) simulatedWait(ctx context.Context) error {
+	d := e.cfg.SimulatedImportWait
 	if d <= 0 {
 		return ctx.Err()
 	}
@@ -302,24 +333,28 @@ func (e *Emulator) importSteps(ctx context.Context, id string) error {
 		return nil
 	}
 	task := copyTask(t)
+	role, ok := e.assumeRoleLocked(task.RoleName)
 	e.mu.Unlock()
-	phases := imagePhases
-	if task.Kind == "snapshot" {
-		phases = snapshotPhases
+	if !ok {
+		// The role changed since the task was created.
+		return roleFailure(task.RoleName)
 	}
-	for _, ph := range phases[:2] {
-		if err := e.enter(ctx, id, ph, true); err != nil {
-			return err
-		}
-	}
-	if err := e.validate(ctx, task); err != nil {
+	if err := e.enter(id, phValidating); err != nil {
 		return err
 	}
-	if err := e.enter(ctx, id, phases[2], true); err != nil {
+	if err := e.validate(ctx, task, role); err != nil {
 		return err
 	}
-	if err := e.enter(ctx, id, phases[3], false); err != nil {
+	if err := e.enter(id, phValidated); err != nil {
 		return err
+	}
+	if err := e.enter(id, phConverting); err != nil {
+		return err
+	}
+	if task.Encrypted && !awsManagedKey(task.KmsKeyID) &&
+		!role.mayAll(e, task.KmsKeyID, "kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom") {
+		// The snapshots are written with the key through the role.
+		return roleFailure(task.RoleName)
 	}
 	var snaps []*snapshotWithSize
 	for i := range task.Disks {
@@ -338,33 +373,64 @@ func (e *Emulator) importSteps(ctx context.Context, id string) error {
 			}
 			return err
 		}
-		snaps = append(snaps, s)
-		e.mu.Lock()
-		if t := e.st.Tasks[id]; t != nil && t.Status == "active" {
-			t.Progress = strconv.Itoa(phases[3].progress + (35*(i+1))/len(task.Disks))
-			t.Disks[i].DiskImageSize = s.diskImageSize
+		snaps = append(snaps, s...)
+		if err := e.update(id, func(t *ImportTask) {
+			t.Progress = strconv.Itoa(phaseProgress[phConverting] + (35*(i+1))/len(task.Disks))
+			t.Disks[i].DiskImageSize = s[0].diskImageSize
 			if task.Kind == "snapshot" {
 				t.Disks[i].Progress = t.Progress
 			}
-			e.saveLocked()
-		}
-		e.mu.Unlock()
-	}
-	if err := e.sleep(ctx, time.Duration(float64(e.cfg.ImportDuration)*phases[3].share)); err != nil {
-		return err
-	}
-	for _, ph := range phases[4:] {
-		if err := e.enter(ctx, id, ph, true); err != nil {
+		}); err != nil {
 			return err
 		}
 	}
-	return e.completeImport(id, snaps)
+	if !role.mayAll(e, e.ec2ARN("snapshot"), "ec2:CopySnapshot", "ec2:ModifySnapshotAttribute") ||
+		!role.may(e, "ec2:DescribeSnapshots", "*") {
+		return roleFailure(task.RoleName)
+	}
+	if task.Kind == "snapshot" {
+		if err := e.simulatedWait(ctx); err != nil {
+			return err
+		}
+		return e.completeImport(id, snaps, nil)
+	}
+	if err := e.enter(id, phUpdating); err != nil {
+		return err
+	}
+	guest, err := e.inspect(snaps[0], task.BootMode)
+	if err != nil {
+		return err
+	}
+	if err := e.enter(id, phBooting); err != nil {
+		return err
+	}
+	if err := e.simulatedWait(ctx); err != nil {
+		return err
+	}
+	if err := e.enter(id, phPreparing); err != nil {
+		return err
+	}
+	if !role.may(e, "ec2:RegisterImage", e.ec2ARN("image")) || !role.may(e, "ec2:DescribeImages", "*") {
+		return roleFailure(task.RoleName)
+	}
+	return e.completeImport(id, snaps, &guest)
 }
 
-// validate is what VM Import checks before converting: the number of
-// volumes, the role's permissions, the bucket's region and each object's
-// presence and encryption.
-func (e *Emulator) validate(ctx context.Context, t ImportTask) error {
+// inspect reads the converted boot disk as VM Import's "updating" phase
+// does: its partitions, file systems and operating system.
+func (e *Emulator) inspect(boot *snapshotWithSize, bootMode string) (Guest, error) {
+	f, err := os.Open(e.snapPath(boot.ID))
+	if err != nil {
+		return Guest{}, fmt.Errorf("open boot disk %s: %w", boot.ID, err)
+	}
+	defer f.Close()
+	return inspectBootDisk(io.NewSectionReader(f, 0, boot.SourceSize), boot.SourceSize, bootMode)
+}
+
+// validate is what VM Import checks before converting, with the role's
+// rights: the number of volumes, the bucket (region, permissions), and each
+// object's presence, size and encryption.
+func (e *Emulator) validate(ctx context.Context, t ImportTask, role *importRole) error {
 	if len(t.Disks) > maxImportDisks {
 		return fail("ClientError: Too many volumes: the image has %d disks, the maximum is %d", len(t.Disks), maxImportDisks)
 	}
@@ -372,11 +438,9 @@ func (e *Emulator) validate(ctx context.Context, t ImportTask) error {
 		return fail("ClientError: Disk validation failed [We do not have access to the given resource. Reason 503 Service Unavailable]")
 	}
 	for _, d := range t.Disks {
-		switch e.checkImportRole(t.RoleName, d.Bucket, d.Key) {
-		case roleUnusable:
-			return fail("ClientError: %s", e.roleMessage(t.RoleName))
-		case objectDenied:
-			return noAccess(http.StatusForbidden)
+		bucketARN := e.s3ARN(d.Bucket, "")
+		if !role.may(e, "s3:GetBucketLocation", bucketARN) || !role.may(e, "s3:ListBucket", bucketARN) {
+			return roleFailure(t.RoleName)
 		}
 		region, err := e.s3.bucketRegion(ctx, d.Bucket)
 		if err != nil {
@@ -390,6 +454,9 @@ func (e *Emulator) validate(ctx context.Context, t ImportTask) error {
 		}
 		if region != e.cfg.Region {
 			return fail("ClientError: The S3 bucket %s is in region %s; VM Import reads only buckets in the import task's region %s", d.Bucket, region, e.cfg.Region)
+		}
+		if !role.may(e, "s3:GetObject", e.s3ARN(d.Bucket, d.Key)) {
+			return noAccess(http.StatusForbidden)
 		}
 		info, err := e.s3.head(ctx, d.Bucket, d.Key)
 		if err != nil {
@@ -412,6 +479,12 @@ func (e *Emulator) validate(ctx context.Context, t ImportTask) error {
 		if info.size == 0 {
 			return fail("ClientError: Disk validation failed [Invalid disk size: the object is empty]")
 		}
+		if info.sse == "aws:kms" || info.sse == "aws:kms:dsse" {
+			key := e.kmsKeyARN(cmp.Or(info.kmsKey, "alias/aws/s3"))
+			if !awsManagedKey(key) && !role.may(e, "kms:Decrypt", key) {
+				return unreadable(cmp.Or(d.Format, "RAW"))
+			}
+		}
 	}
 	return nil
 }
@@ -423,11 +496,15 @@ func sseCFailure() error {
 type snapshotWithSize struct {
 	*Snapshot
 	diskImageSize float64
+	// detail describes the disk in the task's snapshot details (an OVA's
+	// disks each get one).
+	detail ImportTaskDisk
 }
 
-// convertDisk reads disk i from S3, parses it and stores it as a new
-// snapshot (registered under the task, so a failure or cancel removes it).
-func (e *Emulator) convertDisk(ctx context.Context, t ImportTask, i int) (*snapshotWithSize, error) {
+// convertDisk reads disk container i from S3, parses it and stores each
+// virtual disk in it (one, or an OVA's several) as a new snapshot
+// registered under the task, so a failure or cancel removes it.
+func (e *Emulator) convertDisk(ctx context.Context, t ImportTask, i int) ([]*snapshotWithSize, error) {
 	d := t.Disks[i]
 	tmp := filepath.Join(e.downloadDir(), fmt.Sprintf("%s-%d", t.ID, i))
 	defer os.Remove(tmp)
@@ -446,16 +523,41 @@ func (e *Emulator) convertDisk(ctx context.Context, t ImportTask, i int) (*snaps
 		return nil, err
 	}
 	defer f.Close()
-	src, err := openDeclared(f, n, d.Format)
-	if err != nil {
-		return nil, err
+	var srcs []disk.Sparse
+	if d.Format == "OVA" {
+		if srcs, err = openOVA(f, n); err != nil {
+			return nil, err
+		}
+	} else {
+		src, err := openDeclared(f, n, d.Format)
+		if err != nil {
+			return nil, err
+		}
+		srcs = []disk.Sparse{src}
 	}
+	var out []*snapshotWithSize
+	for k, src := range srcs {
+		s, err := e.storeSnapshot(t, src, d.Format)
+		if err != nil {
+			return nil, err
+		}
+		detail := d
+		if d.Format == "OVA" {
+			detail.Format, detail.Description = "VMDK", fmt.Sprintf("disk %d of %s", k+1, d.Key)
+		}
+		out = append(out, &snapshotWithSize{Snapshot: s, diskImageSize: float64(n), detail: detail})
+	}
+	return out, nil
+}
+
+// storeSnapshot writes a virtual disk as a snapshot of task t.
+func (e *Emulator) storeSnapshot(t ImportTask, src disk.Sparse, format string) (*Snapshot, error) {
 	id := newID("snap")
 	blocks, sum, err := writeSnapshotFile(e.snapPath(id), src)
 	if err != nil {
 		var re *readError
 		if errors.As(err, &re) {
-			return nil, corruptData(d.Format, src)
+			return nil, corruptData(format, src)
 		}
 		return nil, fmt.Errorf("write snapshot %s: %w", id, err)
 	}
@@ -475,17 +577,15 @@ func (e *Emulator) convertDisk(ctx context.Context, t ImportTask, i int) (*snaps
 	}
 	e.st.Snapshots[id] = s
 	e.saveLocked()
-	return &snapshotWithSize{Snapshot: s, diskImageSize: float64(n)}, nil
+	return s, nil
 }
 
-// openDeclared opens the object as the format the task declared, worded as
-// VM Import words a disk it cannot parse.
+// openDeclared opens the object as the format the task declared, with VM
+// Import's rules (stream-optimized VMDK only; fixed or dynamic VHD; VHDX;
+// raw), worded as VM Import words a disk it refuses.
 func openDeclared(f *os.File, size int64, format string) (disk.Sparse, error) {
 	if format == "RAW" {
 		return disk.NewRaw(f, size), nil
-	}
-	if format == "OVA" {
-		return nil, fail("ClientError: Disk validation failed [OVA import is not supported by this emulator; import the VMDK inside it]")
 	}
 	img, err := disk.Open(f, size)
 	detected := ""
@@ -497,8 +597,10 @@ func openDeclared(f *os.File, size int64, format string) (disk.Sparse, error) {
 	}
 	switch format {
 	case "VMDK":
-		if err != nil || detected != "VMDK" {
-			return nil, fail("ClientError: Disk validation failed [Unsupported VMDK File Format]")
+		if err != nil || detected != "VMDK" || img.Info().Subformat != "streamOptimized" {
+			// monolithicSparse and the flat kinds are refused: AWS takes
+			// only stream-optimized VMDK.
+			return nil, unreadable("VMDK")
 		}
 	case "VHD":
 		var head [8]byte
@@ -507,7 +609,7 @@ func openDeclared(f *os.File, size int64, format string) (disk.Sparse, error) {
 			if string(head[:]) == "conectix" {
 				return nil, fail("ClientError: Footers not identical")
 			}
-			return nil, fail("ClientError: Disk validation failed [Unsupported VHD File Format]")
+			return nil, unreadable("VHD")
 		}
 		// A dynamic VHD carries a copy of its footer at the start.
 		if img.Info().Subformat == "dynamic" && size >= 1024 {
@@ -520,12 +622,12 @@ func openDeclared(f *os.File, size int64, format string) (disk.Sparse, error) {
 		}
 	case "VHDX":
 		if err != nil || detected != "VHDX" {
-			return nil, fail("ClientError: Disk validation failed [Unsupported VHDX File Format]")
+			return nil, unreadable("VHDX")
 		}
 	case "RAW":
 		return disk.NewRaw(f, size), nil
 	default:
-		return nil, fail("ClientError: Disk validation failed [Unsupported specified file format]")
+		return nil, unreadable("")
 	}
 	return img, nil
 }
@@ -533,7 +635,7 @@ func openDeclared(f *os.File, size int64, format string) (disk.Sparse, error) {
 // corruptData words a failure to read the content of a disk whose headers
 // parsed.
 func corruptData(format string, src disk.Sparse) error {
-	if format == "" {
+	if format == "" || format == "OVA" {
 		if im, ok := src.(disk.Image); ok {
 			format = strings.ToUpper(string(im.Info().Format))
 		}
@@ -542,15 +644,16 @@ func corruptData(format string, src disk.Sparse) error {
 	case "VMDK":
 		return fail("ClientError: Uncompressed data has invalid length.")
 	case "VHD", "VHDX":
-		return fail("ClientError: Disk validation failed [Unsupported %s File Format]", format)
+		return unreadable(format)
 	default:
 		return fail("ClientError: Disk validation failed [Unable to read the disk image]")
 	}
 }
 
 // completeImport turns the converted snapshots into the task's result: the
-// AMI for ImportImage, the snapshot for ImportSnapshot.
-func (e *Emulator) completeImport(id string, snaps []*snapshotWithSize) error {
+// AMI for ImportImage (guest is what the boot disk holds), the snapshot for
+// ImportSnapshot.
+func (e *Emulator) completeImport(id string, snaps []*snapshotWithSize, guest *Guest) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	t := e.st.Tasks[id]
@@ -558,16 +661,24 @@ func (e *Emulator) completeImport(id string, snaps []*snapshotWithSize) error {
 		return context.Canceled
 	}
 	now := e.clock.Now().UTC()
+	if len(snaps) != len(t.Disks) {
+		// An OVA: one detail per disk it held.
+		t.Disks = nil
+		for _, s := range snaps {
+			t.Disks = append(t.Disks, s.detail)
+		}
+	}
 	for i, s := range snaps {
 		t.Disks[i].SnapshotID = s.ID
+		t.Disks[i].DiskImageSize = s.diskImageSize
 		t.Disks[i].Status, t.Disks[i].StatusMessage, t.Disks[i].Progress = "completed", "", ""
 	}
 	if t.Kind == "image" {
+		t.Guest = guest
+		// The platform is what the disk holds, whatever the caller said.
+		t.Platform, t.BootMode = guest.Platform, guest.BootMode
 		if t.Architecture == "" {
 			t.Architecture = "x86_64"
-		}
-		if t.Platform == "" {
-			t.Platform = "Linux"
 		}
 		if t.LicenseType == "" || strings.EqualFold(t.LicenseType, "Auto") {
 			t.LicenseType = "BYOL"
@@ -575,11 +686,12 @@ func (e *Emulator) completeImport(id string, snaps []*snapshotWithSize) error {
 				t.LicenseType = "AWS"
 			}
 		}
-		if t.BootMode == "" {
-			t.BootMode = "legacy-bios"
-		}
 		if t.UsageOp == "" {
 			t.UsageOp = "RunInstances"
+		}
+		if t.Description == "" {
+			// As VM Import describes what it found.
+			t.Description = "AWS-VMImport service: " + strings.TrimSuffix(guest.Platform+" - "+guest.Distribution, " - ")
 		}
 		im := &Image{
 			ID: newID("ami"), Name: t.ID, Description: t.Description, State: "available",
@@ -602,6 +714,7 @@ func (e *Emulator) completeImport(id string, snaps []*snapshotWithSize) error {
 		t.ImageID = im.ID
 	}
 	t.Status, t.StatusMessage, t.Progress = "completed", "", ""
+	t.Phases = append(t.Phases, "completed")
 	e.saveLocked()
 	return nil
 }

@@ -1,219 +1,114 @@
 package emulator
 
 import (
-	"encoding/json"
-	"fmt"
+	"strconv"
 	"strings"
+
+	"github.com/rehost/rehost/pkg/iampolicy"
 )
 
-// policyDoc is the subset of the IAM policy grammar the emulator evaluates:
-// Allow and Deny statements with Action/NotAction, Resource, Principal and
-// StringEquals/StringLike conditions.
-type policyDoc struct {
-	Version   string      `json:"Version"`
-	Statement []statement `json:"Statement"`
+// importRole is the VM Import service role as an import task assumes it:
+// every call the task makes to S3, KMS and EC2 is authorised by the role's
+// inline policies, as AWS authorises the calls VM Import makes with the
+// role's credentials.
+type importRole struct {
+	name, arn, account string
+	docs               []*iampolicy.Policy
+	// secure is whether the task reaches S3 over TLS (aws:SecureTransport).
+	secure bool
 }
 
-type statement struct {
-	Effect    string                           `json:"Effect"`
-	Action    stringList                       `json:"Action"`
-	NotAction stringList                       `json:"NotAction"`
-	Resource  stringList                       `json:"Resource"`
-	Principal principal                        `json:"Principal"`
-	Condition map[string]map[string]stringList `json:"Condition"`
-}
+// vmie is the service principal of VM Import.
+var vmie = iampolicy.Principal{Type: "Service", ID: "vmie.amazonaws.com"}
 
-// stringList accepts a JSON string or array of strings.
-type stringList []string
-
-func (s *stringList) UnmarshalJSON(b []byte) error {
-	var one string
-	if err := json.Unmarshal(b, &one); err == nil {
-		*s = []string{one}
-		return nil
+// assumeRoleLocked evaluates the role's trust policy for VM Import (with
+// external id vmimport and the account as source); ok is false when the
+// role is missing or may not be assumed. A stored policy that no longer
+// parses denies everything: evaluation fails closed.
+func (e *Emulator) assumeRoleLocked(name string) (*importRole, bool) {
+	r, ok := e.st.Roles[name]
+	if !ok {
+		return nil, false
 	}
-	var many []string
-	if err := json.Unmarshal(b, &many); err != nil {
-		return fmt.Errorf("expected a string or a list of strings: %w", err)
+	trust, err := iampolicy.Parse(r.TrustPolicy, iampolicy.Trust)
+	if err != nil {
+		return nil, false
 	}
-	*s = many
-	return nil
-}
-
-// principal accepts "*" or {"Service": …, "AWS": …}.
-type principal map[string]stringList
-
-func (p *principal) UnmarshalJSON(b []byte) error {
-	var star string
-	if err := json.Unmarshal(b, &star); err == nil {
-		*p = principal{"*": {star}}
-		return nil
+	req := iampolicy.Request{Action: "sts:AssumeRole", Principal: vmie, Context: map[string][]string{
+		"sts:ExternalId": {"vmimport"}, "aws:SourceAccount": {e.cfg.AccountID},
+	}}
+	if !iampolicy.Allowed(req, trust) {
+		return nil, false
 	}
-	var m map[string]stringList
-	if err := json.Unmarshal(b, &m); err != nil {
-		return err
-	}
-	*p = m
-	return nil
-}
-
-// statements accepts a single statement object or an array, as IAM does.
-func (d *policyDoc) UnmarshalJSON(b []byte) error {
-	var raw struct {
-		Version   string          `json:"Version"`
-		Statement json.RawMessage `json:"Statement"`
-	}
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	d.Version = raw.Version
-	if len(raw.Statement) > 0 && raw.Statement[0] == '{' {
-		var s statement
-		if err := json.Unmarshal(raw.Statement, &s); err != nil {
-			return err
+	ir := &importRole{name: name, arn: e.roleARN(r), account: e.cfg.AccountID, secure: strings.HasPrefix(e.cfg.S3Endpoint, "https:")}
+	for _, doc := range r.Policies {
+		p, err := iampolicy.Parse(doc, iampolicy.Identity)
+		if err != nil {
+			p = denyAll
 		}
-		d.Statement = []statement{s}
-		return nil
+		ir.docs = append(ir.docs, p)
 	}
-	return json.Unmarshal(raw.Statement, &d.Statement)
+	return ir, true
 }
 
-func parsePolicy(doc string) (*policyDoc, error) {
-	var d policyDoc
-	if err := json.Unmarshal([]byte(doc), &d); err != nil {
-		return nil, err
-	}
-	if len(d.Statement) == 0 {
-		return nil, fmt.Errorf("policy has no statement")
-	}
-	for _, s := range d.Statement {
-		if s.Effect != "Allow" && s.Effect != "Deny" {
-			return nil, fmt.Errorf("statement effect %q is neither Allow nor Deny", s.Effect)
-		}
-	}
-	return &d, nil
+var denyAll = &iampolicy.Policy{Statements: []iampolicy.Statement{{Effect: "Deny", Action: []string{"*"}, Resource: []string{"*"}}}}
+
+// may reports whether the role's policies allow action on resource.
+func (r *importRole) may(e *Emulator, action, resource string) bool {
+	now := e.clock.Now().UTC()
+	return iampolicy.Allowed(iampolicy.Request{
+		Action: action, Resource: resource,
+		Principal: iampolicy.Principal{Type: "AWS", ID: r.arn},
+		Context: map[string][]string{
+			"aws:PrincipalArn":     {r.arn},
+			"aws:PrincipalAccount": {r.account},
+			"aws:PrincipalType":    {"AssumedRole"},
+			"aws:CalledVia":        {vmie.ID},
+			"aws:SecureTransport":  {strconv.FormatBool(r.secure)},
+			"aws:CurrentTime":      {now.Format("2006-01-02T15:04:05Z")},
+			"aws:EpochTime":        {strconv.FormatInt(now.Unix(), 10)},
+		},
+	}, r.docs...)
 }
 
-// request is what one statement is matched against.
-type request struct {
-	action    string
-	resource  string            // empty for a trust policy
-	service   string            // principal service, for a trust policy
-	condition map[string]string // context keys, lower-case names
-}
-
-// allows reports whether the documents together allow req: some Allow
-// statement matches and no Deny statement does.
-func allows(docs []*policyDoc, req request) bool {
-	allowed := false
-	for _, d := range docs {
-		for _, s := range d.Statement {
-			if !s.matches(req) {
-				continue
-			}
-			if s.Effect == "Deny" {
-				return false
-			}
-			allowed = true
-		}
-	}
-	return allowed
-}
-
-func (s statement) matches(req request) bool {
-	switch {
-	case len(s.Action) > 0:
-		if !anyMatch(s.Action, req.action, true) {
+// mayAll reports whether the role may do every one of actions on resource.
+func (r *importRole) mayAll(e *Emulator, resource string, actions ...string) bool {
+	for _, a := range actions {
+		if !r.may(e, a, resource) {
 			return false
-		}
-	case len(s.NotAction) > 0:
-		if anyMatch(s.NotAction, req.action, true) {
-			return false
-		}
-	default:
-		return false
-	}
-	if req.resource != "" && !anyMatch(s.Resource, req.resource, false) {
-		return false
-	}
-	if req.service != "" {
-		if _, star := s.Principal["*"]; !star && !anyMatch(s.Principal["Service"], req.service, false) {
-			return false
-		}
-	}
-	for op, keys := range s.Condition {
-		for key, want := range keys {
-			got, ok := req.condition[strings.ToLower(key)]
-			if !ok {
-				return false
-			}
-			switch op {
-			case "StringEquals":
-				if !contains(want, got) {
-					return false
-				}
-			case "StringLike":
-				if !anyMatch(want, got, false) {
-					return false
-				}
-			default:
-				// An operator the emulator does not evaluate cannot be
-				// proven satisfied.
-				return false
-			}
 		}
 	}
 	return true
 }
 
-func contains(list []string, v string) bool {
-	for _, s := range list {
-		if s == v {
-			return true
-		}
+// ARNs of the resources an import touches, in the region's partition.
+func (e *Emulator) s3ARN(bucket, key string) string {
+	arn := "arn:" + e.partition() + ":s3:::" + bucket
+	if key != "" {
+		arn += "/" + strings.TrimPrefix(key, "/")
 	}
-	return false
+	return arn
 }
 
-// anyMatch matches v against IAM wildcard patterns (* and ?); actions
-// compare case-insensitively.
-func anyMatch(patterns []string, v string, fold bool) bool {
-	for _, p := range patterns {
-		if fold {
-			p, v = strings.ToLower(p), strings.ToLower(v)
-		}
-		if wildcard(p, v) {
-			return true
-		}
-	}
-	return false
+func (e *Emulator) ec2ARN(kind string) string {
+	return "arn:" + e.partition() + ":ec2:" + e.cfg.Region + "::" + kind + "/*"
 }
 
-// wildcard matches an IAM pattern, where '*' spans any run of characters
-// ('/' included) and '?' one character.
-func wildcard(p, v string) bool {
-	if !strings.ContainsAny(p, "*?") {
-		return p == v
+// kmsKeyARN turns a key id, key ARN, alias name or alias ARN into an ARN of
+// this account and region.
+func (e *Emulator) kmsKeyARN(id string) string {
+	switch {
+	case strings.HasPrefix(id, "arn:"):
+		return id
+	case strings.HasPrefix(id, "alias/"):
+		return "arn:" + e.partition() + ":kms:" + e.cfg.Region + ":" + e.cfg.AccountID + ":" + id
 	}
-	m, n := len(p), len(v)
-	prev := make([]bool, n+1)
-	prev[0] = true
-	for i := 1; i <= m; i++ {
-		cur := make([]bool, n+1)
-		if p[i-1] == '*' {
-			cur[0] = prev[0]
-		}
-		for j := 1; j <= n; j++ {
-			switch p[i-1] {
-			case '*':
-				cur[j] = prev[j] || cur[j-1]
-			case '?':
-				cur[j] = prev[j-1]
-			default:
-				cur[j] = prev[j-1] && p[i-1] == v[j-1]
-			}
-		}
-		prev = cur
-	}
-	return prev[n]
+	return "arn:" + e.partition() + ":kms:" + e.cfg.Region + ":" + e.cfg.AccountID + ":key/" + id
+}
+
+// awsManagedKey reports whether a key ARN is an AWS managed key
+// (alias/aws/…), whose key policy lets any principal of the account use it
+// through the service: the role needs no KMS permission of its own for it.
+func awsManagedKey(arn string) bool {
+	return strings.Contains(arn, ":alias/aws/")
 }

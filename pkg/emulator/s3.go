@@ -12,13 +12,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
 )
 
 // s3Reader reads staged disk objects from the S3 endpoint the import tasks
-// name, the way VM Import does with the role's rights (the rights themselves
-// are evaluated by checkImportRole; the endpoint is reached with the
-// configured keys).
+// name. The endpoint is reached with the configured keys (an S3 peer knows
+// no role), so every call is first authorised against the import role's
+// policies (importRole.may); the bucket's own policy is enforced by the S3
+// peer itself.
 type s3Reader struct {
 	client *s3.Client
 }
@@ -49,14 +49,6 @@ func s3Status(err error) int {
 	return 0
 }
 
-func s3Code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
 // bucketRegion returns the bucket's region ("" location is us-east-1).
 func (s *s3Reader) bucketRegion(ctx context.Context, bucket string) (string, error) {
 	out, err := s.client.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)})
@@ -76,6 +68,9 @@ func (s *s3Reader) bucketRegion(ctx context.Context, bucket string) (string, err
 type objectInfo struct {
 	size int64
 	sseC bool
+	// sse is the object's server-side encryption (AES256, aws:kms) and
+	// kmsKey the key of aws:kms.
+	sse, kmsKey string
 }
 
 func (s *s3Reader) head(ctx context.Context, bucket, key string) (objectInfo, error) {
@@ -83,7 +78,8 @@ func (s *s3Reader) head(ctx context.Context, bucket, key string) (objectInfo, er
 	if err != nil {
 		return objectInfo{}, err
 	}
-	return objectInfo{size: aws.ToInt64(out.ContentLength), sseC: aws.ToString(out.SSECustomerAlgorithm) != ""}, nil
+	return objectInfo{size: aws.ToInt64(out.ContentLength), sseC: aws.ToString(out.SSECustomerAlgorithm) != "",
+		sse: string(out.ServerSideEncryption), kmsKey: aws.ToString(out.SSEKMSKeyId)}, nil
 }
 
 // download copies the object into path and returns its size.

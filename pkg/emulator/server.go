@@ -2,26 +2,33 @@ package emulator
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
+	"context"
 	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/rehost/rehost/pkg/iampolicy"
+	"github.com/rehost/rehost/pkg/sigv4"
 )
 
 // maxBody bounds a request body: the largest legitimate one is a 512 KiB
 // PutSnapshotBlock.
 const maxBody = 4 << 20
 
-// ServeHTTP routes by the SigV4 credential scope's service (ec2, sts, iam,
-// ebs), after checking the access key and the signature.
+// services the emulator answers, by the SigV4 scope's service name.
+var services = []string{"ec2", "sts", "iam", "ebs"}
+
+// ServeHTTP verifies the request's SigV4 signature as AWS does (payload
+// hash, clock skew, scope date, region and service) and routes it by the
+// scope's service.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_emulator/") {
 		e.serveDebug(w, r)
@@ -36,17 +43,9 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
 		return
 	}
-	auth := parseAuth(r.Header.Get("Authorization"))
-	service := auth.service
-	if service == "" {
-		if strings.HasPrefix(r.URL.Path, "/snapshots") {
-			service = "ebs"
-		} else {
-			service = "ec2"
-		}
-	}
-	if code, msg := e.authenticate(r, body, auth); code != "" {
-		e.authError(w, service, code, msg)
+	service := scopeService(r)
+	if err := e.authenticate(r, body, service); err != nil {
+		e.authError(w, service, err)
 		return
 	}
 	switch service {
@@ -58,151 +57,98 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveQuery(w, r, body, iamProtocol, e.iamActions())
 	case "ebs":
 		e.serveEBS(w, r, body)
-	default:
-		e.authError(w, "ec2", "InvalidClientTokenId", "service "+service+" is not emulated")
 	}
 }
 
-type sigv4 struct {
-	accessKey, date, region, service string
-	signedHeaders                    []string
-	signature                        string
-}
-
-func parseAuth(h string) sigv4 {
-	var a sigv4
-	rest, ok := strings.CutPrefix(h, "AWS4-HMAC-SHA256 ")
-	if !ok {
-		return a
-	}
-	for _, part := range strings.Split(rest, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-		switch k {
-		case "Credential":
-			f := strings.Split(v, "/")
-			if len(f) == 5 && f[4] == "aws4_request" {
-				a.accessKey, a.date, a.region, a.service = f[0], f[1], f[2], f[3]
-			}
-		case "SignedHeaders":
-			a.signedHeaders = strings.Split(v, ";")
-		case "Signature":
-			a.signature = v
+// scopeService is the service of the request's credential scope, or the
+// one its path suggests when it carries none (for the error's protocol).
+func scopeService(r *http.Request) string {
+	cred := r.URL.Query().Get("X-Amz-Credential")
+	if h := r.Header.Get("Authorization"); h != "" {
+		if _, rest, ok := strings.Cut(h, "Credential="); ok {
+			cred, _, _ = strings.Cut(rest, ",")
 		}
 	}
-	return a
+	if f := strings.Split(cred, "/"); len(f) == 5 && slices.Contains(services, f[3]) {
+		return f[3]
+	}
+	if strings.HasPrefix(r.URL.Path, "/snapshots") {
+		return "ebs"
+	}
+	return "ec2"
 }
 
-// authenticate returns an AWS error code and message, or "" when the request
-// is signed by the account's key.
-func (e *Emulator) authenticate(r *http.Request, body []byte, a sigv4) (string, string) {
-	if a.accessKey == "" {
-		return "MissingAuthenticationToken", "Request is missing Authentication Token"
+// authenticate verifies the signature with the account's key. IAM is a
+// global service: AWS signs it for the partition's global region, the SDK
+// for the client's region when the endpoint is overridden; both are taken.
+func (e *Emulator) authenticate(r *http.Request, body []byte, service string) error {
+	v := &sigv4.Verifier{
+		Secret: func(id string) (string, bool) {
+			return e.cfg.SecretAccessKey, id == e.cfg.AccessKeyID
+		},
+		Region:          e.cfg.Region,
+		Services:        services,
+		UnsignedPayload: service == "ebs" && r.Method == http.MethodPut,
+		Now:             e.clock.Now,
 	}
-	if a.accessKey != e.cfg.AccessKeyID {
-		return "InvalidClientTokenId", "The security token included in the request is invalid."
+	if service == "iam" {
+		v.Region = ""
 	}
-	if e.cfg.SkipSignatureCheck {
-		return "", ""
+	cred, err := v.Verify(r, body)
+	if err != nil {
+		return err
 	}
-	want := signature(r, body, a, e.cfg.SecretAccessKey)
-	if !hmac.Equal([]byte(want), []byte(a.signature)) {
-		return "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
+	if service == "iam" && cred.Region != e.cfg.Region && cred.Region != globalRegion(e.cfg.Region) {
+		return &sigv4.Error{Kind: sigv4.WrongScope, Message: fmt.Sprintf("Credential should be scoped to a valid region, not '%s'. ", cred.Region)}
 	}
-	return "", ""
+	if cred.SessionToken != "" {
+		// The emulator issues no temporary credentials.
+		return &sigv4.Error{Kind: sigv4.UnknownKey, Message: "The security token included in the request is invalid."}
+	}
+	return nil
 }
 
-// signature computes the SigV4 signature of r as the SDK signs it: the path
-// escaped once more than on the wire (non-S3 services), the payload hash
-// from X-Amz-Content-Sha256 when sent (UNSIGNED-PAYLOAD included), else of
-// the body.
-func signature(r *http.Request, body []byte, a sigv4, secret string) string {
-	payload := r.Header.Get("X-Amz-Content-Sha256")
-	if payload == "" {
-		sum := sha256.Sum256(body)
-		payload = hex.EncodeToString(sum[:])
+// globalRegion is where AWS signs requests to a partition's global
+// services (IAM).
+func globalRegion(region string) string {
+	switch iampolicy.Partition(region) {
+	case "aws-cn":
+		return "cn-north-1"
+	case "aws-us-gov":
+		return "us-gov-west-1"
 	}
-	var hdrs strings.Builder
-	for _, h := range a.signedHeaders {
-		var v string
-		switch h {
-		case "host":
-			v = r.Host
-		case "content-length":
-			v = strconv.Itoa(len(body))
-		default:
-			vals := r.Header.Values(h)
-			for i := range vals {
-				vals[i] = strings.Join(strings.Fields(vals[i]), " ")
-			}
-			v = strings.Join(vals, ",")
-		}
-		hdrs.WriteString(h + ":" + v + "\n")
-	}
-	canonical := strings.Join([]string{
-		r.Method,
-		uriEncode(r.URL.EscapedPath(), false),
-		canonicalQuery(r.URL.Query()),
-		hdrs.String(),
-		strings.Join(a.signedHeaders, ";"),
-		payload,
-	}, "\n")
-	scope := a.date + "/" + a.region + "/" + a.service + "/aws4_request"
-	ch := sha256.Sum256([]byte(canonical))
-	toSign := "AWS4-HMAC-SHA256\n" + r.Header.Get("X-Amz-Date") + "\n" + scope + "\n" + hex.EncodeToString(ch[:])
-	k := hmacSHA256([]byte("AWS4"+secret), a.date)
-	k = hmacSHA256(k, a.region)
-	k = hmacSHA256(k, a.service)
-	k = hmacSHA256(k, "aws4_request")
-	return hex.EncodeToString(hmacSHA256(k, toSign))
+	return "us-east-1"
 }
 
-func hmacSHA256(key []byte, s string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(s))
-	return m.Sum(nil)
-}
-
-func canonicalQuery(q url.Values) string {
-	var parts []string
-	for k, vs := range q {
-		for _, v := range vs {
-			parts = append(parts, uriEncode(k, true)+"="+uriEncode(v, true))
-		}
+// authError answers a failed verification in the protocol of the service.
+func (e *Emulator) authError(w http.ResponseWriter, service string, err error) {
+	var se *sigv4.Error
+	if !errors.As(err, &se) {
+		se = &sigv4.Error{Kind: sigv4.BadSignature, Message: err.Error()}
 	}
-	sort.Strings(parts)
-	return strings.Join(parts, "&")
-}
-
-// uriEncode is SigV4's URI encoding: unreserved characters stay, everything
-// else is %XX; '/' stays unless encodeSlash.
-func uriEncode(s string, encodeSlash bool) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' || c == '/' && !encodeSlash {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(&b, "%%%02X", c)
-		}
-	}
-	return b.String()
-}
-
-func (e *Emulator) authError(w http.ResponseWriter, service, code, msg string) {
 	switch service {
 	case "ebs":
-		t := "UnrecognizedClientException"
-		if code == "SignatureDoesNotMatch" {
-			t = "InvalidSignatureException"
+		typ := "InvalidSignatureException"
+		switch se.Kind {
+		case sigv4.UnknownKey:
+			typ = "UnrecognizedClientException"
+		case sigv4.Missing:
+			typ = "MissingAuthenticationTokenException"
 		}
-		writeJSONError(w, http.StatusForbidden, t, msg, "")
+		writeJSONError(w, http.StatusForbidden, typ, se.Message, "")
 	case "ec2":
-		if code == "InvalidClientTokenId" || code == "SignatureDoesNotMatch" {
+		code, msg := se.Code(), se.Message
+		switch se.Kind {
+		case sigv4.UnknownKey, sigv4.BadSignature, sigv4.PayloadMismatch:
 			code, msg = "AuthFailure", "AWS was not able to validate the provided access credentials"
+		case sigv4.WrongScope:
+			code = "AuthFailure"
+		case sigv4.Skewed, sigv4.Expired:
+			code = "RequestExpired"
 		}
 		e.writeEC2Error(w, &apiError{Status: http.StatusUnauthorized, Code: code, Message: msg})
 	default:
-		writeQueryError(w, &apiError{Status: http.StatusForbidden, Code: code, Message: msg})
+		writeQueryError(w, &apiError{Status: http.StatusForbidden, Code: se.Code(), Message: se.Message})
 	}
 }
 
@@ -211,7 +157,6 @@ type apiError struct {
 	Status  int
 	Code    string
 	Message string
-	Sender  bool
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -239,9 +184,44 @@ func (p queryProtocol) xmlns() string {
 	}
 }
 
-// queryAction handles one Action of a query protocol, writing the result
-// element's children into x.
-type queryAction func(p params, x *xmlWriter) error
+// queryAction handles one Action of a query protocol. It returns the
+// result: a struct whose fields encoding/xml writes as the children of the
+// response's result element (nil for none).
+type queryAction func(p params) (any, error)
+
+// ec2Response is an EC2 query answer: the result's fields beside the
+// request id.
+type ec2Response struct {
+	XMLName   xml.Name
+	Xmlns     string `xml:"xmlns,attr"`
+	RequestID string `xml:"requestId"`
+	Result    []byte `xml:",innerxml"`
+}
+
+// queryResponse is an IAM or STS answer: the result in <ActionResult>.
+type queryResponse struct {
+	XMLName xml.Name
+	Xmlns   string `xml:"xmlns,attr"`
+	Result  struct {
+		XMLName xml.Name
+		Inner   []byte `xml:",innerxml"`
+	}
+	RequestID string `xml:"ResponseMetadata>RequestId"`
+}
+
+// children encodes v's fields without an enclosing element.
+func children(v any) ([]byte, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var b bytes.Buffer
+	const wrap = "r"
+	if err := xml.NewEncoder(&b).EncodeElement(v, xml.StartElement{Name: xml.Name{Local: wrap}}); err != nil {
+		return nil, err
+	}
+	out := b.Bytes()
+	return out[len("<"+wrap+">") : len(out)-len("</"+wrap+">")], nil
+}
 
 func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request, body []byte, proto queryProtocol, actions map[string]queryAction) {
 	form, err := url.ParseQuery(string(body))
@@ -265,8 +245,15 @@ func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request, body []byt
 		e.writeError(w, proto, &apiError{Status: http.StatusPreconditionFailed, Code: "DryRunOperation", Message: "Request would have succeeded, but DryRun flag is set."})
 		return
 	}
-	x := &xmlWriter{}
-	if err := h(p, x); err != nil {
+	if err := e.delay(r.Context(), action); err != nil {
+		return
+	}
+	res, err := h(p)
+	var inner []byte
+	if err == nil {
+		inner, err = children(res)
+	}
+	if err != nil {
 		ae, ok := err.(*apiError)
 		if !ok {
 			ae = &apiError{Status: http.StatusInternalServerError, Code: "InternalError", Message: err.Error()}
@@ -274,19 +261,46 @@ func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request, body []byt
 		e.writeError(w, proto, ae)
 		return
 	}
-	var out bytes.Buffer
-	out.WriteString(xml.Header)
 	rid := requestID()
-	switch proto {
-	case ec2Protocol:
-		fmt.Fprintf(&out, "<%sResponse xmlns=%q><requestId>%s</requestId>%s</%sResponse>", action, proto.xmlns(), rid, x.String(), action)
-	default:
-		fmt.Fprintf(&out, "<%sResponse xmlns=%q><%sResult>%s</%sResult><ResponseMetadata><RequestId>%s</RequestId></ResponseMetadata></%sResponse>",
-			action, proto.xmlns(), action, x.String(), action, rid, action)
+	var doc any
+	name := xml.Name{Local: action + "Response"}
+	if proto == ec2Protocol {
+		doc = ec2Response{XMLName: name, Xmlns: proto.xmlns(), RequestID: rid, Result: inner}
+	} else {
+		q := queryResponse{XMLName: name, Xmlns: proto.xmlns(), RequestID: rid}
+		q.Result.XMLName, q.Result.Inner = xml.Name{Local: action + "Result"}, inner
+		doc = q
+	}
+	w.Header().Set("X-Amzn-Requestid", rid)
+	writeXML(w, http.StatusOK, doc)
+}
+
+// delay waits out the configured delay of an operation (Config.Delays).
+func (e *Emulator) delay(ctx context.Context, op string) error {
+	d := e.cfg.Delays[op]
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func writeXML(w http.ResponseWriter, status int, doc any) {
+	b, err := xml.Marshal(doc)
+	if err != nil {
+		http.Error(w, "encode response: "+err.Error(), http.StatusInternalServerError)
+		return
 	}
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	w.Header().Set("X-Amzn-Requestid", rid)
-	w.Write(out.Bytes())
+	w.WriteHeader(status)
+	io.WriteString(w, xml.Header)
+	w.Write(b)
 }
 
 func (e *Emulator) writeError(w http.ResponseWriter, proto queryProtocol, ae *apiError) {
@@ -297,39 +311,31 @@ func (e *Emulator) writeError(w http.ResponseWriter, proto queryProtocol, ae *ap
 	writeQueryError(w, ae)
 }
 
+type errorBody struct {
+	Type    string `xml:"Type,omitempty"`
+	Code    string `xml:"Code"`
+	Message string `xml:"Message"`
+}
+
 func (e *Emulator) writeEC2Error(w http.ResponseWriter, ae *apiError) {
-	x := &xmlWriter{}
-	x.open("Response")
-	x.open("Errors")
-	x.open("Error")
-	x.text("Code", ae.Code)
-	x.text("Message", ae.Message)
-	x.close("Error")
-	x.close("Errors")
-	x.text("RequestID", requestID())
-	x.close("Response")
-	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	w.WriteHeader(ae.Status)
-	io.WriteString(w, xml.Header+x.String())
+	writeXML(w, ae.Status, struct {
+		XMLName   xml.Name    `xml:"Response"`
+		Errors    []errorBody `xml:"Errors>Error"`
+		RequestID string      `xml:"RequestID"`
+	}{Errors: []errorBody{{Code: ae.Code, Message: ae.Message}}, RequestID: requestID()})
 }
 
 func writeQueryError(w http.ResponseWriter, ae *apiError) {
-	x := &xmlWriter{}
-	x.b.WriteString(`<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">`)
-	x.open("Error")
+	typ := "Sender"
 	if ae.Status >= 500 {
-		x.text("Type", "Receiver")
-	} else {
-		x.text("Type", "Sender")
+		typ = "Receiver"
 	}
-	x.text("Code", ae.Code)
-	x.text("Message", ae.Message)
-	x.close("Error")
-	x.text("RequestId", requestID())
-	x.close("ErrorResponse")
-	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	w.WriteHeader(ae.Status)
-	io.WriteString(w, xml.Header+x.String())
+	writeXML(w, ae.Status, struct {
+		XMLName   xml.Name  `xml:"ErrorResponse"`
+		Xmlns     string    `xml:"xmlns,attr"`
+		Error     errorBody `xml:"Error"`
+		RequestID string    `xml:"RequestId"`
+	}{Xmlns: iamProtocol.xmlns(), Error: errorBody{Type: typ, Code: ae.Code, Message: ae.Message}, RequestID: requestID()})
 }
 
 func writeJSONError(w http.ResponseWriter, status int, typ, msg, reason string) {
@@ -341,6 +347,25 @@ func writeJSONError(w http.ResponseWriter, status int, typ, msg, reason string) 
 		m["Reason"] = reason
 	}
 	json.NewEncoder(w).Encode(m)
+}
+
+// ParseDelays reads per-operation delays in the form
+// "DeregisterImage=2s,DeleteSnapshot=500ms" (Config.Delays).
+func ParseDelays(s string) (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		op, d, ok := strings.Cut(part, "=")
+		dur, err := time.ParseDuration(strings.TrimSpace(d))
+		if !ok || strings.TrimSpace(op) == "" || err != nil || dur < 0 {
+			return nil, fmt.Errorf("delay %q: want OPERATION=DURATION, e.g. DeregisterImage=2s", part)
+		}
+		out[strings.TrimSpace(op)] = dur
+	}
+	return out, nil
 }
 
 // params is a query request's form with helpers for its list and structure
@@ -379,7 +404,7 @@ func (p params) indexes(prefix string) []int {
 	for i := range seen {
 		out = append(out, i)
 	}
-	sort.Ints(out)
+	slices.Sort(out)
 	return out
 }
 
@@ -424,33 +449,16 @@ func (p params) filters(prefix string) []filter {
 	return out
 }
 
-// xmlWriter builds an XML fragment.
-type xmlWriter struct{ b strings.Builder }
-
-func (x *xmlWriter) open(name string)  { x.b.WriteString("<" + name + ">") }
-func (x *xmlWriter) close(name string) { x.b.WriteString("</" + name + ">") }
-func (x *xmlWriter) text(name, v string) {
-	x.open(name)
-	xml.EscapeText(&x.b, []byte(v))
-	x.close(name)
+// xmlTag is an EC2 tag as the query protocol writes it.
+type xmlTag struct {
+	Key   string `xml:"key"`
+	Value string `xml:"value"`
 }
 
-// opt writes name only when v is not empty.
-func (x *xmlWriter) opt(name, v string) {
-	if v != "" {
-		x.text(name, v)
+func xmlTags(tags []Tag) []xmlTag {
+	out := make([]xmlTag, len(tags))
+	for i, t := range tags {
+		out[i] = xmlTag(t)
 	}
-}
-func (x *xmlWriter) boolean(name string, v bool) { x.text(name, strconv.FormatBool(v)) }
-func (x *xmlWriter) String() string              { return x.b.String() }
-
-func (x *xmlWriter) tagSet(tags []Tag) {
-	x.open("tagSet")
-	for _, t := range tags {
-		x.open("item")
-		x.text("key", t.Key)
-		x.text("value", t.Value)
-		x.close("item")
-	}
-	x.close("tagSet")
+	return out
 }

@@ -54,6 +54,10 @@ type ImportTask struct {
 	Tags          []Tag            `json:"tags,omitempty"`
 	ImageID       string           `json:"imageId,omitempty"`
 	Created       time.Time        `json:"created"`
+	// Phases lists the status messages the task went through, in order.
+	Phases []string `json:"phases,omitempty"`
+	// Guest is what the boot disk holds, found by an ImportImage.
+	Guest *Guest `json:"guest,omitempty"`
 }
 
 // BlockDevice is a block device mapping of an image.
@@ -255,6 +259,11 @@ func copyTask(t *ImportTask) ImportTask {
 	c.Disks = append([]ImportTaskDisk(nil), t.Disks...)
 	c.Tags = append([]Tag(nil), t.Tags...)
 	c.LicenseARNs = append([]string(nil), t.LicenseARNs...)
+	c.Phases = append([]string(nil), t.Phases...)
+	if t.Guest != nil {
+		g := *t.Guest
+		c.Guest = &g
+	}
 	return c
 }
 

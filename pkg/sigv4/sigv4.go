@@ -122,6 +122,10 @@ type Verifier struct {
 	// payload may be UNSIGNED-PAYLOAD or a streaming (aws-chunked) mode,
 	// whose chunk signatures the object store verifies.
 	S3 bool
+	// UnsignedPayload accepts X-Amz-Content-Sha256: UNSIGNED-PAYLOAD
+	// outside S3, for the operations AWS lets clients sign that way (EBS
+	// direct's PutSnapshotBlock, whose block carries its own checksum).
+	UnsignedPayload bool
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -308,6 +312,9 @@ func (v *Verifier) checkPayload(r *http.Request, body []byte, p *parsed) error {
 			return fail(Malformed, "Missing required header for this request: x-amz-content-sha256")
 		}
 		p.payload = actual
+		return nil
+	case claimed == UnsignedPayload && v.UnsignedPayload:
+		p.payload = claimed
 		return nil
 	case claimed == UnsignedPayload || strings.HasPrefix(claimed, "STREAMING-"):
 		if !v.S3 {

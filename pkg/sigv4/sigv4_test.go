@@ -124,6 +124,27 @@ func TestVerify(t *testing.T) {
 	}
 }
 
+// EBS direct's PutSnapshotBlock is signed with UNSIGNED-PAYLOAD: accepted
+// only where the server says the operation allows it.
+func TestUnsignedPayloadOutsideS3(t *testing.T) {
+	body := bytes.Repeat([]byte{7}, 4096)
+	r := httptest.NewRequest("PUT", "https://ebs.example/snapshots/snap-1/blocks/3", bytes.NewReader(body))
+	r.Header.Set("X-Amz-Content-Sha256", UnsignedPayload)
+	err := v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: akid, SecretAccessKey: secret},
+		r, UnsignedPayload, "ebs", "eu-west-1", clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifier(false, "ebs").Verify(r, body); kindOf(err) != PayloadMismatch {
+		t.Fatalf("unsigned payload without the allowance: %v", err)
+	}
+	v := verifier(false, "ebs")
+	v.UnsignedPayload = true
+	if _, err := v.Verify(r, body); err != nil {
+		t.Fatalf("unsigned payload with the allowance: %v", err)
+	}
+}
+
 func TestWrongService(t *testing.T) {
 	body := []byte("Action=GetCallerIdentity")
 	r := query(t, string(body))

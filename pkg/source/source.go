@@ -18,12 +18,20 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrAuth: the credentials were refused. Permanent until the user fixes them.
 	ErrAuth = errors.New("authentication failed")
-	// ErrUnreachable: the hypervisor could not be reached. Transient.
-	ErrUnreachable = errors.New("unreachable")
+	// ErrUnreachable: the hypervisor could not be reached. Transient: it
+	// reports so to pkg/retry's classifier.
+	ErrUnreachable error = transientError("unreachable")
 	// ErrCertificate: the server's certificate is untrusted or its thumbprint
 	// changed. Permanent until the user accepts the new certificate.
 	ErrCertificate = errors.New("certificate not trusted")
 )
+
+type transientError string
+
+func (e transientError) Error() string { return string(e) }
+
+// Transient marks the error as worth retrying (pkg/retry.Marker).
+func (transientError) Transient() bool { return true }
 
 // Firmware of a VM, which decides the boot mode of its AMI.
 const (
@@ -45,9 +53,13 @@ type VM struct {
 	CBTEnabled   bool   `json:"cbtEnabled"`
 	Disks        []Disk `json:"disks"`
 	NICs         []NIC  `json:"nics"`
-	// VMManagerType names the platform as the SMS server catalog does
-	// (VSPHERE, SCVMM, HYPERV-MANAGER, AZURE); "" when the source sets none.
-	VMManagerType string `json:"vmManagerType,omitempty"`
+	// ManagerType names what manages the VM as SMS's vmServer.vmManagerType
+	// does (VSPHERE, HYPERV-MANAGER, SCVMM, AZURE); Host is the hypervisor host
+	// running it, where the source knows.
+	ManagerType string `json:"vmManagerType,omitempty"`
+	Host        string `json:"host,omitempty"`
+	// SecureBoot is set when the VM boots with UEFI secure boot.
+	SecureBoot bool `json:"secureBoot,omitempty"`
 	// Attributes are the platform's own facts worth showing in the catalog
 	// (an Azure VM's size, location, security type).
 	Attributes map[string]string `json:"attributes,omitempty"`

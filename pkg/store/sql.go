@@ -520,16 +520,34 @@ func (s *sqlStore) UpdateJob(ctx context.Context, id string, fn func(*Replicatio
 
 // --- runs ---
 
+// progressArg stores a run's progress as JSON text, ” when there is none.
+func progressArg(p RunProgress) string {
+	if p.Step == "" && len(p.Disks) == 0 && p.ImportPercent == 0 && len(p.Steps) == 0 && p.FailedStep == "" {
+		return ""
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(err) // numbers and strings only
+	}
+	return string(b)
+}
+
 const runCols = `replication_run_id, replication_job_id, run_type, state, stage, stage_progress, status_message, ami_id,
-	scheduled_start_time, started_at, completed_time, description, encrypted, kms_key_id, created_at`
+	scheduled_start_time, started_at, completed_time, description, encrypted, kms_key_id, progress, created_at`
 
 func scanRun(r scanner) (ReplicationRun, error) {
 	var v ReplicationRun
 	var sched, started, completed, created sql.NullInt64
 	var encrypted int
+	var progress string
 	if err := r.Scan(&v.ReplicationRunID, &v.ReplicationJobID, &v.Type, &v.State, &v.Stage, &v.StageProgress, &v.StatusMessage, &v.AmiID,
-		&sched, &started, &completed, &v.Description, &encrypted, &v.KmsKeyID, &created); err != nil {
+		&sched, &started, &completed, &v.Description, &encrypted, &v.KmsKeyID, &progress, &created); err != nil {
 		return ReplicationRun{}, err
+	}
+	if progress != "" {
+		if err := json.Unmarshal([]byte(progress), &v.Progress); err != nil {
+			return ReplicationRun{}, fmt.Errorf("run %s: read its progress: %w", v.ReplicationRunID, err)
+		}
 	}
 	v.ScheduledStartTime, v.StartedAt, v.CompletedTime, v.CreatedAt = timeOf(sched), timeOf(started), timeOf(completed), timeOf(created)
 	v.Encrypted = encrypted != 0
@@ -591,9 +609,10 @@ func (s *sqlStore) insertRuns(ctx context.Context, tx *sql.Tx, runs []Replicatio
 				return nil, err
 			}
 		}
-		_, err := s.exec(ctx, tx, `INSERT INTO replication_runs (`+runCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := s.exec(ctx, tx, `INSERT INTO replication_runs (`+runCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.ReplicationRunID, r.ReplicationJobID, r.Type, r.State, r.Stage, r.StageProgress, r.StatusMessage, r.AmiID,
-			timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID, timeArg(r.CreatedAt))
+			timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID,
+			progressArg(r.Progress), timeArg(r.CreatedAt))
 		if err != nil {
 			if s.d.classify(err) == uniqueViolation {
 				return nil, fmt.Errorf("%w: replication job %s already has a pending or active run", ErrConflict, r.ReplicationJobID)
@@ -721,9 +740,10 @@ func (s *sqlStore) applyRun(ctx context.Context, tx *sql.Tx, r *ReplicationRun, 
 		}
 	}
 	_, err := s.exec(ctx, tx, `UPDATE replication_runs SET run_type = ?, state = ?, stage = ?, stage_progress = ?, status_message = ?, ami_id = ?,
-	scheduled_start_time = ?, started_at = ?, completed_time = ?, description = ?, encrypted = ?, kms_key_id = ? WHERE replication_run_id = ?`,
+	scheduled_start_time = ?, started_at = ?, completed_time = ?, description = ?, encrypted = ?, kms_key_id = ?, progress = ? WHERE replication_run_id = ?`,
 		r.Type, r.State, r.Stage, r.StageProgress, r.StatusMessage, r.AmiID,
-		timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID, r.ReplicationRunID)
+		timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID,
+		progressArg(r.Progress), r.ReplicationRunID)
 	if err != nil && s.d.classify(err) == uniqueViolation {
 		return fmt.Errorf("%w: replication job %s already has a pending or active run", ErrConflict, r.ReplicationJobID)
 	}
@@ -878,15 +898,11 @@ func (s *sqlStore) UpdateData(ctx context.Context, id int64, data json.RawMessag
 	if err := checkJSON("data", data); err != nil {
 		return fmt.Errorf("update data of ledger entry %d: %w", id, err)
 	}
-	return s.updateLedger(ctx, "update data", id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased, LedgerFailed}, `data = ?`, jsonArg(data))
+	return s.updateLedger(ctx, "update data", id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}, `data = ?`, jsonArg(data))
 }
 
 func (s *sqlStore) RecordReleased(ctx context.Context, id int64) error {
 	return s.updateLedger(ctx, "record release", id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}, `state = ?`, LedgerReleased)
-}
-
-func (s *sqlStore) RecordFailed(ctx context.Context, id int64) error {
-	return s.updateLedger(ctx, "record failure", id, []LedgerState{LedgerIntent, LedgerFailed}, `state = ?`, LedgerFailed)
 }
 
 func (s *sqlStore) LedgerForRun(ctx context.Context, runID string) ([]LedgerEntry, error) {
@@ -903,56 +919,6 @@ func (s *sqlStore) UnreleasedLedger(ctx context.Context) ([]LedgerEntry, error) 
 		return nil, fmt.Errorf("read unreleased ledger: %w", err)
 	}
 	return collect(rows, scanLedger, "read unreleased ledger")
-}
-
-// --- steps ---
-
-func (s *sqlStore) SetStep(ctx context.Context, st StepStatus) error {
-	what := fmt.Sprintf("set step %s of run %s to %s", st.Step, st.RunID, st.State)
-	switch st.State {
-	case StepPending, StepDone, StepUndone, StepFailed:
-	default:
-		return fmt.Errorf("%s: %w: unknown step state", what, ErrInvalid)
-	}
-	if st.Step == "" {
-		return fmt.Errorf("%s: %w: step name is empty", what, ErrInvalid)
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := s.getRun(ctx, tx, st.RunID); err != nil {
-			return err
-		}
-		now := s.now().UnixNano()
-		res, err := s.exec(ctx, tx, `UPDATE run_steps SET state = ?, error = ?, updated_at = ? WHERE run_id = ? AND step = ?`,
-			st.State, st.Error, now, st.RunID, st.Step)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n > 0 {
-			return err
-		}
-		_, err = s.exec(ctx, tx, `INSERT INTO run_steps (run_id, step, seq, state, error, updated_at)
-	VALUES (?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM run_steps WHERE run_id = ?), ?, ?, ?)`,
-			st.RunID, st.Step, st.RunID, st.State, st.Error, now)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
-}
-
-func (s *sqlStore) Steps(ctx context.Context, runID string) ([]StepStatus, error) {
-	rows, err := s.query(ctx, s.db, `SELECT run_id, step, state, error, updated_at FROM run_steps WHERE run_id = ? ORDER BY seq`, runID)
-	if err != nil {
-		return nil, fmt.Errorf("read steps of run %s: %w", runID, err)
-	}
-	return collect(rows, func(r scanner) (StepStatus, error) {
-		var st StepStatus
-		var updated sql.NullInt64
-		err := r.Scan(&st.RunID, &st.Step, &st.State, &st.Error, &updated)
-		st.UpdatedAt = timeOf(updated)
-		return st, err
-	}, "read steps of run "+runID)
 }
 
 // --- events ---

@@ -1,6 +1,6 @@
 // Package store persists rehost's state: sources, the server catalog,
 // replication jobs and runs (named and shaped after the AWS SMS API), the
-// per-run resource ledger and step status that make a run resumable, events,
+// per-run resource ledger that makes a run resumable, events,
 // applications and settings.
 //
 // Store is the interface; SQLite (pure Go, embedded) is the default
@@ -176,7 +176,39 @@ type ReplicationRun struct {
 	Description        string    `json:"description,omitempty"`
 	Encrypted          bool      `json:"encrypted"`
 	KmsKeyID           string    `json:"kmsKeyId,omitempty"`
-	CreatedAt          time.Time `json:"createdAt"`
+	// Progress is where the run is, as numbers; Stage and StageProgress
+	// say the same in words (SMS's stageDetails).
+	Progress  RunProgress `json:"progress"`
+	CreatedAt time.Time   `json:"createdAt"`
+}
+
+// RunProgress is where a run is: its step, the bytes of each disk staged so
+// far, and VM Import's own percent.
+type RunProgress struct {
+	Step          string         `json:"step,omitempty"`
+	Disks         []DiskProgress `json:"disks,omitempty"`
+	ImportPercent int            `json:"importPercent,omitempty"`
+	// Steps are the steps the run has entered, in order, with when each
+	// began and ended (zero while it runs). A step re-entered after a
+	// restart keeps its first entry.
+	Steps []StepTime `json:"steps,omitempty"`
+	// FailedStep is the step a failed run failed in.
+	FailedStep string `json:"failedStep,omitempty"`
+}
+
+// StepTime is when a step of a run began and ended.
+type StepTime struct {
+	Step    string    `json:"step"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
+}
+
+// DiskProgress is one disk's staging: bytes stored of the stream's total
+// (the disk's capacity when the stream's own length is not known).
+type DiskProgress struct {
+	Disk       int   `json:"disk"`
+	BytesDone  int64 `json:"bytesDone"`
+	BytesTotal int64 `json:"bytesTotal"`
 }
 
 // LedgerState is the life of one resource a run makes outside the process.
@@ -192,21 +224,11 @@ const (
 	LedgerCreated LedgerState = "created"
 	// LedgerReleased: deleted or handed over (an AMI kept); nothing to undo.
 	LedgerReleased LedgerState = "released"
-	// LedgerFailed: creation failed for certain; nothing exists to undo.
-	LedgerFailed LedgerState = "failed"
 )
 
-// Ledger kinds in use; the column is free text so new kinds need no migration.
-const (
-	KindVMSnapshot      = "vm-snapshot"
-	KindMultipartUpload = "multipart-upload"
-	KindS3Object        = "s3-object"
-	KindImportTask      = "import-task"
-	KindEBSSnapshot     = "ebs-snapshot"
-	KindAMI             = "ami"
-)
-
-// LedgerEntry records one resource a run made or is about to make.
+// LedgerEntry records one resource a run made or is about to make. Step and
+// Kind are the caller's vocabulary (which step made it, what it is); the
+// store keeps them opaque.
 type LedgerEntry struct {
 	ID         int64           `json:"id"`
 	RunID      string          `json:"runId"`
@@ -218,26 +240,6 @@ type LedgerEntry struct {
 	Data       json.RawMessage `json:"data,omitempty"`
 	CreatedAt  time.Time       `json:"createdAt"`
 	UpdatedAt  time.Time       `json:"updatedAt"`
-}
-
-// StepState is the state machine's record of one step of a run.
-type StepState string
-
-// Step states.
-const (
-	StepPending StepState = "pending"
-	StepDone    StepState = "done"
-	StepUndone  StepState = "undone"
-	StepFailed  StepState = "failed"
-)
-
-// StepStatus is the persisted status of one step of a run.
-type StepStatus struct {
-	RunID     string    `json:"runId"`
-	Step      string    `json:"step"`
-	State     StepState `json:"state"`
-	Error     string    `json:"error,omitempty"`
-	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Event levels.
@@ -362,8 +364,6 @@ type Store interface {
 	UpdateData(ctx context.Context, id int64, data json.RawMessage) error
 	// RecordReleased marks the entry released: nothing left to undo.
 	RecordReleased(ctx context.Context, id int64) error
-	// RecordFailed marks the entry failed: creation failed, nothing exists.
-	RecordFailed(ctx context.Context, id int64) error
 	GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, error)
 	// LedgerForRun lists the run's entries in insertion order; undo walks
 	// it backwards.
@@ -371,12 +371,6 @@ type Store interface {
 	// UnreleasedLedger lists entries in state intent or created, of every
 	// run, in insertion order.
 	UnreleasedLedger(ctx context.Context) ([]LedgerEntry, error)
-
-	// SetStep inserts or replaces the status of (RunID, Step); UpdatedAt is
-	// set by the store. ErrInvalid on an unknown state.
-	SetStep(ctx context.Context, s StepStatus) error
-	// Steps lists the run's steps in the order they were first set.
-	Steps(ctx context.Context, runID string) ([]StepStatus, error)
 
 	// AddEvent appends e (Time set to now if zero) and returns it with its ID.
 	AddEvent(ctx context.Context, e Event) (Event, error)
@@ -471,7 +465,7 @@ func validateSource(s Source) error {
 
 func validateLedgerState(s LedgerState) error {
 	switch s {
-	case LedgerIntent, LedgerCreated, LedgerReleased, LedgerFailed:
+	case LedgerIntent, LedgerCreated, LedgerReleased:
 		return nil
 	}
 	return fmt.Errorf("%w: unknown ledger state %q", ErrInvalid, s)

@@ -1,30 +1,36 @@
 package vspheresim
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sync"
+
+	"github.com/rehost/rehost/internal/guestdisk"
 )
 
 const mib = 1 << 20
 
-// DemoVMs is the inventory of `rehost demo` and `rehost emulator vcenter
-// --demo`: small disks (tens of MiB) with recognisable, deterministic
-// content, so a demo run is quick and its result checkable.
+// DemoVMs is the inventory of `rehost-lab demo` and `rehost-lab vcenter
+// --demo`: small disks (tens of MiB) with deterministic content, so a demo
+// run is quick and its result checkable. Each boot disk is a real guest disk
+// (internal/guestdisk): a partition table that suits the VM's firmware and a
+// system partition VM Import recognises, so the AMIs report their platform.
 //
-//   - web-01: Linux, BIOS, running with Tools, CBT; a boot disk with an MBR
-//     signature, a pseudo-random "OS" region and file-like blocks, and a
+//   - web-01: Ubuntu, BIOS (MBR, ext4), running with Tools, CBT; and a
 //     64 MiB data disk that is mostly empty.
-//   - app-01: Windows, EFI, running with Tools, CBT; a GPT-style disk.
-//   - db-01: Linux, BIOS, powered off, no Tools, no CBT.
+//   - app-01: Windows Server, EFI (GPT with an EFI system partition, NTFS),
+//     running with Tools, CBT.
+//   - db-01: Rocky Linux, BIOS, powered off, no Tools, no CBT.
 func DemoVMs() []VMSpec {
 	return []VMSpec{
 		{
 			Name: "web-01", GuestID: "ubuntu64Guest", Firmware: "bios", CPUs: 2, MemoryMiB: 2048,
 			PowerOn: true, ToolsRunning: true, CBT: true,
 			Disks: []DiskSpec{
-				{CapacityBytes: 24 * mib, Seed: bootDisk("web-01", 1, false, 4*mib, 16*mib)},
+				{CapacityBytes: 32 * mib, Seed: GuestDisk(guestdisk.Options{Size: 32 * mib, OSRelease: ubuntuRelease, DataBytes: 4 * mib, Seed: 1})},
 				{CapacityBytes: 64 * mib, Seed: dataDisk("web-01")},
 			},
 		},
@@ -32,45 +38,75 @@ func DemoVMs() []VMSpec {
 			Name: "app-01", GuestID: "windows2019srv_64Guest", Firmware: "efi", CPUs: 4, MemoryMiB: 8192,
 			PowerOn: true, ToolsRunning: true, CBT: true, NICs: 2,
 			Disks: []DiskSpec{
-				{CapacityBytes: 32 * mib, Seed: bootDisk("app-01", 2, true, 6*mib, 24*mib)},
+				{CapacityBytes: 48 * mib, Seed: GuestDisk(guestdisk.Options{Size: 48 * mib, Firmware: guestdisk.EFI, Windows: true, Seed: 2})},
 			},
 		},
 		{
 			Name: "db-01", GuestID: "rhel8_64Guest", Firmware: "bios", CPUs: 2, MemoryMiB: 4096,
 			Disks: []DiskSpec{
-				{CapacityBytes: 16 * mib, Seed: bootDisk("db-01", 3, false, 2*mib, 8*mib)},
+				{CapacityBytes: 32 * mib, Seed: GuestDisk(guestdisk.Options{Size: 32 * mib, OSRelease: rockyRelease, DataBytes: 2 * mib, Seed: 3})},
 			},
 		},
 	}
 }
 
-// bootDisk writes a partition-table signature, osBytes of deterministic
-// pseudo-random data after the first MiB, and 4 KiB text "file" blocks every
-// 256 KiB up to fsEnd.
-func bootDisk(vm string, seed uint64, gpt bool, osBytes, fsEnd int64) func(io.WriterAt) error {
+const (
+	ubuntuRelease = `PRETTY_NAME="Ubuntu 22.04.4 LTS"
+NAME="Ubuntu"
+VERSION_ID="22.04"
+VERSION="22.04.4 LTS (Jammy Jellyfish)"
+ID=ubuntu
+ID_LIKE=debian
+`
+	rockyRelease = `NAME="Rocky Linux"
+VERSION="8.9 (Green Obsidian)"
+ID="rocky"
+ID_LIKE="rhel centos fedora"
+VERSION_ID="8.9"
+PRETTY_NAME="Rocky Linux 8.9 (Green Obsidian)"
+`
+)
+
+// GuestDisk seeds a disk with a real guest disk built by internal/guestdisk
+// (o.Size should be the disk's capacity): only its non-zero regions are
+// written, so they alone count as allocated. The build is deterministic, so
+// its regions are kept for the next simulator of the process.
+func GuestDisk(o guestdisk.Options) func(io.WriterAt) error {
 	return func(w io.WriterAt) error {
-		s0 := make([]byte, 512)
-		copy(s0[446:], []byte{0x80, 0x20, 0x21, 0x00, 0x83})
-		binary.LittleEndian.PutUint32(s0[446+8:], 2048)
-		s0[510], s0[511] = 0x55, 0xAA
-		if gpt {
-			s0[446+4] = 0xEE // protective MBR
+		key := fmt.Sprintf("%+v", o)
+		c, _ := guestDisks.LoadOrStore(key, &builtDisk{})
+		b := c.(*builtDisk)
+		b.once.Do(func() { _, b.err = guestdisk.Write(context.Background(), b, o) })
+		if b.err != nil {
+			return b.err
 		}
-		if _, err := w.WriteAt(s0, 0); err != nil {
-			return err
-		}
-		if gpt {
-			hdr := make([]byte, 512)
-			copy(hdr, "EFI PART")
-			if _, err := w.WriteAt(hdr, 512); err != nil {
+		for _, r := range b.regions {
+			if _, err := w.WriteAt(r.data, r.off); err != nil {
 				return err
 			}
 		}
-		if err := pseudoRandom(w, seed, mib, osBytes); err != nil {
-			return err
-		}
-		return fileBlocks(w, vm, mib+osBytes, fsEnd)
+		return nil
 	}
+}
+
+var guestDisks sync.Map // options → *builtDisk
+
+// builtDisk records the regions guestdisk.Write wrote.
+type builtDisk struct {
+	once    sync.Once
+	err     error
+	regions []struct {
+		off  int64
+		data []byte
+	}
+}
+
+func (b *builtDisk) WriteAt(p []byte, off int64) (int, error) {
+	b.regions = append(b.regions, struct {
+		off  int64
+		data []byte
+	}{off, append([]byte(nil), p...)})
+	return len(p), nil
 }
 
 func dataDisk(vm string) func(io.WriterAt) error {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -48,7 +49,39 @@ func (h *loginHook) Login(ctx *simulator.Context, req *types.Login) soap.HasFaul
 	return res
 }
 
+// sessionHook ends what a session may do on the simulator's extensions (NFC
+// downloads) when the session ends, as vCenter does: the simulator itself
+// forgets the session but not the cookie the extensions accept.
+type sessionHook struct {
+	*simulator.SessionManager
+	sim *Sim
+}
+
+func (h *sessionHook) Logout(ctx *simulator.Context, req *types.Logout) soap.HasFault {
+	h.sim.forget(ctx.Session.Key, ctx.Session.Registry)
+	return h.SessionManager.Logout(ctx, req)
+}
+
+func (h *sessionHook) TerminateSession(ctx *simulator.Context, req *types.TerminateSession) soap.HasFault {
+	res := h.SessionManager.TerminateSession(ctx, req)
+	if res.Fault() == nil {
+		for _, id := range req.SessionId {
+			h.sim.forget(id, nil)
+		}
+	}
+	return res
+}
+
+// forget drops a session's cookie and (when known) its registry.
+func (s *Sim) forget(key string, reg *simulator.Registry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessionKeys, key)
+	s.sessions = slices.DeleteFunc(s.sessions, func(r *simulator.Registry) bool { return r == reg })
+}
+
 func (s *Sim) adopt(ctx *simulator.Context, reg *simulator.Registry) {
+	reg.Put(&sessionHook{SessionManager: ctx.Map.SessionManager(), sim: s})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sessions = append(s.sessions, reg)

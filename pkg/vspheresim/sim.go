@@ -10,8 +10,10 @@
 //     streamOptimized VMDK generated on the fly;
 //   - QueryChangedDiskAreas with change ids, from the ranges written between
 //     snapshots;
-//   - inspection for leak checks (snapshots per VM, open NFC leases) and
-//     fault injection (cut an export stream after n bytes).
+//   - inspection for leak checks (snapshots per VM, open NFC leases; also as
+//     JSON at /_vcenter/state for other processes) and fault injection (cut
+//     an export stream after n bytes);
+//   - sessions whose logout ends their NFC downloads.
 //
 // VMs other than those the Options create (none by default) keep the plain
 // simulator behaviour.
@@ -216,6 +218,7 @@ func (s *Sim) start(ctx context.Context) error {
 	m.Service.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
 	m.Service.Listen = &url.URL{Host: s.opts.Listen, User: url.UserPassword(s.opts.User, s.opts.Password)}
 	m.Service.HandleFunc(nfcPath, s.serveNFC)
+	m.Service.HandleFunc(statePath, s.serveState)
 	m.Map().Handler = s.intercept
 
 	c, err := vim25.NewClient(ctx, m.Service)

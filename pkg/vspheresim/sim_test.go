@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -392,5 +393,45 @@ func TestNFCNeedsSession(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("download without a session: status %d", resp.StatusCode)
+	}
+}
+
+// A logged-out session's cookie no longer downloads over NFC, as on
+// vCenter; the lease it opened and the snapshot show in the state another
+// process reads.
+func TestLogoutEndsDownloadsAndStateLists(t *testing.T) {
+	s, c := startDemo(t)
+	ctx := context.Background()
+	ref, _ := s.Ref("db-01")
+	snap := snapshot(t, c, object.NewVirtualMachine(c.Client, ref), "rehost-run-1")
+	res, err := methods.ExportSnapshot(ctx, c.Client, &types.ExportSnapshot{This: snap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := nfc.NewLease(c.Client, res.Returnval).Wait(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	du, _ := url.Parse(info.DeviceUrl[0].Url)
+	rc, _, err := c.Client.Download(ctx, du, &soap.DefaultDownload)
+	if err != nil {
+		t.Fatalf("download while logged in: %v", err)
+	}
+	rc.Close()
+	st, err := FetchState(ctx, s.URL(), s.Thumbprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.OpenLeases) != 1 || st.OpenLeases[0].VM != "db-01" || len(st.Snapshots["db-01"]) != 1 || st.Snapshots["db-01"][0] != "rehost-run-1" {
+		t.Fatalf("state %+v", st)
+	}
+	if _, err := FetchState(ctx, s.URL(), "AA:BB"); err == nil {
+		t.Fatal("a wrong thumbprint was accepted")
+	}
+	if err := c.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Client.Download(ctx, du, &soap.DefaultDownload); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("download with a logged-out cookie: %v", err)
 	}
 }

@@ -149,7 +149,7 @@ func TestGuestDiskReadsOnlyAllocated(t *testing.T) {
 		t.Fatal(err)
 	}
 	if vm.PowerState != "poweredOff" || vm.Firmware != source.FirmwareEFI || vm.CPUs != 4 || vm.MemoryMiB != 16384 ||
-		vm.VMManagerType != "AZURE" || vm.Attributes["diskSkus"] != "os=Premium_LRS,lun0=PremiumV2_LRS" || len(vm.NICs) != 1 || vm.NICs[0].Addresses[0] != "10.1.0.5" {
+		vm.ManagerType != "AZURE" || vm.Attributes["diskSkus"] != "os=Premium_LRS,lun0=PremiumV2_LRS" || len(vm.NICs) != 1 || vm.NICs[0].Addresses[0] != "10.1.0.5" {
 		t.Errorf("inventory: %+v", vm)
 	}
 	want, err := os.ReadFile(fixture)
@@ -330,6 +330,9 @@ func TestRefusalsAndWarnings(t *testing.T) {
 	} {
 		t.Run(c.vm, func(t *testing.T) {
 			v := byName[c.vm]
+			if c.vm == "trusted-01" && !v.SecureBoot {
+				t.Error("a trusted launch vm with secure boot reports none")
+			}
 			if w := strings.Join(v.Warnings, "; "); c.warn != "" && !strings.Contains(w, c.warn) {
 				t.Errorf("warnings %q lack %q", w, c.warn)
 			}

@@ -196,10 +196,10 @@ func (s *Source) describe(ctx context.Context, v *armcompute.VirtualMachine, dis
 	}
 	p := v.Properties
 	out := source.VM{
-		ID:            *v.ID,
-		Name:          val(v.Name),
-		Path:          fmt.Sprintf("/%s/%s/%s", val(v.Location), rid.ResourceGroupName, val(v.Name)),
-		VMManagerType: VMManagerType,
+		ID:          *v.ID,
+		Name:        val(v.Name),
+		Path:        fmt.Sprintf("/%s/%s/%s", val(v.Location), rid.ResourceGroupName, val(v.Name)),
+		ManagerType: VMManagerType,
 		Attributes: map[string]string{
 			"location":      val(v.Location),
 			"resourceGroup": rid.ResourceGroupName,
@@ -279,6 +279,9 @@ func (s *Source) describe(ctx context.Context, v *armcompute.VirtualMachine, dis
 		if r := refusal(v, refs); r != "" {
 			out.Warnings = append(out.Warnings, "will be refused: "+r)
 		}
+	}
+	if sp := p.SecurityProfile; sp != nil && sp.UefiSettings != nil {
+		out.SecureBoot = val(sp.UefiSettings.SecureBootEnabled)
 	}
 	if out.Attributes["securityType"] == SecurityTrustedLaunch {
 		out.Warnings = append(out.Warnings, trustedLaunchWarning)

@@ -47,6 +47,7 @@ func Run(t *testing.T, newSource func(t *testing.T) Harness) {
 	t.Run("CheckpointIdempotent", func(t *testing.T) { testCheckpoint(t, newSource(t)) })
 	t.Run("ExportPointInTime", func(t *testing.T) { testExport(t, newSource(t)) })
 	t.Run("ExportAbort", func(t *testing.T) { testAbort(t, newSource(t)) })
+	t.Run("ExportLeftOpen", func(t *testing.T) { testLeftOpen(t, newSource(t)) })
 	t.Run("ChangedAreas", func(t *testing.T) { testChanged(t, newSource(t)) })
 }
 
@@ -413,6 +414,43 @@ func testAbort(t *testing.T, h Harness) {
 	}
 	if list, err := h.Source.Checkpoints(ctx, h.VMID, ""); err != nil || len(list) != 0 {
 		t.Fatalf("after release: %+v, %v", list, err)
+	}
+}
+
+// testLeftOpen: an export a crashed process never closed holds a
+// server-side resource only if the source can abort it by its ID.
+func testLeftOpen(t *testing.T, h Harness) {
+	ctx := ctxT(t)
+	cp, err := h.Source.Checkpoint(ctx, h.VMID, "rehost-left-open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := h.Source.Export(ctx, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ab, ok := h.Source.(source.ExportAborter)
+	switch {
+	case ex.ID() == "":
+		// Nothing outlives the process: closing is all there is.
+		if err := ex.Close(nil); err != nil {
+			t.Fatal(err)
+		}
+	case !ok:
+		t.Fatalf("export %q holds a server-side resource but the source cannot abort it (no ExportAborter)", ex.ID())
+	default:
+		// Not closed: the process "died". Abort it by its id, twice.
+		for range 2 {
+			if err := ab.AbortExport(ctx, cp, ex.ID()); err != nil {
+				t.Fatalf("abort export %s: %v", ex.ID(), err)
+			}
+		}
+		if h.OpenExports != nil && h.OpenExports() != 0 {
+			t.Errorf("%d exports still open after AbortExport", h.OpenExports())
+		}
+	}
+	if err := h.Source.Release(ctx, cp); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -109,7 +109,11 @@ func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Expor
 		if u.Hostname() == "*" {
 			u.Host = s.u.Host
 		}
-		s.verify.pin(u.Host, d.SslThumbprint)
+		if d.SslThumbprint != "" {
+			if err := s.verify.PinIfUnset(u.Host, d.SslThumbprint); err != nil {
+				slog.Warn("the nfc lease names a host thumbprint rehost cannot read", "host", u.Host, "err", err)
+			}
+		}
 		e.urls[i] = u
 		if d.FileSize > 0 {
 			ed[i].StreamSize = d.FileSize
@@ -351,3 +355,21 @@ func changeIDOf(vd *types.VirtualDisk) string {
 	}
 	return ""
 }
+
+// AbortExport aborts the NFC lease id (an export's ID) that a crashed
+// process left open, so it does not hold the snapshot until vCenter's
+// timeout. A lease that is gone or already ended is not an error.
+func (s *Source) AbortExport(ctx context.Context, cp source.Checkpoint, id string) error {
+	if id == "" {
+		return nil
+	}
+	lease := nfc.NewLease(s.c, types.ManagedObjectReference{Type: "HttpNfcLease", Value: id})
+	const msg = "aborted by rehost: the connector restarted during the export"
+	err := lease.Abort(ctx, &types.LocalizedMethodFault{Fault: &types.SystemError{Reason: msg}, LocalizedMessage: msg})
+	if err != nil && !isFault(err, "ManagedObjectNotFound", "InvalidState") {
+		return classify(fmt.Sprintf("abort the export lease %s of checkpoint %q of vm %s", id, cp.Name, cp.VMID), err)
+	}
+	return nil
+}
+
+var _ source.ExportAborter = (*Source)(nil)

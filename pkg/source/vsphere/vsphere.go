@@ -6,8 +6,6 @@ package vsphere
 
 import (
 	"context"
-	"crypto/sha1"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -19,7 +17,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vmware/govmomi/session"
@@ -30,6 +27,7 @@ import (
 	"github.com/vmware/govmomi/vim25/soap"
 
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/internal/conn"
 )
 
 // Config says how to reach and trust a vCenter.
@@ -62,7 +60,7 @@ type Source struct {
 	soap   *soap.Client
 	c      *vim25.Client
 	sm     *session.Manager
-	verify *verifier
+	verify *conn.Verifier
 }
 
 var (
@@ -81,14 +79,19 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	v, err := newVerifier(cfg, u.Host)
+	v, err := conn.NewVerifier("443", cfg.CA, cfg.Insecure, cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Thumbprint != "" {
+		if err := v.Pin(u.Host, cfg.Thumbprint); err != nil {
+			return nil, err
+		}
+	}
 	sc := soap.NewClient(u, false)
 	t := sc.DefaultTransport()
-	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} // verification is v's, in dialTLS
-	t.DialTLSContext = v.dialTLS
+	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} // verification is v's, in DialTLS
+	t.DialTLSContext = v.DialTLS
 	t.TLSHandshakeTimeout = cfg.Timeout
 
 	dctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
@@ -175,123 +178,8 @@ func sdkURL(raw string) (*url.URL, error) {
 }
 
 // CertificateError says why the server's certificate was refused and what
-// it presented. It wraps source.ErrCertificate.
-type CertificateError struct {
-	Host string
-	// Expected is the pinned thumbprint, empty when the chain was checked.
-	Expected string
-	// Presented is the SHA-256 thumbprint of the server's certificate.
-	Presented string
-	// Reason is the chain verification error, when that is what failed.
-	Reason error
-}
-
-func (e *CertificateError) Error() string {
-	if e.Expected != "" {
-		return fmt.Sprintf("certificate of %s changed: expected thumbprint %s, server presented %s; "+
-			"if the vCenter certificate was replaced on purpose, check the new thumbprint with its administrator and accept it",
-			e.Host, e.Expected, e.Presented)
-	}
-	return fmt.Sprintf("certificate of %s is not trusted (%v); its thumbprint is %s: "+
-		"accept this thumbprint if it is the vCenter's, or trust its CA", e.Host, e.Reason, e.Presented)
-}
-
-func (e *CertificateError) Unwrap() error { return source.ErrCertificate }
-
-type verifier struct {
-	insecure bool
-	roots    *x509.CertPool
-	timeout  time.Duration
-
-	mu   sync.Mutex
-	pins map[string]string // host:port → normalized thumbprint
-}
-
-func newVerifier(cfg Config, vcHost string) (*verifier, error) {
-	v := &verifier{insecure: cfg.Insecure, timeout: cfg.Timeout, pins: map[string]string{}}
-	if cfg.Thumbprint != "" {
-		tp := normThumbprint(cfg.Thumbprint)
-		if len(tp) != 40 && len(tp) != 64 {
-			return nil, fmt.Errorf("thumbprint %q is neither a SHA-1 nor a SHA-256 hex fingerprint", cfg.Thumbprint)
-		}
-		v.pins[hostPort(vcHost)] = tp
-	}
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
-	}
-	if len(cfg.CA) > 0 && !roots.AppendCertsFromPEM(cfg.CA) {
-		return nil, errors.New("the ca bundle holds no PEM certificate")
-	}
-	v.roots = roots
-	return v, nil
-}
-
-// pin trusts thumbprint for host (an ESXi host named in an NFC lease).
-func (v *verifier) pin(host, thumbprint string) {
-	if thumbprint == "" {
-		return
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if _, ok := v.pins[hostPort(host)]; !ok {
-		v.pins[hostPort(host)] = normThumbprint(thumbprint)
-	}
-}
-
-func (v *verifier) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: v.timeout, KeepAlive: 30 * time.Second}
-	raw, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	conn := tls.Client(raw, &tls.Config{
-		ServerName:         host,
-		InsecureSkipVerify: true,
-		MinVersion:         tls.VersionTLS12,
-		VerifyConnection:   func(cs tls.ConnectionState) error { return v.check(addr, host, cs) },
-	})
-	hctx, cancel := context.WithTimeout(ctx, v.timeout)
-	defer cancel()
-	if err := conn.HandshakeContext(hctx); err != nil {
-		raw.Close()
-		return nil, err
-	}
-	return conn, nil
-}
-
-func (v *verifier) check(addr, host string, cs tls.ConnectionState) error {
-	if v.insecure {
-		return nil
-	}
-	if len(cs.PeerCertificates) == 0 {
-		return &CertificateError{Host: addr, Reason: errors.New("no certificate presented")}
-	}
-	leaf := cs.PeerCertificates[0]
-	presented := sha256.Sum256(leaf.Raw)
-	v.mu.Lock()
-	want := v.pins[hostPort(addr)]
-	v.mu.Unlock()
-	if want != "" {
-		s1 := sha1.Sum(leaf.Raw)
-		if want == fmt.Sprintf("%x", presented[:]) || want == fmt.Sprintf("%x", s1[:]) {
-			return nil
-		}
-		return &CertificateError{Host: addr, Expected: colonHex(want), Presented: colonHex(fmt.Sprintf("%x", presented[:]))}
-	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: v.roots, Intermediates: inter}); err != nil {
-		return &CertificateError{Host: addr, Presented: colonHex(fmt.Sprintf("%x", presented[:])), Reason: err}
-	}
-	return nil
-}
+// it presented (the thumbprint to accept). It wraps source.ErrCertificate.
+type CertificateError = conn.CertificateError
 
 // FetchThumbprint connects to the vCenter at rawURL without trusting it and
 // returns the SHA-256 thumbprint of its certificate (colon-separated
@@ -301,42 +189,11 @@ func FetchThumbprint(ctx context.Context, rawURL string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	addr := hostPort(u.Host)
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 30 * time.Second}, Config: &tls.Config{InsecureSkipVerify: true}}
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return "", classify("fetch the certificate of "+addr, err)
+	addr := u.Host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "443")
 	}
-	defer conn.Close()
-	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
-	if len(certs) == 0 {
-		return "", fmt.Errorf("fetch the certificate of %s: none presented: %w", addr, source.ErrCertificate)
-	}
-	sum := sha256.Sum256(certs[0].Raw)
-	return colonHex(fmt.Sprintf("%x", sum[:])), nil
-}
-
-func hostPort(h string) string {
-	if _, _, err := net.SplitHostPort(h); err == nil {
-		return h
-	}
-	return net.JoinHostPort(strings.Trim(h, "[]"), "443")
-}
-
-func normThumbprint(s string) string {
-	return strings.ToLower(strings.NewReplacer(":", "", " ", "", "-", "").Replace(strings.TrimSpace(s)))
-}
-
-func colonHex(h string) string {
-	h = strings.ToUpper(h)
-	var b strings.Builder
-	for i := 0; i < len(h); i += 2 {
-		if i > 0 {
-			b.WriteByte(':')
-		}
-		b.WriteString(h[i:min(i+2, len(h))])
-	}
-	return b.String()
+	return conn.Fetch(ctx, addr)
 }
 
 // classify wraps err with what was being done and the source error class a
@@ -353,7 +210,7 @@ func classify(op string, err error) error {
 		return fmt.Errorf("%s: the user name or password was refused: %w", op, source.ErrAuth)
 	case isFault(err, "NotAuthenticated", "NoPermission"):
 		return fmt.Errorf("%s: %v: %w", op, err, source.ErrAuth)
-	case isUnreachable(err):
+	case conn.Unreachable(err):
 		return fmt.Errorf("%s: %v: %w", op, err, source.ErrUnreachable)
 	case isFault(err, "ManagedObjectNotFound"):
 		return fmt.Errorf("%s: %v: %w", op, err, source.ErrNotFound)
@@ -364,23 +221,6 @@ func classify(op string, err error) error {
 		return fmt.Errorf("%s: %v: %w", op, err, source.ErrCertificate)
 	}
 	return fmt.Errorf("%s: %w", op, err)
-}
-
-func isUnreachable(err error) bool {
-	var dns *net.DNSError
-	var op *net.OpError
-	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return true
-	case errors.As(err, &dns), errors.As(err, &op):
-		return true
-	case errors.As(err, &ne) && ne.Timeout():
-		return true
-	}
-	return false
 }
 
 // faultName is the vSphere fault type carried by err (a SOAP fault or a

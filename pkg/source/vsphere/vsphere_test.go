@@ -473,3 +473,40 @@ func TestDatacenterFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortExportLeftOpen: a process killed mid-export leaves its NFC lease
+// open; a new connection aborts it by the recorded id, at once rather than
+// at vCenter's timeout.
+func TestAbortExportLeftOpen(t *testing.T) {
+	sim := startSim(t, testVMs())
+	ctx := context.Background()
+	killed := connect(t, sim)
+	id, _ := sim.InstanceUUID("app-01")
+	cp, err := killed.Checkpoint(ctx, id, "rehost-killed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := killed.Export(ctx, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := ex.ID()
+	if lease == "" || sim.OpenLeases() != 1 {
+		t.Fatalf("export id %q, %d open leases; want an id and 1", lease, sim.OpenLeases())
+	}
+	// The process dies: nothing closes ex. The restarted one aborts it.
+	restarted := connect(t, sim)
+	var ab source.ExportAborter = restarted
+	if err := ab.AbortExport(ctx, cp, lease); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.OpenLeases(); n != 0 {
+		t.Fatalf("%d leases open after the abort", n)
+	}
+	if err := ab.AbortExport(ctx, cp, lease); err != nil {
+		t.Fatalf("aborting an ended lease: %v", err)
+	}
+	if err := restarted.Release(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+}

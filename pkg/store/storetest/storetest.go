@@ -33,7 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RunListingAndCount", testRunListing},
 		{"UpdateRunAndJob", testUpdateRunAndJob},
 		{"Ledger", testLedger},
-		{"Steps", testSteps},
+		{"RunProgress", testRunProgress},
 		{"Events", testEvents},
 		{"Apps", testApps},
 		{"Settings", testSettings},
@@ -526,16 +526,16 @@ func testLedger(t *testing.T, s store.Store) {
 	r1 := ok(s.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, State: store.RunFailed})).must(t)[0]
 	r2 := ok(s.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, State: store.RunActive})).must(t)[0]
 
-	snap := ok(s.RecordIntent(ctx, r1.ReplicationRunID, "snapshot", store.KindVMSnapshot, json.RawMessage(`{"name":"rehost-sms-run-1"}`))).must(t)
-	other := ok(s.RecordIntent(ctx, r2.ReplicationRunID, "snapshot", store.KindVMSnapshot, nil)).must(t)
-	upload := ok(s.RecordIntent(ctx, r1.ReplicationRunID, "stage-disk-0", store.KindMultipartUpload, json.RawMessage(`{"key":"k0"}`))).must(t)
-	task := ok(s.RecordIntent(ctx, r1.ReplicationRunID, "import", store.KindImportTask, json.RawMessage(`{}`))).must(t)
+	snap := ok(s.RecordIntent(ctx, r1.ReplicationRunID, "snapshot", "vm-snapshot", json.RawMessage(`{"name":"rehost-sms-run-1"}`))).must(t)
+	other := ok(s.RecordIntent(ctx, r2.ReplicationRunID, "snapshot", "vm-snapshot", nil)).must(t)
+	upload := ok(s.RecordIntent(ctx, r1.ReplicationRunID, "stage-disk-0", "multipart-upload", json.RawMessage(`{"key":"k0"}`))).must(t)
+	task := ok(s.RecordIntent(ctx, r1.ReplicationRunID, "import", "import-task", json.RawMessage(`{}`))).must(t)
 	if !(snap < other && other < upload && upload < task) {
 		t.Errorf("ids not increasing: %d %d %d %d", snap, other, upload, task)
 	}
-	_, err := s.RecordIntent(ctx, "sms-run-missing", "x", store.KindAMI, nil)
+	_, err := s.RecordIntent(ctx, "sms-run-missing", "x", "ami", nil)
 	wantErr(t, err, store.ErrNotFound, "sms-run-missing")
-	_, err = s.RecordIntent(ctx, r1.ReplicationRunID, "x", store.KindAMI, json.RawMessage(`{bad`))
+	_, err = s.RecordIntent(ctx, r1.ReplicationRunID, "x", "ami", json.RawMessage(`{bad`))
 	wantErr(t, err, store.ErrInvalid)
 
 	if err := s.RecordCreated(ctx, snap, "snapshot-42", nil); err != nil {
@@ -547,7 +547,7 @@ func testLedger(t *testing.T, s store.Store) {
 	if err := s.UpdateData(ctx, upload, json.RawMessage(`{"parts":[{"n":1,"etag":"e1"}]}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RecordFailed(ctx, task); err != nil {
+	if err := s.RecordReleased(ctx, task); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RecordReleased(ctx, snap); err != nil {
@@ -557,7 +557,6 @@ func testLedger(t *testing.T, s store.Store) {
 		t.Errorf("releasing twice: %v", err)
 	}
 	wantErr(t, s.RecordCreated(ctx, snap, "snapshot-43", nil), store.ErrConflict, "released")
-	wantErr(t, s.RecordFailed(ctx, upload), store.ErrConflict)
 	wantErr(t, s.RecordReleased(ctx, 999999), store.ErrNotFound)
 
 	l := ok(s.LedgerForRun(ctx, r1.ReplicationRunID)).must(t)
@@ -567,10 +566,10 @@ func testLedger(t *testing.T, s store.Store) {
 	if l[0].State != store.LedgerReleased || l[0].ResourceID != "snapshot-42" || string(l[0].Intent) != `{"name":"rehost-sms-run-1"}` || l[0].Step != "snapshot" {
 		t.Errorf("snapshot entry = %+v", l[0])
 	}
-	if l[1].State != store.LedgerCreated || l[1].ResourceID != "upload-abc" || string(l[1].Data) != `{"parts":[{"n":1,"etag":"e1"}]}` || l[1].Kind != store.KindMultipartUpload {
+	if l[1].State != store.LedgerCreated || l[1].ResourceID != "upload-abc" || string(l[1].Data) != `{"parts":[{"n":1,"etag":"e1"}]}` || l[1].Kind != "multipart-upload" {
 		t.Errorf("upload entry = %+v", l[1])
 	}
-	if l[2].State != store.LedgerFailed {
+	if l[2].State != store.LedgerReleased {
 		t.Errorf("task entry = %+v", l[2])
 	}
 	// RecordCreated with nil data keeps stored data.
@@ -584,40 +583,6 @@ func testLedger(t *testing.T, s store.Store) {
 	if len(un) != 2 || un[0].ID != other || un[1].ID != upload || un[0].RunID != r2.ReplicationRunID {
 		t.Errorf("unreleased = %+v", un)
 	}
-}
-
-func testSteps(t *testing.T, s store.Store) {
-	ctx := context.Background()
-	_, job := fixture(t, s)
-	r := ok(s.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID})).must(t)[0]
-	id := r.ReplicationRunID
-	for _, st := range []store.StepStatus{
-		{RunID: id, Step: "snapshot", State: store.StepPending},
-		{RunID: id, Step: "export", State: store.StepPending},
-		{RunID: id, Step: "snapshot", State: store.StepDone},
-		{RunID: id, Step: "import", State: store.StepFailed, Error: "ClientError: unsupported kernel"},
-		{RunID: id, Step: "export", State: store.StepUndone},
-	} {
-		if err := s.SetStep(ctx, st); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got := ok(s.Steps(ctx, id)).must(t)
-	want := []store.StepStatus{
-		{Step: "snapshot", State: store.StepDone},
-		{Step: "export", State: store.StepUndone},
-		{Step: "import", State: store.StepFailed, Error: "ClientError: unsupported kernel"},
-	}
-	if len(got) != len(want) {
-		t.Fatalf("steps = %+v", got)
-	}
-	for i := range want {
-		if got[i].Step != want[i].Step || got[i].State != want[i].State || got[i].Error != want[i].Error || got[i].RunID != id || got[i].UpdatedAt.IsZero() {
-			t.Errorf("step %d = %+v, want %+v", i, got[i], want[i])
-		}
-	}
-	wantErr(t, s.SetStep(ctx, store.StepStatus{RunID: id, Step: "x", State: "running"}), store.ErrInvalid, "running")
-	wantErr(t, s.SetStep(ctx, store.StepStatus{RunID: "sms-run-missing", Step: "x", State: store.StepDone}), store.ErrNotFound)
 }
 
 func testEvents(t *testing.T, s store.Store) {
@@ -737,7 +702,7 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
 				step := fmt.Sprintf("w%d", w)
-				id, err := s.RecordIntent(ctx, r.ReplicationRunID, step, store.KindS3Object, json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)))
+				id, err := s.RecordIntent(ctx, r.ReplicationRunID, step, "s3-object", json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)))
 				if err == nil {
 					err = s.RecordCreated(ctx, id, fmt.Sprintf("obj-%d-%d", w, i), nil)
 				}
@@ -777,5 +742,28 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 	}
 	if n := len(ok(s.Events(ctx, store.EventFilter{RunID: r.ReplicationRunID})).must(t)); n != writers*each {
 		t.Errorf("events = %d, want %d", n, writers*each)
+	}
+}
+
+func testRunProgress(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, job := fixture(t, s)
+	r := ok(s.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, State: store.RunActive})).must(t)[0]
+	if got := ok(s.GetRun(ctx, r.ReplicationRunID)).must(t); got.Progress.Step != "" || got.Progress.Disks != nil {
+		t.Errorf("new run has progress %+v", got.Progress)
+	}
+	want := store.RunProgress{Step: "stage", ImportPercent: 0, Disks: []store.DiskProgress{
+		{Disk: 0, BytesDone: 1 << 40, BytesTotal: 2 << 40}, {Disk: 1, BytesDone: 0, BytesTotal: 512}}}
+	ok(s.UpdateRun(ctx, r.ReplicationRunID, func(x *store.ReplicationRun) error { x.Progress = want; return nil })).must(t)
+	got := ok(s.GetRun(ctx, r.ReplicationRunID)).must(t).Progress
+	if got.Step != want.Step || len(got.Disks) != 2 || got.Disks[0] != want.Disks[0] || got.Disks[1] != want.Disks[1] {
+		t.Errorf("progress read back %+v, want %+v", got, want)
+	}
+	ok(s.UpdateRun(ctx, r.ReplicationRunID, func(x *store.ReplicationRun) error {
+		x.Progress = store.RunProgress{Step: "wait-import", ImportPercent: 42}
+		return nil
+	})).must(t)
+	if got := ok(s.RunsInState(ctx, store.RunActive)).must(t); len(got) != 1 || got[0].Progress.ImportPercent != 42 || got[0].Progress.Disks != nil {
+		t.Errorf("progress in a listing %+v", got)
 	}
 }

@@ -22,13 +22,19 @@ type account struct {
 
 func newAccount(tb testing.TB, emuCfg emulator.Config, cfg Config) *account {
 	tb.Helper()
-	srv := s3peer.Start(tb, s3peer.Options{TLS: true, Region: emuCfg.Region})
+	return newAccountOn(tb, s3peer.Options{TLS: true, Region: emuCfg.Region}, emuCfg, cfg)
+}
+
+// newAccountOn is newAccount on an S3 peer started with s3opts.
+func newAccountOn(tb testing.TB, s3opts s3peer.Options, emuCfg emulator.Config, cfg Config) *account {
+	tb.Helper()
+	srv := s3peer.Start(tb, s3opts)
 	emuCfg.S3Endpoint = srv.URL
 	emuCfg.S3AccessKey, emuCfg.S3SecretKey = srv.AccessKeyID, srv.SecretAccessKey
 	emuCfg.S3HTTPClient = srv.HTTPClient()
 	emuCfg.AccessKeyID, emuCfg.SecretAccessKey = srv.AccessKeyID, srv.SecretAccessKey
-	if emuCfg.ImportDuration == 0 {
-		emuCfg.ImportDuration = 300 * time.Millisecond
+	if emuCfg.SimulatedImportWait == 0 {
+		emuCfg.SimulatedImportWait = 300 * time.Millisecond
 	}
 	emu, err := emulator.New(emuCfg)
 	if err != nil {

@@ -68,7 +68,7 @@ func BenchmarkStage(b *testing.B) {
 			return err
 		}},
 		{"rehost-resumable", func(key string, r io.Reader) error {
-			_, err := tg.Stage(ctx, StageInput{Key: key, Body: r, SizeHint: -1, OnPart: func(Upload) {}})
+			_, err := tg.Stage(ctx, StageInput{Key: key, Body: r, SizeHint: -1, Tracker: new(Tracker)})
 			return err
 		}},
 		{"sdk-manager", func(key string, r io.Reader) error {

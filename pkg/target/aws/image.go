@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -22,18 +23,23 @@ type Image struct {
 	Tags         map[string]string `json:"tags,omitempty"`
 }
 
+// Snapshot is an EBS snapshot owned by the account.
+type Snapshot struct {
+	ID        string            `json:"id"`
+	State     string            `json:"state"`
+	StartTime time.Time         `json:"startTime"`
+	Tags      map[string]string `json:"tags,omitempty"`
+}
+
 func (t *Target) describeImages(ctx context.Context, ids []string, filters []ec2types.Filter) ([]Image, error) {
 	var imgs []Image
-	var token *string
-	for {
+	pages := ec2.NewDescribeImagesPaginator(t.ec2, &ec2.DescribeImagesInput{ImageIds: ids, Filters: filters, Owners: []string{"self"}})
+	for pages.HasMorePages() {
 		var out *ec2.DescribeImagesOutput
-		err := t.withRetry(ctx, "DescribeImages", nil, func(ctx context.Context) error {
-			var err error
-			out, err = t.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: ids, Filters: filters,
-				Owners: []string{"self"}, NextToken: token})
+		if err := t.call(ctx, "DescribeImages", func(ctx context.Context) (err error) {
+			out, err = pages.NextPage(ctx)
 			return err
-		})
-		if err != nil {
+		}); err != nil {
 			return nil, err
 		}
 		for _, im := range out.Images {
@@ -49,16 +55,14 @@ func (t *Target) describeImages(ctx context.Context, ids []string, filters []ec2
 			}
 			imgs = append(imgs, i)
 		}
-		if token = out.NextToken; token == nil || *token == "" {
-			return imgs, nil
-		}
 	}
+	return imgs, nil
 }
 
 // image returns one AMI, or nil when it does not exist (any more).
 func (t *Target) image(ctx context.Context, id string) (*Image, error) {
 	imgs, err := t.describeImages(ctx, []string{id}, nil)
-	if apiCode(err) == "InvalidAMIID.NotFound" || apiCode(err) == "InvalidAMIID.Unavailable" {
+	if notFound(err) {
 		return nil, nil
 	}
 	if err != nil {
@@ -70,18 +74,49 @@ func (t *Target) image(ctx context.Context, id string) (*Image, error) {
 	return &imgs[0], nil
 }
 
-// FindImages lists the account's AMIs carrying all the given tags.
-func (t *Target) FindImages(ctx context.Context, tags map[string]string) ([]Image, error) {
+// tagFilters matches resources carrying every tag; an empty value matches
+// any value of the key (a "tag-key" filter).
+func tagFilters(tags map[string]string) []ec2types.Filter {
 	var filters []ec2types.Filter
-	for k, v := range tags {
-		filters = append(filters, ec2types.Filter{Name: sdk.String("tag:" + k), Values: []string{v}})
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		if v := tags[k]; v != "" {
+			filters = append(filters, ec2types.Filter{Name: sdk.String("tag:" + k), Values: []string{v}})
+		} else {
+			filters = append(filters, ec2types.Filter{Name: sdk.String("tag-key"), Values: []string{k}})
+		}
 	}
-	sort.Slice(filters, func(i, j int) bool { return *filters[i].Name < *filters[j].Name })
-	imgs, err := t.describeImages(ctx, nil, filters)
+	return filters
+}
+
+// FindImages lists the account's AMIs carrying all the given tags (an
+// empty value: any value of that key).
+func (t *Target) FindImages(ctx context.Context, tags map[string]string) ([]Image, error) {
+	imgs, err := t.describeImages(ctx, nil, tagFilters(tags))
 	if err != nil {
 		return nil, fmt.Errorf("find images tagged %v: %w", tags, err)
 	}
 	return imgs, nil
+}
+
+// FindSnapshots lists the account's EBS snapshots carrying all the given
+// tags (an empty value: any value of that key).
+func (t *Target) FindSnapshots(ctx context.Context, tags map[string]string) ([]Snapshot, error) {
+	var snaps []Snapshot
+	pages := ec2.NewDescribeSnapshotsPaginator(t.ec2, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: tagFilters(tags)})
+	for pages.HasMorePages() {
+		var out *ec2.DescribeSnapshotsOutput
+		if err := t.call(ctx, "DescribeSnapshots", func(ctx context.Context) (err error) {
+			out, err = pages.NextPage(ctx)
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("find snapshots tagged %v: %w", tags, err)
+		}
+		for _, s := range out.Snapshots {
+			snaps = append(snaps, Snapshot{ID: sdk.ToString(s.SnapshotId), State: string(s.State),
+				StartTime: sdk.ToTime(s.StartTime), Tags: ec2Tags(s.Tags)})
+		}
+	}
+	return snaps, nil
 }
 
 // Finalize names an AMI (its Name tag) and puts tags on it and on its
@@ -94,9 +129,9 @@ func (t *Target) Finalize(ctx context.Context, imageID, name string, tags map[st
 	if im == nil {
 		return fmt.Errorf("finalize AMI %s: it does not exist", imageID)
 	}
-	all := map[string]string{}
-	for k, v := range tags {
-		all[k] = v
+	all := maps.Clone(tags)
+	if all == nil {
+		all = map[string]string{}
 	}
 	if name != "" {
 		all["Name"] = name
@@ -105,11 +140,11 @@ func (t *Target) Finalize(ctx context.Context, imageID, name string, tags map[st
 		return nil
 	}
 	var ts []ec2types.Tag
-	for _, k := range sortedKeys(all) {
+	for _, k := range slices.Sorted(maps.Keys(all)) {
 		ts = append(ts, ec2types.Tag{Key: sdk.String(k), Value: sdk.String(all[k])})
 	}
 	resources := append([]string{imageID}, im.SnapshotIDs...)
-	err = t.withRetry(ctx, "CreateTags", nil, func(ctx context.Context) error {
+	err = t.call(ctx, "CreateTags", func(ctx context.Context) error {
 		_, err := t.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: resources, Tags: ts})
 		return err
 	})
@@ -119,72 +154,43 @@ func (t *Target) Finalize(ctx context.Context, imageID, name string, tags map[st
 	return nil
 }
 
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// DeleteImage deregisters an AMI and deletes the snapshots given. It does
+// not look the snapshots up: a caller that must survive a crash between the
+// two records them first (Image.SnapshotIDs, an import's Result) and calls
+// again with the same list, when the image is already gone. imageID may be
+// empty to delete snapshots alone. Idempotent: an unknown image or snapshot
+// is not an error.
+func (t *Target) DeleteImage(ctx context.Context, imageID string, snapshotIDs []string) error {
+	if imageID != "" {
+		err := t.call(ctx, "DeregisterImage", func(ctx context.Context) error {
+			_, err := t.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: sdk.String(imageID)})
+			return err
+		})
+		if err != nil && !notFound(err) {
+			return fmt.Errorf("delete AMI %s: deregister: %w", imageID, err)
+		}
 	}
-	sort.Strings(keys)
-	return keys
-}
-
-// DeleteImage deregisters an AMI and deletes its snapshots. Idempotent: an
-// unknown image (or snapshot) is not an error.
-func (t *Target) DeleteImage(ctx context.Context, imageID string) error {
-	im, err := t.image(ctx, imageID)
-	if err != nil {
-		return fmt.Errorf("delete AMI %s: %w", imageID, err)
-	}
-	if im == nil {
-		return nil
-	}
-	err = t.withRetry(ctx, "DeregisterImage", nil, func(ctx context.Context) error {
-		_, err := t.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: sdk.String(imageID)})
-		return err
-	})
-	if err != nil && apiCode(err) != "InvalidAMIID.NotFound" && apiCode(err) != "InvalidAMIID.Unavailable" {
-		return fmt.Errorf("delete AMI %s: deregister: %w", imageID, err)
-	}
+	// Right after a deregistration a snapshot may still count as in use.
+	inUse := t.policy("DeleteSnapshot").With(func(err error) bool { return apiCode(err) == "InvalidSnapshot.InUse" })
 	var errs []error
-	for _, s := range im.SnapshotIDs {
-		// Right after a deregistration a snapshot may still count as in use.
-		err := t.withRetry(ctx, "DeleteSnapshot", func(err error) bool {
-			return transient(err) || apiCode(err) == "InvalidSnapshot.InUse"
-		}, func(ctx context.Context) error {
+	for _, s := range snapshotIDs {
+		err := inUse.Do(ctx, func(ctx context.Context) error {
 			_, err := t.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: sdk.String(s)})
 			return err
 		})
-		if err != nil && apiCode(err) != "InvalidSnapshot.NotFound" {
+		if err != nil && !notFound(err) {
 			errs = append(errs, fmt.Errorf("delete snapshot %s of AMI %s: %w", s, imageID, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// Retain keeps the keep most recent AMIs (by creation date) tagged
-// tagKey=tagValue and deletes the older ones with their snapshots,
-// returning the ids removed. keep < 1 is refused: retention never deletes
-// every image.
-func (t *Target) Retain(ctx context.Context, tagKey, tagValue string, keep int) ([]string, error) {
-	if keep < 1 {
-		return nil, fmt.Errorf("retain AMIs tagged %s=%s: keep must be at least 1, got %d", tagKey, tagValue, keep)
+// notFound reports EC2's answers for an image or snapshot that does not
+// exist (any more).
+func notFound(err error) bool {
+	switch apiCode(err) {
+	case "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidSnapshot.NotFound":
+		return true
 	}
-	imgs, err := t.FindImages(ctx, map[string]string{tagKey: tagValue})
-	if err != nil {
-		return nil, fmt.Errorf("retain AMIs: %w", err)
-	}
-	sort.Slice(imgs, func(i, j int) bool {
-		if !imgs[i].CreationDate.Equal(imgs[j].CreationDate) {
-			return imgs[i].CreationDate.After(imgs[j].CreationDate)
-		}
-		return imgs[i].ID > imgs[j].ID
-	})
-	var removed []string
-	for _, im := range imgs[min(keep, len(imgs)):] {
-		if err := t.DeleteImage(ctx, im.ID); err != nil {
-			return removed, fmt.Errorf("retain %d AMIs tagged %s=%s: %w", keep, tagKey, tagValue, err)
-		}
-		removed = append(removed, im.ID)
-	}
-	return removed, nil
+	return false
 }

@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rehost/rehost/internal/guestdisk"
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/emulator"
 )
@@ -43,6 +46,38 @@ func stageRaw(t *testing.T, acc *account, key string, seed uint64, n int) (Objec
 	return obj, hex.EncodeToString(sum[:])
 }
 
+// guests caches the guest disks imported as boot disks, by firmware.
+var guests sync.Map
+
+// stageGuest stages a real guest disk (partition table for fw, ext4 root
+// with /etc/os-release): VM Import refuses a boot disk without an OS.
+func stageGuest(t *testing.T, acc *account, key, fw string) (Object, string) {
+	t.Helper()
+	b, ok := guests.Load(fw)
+	if !ok {
+		size := int64(32 << 20)
+		if fw == guestdisk.EFI {
+			size = 48 << 20
+		}
+		path := filepath.Join(t.TempDir(), "guest.raw")
+		if _, err := guestdisk.Build(context.Background(), path, guestdisk.Options{Size: size, Firmware: fw, DataBytes: 1 << 20, Seed: 9}); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = guests.LoadOrStore(fw, data)
+	}
+	data := b.([]byte)
+	obj, err := acc.t.Stage(context.Background(), StageInput{Key: key, Body: bytes.NewReader(data), SizeHint: int64(len(data)), Format: disk.Raw})
+	if err != nil {
+		t.Fatalf("stage %s: %v", key, err)
+	}
+	sum := sha256.Sum256(data)
+	return obj, hex.EncodeToString(sum[:])
+}
+
 func snapshotSums(t *testing.T, acc *account, ids []string) []string {
 	t.Helper()
 	var out []string
@@ -59,7 +94,7 @@ func snapshotSums(t *testing.T, acc *account, ids []string) []string {
 func TestImportImageEndToEnd(t *testing.T) {
 	acc := readyAccount(t, emulator.Config{})
 	ctx := context.Background()
-	d0, s0 := stageRaw(t, acc, StagingKey("job-7", "run-1", 0, "raw"), 1, 3<<20)
+	d0, s0 := stageGuest(t, acc, StagingKey("job-7", "run-1", 0, "raw"), guestdisk.EFI)
 	d1, s1 := stageRaw(t, acc, StagingKey("job-7", "run-1", 1, "raw"), 2, 2<<20)
 	in := ImportInput{Disks: []Object{d0, d1}, LicenseType: "BYOL", BootMode: "uefi", Platform: "Linux",
 		ClientToken: "job-7-run-1", Description: "vm-42", Tags: map[string]string{"rehost:job": "job-7"}}
@@ -108,14 +143,18 @@ func TestImportImageEndToEnd(t *testing.T) {
 	if err != nil || len(found) != 1 || found[0].TaskIDs[0] != imp.TaskIDs[0] || found[0].Tags["rehost:job"] != "job-7" {
 		t.Fatalf("find imports: %+v, %v", found, err)
 	}
-	if err := acc.t.CancelImport(ctx, imp); err != nil {
+	remains, err := acc.t.CancelImport(ctx, imp)
+	if err != nil {
 		t.Fatalf("cancelling a completed import must not fail: %v", err)
 	}
+	if remains.ImageID != res.ImageID || len(remains.SnapshotIDs) != len(res.SnapshotIDs) {
+		t.Fatalf("cancelling a completed import returned %+v, want what it made: %+v", remains, res)
+	}
 
-	if err := acc.t.DeleteImage(ctx, res.ImageID); err != nil {
+	if err := acc.t.DeleteImage(ctx, res.ImageID, res.SnapshotIDs); err != nil {
 		t.Fatalf("delete image: %v", err)
 	}
-	if err := acc.t.DeleteImage(ctx, res.ImageID); err != nil {
+	if err := acc.t.DeleteImage(ctx, res.ImageID, res.SnapshotIDs); err != nil {
 		t.Fatalf("delete image twice: %v", err)
 	}
 	if n := len(acc.emu.Snapshots()); n != 0 {
@@ -171,22 +210,39 @@ func TestImportSnapshotModeAndRetention(t *testing.T) {
 			t.Fatalf("registered image: %+v", im)
 		}
 	}
-	removed, err := acc.t.Retain(ctx, "rehost:job", "job-9", 1)
-	if err != nil {
-		t.Fatalf("retain: %v", err)
+	// A cancel after completion hands back the snapshots and the image
+	// registered from them, for the caller to delete.
+	last, err := acc.t.FindImports(ctx, FindImportsInput{ClientToken: "job-9-run-3"})
+	if err != nil || len(last) != 1 {
+		t.Fatalf("find imports: %+v, %v", last, err)
 	}
-	if len(removed) != 2 || removed[0] != images[1] || removed[1] != images[0] {
-		t.Fatalf("retain removed %v, want the two oldest of %v", removed, images)
+	remains, err := acc.t.CancelImport(ctx, last[0])
+	if err != nil || remains.ImageID != images[2] || len(remains.SnapshotIDs) != 2 {
+		t.Fatalf("cancel after completion: %+v, %v", remains, err)
 	}
-	left, _ := acc.t.FindImages(ctx, map[string]string{"rehost:job": "job-9"})
-	if len(left) != 1 || left[0].ID != images[2] {
-		t.Fatalf("left: %+v", left)
+
+	// Deleting an image whose deregistration went through before a crash:
+	// the recorded snapshots still go.
+	imgs, err := acc.t.FindImages(ctx, map[string]string{"rehost:job": "job-9"})
+	if err != nil || len(imgs) != 3 {
+		t.Fatalf("find images: %+v, %v", imgs, err)
 	}
-	if n := len(acc.emu.Snapshots()); n != 2 {
-		t.Fatalf("%d snapshots left, want the kept image's 2", n)
+	first := imgs[0]
+	if err := acc.t.DeleteImage(ctx, first.ID, nil); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := acc.t.Retain(ctx, "rehost:job", "job-9", 0); err == nil {
-		t.Fatal("keep 0 must be refused")
+	if n := len(acc.emu.Snapshots()); n != 6 {
+		t.Fatalf("%d snapshots after deregistering alone, want all 6", n)
+	}
+	if err := acc.t.DeleteImage(ctx, first.ID, first.SnapshotIDs); err != nil {
+		t.Fatalf("finish the deletion: %v", err)
+	}
+	if n := len(acc.emu.Snapshots()); n != 4 {
+		t.Fatalf("%d snapshots left, want the other images' 4", n)
+	}
+	snaps, err := acc.t.FindSnapshots(ctx, map[string]string{"rehost:job": ""})
+	if err != nil || len(snaps) != 4 {
+		t.Fatalf("snapshots tagged rehost:job: %d, %v", len(snaps), err)
 	}
 }
 
@@ -223,23 +279,23 @@ func TestImportFailureCarriesStatusMessage(t *testing.T) {
 }
 
 func TestCancelImport(t *testing.T) {
-	acc := readyAccount(t, emulator.Config{ImportDuration: time.Minute})
+	acc := readyAccount(t, emulator.Config{SimulatedImportWait: time.Minute})
 	ctx := context.Background()
-	d0, _ := stageRaw(t, acc, "rehost/j/r/disk-0.raw", 1, 1<<20)
+	d0, _ := stageGuest(t, acc, "rehost/j/r/disk-0.raw", guestdisk.BIOS)
 	d1, _ := stageRaw(t, acc, "rehost/j/r/disk-1.raw", 2, 1<<20)
 	imp, err := acc.t.StartImport(ctx, ImportInput{Disks: []Object{d0, d1}, ClientToken: "cancel-1", Mode: ModeImportSnapshot})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := acc.t.CancelImport(ctx, imp); err != nil {
-		t.Fatalf("cancel: %v", err)
+	if res, err := acc.t.CancelImport(ctx, imp); err != nil || res.ImageID != "" || len(res.SnapshotIDs) != 0 {
+		t.Fatalf("cancel: %+v, %v", res, err)
 	}
 	_, err = acc.t.Wait(ctx, imp, nil)
 	var ie *ImportError
 	if !errors.As(err, &ie) || ie.StatusMessage != "User cancelled" {
 		t.Fatalf("wait after cancel: %v", err)
 	}
-	if err := acc.t.CancelImport(ctx, imp); err != nil {
+	if _, err := acc.t.CancelImport(ctx, imp); err != nil {
 		t.Fatalf("second cancel: %v", err)
 	}
 	for _, tk := range acc.emu.ImportTasks() {

@@ -1,12 +1,14 @@
 package aws
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -178,13 +180,8 @@ func tagSpec(resource ec2types.ResourceType, tags map[string]string) []ec2types.
 	if len(tags) == 0 {
 		return nil
 	}
-	keys := make([]string, 0, len(tags))
-	for k := range tags {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	ts := ec2types.TagSpecification{ResourceType: resource}
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
 		ts.Tags = append(ts.Tags, ec2types.Tag{Key: sdk.String(k), Value: sdk.String(tags[k])})
 	}
 	return []ec2types.TagSpecification{ts}
@@ -205,7 +202,7 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 		return Import{}, fmt.Errorf("start import: %w", err)
 	}
 	if in.Mode == "" {
-		in.Mode = ModeImportImage
+		in.Mode = t.cfg.ImportMode
 	}
 	if in.RoleName == "" {
 		in.RoleName = ImportRoleName
@@ -228,9 +225,11 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 	}
 	call := func(what string, fn func(context.Context) error) error {
 		deadline := time.Now().Add(t.cfg.IAMPropagation)
-		return t.withRetry(ctx, what, func(err error) bool {
-			return transient(err) || (roleNotReady(err) && time.Now().Before(deadline))
-		}, fn)
+		p := t.policy(what).With(func(err error) bool {
+			return roleNotReady(err) && time.Now().Before(deadline)
+		})
+		p.Attempts = max(p.Attempts, int(t.cfg.IAMPropagation/time.Second)) // the deadline ends it
+		return p.Do(ctx, fn)
 	}
 	if in.Mode == ModeImportImage {
 		var dcs []ec2types.ImageDiskContainer
@@ -283,8 +282,14 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 		})
 		if err != nil {
 			if len(imp.TaskIDs) > 0 {
-				cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				if cerr := t.CancelImport(cctx, imp); cerr != nil {
+				// The caller finds these by tag too (FindImports) if this
+				// best effort is cut short.
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+				res, cerr := t.CancelImport(cctx, imp)
+				if cerr == nil {
+					cerr = t.DeleteImage(cctx, res.ImageID, res.SnapshotIDs)
+				}
+				if cerr != nil {
 					t.log.Warn("cancel the snapshot imports already started", "tasks", imp.TaskIDs, "err", cerr)
 				}
 				cancel()
@@ -353,7 +358,7 @@ func (t *Target) describeImageTasks(ctx context.Context, ids []string) ([]TaskSt
 
 func (t *Target) describeImageTasksFull(ctx context.Context, ids []string) ([]TaskStatus, map[string]imageTaskResult, error) {
 	var out *ec2.DescribeImportImageTasksOutput
-	err := t.withRetry(ctx, "DescribeImportImageTasks", nil, func(ctx context.Context) error {
+	err := t.call(ctx, "DescribeImportImageTasks", func(ctx context.Context) error {
 		var err error
 		out, err = t.ec2.DescribeImportImageTasks(ctx, &ec2.DescribeImportImageTasksInput{ImportTaskIds: ids})
 		return err
@@ -385,7 +390,7 @@ func (t *Target) describeImageTasksFull(ctx context.Context, ids []string) ([]Ta
 
 func (t *Target) describeSnapshotTasks(ctx context.Context, ids []string) ([]TaskStatus, error) {
 	var out *ec2.DescribeImportSnapshotTasksOutput
-	err := t.withRetry(ctx, "DescribeImportSnapshotTasks", nil, func(ctx context.Context) error {
+	err := t.call(ctx, "DescribeImportSnapshotTasks", func(ctx context.Context) error {
 		var err error
 		out, err = t.ec2.DescribeImportSnapshotTasks(ctx, &ec2.DescribeImportSnapshotTasksInput{ImportTaskIds: ids})
 		return err
@@ -439,6 +444,8 @@ func (t *Target) Wait(ctx context.Context, imp Import, onProgress func(ImportSta
 				if ts.Status == "deleted" || ts.Status == "deleting" {
 					if imp.Mode == ModeImportSnapshot {
 						cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+						// What completed is the caller's to delete:
+						// CancelImport again returns it.
 						t.CancelImport(cctx, imp)
 						cancel()
 					}
@@ -526,7 +533,7 @@ func (t *Target) registerImage(ctx context.Context, imp Import, snaps []string) 
 		arch = "x86_64"
 	}
 	var out *ec2.RegisterImageOutput
-	err := t.withRetry(ctx, "RegisterImage", nil, func(ctx context.Context) error {
+	err := t.call(ctx, "RegisterImage", func(ctx context.Context) error {
 		var err error
 		out, err = t.ec2.RegisterImage(ctx, &ec2.RegisterImageInput{
 			Name: sdk.String(imp.Name), Description: optString(imp.Description),
@@ -549,12 +556,16 @@ func (t *Target) registerImage(ctx context.Context, imp Import, snaps []string) 
 	return sdk.ToString(out.ImageId), nil
 }
 
-// CancelImport cancels every task of the import that is still active. A
-// task already finished, cancelled or unknown is not an error.
-func (t *Target) CancelImport(ctx context.Context, imp Import) error {
+// CancelImport cancels every task of the import that is still active and
+// returns what the import had already made, for the caller to delete: the
+// image of a completed image task, or the snapshots of the disks whose
+// snapshot tasks completed (and the image registered from them, if any). A
+// task already finished, cancelled or unknown is not an error. Idempotent:
+// a second call returns the same remains.
+func (t *Target) CancelImport(ctx context.Context, imp Import) (Result, error) {
 	var errs []error
 	for _, id := range imp.TaskIDs {
-		err := t.withRetry(ctx, "CancelImportTask", nil, func(ctx context.Context) error {
+		err := t.call(ctx, "CancelImportTask", func(ctx context.Context) error {
 			_, err := t.ec2.CancelImportTask(ctx, &ec2.CancelImportTaskInput{ImportTaskId: sdk.String(id)})
 			return err
 		})
@@ -570,7 +581,48 @@ func (t *Target) CancelImport(ctx context.Context, imp Import) error {
 		}
 		errs = append(errs, fmt.Errorf("cancel import task %s: %w", id, err))
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return Result{}, err
+	}
+	return t.remains(ctx, imp)
+}
+
+// remains is what an ended import made.
+func (t *Target) remains(ctx context.Context, imp Import) (Result, error) {
+	var res Result
+	if imp.Mode != ModeImportSnapshot {
+		tasks, done, err := t.describeImageTasksFull(ctx, imp.TaskIDs)
+		if err != nil {
+			return res, fmt.Errorf("read the cancelled import %s: %w", strings.Join(imp.TaskIDs, ", "), err)
+		}
+		for _, ts := range tasks {
+			if ts.Status == "completed" {
+				r := done[ts.TaskID]
+				res.ImageID = r.imageID
+				res.SnapshotIDs = append(res.SnapshotIDs, r.snapshots...)
+			}
+		}
+		return res, nil
+	}
+	tasks, err := t.describeSnapshotTasks(ctx, imp.TaskIDs)
+	if err != nil {
+		return res, fmt.Errorf("read the cancelled import %s: %w", strings.Join(imp.TaskIDs, ", "), err)
+	}
+	for _, ts := range tasks {
+		if ts.Status == "completed" && ts.SnapshotID != "" {
+			res.SnapshotIDs = append(res.SnapshotIDs, ts.SnapshotID)
+		}
+	}
+	if imp.Name != "" {
+		imgs, err := t.describeImages(ctx, nil, []ec2types.Filter{{Name: sdk.String("name"), Values: []string{imp.Name}}})
+		if err != nil {
+			return res, fmt.Errorf("look for the image %s of the cancelled import: %w", imp.Name, err)
+		}
+		if len(imgs) > 0 {
+			res.ImageID = imgs[0].ID
+		}
+	}
+	return res, nil
 }
 
 // FindImportsInput selects import tasks to re-attach to after a crash.
@@ -608,15 +660,13 @@ func (t *Target) FindImports(ctx context.Context, in FindImportsInput) ([]Import
 		return true
 	}
 	var imps []Import
-	var token *string
-	for {
+	images := ec2.NewDescribeImportImageTasksPaginator(t.ec2, &ec2.DescribeImportImageTasksInput{Filters: filters})
+	for images.HasMorePages() {
 		var out *ec2.DescribeImportImageTasksOutput
-		err := t.withRetry(ctx, "DescribeImportImageTasks", nil, func(ctx context.Context) error {
-			var err error
-			out, err = t.ec2.DescribeImportImageTasks(ctx, &ec2.DescribeImportImageTasksInput{Filters: filters, NextToken: token})
+		if err := t.call(ctx, "DescribeImportImageTasks", func(ctx context.Context) (err error) {
+			out, err = images.NextPage(ctx)
 			return err
-		})
-		if err != nil {
+		}); err != nil {
 			return nil, fmt.Errorf("find imports: %w", err)
 		}
 		for _, it := range out.ImportImageTasks {
@@ -628,9 +678,6 @@ func (t *Target) FindImports(ctx context.Context, in FindImportsInput) ([]Import
 				ClientToken: tags[TagClientToken], Description: sdk.ToString(it.Description), Platform: sdk.ToString(it.Platform),
 				BootMode: string(it.BootMode), Architecture: sdk.ToString(it.Architecture), Tags: userTags(tags)})
 		}
-		if token = out.NextToken; token == nil || *token == "" {
-			break
-		}
 	}
 	type diskTask struct {
 		disk int
@@ -639,15 +686,13 @@ func (t *Target) FindImports(ctx context.Context, in FindImportsInput) ([]Import
 	groups := map[string][]diskTask{}
 	heads := map[string]Import{}
 	var order []string
-	token = nil
-	for {
+	snaps := ec2.NewDescribeImportSnapshotTasksPaginator(t.ec2, &ec2.DescribeImportSnapshotTasksInput{Filters: filters})
+	for snaps.HasMorePages() {
 		var out *ec2.DescribeImportSnapshotTasksOutput
-		err := t.withRetry(ctx, "DescribeImportSnapshotTasks", nil, func(ctx context.Context) error {
-			var err error
-			out, err = t.ec2.DescribeImportSnapshotTasks(ctx, &ec2.DescribeImportSnapshotTasksInput{Filters: filters, NextToken: token})
+		if err := t.call(ctx, "DescribeImportSnapshotTasks", func(ctx context.Context) (err error) {
+			out, err = snaps.NextPage(ctx)
 			return err
-		})
-		if err != nil {
+		}); err != nil {
 			return nil, fmt.Errorf("find imports: %w", err)
 		}
 		for _, it := range out.ImportSnapshotTasks {
@@ -668,13 +713,10 @@ func (t *Target) FindImports(ctx context.Context, in FindImportsInput) ([]Import
 			n, _ := strconv.Atoi(tags[tagDisk])
 			groups[key] = append(groups[key], diskTask{n, sdk.ToString(it.ImportTaskId)})
 		}
-		if token = out.NextToken; token == nil || *token == "" {
-			break
-		}
 	}
 	for _, key := range order {
 		g := groups[key]
-		sort.Slice(g, func(i, j int) bool { return g[i].disk < g[j].disk })
+		slices.SortFunc(g, func(a, b diskTask) int { return cmp.Compare(a.disk, b.disk) })
 		imp := heads[key]
 		for _, d := range g {
 			imp.TaskIDs = append(imp.TaskIDs, d.id)

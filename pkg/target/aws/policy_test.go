@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rehost/rehost/pkg/retry"
 	"io"
 	"syscall"
 	"testing"
@@ -86,13 +87,8 @@ func TestTransient(t *testing.T) {
 		{context.Canceled, false},
 		{errors.New("invalid input"), false},
 	} {
-		if got := transient(c.err); got != c.want {
-			t.Errorf("transient(%v) = %v, want %v", c.err, got, c.want)
-		}
-	}
-	for a := 0; a < 12; a++ {
-		if d := backoff(100e6, a); d <= 0 || d > 30e9 {
-			t.Fatalf("backoff(%d) = %v", a, d)
+		if got := retry.Transient(c.err); got != c.want {
+			t.Errorf("retry.Transient(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }

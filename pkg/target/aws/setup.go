@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,7 +22,6 @@ import (
 // Staging lifecycle: objects expire after a week, unfinished uploads after a day.
 const (
 	lifecycleRuleID    = "rehost-staging"
-	lifecyclePrefix    = "rehost/"
 	expireAfterDays    = 7
 	abortUploadsAfterD = 1
 )
@@ -128,6 +128,8 @@ func (t *Target) Setup(ctx context.Context, opts SetupOptions) (SetupReport, err
 type bucketSetting struct {
 	name string
 	want string
+	// feature names the S3 feature (as S3's documentation does) behind it.
+	feature string
 	// check returns ok, and a description of the current state when not ok.
 	check func(ctx context.Context) (bool, string, error)
 	apply func(ctx context.Context) error
@@ -139,16 +141,18 @@ func (t *Target) setupBucket(ctx context.Context, rep *SetupReport, opts SetupOp
 	if err != nil {
 		return err
 	}
+	var applied []string
 	for _, s := range t.bucketSettings(bucket, rep.Region, opts.KMSKeyID) {
 		if created {
 			if err := s.apply(ctx); err != nil {
-				return fmt.Errorf("set %s: %w", s.name, err)
+				return t.undoCreate(ctx, rep, applied, fmt.Errorf("set %s: %w", s.name, lacking(s, err)))
 			}
+			applied = append(applied, s.want)
 			continue
 		}
 		ok, have, err := s.check(ctx)
 		if err != nil {
-			return fmt.Errorf("check %s: %w", s.name, err)
+			return fmt.Errorf("check %s: %w", s.name, lacking(s, err))
 		}
 		if ok {
 			continue
@@ -158,7 +162,7 @@ func (t *Target) setupBucket(ctx context.Context, rep *SetupReport, opts SetupOp
 			continue
 		}
 		if err := s.apply(ctx); err != nil {
-			return fmt.Errorf("set %s: %w", s.name, err)
+			return fmt.Errorf("set %s: %w", s.name, lacking(s, err))
 		}
 		rep.change("bucket %s: %s changed from %s to %s", bucket, s.name, have, s.want)
 	}
@@ -170,6 +174,32 @@ func (t *Target) setupBucket(ctx context.Context, rep *SetupReport, opts SetupOp
 		rep.change("bucket %s: configured %s", bucket, strings.Join(names, "; "))
 	}
 	return nil
+}
+
+// undoCreate removes a bucket Setup created when configuring it failed, so
+// a failed setup leaves no half-configured bucket; when it cannot, the
+// report says what was set.
+func (t *Target) undoCreate(ctx context.Context, rep *SetupReport, applied []string, cause error) error {
+	bucket := rep.Bucket
+	if _, err := t.s3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: sdk.String(bucket)}); err != nil {
+		if len(applied) > 0 {
+			rep.change("bucket %s: configured %s", bucket, strings.Join(applied, "; "))
+		}
+		return fmt.Errorf("%w (the bucket created for it could not be removed again: %v)", cause, err)
+	}
+	rep.change("bucket %s: removed again, as configuring it failed", bucket)
+	return cause
+}
+
+// lacking words an S3 endpoint's 501 Not Implemented for a bucket setting
+// as the feature it lacks.
+func lacking(s bucketSetting, err error) error {
+	if httpStatus(err) != 501 && apiCode(err) != "NotImplemented" {
+		return err
+	}
+	return fmt.Errorf("the S3 endpoint does not implement %s (%s answered 501 Not Implemented); the staging bucket needs "+
+		"Block Public Access, default encryption, a bucket policy and lifecycle rules: use Amazon S3, or an S3-compatible "+
+		"server that has them (versitygw lacks some: put it behind `rehost-lab s3`, see docs/lab.md): %w", s.feature, s.name, err)
 }
 
 // ensureBucket creates the bucket unless it exists in the right region; it
@@ -237,8 +267,9 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 	}
 	return []bucketSetting{
 		{
-			name: "block public access",
-			want: "all four Block Public Access settings on",
+			name:    "block public access",
+			feature: "Block Public Access (PutPublicAccessBlock)",
+			want:    "all four Block Public Access settings on",
 			check: func(ctx context.Context) (bool, string, error) {
 				out, err := t.s3.GetPublicAccessBlock(ctx, &s3.GetPublicAccessBlockInput{Bucket: b})
 				if apiCode(err) == "NoSuchPublicAccessBlockConfiguration" {
@@ -259,7 +290,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 					}
 				}
 				if len(off) > 0 {
-					sortStrings(off)
+					slices.Sort(off)
 					return false, "partly off (" + strings.Join(off, ", ") + ")", nil
 				}
 				return true, "", nil
@@ -273,8 +304,9 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 			},
 		},
 		{
-			name: "default encryption",
-			want: wantEnc,
+			name:    "default encryption",
+			feature: "default bucket encryption (PutBucketEncryption)",
+			want:    wantEnc,
 			check: func(ctx context.Context) (bool, string, error) {
 				out, err := t.s3.GetBucketEncryption(ctx, &s3.GetBucketEncryptionInput{Bucket: b})
 				if apiCode(err) == "ServerSideEncryptionConfigurationNotFoundError" {
@@ -320,8 +352,9 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 			},
 		},
 		{
-			name: "bucket policy",
-			want: "a statement denying s3:* without TLS (aws:SecureTransport false)",
+			name:    "bucket policy",
+			feature: "bucket policies (PutBucketPolicy)",
+			want:    "a statement denying s3:* without TLS (aws:SecureTransport false)",
 			check: func(ctx context.Context) (bool, string, error) {
 				doc, err := t.bucketPolicy(ctx, bucket)
 				if err != nil {
@@ -366,8 +399,9 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 			},
 		},
 		{
-			name: "lifecycle",
-			want: fmt.Sprintf("objects under %s expire after %d days and unfinished uploads are aborted after %d day", lifecyclePrefix, expireAfterDays, abortUploadsAfterD),
+			name:    "lifecycle",
+			feature: "lifecycle configuration (PutBucketLifecycleConfiguration)",
+			want:    fmt.Sprintf("objects under %s expire after %d days and unfinished uploads are aborted after %d day", StagingPrefix, expireAfterDays, abortUploadsAfterD),
 			check: func(ctx context.Context) (bool, string, error) {
 				rules, err := t.lifecycleRules(ctx, bucket)
 				if err != nil {
@@ -378,7 +412,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 				}
 				expires, aborts := false, false
 				for _, r := range rules {
-					if r.Status != types.ExpirationStatusEnabled || !coversPrefix(r, lifecyclePrefix) {
+					if r.Status != types.ExpirationStatusEnabled || !coversPrefix(r, StagingPrefix) {
 						continue
 					}
 					if e := r.Expiration; e != nil && sdk.ToInt32(e.Days) > 0 && sdk.ToInt32(e.Days) <= expireAfterDays {
@@ -413,7 +447,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 				keep = append(keep, types.LifecycleRule{
 					ID:                             sdk.String(lifecycleRuleID),
 					Status:                         types.ExpirationStatusEnabled,
-					Filter:                         &types.LifecycleRuleFilter{Prefix: sdk.String(lifecyclePrefix)},
+					Filter:                         &types.LifecycleRuleFilter{Prefix: sdk.String(StagingPrefix)},
 					Expiration:                     &types.LifecycleExpiration{Days: sdk.Int32(expireAfterDays)},
 					AbortIncompleteMultipartUpload: &types.AbortIncompleteMultipartUpload{DaysAfterInitiation: sdk.Int32(abortUploadsAfterD)},
 				})
@@ -503,14 +537,6 @@ func sameKey(a, b string) bool {
 	return a == b || (a != "" && tail(a) == tail(b))
 }
 
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
 // rolePolicyName is the inline policy Setup manages on the service role:
 // one per staging bucket, so other users of the vmimport role keep theirs.
 func rolePolicyName(bucket string) string {
@@ -596,15 +622,14 @@ func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOpti
 	}
 	// A just-created role may not be visible to PutRolePolicy yet.
 	deadline := time.Now().Add(t.cfg.IAMPropagation)
-	for attempt := 0; ; attempt++ {
-		_, err = t.iam.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: name, PolicyName: sdk.String(docs.PolicyName), PolicyDocument: sdk.String(policy)})
-		if err == nil || apiCode(err) != "NoSuchEntity" || time.Now().After(deadline) {
-			break
-		}
-		if serr := sleep(ctx, backoff(t.cfg.RetryBaseDelay, attempt)); serr != nil {
-			return fmt.Errorf("put role policy %s: %w", docs.PolicyName, serr)
-		}
-	}
+	propagation := t.policy("PutRolePolicy").With(func(err error) bool {
+		return apiCode(err) == "NoSuchEntity" && time.Now().Before(deadline)
+	})
+	propagation.Attempts = 1 << 20 // the deadline ends it
+	err = propagation.Do(ctx, func(ctx context.Context) error {
+		_, err := t.iam.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: name, PolicyName: sdk.String(docs.PolicyName), PolicyDocument: sdk.String(policy)})
+		return err
+	})
 	if isAccessDenied(err) {
 		needAdmin("role %s: these credentials may not change its policies; ask an administrator to put inline policy %s shown", rep.RoleName, docs.PolicyName)
 		return nil

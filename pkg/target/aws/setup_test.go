@@ -123,6 +123,12 @@ func checkBucketSettings(t *testing.T, srv *s3peer.Server, bucket, kmsKey string
 			t.Errorf("lifecycle recorded lacks %s: %s", want, lc)
 		}
 	}
+	// The rule Setup wrote covers every key a run stages, whatever its ids.
+	for _, key := range []string{StagingKey("sms-job-1", "sms-run-1", 0, "vmdk"), StagingKey("../x", "/", 9, "vhdx")} {
+		if !lifecycleCovers(t, lc, key) {
+			t.Errorf("staged key %s falls outside the lifecycle rule: %s", key, lc)
+		}
+	}
 	pab := string(srv.Front.Config(bucket, s3peer.SubPublicAccessBlock))
 	for _, f := range []string{"BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"} {
 		if !strings.Contains(pab, "<"+f+">true</"+f+">") {
@@ -293,5 +299,23 @@ func TestSetupOtherRegion(t *testing.T) {
 	again, err := acc.t.Setup(ctx, SetupOptions{CreateRole: true})
 	if err != nil || len(again.Changes) != 0 {
 		t.Fatalf("re-run: %q, %v", again.Changes, err)
+	}
+}
+
+// Against an S3 server lacking a feature the staging bucket needs (bare
+// versitygw answers 501 to Block Public Access), Setup says which, and
+// removes the bucket it created rather than leave it half configured.
+func TestSetupEndpointLackingAFeature(t *testing.T) {
+	acc := newAccountOn(t, s3peer.Options{TLS: true, NoFront: true}, emulator.Config{}, Config{})
+	rep, err := acc.t.Setup(context.Background(), SetupOptions{Bucket: "staging-bare", CreateRole: true})
+	if err == nil || !strings.Contains(err.Error(), "does not implement Block Public Access (PutPublicAccessBlock)") ||
+		!strings.Contains(err.Error(), "rehost-lab s3") {
+		t.Fatalf("setup against bare versitygw: %v", err)
+	}
+	if len(rep.Changes) != 2 || !strings.Contains(rep.Changes[0], "created") || !strings.Contains(rep.Changes[1], "removed again") {
+		t.Fatalf("changes reported: %q", rep.Changes)
+	}
+	if _, err := acc.srv.S3Client().HeadBucket(context.Background(), &s3.HeadBucketInput{Bucket: sdk.String("staging-bare")}); err == nil {
+		t.Fatal("the half-configured bucket is still there")
 	}
 }

@@ -2,7 +2,9 @@ package aws
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -11,10 +13,11 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"path"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -85,24 +88,72 @@ type StageInput struct {
 	Key string
 	// Body is read once, sequentially, to EOF; its length need not be known.
 	Body io.Reader
-	// SizeHint is the stream length or an upper bound of it (a disk's
-	// capacity); -1 or 0 when unknown. With a hint the part size is fixed at
-	// max(Config.PartSize, hint/10000); without one parts grow (see Upload).
+	// SizeHint is the stream length or an upper bound of it (for a disk
+	// image, disk.MaxImageSize of its capacity); -1 or 0 when unknown. With
+	// a hint the part size is fixed at max(Config.PartSize, hint/10000);
+	// without one parts grow (see Upload).
 	SizeHint int64
 	// Format is recorded in the returned Object for StartImport.
 	Format disk.Format
 	// Resume continues an earlier upload; Body must then yield the same
 	// content from the start.
 	Resume *Upload
-	// OnProgress receives the number of bytes stored so far; OnPart the
-	// upload state after every completed part (persist it to resume). Calls
-	// are serialized.
-	OnProgress func(done int64)
-	OnPart     func(Upload)
+	// Tracker, when set, is kept up to date with the bytes stored and the
+	// upload's parts, for the caller to read whenever it likes (persist the
+	// upload to resume it, report progress): the upload never waits on it.
+	Tracker *Tracker
+	// BeforeComplete, when set, is called once with every part of the
+	// upload, just before it is completed: a caller that persists it there
+	// finds the object after a crash between completing the upload and
+	// learning so (see Recover). An error it returns fails Stage.
+	BeforeComplete func(Upload) error
 	// KeepOnFailure leaves the multipart upload in place when Stage fails
 	// or is cancelled, so a later Stage can Resume it; the caller then owns
 	// it (resume it or AbortUploads). Otherwise it is aborted.
 	KeepOnFailure bool
+}
+
+// Tracker follows one Stage: its workers add to it, any goroutine reads it.
+// The zero value is ready to use.
+type Tracker struct {
+	done atomic.Int64
+	mu   sync.Mutex
+	up   Upload
+	gen  int // bumped by every part recorded
+}
+
+// Bytes is the number of bytes stored so far (resumed parts included).
+func (k *Tracker) Bytes() int64 { return k.done.Load() }
+
+// Upload returns the upload with the parts stored so far, in order, and a
+// generation number that changes whenever a part is added (so a reader can
+// skip persisting an unchanged state). It is empty until the upload exists.
+func (k *Tracker) Upload() (Upload, int) {
+	k.mu.Lock()
+	u, gen := k.up, k.gen
+	u.Parts = slices.Clone(k.up.Parts)
+	k.mu.Unlock()
+	slices.SortFunc(u.Parts, func(a, b Part) int { return cmp.Compare(a.Number, b.Number) })
+	return u, gen
+}
+
+// Start resets the tracker to a new upload with no parts; the stager calls
+// it (as does any other implementation of staging).
+func (k *Tracker) Start(u Upload) {
+	k.mu.Lock()
+	k.up, k.gen = u, k.gen+1
+	k.up.Parts = nil
+	k.mu.Unlock()
+	k.done.Store(0)
+}
+
+// Add records a stored part.
+func (k *Tracker) Add(p Part) {
+	k.mu.Lock()
+	k.up.Parts = append(k.up.Parts, p)
+	k.gen++
+	k.mu.Unlock()
+	k.done.Add(p.Size)
 }
 
 // Object is a staged object.
@@ -117,29 +168,6 @@ type Object struct {
 	Parts    int    `json:"parts"`
 	// Reused counts parts kept from a resumed upload without re-sending.
 	Reused int `json:"reused,omitempty"`
-}
-
-// StagingKey is the object key of a disk: rehost/<job>/<run>/disk-<n>.<ext>.
-func StagingKey(job, run string, disk int, ext string) string {
-	ext = strings.TrimPrefix(ext, ".")
-	name := fmt.Sprintf("disk-%d", disk)
-	if ext != "" {
-		name += "." + ext
-	}
-	return path.Join("rehost", clean(job), clean(run), name)
-}
-
-func clean(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r == '/' || r == '\\' || r < 0x20 {
-			return '_'
-		}
-		return r
-	}, s)
-	if s == "" || s == "." || s == ".." {
-		return "_"
-	}
-	return s
 }
 
 // sse returns the server-side encryption settings for new objects.
@@ -167,10 +195,14 @@ func (t *Target) Stage(ctx context.Context, in StageInput) (Object, error) {
 	if err != nil {
 		return Object{}, fmt.Errorf("stage %s: %w", in.Key, err)
 	}
-	st := &stager{t: t, in: in, held: map[int32]types.Part{}}
+	st := &stager{t: t, in: in, held: map[int32]types.Part{}, track: in.Tracker}
+	if st.track == nil {
+		st.track = new(Tracker)
+	}
 	if err := st.open(ctx, bucket); err != nil {
 		return Object{}, fmt.Errorf("stage %s: %w", in.Key, err)
 	}
+	st.track.Start(st.up)
 	obj, err := st.run(ctx)
 	if err != nil {
 		if !in.KeepOnFailure {
@@ -186,7 +218,7 @@ func (t *Target) Stage(ctx context.Context, in StageInput) (Object, error) {
 func (t *Target) abort(bucket, key, id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := t.withRetry(ctx, "AbortMultipartUpload", nil, func(ctx context.Context) error {
+	err := t.call(ctx, "AbortMultipartUpload", func(ctx context.Context) error {
 		_, err := t.s3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 			Bucket: sdk.String(bucket), Key: sdk.String(key), UploadId: sdk.String(id)})
 		return err
@@ -204,8 +236,9 @@ type stager struct {
 	held map[int32]types.Part // what S3 holds of a resumed upload, by number
 	prev map[int32]Part       // what the caller recorded, by number
 
+	track *Tracker
+
 	mu     sync.Mutex
-	done   int64
 	parts  map[int32]Part
 	reused int
 }
@@ -246,7 +279,7 @@ func (st *stager) open(ctx context.Context, bucket string) error {
 	}
 	alg, kms, bk := t.sse()
 	var out *s3.CreateMultipartUploadOutput
-	err := t.withRetry(ctx, "CreateMultipartUpload", nil, func(ctx context.Context) error {
+	err := t.call(ctx, "CreateMultipartUpload", func(ctx context.Context) error {
 		var err error
 		out, err = t.s3.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 			Bucket: sdk.String(bucket), Key: sdk.String(st.in.Key),
@@ -264,14 +297,13 @@ func (st *stager) open(ctx context.Context, bucket string) error {
 }
 
 func (st *stager) listHeld(ctx context.Context) error {
-	var marker *string
-	for {
+	pages := s3.NewListPartsPaginator(st.t.s3, &s3.ListPartsInput{
+		Bucket: sdk.String(st.up.Bucket), Key: sdk.String(st.up.Key), UploadId: sdk.String(st.up.UploadID)})
+	for pages.HasMorePages() {
 		var out *s3.ListPartsOutput
-		err := st.t.withRetry(ctx, "ListParts", nil, func(ctx context.Context) error {
+		err := st.t.call(ctx, "ListParts", func(ctx context.Context) error {
 			var err error
-			out, err = st.t.s3.ListParts(ctx, &s3.ListPartsInput{
-				Bucket: sdk.String(st.up.Bucket), Key: sdk.String(st.up.Key),
-				UploadId: sdk.String(st.up.UploadID), PartNumberMarker: marker})
+			out, err = pages.NextPage(ctx)
 			return err
 		})
 		if err != nil {
@@ -280,11 +312,8 @@ func (st *stager) listHeld(ctx context.Context) error {
 		for _, p := range out.Parts {
 			st.held[sdk.ToInt32(p.PartNumber)] = p
 		}
-		if !sdk.ToBool(out.IsTruncated) || out.NextPartNumberMarker == nil {
-			return nil
-		}
-		marker = out.NextPartNumberMarker
 	}
+	return nil
 }
 
 // hintedPartSize is the fixed part size for a stream of at most hint bytes:
@@ -352,9 +381,10 @@ read:
 		case err == io.EOF || err == errShort:
 			last = true // n == 1 with no data: a single empty part
 		case err != nil:
+			// Parts already read are good: let them finish, so a resume
+			// keeps them, then fail with the source's error.
 			readErr = fmt.Errorf("read source at byte %d: %w", total+int64(m), err)
 			pool <- buf
-			cancel(readErr)
 			break read
 		}
 		if n > MaxParts {
@@ -380,6 +410,9 @@ read:
 	if err := context.Cause(ctx); err != nil {
 		return Object{}, err
 	}
+	if readErr != nil {
+		return Object{}, readErr
+	}
 	return st.complete(ctx, total, count)
 }
 
@@ -391,8 +424,8 @@ func (st *stager) part(ctx context.Context, n int32, buf []byte) error {
 	binary.BigEndian.PutUint32(c[:], crc32.Checksum(buf, castagnoli))
 	p.Checksum = base64.StdEncoding.EncodeToString(c[:])
 	// SHA-256 only serves a later resume: skip its cost (about a third of
-	// staging's CPU) when nobody records parts and this is not a resume.
-	if st.in.OnPart != nil || st.prev != nil {
+	// staging's CPU) when nobody tracks parts and this is not a resume.
+	if st.in.Tracker != nil || st.prev != nil {
 		sum := sha256.Sum256(buf)
 		p.SHA256 = hex.EncodeToString(sum[:])
 	}
@@ -411,14 +444,14 @@ func (st *stager) part(ctx context.Context, n int32, buf []byte) error {
 	t := st.t
 	// Generous per-attempt deadline: 5 minutes plus 1 MiB/s.
 	perAttempt := 5*time.Minute + time.Duration(len(buf)>>20)*time.Second
-	err := t.withRetry(ctx, "UploadPart", nil, func(ctx context.Context) error {
+	err := t.call(ctx, "UploadPart", func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, perAttempt)
 		defer cancel()
 		out, err := t.s3.UploadPart(actx, &s3.UploadPartInput{
 			Bucket: sdk.String(st.up.Bucket), Key: sdk.String(st.up.Key), UploadId: sdk.String(st.up.UploadID),
 			PartNumber: sdk.Int32(n), Body: bytes.NewReader(buf), ContentLength: sdk.Int64(int64(len(buf))),
 			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
-		}, noSDKRetry)
+		})
 		if err != nil {
 			return err
 		}
@@ -440,39 +473,30 @@ type checksumError struct {
 	want, got string
 }
 
+// Transient: a part S3 stored differently from what was sent was damaged in
+// transit; sending it again is the remedy.
+func (e *checksumError) Transient() bool { return true }
+
 func (e *checksumError) Error() string {
 	return fmt.Sprintf("part %d: S3 stored CRC32C %s, sent %s", e.part, e.got, e.want)
 }
 
-// noSDKRetry turns off the SDK's own retries so every retry re-sends the
-// part from its buffer under our backoff (and the fault-injection counts in
-// tests are exact).
-func noSDKRetry(o *s3.Options) { o.Retryer = sdk.NopRetryer{} }
-
+// record notes a stored part: a map insert and two counters, nothing that
+// waits (see Tracker).
 func (st *stager) record(p Part, reused bool) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	st.parts[p.Number] = p
-	st.done += p.Size
 	if reused {
 		st.reused++
 	}
-	if st.in.OnPart != nil {
-		st.in.OnPart(st.snapshot())
-	}
-	if st.in.OnProgress != nil {
-		st.in.OnProgress(st.done)
-	}
+	st.mu.Unlock()
+	st.track.Add(p)
 }
 
 // snapshot is the upload with its completed parts in order; st.mu held.
 func (st *stager) snapshot() Upload {
 	u := st.up
-	u.Parts = make([]Part, 0, len(st.parts))
-	for _, p := range st.parts {
-		u.Parts = append(u.Parts, p)
-	}
-	sort.Slice(u.Parts, func(i, j int) bool { return u.Parts[i].Number < u.Parts[j].Number })
+	u.Parts = slices.SortedFunc(maps.Values(st.parts), func(a, b Part) int { return cmp.Compare(a.Number, b.Number) })
 	return u
 }
 
@@ -484,12 +508,17 @@ func (st *stager) complete(ctx context.Context, total int64, count int32) (Objec
 	if int32(len(u.Parts)) != count {
 		return Object{}, fmt.Errorf("internal: %d parts stored, %d read", len(u.Parts), count)
 	}
+	if st.in.BeforeComplete != nil {
+		if err := st.in.BeforeComplete(u); err != nil {
+			return Object{}, fmt.Errorf("before completing the upload: %w", err)
+		}
+	}
 	cp := make([]types.CompletedPart, len(u.Parts))
 	for i, p := range u.Parts {
 		cp[i] = types.CompletedPart{PartNumber: sdk.Int32(p.Number), ETag: sdk.String(p.ETag), ChecksumCRC32C: sdk.String(p.Checksum)}
 	}
 	var out *s3.CompleteMultipartUploadOutput
-	err := t.withRetry(ctx, "CompleteMultipartUpload", nil, func(ctx context.Context) error {
+	err := t.call(ctx, "CompleteMultipartUpload", func(ctx context.Context) error {
 		var err error
 		out, err = t.s3.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 			Bucket: sdk.String(u.Bucket), Key: sdk.String(u.Key), UploadId: sdk.String(u.UploadID),
@@ -541,3 +570,83 @@ func fill(r io.Reader, p []byte) (int, error) {
 var errShort = errors.New("short read at end of stream")
 
 func trimQuotes(s string) string { return strings.Trim(s, `"`) }
+
+// Recover finds the object a recorded upload became when the upload was
+// completed but its caller never learnt so (a crash between
+// CompleteMultipartUpload and recording the answer): the upload is gone and
+// the key holds an object whose size and checksum are those of the recorded
+// parts. ok is false when that is not so — the upload is still open (resume
+// it with Stage), or the object is missing or different (stage again).
+func (t *Target) Recover(ctx context.Context, up Upload, format disk.Format) (obj Object, ok bool, err error) {
+	if up.UploadID == "" || up.Key == "" || len(up.Parts) == 0 {
+		return Object{}, false, nil
+	}
+	bucket := cmp.Or(up.Bucket, t.cfg.Bucket)
+	err = t.call(ctx, "ListParts", func(ctx context.Context) error {
+		_, err := t.s3.ListParts(ctx, &s3.ListPartsInput{Bucket: sdk.String(bucket), Key: sdk.String(up.Key),
+			UploadId: sdk.String(up.UploadID), MaxParts: sdk.Int32(1)})
+		return err
+	})
+	switch {
+	case err == nil:
+		return Object{}, false, nil // still open: Stage resumes it
+	case apiCode(err) != "NoSuchUpload":
+		return Object{}, false, fmt.Errorf("recover s3://%s/%s: list parts of upload %s: %w", bucket, up.Key, up.UploadID, err)
+	}
+	var h *s3.HeadObjectOutput
+	err = t.call(ctx, "HeadObject", func(ctx context.Context) error {
+		var err error
+		h, err = t.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: sdk.String(bucket), Key: sdk.String(up.Key),
+			ChecksumMode: types.ChecksumModeEnabled})
+		return err
+	})
+	if code := apiCode(err); code == "NotFound" || code == "NoSuchKey" {
+		return Object{}, false, nil
+	}
+	if err != nil {
+		return Object{}, false, fmt.Errorf("recover s3://%s/%s: %w", bucket, up.Key, err)
+	}
+	var size int64
+	for _, p := range up.Parts {
+		size += p.Size
+	}
+	obj = Object{Bucket: bucket, Key: up.Key, Size: sdk.ToInt64(h.ContentLength), ETag: sdk.ToString(h.ETag),
+		Checksum: sdk.ToString(h.ChecksumCRC32C), Format: format, Parts: len(up.Parts), Reused: len(up.Parts)}
+	if obj.Size != size || !sameParts(up.Parts, obj.Checksum, obj.ETag) {
+		t.log.Info("an object is at the key of a finished upload but is not the recorded one; staging again",
+			"bucket", bucket, "key", up.Key, "size", obj.Size, "recordedSize", size)
+		return Object{}, false, nil
+	}
+	return obj, true, nil
+}
+
+// sameParts reports whether an object's composite checksum (CRC32C of the
+// parts' CRC32Cs, "-N"), or failing that its multipart ETag (MD5 of the
+// parts' MD5s, "-N"), is that of the recorded parts. Neither known: false.
+func sameParts(parts []Part, checksum, etag string) bool {
+	n := fmt.Sprintf("-%d", len(parts))
+	if checksum != "" {
+		crc := crc32.New(castagnoli)
+		for _, p := range parts {
+			b, err := base64.StdEncoding.DecodeString(p.Checksum)
+			if err != nil || len(b) != 4 {
+				return false
+			}
+			crc.Write(b)
+		}
+		return checksum == base64.StdEncoding.EncodeToString(crc.Sum(nil))+n
+	}
+	etag = trimQuotes(etag)
+	if !strings.HasSuffix(etag, n) {
+		return false
+	}
+	m := md5.New()
+	for _, p := range parts {
+		b, err := hex.DecodeString(trimQuotes(p.ETag))
+		if err != nil || len(b) != md5.Size {
+			return false
+		}
+		m.Write(b)
+	}
+	return etag == hex.EncodeToString(m.Sum(nil))+n
+}

@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -124,23 +123,20 @@ func TestStageUnknownLengthOverTLSWithFaults(t *testing.T) {
 	env.srv.Front.Inject("UploadPart", 9, s3peer.DropAfter(2<<20))
 	const size = 300 << 20
 	src := newGen(1, size)
-	var lastProgress atomic.Int64
-	var onParts atomic.Int32
+	var track Tracker
 	key := StagingKey("job-1", "run-1", 0, "vmdk")
 	obj, err := env.t.Stage(context.Background(), StageInput{
-		Key: key, Body: src, SizeHint: -1, Format: "vmdk",
-		OnProgress: func(d int64) { lastProgress.Store(d) },
-		OnPart:     func(Upload) { onParts.Add(1) },
+		Key: key, Body: src, SizeHint: -1, Format: "vmdk", Tracker: &track,
 	})
 	if err != nil {
 		t.Fatalf("stage: %v", err)
 	}
-	if obj.Size != size || lastProgress.Load() != size || obj.Format != "vmdk" {
-		t.Fatalf("object size %d, progress %d, format %q; want %d", obj.Size, lastProgress.Load(), obj.Format, size)
+	if obj.Size != size || track.Bytes() != size || obj.Format != "vmdk" {
+		t.Fatalf("object size %d, tracked %d, format %q; want %d", obj.Size, track.Bytes(), obj.Format, size)
 	}
 	wantParts := (size + minGrowingPartSize - 1) / minGrowingPartSize
-	if obj.Parts != wantParts || int(onParts.Load()) != wantParts {
-		t.Fatalf("parts %d, OnPart calls %d; want %d", obj.Parts, onParts.Load(), wantParts)
+	if up, _ := track.Upload(); obj.Parts != wantParts || len(up.Parts) != wantParts || up.UploadID == "" {
+		t.Fatalf("parts %d, tracked %d; want %d", obj.Parts, len(up.Parts), wantParts)
 	}
 	if n := env.srv.Front.Count("UploadPart"); n != wantParts+2 {
 		t.Fatalf("front saw %d UploadPart requests, want %d (parts + the two faulted)", n, wantParts+2)
@@ -171,25 +167,15 @@ func TestStageResumeSkipsStoredParts(t *testing.T) {
 	const size = 100<<20 + 12345
 	key := StagingKey("job", "run", 1, "raw")
 	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var saved Upload
+	var track Tracker
+	go cancelAfterParts(&track, 5, cancel)
 	_, err := env.t.Stage(ctx, StageInput{
-		Key: key, Body: newGen(7, size), SizeHint: -1, KeepOnFailure: true,
-		OnPart: func(u Upload) {
-			mu.Lock()
-			defer mu.Unlock()
-			saved = u
-			if len(u.Parts) == 5 {
-				cancel()
-			}
-		},
+		Key: key, Body: newGen(7, size), SizeHint: -1, KeepOnFailure: true, Tracker: &track,
 	})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("first stage: want cancellation, got %v", err)
 	}
-	mu.Lock()
-	resume := saved
-	mu.Unlock()
+	resume, _ := track.Upload()
 	if len(resume.Parts) < 5 || resume.UploadID == "" {
 		t.Fatalf("saved upload has %d parts", len(resume.Parts))
 	}
@@ -217,20 +203,11 @@ func TestStageResumeSkipsStoredParts(t *testing.T) {
 	// A source that changed under a recorded part: that part is sent again
 	// and the object holds the new bytes.
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	var saved2 Upload
+	var track2 Tracker
+	go cancelAfterParts(&track2, 2, cancel2)
 	key2 := StagingKey("job", "run", 2, "raw")
-	env.t.Stage(ctx2, StageInput{Key: key2, Body: newGen(8, 40<<20), KeepOnFailure: true,
-		OnPart: func(u Upload) {
-			mu.Lock()
-			defer mu.Unlock()
-			saved2 = u
-			if len(u.Parts) >= 2 {
-				cancel2()
-			}
-		}})
-	mu.Lock()
-	resume2 := saved2
-	mu.Unlock()
+	env.t.Stage(ctx2, StageInput{Key: key2, Body: newGen(8, 40<<20), KeepOnFailure: true, Tracker: &track2})
+	resume2, _ := track2.Upload()
 	before = env.srv.Front.Count("UploadPart")
 	src2 := newGen(9, 40<<20) // different content
 	obj2, err := env.t.Stage(context.Background(), StageInput{Key: key2, Body: src2, Resume: &resume2})
@@ -285,8 +262,9 @@ func TestStageAbortsOnFailureAndCancel(t *testing.T) {
 	failing.Store(false)
 	// Cancellation aborts too.
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err = env.t.Stage(ctx, StageInput{Key: "rehost/j/r/disk-2.raw", Body: newGen(3, 60<<20),
-		OnPart: func(Upload) { cancel() }})
+	var track Tracker
+	go cancelAfterParts(&track, 1, cancel)
+	_, err = env.t.Stage(ctx, StageInput{Key: "rehost/j/r/disk-2.raw", Body: newGen(3, 60<<20), Tracker: &track})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("want cancellation, got %v", err)
 	}
@@ -349,6 +327,18 @@ func TestPartSizing(t *testing.T) {
 	}
 }
 
+// cancelAfterParts cancels a stage once its tracker holds n parts, as a
+// process killed mid-upload would stop it.
+func cancelAfterParts(k *Tracker, n int, cancel func()) {
+	for {
+		if up, _ := k.Upload(); len(up.Parts) >= n {
+			cancel()
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
@@ -400,5 +390,53 @@ func TestStageMemoryBounded(t *testing.T) {
 		small>>20, large>>20, 3*part>>20)
 	if large > bound || small > bound {
 		t.Fatalf("peak heap %d / %d bytes exceeds %d", small, large, bound)
+	}
+}
+
+// A crash between completing an upload and recording the object: the
+// recorded upload (all its parts) finds the object, nothing is re-sent.
+func TestRecoverCompletedUpload(t *testing.T) {
+	env := newPeerTarget(t, true, Config{Concurrency: 2, PartSize: 5 << 20})
+	ctx := context.Background()
+	const size = 23<<20 + 5
+	key := StagingKey("job", "run-rec", 0, "raw")
+	var track Tracker
+	obj, err := env.t.Stage(ctx, StageInput{Key: key, Body: newGen(4, size), SizeHint: size, Format: "raw", Tracker: &track})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ := track.Upload()
+	before := env.srv.Front.Count("UploadPart")
+	got, ok, err := env.t.Recover(ctx, up, "raw")
+	if err != nil || !ok || got.Size != size || got.Key != key || got.Format != "raw" {
+		t.Fatalf("recover: %+v, %v, %v (staged %+v)", got, ok, err, obj)
+	}
+	if env.srv.Front.Count("UploadPart") != before {
+		t.Fatal("recover sent parts")
+	}
+
+	// An upload still open is not recovered: Stage resumes it.
+	ctx2, cancel := context.WithCancel(ctx)
+	var open Tracker
+	go cancelAfterParts(&open, 1, cancel)
+	key2 := StagingKey("job", "run-rec", 1, "raw")
+	env.t.Stage(ctx2, StageInput{Key: key2, Body: newGen(5, size), SizeHint: size, KeepOnFailure: true, Tracker: &open})
+	up2, _ := open.Upload()
+	if _, ok, err := env.t.Recover(ctx, up2, "raw"); ok || err != nil {
+		t.Fatalf("recover of an open upload: %v, %v", ok, err)
+	}
+	env.t.AbortUploads(ctx, RunPrefix("job", "run-rec"))
+
+	// A different object at the key (same size, other bytes) is not taken.
+	if _, err := env.t.Stage(ctx, StageInput{Key: key, Body: newGen(6, size), SizeHint: size}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := env.t.Recover(ctx, up, "raw"); ok || err != nil {
+		t.Fatalf("recover over a different object: %v, %v", ok, err)
+	}
+	// Nothing at the key: not recovered either.
+	env.t.DeleteStaged(ctx, key)
+	if _, ok, err := env.t.Recover(ctx, up, "raw"); ok || err != nil {
+		t.Fatalf("recover with no object: %v, %v", ok, err)
 	}
 }

@@ -48,50 +48,38 @@ func (t *Target) ListStaged(ctx context.Context, prefix string) (Staged, error) 
 
 func (t *Target) listObjects(ctx context.Context, bucket, prefix string) ([]StagedObject, error) {
 	var objs []StagedObject
-	var token *string
-	for {
+	pages := s3.NewListObjectsV2Paginator(t.s3, &s3.ListObjectsV2Input{Bucket: sdk.String(bucket), Prefix: sdk.String(prefix)})
+	for pages.HasMorePages() {
 		var out *s3.ListObjectsV2Output
-		err := t.withRetry(ctx, "ListObjectsV2", nil, func(ctx context.Context) error {
-			var err error
-			out, err = t.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
-				Bucket: sdk.String(bucket), Prefix: sdk.String(prefix), ContinuationToken: token})
+		if err := t.call(ctx, "ListObjectsV2", func(ctx context.Context) (err error) {
+			out, err = pages.NextPage(ctx)
 			return err
-		})
-		if err != nil {
+		}); err != nil {
 			return nil, err
 		}
 		for _, o := range out.Contents {
 			objs = append(objs, StagedObject{Key: sdk.ToString(o.Key), Size: sdk.ToInt64(o.Size), LastModified: sdk.ToTime(o.LastModified)})
 		}
-		if !sdk.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
-			return objs, nil
-		}
-		token = out.NextContinuationToken
 	}
+	return objs, nil
 }
 
 func (t *Target) listUploads(ctx context.Context, bucket, prefix string) ([]PendingUpload, error) {
 	var ups []PendingUpload
-	var keyMarker, idMarker *string
-	for {
+	pages := s3.NewListMultipartUploadsPaginator(t.s3, &s3.ListMultipartUploadsInput{Bucket: sdk.String(bucket), Prefix: sdk.String(prefix)})
+	for pages.HasMorePages() {
 		var out *s3.ListMultipartUploadsOutput
-		err := t.withRetry(ctx, "ListMultipartUploads", nil, func(ctx context.Context) error {
-			var err error
-			out, err = t.s3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{
-				Bucket: sdk.String(bucket), Prefix: sdk.String(prefix), KeyMarker: keyMarker, UploadIdMarker: idMarker})
+		if err := t.call(ctx, "ListMultipartUploads", func(ctx context.Context) (err error) {
+			out, err = pages.NextPage(ctx)
 			return err
-		})
-		if err != nil {
+		}); err != nil {
 			return nil, err
 		}
 		for _, u := range out.Uploads {
 			ups = append(ups, PendingUpload{Key: sdk.ToString(u.Key), UploadID: sdk.ToString(u.UploadId), Initiated: sdk.ToTime(u.Initiated)})
 		}
-		if !sdk.ToBool(out.IsTruncated) || (out.NextKeyMarker == nil && out.NextUploadIdMarker == nil) {
-			return ups, nil
-		}
-		keyMarker, idMarker = out.NextKeyMarker, out.NextUploadIdMarker
 	}
+	return ups, nil
 }
 
 // AbortUploads aborts every pending multipart upload under prefix and
@@ -107,7 +95,7 @@ func (t *Target) AbortUploads(ctx context.Context, prefix string) (int, error) {
 	}
 	n := 0
 	for _, u := range ups {
-		err := t.withRetry(ctx, "AbortMultipartUpload", nil, func(ctx context.Context) error {
+		err := t.call(ctx, "AbortMultipartUpload", func(ctx context.Context) error {
 			_, err := t.s3.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 				Bucket: sdk.String(bucket), Key: sdk.String(u.Key), UploadId: sdk.String(u.UploadID)})
 			return err
@@ -135,7 +123,7 @@ func (t *Target) DeleteStaged(ctx context.Context, prefix string) (int, error) {
 	}
 	n := 0
 	for _, o := range objs {
-		err := t.withRetry(ctx, "DeleteObject", nil, func(ctx context.Context) error {
+		err := t.call(ctx, "DeleteObject", func(ctx context.Context) error {
 			_, err := t.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: sdk.String(bucket), Key: sdk.String(o.Key)})
 			return err
 		})

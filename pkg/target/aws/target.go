@@ -28,6 +28,7 @@ import (
 // S3API is the part of the S3 client the target uses.
 type S3API interface {
 	CreateBucket(context.Context, *s3.CreateBucketInput, ...func(*s3.Options)) (*s3.CreateBucketOutput, error)
+	DeleteBucket(context.Context, *s3.DeleteBucketInput, ...func(*s3.Options)) (*s3.DeleteBucketOutput, error)
 	HeadBucket(context.Context, *s3.HeadBucketInput, ...func(*s3.Options)) (*s3.HeadBucketOutput, error)
 	GetBucketLocation(context.Context, *s3.GetBucketLocationInput, ...func(*s3.Options)) (*s3.GetBucketLocationOutput, error)
 	GetPublicAccessBlock(context.Context, *s3.GetPublicAccessBlockInput, ...func(*s3.Options)) (*s3.GetPublicAccessBlockOutput, error)
@@ -61,6 +62,7 @@ type EC2API interface {
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
+	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
 }
 
 // IAMAPI is the part of the IAM client the target uses.
@@ -115,14 +117,17 @@ type Config struct {
 	// at least 8 MiB for streams of unknown length so that 10,000 growing
 	// parts still cover 5 TiB).
 	PartSize int64
-	// RetryAttempts per part and per polling call (default 8);
+	// RetryAttempts per AWS call, a part upload included (default 8);
 	// RetryBaseDelay is the first backoff (default 500ms, doubled per
-	// attempt, capped at 30s, with jitter).
+	// attempt, capped at 30s, with jitter). See pkg/retry.
 	RetryAttempts  int
 	RetryBaseDelay time.Duration
 	// PollInitial and PollMax bound the import polling interval (defaults
 	// 2s and 30s); it grows by half each poll without progress.
 	PollInitial, PollMax time.Duration
+	// ImportMode is how StartImport makes AMIs when ImportInput.Mode is
+	// empty (default ModeImportImage).
+	ImportMode ImportMode
 	// IAMPropagation bounds how long Setup and StartImport wait for a new
 	// role to become usable (default 2 minutes).
 	IAMPropagation time.Duration
@@ -149,6 +154,10 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 	if cfg.Profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(cfg.Profile))
 	}
+	// The SDK's retryer is off: every call is retried once, by the
+	// target's own policy (retry.go), which re-sends a part from its buffer
+	// and never nests inside another retry.
+	opts = append(opts, config.WithRetryer(func() sdk.Retryer { return sdk.NopRetryer{} }))
 	if cfg.AccessKeyID != "" {
 		opts = append(opts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, cfg.SessionToken)))
@@ -213,6 +222,9 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	}
 	if cfg.PollMax < cfg.PollInitial {
 		cfg.PollMax = cfg.PollInitial
+	}
+	if cfg.ImportMode == "" {
+		cfg.ImportMode = ModeImportImage
 	}
 	if cfg.IAMPropagation <= 0 {
 		cfg.IAMPropagation = 2 * time.Minute

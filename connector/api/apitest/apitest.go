@@ -1,0 +1,140 @@
+// Package apitest starts a connector serving its API over HTTPS on loopback,
+// against the demo's peers (simulated vCenter, versitygw, AWS emulator), for
+// the tests of the API, its clients and the CLI.
+package apitest
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/demo"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
+	"github.com/rehost/rehost/pkg/vspheresim"
+	"github.com/rehost/rehost/scheduler"
+)
+
+// Options tune Start.
+type Options struct {
+	// VMs of the simulated vCenter (default the demo's).
+	VMs []vspheresim.VMSpec
+	// Unregistered leaves the connector without AWS registration and
+	// source.
+	Unregistered bool
+	// Metrics polls every MetricsEvery (default 100 ms).
+	MetricsEvery time.Duration
+	// PerKeyRate and PerKeyBurst override the endpoint's rate limit.
+	PerKeyRate  float64
+	PerKeyBurst int
+}
+
+// Connector is a connector serving on loopback.
+type Connector struct {
+	Peers  *demo.Peers
+	D      *daemon.Daemon
+	Dir    string // state directory
+	URL    string // https://127.0.0.1:PORT
+	Region string
+	// Fingerprint pins the certificate; Key is an issued access key.
+	Fingerprint string
+	Key         daemon.AccessKey
+	// Log holds everything the connector logged.
+	Log *SyncBuffer
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writes.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Start starts the peers and a connector registered with them, with the
+// simulated vCenter as a source and one access key, serving the API.
+// Everything stops when the test ends.
+func Start(t testing.TB, o Options) *Connector {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	dir := t.TempDir()
+	peers, err := demo.StartPeers(ctx, demo.PeerOptions{Dir: filepath.Join(dir, "peers"), VMs: o.VMs, ImportDuration: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Connector{Peers: peers, Dir: filepath.Join(dir, "state"), Log: &SyncBuffer{}}
+	// As rehost serve does: to stderr (here a buffer) and the log file.
+	logFile, err := daemon.OpenLogFile(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(io.MultiWriter(c.Log, logFile), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c.D, err = daemon.Open(ctx, c.Dir, daemon.Options{Log: log, ProgressEvery: 100 * time.Millisecond,
+		Scheduler: scheduler.Options{ResyncInterval: 500 * time.Millisecond, OnDemandPer24h: -1, Logger: log}})
+	if err != nil {
+		peers.Close()
+		t.Fatal(err)
+	}
+	settings, err := peers.AWSSettings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Region = settings.Region
+	if !o.Unregistered {
+		if _, err := c.D.Register(ctx, settings, awstarget.SetupOptions{CreateRole: true, FixBucket: true}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.D.AddSource(ctx, peers.SourceInput()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.Key, err = c.D.CreateAccessKey(ctx, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := api.LoadOrCreateCertificate(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Fingerprint = api.Fingerprint(cert.Certificate[0])
+	ln, err := api.Listen("127.0.0.1:0", cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.URL = "https://" + ln.Addr().String()
+	metrics := api.NewMetrics(c.D, log)
+	ep := api.New(api.Options{
+		Service: &api.Local{D: c.D, Started: time.Now()},
+		Auth:    &api.KeyAuth{Keys: c.D, Region: api.RegistrationRegion(c.D)},
+		Metrics: metrics, Log: log, PerKeyRate: o.PerKeyRate, PerKeyBurst: o.PerKeyBurst,
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { ep.Serve(ctx, ln) })
+	wg.Go(func() { c.D.Serve(ctx) })
+	wg.Go(func() { metrics.Watch(ctx, cmp.Or(o.MetricsEvery, 100*time.Millisecond)) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		c.D.Close()
+		logFile.Close()
+		peers.Close()
+	})
+	return c
+}

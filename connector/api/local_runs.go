@@ -1,0 +1,94 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"errors"
+
+	"github.com/rehost/rehost/pkg/store"
+	"github.com/rehost/rehost/scheduler"
+)
+
+// StartOnDemandReplicationRun starts a run now, beside the schedule, within
+// the on-demand limit per 24 hours.
+func (l *Local) StartOnDemandReplicationRun(ctx context.Context, in *StartOnDemandReplicationRunInput) (*StartOnDemandReplicationRunOutput, error) {
+	if in.ReplicationJobID == "" {
+		return nil, Errorf(ErrMissingRequiredParameter, "replicationJobId is required")
+	}
+	if _, err := l.D.Store.GetJob(ctx, in.ReplicationJobID); err != nil {
+		return nil, storeErr(err, ErrJobNotFound)
+	}
+	id, err := l.D.Sched.Trigger(ctx, in.ReplicationJobID)
+	switch {
+	case errors.Is(err, scheduler.ErrOnDemandLimit):
+		return nil, Errorf(ErrRunLimitExceeded, "%v", err)
+	case errors.Is(err, scheduler.ErrJobState):
+		return nil, Errorf(ErrOperationNotPermitted, "%v", err)
+	case errors.Is(err, store.ErrConflict):
+		return nil, Errorf(ErrOperationNotPermitted, "%v: wait for it to end ('rehost run watch')", err)
+	case err != nil:
+		return nil, storeErr(err, ErrJobNotFound)
+	}
+	if in.Description != "" {
+		if _, err := l.D.Store.UpdateRun(ctx, id, func(r *store.ReplicationRun) error {
+			r.Description = in.Description
+			return nil
+		}); err != nil {
+			l.D.Log.Warn("record the description of an on-demand run", "run", id, "err", err)
+		}
+	}
+	l.notify()
+	return &StartOnDemandReplicationRunOutput{ReplicationRunID: id}, nil
+}
+
+// GetReplicationRuns pages through a job's runs, newest first.
+func (l *Local) GetReplicationRuns(ctx context.Context, in *GetReplicationRunsInput) (*GetReplicationRunsOutput, error) {
+	if in.ReplicationJobID == "" {
+		return nil, Errorf(ErrMissingRequiredParameter, "replicationJobId is required")
+	}
+	jobs, err := l.GetReplicationJobs(ctx, &GetReplicationJobsInput{ReplicationJobID: in.ReplicationJobID})
+	if err != nil {
+		return nil, err
+	}
+	runs, err := l.D.Store.ListRuns(ctx, in.ReplicationJobID, 0)
+	if err != nil {
+		return nil, internal(err)
+	}
+	pg, next, err := page(runs, in.NextToken, in.MaxResults)
+	if err != nil {
+		return nil, err
+	}
+	out := &GetReplicationRunsOutput{ReplicationJob: &jobs.ReplicationJobList[0], ReplicationRunList: []ReplicationRun{}, NextToken: next}
+	for _, r := range pg {
+		out.ReplicationRunList = append(out.ReplicationRunList, l.run(ctx, r))
+	}
+	return out, nil
+}
+
+// GetReplicationRun returns one run, with its progress while it runs.
+func (l *Local) GetReplicationRun(ctx context.Context, in *GetReplicationRunInput) (*GetReplicationRunOutput, error) {
+	if in.ReplicationRunID == "" {
+		return nil, Errorf(ErrMissingRequiredParameter, "replicationRunId is required")
+	}
+	r, err := l.D.Store.GetRun(ctx, in.ReplicationRunID)
+	if err != nil {
+		return nil, storeErr(err, ErrInvalidParameter)
+	}
+	return &GetReplicationRunOutput{ReplicationRun: l.run(ctx, r)}, nil
+}
+
+// GetEvents lists job and run events, newest first.
+func (l *Local) GetEvents(ctx context.Context, in *GetEventsInput) (*GetEventsOutput, error) {
+	if in.MaxResults < 0 || in.MaxResults > maxPage {
+		return nil, Errorf(ErrInvalidParameter, "maxResults %d: must be from 1 to %d", in.MaxResults, maxPage)
+	}
+	evs, err := l.D.Store.Events(ctx, store.EventFilter{JobID: in.ReplicationJobID, RunID: in.ReplicationRunID, Limit: cmp.Or(in.MaxResults, 100)})
+	if err != nil {
+		return nil, internal(err)
+	}
+	out := &GetEventsOutput{Events: []Event{}}
+	for _, e := range evs {
+		out.Events = append(out.Events, Event{Time: At(e.Time), ReplicationJobID: e.JobID, ReplicationRunID: e.RunID, Level: e.Level, Message: e.Message})
+	}
+	return out, nil
+}

@@ -1,0 +1,261 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/replication"
+	"github.com/rehost/rehost/connector/version"
+	"github.com/rehost/rehost/pkg/store"
+)
+
+// Metrics are the connector's Prometheus metrics. The counters and
+// histograms are fed by Watch, which follows the runs in the store (off the
+// data path: it reads what the engine recorded); gauges are read at scrape
+// time.
+type Metrics struct {
+	d       *daemon.Daemon
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	handler http.Handler
+
+	finished      *prometheus.CounterVec
+	bytesStaged   prometheus.Counter
+	stageSeconds  prometheus.Histogram
+	importSeconds prometheus.Histogram
+	lastSuccess   *prometheus.GaugeVec
+	runErrors     *prometheus.CounterVec
+	apiCalls      *prometheus.CounterVec
+	apiErrors     *prometheus.CounterVec
+
+	mu        sync.Mutex
+	sent      map[string]int64 // bytes counted per live run
+	accounted map[string]bool  // finished runs counted
+	lastEvent int64
+}
+
+// NewMetrics returns the metrics of the daemon d.
+func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	durations := prometheus.ExponentialBuckets(10, 2.5, 10) // 10 s … 10.6 h
+	m := &Metrics{
+		d: d, log: log, reg: prometheus.NewRegistry(), sent: map[string]int64{}, accounted: map[string]bool{},
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_replication_runs_finished_total",
+			Help: "Replication runs that ended, by final state (COMPLETED, FAILED)."}, []string{"state"}),
+		bytesStaged: prometheus.NewCounter(prometheus.CounterOpts{Name: "rehost_staged_bytes_total",
+			Help: "Bytes of disk images sent to the S3 staging bucket."}),
+		stageSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rehost_stage_duration_seconds",
+			Help: "How long a run's stage step (export and upload of every disk) took.", Buckets: durations}),
+		importSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rehost_import_duration_seconds",
+			Help: "How long a run's VM Import took, from starting the task to the AMI.", Buckets: durations}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rehost_job_last_success_timestamp_seconds",
+			Help: "When the job's latest successful run completed (Unix time)."}, []string{"job"}),
+		runErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_run_errors_total",
+			Help: "Failed runs by the step they failed in."}, []string{"step"}),
+		apiCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_api_requests_total",
+			Help: "API requests by operation."}, []string{"operation"}),
+		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_api_errors_total",
+			Help: "API requests that failed, by error type."}, []string{"type"}),
+	}
+	m.reg.MustRegister(m.finished, m.bytesStaged, m.stageSeconds, m.importSeconds, m.lastSuccess, m.runErrors,
+		m.apiCalls, m.apiErrors, stateCollector{m})
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+	return m
+}
+
+// ServeHTTP serves the metrics in the Prometheus text format.
+func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.handler.ServeHTTP(w, r) }
+
+// apiCall counts a request; op is an operation's name, or what the caller
+// put in X-Amz-Target, which must not mint label values.
+func (m *Metrics) apiCall(op, errType string) {
+	label := "unknown"
+	if _, ok := operations[op]; ok {
+		label = op[strings.IndexByte(op, '.')+1:]
+	} else if slices.Contains(operationNames, op) {
+		label = op
+	}
+	m.apiCalls.WithLabelValues(label).Inc()
+	if errType != "" {
+		m.apiErrors.WithLabelValues(errType).Inc()
+	}
+}
+
+// Watch follows the runs every interval until ctx ends: bytes staged while
+// they run, and when each ends its outcome and step durations. Runs already
+// active when it starts count only what they stage from then on.
+func (m *Metrics) Watch(ctx context.Context, interval time.Duration) {
+	m.start(ctx)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := m.poll(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("update metrics", "err", err)
+			}
+		}
+	}
+}
+
+// start records the latest success of every job, where runs stand, and
+// the newest event, as the baseline.
+func (m *Metrics) start(ctx context.Context) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if evs, err := m.d.Store.Events(ctx, store.EventFilter{Limit: 1}); err == nil && len(evs) > 0 {
+		m.lastEvent = evs[0].ID
+	}
+	jobs, err := m.d.Store.ListJobs(ctx, store.JobFilter{})
+	if err != nil {
+		return
+	}
+	for _, j := range jobs {
+		runs, err := m.d.Store.ListRuns(ctx, j.ReplicationJobID, 50)
+		if err != nil {
+			continue
+		}
+		for _, r := range runs {
+			if r.State == store.RunCompleted && !r.CompletedTime.IsZero() {
+				m.lastSuccess.WithLabelValues(j.ReplicationJobID).Set(float64(r.CompletedTime.Unix()))
+				break
+			}
+		}
+	}
+	if active, err := m.d.Store.RunsInState(ctx, store.RunActive); err == nil {
+		for _, r := range active {
+			if p, err := m.d.RunProgress(ctx, r); err == nil {
+				m.sent[r.ReplicationRunID] = sentBytes(p)
+			}
+		}
+	}
+}
+
+func sentBytes(p daemon.RunProgress) int64 {
+	var n int64
+	for _, d := range p.Disks {
+		n += d.Sent
+	}
+	return n
+}
+
+// poll counts the bytes of live runs, and accounts for runs that ended: it
+// finds them among the runs it saw live and the runs of new events (a run
+// shorter than the interval is found by its events).
+func (m *Metrics) poll(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	candidates := map[string]bool{}
+	for id := range m.sent {
+		candidates[id] = true
+	}
+	evs, err := m.d.Store.Events(ctx, store.EventFilter{Limit: 500})
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if e.ID > m.lastEvent && e.RunID != "" {
+			candidates[e.RunID] = true
+		}
+	}
+	if len(evs) > 0 && evs[0].ID > m.lastEvent {
+		m.lastEvent = evs[0].ID
+	}
+	active, err := m.d.Store.RunsInState(ctx, store.RunActive)
+	if err != nil {
+		return err
+	}
+	for _, r := range active {
+		m.count(ctx, r)
+		delete(candidates, r.ReplicationRunID)
+	}
+	for id := range candidates {
+		r, err := m.d.Store.GetRun(ctx, id)
+		if err != nil || m.accounted[id] || (r.State != store.RunCompleted && r.State != store.RunFailed) {
+			continue
+		}
+		p := m.count(ctx, r)
+		delete(m.sent, id)
+		m.accounted[id] = true
+		m.finished.WithLabelValues(string(r.State)).Inc()
+		var imp time.Duration
+		for _, s := range p.Steps {
+			switch s.Step {
+			case replication.StepStage:
+				m.stageSeconds.Observe(s.Duration.Seconds())
+			case replication.StepImport, replication.StepWaitImport:
+				imp += s.Duration
+			}
+		}
+		if imp > 0 {
+			m.importSeconds.Observe(imp.Seconds())
+		}
+		if r.State == store.RunCompleted {
+			m.lastSuccess.WithLabelValues(r.ReplicationJobID).Set(float64(r.CompletedTime.Unix()))
+		} else {
+			m.runErrors.WithLabelValues(cmp.Or(p.Failed, "unknown")).Inc()
+		}
+	}
+	return nil
+}
+
+// count adds what the run staged since it was last seen.
+func (m *Metrics) count(ctx context.Context, r store.ReplicationRun) daemon.RunProgress {
+	p, err := m.d.RunProgress(ctx, r)
+	if err != nil {
+		return p
+	}
+	n := sentBytes(p)
+	if d := n - m.sent[r.ReplicationRunID]; d > 0 {
+		m.bytesStaged.Add(float64(d))
+	}
+	m.sent[r.ReplicationRunID] = n
+	return p
+}
+
+// stateCollector reads gauges at scrape time: runs waiting and running,
+// import slots in use, the version.
+type stateCollector struct{ m *Metrics }
+
+var (
+	runsDesc  = prometheus.NewDesc("rehost_replication_runs", "Replication runs now PENDING or ACTIVE.", []string{"state"}, nil)
+	slotsDesc = prometheus.NewDesc("rehost_import_slots_in_use", "VM Import slots taken, by region.", []string{"region"}, nil)
+	buildDesc = prometheus.NewDesc("rehost_build_info", "The connector's version.", []string{"version"}, nil)
+)
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- runsDesc
+	ch <- slotsDesc
+	ch <- buildDesc
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range []store.RunState{store.RunPending, store.RunActive} {
+		runs, err := c.m.d.Store.RunsInState(ctx, s)
+		if err != nil {
+			c.m.log.Warn("metrics: count runs", "err", err)
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(runsDesc, prometheus.GaugeValue, float64(len(runs)), string(s))
+	}
+	for region, n := range c.m.d.Sched.ImportSlotsInUse() {
+		ch <- prometheus.MustNewConstMetric(slotsDesc, prometheus.GaugeValue, float64(n), region)
+	}
+	ch <- prometheus.MustNewConstMetric(buildDesc, prometheus.GaugeValue, 1, version.String())
+}

@@ -1,0 +1,77 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/rehost/rehost/connector/api"
+)
+
+// errUnhealthy is what connector status returns when a check failed.
+var errUnhealthy = errors.New("the connector is not healthy")
+
+func init() {
+	Register(Command{
+		Name:    "connector status",
+		Usage:   "[--json]",
+		Summary: "check the connector: AWS and every source reachable, free disk, version, uptime; exits 1 when unhealthy",
+		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+			c := addConnFlags(fs)
+			asJSON := fs.Bool("json", false, "print JSON")
+			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
+				st, err := svc.GetConnectorStatus(ctx, &api.GetConnectorStatusInput{})
+				if err != nil {
+					return err
+				}
+				if *asJSON {
+					if err := printJSON(env.Stdout, st); err != nil {
+						return err
+					}
+				} else {
+					printStatus(env, st)
+				}
+				if !st.Healthy {
+					return errUnhealthy
+				}
+				return nil
+			})
+		},
+	})
+}
+
+func printStatus(env Env, st *api.ConnectorStatus) {
+	w := env.Stdout
+	fmt.Fprintf(w, "version:      %s\n", st.Version)
+	fmt.Fprintf(w, "daemon:       %s", st.Daemon)
+	if st.UptimeSeconds > 0 {
+		fmt.Fprintf(w, ", up %s", time.Duration(st.UptimeSeconds)*time.Second)
+	}
+	fmt.Fprintln(w)
+	reg := st.Registration
+	if reg.Registered {
+		fmt.Fprintf(w, "registration: %s, bucket %s, role %s, credentials: %s\n", reg.Region, reg.Bucket, reg.RoleName, reg.Credentials)
+	} else {
+		fmt.Fprintln(w, "registration: not registered: run 'rehost register'")
+	}
+	check := func(c api.Check) string {
+		if c.OK {
+			return fmt.Sprintf("ok (%.2f s)", c.LatencySeconds)
+		}
+		return "FAILED: " + c.Message
+	}
+	fmt.Fprintf(w, "aws:          %s\n", check(st.AWS))
+	for _, s := range st.Sources {
+		fmt.Fprintf(w, "source %-6s %s\n", s.Name+":", check(s))
+	}
+	if len(st.Sources) == 0 {
+		fmt.Fprintln(w, "sources:      none: add one with 'rehost source add'")
+	}
+	fmt.Fprintf(w, "disk:         %s free of %s\n", bytesIEC(int64(st.FreeDiskBytes)), bytesIEC(int64(st.TotalDiskBytes)))
+	fmt.Fprintf(w, "runs:         %d active, %d waiting\n", st.RunsActive, st.RunsPending)
+	if st.Healthy {
+		fmt.Fprintln(w, "healthy")
+	}
+}

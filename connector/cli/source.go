@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	"github.com/rehost/rehost/connector/api"
+)
+
+func init() {
+	Register(Command{
+		Name:    "source list",
+		Usage:   "[--json]",
+		Summary: "list the sources (never their passwords)",
+		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+			c := addConnFlags(fs)
+			asJSON := fs.Bool("json", false, "print JSON")
+			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
+				out, err := svc.ListSources(ctx, &api.ListSourcesInput{})
+				if err != nil {
+					return err
+				}
+				return listing(env, *asJSON, out.Sources, "SOURCE ID\tNAME\tKIND\tURL\tUSER\tSERVERS\tADDED", func(s api.Source) []any {
+					return []any{s.SourceID, s.Name, s.Kind, s.URL, s.User, s.ServerCount, s.CreatedAt}
+				})
+			})
+		},
+	})
+	Register(Command{
+		Name:    "source test",
+		Usage:   "NAME|ID [--json]",
+		Summary: "connect to a source and log in, as a run would",
+		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+			c := addConnFlags(fs)
+			asJSON := fs.Bool("json", false, "print JSON")
+			return c.with(oneArg("source name or id"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
+				out, err := svc.TestSource(ctx, &api.SourceRef{Source: args[0]})
+				if err != nil {
+					return err
+				}
+				if *asJSON {
+					if err := printJSON(env.Stdout, out); err != nil {
+						return err
+					}
+				} else if out.Reachable {
+					fmt.Fprintf(env.Stdout, "source %s at %s: reachable, logged in as %s in %.2f s\n", out.Source.Name, out.Source.URL, out.Source.User, out.LatencySeconds)
+				}
+				if !out.Reachable {
+					return fmt.Errorf("source %s at %s: %s", out.Source.Name, out.Source.URL, out.Message)
+				}
+				return nil
+			})
+		},
+	})
+	Register(Command{
+		Name:    "source remove",
+		Usage:   "NAME|ID",
+		Summary: "remove a source and its servers from the catalog (refused while replication jobs use them)",
+		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+			c := addConnFlags(fs)
+			return c.with(oneArg("source name or id"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
+				if _, err := svc.RemoveSource(ctx, &api.SourceRef{Source: args[0]}); err != nil {
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "removed source %s\n", args[0])
+				return nil
+			})
+		},
+	})
+}

@@ -1,0 +1,85 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/store"
+)
+
+// RunProgress is a run's progress in numbers, for `rehost run watch`, the
+// API and the metrics.
+type RunProgress struct {
+	// Step is the step the run is in (replication.Step*), "completed" or
+	// "cleanup"; empty before it starts.
+	Step  string         `json:"step,omitempty"`
+	Text  string         `json:"text,omitempty"`
+	Disks []DiskProgress `json:"disks,omitempty"`
+	// ImportPercent is VM Import's own progress.
+	ImportPercent int `json:"importPercent,omitempty"`
+	// Steps are the steps the run has finished, in order, with when each
+	// ended and how long it took.
+	Steps []StepTiming `json:"steps,omitempty"`
+	// Failed names the step a failed run failed in.
+	Failed string `json:"failedStep,omitempty"`
+}
+
+// DiskProgress is the staging of one disk.
+type DiskProgress struct {
+	Disk     int   `json:"disk"`     // 0-based, boot disk first
+	Capacity int64 `json:"capacity"` // virtual size in bytes; 0 if unknown
+	// Sent is how many bytes of the disk's image have reached the staging
+	// bucket; Total is the image's size when known (else the capacity), and
+	// Staged is set once all have.
+	Sent   int64 `json:"sent"`
+	Total  int64 `json:"total,omitempty"`
+	Staged bool  `json:"staged,omitempty"`
+}
+
+// StepTiming is a finished step.
+type StepTiming struct {
+	Step     string        `json:"step"`
+	Ended    time.Time     `json:"ended"`
+	Duration time.Duration `json:"duration"`
+}
+
+// RunProgress reads a run's progress: the numbers the engine records on the
+// run (bytes per disk, VM Import's percent, step times), with each disk's
+// capacity from the catalog.
+func (d *Daemon) RunProgress(ctx context.Context, run store.ReplicationRun) (RunProgress, error) {
+	rp := run.Progress
+	p := RunProgress{Step: rp.Step, Text: run.StageProgress, ImportPercent: rp.ImportPercent, Failed: rp.FailedStep}
+	if p.Step == "" {
+		p.Step = run.Stage
+	}
+	job, err := d.Store.GetJob(ctx, run.ReplicationJobID)
+	if err != nil {
+		return p, fmt.Errorf("progress of run %s: %w", run.ReplicationRunID, err)
+	}
+	if srv, err := d.Store.GetServer(ctx, job.ServerID); err == nil {
+		var vm source.VM
+		if json.Unmarshal([]byte(srv.Details), &vm) == nil {
+			for i, dk := range vm.Disks {
+				p.Disks = append(p.Disks, DiskProgress{Disk: i, Capacity: dk.CapacityBytes})
+			}
+		}
+	}
+	for _, dp := range rp.Disks {
+		for len(p.Disks) <= dp.Disk {
+			p.Disks = append(p.Disks, DiskProgress{Disk: len(p.Disks)})
+		}
+		x := &p.Disks[dp.Disk]
+		x.Sent, x.Total = dp.BytesDone, dp.BytesTotal
+		x.Staged = dp.BytesTotal > 0 && dp.BytesDone == dp.BytesTotal
+	}
+	for _, s := range rp.Steps {
+		if s.Ended.IsZero() {
+			continue
+		}
+		p.Steps = append(p.Steps, StepTiming{Step: s.Step, Ended: s.Ended, Duration: s.Ended.Sub(s.Started)})
+	}
+	return p, nil
+}

@@ -1,0 +1,144 @@
+package replication
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/store"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
+)
+
+// StepImport starts VM Import of the staged disks.
+const StepImport = "import"
+
+// kindImportTask is a VM Import task (or one per disk in snapshot mode);
+// its data is the aws.Import.
+const kindImportTask = "import-task"
+
+type importStep struct{}
+
+func (importStep) name() string { return StepImport }
+
+// importIntent is what the ledger holds of an import.
+type importIntent struct {
+	ClientToken string `json:"clientToken"`
+}
+
+func (r *run) clientToken() string { return "rehost-" + r.run.ReplicationRunID }
+
+// do starts (or, after a restart, finds by its client token) the VM Import
+// of the staged disks.
+func (s importStep) do(ctx context.Context, r *run) error {
+	es, err := r.entries(ctx, s, kindImportTask)
+	if err != nil {
+		return err
+	}
+	var id int64
+	if len(es) > 0 {
+		le := es[len(es)-1]
+		if le.State == store.LedgerCreated || le.State == store.LedgerReleased {
+			return json.Unmarshal(le.Data, &r.imp)
+		}
+		id = le.ID
+	} else if id, err = r.intend(ctx, s, kindImportTask, importIntent{r.clientToken()}); err != nil {
+		return fmt.Errorf("vm %q: record import intent: %w", r.server.Name, err)
+	}
+	// The slot is taken before the task exists: VM Import refuses tasks
+	// beyond the region's limit, it does not queue them.
+	if err := r.takeSlot(ctx, StepImport); err != nil {
+		return err
+	}
+	imp, err := r.target.StartImport(ctx, awstarget.ImportInput{
+		Disks:       r.staged,
+		LicenseType: r.job.LicenseType,
+		BootMode:    bootMode(r.vm.Firmware),
+		Platform:    platform(r.vm.GuestOS),
+		Encrypted:   r.job.Encrypted || r.run.Encrypted,
+		KMSKeyID:    cmp.Or(r.run.KmsKeyID, r.job.KmsKeyID),
+		RoleName:    cmp.Or(r.job.RoleName, awstarget.ImportRoleName),
+		ClientToken: r.clientToken(),
+		Description: fmt.Sprintf("rehost %s run %s of vm %s", r.job.ReplicationJobID, r.run.ReplicationRunID, r.server.Name),
+		Tags:        r.tags(),
+	})
+	if err != nil {
+		return fmt.Errorf("vm %q: start VM Import: %w", r.server.Name, err)
+	}
+	if err := r.e.Store.RecordCreated(ctx, id, strings.Join(imp.TaskIDs, ","), mustJSON(imp)); err != nil {
+		return fmt.Errorf("vm %q: record import task: %w", r.server.Name, err)
+	}
+	r.imp = imp
+	r.event(ctx, store.LevelInfo, "started VM Import %s for vm %q", strings.Join(imp.TaskIDs, ", "), r.server.Name)
+	return nil
+}
+
+// undo cancels the import and deletes what it had made. An import whose
+// start was cut off before it was recorded is found by the run's tag.
+func (importStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) error {
+	var imps []awstarget.Import
+	if le.State == store.LedgerCreated {
+		var imp awstarget.Import
+		if err := json.Unmarshal(le.Data, &imp); err != nil {
+			return fmt.Errorf("read the recorded import: %w", err)
+		}
+		imps = append(imps, imp)
+	} else {
+		found, err := u.target.FindImports(ctx, awstarget.FindImportsInput{TagKey: TagRun, TagValue: u.rr.ReplicationRunID})
+		if err != nil {
+			return fmt.Errorf("look for imports of run %s: %w", u.rr.ReplicationRunID, err)
+		}
+		imps = found
+	}
+	for _, imp := range imps {
+		// CancelImport hands back the same remains if called again after a
+		// crash between it and the deletion: they need no record.
+		res, err := u.target.CancelImport(ctx, imp)
+		if err != nil {
+			return err
+		}
+		if res.ImageID != "" || len(res.SnapshotIDs) > 0 {
+			if err := u.target.DeleteImage(ctx, res.ImageID, res.SnapshotIDs); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// takeSlot waits for an import slot unless the run holds one.
+func (r *run) takeSlot(ctx context.Context, stage string) error {
+	if r.e.ImportSlot == nil || r.releaseSlot != nil {
+		return nil
+	}
+	r.updateRun(ctx, func(x *store.ReplicationRun) { x.StageProgress = "waiting for an import slot" })
+	release, err := r.e.ImportSlot(ctx)
+	if err != nil {
+		return fmt.Errorf("vm %q: wait for a VM Import slot: %w", r.server.Name, err)
+	}
+	r.releaseSlot = release
+	return nil
+}
+
+func (r *run) freeSlot() {
+	if r.releaseSlot != nil {
+		r.releaseSlot()
+		r.releaseSlot = nil
+	}
+}
+
+func bootMode(firmware string) string {
+	if firmware == source.FirmwareEFI {
+		return "uefi"
+	}
+	return "legacy-bios"
+}
+
+func platform(guestOS string) string {
+	if strings.Contains(strings.ToLower(guestOS), "windows") {
+		return "Windows"
+	}
+	return "Linux"
+}

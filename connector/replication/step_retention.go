@@ -1,0 +1,148 @@
+package replication
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/rehost/rehost/pkg/store"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
+)
+
+// StepRetention keeps the job's newest AMIs and deletes the older ones.
+const StepRetention = "retention"
+
+// kindAMIDeletion is an AMI being deleted, with its snapshots, recorded
+// before the deregistration: a crash between deregistering the image and
+// deleting its snapshots leaves the ids here for the next attempt.
+const kindAMIDeletion = "ami-deletion"
+
+type retentionStep struct{}
+
+func (retentionStep) name() string { return StepRetention }
+
+// do never fails the run: the AMI is made and handed to the job, and
+// failing for an old AMI would discard it. What it could not delete stays
+// recorded, for the janitor or the next run.
+func (s retentionStep) do(ctx context.Context, r *run) error {
+	if err := s.retain(ctx, r); err != nil {
+		r.event(context.WithoutCancel(ctx), store.LevelWarn, "retention of job %s failed (retried later): %v", r.job.ReplicationJobID, err)
+	}
+	return nil
+}
+
+func (s retentionStep) retain(ctx context.Context, r *run) error {
+	// Deletions a restart cut short are finished first.
+	pending, err := r.entries(ctx, s, kindAMIDeletion)
+	if err != nil {
+		return err
+	}
+	for _, le := range pending {
+		if unreleased(le) {
+			if err := r.e.finishDeletion(ctx, r.target, le); err != nil {
+				return err
+			}
+		}
+	}
+	keep := r.job.NumberOfRecentAmisToKeep
+	if keep <= 0 {
+		return nil // SMS: 0 keeps every AMI
+	}
+	imgs, err := r.target.FindImages(ctx, map[string]string{TagJob: r.job.ReplicationJobID})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(imgs, func(a, b awstarget.Image) int {
+		return cmp.Or(b.CreationDate.Compare(a.CreationDate), cmp.Compare(b.ID, a.ID))
+	})
+	var removed []string
+	defer func() {
+		if len(removed) > 0 {
+			r.event(context.WithoutCancel(ctx), store.LevelInfo, "retention: kept the %d most recent AMIs, deleted %v", keep, removed)
+		}
+	}()
+	for _, img := range imgs[min(keep, len(imgs)):] {
+		if err := r.e.DeleteImage(ctx, r.target, r.run.ReplicationRunID, img); err != nil {
+			return err
+		}
+		removed = append(removed, img.ID)
+	}
+	return nil
+}
+
+func (retentionStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) error {
+	return u.e.finishDeletion(ctx, u.target, le)
+}
+
+// DeleteImage deletes an AMI and its snapshots, recording them first in the
+// ledger of run runID (as a retention deletion), so that a crash at any
+// point leaves their ids for the next start to finish the job. The image's
+// own run is the natural owner; any run of the same job will do.
+func (e *Engine) DeleteImage(ctx context.Context, t Target, runID string, img awstarget.Image) error {
+	id, err := e.Store.RecordIntent(ctx, runID, StepRetention, kindAMIDeletion, mustJSON(img))
+	if err != nil {
+		return fmt.Errorf("delete AMI %s: record it: %w", img.ID, err)
+	}
+	le, err := e.Store.GetLedgerEntry(ctx, id)
+	if err != nil {
+		return fmt.Errorf("delete AMI %s: %w", img.ID, err)
+	}
+	if err := e.finishDeletion(ctx, t, le); err != nil {
+		return err
+	}
+	e.logger().Info("deleted AMI", "ami", img.ID, "snapshots", img.SnapshotIDs, "run", runID)
+	return nil
+}
+
+func (e *Engine) finishDeletion(ctx context.Context, t Target, le store.LedgerEntry) error {
+	var img awstarget.Image
+	if err := json.Unmarshal(le.Intent, &img); err != nil {
+		return fmt.Errorf("read the recorded AMI deletion: %w", err)
+	}
+	if err := t.DeleteImage(ctx, img.ID, img.SnapshotIDs); err != nil {
+		return err
+	}
+	return e.Store.RecordReleased(ctx, le.ID)
+}
+
+// DeleteJobImages deletes every AMI of a job with its snapshots (a job
+// deleted with its AMIs), each recorded first as retention does, under the
+// run that made it (or the job's newest run), so a crash part-way leaves the
+// rest for the janitor.
+func (e *Engine) DeleteJobImages(ctx context.Context, jobID string) (deleted []string, err error) {
+	t, err := e.Target(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("delete the AMIs of job %s: %w", jobID, err)
+	}
+	imgs, err := t.FindImages(ctx, map[string]string{TagJob: jobID})
+	if err != nil {
+		return nil, fmt.Errorf("delete the AMIs of job %s: %w", jobID, err)
+	}
+	if len(imgs) == 0 {
+		return nil, nil
+	}
+	runs, err := e.Store.ListRuns(ctx, jobID, 0)
+	if err != nil {
+		return nil, fmt.Errorf("delete the AMIs of job %s: %w", jobID, err)
+	}
+	if len(runs) == 0 {
+		return nil, fmt.Errorf("delete the AMIs of job %s: the job has no run to record the deletion under", jobID)
+	}
+	ofJob := map[string]bool{}
+	for _, r := range runs {
+		ofJob[r.ReplicationRunID] = true
+	}
+	for _, img := range imgs {
+		owner := img.Tags[TagRun]
+		if !ofJob[owner] {
+			owner = runs[0].ReplicationRunID
+		}
+		if err := e.DeleteImage(ctx, t, owner, img); err != nil {
+			return deleted, fmt.Errorf("delete the AMIs of job %s: %w", jobID, err)
+		}
+		deleted = append(deleted, img.ID)
+	}
+	return deleted, nil
+}

@@ -1,0 +1,371 @@
+package replication
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/rehost/rehost/pkg/disk"
+	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/store"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
+)
+
+// StepStage exports every disk of the checkpoint and streams it to S3.
+const StepStage = "stage"
+
+// Kinds of the stage step.
+const (
+	// kindExportLease is the source's export (a vSphere NFC lease), so one
+	// a crash left open is aborted, not left to time out.
+	kindExportLease = "export-lease"
+	// kindUpload is one disk's multipart upload; its data is the upload
+	// with the parts stored so far, to resume it.
+	kindUpload = "multipart-upload"
+	// kindObject is one disk's staged object.
+	kindObject = "s3-object"
+)
+
+type stageStep struct{}
+
+func (stageStep) name() string { return StepStage }
+
+// uploadIntent is what the ledger holds of a disk being staged.
+type uploadIntent struct {
+	Disk int    `json:"disk"`
+	Key  string `json:"key"`
+}
+
+// leaseIntent is what the ledger holds of an export.
+type leaseIntent struct {
+	SourceID   string            `json:"sourceId"`
+	Checkpoint source.Checkpoint `json:"checkpoint"`
+}
+
+// stagedObject is the data of an s3-object entry.
+type stagedObject struct {
+	awstarget.Object
+	Disk int `json:"disk"`
+}
+
+// formatOf is the format a staging key names (StagingKey ends in it).
+func formatOf(key string) disk.Format {
+	return disk.Format(strings.TrimPrefix(path.Ext(key), "."))
+}
+
+// stage exports every disk not yet staged and streams it to S3. Disks staged
+// before a restart are kept; an upload completed but not recorded is found;
+// one cut off resumes from its recorded parts.
+func (s stageStep) do(ctx context.Context, r *run) error {
+	all, err := r.e.Store.LedgerForRun(ctx, r.run.ReplicationRunID)
+	if err != nil {
+		return fmt.Errorf("vm %q: read the run's ledger: %w", r.server.Name, err)
+	}
+	done := map[int]awstarget.Object{}
+	uploads := map[int]store.LedgerEntry{}
+	var leases []store.LedgerEntry
+	for _, le := range all {
+		if le.Step != s.name() {
+			continue
+		}
+		switch le.Kind {
+		case kindObject:
+			if le.State == store.LedgerCreated || le.State == store.LedgerReleased {
+				var o stagedObject
+				if err := json.Unmarshal(le.Data, &o); err != nil {
+					return fmt.Errorf("vm %q: read the recorded staged disk: %w", r.server.Name, err)
+				}
+				done[o.Disk] = o.Object
+			}
+		case kindUpload:
+			var in uploadIntent
+			if unreleased(le) && json.Unmarshal(le.Intent, &in) == nil {
+				uploads[in.Disk] = le
+			}
+		case kindExportLease:
+			if unreleased(le) {
+				leases = append(leases, le)
+			}
+		}
+	}
+	// An export a crash left open is aborted, not left to time out.
+	for _, le := range leases {
+		if err := s.abortLease(ctx, r.src, le); err != nil {
+			return fmt.Errorf("vm %q: abort the export a restart left open: %w", r.server.Name, err)
+		}
+		if err := r.e.Store.RecordReleased(ctx, le.ID); err != nil {
+			return fmt.Errorf("vm %q: record the export's end: %w", r.server.Name, err)
+		}
+	}
+	for i, le := range uploads {
+		if _, ok := done[i]; ok || le.State != store.LedgerCreated || len(le.Data) == 0 {
+			continue
+		}
+		if err := r.recoverUpload(ctx, i, le, done); err != nil {
+			return err
+		}
+	}
+	if len(done) == len(r.vm.Disks) {
+		r.staged = collect(done, len(r.vm.Disks))
+		return nil
+	}
+	if r.cp.ID == "" {
+		return fmt.Errorf("vm %q: %d of %d disks staged but the snapshot was released — the run cannot resume; it will be undone and retried at the next run", r.server.Name, len(done), len(r.vm.Disks))
+	}
+
+	lid, err := r.intend(ctx, s, kindExportLease, leaseIntent{SourceID: r.server.SourceID, Checkpoint: r.cp})
+	if err != nil {
+		return fmt.Errorf("vm %q: record export intent: %w", r.server.Name, err)
+	}
+	exp, err := r.src.Export(ctx, r.cp)
+	if err != nil {
+		// A failed Export holds nothing open (it aborts what it opened).
+		_ = r.e.Store.RecordReleased(context.WithoutCancel(ctx), lid)
+		return fmt.Errorf("vm %q: open the export of snapshot %q: %w", r.server.Name, r.cp.Name, err)
+	}
+	if exp.ID() != "" {
+		err = r.e.Store.RecordCreated(ctx, lid, exp.ID(), nil)
+	} else {
+		err = r.e.Store.RecordReleased(ctx, lid)
+	}
+	if err == nil {
+		err = r.stageDisks(ctx, exp, done, uploads)
+	}
+	if cerr := exp.Close(err); cerr != nil {
+		if err == nil {
+			err = fmt.Errorf("vm %q: complete the export: %w", r.server.Name, cerr)
+		}
+	} else if rerr := r.e.Store.RecordReleased(context.WithoutCancel(ctx), lid); rerr != nil && err == nil {
+		err = fmt.Errorf("vm %q: record the export's end: %w", r.server.Name, rerr)
+	}
+	if err != nil {
+		return err
+	}
+	r.staged = collect(done, len(r.vm.Disks))
+	return nil
+}
+
+func collect(done map[int]awstarget.Object, n int) []awstarget.Object {
+	out := make([]awstarget.Object, n)
+	for i := range n {
+		out[i] = done[i]
+	}
+	return out
+}
+
+// recoverUpload keeps the object of an upload that was completed before a
+// crash let the run record it, instead of exporting and sending the disk
+// again.
+func (r *run) recoverUpload(ctx context.Context, i int, le store.LedgerEntry, done map[int]awstarget.Object) error {
+	var up awstarget.Upload
+	if err := json.Unmarshal(le.Data, &up); err != nil {
+		return fmt.Errorf("vm %q: read the recorded upload of disk %d: %w", r.server.Name, i+1, err)
+	}
+	obj, ok, err := r.target.Recover(ctx, up, formatOf(up.Key))
+	if err != nil {
+		return fmt.Errorf("vm %q: look for the staged object of disk %d: %w", r.server.Name, i+1, err)
+	}
+	if !ok {
+		return nil
+	}
+	if err := r.recordObject(ctx, i, obj, le.ID); err != nil {
+		return err
+	}
+	done[i] = obj
+	r.event(ctx, store.LevelInfo, "kept disk %d of vm %q, staged completely before a restart: s3://%s/%s", i+1, r.server.Name, obj.Bucket, obj.Key)
+	return nil
+}
+
+// recordObject replaces a disk's upload by its object in the ledger: first
+// the object, then the upload's release, so a crash between the two leaves
+// both and undo deletes the object either way.
+func (r *run) recordObject(ctx context.Context, i int, obj awstarget.Object, uploadID int64) error {
+	oid, err := r.intend(ctx, stageStep{}, kindObject, uploadIntent{Disk: i, Key: obj.Key})
+	if err == nil {
+		err = r.e.Store.RecordCreated(ctx, oid, obj.Key, mustJSON(stagedObject{obj, i}))
+	}
+	if err == nil {
+		err = r.e.Store.RecordReleased(ctx, uploadID)
+	}
+	if err != nil {
+		return fmt.Errorf("vm %q: record the staged object of disk %d: %w", r.server.Name, i+1, err)
+	}
+	return nil
+}
+
+func (r *run) stageDisks(ctx context.Context, exp source.Export, done map[int]awstarget.Object, uploads map[int]store.LedgerEntry) error {
+	disks := exp.Disks()
+	if len(disks) != len(r.vm.Disks) {
+		return fmt.Errorf("vm %q: the export holds %d disks but the vm has %d — was a disk added or removed during the run? the next run picks up the change", r.server.Name, len(disks), len(r.vm.Disks))
+	}
+	var total, before int64
+	for i, d := range disks {
+		total += d.CapacityBytes
+		if _, ok := done[i]; ok {
+			before += d.CapacityBytes
+		}
+	}
+	for i, d := range disks {
+		if _, ok := done[i]; ok {
+			continue
+		}
+		le, resumed := uploads[i]
+		obj, err := r.stageDisk(ctx, exp, i, d, le, resumed, func(n int64) int {
+			return int(min(100, (before+min(n, d.CapacityBytes))*100/max(total, 1)))
+		})
+		if err != nil {
+			return err
+		}
+		done[i] = obj
+		before += d.CapacityBytes
+	}
+	return nil
+}
+
+// stageDisk streams disk i to S3. The upload's state is persisted and the
+// progress reported by a ticker, never from the upload's own goroutines.
+func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.ExportDisk, le store.LedgerEntry, resumed bool, overall func(int64) int) (awstarget.Object, error) {
+	what := fmt.Sprintf("stage disk %d of %d of vm %q", i+1, len(r.vm.Disks), r.server.Name)
+	key := awstarget.StagingKey(r.job.ReplicationJobID, r.run.ReplicationRunID, i, d.Format)
+	id, created := le.ID, le.State == store.LedgerCreated
+	var resume *awstarget.Upload
+	if resumed && len(le.Data) > 0 {
+		resume = new(awstarget.Upload)
+		if err := json.Unmarshal(le.Data, resume); err != nil {
+			return awstarget.Object{}, fmt.Errorf("%s: read the recorded upload: %w", what, err)
+		}
+	}
+	if !resumed {
+		var err error
+		if id, err = r.intend(ctx, stageStep{}, kindUpload, uploadIntent{Disk: i, Key: key}); err != nil {
+			return awstarget.Object{}, fmt.Errorf("%s: record upload intent: %w", what, err)
+		}
+	}
+
+	body, err := exp.Open(ctx, i)
+	if err != nil {
+		return awstarget.Object{}, fmt.Errorf("%s: open the disk stream: %w", what, err)
+	}
+	defer body.Close()
+
+	total := d.StreamSize
+	if total <= 0 {
+		total = d.CapacityBytes
+	}
+	var track awstarget.Tracker
+	persisted := 0
+	// persist records the upload's parts for a resume. The ticker calls it
+	// about once a second; Stage calls it once more before completing the
+	// upload, so the record of a finished upload is whole. Never
+	// concurrently: Stage's call comes after the last part, and stop waits
+	// for the ticker before its final report.
+	var mu sync.Mutex
+	persist := func(ctx context.Context, up awstarget.Upload, gen int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if gen == persisted || up.UploadID == "" {
+			return nil
+		}
+		var err error
+		if !created {
+			err = r.e.Store.RecordCreated(ctx, id, up.UploadID, mustJSON(up))
+			created = err == nil
+		} else {
+			err = r.e.Store.UpdateData(ctx, id, mustJSON(up))
+		}
+		if err == nil {
+			persisted = gen
+		}
+		return err
+	}
+	// The lease's progress is a call to vCenter: at most one at a time, in
+	// a goroutine of its own, so a slow vCenter delays neither the bytes
+	// nor the ticker.
+	var leaseBusy atomic.Bool
+	stop := r.ticker(ctx, func(ctx context.Context, final bool) {
+		up, gen := track.Upload()
+		if err := persist(ctx, up, gen); err != nil {
+			r.log.Warn("upload progress not recorded; a resume re-sends more", "disk", i, "err", err)
+		}
+		done := track.Bytes()
+		r.diskProgress(ctx, i, done, total)
+		if !final && leaseBusy.CompareAndSwap(false, true) {
+			go func() {
+				defer leaseBusy.Store(false)
+				exp.Progress(overall(done))
+			}()
+		}
+	})
+	obj, err := r.target.Stage(ctx, awstarget.StageInput{
+		Key:      key,
+		Body:     body,
+		SizeHint: disk.MaxImageSize(d.Format, d.CapacityBytes),
+		Format:   d.Format,
+		Resume:   resume,
+		Tracker:  &track,
+		BeforeComplete: func(up awstarget.Upload) error {
+			_, gen := track.Upload()
+			return persist(ctx, up, gen)
+		},
+		// The run owns the upload: it resumes it after a restart or aborts
+		// it when it undoes itself.
+		KeepOnFailure: true,
+	})
+	stop()
+	if err != nil {
+		return awstarget.Object{}, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := r.recordObject(ctx, i, obj, id); err != nil {
+		return awstarget.Object{}, err
+	}
+	r.diskProgress(ctx, i, obj.Size, obj.Size)
+	msg := fmt.Sprintf("staged disk %d of %d of vm %q: %s as s3://%s/%s", i+1, len(r.vm.Disks), r.server.Name, humanize.IBytes(uint64(obj.Size)), obj.Bucket, obj.Key)
+	if obj.Reused > 0 {
+		msg += fmt.Sprintf(" (%d parts kept from before a restart)", obj.Reused)
+	}
+	r.event(ctx, store.LevelInfo, "%s", msg)
+	return obj, nil
+}
+
+// abortLease aborts an export a crash left open, where the source can.
+func (stageStep) abortLease(ctx context.Context, src source.Source, le store.LedgerEntry) error {
+	if le.State != store.LedgerCreated || le.ResourceID == "" {
+		return nil // never opened, or opened too late to be recorded: it times out
+	}
+	ab, ok := src.(source.ExportAborter)
+	if !ok {
+		return nil
+	}
+	var in leaseIntent
+	if err := json.Unmarshal(le.Intent, &in); err != nil {
+		return fmt.Errorf("read the recorded export: %w", err)
+	}
+	return ab.AbortExport(ctx, in.Checkpoint, le.ResourceID)
+}
+
+func (s stageStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) error {
+	switch le.Kind {
+	case kindExportLease:
+		var in leaseIntent
+		if err := json.Unmarshal(le.Intent, &in); err != nil {
+			return fmt.Errorf("read the recorded export: %w", err)
+		}
+		if le.State != store.LedgerCreated {
+			return nil
+		}
+		src, err := u.source(ctx, in.SourceID)
+		if err != nil {
+			return err
+		}
+		return s.abortLease(ctx, src, le)
+	case kindUpload, kindObject:
+		return u.sweep(ctx, true)
+	}
+	return fmt.Errorf("unknown kind %q", le.Kind)
+}

@@ -1,0 +1,206 @@
+package hyperv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/rehost/rehost/pkg/disk"
+	"github.com/rehost/rehost/pkg/source"
+)
+
+// Export opens the files each disk of the checkpoint froze, with their
+// older parents, on the node running the VM now, and checks every chain
+// (pkg/disk verifies each parent link). Each disk then streams as a
+// streamOptimized VMDK of the chain's content, reading only its allocated
+// blocks. A checkpoint that is gone wraps source.ErrNotFound; a VM whose
+// disks are being merged is refused (the files may change under the read).
+func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Export, error) {
+	if err := checkID(cp.VMID); err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	if cp.ID == "" {
+		return nil, fmt.Errorf("export checkpoint %q of vm %s: no checkpoint id: %w", cp.Name, cp.VMID, source.ErrNotFound)
+	}
+	h, err := s.hostVM(ctx, cp.VMID)
+	if err != nil {
+		return nil, fmt.Errorf("export checkpoint %q: %w", cp.Name, err)
+	}
+	hx, err := s.ctl.export(ctx, cp.VMID, cp.ID)
+	if err != nil {
+		return nil, fmt.Errorf("export checkpoint %q of vm %q: %w", cp.Name, h.Name, err)
+	}
+	if strings.Contains(strings.ToLower(hx.Status), "merg") {
+		return nil, fmt.Errorf("export checkpoint %q of vm %q: a checkpoint merge is in progress (%s); retry when it has finished", cp.Name, h.Name, hx.Status)
+	}
+	e := &export{cp: cp, fs: s.files()}
+	for i, d := range orderDisks(hx.Disks, h.bootDisk) {
+		chain, err := chainOrder(d)
+		if err == nil {
+			err = e.openChain(ctx, hx.Host, chain)
+		}
+		if err != nil {
+			e.fs.close()
+			return nil, fmt.Errorf("export checkpoint %q of vm %q: disk %d (%s): %w", cp.Name, h.Name, i+1, d.Controller, err)
+		}
+		img := e.imgs[i]
+		e.disks = append(e.disks, source.ExportDisk{
+			Disk:       source.Disk{Key: d.Controller, Label: fmt.Sprintf("Hard Drive %d", i+1), CapacityBytes: img.Size(), Controller: d.Controller, Backing: d.Path},
+			Format:     disk.VMDK,
+			StreamSize: -1,
+			Extents:    img.Extents(),
+		})
+	}
+	return e, nil
+}
+
+type export struct {
+	cp    source.Checkpoint
+	fs    files
+	imgs  []disk.Image
+	disks []source.ExportDisk
+
+	mu     sync.Mutex
+	closed bool
+	once   sync.Once
+}
+
+func (e *export) openChain(ctx context.Context, node string, chain []vhdFile) error {
+	var cf []disk.ChainFile
+	for _, f := range chain {
+		fh, err := e.fs.open(ctx, node, f.Path)
+		if err != nil {
+			return err
+		}
+		cf = append(cf, disk.ChainFile{Name: f.Path, R: fh, Size: fh.Size()})
+	}
+	img, err := disk.OpenChain(cf)
+	if err != nil {
+		return err
+	}
+	e.imgs = append(e.imgs, img)
+	return nil
+}
+
+// ID is empty: an SMB read holds nothing on the host that outlives the
+// connection.
+func (e *export) ID() string                 { return "" }
+func (e *export) Disks() []source.ExportDisk { return e.disks }
+func (e *export) Progress(int)               {}
+
+// Open streams disk i as a streamOptimized VMDK, encoded as it is read.
+func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("open disk %d of checkpoint %q: the export is closed", i, e.cp.Name)
+	}
+	if i < 0 || i >= len(e.imgs) {
+		return nil, fmt.Errorf("open disk %d of checkpoint %q: it has %d disks", i, e.cp.Name, len(e.imgs))
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	pr, pw := io.Pipe()
+	st := &stream{pr: pr, cancel: cancel, done: make(chan struct{})}
+	src := newReadahead(sctx, e.imgs[i])
+	go func() {
+		defer close(st.done)
+		_, err := disk.WriteStreamOptimized(pw, src)
+		if err != nil {
+			err = fmt.Errorf("disk %d of checkpoint %q: %w", i+1, e.cp.Name, err)
+		}
+		pw.CloseWithError(err)
+	}()
+	return st, nil
+}
+
+// Close releases the SMB sessions; nothing on the host needs completing
+// or aborting.
+func (e *export) Close(error) error {
+	e.once.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		e.mu.Unlock()
+		e.fs.close()
+	})
+	return nil
+}
+
+type stream struct {
+	pr     *io.PipeReader
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *stream) Read(p []byte) (int, error) { return s.pr.Read(p) }
+
+// Close stops the encoder and waits for it, so no read of the share runs
+// after the stream is closed.
+func (s *stream) Close() error {
+	s.cancel()
+	s.pr.CloseWithError(errors.New("stream closed"))
+	<-s.done
+	return nil
+}
+
+// readahead serves the encoder's 64 KiB reads from reads of up to 1 MiB
+// of the image, never past the end of the allocated extent being read, so
+// a round trip to the share fetches 16 grains and no unallocated byte.
+type readahead struct {
+	ctx context.Context
+	img disk.Image
+	ext []disk.Extent
+
+	mu  sync.Mutex
+	buf []byte
+	off int64
+	n   int
+}
+
+const readaheadWindow = 1 << 20
+
+func newReadahead(ctx context.Context, img disk.Image) *readahead {
+	return &readahead{ctx: ctx, img: img, ext: img.Extents(), buf: make([]byte, readaheadWindow)}
+}
+
+func (r *readahead) Size() int64            { return r.img.Size() }
+func (r *readahead) Extents() []disk.Extent { return r.ext }
+
+func (r *readahead) ReadAt(p []byte, off int64) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if off >= r.off && off+int64(len(p)) <= r.off+int64(r.n) {
+		return copy(p, r.buf[off-r.off:]), nil
+	}
+	if len(p) >= len(r.buf) {
+		return r.img.ReadAt(p, off)
+	}
+	end := off + int64(len(p))
+	k := sort.Search(len(r.ext), func(k int) bool { return r.ext[k].End() > off })
+	if k < len(r.ext) && r.ext[k].Offset <= off {
+		end = max(end, min(r.ext[k].End(), off+readaheadWindow))
+	}
+	end = min(end, r.img.Size())
+	n, err := r.img.ReadAt(r.buf[:end-off], off)
+	if n < int(end-off) {
+		r.n = 0
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		m := copy(p, r.buf[:min(n, len(p))])
+		return m, err
+	}
+	r.off, r.n = off, n
+	m := copy(p, r.buf[:n])
+	if m < len(p) {
+		return m, io.EOF
+	}
+	return m, nil
+}
