@@ -24,13 +24,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -42,6 +40,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/internal/conn"
 )
 
 // Authentication methods of Config.Auth.
@@ -341,7 +340,7 @@ func classify(op string, err error) error {
 			return fmt.Errorf("%s: %s (%d): %w", op, re.ErrorCode, re.StatusCode, source.ErrUnreachable)
 		}
 		return fmt.Errorf("%s: %s (%d): %s", op, re.ErrorCode, re.StatusCode, errorMessage(re))
-	case isUnreachable(err):
+	case conn.Unreachable(err):
 		return fmt.Errorf("%s: %v: %w", op, err, source.ErrUnreachable)
 	}
 	return fmt.Errorf("%s: %w", op, err)
@@ -389,22 +388,6 @@ func firstLine(s string) string {
 		return strings.TrimSpace(s[:i])
 	}
 	return s
-}
-
-func isUnreachable(err error) bool {
-	var dns *net.DNSError
-	var op *net.OpError
-	var ne net.Error
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return true
-	case errors.As(err, &dns), errors.As(err, &op):
-		return true
-	case errors.As(err, &ne) && ne.Timeout():
-		return true
-	}
-	return false
 }
 
 // cleanupContext is a context for undoing work that outlives the caller's
