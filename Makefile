@@ -9,7 +9,7 @@ TEST_FLAGS ?= -count=1 -timeout 40m
 # In CI the demo exits once verified; interactively it keeps serving until Ctrl-C.
 DEMO_FLAGS ?= $(if $(CI),--exit,)
 
-.PHONY: all deps build test lint demo bench fuzz
+.PHONY: all deps build test lint demo bench fuzz appliance appliance-test
 
 all: build
 
@@ -23,9 +23,10 @@ build:
 	$(GO) build -o bin/rehost ./connector/cmd/rehost
 	$(GO) build -o bin/rehost-lab ./connector/cmd/rehost-lab
 
-# Every test: unit, conformance, qemu-img compatibility, end-to-end.
-test: deps lint
-	$(GO) test $(TEST_FLAGS) ./...
+# Every test: unit, conformance, qemu-img compatibility, end-to-end, and
+# the appliance built and booted (BIOS; make appliance-test boots the rest).
+test: deps lint appliance
+	REHOST_APPLIANCE_OUT=$(CURDIR)/appliance/out $(GO) test $(TEST_FLAGS) ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
@@ -43,3 +44,17 @@ bench: deps
 
 fuzz:
 	scripts/fuzz
+
+# The appliance (docs/appliance.md): OVA, VHD and VHDX in appliance/out/,
+# byte-identical for the same commit. The version and every time stamp come
+# from git.
+APPLIANCE_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+APPLIANCE_EPOCH   ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+appliance:
+	appliance/tools.sh
+	SOURCE_DATE_EPOCH=$(APPLIANCE_EPOCH) $(GO) run ./appliance/cmd/build --version $(APPLIANCE_VERSION)
+
+# Boots the built appliance under qemu (TCG): BIOS, UEFI, the VHDX, a reboot
+# and an upgrade; imports the OVA into the vCenter simulator.
+appliance-test: deps appliance
+	REHOST_APPLIANCE_OUT=$(CURDIR)/appliance/out REHOST_APPLIANCE_FULL=1 $(GO) test -count=1 -timeout 30m -v ./appliance/imagetest/

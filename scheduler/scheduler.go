@@ -395,10 +395,39 @@ func (s *Scheduler) Reschedule(ctx context.Context, jobID string) error {
 	return nil
 }
 
-// ResumeJob returns a job in PAUSED_ON_FAILURE (or FAILED) to ACTIVE with its
-// failure count reset, and schedules its next run: the next slot at or after
-// now (a run-once job runs at once). Slots that passed while it was paused
-// are not recorded as missed.
+// PauseJob stops a job's automatic runs until ResumeJob; a run in progress
+// goes on, and on-demand runs are still allowed. Pausing a paused job is not
+// an error.
+func (s *Scheduler) PauseJob(ctx context.Context, jobID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.ensureLoaded(ctx); err != nil {
+		return fmt.Errorf("pause job %s: %w", jobID, err)
+	}
+	was := store.JobPaused
+	j, err := s.st.UpdateJob(ctx, jobID, func(j *store.ReplicationJob) error {
+		switch j.State {
+		case store.JobCompleted, store.JobDeleting, store.JobDeleted:
+			return fmt.Errorf("%w: job is %s", ErrJobState, j.State)
+		}
+		was = j.State
+		j.State, j.NextReplicationRunStartTime = store.JobPaused, time.Time{}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("pause job %s: %w", jobID, err)
+	}
+	s.track(j)
+	if was != store.JobPaused {
+		s.event(ctx, jobID, "", store.LevelInfo, "job paused: no automatic runs until it is resumed")
+	}
+	return nil
+}
+
+// ResumeJob returns a job in PAUSED, PAUSED_ON_FAILURE (or FAILED) to ACTIVE
+// with its failure count reset, and schedules its next run: the next slot at
+// or after now (a run-once job runs at once). Slots that passed while it was
+// paused are not recorded as missed.
 func (s *Scheduler) ResumeJob(ctx context.Context, jobID string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -407,7 +436,7 @@ func (s *Scheduler) ResumeJob(ctx context.Context, jobID string) error {
 	}
 	now := s.clock.Now()
 	j, err := s.st.UpdateJob(ctx, jobID, func(j *store.ReplicationJob) error {
-		if j.State != store.JobPausedOnFailure && j.State != store.JobFailed {
+		if j.State != store.JobPausedOnFailure && j.State != store.JobFailed && j.State != store.JobPaused {
 			return fmt.Errorf("%w: job is %s, not paused", ErrJobState, j.State)
 		}
 		j.State, j.ConsecutiveFailures, j.StatusMessage = store.JobActive, 0, ""
@@ -726,6 +755,16 @@ func (s *Scheduler) finish(run store.ReplicationRun, runErr error) {
 		switch j.State {
 		case store.JobDeleting, store.JobDeleted:
 			return nil
+		case store.JobPaused:
+			// Paused by an administrator: it stays paused whatever its
+			// on-demand or in-flight run did, unless that run completed a
+			// run-once job.
+			defer func() {
+				if j.State != store.JobCompleted {
+					j.State, j.NextReplicationRunStartTime = store.JobPaused, time.Time{}
+					paused = false
+				}
+			}()
 		}
 		if runErr == nil {
 			j.ConsecutiveFailures, j.StatusMessage = 0, ""

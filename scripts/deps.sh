@@ -3,10 +3,11 @@
 # modules, qemu-img (Debian qemu-utils), the partitioning and file-system tools
 # of internal/guestdisk and of the emulator's tests (sfdisk, mkfs.ext4,
 # mkfs.vfat, mkntfs, mkfs.xfs, mkfs.btrfs), Samba (the Hyper-V tests' SMB
-# server), the pinned S3 server versitygw, built from the Go module proxy
-# into .tools/bin, and the pinned Azurite (npm, into .tools/azurite) that
-# plays Azure page blobs in the Azure source's tests. It says what it does as
-# it goes; re-running it is cheap (nothing is fetched twice).
+# server), Chromium for the web console's browser test, the pinned S3 server
+# versitygw, built from the Go module proxy into .tools/bin, and the pinned
+# Azurite (npm, into .tools/azurite) that plays Azure page blobs in the Azure
+# source's tests. It says what it does as it goes; re-running it is cheap
+# (nothing is fetched twice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,17 @@ command -v mkfs.btrfs >/dev/null 2>&1 || need_apt+=(btrfs-progs)
 # The Hyper-V source's tests read VM disks over SMB from Samba's smbd,
 # started unprivileged on a loopback port (internal/smbpeer).
 [ -x /usr/sbin/smbd ] || need_apt+=(samba)
+# The web console's browser test (connector/web) drives it headless. Large:
+# about 100 s and 390 MB of disk the first time (measured), nothing after.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# The appliance's tests (appliance/imagetest): qemu boots the image (BIOS
+# and OVMF for UEFI), mtools and debugfs read its partitions, xmllint its
+# OVF. The image build installs its own tools (appliance/tools.sh).
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_apt+=(ovmf)
+command -v mtype >/dev/null 2>&1 || need_apt+=(mtools)
+command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
+command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
 # Azurite runs on node and installs with npm.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

@@ -15,6 +15,7 @@ import (
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/version"
 	"github.com/rehost/rehost/pkg/store"
+	"github.com/rehost/rehost/scheduler"
 )
 
 // Local runs the API's operations on an open state directory: in the
@@ -29,6 +30,9 @@ type Local struct {
 	// Notify, when set, is called after a change the serving daemon must
 	// pick up: the CLI signals the daemon beside it.
 	Notify func()
+	// ExtraFiles are files the support bundle carries too (the appliance's
+	// own log and settings), their last 2 MiB each, redacted like the rest.
+	ExtraFiles []string
 }
 
 var _ Service = (*Local)(nil)
@@ -552,6 +556,17 @@ func (l *Local) UpdateReplicationJob(ctx context.Context, in *UpdateReplicationJ
 	}
 	if err := l.D.Sched.Reschedule(ctx, in.ReplicationJobID); err != nil {
 		l.D.Log.Warn("reschedule an updated job; the daemon's resync will", "job", in.ReplicationJobID, "err", err)
+	}
+	if in.RehostPaused != nil {
+		pause := l.D.Sched.ResumeJob
+		if *in.RehostPaused {
+			pause = l.D.Sched.PauseJob
+		}
+		if err := pause(ctx, in.ReplicationJobID); errors.Is(err, scheduler.ErrJobState) {
+			return nil, Errorf(ErrOperationNotPermitted, "%v", err)
+		} else if err != nil {
+			return nil, storeErr(err, ErrJobNotFound)
+		}
 	}
 	l.notify()
 	return &UpdateReplicationJobOutput{}, nil

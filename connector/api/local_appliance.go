@@ -145,6 +145,9 @@ func (l *Local) GetRegistration(ctx context.Context, _ *GetRegistrationInput) (*
 	case s.Profile != "":
 		r.Credentials = "profile " + s.Profile
 	}
+	if s.AssumeRoleARN != "" {
+		r.Credentials = "role " + s.AssumeRoleARN + " assumed with " + r.Credentials
+	}
 	return r, nil
 }
 

@@ -74,7 +74,15 @@ func (l *Local) GetReplicationRun(ctx context.Context, in *GetReplicationRunInpu
 	if err != nil {
 		return nil, storeErr(err, ErrInvalidParameter)
 	}
-	return &GetReplicationRunOutput{ReplicationRun: l.run(ctx, r)}, nil
+	out := l.run(ctx, r)
+	// One run also carries a finished run's progress: the step it failed
+	// in, how long each step took.
+	if out.Rehost.Progress == nil && !r.StartedAt.IsZero() {
+		if p, err := l.D.RunProgress(ctx, r); err == nil {
+			out.Rehost.Progress = &p
+		}
+	}
+	return &GetReplicationRunOutput{ReplicationRun: out}, nil
 }
 
 // GetEvents lists job and run events, newest first.

@@ -1,6 +1,7 @@
 // Package api is the connector's HTTPS endpoint: the SMS-compatible API
 // (AWS JSON 1.1, SigV4), the appliance's own operations beside it, the
-// Prometheus metrics and the support bundle; a web console will join them.
+// Prometheus metrics and the support bundle, and the web console (its own
+// package, connector/web) on the paths they leave free.
 // It serves TLS only (1.2 and later) with the certificate kept in the state
 // directory.
 //
@@ -36,6 +37,10 @@ type Options struct {
 	Auth Authenticator
 	// Metrics, when set, is served at /metrics and counts API calls.
 	Metrics *Metrics
+	// Console, when set, serves every path the routes above leave free
+	// (GET / and the console's pages); it authenticates its users itself,
+	// with sessions.
+	Console http.Handler
 	Log     *slog.Logger
 	// PerKeyRate and PerKeyBurst bound each key's requests (default 20/s,
 	// burst 40); PerAddressRate and PerAddressBurst bound each remote
@@ -78,6 +83,9 @@ func New(o Options) *Endpoint {
 		if o.Metrics != nil {
 			s.mux.Handle("GET /metrics", s.authed(Either(o.Auth, BasicKeyAuth(o.Auth)), "Metrics", s.metrics))
 		}
+	}
+	if o.Console != nil {
+		s.mux.Handle("/", o.Console)
 	}
 	return s
 }

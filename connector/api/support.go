@@ -10,6 +10,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"time"
@@ -22,8 +24,11 @@ import (
 // Redacted replaces secrets in what the connector writes out.
 const Redacted = "[REDACTED]"
 
-// Redactor removes known secret values from text, raw or JSON-escaped.
+// Redactor removes known secret values from text, raw or JSON-escaped, and
+// any PEM private key block, whoever's it is.
 type Redactor struct{ r *strings.Replacer }
+
+var pemPrivateKey = regexp.MustCompile(`(?s)-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----`)
 
 // NewRedactor returns a Redactor for the given secrets.
 func NewRedactor(secrets []string) *Redactor {
@@ -40,7 +45,9 @@ func NewRedactor(secrets []string) *Redactor {
 }
 
 // Bytes returns b with every secret replaced.
-func (r *Redactor) Bytes(b []byte) []byte { return []byte(r.r.Replace(string(b))) }
+func (r *Redactor) Bytes(b []byte) []byte {
+	return pemPrivateKey.ReplaceAll([]byte(r.r.Replace(string(b))), []byte(Redacted))
+}
 
 // logTail is how much of the log the bundle carries.
 const logTail = 2 << 20
@@ -113,7 +120,14 @@ func (l *Local) SupportBundle(ctx context.Context, w io.Writer) error {
 		}
 		note("log "+p, err)
 		if err == nil {
-			note("log", add("logs/"+p[strings.LastIndexAny(p, `/\`)+1:], b))
+			note("log", add("logs/"+filepath.Base(p), b))
+		}
+	}
+	for _, p := range l.ExtraFiles {
+		b, err := tail(p, logTail)
+		note("file "+p, err)
+		if err == nil {
+			note("file "+p, add("files/"+filepath.Base(p), b))
 		}
 	}
 	if len(errs) > 0 {

@@ -231,6 +231,9 @@ type UpdateReplicationJobInput struct {
 	NumberOfRecentAmisToKeep    *int    `json:"numberOfRecentAmisToKeep,omitempty"`
 	Encrypted                   *bool   `json:"encrypted,omitempty"`
 	KmsKeyID                    *string `json:"kmsKeyId,omitempty"`
+	// RehostPaused pauses the job's automatic runs (true) or resumes a
+	// paused job (false; also one paused on failure).
+	RehostPaused *bool `json:"rehostPaused,omitempty"`
 }
 
 // UpdateReplicationJobOutput has no members.
@@ -290,7 +293,9 @@ type ReplicationRun struct {
 type ReplicationRunEx struct {
 	ReplicationJobID string `json:"replicationJobId"`
 	StartedAt        Time   `json:"startedAt,omitzero"`
-	// Progress is set for runs in progress.
+	// Progress is set for runs in progress, and by GetReplicationRun for
+	// finished runs too (each step's time, the step a failed run failed
+	// in).
 	Progress *daemon.RunProgress `json:"progress,omitempty"`
 }
 

@@ -39,6 +39,8 @@ func init() {
 			fs.StringVar(&o.s.KMSKeyID, "kms-key", "", "KMS key for SSE-KMS staging and encrypted AMIs (default SSE-S3)")
 			fs.StringVar(&o.s.RoleName, "role", "vmimport", "VM Import service role")
 			fs.StringVar(&o.s.Profile, "aws-profile", "", "shared config profile for the account's credentials")
+			fs.StringVar(&o.s.AssumeRoleARN, "assume-role", "", "ARN of a role to assume with those credentials and act as")
+			fs.StringVar(&o.s.ExternalID, "external-id", "", "external id the assumed role's trust policy asks for")
 			fs.StringVar(&o.s.Endpoint, "aws-endpoint", "", "EC2/IAM/STS endpoint override (an emulator or VPC endpoint)")
 			fs.StringVar(&o.s.S3Endpoint, "s3-endpoint", "", "S3 endpoint override (path-style)")
 			fs.StringVar(&o.s.ImportMode, "import-mode", "image", "image (ImportImage) or snapshot (ImportSnapshot + RegisterImage)")

@@ -19,6 +19,7 @@ import (
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/version"
+	"github.com/rehost/rehost/connector/web"
 	"github.com/rehost/rehost/scheduler"
 )
 
@@ -200,11 +201,17 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	d.ResyncOnSignal(ctx)
 	metrics := api.NewMetrics(d, log)
 	go metrics.Watch(ctx, time.Second)
+	svc := &api.Local{D: d, Started: started, Config: cfgJSON}
+	console, err := web.New(web.Options{Service: svc, Keys: d, Settings: d.Store, Fingerprint: fp, Log: log})
+	if err != nil {
+		return err
+	}
 	ep := api.New(api.Options{
-		Service: &api.Local{D: d, Started: started, Config: cfgJSON},
+		Service: svc,
 		Auth:    &api.KeyAuth{Keys: d, Region: api.RegistrationRegion(d)},
 		Metrics: metrics,
 		Log:     log,
+		Console: console.Handler(),
 	})
 	apiDone := make(chan error, 1)
 	go func() {

@@ -13,13 +13,24 @@ import (
 func init() {
 	Register(Command{
 		Name:    "support bundle",
-		Usage:   "[-o FILE]",
+		Usage:   "[--out FILE] [--file FILE]...",
 		Summary: "write a zip for a support case: configuration, recent logs and events, versions, state summary; every secret redacted",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
-			out := fs.String("o", "", "output file (default rehost-support-TIME.zip)")
+			var out string
+			var files multiFlag
+			fs.StringVar(&out, "out", "", "output file (default rehost-support-TIME.zip)")
+			fs.StringVar(&out, "o", "", "short for --out")
+			fs.Var(&files, "file", "a file of this machine to include too, e.g. the appliance's log (repeatable; on the appliance only)")
 			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				path := *out
+				if len(files) > 0 {
+					l, ok := svc.(*api.Local)
+					if !ok {
+						return fmt.Errorf("%w: --file adds files of the appliance itself: run it there, on the state directory", ErrUsage)
+					}
+					l.ExtraFiles = files
+				}
+				path := out
 				if path == "" {
 					path = "rehost-support-" + time.Now().UTC().Format("20060102T150405Z") + ".zip"
 				}
@@ -41,3 +52,9 @@ func init() {
 		},
 	})
 }
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return fmt.Sprint([]string(*m)) }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -113,6 +113,13 @@ func TestWalkthrough(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "RUN ID") {
 		t.Errorf("run list: %d %s %s", code, out, errs)
 	}
+	for _, v := range []struct{ verb, state string }{{"pause", "PAUSED"}, {"resume", "ACTIVE"}} {
+		out, errs, code = walk(t, "job", v.verb, j.ReplicationJobID)
+		jobs, _, _ := walk(t, "job", "list")
+		if code != 0 || !strings.Contains(out, v.verb[:5]) || !strings.Contains(jobs, v.state) {
+			t.Errorf("job %s: %d %s %s; job list:\n%s", v.verb, code, out, errs, jobs)
+		}
+	}
 	out, errs, code = walk(t, "job", "delete", j.ReplicationJobID)
 	if code != 0 || !strings.Contains(out, "deleted") {
 		t.Errorf("job delete: %d %s %s", code, out, errs)

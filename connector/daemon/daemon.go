@@ -38,6 +38,12 @@ type AWSSettings struct {
 	SecretAccessKey string `json:"secretAccessKey,omitempty"`
 	SessionToken    string `json:"sessionToken,omitempty"`
 	Profile         string `json:"profile,omitempty"`
+	// AssumeRoleARN, when set, is a role the connector assumes (with the
+	// credentials above, or the default chain: an EC2 instance role) and
+	// acts as; ExternalID is passed when the role's trust policy asks for
+	// one.
+	AssumeRoleARN string `json:"assumeRoleArn,omitempty"`
+	ExternalID    string `json:"externalId,omitempty"`
 	// Endpoint overrides EC2, IAM, STS and EBS (an emulator, a VPC
 	// endpoint); S3Endpoint overrides S3 (path-style addressing).
 	Endpoint   string `json:"endpoint,omitempty"`
@@ -215,6 +221,8 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget
 		SecretAccessKey: s.SecretAccessKey,
 		SessionToken:    s.SessionToken,
 		Profile:         s.Profile,
+		AssumeRoleARN:   s.AssumeRoleARN,
+		ExternalID:      s.ExternalID,
 		Endpoints: awstarget.Endpoints{
 			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint,
 		},

@@ -360,6 +360,17 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // VHD: size bytes of r, or everything up to EOF when size is negative,
 // padded to a whole sector, then the footer. It returns the bytes written.
 func WriteVHDFixedFrom(w io.Writer, r io.Reader, size int64) (int64, error) {
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return 0, fmt.Errorf("write vhd (fixed): unique id: %w", err)
+	}
+	return WriteVHDFixedFromID(w, r, size, id, time.Now())
+}
+
+// WriteVHDFixedFromID is WriteVHDFixedFrom with the footer's unique id and
+// time stamp given, for images that must come out byte-identical from one
+// build to the next.
+func WriteVHDFixedFromID(w io.Writer, r io.Reader, size int64, id [16]byte, created time.Time) (int64, error) {
 	if size > MaxVHDSize {
 		return 0, fmt.Errorf("write vhd (fixed): virtual size %d exceeds the VHD limit of 2040 GiB; use VMDK", size)
 	}
@@ -386,11 +397,7 @@ func WriteVHDFixedFrom(w io.Writer, r io.Reader, size int64) (int64, error) {
 		}
 		n += sectorSize - rem
 	}
-	var id [16]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return cw.n, fmt.Errorf("write vhd (fixed): unique id: %w", err)
-	}
-	if _, err := cw.Write(vhdFooterBytes(n, vhdTypeFixed, ^uint64(0), id, time.Now())); err != nil {
+	if _, err := cw.Write(vhdFooterBytes(n, vhdTypeFixed, ^uint64(0), id, created)); err != nil {
 		return cw.n, fmt.Errorf("write vhd (fixed): footer: %w", err)
 	}
 	return cw.n, nil

@@ -97,6 +97,9 @@ const (
 	JobCompleted       JobState = "COMPLETED"
 	JobPausedOnFailure JobState = "PAUSED_ON_FAILURE"
 	JobFailing         JobState = "FAILING"
+	// JobPaused: an administrator paused the job; it gets no automatic
+	// runs until resumed (rehost's, not SMS's).
+	JobPaused JobState = "PAUSED"
 )
 
 // License types of the AMIs a job makes.
@@ -420,7 +423,7 @@ func ValidateJob(j ReplicationJob) error {
 		return fmt.Errorf("%w: replication job for server %s: license type %q: must be AWS or BYOL", ErrInvalid, j.ServerID, j.LicenseType)
 	}
 	switch j.State {
-	case JobPending, JobActive, JobFailed, JobDeleting, JobDeleted, JobCompleted, JobPausedOnFailure, JobFailing:
+	case JobPending, JobActive, JobFailed, JobDeleting, JobDeleted, JobCompleted, JobPausedOnFailure, JobFailing, JobPaused:
 	default:
 		return fmt.Errorf("%w: replication job for server %s: unknown state %q", ErrInvalid, j.ServerID, j.State)
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -34,6 +35,9 @@ type Options struct {
 	// PerKeyRate and PerKeyBurst override the endpoint's rate limit.
 	PerKeyRate  float64
 	PerKeyBurst int
+	// Console, when set, makes the web console the endpoint serves, given
+	// the connector (Log, Fingerprint and D are set) and its Service.
+	Console func(c *Connector, svc api.Service) http.Handler
 }
 
 // Connector is a connector serving on loopback.
@@ -120,10 +124,15 @@ func Start(t testing.TB, o Options) *Connector {
 	}
 	c.URL = "https://" + ln.Addr().String()
 	metrics := api.NewMetrics(c.D, log)
+	svc := &api.Local{D: c.D, Started: time.Now()}
+	var console http.Handler
+	if o.Console != nil {
+		console = o.Console(c, svc)
+	}
 	ep := api.New(api.Options{
-		Service: &api.Local{D: c.D, Started: time.Now()},
+		Service: svc,
 		Auth:    &api.KeyAuth{Keys: c.D, Region: api.RegistrationRegion(c.D)},
-		Metrics: metrics, Log: log, PerKeyRate: o.PerKeyRate, PerKeyBurst: o.PerKeyBurst,
+		Metrics: metrics, Log: log, PerKeyRate: o.PerKeyRate, PerKeyBurst: o.PerKeyBurst, Console: console,
 	})
 	var wg sync.WaitGroup
 	wg.Go(func() { ep.Serve(ctx, ln) })

@@ -19,6 +19,7 @@ import (
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -100,7 +101,10 @@ type Config struct {
 	// Profile, SSO, instance role) is used. They are never logged.
 	AccessKeyID, SecretAccessKey, SessionToken string
 	Profile                                    string
-	Endpoints                                  Endpoints
+	// AssumeRoleARN is a role assumed with those credentials (refreshed
+	// before they expire); ExternalID goes with it when set.
+	AssumeRoleARN, ExternalID string
+	Endpoints                 Endpoints
 	// S3PathStyle addresses buckets in the path, not the host name.
 	S3PathStyle bool
 	HTTPClient  *http.Client
@@ -180,6 +184,15 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 			return nil
 		}
 		return sdk.String(s)
+	}
+	if cfg.AssumeRoleARN != "" {
+		base := sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) })
+		ac.Credentials = sdk.NewCredentialsCache(stscreds.NewAssumeRoleProvider(base, cfg.AssumeRoleARN, func(o *stscreds.AssumeRoleOptions) {
+			o.RoleSessionName = "rehost-connector"
+			if cfg.ExternalID != "" {
+				o.ExternalID = sdk.String(cfg.ExternalID)
+			}
+		}))
 	}
 	cl := Clients{
 		S3: s3.NewFromConfig(ac, func(o *s3.Options) {

@@ -1,0 +1,361 @@
+package web
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/pkg/store"
+)
+
+// jobFields maps words of the API's job errors to the form's fields.
+var jobFields = map[string]string{
+	"serverid": "server", "server ": "server", "frequency": "frequency", "seedreplicationtime": "seed",
+	"nextreplicationrunstarttime": "next_run", "licensetype": "license", "numberofrecentamistokeep": "keep",
+	"kmskeyid": "kms_key", "rolename": "role",
+}
+
+func (c *Console) allJobs(ctx context.Context) ([]api.ReplicationJob, error) {
+	in := &api.GetReplicationJobsInput{MaxResults: 1000}
+	var all []api.ReplicationJob
+	for {
+		out, err := c.svc.GetReplicationJobs(ctx, in)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, out.ReplicationJobList...)
+		if in.NextToken = out.NextToken; in.NextToken == "" {
+			return all, nil
+		}
+	}
+}
+
+// liveJobs leaves out deleted jobs.
+func liveJobs(jobs []api.ReplicationJob) []api.ReplicationJob {
+	return slices.DeleteFunc(jobs, func(j api.ReplicationJob) bool { return j.State == string(store.JobDeleted) })
+}
+
+func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request, rq *request) error {
+	jobs, err := c.allJobs(r.Context())
+	if err != nil {
+		return err
+	}
+	return c.render(w, r, rq, http.StatusOK, "jobs", &view{Title: "Replication jobs", Nav: "jobs", D: liveJobs(jobs), Live: hasLiveRun(jobs)})
+}
+
+func hasLiveRun(jobs []api.ReplicationJob) bool {
+	for _, j := range jobs {
+		if len(j.ReplicationRunList) > 0 && store.RunState(j.ReplicationRunList[0].State).Live() {
+			return true
+		}
+	}
+	return false
+}
+
+type jobFormView struct {
+	Servers []api.Server
+	Job     *api.ReplicationJob
+}
+
+func (c *Console) jobNewPage(w http.ResponseWriter, r *http.Request, rq *request) error {
+	return c.jobNewView(w, r, rq, nil, http.StatusOK)
+}
+
+func (c *Console) jobNewView(w http.ResponseWriter, r *http.Request, rq *request, wz *wizardView, status int) error {
+	_, all, err := c.allServers(r.Context())
+	if err != nil {
+		return err
+	}
+	f := rq.form
+	if f == nil {
+		f = newForm(nil)
+		f.Values.Set("server", r.URL.Query().Get("server"))
+		f.Values.Set("frequency", "12")
+		f.Values.Set("license", store.LicenseAWS)
+		f.Values.Set("keep", "3")
+	}
+	d := jobFormView{}
+	for _, s := range all {
+		if s.ReplicationJobID == "" || s.ReplicationJobTerminated {
+			d.Servers = append(d.Servers, s)
+		}
+	}
+	return c.render(w, r, rq, status, "job-new", &view{Title: "New replication job", Nav: "jobs", Wizard: wz, Form: f, D: d})
+}
+
+// whole reads a whole number field within [lo, hi].
+func whole(f *form, name string, lo, hi int, msg string) int {
+	v := f.Get(name)
+	n, err := strconv.Atoi(v)
+	if v == "" || err != nil || n < lo || n > hi {
+		f.fail(name, msg)
+	}
+	return n
+}
+
+// localTime reads a datetime-local field. The browser's script sends the
+// zone offset in tz_offset (minutes behind UTC, as getTimezoneOffset
+// gives it); without it the time is UTC, as the page then says.
+func localTime(f *form, name string) (time.Time, bool) {
+	v := f.Get(name)
+	if v == "" {
+		return time.Time{}, false
+	}
+	var t time.Time
+	var err error
+	for _, layout := range []string{"2006-01-02T15:04", "2006-01-02T15:04:05"} {
+		if t, err = time.Parse(layout, v); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		f.fail(name, "not a date and time: want one like 2026-12-01T22:00")
+		return time.Time{}, false
+	}
+	if off, err := strconv.Atoi(f.Get("tz_offset")); err == nil && off >= -16*60 && off <= 16*60 {
+		t = t.Add(time.Duration(off) * time.Minute)
+	}
+	return t, true
+}
+
+func (c *Console) jobCreate(w http.ResponseWriter, r *http.Request, rq *request) error {
+	f := rq.form
+	wz, err := c.inWizard(r, rq, "job")
+	if err != nil {
+		return err
+	}
+	in := &api.CreateReplicationJobInput{ServerID: f.Get("server"), RunOnce: f.On("run_once"), LicenseType: f.Get("license"),
+		RoleName: f.Get("role"), Description: f.Get("description"), Encrypted: f.On("encrypted"), KmsKeyID: f.Get("kms_key")}
+	f.require("server")
+	if !in.RunOnce || f.Get("frequency") != "" {
+		freq := whole(f, "frequency", 1, 24, "a whole number of hours from 1 to 24")
+		in.Frequency = &freq
+	}
+	in.NumberOfRecentAmisToKeep = whole(f, "keep", 0, 1000, "a whole number from 0 (keep every AMI) to 1000")
+	seed := api.At(time.Now().UTC().Truncate(time.Second))
+	if t, ok := localTime(f, "seed"); ok {
+		seed = api.At(t)
+	}
+	in.SeedReplicationTime = &seed
+	if in.KmsKeyID != "" && !in.Encrypted {
+		f.fail("kms_key", "a KMS key encrypts the AMIs: tick “Encrypt the AMIs” too, or leave the key empty")
+	}
+	if !f.ok() {
+		return c.jobNewView(w, r, rq, wz, http.StatusUnprocessableEntity)
+	}
+	out, err := c.svc.CreateReplicationJob(r.Context(), in)
+	if err != nil {
+		var ae *api.Error
+		if !asAPIError(err, &ae) {
+			return err
+		}
+		f.apiError(ae, jobFields)
+		return c.jobNewView(w, r, rq, wz, http.StatusUnprocessableEntity)
+	}
+	c.log.Info("console: job created", "job", out.ReplicationJobID, "server", in.ServerID)
+	msg := "Created job " + out.ReplicationJobID + "."
+	if wz != nil {
+		msg = "Setup is complete: job " + out.ReplicationJobID + " is created and runs on its schedule. Its runs show here as they go."
+	}
+	return c.flashTo(w, r, rq, "/jobs/"+out.ReplicationJobID, flash{Kind: "ok", Message: msg})
+}
+
+// amiView is an AMI a job made.
+type amiView struct {
+	ID, RunID string
+	Made      api.Time
+	// Deleted says retention (or a job deletion) removed it.
+	Deleted bool
+}
+
+type jobView struct {
+	Job    api.ReplicationJob
+	Runs   []api.ReplicationRun
+	AMIs   []amiView
+	Events []api.Event
+	// Live is the run in progress or waiting, if any.
+	Live *api.ReplicationRun
+	// Advice says what to do about a failing job.
+	Advice string
+}
+
+var amiRE = regexp.MustCompile(`ami-[0-9a-f]{8,17}`)
+
+func (c *Console) job(ctx context.Context, id string) (*jobView, error) {
+	out, err := c.svc.GetReplicationRuns(ctx, &api.GetReplicationRunsInput{ReplicationJobID: id, MaxResults: 25})
+	if err != nil {
+		return nil, err
+	}
+	evs, err := c.svc.GetEvents(ctx, &api.GetEventsInput{ReplicationJobID: id, MaxResults: 200})
+	if err != nil {
+		return nil, err
+	}
+	v := &jobView{Job: *out.ReplicationJob, Runs: out.ReplicationRunList, Events: evs.Events}
+	if len(v.Events) > 30 {
+		v.Events = v.Events[:30]
+	}
+	deleted := map[string]bool{}
+	for _, e := range evs.Events {
+		if _, gone, ok := strings.Cut(e.Message, "deleted"); ok && strings.HasPrefix(e.Message, "retention:") {
+			for _, a := range amiRE.FindAllString(gone, -1) {
+				deleted[a] = true
+			}
+		}
+	}
+	for i, r := range v.Runs {
+		if r.AmiID != "" {
+			v.AMIs = append(v.AMIs, amiView{ID: r.AmiID, RunID: r.ReplicationRunID, Made: r.CompletedTime, Deleted: deleted[r.AmiID]})
+		}
+		if v.Live == nil && store.RunState(r.State).Live() {
+			v.Live = &v.Runs[i]
+		}
+	}
+	switch store.JobState(v.Job.State) {
+	case store.JobPausedOnFailure:
+		v.Advice = "Its automatic runs are paused after repeated failures. Read the last run's error, fix the cause, then resume the job."
+	case store.JobFailed:
+		v.Advice = "Its run failed. Read the run's error, fix the cause, then resume the job to run it again."
+	case store.JobFailing:
+		v.Advice = "Recent runs failed; it keeps trying on its schedule and pauses after a few more failures. Read the last run's error."
+	}
+	return v, nil
+}
+
+func (c *Console) jobPage(w http.ResponseWriter, r *http.Request, rq *request) error {
+	v, err := c.job(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return c.render(w, r, rq, http.StatusOK, "job", &view{Title: "Job " + v.Job.ReplicationJobID, Nav: "jobs", D: v, Live: v.Live != nil})
+}
+
+func (c *Console) jobEditPage(w http.ResponseWriter, r *http.Request, rq *request) error {
+	v, err := c.job(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	f := newForm(nil)
+	j := v.Job
+	f.Values.Set("frequency", strconv.Itoa(j.Frequency))
+	f.Values.Set("license", cmp.Or(j.LicenseType, store.LicenseAWS))
+	f.Values.Set("keep", strconv.Itoa(j.NumberOfRecentAmisToKeep))
+	f.Values.Set("role", j.RoleName)
+	f.Values.Set("description", j.Description)
+	f.Values.Set("kms_key", j.KmsKeyID)
+	if j.Encrypted {
+		f.Values.Set("encrypted", "on")
+	}
+	return c.render(w, r, rq, http.StatusOK, "job-edit", &view{Title: "Edit job " + j.ReplicationJobID, Nav: "jobs", Form: f, D: v})
+}
+
+func (c *Console) jobUpdate(w http.ResponseWriter, r *http.Request, rq *request) error {
+	f := rq.form
+	id := r.PathValue("id")
+	v, err := c.job(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	in := &api.UpdateReplicationJobInput{ReplicationJobID: id}
+	license, role, desc, kms, enc := f.Get("license"), f.Get("role"), f.Get("description"), f.Get("kms_key"), f.On("encrypted")
+	in.LicenseType, in.RoleName, in.Description, in.KmsKeyID, in.Encrypted = &license, &role, &desc, &kms, &enc
+	if !v.Job.RunOnce {
+		freq := whole(f, "frequency", 1, 24, "a whole number of hours from 1 to 24")
+		in.Frequency = &freq
+	}
+	keep := whole(f, "keep", 0, 1000, "a whole number from 0 (keep every AMI) to 1000")
+	in.NumberOfRecentAmisToKeep = &keep
+	if t, ok := localTime(f, "next_run"); ok {
+		if t.Before(time.Now()) {
+			f.fail("next_run", "this time has passed: choose one ahead, or leave it empty to keep the schedule")
+		}
+		at := api.At(t)
+		in.NextReplicationRunStartTime = &at
+	}
+	if kms != "" && !enc {
+		f.fail("kms_key", "a KMS key encrypts the AMIs: tick “Encrypt the AMIs” too, or leave the key empty")
+	}
+	if f.ok() {
+		if _, err = c.svc.UpdateReplicationJob(r.Context(), in); err == nil {
+			c.log.Info("console: job updated", "job", id)
+			return c.flashTo(w, r, rq, "/jobs/"+id, flash{Kind: "ok", Message: "Saved the job's settings."})
+		}
+		var ae *api.Error
+		if !asAPIError(err, &ae) {
+			return err
+		}
+		f.apiError(ae, jobFields)
+	}
+	return c.render(w, r, rq, http.StatusUnprocessableEntity, "job-edit", &view{Title: "Edit job " + id, Nav: "jobs", D: v})
+}
+
+// jobAction runs one of the job page's buttons and comes back to it with
+// the outcome.
+func (c *Console) jobAction(w http.ResponseWriter, r *http.Request, rq *request, what string, do func(ctx context.Context, id string) (string, error)) error {
+	id := r.PathValue("id")
+	msg, err := do(r.Context(), id)
+	if err != nil {
+		var ae *api.Error
+		if !asAPIError(err, &ae) {
+			return err
+		}
+		return c.flashTo(w, r, rq, "/jobs/"+id, flash{Kind: "error", Message: "Could not " + what + ": " + ae.Message})
+	}
+	c.log.Info("console: job "+what, "job", id)
+	return c.flashTo(w, r, rq, "/jobs/"+id, flash{Kind: "ok", Message: msg})
+}
+
+func (c *Console) jobStart(w http.ResponseWriter, r *http.Request, rq *request) error {
+	return c.jobAction(w, r, rq, "start a run", func(ctx context.Context, id string) (string, error) {
+		out, err := c.svc.StartOnDemandReplicationRun(ctx, &api.StartOnDemandReplicationRunInput{ReplicationJobID: id})
+		if err != nil {
+			return "", err
+		}
+		return "Started run " + out.ReplicationRunID + ".", nil
+	})
+}
+
+func (c *Console) jobPause(pause bool) handlerFunc {
+	what, done := "resume the job", "Resumed the job: its runs follow the schedule again."
+	if pause {
+		what, done = "pause the job", "Paused the job: no automatic runs until you resume it (Start now still works)."
+	}
+	return func(w http.ResponseWriter, r *http.Request, rq *request) error {
+		return c.jobAction(w, r, rq, what, func(ctx context.Context, id string) (string, error) {
+			_, err := c.svc.UpdateReplicationJob(ctx, &api.UpdateReplicationJobInput{ReplicationJobID: id, RehostPaused: &pause})
+			return done, err
+		})
+	}
+}
+
+func (c *Console) jobDeletePage(w http.ResponseWriter, r *http.Request, rq *request) error {
+	v, err := c.job(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return c.render(w, r, rq, http.StatusOK, "job-delete", &view{Title: "Delete job " + v.Job.ReplicationJobID, Nav: "jobs", D: v})
+}
+
+func (c *Console) jobDelete(w http.ResponseWriter, r *http.Request, rq *request) error {
+	id := r.PathValue("id")
+	amis := rq.form.On("delete_amis")
+	if _, err := c.svc.DeleteReplicationJob(r.Context(), &api.DeleteReplicationJobInput{ReplicationJobID: id, RehostDeleteAmis: amis}); err != nil {
+		var ae *api.Error
+		if !asAPIError(err, &ae) {
+			return err
+		}
+		return c.flashTo(w, r, rq, "/jobs/"+id, flash{Kind: "error", Message: "Could not delete the job: " + ae.Message})
+	}
+	c.log.Info("console: job deleted", "job", id, "deleteAMIs", amis)
+	msg := fmt.Sprintf("Deleted job %s; its AMIs stay.", id)
+	if amis {
+		msg = fmt.Sprintf("Deleted job %s and its AMIs.", id)
+	}
+	return c.flashTo(w, r, rq, "/jobs", flash{Kind: "ok", Message: msg})
+}
