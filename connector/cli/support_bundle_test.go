@@ -114,8 +114,14 @@ plain line keyid `+keyID+`
 		!strings.Contains(got["files/rehost.log"], "source added") {
 		t.Errorf("bundle lost its non-secret content:\n%s\n%s\n%s", got["registration.json"], got["summary.json"], got["files/rehost.log"])
 	}
+	// The access key id names the key (the registration shows it, as the
+	// AWS console does); the secret, the password and a private key are
+	// what must never leave.
+	if !strings.Contains(got["registration.json"], keyID) {
+		t.Errorf("registration.json does not say which key is stored:\n%s", got["registration.json"])
+	}
 	for name, content := range got {
-		for _, s := range []string{keyID, secret, password, "MIGHAgEAMBMG"} {
+		for _, s := range []string{secret, password, "MIGHAgEAMBMG"} {
 			if strings.Contains(content, s) {
 				t.Errorf("%s holds the secret %q:\n%s", name, s, content)
 			}
