@@ -3,14 +3,17 @@
 # modules, qemu-img (Debian qemu-utils), the partitioning and file-system tools
 # of internal/guestdisk and of the emulator's tests (sfdisk, mkfs.ext4,
 # mkfs.vfat, mkntfs, mkfs.xfs, mkfs.btrfs), Samba (the Hyper-V tests' SMB
-# server), Chromium for the web console's browser test, and the pinned S3
-# server versitygw, built from the Go module proxy
-# into .tools/bin. It says what it does as it goes; re-running it is cheap
+# server), Chromium for the web console's browser test, the pinned S3 server
+# versitygw, built from the Go module proxy into .tools/bin, and the pinned
+# Azurite (npm, into .tools/azurite) that plays Azure page blobs in the Azure
+# source's tests. It says what it does as it goes; re-running it is cheap
 # (nothing is fetched twice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VERSITYGW_VERSION=v1.8.0
+# Keep in step with azuresim.AzuriteVersion (pkg/azuresim/azurite.go).
+AZURITE_VERSION=3.35.0
 TOOLS="$PWD/.tools/bin"
 mkdir -p "$TOOLS"
 
@@ -40,6 +43,9 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 command -v mtype >/dev/null 2>&1 || need_apt+=(mtools)
 command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
 command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
+# Azurite runs on node and installs with npm.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	SUDO=""
 	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -60,4 +66,15 @@ if [ ! -x "$TOOLS/versitygw" ] || [ ! -f "$stamp" ]; then
 	GOBIN="$TOOLS" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 	touch "$stamp"
 	echo "deps: versitygw built"
+fi
+
+# Azurite into .tools/azurite/<version>, installed beside and renamed into
+# place so an interrupted install is never taken for a complete one.
+azurite_dir="$PWD/.tools/azurite/$AZURITE_VERSION"
+if [ ! -x "$azurite_dir/node_modules/.bin/azurite-blob" ]; then
+	echo "deps: npm install azurite@$AZURITE_VERSION into .tools/azurite (first time only: about a minute, 190 MB) …"
+	mkdir -p "$(dirname "$azurite_dir")"
+	tmp=$(mktemp -d "$(dirname "$azurite_dir")/.install-XXXXXX")
+	npm install --prefix "$tmp" --no-audit --no-fund --omit=dev --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
+	mv -T "$tmp" "$azurite_dir" 2>/dev/null || rm -rf "$tmp"
 fi

@@ -30,7 +30,8 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func (h *hypervFlags) add(fs *flag.FlagSet) {
-	fs.StringVar(&h.auth, "auth", "", "hyperv/scvmm: ntlm (default), kerberos, or basic (HTTPS only)")
+	fs.StringVar(&h.auth, "auth", "", "hyperv/scvmm: ntlm (default), kerberos, or basic (HTTPS only); "+
+		"azure: secret (default, from REHOST_SOURCE_PASSWORD or stdin), certificate, workload-identity or managed-identity")
 	fs.StringVar(&h.krbRealm, "kerberos-realm", "", "hyperv/scvmm: Kerberos realm (default: the user's domain)")
 	fs.StringVar(&h.krbConfig, "kerberos-config", "", "hyperv/scvmm: krb5.conf (default /etc/krb5.conf)")
 	fs.StringVar(&h.krbSPN, "kerberos-spn", "", "hyperv/scvmm: service principal (default HTTP/<host>)")

@@ -54,12 +54,18 @@ type VM struct {
 	Disks        []Disk `json:"disks"`
 	NICs         []NIC  `json:"nics"`
 	// ManagerType names what manages the VM as SMS's vmServer.vmManagerType
-	// does (VSPHERE, HYPERV-MANAGER, SCVMM); Host is the hypervisor host
+	// does (VSPHERE, HYPERV-MANAGER, SCVMM, AZURE); Host is the hypervisor host
 	// running it, where the source knows.
 	ManagerType string `json:"vmManagerType,omitempty"`
 	Host        string `json:"host,omitempty"`
 	// SecureBoot is set when the VM boots with UEFI secure boot.
 	SecureBoot bool `json:"secureBoot,omitempty"`
+	// Attributes are the platform's own facts worth showing in the catalog
+	// (an Azure VM's size, location, security type).
+	Attributes map[string]string `json:"attributes,omitempty"`
+	// Warnings say what replication will refuse or not carry over (a
+	// trusted launch VM's vTPM), for the user to read before migrating.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Disk is a virtual disk of a VM, in the order the VM presents them (the first
@@ -78,6 +84,8 @@ type NIC struct {
 	MAC     string `json:"mac"`
 	Network string `json:"network"`
 	Type    string `json:"type"` // e.g. vmxnet3, e1000
+	// Addresses are the private IP addresses where the source knows them.
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // Checkpoint is a point-in-time state of a VM (a vSphere snapshot, a Hyper-V
@@ -163,4 +171,19 @@ type ChangeTracker interface {
 	// change id since ("*" for every allocated extent) as of checkpoint cp,
 	// and the change id to pass next time.
 	ChangedAreas(ctx context.Context, cp Checkpoint, diskKey, since string) (extents []disk.Extent, changeID string, err error)
+}
+
+type tagsKey struct{}
+
+// WithTags returns ctx carrying the tags (the job and run ids, as the
+// replication run names them) a source should put on what it creates for
+// the call, where its platform has tags (Azure snapshots).
+func WithTags(ctx context.Context, tags map[string]string) context.Context {
+	return context.WithValue(ctx, tagsKey{}, tags)
+}
+
+// Tags returns the tags ctx carries (nil for none).
+func Tags(ctx context.Context) map[string]string {
+	t, _ := ctx.Value(tagsKey{}).(map[string]string)
+	return t
 }

@@ -1,0 +1,359 @@
+package azure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+
+	"github.com/rehost/rehost/pkg/disk"
+	"github.com/rehost/rehost/pkg/source"
+)
+
+// sampleBytes bounds the data read to measure how well a dense disk
+// compresses, and a 32nd of its allocation (so the extra read stays small).
+const sampleBytes = 1 << 20
+
+// Export grants read access to each snapshot of the checkpoint, lists its
+// allocated page ranges and picks, per disk, the smaller of a VHD and a
+// streamOptimized VMDK (logging which and why). Close revokes the grants.
+func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Export, error) {
+	rid, err := parseID(cp.VMID, "virtualMachines")
+	if err != nil {
+		return nil, fmt.Errorf("export: %w", err)
+	}
+	name := cmpOr(cp.ID, cp.Name)
+	snaps, err := s.snapshotsOf(ctx, rid.ResourceGroupName, cp.VMID, name)
+	if err != nil {
+		return nil, fmt.Errorf("export checkpoint %q: %w", name, err)
+	}
+	if len(snaps) == 0 {
+		return nil, fmt.Errorf("export checkpoint %q of vm %s: it has no snapshots: %w", name, cp.VMID, source.ErrNotFound)
+	}
+	e := &export{s: s, cp: cp, name: name, rg: rid.ResourceGroupName, snaps: snaps, cleanCtx: context.WithoutCancel(ctx)}
+	fail := func(err error) (source.Export, error) {
+		return nil, errors.Join(err, e.Close(err))
+	}
+	for _, sn := range snaps {
+		p := sn.Properties
+		key := val(sn.Tags[tagDisk])
+		if p == nil || val(p.ProvisioningState) != "Succeeded" {
+			state := "no properties"
+			if p != nil {
+				state = val(p.ProvisioningState)
+			}
+			return fail(fmt.Errorf("export checkpoint %q: snapshot %s of disk %s is not ready (%s); take the checkpoint again", name, val(sn.Name), key, state))
+		}
+		if c := p.CompletionPercent; c != nil && *c < 100 {
+			return fail(fmt.Errorf("export checkpoint %q: the background copy of snapshot %s is at %.0f%%", name, val(sn.Name), *c))
+		}
+		g := &readGrant{s: s, rg: e.rg, snap: val(sn.Name), entra: val(p.DataAccessAuthMode) == armcompute.DataAccessAuthModeAzureActiveDirectory}
+		e.grants = append(e.grants, g)
+		if err := g.renew(ctx); err != nil {
+			return fail(fmt.Errorf("export checkpoint %q: disk %s: %w", name, key, err))
+		}
+		size := val(p.DiskSizeBytes)
+		ext, err := g.pageRanges(ctx, size)
+		if err != nil {
+			return fail(fmt.Errorf("export checkpoint %q: disk %s: %w", name, key, err))
+		}
+		pl := choose(size, ext, func() ([]byte, error) {
+			off, n := sampleAt(ext, min(sampleBytes, allocated(ext)/32))
+			b := make([]byte, n)
+			return b, g.read(ctx, off, b)
+		})
+		s.log.Info("azure disk stream format", "vm", cp.VMID, "disk", key, "format", pl.Format, "dynamic", pl.Dynamic,
+			"virtualBytes", size, "allocatedBytes", allocated(ext), "vhdBytes", pl.VHD, "vmdkMaxBytes", pl.VMDKMax, "why", pl.Reason)
+		e.plans = append(e.plans, pl)
+		e.disks = append(e.disks, source.ExportDisk{
+			Disk:       source.Disk{Key: key, Label: val(sn.Name), CapacityBytes: size, Controller: controller(key), Backing: val(sn.ID)},
+			Format:     pl.Format,
+			StreamSize: pl.Size,
+			Extents:    ext,
+		})
+	}
+	return e, nil
+}
+
+func allocated(ext []disk.Extent) int64 {
+	var n int64
+	for _, e := range ext {
+		n += e.Length
+	}
+	return n
+}
+
+type export struct {
+	s        *Source
+	cp       source.Checkpoint
+	name, rg string
+	snaps    []*armcompute.Snapshot
+	grants   []*readGrant
+	plans    []plan
+	disks    []source.ExportDisk
+	cleanCtx context.Context
+
+	mu       sync.Mutex
+	closed   bool
+	once     sync.Once
+	closeErr error
+}
+
+// ID names the read grants of the checkpoint's snapshots, which AbortExport
+// revokes after a crash.
+func (e *export) ID() string                 { return "read-grant:" + e.name }
+func (e *export) Disks() []source.ExportDisk { return e.disks }
+func (e *export) Progress(int)               {}
+
+// Open streams disk i as its plan says, reading only its allocated ranges.
+func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
+	e.mu.Lock()
+	closed := e.closed
+	e.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("open disk %d of checkpoint %q: the export is closed", i, e.name)
+	}
+	if i < 0 || i >= len(e.disks) {
+		return nil, fmt.Errorf("open disk %d of checkpoint %q: it has %d disks", i, e.name, len(e.disks))
+	}
+	d, pl, g := e.disks[i], e.plans[i], e.grants[i]
+	br := newBlobReader(ctx, d.CapacityBytes, d.Extents, e.s.cfg.ReadConcurrency, e.s.cfg.ChunkBytes, g.read)
+	pr, pw := io.Pipe()
+	st := &stream{PipeReader: pr, br: br, done: make(chan struct{})}
+	go func() {
+		defer close(st.done)
+		var n int64
+		var err error
+		if pl.Format == disk.VMDK {
+			n, err = disk.WriteStreamOptimized(pw, br)
+		} else {
+			n, err = disk.WriteVHD(pw, br, pl.Dynamic)
+		}
+		br.close()
+		if err != nil {
+			err = fmt.Errorf("stream disk %s of checkpoint %q: %w", d.Key, e.name, err)
+		}
+		e.s.log.Info("azure disk streamed", "vm", e.cp.VMID, "disk", d.Key, "format", pl.Format, "streamBytes", n,
+			"readBytes", br.fetched.Load(), "allocatedBytes", allocated(d.Extents), "virtualBytes", d.CapacityBytes, "rangeReads", br.requests.Load(), "err", err)
+		pw.CloseWithError(err)
+	}()
+	return st, nil
+}
+
+type stream struct {
+	*io.PipeReader
+	br   *blobReader
+	done chan struct{}
+}
+
+// Close stops the reads in flight and waits for the writer to end.
+func (s *stream) Close() error {
+	s.PipeReader.Close()
+	s.br.cancel()
+	<-s.done
+	return nil
+}
+
+// Close revokes the read grants, success or not, under its own context.
+func (e *export) Close(error) error {
+	e.once.Do(func() {
+		e.mu.Lock()
+		e.closed = true
+		e.mu.Unlock()
+		ctx, cancel := cleanupContext(e.cleanCtx)
+		defer cancel()
+		if err := e.s.revoke(ctx, e.rg, e.snaps); err != nil {
+			e.closeErr = fmt.Errorf("revoke read access to the snapshots of checkpoint %q: %w", e.name, err)
+		}
+	})
+	return e.closeErr
+}
+
+// AbortExport revokes the read grants on a checkpoint's snapshots that a
+// crashed process left open.
+func (s *Source) AbortExport(ctx context.Context, cp source.Checkpoint, _ string) error {
+	rid, err := parseID(cp.VMID, "virtualMachines")
+	if err != nil {
+		return nil
+	}
+	snaps, err := s.snapshotsOf(ctx, rid.ResourceGroupName, cp.VMID, cmpOr(cp.ID, cp.Name))
+	if err == nil {
+		err = s.revoke(ctx, rid.ResourceGroupName, snaps)
+	}
+	if err != nil && !errors.Is(err, source.ErrNotFound) {
+		return fmt.Errorf("abort the export of checkpoint %q: %w", cmpOr(cp.ID, cp.Name), err)
+	}
+	return nil
+}
+
+// readGrant is a time-limited read SAS on one snapshot, renewed before it
+// expires (or when the data endpoint refuses it) while a read goes on.
+type readGrant struct {
+	s     *Source
+	rg    string
+	snap  string
+	entra bool
+
+	renewing sync.Mutex // one renewal at a time; the others wait for it
+	mu       sync.Mutex
+	expiry   time.Time
+	client   *pageblob.Client
+}
+
+// renew asks for a (new) read grant and waits for it.
+func (g *readGrant) renew(ctx context.Context) error {
+	dur := g.s.cfg.GrantDuration
+	p, err := g.s.snaps.BeginGrantAccess(ctx, g.rg, g.snap, armcompute.GrantAccessData{
+		Access: to.Ptr(armcompute.AccessLevelRead), DurationInSeconds: to.Ptr(int32(max(1, dur/time.Second))),
+	}, nil)
+	if err != nil {
+		return classify("grant read access to snapshot "+g.snap, err)
+	}
+	start := time.Now()
+	if err := waitAll(ctx, g.s, "read access to snapshot "+g.snap, []*runtime.Poller[armcompute.SnapshotsClientGrantAccessResponse]{p}); err != nil {
+		return classify("grant read access to snapshot "+g.snap, err)
+	}
+	r, err := p.Result(ctx)
+	if err != nil || r.AccessSAS == nil {
+		return classify("grant read access to snapshot "+g.snap, errors.Join(err, errors.New("no SAS in the answer")))
+	}
+	opts := &pageblob.ClientOptions{ClientOptions: azcore.ClientOptions{
+		Transport: g.s.copts.Transport,
+		Retry:     policy.RetryOptions{MaxRetries: 3, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
+	}}
+	var c *pageblob.Client
+	if g.entra {
+		// The disk's data access needs an Entra ID token (the identity
+		// holds Data Operator for Managed Disks) besides the SAS.
+		opts.Audience = diskAudience
+		c, err = pageblob.NewClient(*r.AccessSAS, g.s.cred, opts)
+	} else {
+		c, err = pageblob.NewClientWithNoCredential(*r.AccessSAS, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("read snapshot %s: %w", g.snap, err)
+	}
+	g.mu.Lock()
+	g.client, g.expiry = c, start.Add(dur)
+	g.mu.Unlock()
+	return nil
+}
+
+// current returns the grant's client, renewing the grant when less than a
+// quarter of its lifetime is left.
+func (g *readGrant) current(ctx context.Context) (*pageblob.Client, error) {
+	fresh := func() (*pageblob.Client, time.Duration) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		left := time.Until(g.expiry)
+		if g.client != nil && left > g.s.cfg.GrantDuration/4 {
+			return g.client, left
+		}
+		return nil, left
+	}
+	if c, _ := fresh(); c != nil {
+		return c, nil
+	}
+	g.renewing.Lock()
+	defer g.renewing.Unlock()
+	c, left := fresh()
+	if c != nil {
+		return c, nil // renewed while this read waited
+	}
+	g.s.log.Info("renewing the read grant of a snapshot", "snapshot", g.snap, "left", left.Round(time.Second))
+	if err := g.renew(ctx); err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.client, nil
+}
+
+// read fills p from the snapshot at off with one ranged read; a refused
+// grant (expired early, revoked by an administrator) is renewed once.
+func (g *readGrant) read(ctx context.Context, off int64, p []byte) error {
+	if len(p) == 0 {
+		return nil // a ranged read of 0 bytes would read the whole blob
+	}
+	for attempt := 0; ; attempt++ {
+		c, err := g.current(ctx)
+		if err != nil {
+			return err
+		}
+		err = readRange(ctx, c, off, p)
+		if err == nil {
+			return nil
+		}
+		if attempt == 0 && refused(err) {
+			g.mu.Lock()
+			g.expiry = time.Time{}
+			g.mu.Unlock()
+			continue
+		}
+		return classify(fmt.Sprintf("read snapshot %s at %d", g.snap, off), err)
+	}
+}
+
+func readRange(ctx context.Context, c *pageblob.Client, off int64, p []byte) error {
+	r, err := c.DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: int64(len(p))}})
+	if err != nil {
+		return err
+	}
+	body := r.NewRetryReader(ctx, &blob.RetryReaderOptions{MaxRetries: 2})
+	defer body.Close()
+	if _, err := io.ReadFull(body, p); err != nil {
+		return fmt.Errorf("read %d bytes: %w", len(p), err)
+	}
+	return nil
+}
+
+func refused(err error) bool {
+	var re *azcore.ResponseError
+	return bloberror.HasCode(err, bloberror.AuthenticationFailed) || (errors.As(err, &re) && re.StatusCode == http.StatusForbidden)
+}
+
+// pageRanges lists the snapshot's allocated page ranges (paged), merged
+// where they touch.
+func (g *readGrant) pageRanges(ctx context.Context, size int64) ([]disk.Extent, error) {
+	c, err := g.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []disk.Extent
+	for p := c.NewGetPageRangesPager(nil); p.More(); {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, classify("list the page ranges of snapshot "+g.snap, err)
+		}
+		for _, r := range page.PageRange {
+			if r == nil || r.Start == nil || r.End == nil {
+				continue
+			}
+			e := disk.Extent{Offset: *r.Start, Length: *r.End - *r.Start + 1}
+			if e.Offset < 0 || e.Length <= 0 || e.End() > size {
+				return nil, fmt.Errorf("snapshot %s: page range %d-%d lies outside the %d-byte disk", g.snap, *r.Start, *r.End, size)
+			}
+			if n := len(out); n > 0 && out[n-1].End() >= e.Offset {
+				if e.Offset < out[n-1].Offset {
+					return nil, fmt.Errorf("snapshot %s: page ranges out of order at %d", g.snap, e.Offset)
+				}
+				out[n-1].Length = max(out[n-1].End(), e.End()) - out[n-1].Offset
+				continue
+			}
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}

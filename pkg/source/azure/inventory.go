@@ -1,0 +1,458 @@
+package azure
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
+
+	"github.com/rehost/rehost/pkg/source"
+)
+
+// VMManagerType is the SMS catalog's name for this platform.
+const VMManagerType = "AZURE"
+
+// Security types of an Azure VM, as Attributes["securityType"] shows them.
+const (
+	SecurityStandard      = "Standard"
+	SecurityTrustedLaunch = "TrustedLaunch"
+	SecurityConfidential  = "ConfidentialVM"
+)
+
+// Inventory lists the VMs of the subscription (or resource group) with
+// their disks, NICs and sizes: one paged listing each of VMs (with their
+// instance views), disks and NICs, and one of VM sizes per location.
+func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
+	var raw []*armcompute.VirtualMachine
+	disks := map[string]*armcompute.Disk{}
+	nics := map[string]*armnetwork.Interface{}
+	addVMs := func(l []*armcompute.VirtualMachine) { raw = append(raw, l...) }
+	addDisks := func(l []*armcompute.Disk) { index(disks, l, func(d *armcompute.Disk) *string { return d.ID }) }
+	addNICs := func(l []*armnetwork.Interface) { index(nics, l, func(n *armnetwork.Interface) *string { return n.ID }) }
+	scope := "subscription " + s.cfg.SubscriptionID
+	var err error
+	if rg := s.cfg.ResourceGroup; rg != "" {
+		scope = "resource group " + rg
+		err = drain(ctx, s.vms.NewListPager(rg, &armcompute.VirtualMachinesClientListOptions{Expand: to.Ptr(armcompute.ExpandTypeForListVMsInstanceView)}),
+			func(p armcompute.VirtualMachinesClientListResponse) { addVMs(p.Value) })
+		if err == nil {
+			err = drain(ctx, s.disks.NewListByResourceGroupPager(rg, nil), func(p armcompute.DisksClientListByResourceGroupResponse) { addDisks(p.Value) })
+		}
+		if err == nil {
+			err = drain(ctx, s.nics.NewListPager(rg, nil), func(p armnetwork.InterfacesClientListResponse) { addNICs(p.Value) })
+		}
+	} else {
+		err = drain(ctx, s.vms.NewListAllPager(&armcompute.VirtualMachinesClientListAllOptions{Expand: to.Ptr(armcompute.ExpandTypesForListVMsInstanceView)}),
+			func(p armcompute.VirtualMachinesClientListAllResponse) { addVMs(p.Value) })
+		if err == nil {
+			err = drain(ctx, s.disks.NewListPager(nil), func(p armcompute.DisksClientListResponse) { addDisks(p.Value) })
+		}
+		if err == nil {
+			err = drain(ctx, s.nics.NewListAllPager(nil), func(p armnetwork.InterfacesClientListAllResponse) { addNICs(p.Value) })
+		}
+	}
+	if err != nil {
+		return nil, classify("list the vms, disks and network interfaces of "+scope, err)
+	}
+	out := make([]source.VM, 0, len(raw))
+	for _, v := range raw {
+		vm, err := s.describe(ctx, v, disks, nics)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, vm)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// drain hands every page of p to each.
+func drain[P any](ctx context.Context, p *runtime.Pager[P], each func(P)) error {
+	for p.More() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return err
+		}
+		each(page)
+	}
+	return nil
+}
+
+// index adds resources to m by lower-case id.
+func index[T any](m map[string]*T, l []*T, id func(*T) *string) {
+	for _, r := range l {
+		if r != nil && id(r) != nil {
+			m[strings.ToLower(*id(r))] = r
+		}
+	}
+}
+
+// VM describes one VM by its resource id.
+func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
+	v, err := s.getVM(ctx, id)
+	if err != nil {
+		return source.VM{}, err
+	}
+	return s.describe(ctx, v, map[string]*armcompute.Disk{}, map[string]*armnetwork.Interface{})
+}
+
+// getVM reads a VM with its instance view; an id that is not a VM's
+// resource id, or a VM that does not exist, wraps ErrNotFound.
+func (s *Source) getVM(ctx context.Context, id string) (*armcompute.VirtualMachine, error) {
+	rid, err := parseID(id, "virtualMachines")
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.vms.Get(ctx, rid.ResourceGroupName, rid.Name, &armcompute.VirtualMachinesClientGetOptions{Expand: to.Ptr(armcompute.InstanceViewTypesInstanceView)})
+	if err != nil {
+		return nil, classify("read vm "+id, err)
+	}
+	return &r.VirtualMachine, nil
+}
+
+// parseID parses an Azure resource id of the given type (e.g.
+// "virtualMachines"); anything else is not found.
+func parseID(id, typ string) (*arm.ResourceID, error) {
+	rid, err := arm.ParseResourceID(id)
+	if err != nil || !strings.EqualFold(lastType(rid), typ) {
+		return nil, fmt.Errorf("%q is not the resource id of an azure %s: %w", id, typ, source.ErrNotFound)
+	}
+	return rid, nil
+}
+
+func lastType(r *arm.ResourceID) string {
+	t := r.ResourceType.Types
+	if len(t) == 0 {
+		return ""
+	}
+	return t[len(t)-1]
+}
+
+// diskRef is a managed disk attached to a VM, in VM order.
+type diskRef struct {
+	key  string // "os" or "lun<N>"
+	id   string
+	disk *armcompute.Disk
+}
+
+// attachedDisks lists the VM's managed disks (OS disk first, then data
+// disks by LUN), reading those missing from known; an unmanaged (VHD in a
+// storage account) or ephemeral OS disk is an error saying so.
+func (s *Source) attachedDisks(ctx context.Context, v *armcompute.VirtualMachine, known map[string]*armcompute.Disk) ([]diskRef, error) {
+	sp := v.Properties.StorageProfile
+	if sp == nil || sp.OSDisk == nil {
+		return nil, fmt.Errorf("vm %s has no os disk", val(v.Name))
+	}
+	var refs []diskRef
+	if sp.OSDisk.ManagedDisk == nil || sp.OSDisk.ManagedDisk.ID == nil {
+		return nil, fmt.Errorf("vm %s: its os disk is an unmanaged VHD in a storage account; convert the vm to managed disks (ConvertTo-AzVMManagedDisk) to replicate it", val(v.Name))
+	}
+	if sp.OSDisk.DiffDiskSettings != nil {
+		return nil, fmt.Errorf("vm %s: its os disk is ephemeral (held on the host, not in a managed disk), which Azure cannot snapshot; redeploy it with a managed os disk to replicate it", val(v.Name))
+	}
+	refs = append(refs, diskRef{key: "os", id: *sp.OSDisk.ManagedDisk.ID})
+	data := append([]*armcompute.DataDisk(nil), sp.DataDisks...)
+	sort.Slice(data, func(i, j int) bool { return val(data[i].Lun) < val(data[j].Lun) })
+	for _, d := range data {
+		if d.ManagedDisk == nil || d.ManagedDisk.ID == nil {
+			return nil, fmt.Errorf("vm %s: data disk at lun %d is an unmanaged VHD; convert the vm to managed disks to replicate it", val(v.Name), val(d.Lun))
+		}
+		refs = append(refs, diskRef{key: fmt.Sprintf("lun%d", val(d.Lun)), id: *d.ManagedDisk.ID})
+	}
+	for i := range refs {
+		if d, ok := known[strings.ToLower(refs[i].id)]; ok {
+			refs[i].disk = d
+			continue
+		}
+		rid, err := parseID(refs[i].id, "disks")
+		if err != nil {
+			return nil, err
+		}
+		r, err := s.disks.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+		if err != nil {
+			return nil, classify(fmt.Sprintf("read disk %s of vm %s", rid.Name, val(v.Name)), err)
+		}
+		refs[i].disk = &r.Disk
+	}
+	return refs, nil
+}
+
+func (s *Source) describe(ctx context.Context, v *armcompute.VirtualMachine, disks map[string]*armcompute.Disk, nics map[string]*armnetwork.Interface) (source.VM, error) {
+	if v.ID == nil || v.Properties == nil {
+		return source.VM{}, fmt.Errorf("azure returned a vm without id or properties: %+v", v)
+	}
+	rid, err := parseID(*v.ID, "virtualMachines")
+	if err != nil {
+		return source.VM{}, err
+	}
+	p := v.Properties
+	out := source.VM{
+		ID:          *v.ID,
+		Name:        val(v.Name),
+		Path:        fmt.Sprintf("/%s/%s/%s", val(v.Location), rid.ResourceGroupName, val(v.Name)),
+		ManagerType: VMManagerType,
+		Attributes: map[string]string{
+			"location":      val(v.Location),
+			"resourceGroup": rid.ResourceGroupName,
+			"vmId":          val(p.VMID),
+			"securityType":  securityType(v),
+		},
+		Disks: []source.Disk{},
+		NICs:  []source.NIC{},
+	}
+	if hp := p.HardwareProfile; hp != nil && hp.VMSize != nil {
+		size := string(*hp.VMSize)
+		out.Attributes["size"] = size
+		if z, err := s.sizes.lookup(ctx, s, val(v.Location), size); err != nil {
+			return source.VM{}, err
+		} else if z.cpus > 0 {
+			out.CPUs, out.MemoryMiB = z.cpus, z.memMiB
+		}
+	}
+	iv := p.InstanceView
+	out.PowerState = powerState(iv)
+	if iv != nil && iv.VMAgent != nil {
+		for _, st := range iv.VMAgent.Statuses {
+			if st != nil && strings.EqualFold(val(st.DisplayStatus), "Ready") {
+				out.ToolsRunning = true
+			}
+		}
+	}
+	osType := ""
+	if sp := p.StorageProfile; sp != nil && sp.OSDisk != nil && sp.OSDisk.OSType != nil {
+		osType = string(*sp.OSDisk.OSType)
+	}
+	out.GuestOS = osType
+	if iv != nil && iv.OSName != nil {
+		out.GuestOS = strings.TrimSpace(fmt.Sprintf("%s: %s %s", osType, *iv.OSName, val(iv.OSVersion)))
+	}
+
+	refs, err := s.attachedDisks(ctx, v, disks)
+	if err != nil {
+		// Listed, so the user sees it and why it cannot be replicated.
+		out.Warnings = append(out.Warnings, "will be refused: "+err.Error())
+	}
+	gen := ""
+	if iv != nil && iv.HyperVGeneration != nil {
+		gen = string(*iv.HyperVGeneration)
+	}
+	var skus []string
+	for _, r := range refs {
+		d := r.disk
+		dp := d.Properties
+		size := diskSize(d)
+		sku := ""
+		if d.SKU != nil && d.SKU.Name != nil {
+			sku = string(*d.SKU.Name)
+		}
+		skus = append(skus, r.key+"="+sku)
+		label := val(d.Name)
+		if sku != "" {
+			label += " (" + sku + ")"
+		}
+		out.Disks = append(out.Disks, source.Disk{Key: r.key, Label: label, CapacityBytes: size, Controller: controller(r.key), Backing: r.id})
+		if r.key == "os" && dp != nil && dp.HyperVGeneration != nil {
+			gen = string(*dp.HyperVGeneration)
+		}
+	}
+	if len(skus) > 0 {
+		out.Attributes["diskSkus"] = strings.Join(skus, ",")
+	}
+	out.Firmware = source.FirmwareBIOS
+	if strings.EqualFold(gen, "V2") || out.Attributes["securityType"] != SecurityStandard {
+		out.Firmware, gen = source.FirmwareEFI, "V2"
+	}
+	if gen == "" {
+		gen = "V1"
+	}
+	out.Attributes["generation"] = gen
+	if err == nil {
+		if r := refusal(v, refs); r != "" {
+			out.Warnings = append(out.Warnings, "will be refused: "+r)
+		}
+	}
+	if sp := p.SecurityProfile; sp != nil && sp.UefiSettings != nil {
+		out.SecureBoot = val(sp.UefiSettings.SecureBootEnabled)
+	}
+	if out.Attributes["securityType"] == SecurityTrustedLaunch {
+		out.Warnings = append(out.Warnings, trustedLaunchWarning)
+	}
+
+	if np := p.NetworkProfile; np != nil {
+		for _, ref := range np.NetworkInterfaces {
+			if ref == nil || ref.ID == nil {
+				continue
+			}
+			n, err := s.nic(ctx, *ref.ID, nics)
+			if err != nil {
+				return source.VM{}, fmt.Errorf("vm %s: %w", out.Name, err)
+			}
+			out.NICs = append(out.NICs, n)
+		}
+	}
+	return out, nil
+}
+
+const trustedLaunchWarning = "trusted launch: the disks replicate, but the vTPM (its keys, measured boot state) and the secure boot configuration stay in Azure; " +
+	"BitLocker or other TPM-sealed secrets need their recovery keys on EC2, and secure boot must be set up again (an AMI with UEFI secure boot variables)"
+
+func controller(key string) string {
+	if key == "os" {
+		return "os"
+	}
+	return "lun " + strings.TrimPrefix(key, "lun")
+}
+
+func diskSize(d *armcompute.Disk) int64 {
+	if d.Properties == nil {
+		return 0
+	}
+	if n := val(d.Properties.DiskSizeBytes); n > 0 {
+		return n
+	}
+	return int64(val(d.Properties.DiskSizeGB)) << 30
+}
+
+func securityType(v *armcompute.VirtualMachine) string {
+	sp := v.Properties.SecurityProfile
+	if sp == nil || sp.SecurityType == nil {
+		return SecurityStandard
+	}
+	switch *sp.SecurityType {
+	case armcompute.SecurityTypesTrustedLaunch:
+		return SecurityTrustedLaunch
+	case armcompute.SecurityTypesConfidentialVM:
+		return SecurityConfidential
+	}
+	return string(*sp.SecurityType)
+}
+
+// powerState maps the "PowerState/…" status to the catalog's vocabulary.
+func powerState(iv *armcompute.VirtualMachineInstanceView) string {
+	if iv == nil {
+		return "unknown"
+	}
+	for _, st := range iv.Statuses {
+		c := val(st.Code)
+		if !strings.HasPrefix(c, "PowerState/") {
+			continue
+		}
+		switch strings.TrimPrefix(c, "PowerState/") {
+		case "running", "starting":
+			return "poweredOn"
+		case "stopped", "stopping", "deallocated", "deallocating":
+			return "poweredOff"
+		case "hibernated":
+			return "suspended"
+		}
+	}
+	return "unknown"
+}
+
+func (s *Source) nic(ctx context.Context, id string, known map[string]*armnetwork.Interface) (source.NIC, error) {
+	n, ok := known[strings.ToLower(id)]
+	if !ok {
+		rid, err := parseID(id, "networkInterfaces")
+		if err != nil {
+			return source.NIC{}, err
+		}
+		r, err := s.nics.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+		if err != nil {
+			return source.NIC{}, classify("read network interface "+rid.Name, err)
+		}
+		n = &r.Interface
+	}
+	out := source.NIC{Label: val(n.Name), Type: "synthetic"}
+	p := n.Properties
+	if p == nil {
+		return out, nil
+	}
+	out.MAC = strings.ToLower(strings.ReplaceAll(val(p.MacAddress), "-", ":"))
+	if val(p.EnableAcceleratedNetworking) {
+		out.Type = "accelerated"
+	}
+	for _, ipc := range p.IPConfigurations {
+		if ipc == nil || ipc.Properties == nil {
+			continue
+		}
+		if a := val(ipc.Properties.PrivateIPAddress); a != "" {
+			out.Addresses = append(out.Addresses, a)
+		}
+		if sn := ipc.Properties.Subnet; sn != nil && sn.ID != nil && out.Network == "" {
+			out.Network = subnetName(*sn.ID)
+		}
+	}
+	return out, nil
+}
+
+// subnetName turns a subnet id into "vnet/subnet".
+func subnetName(id string) string {
+	rid, err := arm.ParseResourceID(id)
+	if err != nil || rid.Parent == nil {
+		return id
+	}
+	return rid.Parent.Name + "/" + rid.Name
+}
+
+// size is a VM size's hardware.
+type size struct {
+	cpus   int
+	memMiB int64
+}
+
+// sizeCache holds the VM sizes of each location, read once.
+type sizeCache struct {
+	mu  sync.Mutex
+	loc map[string]map[string]size
+}
+
+func (c *sizeCache) lookup(ctx context.Context, s *Source, location, name string) (size, error) {
+	location = strings.ToLower(location)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.loc == nil {
+		c.loc = map[string]map[string]size{}
+	}
+	m, ok := c.loc[location]
+	if !ok {
+		m = map[string]size{}
+		err := drain(ctx, s.skus.NewListPager(&armcompute.ResourceSKUsClientListOptions{Filter: to.Ptr(fmt.Sprintf("location eq '%s'", location))}),
+			func(page armcompute.ResourceSKUsClientListResponse) {
+				for _, k := range page.Value {
+					if k != nil && k.Name != nil && strings.EqualFold(val(k.ResourceType), "virtualMachines") {
+						m[strings.ToLower(*k.Name)] = sizeOf(k)
+					}
+				}
+			})
+		if err != nil {
+			return size{}, classify("list the vm sizes of location "+location, err)
+		}
+		c.loc[location] = m
+	}
+	return m[strings.ToLower(name)], nil
+}
+
+// sizeOf reads a VM size's vCPUs and memory from its capabilities.
+func sizeOf(k *armcompute.ResourceSKU) size {
+	var z size
+	for _, cp := range k.Capabilities {
+		v := val(cp.Value)
+		switch val(cp.Name) {
+		case "vCPUs":
+			z.cpus, _ = strconv.Atoi(v)
+		case "MemoryGB":
+			gb, _ := strconv.ParseFloat(v, 64)
+			z.memMiB = int64(math.Round(gb * 1024))
+		}
+	}
+	return z
+}
