@@ -199,6 +199,17 @@ func points(t *testing.T) []string {
 }
 
 func TestRunCompletes(t *testing.T) {
+	h := newHarness(t)
+	ami, err := h.e.Run(context.Background(), h.current())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.checkCompleted(ami)
+	// The checkpoint is asked for with the run's tags, for sources whose
+	// platform tags what it makes.
+	if tg := h.w.checkpointTags; tg[TagJob] != h.job.ReplicationJobID || tg[TagRun] != h.run.ReplicationRunID {
+		t.Errorf("checkpoint tags %v, want the job and the run", tg)
+	}
 	ops := points(t)
 	for _, want := range []string{"Checkpoint/before", "Export/before", "Stage/after", "Release/after", "StartImport/after", "Wait/after", "Finalize/after", "DeleteStaged/after", "FindImages/after"} {
 		if !slices.Contains(ops, want) {

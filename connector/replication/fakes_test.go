@@ -31,6 +31,8 @@ type world struct {
 	nextLse int
 	// aborted counts leases aborted by AbortExport.
 	aborted int
+	// checkpointTags are the tags the last Checkpoint call carried.
+	checkpointTags map[string]string
 	// progress, when set, is what reporting export progress does (a slow
 	// vCenter blocks in it).
 	progress func(percent int)
@@ -163,6 +165,7 @@ func (s fakeSource) Checkpoint(ctx context.Context, vmID, name string) (source.C
 		return source.Checkpoint{}, err
 	}
 	s.w.mu.Lock()
+	s.w.checkpointTags = source.Tags(ctx)
 	if _, ok := s.w.vms[vmID]; !ok {
 		s.w.mu.Unlock()
 		return source.Checkpoint{}, fmt.Errorf("vm %s: %w", vmID, source.ErrNotFound)

@@ -59,7 +59,9 @@ func (s snapshotStep) do(ctx context.Context, r *run) error {
 	}
 	// Checkpoint is idempotent by name, so an intent left by a crash finds
 	// the snapshot it may have made.
-	cp, err := r.src.Checkpoint(ctx, r.vm.ID, name)
+	// Where the platform tags what it makes (Azure snapshots), the
+	// checkpoint carries the job and run, as every cloud resource does.
+	cp, err := r.src.Checkpoint(source.WithTags(ctx, r.tags()), r.vm.ID, name)
 	if err != nil {
 		return fmt.Errorf("vm %q: take snapshot %q: %w", r.server.Name, name, err)
 	}

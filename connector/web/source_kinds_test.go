@@ -2,10 +2,12 @@ package web
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/rehost/rehost/pkg/source/azure"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 )
 
@@ -58,5 +60,36 @@ func TestHyperVSourceForm(t *testing.T) {
 	k.Input(bad)
 	if bad.Errors["shares"] == "" || bad.Errors["auth"] == "" {
 		t.Errorf("bad share line and scheme not reported next to their fields: %v", bad.Errors)
+	}
+}
+
+// The Azure form reads the subscription and the sign-in into the options
+// and the sealed secret `rehost source add --type azure` stores.
+func TestAzureSourceForm(t *testing.T) {
+	k, ok := findKind("azure")
+	if !ok {
+		t.Fatal("no azure kind")
+	}
+	f := newForm(url.Values{"subscription": {"sub-1"}, "resource_group": {"rg"}, "cloud": {"usgovernment"}, "auth": {"secret"},
+		"tenant": {"t-1"}, "client_id": {"app-1"}, "password": {"s3cr3t"}})
+	in := k.Input(f)
+	if !f.ok() {
+		t.Fatalf("valid form refused: %v", f.Errors)
+	}
+	var c azure.Config
+	if err := json.Unmarshal(in.Options, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.SubscriptionID != "sub-1" || c.ResourceGroup != "rg" || c.Cloud != azure.CloudUSGovernment || c.TenantID != "t-1" ||
+		c.ClientID != "app-1" || in.Password != "s3cr3t" || strings.Contains(string(in.Options), "s3cr3t") {
+		t.Errorf("input %+v, options %s", in, in.Options)
+	}
+	if in.URL != "azure:/subscriptions/sub-1/resourceGroups/rg" {
+		t.Errorf("url %q", in.URL)
+	}
+	bad := newForm(url.Values{"subscription": {"sub-1"}, "auth": {"certificate"}, "tenant": {"t"}, "client_id": {"c"}})
+	k.Input(bad)
+	if bad.Errors["certificate"] == "" {
+		t.Errorf("certificate sign-in without a certificate not reported next to it: %v", bad.Errors)
 	}
 }
