@@ -4,6 +4,13 @@ GO       ?= go
 TOOLS    := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 
+# One build configuration for everything — lint, tests, the binaries and the
+# appliance's reproducible build (which needs -trimpath and no cgo): they all
+# share the Go build cache, instead of the appliance recompiling every
+# package on a cold machine (4.4 minutes measured).
+export CGO_ENABLED := 0
+export GOFLAGS := $(strip $(GOFLAGS) -trimpath)
+
 # Tests and fuzz seeds; fuzzing itself is `make fuzz`.
 TEST_FLAGS ?= -count=1 -timeout 40m
 # In CI the demo exits once verified; interactively it keeps serving until Ctrl-C.
