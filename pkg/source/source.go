@@ -7,6 +7,7 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/rehost/rehost/pkg/disk"
@@ -141,6 +142,18 @@ type Export interface {
 	// Close completes the export when cause is nil and aborts it otherwise.
 	// It is safe to call more than once.
 	Close(cause error) error
+}
+
+// CheckOpen is the check every Export.Open starts with: the export of
+// checkpoint must still be open and have disk i of its n.
+func CheckOpen(checkpoint string, closed bool, i, n int) error {
+	if closed {
+		return fmt.Errorf("open disk %d of checkpoint %q: the export is closed", i, checkpoint)
+	}
+	if i < 0 || i >= n {
+		return fmt.Errorf("open disk %d of checkpoint %q: it has %d disks", i, checkpoint, n)
+	}
+	return nil
 }
 
 // ExportDisk describes one disk stream of an export.

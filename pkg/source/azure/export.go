@@ -122,11 +122,8 @@ func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	e.mu.Lock()
 	closed := e.closed
 	e.mu.Unlock()
-	if closed {
-		return nil, fmt.Errorf("open disk %d of checkpoint %q: the export is closed", i, e.name)
-	}
-	if i < 0 || i >= len(e.disks) {
-		return nil, fmt.Errorf("open disk %d of checkpoint %q: it has %d disks", i, e.name, len(e.disks))
+	if err := source.CheckOpen(e.name, closed, i, len(e.disks)); err != nil {
+		return nil, err
 	}
 	d, pl, g := e.disks[i], e.plans[i], e.grants[i]
 	br := newBlobReader(ctx, d.CapacityBytes, d.Extents, e.s.cfg.ReadConcurrency, e.s.cfg.ChunkBytes, g.read)

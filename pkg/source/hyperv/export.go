@@ -97,11 +97,8 @@ func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	e.mu.Lock()
 	closed := e.closed
 	e.mu.Unlock()
-	if closed {
-		return nil, fmt.Errorf("open disk %d of checkpoint %q: the export is closed", i, e.cp.Name)
-	}
-	if i < 0 || i >= len(e.imgs) {
-		return nil, fmt.Errorf("open disk %d of checkpoint %q: it has %d disks", i, e.cp.Name, len(e.imgs))
+	if err := source.CheckOpen(e.cp.Name, closed, i, len(e.imgs)); err != nil {
+		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	pr, pw := io.Pipe()

@@ -169,11 +169,8 @@ func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	e.mu.Lock()
 	closed := e.closed
 	e.mu.Unlock()
-	if closed {
-		return nil, fmt.Errorf("open disk %d of checkpoint %q: the export is closed", i, e.cp.Name)
-	}
-	if i < 0 || i >= len(e.urls) {
-		return nil, fmt.Errorf("open disk %d of checkpoint %q: it has %d disks", i, e.cp.Name, len(e.urls))
+	if err := source.CheckOpen(e.cp.Name, closed, i, len(e.urls)); err != nil {
+		return nil, err
 	}
 	rc, _, err := e.s.soap.Download(ctx, e.urls[i], &soap.DefaultDownload)
 	if err != nil {
