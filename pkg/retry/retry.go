@@ -136,7 +136,7 @@ var transientCodes = map[string]bool{
 	"IDPCommunicationError": true, "EBSServerErrorException": true,
 }
 
-// Transient is the one classifier: throttling, 5xx and 429 answers, broken
+// Transient is the one classifier: throttling, 429 and 5xx answers (but 501), broken
 // or refused connections and timeouts are worth retrying; access denied,
 // validation errors, not found and everything else are not. An error that
 // exhausted a policy is not transient any more; a cancelled context never is.
@@ -154,8 +154,7 @@ func Transient(err error) bool {
 		}
 		var re *smithyhttp.ResponseError
 		if errors.As(err, &re) {
-			s := re.HTTPStatusCode()
-			return s >= 500 || s == http.StatusTooManyRequests
+			return retryStatus(re.HTTPStatusCode())
 		}
 		return false
 	}
@@ -163,7 +162,7 @@ func Transient(err error) bool {
 	if errors.As(err, &re) {
 		// Status 0: no answer came (the request could not be sent); the
 		// connection checks below decide.
-		if s := re.HTTPStatusCode(); s >= 500 || s == http.StatusTooManyRequests {
+		if retryStatus(re.HTTPStatusCode()) {
 			return true
 		}
 	}
@@ -177,6 +176,13 @@ func Transient(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// retryStatus: 429 and the 5xx answers of a server that could do the
+// request another time. 501 Not Implemented says it never will (an
+// S3-compatible server lacking a bucket feature), so it is not retried.
+func retryStatus(s int) bool {
+	return s == http.StatusTooManyRequests || s >= 500 && s != http.StatusNotImplemented
 }
 
 func apiCode(err error) string {

@@ -54,6 +54,8 @@ func TestTransient(t *testing.T) {
 		{respErr(503, ""), true},
 		{respErr(429, ""), true},
 		{respErr(500, "InternalError"), true},
+		{respErr(501, "NotImplemented"), false},
+		{respErr(501, ""), false},
 		{respErr(400, "ThrottlingException"), true},
 		{respErr(400, "RequestLimitExceeded"), true},
 		{respErr(403, "AccessDenied"), false},

@@ -85,13 +85,18 @@ func (r *SetupReport) warn(format string, args ...any) {
 // access, a lifecycle rule expiring staged objects after 7 days and
 // unfinished uploads after 1 day) and the VM Import service role.
 //
+// Each call is retried under the target's policy, as every AWS call is.
 // Idempotent: a re-run over a correct account changes nothing. A
 // pre-existing bucket with weaker settings is changed only with FixBucket.
 // On success the Target stages into the bucket (and with the key) set up.
 // Not to be called concurrently with staging.
 func (t *Target) Setup(ctx context.Context, opts SetupOptions) (SetupReport, error) {
 	rep := SetupReport{Region: t.cfg.Region, Changes: []string{}, Warnings: []string{}}
-	id, err := t.sts.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	var id *sts.GetCallerIdentityOutput
+	err := t.call(ctx, "GetCallerIdentity", func(ctx context.Context) (err error) {
+		id, err = t.sts.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+		return err
+	})
 	if err != nil {
 		return rep, fmt.Errorf("setup: identify the account (sts GetCallerIdentity): %w", err)
 	}
@@ -124,7 +129,9 @@ func (t *Target) Setup(ctx context.Context, opts SetupOptions) (SetupReport, err
 	return rep, nil
 }
 
-// bucketSetting is one property of the staging bucket.
+// bucketSetting is one property of the staging bucket. Its check reads and
+// its apply puts whole documents, so either may be run again after a
+// transient failure: setupBucket runs them under the target's policy.
 type bucketSetting struct {
 	name string
 	want string
@@ -143,14 +150,20 @@ func (t *Target) setupBucket(ctx context.Context, rep *SetupReport, opts SetupOp
 	}
 	var applied []string
 	for _, s := range t.bucketSettings(bucket, rep.Region, opts.KMSKeyID) {
+		apply := func() error { return t.call(ctx, "set "+s.name, s.apply) }
 		if created {
-			if err := s.apply(ctx); err != nil {
+			if err := apply(); err != nil {
 				return t.undoCreate(ctx, rep, applied, fmt.Errorf("set %s: %w", s.name, lacking(s, err)))
 			}
 			applied = append(applied, s.want)
 			continue
 		}
-		ok, have, err := s.check(ctx)
+		var ok bool
+		var have string
+		err := t.call(ctx, "check "+s.name, func(ctx context.Context) (err error) {
+			ok, have, err = s.check(ctx)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("check %s: %w", s.name, lacking(s, err))
 		}
@@ -161,7 +174,7 @@ func (t *Target) setupBucket(ctx context.Context, rep *SetupReport, opts SetupOp
 			rep.warn("bucket %s: %s is %s, want %s (re-run with --fix-bucket to change it)", bucket, s.name, have, s.want)
 			continue
 		}
-		if err := s.apply(ctx); err != nil {
+		if err := apply(); err != nil {
 			return fmt.Errorf("set %s: %w", s.name, lacking(s, err))
 		}
 		rep.change("bucket %s: %s changed from %s to %s", bucket, s.name, have, s.want)
@@ -181,7 +194,11 @@ func (t *Target) setupBucket(ctx context.Context, rep *SetupReport, opts SetupOp
 // report says what was set.
 func (t *Target) undoCreate(ctx context.Context, rep *SetupReport, applied []string, cause error) error {
 	bucket := rep.Bucket
-	if _, err := t.s3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: sdk.String(bucket)}); err != nil {
+	err := t.call(ctx, "DeleteBucket", func(ctx context.Context) error {
+		_, err := t.s3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: sdk.String(bucket)})
+		return err
+	})
+	if err != nil {
 		if len(applied) > 0 {
 			rep.change("bucket %s: configured %s", bucket, strings.Join(applied, "; "))
 		}
@@ -206,10 +223,17 @@ func lacking(s bucketSetting, err error) error {
 // reports whether it created it.
 func (t *Target) ensureBucket(ctx context.Context, rep *SetupReport) (bool, error) {
 	bucket, region := rep.Bucket, rep.Region
-	_, err := t.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: sdk.String(bucket)})
+	err := t.call(ctx, "HeadBucket", func(ctx context.Context) error {
+		_, err := t.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: sdk.String(bucket)})
+		return err
+	})
 	switch {
 	case err == nil:
-		loc, err := t.s3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: sdk.String(bucket)})
+		var loc *s3.GetBucketLocationOutput
+		err := t.call(ctx, "GetBucketLocation", func(ctx context.Context) (err error) {
+			loc, err = t.s3.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: sdk.String(bucket)})
+			return err
+		})
 		if err != nil {
 			return false, fmt.Errorf("get bucket location: %w", err)
 		}
@@ -235,7 +259,15 @@ func (t *Target) ensureBucket(ctx context.Context, rep *SetupReport) (bool, erro
 	if region != "us-east-1" {
 		in.CreateBucketConfiguration = &types.CreateBucketConfiguration{LocationConstraint: types.BucketLocationConstraint(region)}
 	}
-	if _, err := t.s3.CreateBucket(ctx, in); err != nil {
+	// A retry after a create whose answer was lost is told
+	// BucketAlreadyOwnedByYou: the bucket is the one this call created.
+	tries := 0
+	err = t.call(ctx, "CreateBucket", func(ctx context.Context) error {
+		tries++
+		_, err := t.s3.CreateBucket(ctx, in)
+		return err
+	})
+	if err != nil && (apiCode(err) != "BucketAlreadyOwnedByYou" || tries == 1) {
 		switch apiCode(err) {
 		case "BucketAlreadyOwnedByYou":
 			return false, nil
@@ -556,7 +588,11 @@ func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOpti
 		rep.RoleDocuments = docs
 	}
 
-	role, err := t.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: name})
+	var role *iam.GetRoleOutput
+	err := t.call(ctx, "GetRole", func(ctx context.Context) (err error) {
+		role, err = t.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: name})
+		return err
+	})
 	switch {
 	case isAccessDenied(err):
 		needAdmin("role %s: these credentials may not read IAM roles; ask an administrator to make sure the role exists with the trust policy and inline policy %s shown", rep.RoleName, docs.PolicyName)
@@ -566,11 +602,17 @@ func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOpti
 			needAdmin("role %s does not exist; create it with the documents shown (or re-run with --create-role)", rep.RoleName)
 			return nil
 		}
-		out, err := t.iam.CreateRole(ctx, &iam.CreateRoleInput{
-			RoleName:                 name,
-			AssumeRolePolicyDocument: sdk.String(trust),
-			Description:              sdk.String("EC2 VM Import service role (created by rehost)"),
-			Tags:                     []iamtypes.Tag{{Key: sdk.String("created-by"), Value: sdk.String("rehost")}},
+		// A retry after a create whose answer was lost is told
+		// EntityAlreadyExists, and the role is then read as it is.
+		var out *iam.CreateRoleOutput
+		err := t.call(ctx, "CreateRole", func(ctx context.Context) (err error) {
+			out, err = t.iam.CreateRole(ctx, &iam.CreateRoleInput{
+				RoleName:                 name,
+				AssumeRolePolicyDocument: sdk.String(trust),
+				Description:              sdk.String("EC2 VM Import service role (created by rehost)"),
+				Tags:                     []iamtypes.Tag{{Key: sdk.String("created-by"), Value: sdk.String("rehost")}},
+			})
+			return err
 		})
 		if isAccessDenied(err) {
 			needAdmin("role %s does not exist and these credentials may not create roles; ask an administrator to create it with the documents shown", rep.RoleName)
@@ -597,7 +639,11 @@ func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOpti
 		}
 	}
 
-	cur, err := t.iam.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: name, PolicyName: sdk.String(docs.PolicyName)})
+	var cur *iam.GetRolePolicyOutput
+	err = t.call(ctx, "GetRolePolicy", func(ctx context.Context) (err error) {
+		cur, err = t.iam.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: name, PolicyName: sdk.String(docs.PolicyName)})
+		return err
+	})
 	have := ""
 	switch {
 	case err == nil:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -299,6 +301,35 @@ func TestSetupOtherRegion(t *testing.T) {
 	again, err := acc.t.Setup(ctx, SetupOptions{CreateRole: true})
 	if err != nil || len(again.Changes) != 0 {
 		t.Fatalf("re-run: %q, %v", again.Changes, err)
+	}
+}
+
+// Setup's calls are retried like every AWS call: a server error on the
+// bucket lookup, a create whose answer was lost (the bucket made, the client
+// told 500) and a failed lifecycle put still end in a bucket Setup reports
+// created and configured, with no warning.
+func TestSetupRetriesTransientFailures(t *testing.T) {
+	acc := newAccount(t, emulator.Config{}, Config{})
+	front := acc.srv.Front
+	front.Inject("HeadBucket", 1, s3peer.Fail500)
+	front.Inject("CreateBucket", 1, func(w http.ResponseWriter, r *http.Request) {
+		front.Forward(httptest.NewRecorder(), r)
+		s3peer.Fail500(w, r)
+	})
+	front.Inject("PutBucketLifecycleConfiguration", 1, s3peer.Fail500)
+	rep, err := acc.t.Setup(context.Background(), SetupOptions{Bucket: "staging-flaky", CreateRole: true})
+	if err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	joined := strings.Join(rep.Changes, "\n")
+	if len(rep.Warnings) != 0 || !strings.Contains(joined, "created in us-east-1") || !strings.Contains(joined, "configured") {
+		t.Fatalf("changes %q, warnings %q", rep.Changes, rep.Warnings)
+	}
+	checkBucketSettings(t, acc.srv, "staging-flaky", "")
+	for _, op := range []string{"HeadBucket", "CreateBucket", "PutBucketLifecycleConfiguration"} {
+		if n := front.Count(op); n != 2 {
+			t.Errorf("%s sent %d times, want 2 (one failure, one retry)", op, n)
+		}
 	}
 }
 
