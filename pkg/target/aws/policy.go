@@ -102,21 +102,6 @@ func indentJSON(v any) string {
 	return string(b) + "\n"
 }
 
-// partitionOf maps a region to its ARN partition.
-func partitionOf(region string) string {
-	switch {
-	case strings.HasPrefix(region, "cn-"):
-		return "aws-cn"
-	case strings.HasPrefix(region, "us-gov-"):
-		return "aws-us-gov"
-	case strings.HasPrefix(region, "us-iso-"):
-		return "aws-iso"
-	case strings.HasPrefix(region, "us-isob-"):
-		return "aws-iso-b"
-	}
-	return "aws"
-}
-
 // asList reads a policy element that may be a string or a list of strings.
 func asList(v any) []string {
 	switch x := v.(type) {

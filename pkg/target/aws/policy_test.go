@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/rehost/rehost/pkg/retry"
 	"io"
 	"syscall"
 	"testing"
@@ -13,6 +12,9 @@ import (
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/rehost/rehost/pkg/iampolicy"
+	"github.com/rehost/rehost/pkg/retry"
 )
 
 func TestDeniesInsecure(t *testing.T) {
@@ -63,7 +65,7 @@ func TestLifecycleCoverage(t *testing.T) {
 	if !sameKey("arn:aws:kms:us-east-1:1:key/abc", "abc") || sameKey("arn:aws:kms:us-east-1:1:key/abc", "abd") {
 		t.Fatal("sameKey")
 	}
-	if partitionOf("cn-north-1") != "aws-cn" || partitionOf("us-gov-west-1") != "aws-us-gov" || partitionOf("eu-west-1") != "aws" {
+	if iampolicy.Partition("cn-north-1") != "aws-cn" || iampolicy.Partition("us-gov-west-1") != "aws-us-gov" || iampolicy.Partition("eu-west-1") != "aws" {
 		t.Fatal("partitionOf")
 	}
 	if !trustsVMIE(`{"Statement":[{"Effect":"Allow","Principal":{"Service":["vmie.amazonaws.com"]},"Action":"sts:AssumeRole"}]}`) ||
