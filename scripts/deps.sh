@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine: Go
 # modules, qemu-img (Debian qemu-utils), the partitioning and file-system tools
-# of internal/guestdisk and of the emulator's tests (sfdisk, mkfs.ext4,
+# of internal/lab/guestdisk and of the emulator's tests (sfdisk, mkfs.ext4,
 # mkfs.vfat, mkntfs, mkfs.xfs, mkfs.btrfs), Samba (the Hyper-V tests' SMB
 # server), Chromium for the web console's browser test, the pinned S3 server
 # versitygw, built from the Go module proxy into .tools/bin, and the pinned
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VERSITYGW_VERSION=v1.8.0
-# Keep in step with azuresim.AzuriteVersion (pkg/azuresim/azurite.go).
+# Keep in step with azuresim.AzuriteVersion (internal/lab/azuresim/azurite.go).
 AZURITE_VERSION=3.35.0
 TOOLS="$PWD/.tools/bin"
 mkdir -p "$TOOLS"
@@ -20,7 +20,7 @@ mkdir -p "$TOOLS"
 need_apt=()
 command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
 # Guest disks of the tests and the demo: a partition table and real file
-# systems (internal/guestdisk).
+# systems (internal/lab/guestdisk).
 PATH="$PATH:/usr/sbin:/sbin"
 command -v sfdisk >/dev/null 2>&1 || need_apt+=(fdisk)
 command -v mkfs.vfat >/dev/null 2>&1 || need_apt+=(dosfstools)
@@ -30,7 +30,7 @@ command -v mkntfs >/dev/null 2>&1 || need_apt+=(ntfs-3g)
 command -v mkfs.xfs >/dev/null 2>&1 || need_apt+=(xfsprogs)
 command -v mkfs.btrfs >/dev/null 2>&1 || need_apt+=(btrfs-progs)
 # The Hyper-V source's tests read VM disks over SMB from Samba's smbd,
-# started unprivileged on a loopback port (internal/smbpeer).
+# started unprivileged on a loopback port (internal/lab/smbpeer).
 [ -x /usr/sbin/smbd ] || need_apt+=(samba)
 # The web console's browser test (connector/web) drives it headless. Large:
 # about 100 s and 390 MB of disk the first time (measured), nothing after.

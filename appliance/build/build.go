@@ -261,7 +261,7 @@ func uuidString(u [16]byte) string {
 
 // setTimes gives every file under dir the build's time stamps; access
 // times go to the far future, which relatime never moves (see
-// internal/guestdisk), so reading the tree while building does not change
+// internal/lab/guestdisk), so reading the tree while building does not change
 // what mkfs.ext4 -d copies.
 func setTimes(dir string, epoch time.Time) error {
 	atime := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)

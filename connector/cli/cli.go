@@ -1,7 +1,7 @@
 // Package cli holds the verbs of the rehost command, one file per noun-verb
 // (disk_inspect.go, register.go, …). Each file registers its command in an
 // init function; cmd/rehost dispatches to them. The dispatcher (Program)
-// also serves other commands' verbs: connector/lab registers rehost-lab's.
+// also serves other commands' verbs: internal/lab registers rehost-lab's.
 package cli
 
 import (

@@ -11,8 +11,8 @@ import (
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
-	"github.com/rehost/rehost/internal/hvdisk"
-	"github.com/rehost/rehost/pkg/hypervsim"
+	"github.com/rehost/rehost/internal/lab/hvdisk"
+	"github.com/rehost/rehost/internal/lab/hypervsim"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 	"github.com/rehost/rehost/pkg/store"
 )

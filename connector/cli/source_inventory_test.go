@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rehost/rehost/internal/lab/vspheresim"
 	"github.com/rehost/rehost/pkg/source"
-	"github.com/rehost/rehost/pkg/vspheresim"
 )
 
 func TestSourceInventory(t *testing.T) {

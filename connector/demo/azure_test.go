@@ -18,12 +18,12 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/daemon"
-	"github.com/rehost/rehost/internal/guestdisk"
-	"github.com/rehost/rehost/pkg/azuresim"
+	"github.com/rehost/rehost/internal/lab/azuresim"
+	"github.com/rehost/rehost/internal/lab/guestdisk"
+	"github.com/rehost/rehost/internal/lab/vspheresim"
 	"github.com/rehost/rehost/pkg/source/azure"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
-	"github.com/rehost/rehost/pkg/vspheresim"
 	"github.com/rehost/rehost/scheduler"
 )
 

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/daemon"
-	"github.com/rehost/rehost/internal/guestdisk"
+	"github.com/rehost/rehost/internal/lab/guestdisk"
+	"github.com/rehost/rehost/internal/lab/vspheresim"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
-	"github.com/rehost/rehost/pkg/vspheresim"
 	"github.com/rehost/rehost/scheduler"
 )
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rehost/rehost/pkg/hypervsim"
+	"github.com/rehost/rehost/internal/lab/hypervsim"
 	"github.com/rehost/rehost/pkg/store"
 )
 

@@ -16,14 +16,14 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/daemon"
-	"github.com/rehost/rehost/internal/guestdisk"
-	"github.com/rehost/rehost/internal/smbpeer"
+	"github.com/rehost/rehost/internal/lab/guestdisk"
+	"github.com/rehost/rehost/internal/lab/hypervsim"
+	"github.com/rehost/rehost/internal/lab/smbpeer"
+	"github.com/rehost/rehost/internal/lab/vspheresim"
 	"github.com/rehost/rehost/pkg/disk"
-	"github.com/rehost/rehost/pkg/hypervsim"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
-	"github.com/rehost/rehost/pkg/vspheresim"
 	"github.com/rehost/rehost/scheduler"
 )
 

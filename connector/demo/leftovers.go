@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/rehost/rehost/connector/replication"
-	"github.com/rehost/rehost/internal/s3peer"
-	"github.com/rehost/rehost/pkg/emulator"
-	"github.com/rehost/rehost/pkg/vspheresim"
+	"github.com/rehost/rehost/internal/lab/emulator"
+	"github.com/rehost/rehost/internal/lab/s3peer"
+	"github.com/rehost/rehost/internal/lab/vspheresim"
 )
 
 // PeerStates is what the three peers report holding: in-process

@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/daemon"
-	"github.com/rehost/rehost/internal/s3peer"
-	"github.com/rehost/rehost/pkg/emulator"
+	"github.com/rehost/rehost/internal/lab/emulator"
+	"github.com/rehost/rehost/internal/lab/s3peer"
+	"github.com/rehost/rehost/internal/lab/vspheresim"
 	"github.com/rehost/rehost/pkg/store"
-	"github.com/rehost/rehost/pkg/vspheresim"
 )
 
 // PeerOptions configure StartPeers.

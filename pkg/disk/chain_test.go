@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rehost/rehost/internal/hvdisk"
+	"github.com/rehost/rehost/internal/lab/hvdisk"
 )
 
 // patch is a guest write: sector-aligned data at an offset.

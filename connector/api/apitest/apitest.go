@@ -18,8 +18,8 @@ import (
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/demo"
+	"github.com/rehost/rehost/internal/lab/vspheresim"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
-	"github.com/rehost/rehost/pkg/vspheresim"
 	"github.com/rehost/rehost/scheduler"
 )
 

@@ -10,7 +10,7 @@ import (
 	"syscall"
 
 	"github.com/rehost/rehost/connector/cli"
-	"github.com/rehost/rehost/connector/lab"
+	"github.com/rehost/rehost/internal/lab"
 )
 
 func main() {

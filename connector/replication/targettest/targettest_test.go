@@ -10,9 +10,9 @@ import (
 
 	"github.com/rehost/rehost/connector/replication/memtarget"
 	"github.com/rehost/rehost/connector/replication/targettest"
-	"github.com/rehost/rehost/internal/guestdisk"
-	"github.com/rehost/rehost/internal/s3peer"
-	"github.com/rehost/rehost/pkg/emulator"
+	"github.com/rehost/rehost/internal/lab/emulator"
+	"github.com/rehost/rehost/internal/lab/guestdisk"
+	"github.com/rehost/rehost/internal/lab/s3peer"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 

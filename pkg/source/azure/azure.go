@@ -86,7 +86,7 @@ type Config struct {
 	// Cloud is CloudPublic (default), CloudUSGovernment or CloudChina.
 	Cloud string `json:"cloud,omitempty"`
 	// Endpoints replaces the cloud's Resource Manager and Entra ID
-	// endpoints: for a test double (pkg/azuresim) or a private proxy. Both
+	// endpoints: for a test double (internal/lab/azuresim) or a private proxy. Both
 	// must be https; certificates are still verified (add CAPEM). The
 	// credential is sent to AuthorityHost, so only an administrator sets it.
 	Endpoints *Endpoints `json:"endpoints,omitempty"`

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rehost/rehost/internal/guestdisk"
-	"github.com/rehost/rehost/pkg/azuresim"
+	"github.com/rehost/rehost/internal/lab/azuresim"
+	"github.com/rehost/rehost/internal/lab/guestdisk"
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/sourcetest"

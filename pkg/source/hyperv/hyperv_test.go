@@ -13,8 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/rehost/rehost/internal/smbpeer"
-	"github.com/rehost/rehost/pkg/hypervsim"
+	"github.com/rehost/rehost/internal/lab/hypervsim"
+	"github.com/rehost/rehost/internal/lab/smbpeer"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 	"github.com/rehost/rehost/pkg/source/sourcetest"

@@ -3,12 +3,12 @@ package hyperv
 import (
 	"encoding/json"
 	"errors"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/testdata"
 )
 
 // Every script, with arguments as long as they get, fits cmd.exe's command
@@ -87,11 +87,7 @@ func TestScriptHygiene(t *testing.T) {
 
 func readAnswer(t *testing.T, file string, out any) error {
 	t.Helper()
-	b, err := os.ReadFile("testdata/" + file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return decodeAnswer(file, string(b), "", out)
+	return decodeAnswer(file, string(testdata.File("hyperv/"+file)), "", out)
 }
 
 // An inventory answer as Windows PowerShell writes it: enums named where
@@ -160,10 +156,7 @@ func TestParseSCVMMInventory(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
-	b, err := os.ReadFile("testdata/errors.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := testdata.File("hyperv/errors.json")
 	var answers []json.RawMessage
 	if err := json.Unmarshal(b, &answers); err != nil {
 		t.Fatal(err)

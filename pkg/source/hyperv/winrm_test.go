@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehost/rehost/internal/lab/hypervsim"
 	"github.com/rehost/rehost/pkg/disk"
-	"github.com/rehost/rehost/pkg/hypervsim"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 )

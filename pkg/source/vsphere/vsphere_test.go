@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehost/rehost/internal/lab/vspheresim"
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/sourcetest"
-	"github.com/rehost/rehost/pkg/vspheresim"
 )
 
 const mib = 1 << 20

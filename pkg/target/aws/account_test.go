@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rehost/rehost/internal/s3peer"
-	"github.com/rehost/rehost/pkg/emulator"
+	"github.com/rehost/rehost/internal/lab/emulator"
+	"github.com/rehost/rehost/internal/lab/s3peer"
 )
 
 // account is an emulated AWS account: versitygw (TLS, behind the recording
-// front) for S3 and pkg/emulator for EC2, IAM and STS.
+// front) for S3 and internal/lab/emulator for EC2, IAM and STS.
 type account struct {
 	srv *s3peer.Server
 	emu *emulator.Emulator

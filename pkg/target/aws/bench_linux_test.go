@@ -25,7 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/rehost/rehost/internal/s3peer"
+	"github.com/rehost/rehost/internal/lab/s3peer"
 )
 
 // BenchmarkStage stages streams of unknown length into versitygw over TLS on

@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rehost/rehost/internal/guestdisk"
+	"github.com/rehost/rehost/internal/lab/emulator"
+	"github.com/rehost/rehost/internal/lab/guestdisk"
 	"github.com/rehost/rehost/pkg/disk"
-	"github.com/rehost/rehost/pkg/emulator"
 )
 
 // readyAccount is an account after Setup, with the role in place.

@@ -13,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/rehost/rehost/pkg/iampolicy"
+	"github.com/rehost/rehost/pkg/awsregion"
 	"github.com/rehost/rehost/pkg/retry"
 )
 
@@ -65,7 +65,7 @@ func TestLifecycleCoverage(t *testing.T) {
 	if !sameKey("arn:aws:kms:us-east-1:1:key/abc", "abc") || sameKey("arn:aws:kms:us-east-1:1:key/abc", "abd") {
 		t.Fatal("sameKey")
 	}
-	if iampolicy.Partition("cn-north-1") != "aws-cn" || iampolicy.Partition("us-gov-west-1") != "aws-us-gov" || iampolicy.Partition("eu-west-1") != "aws" {
+	if awsregion.Partition("cn-north-1") != "aws-cn" || awsregion.Partition("us-gov-west-1") != "aws-us-gov" || awsregion.Partition("eu-west-1") != "aws" {
 		t.Fatal("partitionOf")
 	}
 	if !trustsVMIE(`{"Statement":[{"Effect":"Allow","Principal":{"Service":["vmie.amazonaws.com"]},"Action":"sts:AssumeRole"}]}`) ||

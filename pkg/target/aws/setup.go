@@ -18,7 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
-	"github.com/rehost/rehost/pkg/iampolicy"
+	"github.com/rehost/rehost/pkg/awsregion"
 )
 
 // Staging lifecycle: objects expire after a week, unfinished uploads after a day.
@@ -110,7 +110,7 @@ func (t *Target) Setup(ctx context.Context, opts SetupOptions) (SetupReport, err
 		if strings.HasPrefix(opts.KMSKeyID, "alias/") {
 			return rep, fmt.Errorf("setup: KMS key %q: give the key ARN or key id, not an alias (IAM policies and grants need the key itself)", opts.KMSKeyID)
 		}
-		opts.KMSKeyID = fmt.Sprintf("arn:%s:kms:%s:%s:key/%s", iampolicy.Partition(rep.Region), rep.Region, rep.Account, opts.KMSKeyID)
+		opts.KMSKeyID = fmt.Sprintf("arn:%s:kms:%s:%s:key/%s", awsregion.Partition(rep.Region), rep.Region, rep.Account, opts.KMSKeyID)
 	}
 	rep.Bucket = opts.Bucket
 	if rep.Bucket == "" {
@@ -292,7 +292,7 @@ func httpStatus(err error) int {
 
 func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 	b := sdk.String(bucket)
-	partition := iampolicy.Partition(region)
+	partition := awsregion.Partition(region)
 	bucketARN := "arn:" + partition + ":s3:::" + bucket
 
 	wantEnc := "SSE-S3 (AES256) default encryption"
@@ -582,7 +582,7 @@ func rolePolicyName(bucket string) string {
 }
 
 func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOptions) error {
-	trust, policy := policyDocuments(iampolicy.Partition(rep.Region), rep.Bucket, opts.KMSKeyID)
+	trust, policy := policyDocuments(awsregion.Partition(rep.Region), rep.Bucket, opts.KMSKeyID)
 	docs := &RoleDocuments{RoleName: rep.RoleName, TrustPolicy: trust, PolicyName: rolePolicyName(rep.Bucket), Policy: policy}
 	name := sdk.String(rep.RoleName)
 	needAdmin := func(format string, args ...any) {

@@ -15,8 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
-	"github.com/rehost/rehost/internal/s3peer"
-	"github.com/rehost/rehost/pkg/emulator"
+	"github.com/rehost/rehost/internal/lab/emulator"
+	"github.com/rehost/rehost/internal/lab/s3peer"
 )
 
 var update = flag.Bool("update", false, "rewrite the policy/ golden files")

@@ -18,7 +18,7 @@ import (
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/rehost/rehost/internal/s3peer"
+	"github.com/rehost/rehost/internal/lab/s3peer"
 )
 
 // genStream yields n pseudo-random bytes from seed without holding them,

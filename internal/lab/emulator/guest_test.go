@@ -1,0 +1,223 @@
+package emulator
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rehost/rehost/internal/lab/guestdisk"
+)
+
+// sbin finds a Debian tool (scripts/deps.sh installs them).
+func sbin(t *testing.T, name string) string {
+	t.Helper()
+	for _, p := range []string{"/usr/sbin/" + name, "/sbin/" + name} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not installed (make deps installs it): %v", name, err)
+	}
+	return p
+}
+
+func runTool(t *testing.T, name string, args ...string) {
+	t.Helper()
+	out, err := exec.Command(sbin(t, name), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// mkfsImage makes a file system image of size bytes with the given tool
+// and arguments (the image path is appended).
+func mkfsImage(t *testing.T, size int64, tool string, args ...string) []byte {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	runTool(t, tool, append(args, img)...)
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The ext reader finds files the way the importer needs: through extents
+// (ext4) and block maps (ext2), large hashed directories, and symlinks to
+// /usr/lib/os-release, relative and absolute.
+func TestReadExtFile(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"etc", "usr/lib", "var/lib"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	want := []byte("NAME=\"Rocky Linux\"\nVERSION=\"9.3 (Blue Onyx)\"\n")
+	os.WriteFile(filepath.Join(root, "usr/lib/os-release"), want, 0o644)
+	os.Symlink("../usr/lib/os-release", filepath.Join(root, "etc/os-release"))
+	os.Symlink("/usr/lib/os-release", filepath.Join(root, "etc/absolute-release"))
+	// Enough entries to make /etc an htree directory.
+	for i := range 600 {
+		os.WriteFile(filepath.Join(root, "etc", fmt.Sprintf("conf-%03d-with-a-long-name.d", i)), []byte("x"), 0o644)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 300<<10/16) // beyond ext2's direct blocks
+	os.WriteFile(filepath.Join(root, "var/lib/big"), big, 0o644)
+	for _, fs := range []string{"ext2", "ext3", "ext4"} {
+		t.Run(fs, func(t *testing.T) {
+			img := mkfsImage(t, 32<<20, "mkfs."+fs, "-q", "-F", "-b", "1024", "-d", root)
+			r := bytes.NewReader(img)
+			if v := extVariant(img[1024:]); v != fs {
+				t.Errorf("variant %s, want %s", v, fs)
+			}
+			for _, p := range []string{"/etc/os-release", "/etc/absolute-release", "/usr/lib/os-release"} {
+				got, err := readExtFile(r, p)
+				if err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("%s: %q %v", p, got, err)
+				}
+			}
+			got, err := readExtFile(r, "/etc/conf-599-with-a-long-name.d")
+			if err != nil || string(got) != "x" {
+				t.Fatalf("a file of a large directory: %q %v", got, err)
+			}
+			got, err = readExtFile(r, "/var/lib/big")
+			if err != nil || !bytes.Equal(got, big[:min(len(big), extMaxFileSize)]) {
+				t.Fatalf("a file through indirect blocks: %d bytes, %v", len(got), err)
+			}
+			if _, err := readExtFile(r, "/etc/missing"); err == nil {
+				t.Fatal("a missing file was found")
+			}
+		})
+	}
+}
+
+// partitioned is a zeroed disk of size bytes with sfdisk's script applied.
+func partitioned(t *testing.T, size int64, script string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(p, size)
+	cmd := exec.Command(sbin(t, "sfdisk"), "--no-reread", "--no-tell-kernel", "-q", p)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	return p
+}
+
+func writeAt(t *testing.T, path string, b []byte, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func inspectFile(t *testing.T, path, bootMode string) (Guest, error) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	return inspectBootDisk(f, st.Size(), bootMode)
+}
+
+// What the importer recognises on a boot disk, and what it refuses.
+func TestInspectBootDisk(t *testing.T) {
+	ctx := context.Background()
+	build := func(o guestdisk.Options) string {
+		p := filepath.Join(t.TempDir(), "g.raw")
+		if _, err := guestdisk.Build(ctx, p, o); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	bios := build(guestdisk.Options{Size: 32 << 20, Seed: 1})
+	efi := build(guestdisk.Options{Size: 48 << 20, Firmware: guestdisk.EFI, Seed: 2})
+	winEFI := build(guestdisk.Options{Size: 48 << 20, Firmware: guestdisk.EFI, Windows: true, Seed: 3})
+	noOS := build(guestdisk.Options{Size: 32 << 20, NoOSRelease: true, Seed: 4})
+	// A GPT disk without an EFI system partition (a Linux root only).
+	gptNoESP := partitioned(t, 32<<20, "label: gpt\nstart=2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n")
+	// xfs and btrfs: the superblocks of real file systems in an MBR partition.
+	xfsDisk := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+	writeAt(t, xfsDisk, mkfsImage(t, 300<<20, "mkfs.xfs", "-q", "-f")[:1<<20], 1<<20)
+	btrfsDisk := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+	writeAt(t, btrfsDisk, mkfsImage(t, 128<<20, "mkfs.btrfs", "-q", "-f")[:1<<20], 1<<20)
+	blank := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+	nothing := filepath.Join(t.TempDir(), "zero.raw")
+	os.WriteFile(nothing, make([]byte, 8<<20), 0o600)
+
+	for _, c := range []struct {
+		name, disk, bootMode string
+		want                 Guest
+		err                  string
+	}{
+		{"bios linux", bios, "", Guest{Platform: "Linux", Distribution: "Debian GNU/Linux 12 (bookworm)", FileSystem: "ext4", PartitionStyle: "MBR", BootMode: "legacy-bios"}, ""},
+		{"bios as legacy-bios", bios, "legacy-bios", Guest{Platform: "Linux", Distribution: "Debian GNU/Linux 12 (bookworm)", FileSystem: "ext4", PartitionStyle: "MBR", BootMode: "legacy-bios"}, ""},
+		{"efi linux", efi, "uefi", Guest{Platform: "Linux", Distribution: "Debian GNU/Linux 12 (bookworm)", FileSystem: "ext4", PartitionStyle: "GPT", BootMode: "uefi"}, ""},
+		{"efi uefi-preferred", efi, "uefi-preferred", Guest{Platform: "Linux", Distribution: "Debian GNU/Linux 12 (bookworm)", FileSystem: "ext4", PartitionStyle: "GPT", BootMode: "uefi"}, ""},
+		{"windows", winEFI, "", Guest{Platform: "Windows", FileSystem: "ntfs", PartitionStyle: "GPT", BootMode: "uefi"}, ""},
+		{"xfs", xfsDisk, "", Guest{Platform: "Linux", FileSystem: "xfs", PartitionStyle: "MBR", BootMode: "legacy-bios"}, ""},
+		{"btrfs", btrfsDisk, "", Guest{Platform: "Linux", FileSystem: "btrfs", PartitionStyle: "MBR", BootMode: "legacy-bios"}, ""},
+		{"mbr disk as uefi", bios, "uefi", Guest{}, "boot mode uefi needs a GPT boot disk with an EFI system partition"},
+		{"gpt without esp as uefi", gptNoESP, "uefi", Guest{}, "boot mode uefi needs a GPT boot disk with an EFI system partition"},
+		{"efi disk as legacy-bios", efi, "legacy-bios", Guest{}, "boot mode legacy-bios needs an MBR boot disk"},
+		{"no os-release", noOS, "", Guest{}, "ClientError: Unknown OS / Missing OS files."},
+		{"empty partition", blank, "", Guest{}, "ClientError: No valid partitions. Not a valid volume."},
+		{"no partition table", nothing, "", Guest{}, "ClientError: No valid partitions. Not a valid volume."},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g, err := inspectFile(t, c.disk, c.bootMode)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("got %+v, %v; want an error containing %q", g, err, c.err)
+				}
+				return
+			}
+			if err != nil || g != c.want {
+				t.Fatalf("got %+v, %v; want %+v", g, err, c.want)
+			}
+		})
+	}
+	// A GPT whose checksum does not hold is no table.
+	b, _ := os.ReadFile(efi)
+	b[1024] ^= 1 // the first partition entry: the array's checksum no longer holds
+	corrupt := filepath.Join(t.TempDir(), "corrupt.raw")
+	os.WriteFile(corrupt, b, 0o600)
+	if _, err := inspectFile(t, corrupt, ""); err == nil || err.Error() != errNoPartitions.Error() {
+		t.Fatalf("corrupt GPT: %v", err)
+	}
+}
+
+func FuzzInspectBootDisk(f *testing.F) {
+	mbr := make([]byte, 8<<10)
+	mbr[510], mbr[511] = 0x55, 0xAA
+	mbr[446+4], mbr[446+8], mbr[446+12] = 0x83, 1, 100
+	f.Add(mbr)
+	gpt := bytes.Clone(mbr)
+	gpt[446+4] = 0xEE
+	copy(gpt[512:], "EFI PART")
+	f.Add(gpt)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		inspectBootDisk(bytes.NewReader(b), int64(len(b)), "")
+		readExtFile(bytes.NewReader(b), "/etc/os-release")
+	})
+}

@@ -1,0 +1,229 @@
+package emulator
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/rehost/rehost/internal/lab/iampolicy"
+	"github.com/rehost/rehost/pkg/awsregion"
+)
+
+func (e *Emulator) partition() string { return awsregion.Partition(e.cfg.Region) }
+
+func (e *Emulator) stsActions() map[string]queryAction {
+	return map[string]queryAction{
+		"GetCallerIdentity": func(p params) (any, error) {
+			return struct {
+				Arn     string
+				UserId  string
+				Account string
+			}{"arn:" + e.partition() + ":iam::" + e.cfg.AccountID + ":root", e.cfg.AccountID, e.cfg.AccountID}, nil
+		},
+	}
+}
+
+func (e *Emulator) iamActions() map[string]queryAction {
+	return map[string]queryAction{
+		"CreateRole":       e.createRole,
+		"GetRole":          e.getRole,
+		"DeleteRole":       e.deleteRole,
+		"PutRolePolicy":    e.putRolePolicy,
+		"GetRolePolicy":    e.getRolePolicy,
+		"DeleteRolePolicy": e.deleteRolePolicy,
+		"ListRolePolicies": e.listRolePolicies,
+	}
+}
+
+var roleNameRE = regexp.MustCompile(`^[\w+=,.@-]{1,64}$`)
+
+func noSuchRole(name string) *apiError {
+	return &apiError{Status: http.StatusNotFound, Code: "NoSuchEntity", Message: fmt.Sprintf("The role with name %s cannot be found.", name)}
+}
+
+func validationError(format string, args ...any) *apiError {
+	return badRequest("ValidationError", format, args...)
+}
+
+// checkPolicy refuses, as IAM does with MalformedPolicyDocument, a
+// document that is not valid for its kind or uses an element or condition
+// operator the evaluator does not know: a policy is never stored that
+// could later be only half evaluated.
+func checkPolicy(doc string, kind iampolicy.Kind) error {
+	if _, err := iampolicy.Parse(doc, kind); err != nil {
+		return badRequest("MalformedPolicyDocument", "Syntax errors in policy: %v", err)
+	}
+	return nil
+}
+
+type roleXML struct {
+	Path                     string
+	RoleName                 string
+	RoleId                   string
+	Arn                      string
+	CreateDate               string
+	AssumeRolePolicyDocument string
+	Description              string `xml:",omitempty"`
+	MaxSessionDuration       int
+}
+
+func (e *Emulator) roleARN(r *Role) string {
+	return "arn:" + e.partition() + ":iam::" + e.cfg.AccountID + ":role" + r.Path + r.Name
+}
+
+func (e *Emulator) roleResult(r *Role) any {
+	return struct{ Role roleXML }{roleXML{
+		Path: r.Path, RoleName: r.Name, RoleId: r.ID, Arn: e.roleARN(r),
+		CreateDate: r.Created.Format(time.RFC3339),
+		// IAM returns policy documents URL-encoded (RFC 3986).
+		AssumeRolePolicyDocument: uriEncode(r.TrustPolicy),
+		Description:              r.Description, MaxSessionDuration: 3600,
+	}}
+}
+
+func (e *Emulator) createRole(p params) (any, error) {
+	if e.cfg.DenyCreateRole {
+		return nil, &apiError{Status: http.StatusForbidden, Code: "AccessDenied", Message: fmt.Sprintf(
+			"User: arn:%s:iam::%s:user/rehost is not authorized to perform: iam:CreateRole on resource: arn:%s:iam::%s:role/%s because no identity-based policy allows the iam:CreateRole action",
+			e.partition(), e.cfg.AccountID, e.partition(), e.cfg.AccountID, p.get("RoleName"))}
+	}
+	name := p.get("RoleName")
+	if !roleNameRE.MatchString(name) {
+		return nil, validationError("1 validation error detected: Value '%s' at 'roleName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]+", name)
+	}
+	doc := p.get("AssumeRolePolicyDocument")
+	if err := checkPolicy(doc, iampolicy.Trust); err != nil {
+		return nil, err
+	}
+	rolePath := p.get("Path")
+	if rolePath == "" {
+		rolePath = "/"
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.st.Roles[name]; ok {
+		return nil, &apiError{Status: http.StatusConflict, Code: "EntityAlreadyExists", Message: fmt.Sprintf("Role with name %s already exists.", name)}
+	}
+	r := &Role{Name: name, ID: "AROA" + randomUpper(17), Path: rolePath, Description: p.get("Description"),
+		Created: e.clock.Now().UTC(), TrustPolicy: doc, Policies: map[string]string{}}
+	e.st.Roles[name] = r
+	e.saveLocked()
+	return e.roleResult(r), nil
+}
+
+func (e *Emulator) getRole(p params) (any, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.st.Roles[p.get("RoleName")]
+	if !ok {
+		return nil, noSuchRole(p.get("RoleName"))
+	}
+	return e.roleResult(r), nil
+}
+
+func (e *Emulator) deleteRole(p params) (any, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	name := p.get("RoleName")
+	r, ok := e.st.Roles[name]
+	if !ok {
+		return nil, noSuchRole(name)
+	}
+	if len(r.Policies) > 0 {
+		return nil, &apiError{Status: http.StatusConflict, Code: "DeleteConflict", Message: "Cannot delete entity, must delete policies first."}
+	}
+	delete(e.st.Roles, name)
+	e.saveLocked()
+	return nil, nil
+}
+
+func (e *Emulator) putRolePolicy(p params) (any, error) {
+	name, pol, doc := p.get("RoleName"), p.get("PolicyName"), p.get("PolicyDocument")
+	if pol == "" {
+		return nil, validationError("1 validation error detected: Value null at 'policyName' failed to satisfy constraint: Member must not be null")
+	}
+	if err := checkPolicy(doc, iampolicy.Identity); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.st.Roles[name]
+	if !ok {
+		return nil, noSuchRole(name)
+	}
+	if r.Policies == nil {
+		r.Policies = map[string]string{}
+	}
+	r.Policies[pol] = doc
+	e.saveLocked()
+	return nil, nil
+}
+
+func noSuchRolePolicy(pol string) *apiError {
+	return &apiError{Status: http.StatusNotFound, Code: "NoSuchEntity", Message: fmt.Sprintf("The role policy with name %s cannot be found.", pol)}
+}
+
+func (e *Emulator) getRolePolicy(p params) (any, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	name, pol := p.get("RoleName"), p.get("PolicyName")
+	r, ok := e.st.Roles[name]
+	if !ok {
+		return nil, noSuchRole(name)
+	}
+	doc, ok := r.Policies[pol]
+	if !ok {
+		return nil, noSuchRolePolicy(pol)
+	}
+	return struct{ RoleName, PolicyName, PolicyDocument string }{name, pol, uriEncode(doc)}, nil
+}
+
+func (e *Emulator) deleteRolePolicy(p params) (any, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	name, pol := p.get("RoleName"), p.get("PolicyName")
+	r, ok := e.st.Roles[name]
+	if !ok {
+		return nil, noSuchRole(name)
+	}
+	if _, ok := r.Policies[pol]; !ok {
+		return nil, noSuchRolePolicy(pol)
+	}
+	delete(r.Policies, pol)
+	e.saveLocked()
+	return nil, nil
+}
+
+func (e *Emulator) listRolePolicies(p params) (any, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.st.Roles[p.get("RoleName")]
+	if !ok {
+		return nil, noSuchRole(p.get("RoleName"))
+	}
+	names := make([]string, 0, len(r.Policies))
+	for n := range r.Policies {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return struct {
+		PolicyNames []string `xml:"PolicyNames>member"`
+		IsTruncated bool
+	}{names, false}, nil
+}
+
+// uriEncode is RFC 3986 percent-encoding: unreserved characters stay.
+func uriEncode(s string) string {
+	var b []byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' {
+			b = append(b, c)
+		} else {
+			b = append(b, fmt.Sprintf("%%%02X", c)...)
+		}
+	}
+	return string(b)
+}
