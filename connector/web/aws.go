@@ -82,7 +82,8 @@ func (c *Console) awsView(w http.ResponseWriter, r *http.Request, rq *request, w
 	for _, k := range []string{"endpoint", "s3_endpoint", "ca_pem", "kms_key", "bucket", "fix_bucket"} {
 		d.Advanced = d.Advanced || f.Errors[k] != "" || (k != "bucket" && k != "fix_bucket" && f.Get(k) != "")
 	}
-	return c.render(w, r, rq, status, "aws", &view{Title: "AWS registration", Nav: "aws", Wizard: wz, Form: f, D: d})
+	v := &view{Title: "AWS registration", Nav: "aws", Wizard: wz, Form: f}
+	return c.render(w, r, rq, status, v, awsPage(v, d))
 }
 
 func (c *Console) awsSubmit(w http.ResponseWriter, r *http.Request, rq *request) error {

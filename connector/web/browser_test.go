@@ -131,7 +131,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !strings.Contains(b.text("main"), "Added vc1") {
 		t.Fatalf("source not added: %s", b.text("main"))
 	}
-	b.submit("form[action='/sources/vc1/test'] button")
+	b.submit("td.actions form[action$='/test'] button")
 	if !strings.Contains(b.text("main"), "Connection test passed") {
 		t.Errorf("connection test of the stored source: %s", b.text("main"))
 	}

@@ -101,7 +101,25 @@ type fieldView struct {
 	Required, Optional, Checked           bool
 	Autocomplete, Placeholder, Min, Max   string
 	List, Pattern, Inputmode, Rows        string
-	Options                               []option
+	// MaxLength is the most characters the field takes (0: no bound
+	// shown); the server enforces it whatever the browser does.
+	MaxLength int
+	Options   []option
+}
+
+func (v fieldView) id() string { return "f-" + v.Name }
+
+// describedBy lists the ids of the field's hint and error, for
+// aria-describedby.
+func (v fieldView) describedBy() string {
+	var ids []string
+	if v.Hint != "" {
+		ids = append(ids, v.id()+"-hint")
+	}
+	if v.Error != "" {
+		ids = append(ids, v.id()+"-error")
+	}
+	return strings.Join(ids, " ")
 }
 
 type option struct {

@@ -32,8 +32,13 @@ func (c *Console) preSession(w http.ResponseWriter, r *http.Request) string {
 }
 
 func (c *Console) authPage(w http.ResponseWriter, r *http.Request, rq *request, status int, name, title, next string) error {
-	v := &view{Title: title, D: authView{Fingerprint: c.o.Fingerprint, Next: next, PreCSRF: c.preSession(w, r), MinLen: minPasswordLen}}
-	return c.render(w, r, rq, status, name, v)
+	v := &view{Title: title}
+	d := authView{Fingerprint: c.o.Fingerprint, Next: next, PreCSRF: c.preSession(w, r), MinLen: minPasswordLen}
+	content := loginPage(v, d)
+	if name == "setup" {
+		content = setupPage(v, d)
+	}
+	return c.render(w, r, rq, status, v, content)
 }
 
 // setupPage asks for the first admin password; once one is set it leads

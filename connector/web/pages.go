@@ -62,7 +62,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, rq *request) 
 		return err
 	}
 	d.Events = evs.Events
-	return c.render(w, r, rq, http.StatusOK, "overview", &view{Title: "Overview", Nav: "overview", D: d, Live: len(d.LiveRuns) > 0})
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Overview", Nav: "overview", Live: len(d.LiveRuns) > 0}, overviewPage(d))
 }
 
 type healthView struct {
@@ -82,7 +82,7 @@ func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, rq *request
 		d.DiskUsed = int(100 - st.FreeDiskBytes*100/st.TotalDiskBytes)
 	}
 	d.LowDisk = st.FreeDiskBytes < 1<<30
-	return c.render(w, r, rq, http.StatusOK, "health", &view{Title: "Connector health", Nav: "health", D: d})
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Connector health", Nav: "health"}, healthPage(d))
 }
 
 type keysView struct {
@@ -101,7 +101,8 @@ func (c *Console) keysView(w http.ResponseWriter, r *http.Request, rq *request, 
 		return err
 	}
 	slices.SortFunc(keys, func(a, b daemon.AccessKey) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	return c.render(w, r, rq, status, "keys", &view{Title: "API access keys", Nav: "keys", D: keysView{Keys: keys, New: created}})
+	v := &view{Title: "API access keys", Nav: "keys"}
+	return c.render(w, r, rq, status, v, keysPage(v, keysView{Keys: keys, New: created}))
 }
 
 // maxKeyName bounds a key's name.
@@ -146,7 +147,8 @@ func (c *Console) keyRevokePage(w http.ResponseWriter, r *http.Request, rq *requ
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, "key-revoke", &view{Title: "Revoke access key " + k.ID, Nav: "keys", D: k})
+	v := &view{Title: "Revoke access key " + k.ID, Nav: "keys"}
+	return c.render(w, r, rq, http.StatusOK, v, keyRevokePage(v, k))
 }
 
 func (c *Console) keyRevoke(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -165,7 +167,7 @@ func (c *Console) keyRevoke(w http.ResponseWriter, r *http.Request, rq *request)
 }
 
 func (c *Console) supportPage(w http.ResponseWriter, r *http.Request, rq *request) error {
-	return c.render(w, r, rq, http.StatusOK, "support", &view{Title: "Support", Nav: "support"})
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Support", Nav: "support"}, supportPage())
 }
 
 func (c *Console) supportDownload(w http.ResponseWriter, r *http.Request, rq *request) error {

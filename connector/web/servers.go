@@ -62,7 +62,8 @@ func (c *Console) serversView(w http.ResponseWriter, r *http.Request, rq *reques
 			d.Servers = append(d.Servers, s)
 		}
 	}
-	return c.render(w, r, rq, http.StatusOK, "servers", &view{Title: "Servers", Nav: "servers", Wizard: wz, D: d})
+	v := &view{Title: "Servers", Nav: "servers", Wizard: wz}
+	return c.render(w, r, rq, http.StatusOK, v, serversPage(v, d))
 }
 
 func guestOS(s api.Server) string {

@@ -2,9 +2,10 @@ package web
 
 import (
 	"fmt"
-	"html/template"
 	"net/http"
 	"strings"
+
+	"github.com/a-h/templ"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/pkg/source"
@@ -15,9 +16,9 @@ import (
 type sourceKind struct {
 	// Kind is the API's kind ("vsphere").
 	Kind, Label string
-	// Fields is the html/template text of the kind's fields in the add
-	// form (everything but the name); it is executed with the page's view.
-	Fields string
+	// Fields are the kind's fields in the add form (everything but the
+	// name), filled from the form.
+	Fields func(f *form) templ.Component
 	// Input reads the kind's fields into the source to add, failing the
 	// fields it finds wrong on the form.
 	Input func(f *form) api.SourceInput
@@ -43,8 +44,6 @@ type sourcesView struct {
 	Sources []api.Source
 	Kind    sourceKind
 	Kinds   []sourceKind
-	// Fields are the kind's fields, rendered.
-	Fields template.HTML
 }
 
 func (c *Console) sourcesPage(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -67,11 +66,8 @@ func (c *Console) sourcesView(w http.ResponseWriter, r *http.Request, rq *reques
 		f.Values.Set("kind", k.Kind)
 	}
 	d := &sourcesView{Sources: out.Sources, Kind: k, Kinds: sourceKinds}
-	v := &view{Title: "Sources", Nav: "sources", Wizard: wz, Form: f, D: d}
-	if d.Fields, err = c.fragment("source-fields-"+k.Kind, v); err != nil {
-		return err
-	}
-	return c.render(w, r, rq, status, "sources", v)
+	v := &view{Title: "Sources", Nav: "sources", Wizard: wz, Form: f}
+	return c.render(w, r, rq, status, v, sourcesPage(v, d))
 }
 
 func (c *Console) sourceAdd(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -159,7 +155,7 @@ func (c *Console) sourceTest(w http.ResponseWriter, r *http.Request, rq *request
 	if wz {
 		to = "/wizard/sources"
 	}
-	out, err := c.svc.TestSource(r.Context(), &api.SourceRef{Source: r.PathValue("name")})
+	out, err := c.svc.TestSource(r.Context(), &api.SourceRef{Source: r.PathValue("id")})
 	if err != nil {
 		return err
 	}
@@ -172,15 +168,16 @@ func (c *Console) sourceTest(w http.ResponseWriter, r *http.Request, rq *request
 }
 
 func (c *Console) sourceRemovePage(w http.ResponseWriter, r *http.Request, rq *request) error {
-	s, err := c.findSource(r, r.PathValue("name"))
+	s, err := c.findSource(r, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, "source-remove", &view{Title: "Remove source " + s.Name, Nav: "sources", D: s})
+	v := &view{Title: "Remove source " + s.Name, Nav: "sources"}
+	return c.render(w, r, rq, http.StatusOK, v, sourceRemovePage(v, s))
 }
 
 func (c *Console) sourceRemove(w http.ResponseWriter, r *http.Request, rq *request) error {
-	s, err := c.findSource(r, r.PathValue("name"))
+	s, err := c.findSource(r, r.PathValue("id"))
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,11 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/a-h/templ"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
@@ -12,17 +15,7 @@ import (
 // A run's live part shows each disk's bytes and percent while it stages,
 // and a failed run's reason, step and what to do.
 func TestRunFragment(t *testing.T) {
-	pages, err := parsePages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	render := func(v *runView) string {
-		var buf bytes.Buffer
-		if err := pages["run-fragment"].ExecuteTemplate(&buf, "fragment", &view{D: v}); err != nil {
-			t.Fatal(err)
-		}
-		return buf.String()
-	}
+	render := func(v *runView) string { return renderHTML(t, runLive(v)) }
 	live := &runView{Run: api.ReplicationRun{ReplicationRunID: "sms-run-1", State: "ACTIVE"}, Current: "stage", CurrentTitle: "Export and upload the disks",
 		Disks: []daemon.DiskProgress{{Disk: 0, Capacity: 40 << 20, Sent: 10 << 20, Total: 40 << 20}, {Disk: 1, Capacity: 8 << 20, Sent: 3 << 20, Total: 3 << 20, Staged: true}}}
 	html := render(live)
@@ -43,4 +36,13 @@ func TestRunFragment(t *testing.T) {
 			t.Errorf("failed run: no %q in\n%s", want, html)
 		}
 	}
+}
+
+func renderHTML(t *testing.T, c templ.Component) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := c.Render(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
 }
