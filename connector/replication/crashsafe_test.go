@@ -326,7 +326,7 @@ func TestStepTimesAndFailedStep(t *testing.T) {
 		t.Fatalf("steps recorded %+v, want all %d", p.Steps, len(Steps()))
 	}
 	for i, s := range p.Steps {
-		if s.Step != Steps()[i] || s.Started.IsZero() || s.Ended.Before(s.Started) {
+		if s.Step != Steps()[i].Name || s.Started.IsZero() || s.Ended.Before(s.Started) {
 			t.Errorf("step %d recorded as %+v", i, s)
 		}
 	}

@@ -259,7 +259,8 @@ func TestResumeAfterCrash(t *testing.T) {
 
 // TestResumeAfterStopAtStep stops the connector at the start of each step.
 func TestResumeAfterStopAtStep(t *testing.T) {
-	for _, name := range Steps() {
+	for _, in := range Steps() {
+		name := in.Name
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t)
 			ctx, cancel := context.WithCancelCause(context.Background())
@@ -426,7 +427,8 @@ func TestUndoFindsUnrecordedImport(t *testing.T) {
 
 // TestCancelUndoes cancels the run (the user's ErrCancelled) at each step.
 func TestCancelUndoes(t *testing.T) {
-	for _, name := range Steps() {
+	for _, in := range Steps() {
+		name := in.Name
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t)
 			ctx, cancel := context.WithCancelCause(context.Background())

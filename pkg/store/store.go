@@ -225,8 +225,13 @@ const (
 	LedgerIntent LedgerState = "intent"
 	// LedgerCreated: exists, ResourceID known.
 	LedgerCreated LedgerState = "created"
-	// LedgerReleased: deleted or handed over (an AMI kept); nothing to undo.
+	// LedgerReleased: deleted, or given up by the run (an AMI the job
+	// keeps); nothing to undo.
 	LedgerReleased LedgerState = "released"
+	// LedgerHandedOver: another step took the resource over; the entry it
+	// took it with (HandedFrom naming this one) is the resource's record
+	// now.
+	LedgerHandedOver LedgerState = "handed-over"
 )
 
 // LedgerEntry records one resource a run made or is about to make. Step and
@@ -241,8 +246,11 @@ type LedgerEntry struct {
 	ResourceID string          `json:"resourceId,omitempty"`
 	State      LedgerState     `json:"state"`
 	Data       json.RawMessage `json:"data,omitempty"`
-	CreatedAt  time.Time       `json:"createdAt"`
-	UpdatedAt  time.Time       `json:"updatedAt"`
+	// HandedFrom is the entry this one took its resource over from (0: the
+	// step made it).
+	HandedFrom int64     `json:"handedFrom,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
 }
 
 // Event levels.
@@ -367,6 +375,11 @@ type Store interface {
 	UpdateData(ctx context.Context, id int64, data json.RawMessage) error
 	// RecordReleased marks the entry released: nothing left to undo.
 	RecordReleased(ctx context.Context, id int64) error
+	// HandOver gives an unreleased entry's resource to step toStep, in one
+	// transaction: the entry becomes handed-over and a copy of it under
+	// toStep (HandedFrom = id) is appended and returned. ErrConflict if the
+	// entry is released or handed over already.
+	HandOver(ctx context.Context, id int64, toStep string) (LedgerEntry, error)
 	GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, error)
 	// LedgerForRun lists the run's entries in insertion order; undo walks
 	// it backwards.

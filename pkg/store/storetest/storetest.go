@@ -33,6 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RunListingAndCount", testRunListing},
 		{"UpdateRunAndJob", testUpdateRunAndJob},
 		{"Ledger", testLedger},
+		{"LedgerHandOver", testHandOver},
 		{"RunProgress", testRunProgress},
 		{"Events", testEvents},
 		{"Apps", testApps},
@@ -582,6 +583,48 @@ func testLedger(t *testing.T, s store.Store) {
 	un := ok(s.UnreleasedLedger(ctx)).must(t)
 	if len(un) != 2 || un[0].ID != other || un[1].ID != upload || un[0].RunID != r2.ReplicationRunID {
 		t.Errorf("unreleased = %+v", un)
+	}
+}
+
+func testHandOver(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, job := fixture(t, s)
+	r := ok(s.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, State: store.RunActive})).must(t)[0]
+	obj := ok(s.RecordIntent(ctx, r.ReplicationRunID, "stage", "s3-object", json.RawMessage(`{"key":"k0"}`))).must(t)
+	if err := s.RecordCreated(ctx, obj, "k0", json.RawMessage(`{"size":42}`)); err != nil {
+		t.Fatal(err)
+	}
+	pending := ok(s.RecordIntent(ctx, r.ReplicationRunID, "stage", "multipart-upload", nil)).must(t)
+
+	taken := ok(s.HandOver(ctx, obj, "unstage")).must(t)
+	if taken.ID <= pending || taken.Step != "unstage" || taken.HandedFrom != obj || taken.Kind != "s3-object" ||
+		taken.State != store.LedgerCreated || taken.ResourceID != "k0" || string(taken.Data) != `{"size":42}` || string(taken.Intent) != `{"key":"k0"}` || taken.RunID != r.ReplicationRunID {
+		t.Errorf("taken entry = %+v", taken)
+	}
+	if old := ok(s.GetLedgerEntry(ctx, obj)).must(t); old.State != store.LedgerHandedOver || old.Step != "stage" {
+		t.Errorf("entry handed over = %+v", old)
+	}
+	_, err := s.HandOver(ctx, obj, "other")
+	wantErr(t, err, store.ErrConflict, "handed-over")
+	// An intent can be handed over too: the taker finds it by name or tag.
+	if p := ok(s.HandOver(ctx, pending, "unstage")).must(t); p.State != store.LedgerIntent || p.HandedFrom != pending {
+		t.Errorf("intent handed over = %+v", p)
+	}
+	un := ok(s.UnreleasedLedger(ctx)).must(t)
+	if len(un) != 2 || un[0].Step != "unstage" || un[1].Step != "unstage" {
+		t.Errorf("unreleased after hand-overs = %+v", un)
+	}
+	if err := s.RecordReleased(ctx, taken.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.HandOver(ctx, taken.ID, "retention")
+	wantErr(t, err, store.ErrConflict, "released")
+	_, err = s.HandOver(ctx, 999999, "unstage")
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.HandOver(ctx, pending, "")
+	wantErr(t, err, store.ErrInvalid)
+	if l := ok(s.LedgerForRun(ctx, r.ReplicationRunID)).must(t); len(l) != 4 {
+		t.Errorf("ledger = %+v", l)
 	}
 }
 
