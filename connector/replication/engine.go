@@ -47,9 +47,19 @@ const (
 	TagVM     = "rehost:source-vm"
 )
 
+// Store is what runs need of the persisted state: the ledger, the runs,
+// their events, and the job and server a run replicates.
+type Store interface {
+	store.Ledger
+	store.Runs
+	store.History
+	GetJob(ctx context.Context, id string) (store.ReplicationJob, error)
+	GetServer(ctx context.Context, serverID string) (store.Server, error)
+}
+
 // Engine runs replication runs.
 type Engine struct {
-	Store store.Store
+	Store Store
 	// Source opens the source a server belongs to; the engine closes it when
 	// the run ends.
 	Source func(ctx context.Context, sourceID string) (source.Source, error)
