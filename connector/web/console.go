@@ -149,6 +149,7 @@ func (c *Console) routes() {
 	c.handle("POST /login", public, c.loginSubmit)
 	c.handle("POST /logout", authed, c.logout)
 	c.handle("GET /{$}", authed, c.overview)
+	c.handle("GET /overview/live", authed, c.overviewLive)
 	c.handle("GET /wizard", authed, c.wizardNext)
 	c.handle("GET /wizard/{step}", authed, c.wizardStep)
 	c.handle("GET /aws", authed, c.awsPage)
@@ -318,9 +319,10 @@ type view struct {
 	LoggedIn bool
 	Flash    []flash
 	Wizard   *wizardView
-	// Live pages refresh themselves without JavaScript too.
-	Live bool
-	Form *form
+	// Refresh is how often, in seconds, the page reloads itself when
+	// JavaScript is off (0: never); pages with live parts set it.
+	Refresh int
+	Form    *form
 }
 
 // render renders a page, its content in the layout, into a buffer, then

@@ -3,9 +3,11 @@ package web
 import (
 	"errors"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/limit"
 )
 
 // form is a submitted (or about to be shown) form: its values, and the
@@ -72,14 +74,18 @@ func fieldLabel(name string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-// apiError places an API error next to the field its message is about:
-// fields maps a word the message starts with or contains (an API member
-// name, lower-case) to the form field; others go above the form.
+// apiError places an API error next to the field it is about: fields maps
+// an API member (the error's Field, or failing that a word its message
+// contains, lower-case) to the form's field; others go above the form.
 func (f *form) apiError(err error, fields map[string]string) {
 	msg := err.Error()
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		msg = ae.Message
+		if fld, ok := fields[strings.ToLower(ae.Field)]; ok && ae.Field != "" {
+			f.fail(fld, msg)
+			return
+		}
 	}
 	lower := strings.ToLower(msg)
 	best, at := "", -1
@@ -129,8 +135,8 @@ type option struct {
 
 // field builds a fieldView from a form. opts are "required", "optional",
 // "secret" (the value is never rendered back), or key=value pairs: hint,
-// autocomplete, placeholder, min, max, list, pattern, inputmode, rows,
-// value (the value when the form has none).
+// autocomplete, placeholder, min, max, maxlength (see maxLen), list,
+// pattern, inputmode, rows, value (the value when the form has none).
 func field(f *form, name, label, typ string, opts ...string) fieldView {
 	v := fieldView{Name: name, Label: label, Type: typ}
 	secret := false
@@ -162,6 +168,8 @@ func field(f *form, name, label, typ string, opts ...string) fieldView {
 			v.Inputmode = val
 		case "rows":
 			v.Rows = val
+		case "maxlength":
+			v.MaxLength, _ = strconv.Atoi(val)
 		case "value":
 			def = val
 		}
@@ -180,6 +188,10 @@ func field(f *form, name, label, typ string, opts ...string) fieldView {
 	}
 	return v
 }
+
+// maxLen is the field option that shows a limit's bound on the form (the
+// API enforces it).
+func maxLen(l limit.Field) string { return "maxlength=" + strconv.Itoa(l.Max) }
 
 // withOptions gives a select or radio field its choices, marking the one
 // the form holds.

@@ -19,7 +19,7 @@ import (
 var jobFields = map[string]string{
 	"serverid": "server", "server ": "server", "frequency": "frequency", "seedreplicationtime": "seed",
 	"nextreplicationrunstarttime": "next_run", "licensetype": "license", "numberofrecentamistokeep": "keep",
-	"kmskeyid": "kms_key", "rolename": "role",
+	"kmskeyid": "kms_key", "rolename": "role", "description": "description",
 }
 
 func (c *Console) allJobs(ctx context.Context) ([]api.ReplicationJob, error) {
@@ -47,7 +47,7 @@ func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request, rq *request) 
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, &view{Title: "Replication jobs", Nav: "jobs", Live: hasLiveRun(jobs)}, jobsPage(liveJobs(jobs)))
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Replication jobs", Nav: "jobs", Refresh: refreshIf(hasLiveRun(jobs))}, jobsPage(liveJobs(jobs)))
 }
 
 func hasLiveRun(jobs []api.ReplicationJob) bool {
@@ -234,7 +234,7 @@ func (c *Console) jobPage(w http.ResponseWriter, r *http.Request, rq *request) e
 	if err != nil {
 		return err
 	}
-	pv := &view{Title: "Job " + v.Job.ReplicationJobID, Nav: "jobs", Live: v.Live != nil}
+	pv := &view{Title: "Job " + v.Job.ReplicationJobID, Nav: "jobs", Refresh: refreshIf(v.Live != nil)}
 	return c.render(w, r, rq, http.StatusOK, pv, jobPage(pv, v))
 }
 

@@ -96,7 +96,7 @@ func (c *Console) runPage(w http.ResponseWriter, r *http.Request, rq *request) e
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, &view{Title: "Run " + v.Run.ReplicationRunID, Nav: "jobs", Live: !v.Final}, runPage(v))
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Run " + v.Run.ReplicationRunID, Nav: "jobs", Refresh: refreshIf(!v.Final)}, runPage(v))
 }
 
 // runLive is the live part of a run's page, which the page's script

@@ -7,6 +7,7 @@ import (
 	"github.com/a-h/templ"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/limit"
 	"github.com/rehost/rehost/pkg/source/azure"
 )
 
@@ -27,9 +28,21 @@ func init() {
 					"workload-identity", "Workload identity (federated token)", "managed-identity", "The managed identity of this VM")),
 				fieldInput(field(f, "tenant", "Tenant (directory) id", "text", "optional", "autocomplete=off", "hint=Needed for a service principal and workload identity.")),
 				fieldInput(field(f, "client_id", "Client (application) id", "text", "optional", "autocomplete=off", "hint=The service principal's, or a user-assigned managed identity's.")),
-				fieldInput(field(f, "password", "Client secret", "password", "optional", "secret", "autocomplete=new-password", "hint=For a client secret: stored encrypted on the appliance and never shown again.")),
-				fieldInput(field(f, "certificate", "Client certificate (PEM, with its private key)", "textarea", "optional", "secret", "rows=4", "hint=For a certificate: paste it; stored encrypted and never shown again.")),
+				fieldInput(field(f, "password", "Client secret", "password", "optional", "secret", maxLen(limit.SourceSecret), "autocomplete=new-password", "hint=For a client secret: stored encrypted on the appliance and never shown again.")),
+				fieldInput(field(f, "certificate", "Client certificate (PEM, with its private key)", "textarea", "optional", "secret", maxLen(limit.SourceSecret), "rows=4", "hint=For a certificate: paste it; stored encrypted and never shown again.")),
 			)
+		},
+		// The source's URL and user are made of the subscription and the
+		// client id.
+		ErrorField: func(e *api.Error) string {
+			switch f := errorField(e); f {
+			case "url":
+				return "subscription"
+			case "user":
+				return "client_id"
+			default:
+				return f
+			}
 		},
 		Input: func(f *form) api.SourceInput {
 			f.require("subscription")

@@ -9,6 +9,7 @@ import (
 	"github.com/a-h/templ"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/limit"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 )
 
@@ -30,11 +31,11 @@ func init() {
 			Label: k.label,
 			Fields: func(f *form) templ.Component {
 				fields := []templ.Component{
-					fieldInput(field(f, "url", "WinRM URL", "url", "required", "placeholder="+k.url, "autocomplete=off", "hint=WinRM over HTTPS (port 5986).")),
-					fieldInput(field(f, "user", "User", "text", "required", "autocomplete=off", `hint=A Windows account allowed to run the Hyper-V (or VMM) cmdlets and read the VM files, e.g. CORP\rehost.`)),
-					fieldInput(field(f, "password", "Password", "password", "required", "secret", "autocomplete=new-password", "hint=Stored encrypted on the appliance and never shown again.")),
+					fieldInput(field(f, "url", "WinRM URL", "url", "required", maxLen(limit.SourceURL), "placeholder="+k.url, "autocomplete=off", "hint=WinRM over HTTPS (port 5986).")),
+					fieldInput(field(f, "user", "User", "text", "required", maxLen(limit.SourceUser), "autocomplete=off", `hint=A Windows account allowed to run the Hyper-V (or VMM) cmdlets and read the VM files, e.g. CORP\rehost.`)),
+					fieldInput(field(f, "password", "Password", "password", "required", "secret", maxLen(limit.SourceSecret), "autocomplete=new-password", "hint=Stored encrypted on the appliance and never shown again.")),
 					fieldInput(withOptions(field(f, "auth", "Authentication", "select", "value=ntlm"), "ntlm", "NTLM", "kerberos", "Kerberos", "basic", "Basic (over HTTPS only)")),
-					fieldInput(field(f, "thumbprint", "Certificate thumbprint (SHA-256)", "text", "optional", "autocomplete=off", "hint=Leave empty: the connector shows the thumbprint the host presents, for you to compare.")),
+					fieldInput(field(f, "thumbprint", "Certificate thumbprint (SHA-256)", "text", "optional", maxLen(limit.SourceThumbprint), "autocomplete=off", "hint=Leave empty: the connector shows the thumbprint the host presents, for you to compare.")),
 					offeredThumbprint(f, "The host presents", "I compared this thumbprint with the host's, and accept its certificate"),
 					fieldInput(field(f, "shares", "SMB shares", "textarea", "optional", "rows=3", `placeholder=C:\ClusterStorage\Volume1=Volume1`, "hint=Where the VM files are read: one PATH=SHARE a line. Default: the host's administrative share (C$).")),
 				}

@@ -93,13 +93,22 @@ func (c *Console) sourceAdd(w http.ResponseWriter, r *http.Request, rq *request)
 		if !asAPIError(err, &ae) {
 			return err
 		}
-		if ae.Type == api.ErrUntrustedCertificate && ae.Thumbprint != "" {
+		switch {
+		case ae.Type == api.ErrUntrustedCertificate && ae.Thumbprint != "" && in.Thumbprint != "":
+			// The user pinned a certificate and the server presents
+			// another: that is an error to look into, never an offer.
+			f.Values.Del("offered_thumbprint")
+			f.Values.Del("thumbprint_ok")
+			f.fail("thumbprint", "the thumbprint you gave, "+in.Thumbprint+", does not match the one the server presents, "+ae.Thumbprint+
+				". The certificate may have been replaced, or someone may be intercepting the connection: check the thumbprint on "+
+				k.Label+"'s own pages (or with its administrator) before you change this field")
+		case ae.Type == api.ErrUntrustedCertificate && ae.Thumbprint != "":
 			f.Values.Set("thumbprint", ae.Thumbprint)
 			f.Values.Set("offered_thumbprint", ae.Thumbprint)
 			f.Values.Del("thumbprint_ok")
 			f.fail("thumbprint", "the server presents a certificate this connector does not trust yet. Compare its SHA-256 thumbprint (below) with the one "+
 				k.Label+" shows; if they match, tick the box to accept it and send the form again (with the password: it is never sent back to your browser)")
-		} else {
+		default:
 			fieldOf := errorField
 			if k.ErrorField != nil {
 				fieldOf = k.ErrorField
@@ -119,12 +128,14 @@ func (c *Console) sourceAdd(w http.ResponseWriter, r *http.Request, rq *request)
 		Message: fmt.Sprintf("Added %s: the connector logged in to %s as %s.", s.Name, s.URL, s.User)})
 }
 
-// errorField places a source's connection error: a refused login next to
-// the password, an unreachable host next to the URL, a taken name next to
-// the name.
+// errorField places a source's error: next to the member the API names,
+// else a refused login next to the password, an unreachable host next to
+// the URL, a taken name next to the name.
 func errorField(e *api.Error) string {
 	msg := strings.ToLower(e.Message)
 	switch {
+	case e.Field != "":
+		return e.Field
 	case e.Type == api.ErrUntrustedCertificate:
 		return "thumbprint"
 	case strings.Contains(msg, source.ErrAuth.Error()):
@@ -155,7 +166,11 @@ func (c *Console) sourceTest(w http.ResponseWriter, r *http.Request, rq *request
 	if wz {
 		to = "/wizard/sources"
 	}
-	out, err := c.svc.TestSource(r.Context(), &api.SourceRef{Source: r.PathValue("id")})
+	s, err := c.findSource(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out, err := c.svc.TestSource(r.Context(), &api.SourceRef{Source: s.SourceID})
 	if err != nil {
 		return err
 	}
@@ -188,17 +203,19 @@ func (c *Console) sourceRemove(w http.ResponseWriter, r *http.Request, rq *reque
 	return c.flashTo(w, r, rq, "/sources", flash{Kind: "ok", Message: "Removed source " + s.Name + " and its servers from the catalog."})
 }
 
-func (c *Console) findSource(r *http.Request, ref string) (api.Source, error) {
+// findSource finds a source by its id: the console's URLs name objects by
+// id, never by a name a user chose.
+func (c *Console) findSource(r *http.Request, id string) (api.Source, error) {
 	out, err := c.svc.ListSources(r.Context(), &api.ListSourcesInput{})
 	if err != nil {
 		return api.Source{}, err
 	}
 	for _, s := range out.Sources {
-		if s.SourceID == ref || s.Name == ref {
+		if s.SourceID == id {
 			return s, nil
 		}
 	}
-	return api.Source{}, &api.Error{Type: "NotFound", Message: fmt.Sprintf("no source %q", ref), Status: http.StatusNotFound}
+	return api.Source{}, &api.Error{Type: "NotFound", Message: fmt.Sprintf("no source with id %q: it may have been removed", id), Status: http.StatusNotFound}
 }
 
 // kindLabel names a kind in words.

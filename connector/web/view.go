@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"fmt"
 	"net/url"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/a-h/templ"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/limit"
+	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/version"
 	"github.com/rehost/rehost/pkg/store"
 )
@@ -159,4 +163,62 @@ func scheduleText(j api.ReplicationJob) string {
 		s += ","
 	}
 	return s
+}
+
+// refreshIf is a page's reload interval without JavaScript: every 5 s
+// while it shows a live run.
+func refreshIf(live bool) int {
+	if live {
+		return 5
+	}
+	return 0
+}
+
+// stageText is where a live run stands, in words: its step's title from
+// the step table and the step's own progress ("VM Import · 2% validating").
+func stageText(r api.ReplicationRun) string {
+	if r.StageDetails == nil || r.StageDetails.Stage == "" {
+		return ""
+	}
+	t := replication.StepInfo(r.StageDetails.Stage).Title
+	if p := strings.TrimSpace(r.StageDetails.StageProgress); p != "" {
+		t += " · " + p
+	}
+	return t
+}
+
+// nameHint says what a name may be, from its rules.
+var nameHint = fmt.Sprintf("How this console and the CLI call the source, e.g. vc1: %s, at most %d.", limit.SourceName.Chars(), limit.SourceName.Max)
+
+// timePart is a piece of a message: text, or an instant written in it.
+type timePart struct {
+	text string
+	at   time.Time
+}
+
+var rfc3339 = regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)`)
+
+// splitTimes cuts a message around the RFC 3339 instants in it.
+func splitTimes(msg string) []timePart {
+	var out []timePart
+	for {
+		loc := rfc3339.FindStringIndex(msg)
+		if loc == nil {
+			break
+		}
+		t, err := time.Parse(time.RFC3339Nano, msg[loc[0]:loc[1]])
+		if err != nil {
+			out = append(out, timePart{text: msg[:loc[1]]})
+		} else {
+			if loc[0] > 0 {
+				out = append(out, timePart{text: msg[:loc[0]]})
+			}
+			out = append(out, timePart{at: t})
+		}
+		msg = msg[loc[1]:]
+	}
+	if msg != "" {
+		out = append(out, timePart{text: msg})
+	}
+	return out
 }

@@ -47,3 +47,25 @@ func renderHTML(t *testing.T, c templ.Component) string {
 	}
 	return buf.String()
 }
+
+// The jobs table (the jobs page and the overview) names a live run's step
+// by its title from the step table, as the run page does.
+func TestJobsTableStepTitles(t *testing.T) {
+	run := api.ReplicationRun{ReplicationRunID: "sms-run-1", State: "ACTIVE",
+		StageDetails: &api.ReplicationRunStageDetails{Stage: "wait-import", StageProgress: "2% validating"}}
+	html := renderHTML(t, jobsTable([]api.ReplicationJob{{ReplicationJobID: "sms-job-1", State: "ACTIVE", Frequency: 12,
+		ReplicationRunList: []api.ReplicationRun{run}}}))
+	if !strings.Contains(html, "VM Import · 2% validating") || strings.Contains(html, "wait-import") {
+		t.Errorf("the jobs table names the step by its internal name:\n%s", html)
+	}
+}
+
+// Times a message carries are shown as every other time of the console.
+func TestMessageTimes(t *testing.T) {
+	html := renderHTML(t, withTimes("job resumed; next run at 2026-12-07T09:00:00Z, then 2026-12-07T10:00:00+01:00."))
+	want := `job resumed; next run at <time datetime="2026-12-07T09:00:00Z">2026-12-07 09:00:00 UTC</time>, then ` +
+		`<time datetime="2026-12-07T09:00:00Z">2026-12-07 09:00:00 UTC</time>.`
+	if html != want {
+		t.Errorf("got\n%s\nwant\n%s", html, want)
+	}
+}
