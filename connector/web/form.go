@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/a-h/templ"
+
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/limit"
 )
@@ -207,3 +209,11 @@ func withOptions(v fieldView, pairs ...string) fieldView {
 func asAPIError(err error, e **api.Error) bool {
 	return errors.As(err, e) && (*e).Type != api.ErrInternal
 }
+
+// fieldInput renders a field (fieldControl). It is never inlined:
+// inlining a component's constructor copies its whole rendering closure
+// into each caller, which made 23 copies (420 KB of the binary) of this
+// one.
+//
+//go:noinline
+func fieldInput(v fieldView) templ.Component { return fieldControl(v) }
