@@ -19,7 +19,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -165,8 +168,9 @@ func Transient(err error) bool {
 }
 
 // Connection reports whether err is a connection that failed on the way:
-// reset, refused, aborted or cut short, a dial or a DNS lookup that failed
-// for the moment, a timeout (a deadline of the call's own included).
+// reset, refused, aborted or cut short (an HTTP/2 stream reset by a server
+// in trouble included), a dial or a DNS lookup that failed for the moment,
+// a timeout (a deadline of the call's own included).
 func Connection(err error) bool {
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, context.DeadlineExceeded) {
@@ -180,9 +184,31 @@ func Connection(err error) bool {
 	if errors.As(err, &ue) && errors.Is(ue.Err, io.EOF) {
 		return true
 	}
+	var se streamError
+	if errors.As(err, &se) && transientStreamCodes[se.Code] {
+		return true
+	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// streamError has the shape net/http's HTTP/2 stream errors convert to
+// (as they do to golang.org/x/net/http2.StreamError): one stream of a
+// connection reset, by the peer or the transport.
+type streamError struct {
+	StreamID uint32
+	Code     uint32
+	Cause    error
+}
+
+func (e streamError) Error() string {
+	return fmt.Sprintf("http2 stream %d reset: code %d", e.StreamID, e.Code)
+}
+
+// transientStreamCodes are the HTTP/2 reset codes of a stream a server gave
+// up on for the moment (RFC 9113 section 7): INTERNAL_ERROR,
+// REFUSED_STREAM, CANCEL, CONNECT_ERROR, ENHANCE_YOUR_CALM.
+var transientStreamCodes = map[uint32]bool{0x2: true, 0x7: true, 0x8: true, 0xa: true, 0xb: true}
 
 // Dialing reports whether err is a connection that was never made (the
 // request cannot have reached the server): a refused or failed dial, a DNS
@@ -194,4 +220,20 @@ func Dialing(err error) bool {
 	}
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// After is the pause an HTTP answer's Retry-After header asks for (a
+// number of seconds or a date), 0 when it asks for none.
+func After(h http.Header) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil {
+		return max(0, time.Duration(s)*time.Second)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, time.Until(t))
+	}
+	return 0
 }

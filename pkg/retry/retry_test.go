@@ -1,6 +1,7 @@
 package retry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -246,5 +248,49 @@ func TestImportsOnlyTheStandardLibrary(t *testing.T) {
 				t.Errorf("%s imports %s: pkg/retry takes the standard library only", name, path)
 			}
 		}
+	}
+}
+
+func TestAfter(t *testing.T) {
+	h := http.Header{}
+	if d := After(h); d != 0 {
+		t.Errorf("no header: %v", d)
+	}
+	h.Set("Retry-After", "7")
+	if d := After(h); d != 7*time.Second {
+		t.Errorf("Retry-After: 7 = %v", d)
+	}
+	h.Set("Retry-After", time.Now().Add(90*time.Second).UTC().Format(http.TimeFormat))
+	if d := After(h); d < 80*time.Second || d > 90*time.Second {
+		t.Errorf("Retry-After in 90 s as a date = %v", d)
+	}
+	h.Set("Retry-After", "soon")
+	if d := After(h); d != 0 {
+		t.Errorf("Retry-After: soon = %v", d)
+	}
+}
+
+// A server that gives up on an HTTP/2 stream mid-answer resets it; the
+// client's read fails with a stream error that is worth another try.
+func TestHTTP2StreamReset(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(bytes.Repeat([]byte("x"), 1000))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("served over %s, want HTTP/2", resp.Proto)
+	}
+	_, err = io.ReadAll(resp.Body)
+	if err == nil || !Connection(err) || Dialing(err) {
+		t.Fatalf("stream reset mid-body: %v (Connection %v)", err, Connection(err))
 	}
 }
