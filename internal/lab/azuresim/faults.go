@@ -44,6 +44,13 @@ func (s *Sim) Inject(op, match string, n int, f Fault) {
 	s.faults = append(s.faults, &injected{op: op, match: match, left: n, f: f})
 }
 
+// ClearFaults drops the faults Inject set that are not spent yet.
+func (s *Sim) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
 // Requests counts the requests of op whose path contains match that the
 // subscription received, faulted ones included.
 func (s *Sim) Requests(op, match string) int {
