@@ -134,10 +134,17 @@ func fingerprint(b []byte) string {
 // do signs and sends a request, under the retry policy; body nil sends
 // none.
 func (c *Client) do(ctx context.Context, method, path, target string, body []byte) (*http.Response, error) {
+	// Outside the policy: finding the key is the credential chain's
+	// business (the SDK's, with its own retries for a metadata service),
+	// not a request to the connector.
+	creds, err := c.o.Credentials.Retrieve(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("access key for the connector: %w", err)
+	}
 	var resp *http.Response
 	p := retry.Policy{Attempts: c.o.RetryAttempts, Base: c.o.RetryBaseDelay, Classify: retryable(method == http.MethodGet || api.ReadOnly(target))}
-	err := p.Do(ctx, func(ctx context.Context) (err error) {
-		resp, err = c.send(ctx, method, path, target, body)
+	err = p.Do(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.send(ctx, creds, method, path, target, body)
 		return err
 	})
 	return resp, err
@@ -166,7 +173,7 @@ func retryable(idempotent bool) retry.Classifier {
 }
 
 // send signs and sends one try of a request.
-func (c *Client) send(ctx context.Context, method, path, target string, body []byte) (*http.Response, error) {
+func (c *Client) send(ctx context.Context, creds aws.Credentials, method, path, target string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.url+strings.TrimPrefix(path, "/"), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -174,10 +181,6 @@ func (c *Client) send(ctx context.Context, method, path, target string, body []b
 	if target != "" {
 		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
 		req.Header.Set("X-Amz-Target", target)
-	}
-	creds, err := c.o.Credentials.Retrieve(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("access key for the connector: %w", err)
 	}
 	sum := sha256.Sum256(body)
 	if err := c.signer.SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), api.SigningService, c.o.Region, time.Now()); err != nil {
