@@ -80,11 +80,11 @@ func TestNoRetryAroundRetry(t *testing.T) {
 		RetryDelay:     time.Millisecond,
 	}
 	start := func() store.ReplicationRun {
-		run, err := st.StartRun(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
+		runs, err := st.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return run
+		return runs[0]
 	}
 
 	const grant = "SnapshotsClient.BeginGrantAccess"
