@@ -60,7 +60,7 @@ var (
 	RoleName = Field{Label: "role name", Kind: IAMName, Max: 64, From: "IAM's API model (roleNameType: 1–64 of [\\w+=,.@-])"}
 	KMSKeyID = Field{Label: "KMS key", Kind: Line, Max: 2048, From: "KMS's API model (KeyIdType: 1–2048)"}
 	ServerID = Field{Label: "server id", Kind: Line, Max: 128, From: "rehost: ids it issues are 19 characters"}
-	JobID    = Field{Label: "replication job id", Kind: Line, Max: 128, From: "rehost: ids it issues are 24 characters"}
+	JobID    = Field{Label: "replication job id", Kind: Line, Max: 128, From: "rehost: ids it issues are 25 characters"}
 
 	Bucket      = Field{Label: "staging bucket", Kind: Line, Min: 3, Max: 63, From: "SMS's API model (S3BucketName: 3–63)"}
 	Endpoint    = Field{Label: "endpoint URL", Kind: Line, Max: 2048, From: "rehost: as a source URL"}

@@ -1,6 +1,8 @@
 package limit
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -44,5 +46,30 @@ func TestCheck(t *testing.T) {
 	err := Description.Check(strings.Repeat("x", 100<<10))
 	if !strings.HasPrefix(err.Error(), "description ") || len(err.Error()) > 200 {
 		t.Errorf("error %q: want it to name the field and stay short", err)
+	}
+}
+
+// docsTable is the table of docs/usage.md that lists every field's rules.
+func docsTable() string {
+	var b strings.Builder
+	b.WriteString("| field | characters | length | the bound's origin |\n|---|---|---|---|\n")
+	for _, f := range Fields() {
+		n := fmt.Sprintf("at most %d", f.Max)
+		if f.Min > 0 {
+			n = fmt.Sprintf("%d to %d", f.Min, f.Max)
+		}
+		b.WriteString("| " + f.Label + " | " + strings.ReplaceAll(f.Chars(), "|", `\|`) + " | " + n + " | " + strings.ReplaceAll(f.From, "|", `\|`) + " |\n")
+	}
+	return b.String()
+}
+
+// docs/usage.md lists every field with the rules Check enforces.
+func TestDocs(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/usage.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := docsTable(); !strings.Contains(string(doc), want) {
+		t.Errorf("docs/usage.md does not list the fields' rules as connector/limit has them; want this table in it:\n%s", want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/rehost/rehost/connector/api/apitest"
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/pkg/store"
 )
 
@@ -256,6 +258,24 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !evalAs[bool](b, `window.__sameDocument === true`) {
 		t.Error("the overview reloaded: the run must show up in place")
 	}
+	// It names the run's step by its title from the step table, never by
+	// the step's internal name.
+	var titles, names []string
+	for _, s := range replication.Steps() {
+		titles = append(titles, s.Title)
+	}
+	for _, s := range replication.Steps() {
+		// A name that is also a word of a title ("snapshot") proves nothing.
+		inTitle := regexp.MustCompile(`\b` + regexp.QuoteMeta(s.Name) + `\b`)
+		if !slices.ContainsFunc(titles, inTitle.MatchString) {
+			names = append(names, regexp.QuoteMeta(s.Name))
+		}
+	}
+	b.waitFor(fmt.Sprintf(`(() => { const p = document.querySelector("#live-runs .live-run p")?.innerText || "";
+		return %s.some(t => p.includes(t)); })()`, jsStrings(titles)), 20*time.Second)
+	if live := b.text("#live-runs"); regexp.MustCompile(`\b(` + strings.Join(names, "|") + `)\b`).MatchString(live) {
+		t.Errorf("the overview's runs in progress name a step by its internal name:\n%s", live)
+	}
 	b.shot("overview-run-started")
 
 	// Start the first job now and follow its run live, without a reload,
@@ -354,6 +374,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.submit("form.logout button")
 	b.wantPath("/login")
 	b.shot("login")
+}
+
+// jsStrings is a JavaScript array of the strings.
+func jsStrings(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 // tab drives the browser's tab.
