@@ -51,7 +51,9 @@ func TestEveryGrainEncodingReadBack(t *testing.T) {
 		want func(s *StreamStats) bool
 	}{
 		{"adaptive", CompressAdaptive, func(s *StreamStats) bool { return s.Deflated.Load()+s.Huffman.Load() > 0 && s.Stored.Load() > 0 }},
-		{"small", CompressSmall, func(s *StreamStats) bool { return s.Deflated.Load() > 0 && s.Huffman.Load() == 0 && s.Stored.Load() > 0 }},
+		{"small", CompressSmall, func(s *StreamStats) bool {
+			return s.Deflated.Load() > 0 && s.Huffman.Load() == 0 && s.Stored.Load() > 0
+		}},
 		{"fast", CompressFast, func(s *StreamStats) bool { return s.Huffman.Load() > 0 && s.Deflated.Load() == 0 }},
 		{"store", CompressStore, func(s *StreamStats) bool {
 			return s.Stored.Load() > 0 && s.Huffman.Load()+s.Deflated.Load() == 0
