@@ -74,7 +74,7 @@ type Engine struct {
 	// Limiter, when set, caps the bytes every run sends to AWS, together:
 	// one limiter shared by the runs in flight (nil: no cap).
 	Limiter awstarget.Limiter
-	Log        *slog.Logger
+	Log     *slog.Logger
 	// CleanupTimeout bounds Undo after a failure; default 10 minutes.
 	CleanupTimeout time.Duration
 	// ProgressEvery is how often progress is written to the store and
