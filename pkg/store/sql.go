@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -846,25 +847,81 @@ func (s *sqlStore) GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, e
 // current state allows it.
 func (s *sqlStore) updateLedger(ctx context.Context, what string, id int64, allowed []LedgerState, set string, args ...any) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		e, err := s.getLedger(ctx, tx, id)
-		if err != nil {
+		if err := s.checkLedgerState(ctx, tx, id, allowed); err != nil {
 			return err
 		}
-		ok := false
-		for _, st := range allowed {
-			ok = ok || e.State == st
-		}
-		if !ok {
-			return fmt.Errorf("%w: entry (%s %s) is %s", ErrConflict, e.Kind, e.ResourceID, e.State)
-		}
 		args = append(append(args, s.now().UnixNano()), id)
-		_, err = s.exec(ctx, tx, `UPDATE ledger SET `+set+`, updated_at = ? WHERE id = ?`, args...)
+		_, err := s.exec(ctx, tx, `UPDATE ledger SET `+set+`, updated_at = ? WHERE id = ?`, args...)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%s of ledger entry %d: %w", what, id, err)
 	}
 	return nil
+}
+
+// checkLedgerState fails with ErrConflict unless entry id is in one of the
+// allowed states (ErrNotFound if it is missing).
+func (s *sqlStore) checkLedgerState(ctx context.Context, q querier, id int64, allowed []LedgerState) error {
+	e, err := s.getLedger(ctx, q, id)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(allowed, e.State) {
+		return fmt.Errorf("%w: entry (%s %s) is %s", ErrConflict, e.Kind, e.ResourceID, e.State)
+	}
+	return nil
+}
+
+// partsPerStatement bounds a multi-row insert of parts (3 arguments each)
+// well below SQLite's and PostgreSQL's limits on bound parameters.
+const partsPerStatement = 200
+
+func (s *sqlStore) RecordParts(ctx context.Context, id int64, parts []LedgerPart) error {
+	for _, p := range parts {
+		if p.Number < 1 {
+			return fmt.Errorf("record parts of ledger entry %d: %w: part number %d is below 1", id, ErrInvalid, p.Number)
+		}
+		if len(p.Data) == 0 || !json.Valid(p.Data) {
+			return fmt.Errorf("record parts of ledger entry %d: %w: data of part %d is not valid JSON", id, ErrInvalid, p.Number)
+		}
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkLedgerState(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated}); err != nil {
+			return err
+		}
+		for chunk := range slices.Chunk(parts, partsPerStatement) {
+			args := make([]any, 0, 3*len(chunk))
+			for _, p := range chunk {
+				args = append(args, id, p.Number, jsonArg(p.Data))
+			}
+			q := `INSERT INTO ledger_parts (entry_id, number, data) VALUES ` +
+				strings.TrimSuffix(strings.Repeat("(?, ?, ?), ", len(chunk)), ", ") +
+				` ON CONFLICT (entry_id, number) DO UPDATE SET data = excluded.data`
+			if _, err := s.exec(ctx, tx, q, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record %d parts of ledger entry %d: %w", len(parts), id, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) LedgerParts(ctx context.Context, id int64) ([]LedgerPart, error) {
+	rows, err := s.query(ctx, s.db, `SELECT number, data FROM ledger_parts WHERE entry_id = ? ORDER BY number`, id)
+	if err != nil {
+		return nil, fmt.Errorf("read parts of ledger entry %d: %w", id, err)
+	}
+	return collect(rows, func(r scanner) (LedgerPart, error) {
+		var p LedgerPart
+		var data string
+		err := r.Scan(&p.Number, &data)
+		p.Data = jsonOf(data)
+		return p, err
+	}, fmt.Sprintf("read parts of ledger entry %d", id))
 }
 
 func (s *sqlStore) RecordCreated(ctx context.Context, id int64, resourceID string, data json.RawMessage) error {
@@ -889,7 +946,20 @@ func (s *sqlStore) UpdateData(ctx context.Context, id int64, data json.RawMessag
 }
 
 func (s *sqlStore) RecordReleased(ctx context.Context, id int64) error {
-	return s.updateLedger(ctx, "record release", id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}, `state = ?`, LedgerReleased)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkLedgerState(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}); err != nil {
+			return err
+		}
+		if _, err := s.exec(ctx, tx, `UPDATE ledger SET state = ?, updated_at = ? WHERE id = ?`, LedgerReleased, s.now().UnixNano(), id); err != nil {
+			return err
+		}
+		_, err := s.exec(ctx, tx, `DELETE FROM ledger_parts WHERE entry_id = ?`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record release of ledger entry %d: %w", id, err)
+	}
+	return nil
 }
 
 func (s *sqlStore) HandOver(ctx context.Context, id int64, toStep string) (LedgerEntry, error) {
@@ -913,6 +983,12 @@ func (s *sqlStore) HandOver(ctx context.Context, id int64, toStep string) (Ledge
 		var nid int64
 		if err := s.queryRow(ctx, tx, `INSERT INTO ledger (run_id, step, kind, intent, resource_id, state, data, handed_from, created_at, updated_at)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`, e.RunID, toStep, e.Kind, jsonArg(e.Intent), e.ResourceID, e.State, jsonArg(e.Data), id, now, now).Scan(&nid); err != nil {
+			return err
+		}
+		if _, err := s.exec(ctx, tx, `INSERT INTO ledger_parts (entry_id, number, data) SELECT ?, number, data FROM ledger_parts WHERE entry_id = ?`, nid, id); err != nil {
+			return err
+		}
+		if _, err := s.exec(ctx, tx, `DELETE FROM ledger_parts WHERE entry_id = ?`, id); err != nil {
 			return err
 		}
 		taken, err = s.getLedger(ctx, tx, nid)

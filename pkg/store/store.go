@@ -253,6 +253,13 @@ type LedgerEntry struct {
 	UpdatedAt  time.Time `json:"updatedAt"`
 }
 
+// LedgerPart is one numbered piece of a ledger entry's resource (a part of
+// a multipart upload); Data is the caller's, kept opaque.
+type LedgerPart struct {
+	Number int64           `json:"number"`
+	Data   json.RawMessage `json:"data"`
+}
+
 // Event levels.
 const (
 	LevelInfo  = "info"
@@ -399,12 +406,25 @@ type Ledger interface {
 	RecordCreated(ctx context.Context, id int64, resourceID string, data json.RawMessage) error
 	// UpdateData replaces the entry's data.
 	UpdateData(ctx context.Context, id int64, data json.RawMessage) error
-	// RecordReleased marks the entry released: nothing left to undo.
+	// RecordParts stores pieces of an unreleased entry's resource (the parts
+	// of a multipart upload), all in one transaction, each keyed by its
+	// number within the entry: a number stored before is replaced. Writing
+	// only the parts new since the last call costs the same whatever the
+	// entry already holds. ErrNotFound if the entry is missing, ErrConflict
+	// if it is released or handed over, ErrInvalid on a part number below 1
+	// or data that is not JSON.
+	RecordParts(ctx context.Context, id int64, parts []LedgerPart) error
+	// LedgerParts lists an entry's parts by number (none for a released
+	// entry: releasing drops them).
+	LedgerParts(ctx context.Context, id int64) ([]LedgerPart, error)
+	// RecordReleased marks the entry released: nothing left to undo. Its
+	// parts are dropped.
 	RecordReleased(ctx context.Context, id int64) error
 	// HandOver gives an unreleased entry's resource to step toStep, in one
 	// transaction: the entry becomes handed-over and a copy of it under
-	// toStep (HandedFrom = id) is appended and returned. ErrConflict if the
-	// entry is released or handed over already.
+	// toStep (HandedFrom = id), its parts included, is appended and
+	// returned. ErrConflict if the entry is released or handed over
+	// already.
 	HandOver(ctx context.Context, id int64, toStep string) (LedgerEntry, error)
 	GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, error)
 	// LedgerForRun lists the run's entries in insertion order; undo walks

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
@@ -121,6 +122,10 @@ type Config struct {
 	// at least 8 MiB for streams of unknown length so that 10,000 growing
 	// parts still cover 5 TiB).
 	PartSize int64
+	// BufferBytes bounds the part buffers one Stage holds (default 192
+	// MiB): when Concurrency+1 parts do not fit, fewer are in flight (at
+	// least one, beside the one being filled).
+	BufferBytes int64
 	// RetryAttempts per AWS call, a part upload included (default 8);
 	// RetryBaseDelay is the first backoff (default 500ms, doubled per
 	// attempt, capped at 30s, with jitter). See pkg/retry.
@@ -173,7 +178,11 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 	// Set after loading: the loader refuses a plain *http.Client when
 	// AWS_CA_BUNDLE is set, but a caller's client carries its own trust.
 	if cfg.HTTPClient != nil {
-		ac.HTTPClient = cfg.HTTPClient
+		ac.HTTPClient = withWriteBuffer(cfg.HTTPClient)
+	} else {
+		ac.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			tr.WriteBufferSize = writeBufferSize
+		})
 	}
 	if ac.Region == "" {
 		return nil, errors.New("load aws configuration: no region set (give one or set AWS_REGION)")
@@ -206,6 +215,29 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 	return NewWithClients(cfg, cl), nil
 }
 
+// writeBufferSize is the HTTP transport's write buffer. Go's default (4
+// KiB) makes a part's body go out as 4 KiB TLS records, one write system
+// call each; a larger buffer lets TLS fill whole 16 KiB records, a quarter
+// of the calls and of the per-record sealing.
+const writeBufferSize = 256 << 10
+
+// withWriteBuffer returns c using a copy of its transport with the larger
+// write buffer, when the transport is Go's own and leaves the size unset.
+func withWriteBuffer(c *http.Client) *http.Client {
+	tr, ok := c.Transport.(*http.Transport)
+	if c.Transport == nil {
+		tr, ok = http.DefaultTransport.(*http.Transport), true
+	}
+	if !ok || tr.WriteBufferSize != 0 {
+		return c
+	}
+	tr = tr.Clone()
+	tr.WriteBufferSize = writeBufferSize
+	cc := *c
+	cc.Transport = tr
+	return &cc
+}
+
 // NewWithClients uses the given API implementations; cfg supplies region,
 // bucket and tuning (its credentials and endpoints are ignored).
 func NewWithClients(cfg Config, c Clients) *Target {
@@ -220,6 +252,9 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	}
 	if cfg.PartSize > MaxPartSize {
 		cfg.PartSize = MaxPartSize
+	}
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = 192 << 20
 	}
 	if cfg.RetryAttempts <= 0 {
 		cfg.RetryAttempts = 8
