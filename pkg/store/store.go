@@ -270,16 +270,6 @@ type EventFilter struct {
 	Limit int
 }
 
-// App is a group of servers migrated together, in launch order.
-type App struct {
-	AppID       string    `json:"appId"` // "app-" + 17 hex
-	Name        string    `json:"name"`  // unique
-	Description string    `json:"description,omitempty"`
-	ServerIDs   []string  `json:"serverIds"` // launch order
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-}
-
 // Store is rehost's persisted state. Every method is safe for concurrent use,
 // honours ctx cancellation, and wraps ErrNotFound, ErrConflict or ErrInvalid
 // where those apply; other errors are I/O failures of the backend.
@@ -308,7 +298,7 @@ type Store interface {
 	GetServer(ctx context.Context, serverID string) (Server, error)
 	ListServers(ctx context.Context, f ServerFilter) ([]Server, error)
 	// DeleteServer fails with ErrConflict while any job (even a deleted
-	// one) refers to it.
+	// one) refers to it, or an app has it in a server group.
 	DeleteServer(ctx context.Context, serverID string) error
 
 	// CreateJob stores j with a new ReplicationJobID. State defaults to
@@ -380,12 +370,7 @@ type Store interface {
 	// Events lists matching events newest first, at most f.Limit.
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
 
-	// CreateApp stores a with a new AppID. ErrConflict if the name is taken.
-	CreateApp(ctx context.Context, a App) (App, error)
-	GetApp(ctx context.Context, id string) (App, error)
-	ListApps(ctx context.Context) ([]App, error)
-	UpdateApp(ctx context.Context, id string, fn func(*App) error) (App, error)
-	DeleteApp(ctx context.Context, id string) error
+	Apps
 
 	// GetSetting returns the value of key, ErrNotFound if unset.
 	GetSetting(ctx context.Context, key string) ([]byte, error)
