@@ -221,12 +221,12 @@ func (s LaunchState) InProgress() bool {
 // Launch is one launch of an app: a CloudFormation stack and the instances
 // it made.
 type Launch struct {
-	LaunchID  string     `json:"launchId"` // "launch-" + 17 hex
-	AppID     string     `json:"appId"`
-	Kind      LaunchKind `json:"kind"`
+	LaunchID  string      `json:"launchId"` // "launch-" + 17 hex
+	AppID     string      `json:"appId"`
+	Kind      LaunchKind  `json:"kind"`
 	State     LaunchState `json:"state"`
-	StackName string `json:"stackName"`
-	StackID   string `json:"stackId,omitempty"`
+	StackName string      `json:"stackName"`
+	StackID   string      `json:"stackId,omitempty"`
 	// StackStatus is CloudFormation's own status of the stack.
 	StackStatus   string `json:"stackStatus,omitempty"`
 	StatusMessage string `json:"statusMessage,omitempty"`
