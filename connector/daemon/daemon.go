@@ -231,7 +231,7 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget
 		AssumeRoleARN:   s.AssumeRoleARN,
 		ExternalID:      s.ExternalID,
 		Endpoints: awstarget.Endpoints{
-			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint,
+			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint, CloudFormation: s.Endpoint,
 		},
 		S3PathStyle: s.S3Endpoint != "",
 		Bucket:      s.Bucket,
