@@ -243,9 +243,11 @@ type Launch struct {
 // LaunchedServer is one server of a launch: its instance and whether it
 // booted.
 type LaunchedServer struct {
-	ServerID   string `json:"serverId"`
-	Name       string `json:"name,omitempty"`
-	LogicalID  string `json:"logicalId"`
+	ServerID  string `json:"serverId"`
+	Name      string `json:"name,omitempty"`
+	LogicalID string `json:"logicalId"`
+	// Group is the logical id of its server group in the template.
+	Group      string `json:"group,omitempty"`
 	InstanceID string `json:"instanceId,omitempty"`
 	PrivateIP  string `json:"privateIp,omitempty"`
 	PublicIP   string `json:"publicIp,omitempty"`
