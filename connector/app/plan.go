@@ -69,6 +69,35 @@ func Prepare(ctx context.Context, st Store, cloud Cloud, appID string) (*Plan, e
 	if err := checkNetworks(ctx, cloud, a, names); err != nil {
 		return nil, err
 	}
+	userData := map[string]string{}
+	for _, gl := range a.Launch.Groups {
+		for _, sl := range gl.Servers {
+			if userData[sl.ServerID], err = composeUserData(ctx, cloud, names[sl.ServerID], sl); err != nil {
+				return nil, err
+			}
+		}
+	}
+	in, launched := BuildInput(a, names, waits, amis, userData)
+	body, err := Template(in, FormatJSON)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > awstarget.MaxTemplateBody {
+		return nil, invalid("the template of app %q is %d bytes, over CloudFormation's limit of %d bytes for a template body: shorten the servers' user data or split the app",
+			a.Name, len(body), awstarget.MaxTemplateBody)
+	}
+	if err := cloud.ValidateTemplate(ctx, string(body)); err != nil {
+		return nil, invalid("CloudFormation refused the template of app %q: %v", a.Name, err)
+	}
+	return &Plan{App: a, Input: in, Template: body, Servers: launched}, nil
+}
+
+// BuildInput lays out the template of an app whose configuration is
+// complete (CheckLaunchConfig): its groups in launch order, each waiting for
+// those waits names (LaunchOrder), each server with its latest AMI and
+// user data. It returns the launch's servers beside.
+func BuildInput(a store.App, names map[string]string, waits map[string][]string, amis map[string]awstarget.Image,
+	userData map[string]string) (TemplateInput, []store.LaunchedServer) {
 	in := TemplateInput{AppID: a.AppID, AppName: a.Name, Test: a.Launch.Test}
 	groupLogical := groupLogicalIDs(a, names)
 	groupByID := map[string]store.ServerGroup{}
@@ -82,29 +111,14 @@ func Prepare(ctx context.Context, st Store, cloud Cloud, appID string) (*Plan, e
 			tg.Waits = append(tg.Waits, groupLogical[w])
 		}
 		for _, sl := range gl.Servers {
-			ud, err := userData(ctx, cloud, names[sl.ServerID], sl)
-			if err != nil {
-				return nil, err
-			}
 			ts := TemplateServer{ServerID: sl.ServerID, Name: names[sl.ServerID], LogicalID: cmp.Or(sl.LogicalID, logicalID(names[sl.ServerID])),
-				Launch: sl, Image: amis[sl.ServerID], UserData: ud}
+				Launch: sl, Image: amis[sl.ServerID], UserData: userData[sl.ServerID]}
 			tg.Servers = append(tg.Servers, ts)
 			launched = append(launched, store.LaunchedServer{ServerID: sl.ServerID, Name: ts.Name, LogicalID: ts.LogicalID, Group: tg.LogicalID})
 		}
 		in.Groups = append(in.Groups, tg)
 	}
-	body, err := Template(in, FormatJSON)
-	if err != nil {
-		return nil, err
-	}
-	if len(body) > awstarget.MaxTemplateBody {
-		return nil, invalid("the template of app %q is %d bytes, over CloudFormation's limit of %d bytes for a template body: shorten the servers' user data or split the app",
-			a.Name, len(body), awstarget.MaxTemplateBody)
-	}
-	if err := cloud.ValidateTemplate(ctx, string(body)); err != nil {
-		return nil, invalid("CloudFormation refused the template of app %q: %v", a.Name, err)
-	}
-	return &Plan{App: a, Input: in, Template: body, Servers: launched}, nil
+	return in, launched
 }
 
 // Parameters are a launch's template parameters.
@@ -286,9 +300,9 @@ func checkNetworks(ctx context.Context, cloud Cloud, a store.App, names map[stri
 	return nil
 }
 
-// userData is what the server runs at first boot: its user data (given,
+// composeUserData is what the server runs at first boot: its user data (given,
 // or read from S3) followed by its configure script (read from S3).
-func userData(ctx context.Context, cloud Cloud, name string, sl store.ServerLaunch) (string, error) {
+func composeUserData(ctx context.Context, cloud Cloud, name string, sl store.ServerLaunch) (string, error) {
 	ud := sl.UserData
 	if sl.UserDataS3 != nil {
 		b, err := cloud.GetObject(ctx, sl.UserDataS3.Bucket, sl.UserDataS3.Key, maxUserData)
