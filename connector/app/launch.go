@@ -383,9 +383,10 @@ func (l *Launcher) reconcile(ctx context.Context, cloud Cloud, rec store.Launch)
 	return false, nil
 }
 
+// settled reports whether every server's verdict stands.
 func settled(servers []store.LaunchedServer) bool {
 	for _, s := range servers {
-		if !Final(s.Boot) {
+		if !s.Signalled || !Final(s.Boot) {
 			return false
 		}
 	}
@@ -532,7 +533,7 @@ func (l *Launcher) checkBoots(ctx context.Context, cloud Cloud, rec store.Launch
 		if s.InstanceID != id { // a new instance (first seen, or replaced)
 			s.InstanceID, s.Boot, s.BootDetail, s.Console, s.Signalled = id, "", "", nil, false
 		}
-		if !Final(s.Boot) {
+		if !s.Signalled {
 			ids = append(ids, id)
 		}
 	}
@@ -545,32 +546,49 @@ func (l *Launcher) checkBoots(ctx context.Context, cloud Cloud, rec store.Launch
 		if s.InstanceID == "" {
 			continue
 		}
-		if !Final(s.Boot) {
-			out, err := cloud.ConsoleOutput(ctx, s.InstanceID)
-			if err != nil {
-				return nil, err
-			}
-			v := CheckBoot(out, statuses[s.InstanceID])
-			if v.State != s.Boot {
-				l.log().Info("boot check", "app", rec.AppID, "launch", rec.LaunchID, "server", s.Name, "instance", s.InstanceID, "verdict", v.State, "detail", v.Detail)
-			}
-			s.Boot, s.BootDetail, s.Console, s.CheckedAt = v.State, v.Detail, v.Tail, time.Now().UTC()
-		}
-		url := handle[s.Group+"Handle"]
-		if !Final(s.Boot) || s.Signalled || url == "" || ready[s.Group+"Ready"] != "CREATE_IN_PROGRESS" && ready[s.Group+"Ready"] != "" {
+		if s.Signalled {
 			continue
 		}
-		sig := awstarget.Signal{Status: "SUCCESS", Reason: "booted: " + s.BootDetail, UniqueID: s.LogicalID, Data: s.InstanceID}
-		if s.Boot == FailedToBoot {
-			sig.Status, sig.Reason = "FAILURE", "server "+s.Name+" failed to boot: "+s.BootDetail
+		st := statuses[s.InstanceID]
+		out, err := cloud.ConsoleOutput(ctx, s.InstanceID)
+		if err != nil {
+			return nil, err
 		}
-		body, _ := json.Marshal(sig)
-		if err := cloud.SignalWaitCondition(ctx, url, body); err != nil {
-			return nil, fmt.Errorf("signal %s's group that it %s: %w", s.Name, s.Boot, err)
+		v := CheckBoot(out, st)
+		if v.State != s.Boot {
+			l.log().Info("boot check", "app", rec.AppID, "launch", rec.LaunchID, "server", s.Name, "instance", s.InstanceID, "verdict", v.State, "detail", v.Detail)
+		}
+		s.Boot, s.BootDetail, s.Console, s.CheckedAt = v.State, v.Detail, v.Tail, time.Now().UTC()
+		if !confirmed(v, st) {
+			continue
+		}
+		url, wc := handle[s.Group+"Handle"], ready[s.Group+"Ready"]
+		if url != "" && (wc == "" || wc == "CREATE_IN_PROGRESS") {
+			sig := awstarget.Signal{Status: "SUCCESS", Reason: "booted: " + s.BootDetail, UniqueID: s.LogicalID, Data: s.InstanceID}
+			if s.Boot == FailedToBoot {
+				sig.Status, sig.Reason = "FAILURE", "server "+s.Name+" failed to boot: "+s.BootDetail
+			}
+			body, _ := json.Marshal(sig)
+			if err := cloud.SignalWaitCondition(ctx, url, body); err != nil {
+				return nil, fmt.Errorf("signal %s's group that it %s: %w", s.Name, s.Boot, err)
+			}
 		}
 		s.Signalled = true
 	}
 	return servers, nil
+}
+
+// confirmed reports whether a verdict stands: a boot at once; a failure
+// once the status checks settled too (until then the console may still
+// add the lines that explain it).
+func confirmed(v Verdict, st awstarget.InstanceStatus) bool {
+	switch v.State {
+	case Booted:
+		return true
+	case FailedToBoot:
+		return st.Instance == "impaired" || st.State == "terminated" || st.State == "shutting-down" || st.State == "stopped"
+	}
+	return false
 }
 
 // followDelete finishes a termination: the stack gone means TERMINATED.

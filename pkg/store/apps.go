@@ -257,7 +257,8 @@ type LaunchedServer struct {
 	// Console holds the last lines of the console output read.
 	Console   []string  `json:"console,omitempty"`
 	CheckedAt time.Time `json:"checkedAt,omitzero"`
-	// Signalled: the server's group was told it is ready.
+	// Signalled: the verdict stands and the server's group was told (if
+	// its wait condition was waiting).
 	Signalled bool `json:"signalled,omitempty"`
 }
 
