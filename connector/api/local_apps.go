@@ -368,9 +368,10 @@ func (l *Local) appServers(ctx context.Context, a store.App) (map[string]store.S
 	return out, nil
 }
 
-// PutAppLaunchConfiguration sets how an application is launched; groups
-// and servers left out keep what they had, and a server without an
-// instance type gets one suggested from its CPUs and memory.
+// PutAppLaunchConfiguration sets how an application is launched, replacing
+// what was set; groups and servers left out get defaults, and a server
+// without an instance type gets one suggested from its CPUs and memory. The
+// test launch's networks stay when none are given.
 func (l *Local) PutAppLaunchConfiguration(ctx context.Context, in *PutAppLaunchConfigurationInput) (*PutAppLaunchConfigurationOutput, error) {
 	a, err := l.getApp(ctx, in.AppID)
 	if err != nil {

@@ -148,9 +148,9 @@ func CheckLaunchConfig(a store.App, names map[string]string) error {
 
 // Configure checks a launch configuration given for the app (what it
 // names must be the app's, each server under its own group) and completes
-// it: a group or server left out gets what the app had, or defaults, and a
-// server without an instance type gets one suggested from its CPUs and
-// memory. servers holds the app's servers.
+// it: a group or server left out gets defaults (launch order by position,
+// the default subnet), and a server without an instance type gets one
+// suggested from its CPUs and memory. servers holds the app's servers.
 func Configure(a store.App, in *store.LaunchConfig, servers map[string]store.Server) (*store.LaunchConfig, error) {
 	names := map[string]string{}
 	for id, s := range servers {
