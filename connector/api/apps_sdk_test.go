@@ -309,6 +309,23 @@ func TestSMSClientDrivesApplications(t *testing.T) {
 		t.Errorf("a cycle in the launch order: %v", err)
 	}
 	lcIn.ServerGroupLaunchConfigurations[0].RehostAfter = nil
+	// A template over CloudFormation's limit: user data near EC2's 16 KiB
+	// on each of the three servers.
+	big := "#!/bin/sh\n" + strings.Repeat("#", 16000)
+	huge := &api.PutAppLaunchConfigurationInput{AppID: appID, ServerGroupLaunchConfigurations: []api.ServerGroupLaunchConfiguration{
+		{ServerGroupID: groupID["data"], LaunchOrder: ptr(1), ServerLaunchConfigurations: []api.ServerLaunchConfiguration{{Server: &api.Server{ServerID: id["db-01"]}, RehostUserData: big}}},
+		{ServerGroupID: groupID["front"], LaunchOrder: ptr(2), ServerLaunchConfigurations: []api.ServerLaunchConfiguration{
+			{Server: &api.Server{ServerID: id["app-01"]}, RehostUserData: big}, {Server: &api.Server{ServerID: id["web-01"]}, RehostUserData: big}}}}}
+	if _, err := hc.PutAppLaunchConfiguration(ctx, huge); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.LaunchAppWithContext(ctx, &sms.LaunchAppInput{AppId: aws.String(appID)})
+	if code(err) != "InvalidParameterException" || !strings.Contains(err.Error(), "over CloudFormation's limit of 51200 bytes") || !strings.Contains(err.Error(), `"shop"`) {
+		t.Errorf("a template over the size limit: %v", err)
+	}
+	if left := liveLeftovers(c); len(c.Peers.AWS.Stacks()) > 0 || len(left) > 0 {
+		t.Fatalf("refused launches made %v", left)
+	}
 	if _, err := hc.PutAppLaunchConfiguration(ctx, lcIn); err != nil {
 		t.Fatal(err)
 	}
