@@ -105,14 +105,16 @@ func intrinsic(fn string, arg any) string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-func ref(name string) string               { return intrinsic("Ref", name) }
-func getAtt(res, attr string) string       { return intrinsic("Fn::GetAtt", []string{res, attr}) }
-func join(parts ...string) string          { return intrinsic("Fn::Join", []any{"", parts}) }
-func ifTest(test, cutover string) string   { return intrinsic("Fn::If", []any{condIsTest, test, cutover}) }
-func equals(a, b string) string            { return intrinsic("Fn::Equals", []any{a, b}) }
-func base64Fn(s string) string             { return intrinsic("Fn::Base64", s) }
-func ptr[T any](v T) *T                    { return &v }
-func noValue() string                      { return ref("AWS::NoValue") }
+func ref(name string) string         { return intrinsic("Ref", name) }
+func getAtt(res, attr string) string { return intrinsic("Fn::GetAtt", []string{res, attr}) }
+func join(parts ...string) string    { return intrinsic("Fn::Join", []any{"", parts}) }
+func ifTest(test, cutover string) string {
+	return intrinsic("Fn::If", []any{condIsTest, test, cutover})
+}
+func equals(a, b string) string             { return intrinsic("Fn::Equals", []any{a, b}) }
+func base64Fn(s string) string              { return intrinsic("Fn::Base64", s) }
+func ptr[T any](v T) *T                     { return &v }
+func noValue() string                       { return ref("AWS::NoValue") }
 func outputName(server, what string) string { return server + what }
 
 const condIsTest = "IsTest"

@@ -44,7 +44,7 @@ type PeerOptions struct {
 	// InstanceBootTime is how long the emulator's instances take to boot
 	// (default the emulator's, 3 s).
 	InstanceBootTime time.Duration
-	Log    *slog.Logger
+	Log              *slog.Logger
 }
 
 // Peers are the running stand-ins for vCenter, S3 and AWS.
