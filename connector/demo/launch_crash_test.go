@@ -35,7 +35,7 @@ func TestLaunchCrashLeavesNothingBehind(t *testing.T) {
 		t.Skip("uses POSIX signals")
 	}
 	seed := envInt(t, "REHOST_CRASH_SEED", uint64(time.Now().UnixNano()))
-	rounds := int(envInt(t, "REHOST_LAUNCH_KILLS", 12))
+	rounds := int(envInt(t, "REHOST_LAUNCH_KILLS", 8))
 	t.Logf("kill schedule: REHOST_CRASH_SEED=%d REHOST_LAUNCH_KILLS=%d", seed, rounds)
 	bin := buildRehost(t)
 	ctx := context.Background()
@@ -189,7 +189,7 @@ func TestLaunchCrashLeavesNothingBehind(t *testing.T) {
 				c.Wait()
 			}
 		}
-		delay := time.Duration(rng.IntN(4000)) * time.Millisecond
+		delay := time.Duration(rng.IntN(3000)) * time.Millisecond
 		time.Sleep(delay)
 		kill(serve, fmt.Sprintf("serve (round %d)", i+1), delay)
 	}
