@@ -302,7 +302,7 @@ func TestSMSClientDrivesApplications(t *testing.T) {
 			{ServerGroupID: groupID["data"], LaunchOrder: ptr(1), RehostAfter: []string{groupID["front"]}, ServerLaunchConfigurations: []api.ServerLaunchConfiguration{
 				{Server: &api.Server{ServerID: id["db-01"]}, RehostPrivateIPAddress: "10.20.1.10", RehostUserData: "#!/bin/sh\necho db ready > /var/tmp/rehost-ready\n"}}},
 			{ServerGroupID: groupID["front"], LaunchOrder: ptr(2), ServerLaunchConfigurations: []api.ServerLaunchConfiguration{
-				{Server: &api.Server{ServerID: id["web-01"]}, AssociatePublicIPAddress: ptr(true)}}},
+				{Server: &api.Server{ServerID: id["web-01"]}, AssociatePublicIPAddress: ptr(true), RehostValidationCommand: "test -f /etc/os-release"}}},
 		}}
 	_, err = hc.PutAppLaunchConfiguration(ctx, lcIn)
 	if !api.IsType(err, api.ErrInvalidParameter) || !strings.Contains(err.Error(), "cycle") || !strings.Contains(err.Error(), `"front"`) {
@@ -384,6 +384,12 @@ func TestSMSClientDrivesApplications(t *testing.T) {
 		t.Fatalf("launch: %v", sum)
 	}
 	cut := waitLaunch(t, hc, appID, "cutover", allBooted)
+	for _, s := range cut.Servers {
+		// The demo's guests have no SSM agent: the command cannot run.
+		if s.Name == "web-01" && (s.Validation == nil || s.Validation.Status != "not run" || s.Validation.Command != "test -f /etc/os-release") {
+			t.Errorf("web-01's validation: %+v", s.Validation)
+		}
+	}
 	var stack emulator.Stack
 	for _, s := range c.Peers.AWS.Stacks() {
 		if s.ID == cut.StackID {

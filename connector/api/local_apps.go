@@ -166,8 +166,12 @@ func launchOut(ln store.Launch) AppLaunch {
 		StackStatus: ln.StackStatus, StatusMessage: ln.StatusMessage, LaunchedAt: At(ln.LaunchedAt), CreatedAt: At(ln.CreatedAt),
 		Servers: []LaunchedServer{}}
 	for _, s := range ln.Servers {
-		out.Servers = append(out.Servers, LaunchedServer{ServerID: s.ServerID, Name: s.Name, LogicalID: s.LogicalID, InstanceID: s.InstanceID,
-			PrivateIP: s.PrivateIP, PublicIP: s.PublicIP, Boot: s.Boot, BootDetail: s.BootDetail, Console: s.Console, CheckedAt: At(s.CheckedAt)})
+		ls := LaunchedServer{ServerID: s.ServerID, Name: s.Name, LogicalID: s.LogicalID, InstanceID: s.InstanceID,
+			PrivateIP: s.PrivateIP, PublicIP: s.PublicIP, Boot: s.Boot, BootDetail: s.BootDetail, Console: s.Console, CheckedAt: At(s.CheckedAt)}
+		if v := s.Validation; v != nil {
+			ls.Validation = &Validation{Command: v.Command, Status: v.Status, ExitCode: v.ExitCode, Output: v.Output}
+		}
+		out.Servers = append(out.Servers, ls)
 	}
 	return out
 }
@@ -398,7 +402,7 @@ func (l *Local) PutAppLaunchConfiguration(ctx context.Context, in *PutAppLaunchC
 			sl := store.ServerLaunch{ServerID: s.Server.ServerID, LogicalID: s.LogicalID, InstanceType: s.InstanceType, VPC: s.Vpc,
 				Subnet: s.Subnet, KeyName: s.Ec2KeyName, PrivateIP: s.RehostPrivateIPAddress, AssociatePublicIP: s.AssociatePublicIPAddress,
 				InstanceProfile: s.IamInstanceProfileName, UserData: s.RehostUserData, ConfigureScriptType: s.ConfigureScriptType,
-				VolumeType: s.RehostVolumeType, Tags: tagsIn(s.RehostTags)}
+				VolumeType: s.RehostVolumeType, Tags: tagsIn(s.RehostTags), ValidationCommand: s.RehostValidationCommand}
 			if s.SecurityGroup != "" {
 				sl.SecurityGroups = append(sl.SecurityGroups, s.SecurityGroup)
 			}
@@ -468,7 +472,7 @@ func (l *Local) GetAppLaunchConfiguration(ctx context.Context, in *GetAppLaunchC
 			sl := ServerLaunchConfiguration{Server: &srv, LogicalID: s.LogicalID, Vpc: s.VPC, Subnet: s.Subnet, Ec2KeyName: s.KeyName,
 				InstanceType: s.InstanceType, AssociatePublicIPAddress: s.AssociatePublicIP, IamInstanceProfileName: s.InstanceProfile,
 				ConfigureScriptType: s.ConfigureScriptType, RehostSecurityGroups: s.SecurityGroups, RehostPrivateIPAddress: s.PrivateIP,
-				RehostUserData: s.UserData, RehostVolumeType: s.VolumeType, RehostTags: tagsOut(s.Tags)}
+				RehostUserData: s.UserData, RehostVolumeType: s.VolumeType, RehostTags: tagsOut(s.Tags), RehostValidationCommand: s.ValidationCommand}
 			if len(s.SecurityGroups) > 0 {
 				sl.SecurityGroup = s.SecurityGroups[0]
 			}

@@ -141,6 +141,9 @@ type ServerLaunchConfiguration struct {
 	RehostUserData         string   `json:"rehostUserData,omitempty"`
 	RehostVolumeType       string   `json:"rehostVolumeType,omitempty"`
 	RehostTags             []Tag    `json:"rehostTags,omitempty"`
+	// RehostValidationCommand runs on the instance through SSM Run Command
+	// once it booted; a nonzero exit fails its group.
+	RehostValidationCommand string `json:"rehostValidationCommand,omitempty"`
 }
 
 // ServerGroupLaunchConfiguration is one group's launch configuration.
@@ -320,6 +323,16 @@ type LaunchedServer struct {
 	BootDetail string   `json:"bootDetail,omitempty"`
 	Console    []string `json:"console,omitempty"`
 	CheckedAt  Time     `json:"checkedAt,omitzero"`
+	// Validation is the validation command's outcome, when one is set.
+	Validation *Validation `json:"validation,omitempty"`
+}
+
+// Validation is a launched server's validation command and how it went.
+type Validation struct {
+	Command  string `json:"command"`
+	Status   string `json:"status,omitempty"` // running, waiting for the SSM agent, passed, failed, not run
+	ExitCode int    `json:"exitCode"`
+	Output   string `json:"output,omitempty"`
 }
 
 // AppLaunch is one launch of an application (rehost's).

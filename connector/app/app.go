@@ -84,6 +84,11 @@ type Cloud interface {
 	// SignalWaitCondition PUTs a signal to a wait condition handle URL;
 	// repeating one is harmless.
 	SignalWaitCondition(ctx context.Context, url string, body []byte) error
+	// RunCommand starts a validation command through SSM Run Command
+	// (aws.ErrNoAgent when SSM does not manage the instance);
+	// CommandResult reads how it went.
+	RunCommand(ctx context.Context, instanceID string, windows bool, command string) (string, error)
+	CommandResult(ctx context.Context, commandID, instanceID string) (awstarget.CommandResult, error)
 	// PutObject stores an object in the staging bucket; GetObject reads a
 	// small object of at most limit bytes.
 	PutObject(ctx context.Context, key string, body []byte, contentType string) (bucket string, err error)

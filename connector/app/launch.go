@@ -47,6 +47,10 @@ type Launcher struct {
 	// BootTimeout is each group's time to boot, in seconds (default
 	// DefaultBootTimeout).
 	BootTimeout int
+	// AgentGrace is how long a booted server's SSM agent has to register
+	// before its validation command is given up as not run (default 3
+	// minutes).
+	AgentGrace time.Duration
 
 	mu   sync.Mutex // one launch operation at a time in this process
 	wake chan struct{}
@@ -469,7 +473,9 @@ func progress(servers []store.LaunchedServer) string {
 	for _, s := range servers {
 		switch {
 		case s.InstanceID == "":
-		case Final(s.Boot):
+		case s.Signalled:
+		case s.Boot == Booted && s.Validation != nil && s.Validation.Status != "":
+			parts = append(parts, s.Name+": validation "+s.Validation.Status)
 		default:
 			parts = append(parts, s.Name+": "+cmp.Or(s.Boot, "starting"))
 		}
@@ -486,6 +492,9 @@ func failure(evs []awstarget.StackEvent, rec store.Launch, servers []store.Launc
 	for _, s := range servers {
 		if s.Boot == FailedToBoot {
 			return fmt.Sprintf("server %s (%s) failed to boot: %s", s.Name, s.InstanceID, s.BootDetail)
+		}
+		if s.Validation != nil && s.Validation.Status == ValidationFailed {
+			return validationFailure(s)
 		}
 	}
 	for _, e := range evs {
@@ -508,6 +517,12 @@ func failure(evs []awstarget.StackEvent, rec store.Launch, servers []store.Launc
 // verdict is not settled and signals the settled ones to their group.
 func (l *Launcher) checkBoots(ctx context.Context, cloud Cloud, rec store.Launch, stack string) ([]store.LaunchedServer, error) {
 	servers := slices.Clone(rec.Servers)
+	for i := range servers {
+		if v := servers[i].Validation; v != nil {
+			c := *v
+			servers[i].Validation = &c
+		}
+	}
 	rs, err := cloud.StackResources(ctx, stack)
 	if err != nil {
 		return nil, err
@@ -562,11 +577,23 @@ func (l *Launcher) checkBoots(ctx context.Context, cloud Cloud, rec store.Launch
 		if !confirmed(v, st) {
 			continue
 		}
+		if s.Boot == Booted && s.Validation != nil {
+			done, err := l.validate(ctx, cloud, s)
+			if err != nil {
+				return nil, err
+			}
+			if !done {
+				continue
+			}
+		}
 		url, wc := handle[s.Group+"Handle"], ready[s.Group+"Ready"]
 		if url != "" && (wc == "" || wc == "CREATE_IN_PROGRESS") {
 			sig := awstarget.Signal{Status: "SUCCESS", Reason: "booted: " + s.BootDetail, UniqueID: s.LogicalID, Data: s.InstanceID}
-			if s.Boot == FailedToBoot {
+			switch {
+			case s.Boot == FailedToBoot:
 				sig.Status, sig.Reason = "FAILURE", "server "+s.Name+" failed to boot: "+s.BootDetail
+			case s.Validation != nil && s.Validation.Status == ValidationFailed:
+				sig.Status, sig.Reason = "FAILURE", validationFailure(*s)
 			}
 			body, _ := json.Marshal(sig)
 			if err := cloud.SignalWaitCondition(ctx, url, body); err != nil {
@@ -576,6 +603,72 @@ func (l *Launcher) checkBoots(ctx context.Context, cloud Cloud, rec store.Launch
 		s.Signalled = true
 	}
 	return servers, nil
+}
+
+// Validation statuses of a launched server's command.
+const (
+	ValidationRunning  = "running"
+	ValidationWaiting  = "waiting for the SSM agent"
+	ValidationPassed   = "passed"
+	ValidationFailed   = "failed"
+	ValidationNotRun   = "not run"
+	defaultAgentGrace  = 3 * time.Minute
+	validationTailSize = 6
+)
+
+// validate sends the server's validation command, or reads how it went;
+// done once it passed, failed, or could not run (SSM does not manage the
+// instance after AgentGrace).
+func (l *Launcher) validate(ctx context.Context, cloud Cloud, s *store.LaunchedServer) (bool, error) {
+	v := s.Validation
+	switch v.Status {
+	case ValidationPassed, ValidationFailed, ValidationNotRun:
+		return true, nil
+	}
+	now := time.Now().UTC()
+	if v.Since.IsZero() {
+		v.Since = now
+	}
+	if v.CommandID == "" {
+		id, err := cloud.RunCommand(ctx, s.InstanceID, v.Windows, v.Command)
+		switch {
+		case errors.Is(err, awstarget.ErrNoAgent) && now.Sub(v.Since) < cmp.Or(l.AgentGrace, defaultAgentGrace):
+			v.Status = ValidationWaiting
+			return false, nil
+		case errors.Is(err, awstarget.ErrNoAgent):
+			v.Status, v.Output = ValidationNotRun, err.Error()
+			l.log().Warn("validation command not run", "server", s.Name, "instance", s.InstanceID, "err", err)
+			return true, nil
+		case err != nil:
+			// SSM refused it (retried already if worth it): the command
+			// cannot run as given.
+			v.Status, v.ExitCode, v.Output = ValidationFailed, -1, err.Error()
+			return true, nil
+		}
+		v.CommandID, v.Status = id, ValidationRunning
+		return false, nil
+	}
+	r, err := cloud.CommandResult(ctx, v.CommandID, s.InstanceID)
+	if err != nil || !r.Done {
+		return false, err
+	}
+	v.ExitCode = r.ExitCode
+	v.Output = strings.Join(lastLines(strings.TrimSpace(r.Stdout+"\n"+r.Stderr), validationTailSize), "\n")
+	v.Status = ValidationFailed
+	if r.Status == "Success" && r.ExitCode == 0 {
+		v.Status = ValidationPassed
+	}
+	l.log().Info("validation command", "server", s.Name, "instance", s.InstanceID, "status", v.Status, "exitCode", v.ExitCode)
+	return true, nil
+}
+
+func validationFailure(s store.LaunchedServer) string {
+	v := s.Validation
+	out := ""
+	if lines := strings.Split(v.Output, "\n"); v.Output != "" {
+		out = ": " + lines[len(lines)-1]
+	}
+	return fmt.Sprintf("server %s failed its validation: %q exited %d%s", s.Name, v.Command, v.ExitCode, out)
 }
 
 // confirmed reports whether a verdict stands: a boot at once; a failure

@@ -44,7 +44,8 @@ func guestDisks(t *testing.T) map[string][]byte {
 		disks = map[string][]byte{"blank": make([]byte, 8<<20)}
 		copy(disks["blank"][1<<20:], "data, no partition table and no operating system")
 		for name, o := range map[string]guestdisk.Options{
-			"linux":   {Size: 32 << 20, OSRelease: testdata.OSRelease("rocky-8.9"), Seed: 3},
+			"linux": {Size: 32 << 20, OSRelease: testdata.OSRelease("rocky-8.9"), Seed: 3,
+				Files: map[string][]byte{"/usr/bin/amazon-ssm-agent": []byte("#!/bin/sh\n")}},
 			"windows": {Size: 48 << 20, Firmware: guestdisk.EFI, Windows: true, Seed: 2},
 		} {
 			p := filepath.Join(dir, name+".raw")
@@ -91,7 +92,7 @@ func newLab(t *testing.T) *lab {
 	t.Cleanup(func() { em.Close() })
 	ak, sk := em.Credentials()
 	target, err := awstarget.New(ctx, awstarget.Config{Region: em.Region(), AccessKeyID: ak, SecretAccessKey: sk, RetryAttempts: 2, RetryBaseDelay: 10 * time.Millisecond,
-		Endpoints: awstarget.Endpoints{EC2: url, CloudFormation: url, IAM: url, STS: url}})
+		Endpoints: awstarget.Endpoints{EC2: url, CloudFormation: url, SSM: url, IAM: url, STS: url}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,8 @@ func newLab(t *testing.T) *lab {
 	t.Cleanup(func() { st.Close() })
 	cfg := aws.Config{Region: em.Region(), Credentials: credentials.NewStaticCredentialsProvider(ak, sk, "")}
 	lb := &lab{t: t, em: em, st: st, target: target, ec2: ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(url) })}
-	lb.l = &Launcher{Store: st, Cloud: func(context.Context) (Cloud, error) { return target, nil }, Poll: 50 * time.Millisecond, BootTimeout: 30}
+	lb.l = &Launcher{Store: st, Cloud: func(context.Context) (Cloud, error) { return target, nil }, Poll: 50 * time.Millisecond, BootTimeout: 30,
+		AgentGrace: 500 * time.Millisecond}
 	if lb.src, err = st.CreateSource(ctx, store.Source{Kind: store.SourceVSphere, Name: "vc", Endpoint: "https://vc.example"}); err != nil {
 		t.Fatal(err)
 	}
@@ -179,9 +181,11 @@ func (lb *lab) shop(name string, db, app, web store.Server) store.App {
 		Test: &store.TestLaunchConfig{Subnet: lb.testSubnet, SecurityGroups: []string{lb.testSG}, NameSuffix: "-test"},
 		Groups: []store.GroupLaunch{
 			{GroupID: a.Groups[0].GroupID, LaunchOrder: 1, Servers: []store.ServerLaunch{{ServerID: db.ServerID, InstanceType: "r5.large",
-				VPC: lb.prodVPC, Subnet: lb.prodSubnet, SecurityGroups: []string{lb.dbSG}, PrivateIP: "10.20.1.10"}}},
+				VPC: lb.prodVPC, Subnet: lb.prodSubnet, SecurityGroups: []string{lb.dbSG}, PrivateIP: "10.20.1.10",
+				ValidationCommand: "grep -q 'Rocky Linux' /etc/os-release && test -d /etc"}}},
 			{GroupID: a.Groups[1].GroupID, LaunchOrder: 2, Servers: []store.ServerLaunch{
-				{ServerID: app.ServerID, InstanceType: "t3.xlarge", Subnet: lb.prodSubnet, SecurityGroups: []string{lb.webSG}},
+				{ServerID: app.ServerID, InstanceType: "t3.xlarge", Subnet: lb.prodSubnet, SecurityGroups: []string{lb.webSG},
+					ValidationCommand: "test -d /etc"},
 				{ServerID: web.ServerID, InstanceType: "t3.small", Subnet: lb.prodSubnet, SecurityGroups: []string{lb.webSG}, VolumeType: "gp3"}}},
 		}}, servers)
 	if err != nil {
@@ -292,6 +296,12 @@ func TestLaunchInOrderTestAndCutover(t *testing.T) {
 		if s.Name == "app-01" && !strings.Contains(s.BootDetail, "Windows is Ready to use") || s.Name != "app-01" && !strings.Contains(s.BootDetail, "Cloud-init v. 23.4.4 finished") {
 			t.Errorf("server %s booted on %q", s.Name, s.BootDetail)
 		}
+	}
+	if v := cut.Servers[0].Validation; v == nil || v.Status != ValidationPassed || v.ExitCode != 0 {
+		t.Errorf("db-01's validation: %+v", v)
+	}
+	if v := cut.Servers[1].Validation; v == nil || v.Status != ValidationNotRun || !strings.Contains(v.Output, "not managed by SSM") {
+		t.Errorf("app-01 (no SSM agent) validation: %+v", v)
 	}
 	stack := lb.stack(cut.StackID)
 	ready := eventAt(stack, "GroupDataReady", "CREATE_COMPLETE")
@@ -444,6 +454,39 @@ func TestLaunchOfAServerThatDoesNotBoot(t *testing.T) {
 	if l := lb.settle(a.AppID, store.LaunchCutover); l.State != store.LaunchTerminated {
 		t.Errorf("after terminate: %s", l.State)
 	}
+	lb.noLeftovers()
+}
+
+// A validation command that fails — run through SSM on the booted server —
+// fails the server's group like a failed boot, with the command's exit code
+// and output.
+func TestLaunchOfAServerThatFailsItsValidation(t *testing.T) {
+	lb := newLab(t)
+	ctx := context.Background()
+	db, app, web := lb.server("db-01", "linux", 0), lb.server("app-01", "windows", 0), lb.server("web-01", "linux", 0)
+	a := lb.shop("shop", db, app, web)
+	if _, err := lb.st.UpdateApp(ctx, a.AppID, func(x *store.App) error {
+		x.Launch.Groups[1].Servers[1].ValidationCommand = "cat /etc/hostname /opt/app/ready"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lb.l.Launch(ctx, a.AppID, store.LaunchCutover); err != nil {
+		t.Fatal(err)
+	}
+	l := lb.settle(a.AppID, store.LaunchCutover)
+	w := l.Servers[2]
+	if l.State != store.LaunchFailed || w.Boot != Booted || w.Validation == nil || w.Validation.Status != ValidationFailed || w.Validation.ExitCode != 1 ||
+		!strings.Contains(w.Validation.Output, "/opt/app/ready: No such file or directory") {
+		t.Fatalf("launch %s (%s); web-01 %+v %+v", l.State, l.StatusMessage, w, w.Validation)
+	}
+	if !strings.Contains(l.StatusMessage, "web-01 failed its validation") || !strings.Contains(l.StatusMessage, "exited 1") {
+		t.Errorf("status message %q", l.StatusMessage)
+	}
+	if _, err := lb.l.Terminate(ctx, a.AppID, store.LaunchCutover); err != nil {
+		t.Fatal(err)
+	}
+	lb.settle(a.AppID, store.LaunchCutover)
 	lb.noLeftovers()
 }
 

@@ -114,7 +114,11 @@ func BuildInput(a store.App, names map[string]string, waits map[string][]string,
 			ts := TemplateServer{ServerID: sl.ServerID, Name: names[sl.ServerID], LogicalID: cmp.Or(sl.LogicalID, logicalID(names[sl.ServerID])),
 				Launch: sl, Image: amis[sl.ServerID], UserData: userData[sl.ServerID]}
 			tg.Servers = append(tg.Servers, ts)
-			launched = append(launched, store.LaunchedServer{ServerID: sl.ServerID, Name: ts.Name, LogicalID: ts.LogicalID, Group: tg.LogicalID})
+			ls := store.LaunchedServer{ServerID: sl.ServerID, Name: ts.Name, LogicalID: ts.LogicalID, Group: tg.LogicalID}
+			if sl.ValidationCommand != "" {
+				ls.Validation = &store.ServerValidation{Command: sl.ValidationCommand, Windows: ts.Image.Platform == "windows"}
+			}
+			launched = append(launched, ls)
 		}
 		in.Groups = append(in.Groups, tg)
 	}

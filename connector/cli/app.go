@@ -94,14 +94,24 @@ func suffix(msg string) string {
 func printLaunch(w io.Writer, l api.AppLaunch) {
 	fmt.Fprintf(w, "\n%s launch %s: %s (stack %s %s)%s\n", l.Kind, l.LaunchID, l.State, l.StackName, l.StackStatus, suffix(l.StatusMessage))
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  SERVER\tINSTANCE\tPRIVATE IP\tBOOT\tDETAIL")
+	fmt.Fprintln(tw, "  SERVER\tINSTANCE\tPRIVATE IP\tBOOT\tVALIDATION\tDETAIL")
 	for _, s := range l.Servers {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.Name, cell(s.InstanceID), cell(s.PrivateIP), cell(s.Boot), cell(s.BootDetail))
+		val := ""
+		if v := s.Validation; v != nil {
+			val = v.Status
+			if v.Status == "passed" || v.Status == "failed" {
+				val = fmt.Sprintf("%s (exit %d)", v.Status, v.ExitCode)
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.Name, cell(s.InstanceID), cell(s.PrivateIP), cell(s.Boot), cell(val), cell(s.BootDetail))
 	}
 	tw.Flush()
 	for _, s := range l.Servers {
 		if s.Boot == "failed to boot" && len(s.Console) > 0 {
 			fmt.Fprintf(w, "  last console lines of %s:\n    %s\n", s.Name, strings.Join(s.Console, "\n    "))
+		}
+		if v := s.Validation; v != nil && v.Output != "" && v.Status != "passed" {
+			fmt.Fprintf(w, "  validation of %s (%s):\n    %s\n", s.Name, v.Command, strings.ReplaceAll(v.Output, "\n", "\n    "))
 		}
 	}
 }

@@ -74,6 +74,9 @@ type Options struct {
 	// seconds (default app.DefaultBootTimeout).
 	LaunchPoll  time.Duration
 	BootTimeout int
+	// AgentGrace is how long a launched server's SSM agent has to register
+	// before its validation command is given up (default 3 minutes).
+	AgentGrace time.Duration
 }
 
 // Daemon is an open connector state directory.
@@ -132,7 +135,7 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 		so.Logger = log
 	}
 	d.Sched = scheduler.New(st, runner{d}, so)
-	d.Apps = &app.Launcher{Store: st, Log: log, Poll: o.LaunchPoll, BootTimeout: o.BootTimeout,
+	d.Apps = &app.Launcher{Store: st, Log: log, Poll: o.LaunchPoll, BootTimeout: o.BootTimeout, AgentGrace: o.AgentGrace,
 		Cloud: func(ctx context.Context) (app.Cloud, error) { return d.Target(ctx) }}
 	d.Engine.ImportSlot = func(ctx context.Context) (func(), error) {
 		t, err := d.Target(ctx)
@@ -241,7 +244,7 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget
 		AssumeRoleARN:   s.AssumeRoleARN,
 		ExternalID:      s.ExternalID,
 		Endpoints: awstarget.Endpoints{
-			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint, CloudFormation: s.Endpoint,
+			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint, CloudFormation: s.Endpoint, SSM: s.Endpoint,
 		},
 		S3PathStyle: s.S3Endpoint != "",
 		Bucket:      s.Bucket,

@@ -145,6 +145,10 @@ type ServerLaunch struct {
 	ConfigureScriptType string `json:"configureScriptType,omitempty"`
 	VolumeType          string `json:"volumeType,omitempty"`
 	Tags                []Tag  `json:"tags,omitempty"`
+	// ValidationCommand, when set, is run on the launched instance through
+	// SSM Run Command once it booted; its exit code decides whether the
+	// server is ready.
+	ValidationCommand string `json:"validationCommand,omitempty"`
 }
 
 // TestLaunchConfig is where a test launch goes: its own VPC and subnet,
@@ -260,6 +264,22 @@ type LaunchedServer struct {
 	// Signalled: the verdict stands and the server's group was told (if
 	// its wait condition was waiting).
 	Signalled bool `json:"signalled,omitempty"`
+	// Validation is the server's validation command and its outcome.
+	Validation *ServerValidation `json:"validation,omitempty"`
+}
+
+// ServerValidation is a validation command run on a launched server.
+type ServerValidation struct {
+	Command string `json:"command"`
+	Windows bool   `json:"windows,omitempty"` // PowerShell, not a shell
+	// CommandID is SSM's, once sent; Since is when it was first tried.
+	CommandID string    `json:"commandId,omitempty"`
+	Since     time.Time `json:"since,omitzero"`
+	// Status is connector/app's vocabulary (running, passed, failed, not
+	// run); ExitCode and Output (its last lines) once it ended.
+	Status   string `json:"status,omitempty"`
+	ExitCode int    `json:"exitCode"`
+	Output   string `json:"output,omitempty"`
 }
 
 func validateLaunch(l Launch) error {

@@ -99,7 +99,7 @@ func Start(t testing.TB, o Options) *Connector {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(c.Log, logFile), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c.D, err = daemon.Open(ctx, c.Dir, daemon.Options{Log: log, ProgressEvery: 100 * time.Millisecond, LaunchPoll: 100 * time.Millisecond, BootTimeout: 60,
+	c.D, err = daemon.Open(ctx, c.Dir, daemon.Options{Log: log, ProgressEvery: 100 * time.Millisecond, LaunchPoll: 100 * time.Millisecond, BootTimeout: 60, AgentGrace: 500 * time.Millisecond,
 		Scheduler: scheduler.Options{ResyncInterval: 500 * time.Millisecond, OnDemandPer24h: -1, Logger: log}})
 	if err != nil {
 		peers.Close()

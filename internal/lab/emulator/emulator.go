@@ -48,6 +48,8 @@
 //	  DescribeStacks, DescribeStackEvents, DescribeStackResources, CreateChangeSet,
 //	  DescribeChangeSet, ExecuteChangeSet, ValidateTemplate; PUT /cfn-signal/<token>
 //	  signals a wait condition handle
+//	SSM (JSON 1.1): SendCommand, GetCommandInvocation (AWS-RunShellScript, run
+//	  against the guest's files on instances whose guest has the SSM agent)
 //	STS (Query): GetCallerIdentity
 //	IAM (Query): CreateRole, GetRole, DeleteRole, PutRolePolicy, GetRolePolicy,
 //	  DeleteRolePolicy, ListRolePolicies

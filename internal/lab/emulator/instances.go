@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -69,6 +70,12 @@ type GuestBoot struct {
 	BootMode     string `json:"bootMode,omitempty"`
 	// Failure says why it does not boot (the importer's words).
 	Failure string `json:"failure,omitempty"`
+	// SSMAgent: the root file system holds the SSM agent, so Run Command
+	// reaches the instance; RootOffset and RootSize locate that file
+	// system on the root volume, for the commands.
+	SSMAgent   bool  `json:"ssmAgent,omitempty"`
+	RootOffset int64 `json:"rootOffset,omitempty"`
+	RootSize   int64 `json:"rootSize,omitempty"`
 }
 
 var instanceRE = regexp.MustCompile(`^i-([0-9a-f]{8}|[0-9a-f]{17})$`)
@@ -354,8 +361,21 @@ func (e *Emulator) guestBoot(snapshotID, bootMode string) GuestBoot {
 	if err != nil {
 		return GuestBoot{BootMode: g.BootMode, Failure: err.Error()}
 	}
-	return GuestBoot{Boots: true, Platform: g.Platform, Distribution: g.Distribution, FileSystem: g.FileSystem, BootMode: g.BootMode}
+	b := GuestBoot{Boots: true, Platform: g.Platform, Distribution: g.Distribution, FileSystem: g.FileSystem, BootMode: g.BootMode,
+		RootOffset: g.RootOffset, RootSize: g.RootSize}
+	if g.Platform == "Linux" {
+		root := io.NewSectionReader(r, g.RootOffset, g.RootSize)
+		for _, p := range ssmAgentPaths {
+			if _, err := readExtFile(root, p); err == nil {
+				b.SSMAgent = true
+			}
+		}
+	}
+	return b
 }
+
+// ssmAgentPaths are where distributions install the SSM agent.
+var ssmAgentPaths = []string{"/usr/bin/amazon-ssm-agent", "/usr/sbin/amazon-ssm-agent", "/snap/amazon-ssm-agent/current/amazon-ssm-agent"}
 
 // instanceStateLocked advances an instance on the clock.
 func (e *Emulator) instanceStateLocked(in *Instance) string {

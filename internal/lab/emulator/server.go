@@ -24,7 +24,7 @@ import (
 const maxBody = 4 << 20
 
 // services the emulator answers, by the SigV4 scope's service name.
-var services = []string{"ec2", "sts", "iam", "ebs", "cloudformation"}
+var services = []string{"ec2", "sts", "iam", "ebs", "cloudformation", "ssm"}
 
 // ServeHTTP verifies the request's SigV4 signature as AWS does (payload
 // hash, clock skew, scope date, region and service) and routes it by the
@@ -65,6 +65,8 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveQuery(w, r, body, cfnProtocol, e.cfnActions())
 	case "ebs":
 		e.serveEBS(w, r, body)
+	case "ssm":
+		e.serveSSM(w, r, body)
 	}
 }
 
@@ -135,7 +137,7 @@ func (e *Emulator) authError(w http.ResponseWriter, service string, err error) {
 		se = &sigv4.Error{Kind: sigv4.BadSignature, Message: err.Error()}
 	}
 	switch service {
-	case "ebs":
+	case "ebs", "ssm":
 		typ := "InvalidSignatureException"
 		switch se.Kind {
 		case sigv4.UnknownKey:

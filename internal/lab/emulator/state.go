@@ -147,6 +147,8 @@ type state struct {
 	Stacks          map[string]*Stack         `json:"stacks"`
 	// Handles are the wait condition handles' signals, by URL token.
 	Handles map[string]*WaitHandle `json:"handles"`
+	// Commands are Run Command invocations, by command id.
+	Commands map[string]*Command `json:"commands"`
 }
 
 func loadState(path string) (*state, error) {
@@ -190,6 +192,9 @@ func loadState(path string) (*state, error) {
 	}
 	if st.Handles == nil {
 		st.Handles = map[string]*WaitHandle{}
+	}
+	if st.Commands == nil {
+		st.Commands = map[string]*Command{}
 	}
 	return st, nil
 }

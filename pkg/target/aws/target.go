@@ -4,7 +4,7 @@
 // resulting AMIs, and launches applications' CloudFormation stacks.
 //
 // Every AWS API is reached through a narrow interface of only the methods
-// used (S3API, EC2API, IAMAPI, STSAPI, CloudFormationAPI), so fakes and
+// used (S3API, EC2API, IAMAPI, STSAPI, CloudFormationAPI, SSMAPI), so fakes and
 // emulators stay small; New builds them from the SDK, NewWithClients takes
 // any implementation.
 package aws
@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -97,14 +98,15 @@ type Clients struct {
 	IAM IAMAPI
 	STS STSAPI
 	// CloudFormation is used by application launches only; nil leaves
-	// them unavailable.
+	// them unavailable. SSM runs their optional validation commands.
 	CloudFormation CloudFormationAPI
+	SSM            SSMAPI
 }
 
 // Endpoints override service endpoints (emulators, VPC endpoints). Empty
 // means the SDK's default for the region.
 type Endpoints struct {
-	S3, EC2, IAM, STS, EBS, CloudFormation string
+	S3, EC2, IAM, STS, EBS, CloudFormation, SSM string
 }
 
 // Config says how to reach an account and how to stage into it.
@@ -161,6 +163,7 @@ type Target struct {
 	iam IAMAPI
 	sts STSAPI
 	cf  CloudFormationAPI
+	ssm SSMAPI
 	log *slog.Logger
 }
 
@@ -220,6 +223,7 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		CloudFormation: cloudformation.NewFromConfig(ac, func(o *cloudformation.Options) {
 			o.BaseEndpoint = ep(cfg.Endpoints.CloudFormation)
 		}),
+		SSM: ssm.NewFromConfig(ac, func(o *ssm.Options) { o.BaseEndpoint = ep(cfg.Endpoints.SSM) }),
 	}
 	return NewWithClients(cfg, cl), nil
 }
@@ -264,7 +268,7 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, cf: c.CloudFormation, log: log}
+	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, cf: c.CloudFormation, ssm: c.SSM, log: log}
 }
 
 // Region is the target's region.
