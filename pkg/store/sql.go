@@ -351,6 +351,14 @@ func (s *sqlStore) DeleteServer(ctx context.Context, id string) error {
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
+		var app string
+		err = s.queryRow(ctx, tx, `SELECT app_id FROM app_servers WHERE server_id = ?`, id).Scan(&app)
+		if err == nil {
+			return fmt.Errorf("%w: app %s has it in a server group", ErrConflict, app)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
 		_, err = s.exec(ctx, tx, `DELETE FROM servers WHERE server_id = ?`, id)
 		return err
 	})
@@ -1073,142 +1081,6 @@ func (s *sqlStore) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 		e.Time = timeOf(t)
 		return e, err
 	}, "list events")
-}
-
-// --- apps ---
-
-const appCols = `app_id, name, description, server_ids, created_at, updated_at`
-
-func scanApp(r scanner) (App, error) {
-	var a App
-	var ids string
-	var created, updated sql.NullInt64
-	if err := r.Scan(&a.AppID, &a.Name, &a.Description, &ids, &created, &updated); err != nil {
-		return App{}, err
-	}
-	if err := json.Unmarshal([]byte(ids), &a.ServerIDs); err != nil {
-		return App{}, fmt.Errorf("server ids of app %s: %w", a.AppID, err)
-	}
-	a.CreatedAt, a.UpdatedAt = timeOf(created), timeOf(updated)
-	return a, nil
-}
-
-// checkApp validates a and checks that its servers exist.
-func (s *sqlStore) checkApp(ctx context.Context, q querier, a App) error {
-	if a.Name == "" {
-		return fmt.Errorf("%w: app name is empty", ErrInvalid)
-	}
-	seen := map[string]bool{}
-	for _, id := range a.ServerIDs {
-		if seen[id] {
-			return fmt.Errorf("%w: server %s is listed twice", ErrInvalid, id)
-		}
-		seen[id] = true
-		if _, err := s.getServer(ctx, q, id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func serverIDsArg(ids []string) string {
-	if ids == nil {
-		ids = []string{}
-	}
-	b, _ := json.Marshal(ids) // a []string always marshals
-	return string(b)
-}
-
-func (s *sqlStore) CreateApp(ctx context.Context, a App) (App, error) {
-	a.AppID = newID(prefixApp)
-	now := s.now()
-	if a.CreatedAt.IsZero() {
-		a.CreatedAt = now
-	}
-	a.UpdatedAt = now
-	if a.ServerIDs == nil {
-		a.ServerIDs = []string{}
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkApp(ctx, tx, a); err != nil {
-			return err
-		}
-		_, err := s.exec(ctx, tx, `INSERT INTO apps (`+appCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
-			a.AppID, a.Name, a.Description, serverIDsArg(a.ServerIDs), timeArg(a.CreatedAt), timeArg(a.UpdatedAt))
-		if err != nil && s.d.classify(err) == uniqueViolation {
-			return fmt.Errorf("%w: an app with that name exists", ErrConflict)
-		}
-		return err
-	})
-	if err != nil {
-		return App{}, fmt.Errorf("create app %q: %w", a.Name, err)
-	}
-	return a, nil
-}
-
-func (s *sqlStore) getApp(ctx context.Context, q querier, id string) (App, error) {
-	a, err := scanApp(s.queryRow(ctx, q, `SELECT `+appCols+` FROM apps WHERE app_id = ?`, id))
-	if err != nil {
-		return App{}, notFound(err, "app "+id)
-	}
-	return a, nil
-}
-
-func (s *sqlStore) GetApp(ctx context.Context, id string) (App, error) {
-	return s.getApp(ctx, s.db, id)
-}
-
-func (s *sqlStore) ListApps(ctx context.Context) ([]App, error) {
-	rows, err := s.query(ctx, s.db, `SELECT `+appCols+` FROM apps ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list apps: %w", err)
-	}
-	return collect(rows, scanApp, "list apps")
-}
-
-func (s *sqlStore) UpdateApp(ctx context.Context, id string, fn func(*App) error) (App, error) {
-	var out App
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		a, err := s.getApp(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		created := a.CreatedAt
-		if err := fn(&a); err != nil {
-			return err
-		}
-		a.AppID, a.CreatedAt, a.UpdatedAt = id, created, s.now()
-		if a.ServerIDs == nil {
-			a.ServerIDs = []string{}
-		}
-		if err := s.checkApp(ctx, tx, a); err != nil {
-			return err
-		}
-		_, err = s.exec(ctx, tx, `UPDATE apps SET name = ?, description = ?, server_ids = ?, updated_at = ? WHERE app_id = ?`,
-			a.Name, a.Description, serverIDsArg(a.ServerIDs), timeArg(a.UpdatedAt), id)
-		if err != nil && s.d.classify(err) == uniqueViolation {
-			return fmt.Errorf("%w: an app named %q exists", ErrConflict, a.Name)
-		}
-		out = a
-		return err
-	})
-	if err != nil {
-		return App{}, fmt.Errorf("update app %s: %w", id, err)
-	}
-	return out, nil
-}
-
-func (s *sqlStore) DeleteApp(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, s.db, `DELETE FROM apps WHERE app_id = ?`, id)
-	if err != nil {
-		return fmt.Errorf("delete app %s: %w", id, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("delete app %s: %w", id, err)
-	} else if n == 0 {
-		return fmt.Errorf("delete app %s: %w", id, ErrNotFound)
-	}
-	return nil
 }
 
 // --- settings ---

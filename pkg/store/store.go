@@ -285,16 +285,6 @@ type EventFilter struct {
 	Limit int
 }
 
-// App is a group of servers migrated together, in launch order.
-type App struct {
-	AppID       string    `json:"appId"` // "app-" + 17 hex
-	Name        string    `json:"name"`  // unique
-	Description string    `json:"description,omitempty"`
-	ServerIDs   []string  `json:"serverIds"` // launch order
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-}
-
 // Store is rehost's persisted state: every role below, and Close. Every
 // method is safe for concurrent use, honours ctx cancellation, and wraps
 // ErrNotFound, ErrConflict or ErrInvalid where those apply; other errors are
@@ -341,7 +331,7 @@ type Catalog interface {
 	GetServer(ctx context.Context, serverID string) (Server, error)
 	ListServers(ctx context.Context, f ServerFilter) ([]Server, error)
 	// DeleteServer fails with ErrConflict while any job (even a deleted
-	// one) refers to it.
+	// one) refers to it, or an app has it in a server group.
 	DeleteServer(ctx context.Context, serverID string) error
 }
 
@@ -453,16 +443,6 @@ type Settings interface {
 	PutSetting(ctx context.Context, key string, value []byte) error
 	// DeleteSetting removes key; removing an unset key is not an error.
 	DeleteSetting(ctx context.Context, key string) error
-}
-
-// Apps is the applications: groups of servers migrated together.
-type Apps interface {
-	// CreateApp stores a with a new AppID. ErrConflict if the name is taken.
-	CreateApp(ctx context.Context, a App) (App, error)
-	GetApp(ctx context.Context, id string) (App, error)
-	ListApps(ctx context.Context) ([]App, error)
-	UpdateApp(ctx context.Context, id string, fn func(*App) error) (App, error)
-	DeleteApp(ctx context.Context, id string) error
 }
 
 // ValidateFrequency checks a replication frequency in hours: SMS allows 1–24.

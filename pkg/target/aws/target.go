@@ -1,11 +1,12 @@
 // Package aws is rehost's AWS target: it prepares an account (staging bucket,
 // vmimport service role), streams disk images into S3 as resumable multipart
-// uploads, drives EC2 VM Import, and names, tags, retains and deletes the
-// resulting AMIs.
+// uploads, drives EC2 VM Import, names, tags, retains and deletes the
+// resulting AMIs, and launches applications' CloudFormation stacks.
 //
 // Every AWS API is reached through a narrow interface of only the methods
-// used (S3API, EC2API, IAMAPI, STSAPI), so fakes and emulators stay small; New
-// builds them from the SDK, NewWithClients takes any implementation.
+// used (S3API, EC2API, IAMAPI, STSAPI, CloudFormationAPI, SSMAPI), so fakes and
+// emulators stay small; New builds them from the SDK, NewWithClients takes
+// any implementation.
 package aws
 
 import (
@@ -21,9 +22,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -50,6 +53,9 @@ type S3API interface {
 	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	// Application templates and the scripts they carry (stack.go).
+	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
 
 // EC2API is the part of the EC2 client the target uses.
@@ -65,6 +71,12 @@ type EC2API interface {
 	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
 	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
+	// Application launches (instance.go).
+	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
+	DescribeInstanceTypes(context.Context, *ec2.DescribeInstanceTypesInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceTypesOutput, error)
+	DescribeInstanceStatus(context.Context, *ec2.DescribeInstanceStatusInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceStatusOutput, error)
+	GetConsoleOutput(context.Context, *ec2.GetConsoleOutputInput, ...func(*ec2.Options)) (*ec2.GetConsoleOutputOutput, error)
 }
 
 // IAMAPI is the part of the IAM client the target uses.
@@ -86,12 +98,16 @@ type Clients struct {
 	EC2 EC2API
 	IAM IAMAPI
 	STS STSAPI
+	// CloudFormation is used by application launches only; nil leaves
+	// them unavailable. SSM runs their optional validation commands.
+	CloudFormation CloudFormationAPI
+	SSM            SSMAPI
 }
 
 // Endpoints override service endpoints (emulators, VPC endpoints). Empty
 // means the SDK's default for the region.
 type Endpoints struct {
-	S3, EC2, IAM, STS, EBS string
+	S3, EC2, IAM, STS, EBS, CloudFormation, SSM string
 }
 
 // Config says how to reach an account and how to stage into it.
@@ -151,6 +167,8 @@ type Target struct {
 	ec2 EC2API
 	iam IAMAPI
 	sts STSAPI
+	cf  CloudFormationAPI
+	ssm SSMAPI
 	log *slog.Logger
 }
 
@@ -211,6 +229,10 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		EC2: ec2.NewFromConfig(ac, func(o *ec2.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EC2) }),
 		IAM: iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
 		STS: sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
+		CloudFormation: cloudformation.NewFromConfig(ac, func(o *cloudformation.Options) {
+			o.BaseEndpoint = ep(cfg.Endpoints.CloudFormation)
+		}),
+		SSM: ssm.NewFromConfig(ac, func(o *ssm.Options) { o.BaseEndpoint = ep(cfg.Endpoints.SSM) }),
 	}
 	return NewWithClients(cfg, cl), nil
 }
@@ -281,7 +303,7 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, log: log}
+	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, cf: c.CloudFormation, ssm: c.SSM, log: log}
 }
 
 // Region is the target's region.
