@@ -20,25 +20,6 @@ import (
 	"github.com/rehost/rehost/pkg/retry"
 )
 
-// CloudFormationAPI is CloudFormation as application launches use it:
-// actions of its AWS Query protocol (ValidateTemplate, CreateStack,
-// UpdateStack, DeleteStack, DescribeStacks, DescribeStackEvents,
-// DescribeStackResources, CreateChangeSet, DescribeChangeSet).
-type CloudFormationAPI interface {
-	// Query sends action with its parameters (Version is added) and
-	// decodes the <ActionResult> element of CloudFormation's answer into
-	// out (nil ignores it). An answer with an AWS error code is an error
-	// that smithy.APIError reads, as the SDK client's.
-	Query(ctx context.Context, action string, params url.Values, out any) error
-}
-
-// cfnClient is CloudFormation over its wire protocol (wire.go).
-type cfnClient struct{ w *wire }
-
-func (c cfnClient) Query(ctx context.Context, action string, params url.Values, out any) error {
-	return c.w.queryCall(ctx, "2010-05-15", action, params, out)
-}
-
 // MaxTemplateBody is CloudFormation's limit on a template passed in the
 // request (TemplateBody).
 const MaxTemplateBody = 51200
@@ -76,7 +57,7 @@ type StackResource struct {
 	LogicalID, PhysicalID, Type, Status, Reason string
 }
 
-func (t *Target) cfn() (CloudFormationAPI, error) {
+func (t *Target) cfn() (QueryAPI, error) {
 	if t.cf == nil {
 		return nil, errors.New("no CloudFormation client configured")
 	}

@@ -24,10 +24,11 @@ import (
 	"github.com/rehost/rehost/pkg/awsregion"
 )
 
-// SSM and CloudFormation are reached without their SDK clients, whose
-// packages weighed 6 MB of the product binary for the nine operations an
-// application launch calls. A request here is the service's own wire
-// protocol (SSM: AWS JSON 1.1; CloudFormation: AWS Query), signed with
+// SSM, CloudFormation and EC2's launch queries (instance.go) are reached
+// without SDK clients, whose packages weighed more than 3 MB of the product
+// binary for the fourteen operations an application launch calls. A
+// request here is the service's own wire protocol (SSM: AWS JSON 1.1;
+// CloudFormation and EC2: AWS Query), signed with
 // SigV4 by the SDK's signer (linked anyway by every other client), sent
 // with the same HTTP client, credentials and region as the SDK clients,
 // and never retried here (Target.call retries, as for every AWS call).
@@ -181,21 +182,36 @@ func jsonError(resp *http.Response, b []byte) (code, msg, requestID string) {
 	return code, e.Message, ""
 }
 
-// queryCall sends one AWS Query action of API version with its
-// parameters, and decodes the action's result element (<ActionResult>)
-// into out (nil ignores it).
-func (w *wire) queryCall(ctx context.Context, version, action string, params url.Values, out any) error {
-	form := url.Values{"Action": {action}, "Version": {version}}
+// QueryAPI is a service of the AWS Query protocol as the target uses it:
+// CloudFormation's actions (stack.go), EC2's launch queries (instance.go).
+type QueryAPI interface {
+	// Query sends action with its parameters (Version is added) and
+	// decodes the action's result element of the answer (CloudFormation's
+	// <ActionResult>, EC2's <ActionResponse>) into out; nil ignores it.
+	// An answer with an AWS error code is an error that smithy.APIError
+	// reads, as the SDK client's.
+	Query(ctx context.Context, action string, params url.Values, out any) error
+}
+
+// queryClient is a Query service over its wire protocol.
+type queryClient struct {
+	w       *wire
+	version string // the API version, such as 2010-05-15
+	result  string // the suffix of the result element's name
+}
+
+func (c queryClient) Query(ctx context.Context, action string, params url.Values, out any) error {
+	form := url.Values{"Action": {action}, "Version": {c.version}}
 	for k, v := range params {
 		form[k] = v
 	}
 	h := http.Header{"Content-Type": {"application/x-www-form-urlencoded; charset=utf-8"}}
-	b, err := w.post(ctx, action, h, []byte(form.Encode()), queryError)
+	b, err := c.w.post(ctx, action, h, []byte(form.Encode()), queryError)
 	if err != nil || out == nil {
 		return err
 	}
-	if err := decodeResult(b, action+"Result", out); err != nil {
-		return &smithy.OperationError{ServiceID: w.service, OperationName: action, Err: fmt.Errorf("decode the answer: %w", err)}
+	if err := decodeResult(b, action+c.result, out); err != nil {
+		return &smithy.OperationError{ServiceID: c.w.service, OperationName: action, Err: fmt.Errorf("decode the answer: %w", err)}
 	}
 	return nil
 }
@@ -214,13 +230,20 @@ func decodeResult(b []byte, name string, out any) error {
 	}
 }
 
-// queryError reads an AWS Query error (<ErrorResponse><Error><Code>…).
+// queryError reads an AWS Query error: <ErrorResponse><Error><Code>…, or
+// EC2's <Response><Errors><Error><Code>….
 func queryError(_ *http.Response, b []byte) (code, msg, requestID string) {
 	var e struct {
-		Code      string `xml:"Error>Code"`
-		Message   string `xml:"Error>Message"`
-		RequestID string `xml:"RequestId"`
+		Code         string `xml:"Error>Code"`
+		Message      string `xml:"Error>Message"`
+		RequestID    string `xml:"RequestId"`
+		EC2Code      string `xml:"Errors>Error>Code"`
+		EC2Message   string `xml:"Errors>Error>Message"`
+		EC2RequestID string `xml:"RequestID"`
 	}
 	_ = xml.Unmarshal(b, &e)
+	if e.Code == "" {
+		return e.EC2Code, e.EC2Message, e.EC2RequestID
+	}
 	return e.Code, e.Message, e.RequestID
 }

@@ -95,7 +95,7 @@ func newFrontTarget(t *testing.T, cfg Config) (*Target, *front) {
 	cfg.HTTPClient = srv.Client()
 	cfg.RetryBaseDelay = time.Millisecond
 	if cfg.Endpoints.SSM == "" {
-		cfg.Endpoints = Endpoints{SSM: srv.URL, CloudFormation: srv.URL}
+		cfg.Endpoints = Endpoints{SSM: srv.URL, CloudFormation: srv.URL, EC2: srv.URL}
 	}
 	tg, err := New(context.Background(), cfg)
 	if err != nil {
@@ -191,6 +191,24 @@ func TestThinClients(t *testing.T) {
 	}
 	if err := tg.DeleteStack(ctx, "thin", ""); err != nil {
 		t.Fatal(err)
+	}
+
+	// EC2's launch queries: EC2's error shape (<Response><Errors>…).
+	const missing = "i-0123456789abcdef0"
+	if subs, err := tg.Subnets(ctx, []string{"subnet-0123456789abcdef0"}); err != nil || len(subs) != 0 {
+		t.Fatalf("an unknown subnet: %v, %v; want none", subs, err)
+	}
+	if sgs, err := tg.SecurityGroups(ctx, []string{"sg-0123456789abcdef0"}); err != nil || len(sgs) != 0 {
+		t.Fatalf("an unknown security group: %v, %v; want none", sgs, err)
+	}
+	if unknown, err := tg.UnknownInstanceTypes(ctx, []string{"t3.micro", "x9.nothing"}); err != nil || len(unknown) != 1 || unknown[0] != "x9.nothing" {
+		t.Fatalf("instance types: unknown %v, %v; want [x9.nothing]", unknown, err)
+	}
+	if st, err := tg.InstanceStatuses(ctx, []string{missing}); err != nil || len(st) != 0 {
+		t.Fatalf("an unknown instance's status: %v, %v", st, err)
+	}
+	if _, err := tg.ConsoleOutput(ctx, missing); !strings.HasPrefix(apiCode(err), "InvalidInstanceID") || !strings.Contains(err.Error(), "operation error EC2: GetConsoleOutput") {
+		t.Fatalf("console output of an unknown instance: %v (code %q)", err, apiCode(err))
 	}
 }
 
