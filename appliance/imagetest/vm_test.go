@@ -23,8 +23,13 @@ import (
 type vmOptions struct {
 	disk, format string
 	uefi         bool
-	storage      string // virtio, virtio-scsi, pvscsi (vSphere; SeaBIOS boots it, OVMF does not) or ahci
-	nic          string // a qemu NIC: virtio-net-pci, vmxnet3, e1000e, e1000
+	// secureBoot boots UEFI with Secure Boot enforced: OVMF's Secure Boot
+	// build and Debian's variables with Microsoft's keys enrolled, as
+	// vSphere and Hyper-V's "Microsoft UEFI Certificate Authority"
+	// template have them.
+	secureBoot bool
+	storage    string // virtio, virtio-scsi, pvscsi (vSphere; SeaBIOS boots it, OVMF does not) or ahci
+	nic        string // a qemu NIC: virtio-net-pci, vmxnet3, e1000e, e1000
 }
 
 // vm is a running appliance under qemu with TCG: no KVM needed. Its serial
@@ -54,13 +59,22 @@ func boot(t *testing.T, o vmOptions) *vm {
 	args := []string{"-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1024", "-smp", "2",
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:443", port), "-device", o.nic + ",netdev=n0"}
-	if o.uefi {
+	switch {
+	case o.secureBoot:
+		vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
+		copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.ms.fd", vars)
+		// The Secure Boot build keeps its variables in SMM: the machine
+		// needs SMM and a flash only SMM may write.
+		args = append(args, "-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	case o.uefi:
 		vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
 		copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.fd", vars)
 		args = append(args, "-machine", "q35",
 			"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 			"-drive", "if=pflash,format=raw,file="+vars)
-	} else {
+	default:
 		args = append(args, "-machine", "pc")
 	}
 	drive := "file=" + o.disk + ",format=" + o.format
@@ -228,6 +242,24 @@ func (v *vm) menu(choice string, qa ...string) {
 		v.expect(regexp.MustCompile(regexp.QuoteMeta(qa[i])), 60*time.Second)
 		v.send(qa[i+1])
 	}
+}
+
+// waitExit waits for qemu to end (a reboot ends it: -no-reboot).
+func (v *vm) waitExit(what string, timeout time.Duration) {
+	v.t.Helper()
+	select {
+	case <-v.exited:
+		v.t.Logf("%s %.0f s after qemu started", what, time.Since(v.start).Seconds())
+	case <-time.After(timeout):
+		v.t.Fatalf("no %s within %s", what, timeout)
+	}
+}
+
+// kill ends qemu at once: the power is cut.
+func (v *vm) kill() {
+	v.t.Helper()
+	v.cmd.Process.Kill()
+	<-v.exited
 }
 
 // powerOff shuts the appliance down from its menu and waits for qemu to

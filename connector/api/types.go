@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rehost/rehost/appliance/status"
 	"github.com/rehost/rehost/connector/daemon"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
@@ -429,6 +430,10 @@ type ConnectorStatus struct {
 	RunsPending    int    `json:"runsPending"`
 	RunsActive     int    `json:"runsActive"`
 	Healthy        bool   `json:"healthy"`
+	// Appliance is the appliance's report of itself — the system partition
+	// running, Secure Boot, the release key, the last upgrade and why it
+	// was rolled back — when the connector runs on the appliance.
+	Appliance *status.Report `json:"appliance,omitempty"`
 }
 
 // GetEventsInput selects events, newest first.

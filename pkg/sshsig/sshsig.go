@@ -133,9 +133,9 @@ func MarshalPublicKey(key ed25519.PublicKey, comment string) string {
 }
 
 // AllowedSigners returns the line of an ssh-keygen allowed_signers file
-// that trusts key as identity for namespace.
-func AllowedSigners(identity, namespace string, key ed25519.PublicKey) string {
-	return fmt.Sprintf("%s namespaces=%q %s\n", identity, namespace, MarshalPublicKey(key, ""))
+// that trusts key as identity for the namespaces.
+func AllowedSigners(identity string, key ed25519.PublicKey, namespaces ...string) string {
+	return fmt.Sprintf("%s namespaces=%q %s\n", identity, strings.Join(namespaces, ","), MarshalPublicKey(key, ""))
 }
 
 // ParsePublicKey reads a key in authorized_keys form (what

@@ -38,7 +38,7 @@ func TestSshKeygenVerifiesSign(t *testing.T) {
 	}
 	os.WriteFile(file+".sig", sig, 0o644)
 	allowed := filepath.Join(dir, "allowed_signers")
-	os.WriteFile(allowed, []byte(AllowedSigners("release@rehost", "rehost-image", key.Public().(ed25519.PublicKey))), 0o644)
+	os.WriteFile(allowed, []byte(AllowedSigners("release@rehost", key.Public().(ed25519.PublicKey), "rehost-image", "rehost-upgrade")), 0o644)
 	verify := func(ns, signers string, content []byte) error {
 		cmd := exec.Command("ssh-keygen", "-Y", "verify", "-f", signers, "-I", "release@rehost", "-n", ns, "-s", file+".sig")
 		cmd.Stdin = bytes.NewReader(content)
@@ -60,7 +60,7 @@ func TestSshKeygenVerifiesSign(t *testing.T) {
 		t.Error("ssh-keygen accepts the signature for another namespace")
 	}
 	other := filepath.Join(dir, "other_signers")
-	os.WriteFile(other, []byte(AllowedSigners("release@rehost", "rehost-image", newKey(t).Public().(ed25519.PublicKey))), 0o644)
+	os.WriteFile(other, []byte(AllowedSigners("release@rehost", newKey(t).Public().(ed25519.PublicKey), "rehost-image")), 0o644)
 	if verify("rehost-image", other, msg) == nil {
 		t.Error("ssh-keygen accepts the signature with another key's allowed_signers")
 	}

@@ -33,6 +33,8 @@ type appliance struct {
 	early   bytes.Buffer // log lines from before the data partition is mounted
 	serveMu sync.Mutex
 	serve   *serveProc
+
+	ab *abState
 }
 
 func newAppliance() *appliance {
@@ -42,6 +44,7 @@ func newAppliance() *appliance {
 		a.version = "unknown"
 	}
 	a.net = &network{a: a}
+	a.ab = loadAB()
 	return a
 }
 

@@ -11,7 +11,9 @@
 // The consoles (VGA tty1 and serial ttyS0) show the version, the address,
 // the setup page's URL and the certificate's fingerprint, and a menu to set
 // a static address, NTP servers, reset the admin password, write a support
-// bundle, upgrade the system partition, reboot or shut down.
+// bundle, upgrade (into the system partition not running, checked against
+// the release key, on trial until its connector answers), reboot or shut
+// down.
 package main
 
 import (
@@ -81,6 +83,7 @@ func (a *appliance) run() {
 	} else {
 		a.openLog()
 		a.loadSettings()
+		a.startAB(ctx)
 		a.net.start(ctx)
 		go a.ntpLoop(ctx)
 		go a.superviseServe(ctx)

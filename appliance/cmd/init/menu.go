@@ -45,6 +45,7 @@ func (a *appliance) statusText() string {
 		fmt.Fprintf(&b, "   Time:         %s\n", ntpState)
 	}
 	fmt.Fprintf(&b, "   Connector:    %s\n", served)
+	b.WriteString(a.ab.statusLines())
 	if problem != "" {
 		fmt.Fprintf(&b, "\n   PROBLEM: %s\n", problem)
 	}

@@ -45,9 +45,11 @@ type Manifest struct {
 	// orders releases (a version string from git describe does not).
 	Epoch  int64  `json:"epoch"`
 	Layout int    `json:"layout"`
-	Image  string `json:"image"`  // file name of the image
-	Size   int64  `json:"size"`   // bytes
-	SHA256 string `json:"sha256"` // hex
+	Image  string `json:"image,omitempty"`  // file name of the image
+	Size   int64  `json:"size,omitempty"`   // bytes
+	SHA256 string `json:"sha256,omitempty"` // hex
+	// DevKey: signed with the build's development key, which is public.
+	DevKey bool `json:"devKey,omitempty"`
 }
 
 // Built is when the image was built.
