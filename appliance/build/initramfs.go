@@ -12,7 +12,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/rehost/rehost/appliance/internal/release"
+	"github.com/rehost/rehost/appliance/release"
 	"github.com/rehost/rehost/pkg/sshsig"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/rehost/rehost/appliance/internal/release"
+	"github.com/rehost/rehost/appliance/release"
 	"github.com/rehost/rehost/pkg/sshsig"
 )
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/rehost/rehost/appliance/build"
 	ab "github.com/rehost/rehost/appliance/internal/boot"
-	"github.com/rehost/rehost/appliance/internal/release"
+	"github.com/rehost/rehost/appliance/release"
 )
 
 // full runs the longer boots (Secure Boot, VHDX, upgrades, rollback) of make appliance-test;

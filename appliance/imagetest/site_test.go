@@ -16,7 +16,7 @@ import (
 
 	"github.com/rehost/rehost/appliance/build"
 	ab "github.com/rehost/rehost/appliance/internal/boot"
-	"github.com/rehost/rehost/appliance/internal/release"
+	"github.com/rehost/rehost/appliance/release"
 	"github.com/rehost/rehost/pkg/sshsig"
 )
 

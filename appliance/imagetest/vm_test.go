@@ -177,7 +177,8 @@ type health struct {
 	Version string `json:"version"`
 }
 
-// https waits (up to 180 s) for the connector's /healthz and returns it
+// https waits (up to 300 s: TCG on a busy machine, Secure Boot's SMM
+// emulated too) for the connector's /healthz and returns it
 // with the SHA-256 fingerprint of the certificate served.
 func (v *vm) https() (health, string) {
 	v.t.Helper()
@@ -186,7 +187,7 @@ func (v *vm) https() (health, string) {
 		// shows, as a user does on first contact.
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
 	}}
-	deadline := time.Now().Add(180 * time.Second)
+	deadline := time.Now().Add(300 * time.Second)
 	for {
 		resp, err := cl.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", v.port))
 		if err == nil {
@@ -199,7 +200,7 @@ func (v *vm) https() (health, string) {
 			}
 		}
 		if time.Now().After(deadline) {
-			v.t.Fatalf("no HTTPS answer within 180 s: %v", err)
+			v.t.Fatalf("no HTTPS answer within 300 s: %v", err)
 		}
 		select {
 		case <-v.exited:

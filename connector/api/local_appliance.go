@@ -228,6 +228,7 @@ func (l *Local) GetConnectorStatus(ctx context.Context, _ *GetConnectorStatusInp
 	wg.Go(func() { st.AWS = l.checkAWS(ctx, reg.Registered) })
 	wg.Wait()
 	st.FreeDiskBytes, st.TotalDiskBytes, _ = diskSpace(l.D.Dir)
+	st.Backup = l.backupStatus(ctx)
 	if p := l.applianceStatusFile(); p != "" {
 		if r, err := status.Read(p); err == nil {
 			st.Appliance = &r

@@ -374,6 +374,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	go func() {
 		defer close(janitorDone)
 		d.janitor(ctx, true)
+		d.autoBackup(ctx)
 	}()
 	tick := time.NewTicker(30 * time.Minute)
 	defer tick.Stop()
@@ -391,6 +392,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 				lastSweep = time.Now()
 			}
 			d.janitor(ctx, sweep)
+			d.autoBackup(ctx)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/rehost/rehost/internal/lab/emulator"
 	"github.com/rehost/rehost/internal/lab/s3peer"
 	"github.com/rehost/rehost/internal/lab/vspheresim"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 // PeerStates is what the three peers report holding: in-process
@@ -62,6 +63,9 @@ type Leftovers struct {
 	DuplicateAMIRuns []string `json:"duplicateAmiRuns,omitempty"` // runs with several AMIs
 	// AMIsPerRun counts the AMIs tagged with each run.
 	AMIsPerRun map[string]int `json:"amisPerRun,omitempty"`
+	// Backups are the connector's state backups (awstarget.BackupPrefix):
+	// kept on purpose, so not counted as left behind.
+	Backups []string `json:"backups,omitempty"`
 }
 
 // Empty reports whether nothing leaked.
@@ -113,6 +117,11 @@ func (st PeerStates) Leftovers(bucket string, claimed map[string]bool) Leftovers
 			prefix = b.Name + "/"
 		}
 		for _, o := range b.Objects {
+			// The connector's state backups are kept on purpose.
+			if strings.HasPrefix(o.Key, awstarget.BackupPrefix) {
+				l.Backups = append(l.Backups, prefix+o.Key)
+				continue
+			}
 			l.Objects = append(l.Objects, prefix+o.Key)
 		}
 		for _, u := range b.Uploads {

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/appliance/internal/boot"
-	"github.com/rehost/rehost/appliance/internal/release"
+	"github.com/rehost/rehost/appliance/release"
 	"github.com/rehost/rehost/appliance/status"
 	"github.com/rehost/rehost/pkg/sshsig"
 	"golang.org/x/sys/unix"
