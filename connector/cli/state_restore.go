@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 
@@ -14,12 +15,12 @@ import (
 func init() {
 	Register(Command{
 		Name:    "state restore",
-		Usage:   "--from FILE|s3://BUCKET/KEY [--state-dir DIR] [--force] [--region R] [--s3-endpoint URL] [--ca-file PEM]",
+		Usage:   "--from FILE|https://URL|s3://BUCKET/KEY [--state-dir DIR] [--force] [--region R] [--s3-endpoint URL] [--ca-file PEM]",
 		Summary: "restore a state backup into a connector's state directory (the daemon stopped); the recovery code from REHOST_BACKUP_KEY or stdin",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			var o restoreOptions
 			stateDirFlag(fs, &o.stateDir)
-			fs.StringVar(&o.from, "from", "", "the backup: a file, or s3://BUCKET/KEY (s3://BUCKET/rehost-backup/ID/ for the newest of a state)")
+			fs.StringVar(&o.from, "from", "", "the backup: a file, an https:// URL (an S3 presigned URL), or s3://BUCKET/KEY (s3://BUCKET/rehost-backup/ID/ for the newest of a state)")
 			fs.BoolVar(&o.force, "force", false, "replace a state that holds a registration, sources or jobs")
 			fs.StringVar(&o.region, "region", os.Getenv("AWS_REGION"), "the bucket's region, for s3:// (credentials: the AWS default chain)")
 			fs.StringVar(&o.s3Endpoint, "s3-endpoint", "", "an S3 endpoint other than AWS's, for s3://")
@@ -67,6 +68,20 @@ func (o *restoreOptions) run(ctx context.Context, env Env, args []string) error 
 			return err
 		}
 		from = "s3://" + bucket + "/" + objKey
+	} else if strings.HasPrefix(o.from, "https://") {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.from, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("download the backup: %w", err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return fmt.Errorf("download the backup: %s answered %s", req.URL.Host, resp.Status)
+		}
+		r, from = resp.Body, req.URL.Scheme+"://"+req.URL.Host+req.URL.Path
 	} else if r, err = os.Open(o.from); err != nil {
 		return err
 	}

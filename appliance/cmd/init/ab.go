@@ -52,7 +52,7 @@ type abState struct {
 }
 
 func loadAB() *abState {
-	ab := &abState{slot: boot.SlotA, trialEnded: make(chan struct{})}
+	ab := &abState{slot: boot.SlotA, trialEnded: make(chan struct{}, 1)}
 	if v, ok := kernelArg("rehost.slot"); ok {
 		if s, err := boot.ParseSlot(v); err == nil {
 			ab.slot = s

@@ -56,6 +56,7 @@ func (a *appliance) statusText() string {
 const menuText = ` 1) Status            2) Static address     3) DHCP
  4) NTP servers       5) Reset admin password
  6) Support bundle    7) Upgrade            8) Reboot     9) Shut down
+10) Back up state    11) Restore state
 Choice: `
 
 // showStatus prints the status and menu on c, or on every console when c
@@ -112,6 +113,10 @@ func (a *appliance) menu(ctx context.Context, c *console) {
 			a.menuSupportBundle(c)
 		case "7":
 			a.menuUpgrade(ctx, c, ask)
+		case "10":
+			a.menuBackup(c, ask)
+		case "11":
+			a.menuRestore(ctx, c, ask)
 		case "8", "9":
 			verb := map[string]string{"8": "Reboot", "9": "Shut down"}[choice]
 			if v, _ := ask(verb + " now? [y/N] "); strings.EqualFold(v, "y") {

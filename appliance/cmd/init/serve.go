@@ -34,6 +34,9 @@ func (a *appliance) superviseServe(ctx context.Context) {
 	}
 	backoff := 2 * time.Second
 	for ctx.Err() == nil {
+		if !a.waitHeld(ctx) {
+			return
+		}
 		logPath := filepath.Join(logDir, "rehost.log")
 		rotate(logPath, 16<<20)
 		lf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
