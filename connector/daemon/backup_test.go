@@ -44,10 +44,11 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := d.Store.StartRun(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, ScheduledStartTime: time.Now()})
+	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, ScheduledStartTime: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	run := runs[0]
 	if _, err := d.Store.UpdateRun(ctx, run.ReplicationRunID, func(r *store.ReplicationRun) error {
 		r.State, r.StartedAt = store.RunActive, time.Now()
 		return nil
