@@ -40,8 +40,8 @@ type Options struct {
 	// SystemOnly stops after the system partition image (an upgrade).
 	SystemOnly bool
 	// Key is the release key every output is signed with; the appliance
-	// installs only upgrades it signed. DevKey says it is the development
-	// key (DevSigningKey), which the appliance then shows.
+	// installs only upgrades it signed. DevKey is set by Build when it is
+	// the development key (DevSigningKey), which the appliance then shows.
 	Key    ed25519.PrivateKey
 	DevKey bool
 	// Rehost, when set, is the connector binary to put in the image
@@ -111,6 +111,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if len(o.Key) != ed25519.PrivateKeySize {
 		return res, fmt.Errorf("no release key given to sign the images with")
 	}
+	o.DevKey = o.Key.Equal(DevSigningKey())
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return res, err
 	}

@@ -188,15 +188,16 @@ func (a *appliance) startAB(ctx context.Context) {
 		})
 		go a.watchTrial(ctx)
 	case boot.TrialFailed:
+		trial := s.Trial
 		reason := fmt.Sprintf("the boot loader started system %s while system %s was on trial: %s could not be loaded, or %s was chosen at the boot menu",
-			ab.slot, s.Trial, s.Trial, ab.slot)
+			ab.slot, trial, trial, ab.slot)
 		if s.TriesLeft == 0 {
-			reason = fmt.Sprintf("system %s was started %d times and its connector never answered (it failed before it could say why: the kernel or the init)", s.Trial, boot.MaxTries)
+			reason = fmt.Sprintf("system %s was started %d times and its connector never answered (it failed before it could say why: the kernel or the init)", trial, boot.MaxTries)
 		}
-		if up != nil && up.State == status.Failed && up.System == s.Trial.String() && up.Reason != "" {
+		if up != nil && up.State == status.Failed && up.System == trial.String() && up.Reason != "" {
 			reason = up.Reason
 		}
-		to := s.Versions[s.Trial]
+		to := s.Versions[trial]
 		if up != nil && up.To != "" {
 			to = up.To
 		}
@@ -206,7 +207,7 @@ func (a *appliance) startAB(ctx context.Context) {
 		}
 		a.logf("upgrade to %s rolled back: system %s runs again: %s", to, ab.slot, reason)
 		a.saveReport(func(r *status.Report) {
-			r.Upgrade = &status.Upgrade{State: status.RolledBack, From: a.version, To: to, System: s.Trial.String(), Reason: reason, At: time.Now().UTC()}
+			r.Upgrade = &status.Upgrade{State: status.RolledBack, From: a.version, To: to, System: trial.String(), Reason: reason, At: time.Now().UTC()}
 		})
 	default:
 		if up != nil && up.State == status.Writing {
@@ -225,13 +226,19 @@ func (ab *abState) onTrial() bool {
 	return ab.trial
 }
 
-// serveExited is the supervisor's report of a connector exit; during a
-// trial the third one ends it.
-func (a *appliance) serveExited(why string) {
+// serveExited is the supervisor's report of a connector exit (code its
+// exit status): during a trial the third one ends it; after a rollback, a
+// connector refusing the store a failed trial migrated gets the copy from
+// before that trial back.
+func (a *appliance) serveExited(why string, code int) {
 	ab := a.ab
 	ab.mu.Lock()
 	if !ab.trial {
+		up := ab.report.Upgrade
 		ab.mu.Unlock()
+		if code == exitStateNew && up != nil && up.State == status.RolledBack {
+			a.restorePreTrialState(up.To)
+		}
 		return
 	}
 	ab.exits++
@@ -409,4 +416,44 @@ func (ab *abState) statusLines() string {
 		fmt.Fprintf(&b, "   Last upgrade: %s\n", line)
 	}
 	return b.String()
+}
+
+// keepPreTrialState copies the store, the connector stopped, as the
+// appliance shuts down to boot a system on trial.
+func (a *appliance) keepPreTrialState() {
+	if a.ab.onTrial() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := readBootState(ctx)
+	if err != nil || s.Trial == "" || s.Trial == a.ab.slot {
+		return
+	}
+	if err := copyPreTrial(stateDir, preTrialDir); err != nil {
+		a.logf("keep a copy of the store before the trial of system %s: %v", s.Trial, err)
+		return
+	}
+	a.logf("a copy of the store before the trial of system %s is in %s", s.Trial, preTrialDir)
+}
+
+// restorePreTrialState puts back the store copied before the failed
+// trial of version to, setting aside the store that trial migrated.
+func (a *appliance) restorePreTrialState(to string) {
+	aside := "/data/upgrade/state-from-" + strings.NewReplacer("/", "_", " ", "_").Replace(to)
+	ok, err := swapInPreTrial(stateDir, preTrialDir, aside)
+	if err != nil {
+		a.setProblem(fmt.Sprintf("the state was migrated by %s, which was rolled back, and putting back the copy from before it failed: %v — restore a backup (menu 11)", to, err))
+		return
+	}
+	if !ok {
+		a.setProblem(fmt.Sprintf("the state was migrated by %s, which was rolled back, and no copy from before it is left — restore a backup (menu 11) or upgrade to a fixed release", to))
+		return
+	}
+	a.logf("the store %s migrated is set aside in %s; the copy from before its trial is back", to, aside)
+	a.saveReport(func(r *status.Report) {
+		if r.Upgrade != nil {
+			r.Upgrade.Reason += fmt.Sprintf("; it had migrated the state, which is set aside in %s, and the state from before the upgrade is back", aside)
+		}
+	})
 }

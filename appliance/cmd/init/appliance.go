@@ -45,7 +45,6 @@ func newAppliance() *appliance {
 		a.version = "unknown"
 	}
 	a.net = &network{a: a}
-	a.ab = loadAB()
 	return a
 }
 

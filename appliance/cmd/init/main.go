@@ -64,6 +64,8 @@ func signalInit(sig unix.Signal) int {
 
 func (a *appliance) run() {
 	mountEarly()
+	// After /proc: GRUB says which system runs on the kernel command line.
+	a.ab = loadAB()
 	a.openConsoles()
 	a.logf("rehost connector %s starting", a.version)
 	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of resetting at once.
@@ -111,6 +113,7 @@ func (a *appliance) shutdown(cancel context.CancelFunc, reboot bool) {
 	a.logf("%s", what)
 	cancel()
 	a.stopServe(30 * time.Second)
+	a.keepPreTrialState()
 	a.net.stop()
 	a.closeLog()
 	unix.Sync()

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/pem"
 	"fmt"
@@ -73,7 +74,12 @@ func (a *appliance) superviseServe(ctx context.Context) {
 			backoff = 2 * time.Second
 		}
 		a.logf("rehost serve exited: %v; restarting in %s (see %s)", err, backoff, logPath)
-		a.serveExited(fmt.Sprintf("%v: %s", err, lastLine(logPath)))
+		code := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		a.serveExited(fmt.Sprintf("%v: %s", err, lastLine(logPath)), code)
 		a.setServed(fmt.Sprintf("exited (%v), restarting in %s — see %s", err, backoff, logPath))
 		if !sleep(ctx, backoff) {
 			return

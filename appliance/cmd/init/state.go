@@ -120,3 +120,61 @@ func (a *appliance) waitHeld(ctx context.Context) bool {
 		return false
 	}
 }
+
+// Where the state is kept across an upgrade: preTrialDir holds a copy of
+// the store taken as the appliance shuts down to boot a system on trial;
+// if the trial fails after migrating the store, the previous system,
+// whose connector refuses the newer store (cli.ExitStateNewer), puts that
+// copy back and sets the migrated store aside.
+const (
+	preTrialDir  = "/data/upgrade/state-before"
+	exitStateNew = 3 // cli.ExitStateNewer: the init does not link the product's packages
+)
+
+var storeFiles = []string{"rehost.db", "rehost.db-wal", "rehost.db-shm"}
+
+// copyPreTrial copies the store of stateDir (the connector stopped) into
+// dir, replacing what an earlier upgrade left there.
+func copyPreTrial(stateDir, dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for _, n := range storeFiles {
+		b, err := os.ReadFile(filepath.Join(stateDir, n))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// swapInPreTrial sets the store of stateDir aside into aside and moves the
+// copy in before into its place. It does nothing (false) without a copy.
+func swapInPreTrial(stateDir, before, aside string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(before, "rehost.db")); err != nil {
+		return false, nil
+	}
+	if err := os.MkdirAll(aside, 0o700); err != nil {
+		return false, err
+	}
+	for _, n := range storeFiles {
+		if err := os.Rename(filepath.Join(stateDir, n), filepath.Join(aside, n)); err != nil && !os.IsNotExist(err) {
+			return false, err
+		}
+	}
+	for _, n := range storeFiles {
+		if err := os.Rename(filepath.Join(before, n), filepath.Join(stateDir, n)); err != nil && !os.IsNotExist(err) {
+			return false, err
+		}
+	}
+	return true, os.Remove(before)
+}
