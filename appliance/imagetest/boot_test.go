@@ -71,7 +71,11 @@ func TestBootBIOS(t *testing.T) {
 	v.expect(regexp.MustCompile(`System: +System A; Secure Boot: not UEFI`), 30*time.Second)
 	v.menu("4", "NTP servers, separated by spaces", "ntp1.test.invalid ntp2.test.invalid")
 	v.expect(regexp.MustCompile(`Saved; asking \[ntp1.test.invalid ntp2.test.invalid\]`), 30*time.Second)
+	backup, code := v.backupToData()
 	v.powerOff("9")
+	if b := dataFile(t, raw, strings.TrimPrefix(backup, "/data")); !strings.HasPrefix(string(b), "rehost-sealed-stream-1\n") || len(code) < 60 {
+		t.Errorf("the console's backup %s (%d bytes) is not a sealed stream, or the code %q is short", backup, len(b), code)
+	}
 	key, cert, settings := state(t, raw)
 	if !strings.Contains(settings, "ntp1.test.invalid") {
 		t.Fatalf("settings.json after the menu: %s", settings)
@@ -197,6 +201,7 @@ func TestUpgradeInterruptedAndRolledBack(t *testing.T) {
 		t.Fatalf("after the power loss: version %s (want %s), certificate %s (want %s)", h.Version, base.Version, fp2, fp)
 	}
 	v.expect(regexp.MustCompile(`Last upgrade: to \S+ \(system B\) interrupted`), time.Minute)
+	backup, code := v.backupToData()
 
 	v.upgrade(s.url("broken"))
 	v.expect(regexp.MustCompile(`Reboot now\? \[y/N\]`), 10*time.Minute)
@@ -215,6 +220,14 @@ func TestUpgradeInterruptedAndRolledBack(t *testing.T) {
 	}
 	v.expect(regexp.MustCompile(`Last upgrade: to `+regexp.QuoteMeta(broken.Version)+` \(system B\) rolled-back at [^:]+:\d\dZ: system B .*its connector exited 3 times .*cannot start`), time.Minute)
 	v.expect(regexp.MustCompile(`System: +System A;`), 30*time.Second)
+	// The state backed up before the upgrade comes back from the console
+	// menu, and the connector serves it.
+	v.menu("11", "Backup to restore", backup, "recovery code", code, "Type RESTORE to continue", "RESTORE")
+	v.expect(regexp.MustCompile(`restored `+regexp.QuoteMeta(backup)+` into /data/state`), 3*time.Minute)
+	v.expect(regexp.MustCompile(`Restored; the connector starts on it now`), time.Minute)
+	if _, fp3 := v.https(); fp3 != fp {
+		t.Errorf("after the restore the connector serves certificate %s, want %s", fp3, fp)
+	}
 	v.powerOff("9")
 	if st := bootState(t, raw); st.Default != ab.SlotA || st.Trial != "" {
 		t.Fatalf("grubenv after the rollback: %+v", st)

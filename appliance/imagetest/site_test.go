@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -157,4 +158,17 @@ func (v *vm) upgrade(url string) {
 // GetConnectorStatus serves as its appliance section.
 func applianceReport(t *testing.T, raw string) string {
 	return strings.TrimSpace(string(dataFile(t, raw, "/appliance/status.json")))
+}
+
+// backupToData backs the state up onto the data partition from the
+// console menu and reads the recovery code it shows; it returns the
+// backup's path on the appliance and the code.
+func (v *vm) backupToData() (path, code string) {
+	v.t.Helper()
+	v.menu("10", "Back up to 1) the staging bucket, or 2) the data partition", "2")
+	path = v.expect(regexp.MustCompile(`backed up to (/data/backup/rehost-state-\S+\.rehost-backup)`), 2*time.Minute)[1]
+	v.expect(regexp.MustCompile(regexp.QuoteMeta("Show the backup key's recovery code")), time.Minute)
+	v.send("y")
+	code = v.expect(regexp.MustCompile(`(RBK1-[A-Z2-7-]+)`), time.Minute)[1]
+	return path, code
 }

@@ -214,7 +214,7 @@ func (a *appliance) menuSupportBundle(c *console) {
 	}
 	a.logMu.Unlock()
 	cmd := exec.Command(rehostBin, "support", "bundle", "--state-dir", stateDir, "--out", name,
-		"--file", logDir+"/appliance.log", "--file", logDir+"/rehost.log", "--file", settingsFile)
+		"--file", logDir+"/appliance.log", "--file", logDir+"/rehost.log", "--file", settingsFile, "--file", statusFile)
 	out, err := cmd.CombinedOutput()
 	c.printf("%s", out)
 	if err != nil {
