@@ -169,6 +169,7 @@ func (v *vm) backupToData() (path, code string) {
 	path = v.expect(regexp.MustCompile(`backed up to (/data/backup/rehost-state-\S+\.rehost-backup)`), 2*time.Minute)[1]
 	v.expect(regexp.MustCompile(regexp.QuoteMeta("Show the backup key's recovery code")), time.Minute)
 	v.send("y")
-	code = v.expect(regexp.MustCompile(`(RBK1-[A-Z2-7-]+)`), time.Minute)[1]
+	// To its line's end: the serial console may bring the code in pieces.
+	code = v.expect(regexp.MustCompile(`(RBK1-[A-Z2-7-]+)\r?\n`), time.Minute)[1]
 	return path, code
 }
