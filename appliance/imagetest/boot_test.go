@@ -159,11 +159,11 @@ func TestSecureBootUpgrade(t *testing.T) {
 	if h.Version != up.Version || fp2 != fp {
 		t.Fatalf("after the upgrade: version %s (want %s), certificate %s (want %s)", h.Version, up.Version, fp2, fp)
 	}
+	v.expect(regexp.MustCompile(`System: +System B; Secure Boot: enabled`), time.Minute)
 	v.expect(regexp.MustCompile(`Last upgrade: to `+regexp.QuoteMeta(up.Version)+` \(system B\) installed`), 2*time.Minute)
 	if st := bootState(t, raw); st.Default != ab.SlotB || st.Trial != "" {
 		t.Fatalf("grubenv once B proved itself: %+v", st)
 	}
-	v.expect(regexp.MustCompile(`System: +System B; Secure Boot: enabled`), 30*time.Second)
 	v.powerOff("9")
 	if k2, c2, _ := state(t, raw); k2 != key || c2 != cert {
 		t.Fatal("master.key or the certificate changed across the upgrade")
