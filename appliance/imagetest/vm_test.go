@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rehost/rehost/appliance/build"
 )
 
 // vmOptions choose the virtual hardware, so the boots between them cover
@@ -110,6 +112,12 @@ func boot(t *testing.T, o vmOptions) *vm {
 		<-v.exited
 		if t.Failed() {
 			t.Logf("serial console of the failed boot:\n%s", v.log())
+			if o.format == "raw" {
+				for _, f := range []string{"/log/appliance.log", "/log/rehost.log"} {
+					out, _ := exec.Command("debugfs", "-R", "cat "+f, fmt.Sprintf("%s?offset=%d", o.disk, build.DataOff)).Output()
+					t.Logf("%s on the data partition (its last 4 KiB):\n%s", f, out[max(0, len(out)-4096):])
+				}
+			}
 		}
 	})
 	return v
