@@ -170,6 +170,6 @@ func (v *vm) backupToData() (path, code string) {
 	v.expect(regexp.MustCompile(regexp.QuoteMeta("Show the backup key's recovery code")), time.Minute)
 	v.send("y")
 	// To its line's end: the serial console may bring the code in pieces.
-	code = v.expect(regexp.MustCompile(`(RBK1-[A-Z2-7-]+)\r?\n`), time.Minute)[1]
+	code = v.expect(regexp.MustCompile(`(RBK1-[A-Z2-7-]+)\r*\n`), time.Minute)[1]
 	return path, code
 }
