@@ -387,6 +387,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	go func() {
 		defer close(janitorDone)
 		d.janitor(ctx, true)
+		d.autoBackup(ctx)
 	}()
 	// Launches a crash left in progress are picked up where they stood.
 	appsDone := make(chan struct{})
@@ -411,6 +412,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 				lastSweep = time.Now()
 			}
 			d.janitor(ctx, sweep)
+			d.autoBackup(ctx)
 		}
 	}
 }

@@ -45,6 +45,9 @@ type Options struct {
 	// Console, when set, makes the web console the endpoint serves, given
 	// the connector (Log, Fingerprint and D are set) and its Service.
 	Console func(c *Connector, svc api.Service) http.Handler
+	// ApplianceStatus is the appliance init's status file the connector
+	// reports (rehost serve --appliance-status).
+	ApplianceStatus string
 }
 
 // Connector is a connector serving on loopback.
@@ -133,7 +136,7 @@ func Start(t testing.TB, o Options) *Connector {
 	}
 	c.URL = "https://" + ln.Addr().String()
 	metrics := api.NewMetrics(c.D, log)
-	svc := &api.Local{D: c.D, Started: time.Now()}
+	svc := &api.Local{D: c.D, Started: time.Now(), ApplianceStatus: o.ApplianceStatus}
 	var console http.Handler
 	if o.Console != nil {
 		console = o.Console(c, svc)
