@@ -14,4 +14,4 @@ func runAs() (int, int, *credential, error) {
 }
 
 func procAttr(*credential) *syscall.SysProcAttr { return nil }
-func interrupt(p *os.Process)                  { p.Kill() }
+func interrupt(p *os.Process)                   { p.Kill() }
