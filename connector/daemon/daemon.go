@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rehost/rehost/connector/fleet"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/secret"
 	"github.com/rehost/rehost/pkg/source"
@@ -68,6 +69,16 @@ type Options struct {
 	Hook func(runID, step string)
 	// ProgressEvery throttles progress writes (default 1 s).
 	ProgressEvery time.Duration
+	// Store overrides the state directory's store selection (store.json).
+	Store *StoreConfig
+	// WaitForStore makes store calls that lose the connection to a
+	// PostgreSQL store wait for it (the daemon) instead of failing (the
+	// CLI).
+	WaitForStore bool
+	// Fleet, on a PostgreSQL store, makes the daemon a member of the fleet
+	// sharing it (rehost serve); without it the daemon only reads and
+	// writes the store (the CLI).
+	Fleet *FleetOptions
 }
 
 // Daemon is an open connector state directory.
@@ -78,6 +89,10 @@ type Daemon struct {
 	Log    *slog.Logger
 	Engine *replication.Engine
 	Sched  *scheduler.Scheduler
+	// StoreConfig is where the state is; Member is this connector's
+	// membership of the fleet (nil unless it serves a PostgreSQL store).
+	StoreConfig StoreConfig
+	Member      *fleet.Member
 
 	mu     sync.Mutex
 	target *awstarget.Target
@@ -100,15 +115,28 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state %s: %w", dir, err)
 	}
-	st, err := store.OpenSQLite(filepath.Join(dir, "rehost.db"))
-	if err != nil {
-		return nil, fmt.Errorf("open state %s: %w", dir, err)
-	}
 	log := o.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log}
+	sc, err := ReadStoreConfig(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", dir, err)
+	}
+	if o.Store != nil {
+		sc = *o.Store
+	}
+	st, err := openStore(ctx, dir, sc, box, o, log)
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", dir, err)
+	}
+	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log, StoreConfig: sc}
+	if sc.Postgres() {
+		if err := fleet.CheckKey(ctx, st, box, dir); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("open state %s on %s: %w", dir, sc.Where(dir), err)
+		}
+	}
 	d.Engine = &replication.Engine{
 		Store:  st,
 		Source: d.OpenSource,
@@ -122,6 +150,21 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	so := o.Scheduler
 	if so.Logger == nil {
 		so.Logger = log
+	}
+	if sc.Postgres() && o.Fleet != nil && !so.Passive {
+		if so.MaxConcurrent <= 0 {
+			so.MaxConcurrent = 2
+		}
+		m, err := d.joinFleet(ctx, *o.Fleet, so.MaxConcurrent)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("open state %s on %s: %w", dir, sc.Where(dir), err)
+		}
+		d.Member = m
+		d.Log = log.With("connector", m.ID())
+		d.Engine.Log = d.Log
+		so.Logger = so.Logger.With("connector", m.ID())
+		so.Fleet, so.FleetTick = m, m.Tick()
 	}
 	d.Sched = scheduler.New(st, runner{d}, so)
 	d.Engine.ImportSlot = func(ctx context.Context) (func(), error) {
@@ -362,9 +405,24 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}
 		return err
 	}
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	memberDone := make(chan struct{})
+	if d.Member != nil {
+		go func() {
+			defer close(memberDone)
+			if err := d.Member.Run(ctx); err != nil {
+				d.Log.Error("this connector was removed from the fleet: it stops", "err", err)
+				stop(err)
+			}
+		}()
+	} else {
+		close(memberDone)
+	}
 	if err := d.Sched.Start(ctx); err != nil {
+		<-memberDone
 		if ctx.Err() != nil {
-			return nil // stopped while starting: a clean stop, not a failure
+			return removedErr(ctx) // stopped while starting: a clean stop, not a failure
 		}
 		return err
 	}
@@ -384,7 +442,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.Sched.Stop()
 			d.Sched.Wait()
 			<-janitorDone
-			return nil
+			<-memberDone
+			return removedErr(ctx)
 		case <-tick.C:
 			sweep := time.Since(lastSweep) >= SweepEvery
 			if sweep {
@@ -393,6 +452,15 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.janitor(ctx, sweep)
 		}
 	}
+}
+
+// removedErr is why Serve stopped: nil for a clean stop, the removal from
+// the fleet otherwise.
+func removedErr(ctx context.Context) error {
+	if err := context.Cause(ctx); errors.Is(err, fleet.ErrRemoved) {
+		return err
+	}
+	return nil
 }
 
 // SweepEvery is how often the daemon looks for AMIs and EBS snapshots of
@@ -436,14 +504,20 @@ func (d *Daemon) janitor(ctx context.Context, sweep bool) {
 		return
 	}
 	for _, id := range undo {
-		if err := d.Engine.Undo(ctx, id); err != nil {
+		uctx, release, ok := d.cleanupLease(ctx, id)
+		if !ok {
+			continue
+		}
+		err := d.Engine.Undo(uctx, id)
+		release()
+		if err != nil {
 			d.Log.Error("clean up leftovers of a run; retried later", "run", id, "err", err)
 		} else {
 			d.Log.Info("cleaned up leftovers of a run", "run", id)
 		}
 	}
-	if !sweep {
-		return
+	if !sweep || (d.Member != nil && !d.Member.Leader()) {
+		return // in a fleet, the member that schedules sweeps
 	}
 	removed, err := d.Engine.Sweep(ctx)
 	if err != nil && ctx.Err() == nil {
@@ -452,6 +526,32 @@ func (d *Daemon) janitor(ctx context.Context, sweep bool) {
 	if len(removed) > 0 {
 		d.Log.Warn("removed orphaned AMIs and EBS snapshots of earlier runs", "removed", removed)
 	}
+}
+
+// cleanupLease, in a fleet, leases a finished run for its cleanup, so one
+// member at a time undoes it, and only one that reaches its source: ok is
+// false when this member leaves it to another. Alone, it is ctx as it is.
+func (d *Daemon) cleanupLease(ctx context.Context, runID string) (context.Context, func(), bool) {
+	if d.Member == nil {
+		return ctx, func() {}, true
+	}
+	run, err := d.Store.GetRun(ctx, runID)
+	if err != nil {
+		return ctx, nil, false
+	}
+	if job, err := d.Store.GetJob(ctx, run.ReplicationJobID); err == nil {
+		if srv, err := d.Store.GetServer(ctx, job.ServerID); err == nil && !d.Member.Reaches(srv.SourceID) {
+			return ctx, nil, false
+		}
+	}
+	l, err := d.Member.LeaseRun(ctx, runID)
+	if err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			d.Log.Warn("lease a finished run for its cleanup; retried later", "run", runID, "err", err)
+		}
+		return ctx, nil, false
+	}
+	return store.WithLease(ctx, l), func() { d.Member.Release(context.WithoutCancel(ctx), l) }, true
 }
 
 // DeleteJob deletes a replication job as SMS does: its staged artifacts go,

@@ -103,6 +103,9 @@ type Fleet interface {
 	// TryLock takes, or renews for holder, the named fleet-wide lock until
 	// now+ttl, and reports whether holder has it.
 	TryLock(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// LockHolder returns who holds the named lock, and until when; an
+	// empty holder when nobody ever took it.
+	LockHolder(ctx context.Context, name string) (holder string, expires time.Time, err error)
 
 	// AcquireImportSlot takes one of the region's limit VM Import slots
 	// for the run of lease l, and reports whether it got one (false: all
@@ -555,6 +558,19 @@ func (s *sqlStore) TryLock(ctx context.Context, name, holder string, ttl time.Du
 		return false, fmt.Errorf("take lock %s for %s: %w", name, holder, err)
 	}
 	return got, nil
+}
+
+func (s *sqlStore) LockHolder(ctx context.Context, name string) (string, time.Time, error) {
+	var holder string
+	var expires int64
+	err := s.queryRow(ctx, s.db, `SELECT holder, expires_at FROM fleet_locks WHERE name = ?`, name).Scan(&holder, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", time.Time{}, nil
+	}
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("read lock %s: %w", name, err)
+	}
+	return holder, time.Unix(0, expires).UTC(), nil
 }
 
 // errLockTaken aborts a lock's insert that another holder won.

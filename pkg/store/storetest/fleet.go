@@ -381,8 +381,14 @@ func testLeaseRunAndLock(t *testing.T, s store.Store) {
 		t.Errorf("lease after release = %+v", b)
 	}
 
+	if h, _, err := s.LockHolder(ctx, "scheduler"); err != nil || h != "" {
+		t.Fatalf("holder of a lock never taken: %q, %v", h, err)
+	}
 	if !ok(s.TryLock(ctx, "scheduler", "c-a", time.Minute)).must(t) {
 		t.Fatal("free lock not taken")
+	}
+	if h, until, err := s.LockHolder(ctx, "scheduler"); err != nil || h != "c-a" || time.Until(until) < 30*time.Second {
+		t.Fatalf("holder = %q until %v, %v", h, until, err)
 	}
 	if ok(s.TryLock(ctx, "scheduler", "c-b", time.Minute)).must(t) {
 		t.Fatal("held lock taken by another")
