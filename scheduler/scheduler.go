@@ -732,6 +732,17 @@ func (s *Scheduler) Queued() (pending, running int) {
 	return len(s.queue), len(s.inflight)
 }
 
+// InFlight lists the runs this scheduler runs now.
+func (s *Scheduler) InFlight() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.inflight))
+	for id := range s.inflight {
+		out = append(out, id)
+	}
+	return out
+}
+
 // errSkip aborts the activation of a queued run that is no longer PENDING.
 var errSkip = errors.New("run no longer pending")
 

@@ -66,7 +66,13 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_api_errors_total",
 			Help: "API requests that failed, by error type."}, []string{"type"}),
 	}
-	m.reg.MustRegister(m.finished, m.bytesStaged, m.stepSeconds, m.lastSuccess, m.runErrors,
+	// In a fleet every member serves its own metrics: each is labelled with
+	// the connector, and counts the runs it ran.
+	var reg prometheus.Registerer = m.reg
+	if d.Member != nil {
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"connector": d.Member.ID()}, m.reg)
+	}
+	reg.MustRegister(m.finished, m.bytesStaged, m.stepSeconds, m.lastSuccess, m.runErrors,
 		m.apiCalls, m.apiErrors, stateCollector{m})
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	return m
@@ -133,7 +139,7 @@ func (m *Metrics) start(ctx context.Context) {
 			}
 		}
 	}
-	if active, err := m.d.Store.RunsInState(ctx, store.RunActive); err == nil {
+	if active, err := m.active(ctx); err == nil {
 		for _, r := range active {
 			if p, err := m.d.RunProgress(ctx, r); err == nil {
 				m.sent[r.ReplicationRunID] = sentBytes(p)
@@ -165,14 +171,15 @@ func (m *Metrics) poll(ctx context.Context) error {
 		return err
 	}
 	for _, e := range evs {
-		if e.ID > m.lastEvent && e.RunID != "" {
+		// A member of a fleet counts the runs it saw in flight only.
+		if e.ID > m.lastEvent && e.RunID != "" && m.d.Member == nil {
 			candidates[e.RunID] = true
 		}
 	}
 	if len(evs) > 0 && evs[0].ID > m.lastEvent {
 		m.lastEvent = evs[0].ID
 	}
-	active, err := m.d.Store.RunsInState(ctx, store.RunActive)
+	active, err := m.active(ctx)
 	if err != nil {
 		return err
 	}
@@ -203,6 +210,21 @@ func (m *Metrics) poll(ctx context.Context) error {
 	return nil
 }
 
+// active lists the ACTIVE runs this connector runs: all of them alone, its
+// own in a fleet.
+func (m *Metrics) active(ctx context.Context) ([]store.ReplicationRun, error) {
+	if m.d.Member == nil {
+		return m.d.Store.RunsInState(ctx, store.RunActive)
+	}
+	var out []store.ReplicationRun
+	for _, id := range m.d.Sched.InFlight() {
+		if r, err := m.d.Store.GetRun(ctx, id); err == nil && r.State == store.RunActive {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
 // count adds what the run staged since it was last seen.
 func (m *Metrics) count(ctx context.Context, r store.ReplicationRun) daemon.RunProgress {
 	p, err := m.d.RunProgress(ctx, r)
@@ -225,24 +247,53 @@ var (
 	runsDesc  = prometheus.NewDesc("rehost_replication_runs", "Replication runs now PENDING or ACTIVE.", []string{"state"}, nil)
 	slotsDesc = prometheus.NewDesc("rehost_import_slots_in_use", "VM Import slots taken, by region.", []string{"region"}, nil)
 	buildDesc = prometheus.NewDesc("rehost_build_info", "The connector's version.", []string{"version"}, nil)
+	// A fleet's, from the shared store.
+	membersDesc    = prometheus.NewDesc("rehost_fleet_members", "Connectors of the fleet, by status (HEALTHY: heartbeat younger than the lease TTL).", []string{"status"}, nil)
+	memberRunsDesc = prometheus.NewDesc("rehost_fleet_member_runs", "Runs each member of the fleet holds a live lease on.", []string{"member"}, nil)
+	leaderDesc     = prometheus.NewDesc("rehost_fleet_leader", "1 if this connector schedules the fleet's due runs.", nil, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- runsDesc
 	ch <- slotsDesc
 	ch <- buildDesc
+	ch <- membersDesc
+	ch <- memberRunsDesc
+	ch <- leaderDesc
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, s := range []store.RunState{store.RunPending, store.RunActive} {
-		runs, err := c.m.d.Store.RunsInState(ctx, s)
+		var runs []store.ReplicationRun
+		var err error
+		if s == store.RunActive {
+			runs, err = c.m.active(ctx)
+		} else {
+			runs, err = c.m.d.Store.RunsInState(ctx, s)
+		}
 		if err != nil {
 			c.m.log.Warn("metrics: count runs", "err", err)
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(runsDesc, prometheus.GaugeValue, float64(len(runs)), string(s))
+	}
+	if st, err := c.m.d.FleetStatus(ctx); err == nil {
+		healthy := 0
+		for _, mem := range st.Members {
+			if mem.Healthy {
+				healthy++
+			}
+			ch <- prometheus.MustNewConstMetric(memberRunsDesc, prometheus.GaugeValue, float64(mem.RunsInFlight), mem.ID)
+		}
+		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(healthy), ConnectorHealthy)
+		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(len(st.Members)-healthy), ConnectorUnhealthy)
+		lead := 0.0
+		if c.m.d.Member != nil && c.m.d.Member.Leader() {
+			lead = 1
+		}
+		ch <- prometheus.MustNewConstMetric(leaderDesc, prometheus.GaugeValue, lead)
 	}
 	for region, n := range c.m.d.Sched.ImportSlotsInUse() {
 		ch <- prometheus.MustNewConstMetric(slotsDesc, prometheus.GaugeValue, float64(n), region)

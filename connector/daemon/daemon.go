@@ -329,7 +329,11 @@ func (d *Daemon) AddSource(ctx context.Context, in SourceInput) (store.Source, e
 		return store.Source{}, fmt.Errorf("add source %q: %w", in.Name, err)
 	}
 	src.Close()
-	return d.Store.CreateSource(ctx, s)
+	stored, err := d.Store.CreateSource(ctx, s)
+	if err == nil && d.Member != nil {
+		d.Member.Refresh() // it reaches this one
+	}
+	return stored, err
 }
 
 // OpenSource connects to a stored source.

@@ -64,8 +64,10 @@ func (c StoreConfig) Check() error {
 	return nil
 }
 
-// password finds the store's password: the environment, then the file,
-// then the sealed copy.
+// StorePassword finds the store's password: REHOST_STORE_PASSWORD, then
+// the file, then the sealed copy (opened with box).
+func StorePassword(c StoreConfig, box *secret.Box) (string, error) { return c.password(box) }
+
 func (c StoreConfig) password(box *secret.Box) (string, error) {
 	if pw := os.Getenv(EnvStorePassword); pw != "" {
 		return pw, nil
