@@ -254,4 +254,3 @@ func (l *Local) checkAWS(ctx context.Context, registered bool) Check {
 	c.Message = strings.TrimSpace(fmt.Sprintf("staging bucket %s in %s reachable", t.Bucket(), t.Region()))
 	return c
 }
-

@@ -1,8 +1,8 @@
 package cli
 
 import (
-	"context"
 	"cmp"
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -98,4 +98,3 @@ func (o *fleetJoinOptions) run(ctx context.Context, env Env, args []string) erro
 	fmt.Fprintf(env.Stdout, "%s is ready to join the fleet on %s: start it with 'rehost serve --state-dir %s'\n", dir, sc.Where(dir), dir)
 	return nil
 }
-

@@ -223,7 +223,10 @@ func testClaimSpread(t *testing.T, s store.Store) {
 	// A run that has waited longer than the ttl goes to whoever asks.
 	more := pendingRuns(t, s, src, 2)
 	for _, r := range more {
-		ok(s.UpdateRun(ctx, r.ReplicationRunID, func(x *store.ReplicationRun) error { x.ScheduledStartTime = time.Now().Add(-2 * time.Minute); return nil })).must(t)
+		ok(s.UpdateRun(ctx, r.ReplicationRunID, func(x *store.ReplicationRun) error {
+			x.ScheduledStartTime = time.Now().Add(-2 * time.Minute)
+			return nil
+		})).must(t)
 	}
 	ok(s.JoinFleet(ctx, member("c-idle", src.ID), time.Minute)).must(t)
 	if got := ok(s.ClaimRuns(ctx, "c-a", 4, time.Minute)).must(t); len(got) != 2 {
