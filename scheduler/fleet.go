@@ -99,10 +99,24 @@ func (s *Scheduler) renew(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, id := range lost {
-		if f, ok := s.inflight[id]; ok {
-			s.log.Warn("lease lost: the run stops here and another connector resumes it", "run", id)
-			f.cancel(fmt.Errorf("run %s: %w: another connector holds it now", id, store.ErrFenced))
+		f, ok := s.inflight[id]
+		if !ok || f.lost {
+			continue
 		}
+		// The run's next write is refused by its fencing token, which stops
+		// it (a run writes its progress every second or so); one that
+		// writes nothing for a while is stopped here.
+		f.lost = true
+		s.log.Warn("lease lost: another connector holds the run now; it stops at its next write", "run", id)
+		cancel, t := f.cancel, s.clock.NewTimer(s.o.FleetTick*3)
+		go func() {
+			select {
+			case <-t.C():
+				cancel(fmt.Errorf("run %s: %w: another connector holds it now", id, store.ErrFenced))
+			case <-s.base.Done():
+				t.Stop()
+			}
+		}()
 	}
 }
 

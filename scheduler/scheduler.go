@@ -169,6 +169,7 @@ type Scheduler struct {
 type flight struct {
 	cancel context.CancelCauseFunc
 	lease  *store.Lease
+	lost   bool // the renewal found the lease lost
 }
 
 // New returns a Scheduler over st that dispatches to r. Nothing happens

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,38 +93,9 @@ func (r *ledgerRunner) Run(ctx context.Context, run store.ReplicationRun) error 
 	return nil
 }
 
-// crashable passes a member's calls through until crash, after which it
-// neither renews nor releases: the member is cut off from the fleet while
-// its runs go on writing.
-type crashable struct {
-	*fleet.Member
-	crashed atomic.Bool
-}
-
-func (c *crashable) Renew(ctx context.Context, l []store.Lease) ([]string, error) {
-	if c.crashed.Load() {
-		return nil, errors.New("cut off")
-	}
-	return c.Member.Renew(ctx, l)
-}
-
-func (c *crashable) Claim(ctx context.Context, n int) ([]store.Claim, error) {
-	if c.crashed.Load() {
-		return nil, errors.New("cut off")
-	}
-	return c.Member.Claim(ctx, n)
-}
-
-func (c *crashable) Release(ctx context.Context, l store.Lease) error {
-	if c.crashed.Load() {
-		return errors.New("cut off")
-	}
-	return c.Member.Release(ctx, l)
-}
-
 type node struct {
 	st     *store.Postgres
-	member *crashable
+	member *fleet.Member
 	sched  *scheduler.Scheduler
 	cancel context.CancelFunc
 	done   chan error
@@ -138,14 +108,14 @@ func startNode(t *testing.T, db pgtest.DB, name string, sources []string, log *r
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := fleet.Join(ctx, st, fleet.Config{ID: name, Incarnation: "inc-" + name, Capacity: 4, TTL: ttl,
+	m, err := fleet.Join(ctx, st, fleet.Config{ID: name, Incarnation: "inc-" + name, Capacity: 12, TTL: ttl,
 		Sources: func(context.Context) ([]string, error) { return sources, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{st: st, member: &crashable{Member: m}, cancel: cancel, done: make(chan error, 1)}
+	n := &node{st: st, member: m, cancel: cancel, done: make(chan error, 1)}
 	n.sched = scheduler.New(st, &ledgerRunner{name: name, st: st, steps: 4, pause: pause, log: log},
-		scheduler.Options{MaxConcurrent: 4, Fleet: n.member, FleetTick: m.Tick(), ResyncInterval: 500 * time.Millisecond, OnDemandPer24h: -1})
+		scheduler.Options{MaxConcurrent: 12, Fleet: n.member, FleetTick: m.Tick(), ResyncInterval: 500 * time.Millisecond, OnDemandPer24h: -1})
 	if err := n.sched.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +129,8 @@ func (n *node) stop() {
 	n.sched.Stop()
 }
 
-// fixture makes a source and n jobs each with one PENDING on-demand run.
+// fixture makes a source and n jobs; runs makes each a PENDING on-demand
+// run, in one transaction.
 func fixture(t *testing.T, st store.Store, n int) (store.Source, []string) {
 	t.Helper()
 	ctx := context.Background()
@@ -177,13 +148,26 @@ func fixture(t *testing.T, st store.Store, n int) (store.Source, []string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := st.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: j.ReplicationJobID, Type: store.RunOnDemand, ScheduledStartTime: time.Now()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		runs = append(runs, r[0].ReplicationRunID)
+		runs = append(runs, j.ReplicationJobID)
 	}
 	return src, runs
+}
+
+func runs(t *testing.T, st store.Store, jobs []string) []string {
+	t.Helper()
+	var want []store.ReplicationRun
+	for _, j := range jobs {
+		want = append(want, store.ReplicationRun{ReplicationJobID: j, Type: store.RunOnDemand, ScheduledStartTime: time.Now()})
+	}
+	got, err := st.CreateRuns(context.Background(), want...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range got {
+		ids = append(ids, r.ReplicationRunID)
+	}
+	return ids
 }
 
 func waitCompleted(t *testing.T, st store.Store, runs []string, within time.Duration) {
@@ -212,8 +196,10 @@ func waitCompleted(t *testing.T, st store.Store, runs []string, within time.Dura
 	}
 }
 
-// TestFleetSharesRunsAndTakesOverALostMember: three members share 24 runs;
-// one is cut off mid-run (it stops renewing, its runs go on writing). Its
+// TestFleetSharesRunsAndTakesOverALostMember: three members share 24 runs
+// (each could take them all, so a takeover never waits for a free slot);
+// one is cut off mid-run (it stops heartbeating, renewing and claiming;
+// its runs go on writing). Its
 // runs move to the others after the lease TTL and finish there, resumed
 // from the ledger; every write it makes after that is refused by the
 // fence; every run COMPLETED exactly once, each step recorded once.
@@ -224,7 +210,7 @@ func TestFleetSharesRunsAndTakesOverALostMember(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer setup.Close()
-	src, runs := fixture(t, setup, 24)
+	src, jobs := fixture(t, setup, 24)
 	log := newRunLog()
 	const ttl = 1500 * time.Millisecond
 	nodes := []*node{
@@ -232,6 +218,7 @@ func TestFleetSharesRunsAndTakesOverALostMember(t *testing.T) {
 		startNode(t, db, "c-2", []string{src.ID}, log, ttl, 150*time.Millisecond),
 		startNode(t, db, "c-3", []string{src.ID}, log, ttl, 900*time.Millisecond), // slow: its runs outlive its lease
 	}
+	runs := runs(t, setup, jobs)
 	// Cut c-3 off once it runs something.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -244,7 +231,9 @@ func TestFleetSharesRunsAndTakesOverALostMember(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	nodes[2].member.crashed.Store(true)
+	// Cut off: no heartbeat, renewal or claim any more; its runs go on
+	// and write.
+	nodes[2].cancel()
 	cutAt := time.Now()
 	held := map[string]bool{}
 	leases, _ := setup.Leases(context.Background())
@@ -307,8 +296,7 @@ func TestFleetSharesRunsAndTakesOverALostMember(t *testing.T) {
 		t.Errorf("status = %+v", st)
 	}
 	for _, m := range st.Members {
-		// c-3 still heartbeats (only its leases were cut off).
-		if !m.Healthy || m.Capacity != 4 || len(m.Sources) != 1 {
+		if m.Healthy != (m.ID != "c-3") || m.Capacity != 12 || len(m.Sources) != 1 {
 			t.Errorf("member %+v", m)
 		}
 	}

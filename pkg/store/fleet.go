@@ -77,12 +77,14 @@ type Fleet interface {
 	// PENDING, or ACTIVE with no lease or an expired one (their holder
 	// stopped renewing), of servers whose source the member reaches,
 	// oldest ScheduledStartTime first. Rows another transaction holds are
-	// skipped, never waited for. The work is spread by load: a run is
-	// left to a less loaded member (fewer runs leased, below its
-	// capacity, heartbeat within ttl) that reaches its source too, unless
-	// it has waited longer than ttl. PENDING runs become ACTIVE with
-	// StartedAt now. Each lease expires after ttl unless renewed, and its
-	// token is one higher than the run's previous one.
+	// skipped, never waited for. The work is spread by load: a member
+	// takes its share of the runs in flight and claimable among the
+	// healthy members (heartbeat within ttl) that reach its sources, less
+	// what it runs already (at least one while no member runs less), and
+	// leaves the rest to the others unless they have waited longer than
+	// ttl. PENDING runs become ACTIVE with StartedAt now. Each lease
+	// expires after ttl unless renewed, and its token is one higher than
+	// the run's previous one.
 	ClaimRuns(ctx context.Context, member string, max int, ttl time.Duration) ([]Claim, error)
 	// LeaseRun leases one run, whatever its state (cleanup of a finished
 	// run), to member for ttl. ErrConflict naming the holder if another
@@ -363,22 +365,29 @@ func (s *sqlStore) ClaimRuns(ctx context.Context, member string, max int, ttl ti
 		if err != nil {
 			return err
 		}
+		where := `FROM replication_runs r
+	JOIN replication_jobs j ON j.replication_job_id = r.replication_job_id
+	JOIN servers s ON s.server_id = j.server_id
+	WHERE r.state IN (?, ?) AND (r.lease_holder = '' OR r.lease_expires <= ?) AND s.source_id IN (` + placeholders(len(me.Sources)) + `)`
 		args := []any{RunPending, RunActive, now.UnixNano()}
 		for _, src := range me.Sources {
 			args = append(args, src)
 		}
-		args = append(args, max*claimWindow)
-		rows, err = s.query(ctx, tx, `SELECT r.replication_run_id, r.state, r.scheduled_start_time, r.lease_expires, s.source_id
-	FROM replication_runs r
-	JOIN replication_jobs j ON j.replication_job_id = r.replication_job_id
-	JOIN servers s ON s.server_id = j.server_id
-	WHERE r.state IN (?, ?) AND (r.lease_holder = '' OR r.lease_expires <= ?) AND s.source_id IN (`+placeholders(len(me.Sources))+`)
-	ORDER BY r.scheduled_start_time, r.created_at, r.replication_run_id LIMIT ?`+s.d.skipLockedOf("r"), args...)
+		var claimable int
+		if err := s.queryRow(ctx, tx, `SELECT COUNT(*) `+where, args...).Scan(&claimable); err != nil {
+			return err
+		}
+		if claimable == 0 {
+			return nil
+		}
+		quota := fairShare(members, member, load, claimable, now, ttl)
+		rows, err = s.query(ctx, tx, `SELECT r.replication_run_id, r.state, r.scheduled_start_time, r.lease_expires `+where+`
+	ORDER BY r.scheduled_start_time, r.created_at, r.replication_run_id LIMIT ?`+s.d.skipLockedOf("r"), append(args, max*claimWindow)...)
 		if err != nil {
 			return err
 		}
 		type candidate struct {
-			id, source     string
+			id             string
 			state          RunState
 			waiting        time.Time
 			sched, expires sql.NullInt64
@@ -386,7 +395,7 @@ func (s *sqlStore) ClaimRuns(ctx context.Context, member string, max int, ttl ti
 		var cands []candidate
 		for rows.Next() {
 			var c candidate
-			if err := rows.Scan(&c.id, &c.state, &c.sched, &c.expires, &c.source); err != nil {
+			if err := rows.Scan(&c.id, &c.state, &c.sched, &c.expires); err != nil {
 				rows.Close()
 				return err
 			}
@@ -400,22 +409,19 @@ func (s *sqlStore) ClaimRuns(ctx context.Context, member string, max int, ttl ti
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		healthy := func(m Member) bool { return now.Sub(m.Heartbeat) < ttl }
 		for _, c := range cands {
 			if len(out) >= max {
 				break
 			}
-			mine := load[member]
-			if now.Sub(c.waiting) < ttl && slices.ContainsFunc(members, func(m Member) bool {
-				return m.ID != member && healthy(m) && load[m.ID] < mine && load[m.ID] < m.Capacity && slices.Contains(m.Sources, c.source)
-			}) {
-				continue // a less loaded member takes it at its next claim
+			// Beyond its share a member leaves runs to the others, unless
+			// they have waited longer than ttl.
+			if len(out) >= quota && now.Sub(c.waiting) < ttl {
+				continue
 			}
 			l, r, err := s.lease(ctx, tx, member, c.id, ttl, now, true)
 			if err != nil {
 				return err
 			}
-			load[member]++
 			out = append(out, Claim{Run: r, Lease: l})
 		}
 		return nil
@@ -424,6 +430,39 @@ func (s *sqlStore) ClaimRuns(ctx context.Context, member string, max int, ttl ti
 		return nil, fmt.Errorf("claim runs for connector %s: %w", member, err)
 	}
 	return out, nil
+}
+
+// fairShare is how many of the claimable runs member may take: its share
+// of the work (the runs in flight and claimable) among the healthy members
+// with capacity that reach one of its sources, less what it runs already;
+// at least one while no such member runs less than it does.
+func fairShare(members []Member, member string, load map[string]int, claimable int, now time.Time, ttl time.Duration) int {
+	var me Member
+	for _, m := range members {
+		if m.ID == member {
+			me = m
+		}
+	}
+	eligible, work, least := 0, claimable, true
+	for _, m := range members {
+		shares := m.ID == member
+		for _, src := range m.Sources {
+			shares = shares || slices.Contains(me.Sources, src)
+		}
+		if !shares || m.Capacity <= 0 || (m.ID != member && now.Sub(m.Heartbeat) >= ttl) {
+			continue
+		}
+		eligible++
+		work += load[m.ID]
+		if m.ID != member && load[m.ID] < load[member] && load[m.ID] < m.Capacity {
+			least = false
+		}
+	}
+	share := (work+eligible-1)/eligible - load[member]
+	if share <= 0 && least {
+		share = 1
+	}
+	return share
 }
 
 // lease gives runID to member with the next token; start also makes a

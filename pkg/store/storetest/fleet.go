@@ -206,19 +206,27 @@ func testClaimSpread(t *testing.T, s store.Store) {
 	}
 	ok(s.JoinFleet(ctx, member("c-a", src.ID), time.Minute)).must(t)
 	ok(s.JoinFleet(ctx, member("c-b", src.ID), time.Minute)).must(t)
+	// Four runs, two idle members: each takes its half.
 	first := ok(s.ClaimRuns(ctx, "c-a", 4, time.Minute)).must(t)
-	// Both at 0: c-a takes one, then c-b (at 0, below c-a's 1) has the
-	// rest left to it.
-	if len(first) != 1 {
-		t.Fatalf("c-a claimed %d runs, want 1 while c-b is idle", len(first))
+	if len(first) != 2 {
+		t.Fatalf("c-a claimed %d runs, want 2 of 4 while c-b is idle", len(first))
 	}
 	second := ok(s.ClaimRuns(ctx, "c-b", 4, time.Minute)).must(t)
 	if len(second) != 2 {
-		t.Fatalf("c-b claimed %d runs, want 2 (to one more than c-a's)", len(second))
+		t.Fatalf("c-b claimed %d runs, want the other 2", len(second))
 	}
-	third := ok(s.ClaimRuns(ctx, "c-a", 4, time.Minute)).must(t)
-	if len(third) != 1 {
+	// Two more: c-a, at c-b's load, takes one and leaves one to c-b.
+	for _, r := range pendingRuns(t, s, src, 2) {
+		ok(s.UpdateRun(ctx, r.ReplicationRunID, func(x *store.ReplicationRun) error { x.ScheduledStartTime = time.Now(); return nil })).must(t)
+	}
+	if third := ok(s.ClaimRuns(ctx, "c-a", 4, time.Minute)).must(t); len(third) != 1 {
 		t.Fatalf("c-a then claimed %d runs, want 1", len(third))
+	}
+	if fourth := ok(s.ClaimRuns(ctx, "c-a", 4, time.Minute)).must(t); len(fourth) != 0 {
+		t.Fatalf("c-a, more loaded than c-b, claimed %d more", len(fourth))
+	}
+	if fifth := ok(s.ClaimRuns(ctx, "c-b", 4, time.Minute)).must(t); len(fifth) != 1 {
+		t.Fatalf("c-b claimed %d, want the last one", len(fifth))
 	}
 	// A run that has waited longer than the ttl goes to whoever asks.
 	more := pendingRuns(t, s, src, 2)
