@@ -127,6 +127,11 @@ func Start(ctx context.Context, o Options) (_ *Server, err error) {
 	if err := os.Chmod(s.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	if cred != nil {
+		if err := reachable(s.Dir); err != nil {
+			return nil, err
+		}
+	}
 	data := filepath.Join(s.Dir, "data")
 	s.CAFile = filepath.Join(s.Dir, "ca.pem")
 	s.PasswordFile = filepath.Join(s.Dir, "password")
@@ -285,6 +290,23 @@ func (s *Server) Close() error {
 
 // Done is closed when the server has exited.
 func (s *Server) Done() <-chan struct{} { return s.done }
+
+// reachable checks that every directory above dir lets others through:
+// the server runs as another account than the caller.
+func reachable(dir string) error {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("pgpeer: PostgreSQL runs as an unprivileged account, which cannot reach %s: %s is private (mode %v); choose a directory it can reach, e.g. under /tmp", dir, d, fi.Mode().Perm())
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
 
 func writeOwned(path string, b []byte, mode os.FileMode, uid, gid int) error {
 	if err := os.WriteFile(path, b, mode); err != nil {
