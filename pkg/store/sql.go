@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rehost/rehost/pkg/retry"
 )
 
 // constraintKind classifies a backend error.
@@ -175,34 +177,31 @@ func (s *sqlStore) lock(q querier) string {
 }
 
 // retry calls fn until it succeeds or fails with an error again does not
-// accept, waiting between tries (from 50 ms, doubling to 2 s) while ctx
-// lasts. Only a store that waits (s.wait) retries lost connections.
+// accept, under the one retry policy (from 50 ms, doubling to 2 s, for as
+// long as ctx lasts). Only a store that waits (s.wait) retries lost
+// connections.
 func (s *sqlStore) retry(ctx context.Context, again func(error) bool, fn func() error) error {
-	pause := 50 * time.Millisecond
-	for {
-		err := fn()
-		if err == nil || again == nil || !again(err) || ctx.Err() != nil {
-			if err == nil {
-				s.reachable()
-			}
-			return err
-		}
-		lost := s.d.connLost != nil && s.d.connLost(err)
-		if lost && !s.wait {
-			return err
-		}
-		if lost {
-			s.unreachable(err)
-		}
-		t := time.NewTimer(pause/2 + rand.N(pause/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
-		pause = min(2*pause, 2*time.Second)
+	if again == nil {
+		return fn()
 	}
+	lost := func(err error) bool { return s.d.connLost != nil && s.d.connLost(err) }
+	err := retry.Policy{Attempts: math.MaxInt32, Base: 50 * time.Millisecond, Max: 2 * time.Second,
+		Classify: func(err error) (bool, time.Duration) {
+			if lost(err) {
+				return s.wait, 0
+			}
+			return again(err), 0
+		},
+		OnRetry: func(_ int, err error, _ time.Duration) {
+			if lost(err) {
+				s.unreachable(err)
+			}
+		},
+	}.Do(ctx, func(context.Context) error { return fn() })
+	if err == nil {
+		s.reachable()
+	}
+	return err
 }
 
 func (s *sqlStore) unreachable(err error) {
