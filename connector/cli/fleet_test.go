@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/rehost/rehost/connector/api/client"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/internal/lab/pgpeer/pgtest"
+	"github.com/rehost/rehost/internal/lab/proxy"
 	"github.com/rehost/rehost/pkg/store"
 	"github.com/rehost/rehost/scheduler"
 )
@@ -268,5 +270,42 @@ func TestStoreMigrate(t *testing.T) {
 	}
 	if _, errs, code := walk(t, "store", "migrate", "--state-dir", dir, "--to", db.URL); code != 1 || !strings.Contains(errs, "already keeps its state") {
 		t.Errorf("second migrate: %d %s", code, errs)
+	}
+}
+
+// A store unreachable at start: serve says so and tries again, serving
+// nothing meanwhile; once the store answers, it starts.
+func TestServeWaitsForAnUnreachableStore(t *testing.T) {
+	clearServeEnv(t)
+	defer func(d time.Duration) { storeRetry = d }(storeRetry)
+	storeRetry = 200 * time.Millisecond
+	db := pgtest.NewDB(t)
+	t.Setenv(daemon.EnvStorePassword, db.Password)
+	u, _ := url.Parse(db.URL)
+	p, err := proxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Cut()
+	dir := t.TempDir()
+	via := strings.Replace(db.URL, u.Host, p.Addr, 1)
+	_, errs := serveAsync(t, "--state-dir", dir, "--listen", "127.0.0.1:0", "--store", via, "--store-ca-file", db.CAFile, "--log-format", "text")
+	for deadline := time.Now().Add(20 * time.Second); strings.Count(errs.String(), "retrying in") < 3; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not report the unreachable store: %s", errs)
+		}
+	}
+	if !strings.Contains(errs.String(), p.Addr) || !strings.Contains(errs.String(), "unreachable") {
+		t.Errorf("the message does not name the store: %s", errs)
+	}
+	if strings.Contains(errs.String(), "serving https") {
+		t.Fatalf("serve listened before it had its store: %s", errs)
+	}
+	p.Restore()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(errs.String(), "serving https"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start once the store answered: %s", errs)
+		}
 	}
 }
