@@ -409,22 +409,20 @@ func (s *sqlStore) ClaimRuns(ctx context.Context, member string, max int, ttl ti
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		var take []string
 		for _, c := range cands {
-			if len(out) >= max {
+			if len(take) >= max {
 				break
 			}
 			// Beyond its share a member leaves runs to the others, unless
 			// they have waited longer than ttl.
-			if len(out) >= quota && now.Sub(c.waiting) < ttl {
+			if len(take) >= quota && now.Sub(c.waiting) < ttl {
 				continue
 			}
-			l, r, err := s.lease(ctx, tx, member, c.id, ttl, now, true)
-			if err != nil {
-				return err
-			}
-			out = append(out, Claim{Run: r, Lease: l})
+			take = append(take, c.id)
 		}
-		return nil
+		out, err = s.lease(ctx, tx, member, take, ttl, now, true)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim runs for connector %s: %w", member, err)
@@ -465,23 +463,51 @@ func fairShare(members []Member, member string, load map[string]int, claimable i
 	return share
 }
 
-// lease gives runID to member with the next token; start also makes a
-// PENDING run ACTIVE.
-func (s *sqlStore) lease(ctx context.Context, tx *sql.Tx, member, runID string, ttl time.Duration, now time.Time, start bool) (Lease, ReplicationRun, error) {
-	l := Lease{RunID: runID, Holder: member, Acquired: now.UTC(), Expires: now.Add(ttl).UTC()}
-	if err := s.queryRow(ctx, tx, `UPDATE replication_runs SET lease_holder = ?, lease_token = lease_token + 1, lease_acquired = ?, lease_expires = ?
-	WHERE replication_run_id = ? RETURNING lease_token`, member, now.UnixNano(), l.Expires.UnixNano(), runID).Scan(&l.Token); err != nil {
-		return Lease{}, ReplicationRun{}, notFound(err, "replication run "+runID)
+// lease gives each of runs to member with its next token, in one
+// statement; start also makes PENDING runs ACTIVE, started now. The claims
+// come back in the order of runs.
+func (s *sqlStore) lease(ctx context.Context, tx *sql.Tx, member string, runs []string, ttl time.Duration, now time.Time, start bool) ([]Claim, error) {
+	if len(runs) == 0 {
+		return nil, nil
 	}
-	if start {
-		if _, err := s.exec(ctx, tx, `UPDATE replication_runs SET state = ?, started_at = ? WHERE replication_run_id = ? AND state = ?`,
-			RunActive, now.UnixNano(), runID, RunPending); err != nil {
-			return Lease{}, ReplicationRun{}, err
-		}
+	expires := now.Add(ttl)
+	args := []any{member, now.UnixNano(), expires.UnixNano(), boolArg(start), RunPending, RunActive, boolArg(start), RunPending, now.UnixNano()}
+	for _, id := range runs {
+		args = append(args, id)
 	}
-	r, err := s.getRun(ctx, tx, runID)
-	return l, r, err
+	rows, err := s.query(ctx, tx, `UPDATE replication_runs SET lease_holder = ?, lease_token = lease_token + 1, lease_acquired = ?, lease_expires = ?,
+	state = CASE WHEN ? = 1 AND state = ? THEN ? ELSE state END,
+	started_at = CASE WHEN ? = 1 AND state = ? THEN ? ELSE started_at END
+	WHERE replication_run_id IN (`+placeholders(len(runs))+`) RETURNING lease_token, `+runCols, args...)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := collect(rows, func(r scanner) (Claim, error) {
+		var token int64
+		run, err := scanRun(prefixed{r, &token})
+		return Claim{Run: run, Lease: Lease{RunID: run.ReplicationRunID, Holder: member, Token: token, Acquired: now.UTC(), Expires: expires.UTC()}}, err
+	}, "lease runs")
+	if err != nil {
+		return nil, err
+	}
+	if len(claims) != len(runs) {
+		return nil, fmt.Errorf("%w: lease %d runs: %d found", ErrNotFound, len(runs), len(claims))
+	}
+	order := make(map[string]int, len(runs))
+	for i, id := range runs {
+		order[id] = i
+	}
+	slices.SortFunc(claims, func(a, b Claim) int { return order[a.Run.ReplicationRunID] - order[b.Run.ReplicationRunID] })
+	return claims, nil
 }
+
+// prefixed scans a leading column into first, then the rest as r would.
+type prefixed struct {
+	r     scanner
+	first any
+}
+
+func (p prefixed) Scan(dest ...any) error { return p.r.Scan(append([]any{p.first}, dest...)...) }
 
 func (s *sqlStore) LeaseRun(ctx context.Context, member, runID string, ttl time.Duration) (Lease, error) {
 	var l Lease
@@ -496,7 +522,10 @@ func (s *sqlStore) LeaseRun(ctx context.Context, member, runID string, ttl time.
 		if holder != "" && holder != member && expires > now.UnixNano() {
 			return fmt.Errorf("%w: connector %s holds it until %s", ErrConflict, holder, time.Unix(0, expires).UTC().Format(time.RFC3339))
 		}
-		l, _, err = s.lease(ctx, tx, member, runID, ttl, now, false)
+		c, err := s.lease(ctx, tx, member, []string{runID}, ttl, now, false)
+		if err == nil {
+			l = c[0].Lease
+		}
 		return err
 	})
 	if err != nil {
