@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,7 +96,15 @@ func (d *Daemon) joinFleet(ctx context.Context, o FleetOptions, capacity int) (*
 	return fleet.Join(ctx, d.Store, fleet.Config{
 		ID: id.ID, Incarnation: id.Incarnation, Version: version.String(), Address: addr, Capacity: capacity, TTL: o.TTL,
 		Sources: func(ctx context.Context) ([]string, error) { return d.reachableSources(ctx, o.Sources) },
-		Log:     d.Log,
+		SourcesChanged: func(ctx context.Context) (string, error) {
+			srcs, err := d.Store.ListSources(ctx)
+			var b strings.Builder
+			for _, s := range srcs {
+				fmt.Fprintf(&b, "%s %s %s %x\n", s.ID, s.Endpoint, s.User, s.Secret)
+			}
+			return b.String(), err
+		},
+		Log: d.Log,
 	})
 }
 
@@ -165,6 +174,30 @@ func (d *Daemon) FleetStatus(ctx context.Context) (fleet.Status, error) {
 		ttl = d.Member.TTL()
 	}
 	return fleet.StatusOf(ctx, d.Store, ttl, time.Now())
+}
+
+// fleetLock takes a named lock of the fleet's store for a short
+// read-modify-write, waiting for it (up to a minute), and returns its
+// release.
+func (d *Daemon) fleetLock(ctx context.Context, name string) (func(), error) {
+	holder := "lock-" + hexID(17)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		got, err := d.Store.TryLock(ctx, name, holder, 30*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("take the fleet's %s lock: %w", name, err)
+		}
+		if got {
+			// Released by letting it expire at once.
+			return func() { d.Store.TryLock(context.WithoutCancel(ctx), name, holder, -time.Second) }, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("take the fleet's %s lock: another connector holds it: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // ErrNotFleet: the connector keeps its state in its own SQLite database,

@@ -59,6 +59,11 @@ type Config struct {
 	// sooner after Refresh.
 	Sources      func(ctx context.Context) ([]string, error)
 	SourcesEvery time.Duration
+	// SourcesChanged, when set, is asked at every heartbeat for a cheap
+	// fingerprint of the fleet's sources (their ids and endpoints): when
+	// it changes (a source added on another member), Sources is asked
+	// again at once.
+	SourcesChanged func(ctx context.Context) (string, error)
 	Log          *slog.Logger
 }
 
@@ -156,6 +161,10 @@ func (m *Member) Run(ctx context.Context) error {
 	t := time.NewTicker(m.Tick())
 	defer t.Stop()
 	lastSources := time.Now()
+	seen := ""
+	if m.c.SourcesChanged != nil {
+		seen, _ = m.c.SourcesChanged(ctx)
+	}
 	for {
 		refresh := false
 		select {
@@ -164,6 +173,11 @@ func (m *Member) Run(ctx context.Context) error {
 		case <-m.refresh:
 			refresh = true
 		case <-t.C:
+		}
+		if m.c.SourcesChanged != nil {
+			if now, err := m.c.SourcesChanged(ctx); err == nil && now != seen {
+				seen, refresh = now, true
+			}
 		}
 		if refresh || time.Since(lastSources) >= m.c.SourcesEvery {
 			if s, err := m.sources(ctx); err != nil {
