@@ -403,12 +403,7 @@ func (d *Daemon) CreateJob(ctx context.Context, j store.ReplicationJob) (store.R
 // A connector not yet registered (the appliance's first boot) waits for the
 // registration, checking every RegistrationPoll, and then starts.
 func (d *Daemon) Serve(ctx context.Context) error {
-	if err := d.waitRegistered(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
+	// A member heartbeats from the start, registered or not.
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	memberDone := make(chan struct{})
@@ -423,12 +418,27 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	} else {
 		close(memberDone)
 	}
-	if err := d.Sched.Start(ctx); err != nil {
+	// failed stops the member and says why Serve ends early: its removal
+	// from the fleet, else err (nil: stopped while starting, a clean stop).
+	failed := func(err error) error {
+		stop(nil)
 		<-memberDone
-		if ctx.Err() != nil {
-			return removedErr(ctx) // stopped while starting: a clean stop, not a failure
+		if cause := removedErr(ctx); cause != nil {
+			return cause
 		}
 		return err
+	}
+	if err := d.waitRegistered(ctx); err != nil {
+		if ctx.Err() != nil {
+			return failed(nil)
+		}
+		return failed(err)
+	}
+	if err := d.Sched.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return failed(nil)
+		}
+		return failed(err)
 	}
 	// After the start, so an unreachable source's slow cleanup does not
 	// hold up the runs; Recoverable never picks a run that is active.
