@@ -91,7 +91,9 @@ const fleetTTL = 3 * time.Second
 
 // TestFleetKillAndCut runs three `rehost serve` on one PostgreSQL with the
 // lab's peers and 30 jobs. c-2 reaches the store through a proxy the test
-// cuts until c-2's leases have expired and been taken over, then restores:
+// cuts, first for a third of the lease TTL (its runs pause and go on, still
+// its own), then until c-2's leases have expired and been taken over, then
+// restores:
 // its stale writes are refused by their fencing tokens, it rejoins. c-3 is
 // then killed with SIGKILL mid-run: its runs are taken over within the
 // lease TTL and a tick. In the end every run COMPLETED exactly once, with
@@ -187,6 +189,20 @@ func TestFleetKillAndCut(t *testing.T) {
 	viaProxy := strings.Replace(db.URL, u.Host, cut.Addr, 1)
 	members["c-2"] = startMember(t, bin, "c-2", dirs["c-2"], "--store", viaProxy, "--store-ca-file", db.CAFile)
 	members["c-3"] = startMember(t, bin, "c-3", dirs["c-3"])
+
+	// A short cut (a third of the TTL): c-2's runs pause at their next
+	// write and go on, keeping their leases.
+	short := waitHolding(t, st, "c-2", 90*time.Second)
+	before := leaseTokens(t, st, short)
+	cut.Cut()
+	time.Sleep(fleetTTL / 3)
+	cut.Restore()
+	time.Sleep(fleetTTL * 2 / 3)
+	for id, tok := range leaseTokens(t, st, short) {
+		if r, _ := st.GetRun(ctx, id); r.State.Live() && tok != before[id] {
+			t.Errorf("run %s changed hands over a cut shorter than its lease: %s → %s", id, before[id], tok)
+		}
+	}
 
 	// Cut c-2 off once it is mid-run, until what it held is taken over.
 	held2 := waitHolding(t, st, "c-2", 90*time.Second)
@@ -353,6 +369,23 @@ func waitHolding(t *testing.T, st *store.Postgres, id string, within time.Durati
 			t.Fatalf("%s never held a run mid-way", id)
 		}
 	}
+}
+
+// leaseTokens returns the holder and token of each run's lease.
+func leaseTokens(t *testing.T, st *store.Postgres, runs []string) map[string]string {
+	leases, err := st.Leases(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, l := range leases {
+		for _, r := range runs {
+			if l.RunID == r {
+				out[r] = fmt.Sprintf("%s/%d", l.Holder, l.Token)
+			}
+		}
+	}
+	return out
 }
 
 // allMoved reports whether every run of runs is held by another member

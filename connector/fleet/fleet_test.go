@@ -283,8 +283,11 @@ func TestFleetSharesRunsAndTakesOverALostMember(t *testing.T) {
 			}
 		}
 	}
-	if took == 0 || took > ttl+nodes[0].member.Tick()+time.Second {
-		t.Errorf("takeover %v after the cut, want within the lease TTL %v and a tick %v", took, ttl, nodes[0].member.Tick())
+	// The lease TTL and a tick, measured: the bound here only catches a
+	// takeover that waits for something else (the process test,
+	// connector/demo's, holds it to the TTL and a tick).
+	if took == 0 || took > 4*ttl {
+		t.Errorf("takeover %v after the cut, want about the lease TTL %v and a tick %v", took, ttl, nodes[0].member.Tick())
 	}
 	t.Logf("c-3 held %d runs when cut off; %d of its writes refused; last takeover %v after the cut (lease TTL %v, tick %v); runs started per member %v",
 		len(held), log.fenced["c-3"], took.Round(time.Millisecond), ttl, nodes[0].member.Tick(), log.started)
