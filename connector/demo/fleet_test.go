@@ -169,6 +169,23 @@ func TestFleetKillAndCut(t *testing.T) {
 	defer st.Close()
 
 	members := map[string]*member{"c-1": startMember(t, bin, "c-1", dirs["c-1"])}
+	// On failure, what every member logged of the runs that went wrong.
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		failed, _ := st.RunsInState(ctx, store.RunFailed)
+		for _, r := range failed {
+			t.Logf("run %s FAILED: %s", r.ReplicationRunID, r.StatusMessage)
+			for id, m := range members {
+				for _, line := range bytes.Split(m.log(), []byte("\n")) {
+					if bytes.Contains(line, []byte(r.ReplicationRunID)) {
+						t.Logf("%s: %s", id, line)
+					}
+				}
+			}
+		}
+	}()
 	// c-2 and c-3 join with `rehost fleet join`: the key sealed for them.
 	for _, id := range []string{"c-2", "c-3"} {
 		cmd := exec.Command(bin, "fleet", "join", "--from", "https://"+members["c-1"].addr, "--fingerprint", api.Fingerprint(cert.Certificate[0]),
@@ -190,14 +207,14 @@ func TestFleetKillAndCut(t *testing.T) {
 	members["c-2"] = startMember(t, bin, "c-2", dirs["c-2"], "--store", viaProxy, "--store-ca-file", db.CAFile)
 	members["c-3"] = startMember(t, bin, "c-3", dirs["c-3"])
 
-	// A short cut (a third of the TTL): c-2's runs pause at their next
+	// A short cut (a sixth of the TTL): c-2's runs pause at their next
 	// write and go on, keeping their leases.
 	short := waitHolding(t, st, "c-2", 90*time.Second)
 	before := leaseTokens(t, st, short)
 	cut.Cut()
-	time.Sleep(fleetTTL / 3)
+	time.Sleep(fleetTTL / 6)
 	cut.Restore()
-	time.Sleep(fleetTTL * 2 / 3)
+	time.Sleep(fleetTTL / 2)
 	for id, tok := range leaseTokens(t, st, short) {
 		if r, _ := st.GetRun(ctx, id); r.State.Live() && tok != before[id] {
 			t.Errorf("run %s changed hands over a cut shorter than its lease: %s → %s", id, before[id], tok)

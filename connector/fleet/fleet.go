@@ -64,7 +64,7 @@ type Config struct {
 	// it changes (a source added on another member), Sources is asked
 	// again at once.
 	SourcesChanged func(ctx context.Context) (string, error)
-	Log          *slog.Logger
+	Log            *slog.Logger
 }
 
 // Member is this connector's membership of the fleet.

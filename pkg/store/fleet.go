@@ -775,6 +775,7 @@ func (d dialect) skipLockedOf(alias string) string {
 	return fmt.Sprintf(d.skipLocked, alias)
 }
 
-// leaseEnds reports whether a run in state keeps no holder: a run that
-// leaves PENDING and ACTIVE has none any more (its token stays).
-func leaseEnds(state RunState) bool { return !state.Live() }
+// leaseEnds reports whether a run update ends the run's lease: a run that
+// leaves PENDING and ACTIVE has no holder any more (its token stays). A
+// finished run leased for its cleanup keeps its lease through updates.
+func leaseEnds(from, to RunState) bool { return from.Live() && !to.Live() }

@@ -920,7 +920,7 @@ func (s *sqlStore) applyRun(ctx context.Context, tx *sql.Tx, r *ReplicationRun, 
 	WHERE replication_run_id = ?`,
 		r.Type, r.State, r.Stage, r.StageProgress, r.StatusMessage, r.AmiID,
 		timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID,
-		progressArg(r.Progress), boolArg(leaseEnds(r.State)), boolArg(leaseEnds(r.State)), r.ReplicationRunID)
+		progressArg(r.Progress), boolArg(leaseEnds(orig.State, r.State)), boolArg(leaseEnds(orig.State, r.State)), r.ReplicationRunID)
 	if err != nil && s.d.classify(err) == uniqueViolation {
 		return fmt.Errorf("%w: replication job %s already has a pending or active run", ErrConflict, r.ReplicationJobID)
 	}
