@@ -61,6 +61,12 @@ type Service interface {
 	GetReplicationRun(context.Context, *GetReplicationRunInput) (*GetReplicationRunOutput, error)
 	GetConnectorStatus(context.Context, *GetConnectorStatusInput) (*ConnectorStatus, error)
 	GetEvents(context.Context, *GetEventsInput) (*GetEventsOutput, error)
+	// GetFleetStatus reports the fleet's members, leader and leases
+	// (OperationNotPermittedException for a connector on its own).
+	GetFleetStatus(context.Context, *GetFleetStatusInput) (*FleetStatus, error)
+	// ShareFleetKey seals the fleet's secret key for a joining connector's
+	// one-time public key (rehost fleet join).
+	ShareFleetKey(context.Context, *ShareFleetKeyInput) (*ShareFleetKeyOutput, error)
 	// SupportBundle writes a zip of the configuration, recent logs and
 	// events, versions and a state summary, every secret redacted.
 	SupportBundle(ctx context.Context, w io.Writer) error
@@ -158,6 +164,8 @@ func init() {
 		"GetEvents":                         op(RehostTarget, true, Service.GetEvents),
 		"BackupStateToBucket":               op(RehostTarget, false, Service.BackupStateToBucket),
 		"GetBackupKey":                      op(RehostTarget, false, Service.GetBackupKey),
+		"GetFleetStatus":                    op(RehostTarget, true, Service.GetFleetStatus),
+		"ShareFleetKey":                     op(RehostTarget, false, Service.ShareFleetKey),
 	} {
 		operations[o.target+"."+name] = o
 		operationNames = append(operationNames, name)

@@ -363,6 +363,13 @@ func (c *Client) GetEvents(ctx context.Context, in *api.GetEventsInput) (*api.Ge
 	return call[api.GetEventsInput, api.GetEventsOutput](ctx, c, rehost+"GetEvents", in)
 }
 
+func (c *Client) GetFleetStatus(ctx context.Context, in *api.GetFleetStatusInput) (*api.FleetStatus, error) {
+	return call[api.GetFleetStatusInput, api.FleetStatus](ctx, c, rehost+"GetFleetStatus", in)
+}
+func (c *Client) ShareFleetKey(ctx context.Context, in *api.ShareFleetKeyInput) (*api.ShareFleetKeyOutput, error) {
+	return call[api.ShareFleetKeyInput, api.ShareFleetKeyOutput](ctx, c, rehost+"ShareFleetKey", in)
+}
+
 // SupportBundle streams the connector's support bundle to w.
 func (c *Client) SupportBundle(ctx context.Context, w io.Writer) error {
 	return c.download(ctx, "/support/bundle", "the support bundle", w)
