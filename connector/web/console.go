@@ -174,6 +174,18 @@ func (c *Console) routes() {
 	c.handle("POST /jobs/{id}/delete", authed, c.jobDelete)
 	c.handle("GET /runs/{id}", authed, c.runPage)
 	c.handle("GET /runs/{id}/live", authed, c.runLive)
+	c.handle("GET /apps", authed, c.appsPage)
+	c.handle("POST /apps", authed, c.appCreate)
+	c.handle("GET /apps/{id}", authed, c.appPage)
+	c.handle("GET /apps/{id}/live", authed, c.appLive)
+	c.handle("POST /apps/{id}/rightsizing", authed, c.appRightsize)
+	c.handle("POST /apps/{id}/template", authed, c.appTemplate)
+	c.handle("POST /apps/{id}/launch", authed, c.appLaunch)
+	c.handle("POST /apps/{id}/replicate", authed, c.appReplicate)
+	c.handle("GET /apps/{id}/terminate", authed, c.appTerminatePage)
+	c.handle("POST /apps/{id}/terminate", authed, c.appTerminate)
+	c.handle("GET /apps/{id}/delete", authed, c.appDeletePage)
+	c.handle("POST /apps/{id}/delete", authed, c.appDelete)
 	c.handle("GET /health", authed, c.healthPage)
 	c.handle("GET /keys", authed, c.keysPage)
 	c.handle("POST /keys", authed, c.keyCreate)
@@ -215,7 +227,13 @@ func (c *Console) handle(pattern string, a access, h handlerFunc) {
 		}
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
-			if err := r.ParseForm(); err != nil {
+			parse := r.ParseForm
+			if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+				// An upload: its files stay in memory (the body is bounded
+				// by maxForm), its other fields go to PostForm.
+				parse = func() error { return r.ParseMultipartForm(maxForm) }
+			}
+			if err := parse(); err != nil {
 				c.fail(w, r, rq, &api.Error{Type: "BadRequest", Message: "the form could not be read: " + err.Error(), Status: http.StatusBadRequest})
 				return
 			}

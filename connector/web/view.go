@@ -12,6 +12,7 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/app"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/limit"
 	"github.com/rehost/rehost/connector/replication"
@@ -33,6 +34,11 @@ func jobURL(id string) templ.SafeURL    { return templ.SafeURL("/jobs/" + url.Pa
 func runURL(id string) templ.SafeURL    { return templ.SafeURL("/runs/" + url.PathEscape(id)) }
 func sourceURL(id string) templ.SafeURL { return templ.SafeURL("/sources/" + url.PathEscape(id)) }
 func keyURL(id string) templ.SafeURL    { return templ.SafeURL("/keys/" + url.PathEscape(id)) }
+func appURL(id string) templ.SafeURL    { return templ.SafeURL("/apps/" + url.PathEscape(id)) }
+func memberURL(id string) templ.SafeURL { return templ.SafeURL("/fleet/" + url.PathEscape(id)) }
+
+// orDash is a value, or a dash when there is none.
+func orDash(s string) string { return cmp.Or(s, "—") }
 
 func urlQuery(s string) string { return url.QueryEscape(s) }
 
@@ -111,6 +117,17 @@ func stateClass(state string) string {
 		return "bad"
 	case string(store.JobPaused), string(store.RunMissed), string(store.JobDeleting), string(store.JobDeleted), "WARN":
 		return "warn"
+	// An application's rolled-up statuses (SMS's), a launch's states and a
+	// server's boot check.
+	case "REPLICATED", "READY_FOR_LAUNCH", "LAUNCHED", "VALIDATED", app.Booted, "passed", api.ConnectorHealthy:
+		return "ok"
+	case "READY_FOR_CONFIGURATION", "CONFIGURATION_INVALID", "TERMINATED", app.NoOutputYet, api.ConnectorUnhealthy:
+		return "warn"
+	case app.FailedToBoot:
+		return "bad"
+	}
+	if strings.Contains(state, "FAILED") {
+		return "bad"
 	}
 	return "info"
 }
