@@ -129,7 +129,9 @@ func TestAppPages(t *testing.T) {
 	if a := b.submit(page, page+"/launch", url.Values{"kind": {"cutover"}}); a.status != http.StatusSeeOther {
 		t.Fatalf("launch: %d\n%s", a.status, a.body)
 	}
-	body := waitPage(t, b, page, 2*time.Minute, func(body string) bool { return strings.Contains(body, "LAUNCH_FAILED") && strings.Contains(body, "failed to boot") })
+	body := waitPage(t, b, page, 2*time.Minute, func(body string) bool {
+		return strings.Contains(body, "LAUNCH_FAILED") && strings.Contains(body, "failed to boot")
+	})
 	if !regexp.MustCompile(`(?s)The last lines of data-01's console:.*<pre class="doc console"[^>]*>[^<]*No bootable device\.`).MatchString(body) {
 		t.Errorf("no console lines beside the failed boot:\n%s", body)
 	}
