@@ -191,6 +191,9 @@ func refreshIf(live bool) int {
 	return 0
 }
 
+// stageTitle is a step's title from the step table.
+func stageTitle(name string) string { return cmp.Or(replication.StepInfo(name).Title, name) }
+
 // stageText is where a live run stands, in words: its step's title from
 // the step table and the step's own progress ("VM Import · 2% validating").
 func stageText(r api.ReplicationRun) string {
