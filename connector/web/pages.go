@@ -116,7 +116,8 @@ func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, rq *request
 		d.DiskUsed = int(100 - st.FreeDiskBytes*100/st.TotalDiskBytes)
 	}
 	d.LowDisk = st.FreeDiskBytes < 1<<30
-	return c.render(w, r, rq, http.StatusOK, &view{Title: "Connector health", Nav: "health"}, healthPage(d))
+	v := &view{Title: "Connector health", Nav: "health"}
+	return c.render(w, r, rq, http.StatusOK, v, healthPage(v, d))
 }
 
 type keysView struct {
