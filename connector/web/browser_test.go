@@ -332,6 +332,66 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.shot("servers-filtered")
 	b.open("/jobs")
 	b.shot("jobs")
+
+	// An application of the replicated web-01: created from the form,
+	// sized by a CSV file (a bad row refused by row and column), its
+	// template shown, launched as a test and as the cutover, each server's
+	// boot check followed live to booted, the test terminated alone.
+	b.open("/apps")
+	b.fill("#f-name", "shop")
+	b.fill("#f-groups", "web: web-01")
+	b.submit("#app-form button[type=submit]")
+	if !strings.HasPrefix(b.path(), "/apps/app-") {
+		t.Fatalf("after creating the app: %s\n%s", b.path(), b.text("main"))
+	}
+	csv := filepath.Join(t.TempDir(), "shop.csv")
+	writeCSV := func(row string) {
+		if err := os.WriteFile(csv, []byte("Server,Instance Type,Subnet,Security Groups,Volume Type,Tags\n"+row+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b.do("choose the CSV", chromedp.SetUploadFiles(chromedp.CSS("#f-csv_file"), []string{csv}))
+		b.submit("#rightsizing-form button[type=submit]")
+	}
+	writeCSV("web-01,t3.tiny,,,gp3,tier=web")
+	b.wantFieldError("csv_file", `row 2, column instance type: "t3.tiny"`)
+	b.shot("app-rightsizing-error")
+	writeCSV("web-01,t3.small,,,gp3,tier=web")
+	if got := b.text("table.launch-config td.itype"); got != "t3.small" || !strings.Contains(b.text("main"), "Imported the rightsizing CSV") {
+		t.Errorf("the launch configuration after the CSV: %q\n%s", got, b.text("main"))
+	}
+	b.submit("#template-form button[value=show]")
+	if tpl := b.text("#template"); !strings.Contains(tpl, "AWS::EC2::Instance") || !strings.Contains(tpl, ami) {
+		t.Errorf("the template shown does not launch %s:\n%s", ami, tpl)
+	}
+	b.shot("app-template")
+	b.submit("#launch-test")
+	b.submit("#launch-cutover")
+	b.eval(`window.__sameDocument = true`)
+	b.waitFor(`(() => { const ls = [...document.querySelectorAll("#launches .launch")];
+		return ls.length === 2 && ls.every(l => l.querySelector(".badge")?.textContent === "LAUNCHED" && l.querySelector(".boot-verdict .badge")?.textContent === "booted"); })()`, 2*time.Minute)
+	if !evalAs[bool](b, `window.__sameDocument === true`) {
+		t.Error("the app page reloaded: its launches must update in place")
+	}
+	b.shot("app-launched")
+	b.submit("#launches .launch-test a[href*='/terminate']")
+	b.shot("app-terminate-test")
+	b.submit("main form button.danger")
+	b.waitFor(`document.querySelector("#launches .launch-test .badge")?.textContent === "TERMINATED"`, time.Minute)
+	if got := b.text("#launches .launch-cutover h3 .badge"); got != "LAUNCHED" {
+		t.Errorf("the cutover after the test launch was terminated: %q", got)
+	}
+	b.open("/apps")
+	if got := b.text("#apps tbody .launch .badge"); got != "LAUNCHED" {
+		t.Errorf("the app's launch status in the list: %q\n%s", got, b.text("#apps"))
+	}
+	b.shot("apps")
+
+	// On its own (SQLite) the connector is no fleet.
+	b.open("/fleet")
+	if !strings.Contains(b.text("#fleet-alone"), "not part of a fleet") {
+		t.Errorf("fleet page of a connector on its own: %s", b.text("main"))
+	}
+	b.shot("fleet-alone")
 	// A source stored before names were checked, with a '/' in its name,
 	// is tested and removed: the console addresses it by its id.
 	legacy, err := h.D.AddSource(context.Background(), daemon.SourceInput{Kind: store.SourceVSphere, Name: "legacy/<b>vc</b>", URL: src.URL,
@@ -353,7 +413,21 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("removing the source named %q:\n%s", legacy.Name, got)
 	}
 	b.open("/health")
+	b.submit("#backup-now")
+	if got := b.text("#backup"); !strings.Contains(got, "Backed up the state to s3://") || !strings.Contains(b.text("#backup-last"), "s3://") {
+		t.Errorf("backing up to the bucket: %s", got)
+	}
 	b.shot("health")
+	b.submit("#backup-key a")
+	b.shot("backup-key-confirm")
+	b.submit("main form button.danger")
+	if code := b.text("#recovery-code"); code == "" {
+		t.Error("no recovery code shown after the confirmation")
+	}
+	b.open("/health")
+	if !strings.Contains(b.text("#backup-key"), "RECORDED") || strings.Contains(b.text("#backup-key"), "NOT RECORDED") {
+		t.Errorf("the recovery code once shown: %s", b.text("#backup-key"))
+	}
 	b.open("/keys")
 	b.fill("#f-name", "laptop")
 	b.submit("#key-form button[type=submit]")
