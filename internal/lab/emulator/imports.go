@@ -15,15 +15,13 @@ import (
 	"strings"
 
 	"github.com/rehost/rehost/pkg/disk"
+	"github.com/rehost/rehost/pkg/vmimport"
 )
-
-// maxImportDisks is the most volumes one ImportImage may carry.
-const maxImportDisks = 21
 
 // Disk formats each import accepts, as AWS lists them.
 var (
-	imageFormats    = []string{"VMDK", "VHD", "VHDX", "RAW", "OVA"}
-	snapshotFormats = []string{"VMDK", "VHD", "RAW"}
+	imageFormats    = vmimport.Get().Formats.Image
+	snapshotFormats = vmimport.Get().Formats.Snapshot
 )
 
 // importFailure ends a task with an AWS-worded StatusMessage.
@@ -397,7 +395,7 @@ func (e *Emulator) importSteps(ctx context.Context, id string) error {
 	if err := e.enter(id, phUpdating); err != nil {
 		return err
 	}
-	guest, err := e.inspect(snaps[0], task.BootMode)
+	guest, err := e.inspect(snaps, task.BootMode)
 	if err != nil {
 		return err
 	}
@@ -418,21 +416,26 @@ func (e *Emulator) importSteps(ctx context.Context, id string) error {
 
 // inspect reads the converted boot disk as VM Import's "updating" phase
 // does: its partitions, file systems and operating system.
-func (e *Emulator) inspect(boot *snapshotWithSize, bootMode string) (Guest, error) {
+func (e *Emulator) inspect(snaps []*snapshotWithSize, bootMode string) (Guest, error) {
+	boot := snaps[0]
 	f, err := os.Open(e.snapPath(boot.ID))
 	if err != nil {
 		return Guest{}, fmt.Errorf("open boot disk %s: %w", boot.ID, err)
 	}
 	defer f.Close()
-	return inspectBootDisk(io.NewSectionReader(f, 0, boot.SourceSize), boot.SourceSize, bootMode)
+	sizes := make([]int64, len(snaps))
+	for i, s := range snaps {
+		sizes[i] = s.SourceSize
+	}
+	return inspectBootDisk(io.NewSectionReader(f, 0, boot.SourceSize), sizes, bootMode)
 }
 
 // validate is what VM Import checks before converting, with the role's
 // rights: the number of volumes, the bucket (region, permissions), and each
 // object's presence, size and encryption.
 func (e *Emulator) validate(ctx context.Context, t ImportTask, role *importRole) error {
-	if len(t.Disks) > maxImportDisks {
-		return fail("ClientError: Too many volumes: the image has %d disks, the maximum is %d", len(t.Disks), maxImportDisks)
+	if err := checkVolumes(len(t.Disks)); err != nil {
+		return err
 	}
 	if e.s3 == nil {
 		return fail("ClientError: Disk validation failed [We do not have access to the given resource. Reason 503 Service Unavailable]")
@@ -537,6 +540,9 @@ func (e *Emulator) convertDisk(ctx context.Context, t ImportTask, i int) ([]*sna
 	}
 	var out []*snapshotWithSize
 	for k, src := range srcs {
+		if err := checkVolumeSize(i+k, src.Size()); err != nil {
+			return nil, err
+		}
 		s, err := e.storeSnapshot(t, src, d.Format)
 		if err != nil {
 			return nil, err
