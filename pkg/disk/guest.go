@@ -18,6 +18,9 @@ const (
 	FSBtrfs = "btrfs"
 	FSNTFS  = "ntfs"
 	FSFAT   = "vfat"
+	// Encrypted volumes: a LUKS container, a BitLocker volume.
+	FSLUKS      = "crypto_LUKS"
+	FSBitLocker = "BitLocker"
 )
 
 // ProbeFileSystem names the file system at the start of partition p from
@@ -29,6 +32,10 @@ func ProbeFileSystem(d io.ReaderAt, p Partition) string {
 		return ""
 	}
 	switch {
+	case string(head[:6]) == "LUKS\xba\xbe":
+		return FSLUKS
+	case string(head[3:11]) == "-FVE-FS-":
+		return FSBitLocker
 	case string(head[3:11]) == "NTFS    " && head[510] == 0x55 && head[511] == 0xAA:
 		return FSNTFS
 	case string(head[:4]) == "XFSB":
@@ -104,14 +111,25 @@ type BootDisk struct {
 }
 
 // Recognised reports whether any partition holds a file system
-// ProbeFileSystem knows.
+// ProbeFileSystem knows (an encrypted volume is not one).
 func (b BootDisk) Recognised() bool {
 	for _, fs := range b.FileSystems {
-		if fs != "" {
+		if fs != "" && fs != FSLUKS && fs != FSBitLocker {
 			return true
 		}
 	}
 	return false
+}
+
+// Encrypted returns the index of the first partition holding an encrypted
+// volume (LUKS, BitLocker), -1 for none.
+func (b BootDisk) Encrypted() int {
+	for i, fs := range b.FileSystems {
+		if fs == FSLUKS || fs == FSBitLocker {
+			return i
+		}
+	}
+	return -1
 }
 
 // InspectBoot reads a boot disk as an importer does before converting the

@@ -221,6 +221,19 @@ func TestInspectBoot(t *testing.T) {
 	if rocky.ID != "rocky" || rocky.VersionID != "8.9" || debian.Title() != "Debian GNU/Linux 12 (bookworm)" {
 		t.Errorf("os-release parsed as %+v and %+v", rocky, debian)
 	}
+	// An encrypted root: LUKS's and BitLocker's signatures.
+	for _, c := range []struct {
+		fs  string
+		sig []byte
+		off int64
+	}{{disk.FSLUKS, []byte("LUKS\xba\xbe\x00\x02"), 0}, {disk.FSBitLocker, []byte("-FVE-FS-"), 3}} {
+		p := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+		writeAt(t, p, c.sig, 1<<20+c.off)
+		b, err := inspectFile(t, p)
+		if err != nil || b.FileSystems[0] != c.fs || b.Encrypted() != 0 || b.Recognised() {
+			t.Errorf("%s: %+v %v", c.fs, b, err)
+		}
+	}
 	// A GPT whose checksum does not hold is no table.
 	b, _ := os.ReadFile(d["efi"])
 	b[1024] ^= 1 // the first partition entry: the array's checksum no longer holds

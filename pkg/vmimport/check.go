@@ -60,6 +60,7 @@ const (
 	RuleVolumes    Rule = "volumes"            // more disks than ImportImage takes
 	RuleVolumeSize Rule = "volume-size"        // a disk larger than an EBS volume
 	RuleBootTable  Rule = "boot-table"         // a partition table that does not suit the boot mode
+	RuleEncrypted  Rule = "encrypted"          // an encrypted volume (LUKS, BitLocker) on the boot disk
 	RulePartitions Rule = "partitions"         // a boot disk without a valid partition table or file system
 	RuleMBRSize    Rule = "mbr-boot-disk-size" // an MBR boot disk over 2 TiB
 	RuleNoOS       Rule = "os-missing"         // file systems, but no operating system on them
@@ -105,13 +106,15 @@ func (r *Rules) Check(img Image) []Violation {
 		case img.BootMode == BIOS && !b.BIOS:
 			add(RuleBootTable, 0, "boot mode legacy-bios needs an MBR boot disk (or GPT with a BIOS boot partition); this disk has %s", describeTable(b.Table))
 		}
-		if !b.Recognised() {
+		if i := b.Encrypted(); i >= 0 {
+			add(RuleEncrypted, 0, "partition %d of the boot disk is an encrypted volume (%s); VM Import does not import encrypted volumes", i+1, b.FileSystems[i])
+		} else if !b.Recognised() {
 			add(RulePartitions, 0, "no partition of the boot disk holds a file system VM Import reads (ext2/3/4, xfs, btrfs, NTFS, FAT)")
 		}
 		if b.Table.Style == disk.StyleMBR && len(img.Disks) > 0 && img.Disks[0] > r.Limits.MBRBootDiskBytes {
 			add(RuleMBRSize, 0, "the boot disk is %s with an MBR partition table, which addresses at most %s", iec(img.Disks[0]), iec(r.Limits.MBRBootDiskBytes))
 		}
-		if b.Recognised() && b.Platform == "" {
+		if b.Recognised() && b.Platform == "" && b.Encrypted() < 0 {
 			add(RuleNoOS, 0, "the boot disk's file systems hold no operating system VM Import recognises (no /etc/os-release, no Windows system partition)")
 		}
 	}

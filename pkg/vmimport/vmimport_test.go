@@ -90,6 +90,7 @@ func TestCheck(t *testing.T) {
 		FileSystems: []string{disk.FSFAT, disk.FSExt4}, UEFI: true, Platform: disk.PlatformLinux, SystemFS: disk.FSExt4}
 	noOS := &disk.BootDisk{Table: mbr.Table, FileSystems: []string{disk.FSExt4}, BIOS: true}
 	blank := &disk.BootDisk{Table: mbr.Table, FileSystems: []string{""}, BIOS: true}
+	luks := &disk.BootDisk{Table: gpt.Table, FileSystems: []string{disk.FSFAT, disk.FSLUKS}, UEFI: true}
 	ubuntu := OS{Platform: Linux, ID: "ubuntu", Version: "22.04"}
 	many := make([]int64, 22)
 	for i := range many {
@@ -114,6 +115,7 @@ func TestCheck(t *testing.T) {
 		{"3 TiB mbr", Image{OS: ubuntu, BootMode: BIOS, Disks: []int64{3 << 40}, Boot: mbr}, "mbr-boot-disk-size@0"},
 		{"3 TiB gpt", Image{OS: ubuntu, BootMode: UEFI, Disks: []int64{3 << 40}, Boot: gpt}, ""},
 		{"no os", Image{Disks: []int64{gib}, Boot: noOS}, "os-missing@0"},
+		{"luks root", Image{BootMode: UEFI, Disks: []int64{gib}, Boot: luks}, "encrypted@0"},
 		{"freebsd", Image{OS: OS{ID: "freebsd", Version: "14.0"}, Disks: []int64{gib}}, "os@-1"},
 		{"ubuntu 10.04", Image{OS: OS{ID: "ubuntu", Version: "10.04"}, Disks: []int64{gib}}, "os-version@-1"},
 		{"2012 R2 uefi", Image{OS: OS{ID: "windows-server", Version: "2012 R2"}, BootMode: UEFI, Disks: []int64{gib}}, "boot-mode@-1"},
