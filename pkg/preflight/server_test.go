@@ -78,7 +78,9 @@ func TestServerChecks(t *testing.T) {
 		{"3 TiB uefi unread", Input{VM: vmWith(func(v *source.VM) { v.Disks[0].CapacityBytes = 3 << 40; v.Firmware = source.FirmwareEFI })}, ""},
 		{"no os on the disk", Input{VM: vmWith(nil), Boot: &disk.BootDisk{Table: mbrLinux.Table, FileSystems: []string{disk.FSExt4}, BIOS: true}}, "blocker:BOOT_DISK_NO_OS note:BOOT_DISK_READ"},
 		{"luks", Input{VM: vmWith(nil), Boot: &disk.BootDisk{Table: mbrLinux.Table, FileSystems: []string{disk.FSLUKS}, BIOS: true}}, "blocker:GUEST_VOLUME_ENCRYPTED note:BOOT_DISK_READ"},
-		{"freebsd", Input{VM: vmWith(func(v *source.VM) { v.GuestOS, v.GuestID, v.GuestVersion = "FreeBSD 14 (64-bit)", "freebsd14_64Guest", "" })}, "blocker:OS_UNSUPPORTED"},
+		{"freebsd", Input{VM: vmWith(func(v *source.VM) {
+			v.GuestOS, v.GuestID, v.GuestVersion = "FreeBSD 14 (64-bit)", "freebsd14_64Guest", ""
+		})}, "blocker:OS_UNSUPPORTED"},
 		{"ubuntu 10.04", Input{VM: vmWith(func(v *source.VM) { v.GuestVersion = "10.04" })}, "blocker:OS_VERSION_UNSUPPORTED"},
 		{"2012 R2 on uefi", Input{VM: vmWith(func(v *source.VM) {
 			v.GuestOS, v.GuestID, v.GuestVersion, v.Firmware = "Microsoft Windows Server 2012 R2 (64-bit)", "windows8Server64Guest", "", source.FirmwareEFI
@@ -160,4 +162,3 @@ func TestIdentifyGuest(t *testing.T) {
 		}
 	}
 }
-

@@ -291,6 +291,8 @@ type Store interface {
 	// Close releases the backend. Calls after Close fail.
 	Close() error
 
+	Preflights
+
 	// CreateSource stores s with a new ID (CreatedAt set if zero).
 	// ErrConflict if the name is taken, ErrInvalid on an unknown kind or
 	// empty name.

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Events", testEvents},
 		{"Apps", testApps},
 		{"Settings", testSettings},
+		{"Preflights", func(t *testing.T, s store.Store) { Preflights(t, s) }},
 		{"ConcurrentWriters", testConcurrentWriters},
 	}
 	for _, tc := range tests {
