@@ -43,6 +43,8 @@ func refusal(v vmimport.Violation) error {
 		return errNoPartitions
 	case vmimport.RuleNoOS:
 		return errUnknownOS
+	case vmimport.RuleEncrypted:
+		return fail("ClientError: Unsupported volume: %s", v.Message)
 	case vmimport.RuleBootTable, vmimport.RuleBootMode:
 		return fail("ClientError: Unsupported boot mode: %s", v.Message)
 	case vmimport.RuleOS:

@@ -18,6 +18,10 @@ import (
 	"github.com/rehost/rehost/pkg/vmimport"
 )
 
+// importKMSActions are what an encrypted import does with its key through
+// the role.
+var importKMSActions = []string{"kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom"}
+
 // Disk formats each import accepts, as AWS lists them.
 var (
 	imageFormats    = vmimport.Get().Formats.Image
@@ -142,7 +146,7 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 	}
 	if kms != "" {
 		kms = e.kmsKeyARN(kms)
-		if f := strings.Split(kms, ":"); len(f) < 6 || f[3] != e.cfg.Region || f[1] != e.partition() {
+		if !e.kmsKnown(kms) {
 			return nil, badRequest("InvalidParameterValue", "The specified KMS key is not accessible. If this is a default EBS CMK, please retry your request without specifying the key explicitly")
 		}
 	} else if enc {
@@ -349,10 +353,13 @@ func (e *Emulator) importSteps(ctx context.Context, id string) error {
 	if err := e.enter(id, phConverting); err != nil {
 		return err
 	}
-	if task.Encrypted && !awsManagedKey(task.KmsKeyID) &&
-		!role.mayAll(e, task.KmsKeyID, "kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom") {
+	if task.Encrypted {
 		// The snapshots are written with the key through the role.
-		return roleFailure(task.RoleName)
+		for _, a := range importKMSActions {
+			if !e.kmsAllows(role, a, task.KmsKeyID) {
+				return roleFailure(task.RoleName)
+			}
+		}
 	}
 	var snaps []*snapshotWithSize
 	for i := range task.Disks {
@@ -483,8 +490,7 @@ func (e *Emulator) validate(ctx context.Context, t ImportTask, role *importRole)
 			return fail("ClientError: Disk validation failed [Invalid disk size: the object is empty]")
 		}
 		if info.sse == "aws:kms" || info.sse == "aws:kms:dsse" {
-			key := e.kmsKeyARN(cmp.Or(info.kmsKey, "alias/aws/s3"))
-			if !awsManagedKey(key) && !role.may(e, "kms:Decrypt", key) {
+			if !e.kmsAllows(role, "kms:Decrypt", cmp.Or(info.kmsKey, "alias/aws/s3")) {
 				return unreadable(cmp.Or(d.Format, "RAW"))
 			}
 		}
