@@ -252,8 +252,8 @@ func (e *Emulator) createGrant(in json.RawMessage) (any, error) {
 
 type grantListEntry struct {
 	KeyId, GrantId, Name, GranteePrincipal, IssuingAccount string
-	CreationDate                                          float64
-	Operations                                            []string
+	CreationDate                                           float64
+	Operations                                             []string
 }
 
 func (e *Emulator) listGrants(in json.RawMessage) (any, error) {

@@ -37,7 +37,9 @@ func TestKMSKeyPolicyAndGrants(t *testing.T) {
 		PolicyName: aws.String("kms"), PolicyDocument: aws.String(kmsPolicy(key))}); err != nil {
 		t.Fatal(err)
 	}
-	in := func() *ec2.ImportImageInput { return &ec2.ImportImageInput{Encrypted: aws.Bool(true), KmsKeyId: aws.String(key)} }
+	in := func() *ec2.ImportImageInput {
+		return &ec2.ImportImageInput{Encrypted: aws.Bool(true), KmsKeyId: aws.String(key)}
+	}
 	task := e.waitImage(e.importImageWith(in(), "d.raw"))
 	if !strings.Contains(aws.ToString(task.StatusMessage), "does not have sufficient permissions") {
 		t.Fatalf("without a grant: %s %q", aws.ToString(task.Status), aws.ToString(task.StatusMessage))

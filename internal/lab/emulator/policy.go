@@ -111,5 +111,3 @@ func (e *Emulator) kmsKeyARN(id string) string {
 	}
 	return "arn:" + e.partition() + ":kms:" + e.cfg.Region + ":" + e.cfg.AccountID + ":key/" + id
 }
-
-
