@@ -4,7 +4,8 @@
 // resulting AMIs.
 //
 // Every AWS API is reached through a narrow interface of only the methods
-// used (S3API, EC2API, IAMAPI, STSAPI), so fakes and emulators stay small; New
+// used (S3API, EC2API, IAMAPI, STSAPI; KMSAPI, QuotasAPI and EBSAPI for
+// account preflight), so fakes and emulators stay small; New
 // builds them from the SDK, NewWithClients takes any implementation.
 package aws
 
@@ -20,9 +21,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -72,6 +76,7 @@ type IAMAPI interface {
 	CreateRole(context.Context, *iam.CreateRoleInput, ...func(*iam.Options)) (*iam.CreateRoleOutput, error)
 	GetRolePolicy(context.Context, *iam.GetRolePolicyInput, ...func(*iam.Options)) (*iam.GetRolePolicyOutput, error)
 	PutRolePolicy(context.Context, *iam.PutRolePolicyInput, ...func(*iam.Options)) (*iam.PutRolePolicyOutput, error)
+	SimulatePrincipalPolicy(context.Context, *iam.SimulatePrincipalPolicyInput, ...func(*iam.Options)) (*iam.SimulatePrincipalPolicyOutput, error)
 }
 
 // STSAPI is the part of the STS client the target uses.
@@ -79,18 +84,22 @@ type STSAPI interface {
 	GetCallerIdentity(context.Context, *sts.GetCallerIdentityInput, ...func(*sts.Options)) (*sts.GetCallerIdentityOutput, error)
 }
 
-// Clients are the API implementations a Target uses.
+// Clients are the API implementations a Target uses. KMS, Quotas and EBS
+// serve account preflight only; nil skips their checks.
 type Clients struct {
-	S3  S3API
-	EC2 EC2API
-	IAM IAMAPI
-	STS STSAPI
+	S3     S3API
+	EC2    EC2API
+	IAM    IAMAPI
+	STS    STSAPI
+	KMS    KMSAPI
+	Quotas QuotasAPI
+	EBS    EBSAPI
 }
 
 // Endpoints override service endpoints (emulators, VPC endpoints). Empty
 // means the SDK's default for the region.
 type Endpoints struct {
-	S3, EC2, IAM, STS, EBS string
+	S3, EC2, IAM, STS, EBS, KMS, Quotas string
 }
 
 // Config says how to reach an account and how to stage into it.
@@ -146,7 +155,11 @@ type Target struct {
 	ec2 EC2API
 	iam IAMAPI
 	sts STSAPI
-	log *slog.Logger
+	// Account preflight's (nil where not given).
+	kms    KMSAPI
+	quotas QuotasAPI
+	ebs    EBSAPI
+	log    *slog.Logger
 }
 
 // New builds SDK clients for cfg.
@@ -202,6 +215,11 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		EC2: ec2.NewFromConfig(ac, func(o *ec2.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EC2) }),
 		IAM: iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
 		STS: sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
+		KMS: kms.NewFromConfig(ac, func(o *kms.Options) { o.BaseEndpoint = ep(cfg.Endpoints.KMS) }),
+		Quotas: servicequotas.NewFromConfig(ac, func(o *servicequotas.Options) {
+			o.BaseEndpoint = ep(cfg.Endpoints.Quotas)
+		}),
+		EBS: ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
 	}
 	return NewWithClients(cfg, cl), nil
 }
@@ -246,7 +264,7 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, log: log}
+	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, kms: c.KMS, quotas: c.Quotas, ebs: c.EBS, log: log}
 }
 
 // Region is the target's region.
