@@ -8,9 +8,16 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Preflights is the conformance part of the store's Preflights role: one
-// result per subject, replaced by each put, kept as given.
-func Preflights(t *testing.T, s store.Preflights) {
+// Preflights checks the store.Preflights role: one result per subject,
+// replaced by each put, kept as given. open must return a new, empty store
+// for each call; the suite closes it.
+func Preflights(t *testing.T, open func(t *testing.T) store.Store) {
+	run(t, open, []testCase{
+		{"Preflights", func(t *testing.T, s store.Store) { testPreflights(t, s) }},
+	})
+}
+
+func testPreflights(t *testing.T, s store.Preflights) {
 	ctx := context.Background()
 	_, err := s.GetPreflight(ctx, "s-0123")
 	wantErr(t, err, store.ErrNotFound, "s-0123")
