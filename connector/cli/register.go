@@ -115,6 +115,10 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(env.Stdout, "warning: %s\n", w)
 	}
+	if p := out.Preflight; p != nil {
+		fmt.Fprintf(env.Stdout, "preflight: the account is %s\n", p.Status)
+		printFindings(env.Stdout, p.Findings)
+	}
 	if rep.RoleDocuments != nil {
 		rd := rep.RoleDocuments
 		fmt.Fprintf(env.Stdout, "\nthe role %s must be created by an administrator:\n\ntrust policy (aws iam create-role --role-name %s --assume-role-policy-document file://trust.json):\n%s\n\ninline policy %s (aws iam put-role-policy --role-name %s --policy-name %s --policy-document file://policy.json):\n%s\n",

@@ -322,6 +322,7 @@ func (d *Daemon) ImportCatalog(ctx context.Context, sourceID string) ([]store.Se
 		return nil, fmt.Errorf("import server catalog: %w", err)
 	}
 	out := make([]store.Server, 0, len(vms))
+	snap := d.snapshotImport(ctx)
 	for _, vm := range vms {
 		details, _ := json.Marshal(vm)
 		s, err := d.Store.UpsertServer(ctx, store.Server{
@@ -330,6 +331,10 @@ func (d *Daemon) ImportCatalog(ctx context.Context, sourceID string) ([]store.Se
 			Details: string(details),
 		})
 		if err != nil {
+			return nil, fmt.Errorf("import server catalog: vm %q: %w", vm.Name, err)
+		}
+		// Each server of the catalog says at once whether it will migrate.
+		if _, err := d.putReport(ctx, s.ServerID, checkVM(ctx, src, vm, snap)); err != nil {
 			return nil, fmt.Errorf("import server catalog: vm %q: %w", vm.Name, err)
 		}
 		out = append(out, s)
@@ -375,15 +380,21 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		defer close(janitorDone)
 		d.janitor(ctx, true)
 	}()
+	preflightDone := make(chan struct{})
+	go func() {
+		defer close(preflightDone)
+		d.preflightAll(ctx)
+	}()
 	tick := time.NewTicker(30 * time.Minute)
 	defer tick.Stop()
-	lastSweep := time.Now()
+	lastSweep, lastPreflight := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			d.Sched.Stop()
 			d.Sched.Wait()
 			<-janitorDone
+			<-preflightDone
 			return nil
 		case <-tick.C:
 			sweep := time.Since(lastSweep) >= SweepEvery
@@ -391,6 +402,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 				lastSweep = time.Now()
 			}
 			d.janitor(ctx, sweep)
+			if time.Since(lastPreflight) >= PreflightEvery {
+				lastPreflight = time.Now()
+				d.preflightAll(ctx)
+			}
 		}
 	}
 }
