@@ -15,10 +15,10 @@ import (
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/version"
+	"github.com/rehost/rehost/pkg/preflight"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 	"github.com/rehost/rehost/pkg/source/vsphere"
-	"github.com/rehost/rehost/pkg/preflight"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )

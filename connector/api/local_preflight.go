@@ -92,6 +92,8 @@ func (l *Local) Preflight(ctx context.Context, in *PreflightInput) (*PreflightOu
 			out.Servers = append(out.Servers, ServerPreflight{ServerID: id, Name: c.servers[id].Name, Preflight: *preflightOf(r)})
 		}
 	}
-	slices.SortFunc(out.Servers, func(a, b ServerPreflight) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ServerID, b.ServerID)) })
+	slices.SortFunc(out.Servers, func(a, b ServerPreflight) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ServerID, b.ServerID))
+	})
 	return out, nil
 }
