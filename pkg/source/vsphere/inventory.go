@@ -1,9 +1,11 @@
 package vsphere
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,8 +24,33 @@ var vmProps = []string{
 	"name", "parent", "parentVApp",
 	"config.instanceUuid", "config.guestFullName", "config.guestId", "config.template",
 	"config.hardware.numCPU", "config.hardware.memoryMB", "config.hardware.device",
-	"config.firmware", "config.changeTrackingEnabled",
-	"runtime.powerState", "guest.toolsRunningStatus",
+	"config.firmware", "config.changeTrackingEnabled", "config.version", "config.keyId",
+	"runtime.powerState", "guest.toolsRunningStatus", "guest.guestId", "snapshot",
+}
+
+// detailedProp is the guest's own description of its OS, which VMware
+// Tools 11.2+ report and vCenter 8.0.2+ serves; an older vCenter refuses
+// the whole request with InvalidProperty, so it is asked for only until
+// then.
+const detailedProp = "guest.guestDetailedData"
+
+// props are the properties to ask vCenter for.
+func (s *Source) props() []string {
+	if s.noDetailed.Load() {
+		return vmProps
+	}
+	return append(slices.Clone(vmProps), detailedProp)
+}
+
+// retrieveVMs runs a property retrieval built for props, again without the
+// detailed guest data when this vCenter does not know it.
+func (s *Source) retrieveVMs(ctx context.Context, build func(props []string) types.RetrievePropertiesEx) ([]types.ObjectContent, error) {
+	objs, err := mo.RetrievePropertiesEx(ctx, s.c, build(s.props()))
+	if err != nil && !s.noDetailed.Load() && isFault(err, "InvalidProperty") {
+		s.noDetailed.Store(true)
+		objs, err = mo.RetrievePropertiesEx(ctx, s.c, build(vmProps))
+	}
+	return objs, err
 }
 
 // Inventory lists every VM (templates excluded) in three round trips
@@ -44,27 +71,29 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 			slog.Warn("destroy inventory view", "err", err)
 		}
 	}()
-	req := types.RetrievePropertiesEx{
-		This: s.c.ServiceContent.PropertyCollector,
-		SpecSet: []types.PropertyFilterSpec{{
-			ObjectSet: []types.ObjectSpec{{
-				Obj:  v.Reference(),
-				Skip: types.NewBool(true),
-				SelectSet: []types.BaseSelectionSpec{&types.TraversalSpec{
-					Type: "ContainerView", Path: "view", Skip: types.NewBool(false),
+	build := func(props []string) types.RetrievePropertiesEx {
+		return types.RetrievePropertiesEx{
+			This: s.c.ServiceContent.PropertyCollector,
+			SpecSet: []types.PropertyFilterSpec{{
+				ObjectSet: []types.ObjectSpec{{
+					Obj:  v.Reference(),
+					Skip: types.NewBool(true),
+					SelectSet: []types.BaseSelectionSpec{&types.TraversalSpec{
+						Type: "ContainerView", Path: "view", Skip: types.NewBool(false),
+					}},
 				}},
+				PropSet: []types.PropertySpec{
+					{Type: "VirtualMachine", PathSet: props},
+					{Type: "Folder", PathSet: []string{"name", "parent"}},
+					{Type: "Datacenter", PathSet: []string{"name", "parent"}},
+					{Type: "VirtualApp", PathSet: []string{"name", "parent", "parentFolder"}},
+					{Type: "Network", PathSet: []string{"name"}},
+					{Type: "DistributedVirtualPortgroup", PathSet: []string{"name", "key"}},
+				},
 			}},
-			PropSet: []types.PropertySpec{
-				{Type: "VirtualMachine", PathSet: vmProps},
-				{Type: "Folder", PathSet: []string{"name", "parent"}},
-				{Type: "Datacenter", PathSet: []string{"name", "parent"}},
-				{Type: "VirtualApp", PathSet: []string{"name", "parent", "parentFolder"}},
-				{Type: "Network", PathSet: []string{"name"}},
-				{Type: "DistributedVirtualPortgroup", PathSet: []string{"name", "key"}},
-			},
-		}},
+		}
 	}
-	objs, err := mo.RetrievePropertiesEx(ctx, s.c, req)
+	objs, err := s.retrieveVMs(ctx, build)
 	if err != nil {
 		return nil, classify("list vms", err)
 	}
@@ -105,7 +134,9 @@ func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
 	if err != nil {
 		return source.VM{}, err
 	}
-	objs, err := s.retrieve(ctx, []types.ManagedObjectReference{ref}, vmProps)
+	objs, err := s.retrieveVMs(ctx, func(props []string) types.RetrievePropertiesEx {
+		return retrieveSpec(s, []types.ManagedObjectReference{ref}, props)
+	})
 	if err != nil {
 		return source.VM{}, classify("get vm "+id, err)
 	}
@@ -182,6 +213,10 @@ func (s *Source) findVM(ctx context.Context, id string) (types.ManagedObjectRefe
 
 // retrieve reads props of the given objects in one round trip.
 func (s *Source) retrieve(ctx context.Context, refs []types.ManagedObjectReference, props []string) ([]types.ObjectContent, error) {
+	return mo.RetrievePropertiesEx(ctx, s.c, retrieveSpec(s, refs, props))
+}
+
+func retrieveSpec(s *Source, refs []types.ManagedObjectReference, props []string) types.RetrievePropertiesEx {
 	byType := map[string]bool{}
 	spec := types.PropertyFilterSpec{}
 	for _, r := range refs {
@@ -191,9 +226,7 @@ func (s *Source) retrieve(ctx context.Context, refs []types.ManagedObjectReferen
 			spec.PropSet = append(spec.PropSet, types.PropertySpec{Type: r.Type, PathSet: props})
 		}
 	}
-	return mo.RetrievePropertiesEx(ctx, s.c, types.RetrievePropertiesEx{
-		This: s.c.ServiceContent.PropertyCollector, SpecSet: []types.PropertyFilterSpec{spec},
-	})
+	return types.RetrievePropertiesEx{This: s.c.ServiceContent.PropertyCollector, SpecSet: []types.PropertyFilterSpec{spec}}
 }
 
 // inventory resolves names of containers and networks while building VMs.
@@ -296,8 +329,15 @@ func (inv *inventory) vm(o types.ObjectContent) (source.VM, bool, error) {
 	if m.Config.ChangeTrackingEnabled != nil {
 		vm.CBTEnabled = *m.Config.ChangeTrackingEnabled
 	}
+	vm.HardwareVersion, vm.GuestID = m.Config.Version, m.Config.GuestId
+	if m.Guest != nil {
+		// The guest's own id, when Tools run, is what it really is.
+		vm.GuestID = cmp.Or(m.Guest.GuestId, vm.GuestID)
+		vm.GuestVersion = detailed(m.Guest.GuestDetailedData)["distroVersion"]
+	}
+	vm.Snapshots = chainDepth(m.Snapshot)
 	devices := object.VirtualDeviceList(m.Config.Hardware.Device)
-	vm.Disks = disksOf(devices)
+	vm.Disks = disksOf(devices, m.Config.KeyId != nil)
 	for _, d := range devices {
 		c, ok := d.(types.BaseVirtualEthernetCard)
 		if !ok {
@@ -330,8 +370,9 @@ func (inv *inventory) vm(o types.ObjectContent) (source.VM, bool, error) {
 	return vm, true, nil
 }
 
-// disksOf lists the virtual disks in device order.
-func disksOf(devices object.VirtualDeviceList) []source.Disk {
+// disksOf lists the virtual disks in device order; encrypted says the VM
+// is encrypted (config.keyId), and so each of its disks.
+func disksOf(devices object.VirtualDeviceList, encrypted bool) []source.Disk {
 	out := []source.Disk{}
 	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
 		vd := d.(*types.VirtualDisk)
@@ -339,6 +380,7 @@ func disksOf(devices object.VirtualDeviceList) []source.Disk {
 			Key:           strconv.Itoa(int(vd.Key)),
 			CapacityBytes: vd.CapacityInBytes,
 			Controller:    controllerOf(devices, vd),
+			Encrypted:     encrypted,
 		}
 		if disk.CapacityBytes == 0 {
 			disk.CapacityBytes = vd.CapacityInKB * 1024
@@ -349,7 +391,69 @@ func disksOf(devices object.VirtualDeviceList) []source.Disk {
 		if b, ok := vd.Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
 			disk.Backing = b.GetVirtualDeviceFileBackingInfo().FileName
 		}
+		var mode, sharing string
+		switch b := vd.Backing.(type) {
+		case *types.VirtualDiskFlatVer2BackingInfo:
+			mode, sharing = b.DiskMode, b.Sharing
+			disk.Encrypted = disk.Encrypted || b.KeyId != nil
+		case *types.VirtualDiskSeSparseBackingInfo:
+			mode = b.DiskMode
+			disk.Encrypted = disk.Encrypted || b.KeyId != nil
+		case *types.VirtualDiskSparseVer2BackingInfo:
+			mode = b.DiskMode
+			disk.Encrypted = disk.Encrypted || b.KeyId != nil
+		case *types.VirtualDiskRawDiskMappingVer1BackingInfo:
+			mode, sharing = b.DiskMode, b.Sharing
+			// A virtual-mode RDM is snapshotted and exported as a VMDK; a
+			// physical-mode one is neither.
+			if b.CompatibilityMode == string(types.VirtualDiskCompatibilityModePhysicalMode) {
+				disk.RawDevice = "physical RDM " + cmp.Or(b.DeviceName, b.LunUuid)
+			}
+		}
+		switch mode {
+		case string(types.VirtualDiskModeIndependent_persistent):
+			disk.Mode = source.DiskIndependent
+		case string(types.VirtualDiskModeIndependent_nonpersistent):
+			disk.Mode = source.DiskIndependentNonpersistent
+		}
+		disk.Shared = sharing == string(types.VirtualDiskSharingSharingMultiWriter)
 		out = append(out, disk)
+	}
+	return out
+}
+
+// chainDepth counts the snapshots from the root of the VM's snapshot tree
+// to its current one: the chain its disks run on.
+func chainDepth(info *types.VirtualMachineSnapshotInfo) int {
+	if info == nil || info.CurrentSnapshot == nil {
+		return 0
+	}
+	var walk func(ts []types.VirtualMachineSnapshotTree, depth int) int
+	walk = func(ts []types.VirtualMachineSnapshotTree, depth int) int {
+		for _, t := range ts {
+			if t.Snapshot == *info.CurrentSnapshot {
+				return depth + 1
+			}
+			if n := walk(t.ChildSnapshotList, depth+1); n > 0 {
+				return n
+			}
+		}
+		return 0
+	}
+	return walk(info.RootSnapshotList, 0)
+}
+
+// detailed parses guest.guestDetailedData: key='value' pairs
+// ("distroName='Ubuntu' distroVersion='22.04' prettyName='…'").
+func detailed(s string) map[string]string {
+	out := map[string]string{}
+	for s != "" {
+		k, rest, ok := strings.Cut(strings.TrimLeft(s, " "), "='")
+		if !ok {
+			break
+		}
+		v, rest2, _ := strings.Cut(rest, "'")
+		out[k], s = v, rest2
 	}
 	return out
 }

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmware/govmomi/session"
@@ -61,6 +62,8 @@ type Source struct {
 	c      *vim25.Client
 	sm     *session.Manager
 	verify *conn.Verifier
+	// noDetailed: this vCenter refused guest.guestDetailedData.
+	noDetailed atomic.Bool
 }
 
 var (
