@@ -39,7 +39,7 @@ func TestPreflightAndImportAgree(t *testing.T) {
 	}
 	t.Cleanup(func() { emu.Close() })
 	tg, err := awstarget.New(ctx, awstarget.Config{Region: emu.Region(), AccessKeyID: srv.AccessKeyID, SecretAccessKey: srv.SecretAccessKey,
-		Endpoints: awstarget.Endpoints{S3: srv.URL, EC2: base, IAM: base, STS: base, EBS: base, KMS: base, Quotas: base},
+		Endpoints:   awstarget.Endpoints{S3: srv.URL, EC2: base, IAM: base, STS: base, EBS: base, KMS: base, Quotas: base},
 		S3PathStyle: true, HTTPClient: srv.HTTPClient(), RetryBaseDelay: 10 * time.Millisecond, IAMPropagation: time.Second,
 		PollInitial: 20 * time.Millisecond, PollMax: 100 * time.Millisecond})
 	if err != nil {
@@ -201,4 +201,3 @@ func writeAt(t *testing.T, path string, b []byte, off int64) {
 		t.Fatal(err)
 	}
 }
-
