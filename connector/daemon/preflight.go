@@ -118,20 +118,7 @@ func (d *Daemon) PreflightServers(ctx context.Context, serverIDs ...string) (map
 	snap := d.snapshotImport(ctx)
 	out := map[string]Report{}
 	for srcID, ss := range bySource {
-		live := map[string]source.VM{}
-		src, err := d.OpenSource(ctx, srcID)
-		var why error
-		if err == nil {
-			var vms []source.VM
-			if vms, err = src.Inventory(ctx); err == nil {
-				for _, vm := range vms {
-					live[vm.ID] = vm
-				}
-			}
-		}
-		if err != nil {
-			why = err
-		}
+		live, src, why := d.liveVMs(ctx, srcID, ss)
 		for _, s := range ss {
 			var fs []preflight.Finding
 			switch vm, ok := live[s.VMID]; {
@@ -161,6 +148,44 @@ func (d *Daemon) PreflightServers(ctx context.Context, serverIDs ...string) (map
 	}
 	return out, nil
 }
+
+// liveVMs describes the servers' VMs as their source sees them now, by
+// VM id: one by one for a few, else from one inventory. An error says the
+// source could not be reached (or listed); src is then nil.
+func (d *Daemon) liveVMs(ctx context.Context, srcID string, ss []store.Server) (map[string]source.VM, source.Source, error) {
+	src, err := d.OpenSource(ctx, srcID)
+	if err != nil {
+		return nil, nil, err
+	}
+	live := map[string]source.VM{}
+	if len(ss) <= fewVMs {
+		for _, s := range ss {
+			vm, err := src.VM(ctx, s.VMID)
+			switch {
+			case errors.Is(err, source.ErrNotFound):
+			case err != nil:
+				src.Close()
+				return nil, nil, err
+			default:
+				live[vm.ID] = vm
+			}
+		}
+		return live, src, nil
+	}
+	vms, err := src.Inventory(ctx)
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	for _, vm := range vms {
+		live[vm.ID] = vm
+	}
+	return live, src, nil
+}
+
+// fewVMs is how many servers of a source are checked one VM at a time
+// rather than from a whole inventory.
+const fewVMs = 3
 
 // catalogVM is the VM as the catalog's description holds it.
 func catalogVM(s store.Server) source.VM {
