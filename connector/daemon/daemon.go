@@ -44,7 +44,7 @@ type AWSSettings struct {
 	// one.
 	AssumeRoleARN string `json:"assumeRoleArn,omitempty"`
 	ExternalID    string `json:"externalId,omitempty"`
-	// Endpoint overrides EC2, IAM, STS and EBS (an emulator, a VPC
+	// Endpoint overrides EC2, IAM, STS, EBS, KMS and Service Quotas (an emulator, a VPC
 	// endpoint); S3Endpoint overrides S3 (path-style addressing).
 	Endpoint   string `json:"endpoint,omitempty"`
 	S3Endpoint string `json:"s3Endpoint,omitempty"`
@@ -231,7 +231,7 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget
 		AssumeRoleARN:   s.AssumeRoleARN,
 		ExternalID:      s.ExternalID,
 		Endpoints: awstarget.Endpoints{
-			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint,
+			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint, KMS: s.Endpoint, Quotas: s.Endpoint,
 		},
 		S3PathStyle: s.S3Endpoint != "",
 		Bucket:      s.Bucket,
