@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/rehost/rehost/internal/lab/guestdisk"
@@ -16,40 +14,32 @@ import (
 	"github.com/rehost/rehost/testdata"
 )
 
-// sbin finds a Debian tool (scripts/deps.sh installs them).
-func sbin(t *testing.T, name string) string {
-	t.Helper()
-	for _, p := range []string{"/usr/sbin/" + name, "/sbin/" + name} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not installed (make deps installs it): %v", name, err)
-	}
-	return p
-}
-
 // mkfsImage makes a file system image of size bytes with the given tool
 // and arguments (the image path is appended).
 func mkfsImage(t *testing.T, size int64, tool string, args ...string) []byte {
 	t.Helper()
-	img := filepath.Join(t.TempDir(), "fs.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(sbin(t, tool), append(args, img)...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", tool, err, out)
-	}
-	b, err := os.ReadFile(img)
+	b, err := guestdisk.FileSystem(context.Background(), size, tool, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// partitioned is a zeroed disk of size bytes with sfdisk's script applied.
+func partitioned(t *testing.T, size int64, script string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk.raw")
+	if err := guestdisk.Partitioned(context.Background(), p, size, script); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func writeAt(t *testing.T, path string, b []byte, off int64) {
+	t.Helper()
+	if err := guestdisk.Patch(path, b, off); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // The ext reader finds files the way an importer needs: through extents
@@ -95,34 +85,6 @@ func TestReadExtFile(t *testing.T) {
 				t.Fatal("a missing file was found")
 			}
 		})
-	}
-}
-
-// partitioned is a zeroed disk of size bytes with sfdisk's script applied.
-func partitioned(t *testing.T, size int64, script string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(p, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	os.Truncate(p, size)
-	cmd := exec.Command(sbin(t, "sfdisk"), "--no-reread", "--no-tell-kernel", "-q", p)
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v\n%s", err, out)
-	}
-	return p
-}
-
-func writeAt(t *testing.T, path string, b []byte, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
 	}
 }
 

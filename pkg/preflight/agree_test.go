@@ -3,7 +3,6 @@ package preflight_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -172,32 +171,15 @@ func size(t *testing.T, path string) int64 {
 // partitioned is a zeroed 32 MiB disk at path with sfdisk's script applied.
 func partitioned(t *testing.T, path, script string) string {
 	t.Helper()
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
+	if err := guestdisk.Partitioned(context.Background(), path, 32<<20, script); err != nil {
 		t.Fatal(err)
-	}
-	if err := os.Truncate(path, 32<<20); err != nil {
-		t.Fatal(err)
-	}
-	sfdisk := "/usr/sbin/sfdisk"
-	if _, err := os.Stat(sfdisk); err != nil {
-		sfdisk = "sfdisk"
-	}
-	cmd := exec.Command(sfdisk, "--no-reread", "--no-tell-kernel", "-q", path)
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v\n%s", err, out)
 	}
 	return path
 }
 
 func writeAt(t *testing.T, path string, b []byte, off int64) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
+	if err := guestdisk.Patch(path, b, off); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -12,25 +12,13 @@ import (
 	"github.com/rehost/rehost/internal/lab/guestdisk"
 )
 
-// sbin finds a Debian tool (scripts/deps.sh installs them).
-func sbin(t *testing.T, name string) string {
-	t.Helper()
-	for _, p := range []string{"/usr/sbin/" + name, "/sbin/" + name} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not installed (make deps installs it): %v", name, err)
-	}
-	return p
-}
-
 func runTool(t *testing.T, name string, args ...string) {
 	t.Helper()
-	out, err := exec.Command(sbin(t, name), args...).CombinedOutput()
+	p, err := guestdisk.LookPath(name)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(p, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 }
@@ -39,15 +27,7 @@ func runTool(t *testing.T, name string, args ...string) {
 // and arguments (the image path is appended).
 func mkfsImage(t *testing.T, size int64, tool string, args ...string) []byte {
 	t.Helper()
-	img := filepath.Join(t.TempDir(), "fs.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	runTool(t, tool, append(args, img)...)
-	b, err := os.ReadFile(img)
+	b, err := guestdisk.FileSystem(context.Background(), size, tool, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,26 +38,15 @@ func mkfsImage(t *testing.T, size int64, tool string, args ...string) []byte {
 func partitioned(t *testing.T, size int64, script string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(p, nil, 0o600); err != nil {
+	if err := guestdisk.Partitioned(context.Background(), p, size, script); err != nil {
 		t.Fatal(err)
-	}
-	os.Truncate(p, size)
-	cmd := exec.Command(sbin(t, "sfdisk"), "--no-reread", "--no-tell-kernel", "-q", p)
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v\n%s", err, out)
 	}
 	return p
 }
 
 func writeAt(t *testing.T, path string, b []byte, off int64) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
+	if err := guestdisk.Patch(path, b, off); err != nil {
 		t.Fatal(err)
 	}
 }
