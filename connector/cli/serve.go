@@ -170,7 +170,9 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	if c.LogFormat == "text" {
 		log = slog.New(slog.NewTextHandler(logOut, hopts))
 	}
-	d, err := daemon.Open(ctx, c.StateDir, daemon.Options{Log: log, Scheduler: scheduler.Options{
+	// A launch in progress is looked at as often as jobs are resynced, at
+	// least every 5 s.
+	d, err := daemon.Open(ctx, c.StateDir, daemon.Options{Log: log, LaunchPoll: min(resync, 5*time.Second), Scheduler: scheduler.Options{
 		MaxConcurrent: c.MaxConcurrentRuns, ImportLimitPerRegion: c.ImportLimitPerRegion,
 		OnDemandPer24h: c.OnDemandPer24h, PauseAfterFailures: c.PauseAfterFailures,
 		ResyncInterval: resync, Logger: log,

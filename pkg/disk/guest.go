@@ -108,6 +108,9 @@ type BootDisk struct {
 	Platform  string    `json:"platform,omitempty"`
 	SystemFS  string    `json:"systemFS,omitempty"`
 	OSRelease OSRelease `json:"osRelease,omitzero"`
+	// System is the system partition (zero when Platform is empty): where
+	// an importer reads the guest's files.
+	System Partition `json:"system,omitzero"`
 }
 
 // Recognised reports whether any partition holds a file system
@@ -155,17 +158,17 @@ func InspectBoot(d io.ReaderAt, size int64) (BootDisk, error) {
 	for i, p := range t.Partitions {
 		switch fs := b.FileSystems[i]; fs {
 		case FSNTFS:
-			b.Platform, b.SystemFS = PlatformWindows, fs
+			b.Platform, b.SystemFS, b.System = PlatformWindows, fs, p
 			return b, nil
 		case FSExt2, FSExt3, FSExt4:
 			rel, err := ReadExtFile(io.NewSectionReader(d, p.Offset, p.Size), "/etc/os-release")
 			if err != nil {
 				continue // not the root file system (/boot, data)
 			}
-			b.Platform, b.SystemFS, b.OSRelease = PlatformLinux, fs, ParseOSRelease(rel)
+			b.Platform, b.SystemFS, b.OSRelease, b.System = PlatformLinux, fs, ParseOSRelease(rel), p
 			return b, nil
 		case FSXFS, FSBtrfs:
-			b.Platform, b.SystemFS = PlatformLinux, fs
+			b.Platform, b.SystemFS, b.System = PlatformLinux, fs, p
 			return b, nil
 		}
 	}

@@ -278,6 +278,63 @@ func (c *Client) StartOnDemandReplicationRun(ctx context.Context, in *api.StartO
 func (c *Client) GetReplicationRuns(ctx context.Context, in *api.GetReplicationRunsInput) (*api.GetReplicationRunsOutput, error) {
 	return call[api.GetReplicationRunsInput, api.GetReplicationRunsOutput](ctx, c, sms+"GetReplicationRuns", in)
 }
+func (c *Client) CreateApp(ctx context.Context, in *api.CreateAppInput) (*api.AppOutput, error) {
+	return call[api.CreateAppInput, api.AppOutput](ctx, c, sms+"CreateApp", in)
+}
+func (c *Client) GetApp(ctx context.Context, in *api.GetAppInput) (*api.AppOutput, error) {
+	return call[api.GetAppInput, api.AppOutput](ctx, c, sms+"GetApp", in)
+}
+func (c *Client) UpdateApp(ctx context.Context, in *api.UpdateAppInput) (*api.AppOutput, error) {
+	return call[api.UpdateAppInput, api.AppOutput](ctx, c, sms+"UpdateApp", in)
+}
+func (c *Client) DeleteApp(ctx context.Context, in *api.DeleteAppInput) (*api.DeleteAppOutput, error) {
+	return call[api.DeleteAppInput, api.DeleteAppOutput](ctx, c, sms+"DeleteApp", in)
+}
+func (c *Client) ListApps(ctx context.Context, in *api.ListAppsInput) (*api.ListAppsOutput, error) {
+	return call[api.ListAppsInput, api.ListAppsOutput](ctx, c, sms+"ListApps", in)
+}
+func (c *Client) PutAppLaunchConfiguration(ctx context.Context, in *api.PutAppLaunchConfigurationInput) (*api.PutAppLaunchConfigurationOutput, error) {
+	return call[api.PutAppLaunchConfigurationInput, api.PutAppLaunchConfigurationOutput](ctx, c, sms+"PutAppLaunchConfiguration", in)
+}
+func (c *Client) GetAppLaunchConfiguration(ctx context.Context, in *api.GetAppLaunchConfigurationInput) (*api.GetAppLaunchConfigurationOutput, error) {
+	return call[api.GetAppLaunchConfigurationInput, api.GetAppLaunchConfigurationOutput](ctx, c, sms+"GetAppLaunchConfiguration", in)
+}
+func (c *Client) DeleteAppLaunchConfiguration(ctx context.Context, in *api.AppRef) (*api.Empty, error) {
+	return call[api.AppRef, api.Empty](ctx, c, sms+"DeleteAppLaunchConfiguration", in)
+}
+func (c *Client) PutAppReplicationConfiguration(ctx context.Context, in *api.PutAppReplicationConfigurationInput) (*api.PutAppReplicationConfigurationOutput, error) {
+	return call[api.PutAppReplicationConfigurationInput, api.PutAppReplicationConfigurationOutput](ctx, c, sms+"PutAppReplicationConfiguration", in)
+}
+func (c *Client) GetAppReplicationConfiguration(ctx context.Context, in *api.GetAppReplicationConfigurationInput) (*api.GetAppReplicationConfigurationOutput, error) {
+	return call[api.GetAppReplicationConfigurationInput, api.GetAppReplicationConfigurationOutput](ctx, c, sms+"GetAppReplicationConfiguration", in)
+}
+func (c *Client) DeleteAppReplicationConfiguration(ctx context.Context, in *api.AppRef) (*api.Empty, error) {
+	return call[api.AppRef, api.Empty](ctx, c, sms+"DeleteAppReplicationConfiguration", in)
+}
+func (c *Client) StartAppReplication(ctx context.Context, in *api.AppRef) (*api.Empty, error) {
+	return call[api.AppRef, api.Empty](ctx, c, sms+"StartAppReplication", in)
+}
+func (c *Client) StopAppReplication(ctx context.Context, in *api.AppRef) (*api.Empty, error) {
+	return call[api.AppRef, api.Empty](ctx, c, sms+"StopAppReplication", in)
+}
+func (c *Client) StartOnDemandAppReplication(ctx context.Context, in *api.StartOnDemandAppReplicationInput) (*api.StartOnDemandAppReplicationOutput, error) {
+	return call[api.StartOnDemandAppReplicationInput, api.StartOnDemandAppReplicationOutput](ctx, c, sms+"StartOnDemandAppReplication", in)
+}
+func (c *Client) GenerateTemplate(ctx context.Context, in *api.GenerateTemplateInput) (*api.GenerateTemplateOutput, error) {
+	return call[api.GenerateTemplateInput, api.GenerateTemplateOutput](ctx, c, sms+"GenerateTemplate", in)
+}
+func (c *Client) GenerateChangeSet(ctx context.Context, in *api.GenerateChangeSetInput) (*api.GenerateChangeSetOutput, error) {
+	return call[api.GenerateChangeSetInput, api.GenerateChangeSetOutput](ctx, c, sms+"GenerateChangeSet", in)
+}
+func (c *Client) LaunchApp(ctx context.Context, in *api.LaunchAppInput) (*api.LaunchOutput, error) {
+	return call[api.LaunchAppInput, api.LaunchOutput](ctx, c, sms+"LaunchApp", in)
+}
+func (c *Client) TerminateApp(ctx context.Context, in *api.TerminateAppInput) (*api.LaunchOutput, error) {
+	return call[api.TerminateAppInput, api.LaunchOutput](ctx, c, sms+"TerminateApp", in)
+}
+func (c *Client) ImportAppRightsizing(ctx context.Context, in *api.ImportAppRightsizingInput) (*api.ImportAppRightsizingOutput, error) {
+	return call[api.ImportAppRightsizingInput, api.ImportAppRightsizingOutput](ctx, c, rehost+"ImportAppRightsizing", in)
+}
 func (c *Client) AddSource(ctx context.Context, in *api.SourceInput) (*api.AddSourceOutput, error) {
 	return call[api.SourceInput, api.AddSourceOutput](ctx, c, rehost+"AddSource", in)
 }

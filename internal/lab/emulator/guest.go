@@ -28,6 +28,9 @@ type Guest struct {
 	PartitionStyle string `json:"partitionStyle"`
 	// BootMode the disk boots in: legacy-bios or uefi.
 	BootMode string `json:"bootMode"`
+	// RootOffset and RootSize locate the system partition on the disk.
+	RootOffset int64 `json:"rootOffset,omitempty"`
+	RootSize   int64 `json:"rootSize,omitempty"`
 }
 
 // Import failures of the boot disk, worded as VM Import words them.
@@ -90,6 +93,7 @@ func inspectBootDisk(d io.ReaderAt, disks []int64, bootMode string) (Guest, erro
 		return g, refusal(vs[0])
 	}
 	g.Platform, g.FileSystem, g.Distribution, g.BootMode = b.Platform, b.SystemFS, b.OSRelease.Title(), bootMode
+	g.RootOffset, g.RootSize = b.System.Offset, b.System.Size
 	return g, nil
 }
 

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/rehost/rehost/internal/lab/iampolicy"
 )
 
@@ -149,7 +147,7 @@ func (e *Emulator) createKey(in json.RawMessage) (any, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	k := &KMSKey{ID: uuid.NewString(), Description: req.Description, Policy: req.Policy, Enabled: true, Created: e.clock.Now().UTC()}
+	k := &KMSKey{ID: uuid(), Description: req.Description, Policy: req.Policy, Enabled: true, Created: e.clock.Now().UTC()}
 	e.st.Keys[k.ID] = k
 	e.saveLocked()
 	return struct{ KeyMetadata keyMetadata }{e.metadataLocked(k.ID, k)}, nil
@@ -243,7 +241,7 @@ func (e *Emulator) createGrant(in json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := Grant{ID: strings.ReplaceAll(uuid.NewString(), "-", "") + randomHex(16), Name: req.Name, GranteePrincipal: req.GranteePrincipal,
+	g := Grant{ID: strings.ReplaceAll(uuid(), "-", "") + randomHex(16), Name: req.Name, GranteePrincipal: req.GranteePrincipal,
 		Operations: req.Operations, Created: e.clock.Now().UTC()}
 	k.Grants = append(k.Grants, g)
 	e.saveLocked()

@@ -133,14 +133,23 @@ type Role struct {
 }
 
 type state struct {
-	AccountID       string                 `json:"accountId"`
-	AccessKeyID     string                 `json:"accessKeyId"`
-	SecretAccessKey string                 `json:"secretAccessKey"`
-	Tasks           map[string]*ImportTask `json:"tasks"`
-	Images          map[string]*Image      `json:"images"`
-	Snapshots       map[string]*Snapshot   `json:"snapshots"`
-	Roles           map[string]*Role       `json:"roles"`
-	Keys            map[string]*KMSKey     `json:"keys,omitempty"`
+	AccountID       string                    `json:"accountId"`
+	AccessKeyID     string                    `json:"accessKeyId"`
+	SecretAccessKey string                    `json:"secretAccessKey"`
+	Tasks           map[string]*ImportTask    `json:"tasks"`
+	Images          map[string]*Image         `json:"images"`
+	Snapshots       map[string]*Snapshot      `json:"snapshots"`
+	Roles           map[string]*Role          `json:"roles"`
+	Keys            map[string]*KMSKey        `json:"keys,omitempty"`
+	Vpcs            map[string]*Vpc           `json:"vpcs"`
+	Subnets         map[string]*Subnet        `json:"subnets"`
+	SecurityGroups  map[string]*SecurityGroup `json:"securityGroups"`
+	Instances       map[string]*Instance      `json:"instances"`
+	Stacks          map[string]*Stack         `json:"stacks"`
+	// Handles are the wait condition handles' signals, by URL token.
+	Handles map[string]*WaitHandle `json:"handles"`
+	// Commands are Run Command invocations, by command id.
+	Commands map[string]*Command `json:"commands"`
 }
 
 func loadState(path string) (*state, error) {
@@ -169,6 +178,27 @@ func loadState(path string) (*state, error) {
 	}
 	if st.Keys == nil {
 		st.Keys = map[string]*KMSKey{}
+	}
+	if st.Vpcs == nil {
+		st.Vpcs = map[string]*Vpc{}
+	}
+	if st.Subnets == nil {
+		st.Subnets = map[string]*Subnet{}
+	}
+	if st.SecurityGroups == nil {
+		st.SecurityGroups = map[string]*SecurityGroup{}
+	}
+	if st.Instances == nil {
+		st.Instances = map[string]*Instance{}
+	}
+	if st.Stacks == nil {
+		st.Stacks = map[string]*Stack{}
+	}
+	if st.Handles == nil {
+		st.Handles = map[string]*WaitHandle{}
+	}
+	if st.Commands == nil {
+		st.Commands = map[string]*Command{}
 	}
 	return st, nil
 }
