@@ -3,15 +3,16 @@ package api
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/rehost/rehost/appliance/status"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/version"
@@ -184,6 +185,23 @@ func (l *Local) Register(ctx context.Context, in *RegisterInput) (*RegisterOutpu
 // awsCheckTimeout bounds the AWS reachability check.
 const awsCheckTimeout = 20 * time.Second
 
+// applianceStatusFile is the appliance's status file: this process's, or
+// that of the daemon serving the state directory.
+func (l *Local) applianceStatusFile() string {
+	if l.ApplianceStatus != "" || !l.Started.IsZero() {
+		return l.ApplianceStatus
+	}
+	info, ok, err := daemon.Serving(l.D.Dir)
+	if err != nil || !ok {
+		return ""
+	}
+	var c struct {
+		ApplianceStatus string `json:"applianceStatus"`
+	}
+	json.Unmarshal(info.Config, &c)
+	return c.ApplianceStatus
+}
+
 // GetConnectorStatus checks AWS and every source, and reports the daemon,
 // the disk and the runs.
 func (l *Local) GetConnectorStatus(ctx context.Context, _ *GetConnectorStatusInput) (*ConnectorStatus, error) {
@@ -222,6 +240,12 @@ func (l *Local) GetConnectorStatus(ctx context.Context, _ *GetConnectorStatusInp
 	wg.Go(func() { st.AWS = l.checkAWS(ctx, reg.Registered) })
 	wg.Wait()
 	st.FreeDiskBytes, st.TotalDiskBytes, _ = diskSpace(l.D.Dir)
+	st.Backup = l.backupStatus(ctx)
+	if p := l.applianceStatusFile(); p != "" {
+		if r, err := status.Read(p); err == nil {
+			st.Appliance = &r
+		}
+	}
 	for _, state := range []store.RunState{store.RunPending, store.RunActive} {
 		runs, err := l.D.Store.RunsInState(ctx, state)
 		if err != nil {
@@ -273,25 +297,4 @@ func (l *Local) checkAWS(ctx context.Context, registered bool) Check {
 	c.OK, c.LatencySeconds = true, time.Since(start).Seconds()
 	c.Message = strings.TrimSpace(fmt.Sprintf("staging bucket %s in %s reachable", t.Bucket(), t.Region()))
 	return c
-}
-
-// hostAddress is the appliance's first non-loopback IPv4 address and its
-// interface's MAC, for GetConnectors.
-func hostAddress() (ip, mac string) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return "", ""
-	}
-	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
-				return n.IP.String(), ifc.HardwareAddr.String()
-			}
-		}
-	}
-	return "", ""
 }

@@ -64,9 +64,26 @@ type Service interface {
 	// Preflight checks the servers named (every one when none is) and the
 	// account now, stores the results and returns them.
 	Preflight(context.Context, *PreflightInput) (*PreflightOutput, error)
+	// GetFleetStatus reports the fleet's members, leader and leases
+	// (OperationNotPermittedException for a connector on its own).
+	GetFleetStatus(context.Context, *GetFleetStatusInput) (*FleetStatus, error)
+	// ShareFleetKey seals the fleet's secret key for a joining connector's
+	// one-time public key (rehost fleet join).
+	ShareFleetKey(context.Context, *ShareFleetKeyInput) (*ShareFleetKeyOutput, error)
 	// SupportBundle writes a zip of the configuration, recent logs and
 	// events, versions and a state summary, every secret redacted.
 	SupportBundle(ctx context.Context, w io.Writer) error
+	// BackupState writes a backup of the connector's state — the store,
+	// copied consistently while the daemon runs, master.key and the TLS
+	// certificate — sealed with the backup key, to w. Only the key's
+	// recovery code (GetBackupKey) opens it.
+	BackupState(ctx context.Context, w io.Writer) error
+	// BackupStateToBucket takes the same backup into the staging bucket,
+	// outside the staging lifecycle rule, keeping the newest 14.
+	BackupStateToBucket(context.Context, *BackupStateToBucketInput) (*BackupStateOutput, error)
+	// GetBackupKey returns the recovery code of the backup key, which a
+	// restore asks for; the status stops asking for it to be recorded.
+	GetBackupKey(context.Context, *GetBackupKeyInput) (*GetBackupKeyOutput, error)
 }
 
 // Target prefixes of the X-Amz-Target header.
@@ -104,7 +121,7 @@ func ReadOnly(target string) bool { return operations[target].readOnly }
 // the names without prefix, and the endpoint's other route groups.
 var (
 	operations     = map[string]operation{}
-	operationNames = []string{"SupportBundle", "Metrics"}
+	operationNames = []string{"SupportBundle", "BackupState", "Metrics"}
 )
 
 func init() {
@@ -149,6 +166,10 @@ func init() {
 		"GetConnectorStatus":                op(RehostTarget, true, Service.GetConnectorStatus),
 		"GetEvents":                         op(RehostTarget, true, Service.GetEvents),
 		"Preflight":                         op(RehostTarget, false, Service.Preflight),
+		"BackupStateToBucket":               op(RehostTarget, false, Service.BackupStateToBucket),
+		"GetBackupKey":                      op(RehostTarget, false, Service.GetBackupKey),
+		"GetFleetStatus":                    op(RehostTarget, true, Service.GetFleetStatus),
+		"ShareFleetKey":                     op(RehostTarget, false, Service.ShareFleetKey),
 	} {
 		operations[o.target+"."+name] = o
 		operationNames = append(operationNames, name)

@@ -70,6 +70,9 @@ type Leftovers struct {
 	// Templates are application templates in the staging bucket: kept on
 	// purpose (the staging lifecycle expires them), not a leak.
 	Templates []string `json:"templates,omitempty"`
+	// Backups are the connector's state backups (awstarget.BackupPrefix):
+	// kept on purpose, so not counted as left behind.
+	Backups []string `json:"backups,omitempty"`
 }
 
 // Empty reports whether nothing leaked.
@@ -126,6 +129,11 @@ func (st PeerStates) Leftovers(bucket string, claimed map[string]bool) Leftovers
 		for _, o := range b.Objects {
 			if strings.HasPrefix(o.Key, awstarget.TemplatePrefix) {
 				l.Templates = append(l.Templates, prefix+o.Key)
+				continue
+			}
+			// The connector's state backups are kept on purpose.
+			if strings.HasPrefix(o.Key, awstarget.BackupPrefix) {
+				l.Backups = append(l.Backups, prefix+o.Key)
 				continue
 			}
 			l.Objects = append(l.Objects, prefix+o.Key)

@@ -32,6 +32,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid: a field holds a value the model does not allow.
 	ErrInvalid = errors.New("invalid")
+	// ErrSchemaNewer: a newer rehost migrated the database past the
+	// schema this one knows; it is refused, never written to.
+	ErrSchemaNewer = errors.New("state migrated by a newer rehost")
 )
 
 // SourceKind is the hypervisor family of a Source.
@@ -306,6 +309,7 @@ type Store interface {
 	Settings
 	Apps
 	Preflights
+	Fleet
 	// Close releases the backend. Calls after Close fail.
 	Close() error
 }

@@ -45,6 +45,13 @@ type Options struct {
 	// Console, when set, makes the web console the endpoint serves, given
 	// the connector (Log, Fingerprint and D are set) and its Service.
 	Console func(c *Connector, svc api.Service) http.Handler
+	// ApplianceStatus is the appliance init's status file the connector
+	// reports (rehost serve --appliance-status).
+	ApplianceStatus string
+	// Store, when set, keeps the connector's state there (a PostgreSQL
+	// store) and Fleet makes it a member of the fleet sharing it.
+	Store *daemon.StoreConfig
+	Fleet *daemon.FleetOptions
 }
 
 // Connector is a connector serving on loopback.
@@ -100,6 +107,7 @@ func Start(t testing.TB, o Options) *Connector {
 	}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(c.Log, logFile), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c.D, err = daemon.Open(ctx, c.Dir, daemon.Options{Log: log, ProgressEvery: 100 * time.Millisecond, LaunchPoll: 100 * time.Millisecond, BootTimeout: 60, AgentGrace: 500 * time.Millisecond,
+		Store: o.Store, Fleet: o.Fleet, WaitForStore: o.Store != nil,
 		Scheduler: scheduler.Options{ResyncInterval: 500 * time.Millisecond, OnDemandPer24h: -1, Logger: log}})
 	if err != nil {
 		peers.Close()
@@ -133,7 +141,7 @@ func Start(t testing.TB, o Options) *Connector {
 	}
 	c.URL = "https://" + ln.Addr().String()
 	metrics := api.NewMetrics(c.D, log)
-	svc := &api.Local{D: c.D, Started: time.Now()}
+	svc := &api.Local{D: c.D, Started: time.Now(), ApplianceStatus: o.ApplianceStatus}
 	var console http.Handler
 	if o.Console != nil {
 		console = o.Console(c, svc)

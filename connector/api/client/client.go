@@ -366,15 +366,38 @@ func (c *Client) Preflight(ctx context.Context, in *api.PreflightInput) (*api.Pr
 	return call[api.PreflightInput, api.PreflightOutput](ctx, c, rehost+"Preflight", in)
 }
 
+func (c *Client) GetFleetStatus(ctx context.Context, in *api.GetFleetStatusInput) (*api.FleetStatus, error) {
+	return call[api.GetFleetStatusInput, api.FleetStatus](ctx, c, rehost+"GetFleetStatus", in)
+}
+func (c *Client) ShareFleetKey(ctx context.Context, in *api.ShareFleetKeyInput) (*api.ShareFleetKeyOutput, error) {
+	return call[api.ShareFleetKeyInput, api.ShareFleetKeyOutput](ctx, c, rehost+"ShareFleetKey", in)
+}
+
 // SupportBundle streams the connector's support bundle to w.
 func (c *Client) SupportBundle(ctx context.Context, w io.Writer) error {
-	resp, err := c.do(ctx, http.MethodGet, "/support/bundle", "", nil)
+	return c.download(ctx, "/support/bundle", "the support bundle", w)
+}
+
+// BackupState streams a sealed backup of the connector's state to w.
+func (c *Client) BackupState(ctx context.Context, w io.Writer) error {
+	return c.download(ctx, "/state/backup", "the state backup", w)
+}
+func (c *Client) BackupStateToBucket(ctx context.Context, in *api.BackupStateToBucketInput) (*api.BackupStateOutput, error) {
+	return call[api.BackupStateToBucketInput, api.BackupStateOutput](ctx, c, rehost+"BackupStateToBucket", in)
+}
+func (c *Client) GetBackupKey(ctx context.Context, in *api.GetBackupKeyInput) (*api.GetBackupKeyOutput, error) {
+	return call[api.GetBackupKeyInput, api.GetBackupKeyOutput](ctx, c, rehost+"GetBackupKey", in)
+}
+
+// download streams what GET path answers to w.
+func (c *Client) download(ctx context.Context, path, what string, w io.Writer) error {
+	resp, err := c.do(ctx, http.MethodGet, path, "", nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("download the support bundle: %w", err)
+		return fmt.Errorf("download %s: %w", what, err)
 	}
 	return nil
 }

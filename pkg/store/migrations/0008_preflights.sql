@@ -1,4 +1,4 @@
--- Schema 5: the latest preflight result of each subject (a server id, or
+-- Schema 8: the latest preflight result of each subject (a server id, or
 -- "account" for the AWS account): its status and findings (JSON text, the
 -- caller's vocabulary), replaced by every check.
 
