@@ -4,10 +4,11 @@
 // resulting AMIs, and launches applications' CloudFormation stacks.
 //
 // Every AWS API is reached through a narrow interface of only the methods
-// used (S3API, EC2API, IAMAPI, STSAPI, CloudFormationAPI, SSMAPI; KMSAPI,
-// QuotasAPI and EBSAPI for account preflight), so fakes and emulators stay
-// small; New builds them from the SDK, NewWithClients takes any
-// implementation.
+// used (S3API, EC2API, IAMAPI, STSAPI; SSMAPI and QueryAPI for
+// CloudFormation and EC2's launch queries; KMSAPI, QuotasAPI and EBSAPI for
+// account preflight), so fakes and emulators stay small; New builds them
+// (from the SDK, or over the wire protocol, see wire.go), NewWithClients
+// takes any implementation.
 package aws
 
 import (
@@ -23,14 +24,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
-	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -75,12 +74,6 @@ type EC2API interface {
 	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
 	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
-	// Application launches (instance.go).
-	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
-	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
-	DescribeInstanceTypes(context.Context, *ec2.DescribeInstanceTypesInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceTypesOutput, error)
-	DescribeInstanceStatus(context.Context, *ec2.DescribeInstanceStatusInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceStatusOutput, error)
-	GetConsoleOutput(context.Context, *ec2.GetConsoleOutputInput, ...func(*ec2.Options)) (*ec2.GetConsoleOutputOutput, error)
 }
 
 // IAMAPI is the part of the IAM client the target uses.
@@ -106,8 +99,10 @@ type Clients struct {
 	STS STSAPI
 	// CloudFormation is used by application launches only; nil leaves
 	// them unavailable. SSM runs their optional validation commands.
-	CloudFormation CloudFormationAPI
+	// EC2Query answers the EC2 queries launches make (instance.go).
+	CloudFormation QueryAPI
 	SSM            SSMAPI
+	EC2Query       QueryAPI
 	KMS            KMSAPI
 	Quotas         QuotasAPI
 	EBS            EBSAPI
@@ -171,13 +166,14 @@ type Config struct {
 // Target is one AWS account and region. Its methods are safe for concurrent
 // use, except Setup, which changes the staging bucket and key.
 type Target struct {
-	cfg Config
-	s3  S3API
-	ec2 EC2API
-	iam IAMAPI
-	sts STSAPI
-	cf  CloudFormationAPI
-	ssm SSMAPI
+	cfg  Config
+	s3   S3API
+	ec2  EC2API
+	iam  IAMAPI
+	sts  STSAPI
+	cf   QueryAPI
+	ssm  SSMAPI
+	ec2q QueryAPI
 	// Account preflight's (nil where not given).
 	kms    KMSAPI
 	quotas QuotasAPI
@@ -239,18 +235,17 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 			o.BaseEndpoint = ep(cfg.Endpoints.S3)
 			o.UsePathStyle = cfg.S3PathStyle
 		}),
-		EC2: ec2.NewFromConfig(ac, func(o *ec2.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EC2) }),
-		IAM: iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
-		STS: sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
-		KMS: kms.NewFromConfig(ac, func(o *kms.Options) { o.BaseEndpoint = ep(cfg.Endpoints.KMS) }),
+		EC2:            ec2.NewFromConfig(ac, func(o *ec2.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EC2) }),
+		IAM:            iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
+		STS:            sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
+		CloudFormation: queryClient{newWire(ac, "CloudFormation", "cloudformation", cfg.Endpoints.CloudFormation), "2010-05-15", "Result"},
+		EC2Query:       queryClient{newWire(ac, "EC2", "ec2", cfg.Endpoints.EC2), "2016-11-15", "Response"},
+		SSM:            ssmClient{newWire(ac, "SSM", "ssm", cfg.Endpoints.SSM)},
+		KMS:            kms.NewFromConfig(ac, func(o *kms.Options) { o.BaseEndpoint = ep(cfg.Endpoints.KMS) }),
 		Quotas: servicequotas.NewFromConfig(ac, func(o *servicequotas.Options) {
 			o.BaseEndpoint = ep(cfg.Endpoints.Quotas)
 		}),
 		EBS: ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
-		CloudFormation: cloudformation.NewFromConfig(ac, func(o *cloudformation.Options) {
-			o.BaseEndpoint = ep(cfg.Endpoints.CloudFormation)
-		}),
-		SSM: ssm.NewFromConfig(ac, func(o *ssm.Options) { o.BaseEndpoint = ep(cfg.Endpoints.SSM) }),
 	}
 	return NewWithClients(cfg, cl), nil
 }
@@ -321,7 +316,7 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, cf: c.CloudFormation, ssm: c.SSM,
+	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, cf: c.CloudFormation, ssm: c.SSM, ec2q: c.EC2Query,
 		kms: c.KMS, quotas: c.Quotas, ebs: c.EBS, log: log}
 }
 
