@@ -49,7 +49,8 @@ func (b *browser) upload(page, action string, v url.Values, field, name string, 
 // failed to boot with the console's last lines. Then the app is deleted
 // with its launch terminated.
 func TestAppPages(t *testing.T) {
-	vms := []vspheresim.VMSpec{{Name: "data-01", CPUs: 1, MemoryMiB: 1024, Disks: []vspheresim.DiskSpec{{CapacityBytes: 16 << 20,
+	// The source says Ubuntu (so preflight passes); the disk holds no OS.
+	vms := []vspheresim.VMSpec{{Name: "data-01", GuestID: "ubuntu64Guest", CPUs: 1, MemoryMiB: 1024, Disks: []vspheresim.DiskSpec{{CapacityBytes: 16 << 20,
 		Seed: func(w io.WriterAt) error { return vspheresim.PseudoRandom(w, 7, 1<<20, 1<<20) }}}}}
 	h := start(t, apitest.Options{VMs: vms, ImportMode: "snapshot"})
 	ctx := context.Background()
