@@ -61,6 +61,9 @@ type Service interface {
 	GetReplicationRun(context.Context, *GetReplicationRunInput) (*GetReplicationRunOutput, error)
 	GetConnectorStatus(context.Context, *GetConnectorStatusInput) (*ConnectorStatus, error)
 	GetEvents(context.Context, *GetEventsInput) (*GetEventsOutput, error)
+	// Preflight checks the servers named (every one when none is) and the
+	// account now, stores the results and returns them.
+	Preflight(context.Context, *PreflightInput) (*PreflightOutput, error)
 	// GetFleetStatus reports the fleet's members, leader and leases
 	// (OperationNotPermittedException for a connector on its own).
 	GetFleetStatus(context.Context, *GetFleetStatusInput) (*FleetStatus, error)
@@ -162,6 +165,7 @@ func init() {
 		"GetReplicationRun":                 op(RehostTarget, true, Service.GetReplicationRun),
 		"GetConnectorStatus":                op(RehostTarget, true, Service.GetConnectorStatus),
 		"GetEvents":                         op(RehostTarget, true, Service.GetEvents),
+		"Preflight":                         op(RehostTarget, false, Service.Preflight),
 		"BackupStateToBucket":               op(RehostTarget, false, Service.BackupStateToBucket),
 		"GetBackupKey":                      op(RehostTarget, false, Service.GetBackupKey),
 		"GetFleetStatus":                    op(RehostTarget, true, Service.GetFleetStatus),

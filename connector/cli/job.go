@@ -21,7 +21,7 @@ func parseTime(flagName, v string) (api.Time, error) {
 func init() {
 	Register(Command{
 		Name:    "job create",
-		Usage:   "--server NAME|ID --frequency HOURS [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N]",
+		Usage:   "--server NAME|ID --frequency HOURS [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N] [--accept-warnings]",
 		Summary: "create a replication job for a server (CreateReplicationJob)",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
@@ -36,6 +36,7 @@ func init() {
 			fs.BoolVar(&in.Encrypted, "encrypted", false, "encrypt the AMIs' snapshots")
 			fs.StringVar(&in.KmsKeyID, "kms-key", "", "KMS key for encrypted AMIs (default the account's EBS key)")
 			fs.StringVar(&in.Description, "description", "", "description")
+			fs.BoolVar(&in.RehostAcceptWarnings, "accept-warnings", false, "create the job though the server's preflight has warnings (a blocked server is always refused)")
 			asJSON := fs.Bool("json", false, "print the job as JSON")
 			return func(ctx context.Context, env Env, args []string) error {
 				if len(args) > 0 || *server == "" {

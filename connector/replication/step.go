@@ -61,6 +61,7 @@ type progresser interface {
 
 // steps is the run, in order. Adding a step is a file and a line here.
 var steps = []step{
+	preflightStep{},
 	snapshotStep{},
 	stageStep{},
 	releaseSnapshotStep{},

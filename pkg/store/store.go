@@ -308,6 +308,7 @@ type Store interface {
 	History
 	Settings
 	Apps
+	Preflights
 	Fleet
 	// Close releases the backend. Calls after Close fail.
 	Close() error

@@ -236,6 +236,7 @@ type hostVM struct {
 	Location   string // where its configuration lives
 	HostGroup  string // SCVMM host group path
 	Generation int
+	Version    string // configuration version ("9.0"); empty from SCVMM
 	State      string // Running, Off, Saved, Paused, …
 	Status     string
 	CPUs       int
@@ -311,7 +312,7 @@ func (d vmmDrive) disk() hostDisk {
 
 func (v psVM) host() hostVM {
 	h := hostVM{ID: strings.ToLower(string(v.ID)), Name: string(v.Name), Host: string(v.ComputerName), Location: string(v.Path),
-		Generation: int(v.Generation), State: enumName(v.State, vmStates), Status: string(v.Status), CPUs: int(v.ProcessorCount),
+		Generation: int(v.Generation), Version: string(v.Version), State: enumName(v.State, vmStates), Status: string(v.Status), CPUs: int(v.ProcessorCount),
 		MemoryMiB: int64(v.MemoryStartup) >> 20, Tools: strings.HasPrefix(string(v.Heartbeat), "Ok"),
 		SecureBoot: enumName(v.SecureBoot, onOff) == "On", GuestOS: string(v.GuestOS), Clustered: bool(v.IsClustered),
 		bootDisk: strings.ToLower(string(v.BootDisk))}
@@ -409,7 +410,7 @@ func (h hostVM) vm(manager, endpoint string) source.VM {
 	}
 	v := source.VM{ID: h.ID, Name: h.Name, GuestOS: h.GuestOS, CPUs: h.CPUs, MemoryMiB: h.MemoryMiB, Firmware: firmware,
 		PowerState: powerState(h.State), ToolsRunning: h.Tools, ManagerType: manager, Host: h.Host, SecureBoot: h.SecureBoot,
-		NICs: h.NICs}
+		NICs: h.NICs, HardwareVersion: h.Version}
 	if manager == ManagerSCVMM {
 		v.Path = "/" + strings.Trim(strings.ReplaceAll(h.HostGroup, `\`, "/"), "/") + "/" + h.Host + "/" + h.Name
 	} else {
@@ -425,7 +426,12 @@ func (h hostVM) vm(manager, endpoint string) source.VM {
 			sd.CapacityBytes = d.Chain[0].Size
 		}
 		if d.PassThru != "" {
-			sd.Backing = d.PassThru
+			sd.Backing, sd.RawDevice = d.PassThru, "pass-through "+d.PassThru
+		}
+		sd.Shared = d.Shared
+		// Each checkpoint adds a differencing disk to the chain.
+		if n := len(d.Chain) - 1; d.PassThru == "" && n > v.Snapshots {
+			v.Snapshots = n
 		}
 		v.Disks = append(v.Disks, sd)
 	}
