@@ -15,13 +15,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // Postgres is the Store a fleet of connectors shares: the same SQL as
-// SQLite over database/sql, through pgx's stdlib adapter. Row reads inside
+// SQLite over database/sql, through the store's own driver on pgconn
+// (pgdriver.go). Row reads inside
 // write transactions lock their rows (FOR UPDATE), claims skip locked rows,
 // migrations run under an advisory lock, and a store that waits
 // (PostgresConfig.Wait) rides out a lost connection: each call waits for
@@ -152,9 +151,9 @@ func CheckPostgresURL(raw string) (string, error) {
 	return bare.String(), nil
 }
 
-// connConfig turns c into pgx's configuration, TLS built here rather than
-// from sslmode, so only verify-full or no TLS at all can happen.
-func (c PostgresConfig) connConfig() (*pgx.ConnConfig, string, error) {
+// connConfig turns c into pgconn's configuration, TLS built here rather
+// than from sslmode, so only verify-full or no TLS at all can happen.
+func (c PostgresConfig) connConfig() (*pgconn.Config, string, error) {
 	where, err := CheckPostgresURL(c.URL)
 	if err != nil {
 		return nil, "", err
@@ -166,12 +165,17 @@ func (c PostgresConfig) connConfig() (*pgx.ConnConfig, string, error) {
 		caFile = q.Get("sslrootcert")
 	}
 	q.Del("sslrootcert")
+	// Tuning of pgx's statement caches, which this driver does not have:
+	// not runtime parameters to send the server.
+	for _, k := range []string{"statement_cache_capacity", "description_cache_capacity", "default_query_exec_mode"} {
+		q.Del(k)
+	}
 	q.Set("sslmode", "disable")
 	if q.Get("connect_timeout") == "" {
 		q.Set("connect_timeout", "10")
 	}
 	u.RawQuery = q.Encode()
-	cfg, err := pgx.ParseConfig(u.String())
+	cfg, err := pgconn.ParseConfig(u.String())
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: store URL %s: %v", ErrInvalid, where, err)
 	}
@@ -210,7 +214,7 @@ func OpenPostgres(ctx context.Context, c PostgresConfig) (*Postgres, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	db := stdlib.OpenDB(*cfg)
+	db := sql.OpenDB(pgConnector{cfg: cfg})
 	n := c.MaxConns
 	if n <= 0 {
 		n = 10
