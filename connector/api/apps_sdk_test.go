@@ -449,9 +449,10 @@ func ptr[T any](v T) *T { return &v }
 // A server whose AMI's boot disk holds no operating system (replicated with
 // ImportSnapshot, which takes any disk) fails its launch: its boot check
 // says failed to boot, with the console's last lines, and the stack rolls
-// back.
+// back. Its source claims Ubuntu, so preflight lets it replicate: the disk
+// is what lies.
 func TestAppServerThatDoesNotBoot(t *testing.T) {
-	vms := []vspheresim.VMSpec{{Name: "data-01", CPUs: 1, MemoryMiB: 1024, Disks: []vspheresim.DiskSpec{{CapacityBytes: 16 << 20,
+	vms := []vspheresim.VMSpec{{Name: "data-01", GuestID: "ubuntu64Guest", CPUs: 1, MemoryMiB: 1024, Disks: []vspheresim.DiskSpec{{CapacityBytes: 16 << 20,
 		Seed: func(w io.WriterAt) error { return vspheresim.PseudoRandom(w, 7, 1<<20, 1<<20) }}}}}
 	c := apitest.Start(t, apitest.Options{VMs: vms, ImportMode: "snapshot"})
 	ctx := context.Background()
