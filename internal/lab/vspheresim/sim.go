@@ -71,6 +71,9 @@ type VMSpec struct {
 	PowerOn      bool
 	ToolsRunning bool
 	CBT          bool
+	// HardwareVersion is the virtual hardware version ("vmx-04"); default
+	// the simulator's. CBT needs vmx-07 or later.
+	HardwareVersion string
 }
 
 // Options configure Start.
@@ -130,12 +133,17 @@ type vmState struct {
 	name  string
 	ref   types.ManagedObjectReference
 	dir   string
-	cbt   bool
 	disks []*diskState
+
+	// Guarded by Sim.mu: CBT in effect; turned on but waiting for a stun
+	// (the next snapshot) to take effect; the next toggle refused for want
+	// of the privilege.
+	cbt, cbtPending, denyCBT bool
 }
 
 type snapState struct {
 	vm        *vmState
+	seq       int // order of creation
 	ref       types.ManagedObjectReference
 	cbt       bool
 	disks     []*content
@@ -409,6 +417,7 @@ func (s *Sim) createVM(ctx context.Context, spec VMSpec) error {
 		MemoryMB:              mem,
 		Firmware:              firmware,
 		ChangeTrackingEnabled: types.NewBool(spec.CBT),
+		Version:               spec.HardwareVersion,
 		Files:                 &types.VirtualMachineFileInfo{VmPathName: "[LocalDS_0]"},
 		DeviceChange:          changes,
 	}
@@ -462,6 +471,13 @@ func (s *Sim) createVM(ctx context.Context, spec VMSpec) error {
 	s.vms[spec.Name] = st
 	s.byRef[ref] = st
 	s.mu.Unlock()
+	if spec.CBT {
+		s.showChangeIDs(st)
+	}
+	// Each VM's folder on the datastore, where clients read the disks a
+	// snapshot froze; more specific than the simulator's own /folder/.
+	m := s.model.Service
+	m.HandleFunc(folderPrefix+url.PathEscape(spec.Name)+"/", s.serveFolder)
 	for i, d := range spec.Disks {
 		if d.Seed == nil {
 			continue
@@ -553,6 +569,8 @@ func (s *Sim) DiskCapacity(vm string, i int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	return d.capacity, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/internal/track"
 )
 
 // snapshotOf reads the VM and the hardware of a checkpoint's snapshot.
@@ -60,11 +60,10 @@ func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Expor
 	ed := make([]source.ExportDisk, len(disks))
 	for i, d := range disks {
 		ed[i] = source.ExportDisk{Disk: d, Format: disk.VMDK, StreamSize: -1}
-		vd := vdisks[i].(*types.VirtualDisk)
-		if changeIDOf(vd) == "" {
+		if changeIDOf(vdisks[i].(*types.VirtualDisk)) == "" {
 			continue
 		}
-		ext, err := s.queryChanged(ctx, vm, snap, vd.Key, d.CapacityBytes, "*")
+		ext, err := s.allocated(ctx, cp, d.Key)
 		if err != nil {
 			slog.Debug("allocated extents unknown", "vm", cp.VMID, "disk", d.Key, "err", err)
 			continue
@@ -125,6 +124,15 @@ func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Expor
 		e.updater = e.lease.StartUpdater(e.cleanCtx, &nfc.LeaseInfo{HttpNfcLeaseInfo: info.HttpNfcLeaseInfo, Items: e.items})
 	}
 	return e, nil
+}
+
+// allocated lists the allocated areas of a disk of a CBT-tracked snapshot.
+func (s *Source) allocated(ctx context.Context, cp source.Checkpoint, key string) ([]disk.Extent, error) {
+	ch, err := s.ChangedAreas(ctx, cp, source.ChangeQuery{Disk: key})
+	if err != nil {
+		return nil, err
+	}
+	return track.All(ctx, ch.Areas)
 }
 
 // leaseKey is the key vCenter gives a disk in an export lease:
@@ -271,73 +279,6 @@ type progressReport float32
 func (p progressReport) Percentage() float32 { return float32(p) }
 func (p progressReport) Detail() string      { return "" }
 func (p progressReport) Error() error        { return nil }
-
-// ChangedAreas returns the extents of disk diskKey that changed between
-// change id since ("*" or "" for all allocated extents) and the checkpoint,
-// and the checkpoint's change id for the next call. It pages through
-// QueryChangedDiskAreas answers as vCenter requires.
-func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, diskKey, since string) ([]disk.Extent, string, error) {
-	vm, snap, devices, err := s.snapshotOf(ctx, cp)
-	if err != nil {
-		return nil, "", fmt.Errorf("changed areas: %w", err)
-	}
-	key, err := strconv.Atoi(diskKey)
-	if err != nil {
-		return nil, "", fmt.Errorf("changed areas of disk %q of vm %s: not a vSphere device key: %w", diskKey, cp.VMID, source.ErrNotFound)
-	}
-	vd, ok := devices.FindByKey(int32(key)).(*types.VirtualDisk)
-	if !ok {
-		return nil, "", fmt.Errorf("changed areas of disk %s of vm %s: no such disk in snapshot %q: %w", diskKey, cp.VMID, cp.Name, source.ErrNotFound)
-	}
-	id := changeIDOf(vd)
-	if id == "" {
-		return nil, "", fmt.Errorf("changed areas of disk %s of vm %s: changed block tracking is off; enable it (ctkEnabled) and take a new checkpoint", diskKey, cp.VMID)
-	}
-	if since == "" {
-		since = "*"
-	}
-	capacity := vd.CapacityInBytes
-	if capacity == 0 {
-		capacity = vd.CapacityInKB * 1024
-	}
-	ext, err := s.queryChanged(ctx, vm, snap, vd.Key, capacity, since)
-	if err != nil {
-		return nil, "", fmt.Errorf("changed areas of disk %s of vm %s since %q: %w", diskKey, cp.VMID, since, err)
-	}
-	return ext, id, nil
-}
-
-func (s *Source) queryChanged(ctx context.Context, vm, snap types.ManagedObjectReference, key int32, capacity int64, since string) ([]disk.Extent, error) {
-	var out []disk.Extent
-	for off := int64(0); off < capacity; {
-		res, err := methods.QueryChangedDiskAreas(ctx, s.c, &types.QueryChangedDiskAreas{
-			This: vm, Snapshot: &snap, DeviceKey: key, StartOffset: off, ChangeId: since,
-		})
-		if err != nil {
-			return nil, classify("query changed disk areas", err)
-		}
-		for _, a := range res.Returnval.ChangedArea {
-			e := disk.Extent{Offset: a.Start, Length: a.Length}
-			if e.Length <= 0 || e.Offset < 0 || e.End() > capacity {
-				return nil, fmt.Errorf("vcenter returned area %+v outside the %d-byte disk", e, capacity)
-			}
-			if n := len(out); n > 0 && out[n-1].End() >= e.Offset {
-				if e.Offset < out[n-1].Offset {
-					return nil, fmt.Errorf("vcenter returned areas out of order at %d", e.Offset)
-				}
-				out[n-1].Length = max(out[n-1].End(), e.End()) - out[n-1].Offset
-				continue
-			}
-			out = append(out, e)
-		}
-		next := res.Returnval.StartOffset + res.Returnval.Length
-		if next <= off {
-			return nil, fmt.Errorf("vcenter answered no progress at offset %d", off)
-		}
-		off = next
-	}
-	return out, nil
-}
 
 func changeIDOf(vd *types.VirtualDisk) string {
 	switch b := vd.Backing.(type) {
