@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -79,12 +80,14 @@ type STSAPI interface {
 	GetCallerIdentity(context.Context, *sts.GetCallerIdentityInput, ...func(*sts.Options)) (*sts.GetCallerIdentityOutput, error)
 }
 
-// Clients are the API implementations a Target uses.
+// Clients are the API implementations a Target uses. EBS may be nil for
+// a target that only stages through S3.
 type Clients struct {
 	S3  S3API
 	EC2 EC2API
 	IAM IAMAPI
 	STS STSAPI
+	EBS EBSAPI
 }
 
 // Endpoints override service endpoints (emulators, VPC endpoints). Empty
@@ -146,6 +149,7 @@ type Target struct {
 	ec2 EC2API
 	iam IAMAPI
 	sts STSAPI
+	ebs EBSAPI
 	log *slog.Logger
 }
 
@@ -202,6 +206,7 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		EC2: ec2.NewFromConfig(ac, func(o *ec2.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EC2) }),
 		IAM: iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
 		STS: sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
+		EBS: ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
 	}
 	return NewWithClients(cfg, cl), nil
 }
@@ -246,7 +251,7 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, log: log}
+	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, ebs: c.EBS, log: log}
 }
 
 // Region is the target's region.
