@@ -37,6 +37,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RunProgress", testRunProgress},
 		{"Events", testEvents},
 		{"Apps", testApps},
+		{"Replicas", testReplicas},
+		{"Manifest", testManifest},
+		{"JobModes", testJobModes},
 		{"Settings", testSettings},
 		{"ConcurrentWriters", testConcurrentWriters},
 	}
