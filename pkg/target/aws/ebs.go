@@ -5,23 +5,18 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"encoding"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"maps"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"golang.org/x/time/rate"
 )
 
 // EBS direct: a replica is an EBS snapshot written block by block
@@ -49,12 +44,6 @@ const GiB = 1 << 30
 
 // VolumeGiB is the smallest EBS volume holding size bytes.
 func VolumeGiB(size int64) int64 { return max(1, (size+GiB-1)/GiB) }
-
-// EBS direct's per-snapshot request rates are quotas of the account
-// (1,000 PutSnapshotBlock and GetSnapshotBlock requests per second per
-// snapshot by default); the target stays well below them, so that several
-// disks written at once and a verification beside them are not throttled.
-const defaultBlockRate = 400
 
 // ReplicaInput starts a replica snapshot.
 type ReplicaInput struct {
@@ -92,7 +81,7 @@ func (t *Target) StartReplica(ctx context.Context, in ReplicaInput) (Replica, er
 		return Replica{}, fmt.Errorf("start replica snapshot: volume size %d GiB", in.VolumeGiB)
 	}
 	if t.ebs == nil {
-		return Replica{}, errors.New("start replica snapshot: no EBS direct client")
+		return Replica{}, errors.New("start replica snapshot: no EBS direct client configured")
 	}
 	req := &ebs.StartSnapshotInput{VolumeSize: sdk.Int64(in.VolumeGiB), ClientToken: sdk.String(in.ClientToken),
 		Description: optString(in.Description), Timeout: sdk.Int32(24 * 60)}
@@ -119,231 +108,25 @@ func (t *Target) StartReplica(ctx context.Context, in ReplicaInput) (Replica, er
 	return Replica{SnapshotID: sdk.ToString(out.SnapshotId), VolumeGiB: sdk.ToInt64(out.VolumeSize), Parent: sdk.ToString(out.ParentSnapshotId)}, nil
 }
 
-// WriteState is how far a BlockWriter got, to persist and to resume from:
-// every block below Next that was given to the writer is stored.
-type WriteState struct {
-	Next int64 `json:"next"`
-	// Count is the number of blocks stored below Next.
-	Count int64 `json:"count"`
-	// Aggregate is the running SHA-256 of the checksums of those blocks in
-	// index order (its marshalled state): CompleteSnapshot's LINEAR
-	// aggregate checksum.
-	Aggregate []byte `json:"aggregate,omitempty"`
-}
-
-// WriterOptions tune a BlockWriter; zero fields take the defaults.
-type WriterOptions struct {
-	// Concurrency is the number of blocks put at once (default 8). The
-	// writer holds twice as many block buffers: its memory is bounded by
-	// them whatever the disk's size.
-	Concurrency int
-	// RequestsPerSecond bounds the PutSnapshotBlock requests on this
-	// snapshot (default 400).
-	RequestsPerSecond float64
-	// Bandwidth, when not nil, is waited on for every block's bytes before
-	// it is sent (nil: no cap). A rate.Limiter needs a burst of at least
-	// BlockSize.
-	Bandwidth Limiter
-	// Resume continues a writer whose state was persisted: the caller
-	// gives blocks again from Resume.Next.
-	Resume *WriteState
-}
-
-// BlockWriter puts blocks into one pending replica snapshot, a few at a
-// time, and keeps the state CompleteReplica needs. Put is called from one
-// goroutine in ascending block order; State and Bytes may be called from
-// any goroutine (a progress ticker).
-type BlockWriter struct {
-	t     *Target
-	snap  string
-	o     WriterOptions
-	limit *rate.Limiter
-	work  chan *pending
-	free  chan []byte
-	wg    sync.WaitGroup
-	ctx   context.Context
-	stop  context.CancelFunc
-	bytes atomic.Int64
-
-	mu    sync.Mutex
-	queue []*pending // given, in index order, not yet below the frontier
-	next  int64      // every block below it was given
-	count int64
-	agg   hash.Hash
-	err   error
-}
-
-type pending struct {
-	index int64
-	data  []byte
-	sum   [sha256.Size]byte
-	done  bool
-}
-
-// NewBlockWriter opens a writer on a pending snapshot. Its puts run under
-// ctx; Close must be called.
-func (t *Target) NewBlockWriter(ctx context.Context, snapshotID string, o WriterOptions) (*BlockWriter, error) {
-	if t.ebs == nil {
-		return nil, errors.New("write replica snapshot: no EBS direct client")
-	}
-	o.Concurrency = max(1, cmp.Or(o.Concurrency, 8))
-	if o.RequestsPerSecond <= 0 {
-		o.RequestsPerSecond = defaultBlockRate
-	}
-	w := &BlockWriter{t: t, snap: snapshotID, o: o, agg: sha256.New(),
-		limit: rate.NewLimiter(rate.Limit(o.RequestsPerSecond), o.Concurrency),
-		work:  make(chan *pending, o.Concurrency), free: make(chan []byte, 2*o.Concurrency)}
-	if r := o.Resume; r != nil {
-		w.next, w.count = r.Next, r.Count
-		if len(r.Aggregate) > 0 {
-			if err := w.agg.(encoding.BinaryUnmarshaler).UnmarshalBinary(r.Aggregate); err != nil {
-				return nil, fmt.Errorf("write replica snapshot %s: the recorded checksum state is unreadable: %w", snapshotID, err)
-			}
-		}
-	}
-	for range 2 * o.Concurrency {
-		w.free <- make([]byte, BlockSize)
-	}
-	w.ctx, w.stop = context.WithCancel(ctx)
-	for range o.Concurrency {
-		w.wg.Add(1)
-		go w.worker()
-	}
-	return w, nil
-}
-
-// Put stores block index with data (BlockSize bytes, copied) whose SHA-256
-// is sum. Blocks are given in ascending order, each once, at or after the
-// Resume state's Next. It waits while all buffers are in flight, and
-// returns the first failure of any put so far.
-func (w *BlockWriter) Put(ctx context.Context, index int64, data []byte, sum [sha256.Size]byte) error {
+// PutBlock stores block index of pending snapshot id: data is BlockSize
+// bytes and sum their SHA-256, which EBS checks. One call under the retry
+// policy (throttling is retried); putting a block again replaces it.
+func (t *Target) PutBlock(ctx context.Context, id string, index int64, data []byte, sum [sha256.Size]byte) error {
 	if len(data) != BlockSize {
-		return fmt.Errorf("put block %d of %s: %d bytes, not %d", index, w.snap, len(data), BlockSize)
+		return fmt.Errorf("put block %d of %s: %d bytes, not %d", index, id, len(data), BlockSize)
 	}
-	w.mu.Lock()
-	err, next := w.err, w.next
-	w.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	if index < next {
-		return fmt.Errorf("put block %d of %s: blocks go in ascending order, and %d was given", index, w.snap, next)
-	}
-	var buf []byte
-	select {
-	case buf = <-w.free:
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-w.ctx.Done():
-		return w.failure()
-	}
-	copy(buf, data)
-	p := &pending{index: index, data: buf, sum: sum}
-	w.mu.Lock()
-	w.queue = append(w.queue, p)
-	w.next = index + 1
-	w.mu.Unlock()
-	select {
-	case w.work <- p:
-		return nil
-	case <-w.ctx.Done():
-		return w.failure()
-	}
-}
-
-// Advance tells the writer every block below next that needs writing was
-// given (the caller skipped the rest: unchanged or zero), so State moves
-// past them.
-func (w *BlockWriter) Advance(next int64) {
-	w.mu.Lock()
-	w.next = max(w.next, next)
-	w.mu.Unlock()
-}
-
-func (w *BlockWriter) failure() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
-	return context.Cause(w.ctx)
-}
-
-func (w *BlockWriter) worker() {
-	defer w.wg.Done()
-	for p := range w.work {
-		err := w.put(p)
-		w.mu.Lock()
-		if err != nil && w.err == nil {
-			w.err = err
-			w.stop()
-		}
-		p.done = err == nil
-		// The frontier moves over the blocks stored in order; their
-		// checksums join the aggregate in index order.
-		for len(w.queue) > 0 && w.queue[0].done {
-			q := w.queue[0]
-			w.agg.Write(q.sum[:])
-			w.count++
-			w.queue = w.queue[1:]
-		}
-		w.mu.Unlock()
-		w.free <- p.data
-	}
-}
-
-func (w *BlockWriter) put(p *pending) error {
-	if b := w.o.Bandwidth; b != nil {
-		if err := b.WaitN(w.ctx, BlockSize); err != nil {
-			return fmt.Errorf("put block %d of %s: wait for bandwidth: %w", p.index, w.snap, err)
-		}
-	}
-	sum := base64.StdEncoding.EncodeToString(p.sum[:])
-	err := w.t.call(w.ctx, "PutSnapshotBlock", func(ctx context.Context) error {
-		if err := w.limit.Wait(ctx); err != nil {
-			return err
-		}
-		_, err := w.t.ebs.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
-			SnapshotId: sdk.String(w.snap), BlockIndex: sdk.Int32(int32(p.index)), BlockData: bytes.NewReader(p.data),
-			DataLength: sdk.Int32(BlockSize), Checksum: sdk.String(sum), ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
+	b64 := base64.StdEncoding.EncodeToString(sum[:])
+	err := t.call(ctx, "PutSnapshotBlock", func(ctx context.Context) error {
+		_, err := t.ebs.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
+			SnapshotId: sdk.String(id), BlockIndex: sdk.Int32(int32(index)), BlockData: bytes.NewReader(data),
+			DataLength: sdk.Int32(BlockSize), Checksum: sdk.String(b64), ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
 		})
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("put block %d of %s: %w", p.index, w.snap, err)
+		return fmt.Errorf("put block %d of %s: %w", index, id, err)
 	}
-	w.bytes.Add(BlockSize)
 	return nil
-}
-
-// State is what the writer has stored so far, to persist. Safe from any
-// goroutine.
-func (w *BlockWriter) State() WriteState {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	st := WriteState{Next: w.next, Count: w.count}
-	if len(w.queue) > 0 {
-		st.Next = w.queue[0].index
-	}
-	st.Aggregate, _ = w.agg.(encoding.BinaryMarshaler).MarshalBinary()
-	return st
-}
-
-// Bytes is the number of bytes this writer has stored (not those of the
-// state it resumed from).
-func (w *BlockWriter) Bytes() int64 { return w.bytes.Load() }
-
-// Close waits for the puts in flight and returns the final state, and the
-// first failure. A writer that failed keeps the blocks stored before the
-// failure in its state, to resume from.
-func (w *BlockWriter) Close() (WriteState, error) {
-	close(w.work)
-	w.wg.Wait()
-	w.stop()
-	w.mu.Lock()
-	err := w.err
-	w.mu.Unlock()
-	return w.State(), err
 }
 
 // ReplicaError is a snapshot EBS refused to complete: the aggregate
@@ -358,18 +141,14 @@ func (e *ReplicaError) Error() string {
 	return fmt.Sprintf("replica snapshot %s ended %s: EBS did not accept its blocks' aggregate checksum", e.SnapshotID, e.Status)
 }
 
-// CompleteReplica completes a pending snapshot written by a BlockWriter
-// whose final state is st. Completing a completed snapshot succeeds.
-func (t *Target) CompleteReplica(ctx context.Context, snapshotID string, st WriteState) error {
-	agg := sha256.New()
-	if len(st.Aggregate) > 0 {
-		if err := agg.(encoding.BinaryUnmarshaler).UnmarshalBinary(st.Aggregate); err != nil {
-			return fmt.Errorf("complete replica snapshot %s: the checksum state is unreadable: %w", snapshotID, err)
-		}
-	}
-	req := &ebs.CompleteSnapshotInput{SnapshotId: sdk.String(snapshotID), ChangedBlocksCount: sdk.Int32(int32(st.Count))}
-	if st.Count > 0 {
-		req.Checksum = sdk.String(base64.StdEncoding.EncodeToString(agg.Sum(nil)))
+// CompleteReplica completes a pending snapshot into which changed blocks
+// were put; aggregate is the SHA-256 of their checksums in block order
+// (EBS's LINEAR aggregate; nil when no block was put). Completing a
+// completed snapshot succeeds; one EBS refuses is a *ReplicaError.
+func (t *Target) CompleteReplica(ctx context.Context, id string, changed int64, aggregate []byte) error {
+	req := &ebs.CompleteSnapshotInput{SnapshotId: sdk.String(id), ChangedBlocksCount: sdk.Int32(int32(changed))}
+	if changed > 0 {
+		req.Checksum = sdk.String(base64.StdEncoding.EncodeToString(aggregate))
 		req.ChecksumAlgorithm = ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256
 		req.ChecksumAggregationMethod = ebstypes.ChecksumAggregationMethodChecksumAggregationLinear
 	}
@@ -379,7 +158,7 @@ func (t *Target) CompleteReplica(ctx context.Context, snapshotID string, st Writ
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("complete replica snapshot %s (%d blocks): %w", snapshotID, st.Count, err)
+		return fmt.Errorf("complete replica snapshot %s (%d blocks): %w", id, changed, err)
 	}
 	switch out.Status {
 	case ebstypes.StatusCompleted, ebstypes.StatusPending:
@@ -387,7 +166,7 @@ func (t *Target) CompleteReplica(ctx context.Context, snapshotID string, st Writ
 		// DescribeSnapshots says completed.
 		return nil
 	}
-	return &ReplicaError{SnapshotID: snapshotID, Status: string(out.Status)}
+	return &ReplicaError{SnapshotID: id, Status: string(out.Status)}
 }
 
 // SnapshotState is the state of an EBS snapshot (pending, completed,
@@ -476,38 +255,17 @@ func (t *Target) ChangedBlocks(ctx context.Context, first, second string, fn fun
 	}
 }
 
-// BlockReader reads blocks of one completed snapshot, at a bounded request
-// rate; safe for concurrent use.
-type BlockReader struct {
-	t     *Target
-	snap  string
-	limit *rate.Limiter
-	bytes atomic.Int64
-}
-
-// NewBlockReader reads blocks of snapshot id at most requestsPerSecond
-// (default 400) at a time.
-func (t *Target) NewBlockReader(id string, requestsPerSecond float64) *BlockReader {
-	if requestsPerSecond <= 0 {
-		requestsPerSecond = defaultBlockRate
-	}
-	return &BlockReader{t: t, snap: id, limit: rate.NewLimiter(rate.Limit(requestsPerSecond), 8)}
-}
-
-// Get reads block b into buf (BlockSize bytes) and returns the checksum
-// EBS answered with it (base64 SHA-256 of the block as it was put).
-// Callers compare the data's own hash: the answered one says what was
-// sent, not what is stored.
-func (r *BlockReader) Get(ctx context.Context, b Block, buf []byte) (string, error) {
+// GetBlock reads block b of completed snapshot id into buf (BlockSize
+// bytes) and returns the checksum EBS answered with it (base64 SHA-256 of
+// the block as it was put). Callers compare the data's own hash: the
+// answered one says what was sent, not what is stored.
+func (t *Target) GetBlock(ctx context.Context, id string, b Block, buf []byte) (string, error) {
 	if len(buf) != BlockSize {
-		return "", fmt.Errorf("get block %d of %s: buffer of %d bytes", b.Index, r.snap, len(buf))
+		return "", fmt.Errorf("get block %d of %s: buffer of %d bytes", b.Index, id, len(buf))
 	}
 	var sum string
-	err := r.t.call(ctx, "GetSnapshotBlock", func(ctx context.Context) error {
-		if err := r.limit.Wait(ctx); err != nil {
-			return err
-		}
-		out, err := r.t.ebs.GetSnapshotBlock(ctx, &ebs.GetSnapshotBlockInput{SnapshotId: sdk.String(r.snap),
+	err := t.call(ctx, "GetSnapshotBlock", func(ctx context.Context) error {
+		out, err := t.ebs.GetSnapshotBlock(ctx, &ebs.GetSnapshotBlockInput{SnapshotId: sdk.String(id),
 			BlockIndex: sdk.Int32(int32(b.Index)), BlockToken: sdk.String(b.Token)})
 		if err != nil {
 			return err
@@ -523,14 +281,10 @@ func (r *BlockReader) Get(ctx context.Context, b Block, buf []byte) (string, err
 		return nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("get block %d of %s: %w", b.Index, r.snap, err)
+		return "", fmt.Errorf("get block %d of %s: %w", b.Index, id, err)
 	}
-	r.bytes.Add(BlockSize)
 	return sum, nil
 }
-
-// Bytes is the number of bytes read so far.
-func (r *BlockReader) Bytes() int64 { return r.bytes.Load() }
 
 // CheckEBSDirect tells whether the connector can use EBS direct in its
 // region: an error says why not (no endpoint in the region, or no

@@ -64,34 +64,25 @@ func randomBlocks(seed uint64, n int) [][]byte {
 }
 
 // writeReplica writes blocks (index → data) into a new replica, in order,
-// and completes it.
-func writeReplica(t *testing.T, tg *Target, token, parent string, gib int64, blocks map[int64][]byte, o WriterOptions) Replica {
+// and completes it with the LINEAR aggregate of their checksums.
+func writeReplica(t *testing.T, tg *Target, token, parent string, gib int64, blocks map[int64][]byte) Replica {
 	t.Helper()
 	ctx := context.Background()
 	rep, err := tg.StartReplica(ctx, ReplicaInput{VolumeGiB: gib, Parent: parent, ClientToken: token, Tags: map[string]string{"rehost:job": "j-1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := tg.NewBlockWriter(ctx, rep.SnapshotID, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	agg := sha256.New()
 	for i := range gib * GiB / BlockSize {
 		if b, ok := blocks[i]; ok {
-			if err := w.Put(ctx, i, b, sha256.Sum256(b)); err != nil {
+			sum := sha256.Sum256(b)
+			if err := tg.PutBlock(ctx, rep.SnapshotID, i, b, sum); err != nil {
 				t.Fatal(err)
 			}
+			agg.Write(sum[:])
 		}
 	}
-	w.Advance(gib * GiB / BlockSize)
-	st, err := w.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Count != int64(len(blocks)) || st.Next != gib*GiB/BlockSize {
-		t.Fatalf("writer state %+v after %d blocks", st, len(blocks))
-	}
-	if err := tg.CompleteReplica(ctx, rep.SnapshotID, st); err != nil {
+	if err := tg.CompleteReplica(ctx, rep.SnapshotID, int64(len(blocks)), agg.Sum(nil)); err != nil {
 		t.Fatal(err)
 	}
 	return rep
@@ -102,12 +93,11 @@ func writeReplica(t *testing.T, tg *Target, token, parent string, gib int64, blo
 func readBack(t *testing.T, tg *Target, id string) map[int64][]byte {
 	t.Helper()
 	ctx := context.Background()
-	r := tg.NewBlockReader(id, 0)
 	got := map[int64][]byte{}
 	err := tg.ListBlocks(ctx, id, 0, func(page []Block) error {
 		for _, b := range page {
 			buf := make([]byte, BlockSize)
-			sum, err := r.Get(ctx, b, buf)
+			sum, err := tg.GetBlock(ctx, id, b, buf)
 			if err != nil {
 				return err
 			}
@@ -131,12 +121,12 @@ func TestReplicaChain(t *testing.T) {
 	emu, tg := ebsAccount(t, nil)
 	ctx := context.Background()
 	b := randomBlocks(1, 4)
-	seed := writeReplica(t, tg, "rehost-run-1-d0", "", 1, map[int64][]byte{0: b[0], 9: b[1], 2047: b[2]}, WriterOptions{Concurrency: 3})
+	seed := writeReplica(t, tg, "rehost-run-1-d0", "", 1, map[int64][]byte{0: b[0], 9: b[1], 2047: b[2]})
 	again, err := tg.StartReplica(ctx, ReplicaInput{VolumeGiB: 1, ClientToken: "rehost-run-1-d0"})
 	if err != nil || again.SnapshotID != seed.SnapshotID {
 		t.Fatalf("start again by the same token: %v %+v, first %s", err, again, seed.SnapshotID)
 	}
-	child := writeReplica(t, tg, "rehost-run-2-d0", seed.SnapshotID, 2, map[int64][]byte{9: b[3], 3000: b[0]}, WriterOptions{})
+	child := writeReplica(t, tg, "rehost-run-2-d0", seed.SnapshotID, 2, map[int64][]byte{9: b[3], 3000: b[0]})
 	if child.Parent != seed.SnapshotID || child.VolumeGiB != 2 {
 		t.Fatalf("child %+v", child)
 	}
@@ -187,107 +177,46 @@ func keys(m map[int64][]byte) []int64 {
 	return out
 }
 
-// A writer stopped part-way resumes from its persisted state: the blocks
-// before it are not put again and the aggregate checksum EBS checks at
-// completion covers all of them.
-func TestBlockWriterResumes(t *testing.T) {
-	var puts atomic.Int64
-	_, tg := ebsAccount(t, func(c EBSAPI) EBSAPI { return &countingEBS{EBSAPI: c, puts: &puts} })
+// A completion whose aggregate checksum is not that of the blocks put
+// leaves the snapshot in error, and CompleteReplica says so.
+func TestCompleteChecksAggregate(t *testing.T) {
+	_, tg := ebsAccount(t, nil)
 	ctx := context.Background()
-	b := randomBlocks(2, 6)
-	rep, err := tg.StartReplica(ctx, ReplicaInput{VolumeGiB: 1, ClientToken: "rehost-run-3-d0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := tg.NewBlockWriter(ctx, rep.SnapshotID, WriterOptions{Concurrency: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		if err := w.Put(ctx, int64(i*10), b[i], sha256.Sum256(b[i])); err != nil {
-			t.Fatal(err)
-		}
-	}
-	w.Advance(25)
-	saved, err := w.Close()
-	if err != nil || saved.Next != 25 || saved.Count != 3 {
-		t.Fatalf("state after three blocks: %+v %v", saved, err)
-	}
-	// A new process: the writer resumes from what was persisted.
-	w, err = tg.NewBlockWriter(ctx, rep.SnapshotID, WriterOptions{Resume: &saved})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Put(ctx, 5, b[0], sha256.Sum256(b[0])); err == nil {
-		t.Fatal("a block before the resumed state was accepted")
-	}
-	for i := 3; i < 6; i++ {
-		if err := w.Put(ctx, int64(i*10), b[i], sha256.Sum256(b[i])); err != nil {
-			t.Fatal(err)
-		}
-	}
-	final, err := w.Close()
-	if err != nil || final.Count != 6 {
-		t.Fatalf("final state %+v %v", final, err)
-	}
-	if err := tg.CompleteReplica(ctx, rep.SnapshotID, final); err != nil {
-		t.Fatalf("EBS refused the aggregate of a resumed writer: %v", err)
-	}
-	if n := puts.Load(); n != 6 {
-		t.Errorf("%d blocks put for 6", n)
-	}
-
-	// A wrong aggregate leaves the snapshot in error: CompleteReplica says so.
+	b := randomBlocks(2, 1)[0]
 	bad, err := tg.StartReplica(ctx, ReplicaInput{VolumeGiB: 1, ClientToken: "rehost-run-4-d0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, _ = tg.NewBlockWriter(ctx, bad.SnapshotID, WriterOptions{})
-	w.Put(ctx, 1, b[1], sha256.Sum256(b[1]))
-	st, _ := w.Close()
-	st.Aggregate = saved.Aggregate
+	if err := tg.PutBlock(ctx, bad.SnapshotID, 1, b, sha256.Sum256(b)); err != nil {
+		t.Fatal(err)
+	}
 	var re *ReplicaError
-	if err := tg.CompleteReplica(ctx, bad.SnapshotID, st); !errors.As(err, &re) {
+	if err := tg.CompleteReplica(ctx, bad.SnapshotID, 1, make([]byte, 32)); !errors.As(err, &re) {
 		t.Fatalf("completing with a wrong aggregate: %v", err)
+	}
+	if st, _ := tg.SnapshotState(ctx, bad.SnapshotID); st != "error" {
+		t.Errorf("the snapshot is %q", st)
 	}
 }
 
-// countingEBS counts PutSnapshotBlock calls.
-type countingEBS struct {
-	EBSAPI
-	puts *atomic.Int64
-}
-
-func (c *countingEBS) PutSnapshotBlock(ctx context.Context, in *ebs.PutSnapshotBlockInput, o ...func(*ebs.Options)) (*ebs.PutSnapshotBlockOutput, error) {
-	c.puts.Add(1)
-	return c.EBSAPI.PutSnapshotBlock(ctx, in, o...)
-}
-
 // throttlingEBS answers every other PutSnapshotBlock and GetSnapshotBlock
-// with EBS's throttling errors, and records how many puts were in flight
-// at once.
+// with EBS's throttling errors.
 type throttlingEBS struct {
 	EBSAPI
-	n, inFlight, peak atomic.Int64
+	n atomic.Int64
 }
 
 func (c *throttlingEBS) throttle() error {
 	switch c.n.Add(1) % 4 {
 	case 1:
-		return &ebstypes.RequestThrottledException{Message: stringp("rate exceeded"), Reason: ebstypes.RequestThrottledExceptionReasonResourceLevelThrottle}
+		return &ebstypes.RequestThrottledException{Message: sdk.String("rate exceeded"), Reason: ebstypes.RequestThrottledExceptionReasonResourceLevelThrottle}
 	case 3:
 		return &smithy.GenericAPIError{Code: "ThrottlingException", Message: "slow down"}
 	}
 	return nil
 }
 
-func stringp(s string) *string { return &s }
-
 func (c *throttlingEBS) PutSnapshotBlock(ctx context.Context, in *ebs.PutSnapshotBlockInput, o ...func(*ebs.Options)) (*ebs.PutSnapshotBlockOutput, error) {
-	n := c.inFlight.Add(1)
-	defer c.inFlight.Add(-1)
-	for p := c.peak.Load(); n > p && !c.peak.CompareAndSwap(p, n); p = c.peak.Load() {
-	}
 	if err := c.throttle(); err != nil {
 		return nil, err
 	}
@@ -301,10 +230,9 @@ func (c *throttlingEBS) GetSnapshotBlock(ctx context.Context, in *ebs.GetSnapsho
 	return c.EBSAPI.GetSnapshotBlock(ctx, in, o...)
 }
 
-// Throttling (RequestThrottledException, ThrottlingException) is retried by
-// the one policy, and the replica still holds every block; no more puts
-// run at once than the writer's concurrency; a bandwidth limiter is asked
-// for every block's bytes.
+// Throttling (RequestThrottledException, ThrottlingException) of puts and
+// reads is retried by the one policy, and the replica still holds every
+// block, read back whole.
 func TestThrottlingIsRetried(t *testing.T) {
 	th := &throttlingEBS{}
 	_, tg := ebsAccount(t, func(c EBSAPI) EBSAPI { th.EBSAPI = c; return th })
@@ -313,14 +241,7 @@ func TestThrottlingIsRetried(t *testing.T) {
 	for i, d := range b {
 		blocks[int64(i*3)] = d
 	}
-	bw := &countingLimiter{}
-	rep := writeReplica(t, tg, "rehost-run-5-d0", "", 1, blocks, WriterOptions{Concurrency: 3, Bandwidth: bw})
-	if p := th.peak.Load(); p > 3 {
-		t.Errorf("%d puts in flight at once with a concurrency of 3", p)
-	}
-	if bw.n.Load() != int64(len(b))*BlockSize {
-		t.Errorf("the bandwidth limiter was asked for %d bytes, %d sent", bw.n.Load(), len(b)*BlockSize)
-	}
+	rep := writeReplica(t, tg, "rehost-run-5-d0", "", 1, blocks)
 	got := readBack(t, tg, rep.SnapshotID)
 	for i, d := range blocks {
 		if !bytes.Equal(got[i], d) {
@@ -330,13 +251,6 @@ func TestThrottlingIsRetried(t *testing.T) {
 	if th.n.Load() < int64(2*len(b)) {
 		t.Errorf("only %d calls: throttling was not exercised", th.n.Load())
 	}
-}
-
-type countingLimiter struct{ n atomic.Int64 }
-
-func (l *countingLimiter) WaitN(ctx context.Context, n int) error {
-	l.n.Add(int64(n))
-	return ctx.Err()
 }
 
 // EBS direct is found where the endpoint serves it, and refused with the
@@ -392,7 +306,7 @@ func TestImageFromReplicas(t *testing.T) {
 			blocks[int64(off/BlockSize)] = b
 		}
 	}
-	boot := writeReplica(t, tg, "rehost-run-6-d0", "", 1, blocks, WriterOptions{})
+	boot := writeReplica(t, tg, "rehost-run-6-d0", "", 1, blocks)
 	for _, mode := range []ImportMode{ModeImportImage, ModeRegister} {
 		t.Run(string(mode), func(t *testing.T) {
 			imp, err := tg.StartImport(ctx, ImportInput{Snapshots: []string{boot.SnapshotID}, Mode: mode, BootMode: "legacy-bios",
