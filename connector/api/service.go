@@ -38,6 +38,9 @@ type Service interface {
 	GetReplicationRun(context.Context, *GetReplicationRunInput) (*GetReplicationRunOutput, error)
 	GetConnectorStatus(context.Context, *GetConnectorStatusInput) (*ConnectorStatus, error)
 	GetEvents(context.Context, *GetEventsInput) (*GetEventsOutput, error)
+	// VerifyReplicationJob requests a full verification of an incremental
+	// job's replicas, by a run started now or the job's next.
+	VerifyReplicationJob(context.Context, *VerifyReplicationJobInput) (*VerifyReplicationJobOutput, error)
 	// SupportBundle writes a zip of the configuration, recent logs and
 	// events, versions and a state summary, every secret redacted.
 	SupportBundle(ctx context.Context, w io.Writer) error
@@ -97,6 +100,7 @@ func init() {
 		"GetReplicationRun":           op(RehostTarget, true, Service.GetReplicationRun),
 		"GetConnectorStatus":          op(RehostTarget, true, Service.GetConnectorStatus),
 		"GetEvents":                   op(RehostTarget, true, Service.GetEvents),
+		"VerifyReplicationJob":        op(RehostTarget, false, Service.VerifyReplicationJob),
 	} {
 		operations[o.target+"."+name] = o
 		operationNames = append(operationNames, name)

@@ -41,7 +41,7 @@ type stageStep struct{}
 
 func (stageStep) info() Info {
 	return Info{
-		Name: StepStage, Title: "Export and upload the disks", Weight: 50, Metric: "stage",
+		Name: StepStage, Title: "Export and upload the disks", Weight: 50, Metric: "stage", Modes: fullOnly,
 		Advice:  "Exporting or uploading a disk failed: check the source and AWS (rehost connector status, or the console's Health page: network, the staging bucket), then start the job again. Nothing is left behind: the connector removed what it had staged.",
 		Effects: "the staging prefix (`staging-prefix`, swept on undo), the export's NFC lease (`export-lease`, aborted at restart), one multipart upload per disk (`multipart-upload`: upload id and parts, persisted about once a second and in full before completion), then the object (`s3-object`; a completed upload's object found by HEAD: size, composite CRC32C)",
 	}

@@ -26,7 +26,7 @@ type Replicas interface {
 	// each disk's manifest chunks superseded at its Seq are deleted (only
 	// the newest at or below Seq of each chunk is kept, and those above
 	// Seq, which a running run may be writing). UpdatedAt is set by the
-	// store. ErrNotFound if the job does not exist; ErrInvalid on a disk
+	// store, and CreatedAt kept from the set before (now for the first). ErrNotFound if the job does not exist; ErrInvalid on a disk
 	// without a snapshot or key, or two disks with one key.
 	CommitReplicaSet(ctx context.Context, set ReplicaSet, made []ReplicaSnapshot) error
 	// UpdateReplicaSet applies fn to the job's current set and stores its
@@ -70,7 +70,10 @@ type ReplicaSet struct {
 	// found equal to the manifest (zero: never).
 	VerifiedAt time.Time     `json:"verifiedAt,omitzero"`
 	Disks      []ReplicaDisk `json:"disks"`
-	UpdatedAt  time.Time     `json:"updatedAt"`
+	// CreatedAt is when the job's first set was committed (kept by later
+	// commits); UpdatedAt when this one was.
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Disk returns the set's disk with key, if any.

@@ -12,13 +12,13 @@ import (
 func (s *sqlStore) getReplicaSet(ctx context.Context, q querier, jobID string) (ReplicaSet, error) {
 	set := ReplicaSet{JobID: jobID}
 	var base string
-	var verified, updated sql.NullInt64
-	err := s.queryRow(ctx, q, `SELECT run_id, base, verified_at, updated_at FROM replica_sets WHERE job_id = ?`, jobID).
-		Scan(&set.RunID, &base, &verified, &updated)
+	var verified, created, updated sql.NullInt64
+	err := s.queryRow(ctx, q, `SELECT run_id, base, verified_at, created_at, updated_at FROM replica_sets WHERE job_id = ?`, jobID).
+		Scan(&set.RunID, &base, &verified, &created, &updated)
 	if err != nil {
 		return ReplicaSet{}, notFound(err, "replica set of job "+jobID)
 	}
-	set.Base, set.VerifiedAt, set.UpdatedAt = jsonOf(base), timeOf(verified), timeOf(updated)
+	set.Base, set.VerifiedAt, set.CreatedAt, set.UpdatedAt = jsonOf(base), timeOf(verified), timeOf(created), timeOf(updated)
 	rows, err := s.query(ctx, q, `SELECT disk_index, disk_key, snapshot_id, seq, change_id, capacity, volume_gib, encrypted, kms_key_id
 	FROM replica_disks WHERE job_id = ? ORDER BY disk_index, disk_key`, jobID)
 	if err != nil {
@@ -51,14 +51,20 @@ func (s *sqlStore) CommitReplicaSet(ctx context.Context, set ReplicaSet, made []
 		if _, err := s.getJob(ctx, tx, set.JobID); err != nil {
 			return err
 		}
+		set.CreatedAt = set.UpdatedAt
+		if old, err := s.getReplicaSet(ctx, tx, set.JobID); err == nil {
+			set.CreatedAt = old.CreatedAt
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
 		if _, err := s.exec(ctx, tx, `DELETE FROM replica_disks WHERE job_id = ?`, set.JobID); err != nil {
 			return err
 		}
 		if _, err := s.exec(ctx, tx, `DELETE FROM replica_sets WHERE job_id = ?`, set.JobID); err != nil {
 			return err
 		}
-		if _, err := s.exec(ctx, tx, `INSERT INTO replica_sets (job_id, run_id, base, verified_at, updated_at) VALUES (?, ?, ?, ?, ?)`,
-			set.JobID, set.RunID, jsonArg(set.Base), timeArg(set.VerifiedAt), timeArg(set.UpdatedAt)); err != nil {
+		if _, err := s.exec(ctx, tx, `INSERT INTO replica_sets (job_id, run_id, base, verified_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			set.JobID, set.RunID, jsonArg(set.Base), timeArg(set.VerifiedAt), timeArg(set.CreatedAt), timeArg(set.UpdatedAt)); err != nil {
 			return err
 		}
 		for _, d := range set.Disks {

@@ -217,6 +217,10 @@ type ReplicationRun struct {
 // RunReplication is what an incremental run moved and proved: proof of
 // replication, per run.
 type RunReplication struct {
+	// FullBecause says why a run of an incremental job copied the VM whole
+	// (through S3 and VM Import): change tracking or EBS direct was not to
+	// be had. The other fields are then zero.
+	FullBecause string `json:"fullBecause,omitempty"`
 	// BytesRead were read from the source; BytesSent put into replicas;
 	// BlocksChanged is the number of 512 KiB blocks put.
 	BytesRead     int64 `json:"bytesRead"`

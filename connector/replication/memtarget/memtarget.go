@@ -374,7 +374,12 @@ func (t *Target) complete(im *imp) {
 			snaps = append(snaps, id)
 			continue
 		}
-		c := &Snapshot{ID: t.id("snap"), Tags: map[string]string{}, Content: src.Bytes(src.ebs.volumeGiB * awstarget.GiB)}
+		// A converted copy, sharing the replica's blocks (VM Import changes
+		// no byte here).
+		r := *src.ebs
+		r.token, r.parent, r.written = "", "", nil
+		r.blocks, r.sums, r.writers = maps.Clone(r.blocks), maps.Clone(r.sums), maps.Clone(r.writers)
+		c := &Snapshot{ID: t.id("snap"), Tags: map[string]string{}, ebs: &r}
 		t.snapshots[c.ID] = c
 		snaps = append(snaps, c.ID)
 	}

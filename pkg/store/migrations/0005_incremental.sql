@@ -16,6 +16,7 @@ CREATE TABLE replica_sets (
 	run_id      TEXT NOT NULL DEFAULT '',
 	base        TEXT NOT NULL DEFAULT '',
 	verified_at BIGINT,
+	created_at  BIGINT NOT NULL,
 	updated_at  BIGINT NOT NULL
 );
 

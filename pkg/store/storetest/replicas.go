@@ -59,8 +59,12 @@ func testReplicas(t *testing.T, s store.Store) {
 	if err := s.CommitReplicaSet(ctx, set2, []store.ReplicaSnapshot{{SnapshotID: "snap-a2", RunID: "sms-run-2", DiskKey: "2000", Seq: 2}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := ok(s.GetReplicaSet(ctx, j.ReplicationJobID)).must(t); len(got.Disks) != 1 || got.Disks[0].SnapshotID != "snap-a2" || got.Base != nil {
-		t.Errorf("after the second commit: %+v", got)
+	second := ok(s.GetReplicaSet(ctx, j.ReplicationJobID)).must(t)
+	if len(second.Disks) != 1 || second.Disks[0].SnapshotID != "snap-a2" || second.Base != nil {
+		t.Errorf("after the second commit: %+v", second)
+	}
+	if !second.CreatedAt.Equal(got.CreatedAt) || second.CreatedAt.IsZero() {
+		t.Errorf("the set's creation moved from %v to %v", got.CreatedAt, second.CreatedAt)
 	}
 	hist := ok(s.ReplicaSnapshots(ctx, j.ReplicationJobID)).must(t)
 	if len(hist) != 3 || hist[2].SnapshotID != "snap-a2" || hist[0].JobID != j.ReplicationJobID || hist[0].CreatedAt.IsZero() {
