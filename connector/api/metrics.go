@@ -29,13 +29,13 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
 
-	finished      *prometheus.CounterVec
-	bytesStaged   prometheus.Counter
-	stepSeconds   *prometheus.HistogramVec
-	lastSuccess   *prometheus.GaugeVec
-	runErrors     *prometheus.CounterVec
-	apiCalls      *prometheus.CounterVec
-	apiErrors     *prometheus.CounterVec
+	finished    *prometheus.CounterVec
+	bytesStaged prometheus.Counter
+	stepSeconds *prometheus.HistogramVec
+	lastSuccess *prometheus.GaugeVec
+	runErrors   *prometheus.CounterVec
+	apiCalls    *prometheus.CounterVec
+	apiErrors   *prometheus.CounterVec
 
 	mu        sync.Mutex
 	sent      map[string]int64 // bytes counted per live run

@@ -143,10 +143,11 @@ func benchIncremental(b *testing.B) {
 	run := func(key, name string) store.ReplicationRun {
 		cpu0, _ := cpuSeconds(cmd.Process.Pid)
 		t0 := time.Now()
-		r, err := st.StartRun(ctx, store.ReplicationRun{ReplicationJobID: j.ReplicationJobID, Type: store.RunOnDemand, State: store.RunPending, ScheduledStartTime: time.Now()})
+		made, err := st.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: j.ReplicationJobID, Type: store.RunOnDemand, State: store.RunPending, ScheduledStartTime: time.Now()})
 		if err != nil {
 			b.Fatal(err)
 		}
+		r := made[0]
 		for {
 			if r, err = st.GetRun(ctx, r.ReplicationRunID); err != nil {
 				b.Fatal(err)

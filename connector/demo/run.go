@@ -206,7 +206,7 @@ func Run(ctx context.Context, o Options) (Summary, *Env, error) {
 
 // watch waits for the first run of every job to end, drawing a progress bar
 // per VM whenever a run's stage or progress changes.
-func watch(ctx context.Context, st store.Store, order []string, jobs map[string]store.Server, out io.Writer, timeout time.Duration) (map[string]store.ReplicationRun, error) {
+func watch(ctx context.Context, st store.Runs, order []string, jobs map[string]store.Server, out io.Writer, timeout time.Duration) (map[string]store.ReplicationRun, error) {
 	deadline := time.Now().Add(timeout)
 	last := map[string]string{}
 	done := map[string]store.ReplicationRun{}

@@ -23,12 +23,12 @@ func (h *harness) nextRun(ami string) {
 	}); err != nil {
 		h.t.Fatal(err)
 	}
-	run, err := h.st.StartRun(ctx, store.ReplicationRun{ReplicationJobID: h.job.ReplicationJobID, Type: store.RunOnDemand,
+	runs, err := h.st.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: h.job.ReplicationJobID, Type: store.RunOnDemand,
 		State: store.RunActive, ScheduledStartTime: time.Now()})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.run = run
+	h.run = runs[0]
 	h.importsBefore = len(h.w.target.ImportStates())
 }
 

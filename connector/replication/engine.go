@@ -47,9 +47,24 @@ const (
 	TagVM     = "rehost:source-vm"
 )
 
+// Store is what runs need of the persisted state: the ledger, the runs,
+// their events, what incremental jobs keep between runs, and the job and
+// server a run replicates.
+type Store interface {
+	store.Ledger
+	store.Runs
+	store.History
+	store.Replicas
+	GetJob(ctx context.Context, id string) (store.ReplicationJob, error)
+	GetServer(ctx context.Context, serverID string) (store.Server, error)
+	// UpdateJob clears a job's request for a full verification once a run
+	// did it.
+	UpdateJob(ctx context.Context, id string, fn func(*store.ReplicationJob) error) (store.ReplicationJob, error)
+}
+
 // Engine runs replication runs.
 type Engine struct {
-	Store store.Store
+	Store Store
 	// Source opens the source a server belongs to; the engine closes it when
 	// the run ends.
 	Source func(ctx context.Context, sourceID string) (source.Source, error)
@@ -69,8 +84,8 @@ type Engine struct {
 	ProgressEvery time.Duration
 	// StepAttempts is how often a step failing transiently is tried
 	// (default 3); RetryDelay the first pause between tries (default 2 s,
-	// doubled each time). Calls retried below (every AWS call) are not
-	// retried again here.
+	// doubled each time). Calls retried below (every AWS and Azure call)
+	// are not retried again here: pkg/retry marks what they gave up on.
 	StepAttempts int
 	RetryDelay   time.Duration
 	// Hook, when set, is called at the start of every step (tests kill or

@@ -67,11 +67,12 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := st.StartRun(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand,
+	runs, err := st.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand,
 		State: store.RunActive, ScheduledStartTime: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	run := runs[0]
 	e := &Engine{
 		Store: st,
 		Source: func(ctx context.Context, id string) (source.Source, error) {

@@ -84,7 +84,7 @@ func decodeChunk(index int64, data []byte) (*chunk, error) {
 // manifest reads one disk's manifest as of a seq (none: every block reads
 // as zeros, a new chain) and writes chunks at another.
 type manifest struct {
-	st      store.Store
+	st      store.Replicas
 	job     string
 	disk    string
 	readSeq int64 // -1: nothing to read (a new chain)

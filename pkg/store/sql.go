@@ -662,19 +662,6 @@ func (s *sqlStore) CreateRuns(ctx context.Context, runs ...ReplicationRun) ([]Re
 	return out, nil
 }
 
-func (s *sqlStore) StartRun(ctx context.Context, run ReplicationRun) (ReplicationRun, error) {
-	var out []ReplicationRun
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var err error
-		out, err = s.insertRuns(ctx, tx, []ReplicationRun{run})
-		return err
-	})
-	if err != nil {
-		return ReplicationRun{}, fmt.Errorf("start run of replication job %s: %w", run.ReplicationJobID, err)
-	}
-	return out[0], nil
-}
-
 func (s *sqlStore) ScheduleRuns(ctx context.Context, jobID string, fn func(*ReplicationJob) ([]ReplicationRun, error)) (ReplicationJob, []ReplicationRun, error) {
 	var job ReplicationJob
 	var runs []ReplicationRun

@@ -17,6 +17,9 @@
 //     plays the managed-disk data endpoint: it refuses revoked or expired
 //     grants, requires an Entra ID token for disks whose data access needs
 //     one, counts the bytes it serves and cuts streams on request.
+//
+// Every request is counted by operation, and any can be made to fail
+// (Inject): a retry policy's attempts are counted where they arrive.
 package azuresim
 
 import (
@@ -149,6 +152,8 @@ type Sim struct {
 	federated string                                   // accepted federated token
 	failNext  map[string]failure                       // by lower-case disk id
 	gate      chan struct{}                            // data reads wait on it while set
+	faults    []*injected                              // see Inject
+	requests  map[string]map[string]int                // op → path → requests received
 
 	waiting       atomic.Int64
 	bytesRead     atomic.Int64
@@ -207,6 +212,7 @@ func Start(ctx context.Context, o Options) (_ *Sim, err error) {
 		vms: map[string]*vmState{}, disks: map[string]*diskState{}, snaps: map[string]*snapState{},
 		nics: map[string]*armnetwork.Interface{}, des: map[string]*armcompute.DiskEncryptionSet{},
 		grants: map[string]*grant{}, tokens: map[string]string{}, failNext: map[string]failure{},
+		requests: map[string]map[string]int{},
 	}
 	defer func() {
 		if err != nil {

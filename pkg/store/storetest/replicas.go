@@ -10,6 +10,12 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
+// Replicas runs the tests of the Replicas role, with the incremental
+// fields of jobs and runs it goes with.
+func Replicas(t *testing.T, open func(t *testing.T) store.Store) {
+	run(t, open, []testCase{{"ReplicaSets", testReplicas}, {"Manifest", testManifest}, {"JobModes", testJobModes}})
+}
+
 // testReplicas checks the Replicas role: a set is committed whole and read
 // back, its history grows with what each commit made, a chain head cannot
 // be forgotten, and job deletion forgets everything.
@@ -204,7 +210,7 @@ func testJobModes(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrInvalid) // 20 minutes apart is for incremental jobs
 
 	// A run's replication record reads back.
-	r := ok(s.StartRun(ctx, store.ReplicationRun{ReplicationJobID: made.ReplicationJobID})).must(t)
+	r := ok(s.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: made.ReplicationJobID})).must(t)[0]
 	rep := &store.RunReplication{BytesRead: 3 << 20, BytesSent: 1 << 20, BlocksChanged: 2,
 		Disks:        []store.DiskReplication{{Disk: 0, Key: "2000", SnapshotID: "snap-1", Capacity: 4 << 30, BlocksChanged: 2, Resync: "reset"}},
 		Verification: &store.Verification{Blocks: 66, Sampled: 64, At: t0}}
