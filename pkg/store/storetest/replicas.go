@@ -181,8 +181,14 @@ func testJobModes(t *testing.T, s store.Store) {
 	base := store.ReplicationJob{ServerID: sv.ServerID, SeedReplicationTime: t0}
 	for _, bad := range []store.ReplicationJob{
 		func(j store.ReplicationJob) store.ReplicationJob { j.FrequencyMinutes = 15; return j }(base),
-		func(j store.ReplicationJob) store.ReplicationJob { j.Mode, j.FrequencyMinutes = store.ModeIncremental, 10; return j }(base),
-		func(j store.ReplicationJob) store.ReplicationJob { j.Mode, j.FrequencyMinutes, j.Frequency = store.ModeIncremental, 30, 2; return j }(base),
+		func(j store.ReplicationJob) store.ReplicationJob {
+			j.Mode, j.FrequencyMinutes = store.ModeIncremental, 10
+			return j
+		}(base),
+		func(j store.ReplicationJob) store.ReplicationJob {
+			j.Mode, j.FrequencyMinutes, j.Frequency = store.ModeIncremental, 30, 2
+			return j
+		}(base),
 		func(j store.ReplicationJob) store.ReplicationJob { j.Mode, j.Frequency = "sometimes", 1; return j }(base),
 		func(j store.ReplicationJob) store.ReplicationJob { j.Frequency, j.NoConversion = 1, true; return j }(base),
 	} {
