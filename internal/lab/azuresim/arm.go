@@ -53,6 +53,7 @@ var routes = []route{
 	{"GET", regexp.MustCompile(rgp + cp + `/snapshots$`), "SnapshotsClient.NewListByResourceGroupPager"},
 	{"GET", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+$`), "SnapshotsClient.Get"},
 	{"PUT", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+$`), "SnapshotsClient.BeginCreateOrUpdate"},
+	{"PATCH", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+$`), "SnapshotsClient.BeginUpdate"},
 	{"DELETE", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+$`), "SnapshotsClient.BeginDelete"},
 	{"POST", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+/beginGetAccess$`), "SnapshotsClient.BeginGrantAccess"},
 	{"POST", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+/endGetAccess$`), "SnapshotsClient.BeginRevokeAccess"},
@@ -297,6 +298,13 @@ func (s *Sim) computeFakes() *computefake.ServerFactory {
 				return
 			}
 			return lro(s, http.StatusOK, armcompute.SnapshotsClientCreateOrUpdateResponse{Snapshot: sn})
+		},
+		BeginUpdate: func(_ context.Context, rg, name string, in armcompute.SnapshotUpdate, _ *armcompute.SnapshotsClientBeginUpdateOptions) (resp azfake.PollerResponder[armcompute.SnapshotsClientUpdateResponse], errResp azfake.ErrorResponder) {
+			sn, ok := s.updateSnapshot(rg, name, in)
+			if !ok {
+				return notFound[armcompute.SnapshotsClientUpdateResponse]()
+			}
+			return lro(s, http.StatusOK, armcompute.SnapshotsClientUpdateResponse{Snapshot: sn})
 		},
 		BeginDelete: func(ctx context.Context, rg, name string, _ *armcompute.SnapshotsClientBeginDeleteOptions) (resp azfake.PollerResponder[armcompute.SnapshotsClientDeleteResponse], errResp azfake.ErrorResponder) {
 			switch s.deleteSnapshot(ctx, rg, name) {

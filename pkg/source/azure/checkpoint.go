@@ -294,7 +294,7 @@ func (s *Source) Checkpoints(ctx context.Context, vmID, prefix string) ([]source
 			continue
 		}
 		seen[name] = true
-		out = append(out, source.Checkpoint{VMID: vmID, ID: name, Name: name})
+		out = append(out, source.Checkpoint{VMID: vmID, ID: name, Name: name, Base: val(sn.Tags[tagBase]) == "true"})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

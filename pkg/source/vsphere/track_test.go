@@ -117,4 +117,3 @@ func TestOpenDiskRefusesDelta(t *testing.T) {
 		t.Fatalf("left %v", names)
 	}
 }
-
