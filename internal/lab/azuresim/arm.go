@@ -23,6 +23,8 @@ import (
 	computefake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 	networkfake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7/fake"
+
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 )
 
 // route maps an HTTP request to the SDK operation whose fake serves it:
@@ -83,6 +85,10 @@ var (
 
 func (h *armHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.s.serveEntra(w, r) {
+		return
+	}
+	if r.URL.Path == writePath {
+		diskwrite.Handler(h.s.ClientID, h.s.ClientSecret, h.s.writable).ServeHTTP(w, r)
 		return
 	}
 	if !h.s.validToken(r.Header.Get("Authorization"), armAudience) {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
+
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 )
 
 // Incremental snapshots and their page-range diff. Azure answers Get Page
@@ -21,6 +23,22 @@ import (
 // snapshots. Azurite 3.35.0 ignores both and answers every page of the
 // blob, so the front answers the diff itself, from the pages WriteDisk
 // wrote in each epoch between snapshots.
+
+// writePath takes diskwrite requests on the Resource Manager endpoint,
+// with the application's client id and secret in Basic authentication.
+const writePath = "/_azure/write"
+
+// WriteURL is where blocks are written into a VM's disk on request
+// (internal/lab/diskwrite), with ClientID and ClientSecret.
+func (s *Sim) WriteURL() string { return s.ARMURL + writePath }
+
+func (s *Sim) writable(vm string, i int) (diskwrite.Disk, error) {
+	n, err := s.DiskSize(vm, i)
+	if err != nil {
+		return diskwrite.Disk{}, fmt.Errorf("%v: %w", err, diskwrite.ErrNoDisk)
+	}
+	return diskwrite.Disk{Capacity: n, Write: func(off int64, p []byte) error { return s.WriteDisk(vm, i, off, p) }}, nil
+}
 
 // pageWrite is a range of pages written in an epoch.
 type pageWrite struct {

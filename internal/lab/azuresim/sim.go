@@ -549,6 +549,8 @@ func (s *Sim) DiskSize(vm string, i int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return val(d.disk.Properties.DiskSizeBytes), nil
 }
 

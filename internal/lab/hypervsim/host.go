@@ -887,6 +887,9 @@ func (h *Host) DiskSize(name string, i int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if i < 0 || i >= len(v.drives) || v.drives[i].passThrough {
+		return 0, fmt.Errorf("hypervsim: vm %q has no virtual disk %d", name, i)
+	}
 	return h.sizeOf(v.drives[i].path), nil
 }
 

@@ -67,7 +67,7 @@ func conformanceVM(name string) azuresim.VMSpec {
 
 func testVMs() []azuresim.VMSpec {
 	var vms []azuresim.VMSpec
-	for i := range 12 {
+	for i := range 13 { // conf-12: TestLabWriteRequest
 		vms = append(vms, conformanceVM(fmt.Sprintf("conf-%02d", i)))
 	}
 	one := func(name string, d azuresim.DiskSpec) azuresim.VMSpec {

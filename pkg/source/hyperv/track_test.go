@@ -2,13 +2,20 @@ package hyperv_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 	"github.com/rehost/rehost/internal/lab/hypervsim"
+	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/hyperv"
+	"github.com/rehost/rehost/pkg/source/sourcetest"
 )
 
 // TestRecoveryCheckpoints: a tracked VM's checkpoints are recovery
@@ -96,4 +103,33 @@ func TestRecoveryCheckpoints(t *testing.T) {
 	if vm, err := vmm.VM(ctx, s.VMMID("app-01")); err != nil || vm.CBTEnabled {
 		t.Fatalf("a vm seen through scvmm says it is tracked: %+v, %v", vm, err)
 	}
+}
+
+// TestLabWriteRequest: blocks written into a running VM's disk through the
+// simulated host's write URL are exactly the next run's changes.
+func TestLabWriteRequest(t *testing.T) {
+	l := newLab(t)
+	s, sub := l.sim(t, hypervsim.Options{Password: l.smb.Password})
+	id := l.trackedVM(t, s, "app-01")
+	src := connect(t, l.config(s, sub))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(s.CertificatePEM(""))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	ctx := context.Background()
+	if _, err := diskwrite.Post(ctx, hc, s.WriteURL(), s.User(), "wrong", diskwrite.Request{VM: "app-01", Blocks: 1}); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("a write with a wrong password = %v", err)
+	}
+	h := sourcetest.Harness{Source: src, VMID: id,
+		ReadDisk: func(i int, off int64, p []byte) (int, error) { return s.ReadDisk("app-01", i, off, p) }}
+	sourcetest.WrittenBetweenRuns(t, h, 0, func() ([]disk.Extent, error) {
+		res, err := diskwrite.Post(ctx, hc, s.WriteURL(), s.User(), s.Password(), diskwrite.Request{VM: "app-01", Disk: 0, Offsets: []int64{0, 1 << 20, 7 << 20}, BlockSize: 1 << 20})
+		if err != nil || len(res.Offsets) != 3 {
+			return nil, fmt.Errorf("write request: %+v, %v", res, err)
+		}
+		var out []disk.Extent
+		for _, o := range res.Offsets {
+			out = append(out, disk.Extent{Offset: o, Length: res.BlockSize})
+		}
+		return out, nil
+	})
 }
