@@ -33,6 +33,14 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
+// Store is what the scheduler needs of the persisted state: the jobs, their
+// runs, and the events it adds.
+type Store interface {
+	store.Jobs
+	store.Runs
+	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
+}
+
 // Runner carries out one replication run. Run is called with the run in
 // state ACTIVE; it may be called again for a run that was ACTIVE when the
 // previous process stopped, and must then resume or redo it idempotently.
@@ -116,7 +124,7 @@ func (o *Options) defaults() {
 // Scheduler dispatches replication runs. Its methods are safe for
 // concurrent use.
 type Scheduler struct {
-	st     store.Store
+	st     Store
 	runner Runner
 	o      Options
 	clock  Clock
@@ -146,7 +154,7 @@ type Scheduler struct {
 
 // New returns a Scheduler over st that dispatches to r. Nothing happens
 // until Start, RunDue or Trigger.
-func New(st store.Store, r Runner, o Options) *Scheduler {
+func New(st Store, r Runner, o Options) *Scheduler {
 	o.defaults()
 	base, cancel := context.WithCancel(context.Background())
 	return &Scheduler{

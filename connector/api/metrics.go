@@ -29,14 +29,13 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
 
-	finished      *prometheus.CounterVec
-	bytesStaged   prometheus.Counter
-	stageSeconds  prometheus.Histogram
-	importSeconds prometheus.Histogram
-	lastSuccess   *prometheus.GaugeVec
-	runErrors     *prometheus.CounterVec
-	apiCalls      *prometheus.CounterVec
-	apiErrors     *prometheus.CounterVec
+	finished    *prometheus.CounterVec
+	bytesStaged prometheus.Counter
+	stepSeconds *prometheus.HistogramVec
+	lastSuccess *prometheus.GaugeVec
+	runErrors   *prometheus.CounterVec
+	apiCalls    *prometheus.CounterVec
+	apiErrors   *prometheus.CounterVec
 
 	mu        sync.Mutex
 	sent      map[string]int64 // bytes counted per live run
@@ -56,20 +55,18 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 			Help: "Replication runs that ended, by final state (COMPLETED, FAILED)."}, []string{"state"}),
 		bytesStaged: prometheus.NewCounter(prometheus.CounterOpts{Name: "rehost_staged_bytes_total",
 			Help: "Bytes of disk images sent to the S3 staging bucket."}),
-		stageSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rehost_stage_duration_seconds",
-			Help: "How long a run's stage step (export and upload of every disk) took.", Buckets: durations}),
-		importSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rehost_import_duration_seconds",
-			Help: "How long a run's VM Import took, from starting the task to the AMI.", Buckets: durations}),
+		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rehost_step_duration_seconds",
+			Help: "How long each step of a finished run took, by step (the steps' metric labels).", Buckets: durations}, []string{"step"}),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rehost_job_last_success_timestamp_seconds",
 			Help: "When the job's latest successful run completed (Unix time)."}, []string{"job"}),
 		runErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_run_errors_total",
-			Help: "Failed runs by the step they failed in."}, []string{"step"}),
+			Help: "Failed runs by the step they failed in (its metric label)."}, []string{"step"}),
 		apiCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_api_requests_total",
 			Help: "API requests by operation."}, []string{"operation"}),
 		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_api_errors_total",
 			Help: "API requests that failed, by error type."}, []string{"type"}),
 	}
-	m.reg.MustRegister(m.finished, m.bytesStaged, m.stageSeconds, m.importSeconds, m.lastSuccess, m.runErrors,
+	m.reg.MustRegister(m.finished, m.bytesStaged, m.stepSeconds, m.lastSuccess, m.runErrors,
 		m.apiCalls, m.apiErrors, stateCollector{m})
 	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
 	return m
@@ -192,22 +189,15 @@ func (m *Metrics) poll(ctx context.Context) error {
 		delete(m.sent, id)
 		m.accounted[id] = true
 		m.finished.WithLabelValues(string(r.State)).Inc()
-		var imp time.Duration
 		for _, s := range p.Steps {
-			switch s.Step {
-			case replication.StepStage:
-				m.stageSeconds.Observe(s.Duration.Seconds())
-			case replication.StepImport, replication.StepWaitImport:
-				imp += s.Duration
+			if s.Duration > 0 {
+				m.stepSeconds.WithLabelValues(replication.StepInfo(s.Step).Metric).Observe(s.Duration.Seconds())
 			}
-		}
-		if imp > 0 {
-			m.importSeconds.Observe(imp.Seconds())
 		}
 		if r.State == store.RunCompleted {
 			m.lastSuccess.WithLabelValues(r.ReplicationJobID).Set(float64(r.CompletedTime.Unix()))
 		} else {
-			m.runErrors.WithLabelValues(cmp.Or(p.Failed, "unknown")).Inc()
+			m.runErrors.WithLabelValues(cmp.Or(replication.StepInfo(p.Failed).Metric, "unknown")).Inc()
 		}
 	}
 	return nil

@@ -25,6 +25,7 @@ import (
 
 	"github.com/rehost/rehost/connector/api/apitest"
 	"github.com/rehost/rehost/connector/api/client"
+	"github.com/rehost/rehost/connector/replication"
 )
 
 // pinned is an HTTP client that trusts exactly the connector's certificate.
@@ -227,11 +228,19 @@ func TestSMSClientOfTheAWSSDK(t *testing.T) {
 	if v := value(families, "rehost_staged_bytes_total", ""); v <= 0 {
 		t.Errorf("bytes staged: %v", v)
 	}
-	if h := families["rehost_stage_duration_seconds"]; h == nil || h.Metric[0].GetHistogram().GetSampleCount() != 1 {
-		t.Errorf("stage duration histogram: %v", h)
+	// One sample per step of the one run, under each step's own label.
+	steps := map[string]uint64{}
+	if h := families["rehost_step_duration_seconds"]; h != nil {
+		for _, m := range h.Metric {
+			for _, l := range m.Label {
+				steps[l.GetValue()] += m.GetHistogram().GetSampleCount()
+			}
+		}
 	}
-	if h := families["rehost_import_duration_seconds"]; h == nil || h.Metric[0].GetHistogram().GetSampleCount() != 1 {
-		t.Errorf("import duration histogram: %v", h)
+	for _, in := range replication.Steps() {
+		if steps[in.Metric] != 1 {
+			t.Errorf("step duration histogram of %s (%s): %d samples, want 1 (all: %v)", in.Name, in.Metric, steps[in.Metric], steps)
+		}
 	}
 	if v := value(families, "rehost_job_last_success_timestamp_seconds", *job.ReplicationJobId); v < float64(time.Now().Add(-time.Hour).Unix()) {
 		t.Errorf("last success of the job: %v", v)

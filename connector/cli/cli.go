@@ -69,20 +69,52 @@ func (p *Program) Register(c Command) {
 // the command's usage after it and exits 2.
 var ErrUsage = errors.New("usage")
 
+// Product is the rehost command.
+func Product() *Program { return rehost }
+
 // Main runs the rehost verb named by args and returns the exit code.
 func Main(ctx context.Context, env Env, args []string) int { return rehost.Main(ctx, env, args) }
 
-// Main runs the verb named by args and returns the process exit code.
-func (p *Program) Main(ctx context.Context, env Env, args []string) int {
-	// Longest match of leading words to a command name.
-	var cmd Command
-	n := 0
+// lookup finds the verb args name, by the longest match of leading words;
+// n is how many words it took (0: none).
+func (p *Program) lookup(args []string) (cmd Command, n int) {
 	for i := len(args); i > 0; i-- {
 		if c, ok := p.commands[strings.Join(args[:i], " ")]; ok {
-			cmd, n = c, i
-			break
+			return c, i
 		}
 	}
+	return Command{}, 0
+}
+
+// Check reports whether args (without the program's name) name a verb and
+// give it only flags it has, without running it: the docs test calls it on
+// every command line the docs show.
+func (p *Program) Check(args []string) error {
+	cmd, n := p.lookup(args)
+	if n == 0 {
+		if len(args) == 0 || slices.Contains([]string{"help", "-h", "--help", "--version", "-version", "version"}, args[0]) {
+			return nil
+		}
+		return fmt.Errorf("%s: unknown command %q", p.Name, strings.Join(args, " "))
+	}
+	fs := flag.NewFlagSet(p.Name+" "+cmd.Name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cmd.Flags(fs)
+	if err := fs.Parse(interleave(fs, args[n:])); err != nil && !errors.Is(err, flag.ErrHelp) {
+		return fmt.Errorf("%s %s: %w", p.Name, cmd.Name, err)
+	}
+	return nil
+}
+
+// Names lists the verbs, sorted.
+func (p *Program) Names() []string { return slices.Sorted(maps.Keys(p.commands)) }
+
+// Check is Program.Check of the rehost command.
+func Check(args []string) error { return rehost.Check(args) }
+
+// Main runs the verb named by args and returns the process exit code.
+func (p *Program) Main(ctx context.Context, env Env, args []string) int {
+	cmd, n := p.lookup(args)
 	if n == 0 {
 		if len(args) == 1 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
 			fmt.Fprintf(env.Stdout, "%s %s\n", p.Name, version.String())
@@ -154,7 +186,7 @@ func interleave(fs *flag.FlagSet, args []string) []string {
 
 func (p *Program) usage(w io.Writer) {
 	fmt.Fprintf(w, "%s — %s\n\nusage: %s COMMAND [flags] [args]\n\ncommands:\n", p.Name, p.Summary, p.Name)
-	for _, n := range slices.Sorted(maps.Keys(p.commands)) {
+	for _, n := range p.Names() {
 		fmt.Fprintf(w, "  %-22s %s\n", n, p.commands[n].Summary)
 	}
 	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\n", p.Name)

@@ -182,12 +182,16 @@ func renderRun(r api.ReplicationRun) []string {
 		}
 		return []string{head}
 	}
-	lines := []string{head + ", step " + cmp.Or(p.Step, "starting")}
+	step := "starting"
+	if p.Step != "" {
+		step = cmp.Or(p.Title, p.Step)
+	}
+	lines := []string{fmt.Sprintf("%s, %d%%, step: %s", head, p.Percent, step)}
 	for _, d := range p.Disks {
 		lines = append(lines, diskLine(d))
 	}
 	if p.Text != "" {
-		lines = append(lines, "  "+p.Step+": "+p.Text)
+		lines = append(lines, "  "+cmp.Or(p.Title, p.Step)+": "+p.Text)
 	}
 	return lines
 }

@@ -54,10 +54,11 @@ func TestDeleteJobRefusesRunStartingMeanwhile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := d.Store.StartRun(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, ScheduledStartTime: time.Now()})
+	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, ScheduledStartTime: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	run := runs[0]
 	d.Store = &startingStore{Store: d.Store, start: []string{run.ReplicationRunID}}
 
 	err = d.DeleteJob(ctx, job.ReplicationJobID, false)

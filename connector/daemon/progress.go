@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/store"
 )
@@ -14,10 +15,14 @@ import (
 // API and the metrics.
 type RunProgress struct {
 	// Step is the step the run is in (replication.Step*), "completed" or
-	// "cleanup"; empty before it starts.
-	Step  string         `json:"step,omitempty"`
-	Text  string         `json:"text,omitempty"`
-	Disks []DiskProgress `json:"disks,omitempty"`
+	// "cleanup"; empty before it starts. Title says it in words, from the
+	// step table.
+	Step  string `json:"step,omitempty"`
+	Title string `json:"title,omitempty"`
+	// Percent is the share of the whole run done, from the steps' weights.
+	Percent int            `json:"percent"`
+	Text    string         `json:"text,omitempty"`
+	Disks   []DiskProgress `json:"disks,omitempty"`
 	// ImportPercent is VM Import's own progress.
 	ImportPercent int `json:"importPercent,omitempty"`
 	// Steps are the steps the run has finished, in order, with when each
@@ -54,6 +59,13 @@ func (d *Daemon) RunProgress(ctx context.Context, run store.ReplicationRun) (Run
 	p := RunProgress{Step: rp.Step, Text: run.StageProgress, ImportPercent: rp.ImportPercent, Failed: rp.FailedStep}
 	if p.Step == "" {
 		p.Step = run.Stage
+	}
+	if p.Step != "" {
+		p.Title = replication.StepInfo(p.Step).Title
+	}
+	p.Percent = replication.Overall(rp)
+	if run.State == store.RunCompleted {
+		p.Percent = 100
 	}
 	job, err := d.Store.GetJob(ctx, run.ReplicationJobID)
 	if err != nil {

@@ -206,7 +206,7 @@ func Run(ctx context.Context, o Options) (Summary, *Env, error) {
 
 // watch waits for the first run of every job to end, drawing a progress bar
 // per VM whenever a run's stage or progress changes.
-func watch(ctx context.Context, st store.Store, order []string, jobs map[string]store.Server, out io.Writer, timeout time.Duration) (map[string]store.ReplicationRun, error) {
+func watch(ctx context.Context, st store.Runs, order []string, jobs map[string]store.Server, out io.Writer, timeout time.Duration) (map[string]store.ReplicationRun, error) {
 	deadline := time.Now().Add(timeout)
 	last := map[string]string{}
 	done := map[string]store.ReplicationRun{}
@@ -247,37 +247,12 @@ func watch(ctx context.Context, st store.Store, order []string, jobs map[string]
 	return done, nil
 }
 
-// overall maps a run's progress (numbers: the step, bytes per disk, VM
-// Import's percent) to a share of the whole run.
+// overall is a run's share done, from the step table's weights.
 func overall(r store.ReplicationRun) int {
 	if r.State == store.RunCompleted {
 		return 100
 	}
-	pct := 0
-	p := r.Progress
-	switch p.Step {
-	case replication.StepStage:
-		var done, total int64
-		for _, d := range p.Disks {
-			done, total = done+d.BytesDone, total+d.BytesTotal
-		}
-		if total > 0 {
-			pct = int(min(100, done*100/total))
-		}
-	case replication.StepWaitImport:
-		pct = p.ImportPercent
-	}
-	span := map[string][2]int{
-		replication.StepSnapshot:        {0, 5},
-		replication.StepStage:           {5, 55},
-		replication.StepReleaseSnapshot: {55, 58},
-		replication.StepImport:          {58, 60},
-		replication.StepWaitImport:      {60, 95},
-		replication.StepFinalize:        {95, 97},
-		replication.StepUnstage:         {97, 99},
-		replication.StepRetention:       {99, 100},
-	}[p.Step]
-	return span[0] + (span[1]-span[0])*pct/100
+	return replication.Overall(r.Progress)
 }
 
 func bar(r store.ReplicationRun) string {

@@ -23,12 +23,12 @@ func (h *harness) nextRun(ami string) {
 	}); err != nil {
 		h.t.Fatal(err)
 	}
-	run, err := h.st.StartRun(ctx, store.ReplicationRun{ReplicationJobID: h.job.ReplicationJobID, Type: store.RunOnDemand,
+	runs, err := h.st.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: h.job.ReplicationJobID, Type: store.RunOnDemand,
 		State: store.RunActive, ScheduledStartTime: time.Now()})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.run = run
+	h.run = runs[0]
 	h.importsBefore = len(h.w.target.ImportStates())
 }
 
@@ -326,7 +326,7 @@ func TestStepTimesAndFailedStep(t *testing.T) {
 		t.Fatalf("steps recorded %+v, want all %d", p.Steps, len(Steps()))
 	}
 	for i, s := range p.Steps {
-		if s.Step != Steps()[i] || s.Started.IsZero() || s.Ended.Before(s.Started) {
+		if s.Step != Steps()[i].Name || s.Started.IsZero() || s.Ended.Before(s.Started) {
 			t.Errorf("step %d recorded as %+v", i, s)
 		}
 	}

@@ -1,17 +1,22 @@
 // Package replication runs one replication of a server into an AMI as a
-// persisted, resumable list of steps (step.go has the list):
+// persisted, resumable list of steps (the table in step.go; one file each,
+// step_<name>.go, carrying its name, title, weight, advice and metrics
+// label, which every display of a run reads through Steps):
 //
 //	snapshot → stage (export each disk, stream it to S3) → release-snapshot →
 //	import → wait-import → finalize → unstage → retention
 //
 // A step owns its effects. Before it creates anything outside the process it
 // records the intent in the store's ledger under its own name, and after,
-// the resource's id; its Do is idempotent, so re-entered after a crash it
+// the resource's id; its do is idempotent, so re-entered after a crash it
 // finds what it already made (by the ledger, a snapshot's name, an import's
-// client token) and goes on; its Undo removes one thing it recorded. The
-// ledger, not memory, drives cleanup: Undo walks it backwards, handing each
-// entry to the step that made it, then sweeps by name and prefix for
-// resources whose creation was cut off before their id was recorded.
+// client token) and goes on; its undo removes one thing it recorded, and
+// finds by name, tag or prefix what a crash cut off before its id was
+// recorded. A step that passes something on to a later one (the snapshot to
+// its release, the staged objects to their deletion, the AMI to the job)
+// hands its entry over explicitly; the taker then owns it. The ledger, not
+// memory, drives cleanup: Undo walks it backwards, handing each entry to the
+// step that owns it.
 package replication
 
 import (
@@ -42,9 +47,19 @@ const (
 	TagVM     = "rehost:source-vm"
 )
 
+// Store is what runs need of the persisted state: the ledger, the runs,
+// their events, and the job and server a run replicates.
+type Store interface {
+	store.Ledger
+	store.Runs
+	store.History
+	GetJob(ctx context.Context, id string) (store.ReplicationJob, error)
+	GetServer(ctx context.Context, serverID string) (store.Server, error)
+}
+
 // Engine runs replication runs.
 type Engine struct {
-	Store store.Store
+	Store Store
 	// Source opens the source a server belongs to; the engine closes it when
 	// the run ends.
 	Source func(ctx context.Context, sourceID string) (source.Source, error)
@@ -236,16 +251,17 @@ func (e *Engine) load(ctx context.Context, rr store.ReplicationRun) (*run, error
 // steps it had done: each finds its effects in the ledger and returns.
 func (r *run) execute(ctx context.Context) error {
 	for _, s := range steps {
+		in := s.info()
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("vm %q: before %s: %w", r.server.Name, s.name(), context.Cause(ctx))
+			return fmt.Errorf("vm %q: before %s: %w", r.server.Name, in.Name, context.Cause(ctx))
 		}
 		if r.e.Hook != nil {
-			r.e.Hook(r.run.ReplicationRunID, s.name())
+			r.e.Hook(r.run.ReplicationRunID, in.Name)
 		}
-		r.setStep(ctx, s.name())
+		r.setStep(ctx, in.Name)
 		err := r.e.stepPolicy(func(i int, err error) {
-			r.log.Warn("step failed transiently; retrying", "step", s.name(), "attempt", i, "err", err)
-			r.event(ctx, store.LevelWarn, "%s failed (attempt %d), retrying: %v", s.name(), i, err)
+			r.log.Warn("step failed transiently; retrying", "step", in.Name, "attempt", i, "err", err)
+			r.event(ctx, store.LevelWarn, "%s failed (attempt %d), retrying: %v", in.Title, i, err)
 		}).Do(ctx, func(ctx context.Context) error { return s.do(ctx, r) })
 		if err != nil {
 			return err

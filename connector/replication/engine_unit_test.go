@@ -63,11 +63,12 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := st.StartRun(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand,
+	runs, err := st.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand,
 		State: store.RunActive, ScheduledStartTime: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	run := runs[0]
 	e := &Engine{
 		Store: st,
 		Source: func(ctx context.Context, id string) (source.Source, error) {
@@ -259,7 +260,8 @@ func TestResumeAfterCrash(t *testing.T) {
 
 // TestResumeAfterStopAtStep stops the connector at the start of each step.
 func TestResumeAfterStopAtStep(t *testing.T) {
-	for _, name := range Steps() {
+	for _, in := range Steps() {
+		name := in.Name
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t)
 			ctx, cancel := context.WithCancelCause(context.Background())
@@ -426,7 +428,8 @@ func TestUndoFindsUnrecordedImport(t *testing.T) {
 
 // TestCancelUndoes cancels the run (the user's ErrCancelled) at each step.
 func TestCancelUndoes(t *testing.T) {
-	for _, name := range Steps() {
+	for _, in := range Steps() {
+		name := in.Name
 		t.Run(name, func(t *testing.T) {
 			h := newHarness(t)
 			ctx, cancel := context.WithCancelCause(context.Background())

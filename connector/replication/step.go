@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/store"
-	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 // A step is one stage of a run, and owns its effects: do makes them,
@@ -18,13 +18,45 @@ import (
 // call, id after), and undo removes one of them given its ledger entry.
 // Both are idempotent: do re-entered after a crash finds what it made and
 // goes on; undo of something already gone succeeds. A step lives in a file
-// of its own; its ledger kinds are its own vocabulary.
+// of its own, with what it says of itself (info) and its ledger kinds.
+//
+// A step hands something it made to a later step explicitly (handOver):
+// the entry then belongs to the step that took it, which releases or
+// undoes it; no step releases another step's entries.
 type step interface {
-	name() string
+	info() Info
 	do(ctx context.Context, r *run) error
 	// undo removes what entry le (one of this step's, not released)
 	// stands for; the caller then marks it released.
 	undo(ctx context.Context, u *undoer, le store.LedgerEntry) error
+}
+
+// Info is what a step says of itself. Every display of a run — the
+// console, the CLI, the demo, the metrics and the docs — reads it from the
+// step table, so a new step shows up everywhere from its own file.
+type Info struct {
+	// Name is the step's name in the ledger and a run's progress.
+	Name string `json:"name"`
+	// Title says what the step does, for people ("VM Import").
+	Title string `json:"title"`
+	// Weight is the step's share of a typical run's duration, relative to
+	// the other steps' weights; Overall turns it into a percent.
+	Weight int `json:"weight"`
+	// Metric is the step's value of the "step" label of the step-duration
+	// histogram.
+	Metric string `json:"metric"`
+	// Advice says what to do when a run fails in the step; the error
+	// message says what happened.
+	Advice string `json:"advice"`
+	// Effects says what the step makes or takes over (its ledger kinds)
+	// and how it finds them again after a crash, for the docs.
+	Effects string `json:"effects"`
+}
+
+// progresser is a step whose work inside it is measured: it says how much
+// of its work is done, from the run's progress numbers.
+type progresser interface {
+	progress(p store.RunProgress) (done, total int64)
 }
 
 // steps is the run, in order. Adding a step is a file and a line here.
@@ -39,22 +71,88 @@ var steps = []step{
 	retentionStep{},
 }
 
-// Steps names the steps of a run, in order (for progress displays).
-func Steps() []string {
-	out := make([]string, len(steps))
+// Steps lists what every step of a run says of itself, in order.
+func Steps() []Info {
+	out := make([]Info, len(steps))
 	for i, s := range steps {
-		out[i] = s.name()
+		out[i] = s.info()
 	}
 	return out
 }
 
+// StepInfo returns what the step named says of itself; a name no step has
+// (a run recorded by another version) gets the name as its title.
+func StepInfo(name string) Info {
+	if s := stepNamed(name); s != nil {
+		return s.info()
+	}
+	switch name {
+	case stageCompleted:
+		return Info{Name: name, Title: "Completed", Metric: name}
+	case stageCleanup:
+		return Info{Name: name, Title: "Removing what the failed run made", Metric: name}
+	}
+	return Info{Name: name, Title: name, Metric: "other"}
+}
+
 func stepNamed(name string) step {
 	for _, s := range steps {
-		if s.name() == name {
+		if s.info().Name == name {
 			return s
 		}
 	}
 	return nil
+}
+
+// Overall is a run's progress as a percent of the whole run, from the
+// steps' weights and the progress inside the current step. A completed
+// run is at 100.
+func Overall(p store.RunProgress) int {
+	if p.Step == stageCompleted {
+		return 100
+	}
+	var total, before, within int
+	found := false
+	for _, s := range steps {
+		in := s.info()
+		total += in.Weight
+		switch {
+		case found:
+		case in.Name == p.Step:
+			found = true
+			if pr, ok := s.(progresser); ok {
+				if done, all := pr.progress(p); all > 0 {
+					within = int(int64(in.Weight) * min(done, all) / all)
+				}
+			}
+		default:
+			before += in.Weight
+		}
+	}
+	if !found || total == 0 {
+		return 0
+	}
+	return (before + within) * 100 / total
+}
+
+// Advice says what to do about a run that failed in step with message msg.
+// Causes that any step can meet (no registration, refused credentials, an
+// unreachable host) are recognised in the message; otherwise the step's
+// own advice applies.
+func Advice(step, msg string) string {
+	m := strings.ToLower(msg)
+	switch {
+	case strings.Contains(m, "not registered"):
+		return "Register the connector with AWS (rehost register, or the console's AWS page), then start the job again."
+	case strings.Contains(m, "authentication") || strings.Contains(m, "password"):
+		return "The source refused the connector's credentials: fix them (remove and add the source again with the right password), test the connection, then start the job again."
+	case strings.Contains(m, "unreachable"):
+		return "The connector could not reach the source: test the source (rehost source test, or the console's Sources page), check the network and that the host is up, then start the job again."
+	}
+	if s := stepNamed(step); s != nil && s.info().Advice != "" {
+		return s.info().Advice
+	}
+	return "Fix the cause the message names, then start the job again. If it keeps failing, download a support bundle (rehost support bundle, or the console's Support page) for whoever helps you."
 }
 
 // noEffects is embedded by steps that make nothing outside the process.
@@ -73,11 +171,46 @@ func (r *run) entries(ctx context.Context, s step, kind string) ([]store.LedgerE
 	}
 	var out []store.LedgerEntry
 	for _, le := range all {
-		if le.Step == s.name() && le.Kind == kind {
+		if le.Step == s.info().Name && le.Kind == kind {
 			out = append(out, le)
 		}
 	}
 	return out, nil
+}
+
+// handOver makes step to the owner of the unreleased entries of a kind that
+// step from recorded, and returns every entry of that kind to owns (those
+// it took before a restart included), in insertion order. From then on to
+// releases or undoes them; from no longer sees them.
+func (r *run) handOver(ctx context.Context, from, to step, kind string) ([]store.LedgerEntry, error) {
+	all, err := r.e.Store.LedgerForRun(ctx, r.run.ReplicationRunID)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: read the run's ledger: %w", r.server.Name, err)
+	}
+	giver, taker := from.info().Name, to.info().Name
+	var out []store.LedgerEntry
+	for _, le := range all {
+		if le.Kind != kind {
+			continue
+		}
+		switch {
+		case le.Step == taker:
+			out = append(out, le)
+		case le.Step == giver && unreleased(le):
+			taken, err := r.e.Store.HandOver(ctx, le.ID, taker)
+			if err != nil {
+				return nil, fmt.Errorf("vm %q: hand %s %s over to %s: %w", r.server.Name, kind, le.ResourceID, taker, err)
+			}
+			out = append(out, taken)
+		}
+	}
+	return out, nil
+}
+
+// made reports whether an entry's resource was made (whoever owns it now),
+// not only intended.
+func made(le store.LedgerEntry) bool {
+	return le.State == store.LedgerCreated || le.State == store.LedgerReleased || le.State == store.LedgerHandedOver
 }
 
 func unreleased(le store.LedgerEntry) bool {
@@ -86,7 +219,7 @@ func unreleased(le store.LedgerEntry) bool {
 
 // intend records that step s is about to make a kind of resource.
 func (r *run) intend(ctx context.Context, s step, kind string, intent any) (int64, error) {
-	return r.e.Store.RecordIntent(ctx, r.run.ReplicationRunID, s.name(), kind, mustJSON(intent))
+	return r.e.Store.RecordIntent(ctx, r.run.ReplicationRunID, s.info().Name, kind, mustJSON(intent))
 }
 
 func mustJSON(v any) json.RawMessage {
@@ -120,30 +253,10 @@ func (u *undoer) source(ctx context.Context, id string) (source.Source, error) {
 	return s, nil
 }
 
-// sweep aborts the uploads and deletes the objects under the run's staging
-// prefix, once: every upload and object of the run lives there, whichever
-// entries name them.
-func (u *undoer) sweep(ctx context.Context, deleteObjects bool) error {
-	if u.swept {
-		return nil
-	}
-	prefix := awstarget.RunPrefix(u.rr.ReplicationJobID, u.rr.ReplicationRunID)
-	if _, err := u.target.AbortUploads(ctx, prefix); err != nil {
-		return fmt.Errorf("abort uploads under %s: %w", prefix, err)
-	}
-	if deleteObjects {
-		if _, err := u.target.DeleteStaged(ctx, prefix); err != nil {
-			return fmt.Errorf("delete objects under %s: %w", prefix, err)
-		}
-	}
-	u.swept = true
-	return nil
-}
-
 // Undo removes whatever the run made that is not released, newest first,
-// each by the step that made it, then sweeps the run's staging prefix for
-// uploads and objects whose creation was cut off before they were recorded.
-// It is idempotent; an error leaves the remaining entries for the next call.
+// each by the step that owns its entry (the one that made it, or took it
+// over). It is idempotent; an error leaves the remaining entries for the
+// next call.
 func (e *Engine) Undo(ctx context.Context, runID string) error {
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(e.CleanupTimeout, 10*time.Minute))
 	defer cancel()
@@ -175,6 +288,8 @@ func (e *Engine) Undo(ctx context.Context, runID string) error {
 		}
 		s := stepNamed(le.Step)
 		if s == nil {
+			// A step of another version of rehost: its entries wait for one
+			// that knows them rather than being guessed at.
 			errs = append(errs, fmt.Errorf("%s %s: recorded by step %q, which this connector does not know", le.Kind, le.ResourceID, le.Step))
 			continue
 		}
@@ -187,12 +302,6 @@ func (e *Engine) Undo(ctx context.Context, runID string) error {
 			continue
 		}
 		log.Info("undone", "step", le.Step, "kind", le.Kind, "resource", le.ResourceID)
-	}
-	// The prefix may hold an upload or object whose entry was already
-	// released (a crash between completing an upload and recording its
-	// object), so it is swept even when no entry asked for it.
-	if err := u.sweep(ctx, rr.State != store.RunCompleted); err != nil {
-		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

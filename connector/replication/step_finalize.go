@@ -12,7 +12,13 @@ const StepFinalize = "finalize"
 
 type finalizeStep struct{ noEffects }
 
-func (finalizeStep) name() string { return StepFinalize }
+func (finalizeStep) info() Info {
+	return Info{
+		Name: StepFinalize, Title: "Name and tag the AMI", Weight: 2, Metric: "finalize",
+		Advice:  "The AMI was made but naming or tagging it failed: check the connector's EC2 permissions (ec2:CreateTags) with rehost connector status, then start the job again.",
+		Effects: "nothing: names and tags the AMI and its snapshots (idempotent) and records the AMI on the run",
+	}
+}
 
 func (r *run) amiName() string {
 	return fmt.Sprintf("rehost-%s-%s", sanitizeName(r.server.Name), r.run.ReplicationRunID)

@@ -12,7 +12,8 @@ import (
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
-// StepImport starts VM Import of the staged disks.
+// StepImport starts VM Import of the staged disks; the wait-import step
+// takes the task over.
 const StepImport = "import"
 
 // kindImportTask is a VM Import task (or one per disk in snapshot mode);
@@ -21,7 +22,13 @@ const kindImportTask = "import-task"
 
 type importStep struct{}
 
-func (importStep) name() string { return StepImport }
+func (importStep) info() Info {
+	return Info{
+		Name: StepImport, Title: "Start VM Import", Weight: 2, Metric: "import_start",
+		Advice:  "VM Import did not accept the task: the message is AWS's own. Check the vmimport role and the region's VM Import limits (rehost connector status), then start the job again.",
+		Effects: "VM Import task (`import-task`), found again by client token `rehost-<run>` and tag `rehost:run`",
+	}
+}
 
 // importIntent is what the ledger holds of an import.
 type importIntent struct {
@@ -40,7 +47,7 @@ func (s importStep) do(ctx context.Context, r *run) error {
 	var id int64
 	if len(es) > 0 {
 		le := es[len(es)-1]
-		if le.State == store.LedgerCreated || le.State == store.LedgerReleased {
+		if made(le) {
 			return json.Unmarshal(le.Data, &r.imp)
 		}
 		id = le.ID
@@ -75,9 +82,14 @@ func (s importStep) do(ctx context.Context, r *run) error {
 	return nil
 }
 
-// undo cancels the import and deletes what it had made. An import whose
-// start was cut off before it was recorded is found by the run's tag.
 func (importStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) error {
+	return cancelImport(ctx, u, le)
+}
+
+// cancelImport cancels the import an import-task entry records and deletes
+// what it had made. An import whose start was cut off before it was
+// recorded is found by the run's tag.
+func cancelImport(ctx context.Context, u *undoer, le store.LedgerEntry) error {
 	var imps []awstarget.Import
 	if le.State == store.LedgerCreated {
 		var imp awstarget.Import

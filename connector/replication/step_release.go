@@ -2,7 +2,6 @@ package replication
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/rehost/rehost/pkg/source"
@@ -10,28 +9,32 @@ import (
 )
 
 // StepReleaseSnapshot removes the VM checkpoint as soon as the disks are
-// staged, so the VM does not run on a snapshot during the import.
+// staged, so the VM does not run on a snapshot during the import. It takes
+// the checkpoint over from the snapshot step; until it has removed it, its
+// undo does.
 const StepReleaseSnapshot = "release-snapshot"
 
-type releaseSnapshotStep struct{ noEffects }
+type releaseSnapshotStep struct{}
 
-func (releaseSnapshotStep) name() string { return StepReleaseSnapshot }
+func (releaseSnapshotStep) info() Info {
+	return Info{
+		Name: StepReleaseSnapshot, Title: "Remove the VM snapshot", Weight: 3, Metric: "release_snapshot",
+		Advice:  "The connector could not remove the VM's snapshot: test the source; the snapshot is named rehost-<run id>, and the next start removes it if it is still there.",
+		Effects: "takes the `vm-snapshot` over from snapshot and removes it",
+	}
+}
 
-func (releaseSnapshotStep) do(ctx context.Context, r *run) error {
-	es, err := r.entries(ctx, snapshotStep{}, kindVMSnapshot)
+func (s releaseSnapshotStep) do(ctx context.Context, r *run) error {
+	es, err := r.handOver(ctx, snapshotStep{}, s, kindVMSnapshot)
 	if err != nil {
 		return err
 	}
 	for _, le := range es {
-		if le.State != store.LedgerCreated {
+		if !unreleased(le) {
 			continue
 		}
-		var cp source.Checkpoint
-		if err := json.Unmarshal(le.Data, &cp); err != nil {
-			return fmt.Errorf("vm %q: read the recorded snapshot: %w", r.server.Name, err)
-		}
-		if err := r.src.Release(ctx, cp); err != nil {
-			return fmt.Errorf("vm %q: remove snapshot %q: %w", r.server.Name, cp.Name, err)
+		if err := removeCheckpoint(ctx, r.src, le); err != nil {
+			return fmt.Errorf("vm %q: %w", r.server.Name, err)
 		}
 		if err := r.e.Store.RecordReleased(ctx, le.ID); err != nil {
 			return fmt.Errorf("vm %q: record snapshot removal: %w", r.server.Name, err)
@@ -39,4 +42,8 @@ func (releaseSnapshotStep) do(ctx context.Context, r *run) error {
 	}
 	r.cp = source.Checkpoint{}
 	return nil
+}
+
+func (releaseSnapshotStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) error {
+	return undoCheckpoint(ctx, u, le)
 }

@@ -11,7 +11,9 @@ import (
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
-// StepRetention keeps the job's newest AMIs and deletes the older ones.
+// StepRetention takes the run's AMI over from the wait-import step into
+// the job's keeping (from here on only retention removes it), then keeps
+// the job's newest AMIs and deletes the older ones.
 const StepRetention = "retention"
 
 // kindAMIDeletion is an AMI being deleted, with its snapshots, recorded
@@ -21,12 +23,32 @@ const kindAMIDeletion = "ami-deletion"
 
 type retentionStep struct{}
 
-func (retentionStep) name() string { return StepRetention }
+func (retentionStep) info() Info {
+	return Info{
+		Name: StepRetention, Title: "Apply AMI retention", Weight: 1, Metric: "retention",
+		Advice:  "Deleting an old AMI failed; the run's own AMI is kept. Check the connector's EC2 permissions (ec2:DeregisterImage, ec2:DeleteSnapshot); the next run or start retries it.",
+		Effects: "takes the `ami` over from wait-import into the job's keeping; deletes the job's AMIs beyond N, each recorded first with its snapshots (`ami-deletion`)",
+	}
+}
 
-// do never fails the run: the AMI is made and handed to the job, and
-// failing for an old AMI would discard it. What it could not delete stays
-// recorded, for the janitor or the next run.
+// do never fails the run once the AMI is the job's: failing for an old AMI
+// would discard the new one. What it could not delete stays recorded, for
+// the janitor or the next run.
 func (s retentionStep) do(ctx context.Context, r *run) error {
+	// The AMI is made, named and recorded: a cancel or shutdown arriving
+	// now does not take it from the job.
+	keep := context.WithoutCancel(ctx)
+	amis, err := r.handOver(keep, waitImportStep{}, s, kindAMI)
+	if err != nil {
+		return err
+	}
+	for _, le := range amis {
+		if unreleased(le) {
+			if err := r.e.Store.RecordReleased(keep, le.ID); err != nil {
+				return fmt.Errorf("vm %q: hand AMI %s to the job: %w", r.server.Name, le.ResourceID, err)
+			}
+		}
+	}
 	if err := s.retain(ctx, r); err != nil {
 		r.event(context.WithoutCancel(ctx), store.LevelWarn, "retention of job %s failed (retried later): %v", r.job.ReplicationJobID, err)
 	}
@@ -72,7 +94,12 @@ func (s retentionStep) retain(ctx context.Context, r *run) error {
 	return nil
 }
 
+// undo finishes a deletion; an AMI taken into the job's keeping is the
+// job's, and stays.
 func (retentionStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) error {
+	if le.Kind == kindAMI {
+		return nil
+	}
 	return u.e.finishDeletion(ctx, u.target, le)
 }
 

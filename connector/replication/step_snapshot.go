@@ -19,7 +19,13 @@ const kindVMSnapshot = "vm-snapshot"
 
 type snapshotStep struct{}
 
-func (snapshotStep) name() string { return StepSnapshot }
+func (snapshotStep) info() Info {
+	return Info{
+		Name: StepSnapshot, Title: "Snapshot the VM", Weight: 5, Metric: "snapshot",
+		Advice:  "The connector could not snapshot the VM: test the source, check that the VM still exists and that no other task (a backup, another snapshot) holds it, then start the job again.",
+		Effects: "VM snapshot `rehost-<run>` (`vm-snapshot`), found again by its name",
+	}
+}
 
 // snapshotIntent is what the ledger holds of a VM checkpoint.
 type snapshotIntent struct {
@@ -41,7 +47,7 @@ func (s snapshotStep) do(ctx context.Context, r *run) error {
 	if len(es) > 0 {
 		le := es[len(es)-1]
 		switch le.State {
-		case store.LedgerReleased:
+		case store.LedgerReleased, store.LedgerHandedOver:
 			return nil // staged and released before a restart
 		case store.LedgerCreated:
 			if err := json.Unmarshal(le.Data, &r.cp); err != nil {
@@ -77,9 +83,13 @@ func (s snapshotStep) do(ctx context.Context, r *run) error {
 	return nil
 }
 
-// undo removes the recorded checkpoint and, by name, one whose creation was
-// cut off before its id was recorded (or a duplicate).
 func (snapshotStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) error {
+	return undoCheckpoint(ctx, u, le)
+}
+
+// undoCheckpoint removes a vm-snapshot entry's checkpoint, through the
+// source the entry names.
+func undoCheckpoint(ctx context.Context, u *undoer, le store.LedgerEntry) error {
 	var in snapshotIntent
 	if err := json.Unmarshal(le.Intent, &in); err != nil {
 		return fmt.Errorf("read intent: %w", err)
@@ -87,6 +97,17 @@ func (snapshotStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) e
 	src, err := u.source(ctx, in.SourceID)
 	if err != nil {
 		return err
+	}
+	return removeCheckpoint(ctx, src, le)
+}
+
+// removeCheckpoint removes the checkpoint a vm-snapshot entry records and,
+// by name, one whose creation was cut off before its id was recorded (or a
+// duplicate).
+func removeCheckpoint(ctx context.Context, src source.Source, le store.LedgerEntry) error {
+	var in snapshotIntent
+	if err := json.Unmarshal(le.Intent, &in); err != nil {
+		return fmt.Errorf("read intent: %w", err)
 	}
 	if le.State == store.LedgerCreated {
 		var cp source.Checkpoint

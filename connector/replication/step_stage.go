@@ -30,11 +30,30 @@ const (
 	kindUpload = "multipart-upload"
 	// kindObject is one disk's staged object.
 	kindObject = "s3-object"
+	// kindStagingPrefix is the run's staging prefix, recorded before the
+	// first upload: whatever a crash cut off before its own entry was
+	// recorded (an upload just created, an object just completed) lies
+	// under it, and its undo sweeps it.
+	kindStagingPrefix = "staging-prefix"
 )
 
 type stageStep struct{}
 
-func (stageStep) name() string { return StepStage }
+func (stageStep) info() Info {
+	return Info{
+		Name: StepStage, Title: "Export and upload the disks", Weight: 50, Metric: "stage",
+		Advice:  "Exporting or uploading a disk failed: check the source and AWS (rehost connector status, or the console's Health page: network, the staging bucket), then start the job again. Nothing is left behind: the connector removed what it had staged.",
+		Effects: "the staging prefix (`staging-prefix`, swept on undo), the export's NFC lease (`export-lease`, aborted at restart), one multipart upload per disk (`multipart-upload`: upload id and parts, persisted about once a second and in full before completion), then the object (`s3-object`; a completed upload's object found by HEAD: size, composite CRC32C)",
+	}
+}
+
+// progress is the bytes staged of every disk's total.
+func (stageStep) progress(p store.RunProgress) (done, total int64) {
+	for _, d := range p.Disks {
+		done, total = done+d.BytesDone, total+d.BytesTotal
+	}
+	return done, total
+}
 
 // uploadIntent is what the ledger holds of a disk being staged.
 type uploadIntent struct {
@@ -70,13 +89,16 @@ func (s stageStep) do(ctx context.Context, r *run) error {
 	done := map[int]awstarget.Object{}
 	uploads := map[int]store.LedgerEntry{}
 	var leases []store.LedgerEntry
+	hasPrefix := false
 	for _, le := range all {
-		if le.Step != s.name() {
+		if le.Step != s.info().Name {
 			continue
 		}
 		switch le.Kind {
+		case kindStagingPrefix:
+			hasPrefix = true
 		case kindObject:
-			if le.State == store.LedgerCreated || le.State == store.LedgerReleased {
+			if made(le) {
 				var o stagedObject
 				if err := json.Unmarshal(le.Data, &o); err != nil {
 					return fmt.Errorf("vm %q: read the recorded staged disk: %w", r.server.Name, err)
@@ -115,6 +137,11 @@ func (s stageStep) do(ctx context.Context, r *run) error {
 		r.staged = collect(done, len(r.vm.Disks))
 		return nil
 	}
+	if !hasPrefix {
+		if err := r.recordPrefix(ctx); err != nil {
+			return err
+		}
+	}
 	if r.cp.ID == "" {
 		return fmt.Errorf("vm %q: %d of %d disks staged but the snapshot was released — the run cannot resume; it will be undone and retried at the next run", r.server.Name, len(done), len(r.vm.Disks))
 	}
@@ -148,6 +175,20 @@ func (s stageStep) do(ctx context.Context, r *run) error {
 		return err
 	}
 	r.staged = collect(done, len(r.vm.Disks))
+	return nil
+}
+
+// recordPrefix records the run's staging prefix before anything is
+// uploaded under it.
+func (r *run) recordPrefix(ctx context.Context) error {
+	prefix := awstarget.RunPrefix(r.job.ReplicationJobID, r.run.ReplicationRunID)
+	id, err := r.intend(ctx, stageStep{}, kindStagingPrefix, prefix)
+	if err == nil {
+		err = r.e.Store.RecordCreated(ctx, id, prefix, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("vm %q: record the staging prefix %s: %w", r.server.Name, prefix, err)
+	}
 	return nil
 }
 
@@ -364,8 +405,26 @@ func (s stageStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) er
 			return err
 		}
 		return s.abortLease(ctx, src, le)
-	case kindUpload, kindObject:
-		return u.sweep(ctx, true)
+	case kindUpload, kindObject, kindStagingPrefix:
+		return u.sweep(ctx)
 	}
 	return fmt.Errorf("unknown kind %q", le.Kind)
+}
+
+// sweep aborts the uploads and deletes the objects under the run's staging
+// prefix, once: every upload and object of the run lives there, whichever
+// entries name them.
+func (u *undoer) sweep(ctx context.Context) error {
+	if u.swept {
+		return nil
+	}
+	prefix := awstarget.RunPrefix(u.rr.ReplicationJobID, u.rr.ReplicationRunID)
+	if _, err := u.target.AbortUploads(ctx, prefix); err != nil {
+		return fmt.Errorf("abort uploads under %s: %w", prefix, err)
+	}
+	if _, err := u.target.DeleteStaged(ctx, prefix); err != nil {
+		return fmt.Errorf("delete objects under %s: %w", prefix, err)
+	}
+	u.swept = true
+	return nil
 }

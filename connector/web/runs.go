@@ -2,26 +2,12 @@ package web
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/pkg/store"
 )
-
-// runSteps are a run's steps in the order they happen, with what each does
-// in words.
-var runSteps = []struct{ step, title string }{
-	{replication.StepSnapshot, "Snapshot the VM"},
-	{replication.StepStage, "Export and upload the disks"},
-	{replication.StepReleaseSnapshot, "Remove the VM snapshot"},
-	{replication.StepImport, "Start VM Import"},
-	{replication.StepWaitImport, "VM Import"},
-	{replication.StepFinalize, "Name and tag the AMI"},
-	{replication.StepUnstage, "Delete the staged disks"},
-	{replication.StepRetention, "Apply AMI retention"},
-}
 
 type stepView struct {
 	Step, Title string
@@ -71,26 +57,26 @@ func (c *Console) runView(r *http.Request, id string, withEvents bool) (*runView
 	for _, s := range p.Steps {
 		took[s.Step] = duration(s.Duration)
 	}
-	for _, s := range runSteps {
-		if s.step == current {
-			v.CurrentTitle = s.title
+	for _, s := range replication.Steps() {
+		if s.Name == current {
+			v.CurrentTitle = s.Title
 		}
-		if s.step == v.Failed {
-			v.FailedTitle = s.title
+		if s.Name == v.Failed {
+			v.FailedTitle = s.Title
 		}
-		sv := stepView{Step: s.step, Title: s.title, Duration: took[s.step]}
+		sv := stepView{Step: s.Name, Title: s.Title, Duration: took[s.Name]}
 		switch {
-		case s.step == v.Failed:
+		case s.Name == v.Failed:
 			sv.State = "failed"
-		case took[s.step] != "":
+		case took[s.Name] != "":
 			sv.State = "done"
-		case s.step == current && !v.Final:
+		case s.Name == current && !v.Final:
 			sv.State = "current"
 		}
 		v.Steps = append(v.Steps, sv)
 	}
 	if run.State == string(store.RunFailed) {
-		v.Advice = advice(v.Failed, run.StatusMessage)
+		v.Advice = replication.Advice(v.Failed, run.StatusMessage)
 	}
 	if withEvents {
 		if jobs, err := c.svc.GetReplicationJobs(r.Context(), &api.GetReplicationJobsInput{ReplicationJobID: v.JobID}); err == nil && len(jobs.ReplicationJobList) == 1 {
@@ -121,25 +107,4 @@ func (c *Console) runLive(w http.ResponseWriter, r *http.Request, rq *request) e
 		return err
 	}
 	return c.render(w, r, rq, http.StatusOK, "run-fragment", &view{D: v})
-}
-
-// advice says what to do about a failed run, by the step it failed in;
-// the message itself says what happened.
-func advice(step, msg string) string {
-	m := strings.ToLower(msg)
-	switch {
-	case strings.Contains(m, "not registered"):
-		return "Register the connector with AWS (AWS page), then start the job again."
-	case strings.Contains(m, "authentication") || strings.Contains(m, "password"):
-		return "The source refused the connector's credentials: fix them (remove and add the source again with the right password), test the connection on the Sources page, then start the job again."
-	case step == replication.StepSnapshot || strings.Contains(m, "unreachable"):
-		return "The connector could not snapshot the VM: test the source on the Sources page, check that the VM still exists and that no other task holds it, then start the job again."
-	case step == replication.StepStage:
-		return "Exporting or uploading a disk failed: check the source and AWS on the Health page (network, the staging bucket), then start the job again. Nothing is left behind: the connector removed what it had staged."
-	case step == replication.StepImport || step == replication.StepWaitImport:
-		return "VM Import refused the image: the message above is AWS's own. Check that the VM's operating system and boot mode are ones VM Import supports and that its boot disk comes first; after fixing the VM, start the job again."
-	case step == replication.StepFinalize || step == replication.StepUnstage || step == replication.StepRetention:
-		return "The AMI was made but the work after it failed: check AWS on the Health page; the next run finishes the cleanup."
-	}
-	return "Fix the cause the message names, then start the job again. If it keeps failing, download a support bundle (Support page) for whoever helps you."
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/replication"
 )
 
 // A run's live part shows each disk's bytes and percent while it stages,
@@ -36,7 +37,7 @@ func TestRunFragment(t *testing.T) {
 		t.Error("a live run's fragment says it is final")
 	}
 	failed := &runView{Run: api.ReplicationRun{ReplicationRunID: "sms-run-2", State: "FAILED", StatusMessage: "VM Import: ClientError: Unsupported kernel"},
-		Final: true, Failed: "wait-import", FailedTitle: "VM Import", Advice: advice("wait-import", "VM Import: ClientError: Unsupported kernel")}
+		Final: true, Failed: "wait-import", FailedTitle: "VM Import", Advice: replication.Advice("wait-import", "VM Import: ClientError: Unsupported kernel")}
 	html = render(failed)
 	for _, want := range []string{"data-final", "Why it failed", "In the step “VM Import”: VM Import: ClientError: Unsupported kernel", "What to do", "operating system"} {
 		if !strings.Contains(html, want) {

@@ -637,19 +637,6 @@ func (s *sqlStore) CreateRuns(ctx context.Context, runs ...ReplicationRun) ([]Re
 	return out, nil
 }
 
-func (s *sqlStore) StartRun(ctx context.Context, run ReplicationRun) (ReplicationRun, error) {
-	var out []ReplicationRun
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var err error
-		out, err = s.insertRuns(ctx, tx, []ReplicationRun{run})
-		return err
-	})
-	if err != nil {
-		return ReplicationRun{}, fmt.Errorf("start run of replication job %s: %w", run.ReplicationJobID, err)
-	}
-	return out[0], nil
-}
-
 func (s *sqlStore) ScheduleRuns(ctx context.Context, jobID string, fn func(*ReplicationJob) ([]ReplicationRun, error)) (ReplicationJob, []ReplicationRun, error) {
 	var job ReplicationJob
 	var runs []ReplicationRun
@@ -806,13 +793,13 @@ func (s *sqlStore) UpdateRunAndJob(ctx context.Context, runID string, fn func(*R
 
 // --- ledger ---
 
-const ledgerCols = `id, run_id, step, kind, intent, resource_id, state, data, created_at, updated_at`
+const ledgerCols = `id, run_id, step, kind, intent, resource_id, state, data, handed_from, created_at, updated_at`
 
 func scanLedger(r scanner) (LedgerEntry, error) {
 	var e LedgerEntry
 	var intent, data string
 	var created, updated sql.NullInt64
-	if err := r.Scan(&e.ID, &e.RunID, &e.Step, &e.Kind, &intent, &e.ResourceID, &e.State, &data, &created, &updated); err != nil {
+	if err := r.Scan(&e.ID, &e.RunID, &e.Step, &e.Kind, &intent, &e.ResourceID, &e.State, &data, &e.HandedFrom, &created, &updated); err != nil {
 		return LedgerEntry{}, err
 	}
 	e.Intent, e.Data = jsonOf(intent), jsonOf(data)
@@ -903,6 +890,38 @@ func (s *sqlStore) UpdateData(ctx context.Context, id int64, data json.RawMessag
 
 func (s *sqlStore) RecordReleased(ctx context.Context, id int64) error {
 	return s.updateLedger(ctx, "record release", id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}, `state = ?`, LedgerReleased)
+}
+
+func (s *sqlStore) HandOver(ctx context.Context, id int64, toStep string) (LedgerEntry, error) {
+	what := fmt.Sprintf("hand ledger entry %d over to step %s", id, toStep)
+	if toStep == "" {
+		return LedgerEntry{}, fmt.Errorf("%s: %w: step is required", what, ErrInvalid)
+	}
+	var taken LedgerEntry
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		e, err := s.getLedger(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if e.State != LedgerIntent && e.State != LedgerCreated {
+			return fmt.Errorf("%w: entry (%s %s) is %s", ErrConflict, e.Kind, e.ResourceID, e.State)
+		}
+		now := s.now().UnixNano()
+		if _, err := s.exec(ctx, tx, `UPDATE ledger SET state = ?, updated_at = ? WHERE id = ?`, LedgerHandedOver, now, id); err != nil {
+			return err
+		}
+		var nid int64
+		if err := s.queryRow(ctx, tx, `INSERT INTO ledger (run_id, step, kind, intent, resource_id, state, data, handed_from, created_at, updated_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`, e.RunID, toStep, e.Kind, jsonArg(e.Intent), e.ResourceID, e.State, jsonArg(e.Data), id, now, now).Scan(&nid); err != nil {
+			return err
+		}
+		taken, err = s.getLedger(ctx, tx, nid)
+		return err
+	})
+	if err != nil {
+		return LedgerEntry{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return taken, nil
 }
 
 func (s *sqlStore) LedgerForRun(ctx context.Context, runID string) ([]LedgerEntry, error) {

@@ -225,8 +225,13 @@ const (
 	LedgerIntent LedgerState = "intent"
 	// LedgerCreated: exists, ResourceID known.
 	LedgerCreated LedgerState = "created"
-	// LedgerReleased: deleted or handed over (an AMI kept); nothing to undo.
+	// LedgerReleased: deleted, or given up by the run (an AMI the job
+	// keeps); nothing to undo.
 	LedgerReleased LedgerState = "released"
+	// LedgerHandedOver: another step took the resource over; the entry it
+	// took it with (HandedFrom naming this one) is the resource's record
+	// now.
+	LedgerHandedOver LedgerState = "handed-over"
 )
 
 // LedgerEntry records one resource a run made or is about to make. Step and
@@ -241,8 +246,11 @@ type LedgerEntry struct {
 	ResourceID string          `json:"resourceId,omitempty"`
 	State      LedgerState     `json:"state"`
 	Data       json.RawMessage `json:"data,omitempty"`
-	CreatedAt  time.Time       `json:"createdAt"`
-	UpdatedAt  time.Time       `json:"updatedAt"`
+	// HandedFrom is the entry this one took its resource over from (0: the
+	// step made it).
+	HandedFrom int64     `json:"handedFrom,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
 }
 
 // Event levels.
@@ -280,23 +288,41 @@ type App struct {
 	UpdatedAt   time.Time `json:"updatedAt"`
 }
 
-// Store is rehost's persisted state. Every method is safe for concurrent use,
-// honours ctx cancellation, and wraps ErrNotFound, ErrConflict or ErrInvalid
-// where those apply; other errors are I/O failures of the backend.
+// Store is rehost's persisted state: every role below, and Close. Every
+// method is safe for concurrent use, honours ctx cancellation, and wraps
+// ErrNotFound, ErrConflict or ErrInvalid where those apply; other errors are
+// I/O failures of the backend.
 //
 // Methods that take a func run it inside a transaction on a fresh copy of
 // the row (read-modify-write); the func must not call the store, and an
 // error it returns aborts the transaction and is returned wrapped.
+//
+// Each user of the store takes only the roles it needs (the replication
+// engine, the scheduler, the API, the console's keys and settings), and
+// storetest checks each role on its own.
 type Store interface {
+	Catalog
+	Jobs
+	Runs
+	Ledger
+	History
+	Settings
+	Apps
 	// Close releases the backend. Calls after Close fail.
 	Close() error
+}
 
+// Catalog is the sources (hypervisor endpoints with their credentials) and
+// the servers imported from them.
+type Catalog interface {
 	// CreateSource stores s with a new ID (CreatedAt set if zero).
 	// ErrConflict if the name is taken, ErrInvalid on an unknown kind or
 	// empty name.
 	CreateSource(ctx context.Context, s Source) (Source, error)
 	GetSource(ctx context.Context, id string) (Source, error)
 	ListSources(ctx context.Context) ([]Source, error)
+	// UpdateSource applies fn to the source and stores it, validated as in
+	// CreateSource (e.g. new credentials); ID and CreatedAt cannot change.
 	UpdateSource(ctx context.Context, id string, fn func(*Source) error) (Source, error)
 	// DeleteSource fails with ErrConflict while servers of it remain.
 	DeleteSource(ctx context.Context, id string) error
@@ -310,7 +336,11 @@ type Store interface {
 	// DeleteServer fails with ErrConflict while any job (even a deleted
 	// one) refers to it.
 	DeleteServer(ctx context.Context, serverID string) error
+}
 
+// Jobs is the replication jobs: one per server, each on a schedule (or
+// once).
+type Jobs interface {
 	// CreateJob stores j with a new ReplicationJobID. State defaults to
 	// PENDING and LicenseType to AWS. ErrInvalid on a bad frequency (see
 	// ValidateFrequency), license type, state or a zero seed time;
@@ -324,16 +354,17 @@ type Store interface {
 	// in CreateJob; ReplicationJobID, ServerID and CreatedAt cannot change,
 	// UpdatedAt is set by the store.
 	UpdateJob(ctx context.Context, id string, fn func(*ReplicationJob) error) (ReplicationJob, error)
+}
 
+// Runs is the replication runs of the jobs, with the one rule that matters
+// most: at most one PENDING or ACTIVE run per job.
+type Runs interface {
 	// CreateRuns inserts runs of one or more jobs in one transaction, each
 	// with a new ReplicationRunID (State defaults to PENDING, Type to
-	// AUTOMATIC). ErrConflict if a run in PENDING or ACTIVE would join
-	// another such run of the same job; ErrNotFound if a job is missing.
+	// AUTOMATIC). ErrConflict, naming the other run, if a run in PENDING
+	// or ACTIVE would join another such run of the same job; ErrNotFound if
+	// a job is missing.
 	CreateRuns(ctx context.Context, runs ...ReplicationRun) ([]ReplicationRun, error)
-	// StartRun inserts one run, as CreateRuns: ErrConflict, naming the
-	// other run, if it is PENDING or ACTIVE while the job already has such a
-	// run.
-	StartRun(ctx context.Context, run ReplicationRun) (ReplicationRun, error)
 	// ScheduleRuns reads the job, lets fn change it and return new runs for
 	// it, and stores both in one transaction, with the rules of UpdateJob
 	// and CreateRuns. It is how a scheduler records missed slots, a
@@ -355,18 +386,26 @@ type Store interface {
 	// UpdateRunAndJob applies fn to a run and its job and stores both in one
 	// transaction, with the rules of UpdateRun and UpdateJob.
 	UpdateRunAndJob(ctx context.Context, runID string, fn func(*ReplicationRun, *ReplicationJob) error) (ReplicationRun, ReplicationJob, error)
+}
 
+// Ledger is what runs made, or are about to make, outside the process:
+// the record that drives resume and cleanup.
+type Ledger interface {
 	// RecordIntent appends a ledger entry in state intent and returns its
 	// id; ids grow in insertion order. ErrNotFound if the run is missing.
 	RecordIntent(ctx context.Context, runID, step, kind string, intent json.RawMessage) (int64, error)
 	// RecordCreated moves the entry to created with the resource's id and
 	// data (nil data keeps what is stored).
 	RecordCreated(ctx context.Context, id int64, resourceID string, data json.RawMessage) error
-	// UpdateData replaces the entry's data (e.g. the parts of a multipart
-	// upload completed so far).
+	// UpdateData replaces the entry's data.
 	UpdateData(ctx context.Context, id int64, data json.RawMessage) error
 	// RecordReleased marks the entry released: nothing left to undo.
 	RecordReleased(ctx context.Context, id int64) error
+	// HandOver gives an unreleased entry's resource to step toStep, in one
+	// transaction: the entry becomes handed-over and a copy of it under
+	// toStep (HandedFrom = id) is appended and returned. ErrConflict if the
+	// entry is released or handed over already.
+	HandOver(ctx context.Context, id int64, toStep string) (LedgerEntry, error)
 	GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, error)
 	// LedgerForRun lists the run's entries in insertion order; undo walks
 	// it backwards.
@@ -374,25 +413,36 @@ type Store interface {
 	// UnreleasedLedger lists entries in state intent or created, of every
 	// run, in insertion order.
 	UnreleasedLedger(ctx context.Context) ([]LedgerEntry, error)
+}
 
+// History is the append-only events of jobs and runs.
+type History interface {
 	// AddEvent appends e (Time set to now if zero) and returns it with its ID.
 	AddEvent(ctx context.Context, e Event) (Event, error)
 	// Events lists matching events newest first, at most f.Limit.
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
+}
 
-	// CreateApp stores a with a new AppID. ErrConflict if the name is taken.
-	CreateApp(ctx context.Context, a App) (App, error)
-	GetApp(ctx context.Context, id string) (App, error)
-	ListApps(ctx context.Context) ([]App, error)
-	UpdateApp(ctx context.Context, id string, fn func(*App) error) (App, error)
-	DeleteApp(ctx context.Context, id string) error
-
+// Settings holds small values by key: the registration, API keys, the
+// console's password hash. Values may be sealed by the caller; the store
+// keeps them opaque.
+type Settings interface {
 	// GetSetting returns the value of key, ErrNotFound if unset.
 	GetSetting(ctx context.Context, key string) ([]byte, error)
 	// PutSetting sets key to value, replacing any previous value.
 	PutSetting(ctx context.Context, key string, value []byte) error
 	// DeleteSetting removes key; removing an unset key is not an error.
 	DeleteSetting(ctx context.Context, key string) error
+}
+
+// Apps is the applications: groups of servers migrated together.
+type Apps interface {
+	// CreateApp stores a with a new AppID. ErrConflict if the name is taken.
+	CreateApp(ctx context.Context, a App) (App, error)
+	GetApp(ctx context.Context, id string) (App, error)
+	ListApps(ctx context.Context) ([]App, error)
+	UpdateApp(ctx context.Context, id string, fn func(*App) error) (App, error)
+	DeleteApp(ctx context.Context, id string) error
 }
 
 // ValidateFrequency checks a replication frequency in hours: SMS allows 1–24.

@@ -7,9 +7,13 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -146,4 +150,16 @@ func Start(t testing.TB, o Options) *Connector {
 		peers.Close()
 	})
 	return c
+}
+
+// TLSConfig trusts the connector's certificate, for clients of its
+// endpoint (the API, the console).
+func (c *Connector) TLSConfig() *tls.Config {
+	pem, err := os.ReadFile(filepath.Join(c.Dir, "tls", "cert.pem"))
+	if err != nil {
+		panic(fmt.Sprintf("apitest: read the connector's certificate: %v", err))
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &tls.Config{RootCAs: pool}
 }

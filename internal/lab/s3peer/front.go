@@ -391,6 +391,8 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			f.putPolicy(w, r, bucket)
 			return
 		case "DeleteBucketPolicy":
+			// Before and after, as putPolicy does.
+			f.forgetPolicy(bucket)
 			defer f.forgetPolicy(bucket)
 		case "DeleteBucket":
 			defer func() {

@@ -147,6 +147,10 @@ func (f *Front) putPolicy(w http.ResponseWriter, r *http.Request, bucket string)
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
+	// Forgotten before as well as after: the forward may flush the answer
+	// to the client before this handler returns, and the client's next
+	// request must not meet the policy cached before this one.
+	f.forgetPolicy(bucket)
 	defer f.forgetPolicy(bucket)
 	f.forward(w, r, "PutBucketPolicy", bucket, "")
 }

@@ -35,7 +35,7 @@ import (
 // CRC32C. Per run it reports MiB/s, CPU seconds of the uploading process
 // (for rclone: rclone plus the generator feeding it) and peak RSS. The
 // "generate-only" rows measure the data generator alone; "rehost-resumable"
-// records parts for resume (OnPart set), which adds a SHA-256 per part. -short scales the
+// records parts for resume (a Tracker set, as the run sets it), which adds a SHA-256 per part. -short scales the
 // data down 8×.
 func BenchmarkStage(b *testing.B) {
 	const part, conc = 16 << 20, 4

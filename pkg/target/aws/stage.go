@@ -53,7 +53,7 @@ type Part struct {
 	// Checksum is the part's CRC32C, base64 as S3 reports it.
 	Checksum string `json:"checksum"`
 	// SHA256 is the hex SHA-256 of the part's bytes, computed locally when
-	// StageInput.OnPart is set; a resume compares it (and Checksum) with
+	// StageInput.Tracker is set (the run records parts for a resume); a resume compares it (and Checksum) with
 	// the fresh stream.
 	SHA256 string `json:"sha256,omitempty"`
 }
@@ -182,7 +182,7 @@ func (t *Target) sse() (types.ServerSideEncryption, *string, *bool) {
 //
 // Memory is bounded by Concurrency+1 part buffers. Each part carries a CRC32C
 // checksum S3 verifies, is retried from its buffer on transient errors, and is
-// reported through OnPart once stored. On failure or cancellation the upload
+// added to in.Tracker once stored. On failure or cancellation the upload
 // is aborted (under a fresh context) unless KeepOnFailure is set. Resuming
 // re-reads the stream from the start; parts whose SHA-256 matches the record
 // and which S3 still holds are not re-sent, others are uploaded again. A
