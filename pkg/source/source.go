@@ -239,8 +239,9 @@ type ChangeQuery struct {
 	// Since is a change id a Keep returned for this disk; "" asks for every
 	// allocated area (a seed, or a resync).
 	Since string
-	// From is the offset to start at: areas, or parts of them, before it
-	// are not returned (a resumed run). 0 for the whole disk.
+	// From is the offset to start at, rounded down to 512 bytes: areas, or
+	// parts of them, before it are not returned (a resumed run). 0 for the
+	// whole disk.
 	From int64
 }
 
@@ -260,10 +261,11 @@ type Changes struct {
 type Areas interface {
 	// Next returns the next page: areas in ascending order, each starting
 	// at or after the end of the one before (across pages too), 512-byte
-	// aligned, within [From, Capacity). A page holds a bounded number of
-	// areas and may be empty. After the last page Next returns nil, io.EOF.
-	// A failed page may be asked for again (Next retries the same page);
-	// ctx bounds the call.
+	// aligned, within [From, Capacity) (From rounded down to 512 bytes).
+	// A page holds a bounded number of areas and may be empty. After the
+	// last page Next returns nil, io.EOF. A failed page may be asked for
+	// again (Next retries the same page); ctx bounds the call. Next is
+	// not safe for concurrent use.
 	Next(ctx context.Context) ([]disk.Extent, error)
 }
 

@@ -31,6 +31,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -143,6 +144,10 @@ type Source struct {
 	des   *armcompute.DiskEncryptionSetsClient
 	nics  *armnetwork.InterfacesClient
 	sizes sizeCache
+	// grants are the read grants ChangedAreas and OpenDisk share, by
+	// resource group and snapshot: one SAS per snapshot at a time, ended
+	// by revoke.
+	grants sync.Map
 }
 
 var (

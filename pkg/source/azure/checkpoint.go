@@ -343,6 +343,7 @@ func (s *Source) Release(ctx context.Context, cp source.Checkpoint) error {
 func (s *Source) revoke(ctx context.Context, rg string, snaps []*armcompute.Snapshot) error {
 	var ps []*runtime.Poller[armcompute.SnapshotsClientRevokeAccessResponse]
 	for _, sn := range snaps {
+		s.grants.Delete(rg + "/" + val(sn.Name))
 		p, err := s.snaps.BeginRevokeAccess(ctx, rg, val(sn.Name), nil)
 		if err != nil {
 			if err = classify("revoke access to snapshot "+val(sn.Name), err); !errors.Is(err, source.ErrNotFound) {

@@ -73,10 +73,19 @@ func (s *Source) diskSnapshot(ctx context.Context, cp source.Checkpoint, key, op
 	return nil, "", fmt.Errorf("%s: checkpoint %q has no snapshot of disk %q: %w", op, name, key, source.ErrNotFound)
 }
 
+// grantFor is the read grant of a snapshot that ChangedAreas and OpenDisk
+// share (it renews itself as it nears its end); revoke ends it.
 func (s *Source) grantFor(ctx context.Context, rg string, sn *armcompute.Snapshot) (*readGrant, error) {
+	key := rg + "/" + val(sn.Name)
+	if g, ok := s.grants.Load(key); ok {
+		return g.(*readGrant), nil
+	}
 	g := &readGrant{s: s, rg: rg, snap: val(sn.Name), entra: val(sn.Properties.DataAccessAuthMode) == armcompute.DataAccessAuthModeAzureActiveDirectory}
 	if err := g.renew(ctx); err != nil {
 		return nil, err
+	}
+	if prev, loaded := s.grants.LoadOrStore(key, g); loaded {
+		return prev.(*readGrant), nil // another call's grant won; both are valid
 	}
 	return g, nil
 }
@@ -119,6 +128,7 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 			}
 			page, err := p.NextPage(ctx)
 			if err != nil {
+				s.forgetRefused(err, rg, g.snap)
 				return nil, false, classify("list the page ranges of snapshot "+g.snap, err)
 			}
 			return ranges(page.PageRange, nil), !p.More(), nil
@@ -152,6 +162,8 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 			}
 			page, err := p.NextPage(ctx)
 			if err != nil {
+				s.forgetRefused(err, rg, g.snap)
+				s.forgetRefused(err, prg, pg.snap)
 				if prevGone(err) {
 					return nil, false, &source.ResyncError{Disk: q.Disk, Since: q.Since,
 						Reason: fmt.Sprintf("azure cannot diff against the previous run's snapshot %s: %v", val(prev.Name), redactSAS(err))}
@@ -168,20 +180,20 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 			return ranges(page.PageRange, page.ClearRange), last, nil
 		}
 	}
-	// The first page now, so a refused diff is this call's error.
-	first, last, err := fetch(ctx)
+	f, err := track.First(ctx, fetch)
 	if err != nil {
 		return source.Changes{}, fmt.Errorf("%s: %w", op, err)
 	}
-	pending := true
-	ch.Areas = track.NewPages(op, q.From, size, func(ctx context.Context) ([]disk.Extent, bool, error) {
-		if pending {
-			pending = false
-			return first, last, nil
-		}
-		return fetch(ctx)
-	})
+	ch.Areas = track.NewPages(op, q.From, size, f)
 	return ch, nil
+}
+
+// forgetRefused drops the shared grant of a snapshot whose SAS was
+// refused (revoked outside rehost), so the next call asks for a new one.
+func (s *Source) forgetRefused(err error, rg, snap string) {
+	if refused(err) {
+		s.grants.Delete(rg + "/" + snap)
+	}
 }
 
 // previousSnapshot reads the snapshot a change id names and checks it is an

@@ -129,23 +129,15 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 		off = next
 		return areas, off >= size, nil
 	}
-	// The first page now: it says the disk's size, and a refused id is
-	// this call's error.
-	first, last, err := fetch(ctx)
+	// The first page now: it says the disk's size.
+	f, err := track.First(ctx, fetch)
 	if err != nil {
 		return source.Changes{}, fmt.Errorf("%s: %w", op, err)
 	}
 	if err := track.Resized(q.Disk, q.Since, prevSize, size); err != nil {
 		return source.Changes{}, err
 	}
-	pending := true
-	return source.Changes{Capacity: size, PreviousCapacity: prevSize, Areas: track.NewPages(op, q.From, size, func(ctx context.Context) ([]disk.Extent, bool, error) {
-		if pending {
-			pending = false
-			return first, last, nil
-		}
-		return fetch(ctx)
-	})}, nil
+	return source.Changes{Capacity: size, PreviousCapacity: prevSize, Areas: track.NewPages(op, q.From, size, f)}, nil
 }
 
 func (s *Source) areasPerPage() int {
