@@ -323,8 +323,10 @@ type DiskReader interface {
 	// OpenDisk opens disk diskKey of checkpoint cp as it was at the
 	// checkpoint (later writes never show). ReadAt is safe for concurrent
 	// use and follows io.ReaderAt (io.EOF at Size); ctx bounds every read
-	// and the open itself. Close releases what the reads hold (a session,
-	// a read grant) and is safe to call more than once. An unknown
+	// and the open itself. Close releases what the reads hold of their own
+	// (files, a session) and is safe to call more than once; a read grant
+	// on the checkpoint (Azure) ends with its Keep or Release. Open the
+	// disks before Keep: Keep ends the checkpoint. An unknown
 	// checkpoint or disk wraps ErrNotFound; a disk the source cannot read
 	// at random (a vSphere disk on a chain of older snapshots) wraps
 	// errors.ErrUnsupported with the reason, and the caller falls back to
