@@ -38,15 +38,15 @@ func azureFlags(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error
 // secret signs in at AuthorityURL (a client-credentials grant) and, with
 // ClientID, authorizes writes at WriteURL.
 type azureInfo struct {
-	SubscriptionID string            `json:"subscriptionId"`
-	TenantID       string            `json:"tenantId"`
-	ClientID       string            `json:"clientId"`
-	ClientSecret   string            `json:"clientSecret"`
+	SubscriptionID  string            `json:"subscriptionId"`
+	TenantID        string            `json:"tenantId"`
+	ClientID        string            `json:"clientId"`
+	ClientSecret    string            `json:"clientSecret"`
 	ResourceManager string            `json:"resourceManager"`
-	AuthorityURL   string            `json:"authorityHost"`
-	CAFile         string            `json:"caFile"`
-	VMs            map[string]string `json:"vms"` // name → resource id
-	WriteURL       string            `json:"writeUrl"`
+	AuthorityURL    string            `json:"authorityHost"`
+	CAFile          string            `json:"caFile"`
+	VMs             map[string]string `json:"vms"` // name → resource id
+	WriteURL        string            `json:"writeUrl"`
 }
 
 func (o *azureOptions) run(ctx context.Context, env cli.Env, args []string) error {

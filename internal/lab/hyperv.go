@@ -48,8 +48,8 @@ type hypervInfo struct {
 	CertFile   string            `json:"certFile"` // the WinRM listener's certificate (PEM), for curl --cacert
 	SMBPort    int               `json:"smbPort"`
 	NodeSMB    string            `json:"nodeSmb"` // --node-smb NAME=HOST:PORT: where the host's SMB server is
-	Share      string            `json:"share"` // --share PATH=SHARE
-	VMs        map[string]string `json:"vms"`   // name → id
+	Share      string            `json:"share"`   // --share PATH=SHARE
+	VMs        map[string]string `json:"vms"`     // name → id
 	WriteURL   string            `json:"writeUrl"`
 }
 
