@@ -311,7 +311,9 @@ type ChangeTracker interface {
 	// the snapshot is gone (and on Hyper-V where the host does not name
 	// the reference point after the checkpoint): then it wraps ErrNotFound
 	// and the next run copies the disks whole. A cp whose VM is gone wraps
-	// ErrNotFound.
+	// ErrNotFound; one that cannot become a base (on Hyper-V, a checkpoint
+	// taken while the VM could not be tracked is not a recovery one) wraps
+	// ErrNoTracking.
 	Keep(ctx context.Context, cp Checkpoint) (Base, error)
 }
 
