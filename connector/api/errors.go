@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/rehost/rehost/pkg/sigv4"
 )
@@ -41,6 +42,9 @@ type Error struct {
 	Thumbprint string `json:"thumbprint,omitempty"`
 	// Status is the HTTP status it is answered with.
 	Status int `json:"-"`
+	// RetryAfter is the pause the answer asked for (its Retry-After
+	// header), as the client read it.
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string {

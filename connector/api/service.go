@@ -68,6 +68,12 @@ func op[I, O any](target string, readOnly bool, m func(Service, context.Context,
 	}}
 }
 
+// ReadOnly reports whether the operation target ("Prefix.Name", as the
+// X-Amz-Target header names it) changes nothing: a read-only key may call
+// it, and a client may send it again after a failure that left unknown
+// whether the connector ran it.
+func ReadOnly(target string) bool { return operations[target].readOnly }
+
 // operations maps "Prefix.Name" to its operation; operationNames lists
 // the names without prefix, and the endpoint's other route groups.
 var (

@@ -35,7 +35,7 @@ func TestServeConsoleAndResetPassword(t *testing.T) {
 	}()
 	var base string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if info, ok, _ := daemon.Serving(dir); ok && !strings.HasSuffix(info.Listen, ":0") {
+		if info, ok, err := daemon.Serving(dir); err == nil && ok && info.Listen != "" && !strings.HasSuffix(info.Listen, ":0") {
 			base = "https://" + info.Listen
 			break
 		}

@@ -66,11 +66,12 @@ func (l *ServeLock) Update(info ServeInfo) error {
 	if err != nil {
 		return err
 	}
-	if err := l.f.Truncate(0); err != nil {
+	// Written over the old content, then cut to length: the file is never
+	// empty, and a reader that meets a half-written one reads it again.
+	if _, err := l.f.WriteAt(b, 0); err != nil {
 		return err
 	}
-	_, err = l.f.WriteAt(b, 0)
-	return err
+	return l.f.Truncate(int64(len(b)))
 }
 
 // Release unlocks the state directory.
@@ -99,13 +100,22 @@ func Serving(dir string) (ServeInfo, bool, error) {
 	return info, true, err
 }
 
+// readServeInfo reads the daemon's description, again for a moment if it
+// meets one being rewritten.
 func readServeInfo(f *os.File) (ServeInfo, error) {
-	var info ServeInfo
-	b, err := readAllAt(f)
-	if err != nil {
-		return info, err
+	var err error
+	for range 20 {
+		var info ServeInfo
+		var b []byte
+		if b, err = readAllAt(f); err != nil {
+			return info, err
+		}
+		if err = json.Unmarshal(b, &info); err == nil {
+			return info, nil
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return info, json.Unmarshal(b, &info)
+	return ServeInfo{}, fmt.Errorf("read %s: %w", serveLockFile, err)
 }
 
 func readAllAt(f *os.File) ([]byte, error) {

@@ -79,8 +79,8 @@ type Engine struct {
 	ProgressEvery time.Duration
 	// StepAttempts is how often a step failing transiently is tried
 	// (default 3); RetryDelay the first pause between tries (default 2 s,
-	// doubled each time). Calls retried below (every AWS call) are not
-	// retried again here.
+	// doubled each time). Calls retried below (every AWS and Azure call)
+	// are not retried again here: pkg/retry marks what they gave up on.
 	StepAttempts int
 	RetryDelay   time.Duration
 	// Hook, when set, is called at the start of every step (tests kill or

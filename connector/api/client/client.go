@@ -6,6 +6,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -15,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/pkg/retry"
 )
 
 // Options configure a Client.
@@ -38,9 +41,14 @@ type Options struct {
 	// system's roots, are trusted.
 	Fingerprint string
 	CAPEM       []byte
-	// Timeout bounds one call (default 10 minutes: importing a catalog
-	// talks to every source).
+	// Timeout bounds one try of a call (default 10 minutes: importing a
+	// catalog talks to every source).
 	Timeout time.Duration
+	// RetryAttempts is the number of tries of a call (default 4) and
+	// RetryBaseDelay the first pause (default 1 s, doubled per try, or what
+	// the connector's Retry-After asks); see retryable for what is retried.
+	RetryAttempts  int
+	RetryBaseDelay time.Duration
 }
 
 // Client calls a connector's API.
@@ -71,6 +79,8 @@ func New(o Options) (*Client, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 10 * time.Minute
 	}
+	o.RetryAttempts = cmp.Or(o.RetryAttempts, 4)
+	o.RetryBaseDelay = cmp.Or(o.RetryBaseDelay, time.Second)
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	switch {
 	case o.Fingerprint != "":
@@ -121,48 +131,74 @@ func fingerprint(b []byte) string {
 	return strings.Join(parts, ":")
 }
 
-// do signs and sends a request; body nil sends none.
+// do signs and sends a request, under the retry policy; body nil sends
+// none.
 func (c *Client) do(ctx context.Context, method, path, target string, body []byte) (*http.Response, error) {
-	for attempt := 1; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, method, c.url+strings.TrimPrefix(path, "/"), bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		if target != "" {
-			req.Header.Set("Content-Type", "application/x-amz-json-1.1")
-			req.Header.Set("X-Amz-Target", target)
-		}
-		creds, err := c.o.Credentials.Retrieve(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("access key for the connector: %w", err)
-		}
-		sum := sha256.Sum256(body)
-		if err := c.signer.SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), api.SigningService, c.o.Region, time.Now()); err != nil {
-			return nil, fmt.Errorf("sign the request: %w", err)
-		}
-		resp, err := c.http.Do(req)
-		var unknownCA x509.UnknownAuthorityError
-		var hostErr x509.HostnameError
-		if errors.As(err, &unknownCA) || errors.As(err, &hostErr) {
-			return nil, fmt.Errorf("call the connector at %s: %w: pin its certificate with --fingerprint (as 'rehost serve' printed it) or trust its CA with --ca-file", c.o.Endpoint, err)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("call the connector at %s: %w", c.o.Endpoint, err)
-		}
-		if resp.StatusCode < 300 {
-			return resp, nil
-		}
-		apiErr := decodeError(resp)
-		if apiErr.Type == api.ErrThrottling && attempt < 4 {
-			select {
-			case <-ctx.Done():
-				return nil, apiErr
-			case <-time.After(time.Duration(attempt) * time.Second):
-			}
-			continue
-		}
-		return nil, apiErr
+	// Outside the policy: finding the key is the credential chain's
+	// business (the SDK's, with its own retries for a metadata service),
+	// not a request to the connector.
+	creds, err := c.o.Credentials.Retrieve(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("access key for the connector: %w", err)
 	}
+	var resp *http.Response
+	p := retry.Policy{Attempts: c.o.RetryAttempts, Base: c.o.RetryBaseDelay, Classify: retryable(method == http.MethodGet || api.ReadOnly(target))}
+	err = p.Do(ctx, func(ctx context.Context) (err error) {
+		resp, err = c.send(ctx, creds, method, path, target, body)
+		return err
+	})
+	return resp, err
+}
+
+// retryable is the client's classifier. A ThrottlingException (the
+// connector answers it before it runs the operation) and a connection
+// never made are retried for every operation. Any other failure that may
+// pass (a 5xx but 501, a connection broken after the request went out) is
+// retried only for an operation that changes nothing (api.ReadOnly, or a
+// GET), since the connector may have run a changing one already: sending
+// CreateReplicationJob again would then answer that the job exists. A
+// timeout is not retried: the connector is busy with it. The pause a
+// Retry-After asks for is honoured.
+func retryable(idempotent bool) retry.Classifier {
+	return func(err error) (bool, time.Duration) {
+		var ae *api.Error
+		if errors.As(err, &ae) {
+			again := ae.Type == api.ErrThrottling || idempotent && ae.Status >= 500 && ae.Status != http.StatusNotImplemented
+			return again, ae.RetryAfter
+		}
+		var ne net.Error
+		timeout := errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+		return retry.Dialing(err) || idempotent && !timeout && retry.Connection(err), 0
+	}
+}
+
+// send signs and sends one try of a request.
+func (c *Client) send(ctx context.Context, creds aws.Credentials, method, path, target string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.url+strings.TrimPrefix(path, "/"), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if target != "" {
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		req.Header.Set("X-Amz-Target", target)
+	}
+	sum := sha256.Sum256(body)
+	if err := c.signer.SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), api.SigningService, c.o.Region, time.Now()); err != nil {
+		return nil, fmt.Errorf("sign the request: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	if errors.As(err, &unknownCA) || errors.As(err, &hostErr) {
+		return nil, fmt.Errorf("call the connector at %s: %w: pin its certificate with --fingerprint (as 'rehost serve' printed it) or trust its CA with --ca-file", c.o.Endpoint, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("call the connector at %s: %w", c.o.Endpoint, err)
+	}
+	if resp.StatusCode >= 300 {
+		return nil, decodeError(resp)
+	}
+	return resp, nil
 }
 
 func decodeError(resp *http.Response) *api.Error {
@@ -182,6 +218,7 @@ func decodeError(resp *http.Response) *api.Error {
 	if e.Message == "" {
 		e.Message = fmt.Sprintf("the connector answered %s", resp.Status)
 	}
+	e.RetryAfter = retry.After(resp.Header)
 	return e
 }
 

@@ -119,6 +119,14 @@ func (h *armHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeARMError(w, http.StatusNotFound, "NoRegisteredProviderFound", fmt.Sprintf("no fake serves %s %s", r.Method, r.URL.Path))
 		return
 	}
+	op := api
+	if poll {
+		op += PollSuffix
+	}
+	if f, ok := h.s.arrive(op, r); ok {
+		answerFault(w, op, f)
+		return
+	}
 	req := r.Clone(context.WithValue(r.Context(), runtime.CtxAPINameKey{}, api))
 	req.RequestURI = ""
 	req.URL.Scheme, req.URL.Host = "https", r.Host

@@ -43,6 +43,10 @@ func (s *Sim) serveEntra(w http.ResponseWriter, r *http.Request) bool {
 			"tenant_region_scope":    "EU",
 		})
 	case "oauth2/v2.0/token":
+		if f, ok := s.arrive(OpToken, r); ok {
+			answerFault(w, OpToken, f)
+			return true
+		}
 		s.serveToken(w, r)
 	default:
 		http.NotFound(w, r)

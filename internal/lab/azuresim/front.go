@@ -42,6 +42,15 @@ func (s *Sim) serveBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data := r.URL.Query().Get("comp") == "" && r.Method == http.MethodGet
+	op := OpBlobRead
+	if r.URL.Query().Get("comp") == "pagelist" {
+		op = OpPageRanges
+	}
+	f, faulted := s.arrive(op, r)
+	if faulted && f.Status != 0 {
+		answerFault(w, op, f)
+		return
+	}
 	if data {
 		s.rangeRequests.Add(1)
 		s.mu.Lock()
@@ -63,6 +72,9 @@ func (s *Sim) serveBlob(w http.ResponseWriter, r *http.Request) {
 		ModifyResponse: func(resp *http.Response) error {
 			if data {
 				resp.Body = &countingBody{ReadCloser: resp.Body, s: s, g: g}
+			}
+			if faulted && f.CutAfter > 0 {
+				resp.Body = &cutBody{ReadCloser: resp.Body, left: f.CutAfter}
 			}
 			return nil
 		},

@@ -20,6 +20,9 @@
 //     answers Get Page Ranges Diff between two incremental snapshots,
 //     which Azurite ignores, from the pages written between them
 //     (changes.go).
+//
+// Every request is counted by operation, and any can be made to fail
+// (Inject): a retry policy's attempts are counted where they arrive.
 package azuresim
 
 import (
@@ -152,6 +155,8 @@ type Sim struct {
 	federated string                                   // accepted federated token
 	failNext  map[string]failure                       // by lower-case disk id
 	gate      chan struct{}                            // data reads wait on it while set
+	faults    []*injected                              // see Inject
+	requests  map[string]map[string]int                // op → path → requests received
 
 	waiting       atomic.Int64
 	bytesRead     atomic.Int64
@@ -220,6 +225,7 @@ func Start(ctx context.Context, o Options) (_ *Sim, err error) {
 		vms: map[string]*vmState{}, disks: map[string]*diskState{}, snaps: map[string]*snapState{},
 		nics: map[string]*armnetwork.Interface{}, des: map[string]*armcompute.DiskEncryptionSet{},
 		grants: map[string]*grant{}, tokens: map[string]string{}, failNext: map[string]failure{},
+		requests: map[string]map[string]int{},
 	}
 	defer func() {
 		if err != nil {

@@ -110,6 +110,13 @@ type Config struct {
 	// (default 4 × 4 MiB).
 	ReadConcurrency int   `json:"readConcurrency,omitempty"`
 	ChunkBytes      int64 `json:"chunkBytes,omitempty"`
+	// RetryAttempts is the number of tries of each Azure request
+	// (management, sign-in and disk data alike; default 5) and
+	// RetryBaseDelay the first pause (default 800 ms, doubled per try up to
+	// a minute, or what the server's Retry-After asks). The SDK's own
+	// retries are off: this is the one policy around an Azure call.
+	RetryAttempts  int           `json:"retryAttempts,omitempty"`
+	RetryBaseDelay time.Duration `json:"retryBaseDelay,omitempty"`
 	// PageRangesPerPage caps the page ranges asked for per Get Page Ranges
 	// call of ChangedAreas (Azure's own cap, 5000, when 0), bounding what
 	// one page of a disk's changes holds.
@@ -171,7 +178,8 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.copts = azcore.ClientOptions{Cloud: cl, Transport: hc, Retry: policy.RetryOptions{MaxRetries: 4}}
+	// MaxRetries < 0: one try per request; s.call is the policy around it.
+	s.copts = azcore.ClientOptions{Cloud: cl, Transport: hc, Retry: policy.RetryOptions{MaxRetries: -1}}
 	if s.cred, err = credential(cfg, s.copts); err != nil {
 		return nil, err
 	}
@@ -189,12 +197,17 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	what := "azure subscription " + cfg.SubscriptionID
 	if rg := cfg.ResourceGroup; rg != "" {
 		what = fmt.Sprintf("resource group %q of %s", rg, what)
-		_, err = s.snaps.NewListByResourceGroupPager(rg, nil).NextPage(ctx)
-	} else {
-		_, err = s.snaps.NewListPager(nil).NextPage(ctx)
 	}
+	err = s.call(ctx, "read "+what, func(ctx context.Context) (err error) {
+		if rg := cfg.ResourceGroup; rg != "" {
+			_, err = s.snaps.NewListByResourceGroupPager(rg, nil).NextPage(ctx)
+		} else {
+			_, err = s.snaps.NewListPager(nil).NextPage(ctx)
+		}
+		return err
+	})
 	if err != nil {
-		return nil, classify("read "+what, err)
+		return nil, err
 	}
 	return s, nil
 }
@@ -237,6 +250,12 @@ func (c *Config) defaults() error {
 	}
 	if c.ChunkBytes <= 0 {
 		c.ChunkBytes = 4 << 20
+	}
+	if c.RetryAttempts <= 0 {
+		c.RetryAttempts = 5
+	}
+	if c.RetryBaseDelay <= 0 {
+		c.RetryBaseDelay = 800 * time.Millisecond
 	}
 	c.ChunkBytes = (c.ChunkBytes + 511) / 512 * 512
 	if c.Log == nil {
@@ -330,31 +349,64 @@ func credential(c Config, co azcore.ClientOptions) (azcore.TokenCredential, erro
 func (s *Source) Close() error { return nil }
 
 // classify wraps an SDK error with what was being done and the source
-// error class a caller acts on.
+// error class a caller acts on; the SDK's error stays in the chain (for the
+// classifier, transient) but out of the message, whose request dump says
+// nothing a user can act on. The class agrees with transient: what is worth
+// another try is ErrUnreachable, which an outer policy would retry had this
+// one not (see call).
 func classify(op string, err error) error {
 	if err == nil {
 		return nil
+	}
+	var c *classified
+	if errors.As(err, &c) {
+		return fmt.Errorf("%s: %w", op, err) // classified below already
 	}
 	err = redactSAS(err)
 	var re *azcore.ResponseError
 	var ae *azidentity.AuthenticationFailedError
 	switch {
+	case errors.As(err, &ae) && ae.RawResponse != nil && retryStatus(ae.RawResponse.StatusCode):
+		return &classified{fmt.Sprintf("%s: sign-in: Entra ID answered %s", op, ae.RawResponse.Status), source.ErrUnreachable, err}
 	case errors.As(err, &ae):
-		return fmt.Errorf("%s: sign-in refused: %s: %w", op, jsonField(ae.Error(), "error_description"), source.ErrAuth)
+		return &classified{fmt.Sprintf("%s: sign-in refused: %s", op, jsonField(ae.Error(), "error_description")), source.ErrAuth, err}
 	case errors.As(err, &re):
 		switch {
 		case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
-			return fmt.Errorf("%s: %s (%d): the identity lacks a role on it (Reader on the subscription, Disk Snapshot Contributor on the resource groups): %w", op, re.ErrorCode, re.StatusCode, source.ErrAuth)
+			return &classified{fmt.Sprintf("%s: %s (%d): the identity lacks a role on it (Reader on the subscription, Disk Snapshot Contributor on the resource groups)", op, re.ErrorCode, re.StatusCode), source.ErrAuth, err}
 		case re.StatusCode == http.StatusNotFound:
-			return fmt.Errorf("%s: %s: %w", op, re.ErrorCode, source.ErrNotFound)
-		case re.StatusCode == http.StatusTooManyRequests || re.StatusCode >= 500:
-			return fmt.Errorf("%s: %s (%d): %w", op, re.ErrorCode, re.StatusCode, source.ErrUnreachable)
+			return &classified{fmt.Sprintf("%s: %s", op, re.ErrorCode), source.ErrNotFound, err}
+		case retryStatus(re.StatusCode):
+			return &classified{fmt.Sprintf("%s: %s (%d)", op, re.ErrorCode, re.StatusCode), source.ErrUnreachable, err}
 		}
-		return fmt.Errorf("%s: %s (%d): %s", op, re.ErrorCode, re.StatusCode, errorMessage(re))
+		return &classified{fmt.Sprintf("%s: %s (%d): %s", op, re.ErrorCode, re.StatusCode, errorMessage(re)), nil, err}
 	case conn.Unreachable(err):
-		return fmt.Errorf("%s: %v: %w", op, err, source.ErrUnreachable)
+		return &classified{fmt.Sprintf("%s: %v", op, err), source.ErrUnreachable, err}
 	}
-	return fmt.Errorf("%s: %w", op, err)
+	return &classified{fmt.Sprintf("%s: %v", op, err), nil, err}
+}
+
+// classified is an Azure failure as classify words it: msg says what was
+// being done and why; it unwraps to its source error class (nil for none)
+// and to the SDK's error.
+type classified struct {
+	msg   string
+	class error
+	sdk   error
+}
+
+func (c *classified) Error() string {
+	if c.class != nil {
+		return c.msg + ": " + c.class.Error()
+	}
+	return c.msg
+}
+
+func (c *classified) Unwrap() []error {
+	if c.class == nil {
+		return []error{c.sdk}
+	}
+	return []error{c.class, c.sdk}
 }
 
 // sasSignature matches the signature of a SAS in a URL: an error naming

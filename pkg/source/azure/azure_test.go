@@ -89,6 +89,7 @@ func testVMs() []azuresim.VMSpec {
 		one("cmk-ok-01", azuresim.DiskSpec{CMK: "readable"}),
 		one("entra-01", azuresim.DiskSpec{EntraDataAccess: true}),
 		one("ultra-01", azuresim.DiskSpec{SKU: "UltraSSD_LRS"}),
+		one("retry-01", azuresim.DiskSpec{}),
 	)
 }
 
@@ -99,7 +100,9 @@ func config() Config {
 		CAPEM:        sim.CAPEM,
 		PollInterval: 10 * time.Millisecond,
 		ChunkBytes:   256 << 10,
-		Log:          slog.New(slog.DiscardHandler),
+		// Failures the tests inject are retried at once.
+		RetryBaseDelay: time.Millisecond,
+		Log:            slog.New(slog.DiscardHandler),
 		// Few ranges per Get Page Ranges, so that clients page.
 		PageRangesPerPage: 4,
 	}

@@ -79,23 +79,27 @@ func (s *Source) Checkpoint(ctx context.Context, vmID, name string) (source.Chec
 		for k, v := range tags {
 			t[k] = to.Ptr(v)
 		}
-		p, err := s.snaps.BeginCreateOrUpdate(ctx, rg, snapshotName(name, r.key), armcompute.Snapshot{
-			Location: r.disk.Location,
-			Tags:     t,
-			Properties: &armcompute.SnapshotProperties{
-				CreationData: &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: to.Ptr(r.id)},
-				Incremental:  to.Ptr(true),
-			},
-		}, nil)
+		var p *runtime.Poller[armcompute.SnapshotsClientCreateOrUpdateResponse]
+		err := s.call(ctx, fmt.Sprintf("checkpoint vm %s: snapshot disk %s", vmName, r.key), func(ctx context.Context) (err error) {
+			p, err = s.snaps.BeginCreateOrUpdate(ctx, rg, snapshotName(name, r.key), armcompute.Snapshot{
+				Location: r.disk.Location,
+				Tags:     t,
+				Properties: &armcompute.SnapshotProperties{
+					CreationData: &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: to.Ptr(r.id)},
+					Incremental:  to.Ptr(true),
+				},
+			}, nil)
+			return err
+		})
 		if err != nil {
-			return source.Checkpoint{}, classify(fmt.Sprintf("checkpoint vm %s: snapshot disk %s", vmName, r.key), err)
+			return source.Checkpoint{}, err
 		}
 		pollers = append(pollers, p)
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.SnapshotTimeout)
 	defer cancel()
-	if err := waitAll(wctx, s, "snapshots of vm "+vmName, pollers); err != nil {
-		return source.Checkpoint{}, classify(fmt.Sprintf("checkpoint vm %s: wait for its snapshots", vmName), err)
+	if err := waitAll(wctx, s, fmt.Sprintf("checkpoint vm %s: wait for its snapshots", vmName), pollers); err != nil {
+		return source.Checkpoint{}, err
 	}
 	for _, r := range refs {
 		if backgroundCopy(r.disk) {
@@ -121,14 +125,16 @@ func (s *Source) tagsFor(ctx context.Context, vmID, name string) map[string]stri
 }
 
 // waitAll polls every poller until all are done (or ctx ends), logging
-// progress between rounds, and returns the first failure.
-func waitAll[T any](ctx context.Context, s *Source, what string, ps []*runtime.Poller[T]) error {
+// progress between rounds, and returns the first failure, classified and
+// naming op. Each poll and result is a call under the retry policy; the
+// rounds between them are waiting, not retrying.
+func waitAll[T any](ctx context.Context, s *Source, op string, ps []*runtime.Poller[T]) error {
 	start := time.Now()
 	for {
 		done := 0
 		for _, p := range ps {
 			if !p.Done() {
-				if _, err := p.Poll(ctx); err != nil {
+				if err := s.call(ctx, op, func(ctx context.Context) error { _, err := p.Poll(ctx); return err }); err != nil {
 					return err
 				}
 			}
@@ -139,15 +145,15 @@ func waitAll[T any](ctx context.Context, s *Source, what string, ps []*runtime.P
 		if done == len(ps) {
 			break
 		}
-		s.log.Info("waiting for azure", "what", what, "done", done, "of", len(ps), "elapsed", time.Since(start).Round(time.Second))
+		s.log.Info("waiting for azure", "what", op, "done", done, "of", len(ps), "elapsed", time.Since(start).Round(time.Second))
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d not done after %v: %w", len(ps)-done, len(ps), time.Since(start).Round(time.Second), ctx.Err())
+			return classify(op, fmt.Errorf("%d of %d not done after %v: %w", len(ps)-done, len(ps), time.Since(start).Round(time.Second), ctx.Err()))
 		case <-time.After(s.cfg.PollInterval):
 		}
 	}
 	for _, p := range ps {
-		if _, err := p.Result(ctx); err != nil {
+		if err := s.call(ctx, op, func(ctx context.Context) error { _, err := p.Result(ctx); return err }); err != nil {
 			return err
 		}
 	}
@@ -167,9 +173,13 @@ func backgroundCopy(d *armcompute.Disk) bool {
 // waitCopy waits for a snapshot's background copy (completionPercent).
 func (s *Source) waitCopy(ctx context.Context, rg, name string) error {
 	for {
-		r, err := s.snaps.Get(ctx, rg, name, nil)
+		var r armcompute.SnapshotsClientGetResponse
+		err := s.call(ctx, "read snapshot "+name, func(ctx context.Context) (err error) {
+			r, err = s.snaps.Get(ctx, rg, name, nil)
+			return err
+		})
 		if err != nil {
-			return classify("read snapshot "+name, err)
+			return err
 		}
 		p := r.Properties
 		if e := p.CopyCompletionError; e != nil {
@@ -239,9 +249,12 @@ func (s *Source) checkCustomerKeys(ctx context.Context, vmName string, refs []di
 		if err != nil {
 			return fmt.Errorf("disk %s: %w", r.key, err)
 		}
-		des, err := s.des.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+		var des armcompute.DiskEncryptionSetsClientGetResponse
+		err = s.call(ctx, "read its disk encryption set "+rid.Name, func(ctx context.Context) (err error) {
+			des, err = s.des.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+			return err
+		})
 		if err != nil {
-			err = classify("read its disk encryption set "+rid.Name, err)
 			if errors.Is(err, source.ErrAuth) || errors.Is(err, source.ErrNotFound) {
 				return fmt.Errorf("disk %s is encrypted with a customer-managed key of disk encryption set %s, which this identity cannot read, so its snapshots could not be read either: "+
 					"give the identity Reader on the set (and keep its Key Vault key enabled): %w", r.key, rid.Name, err)
@@ -259,7 +272,9 @@ func (s *Source) checkCustomerKeys(ctx context.Context, vmName string, refs []di
 // snapshots of the VM when name is ""), in disk order.
 func (s *Source) snapshotsOf(ctx context.Context, rg, vmID, name string) ([]*armcompute.Snapshot, error) {
 	var out []*armcompute.Snapshot
-	err := drain(ctx, s.snaps.NewListByResourceGroupPager(rg, nil), func(p armcompute.SnapshotsClientListByResourceGroupResponse) {
+	err := drain(ctx, s, "list the snapshots of resource group "+rg, func() *runtime.Pager[armcompute.SnapshotsClientListByResourceGroupResponse] {
+		return s.snaps.NewListByResourceGroupPager(rg, nil)
+	}, func(p armcompute.SnapshotsClientListByResourceGroupResponse) {
 		for _, sn := range p.Value {
 			if sn != nil && strings.EqualFold(val(sn.Tags[tagVM]), vmID) && (name == "" || val(sn.Tags[tagCheckpoint]) == name) {
 				out = append(out, sn)
@@ -267,7 +282,7 @@ func (s *Source) snapshotsOf(ctx context.Context, rg, vmID, name string) ([]*arm
 		}
 	})
 	if err != nil {
-		return nil, classify("list the snapshots of resource group "+rg, err)
+		return nil, err
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, _ := strconv.Atoi(val(out[i].Tags[tagIndex]))
@@ -321,19 +336,21 @@ func (s *Source) Release(ctx context.Context, cp source.Checkpoint) error {
 	}
 	var dels []*runtime.Poller[armcompute.SnapshotsClientDeleteResponse]
 	for _, sn := range snaps {
-		p, err := s.snaps.BeginDelete(ctx, rid.ResourceGroupName, val(sn.Name), nil)
+		var p *runtime.Poller[armcompute.SnapshotsClientDeleteResponse]
+		err := s.call(ctx, "delete snapshot "+val(sn.Name), func(ctx context.Context) (err error) {
+			p, err = s.snaps.BeginDelete(ctx, rid.ResourceGroupName, val(sn.Name), nil)
+			return err
+		})
 		if err != nil {
-			if err = classify("delete snapshot "+val(sn.Name), err); !errors.Is(err, source.ErrNotFound) {
+			if !errors.Is(err, source.ErrNotFound) {
 				return fmt.Errorf("release checkpoint %q: %w", name, err)
 			}
 			continue
 		}
 		dels = append(dels, p)
 	}
-	if err := waitAll(ctx, s, "deletion of the snapshots of checkpoint "+name, dels); err != nil {
-		if err = classify("delete snapshots", err); !errors.Is(err, source.ErrNotFound) {
-			return fmt.Errorf("release checkpoint %q: %w", name, err)
-		}
+	if err := waitAll(ctx, s, "delete the snapshots of checkpoint "+name, dels); err != nil && !errors.Is(err, source.ErrNotFound) {
+		return fmt.Errorf("release checkpoint %q: %w", name, err)
 	}
 	return nil
 }
@@ -344,19 +361,21 @@ func (s *Source) revoke(ctx context.Context, rg string, snaps []*armcompute.Snap
 	var ps []*runtime.Poller[armcompute.SnapshotsClientRevokeAccessResponse]
 	for _, sn := range snaps {
 		s.grants.Delete(rg + "/" + val(sn.Name))
-		p, err := s.snaps.BeginRevokeAccess(ctx, rg, val(sn.Name), nil)
+		var p *runtime.Poller[armcompute.SnapshotsClientRevokeAccessResponse]
+		err := s.call(ctx, "revoke access to snapshot "+val(sn.Name), func(ctx context.Context) (err error) {
+			p, err = s.snaps.BeginRevokeAccess(ctx, rg, val(sn.Name), nil)
+			return err
+		})
 		if err != nil {
-			if err = classify("revoke access to snapshot "+val(sn.Name), err); !errors.Is(err, source.ErrNotFound) {
+			if !errors.Is(err, source.ErrNotFound) {
 				return err
 			}
 			continue
 		}
 		ps = append(ps, p)
 	}
-	if err := waitAll(ctx, s, "revocation of read access", ps); err != nil {
-		if err = classify("revoke access", err); !errors.Is(err, source.ErrNotFound) {
-			return err
-		}
+	if err := waitAll(ctx, s, "revoke access", ps); err != nil && !errors.Is(err, source.ErrNotFound) {
+		return err
 	}
 	return nil
 }

@@ -210,27 +210,33 @@ type readGrant struct {
 	sas      string // the grant's URL, for x-ms-previous-snapshot-url
 }
 
-// renew asks for a (new) read grant and waits for it.
+// renew asks for a (new) read grant and waits for it; each request is a
+// call under the retry policy.
 func (g *readGrant) renew(ctx context.Context) error {
 	dur := g.s.cfg.GrantDuration
-	p, err := g.s.snaps.BeginGrantAccess(ctx, g.rg, g.snap, armcompute.GrantAccessData{
-		Access: to.Ptr(armcompute.AccessLevelRead), DurationInSeconds: to.Ptr(int32(max(1, dur/time.Second))),
-	}, nil)
+	op := "grant read access to snapshot " + g.snap
+	var p *runtime.Poller[armcompute.SnapshotsClientGrantAccessResponse]
+	err := g.s.call(ctx, op, func(ctx context.Context) (err error) {
+		p, err = g.s.snaps.BeginGrantAccess(ctx, g.rg, g.snap, armcompute.GrantAccessData{
+			Access: to.Ptr(armcompute.AccessLevelRead), DurationInSeconds: to.Ptr(int32(max(1, dur/time.Second))),
+		}, nil)
+		return err
+	})
 	if err != nil {
-		return classify("grant read access to snapshot "+g.snap, err)
+		return err
 	}
 	start := time.Now()
-	if err := waitAll(ctx, g.s, "read access to snapshot "+g.snap, []*runtime.Poller[armcompute.SnapshotsClientGrantAccessResponse]{p}); err != nil {
-		return classify("grant read access to snapshot "+g.snap, err)
+	polls := []*runtime.Poller[armcompute.SnapshotsClientGrantAccessResponse]{p}
+	if err := waitAll(ctx, g.s, op, polls); err != nil {
+		return err
 	}
-	r, err := p.Result(ctx)
+	r, err := p.Result(ctx) // cached by waitAll's call of it
 	if err != nil || r.AccessSAS == nil {
-		return classify("grant read access to snapshot "+g.snap, errors.Join(err, errors.New("no SAS in the answer")))
+		return classify(op, errors.Join(err, errors.New("no SAS in the answer")))
 	}
-	opts := &pageblob.ClientOptions{ClientOptions: azcore.ClientOptions{
-		Transport: g.s.copts.Transport,
-		Retry:     policy.RetryOptions{MaxRetries: 3, RetryDelay: 200 * time.Millisecond, MaxRetryDelay: 2 * time.Second},
-	}}
+	// The SDK's retries are off, as for every Azure client here (New):
+	// read is the one policy around a ranged read.
+	opts := &pageblob.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: g.s.copts.Transport, Retry: policy.RetryOptions{MaxRetries: -1}}}
 	var c *pageblob.Client
 	if g.entra {
 		// The disk's data access needs an Entra ID token (the identity
@@ -290,29 +296,33 @@ func (g *readGrant) current(ctx context.Context) (*pageblob.Client, error) {
 	return g.client, nil
 }
 
-// read fills p from the snapshot at off with one ranged read; a refused
-// grant (expired early, revoked by an administrator) is renewed once.
+// read fills p from the snapshot at off with one ranged read (the request
+// and its body, retried as one call under the retry policy). A refused
+// grant (expired early, revoked by an administrator) is renewed, once, and
+// the read tried again.
 func (g *readGrant) read(ctx context.Context, off int64, p []byte) error {
 	if len(p) == 0 {
 		return nil // a ranged read of 0 bytes would read the whole blob
 	}
-	for attempt := 0; ; attempt++ {
+	op := fmt.Sprintf("read snapshot %s at %d", g.snap, off)
+	renewed := false
+	pol := g.s.policy(op).With(func(err error) bool {
+		if renewed || !refused(err) {
+			return false
+		}
+		renewed = true
+		g.mu.Lock()
+		g.expiry = time.Time{} // the next try's current renews it
+		g.mu.Unlock()
+		return true
+	})
+	return pol.Do(ctx, func(ctx context.Context) error {
 		c, err := g.current(ctx)
 		if err != nil {
 			return err
 		}
-		err = readRange(ctx, c, off, p)
-		if err == nil {
-			return nil
-		}
-		if attempt == 0 && refused(err) {
-			g.mu.Lock()
-			g.expiry = time.Time{}
-			g.mu.Unlock()
-			continue
-		}
-		return classify(fmt.Sprintf("read snapshot %s at %d", g.snap, off), err)
-	}
+		return classify(op, readRange(ctx, c, off, p))
+	})
 }
 
 func readRange(ctx context.Context, c *pageblob.Client, off int64, p []byte) error {
@@ -320,9 +330,8 @@ func readRange(ctx context.Context, c *pageblob.Client, off int64, p []byte) err
 	if err != nil {
 		return err
 	}
-	body := r.NewRetryReader(ctx, &blob.RetryReaderOptions{MaxRetries: 2})
-	defer body.Close()
-	if _, err := io.ReadFull(body, p); err != nil {
+	defer r.Body.Close()
+	if _, err := io.ReadFull(r.Body, p); err != nil {
 		return fmt.Errorf("read %d bytes: %w", len(p), err)
 	}
 	return nil
@@ -333,19 +342,22 @@ func refused(err error) bool {
 	return bloberror.HasCode(err, bloberror.AuthenticationFailed) || (errors.As(err, &re) && re.StatusCode == http.StatusForbidden)
 }
 
-// pageRanges lists the snapshot's allocated page ranges (paged), merged
+// pageRanges lists the snapshot's allocated page ranges (drained), merged
 // where they touch.
 func (g *readGrant) pageRanges(ctx context.Context, size int64) ([]disk.Extent, error) {
 	c, err := g.current(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var pages []pageblob.GetPageRangesResponse
+	err = drain(ctx, g.s, "list the page ranges of snapshot "+g.snap, func() *runtime.Pager[pageblob.GetPageRangesResponse] {
+		return c.NewGetPageRangesPager(nil)
+	}, func(p pageblob.GetPageRangesResponse) { pages = append(pages, p) })
+	if err != nil {
+		return nil, err
+	}
 	var out []disk.Extent
-	for p := c.NewGetPageRangesPager(nil); p.More(); {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, classify("list the page ranges of snapshot "+g.snap, err)
-		}
+	for _, page := range pages {
 		for _, r := range page.PageRange {
 			if r == nil || r.Start == nil || r.End == nil {
 				continue

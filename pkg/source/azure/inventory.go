@@ -39,29 +39,39 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	addDisks := func(l []*armcompute.Disk) { index(disks, l, func(d *armcompute.Disk) *string { return d.ID }) }
 	addNICs := func(l []*armnetwork.Interface) { index(nics, l, func(n *armnetwork.Interface) *string { return n.ID }) }
 	scope := "subscription " + s.cfg.SubscriptionID
-	var err error
 	if rg := s.cfg.ResourceGroup; rg != "" {
 		scope = "resource group " + rg
-		err = drain(ctx, s.vms.NewListPager(rg, &armcompute.VirtualMachinesClientListOptions{Expand: to.Ptr(armcompute.ExpandTypeForListVMsInstanceView)}),
-			func(p armcompute.VirtualMachinesClientListResponse) { addVMs(p.Value) })
+	}
+	op := "list the vms, disks and network interfaces of " + scope
+	var err error
+	if rg := s.cfg.ResourceGroup; rg != "" {
+		err = drain(ctx, s, op, func() *runtime.Pager[armcompute.VirtualMachinesClientListResponse] {
+			return s.vms.NewListPager(rg, &armcompute.VirtualMachinesClientListOptions{Expand: to.Ptr(armcompute.ExpandTypeForListVMsInstanceView)})
+		}, func(p armcompute.VirtualMachinesClientListResponse) { addVMs(p.Value) })
 		if err == nil {
-			err = drain(ctx, s.disks.NewListByResourceGroupPager(rg, nil), func(p armcompute.DisksClientListByResourceGroupResponse) { addDisks(p.Value) })
+			err = drain(ctx, s, op, func() *runtime.Pager[armcompute.DisksClientListByResourceGroupResponse] {
+				return s.disks.NewListByResourceGroupPager(rg, nil)
+			}, func(p armcompute.DisksClientListByResourceGroupResponse) { addDisks(p.Value) })
 		}
 		if err == nil {
-			err = drain(ctx, s.nics.NewListPager(rg, nil), func(p armnetwork.InterfacesClientListResponse) { addNICs(p.Value) })
+			err = drain(ctx, s, op, func() *runtime.Pager[armnetwork.InterfacesClientListResponse] { return s.nics.NewListPager(rg, nil) },
+				func(p armnetwork.InterfacesClientListResponse) { addNICs(p.Value) })
 		}
 	} else {
-		err = drain(ctx, s.vms.NewListAllPager(&armcompute.VirtualMachinesClientListAllOptions{Expand: to.Ptr(armcompute.ExpandTypesForListVMsInstanceView)}),
-			func(p armcompute.VirtualMachinesClientListAllResponse) { addVMs(p.Value) })
+		err = drain(ctx, s, op, func() *runtime.Pager[armcompute.VirtualMachinesClientListAllResponse] {
+			return s.vms.NewListAllPager(&armcompute.VirtualMachinesClientListAllOptions{Expand: to.Ptr(armcompute.ExpandTypesForListVMsInstanceView)})
+		}, func(p armcompute.VirtualMachinesClientListAllResponse) { addVMs(p.Value) })
 		if err == nil {
-			err = drain(ctx, s.disks.NewListPager(nil), func(p armcompute.DisksClientListResponse) { addDisks(p.Value) })
+			err = drain(ctx, s, op, func() *runtime.Pager[armcompute.DisksClientListResponse] { return s.disks.NewListPager(nil) },
+				func(p armcompute.DisksClientListResponse) { addDisks(p.Value) })
 		}
 		if err == nil {
-			err = drain(ctx, s.nics.NewListAllPager(nil), func(p armnetwork.InterfacesClientListAllResponse) { addNICs(p.Value) })
+			err = drain(ctx, s, op, func() *runtime.Pager[armnetwork.InterfacesClientListAllResponse] { return s.nics.NewListAllPager(nil) },
+				func(p armnetwork.InterfacesClientListAllResponse) { addNICs(p.Value) })
 		}
 	}
 	if err != nil {
-		return nil, classify("list the vms, disks and network interfaces of "+scope, err)
+		return nil, err
 	}
 	out := make([]source.VM, 0, len(raw))
 	for _, v := range raw {
@@ -75,14 +85,28 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	return out, nil
 }
 
-// drain hands every page of p to each.
-func drain[P any](ctx context.Context, p *runtime.Pager[P], each func(P)) error {
-	for p.More() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return err
+// drain hands every page of a listing to each, the listing read whole under
+// the retry policy: a pager that failed a fetch stays failed, so a retry
+// starts over on a fresh one, and each sees the pages of the try that
+// succeeded only. Its error is classified, naming op.
+func drain[P any](ctx context.Context, s *Source, op string, pager func() *runtime.Pager[P], each func(P)) error {
+	var pages []P
+	err := s.call(ctx, op, func(ctx context.Context) error {
+		pages = pages[:0]
+		for p := pager(); p.More(); {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return err
+			}
+			pages = append(pages, page)
 		}
-		each(page)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range pages {
+		each(p)
 	}
 	return nil
 }
@@ -112,9 +136,13 @@ func (s *Source) getVM(ctx context.Context, id string) (*armcompute.VirtualMachi
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.vms.Get(ctx, rid.ResourceGroupName, rid.Name, &armcompute.VirtualMachinesClientGetOptions{Expand: to.Ptr(armcompute.InstanceViewTypesInstanceView)})
+	var r armcompute.VirtualMachinesClientGetResponse
+	err = s.call(ctx, "read vm "+id, func(ctx context.Context) (err error) {
+		r, err = s.vms.Get(ctx, rid.ResourceGroupName, rid.Name, &armcompute.VirtualMachinesClientGetOptions{Expand: to.Ptr(armcompute.InstanceViewTypesInstanceView)})
+		return err
+	})
 	if err != nil {
-		return nil, classify("read vm "+id, err)
+		return nil, err
 	}
 	return &r.VirtualMachine, nil
 }
@@ -177,9 +205,13 @@ func (s *Source) attachedDisks(ctx context.Context, v *armcompute.VirtualMachine
 		if err != nil {
 			return nil, err
 		}
-		r, err := s.disks.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+		var r armcompute.DisksClientGetResponse
+		err = s.call(ctx, fmt.Sprintf("read disk %s of vm %s", rid.Name, val(v.Name)), func(ctx context.Context) (err error) {
+			r, err = s.disks.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+			return err
+		})
 		if err != nil {
-			return nil, classify(fmt.Sprintf("read disk %s of vm %s", rid.Name, val(v.Name)), err)
+			return nil, err
 		}
 		refs[i].disk = &r.Disk
 	}
@@ -367,9 +399,13 @@ func (s *Source) nic(ctx context.Context, id string, known map[string]*armnetwor
 		if err != nil {
 			return source.NIC{}, err
 		}
-		r, err := s.nics.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+		var r armnetwork.InterfacesClientGetResponse
+		err = s.call(ctx, "read network interface "+rid.Name, func(ctx context.Context) (err error) {
+			r, err = s.nics.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+			return err
+		})
 		if err != nil {
-			return source.NIC{}, classify("read network interface "+rid.Name, err)
+			return source.NIC{}, err
 		}
 		n = &r.Interface
 	}
@@ -427,16 +463,17 @@ func (c *sizeCache) lookup(ctx context.Context, s *Source, location, name string
 	m, ok := c.loc[location]
 	if !ok {
 		m = map[string]size{}
-		err := drain(ctx, s.skus.NewListPager(&armcompute.ResourceSKUsClientListOptions{Filter: to.Ptr(fmt.Sprintf("location eq '%s'", location))}),
-			func(page armcompute.ResourceSKUsClientListResponse) {
-				for _, k := range page.Value {
-					if k != nil && k.Name != nil && strings.EqualFold(val(k.ResourceType), "virtualMachines") {
-						m[strings.ToLower(*k.Name)] = sizeOf(k)
-					}
+		err := drain(ctx, s, "list the vm sizes of location "+location, func() *runtime.Pager[armcompute.ResourceSKUsClientListResponse] {
+			return s.skus.NewListPager(&armcompute.ResourceSKUsClientListOptions{Filter: to.Ptr(fmt.Sprintf("location eq '%s'", location))})
+		}, func(page armcompute.ResourceSKUsClientListResponse) {
+			for _, k := range page.Value {
+				if k != nil && k.Name != nil && strings.EqualFold(val(k.ResourceType), "virtualMachines") {
+					m[strings.ToLower(*k.Name)] = sizeOf(k)
 				}
-			})
+			}
+		})
 		if err != nil {
-			return size{}, classify("list the vm sizes of location "+location, err)
+			return size{}, err
 		}
 		c.loc[location] = m
 	}

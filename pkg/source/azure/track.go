@@ -119,19 +119,28 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 	if s.cfg.PageRangesPerPage > 0 {
 		perPage = to.Ptr(s.cfg.PageRangesPerPage)
 	}
+	// Each page is one call under the retry policy, from the marker the
+	// page before answered: a pager that failed a fetch stays failed.
+	var marker *string
+	done := from >= size
 	var fetch track.Fetch
 	if q.Since == "" {
-		p := c.NewGetPageRangesPager(&pageblob.GetPageRangesOptions{Range: rng, MaxResults: perPage})
+		op := "list the page ranges of snapshot " + g.snap
 		fetch = func(ctx context.Context) ([]disk.Extent, bool, error) {
-			if from >= size || !p.More() {
+			if done {
 				return nil, true, nil
 			}
-			page, err := p.NextPage(ctx)
-			if err != nil {
+			var page pageblob.GetPageRangesResponse
+			err := s.call(ctx, op, func(ctx context.Context) (err error) {
+				page, err = c.NewGetPageRangesPager(&pageblob.GetPageRangesOptions{Range: rng, MaxResults: perPage, Marker: marker}).NextPage(ctx)
 				s.forgetRefused(err, rg, g.snap)
-				return nil, false, classify("list the page ranges of snapshot "+g.snap, err)
+				return err
+			})
+			if err != nil {
+				return nil, false, err
 			}
-			return ranges(page.PageRange, nil), !p.More(), nil
+			marker, done = page.NextMarker, page.NextMarker == nil || *page.NextMarker == ""
+			return ranges(page.PageRange, nil), done, nil
 		}
 	} else {
 		prevSize, prevID, err := track.ParseID(q.Disk, q.Since)
@@ -154,30 +163,36 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 		if err != nil {
 			return source.Changes{}, fmt.Errorf("%s: %w", op, err)
 		}
-		p := c.NewGetPageRangesDiffPager(&pageblob.GetPageRangesDiffOptions{PrevSnapshotURL: &prevURL, Range: rng, MaxResults: perPage})
-		revoked := false
+		op := "list the pages changed since snapshot " + val(prev.Name)
 		fetch = func(ctx context.Context) ([]disk.Extent, bool, error) {
-			if from >= size || !p.More() {
+			if done {
 				return nil, true, nil
 			}
-			page, err := p.NextPage(ctx)
-			if err != nil {
+			var page pageblob.GetPageRangesDiffResponse
+			var gone error
+			err := s.call(ctx, op, func(ctx context.Context) (err error) {
+				page, err = c.NewGetPageRangesDiffPager(&pageblob.GetPageRangesDiffOptions{PrevSnapshotURL: &prevURL, Range: rng, MaxResults: perPage, Marker: marker}).NextPage(ctx)
 				s.forgetRefused(err, rg, g.snap)
 				s.forgetRefused(err, prg, pg.snap)
 				if prevGone(err) {
-					return nil, false, &source.ResyncError{Disk: q.Disk, Since: q.Since,
-						Reason: fmt.Sprintf("azure cannot diff against the previous run's snapshot %s: %v", val(prev.Name), redactSAS(err))}
+					gone = err
 				}
-				return nil, false, classify("list the pages changed since snapshot "+val(prev.Name), err)
+				return err
+			})
+			if gone != nil {
+				return nil, false, &source.ResyncError{Disk: q.Disk, Since: q.Since,
+					Reason: fmt.Sprintf("azure cannot diff against the previous run's snapshot %s: %v", val(prev.Name), redactSAS(gone))}
 			}
-			last := !p.More()
-			if last && !revoked {
-				revoked = true
+			if err != nil {
+				return nil, false, err
+			}
+			marker, done = page.NextMarker, page.NextMarker == nil || *page.NextMarker == ""
+			if done {
 				if err := s.revoke(ctx, prg, []*armcompute.Snapshot{prev}); err != nil {
 					s.log.Warn("revoke the read grant of the previous snapshot", "snapshot", val(prev.Name), "err", err)
 				}
 			}
-			return ranges(page.PageRange, page.ClearRange), last, nil
+			return ranges(page.PageRange, page.ClearRange), done, nil
 		}
 	}
 	f, err := track.First(ctx, fetch)
@@ -203,9 +218,13 @@ func (s *Source) previousSnapshot(ctx context.Context, q source.ChangeQuery, id 
 	if err != nil {
 		return nil, "", &source.ResyncError{Disk: q.Disk, Since: q.Since, Reason: "the recorded change id names no azure snapshot"}
 	}
-	r, err := s.snaps.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+	var r armcompute.SnapshotsClientGetResponse
+	err = s.call(ctx, "read the previous run's snapshot "+rid.Name, func(ctx context.Context) (err error) {
+		r, err = s.snaps.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+		return err
+	})
 	if err != nil {
-		if err = classify("read the previous run's snapshot "+rid.Name, err); errors.Is(err, source.ErrNotFound) {
+		if errors.Is(err, source.ErrNotFound) {
 			return nil, "", &source.ResyncError{Disk: q.Disk, Since: q.Since,
 				Reason: fmt.Sprintf("the previous run's snapshot %s is gone (deleted outside rehost?)", rid.Name)}
 		}
@@ -289,14 +308,18 @@ func (s *Source) Keep(ctx context.Context, cp source.Checkpoint) (source.Base, e
 		for k, v := range sn.Tags {
 			tags[k] = v
 		}
-		p, err := s.snaps.BeginUpdate(ctx, rg, val(sn.Name), armcompute.SnapshotUpdate{Tags: tags}, nil)
+		var p *runtime.Poller[armcompute.SnapshotsClientUpdateResponse]
+		err := s.call(ctx, fmt.Sprintf("keep checkpoint %q: tag snapshot %s as a base", name, val(sn.Name)), func(ctx context.Context) (err error) {
+			p, err = s.snaps.BeginUpdate(ctx, rg, val(sn.Name), armcompute.SnapshotUpdate{Tags: tags}, nil)
+			return err
+		})
 		if err != nil {
-			return source.Base{}, classify(fmt.Sprintf("keep checkpoint %q: tag snapshot %s as a base", name, val(sn.Name)), err)
+			return source.Base{}, err
 		}
 		ps = append(ps, p)
 	}
-	if err := waitAll(ctx, s, "tags of checkpoint "+name, ps); err != nil {
-		return source.Base{}, classify(fmt.Sprintf("keep checkpoint %q: tag its snapshots as a base", name), err)
+	if err := waitAll(ctx, s, fmt.Sprintf("keep checkpoint %q: tag its snapshots as a base", name), ps); err != nil {
+		return source.Base{}, err
 	}
 	return source.Base{Checkpoint: source.Checkpoint{VMID: cp.VMID, ID: name, Name: name, Base: true}, ChangeIDs: ids}, nil
 }

@@ -6,15 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"syscall"
 	"testing"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/rehost/rehost/pkg/awsregion"
-	"github.com/rehost/rehost/pkg/retry"
 )
 
 func TestDeniesInsecure(t *testing.T) {
@@ -74,23 +76,59 @@ func TestLifecycleCoverage(t *testing.T) {
 	}
 }
 
+func respErr(status int, code string) error {
+	var err error = &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}}, Err: errors.New("x")}
+	if code != "" {
+		err = fmt.Errorf("op: %w", &wrapped{api: &smithy.GenericAPIError{Code: code, Message: "m"}, resp: err})
+	}
+	return err
+}
+
+// wrapped carries an API error inside a response error, as the SDK's
+// OperationError does.
+type wrapped struct {
+	api  error
+	resp error
+}
+
+func (w *wrapped) Error() string   { return w.api.Error() }
+func (w *wrapped) Unwrap() []error { return []error{w.api, w.resp} }
+
 func TestTransient(t *testing.T) {
+	// A request that could not be sent carries a response error of status 0
+	// around the connection error, as the SDK reports it.
+	send := &smithyhttp.RequestSendError{Err: &net.OpError{Op: "write", Err: syscall.ECONNRESET}}
+	sendFailure := fmt.Errorf("operation error S3: UploadPart: %w", &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{}}, Err: send})
 	for _, c := range []struct {
 		err  error
 		want bool
 	}{
+		{nil, false},
 		{&smithy.GenericAPIError{Code: "SlowDown"}, true},
 		{&smithy.GenericAPIError{Code: "InternalError"}, true},
 		{&smithy.GenericAPIError{Code: "AccessDenied"}, false},
 		{&smithy.GenericAPIError{Code: "NoSuchUpload"}, false},
+		{&smithy.GenericAPIError{Code: "UnauthorizedOperation"}, false},
+		{respErr(503, ""), true},
+		{respErr(429, ""), true},
+		{respErr(500, "InternalError"), true},
+		{respErr(501, "NotImplemented"), false},
+		{respErr(501, ""), false},
+		{respErr(400, "ThrottlingException"), true},
+		{respErr(400, "RequestLimitExceeded"), true},
+		{respErr(403, "AccessDenied"), false},
+		{respErr(400, "InvalidParameterValue"), false},
+		{respErr(404, "NoSuchKey"), false},
+		{respErr(400, "ValidationError"), false},
+		{sendFailure, true},
 		{fmt.Errorf("send: %w", syscall.ECONNRESET), true},
 		{fmt.Errorf("read: %w", io.ErrUnexpectedEOF), true},
 		{&checksumError{part: 1}, true},
 		{context.Canceled, false},
 		{errors.New("invalid input"), false},
 	} {
-		if got := retry.Transient(c.err); got != c.want {
-			t.Errorf("retry.Transient(%v) = %v, want %v", c.err, got, c.want)
+		if got := transient(c.err); got != c.want {
+			t.Errorf("transient(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }
