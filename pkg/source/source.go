@@ -239,8 +239,9 @@ type ChangeQuery struct {
 	// Since is a change id a Keep returned for this disk; "" asks for every
 	// allocated area (a seed, or a resync).
 	Since string
-	// From is the offset to start at: areas, or parts of them, before it
-	// are not returned (a resumed run). 0 for the whole disk.
+	// From is the offset to start at, rounded down to 512 bytes: areas, or
+	// parts of them, before it are not returned (a resumed run). 0 for the
+	// whole disk.
 	From int64
 }
 
@@ -260,10 +261,11 @@ type Changes struct {
 type Areas interface {
 	// Next returns the next page: areas in ascending order, each starting
 	// at or after the end of the one before (across pages too), 512-byte
-	// aligned, within [From, Capacity). A page holds a bounded number of
-	// areas and may be empty. After the last page Next returns nil, io.EOF.
-	// A failed page may be asked for again (Next retries the same page);
-	// ctx bounds the call.
+	// aligned, within [From, Capacity) (From rounded down to 512 bytes).
+	// A page holds a bounded number of areas and may be empty. After the
+	// last page Next returns nil, io.EOF. A failed page may be asked for
+	// again (Next retries the same page); ctx bounds the call. Next is
+	// not safe for concurrent use.
 	Next(ctx context.Context) ([]disk.Extent, error)
 }
 
@@ -309,7 +311,9 @@ type ChangeTracker interface {
 	// the snapshot is gone (and on Hyper-V where the host does not name
 	// the reference point after the checkpoint): then it wraps ErrNotFound
 	// and the next run copies the disks whole. A cp whose VM is gone wraps
-	// ErrNotFound.
+	// ErrNotFound; one that cannot become a base (on Hyper-V, a checkpoint
+	// taken while the VM could not be tracked is not a recovery one) wraps
+	// ErrNoTracking.
 	Keep(ctx context.Context, cp Checkpoint) (Base, error)
 }
 
@@ -321,8 +325,10 @@ type DiskReader interface {
 	// OpenDisk opens disk diskKey of checkpoint cp as it was at the
 	// checkpoint (later writes never show). ReadAt is safe for concurrent
 	// use and follows io.ReaderAt (io.EOF at Size); ctx bounds every read
-	// and the open itself. Close releases what the reads hold (a session,
-	// a read grant) and is safe to call more than once. An unknown
+	// and the open itself. Close releases what the reads hold of their own
+	// (files, a session) and is safe to call more than once; a read grant
+	// on the checkpoint (Azure) ends with its Keep or Release. Open the
+	// disks before Keep: Keep ends the checkpoint. An unknown
 	// checkpoint or disk wraps ErrNotFound; a disk the source cannot read
 	// at random (a vSphere disk on a chain of older snapshots) wraps
 	// errors.ErrUnsupported with the reason, and the caller falls back to

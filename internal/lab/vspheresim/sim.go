@@ -13,6 +13,13 @@
 //   - inspection for leak checks (snapshots per VM, open NFC leases; also as
 //     JSON at /_vcenter/state for other processes) and fault injection (cut
 //     an export stream after n bytes);
+//   - changed block tracking turned on by ReconfigVM_Task (in effect at the
+//     next stun), reset and resized disks on request (cbt.go), and each
+//     VM's datastore folder served for ranged reads of the base disk a
+//     snapshot froze;
+//   - blocks written into a VM's disk on request while it runs, at
+//     /_vcenter/write (internal/lab/diskwrite), for incremental runs by
+//     hand;
 //   - sessions whose logout ends their NFC downloads.
 //
 // VMs other than those the Options create (none by default) keep the plain
@@ -48,6 +55,8 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 )
 
 // DiskSpec describes one virtual disk of a simulated VM.
@@ -227,6 +236,7 @@ func (s *Sim) start(ctx context.Context) error {
 	m.Service.Listen = &url.URL{Host: s.opts.Listen, User: url.UserPassword(s.opts.User, s.opts.Password)}
 	m.Service.HandleFunc(nfcPath, s.serveNFC)
 	m.Service.HandleFunc(statePath, s.serveState)
+	m.Service.HandleFunc(writePath, diskwrite.Handler(s.opts.User, s.opts.Password, s.writable).ServeHTTP)
 	m.Map().Handler = s.intercept
 
 	c, err := vim25.NewClient(ctx, m.Service)

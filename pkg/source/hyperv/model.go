@@ -173,9 +173,33 @@ type psSnapshot struct {
 	State        text `json:"State"`
 	VMState      text `json:"VMState"`
 	SnapshotType text `json:"SnapshotType"`
-	// Production is set by the VMM script, which knows what it asked for.
+	// Production is set by the scripts that know what they asked for
+	// (SCVMM's; a recovery checkpoint's note).
 	Production flag `json:"Production"`
 	Fallback   text `json:"Fallback"`
+	// Base marks a reference point (a kept checkpoint).
+	Base flag `json:"Base"`
+}
+
+// rctPage is a page of a disk's changed areas (hv-changes.ps1): the areas
+// from where the page was asked to Next, and the disk's size.
+type rctPage struct {
+	Size    number       `json:"Size"`
+	Next    number       `json:"Next"`
+	Offsets list[number] `json:"Offsets"`
+	Lengths list[number] `json:"Lengths"`
+}
+
+// refPoint is a reference point a checkpoint became (hv-keep.ps1), with
+// the resilient change tracking id and size of each disk.
+type refPoint struct {
+	ID    text `json:"Id"`
+	Name  text `json:"Name"`
+	Disks list[struct {
+		Disk text   `json:"Disk"` // "scsi0:1"
+		Rct  text   `json:"Rct"`
+		Size number `json:"Size"`
+	}] `json:"Disks"`
 }
 
 // psExport is the answer of the export scripts.
@@ -236,6 +260,7 @@ type hostVM struct {
 	Location   string // where its configuration lives
 	HostGroup  string // SCVMM host group path
 	Generation int
+	Version    string // configuration version, "9.0"
 	State      string // Running, Off, Saved, Paused, …
 	Status     string
 	CPUs       int
@@ -257,6 +282,7 @@ type hostDisk struct {
 	PassThru   string // physical disk of a pass-through drive
 	Shared     bool
 	Chain      []vhdFile
+	sasd       string // the virtual disk's WMI instance id (WMI transport)
 }
 
 type vhdFile struct {
@@ -311,7 +337,7 @@ func (d vmmDrive) disk() hostDisk {
 
 func (v psVM) host() hostVM {
 	h := hostVM{ID: strings.ToLower(string(v.ID)), Name: string(v.Name), Host: string(v.ComputerName), Location: string(v.Path),
-		Generation: int(v.Generation), State: enumName(v.State, vmStates), Status: string(v.Status), CPUs: int(v.ProcessorCount),
+		Generation: int(v.Generation), Version: string(v.Version), State: enumName(v.State, vmStates), Status: string(v.Status), CPUs: int(v.ProcessorCount),
 		MemoryMiB: int64(v.MemoryStartup) >> 20, Tools: strings.HasPrefix(string(v.Heartbeat), "Ok"),
 		SecureBoot: enumName(v.SecureBoot, onOff) == "On", GuestOS: string(v.GuestOS), Clustered: bool(v.IsClustered),
 		bootDisk: strings.ToLower(string(v.BootDisk))}

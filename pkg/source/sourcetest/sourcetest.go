@@ -954,3 +954,70 @@ func covers(ext []disk.Extent, off, n int64) bool {
 	}
 	return false
 }
+
+// WrittenBetweenRuns is the check of a lab peer's write request: between
+// two checkpoints of h's VM, write (the peer, asked over its write URL)
+// writes blocks into disk i and says where; the source must then report
+// exactly those areas, and read them back as the disk holds them.
+func WrittenBetweenRuns(t *testing.T, h Harness, i int, write func() ([]disk.Extent, error)) {
+	t.Helper()
+	ct, ok := h.Source.(source.ChangeTracker)
+	if !ok {
+		t.Fatal("the source tracks no changes")
+	}
+	dr := h.Source.(source.DiskReader)
+	ctx := ctxT(t)
+	if err := ct.EnableTracking(ctx, h.VMID); err != nil {
+		t.Fatal(err)
+	}
+	keys := diskKeys(t, h)
+	cp1, err := h.Source.Checkpoint(ctx, h.VMID, "rehost-lab-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := keep(t, ct, cp1, keys)
+	wrote, err := write()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp2, err := h.Source.Checkpoint(ctx, h.VMID, "rehost-lab-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, got := changes(t, ct, cp2, source.ChangeQuery{Disk: keys[i], Since: base.ChangeIDs[keys[i]]})
+	if g, w := merged(got), merged(wrote); fmt.Sprint(g) != fmt.Sprint(w) {
+		t.Fatalf("changed areas %v, want exactly the blocks written %v", g, w)
+	}
+	d, err := dr.OpenDisk(ctx, cp2, keys[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, e := range got {
+		a, b := make([]byte, e.Length), make([]byte, e.Length)
+		if _, err := d.ReadAt(a, e.Offset); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if _, err := h.ReadDisk(i, e.Offset, b); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Fatalf("area %+v read from the checkpoint differs from the disk", e)
+		}
+	}
+	t.Logf("%d blocks written by request, %d bytes changed of the %d-byte disk, reported exactly", len(wrote), total(got), ch.Capacity)
+	b2 := keep(t, ct, cp2, keys)
+	for _, b := range []source.Base{base, b2} {
+		if err := h.Source.Release(ctx, b.Checkpoint); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func total(l []disk.Extent) int64 {
+	var n int64
+	for _, e := range l {
+		n += e.Length
+	}
+	return n
+}

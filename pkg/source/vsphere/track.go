@@ -232,19 +232,11 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 		off = next
 		return areas, off >= capacity, nil
 	}
-	// The first page now, so that a refused change id is this call's error.
-	first, last, err := fetch(ctx)
+	f, err := track.First(ctx, fetch)
 	if err != nil {
 		return source.Changes{}, fmt.Errorf("%s: %w", op, err)
 	}
-	pending := true
-	ch.Areas = track.NewPages(op, q.From, capacity, func(ctx context.Context) ([]disk.Extent, bool, error) {
-		if pending {
-			pending = false
-			return first, last, nil
-		}
-		return fetch(ctx)
-	})
+	ch.Areas = track.NewPages(op, q.From, capacity, f)
 	return ch, nil
 }
 

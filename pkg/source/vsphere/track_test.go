@@ -2,14 +2,21 @@ package vsphere
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/vmware/govmomi/object"
 
+	"github.com/rehost/rehost/internal/lab/diskwrite"
+	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/sourcetest"
 )
 
 // TestEnableTracking: on a running VM, CBT is turned on and takes effect
@@ -118,3 +125,35 @@ func TestOpenDiskRefusesDelta(t *testing.T) {
 	}
 }
 
+// TestLabWriteRequest: blocks written into a running VM's disk through the
+// simulator's write URL (as a user drives incremental runs by hand) are
+// exactly the next run's changes; the request needs the vCenter's
+// credentials.
+func TestLabWriteRequest(t *testing.T) {
+	sim := startSim(t, testVMs())
+	s := connect(t, sim)
+	id, _ := sim.InstanceUUID("app-01")
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(sim.CertificatePEM())
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	ctx := context.Background()
+	if _, err := diskwrite.Post(ctx, hc, sim.WriteURL(), sim.User(), "wrong", diskwrite.Request{VM: "app-01", Disk: 1, Blocks: 1}); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("a write with a wrong password = %v", err)
+	}
+	if _, err := diskwrite.Post(ctx, hc, sim.WriteURL(), sim.User(), sim.Password(), diskwrite.Request{VM: "no-such-vm", Disk: 0, Blocks: 1}); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("a write to an unknown vm = %v", err)
+	}
+	h := sourcetest.Harness{Source: s, VMID: id,
+		ReadDisk: func(i int, off int64, p []byte) (int, error) { return sim.ReadDisk("app-01", i, off, p) }}
+	sourcetest.WrittenBetweenRuns(t, h, 1, func() ([]disk.Extent, error) {
+		res, err := diskwrite.Post(ctx, hc, sim.WriteURL(), sim.User(), sim.Password(), diskwrite.Request{VM: "app-01", Disk: 1, Blocks: 8, BlockSize: 64 << 10})
+		if err != nil || len(res.Offsets) != 8 || res.Bytes != 8*64<<10 {
+			return nil, fmt.Errorf("write request: %+v, %v", res, err)
+		}
+		var out []disk.Extent
+		for _, o := range res.Offsets {
+			out = append(out, disk.Extent{Offset: o, Length: res.BlockSize})
+		}
+		return out, nil
+	})
+}

@@ -56,6 +56,24 @@ func Resized(diskKey, since string, before, now int64) error {
 // that the next call asks for the same page again.
 type Fetch func(ctx context.Context) (areas []disk.Extent, last bool, err error)
 
+// First asks f for its first page now, so that what the source refuses (a
+// change id) is the caller's error rather than the first Next's, and
+// returns a Fetch that answers that page first.
+func First(ctx context.Context, f Fetch) (Fetch, error) {
+	page, last, err := f(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pending := true
+	return func(ctx context.Context) ([]disk.Extent, bool, error) {
+		if pending {
+			pending = false
+			return page, last, nil
+		}
+		return f(ctx)
+	}, nil
+}
+
 // Pages is source.Areas over a Fetch: it clips the areas to [From,
 // Capacity), rounds them out to sectors, merges what overlaps the page
 // before, and refuses areas out of order or outside the disk (a source
