@@ -40,6 +40,10 @@ type Error struct {
 	Type       string `json:"__type"`
 	Message    string `json:"message"`
 	Thumbprint string `json:"thumbprint,omitempty"`
+	// Field names the input member the error is about ("name",
+	// "settings.region"), for a form to show the error next to it; empty
+	// when it is about none in particular.
+	Field string `json:"field,omitempty"`
 	// Status is the HTTP status it is answered with.
 	Status int `json:"-"`
 	// RetryAfter is the pause the answer asked for (its Retry-After

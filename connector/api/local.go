@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/limit"
 	"github.com/rehost/rehost/connector/version"
 	"github.com/rehost/rehost/pkg/store"
 	"github.com/rehost/rehost/scheduler"
@@ -457,6 +458,10 @@ func (l *Local) CreateReplicationJob(ctx context.Context, in *CreateReplicationJ
 	if err != nil {
 		return nil, err
 	}
+	if err := checkMembers(member{"serverId", limit.ServerID, in.ServerID}, member{"description", limit.Description, in.Description},
+		member{"roleName", limit.RoleName, in.RoleName}, member{"kmsKeyId", limit.KMSKeyID, in.KmsKeyID}); err != nil {
+		return nil, err
+	}
 	j := store.ReplicationJob{
 		ServerID: in.ServerID, SeedReplicationTime: in.SeedReplicationTime.Time, RunOnce: in.RunOnce,
 		LicenseType: cmp.Or(in.LicenseType, store.LicenseAWS), RoleName: in.RoleName, Description: in.Description,
@@ -567,6 +572,10 @@ var errJobGone = errors.New("job deleted")
 func (l *Local) UpdateReplicationJob(ctx context.Context, in *UpdateReplicationJobInput) (*UpdateReplicationJobOutput, error) {
 	if in.ReplicationJobID == "" {
 		return nil, Errorf(ErrMissingRequiredParameter, "replicationJobId is required")
+	}
+	if err := checkMembers(member{"replicationJobId", limit.JobID, in.ReplicationJobID}, member{"description", limit.Description, deref(in.Description)},
+		member{"roleName", limit.RoleName, deref(in.RoleName)}, member{"kmsKeyId", limit.KMSKeyID, deref(in.KmsKeyID)}); err != nil {
+		return nil, err
 	}
 	if in.Frequency != nil {
 		if err := checkFrequency(*in.Frequency); err != nil {

@@ -65,8 +65,8 @@ func sourceErr(ctx context.Context, kind store.SourceKind, url string, err error
 // AddSource connects to the source once, then stores it with its password
 // sealed.
 func (l *Local) AddSource(ctx context.Context, in *SourceInput) (*AddSourceOutput, error) {
-	if in.Name == "" || in.URL == "" {
-		return nil, Errorf(ErrMissingRequiredParameter, "name and url are required")
+	if err := checkSourceInput(in); err != nil {
+		return nil, err
 	}
 	kind := store.SourceKind(cmp.Or(in.Kind, string(store.SourceVSphere)))
 	s, err := l.D.AddSource(ctx, daemon.SourceInput{Kind: kind, Name: in.Name, URL: in.URL, User: in.User,
@@ -154,15 +154,20 @@ func (l *Local) GetRegistration(ctx context.Context, _ *GetRegistrationInput) (*
 // Register registers the connector with an AWS account (see
 // daemon.Register).
 func (l *Local) Register(ctx context.Context, in *RegisterInput) (*RegisterOutput, error) {
-	if in.Settings.Region == "" {
-		return nil, Errorf(ErrMissingRequiredParameter, "settings.region is required")
+	if err := checkSettings(&in.Settings); err != nil {
+		return nil, err
 	}
 	if (in.Settings.AccessKeyID == "") != (in.Settings.SecretAccessKey == "") {
-		return nil, Errorf(ErrInvalidParameter, "give both settings.accessKeyId and settings.secretAccessKey, or neither (the default credential chain)")
+		e := Errorf(ErrInvalidParameter, "give both settings.accessKeyId and settings.secretAccessKey, or neither (the default credential chain)")
+		e.Field = "settings.secretAccessKey"
+		if in.Settings.AccessKeyID == "" {
+			e.Field = "settings.accessKeyId"
+		}
+		return nil, e
 	}
 	rep, err := l.D.Register(ctx, in.Settings, awstarget.SetupOptions{CreateRole: in.CreateRole, FixBucket: in.FixBucket})
 	if err != nil {
-		return &RegisterOutput{Report: rep}, Errorf(ErrInvalidParameter, "%v", err)
+		return &RegisterOutput{Report: rep}, registerError(err)
 	}
 	l.notify()
 	return &RegisterOutput{Report: rep}, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/rehost/rehost/connector/limit"
 	"github.com/rehost/rehost/pkg/store"
 	"github.com/rehost/rehost/scheduler"
 )
@@ -15,6 +16,9 @@ import (
 func (l *Local) StartOnDemandReplicationRun(ctx context.Context, in *StartOnDemandReplicationRunInput) (*StartOnDemandReplicationRunOutput, error) {
 	if in.ReplicationJobID == "" {
 		return nil, Errorf(ErrMissingRequiredParameter, "replicationJobId is required")
+	}
+	if err := checkMembers(member{"replicationJobId", limit.JobID, in.ReplicationJobID}, member{"description", limit.Description, in.Description}); err != nil {
+		return nil, err
 	}
 	if _, err := l.D.Store.GetJob(ctx, in.ReplicationJobID); err != nil {
 		return nil, storeErr(err, ErrJobNotFound)

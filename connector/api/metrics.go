@@ -10,12 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/version"
+	"github.com/rehost/rehost/pkg/metric"
 	"github.com/rehost/rehost/pkg/store"
 )
 
@@ -24,18 +22,17 @@ import (
 // data path: it reads what the engine recorded); gauges are read at scrape
 // time.
 type Metrics struct {
-	d       *daemon.Daemon
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	handler http.Handler
+	d   *daemon.Daemon
+	log *slog.Logger
+	reg *metric.Registry
 
-	finished    *prometheus.CounterVec
-	bytesStaged prometheus.Counter
-	stepSeconds *prometheus.HistogramVec
-	lastSuccess *prometheus.GaugeVec
-	runErrors   *prometheus.CounterVec
-	apiCalls    *prometheus.CounterVec
-	apiErrors   *prometheus.CounterVec
+	finished    *metric.Counter
+	bytesStaged *metric.Counter
+	stepSeconds *metric.Histogram
+	lastSuccess *metric.Gauge
+	runErrors   *metric.Counter
+	apiCalls    *metric.Counter
+	apiErrors   *metric.Counter
 
 	mu        sync.Mutex
 	sent      map[string]int64 // bytes counted per live run
@@ -48,32 +45,33 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	durations := prometheus.ExponentialBuckets(10, 2.5, 10) // 10 s … 10.6 h
+	durations := metric.ExponentialBuckets(10, 2.5, 10) // 10 s … 10.6 h
+	r := metric.NewRegistry()
 	m := &Metrics{
-		d: d, log: log, reg: prometheus.NewRegistry(), sent: map[string]int64{}, accounted: map[string]bool{},
-		finished: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_replication_runs_finished_total",
-			Help: "Replication runs that ended, by final state (COMPLETED, FAILED)."}, []string{"state"}),
-		bytesStaged: prometheus.NewCounter(prometheus.CounterOpts{Name: "rehost_staged_bytes_total",
-			Help: "Bytes of disk images sent to the S3 staging bucket."}),
-		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rehost_step_duration_seconds",
-			Help: "How long each step of a finished run took, by step (the steps' metric labels).", Buckets: durations}, []string{"step"}),
-		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rehost_job_last_success_timestamp_seconds",
-			Help: "When the job's latest successful run completed (Unix time)."}, []string{"job"}),
-		runErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_run_errors_total",
-			Help: "Failed runs by the step they failed in (its metric label)."}, []string{"step"}),
-		apiCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_api_requests_total",
-			Help: "API requests by operation."}, []string{"operation"}),
-		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rehost_api_errors_total",
-			Help: "API requests that failed, by error type."}, []string{"type"}),
+		d: d, log: log, reg: r, sent: map[string]int64{}, accounted: map[string]bool{},
+		finished:    r.Counter("rehost_replication_runs_finished_total", "Replication runs that ended, by final state (COMPLETED, FAILED).", "state"),
+		bytesStaged: r.Counter("rehost_staged_bytes_total", "Bytes of disk images sent to the S3 staging bucket."),
+		stepSeconds: r.Histogram("rehost_step_duration_seconds", "How long each step of a finished run took, by step (the steps' metric labels).",
+			durations, "step"),
+		lastSuccess: r.Gauge("rehost_job_last_success_timestamp_seconds", "When the job's latest successful run completed (Unix time).", "job"),
+		runErrors:   r.Counter("rehost_run_errors_total", "Failed runs by the step they failed in (its metric label).", "step"),
+		apiCalls:    r.Counter("rehost_api_requests_total", "API requests by operation.", "operation"),
+		apiErrors:   r.Counter("rehost_api_errors_total", "API requests that failed, by error type.", "type"),
 	}
-	m.reg.MustRegister(m.finished, m.bytesStaged, m.stepSeconds, m.lastSuccess, m.runErrors,
-		m.apiCalls, m.apiErrors, stateCollector{m})
-	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)})
+	r.GaugeFunc("rehost_replication_runs", "Replication runs now PENDING or ACTIVE.", []string{"state"}, m.runsInState)
+	r.GaugeFunc("rehost_import_slots_in_use", "VM Import slots taken, by region.", []string{"region"}, func(emit func(float64, ...string)) {
+		for region, n := range d.Sched.ImportSlotsInUse() {
+			emit(float64(n), region)
+		}
+	})
+	r.GaugeFunc("rehost_build_info", "The connector's version.", []string{"version"}, func(emit func(float64, ...string)) {
+		emit(1, version.String())
+	})
 	return m
 }
 
 // ServeHTTP serves the metrics in the Prometheus text format.
-func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.handler.ServeHTTP(w, r) }
+func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.reg.ServeHTTP(w, r) }
 
 // apiCall counts a request; op is an operation's name, or what the caller
 // put in X-Amz-Target, which must not mint label values.
@@ -84,9 +82,9 @@ func (m *Metrics) apiCall(op, errType string) {
 	} else if slices.Contains(operationNames, op) {
 		label = op
 	}
-	m.apiCalls.WithLabelValues(label).Inc()
+	m.apiCalls.Inc(label)
 	if errType != "" {
-		m.apiErrors.WithLabelValues(errType).Inc()
+		m.apiErrors.Inc(errType)
 	}
 }
 
@@ -128,7 +126,7 @@ func (m *Metrics) start(ctx context.Context) {
 		}
 		for _, r := range runs {
 			if r.State == store.RunCompleted && !r.CompletedTime.IsZero() {
-				m.lastSuccess.WithLabelValues(j.ReplicationJobID).Set(float64(r.CompletedTime.Unix()))
+				m.lastSuccess.Set(float64(r.CompletedTime.Unix()), j.ReplicationJobID)
 				break
 			}
 		}
@@ -188,16 +186,16 @@ func (m *Metrics) poll(ctx context.Context) error {
 		p := m.count(ctx, r)
 		delete(m.sent, id)
 		m.accounted[id] = true
-		m.finished.WithLabelValues(string(r.State)).Inc()
+		m.finished.Inc(string(r.State))
 		for _, s := range p.Steps {
 			if s.Duration > 0 {
-				m.stepSeconds.WithLabelValues(replication.StepInfo(s.Step).Metric).Observe(s.Duration.Seconds())
+				m.stepSeconds.Observe(s.Duration.Seconds(), replication.StepInfo(s.Step).Metric)
 			}
 		}
 		if r.State == store.RunCompleted {
-			m.lastSuccess.WithLabelValues(r.ReplicationJobID).Set(float64(r.CompletedTime.Unix()))
+			m.lastSuccess.Set(float64(r.CompletedTime.Unix()), r.ReplicationJobID)
 		} else {
-			m.runErrors.WithLabelValues(cmp.Or(replication.StepInfo(p.Failed).Metric, "unknown")).Inc()
+			m.runErrors.Inc(cmp.Or(replication.StepInfo(p.Failed).Metric, "unknown"))
 		}
 	}
 	return nil
@@ -217,35 +215,16 @@ func (m *Metrics) count(ctx context.Context, r store.ReplicationRun) daemon.RunP
 	return p
 }
 
-// stateCollector reads gauges at scrape time: runs waiting and running,
-// import slots in use, the version.
-type stateCollector struct{ m *Metrics }
-
-var (
-	runsDesc  = prometheus.NewDesc("rehost_replication_runs", "Replication runs now PENDING or ACTIVE.", []string{"state"}, nil)
-	slotsDesc = prometheus.NewDesc("rehost_import_slots_in_use", "VM Import slots taken, by region.", []string{"region"}, nil)
-	buildDesc = prometheus.NewDesc("rehost_build_info", "The connector's version.", []string{"version"}, nil)
-)
-
-func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- runsDesc
-	ch <- slotsDesc
-	ch <- buildDesc
-}
-
-func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+// runsInState counts the runs waiting and running, at scrape time.
+func (m *Metrics) runsInState(emit func(float64, ...string)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, s := range []store.RunState{store.RunPending, store.RunActive} {
-		runs, err := c.m.d.Store.RunsInState(ctx, s)
+		runs, err := m.d.Store.RunsInState(ctx, s)
 		if err != nil {
-			c.m.log.Warn("metrics: count runs", "err", err)
+			m.log.Warn("metrics: count runs", "err", err)
 			continue
 		}
-		ch <- prometheus.MustNewConstMetric(runsDesc, prometheus.GaugeValue, float64(len(runs)), string(s))
+		emit(float64(len(runs)), string(s))
 	}
-	for region, n := range c.m.d.Sched.ImportSlotsInUse() {
-		ch <- prometheus.MustNewConstMetric(slotsDesc, prometheus.GaugeValue, float64(n), region)
-	}
-	ch <- prometheus.MustNewConstMetric(buildDesc, prometheus.GaugeValue, 1, version.String())
 }

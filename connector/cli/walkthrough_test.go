@@ -42,6 +42,13 @@ func TestWalkthrough(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", settings.AccessKeyID)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", settings.SecretAccessKey)
 
+	// A region that is well formed but does not exist is refused by name,
+	// by the same check the API and the console make.
+	_, errs, code := walk(t, "register", "--region", "xx-nowhere-9", "--aws-endpoint", settings.Endpoint,
+		"--s3-endpoint", settings.S3Endpoint, "--aws-ca-file", ca, "--store-keys", "--create-role")
+	if code != 1 || !strings.Contains(errs, "no such region: xx-nowhere-9") {
+		t.Errorf("register in an unknown region: exit %d, %s", code, errs)
+	}
 	out, errs, code := walk(t, "register", "--region", settings.Region, "--aws-endpoint", settings.Endpoint,
 		"--s3-endpoint", settings.S3Endpoint, "--aws-ca-file", ca, "--store-keys", "--create-role")
 	if code != 0 {
@@ -64,6 +71,12 @@ func TestWalkthrough(t *testing.T) {
 	_, errs, code = walk(t, "source", "add", "--name", "vc", "--url", si.URL, "--user", si.User)
 	if code == 0 || !strings.Contains(errs, "--thumbprint") {
 		t.Fatalf("untrusted certificate accepted or not explained: %d %s", code, errs)
+	}
+	// Names obey the rules of connector/limit, here as in the API and the
+	// console.
+	_, errs, code = walk(t, "source", "add", "--name", "lab/vc", "--url", si.URL, "--user", si.User, "--thumbprint", si.Thumbprint)
+	if code != 1 || !strings.Contains(errs, `source name "lab/vc": '/' is not allowed`) {
+		t.Errorf("a source name with '/': exit %d, %s", code, errs)
 	}
 	t.Setenv("REHOST_SOURCE_PASSWORD", "wrong")
 	_, errs, code = walk(t, "source", "add", "--name", "vc", "--url", si.URL, "--user", si.User, "--thumbprint", si.Thumbprint)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rehost/rehost/connector/limit"
 	"github.com/rehost/rehost/pkg/store"
 )
 
@@ -48,6 +49,9 @@ var ErrNoSuchKey = errors.New("no such access key")
 // CreateAccessKey issues a new access key. The returned value is the only
 // one that carries the secret.
 func (d *Daemon) CreateAccessKey(ctx context.Context, name string, readOnly bool) (AccessKey, error) {
+	if err := limit.KeyName.Check(name); err != nil {
+		return AccessKey{}, fmt.Errorf("create access key: %w", err)
+	}
 	var idb [11]byte
 	var sb [30]byte
 	rand.Read(idb[:])

@@ -3,12 +3,12 @@ package web
 import (
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/pkg/awsregion"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
@@ -30,20 +30,13 @@ type awsView struct {
 	Advanced bool
 }
 
-// regions offered in the region field's list (any region may be typed).
-var regions = []string{
-	"us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
-	"eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
-	"ap-south-1", "ap-south-2", "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-northeast-1", "ap-northeast-2",
-	"ap-northeast-3", "ap-east-1", "me-south-1", "me-central-1", "af-south-1", "il-central-1",
-	"us-gov-west-1", "us-gov-east-1", "cn-north-1", "cn-northwest-1",
+// awsFields maps the registration's API members to the form's fields.
+var awsFields = map[string]string{
+	"settings.region": "region", "settings.bucket": "bucket", "settings.rolename": "role_name", "settings.kmskeyid": "kms_key",
+	"settings.accesskeyid": "access_key_id", "settings.secretaccesskey": "secret_access_key", "settings.profile": "cred",
+	"settings.assumerolearn": "role_arn", "settings.externalid": "external_id", "settings.endpoint": "endpoint",
+	"settings.s3endpoint": "s3_endpoint", "settings.capem": "ca_pem", "settings.importmode": "import_mode",
 }
-
-var (
-	regionRE  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
-	roleARNRE = regexp.MustCompile(`^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$`)
-	keyIDRE   = regexp.MustCompile(`^[A-Za-z0-9]{8,128}$`)
-)
 
 func (c *Console) awsPage(w http.ResponseWriter, r *http.Request, rq *request) error {
 	return c.awsView(w, r, rq, nil, http.StatusOK)
@@ -78,11 +71,12 @@ func (c *Console) awsView(w http.ResponseWriter, r *http.Request, rq *request, w
 	c.mu.Lock()
 	last := c.lastSetup
 	c.mu.Unlock()
-	d := awsView{Reg: reg, Last: last, OnEC2: onEC2, Regions: regions, OpenForm: !reg.Registered || rq.form != nil}
+	d := awsView{Reg: reg, Last: last, OnEC2: onEC2, Regions: awsregion.Regions(), OpenForm: !reg.Registered || rq.form != nil}
 	for _, k := range []string{"endpoint", "s3_endpoint", "ca_pem", "kms_key", "bucket", "fix_bucket"} {
 		d.Advanced = d.Advanced || f.Errors[k] != "" || (k != "bucket" && k != "fix_bucket" && f.Get(k) != "")
 	}
-	return c.render(w, r, rq, status, "aws", &view{Title: "AWS registration", Nav: "aws", Wizard: wz, Form: f, D: d})
+	v := &view{Title: "AWS registration", Nav: "aws", Wizard: wz, Form: f}
+	return c.render(w, r, rq, status, v, awsPage(v, d))
 }
 
 func (c *Console) awsSubmit(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -108,7 +102,7 @@ func (c *Console) awsSubmit(w http.ResponseWriter, r *http.Request, rq *request)
 		}
 		res.Err = ae.Message
 		c.setLastSetup(res)
-		awsFieldError(f, ae.Message)
+		awsFieldError(f, ae)
 		c.log.Warn("console: registration failed", "region", s.Region, "err", ae.Message)
 		return c.awsView(w, r, rq, wz, http.StatusUnprocessableEntity)
 	}
@@ -131,16 +125,10 @@ func awsSettings(f *form) (daemon.AWSSettings, bool) {
 		Endpoint: f.Get("endpoint"), S3Endpoint: f.Get("s3_endpoint"), ImportMode: f.Get("import_mode"),
 	}
 	f.require("region")
-	if s.Region != "" && !regionRE.MatchString(s.Region) {
-		f.fail("region", "not a region name: want one like eu-west-1")
-	}
 	keys := func(required bool) {
 		id, secret := f.Get("access_key_id"), f.Values.Get("secret_access_key")
-		switch {
-		case required && id == "":
+		if required && id == "" {
 			f.fail("access_key_id", "required: the access key id of an IAM user the connector signs in as")
-		case id != "" && !keyIDRE.MatchString(id):
-			f.fail("access_key_id", "not an access key id: letters and digits only, like AKIAIOSFODNN7EXAMPLE")
 		}
 		if (required || id != "") && secret == "" {
 			f.fail("secret_access_key", "required with an access key id (it is never shown again: type it each time you register)")
@@ -155,8 +143,6 @@ func awsSettings(f *form) (daemon.AWSSettings, bool) {
 		s.AssumeRoleARN, s.ExternalID = f.Get("role_arn"), f.Get("external_id")
 		if s.AssumeRoleARN == "" {
 			f.fail("role_arn", "required: the ARN of the role the connector assumes")
-		} else if !roleARNRE.MatchString(s.AssumeRoleARN) {
-			f.fail("role_arn", "not a role ARN: want one like arn:aws:iam::123456789012:role/rehost-connector")
 		}
 	case "instance":
 	default:
@@ -184,27 +170,13 @@ func awsSettings(f *form) (daemon.AWSSettings, bool) {
 	return s, f.ok()
 }
 
-// awsFieldError places a registration error next to the field it is
-// about, trying the most telling words first.
-func awsFieldError(f *form, msg string) {
-	lower := strings.ToLower(msg)
-	for _, c := range []struct{ field, words string }{
-		{"role_arn", "assumerole|assume role|not authorized to perform: sts:assumerole"},
-		{"secret_access_key", "signaturedoesnotmatch|invalidclienttokenid|security token|unrecognizedclient|invalidaccesskeyid|secret"},
-		{"cred", "no ec2 imds role|failed to refresh cached credentials|no valid credential|credentials"},
-		{"ca_pem", "x509|certificate|extra ca"},
-		{"endpoint", "no such host|connection refused|dial tcp|endpoint"},
-		{"kms_key", "kms"},
-		{"bucket", "bucket"},
-		{"role_name", "role"},
-		{"region", "region"},
-	} {
-		for _, w := range strings.Split(c.words, "|") {
-			if strings.Contains(lower, w) {
-				f.fail(c.field, msg)
-				return
-			}
-		}
+// awsFieldError places a registration error next to the field the API
+// says it is about; one about the credential chain goes next to the choice
+// of how the connector signs in, others above the form.
+func awsFieldError(f *form, ae *api.Error) {
+	if ae.Field == "" && strings.Contains(strings.ToLower(ae.Message), "credentials") {
+		f.fail("cred", ae.Message)
+		return
 	}
-	f.Error = msg
+	f.apiError(ae, awsFields)
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,9 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/rehost/rehost/connector/api/apitest"
+	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/replication"
+	"github.com/rehost/rehost/pkg/store"
 )
 
 // The console in a real browser (Debian's chromium, headless): first boot,
@@ -82,24 +86,44 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.typeIn("#f-confirm", testPassword)
 	b.submit("form[action='/setup'] button[type=submit]")
 
-	// Wizard 1: AWS, with the emulator's endpoints and keys.
+	// Wizard 1: AWS, with the emulator's endpoints and keys. A region that
+	// is well formed but does not exist is refused next to the region, in
+	// words, and the last setup's card says nothing was changed.
 	b.wantPath("/wizard/aws")
 	b.shot("wizard-aws")
-	b.fill("#f-region", settings.Region)
-	b.click("#f-cred-keys")
-	b.fill("#f-access_key_id", settings.AccessKeyID)
-	b.typeIn("#f-secret_access_key", settings.SecretAccessKey)
-	b.click("details.advanced > summary")
-	b.fill("#f-endpoint", settings.Endpoint)
-	b.fill("#f-s3_endpoint", settings.S3Endpoint)
-	b.fill("#f-ca_pem", string(settings.CAPEM))
-	b.submit("#aws-form button[type=submit]")
+	register := func(region string) {
+		b.fill("#f-region", region)
+		b.click("#f-cred-keys")
+		b.fill("#f-access_key_id", settings.AccessKeyID)
+		b.typeIn("#f-secret_access_key", settings.SecretAccessKey)
+		if !evalAs[bool](b, `document.querySelector("details.advanced").open`) {
+			b.click("details.advanced > summary")
+		}
+		b.fill("#f-endpoint", settings.Endpoint)
+		b.fill("#f-s3_endpoint", settings.S3Endpoint)
+		b.fill("#f-ca_pem", string(settings.CAPEM))
+		b.submit("#aws-form button[type=submit]")
+	}
+	register("xx-nowhere-9")
+	b.wantFieldError("region", "no such region: xx-nowhere-9")
+	if n := evalAs[int](b, `document.querySelectorAll(".field .error").length`); n != 1 {
+		t.Errorf("an unknown region: %d fields show an error, want only the region's", n)
+	}
+	if card := b.text("#last-h + *") + b.text("section[aria-labelledby=last-h]"); !strings.Contains(card, "Registration failed") ||
+		!strings.Contains(card, "Nothing was changed") || strings.Contains(card, "already as it should be") {
+		t.Errorf("the last setup's card after a failed registration contradicts itself or says too little:\n%s", card)
+	}
+	b.shot("wizard-aws-unknown-region")
+	register(settings.Region)
 	b.wantPath("/wizard/aws")
 	if got := b.text("#last-h + *"); !strings.Contains(b.text("main"), "What the connector changed") {
 		t.Errorf("no setup report after registering: %q", got)
 	}
 	if strings.Contains(b.html(), settings.SecretAccessKey) {
 		t.Error("the AWS secret key is in the page after registering")
+	}
+	if card := b.text("section[aria-labelledby=last-h]"); !strings.Contains(card, "added inline policy") || strings.Contains(card, "(missing) set") {
+		t.Errorf("the setup report's words:\n%s", card)
 	}
 	b.shot("wizard-aws-registered")
 
@@ -108,6 +132,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	// is shown to compare and accept.
 	b.submit("p.next a")
 	b.wantPath("/wizard/sources")
+	b.fill("#f-name", "<script>alert(1)</script>")
+	b.fill("#f-url", src.URL)
+	b.fill("#f-user", src.User)
+	b.typeIn("#f-password", src.Password)
+	b.fill("#f-thumbprint", src.Thumbprint)
+	b.submit("#source-form button[type=submit]")
+	b.wantFieldError("name", "'<' is not allowed")
+	b.shot("wizard-source-bad-name")
 	b.fill("#f-name", "vc1")
 	b.fill("#f-url", src.URL)
 	b.fill("#f-user", src.User)
@@ -116,6 +148,23 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.submit("#source-form button[type=submit]")
 	b.wantFieldError("password", "authentication failed")
 	b.shot("wizard-source-connection-failed")
+	// A thumbprint typed that is not the one vCenter presents is an error
+	// that shows both, and the presented one is never put in the field.
+	typed := strings.Repeat("AB:", 31) + "AB"
+	b.fill("#f-thumbprint", typed)
+	b.typeIn("#f-password", src.Password)
+	b.submit("#source-form button[type=submit]")
+	b.wantFieldError("thumbprint", "does not match")
+	if msg := b.text("#f-thumbprint-error"); !strings.Contains(msg, typed) || !strings.Contains(msg, src.Thumbprint) {
+		t.Errorf("the mismatch error does not show both thumbprints: %q", msg)
+	}
+	if got := evalAs[string](b, `document.getElementById("f-thumbprint").value`); got != typed {
+		t.Errorf("after a mismatch the thumbprint field holds %q, want what was typed", got)
+	}
+	if evalAs[bool](b, `!!document.getElementById("offered-thumbprint") || !!document.getElementById("f-thumbprint_ok")`) {
+		t.Error("a mismatched thumbprint is offered for acceptance")
+	}
+	b.shot("wizard-source-thumbprint-mismatch")
 	b.fill("#f-thumbprint", "")
 	b.typeIn("#f-password", src.Password)
 	b.submit("#source-form button[type=submit]")
@@ -131,7 +180,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !strings.Contains(b.text("main"), "Added vc1") {
 		t.Fatalf("source not added: %s", b.text("main"))
 	}
-	b.submit("form[action='/sources/vc1/test'] button")
+	b.submit("td.actions form[action$='/test'] button")
 	if !strings.Contains(b.text("main"), "Connection test passed") {
 		t.Errorf("connection test of the stored source: %s", b.text("main"))
 	}
@@ -183,9 +232,51 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wantFieldError("frequency", "from 1 to 24")
 	b.shot("job-new-invalid")
 	b.fill("#f-frequency", "6")
+	b.fill("#f-description", strings.Repeat("x", 100<<10))
+	b.submit("#job-form button[type=submit]")
+	b.wantFieldError("description", "102400 characters, want at most 255")
+	b.shot("job-new-description-too-long")
+	word := strings.Repeat("w", 255)
+	b.fill("#f-description", word)
 	b.submit("#job-form button[type=submit]")
 	failing := strings.TrimPrefix(b.path(), "/jobs/")
-	b.submit("form[action$='/start'] button")
+	if !strings.Contains(b.text("dl.pairs"), word) {
+		t.Errorf("the job page does not show its description")
+	}
+	b.shot("job-long-description") // the shot fails a page wider than the window
+
+	// The overview, opened before the run starts, shows it once it does.
+	b.open("/")
+	if !strings.Contains(b.text("#live-runs"), "No run is in progress") {
+		t.Errorf("runs in progress before any started: %q", b.text("#live-runs"))
+	}
+	b.eval(`window.__sameDocument = true`)
+	if _, err := h.D.Sched.Trigger(context.Background(), failing); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor(`document.querySelector("#live-runs .live-run") !== null`, 20*time.Second)
+	if !evalAs[bool](b, `window.__sameDocument === true`) {
+		t.Error("the overview reloaded: the run must show up in place")
+	}
+	// It names the run's step by its title from the step table, never by
+	// the step's internal name.
+	var titles, names []string
+	for _, s := range replication.Steps() {
+		titles = append(titles, s.Title)
+	}
+	for _, s := range replication.Steps() {
+		// A name that is also a word of a title ("snapshot") proves nothing.
+		inTitle := regexp.MustCompile(`\b` + regexp.QuoteMeta(s.Name) + `\b`)
+		if !slices.ContainsFunc(titles, inTitle.MatchString) {
+			names = append(names, regexp.QuoteMeta(s.Name))
+		}
+	}
+	b.waitFor(fmt.Sprintf(`(() => { const p = document.querySelector("#live-runs .live-run p")?.innerText || "";
+		return %s.some(t => p.includes(t)); })()`, jsStrings(titles)), 20*time.Second)
+	if live := b.text("#live-runs"); regexp.MustCompile(`\b(` + strings.Join(names, "|") + `)\b`).MatchString(live) {
+		t.Errorf("the overview's runs in progress name a step by its internal name:\n%s", live)
+	}
+	b.shot("overview-run-started")
 
 	// Start the first job now and follow its run live, without a reload,
 	// to COMPLETED.
@@ -210,6 +301,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("AMIs with retention: %s", b.text("#amis"))
 	}
 	b.shot("job-ami")
+	// Its events, one with a time written in its message (a resume): every
+	// time in the same format, the browser's.
+	b.submit("form[action$='/pause'] button")
+	b.submit("form[action$='/resume'] button")
+	if ev := b.text("#events-h ~ ul.events"); !strings.Contains(ev, "next run at") || regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:`).MatchString(ev) ||
+		strings.Contains(ev, "UTC") {
+		t.Errorf("events with times in two formats:\n%s", ev)
+	}
 	b.submit("#runs-h ~ table tbody a")
 	b.waitFor(`document.querySelector("#live .steps li.done") !== null`, 5*time.Second)
 	b.shot("run-completed")
@@ -233,6 +332,26 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.shot("servers-filtered")
 	b.open("/jobs")
 	b.shot("jobs")
+	// A source stored before names were checked, with a '/' in its name,
+	// is tested and removed: the console addresses it by its id.
+	legacy, err := h.D.AddSource(context.Background(), daemon.SourceInput{Kind: store.SourceVSphere, Name: "legacy/<b>vc</b>", URL: src.URL,
+		User: src.User, Password: src.Password, Thumbprint: src.Thumbprint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := "#source-" + legacy.ID
+	b.open("/sources")
+	b.submit(row + " form[action$='/test'] button")
+	if got := b.text(row + "-result"); !strings.Contains(got, "Connection test passed") {
+		t.Errorf("testing the source named %q: %q", legacy.Name, got)
+	}
+	b.submit(row + " a[href$='/remove']")
+	b.wantPath("/sources/" + legacy.ID + "/remove")
+	b.shot("source-remove")
+	b.submit("main form button.danger")
+	if got := b.text("main"); !strings.Contains(got, "Removed source "+legacy.Name) || strings.Contains(b.text("main table"), "legacy/") {
+		t.Errorf("removing the source named %q:\n%s", legacy.Name, got)
+	}
 	b.open("/health")
 	b.shot("health")
 	b.open("/keys")
@@ -255,6 +374,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.submit("form.logout button")
 	b.wantPath("/login")
 	b.shot("login")
+}
+
+// jsStrings is a JavaScript array of the strings.
+func jsStrings(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 // tab drives the browser's tab.

@@ -5,8 +5,10 @@
 // `rehost serve` on the API's HTTPS listener (api.Options.Console) and
 // calls the same api.Service the CLI does.
 //
-// Pages are rendered on the server with html/template; every page works
-// without JavaScript. One small script (static/console.js, no build step)
+// Pages are rendered on the server by templ components (the *.templ files,
+// compiled to Go by `go tool templ generate`: no template is evaluated by
+// reflection, so the linker keeps only the code the console calls); every
+// page works without JavaScript. One small script (static/console.js, no build step)
 // localises times and refreshes the live parts of a page. Sessions are
 // cookies (HttpOnly, Secure, SameSite=Strict) naming state kept in memory;
 // every form carries a CSRF token.
@@ -19,8 +21,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"html/template"
-	"io/fs"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -30,6 +30,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/a-h/templ"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
@@ -75,7 +77,6 @@ type Console struct {
 	o        Options
 	svc      api.Service
 	log      *slog.Logger
-	pages    map[string]*template.Template
 	sessions *sessions
 	locks    *lockout
 	csrf     csrfKey
@@ -89,9 +90,6 @@ type Console struct {
 	lastSetup *setupResult
 	mux       *http.ServeMux
 }
-
-//go:embed templates/*.html
-var templateFS embed.FS
 
 //go:embed static
 var staticFS embed.FS
@@ -115,10 +113,6 @@ func New(o Options) (*Console, error) {
 	}
 	c := &Console{o: o, svc: o.Service, log: o.Log, sessions: newSessions(o.IdleTimeout, 12*time.Hour, o.Now),
 		locks: newLockout(o.Now), csrf: newCSRFKey(), hashing: make(chan struct{}, 2), mux: http.NewServeMux()}
-	var err error
-	if c.pages, err = parsePages(); err != nil {
-		return nil, err
-	}
 	c.routes()
 	return c, nil
 }
@@ -155,15 +149,16 @@ func (c *Console) routes() {
 	c.handle("POST /login", public, c.loginSubmit)
 	c.handle("POST /logout", authed, c.logout)
 	c.handle("GET /{$}", authed, c.overview)
+	c.handle("GET /overview/live", authed, c.overviewLive)
 	c.handle("GET /wizard", authed, c.wizardNext)
 	c.handle("GET /wizard/{step}", authed, c.wizardStep)
 	c.handle("GET /aws", authed, c.awsPage)
 	c.handle("POST /aws", authed, c.awsSubmit)
 	c.handle("GET /sources", authed, c.sourcesPage)
 	c.handle("POST /sources", authed, c.sourceAdd)
-	c.handle("POST /sources/{name}/test", authed, c.sourceTest)
-	c.handle("GET /sources/{name}/remove", authed, c.sourceRemovePage)
-	c.handle("POST /sources/{name}/remove", authed, c.sourceRemove)
+	c.handle("POST /sources/{id}/test", authed, c.sourceTest)
+	c.handle("GET /sources/{id}/remove", authed, c.sourceRemovePage)
+	c.handle("POST /sources/{id}/remove", authed, c.sourceRemove)
 	c.handle("GET /servers", authed, c.serversPage)
 	c.handle("POST /servers/import", authed, c.serversImport)
 	c.handle("GET /jobs", authed, c.jobsPage)
@@ -324,19 +319,15 @@ type view struct {
 	LoggedIn bool
 	Flash    []flash
 	Wizard   *wizardView
-	// Live pages refresh themselves without JavaScript too.
-	Live bool
-	Form *form
-	// D is the page's own data.
-	D any
+	// Refresh is how often, in seconds, the page reloads itself when
+	// JavaScript is off (0: never); pages with live parts set it.
+	Refresh int
+	Form    *form
 }
 
-// render executes a page into a buffer, then sends it.
-func (c *Console) render(w http.ResponseWriter, r *http.Request, rq *request, status int, name string, v *view) error {
-	t, ok := c.pages[name]
-	if !ok {
-		return fmt.Errorf("no page template %q", name)
-	}
+// render renders a page, its content in the layout, into a buffer, then
+// sends it.
+func (c *Console) render(w http.ResponseWriter, r *http.Request, rq *request, status int, v *view, content templ.Component) error {
 	v.Version = version.String()
 	if rq.s != nil {
 		v.LoggedIn, v.CSRF = true, rq.s.csrf
@@ -345,28 +336,24 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, rq *request, st
 	if v.Form == nil {
 		v.Form = rq.form
 	}
-	var buf bytes.Buffer
-	layout := "layout"
-	if strings.HasSuffix(name, "-fragment") {
-		layout = "fragment"
+	if v.Form == nil {
+		v.Form = newForm(nil)
 	}
-	if err := t.ExecuteTemplate(&buf, layout, v); err != nil {
-		return fmt.Errorf("render page %s: %w", name, err)
+	return c.send(w, r, status, page(v, content))
+}
+
+// send renders a component (a page, or the live part of one) into a
+// buffer, then sends it.
+func (c *Console) send(w http.ResponseWriter, r *http.Request, status int, comp templ.Component) error {
+	var buf bytes.Buffer
+	if err := comp.Render(r.Context(), &buf); err != nil {
+		return fmt.Errorf("render %s: %w", r.URL.Path, err)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, err := w.Write(buf.Bytes())
 	return err
-}
-
-// fragment executes a template's "content" into HTML to embed in a page.
-func (c *Console) fragment(name string, v *view) (template.HTML, error) {
-	var buf bytes.Buffer
-	if err := c.pages[name].ExecuteTemplate(&buf, "content", v); err != nil {
-		return "", fmt.Errorf("render %s: %w", name, err)
-	}
-	return template.HTML(buf.String()), nil
 }
 
 // fail renders an error page: an API error with its message (and status),
@@ -386,8 +373,8 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, rq *request, err 
 		http.Error(w, msg, status)
 		return
 	}
-	v := &view{Title: http.StatusText(status), D: msg}
-	if rerr := c.render(w, r, rq, status, "error", v); rerr != nil {
+	title := http.StatusText(status)
+	if rerr := c.render(w, r, rq, status, &view{Title: title}, errorPage(title, msg)); rerr != nil {
 		http.Error(w, msg, status)
 	}
 }
@@ -415,43 +402,4 @@ func onEC2() bool {
 		}
 	}
 	return false
-}
-
-// parsePages parses every page with the layout and the partials, and each
-// source kind's fields (as "source-fields-KIND", executed as "content").
-func parsePages() (map[string]*template.Template, error) {
-	base, err := template.New("").Funcs(funcs).ParseFS(templateFS, "templates/_*.html")
-	if err != nil {
-		return nil, fmt.Errorf("web console templates: %w", err)
-	}
-	pages := map[string]*template.Template{}
-	for _, k := range sourceKinds {
-		t, err := base.Clone()
-		if err == nil {
-			_, err = t.New("content").Parse(k.Fields)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("web console: fields of source kind %s: %w", k.Kind, err)
-		}
-		pages["source-fields-"+k.Kind] = t
-	}
-	names, err := fs.Glob(templateFS, "templates/*.html")
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range names {
-		page := strings.TrimSuffix(path.Base(n), ".html")
-		if strings.HasPrefix(page, "_") {
-			continue
-		}
-		t, err := base.Clone()
-		if err == nil {
-			_, err = t.ParseFS(templateFS, n)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("web console template %s: %w", n, err)
-		}
-		pages[page] = t
-	}
-	return pages, nil
 }

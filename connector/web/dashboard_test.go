@@ -85,7 +85,15 @@ func TestDashboardForms(t *testing.T) {
 		t.Errorf("edited job: %+v", j)
 	}
 
-	if a := b.submit("/sources/vcenter/remove", "/sources/vcenter/remove", nil); a.status != http.StatusBadRequest || !strings.Contains(a.body, "job") {
+	srcs, err := (&api.Local{D: h.D}).ListSources(ctx, &api.ListSourcesInput{})
+	if err != nil || len(srcs.Sources) != 1 {
+		t.Fatalf("sources: %v %v", srcs, err)
+	}
+	remove := "/sources/" + srcs.Sources[0].SourceID + "/remove"
+	if a := b.get("/sources/" + srcs.Sources[0].Name + "/remove"); a.status != http.StatusNotFound {
+		t.Errorf("a source addressed by its name: %d, want 404 (sources are addressed by id)", a.status)
+	}
+	if a := b.submit(remove, remove, nil); a.status != http.StatusBadRequest || !strings.Contains(a.body, "job") {
 		t.Errorf("removing a source jobs use: %d", a.status)
 	}
 

@@ -3,9 +3,13 @@ package web
 import (
 	"errors"
 	"net/url"
+	"strconv"
 	"strings"
 
+	"github.com/a-h/templ"
+
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/limit"
 )
 
 // form is a submitted (or about to be shown) form: its values, and the
@@ -72,14 +76,18 @@ func fieldLabel(name string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-// apiError places an API error next to the field its message is about:
-// fields maps a word the message starts with or contains (an API member
-// name, lower-case) to the form field; others go above the form.
+// apiError places an API error next to the field it is about: fields maps
+// an API member (the error's Field, or failing that a word its message
+// contains, lower-case) to the form's field; others go above the form.
 func (f *form) apiError(err error, fields map[string]string) {
 	msg := err.Error()
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		msg = ae.Message
+		if fld, ok := fields[strings.ToLower(ae.Field)]; ok && ae.Field != "" {
+			f.fail(fld, msg)
+			return
+		}
 	}
 	lower := strings.ToLower(msg)
 	best, at := "", -1
@@ -101,7 +109,25 @@ type fieldView struct {
 	Required, Optional, Checked           bool
 	Autocomplete, Placeholder, Min, Max   string
 	List, Pattern, Inputmode, Rows        string
-	Options                               []option
+	// MaxLength is the most characters the field takes (0: no bound
+	// shown); the server enforces it whatever the browser does.
+	MaxLength int
+	Options   []option
+}
+
+func (v fieldView) id() string { return "f-" + v.Name }
+
+// describedBy lists the ids of the field's hint and error, for
+// aria-describedby.
+func (v fieldView) describedBy() string {
+	var ids []string
+	if v.Hint != "" {
+		ids = append(ids, v.id()+"-hint")
+	}
+	if v.Error != "" {
+		ids = append(ids, v.id()+"-error")
+	}
+	return strings.Join(ids, " ")
 }
 
 type option struct {
@@ -111,8 +137,8 @@ type option struct {
 
 // field builds a fieldView from a form. opts are "required", "optional",
 // "secret" (the value is never rendered back), or key=value pairs: hint,
-// autocomplete, placeholder, min, max, list, pattern, inputmode, rows,
-// value (the value when the form has none).
+// autocomplete, placeholder, min, max, maxlength (see maxLen), list,
+// pattern, inputmode, rows, value (the value when the form has none).
 func field(f *form, name, label, typ string, opts ...string) fieldView {
 	v := fieldView{Name: name, Label: label, Type: typ}
 	secret := false
@@ -144,6 +170,8 @@ func field(f *form, name, label, typ string, opts ...string) fieldView {
 			v.Inputmode = val
 		case "rows":
 			v.Rows = val
+		case "maxlength":
+			v.MaxLength, _ = strconv.Atoi(val)
 		case "value":
 			def = val
 		}
@@ -163,6 +191,10 @@ func field(f *form, name, label, typ string, opts ...string) fieldView {
 	return v
 }
 
+// maxLen is the field option that shows a limit's bound on the form (the
+// API enforces it).
+func maxLen(l limit.Field) string { return "maxlength=" + strconv.Itoa(l.Max) }
+
 // withOptions gives a select or radio field its choices, marking the one
 // the form holds.
 func withOptions(v fieldView, pairs ...string) fieldView {
@@ -177,3 +209,11 @@ func withOptions(v fieldView, pairs ...string) fieldView {
 func asAPIError(err error, e **api.Error) bool {
 	return errors.As(err, e) && (*e).Type != api.ErrInternal
 }
+
+// fieldInput renders a field (fieldControl). It is never inlined:
+// inlining a component's constructor copies its whole rendering closure
+// into each caller, which made 23 copies (420 KB of the binary) of this
+// one.
+//
+//go:noinline
+func fieldInput(v fieldView) templ.Component { return fieldControl(v) }

@@ -19,7 +19,7 @@ import (
 var jobFields = map[string]string{
 	"serverid": "server", "server ": "server", "frequency": "frequency", "seedreplicationtime": "seed",
 	"nextreplicationrunstarttime": "next_run", "licensetype": "license", "numberofrecentamistokeep": "keep",
-	"kmskeyid": "kms_key", "rolename": "role",
+	"kmskeyid": "kms_key", "rolename": "role", "description": "description",
 }
 
 func (c *Console) allJobs(ctx context.Context) ([]api.ReplicationJob, error) {
@@ -47,7 +47,7 @@ func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request, rq *request) 
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, "jobs", &view{Title: "Replication jobs", Nav: "jobs", D: liveJobs(jobs), Live: hasLiveRun(jobs)})
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Replication jobs", Nav: "jobs", Refresh: refreshIf(hasLiveRun(jobs))}, jobsPage(liveJobs(jobs)))
 }
 
 func hasLiveRun(jobs []api.ReplicationJob) bool {
@@ -87,7 +87,8 @@ func (c *Console) jobNewView(w http.ResponseWriter, r *http.Request, rq *request
 			d.Servers = append(d.Servers, s)
 		}
 	}
-	return c.render(w, r, rq, status, "job-new", &view{Title: "New replication job", Nav: "jobs", Wizard: wz, Form: f, D: d})
+	v := &view{Title: "New replication job", Nav: "jobs", Wizard: wz, Form: f}
+	return c.render(w, r, rq, status, v, jobNewPage(v, d))
 }
 
 // whole reads a whole number field within [lo, hi].
@@ -233,7 +234,8 @@ func (c *Console) jobPage(w http.ResponseWriter, r *http.Request, rq *request) e
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, "job", &view{Title: "Job " + v.Job.ReplicationJobID, Nav: "jobs", D: v, Live: v.Live != nil})
+	pv := &view{Title: "Job " + v.Job.ReplicationJobID, Nav: "jobs", Refresh: refreshIf(v.Live != nil)}
+	return c.render(w, r, rq, http.StatusOK, pv, jobPage(pv, v))
 }
 
 func (c *Console) jobEditPage(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -252,7 +254,8 @@ func (c *Console) jobEditPage(w http.ResponseWriter, r *http.Request, rq *reques
 	if j.Encrypted {
 		f.Values.Set("encrypted", "on")
 	}
-	return c.render(w, r, rq, http.StatusOK, "job-edit", &view{Title: "Edit job " + j.ReplicationJobID, Nav: "jobs", Form: f, D: v})
+	pv := &view{Title: "Edit job " + j.ReplicationJobID, Nav: "jobs", Form: f}
+	return c.render(w, r, rq, http.StatusOK, pv, jobEditPage(pv, v))
 }
 
 func (c *Console) jobUpdate(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -292,7 +295,8 @@ func (c *Console) jobUpdate(w http.ResponseWriter, r *http.Request, rq *request)
 		}
 		f.apiError(ae, jobFields)
 	}
-	return c.render(w, r, rq, http.StatusUnprocessableEntity, "job-edit", &view{Title: "Edit job " + id, Nav: "jobs", D: v})
+	pv := &view{Title: "Edit job " + id, Nav: "jobs"}
+	return c.render(w, r, rq, http.StatusUnprocessableEntity, pv, jobEditPage(pv, v))
 }
 
 // jobAction runs one of the job page's buttons and comes back to it with
@@ -339,7 +343,8 @@ func (c *Console) jobDeletePage(w http.ResponseWriter, r *http.Request, rq *requ
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, "job-delete", &view{Title: "Delete job " + v.Job.ReplicationJobID, Nav: "jobs", D: v})
+	pv := &view{Title: "Delete job " + v.Job.ReplicationJobID, Nav: "jobs"}
+	return c.render(w, r, rq, http.StatusOK, pv, jobDeletePage(pv, v))
 }
 
 func (c *Console) jobDelete(w http.ResponseWriter, r *http.Request, rq *request) error {

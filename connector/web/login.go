@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/limit"
 )
 
 // authView is the data of the setup and login pages.
@@ -32,8 +33,13 @@ func (c *Console) preSession(w http.ResponseWriter, r *http.Request) string {
 }
 
 func (c *Console) authPage(w http.ResponseWriter, r *http.Request, rq *request, status int, name, title, next string) error {
-	v := &view{Title: title, D: authView{Fingerprint: c.o.Fingerprint, Next: next, PreCSRF: c.preSession(w, r), MinLen: minPasswordLen}}
-	return c.render(w, r, rq, status, name, v)
+	v := &view{Title: title}
+	d := authView{Fingerprint: c.o.Fingerprint, Next: next, PreCSRF: c.preSession(w, r), MinLen: minPasswordLen}
+	content := loginPage(v, d)
+	if name == "setup" {
+		content = setupPage(v, d)
+	}
+	return c.render(w, r, rq, status, v, content)
 }
 
 // setupPage asks for the first admin password; once one is set it leads
@@ -49,7 +55,9 @@ func (c *Console) setupPage(w http.ResponseWriter, r *http.Request, rq *request)
 func (c *Console) setupSubmit(w http.ResponseWriter, r *http.Request, rq *request) error {
 	f := rq.form
 	pw, again := f.Values.Get("password"), f.Values.Get("confirm")
-	if msg := checkPassword(pw); msg != "" {
+	if err := limit.Password.Check(pw); err != nil {
+		f.fail("password", err.Error())
+	} else if msg := checkPassword(pw); msg != "" {
 		f.fail("password", msg)
 	} else if pw != again {
 		f.fail("confirm", "the two passwords differ: type the same one twice")
@@ -147,7 +155,11 @@ func (c *Console) loginSubmit(w http.ResponseWriter, r *http.Request, rq *reques
 		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())))
 		return c.authPage(w, r, rq, http.StatusTooManyRequests, "login", "Log in", next)
 	}
-	ok, err := c.verify(r.Context(), phc, f.Values.Get("password"))
+	pw := f.Values.Get("password")
+	if limit.Password.Check(pw) != nil {
+		pw = "" // no stored password is this long: wrong, without hashing it
+	}
+	ok, err := c.verify(r.Context(), phc, pw)
 	if err != nil {
 		return err
 	}

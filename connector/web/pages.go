@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 	"slices"
@@ -18,9 +19,27 @@ type overviewView struct {
 	Servers   int
 	Jobs      []api.ReplicationJob
 	Attention []api.ReplicationJob
-	// LiveRuns are the runs in progress or waiting, newest job first.
-	LiveRuns []api.ReplicationRun
+	// LiveRuns are the runs in progress or waiting.
+	LiveRuns []liveRun
 	Events   []api.Event
+}
+
+// liveRun is a run in progress or waiting, with its job's server.
+type liveRun struct {
+	Run    api.ReplicationRun
+	Server string
+}
+
+// liveRuns are the latest runs of the jobs that are in progress or
+// waiting.
+func liveRuns(jobs []api.ReplicationJob) []liveRun {
+	var out []liveRun
+	for _, j := range jobs {
+		if len(j.ReplicationRunList) > 0 && store.RunState(j.ReplicationRunList[0].State).Live() {
+			out = append(out, liveRun{Run: j.ReplicationRunList[0], Server: cmp.Or(vmOf(j.VmServer).VmName, j.ServerID)})
+		}
+	}
+	return out
 }
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -53,16 +72,31 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, rq *request) 
 		case store.JobFailing, store.JobFailed, store.JobPausedOnFailure:
 			d.Attention = append(d.Attention, j)
 		}
-		if len(j.ReplicationRunList) > 0 && store.RunState(j.ReplicationRunList[0].State).Live() {
-			d.LiveRuns = append(d.LiveRuns, j.ReplicationRunList[0])
-		}
 	}
+	d.LiveRuns = liveRuns(d.Jobs)
 	evs, err := c.svc.GetEvents(ctx, &api.GetEventsInput{MaxResults: 10})
 	if err != nil {
 		return err
 	}
 	d.Events = evs.Events
-	return c.render(w, r, rq, http.StatusOK, "overview", &view{Title: "Overview", Nav: "overview", D: d, Live: len(d.LiveRuns) > 0})
+	// Without JavaScript the overview reloads itself, so that a run that
+	// starts shows up: often while runs go on, now and then otherwise.
+	refresh := 30
+	if len(d.LiveRuns) > 0 {
+		refresh = 5
+	}
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Overview", Nav: "overview", Refresh: refresh}, overviewPage(d))
+}
+
+// overviewLive is the overview's list of runs in progress, which its
+// script fetches every few seconds: a run that starts while the page is
+// open shows up, one that ends goes.
+func (c *Console) overviewLive(w http.ResponseWriter, r *http.Request, rq *request) error {
+	jobs, err := c.allJobs(r.Context())
+	if err != nil {
+		return err
+	}
+	return c.send(w, r, http.StatusOK, liveRunList(liveRuns(liveJobs(jobs))))
 }
 
 type healthView struct {
@@ -82,7 +116,7 @@ func (c *Console) healthPage(w http.ResponseWriter, r *http.Request, rq *request
 		d.DiskUsed = int(100 - st.FreeDiskBytes*100/st.TotalDiskBytes)
 	}
 	d.LowDisk = st.FreeDiskBytes < 1<<30
-	return c.render(w, r, rq, http.StatusOK, "health", &view{Title: "Connector health", Nav: "health", D: d})
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Connector health", Nav: "health"}, healthPage(d))
 }
 
 type keysView struct {
@@ -101,7 +135,8 @@ func (c *Console) keysView(w http.ResponseWriter, r *http.Request, rq *request, 
 		return err
 	}
 	slices.SortFunc(keys, func(a, b daemon.AccessKey) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	return c.render(w, r, rq, status, "keys", &view{Title: "API access keys", Nav: "keys", D: keysView{Keys: keys, New: created}})
+	v := &view{Title: "API access keys", Nav: "keys"}
+	return c.render(w, r, rq, status, v, keysPage(v, keysView{Keys: keys, New: created}))
 }
 
 // maxKeyName bounds a key's name.
@@ -146,7 +181,8 @@ func (c *Console) keyRevokePage(w http.ResponseWriter, r *http.Request, rq *requ
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, "key-revoke", &view{Title: "Revoke access key " + k.ID, Nav: "keys", D: k})
+	v := &view{Title: "Revoke access key " + k.ID, Nav: "keys"}
+	return c.render(w, r, rq, http.StatusOK, v, keyRevokePage(v, k))
 }
 
 func (c *Console) keyRevoke(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -165,7 +201,7 @@ func (c *Console) keyRevoke(w http.ResponseWriter, r *http.Request, rq *request)
 }
 
 func (c *Console) supportPage(w http.ResponseWriter, r *http.Request, rq *request) error {
-	return c.render(w, r, rq, http.StatusOK, "support", &view{Title: "Support", Nav: "support"})
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Support", Nav: "support"}, supportPage())
 }
 
 func (c *Console) supportDownload(w http.ResponseWriter, r *http.Request, rq *request) error {

@@ -96,7 +96,7 @@ func (c *Console) runPage(w http.ResponseWriter, r *http.Request, rq *request) e
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, "run", &view{Title: "Run " + v.Run.ReplicationRunID, Nav: "jobs", D: v, Live: !v.Final})
+	return c.render(w, r, rq, http.StatusOK, &view{Title: "Run " + v.Run.ReplicationRunID, Nav: "jobs", Refresh: refreshIf(!v.Final)}, runPage(v))
 }
 
 // runLive is the live part of a run's page, which the page's script
@@ -106,5 +106,5 @@ func (c *Console) runLive(w http.ResponseWriter, r *http.Request, rq *request) e
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, "run-fragment", &view{D: v})
+	return c.send(w, r, http.StatusOK, runLive(v))
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/limit"
 )
 
 type serversView struct {
@@ -50,6 +51,10 @@ func (c *Console) serversView(w http.ResponseWriter, r *http.Request, rq *reques
 	}
 	filter := newForm(r.URL.Query())
 	q, src, jobs := strings.ToLower(filter.Get("q")), filter.Get("source"), filter.Get("jobs")
+	if err := limit.Search.Check(q); err != nil {
+		filter.fail("q", err.Error())
+		q = ""
+	}
 	d := serversView{Total: len(all), Status: out.ServerCatalogStatus, Updated: out.LastModifiedOn, Sources: srcs.Sources, Filter: filter}
 	for _, s := range all {
 		vm := vmOf(s.VmServer)
@@ -62,7 +67,8 @@ func (c *Console) serversView(w http.ResponseWriter, r *http.Request, rq *reques
 			d.Servers = append(d.Servers, s)
 		}
 	}
-	return c.render(w, r, rq, http.StatusOK, "servers", &view{Title: "Servers", Nav: "servers", Wizard: wz, D: d})
+	v := &view{Title: "Servers", Nav: "servers", Wizard: wz}
+	return c.render(w, r, rq, http.StatusOK, v, serversPage(v, d))
 }
 
 func guestOS(s api.Server) string {

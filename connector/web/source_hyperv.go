@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/a-h/templ"
+
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/limit"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 )
 
@@ -16,27 +19,32 @@ import (
 // the endpoint travel as the source's options (hyperv.Options), as
 // `rehost source add --type hyperv|scvmm` stores them.
 func init() {
-	for _, k := range []struct{ kind, label, url, nodes string }{
-		{"hyperv", "Microsoft Hyper-V host or cluster", "https://hyperv01.example.com:5986", `
-{{template "field" (field .Form "nodes" "Cluster nodes" "textarea" "optional" "rows=3" "placeholder=node1=hv01.example.com:5986" "hint=For a failover cluster, one node a line: NAME, or NAME=HOST[:PORT]. Each VM is followed to the node that runs it.")}}`},
-		{"scvmm", "Microsoft System Center VMM", "https://scvmm.example.com:5986", ""},
+	for _, k := range []struct {
+		kind, label, url string
+		cluster          bool
+	}{
+		{"hyperv", "Microsoft Hyper-V host or cluster", "https://hyperv01.example.com:5986", true},
+		{"scvmm", "Microsoft System Center VMM", "https://scvmm.example.com:5986", false},
 	} {
 		addSourceKind(sourceKind{
 			Kind:  k.kind,
 			Label: k.label,
-			Fields: `
-{{template "field" (field .Form "url" "WinRM URL" "url" "required" "placeholder=` + k.url + `" "autocomplete=off" "hint=WinRM over HTTPS (port 5986).")}}
-{{template "field" (field .Form "user" "User" "text" "required" "autocomplete=off" "hint=A Windows account allowed to run the Hyper-V (or VMM) cmdlets and read the VM files, e.g. CORP\\rehost.")}}
-{{template "field" (field .Form "password" "Password" "password" "required" "secret" "autocomplete=new-password" "hint=Stored encrypted on the appliance and never shown again.")}}
-{{template "field" (options (field .Form "auth" "Authentication" "select" "value=ntlm") "ntlm" "NTLM" "kerberos" "Kerberos" "basic" "Basic (over HTTPS only)")}}
-{{template "field" (field .Form "thumbprint" "Certificate thumbprint (SHA-256)" "text" "optional" "autocomplete=off" "hint=Leave empty: the connector shows the thumbprint the host presents, for you to compare.")}}
-{{with .Form}}{{with .Get "offered_thumbprint"}}
-<input type="hidden" name="offered_thumbprint" value="{{.}}">
-<p class="thumbprint-offered">The host presents <code id="offered-thumbprint">{{.}}</code></p>
-{{end}}{{end}}
-{{with .Form}}{{if .Get "offered_thumbprint"}}{{template "checkbox" (field $.Form "thumbprint_ok" "I compared this thumbprint with the host's, and accept its certificate" "checkbox")}}{{end}}{{end}}
-{{template "field" (field .Form "shares" "SMB shares" "textarea" "optional" "rows=3" "placeholder=C:\\ClusterStorage\\Volume1=Volume1" "hint=Where the VM files are read: one PATH=SHARE a line. Default: the host's administrative share (C$).")}}` + k.nodes + `
-`,
+			Fields: func(f *form) templ.Component {
+				fields := []templ.Component{
+					fieldInput(field(f, "url", "WinRM URL", "url", "required", maxLen(limit.SourceURL), "placeholder="+k.url, "autocomplete=off", "hint=WinRM over HTTPS (port 5986).")),
+					fieldInput(field(f, "user", "User", "text", "required", maxLen(limit.SourceUser), "autocomplete=off", `hint=A Windows account allowed to run the Hyper-V (or VMM) cmdlets and read the VM files, e.g. CORP\rehost.`)),
+					fieldInput(field(f, "password", "Password", "password", "required", "secret", maxLen(limit.SourceSecret), "autocomplete=new-password", "hint=Stored encrypted on the appliance and never shown again.")),
+					fieldInput(withOptions(field(f, "auth", "Authentication", "select", "value=ntlm"), "ntlm", "NTLM", "kerberos", "Kerberos", "basic", "Basic (over HTTPS only)")),
+					fieldInput(field(f, "thumbprint", "Certificate thumbprint (SHA-256)", "text", "optional", maxLen(limit.SourceThumbprint), "autocomplete=off", "hint=Leave empty: the connector shows the thumbprint the host presents, for you to compare.")),
+					offeredThumbprint(f, "The host presents", "I compared this thumbprint with the host's, and accept its certificate"),
+					fieldInput(field(f, "shares", "SMB shares", "textarea", "optional", "rows=3", `placeholder=C:\ClusterStorage\Volume1=Volume1`, "hint=Where the VM files are read: one PATH=SHARE a line. Default: the host's administrative share (C$).")),
+				}
+				if k.cluster {
+					fields = append(fields, fieldInput(field(f, "nodes", "Cluster nodes", "textarea", "optional", "rows=3", "placeholder=node1=hv01.example.com:5986",
+						"hint=For a failover cluster, one node a line: NAME, or NAME=HOST[:PORT]. Each VM is followed to the node that runs it.")))
+				}
+				return templ.Join(fields...)
+			},
 			Input: func(f *form) api.SourceInput {
 				f.require("url", "user", "password")
 				thumbprintConfirmed(f)

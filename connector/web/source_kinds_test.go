@@ -1,7 +1,6 @@
 package web
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/url"
 	"strings"
@@ -14,17 +13,9 @@ import (
 // The Hyper-V and SCVMM forms render their fields labelled, and read them
 // into the options `rehost source add --type hyperv` stores.
 func TestHyperVSourceForm(t *testing.T) {
-	pages, err := parsePages()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, kind := range []string{"hyperv", "scvmm"} {
-		var buf bytes.Buffer
-		f := newForm(url.Values{"auth": {"kerberos"}, "offered_thumbprint": {"AA:BB"}})
-		if err := pages["source-fields-"+kind].ExecuteTemplate(&buf, "content", &view{Form: f}); err != nil {
-			t.Fatal(err)
-		}
-		html := buf.String()
+		k, _ := findKind(kind)
+		html := renderHTML(t, k.Fields(newForm(url.Values{"auth": {"kerberos"}, "offered_thumbprint": {"AA:BB"}})))
 		for _, want := range []string{`for="f-url"`, `for="f-user"`, `for="f-password"`, `for="f-auth"`, `for="f-shares"`,
 			`<option value="kerberos" selected>`, "AA:BB", `for="f-thumbprint_ok"`} {
 			if !strings.Contains(html, want) {

@@ -2,9 +2,10 @@ package web
 
 import (
 	"fmt"
-	"html/template"
 	"net/http"
 	"strings"
+
+	"github.com/a-h/templ"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/pkg/source"
@@ -15,9 +16,9 @@ import (
 type sourceKind struct {
 	// Kind is the API's kind ("vsphere").
 	Kind, Label string
-	// Fields is the html/template text of the kind's fields in the add
-	// form (everything but the name); it is executed with the page's view.
-	Fields string
+	// Fields are the kind's fields in the add form (everything but the
+	// name), filled from the form.
+	Fields func(f *form) templ.Component
 	// Input reads the kind's fields into the source to add, failing the
 	// fields it finds wrong on the form.
 	Input func(f *form) api.SourceInput
@@ -43,8 +44,6 @@ type sourcesView struct {
 	Sources []api.Source
 	Kind    sourceKind
 	Kinds   []sourceKind
-	// Fields are the kind's fields, rendered.
-	Fields template.HTML
 }
 
 func (c *Console) sourcesPage(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -67,11 +66,8 @@ func (c *Console) sourcesView(w http.ResponseWriter, r *http.Request, rq *reques
 		f.Values.Set("kind", k.Kind)
 	}
 	d := &sourcesView{Sources: out.Sources, Kind: k, Kinds: sourceKinds}
-	v := &view{Title: "Sources", Nav: "sources", Wizard: wz, Form: f, D: d}
-	if d.Fields, err = c.fragment("source-fields-"+k.Kind, v); err != nil {
-		return err
-	}
-	return c.render(w, r, rq, status, "sources", v)
+	v := &view{Title: "Sources", Nav: "sources", Wizard: wz, Form: f}
+	return c.render(w, r, rq, status, v, sourcesPage(v, d))
 }
 
 func (c *Console) sourceAdd(w http.ResponseWriter, r *http.Request, rq *request) error {
@@ -97,13 +93,22 @@ func (c *Console) sourceAdd(w http.ResponseWriter, r *http.Request, rq *request)
 		if !asAPIError(err, &ae) {
 			return err
 		}
-		if ae.Type == api.ErrUntrustedCertificate && ae.Thumbprint != "" {
+		switch {
+		case ae.Type == api.ErrUntrustedCertificate && ae.Thumbprint != "" && in.Thumbprint != "":
+			// The user pinned a certificate and the server presents
+			// another: that is an error to look into, never an offer.
+			f.Values.Del("offered_thumbprint")
+			f.Values.Del("thumbprint_ok")
+			f.fail("thumbprint", "the thumbprint you gave, "+in.Thumbprint+", does not match the one the server presents, "+ae.Thumbprint+
+				". The certificate may have been replaced, or someone may be intercepting the connection: check the thumbprint on "+
+				k.Label+"'s own pages (or with its administrator) before you change this field")
+		case ae.Type == api.ErrUntrustedCertificate && ae.Thumbprint != "":
 			f.Values.Set("thumbprint", ae.Thumbprint)
 			f.Values.Set("offered_thumbprint", ae.Thumbprint)
 			f.Values.Del("thumbprint_ok")
 			f.fail("thumbprint", "the server presents a certificate this connector does not trust yet. Compare its SHA-256 thumbprint (below) with the one "+
 				k.Label+" shows; if they match, tick the box to accept it and send the form again (with the password: it is never sent back to your browser)")
-		} else {
+		default:
 			fieldOf := errorField
 			if k.ErrorField != nil {
 				fieldOf = k.ErrorField
@@ -123,12 +128,14 @@ func (c *Console) sourceAdd(w http.ResponseWriter, r *http.Request, rq *request)
 		Message: fmt.Sprintf("Added %s: the connector logged in to %s as %s.", s.Name, s.URL, s.User)})
 }
 
-// errorField places a source's connection error: a refused login next to
-// the password, an unreachable host next to the URL, a taken name next to
-// the name.
+// errorField places a source's error: next to the member the API names,
+// else a refused login next to the password, an unreachable host next to
+// the URL, a taken name next to the name.
 func errorField(e *api.Error) string {
 	msg := strings.ToLower(e.Message)
 	switch {
+	case e.Field != "":
+		return e.Field
 	case e.Type == api.ErrUntrustedCertificate:
 		return "thumbprint"
 	case strings.Contains(msg, source.ErrAuth.Error()):
@@ -159,7 +166,11 @@ func (c *Console) sourceTest(w http.ResponseWriter, r *http.Request, rq *request
 	if wz {
 		to = "/wizard/sources"
 	}
-	out, err := c.svc.TestSource(r.Context(), &api.SourceRef{Source: r.PathValue("name")})
+	s, err := c.findSource(r, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out, err := c.svc.TestSource(r.Context(), &api.SourceRef{Source: s.SourceID})
 	if err != nil {
 		return err
 	}
@@ -172,15 +183,16 @@ func (c *Console) sourceTest(w http.ResponseWriter, r *http.Request, rq *request
 }
 
 func (c *Console) sourceRemovePage(w http.ResponseWriter, r *http.Request, rq *request) error {
-	s, err := c.findSource(r, r.PathValue("name"))
+	s, err := c.findSource(r, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	return c.render(w, r, rq, http.StatusOK, "source-remove", &view{Title: "Remove source " + s.Name, Nav: "sources", D: s})
+	v := &view{Title: "Remove source " + s.Name, Nav: "sources"}
+	return c.render(w, r, rq, http.StatusOK, v, sourceRemovePage(v, s))
 }
 
 func (c *Console) sourceRemove(w http.ResponseWriter, r *http.Request, rq *request) error {
-	s, err := c.findSource(r, r.PathValue("name"))
+	s, err := c.findSource(r, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -191,17 +203,19 @@ func (c *Console) sourceRemove(w http.ResponseWriter, r *http.Request, rq *reque
 	return c.flashTo(w, r, rq, "/sources", flash{Kind: "ok", Message: "Removed source " + s.Name + " and its servers from the catalog."})
 }
 
-func (c *Console) findSource(r *http.Request, ref string) (api.Source, error) {
+// findSource finds a source by its id: the console's URLs name objects by
+// id, never by a name a user chose.
+func (c *Console) findSource(r *http.Request, id string) (api.Source, error) {
 	out, err := c.svc.ListSources(r.Context(), &api.ListSourcesInput{})
 	if err != nil {
 		return api.Source{}, err
 	}
 	for _, s := range out.Sources {
-		if s.SourceID == ref || s.Name == ref {
+		if s.SourceID == id {
 			return s, nil
 		}
 	}
-	return api.Source{}, &api.Error{Type: "NotFound", Message: fmt.Sprintf("no source %q", ref), Status: http.StatusNotFound}
+	return api.Source{}, &api.Error{Type: "NotFound", Message: fmt.Sprintf("no source with id %q: it may have been removed", id), Status: http.StatusNotFound}
 }
 
 // kindLabel names a kind in words.

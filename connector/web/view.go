@@ -1,67 +1,48 @@
 package web
 
 import (
+	"cmp"
 	"fmt"
-	"html/template"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
+	"github.com/a-h/templ"
 	"github.com/dustin/go-humanize"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/limit"
+	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/version"
 	"github.com/rehost/rehost/pkg/store"
 )
 
-var funcs = template.FuncMap{
-	"when":        when,
-	"bytes":       func(n any) string { return humanize.IBytes(toUint(n)) },
-	"percent":     percent,
-	"field":       field,
-	"options":     withOptions,
-	"stateClass":  stateClass,
-	"vm":          vmOf,
-	"duration":    duration,
-	"staticURL":   func(name string) string { return "/static/" + name + "?v=" + url.QueryEscape(version.String()) },
-	"sourceKinds": func() []sourceKind { return sourceKinds },
-	"seconds":     seconds,
-	"flashFor":    flashFor,
-	"kindField":   kindField,
-	"kindLabel":   kindLabel,
-	"mib":         func(n int64) int64 { return n << 20 },
-	"inc":         func(n int) int { return n + 1 },
-	"upper":       strings.ToUpper,
+// staticURL is a static file's address; the version in it makes a new
+// release fetch the file anew.
+func staticURL(name string) templ.SafeURL {
+	return templ.SafeURL("/static/" + name + "?v=" + url.QueryEscape(version.String()))
 }
 
-func toUint(n any) uint64 {
-	switch x := n.(type) {
-	case int64:
-		return uint64(max(x, 0))
-	case uint64:
-		return x
-	case int:
-		return uint64(max(x, 0))
-	}
-	return 0
-}
+func iec[N int64 | uint64 | int](n N) string { return humanize.IBytes(uint64(max(n, 0))) }
 
-// when renders a time for JavaScript to localise: UTC, labelled so, in a
-// <time> element whose datetime attribute holds the instant.
-func when(t any) template.HTML {
-	var tt time.Time
-	switch x := t.(type) {
-	case api.Time:
-		tt = x.Time
-	case time.Time:
-		tt = x
+// The addresses of the console's objects: each by its id, escaped, never
+// by a name a user chose.
+func jobURL(id string) templ.SafeURL    { return templ.SafeURL("/jobs/" + url.PathEscape(id)) }
+func runURL(id string) templ.SafeURL    { return templ.SafeURL("/runs/" + url.PathEscape(id)) }
+func sourceURL(id string) templ.SafeURL { return templ.SafeURL("/sources/" + url.PathEscape(id)) }
+func keyURL(id string) templ.SafeURL    { return templ.SafeURL("/keys/" + url.PathEscape(id)) }
+
+func urlQuery(s string) string { return url.QueryEscape(s) }
+
+// wizardPath is the address of a wizard step when the page is shown in the
+// wizard, else "".
+func wizardPath(w *wizardView, step string) string {
+	if w == nil {
+		return ""
 	}
-	if tt.IsZero() {
-		return "—"
-	}
-	u := tt.UTC()
-	return template.HTML(fmt.Sprintf(`<time datetime="%s">%s UTC</time>`,
-		template.HTMLEscapeString(u.Format(time.RFC3339)), template.HTMLEscapeString(u.Format("2006-01-02 15:04:05"))))
+	return "/wizard/" + step
 }
 
 // percent is done of total in whole percent, 0–100.
@@ -70,6 +51,43 @@ func percent(done, total int64) int {
 		return 0
 	}
 	return int(min(100, max(0, done*100/total)))
+}
+
+func diskID(d *runView, disk int) string {
+	return fmt.Sprintf("disk-%s-%d", d.Run.ReplicationRunID, disk)
+}
+
+func diskPercent(k daemon.DiskProgress) int {
+	if k.Staged {
+		return 100
+	}
+	return percent(k.Sent, cmp.Or(k.Total, k.Capacity))
+}
+
+// diskLabel says where a disk of a run stands.
+func diskLabel(d *runView, k daemon.DiskProgress) string {
+	s := fmt.Sprintf("Disk %d", k.Disk+1)
+	if k.Capacity > 0 {
+		s += " (" + iec(k.Capacity) + ")"
+	}
+	total := cmp.Or(k.Total, k.Capacity)
+	switch {
+	case k.Staged:
+		return s + ": uploaded, a " + iec(k.Sent) + " image"
+	case k.Sent > 0:
+		return fmt.Sprintf("%s: %d%% — %s of %s", s, percent(k.Sent, total), iec(k.Sent), iec(total))
+	case d.Final:
+		return s + ": not uploaded"
+	}
+	return s + ": waiting"
+}
+
+// failureText says in which step a run failed, and why.
+func failureText(d *runView) string {
+	if d.Failed == "" {
+		return d.Run.StatusMessage
+	}
+	return "In the step “" + cmp.Or(d.FailedTitle, d.Failed) + "”: " + d.Run.StatusMessage
 }
 
 func duration(d time.Duration) string {
@@ -104,6 +122,23 @@ func vmOf(v *api.VmServer) api.VmServer {
 	return *v
 }
 
+// serverChoice names a server in the new job's server list.
+func serverChoice(s api.Server) string {
+	vm := vmOf(s.VmServer)
+	if s.Rehost != nil {
+		return fmt.Sprintf("%s (%s, %d disks)", vm.VmName, vm.VmManagerName, s.Rehost.DiskCount)
+	}
+	return fmt.Sprintf("%s (%s)", vm.VmName, vm.VmManagerName)
+}
+
+func instanceChoice(onEC2 bool) string {
+	s := "The instance role of this EC2 instance, or the default credential chain"
+	if onEC2 {
+		s += " — this appliance runs in EC2"
+	}
+	return s
+}
+
 func seconds(s float64) string { return duration(time.Duration(s * float64(time.Second))) }
 
 // flashFor picks the messages that belong next to one element.
@@ -113,6 +148,77 @@ func flashFor(fs []flash, target string) []flash {
 		if f.Target == target {
 			out = append(out, f)
 		}
+	}
+	return out
+}
+
+// scheduleText says how often a job runs, with a comma when its next run
+// follows.
+func scheduleText(j api.ReplicationJob) string {
+	s := "runs once"
+	if !j.RunOnce {
+		s = fmt.Sprintf("every %d h", j.Frequency)
+	}
+	if !j.NextReplicationRunStartTime.IsZero() {
+		s += ","
+	}
+	return s
+}
+
+// refreshIf is a page's reload interval without JavaScript: every 5 s
+// while it shows a live run.
+func refreshIf(live bool) int {
+	if live {
+		return 5
+	}
+	return 0
+}
+
+// stageText is where a live run stands, in words: its step's title from
+// the step table and the step's own progress ("VM Import · 2% validating").
+func stageText(r api.ReplicationRun) string {
+	if r.StageDetails == nil || r.StageDetails.Stage == "" {
+		return ""
+	}
+	t := replication.StepInfo(r.StageDetails.Stage).Title
+	if p := strings.TrimSpace(r.StageDetails.StageProgress); p != "" {
+		t += " · " + p
+	}
+	return t
+}
+
+// nameHint says what a name may be, from its rules.
+var nameHint = fmt.Sprintf("How this console and the CLI call the source, e.g. vc1: %s, at most %d.", limit.SourceName.Chars(), limit.SourceName.Max)
+
+// timePart is a piece of a message: text, or an instant written in it.
+type timePart struct {
+	text string
+	at   time.Time
+}
+
+var rfc3339 = regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)`)
+
+// splitTimes cuts a message around the RFC 3339 instants in it.
+func splitTimes(msg string) []timePart {
+	var out []timePart
+	for {
+		loc := rfc3339.FindStringIndex(msg)
+		if loc == nil {
+			break
+		}
+		t, err := time.Parse(time.RFC3339Nano, msg[loc[0]:loc[1]])
+		if err != nil {
+			out = append(out, timePart{text: msg[:loc[1]]})
+		} else {
+			if loc[0] > 0 {
+				out = append(out, timePart{text: msg[:loc[0]]})
+			}
+			out = append(out, timePart{at: t})
+		}
+		msg = msg[loc[1]:]
+	}
+	if msg != "" {
+		out = append(out, timePart{text: msg})
 	}
 	return out
 }

@@ -2,8 +2,11 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/a-h/templ"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
@@ -13,17 +16,7 @@ import (
 // A run's live part shows each disk's bytes and percent while it stages,
 // and a failed run's reason, step and what to do.
 func TestRunFragment(t *testing.T) {
-	pages, err := parsePages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	render := func(v *runView) string {
-		var buf bytes.Buffer
-		if err := pages["run-fragment"].ExecuteTemplate(&buf, "fragment", &view{D: v}); err != nil {
-			t.Fatal(err)
-		}
-		return buf.String()
-	}
+	render := func(v *runView) string { return renderHTML(t, runLive(v)) }
 	live := &runView{Run: api.ReplicationRun{ReplicationRunID: "sms-run-1", State: "ACTIVE"}, Current: "stage", CurrentTitle: "Export and upload the disks",
 		Disks: []daemon.DiskProgress{{Disk: 0, Capacity: 40 << 20, Sent: 10 << 20, Total: 40 << 20}, {Disk: 1, Capacity: 8 << 20, Sent: 3 << 20, Total: 3 << 20, Staged: true}}}
 	html := render(live)
@@ -43,5 +36,36 @@ func TestRunFragment(t *testing.T) {
 		if !strings.Contains(html, want) {
 			t.Errorf("failed run: no %q in\n%s", want, html)
 		}
+	}
+}
+
+func renderHTML(t *testing.T, c templ.Component) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := c.Render(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
+// The jobs table (the jobs page and the overview) names a live run's step
+// by its title from the step table, as the run page does.
+func TestJobsTableStepTitles(t *testing.T) {
+	run := api.ReplicationRun{ReplicationRunID: "sms-run-1", State: "ACTIVE",
+		StageDetails: &api.ReplicationRunStageDetails{Stage: "wait-import", StageProgress: "2% validating"}}
+	html := renderHTML(t, jobsTable([]api.ReplicationJob{{ReplicationJobID: "sms-job-1", State: "ACTIVE", Frequency: 12,
+		ReplicationRunList: []api.ReplicationRun{run}}}))
+	if !strings.Contains(html, "VM Import · 2% validating") || strings.Contains(html, "wait-import") {
+		t.Errorf("the jobs table names the step by its internal name:\n%s", html)
+	}
+}
+
+// Times a message carries are shown as every other time of the console.
+func TestMessageTimes(t *testing.T) {
+	html := renderHTML(t, withTimes("job resumed; next run at 2026-12-07T09:00:00Z, then 2026-12-07T10:00:00+01:00."))
+	want := `job resumed; next run at <time datetime="2026-12-07T09:00:00Z">2026-12-07 09:00:00 UTC</time>, then ` +
+		`<time datetime="2026-12-07T09:00:00Z">2026-12-07 09:00:00 UTC</time>.`
+	if html != want {
+		t.Errorf("got\n%s\nwant\n%s", html, want)
 	}
 }

@@ -18,8 +18,10 @@ function zoneName() {
 }
 
 // Live regions: an element with data-live="URL" is replaced by the HTML the
-// URL returns, every 2 s, until that HTML says it is final.
+// URL returns, every data-every milliseconds (default 2000), until that HTML
+// says it is final.
 function poll(el) {
+  var every = parseInt(el.getAttribute("data-every"), 10) || 2000;
   var url = el.getAttribute("data-live");
   fetch(url, { credentials: "same-origin", cache: "no-store" }).then(function (resp) {
     if (!resp.ok) throw new Error(resp.status);
@@ -31,7 +33,7 @@ function poll(el) {
       el.removeAttribute("data-live");
       return;
     }
-    setTimeout(function () { poll(el); }, 2000);
+    setTimeout(function () { poll(el); }, every);
   }).catch(function () {
     // A lost session or a restart: say so once, keep the last state shown.
     var note = document.createElement("p");

@@ -8,42 +8,50 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/vim25/methods"
-	"github.com/vmware/govmomi/vim25/mo"
-	"github.com/vmware/govmomi/vim25/types"
-
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/vsphere/internal/vim"
 )
 
 // snapshotDescription marks the snapshots rehost makes, for an administrator
 // looking at the VM in the vSphere client.
 const snapshotDescription = "rehost replication checkpoint; removed by rehost when the disks are copied"
 
-func (s *Source) vmSnapshots(ctx context.Context, ref types.ManagedObjectReference) (mo.VirtualMachine, error) {
-	var vm mo.VirtualMachine
-	err := object.NewVirtualMachine(s.c, ref).Properties(ctx, ref, []string{"snapshot", "guest.toolsRunningStatus", "runtime.powerState"}, &vm)
-	return vm, err
+// snapshotTree is a node of a VM's snapshot tree.
+type snapshotTree struct {
+	ref      vim.Ref
+	name     string
+	quiesced bool
 }
 
-func walkSnapshots(l []types.VirtualMachineSnapshotTree, f func(types.VirtualMachineSnapshotTree)) {
-	for _, t := range l {
-		f(t)
-		walkSnapshots(t.ChildSnapshotList, f)
+// vmSnapshots reads a VM's snapshots (depth first, as vCenter nests them),
+// whether VMware Tools run in it and its power state.
+func (s *Source) vmSnapshots(ctx context.Context, ref vim.Ref) (snaps []snapshotTree, tools bool, power string, err error) {
+	objs, err := s.c.Get(ctx, []vim.Ref{ref}, "snapshot", "guest.toolsRunningStatus", "runtime.powerState")
+	if err != nil {
+		return nil, false, "", err
 	}
+	if len(objs) != 1 {
+		return nil, false, "", &vim.Fault{Name: "ManagedObjectNotFound", Message: "vm " + ref.Value + " is gone"}
+	}
+	p := objs[0].Props
+	var walk func(l []*vim.Node)
+	walk = func(l []*vim.Node) {
+		for _, t := range l {
+			snaps = append(snaps, snapshotTree{ref: t.Child("snapshot").Ref(), name: t.Child("name").String(), quiesced: t.Child("quiesced").Bool()})
+			walk(t.Children("childSnapshotList"))
+		}
+	}
+	walk(p["snapshot"].Children("rootSnapshotList"))
+	return snaps, p["guest.toolsRunningStatus"].String() == toolsRunning, p["runtime.powerState"].String(), nil
 }
 
-func findSnapshot(vm mo.VirtualMachine, match func(types.VirtualMachineSnapshotTree) bool) (types.VirtualMachineSnapshotTree, bool) {
-	var found types.VirtualMachineSnapshotTree
-	ok := false
-	if vm.Snapshot != nil {
-		walkSnapshots(vm.Snapshot.RootSnapshotList, func(t types.VirtualMachineSnapshotTree) {
-			if !ok && match(t) {
-				found, ok = t, true
-			}
-		})
+func findSnapshot(snaps []snapshotTree, match func(snapshotTree) bool) (snapshotTree, bool) {
+	for _, t := range snaps {
+		if match(t) {
+			return t, true
+		}
 	}
-	return found, ok
+	return snapshotTree{}, false
 }
 
 // Checkpoint takes a snapshot named name without memory, quiesced when
@@ -58,15 +66,14 @@ func (s *Source) Checkpoint(ctx context.Context, vmID, name string) (source.Chec
 	if err != nil {
 		return source.Checkpoint{}, fmt.Errorf("checkpoint: %w", err)
 	}
-	vm, err := s.vmSnapshots(ctx, ref)
+	snaps, tools, power, err := s.vmSnapshots(ctx, ref)
 	if err != nil {
 		return source.Checkpoint{}, classify("checkpoint vm "+vmID+": read its snapshots", err)
 	}
-	if t, ok := findSnapshot(vm, func(t types.VirtualMachineSnapshotTree) bool { return t.Name == name }); ok {
-		return source.Checkpoint{VMID: vmID, ID: t.Snapshot.Value, Name: name, Quiesced: t.Quiesced}, nil
+	if t, ok := findSnapshot(snaps, func(t snapshotTree) bool { return t.name == name }); ok {
+		return source.Checkpoint{VMID: vmID, ID: t.ref.Value, Name: name, Quiesced: t.quiesced}, nil
 	}
-	quiesce := vm.Guest != nil && vm.Guest.ToolsRunningStatus == string(types.VirtualMachineToolsRunningStatusGuestToolsRunning) &&
-		vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
+	quiesce := tools && power == "poweredOn"
 	snap, err := s.snapshot(ctx, ref, name, quiesce)
 	if err != nil && quiesce && isFault(err, "ToolsUnavailable", "ApplicationQuiesceFault", "FileSystemQuiesceFault", "SnapshotFault") {
 		slog.Warn("quiesced snapshot failed; taking a crash-consistent one", "vm", vmID, "snapshot", name, "err", err)
@@ -79,18 +86,19 @@ func (s *Source) Checkpoint(ctx context.Context, vmID, name string) (source.Chec
 	return source.Checkpoint{VMID: vmID, ID: snap.Value, Name: name, Quiesced: quiesce}, nil
 }
 
-func (s *Source) snapshot(ctx context.Context, ref types.ManagedObjectReference, name string, quiesce bool) (types.ManagedObjectReference, error) {
-	t, err := object.NewVirtualMachine(s.c, ref).CreateSnapshot(ctx, name, snapshotDescription, false, quiesce)
+func (s *Source) snapshot(ctx context.Context, ref vim.Ref, name string, quiesce bool) (vim.Ref, error) {
+	res, err := s.c.Call(ctx, "CreateSnapshot_Task", ref, vim.Str("name", name), vim.Str("description", snapshotDescription),
+		vim.Bool("memory", false), vim.Bool("quiesce", quiesce))
 	if err != nil {
-		return types.ManagedObjectReference{}, err
+		return vim.Ref{}, err
 	}
-	info, err := t.WaitForResult(ctx)
+	result, err := s.c.WaitTask(ctx, res.Child("returnval").Ref())
 	if err != nil {
-		return types.ManagedObjectReference{}, err
+		return vim.Ref{}, err
 	}
-	snap, ok := info.Result.(types.ManagedObjectReference)
-	if !ok {
-		return types.ManagedObjectReference{}, fmt.Errorf("snapshot task returned %T, not a snapshot", info.Result)
+	snap := result.Ref()
+	if result.Type() != "ManagedObjectReference" || snap.Type != "VirtualMachineSnapshot" {
+		return vim.Ref{}, fmt.Errorf("snapshot task returned %s %q, not a snapshot", result.Type(), snap.Value)
 	}
 	return snap, nil
 }
@@ -101,17 +109,15 @@ func (s *Source) Checkpoints(ctx context.Context, vmID, prefix string) ([]source
 	if err != nil {
 		return nil, fmt.Errorf("list checkpoints: %w", err)
 	}
-	vm, err := s.vmSnapshots(ctx, ref)
+	snaps, _, _, err := s.vmSnapshots(ctx, ref)
 	if err != nil {
 		return nil, classify("list checkpoints of vm "+vmID, err)
 	}
 	out := []source.Checkpoint{}
-	if vm.Snapshot != nil {
-		walkSnapshots(vm.Snapshot.RootSnapshotList, func(t types.VirtualMachineSnapshotTree) {
-			if strings.HasPrefix(t.Name, prefix) {
-				out = append(out, source.Checkpoint{VMID: vmID, ID: t.Snapshot.Value, Name: t.Name, Quiesced: t.Quiesced})
-			}
-		})
+	for _, t := range snaps {
+		if strings.HasPrefix(t.name, prefix) {
+			out = append(out, source.Checkpoint{VMID: vmID, ID: t.ref.Value, Name: t.name, Quiesced: t.quiesced})
+		}
 	}
 	return out, nil
 }
@@ -132,20 +138,19 @@ func (s *Source) Release(ctx context.Context, cp source.Checkpoint) error {
 	if err != nil {
 		return fmt.Errorf("release checkpoint %q: %w", cp.Name, err)
 	}
-	vm, err := s.vmSnapshots(ctx, ref)
+	snaps, _, _, err := s.vmSnapshots(ctx, ref)
 	if err != nil {
 		return classify(fmt.Sprintf("release checkpoint %q of vm %s", cp.Name, cp.VMID), err)
 	}
-	t, ok := findSnapshot(vm, func(t types.VirtualMachineSnapshotTree) bool {
-		return t.Snapshot.Value == cp.ID || (cp.ID == "" && t.Name == cp.Name)
+	t, ok := findSnapshot(snaps, func(t snapshotTree) bool {
+		return t.ref.Value == cp.ID || (cp.ID == "" && t.name == cp.Name)
 	})
 	if !ok {
 		return nil
 	}
-	res, err := methods.RemoveSnapshot_Task(ctx, s.c, &types.RemoveSnapshot_Task{
-		This: t.Snapshot, RemoveChildren: false, Consolidate: types.NewBool(true)})
+	res, err := s.c.Call(ctx, "RemoveSnapshot_Task", t.ref, vim.Bool("removeChildren", false), vim.Bool("consolidate", true))
 	if err == nil {
-		err = object.NewTask(s.c, res.Returnval).Wait(ctx)
+		_, err = s.c.WaitTask(ctx, res.Child("returnval").Ref())
 	}
 	if isFault(err, "ManagedObjectNotFound", "NotFound") {
 		return nil

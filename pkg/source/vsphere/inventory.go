@@ -1,20 +1,15 @@
 package vsphere
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"sort"
-	"strconv"
 	"strings"
 
-	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/view"
-	"github.com/vmware/govmomi/vim25/methods"
-	"github.com/vmware/govmomi/vim25/mo"
-	"github.com/vmware/govmomi/vim25/types"
-
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/vsphere/internal/vim"
 )
 
 // vmProps are the VirtualMachine properties an inventory entry is built from.
@@ -31,47 +26,36 @@ var vmProps = []string{
 // of the VMs with their folders, datacenters and networks (continued in
 // pages only when vCenter pages it), destroy the view.
 func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
-	m := view.NewManager(s.c)
-	v, err := m.CreateContainerView(ctx, s.c.ServiceContent.RootFolder,
-		[]string{"VirtualMachine", "Folder", "Datacenter", "Network", "DistributedVirtualPortgroup", "VirtualApp"}, true)
+	res, err := s.c.Call(ctx, "CreateContainerView", s.c.Content.ViewManager, vim.Mor("container", s.c.Content.RootFolder),
+		vim.Str("type", "VirtualMachine"), vim.Str("type", "Folder"), vim.Str("type", "Datacenter"), vim.Str("type", "Network"),
+		vim.Str("type", "DistributedVirtualPortgroup"), vim.Str("type", "VirtualApp"), vim.Bool("recursive", true))
 	if err != nil {
 		return nil, classify("list vms", err)
 	}
+	view := res.Child("returnval").Ref()
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30e9)
 		defer cancel()
-		if err := v.Destroy(dctx); err != nil {
+		if _, err := s.c.Call(dctx, "DestroyView", view); err != nil {
 			slog.Warn("destroy inventory view", "err", err)
 		}
 	}()
-	req := types.RetrievePropertiesEx{
-		This: s.c.ServiceContent.PropertyCollector,
-		SpecSet: []types.PropertyFilterSpec{{
-			ObjectSet: []types.ObjectSpec{{
-				Obj:  v.Reference(),
-				Skip: types.NewBool(true),
-				SelectSet: []types.BaseSelectionSpec{&types.TraversalSpec{
-					Type: "ContainerView", Path: "view", Skip: types.NewBool(false),
-				}},
-			}},
-			PropSet: []types.PropertySpec{
-				{Type: "VirtualMachine", PathSet: vmProps},
-				{Type: "Folder", PathSet: []string{"name", "parent"}},
-				{Type: "Datacenter", PathSet: []string{"name", "parent"}},
-				{Type: "VirtualApp", PathSet: []string{"name", "parent", "parentFolder"}},
-				{Type: "Network", PathSet: []string{"name"}},
-				{Type: "DistributedVirtualPortgroup", PathSet: []string{"name", "key"}},
-			},
-		}},
-	}
-	objs, err := mo.RetrievePropertiesEx(ctx, s.c, req)
+	objs, err := s.c.Retrieve(ctx, []vim.ObjectSpec{{Obj: view, Skip: true, Traverse: &vim.Traversal{Type: "ContainerView", Path: "view"}}},
+		[]vim.PropSpec{
+			{Type: "VirtualMachine", Paths: vmProps},
+			{Type: "Folder", Paths: []string{"name", "parent"}},
+			{Type: "Datacenter", Paths: []string{"name", "parent"}},
+			{Type: "VirtualApp", Paths: []string{"name", "parent", "parentFolder"}},
+			{Type: "Network", Paths: []string{"name"}},
+			{Type: "DistributedVirtualPortgroup", Paths: []string{"name", "key"}},
+		})
 	if err != nil {
 		return nil, classify("list vms", err)
 	}
 	inv := newInventory()
-	var vms []types.ObjectContent
+	var vms []vim.Object
 	for _, o := range objs {
-		switch o.Obj.Type {
+		switch o.Ref.Type {
 		case "VirtualMachine":
 			vms = append(vms, o)
 		default:
@@ -84,7 +68,7 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 		if err != nil {
 			// A VM that vanished or is being created mid-listing has no
 			// config yet; it shows up on the next listing.
-			slog.Warn("skip vm in inventory", "vm", o.Obj.Value, "err", err)
+			slog.Warn("skip vm in inventory", "vm", o.Ref.Value, "err", err)
 			continue
 		}
 		if !ok {
@@ -105,7 +89,7 @@ func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
 	if err != nil {
 		return source.VM{}, err
 	}
-	objs, err := s.retrieve(ctx, []types.ManagedObjectReference{ref}, vmProps)
+	objs, err := s.c.Get(ctx, []vim.Ref{ref}, vmProps...)
 	if err != nil {
 		return source.VM{}, classify("get vm "+id, err)
 	}
@@ -114,38 +98,36 @@ func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
 	}
 	inv := newInventory()
 	// Resolve the inventory path and network names one level at a time.
-	var mvm mo.VirtualMachine
-	if err := mo.LoadObjectContent(objs, &mvm); err != nil {
-		return source.VM{}, classify("get vm "+id, err)
+	parent := objs[0].Props["parent"].Ref()
+	if parent.IsZero() {
+		parent = objs[0].Props["parentVApp"].Ref()
 	}
-	parent := mvm.Parent
-	if parent == nil {
-		parent = mvm.ParentVApp
-	}
-	for parent != nil && *parent != s.c.ServiceContent.RootFolder {
-		objs, err := s.retrieve(ctx, []types.ManagedObjectReference{*parent}, []string{"name", "parent"})
-		if err != nil || len(objs) != 1 {
+	for !parent.IsZero() && parent != s.c.Content.RootFolder {
+		pobjs, err := s.c.Get(ctx, []vim.Ref{parent}, "name", "parent")
+		if err != nil || len(pobjs) != 1 {
 			return source.VM{}, classify("get vm "+id+": resolve its inventory path", err)
 		}
-		inv.addContainer(objs[0])
-		parent = inv.parent[*parent]
+		inv.addContainer(pobjs[0])
+		parent = inv.parent[parent]
 	}
-	var nets []types.ManagedObjectReference
-	for _, d := range mvm.Config.Hardware.Device {
-		if c, ok := d.(types.BaseVirtualEthernetCard); ok {
-			switch b := c.GetVirtualEthernetCard().Backing.(type) {
-			case *types.VirtualEthernetCardNetworkBackingInfo:
-				if b.Network != nil {
-					nets = append(nets, *b.Network)
-				}
-			case *types.VirtualEthernetCardDistributedVirtualPortBackingInfo:
-				nets = append(nets, types.ManagedObjectReference{Type: "DistributedVirtualPortgroup", Value: b.Port.PortgroupKey})
+	var nets []vim.Ref
+	for _, d := range devicesOf(objs[0].Props["config.hardware.device"]) {
+		if !d.isNIC() {
+			continue
+		}
+		b := d.backing()
+		switch b.Type() {
+		case "VirtualEthernetCardNetworkBackingInfo":
+			if n := b.Child("network").Ref(); !n.IsZero() {
+				nets = append(nets, n)
 			}
+		case "VirtualEthernetCardDistributedVirtualPortBackingInfo":
+			nets = append(nets, vim.Ref{Type: "DistributedVirtualPortgroup", Value: b.Path("port", "portgroupKey").String()})
 		}
 	}
 	if len(nets) > 0 {
-		if objs, err := s.retrieve(ctx, nets, []string{"name"}); err == nil {
-			for _, o := range objs {
+		if nobjs, err := s.c.Get(ctx, nets, "name"); err == nil {
+			for _, o := range nobjs {
 				inv.addContainer(o)
 			}
 		}
@@ -161,93 +143,63 @@ func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
 }
 
 // findVM resolves an instance UUID to the VM's reference.
-func (s *Source) findVM(ctx context.Context, id string) (types.ManagedObjectReference, error) {
+func (s *Source) findVM(ctx context.Context, id string) (vim.Ref, error) {
 	if id == "" {
-		return types.ManagedObjectReference{}, fmt.Errorf("find vm: empty id: %w", source.ErrNotFound)
+		return vim.Ref{}, fmt.Errorf("find vm: empty id: %w", source.ErrNotFound)
 	}
-	res, err := methods.FindByUuid(ctx, s.c, &types.FindByUuid{
-		This:         *s.c.ServiceContent.SearchIndex,
-		Uuid:         id,
-		VmSearch:     true,
-		InstanceUuid: types.NewBool(true),
-	})
+	res, err := s.c.Call(ctx, "FindByUuid", s.c.Content.SearchIndex, vim.Str("uuid", id), vim.Bool("vmSearch", true), vim.Bool("instanceUuid", true))
 	if err != nil {
-		return types.ManagedObjectReference{}, classify("find vm "+id, err)
+		return vim.Ref{}, classify("find vm "+id, err)
 	}
-	if res.Returnval == nil {
-		return types.ManagedObjectReference{}, fmt.Errorf("find vm %s: no vm has this instance uuid: %w", id, source.ErrNotFound)
+	ref := res.Child("returnval").Ref()
+	if ref.IsZero() {
+		return vim.Ref{}, fmt.Errorf("find vm %s: no vm has this instance uuid: %w", id, source.ErrNotFound)
 	}
-	return *res.Returnval, nil
-}
-
-// retrieve reads props of the given objects in one round trip.
-func (s *Source) retrieve(ctx context.Context, refs []types.ManagedObjectReference, props []string) ([]types.ObjectContent, error) {
-	byType := map[string]bool{}
-	spec := types.PropertyFilterSpec{}
-	for _, r := range refs {
-		spec.ObjectSet = append(spec.ObjectSet, types.ObjectSpec{Obj: r})
-		if !byType[r.Type] {
-			byType[r.Type] = true
-			spec.PropSet = append(spec.PropSet, types.PropertySpec{Type: r.Type, PathSet: props})
-		}
-	}
-	return mo.RetrievePropertiesEx(ctx, s.c, types.RetrievePropertiesEx{
-		This: s.c.ServiceContent.PropertyCollector, SpecSet: []types.PropertyFilterSpec{spec},
-	})
+	return ref, nil
 }
 
 // inventory resolves names of containers and networks while building VMs.
 type inventory struct {
-	name   map[types.ManagedObjectReference]string
-	parent map[types.ManagedObjectReference]*types.ManagedObjectReference
+	name   map[vim.Ref]string
+	parent map[vim.Ref]vim.Ref
 	pgKey  map[string]string // distributed port group key → name
 }
 
 func newInventory() *inventory {
-	return &inventory{
-		name:   map[types.ManagedObjectReference]string{},
-		parent: map[types.ManagedObjectReference]*types.ManagedObjectReference{},
-		pgKey:  map[string]string{},
-	}
+	return &inventory{name: map[vim.Ref]string{}, parent: map[vim.Ref]vim.Ref{}, pgKey: map[string]string{}}
 }
 
-func (inv *inventory) addContainer(o types.ObjectContent) {
-	var key string
-	for _, p := range o.PropSet {
-		switch p.Name {
-		case "name":
-			if s, ok := p.Val.(string); ok {
-				inv.name[o.Obj] = s
-			}
-		case "parent", "parentFolder":
-			if r, ok := p.Val.(types.ManagedObjectReference); ok && inv.parent[o.Obj] == nil {
-				inv.parent[o.Obj] = &r
-			}
-		case "key":
-			key, _ = p.Val.(string)
+func (inv *inventory) addContainer(o vim.Object) {
+	if n, ok := o.Props["name"]; ok {
+		inv.name[o.Ref] = n.String()
+	}
+	for _, p := range []string{"parent", "parentFolder"} {
+		if r := o.Props[p].Ref(); !r.IsZero() && inv.parent[o.Ref].IsZero() {
+			inv.parent[o.Ref] = r
 		}
 	}
-	if o.Obj.Type == "DistributedVirtualPortgroup" {
+	if o.Ref.Type == "DistributedVirtualPortgroup" {
+		key := o.Props["key"].String()
 		if key == "" {
-			key = o.Obj.Value
+			key = o.Ref.Value
 		}
-		inv.pgKey[key] = inv.name[o.Obj]
+		inv.pgKey[key] = inv.name[o.Ref]
 	}
 }
 
 // path is the inventory path of an entity below the root folder, e.g.
 // "/DC0/vm/web/web-01".
-func (inv *inventory) path(parent *types.ManagedObjectReference, name string) string {
+func (inv *inventory) path(parent vim.Ref, name string) string {
 	parts := []string{name}
-	seen := map[types.ManagedObjectReference]bool{}
-	for parent != nil && !seen[*parent] {
-		seen[*parent] = true
-		n, ok := inv.name[*parent]
+	seen := map[vim.Ref]bool{}
+	for !parent.IsZero() && !seen[parent] {
+		seen[parent] = true
+		n, ok := inv.name[parent]
 		if !ok {
 			break // the root folder is not in the view
 		}
 		parts = append(parts, n)
-		parent = inv.parent[*parent]
+		parent = inv.parent[parent]
 	}
 	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
 		parts[i], parts[j] = parts[j], parts[i]
@@ -256,145 +208,63 @@ func (inv *inventory) path(parent *types.ManagedObjectReference, name string) st
 }
 
 // vm builds an inventory entry; ok is false for a template.
-func (inv *inventory) vm(o types.ObjectContent) (source.VM, bool, error) {
-	v, err := mo.ObjectContentToType(o)
-	if err != nil {
-		return source.VM{}, false, err
+func (inv *inventory) vm(o vim.Object) (source.VM, bool, error) {
+	p := o.Props
+	if !p["config.instanceUuid"].Has() || !p["config.hardware.device"].Has() {
+		return source.VM{}, false, fmt.Errorf("vm %s has no configuration", o.Ref.Value)
 	}
-	m, ok := v.(mo.VirtualMachine)
-	if !ok || m.Config == nil {
-		return source.VM{}, false, fmt.Errorf("vm %s has no configuration", o.Obj.Value)
-	}
-	if m.Config.Template {
+	if p["config.template"].Bool() {
 		return source.VM{}, false, nil
 	}
-	parent := m.Parent
-	if parent == nil {
-		parent = m.ParentVApp
+	parent := p["parent"].Ref()
+	if parent.IsZero() {
+		parent = p["parentVApp"].Ref()
 	}
+	name := p["name"].String()
 	vm := source.VM{
-		ID:         m.Config.InstanceUuid,
-		Name:       m.Name,
-		Path:       inv.path(parent, m.Name),
-		GuestOS:    m.Config.GuestFullName,
-		CPUs:       int(m.Config.Hardware.NumCPU),
-		MemoryMiB:  int64(m.Config.Hardware.MemoryMB),
+		ID:         p["config.instanceUuid"].String(),
+		Name:       name,
+		Path:       inv.path(parent, name),
+		GuestOS:    p["config.guestFullName"].String(),
+		CPUs:       int(p["config.hardware.numCPU"].Int()),
+		MemoryMiB:  p["config.hardware.memoryMB"].Int(),
 		Firmware:   source.FirmwareBIOS,
-		PowerState: string(m.Runtime.PowerState),
+		PowerState: p["runtime.powerState"].String(),
 		Disks:      []source.Disk{},
 		NICs:       []source.NIC{},
 	}
 	if vm.GuestOS == "" {
-		vm.GuestOS = m.Config.GuestId
+		vm.GuestOS = p["config.guestId"].String()
 	}
-	if m.Config.Firmware == string(types.GuestOsDescriptorFirmwareTypeEfi) {
+	if p["config.firmware"].String() == "efi" {
 		vm.Firmware = source.FirmwareEFI
 	}
-	if m.Guest != nil {
-		vm.ToolsRunning = m.Guest.ToolsRunningStatus == string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
-	}
-	if m.Config.ChangeTrackingEnabled != nil {
-		vm.CBTEnabled = *m.Config.ChangeTrackingEnabled
-	}
-	devices := object.VirtualDeviceList(m.Config.Hardware.Device)
+	vm.ToolsRunning = p["guest.toolsRunningStatus"].String() == toolsRunning
+	vm.CBTEnabled = p["config.changeTrackingEnabled"].Bool()
+	devices := devicesOf(p["config.hardware.device"])
 	vm.Disks = disksOf(devices)
 	for _, d := range devices {
-		c, ok := d.(types.BaseVirtualEthernetCard)
-		if !ok {
+		if !d.isNIC() {
 			continue
 		}
-		card := c.GetVirtualEthernetCard()
-		nic := source.NIC{MAC: card.MacAddress, Type: nicType(d)}
-		if card.DeviceInfo != nil {
-			nic.Label = card.DeviceInfo.GetDescription().Label
-		}
-		switch b := card.Backing.(type) {
-		case *types.VirtualEthernetCardNetworkBackingInfo:
-			nic.Network = b.DeviceName
-			if b.Network != nil && inv.name[*b.Network] != "" {
-				nic.Network = inv.name[*b.Network]
+		nic := source.NIC{MAC: d.n.Child("macAddress").String(), Type: d.nicType(), Label: d.label()}
+		b := d.backing()
+		switch b.Type() {
+		case "VirtualEthernetCardNetworkBackingInfo":
+			nic.Network = b.Child("deviceName").String()
+			if n := b.Child("network").Ref(); !n.IsZero() && inv.name[n] != "" {
+				nic.Network = inv.name[n]
 			}
-		case *types.VirtualEthernetCardDistributedVirtualPortBackingInfo:
-			nic.Network = inv.pgKey[b.Port.PortgroupKey]
-			if nic.Network == "" {
-				nic.Network = inv.name[types.ManagedObjectReference{Type: "DistributedVirtualPortgroup", Value: b.Port.PortgroupKey}]
-			}
-			if nic.Network == "" {
-				nic.Network = b.Port.PortgroupKey
-			}
-		case *types.VirtualEthernetCardOpaqueNetworkBackingInfo:
-			nic.Network = b.OpaqueNetworkId
+		case "VirtualEthernetCardDistributedVirtualPortBackingInfo":
+			key := b.Path("port", "portgroupKey").String()
+			nic.Network = cmp.Or(inv.pgKey[key], inv.name[vim.Ref{Type: "DistributedVirtualPortgroup", Value: key}], key)
+		case "VirtualEthernetCardOpaqueNetworkBackingInfo":
+			nic.Network = b.Child("opaqueNetworkId").String()
 		}
 		vm.NICs = append(vm.NICs, nic)
 	}
 	return vm, true, nil
 }
 
-// disksOf lists the virtual disks in device order.
-func disksOf(devices object.VirtualDeviceList) []source.Disk {
-	out := []source.Disk{}
-	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
-		vd := d.(*types.VirtualDisk)
-		disk := source.Disk{
-			Key:           strconv.Itoa(int(vd.Key)),
-			CapacityBytes: vd.CapacityInBytes,
-			Controller:    controllerOf(devices, vd),
-		}
-		if disk.CapacityBytes == 0 {
-			disk.CapacityBytes = vd.CapacityInKB * 1024
-		}
-		if vd.DeviceInfo != nil {
-			disk.Label = vd.DeviceInfo.GetDescription().Label
-		}
-		if b, ok := vd.Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
-			disk.Backing = b.GetVirtualDeviceFileBackingInfo().FileName
-		}
-		out = append(out, disk)
-	}
-	return out
-}
-
-// controllerOf names a disk's slot the way vSphere's .vmx does: "scsi0:1".
-func controllerOf(devices object.VirtualDeviceList, vd *types.VirtualDisk) string {
-	unit := int32(0)
-	if vd.UnitNumber != nil {
-		unit = *vd.UnitNumber
-	}
-	c := devices.FindByKey(vd.ControllerKey)
-	kind, bus := "controller", int32(0)
-	switch x := c.(type) {
-	case types.BaseVirtualSCSIController:
-		kind, bus = "scsi", x.GetVirtualSCSIController().BusNumber
-	case types.BaseVirtualSATAController:
-		kind, bus = "sata", x.GetVirtualSATAController().BusNumber
-	case *types.VirtualIDEController:
-		kind, bus = "ide", x.BusNumber
-	case *types.VirtualNVMEController:
-		kind, bus = "nvme", x.BusNumber
-	case types.BaseVirtualController:
-		bus = x.GetVirtualController().BusNumber
-	}
-	return fmt.Sprintf("%s%d:%d", kind, bus, unit)
-}
-
-func nicType(d types.BaseVirtualDevice) string {
-	switch d.(type) {
-	case *types.VirtualVmxnet3:
-		return "vmxnet3"
-	case *types.VirtualVmxnet3Vrdma:
-		return "vmxnet3vrdma"
-	case *types.VirtualVmxnet2:
-		return "vmxnet2"
-	case *types.VirtualVmxnet:
-		return "vmxnet"
-	case *types.VirtualE1000e:
-		return "e1000e"
-	case *types.VirtualE1000:
-		return "e1000"
-	case *types.VirtualPCNet32:
-		return "pcnet32"
-	case *types.VirtualSriovEthernetCard:
-		return "sriov"
-	}
-	return strings.ToLower(strings.TrimPrefix(fmt.Sprintf("%T", d), "*types.Virtual"))
-}
+// toolsRunning is guest.toolsRunningStatus when VMware Tools run.
+const toolsRunning = "guestToolsRunning"

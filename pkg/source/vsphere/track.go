@@ -12,15 +12,10 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/vim25/methods"
-	"github.com/vmware/govmomi/vim25/mo"
-	"github.com/vmware/govmomi/vim25/soap"
-	"github.com/vmware/govmomi/vim25/types"
-
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/internal/track"
+	"github.com/rehost/rehost/pkg/source/vsphere/internal/vim"
 )
 
 // Changed block tracking (CBT): vCenter keeps, per disk, which areas were
@@ -64,60 +59,75 @@ func (s *Source) EnableTracking(ctx context.Context, vmID string) error {
 	if err != nil {
 		return classify("enable change tracking of vm "+vmID, err)
 	}
-	if v := hardwareVersion(vm.Config.Version); v > 0 && v < minCBTHardware {
+	if v := hardwareVersion(vm.version); v > 0 && v < minCBTHardware {
 		return fmt.Errorf("vm %q has virtual hardware version %d; changed block tracking needs version %d or later: upgrade the VM's compatibility, then each run copies only what changed: %w",
-			vm.Name, v, minCBTHardware, source.ErrNoTracking)
+			vm.name, v, minCBTHardware, source.ErrNoTracking)
 	}
-	if !vm.Capability.ChangeTrackingSupported {
-		return fmt.Errorf("vcenter reports that vm %q cannot track changed blocks (its disks may be independent or physical-mode RDMs): %w", vm.Name, source.ErrNoTracking)
+	if !vm.supported {
+		return fmt.Errorf("vcenter reports that vm %q cannot track changed blocks (its disks may be independent or physical-mode RDMs): %w", vm.name, source.ErrNoTracking)
 	}
 	if err := s.removeCycleSnapshots(ctx, vmID); err != nil {
 		return err
 	}
-	on := vm.Config.ChangeTrackingEnabled != nil && *vm.Config.ChangeTrackingEnabled
-	if on && allTracked(vm.Config.Hardware.Device) {
+	if vm.on && allTracked(vm.devices) {
 		return nil
 	}
-	if !on {
-		t, err := object.NewVirtualMachine(s.c, ref).Reconfigure(ctx, types.VirtualMachineConfigSpec{ChangeTrackingEnabled: types.NewBool(true)})
+	if !vm.on {
+		res, err := s.c.Call(ctx, "ReconfigVM_Task", ref, vim.El("spec", vim.Bool("changeTrackingEnabled", true)))
 		if err == nil {
-			err = t.Wait(ctx)
+			_, err = s.c.WaitTask(ctx, res.Child("returnval").Ref())
 		}
 		if isFault(err, "NoPermission", "NotAuthenticated") {
 			return fmt.Errorf("turn on changed block tracking of vm %q: the vCenter user lacks the privilege Virtual machine > Change Configuration > Toggle disk change tracking: %w (%w)",
-				vm.Name, source.ErrNoTracking, source.ErrAuth)
+				vm.name, source.ErrNoTracking, source.ErrAuth)
 		}
 		if isFault(err, "NotSupported", "InvalidArgument", "InvalidDeviceSpec", "VmConfigFault") {
-			return fmt.Errorf("turn on changed block tracking of vm %q: vcenter refused: %v: %w", vm.Name, err, source.ErrNoTracking)
+			return fmt.Errorf("turn on changed block tracking of vm %q: vcenter refused: %v: %w", vm.name, err, source.ErrNoTracking)
 		}
 		if err != nil {
-			return classify(fmt.Sprintf("turn on changed block tracking of vm %q", vm.Name), err)
+			return classify(fmt.Sprintf("turn on changed block tracking of vm %q", vm.name), err)
 		}
 	}
-	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+	if vm.power != "poweredOn" {
 		return nil // it takes effect at power-on
 	}
 	// A running VM starts tracking at its next stun: a snapshot's creation.
 	snap, err := s.snapshot(ctx, ref, cbtCycleName, false)
 	if err != nil {
-		return classify(fmt.Sprintf("vm %q: take a snapshot so changed block tracking takes effect", vm.Name), err)
+		return classify(fmt.Sprintf("vm %q: take a snapshot so changed block tracking takes effect", vm.name), err)
 	}
 	if err := s.Release(ctx, source.Checkpoint{VMID: vmID, ID: snap.Value, Name: cbtCycleName}); err != nil {
-		return fmt.Errorf("vm %q: remove the snapshot that made changed block tracking take effect: %w", vm.Name, err)
+		return fmt.Errorf("vm %q: remove the snapshot that made changed block tracking take effect: %w", vm.name, err)
 	}
-	slog.Info("changed block tracking turned on", "vm", vm.Name, "id", vmID)
+	slog.Info("changed block tracking turned on", "vm", vm.name, "id", vmID)
 	return nil
 }
 
-func (s *Source) trackingState(ctx context.Context, ref types.ManagedObjectReference) (mo.VirtualMachine, error) {
-	var vm mo.VirtualMachine
-	err := object.NewVirtualMachine(s.c, ref).Properties(ctx, ref, []string{
-		"name", "config.version", "config.changeTrackingEnabled", "config.hardware.device",
-		"capability.changeTrackingSupported", "runtime.powerState"}, &vm)
-	if err == nil && vm.Config == nil {
-		err = fmt.Errorf("vm %s has no configuration", ref.Value)
+// trackingState is what EnableTracking reads of a VM.
+type trackingState struct {
+	name, version, power string
+	on, supported        bool
+	devices              []device
+}
+
+func (s *Source) trackingState(ctx context.Context, ref vim.Ref) (trackingState, error) {
+	objs, err := s.c.Get(ctx, []vim.Ref{ref}, "name", "config.version", "config.changeTrackingEnabled", "config.hardware.device",
+		"capability.changeTrackingSupported", "runtime.powerState")
+	if err != nil {
+		return trackingState{}, err
 	}
-	return vm, err
+	if len(objs) != 1 {
+		return trackingState{}, &vim.Fault{Name: "ManagedObjectNotFound", Message: "vm " + ref.Value + " is gone"}
+	}
+	p := objs[0].Props
+	if !p["config.hardware.device"].Has() {
+		return trackingState{}, fmt.Errorf("vm %s has no configuration", ref.Value)
+	}
+	return trackingState{
+		name: p["name"].String(), version: p["config.version"].String(), power: p["runtime.powerState"].String(),
+		on: p["config.changeTrackingEnabled"].Bool(), supported: p["capability.changeTrackingSupported"].Bool(),
+		devices: devicesOf(p["config.hardware.device"]),
+	}, nil
 }
 
 // removeCycleSnapshots removes what a crashed EnableTracking left.
@@ -144,39 +154,31 @@ func hardwareVersion(v string) int {
 
 // allTracked reports whether every disk carries a change id: CBT is in
 // effect.
-func allTracked(devices []types.BaseVirtualDevice) bool {
-	n := 0
-	for _, d := range object.VirtualDeviceList(devices).SelectByType((*types.VirtualDisk)(nil)) {
-		if changeIDOf(d.(*types.VirtualDisk)) == "" {
+func allTracked(devices []device) bool {
+	vds := vdisks(devices)
+	for _, vd := range vds {
+		if vd.changeID() == "" {
 			return false
 		}
-		n++
 	}
-	return n > 0
+	return len(vds) > 0
 }
 
 // snapshotDisk finds disk diskKey of a checkpoint's snapshot.
-func (s *Source) snapshotDisk(ctx context.Context, cp source.Checkpoint, diskKey, op string) (vm, snap types.ManagedObjectReference, vd *types.VirtualDisk, err error) {
+func (s *Source) snapshotDisk(ctx context.Context, cp source.Checkpoint, diskKey, op string) (vm, snap vim.Ref, vd device, err error) {
 	vm, snap, devices, err := s.snapshotOf(ctx, cp)
 	if err != nil {
-		return vm, snap, nil, fmt.Errorf("%s: %w", op, err)
+		return vm, snap, vd, fmt.Errorf("%s: %w", op, err)
 	}
 	key, err := strconv.Atoi(diskKey)
 	if err != nil {
-		return vm, snap, nil, fmt.Errorf("%s: disk %q of vm %s is not a vSphere device key: %w", op, diskKey, cp.VMID, source.ErrNotFound)
+		return vm, snap, vd, fmt.Errorf("%s: disk %q of vm %s is not a vSphere device key: %w", op, diskKey, cp.VMID, source.ErrNotFound)
 	}
-	vd, ok := devices.FindByKey(int32(key)).(*types.VirtualDisk)
-	if !ok {
-		return vm, snap, nil, fmt.Errorf("%s: snapshot %q of vm %s has no disk %s: %w", op, cp.Name, cp.VMID, diskKey, source.ErrNotFound)
+	vd, ok := findDevice(devices, int32(key))
+	if !ok || !vd.isDisk() {
+		return vm, snap, vd, fmt.Errorf("%s: snapshot %q of vm %s has no disk %s: %w", op, cp.Name, cp.VMID, diskKey, source.ErrNotFound)
 	}
 	return vm, snap, vd, nil
-}
-
-func capacityOf(vd *types.VirtualDisk) int64 {
-	if vd.CapacityInBytes > 0 {
-		return vd.CapacityInBytes
-	}
-	return vd.CapacityInKB * 1024
 }
 
 // ChangedAreas pages through QueryChangedDiskAreas against the checkpoint's
@@ -190,8 +192,13 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 	if err != nil {
 		return source.Changes{}, err
 	}
-	capacity := capacityOf(vd)
-	if changeIDOf(vd) == "" {
+	return s.changes(ctx, op, cp, vm, snap, vd, q)
+}
+
+// changes is ChangedAreas of a disk of a snapshot already read.
+func (s *Source) changes(ctx context.Context, op string, cp source.Checkpoint, vm, snap vim.Ref, vd device, q source.ChangeQuery) (source.Changes, error) {
+	capacity := vd.capacity()
+	if vd.changeID() == "" {
 		return source.Changes{}, fmt.Errorf("%s: changed block tracking is off (snapshot %q carries no change id); enable it and take a new checkpoint: %w", op, cp.Name, source.ErrNoTracking)
 	}
 	ch := source.Changes{Capacity: capacity}
@@ -211,9 +218,8 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 		if off >= capacity {
 			return nil, true, nil
 		}
-		res, err := methods.QueryChangedDiskAreas(ctx, s.c, &types.QueryChangedDiskAreas{
-			This: vm, Snapshot: &snap, DeviceKey: vd.Key, StartOffset: off, ChangeId: since,
-		})
+		res, err := s.c.Call(ctx, "QueryChangedDiskAreas", vm, vim.Mor("snapshot", snap), vim.Int("deviceKey", int64(vd.key())),
+			vim.Int("startOffset", off), vim.Str("changeId", since))
 		if err != nil {
 			if since != "*" && isFault(err, "InvalidArgument", "FileFault") {
 				return nil, false, &source.ResyncError{Disk: q.Disk, Since: q.Since,
@@ -221,11 +227,12 @@ func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, q sourc
 			}
 			return nil, false, classify("query changed disk areas", err)
 		}
+		info := res.Child("returnval")
 		var areas []disk.Extent
-		for _, a := range res.Returnval.ChangedArea {
-			areas = append(areas, disk.Extent{Offset: a.Start, Length: a.Length})
+		for _, a := range info.Children("changedArea") {
+			areas = append(areas, disk.Extent{Offset: a.Child("start").Int(), Length: a.Child("length").Int()})
 		}
-		next := res.Returnval.StartOffset + res.Returnval.Length
+		next := info.Child("startOffset").Int() + info.Child("length").Int()
 		if next <= off {
 			return nil, false, fmt.Errorf("vcenter answered no progress at offset %d", off)
 		}
@@ -250,13 +257,12 @@ func (s *Source) Keep(ctx context.Context, cp source.Checkpoint) (source.Base, e
 		return source.Base{}, fmt.Errorf("keep checkpoint %q: %w", cp.Name, err)
 	}
 	ids := map[string]string{}
-	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
-		vd := d.(*types.VirtualDisk)
-		id := changeIDOf(vd)
+	for _, vd := range vdisks(devices) {
+		id := vd.changeID()
 		if id == "" {
-			return source.Base{}, fmt.Errorf("keep checkpoint %q of vm %s: disk %d carries no change id (changed block tracking is off): %w", cp.Name, cp.VMID, vd.Key, source.ErrNoTracking)
+			return source.Base{}, fmt.Errorf("keep checkpoint %q of vm %s: disk %d carries no change id (changed block tracking is off): %w", cp.Name, cp.VMID, vd.key(), source.ErrNoTracking)
 		}
-		ids[strconv.Itoa(int(vd.Key))] = track.ID(capacityOf(vd), id)
+		ids[strconv.Itoa(int(vd.key()))] = track.ID(vd.capacity(), id)
 	}
 	if err := s.Release(ctx, cp); err != nil {
 		return source.Base{}, fmt.Errorf("keep checkpoint %q: %w", cp.Name, err)
@@ -274,17 +280,18 @@ func (s *Source) OpenDisk(ctx context.Context, cp source.Checkpoint, diskKey str
 	if err != nil {
 		return nil, err
 	}
-	fb, ok := vd.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+	b := vd.backing()
+	fileName := b.Child("fileName").String()
 	switch {
-	case !ok:
-		return nil, fmt.Errorf("%s: its %T backing is not a flat file rehost can read at random; export the disk instead: %w", op, vd.Backing, errors.ErrUnsupported)
-	case fb.Parent != nil:
+	case b.Type() != "VirtualDiskFlatVer2BackingInfo":
+		return nil, fmt.Errorf("%s: its %s backing is not a flat file rehost can read at random; export the disk instead: %w", op, b.Type(), errors.ErrUnsupported)
+	case b.Child("parent").Has():
 		return nil, fmt.Errorf("%s: it is a delta of older snapshots of the VM (parent %s), which vCenter serves only through VDDK; remove the VM's other snapshots, or export the disk: %w",
-			op, fb.Parent.FileName, errors.ErrUnsupported)
+			op, b.Path("parent", "fileName").String(), errors.ErrUnsupported)
 	}
-	var p object.DatastorePath
-	if !p.FromString(fb.FileName) {
-		return nil, fmt.Errorf("%s: disk file %q is not a datastore path", op, fb.FileName)
+	p, ok := parseDatastorePath(fileName)
+	if !ok {
+		return nil, fmt.Errorf("%s: disk file %q is not a datastore path", op, fileName)
 	}
 	dc, err := s.datacenterPath(ctx, vm)
 	if err != nil {
@@ -299,7 +306,7 @@ func (s *Source) OpenDisk(ctx context.Context, cp source.Checkpoint, diskKey str
 	}
 	text, err := s.readSmall(ctx, file(p.Path[len(dir):]))
 	if err != nil {
-		return nil, classify(fmt.Sprintf("%s: read its descriptor %s", op, fb.FileName), err)
+		return nil, classify(fmt.Sprintf("%s: read its descriptor %s", op, fileName), err)
 	}
 	d := &datastoreDisk{}
 	img, closer, err := disk.OpenDescriptor(text, func(name string) (io.ReaderAt, int64, io.Closer, error) {
@@ -311,48 +318,54 @@ func (s *Source) OpenDisk(ctx context.Context, cp source.Checkpoint, diskKey str
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	d.img, d.closer = img, closer
-	if img.Size() != capacityOf(vd) {
+	if img.Size() != vd.capacity() {
 		d.Close()
-		return nil, fmt.Errorf("%s: its files hold %d bytes, the snapshot says %d", op, img.Size(), capacityOf(vd))
+		return nil, fmt.Errorf("%s: its files hold %d bytes, the snapshot says %d", op, img.Size(), vd.capacity())
 	}
 	return d, nil
 }
 
+// datastorePath is a file's path on a datastore: "[ds1] app-01/app-01.vmdk".
+type datastorePath struct{ Datastore, Path string }
+
+func parseDatastorePath(s string) (datastorePath, bool) {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(s), "[")
+	if !ok {
+		return datastorePath{}, false
+	}
+	ds, path, ok := strings.Cut(rest, "]")
+	path = strings.TrimLeft(path, " ")
+	if !ok || ds == "" || path == "" {
+		return datastorePath{}, false
+	}
+	return datastorePath{Datastore: ds, Path: path}, true
+}
+
 // datacenterPath is the inventory path of the VM's datacenter below the
 // root folder ("DC0", "EMEA/DC1"), as /folder's dcPath wants it.
-func (s *Source) datacenterPath(ctx context.Context, vm types.ManagedObjectReference) (string, error) {
+func (s *Source) datacenterPath(ctx context.Context, vm vim.Ref) (string, error) {
 	var names []string
 	found := false
 	ref := vm
 	for range 64 {
-		objs, err := s.retrieve(ctx, []types.ManagedObjectReference{ref}, []string{"name", "parent"})
-		if err != nil || len(objs) != 1 {
+		objs, err := s.c.Get(ctx, []vim.Ref{ref}, "name", "parent")
+		if err == nil && len(objs) != 1 {
+			err = &vim.Fault{Name: "ManagedObjectNotFound", Message: ref.String() + " is gone"}
+		}
+		if err != nil {
 			return "", classify("find the vm's datacenter", err)
 		}
-		var name string
-		var parent *types.ManagedObjectReference
-		for _, p := range objs[0].PropSet {
-			switch v := p.Val.(type) {
-			case string:
-				if p.Name == "name" {
-					name = v
-				}
-			case types.ManagedObjectReference:
-				if p.Name == "parent" {
-					parent = &v
-				}
-			}
-		}
+		parent := objs[0].Props["parent"].Ref()
 		if ref.Type == "Datacenter" {
 			found = true
 		}
-		if found && ref != s.c.ServiceContent.RootFolder {
-			names = append([]string{name}, names...)
+		if found && ref != s.c.Content.RootFolder {
+			names = append([]string{objs[0].Props["name"].String()}, names...)
 		}
-		if parent == nil || *parent == s.c.ServiceContent.RootFolder {
+		if parent.IsZero() || parent == s.c.Content.RootFolder {
 			break
 		}
-		ref = *parent
+		ref = parent
 	}
 	if !found {
 		return "", fmt.Errorf("vm %s is in no datacenter", vm.Value)
@@ -360,9 +373,21 @@ func (s *Source) datacenterPath(ctx context.Context, vm types.ManagedObjectRefer
 	return strings.Join(names, "/"), nil
 }
 
+// get makes a request of a datastore file in the session (its cookie).
+func (s *Source) get(ctx context.Context, method string, u *url.URL, rangeHeader string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if rangeHeader != "" {
+		req.Header.Set("Range", rangeHeader)
+	}
+	return s.c.HTTP.Do(req)
+}
+
 // readSmall GETs a small datastore file (a descriptor).
 func (s *Source) readSmall(ctx context.Context, u *url.URL) ([]byte, error) {
-	res, err := s.soap.DownloadRequest(ctx, u, &soap.Download{Method: http.MethodGet})
+	res, err := s.get(ctx, http.MethodGet, u, "")
 	if err != nil {
 		return nil, err
 	}
@@ -402,7 +427,7 @@ type rangeFile struct {
 }
 
 func (f *rangeFile) size(ctx context.Context) (int64, error) {
-	res, err := f.s.soap.DownloadRequest(ctx, f.u, &soap.Download{Method: http.MethodHead})
+	res, err := f.s.get(ctx, http.MethodHead, f.u, "")
 	if err != nil {
 		return 0, classify("stat datastore file "+f.name, err)
 	}
@@ -417,8 +442,7 @@ func (f *rangeFile) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	res, err := f.s.soap.DownloadRequest(f.ctx, f.u, &soap.Download{Method: http.MethodGet,
-		Headers: map[string]string{"Range": fmt.Sprintf("bytes=%d-%d", off, off+int64(len(p))-1)}})
+	res, err := f.s.get(f.ctx, http.MethodGet, f.u, fmt.Sprintf("bytes=%d-%d", off, off+int64(len(p))-1))
 	if err != nil {
 		return 0, classify(fmt.Sprintf("read datastore file %s at %d", f.name, off), err)
 	}

@@ -11,12 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmware/govmomi/object"
-
 	"github.com/rehost/rehost/internal/lab/diskwrite"
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/sourcetest"
+	"github.com/rehost/rehost/pkg/source/vsphere/internal/vim"
 )
 
 // TestEnableTracking: on a running VM, CBT is turned on and takes effect
@@ -42,11 +41,7 @@ func TestEnableTracking(t *testing.T) {
 
 	// A crash between the reconfiguration and the cycle's removal.
 	ref, _ := sim.Ref("crash-01")
-	task, err := object.NewVirtualMachine(s.c, ref).CreateSnapshot(ctx, cbtCycleName, "", false, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := task.Wait(ctx); err != nil {
+	if _, err := s.snapshot(ctx, vim.Ref{Type: ref.Type, Value: ref.Value}, cbtCycleName, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.EnableTracking(ctx, id); err != nil {

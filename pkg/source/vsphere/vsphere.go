@@ -10,24 +10,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
-	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/vmware/govmomi/session"
-	"github.com/vmware/govmomi/session/keepalive"
-	"github.com/vmware/govmomi/task"
-	"github.com/vmware/govmomi/vim25"
-	"github.com/vmware/govmomi/vim25/methods"
-	"github.com/vmware/govmomi/vim25/soap"
 
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/internal/conn"
+	"github.com/rehost/rehost/pkg/source/vsphere/internal/vim"
 )
 
 // Config says how to reach and trust a vCenter.
@@ -57,9 +49,7 @@ type Config struct {
 type Source struct {
 	cfg    Config
 	u      *url.URL
-	soap   *soap.Client
-	c      *vim25.Client
-	sm     *session.Manager
+	c      *vim.Client
 	verify *conn.Verifier
 }
 
@@ -85,65 +75,32 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 			return nil, err
 		}
 	}
-	sc := soap.NewClient(u, false)
-	t := sc.DefaultTransport()
+	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} // verification is v's, in DialTLS
 	t.DialTLSContext = v.DialTLS
 	t.TLSHandshakeTimeout = cfg.Timeout
 
 	dctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	c, err := vim25.NewClient(dctx, sc)
+	c, err := vim.Connect(dctx, u, &http.Client{Transport: t})
 	if err != nil {
 		return nil, classify(fmt.Sprintf("connect to vcenter %s", u.Host), err)
 	}
-	s := &Source{cfg: cfg, u: u, soap: sc, c: c, verify: v}
 	// A run can sit idle between disks longer than vCenter's session
-	// timeout: the keepalive (started by Login) makes a cheap call every few
-	// minutes, and a session lost anyway (vCenter restarted) is logged in
-	// again once before the call that found it lost is retried.
-	c.RoundTripper = &relogin{rt: keepalive.NewHandlerSOAP(c.RoundTripper, 5*time.Minute, nil), s: s}
-	s.sm = session.NewManager(c)
-	if err := s.sm.Login(dctx, url.UserPassword(cfg.User, cfg.Password)); err != nil {
+	// timeout: the keepalive makes a cheap call after 5 idle minutes, and
+	// a session lost anyway (vCenter restarted) is logged in again once
+	// before the call that found it lost is retried.
+	if err := c.Login(dctx, cfg.User, cfg.Password, 5*time.Minute); err != nil {
 		return nil, classify(fmt.Sprintf("log in to vcenter %s as %q", u.Host, cfg.User), err)
 	}
-	return s, nil
-}
-
-type relogin struct {
-	rt soap.RoundTripper
-	s  *Source
-	mu sync.Mutex
-}
-
-func (r *relogin) RoundTrip(ctx context.Context, req, res soap.HasFault) error {
-	err := r.rt.RoundTrip(ctx, req, res)
-	if err == nil || !isFault(err, "NotAuthenticated") {
-		return err
-	}
-	if _, login := req.(*methods.LoginBody); login {
-		return err
-	}
-	r.mu.Lock()
-	lerr := r.s.sm.Login(ctx, url.UserPassword(r.s.cfg.User, r.s.cfg.Password))
-	r.mu.Unlock()
-	if lerr != nil {
-		return fmt.Errorf("%w (and logging in again failed: %v)", err, lerr)
-	}
-	slog.Info("vcenter session was lost; logged in again", "vcenter", r.s.u.Host)
-	// The failed answer left its fault in res; decode the retry into a
-	// clean one.
-	if v := reflect.ValueOf(res); v.Kind() == reflect.Pointer && !v.IsNil() {
-		v.Elem().Set(reflect.Zero(v.Elem().Type()))
-	}
-	return r.rt.RoundTrip(ctx, req, res)
+	return &Source{cfg: cfg, u: u, c: c, verify: v}, nil
 }
 
 // Close logs out.
 func (s *Source) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.sm.Logout(ctx); err != nil {
+	if err := s.c.Logout(ctx); err != nil {
 		return classify("log out of vcenter "+s.u.Host, err)
 	}
 	return nil
@@ -220,28 +177,7 @@ func classify(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// faultName is the vSphere fault type carried by err (a SOAP fault or a
-// failed task), e.g. "InvalidLogin", or "".
-func faultName(err error) string {
-	var f any
-	var te task.Error
-	switch {
-	case err == nil:
-		return ""
-	case soap.IsSoapFault(err):
-		f = soap.ToSoapFault(err).VimFault()
-	case soap.IsVimFault(err):
-		f = soap.ToVimFault(err)
-	case errors.As(err, &te):
-		f = te.Fault()
-	}
-	if f == nil {
-		return ""
-	}
-	return reflect.Indirect(reflect.ValueOf(f)).Type().Name()
-}
-
 func isFault(err error, names ...string) bool {
-	n := faultName(err)
+	n := vim.FaultName(err)
 	return n != "" && slices.Contains(names, n)
 }

@@ -330,8 +330,8 @@ func TestInventoryRoundTrips(t *testing.T) {
 	}
 	sim := startSim(t, vms)
 	s := connect(t, sim)
-	ct := &countingTransport{rt: s.soap.Client.Transport}
-	s.soap.Client.Transport = ct
+	ct := &countingTransport{rt: s.c.HTTP.Transport}
+	s.c.HTTP.Transport = ct
 	list, err := s.Inventory(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -421,7 +421,7 @@ func TestRelogin(t *testing.T) {
 	sim := startSim(t, testVMs())
 	s := connect(t, sim)
 	ctx := context.Background()
-	if err := s.sm.Logout(ctx); err != nil {
+	if err := s.c.Logout(ctx); err != nil {
 		t.Fatal(err)
 	}
 	vms, err := s.Inventory(ctx)

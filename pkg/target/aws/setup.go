@@ -685,7 +685,11 @@ func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOpti
 	if err != nil {
 		return fmt.Errorf("put role policy %s: %w", docs.PolicyName, err)
 	}
-	rep.change("role %s: inline policy %s (%s) set for bucket %s", rep.RoleName, docs.PolicyName, what, rep.Bucket)
+	if have == "" {
+		rep.change("role %s: added inline policy %s, which lets VM Import read bucket %s", rep.RoleName, docs.PolicyName, rep.Bucket)
+	} else {
+		rep.change("role %s: replaced inline policy %s, which did not match what bucket %s (and its key) need", rep.RoleName, docs.PolicyName, rep.Bucket)
+	}
 	return nil
 }
 
