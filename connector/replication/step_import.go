@@ -87,12 +87,21 @@ func (s importStep) do(ctx context.Context, r *run) error {
 	if err != nil {
 		return fmt.Errorf("vm %q: start VM Import: %w", r.server.Name, err)
 	}
-	if err := r.e.Store.RecordCreated(ctx, id, strings.Join(imp.TaskIDs, ","), mustJSON(imp)); err != nil {
+	if err := r.e.Store.RecordCreated(ctx, id, importID(imp), mustJSON(imp)); err != nil {
 		return fmt.Errorf("vm %q: record import task: %w", r.server.Name, err)
 	}
 	r.imp = imp
 	r.event(ctx, store.LevelInfo, "started VM Import %s for vm %q", strings.Join(imp.TaskIDs, ", "), r.server.Name)
 	return nil
+}
+
+// importID names an import in the ledger: its tasks, or for a registration
+// (which starts no task) the name of the AMI it registers.
+func importID(imp awstarget.Import) string {
+	if len(imp.TaskIDs) == 0 {
+		return imp.Name
+	}
+	return strings.Join(imp.TaskIDs, ",")
 }
 
 func (importStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) error {
