@@ -37,12 +37,17 @@ command -v mkfs.btrfs >/dev/null 2>&1 || need_apt+=(btrfs-progs)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # The appliance's tests (appliance/imagetest): qemu boots the image (BIOS
 # and OVMF for UEFI), mtools and debugfs read its partitions, xmllint its
-# OVF. The image build installs its own tools (appliance/tools.sh).
+# OVF; Secure Boot boots use ovmf's Microsoft-keyed variables
+# (OVMF_VARS_4M.ms.fd). The image build installs its own tools
+# (appliance/tools.sh).
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_apt+=(ovmf)
 command -v mtype >/dev/null 2>&1 || need_apt+=(mtools)
 command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
 command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
+# Signatures of the appliance's images are OpenSSH's (pkg/sshsig): its tests
+# check them both ways with the stock ssh-keygen.
+command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 # Azurite runs on node and installs with npm.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

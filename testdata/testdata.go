@@ -9,7 +9,7 @@ import (
 	"fmt"
 )
 
-//go:embed guests hyperv
+//go:embed guests hyperv apps
 var files embed.FS
 
 // File returns a fixture by its path under testdata/ ("hyperv/errors.json").

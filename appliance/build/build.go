@@ -1,9 +1,11 @@
 // Package build assembles the rehost connector appliance: a pinned Debian
 // kernel, an initramfs holding the appliance's init and the product binary,
-// a FAT system partition that boots by BIOS (SYSLINUX) and UEFI
-// (systemd-boot), an ext4 data partition for the state, and the disk in the
-// containers hypervisors import: an OVA for vSphere, a fixed VHD for
-// Hyper-V generation 1 and a VHDX for generation 2.
+// two system partitions (A and B: an upgrade writes the one not running)
+// booted by GRUB — from the BIOS boot partition on BIOS, through Debian's
+// signed shim and GRUB on UEFI, so Secure Boot stays on — an ext4 data
+// partition for the state, and the disk in the containers hypervisors
+// import: an OVA for vSphere, a fixed VHD for Hyper-V generation 1 and a
+// VHDX for generation 2. Every output is signed with the release key.
 //
 // It runs as an ordinary user would: plain files, no mounts, loop devices,
 // containers or virtualisation. The same commit gives byte-identical
@@ -14,6 +16,7 @@ package build
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -36,20 +39,34 @@ type Options struct {
 	DiskSize int64
 	// SystemOnly stops after the system partition image (an upgrade).
 	SystemOnly bool
-	Log        io.Writer
+	// Key is the release key every output is signed with; the appliance
+	// installs only upgrades it signed. DevKey is set by Build when it is
+	// the development key (DevSigningKey), which the appliance then shows.
+	Key    ed25519.PrivateKey
+	DevKey bool
+	// Rehost, when set, is the connector binary to put in the image
+	// instead of building ./connector/cmd/rehost: the image tests' system
+	// whose connector cannot start.
+	Rehost string
+	Log    io.Writer
 }
 
-// Partition layout of the appliance disk (GPT). The system partition holds
-// the boot loaders, kernel and initramfs and is replaced whole by an
-// upgrade; the data partition holds the state and is never rewritten.
+// Partition layout of the appliance disk (GPT), release.Layout: GRUB's
+// core image for BIOS, the EFI system partition (shim, GRUB, its
+// configuration and grubenv), system partitions A and B (kernel and
+// initramfs; an upgrade writes the one not running, whole), and the data
+// partition, which holds the state and is never rewritten. Partition names
+// and numbers are appliance/internal/boot's.
 const (
 	mib        = 1 << 20
-	SystemOff  = 1 * mib
-	SystemSize = 256 * mib
-	DataOff    = SystemOff + SystemSize
-	// Partition names the init looks for.
-	SystemName = "rehost-system"
-	DataName   = "rehost-data"
+	BIOSOff    = 1 * mib
+	BIOSSize   = 1 * mib
+	ESPOff     = BIOSOff + BIOSSize
+	ESPSize    = 62 * mib
+	SystemSize = 128 * mib
+	SystemAOff = ESPOff + ESPSize
+	SystemBOff = SystemAOff + SystemSize
+	DataOff    = SystemBOff + SystemSize
 )
 
 // Output file names in Out.
@@ -59,11 +76,18 @@ const (
 	VHDXFile   = "rehost-connector.vhdx"
 	RawFile    = "rehost-connector.raw"
 	SystemFile = "rehost-connector-system.img"
+	// ManifestFile is beside SystemFile: the upgrade's signed manifest
+	// (release.Manifest), with its signature in ManifestFile.sig.
+	ManifestFile = SystemFile + ".json"
+	// PublicKeyFile and AllowedSignersFile hold the release key's public
+	// half, for ssh-keygen -Y verify and rehost-lab verify-image.
+	PublicKeyFile      = "rehost-release.pub"
+	AllowedSignersFile = "rehost-release.allowed_signers"
 )
 
 // Result says what a build made.
 type Result struct {
-	Files         []string // output paths, each with a .sha256 beside it
+	Files         []string // output paths, each with a .sha256 and a .sig beside it
 	KernelVersion string
 	Modules       int
 	InitramfsSize int64
@@ -84,6 +108,10 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if o.Version == "" {
 		return res, fmt.Errorf("no version given: pass --version (make appliance derives it from git)")
 	}
+	if len(o.Key) != ed25519.PrivateKeySize {
+		return res, fmt.Errorf("no release key given to sign the images with")
+	}
+	o.DevKey = o.Key.Equal(DevSigningKey())
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return res, err
 	}
@@ -134,6 +162,15 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		{"./connector/cmd/rehost", "rehost"},
 		{"./appliance/cmd/init", "init"},
 	} {
+		if b.out == "rehost" && o.Rehost != "" {
+			if err := os.MkdirAll(bins, 0o755); err != nil {
+				return res, err
+			}
+			if err := copyFile(filepath.Join(bins, b.out), o.Rehost); err != nil {
+				return res, err
+			}
+			continue
+		}
 		if err := goBuild(ctx, o, b.pkg, filepath.Join(bins, b.out)); err != nil {
 			return res, err
 		}
@@ -149,43 +186,53 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	res.Modules, res.InitramfsSize = n, size
 	done()
 
-	done = step("system partition (FAT: SYSLINUX, systemd-boot, kernel, initramfs)")
+	done = step("system partition (FAT: kernel, initramfs)")
 	sys := filepath.Join(work, "system.img")
-	if err := makeSystem(ctx, o, sys, work, pkgs, vmlinuz, initrd); err != nil {
+	if err := makeSystem(ctx, o, sys, work, vmlinuz, initrd); err != nil {
+		return res, err
+	}
+	sysOut := filepath.Join(o.Out, SystemFile)
+	if err := os.Rename(sys, sysOut); err != nil {
 		return res, err
 	}
 	done()
-	if o.SystemOnly {
-		p := filepath.Join(o.Out, SystemFile)
-		if err := os.Rename(sys, p); err != nil {
+	outputs := []string{sysOut}
+	if !o.SystemOnly {
+		done = step("boot loaders (GRUB for BIOS; shim and GRUB, signed, for UEFI), data partition and the disk")
+		raw := filepath.Join(o.Out, RawFile)
+		if err := makeDisk(ctx, o, raw, sysOut, work, pkgs); err != nil {
 			return res, err
 		}
-		res.Files = []string{p}
-		return res, writeSum(p)
+		done()
+
+		done = step("OVA, VHD, VHDX")
+		files, err := writeContainers(o, raw)
+		if err != nil {
+			return res, err
+		}
+		done()
+		outputs = append([]string{raw, sysOut}, files...)
 	}
 
-	done = step("data partition (ext4) and the disk")
-	raw := filepath.Join(o.Out, RawFile)
-	if err := makeDisk(ctx, o, raw, sys, work, pkgs); err != nil {
+	done = step("SHA-256 sums and signatures")
+	for _, f := range outputs {
+		if err := writeSum(f); err != nil {
+			return res, err
+		}
+		if err := signFile(o.Key, f); err != nil {
+			return res, err
+		}
+	}
+	manifest, err := writeManifest(o, sysOut)
+	if err != nil {
 		return res, err
 	}
-	if err := os.Rename(sys, filepath.Join(o.Out, SystemFile)); err != nil {
-		return res, err
-	}
-	done()
-
-	done = step("OVA, VHD, VHDX")
-	files, err := writeContainers(o, raw)
+	keys, err := writePublicKey(o)
 	if err != nil {
 		return res, err
 	}
 	done()
-	for _, f := range append([]string{raw, filepath.Join(o.Out, SystemFile)}, files...) {
-		if err := writeSum(f); err != nil {
-			return res, err
-		}
-		res.Files = append(res.Files, f)
-	}
+	res.Files = append(append(outputs, manifest), keys...)
 	return res, nil
 }
 

@@ -2,6 +2,7 @@ package build
 
 import (
 	"bufio"
+	"crypto/ed25519"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,12 +11,21 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/rehost/rehost/appliance/release"
+	"github.com/rehost/rehost/pkg/sshsig"
 )
 
 // The initramfs layout the init relies on.
 const (
 	InitrdModuleList = "/etc/rehost/modules" // module paths in load order
 	InitrdVersion    = "/etc/rehost/version"
+	// InitrdRelease is the running release (release.Manifest without an
+	// image), against which an upgrade is checked.
+	InitrdRelease = "/etc/rehost/release.json"
+	// InitrdReleaseKey is the public release key (authorized_keys form)
+	// an upgrade's manifest must be signed with.
+	InitrdReleaseKey = "/etc/rehost/release.pub"
 )
 
 // makeInitramfs writes the zstd-compressed initramfs: the init as /init,
@@ -44,6 +54,8 @@ func makeInitramfs(o Options, out, kernelPkg, kver, pkgs, bins string) (int, int
 		{Path: "/sbin/poweroff", Link: "/init"},
 		{Path: "/sbin/reboot", Link: "/init"},
 		{Path: InitrdVersion, Mode: 0o644, Data: []byte(o.Version + "\n")},
+		{Path: InitrdRelease, Mode: 0o644, Data: runningRelease(o).Marshal()},
+		{Path: InitrdReleaseKey, Mode: 0o644, Data: []byte(sshsig.MarshalPublicKey(o.Key.Public().(ed25519.PublicKey), release.Identity) + "\n")},
 		{Path: "/etc/hosts", Mode: 0o644, Data: []byte("127.0.0.1\tlocalhost\n::1\tlocalhost\n")},
 		{Path: "/etc/os-release", Mode: 0o644, Data: []byte(fmt.Sprintf(
 			"NAME=\"rehost connector\"\nID=rehost\nVERSION_ID=%q\nPRETTY_NAME=\"rehost connector %s\"\nHOME_URL=\"https://github.com/rehost/rehost\"\n", o.Version, o.Version))},

@@ -2,6 +2,7 @@ package imagetest
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"os"
 	"os/exec"
@@ -58,6 +59,7 @@ func image(t *testing.T) string {
 		_, imageErr = build.Build(context.Background(), build.Options{
 			Root: root, Out: dir, Cache: filepath.Join(root, "appliance", "cache"),
 			Version: "imagetest", Epoch: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+			Key: build.DevSigningKey(), DevKey: true,
 		})
 	})
 	if imageErr != nil {
@@ -94,11 +96,13 @@ func runTool(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// buildSystem builds only the system partition image, at another version.
-func buildSystem(out, version string) (build.Result, error) {
+// buildSystem builds only the system partition image (an upgrade) into
+// out, at another version and commit time, signed with key; rehost, when
+// set, is the connector binary it carries instead of the real one.
+func buildSystem(out, version string, epoch time.Time, key ed25519.PrivateKey, rehost string) (build.Result, error) {
 	root := repoRoot()
 	return build.Build(context.Background(), build.Options{
 		Root: root, Out: out, Cache: filepath.Join(root, "appliance", "cache"),
-		Version: version, Epoch: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), SystemOnly: true,
+		Version: version, Epoch: epoch, SystemOnly: true, Key: key, Rehost: rehost,
 	})
 }

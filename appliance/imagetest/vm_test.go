@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rehost/rehost/appliance/build"
 )
 
 // vmOptions choose the virtual hardware, so the boots between them cover
@@ -23,8 +25,13 @@ import (
 type vmOptions struct {
 	disk, format string
 	uefi         bool
-	storage      string // virtio, virtio-scsi, pvscsi (vSphere; SeaBIOS boots it, OVMF does not) or ahci
-	nic          string // a qemu NIC: virtio-net-pci, vmxnet3, e1000e, e1000
+	// secureBoot boots UEFI with Secure Boot enforced: OVMF's Secure Boot
+	// build and Debian's variables with Microsoft's keys enrolled, as
+	// vSphere and Hyper-V's "Microsoft UEFI Certificate Authority"
+	// template have them.
+	secureBoot bool
+	storage    string // virtio, virtio-scsi, pvscsi (vSphere; SeaBIOS boots it, OVMF does not) or ahci
+	nic        string // a qemu NIC: virtio-net-pci, vmxnet3, e1000e, e1000
 }
 
 // vm is a running appliance under qemu with TCG: no KVM needed. Its serial
@@ -54,13 +61,22 @@ func boot(t *testing.T, o vmOptions) *vm {
 	args := []string{"-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1024", "-smp", "2",
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:443", port), "-device", o.nic + ",netdev=n0"}
-	if o.uefi {
+	switch {
+	case o.secureBoot:
+		vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
+		copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.ms.fd", vars)
+		// The Secure Boot build keeps its variables in SMM: the machine
+		// needs SMM and a flash only SMM may write.
+		args = append(args, "-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	case o.uefi:
 		vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
 		copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.fd", vars)
 		args = append(args, "-machine", "q35",
 			"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 			"-drive", "if=pflash,format=raw,file="+vars)
-	} else {
+	default:
 		args = append(args, "-machine", "pc")
 	}
 	drive := "file=" + o.disk + ",format=" + o.format
@@ -96,6 +112,12 @@ func boot(t *testing.T, o vmOptions) *vm {
 		<-v.exited
 		if t.Failed() {
 			t.Logf("serial console of the failed boot:\n%s", v.log())
+			if o.format == "raw" {
+				for _, f := range []string{"/log/appliance.log", "/log/rehost.log"} {
+					out, _ := exec.Command("debugfs", "-R", "cat "+f, fmt.Sprintf("%s?offset=%d", o.disk, build.DataOff)).Output()
+					t.Logf("%s on the data partition (its last 4 KiB):\n%s", f, out[max(0, len(out)-4096):])
+				}
+			}
 		}
 	})
 	return v
@@ -163,7 +185,8 @@ type health struct {
 	Version string `json:"version"`
 }
 
-// https waits (up to 180 s) for the connector's /healthz and returns it
+// https waits (up to 300 s: TCG on a busy machine, Secure Boot's SMM
+// emulated too) for the connector's /healthz and returns it
 // with the SHA-256 fingerprint of the certificate served.
 func (v *vm) https() (health, string) {
 	v.t.Helper()
@@ -172,7 +195,7 @@ func (v *vm) https() (health, string) {
 		// shows, as a user does on first contact.
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
 	}}
-	deadline := time.Now().Add(180 * time.Second)
+	deadline := time.Now().Add(300 * time.Second)
 	for {
 		resp, err := cl.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", v.port))
 		if err == nil {
@@ -185,7 +208,7 @@ func (v *vm) https() (health, string) {
 			}
 		}
 		if time.Now().After(deadline) {
-			v.t.Fatalf("no HTTPS answer within 180 s: %v", err)
+			v.t.Fatalf("no HTTPS answer within 300 s: %v", err)
 		}
 		select {
 		case <-v.exited:
@@ -228,6 +251,24 @@ func (v *vm) menu(choice string, qa ...string) {
 		v.expect(regexp.MustCompile(regexp.QuoteMeta(qa[i])), 60*time.Second)
 		v.send(qa[i+1])
 	}
+}
+
+// waitExit waits for qemu to end (a reboot ends it: -no-reboot).
+func (v *vm) waitExit(what string, timeout time.Duration) {
+	v.t.Helper()
+	select {
+	case <-v.exited:
+		v.t.Logf("%s %.0f s after qemu started", what, time.Since(v.start).Seconds())
+	case <-time.After(timeout):
+		v.t.Fatalf("no %s within %s", what, timeout)
+	}
+}
+
+// kill ends qemu at once: the power is cut.
+func (v *vm) kill() {
+	v.t.Helper()
+	v.cmd.Process.Kill()
+	<-v.exited
 }
 
 // powerOff shuts the appliance down from its menu and waits for qemu to

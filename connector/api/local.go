@@ -34,6 +34,9 @@ type Local struct {
 	// ExtraFiles are files the support bundle carries too (the appliance's
 	// own log and settings), their last 2 MiB each, redacted like the rest.
 	ExtraFiles []string
+	// ApplianceStatus is the appliance init's status file (appliance/status);
+	// empty in the CLI, which uses the serving daemon's.
+	ApplianceStatus string
 }
 
 var _ Service = (*Local)(nil)

@@ -3,6 +3,7 @@ package api
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rehost/rehost/appliance/status"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/version"
@@ -176,6 +178,23 @@ func (l *Local) Register(ctx context.Context, in *RegisterInput) (*RegisterOutpu
 // awsCheckTimeout bounds the AWS reachability check.
 const awsCheckTimeout = 20 * time.Second
 
+// applianceStatusFile is the appliance's status file: this process's, or
+// that of the daemon serving the state directory.
+func (l *Local) applianceStatusFile() string {
+	if l.ApplianceStatus != "" || !l.Started.IsZero() {
+		return l.ApplianceStatus
+	}
+	info, ok, err := daemon.Serving(l.D.Dir)
+	if err != nil || !ok {
+		return ""
+	}
+	var c struct {
+		ApplianceStatus string `json:"applianceStatus"`
+	}
+	json.Unmarshal(info.Config, &c)
+	return c.ApplianceStatus
+}
+
 // GetConnectorStatus checks AWS and every source, and reports the daemon,
 // the disk and the runs.
 func (l *Local) GetConnectorStatus(ctx context.Context, _ *GetConnectorStatusInput) (*ConnectorStatus, error) {
@@ -214,6 +233,12 @@ func (l *Local) GetConnectorStatus(ctx context.Context, _ *GetConnectorStatusInp
 	wg.Go(func() { st.AWS = l.checkAWS(ctx, reg.Registered) })
 	wg.Wait()
 	st.FreeDiskBytes, st.TotalDiskBytes, _ = diskSpace(l.D.Dir)
+	st.Backup = l.backupStatus(ctx)
+	if p := l.applianceStatusFile(); p != "" {
+		if r, err := status.Read(p); err == nil {
+			st.Appliance = &r
+		}
+	}
 	for _, state := range []store.RunState{store.RunPending, store.RunActive} {
 		runs, err := l.D.Store.RunsInState(ctx, state)
 		if err != nil {

@@ -79,7 +79,10 @@ func New(o Options) *Endpoint {
 		// Each route group names its authentication, so the console can
 		// bring its own (sessions) beside the keys.
 		s.mux.Handle("POST /{$}", s.authed(o.Auth, "", s.call))
-		s.mux.Handle("GET /support/bundle", s.authed(o.Auth, "SupportBundle", s.bundle))
+		s.mux.Handle("GET /support/bundle", s.authed(o.Auth, "SupportBundle", s.download("take a support bundle", "application/zip",
+			"rehost-support-%s.zip", o.Service.SupportBundle)))
+		s.mux.Handle("GET /state/backup", s.authed(o.Auth, "BackupState", s.download("back up the state", "application/octet-stream",
+			"rehost-state-%s.rehost-backup", o.Service.BackupState)))
 		if o.Metrics != nil {
 			s.mux.Handle("GET /metrics", s.authed(Either(o.Auth, BasicKeyAuth(o.Auth)), "Metrics", s.metrics))
 		}
@@ -249,18 +252,23 @@ func writeError(w http.ResponseWriter, e *Error) {
 	json.NewEncoder(w).Encode(e)
 }
 
-func (s *Endpoint) bundle(w http.ResponseWriter, r *http.Request, rq *request) {
-	if rq.who.ReadOnly {
-		rq.err = Errorf(ErrUnauthorizedOperation, "access key %s is read-only and may not take a support bundle", rq.who.KeyID)
-		writeError(w, rq.err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/zip")
-	w.Header().Set("Content-Disposition", `attachment; filename="rehost-support-`+time.Now().UTC().Format("20060102T150405Z")+`.zip"`)
-	if err := s.o.Service.SupportBundle(r.Context(), w); err != nil {
-		// Headers are gone; the truncated zip tells the client.
-		rq.err = asError(err)
-		s.log.Error("support bundle", "requestId", rq.id, "err", err)
+// download serves a file the service writes (a support bundle, a state
+// backup) to a key that may change things; name is the file name's
+// pattern, given the time.
+func (s *Endpoint) download(what, contentType, name string, write func(context.Context, io.Writer) error) func(http.ResponseWriter, *http.Request, *request) {
+	return func(w http.ResponseWriter, r *http.Request, rq *request) {
+		if rq.who.ReadOnly {
+			rq.err = Errorf(ErrUnauthorizedOperation, "access key %s is read-only and may not %s", rq.who.KeyID, what)
+			writeError(w, rq.err)
+			return
+		}
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Content-Disposition", `attachment; filename="`+fmt.Sprintf(name, time.Now().UTC().Format("20060102T150405Z"))+`"`)
+		if err := write(r.Context(), w); err != nil {
+			// Headers are gone; the truncated file tells the client.
+			rq.err = asError(err)
+			s.log.Error(what, "requestId", rq.id, "err", err)
+		}
 	}
 }
 

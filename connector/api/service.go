@@ -28,7 +28,30 @@ type Service interface {
 	StartOnDemandReplicationRun(context.Context, *StartOnDemandReplicationRunInput) (*StartOnDemandReplicationRunOutput, error)
 	GetReplicationRuns(context.Context, *GetReplicationRunsInput) (*GetReplicationRunsOutput, error)
 
+	// SMS's application operations (local_apps.go).
+	CreateApp(context.Context, *CreateAppInput) (*AppOutput, error)
+	GetApp(context.Context, *GetAppInput) (*AppOutput, error)
+	UpdateApp(context.Context, *UpdateAppInput) (*AppOutput, error)
+	DeleteApp(context.Context, *DeleteAppInput) (*DeleteAppOutput, error)
+	ListApps(context.Context, *ListAppsInput) (*ListAppsOutput, error)
+	PutAppLaunchConfiguration(context.Context, *PutAppLaunchConfigurationInput) (*PutAppLaunchConfigurationOutput, error)
+	GetAppLaunchConfiguration(context.Context, *GetAppLaunchConfigurationInput) (*GetAppLaunchConfigurationOutput, error)
+	DeleteAppLaunchConfiguration(context.Context, *AppRef) (*Empty, error)
+	PutAppReplicationConfiguration(context.Context, *PutAppReplicationConfigurationInput) (*PutAppReplicationConfigurationOutput, error)
+	GetAppReplicationConfiguration(context.Context, *GetAppReplicationConfigurationInput) (*GetAppReplicationConfigurationOutput, error)
+	DeleteAppReplicationConfiguration(context.Context, *AppRef) (*Empty, error)
+	StartAppReplication(context.Context, *AppRef) (*Empty, error)
+	StopAppReplication(context.Context, *AppRef) (*Empty, error)
+	StartOnDemandAppReplication(context.Context, *StartOnDemandAppReplicationInput) (*StartOnDemandAppReplicationOutput, error)
+	GenerateTemplate(context.Context, *GenerateTemplateInput) (*GenerateTemplateOutput, error)
+	GenerateChangeSet(context.Context, *GenerateChangeSetInput) (*GenerateChangeSetOutput, error)
+	LaunchApp(context.Context, *LaunchAppInput) (*LaunchOutput, error)
+	TerminateApp(context.Context, *TerminateAppInput) (*LaunchOutput, error)
+
 	// The appliance's operations.
+	// ImportAppRightsizing fills an app's launch configuration from a
+	// rightsizing CSV, all rows or none.
+	ImportAppRightsizing(context.Context, *ImportAppRightsizingInput) (*ImportAppRightsizingOutput, error)
 	AddSource(context.Context, *SourceInput) (*AddSourceOutput, error)
 	ListSources(context.Context, *ListSourcesInput) (*ListSourcesOutput, error)
 	TestSource(context.Context, *SourceRef) (*TestSourceOutput, error)
@@ -44,6 +67,17 @@ type Service interface {
 	// SupportBundle writes a zip of the configuration, recent logs and
 	// events, versions and a state summary, every secret redacted.
 	SupportBundle(ctx context.Context, w io.Writer) error
+	// BackupState writes a backup of the connector's state — the store,
+	// copied consistently while the daemon runs, master.key and the TLS
+	// certificate — sealed with the backup key, to w. Only the key's
+	// recovery code (GetBackupKey) opens it.
+	BackupState(ctx context.Context, w io.Writer) error
+	// BackupStateToBucket takes the same backup into the staging bucket,
+	// outside the staging lifecycle rule, keeping the newest 14.
+	BackupStateToBucket(context.Context, *BackupStateToBucketInput) (*BackupStateOutput, error)
+	// GetBackupKey returns the recovery code of the backup key, which a
+	// restore asks for; the status stops asking for it to be recorded.
+	GetBackupKey(context.Context, *GetBackupKeyInput) (*GetBackupKeyOutput, error)
 }
 
 // Target prefixes of the X-Amz-Target header.
@@ -81,32 +115,53 @@ func ReadOnly(target string) bool { return operations[target].readOnly }
 // the names without prefix, and the endpoint's other route groups.
 var (
 	operations     = map[string]operation{}
-	operationNames = []string{"SupportBundle", "Metrics"}
+	operationNames = []string{"SupportBundle", "BackupState", "Metrics"}
 )
 
 func init() {
 	for name, o := range map[string]operation{
-		"ImportServerCatalog":         op(SMSTarget, false, Service.ImportServerCatalog),
-		"GetServers":                  op(SMSTarget, true, Service.GetServers),
-		"DeleteServerCatalog":         op(SMSTarget, false, Service.DeleteServerCatalog),
-		"GetConnectors":               op(SMSTarget, true, Service.GetConnectors),
-		"DisassociateConnector":       op(SMSTarget, false, Service.DisassociateConnector),
-		"CreateReplicationJob":        op(SMSTarget, false, Service.CreateReplicationJob),
-		"GetReplicationJobs":          op(SMSTarget, true, Service.GetReplicationJobs),
-		"UpdateReplicationJob":        op(SMSTarget, false, Service.UpdateReplicationJob),
-		"DeleteReplicationJob":        op(SMSTarget, false, Service.DeleteReplicationJob),
-		"StartOnDemandReplicationRun": op(SMSTarget, false, Service.StartOnDemandReplicationRun),
-		"GetReplicationRuns":          op(SMSTarget, true, Service.GetReplicationRuns),
-		"AddSource":                   op(RehostTarget, false, Service.AddSource),
-		"ListSources":                 op(RehostTarget, true, Service.ListSources),
-		"TestSource":                  op(RehostTarget, true, Service.TestSource),
-		"RemoveSource":                op(RehostTarget, false, Service.RemoveSource),
-		"GetRegistration":             op(RehostTarget, true, Service.GetRegistration),
-		"Register":                    op(RehostTarget, false, Service.Register),
-		"GetReplicationRun":           op(RehostTarget, true, Service.GetReplicationRun),
-		"GetConnectorStatus":          op(RehostTarget, true, Service.GetConnectorStatus),
-		"GetEvents":                   op(RehostTarget, true, Service.GetEvents),
-		"VerifyReplicationJob":        op(RehostTarget, false, Service.VerifyReplicationJob),
+		"ImportServerCatalog":               op(SMSTarget, false, Service.ImportServerCatalog),
+		"GetServers":                        op(SMSTarget, true, Service.GetServers),
+		"DeleteServerCatalog":               op(SMSTarget, false, Service.DeleteServerCatalog),
+		"GetConnectors":                     op(SMSTarget, true, Service.GetConnectors),
+		"DisassociateConnector":             op(SMSTarget, false, Service.DisassociateConnector),
+		"CreateReplicationJob":              op(SMSTarget, false, Service.CreateReplicationJob),
+		"GetReplicationJobs":                op(SMSTarget, true, Service.GetReplicationJobs),
+		"UpdateReplicationJob":              op(SMSTarget, false, Service.UpdateReplicationJob),
+		"DeleteReplicationJob":              op(SMSTarget, false, Service.DeleteReplicationJob),
+		"StartOnDemandReplicationRun":       op(SMSTarget, false, Service.StartOnDemandReplicationRun),
+		"GetReplicationRuns":                op(SMSTarget, true, Service.GetReplicationRuns),
+		"CreateApp":                         op(SMSTarget, false, Service.CreateApp),
+		"GetApp":                            op(SMSTarget, true, Service.GetApp),
+		"UpdateApp":                         op(SMSTarget, false, Service.UpdateApp),
+		"DeleteApp":                         op(SMSTarget, false, Service.DeleteApp),
+		"ListApps":                          op(SMSTarget, true, Service.ListApps),
+		"PutAppLaunchConfiguration":         op(SMSTarget, false, Service.PutAppLaunchConfiguration),
+		"GetAppLaunchConfiguration":         op(SMSTarget, true, Service.GetAppLaunchConfiguration),
+		"DeleteAppLaunchConfiguration":      op(SMSTarget, false, Service.DeleteAppLaunchConfiguration),
+		"PutAppReplicationConfiguration":    op(SMSTarget, false, Service.PutAppReplicationConfiguration),
+		"GetAppReplicationConfiguration":    op(SMSTarget, true, Service.GetAppReplicationConfiguration),
+		"DeleteAppReplicationConfiguration": op(SMSTarget, false, Service.DeleteAppReplicationConfiguration),
+		"StartAppReplication":               op(SMSTarget, false, Service.StartAppReplication),
+		"StopAppReplication":                op(SMSTarget, false, Service.StopAppReplication),
+		"StartOnDemandAppReplication":       op(SMSTarget, false, Service.StartOnDemandAppReplication),
+		"GenerateTemplate":                  op(SMSTarget, false, Service.GenerateTemplate),
+		"GenerateChangeSet":                 op(SMSTarget, false, Service.GenerateChangeSet),
+		"LaunchApp":                         op(SMSTarget, false, Service.LaunchApp),
+		"TerminateApp":                      op(SMSTarget, false, Service.TerminateApp),
+		"ImportAppRightsizing":              op(RehostTarget, false, Service.ImportAppRightsizing),
+		"AddSource":                         op(RehostTarget, false, Service.AddSource),
+		"ListSources":                       op(RehostTarget, true, Service.ListSources),
+		"TestSource":                        op(RehostTarget, true, Service.TestSource),
+		"RemoveSource":                      op(RehostTarget, false, Service.RemoveSource),
+		"GetRegistration":                   op(RehostTarget, true, Service.GetRegistration),
+		"Register":                          op(RehostTarget, false, Service.Register),
+		"GetReplicationRun":                 op(RehostTarget, true, Service.GetReplicationRun),
+		"GetConnectorStatus":                op(RehostTarget, true, Service.GetConnectorStatus),
+		"GetEvents":                         op(RehostTarget, true, Service.GetEvents),
+		"BackupStateToBucket":               op(RehostTarget, false, Service.BackupStateToBucket),
+		"GetBackupKey":                      op(RehostTarget, false, Service.GetBackupKey),
+		"VerifyReplicationJob":              op(RehostTarget, false, Service.VerifyReplicationJob),
 	} {
 		operations[o.target+"."+name] = o
 		operationNames = append(operationNames, name)

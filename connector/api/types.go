@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rehost/rehost/appliance/status"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
@@ -514,6 +515,12 @@ type ConnectorStatus struct {
 	RunsPending    int    `json:"runsPending"`
 	RunsActive     int    `json:"runsActive"`
 	Healthy        bool   `json:"healthy"`
+	// Backup is the state backups' status.
+	Backup BackupStatus `json:"backup"`
+	// Appliance is the appliance's report of itself — the system partition
+	// running, Secure Boot, the release key, the last upgrade and why it
+	// was rolled back — when the connector runs on the appliance.
+	Appliance *status.Report `json:"appliance,omitempty"`
 }
 
 // GetEventsInput selects events, newest first.
@@ -535,4 +542,40 @@ type Event struct {
 // GetEventsOutput lists events newest first.
 type GetEventsOutput struct {
 	Events []Event `json:"events"`
+}
+
+// BackupStatus says how the state is backed up.
+type BackupStatus struct {
+	// KeyRecorded: the backup key's recovery code was shown (GetBackupKey)
+	// at KeyShownAt. Until then no backup can be restored: nobody holds
+	// the code.
+	KeyRecorded bool `json:"keyRecorded"`
+	KeyShownAt  Time `json:"keyShownAt,omitzero"`
+	// EverySeconds is the interval of the automatic backups to the staging
+	// bucket once registered (0: off).
+	EverySeconds int64 `json:"everySeconds"`
+	// Last is the last automatic (or to-bucket) backup.
+	Last *BackupStateOutput `json:"last,omitempty"`
+}
+
+// BackupStateToBucketInput takes a backup into the staging bucket.
+type BackupStateToBucketInput struct{}
+
+// BackupStateOutput describes a backup.
+type BackupStateOutput struct {
+	Location  string `json:"location,omitempty"` // s3://bucket/key
+	Bytes     int64  `json:"bytes,omitempty"`
+	CreatedAt Time   `json:"createdAt,omitzero"`
+	StateID   string `json:"stateId,omitempty"`
+	Version   string `json:"version,omitempty"`
+	// Error says why the backup failed (in a status's Last).
+	Error string `json:"error,omitempty"`
+}
+
+// GetBackupKeyInput asks for the backup key.
+type GetBackupKeyInput struct{}
+
+// GetBackupKeyOutput is the backup key as its recovery code.
+type GetBackupKeyOutput struct {
+	RecoveryCode string `json:"recoveryCode"`
 }

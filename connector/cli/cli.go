@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/rehost/rehost/connector/version"
+	"github.com/rehost/rehost/pkg/store"
 )
 
 // Env is what a command may touch of the process, so tests can run verbs
@@ -68,6 +69,12 @@ func (p *Program) Register(c Command) {
 // ErrUsage marks an error caused by how the command was called; Main prints
 // the command's usage after it and exits 2.
 var ErrUsage = errors.New("usage")
+
+// ExitStateNewer is the exit status of a verb refused because a newer
+// rehost migrated the state (store.ErrSchemaNewer): the appliance's init,
+// seeing it after a rolled-back upgrade, restores the copy of the state it
+// took before that upgrade.
+const ExitStateNewer = 3
 
 // Product is the rehost command.
 func Product() *Program { return rehost }
@@ -146,6 +153,9 @@ func (p *Program) Main(ctx context.Context, env Env, args []string) int {
 		if errors.Is(err, ErrUsage) {
 			fs.Usage()
 			return 2
+		}
+		if errors.Is(err, store.ErrSchemaNewer) {
+			return ExitStateNewer
 		}
 		return 1
 	}

@@ -71,6 +71,20 @@ func printStatus(env Env, st *api.ConnectorStatus) {
 	}
 	fmt.Fprintf(w, "disk:         %s free of %s\n", bytesIEC(int64(st.FreeDiskBytes)), bytesIEC(int64(st.TotalDiskBytes)))
 	fmt.Fprintf(w, "runs:         %d active, %d waiting\n", st.RunsActive, st.RunsPending)
+	if a := st.Appliance; a != nil {
+		key := a.SigningKey
+		if a.DevKey {
+			key += " (the development key: public, not for production)"
+		}
+		fmt.Fprintf(w, "appliance:    system %s, Secure Boot %s, release key %s\n", a.System, a.SecureBoot, key)
+		if u := a.Upgrade; u != nil {
+			fmt.Fprintf(w, "last upgrade: from %s to %s (system %s): %s at %s", u.From, u.To, u.System, u.State, u.At.Format(time.RFC3339))
+			if u.Reason != "" {
+				fmt.Fprintf(w, ": %s", u.Reason)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	if st.Healthy {
 		fmt.Fprintln(w, "healthy")
 	}

@@ -35,6 +35,10 @@ type serveConfig struct {
 	ResyncInterval       string `json:"resyncInterval"`
 	LogLevel             string `json:"logLevel"`
 	LogFormat            string `json:"logFormat"`
+	// ApplianceStatus is the appliance's report of itself (system
+	// partition, Secure Boot, last upgrade), which its init writes; the
+	// status and the console show it.
+	ApplianceStatus string `json:"applianceStatus,omitempty"`
 }
 
 type serveOptions struct {
@@ -60,6 +64,7 @@ func init() {
 			fs.StringVar(&o.flags.ResyncInterval, "resync", "", "how often to pick up jobs changed by other processes (default 30s)")
 			fs.StringVar(&o.flags.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 			fs.StringVar(&o.flags.LogFormat, "log-format", "", "text or json (default json)")
+			fs.StringVar(&o.flags.ApplianceStatus, "appliance-status", "", "the appliance's status file, written by its init (env REHOST_APPLIANCE_STATUS)")
 			return o.run
 		},
 	})
@@ -96,6 +101,7 @@ func (o *serveOptions) config() (serveConfig, error) {
 	envStr("REHOST_LOG_LEVEL", &c.LogLevel)
 	envStr("REHOST_LOG_FORMAT", &c.LogFormat)
 	envStr("REHOST_RESYNC_INTERVAL", &c.ResyncInterval)
+	envStr("REHOST_APPLIANCE_STATUS", &c.ApplianceStatus)
 	for name, p := range map[string]*int{
 		"REHOST_MAX_CONCURRENT_RUNS": &c.MaxConcurrentRuns, "REHOST_IMPORT_LIMIT": &c.ImportLimitPerRegion,
 		"REHOST_ON_DEMAND_PER_24H": &c.OnDemandPer24h, "REHOST_PAUSE_AFTER_FAILURES": &c.PauseAfterFailures,
@@ -124,6 +130,8 @@ func (o *serveOptions) config() (serveConfig, error) {
 			c.LogLevel = o.flags.LogLevel
 		case "log-format":
 			c.LogFormat = o.flags.LogFormat
+		case "appliance-status":
+			c.ApplianceStatus = o.flags.ApplianceStatus
 		}
 	})
 	return c, nil
@@ -170,7 +178,9 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	if c.LogFormat == "text" {
 		log = slog.New(slog.NewTextHandler(logOut, hopts))
 	}
-	d, err := daemon.Open(ctx, c.StateDir, daemon.Options{Log: log, Scheduler: scheduler.Options{
+	// A launch in progress is looked at as often as jobs are resynced, at
+	// least every 5 s.
+	d, err := daemon.Open(ctx, c.StateDir, daemon.Options{Log: log, LaunchPoll: min(resync, 5*time.Second), Scheduler: scheduler.Options{
 		MaxConcurrent: c.MaxConcurrentRuns, ImportLimitPerRegion: c.ImportLimitPerRegion,
 		OnDemandPer24h: c.OnDemandPer24h, PauseAfterFailures: c.PauseAfterFailures,
 		ResyncInterval: resync, Logger: log,
@@ -201,7 +211,7 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	d.ResyncOnSignal(ctx)
 	metrics := api.NewMetrics(d, log)
 	go metrics.Watch(ctx, time.Second)
-	svc := &api.Local{D: d, Started: started, Config: cfgJSON}
+	svc := &api.Local{D: d, Started: started, Config: cfgJSON, ApplianceStatus: c.ApplianceStatus}
 	console, err := web.New(web.Options{Service: svc, Keys: d, Settings: d.Store, Fingerprint: fp, Log: log})
 	if err != nil {
 		return err

@@ -1,17 +1,21 @@
 package cli
 
 import (
+	"context"
+	"database/sql"
 	"flag"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rehost/rehost/pkg/store"
 )
 
 // serveEnv lists every variable serve reads; each test starts with all unset.
 var serveEnv = []string{"REHOST_CONFIG", "REHOST_STATE_DIR", "REHOST_LISTEN", "REHOST_LOG_LEVEL", "REHOST_LOG_FORMAT",
-	"REHOST_MAX_CONCURRENT_RUNS", "REHOST_IMPORT_LIMIT", "REHOST_ON_DEMAND_PER_24H", "REHOST_PAUSE_AFTER_FAILURES"}
+	"REHOST_MAX_CONCURRENT_RUNS", "REHOST_IMPORT_LIMIT", "REHOST_ON_DEMAND_PER_24H", "REHOST_PAUSE_AFTER_FAILURES", "REHOST_APPLIANCE_STATUS"}
 
 func clearServeEnv(t *testing.T) {
 	for _, k := range serveEnv {
@@ -146,5 +150,31 @@ func TestServeConfigErrors(t *testing.T) {
 				t.Errorf("config() error = %v, want it to mention %q", err, c.want)
 			}
 		})
+	}
+}
+
+// A state a newer rehost migrated is refused with ExitStateNewer, which
+// the appliance's init acts on after a rollback, and a message saying so.
+func TestServeRefusesNewerStateWithItsExitStatus(t *testing.T) {
+	clearServeEnv(t)
+	dir := t.TempDir()
+	st, err := store.OpenSQLite(filepath.Join(dir, "rehost.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db, err := sql.Open("sqlite", filepath.Join(dir, "rehost.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO schema_version (version, name, applied_at) VALUES (9999, 'future', 0)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	var stderr strings.Builder
+	code := Main(context.Background(), Env{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &stderr},
+		[]string{"serve", "--state-dir", dir, "--listen", "127.0.0.1:0"})
+	if code != ExitStateNewer || !strings.Contains(stderr.String(), "newer than this rehost knows") {
+		t.Fatalf("serve on a newer state: exit %d, %s", code, stderr.String())
 	}
 }

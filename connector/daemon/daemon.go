@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rehost/rehost/connector/app"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/secret"
 	"github.com/rehost/rehost/pkg/source"
@@ -68,6 +69,14 @@ type Options struct {
 	Hook func(runID, step string)
 	// ProgressEvery throttles progress writes (default 1 s).
 	ProgressEvery time.Duration
+	// LaunchPoll is how often an application launch in progress is looked
+	// at (default 5 s); BootTimeout is each server group's time to boot, in
+	// seconds (default app.DefaultBootTimeout).
+	LaunchPoll  time.Duration
+	BootTimeout int
+	// AgentGrace is how long a launched server's SSM agent has to register
+	// before its validation command is given up (default 3 minutes).
+	AgentGrace time.Duration
 }
 
 // Daemon is an open connector state directory.
@@ -78,6 +87,8 @@ type Daemon struct {
 	Log    *slog.Logger
 	Engine *replication.Engine
 	Sched  *scheduler.Scheduler
+	// Apps launches applications and watches their stacks.
+	Apps *app.Launcher
 
 	mu     sync.Mutex
 	target *awstarget.Target
@@ -124,6 +135,8 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 		so.Logger = log
 	}
 	d.Sched = scheduler.New(st, runner{d}, so)
+	d.Apps = &app.Launcher{Store: st, Log: log, Poll: o.LaunchPoll, BootTimeout: o.BootTimeout, AgentGrace: o.AgentGrace,
+		Cloud: func(ctx context.Context) (app.Cloud, error) { return d.Target(ctx) }}
 	d.Engine.ImportSlot = func(ctx context.Context) (func(), error) {
 		t, err := d.Target(ctx)
 		if err != nil {
@@ -231,7 +244,7 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget
 		AssumeRoleARN:   s.AssumeRoleARN,
 		ExternalID:      s.ExternalID,
 		Endpoints: awstarget.Endpoints{
-			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint,
+			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint, CloudFormation: s.Endpoint, SSM: s.Endpoint,
 		},
 		S3PathStyle: s.S3Endpoint != "",
 		Bucket:      s.Bucket,
@@ -374,6 +387,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	go func() {
 		defer close(janitorDone)
 		d.janitor(ctx, true)
+		d.autoBackup(ctx)
+	}()
+	// Launches a crash left in progress are picked up where they stood.
+	appsDone := make(chan struct{})
+	go func() {
+		defer close(appsDone)
+		d.Apps.Run(ctx)
 	}()
 	tick := time.NewTicker(30 * time.Minute)
 	defer tick.Stop()
@@ -384,6 +404,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.Sched.Stop()
 			d.Sched.Wait()
 			<-janitorDone
+			<-appsDone
 			return nil
 		case <-tick.C:
 			sweep := time.Since(lastSweep) >= SweepEvery
@@ -391,6 +412,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 				lastSweep = time.Now()
 			}
 			d.janitor(ctx, sweep)
+			d.autoBackup(ctx)
 		}
 	}
 }

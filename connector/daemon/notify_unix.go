@@ -20,8 +20,9 @@ func NotifyServing(dir string) {
 	syscall.Kill(info.PID, syscall.SIGUSR1)
 }
 
-// ResyncOnSignal makes the scheduler resync whenever the process receives
-// NotifyServing's signal, until ctx ends.
+// ResyncOnSignal makes the scheduler resync, and the launcher look at the
+// launches, whenever the process receives NotifyServing's signal, until ctx
+// ends.
 func (d *Daemon) ResyncOnSignal(ctx context.Context) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGUSR1)
@@ -33,6 +34,7 @@ func (d *Daemon) ResyncOnSignal(ctx context.Context) {
 				return
 			case <-ch:
 				d.Sched.Resync()
+				d.Apps.Wake()
 			}
 		}
 	}()

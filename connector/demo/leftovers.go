@@ -11,6 +11,7 @@ import (
 	"github.com/rehost/rehost/internal/lab/emulator"
 	"github.com/rehost/rehost/internal/lab/s3peer"
 	"github.com/rehost/rehost/internal/lab/vspheresim"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 // PeerStates is what the three peers report holding: in-process
@@ -68,13 +69,23 @@ type Leftovers struct {
 	DuplicateAMIRuns []string `json:"duplicateAmiRuns,omitempty"` // runs with several AMIs
 	// AMIsPerRun counts the AMIs tagged with each run.
 	AMIsPerRun map[string]int `json:"amisPerRun,omitempty"`
+	// Stacks are CloudFormation stacks not deleted, and Instances EC2
+	// instances not terminated: what application launches left.
+	Stacks    []string `json:"stacks,omitempty"`
+	Instances []string `json:"instances,omitempty"`
+	// Templates are application templates in the staging bucket: kept on
+	// purpose (the staging lifecycle expires them), not a leak.
+	Templates []string `json:"templates,omitempty"`
+	// Backups are the connector's state backups (awstarget.BackupPrefix):
+	// kept on purpose, so not counted as left behind.
+	Backups []string `json:"backups,omitempty"`
 }
 
 // Empty reports whether nothing leaked.
 func (l Leftovers) Empty() bool {
 	return len(l.VMSnapshots) == 0 && l.OpenLeases == 0 && len(l.Uploads) == 0 && len(l.Objects) == 0 &&
 		len(l.ActiveImports) == 0 && len(l.OrphanSnapshots) == 0 && len(l.PendingSnapshots) == 0 &&
-		len(l.UntrackedImages) == 0 && len(l.DuplicateAMIRuns) == 0
+		len(l.UntrackedImages) == 0 && len(l.DuplicateAMIRuns) == 0 && len(l.Stacks) == 0 && len(l.Instances) == 0
 }
 
 func (l Leftovers) String() string {
@@ -95,6 +106,8 @@ func (l Leftovers) String() string {
 	add("pending ebs snapshots", l.PendingSnapshots)
 	add("untracked amis", l.UntrackedImages)
 	add("runs with several amis", l.DuplicateAMIRuns)
+	add("stacks", l.Stacks)
+	add("instances", l.Instances)
 	if len(parts) == 0 {
 		return "nothing left behind"
 	}
@@ -122,6 +135,15 @@ func (st PeerStates) Leftovers(bucket string, claimed map[string]bool) Leftovers
 			prefix = b.Name + "/"
 		}
 		for _, o := range b.Objects {
+			if strings.HasPrefix(o.Key, awstarget.TemplatePrefix) {
+				l.Templates = append(l.Templates, prefix+o.Key)
+				continue
+			}
+			// The connector's state backups are kept on purpose.
+			if strings.HasPrefix(o.Key, awstarget.BackupPrefix) {
+				l.Backups = append(l.Backups, prefix+o.Key)
+				continue
+			}
 			l.Objects = append(l.Objects, prefix+o.Key)
 		}
 		for _, u := range b.Uploads {
@@ -167,6 +189,16 @@ func (st PeerStates) Leftovers(bucket string, claimed map[string]bool) Leftovers
 	for _, t := range st.AWS.ImportTasks {
 		if t.Status == "active" || t.Status == "deleting" {
 			l.ActiveImports = append(l.ActiveImports, t.ID)
+		}
+	}
+	for _, st := range st.AWS.Stacks {
+		if st.Status != "DELETE_COMPLETE" {
+			l.Stacks = append(l.Stacks, st.Name+" ("+st.Status+")")
+		}
+	}
+	for _, in := range st.AWS.Instances {
+		if in.State != "terminated" {
+			l.Instances = append(l.Instances, in.ID+" ("+in.State+")")
 		}
 	}
 	slices.Sort(l.VMSnapshots)

@@ -41,7 +41,10 @@ type PeerOptions struct {
 	// Delays slow the emulator's API calls by name (emulator.Config.Delays),
 	// e.g. DeregisterImage and DeleteSnapshot so kills land in retention.
 	Delays map[string]time.Duration
-	Log    *slog.Logger
+	// InstanceBootTime is how long the emulator's instances take to boot
+	// (default the emulator's, 3 s).
+	InstanceBootTime time.Duration
+	Log              *slog.Logger
 }
 
 // Peers are the running stand-ins for vCenter, S3 and AWS.
@@ -93,6 +96,7 @@ func StartPeers(ctx context.Context, o PeerOptions) (_ *Peers, err error) {
 		S3HTTPClient:        p.S3.HTTPClient(),
 		DataDir:             filepath.Join(o.Dir, "aws"),
 		SimulatedImportWait: o.ImportDuration,
+		InstanceBootTime:    o.InstanceBootTime,
 		Delays:              o.Delays,
 		Logger:              o.Log,
 	})

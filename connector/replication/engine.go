@@ -76,7 +76,10 @@ type Engine struct {
 	// per-region limit of concurrent VM Import tasks queues runs rather than
 	// failing them.
 	ImportSlot func(ctx context.Context) (release func(), err error)
-	Log        *slog.Logger
+	// Limiter, when set, caps the bytes every run sends to AWS, together:
+	// one limiter shared by the runs in flight (nil: no cap).
+	Limiter awstarget.Limiter
+	Log     *slog.Logger
 	// CleanupTimeout bounds Undo after a failure; default 10 minutes.
 	CleanupTimeout time.Duration
 	// ProgressEvery is how often progress is written to the store and

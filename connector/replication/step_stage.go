@@ -1,10 +1,13 @@
 package replication
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +46,7 @@ func (stageStep) info() Info {
 	return Info{
 		Name: StepStage, Title: "Export and upload the disks", Weight: 50, Metric: "stage", Modes: fullOnly,
 		Advice:  "Exporting or uploading a disk failed: check the source and AWS (rehost connector status, or the console's Health page: network, the staging bucket), then start the job again. Nothing is left behind: the connector removed what it had staged.",
-		Effects: "the staging prefix (`staging-prefix`, swept on undo), the export's NFC lease (`export-lease`, aborted at restart), one multipart upload per disk (`multipart-upload`: upload id and parts, persisted about once a second and in full before completion), then the object (`s3-object`; a completed upload's object found by HEAD: size, composite CRC32C)",
+		Effects: "the staging prefix (`staging-prefix`, swept on undo), the export's NFC lease (`export-lease`, aborted at restart), one multipart upload per disk (`multipart-upload`: the upload id, and each part stored once as a ledger part — about once a second the parts new since the last tick, all of them before completion), then the object (`s3-object`; a completed upload's object found by HEAD: size, composite CRC32C)",
 	}
 }
 
@@ -200,12 +203,49 @@ func collect(done map[int]awstarget.Object, n int) []awstarget.Object {
 	return out
 }
 
+// recordedPart is a part as the ledger holds it: with the upload it
+// belongs to, so the parts of an upload that was started over are told
+// from the new one's.
+type recordedPart struct {
+	awstarget.Part
+	Upload string `json:"upload"`
+}
+
+// recordedUpload reads what the ledger holds of a disk's upload: its entry
+// (the upload without parts; an entry recorded by an older connector also
+// holds parts) and its ledger parts.
+func (r *run) recordedUpload(ctx context.Context, le store.LedgerEntry) (awstarget.Upload, error) {
+	var up awstarget.Upload
+	if err := json.Unmarshal(le.Data, &up); err != nil {
+		return up, err
+	}
+	stored, err := r.e.Store.LedgerParts(ctx, le.ID)
+	if err != nil {
+		return up, err
+	}
+	byNumber := map[int32]awstarget.Part{}
+	for _, p := range up.Parts {
+		byNumber[p.Number] = p
+	}
+	for _, lp := range stored {
+		var p recordedPart
+		if err := json.Unmarshal(lp.Data, &p); err != nil {
+			return up, fmt.Errorf("part %d: %w", lp.Number, err)
+		}
+		if p.Upload == up.UploadID {
+			byNumber[p.Number] = p.Part
+		}
+	}
+	up.Parts = slices.SortedFunc(maps.Values(byNumber), func(a, b awstarget.Part) int { return cmp.Compare(a.Number, b.Number) })
+	return up, nil
+}
+
 // recoverUpload keeps the object of an upload that was completed before a
 // crash let the run record it, instead of exporting and sending the disk
 // again.
 func (r *run) recoverUpload(ctx context.Context, i int, le store.LedgerEntry, done map[int]awstarget.Object) error {
-	var up awstarget.Upload
-	if err := json.Unmarshal(le.Data, &up); err != nil {
+	up, err := r.recordedUpload(ctx, le)
+	if err != nil {
 		return fmt.Errorf("vm %q: read the recorded upload of disk %d: %w", r.server.Name, i+1, err)
 	}
 	obj, ok, err := r.target.Recover(ctx, up, formatOf(up.Key))
@@ -277,10 +317,11 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 	id, created := le.ID, le.State == store.LedgerCreated
 	var resume *awstarget.Upload
 	if resumed && len(le.Data) > 0 {
-		resume = new(awstarget.Upload)
-		if err := json.Unmarshal(le.Data, resume); err != nil {
+		up, err := r.recordedUpload(ctx, le)
+		if err != nil {
 			return awstarget.Object{}, fmt.Errorf("%s: read the recorded upload: %w", what, err)
 		}
+		resume = &up
 	}
 	if !resumed {
 		var err error
@@ -300,38 +341,51 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 		total = d.CapacityBytes
 	}
 	var track awstarget.Tracker
-	persisted := 0
-	// persist records the upload's parts for a resume. The ticker calls it
-	// about once a second; Stage calls it once more before completing the
-	// upload, so the record of a finished upload is whole. Never
-	// concurrently: Stage's call comes after the last part, and stop waits
-	// for the ticker before its final report.
+	recorded := ""
+	if resume != nil {
+		recorded = resume.UploadID
+	}
+	persisted := 0 // parts of the tracker recorded so far
+	// persist records the upload for a resume: its id once (again if the
+	// upload was started over), then the parts stored since the last call,
+	// each once. The ticker calls it about once a second; Stage calls it
+	// once more before completing the upload, so the record of a finished
+	// upload is whole. Never concurrently: Stage's call comes after the
+	// last part, and stop waits for the ticker before its final report.
 	var mu sync.Mutex
-	persist := func(ctx context.Context, up awstarget.Upload, gen int) error {
+	persist := func(ctx context.Context) error {
 		mu.Lock()
 		defer mu.Unlock()
-		if gen == persisted || up.UploadID == "" {
+		h := track.Header()
+		if h.UploadID == "" {
 			return nil
 		}
-		var err error
-		if !created {
-			err = r.e.Store.RecordCreated(ctx, id, up.UploadID, mustJSON(up))
-			created = err == nil
-		} else {
-			err = r.e.Store.UpdateData(ctx, id, mustJSON(up))
+		if !created || h.UploadID != recorded {
+			if err := r.e.Store.RecordCreated(ctx, id, h.UploadID, mustJSON(h)); err != nil {
+				return err
+			}
+			created, recorded = true, h.UploadID
 		}
-		if err == nil {
-			persisted = gen
+		parts, next := track.Parts(persisted)
+		if len(parts) == 0 {
+			return nil
 		}
-		return err
+		lp := make([]store.LedgerPart, len(parts))
+		for k, p := range parts {
+			lp[k] = store.LedgerPart{Number: int64(p.Number), Data: mustJSON(recordedPart{p, h.UploadID})}
+		}
+		if err := r.e.Store.RecordParts(ctx, id, lp); err != nil {
+			return err
+		}
+		persisted = next
+		return nil
 	}
 	// The lease's progress is a call to vCenter: at most one at a time, in
 	// a goroutine of its own, so a slow vCenter delays neither the bytes
 	// nor the ticker.
 	var leaseBusy atomic.Bool
 	stop := r.ticker(ctx, func(ctx context.Context, final bool) {
-		up, gen := track.Upload()
-		if err := persist(ctx, up, gen); err != nil {
+		if err := persist(ctx); err != nil {
 			r.log.Warn("upload progress not recorded; a resume re-sends more", "disk", i, "err", err)
 		}
 		done := track.Bytes()
@@ -350,9 +404,9 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 		Format:   d.Format,
 		Resume:   resume,
 		Tracker:  &track,
-		BeforeComplete: func(up awstarget.Upload) error {
-			_, gen := track.Upload()
-			return persist(ctx, up, gen)
+		Limiter:  r.e.Limiter,
+		BeforeComplete: func(awstarget.Upload) error {
+			return persist(ctx)
 		},
 		// The run owns the upload: it resumes it after a restart or aborts
 		// it when it undoes itself.

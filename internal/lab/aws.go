@@ -16,7 +16,7 @@ import (
 func init() {
 	Program.Register(cli.Command{
 		Name:  "aws",
-		Usage: "--data DIR [--s3 S3.json | --s3-endpoint URL --s3-access-key KEY [--s3-ca FILE]] [--listen ADDR] [--region R] [--simulated-import-wait D] [--delay OP=D,…] [--json]",
+		Usage: "--data DIR [--s3 S3.json | --s3-endpoint URL --s3-access-key KEY [--s3-ca FILE]] [--listen ADDR] [--region R] [--simulated-import-wait D] [--instance-boot-time D] [--delay OP=D,…] [--json]",
 		Summary: "run the AWS emulator (EC2 VM Import, AMIs, snapshots, EBS direct, IAM, STS) on loopback " +
 			"until interrupted, printing its endpoint and keys",
 		Flags: awsFlags,
@@ -37,6 +37,7 @@ type awsOptions struct {
 	imageDelay          time.Duration
 	delays              string
 	denyCreateRole      bool
+	instanceBootTime    time.Duration
 	json                bool
 }
 
@@ -61,6 +62,7 @@ func awsFlags(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
 	fs.StringVar(&o.s3CA, "s3-ca", "", "PEM file of the CA that signed --s3-endpoint's certificate")
 	fs.DurationVar(&o.simulatedImportWait, "simulated-import-wait", 5*time.Second, "simulated time an import spends booting the converted guest (the rest of an import is real work)")
 	fs.DurationVar(&o.imageDelay, "image-delay", 0, "how long a registered or copied image stays pending")
+	fs.DurationVar(&o.instanceBootTime, "instance-boot-time", 3*time.Second, "how long a launched instance takes to boot (running at a quarter, console output from half of it)")
 	fs.StringVar(&o.delays, "delay", "", "slow API calls by name, e.g. DeregisterImage=2s,DeleteSnapshot=1s (to land a kill while a client waits)")
 	fs.BoolVar(&o.denyCreateRole, "deny-create-role", false, "answer iam:CreateRole with AccessDenied")
 	fs.BoolVar(&o.json, "json", false, "print the endpoint and keys as one JSON line")
@@ -94,7 +96,8 @@ func (o *awsOptions) run(ctx context.Context, env cli.Env, args []string) error 
 		AccessKeyID: os.Getenv(envEmulatorAccessKey), SecretAccessKey: os.Getenv(envEmulatorSecretKey),
 		S3Endpoint: o.s3Endpoint, S3AccessKey: o.s3AccessKey, S3SecretKey: o.s3SecretKey,
 		DataDir: o.dataDir, SimulatedImportWait: o.simulatedImportWait, ImageDelay: o.imageDelay, Delays: delays,
-		DenyCreateRole: o.denyCreateRole, Logger: slog.New(slog.NewTextHandler(env.Stderr, nil)),
+		InstanceBootTime: o.instanceBootTime,
+		DenyCreateRole:   o.denyCreateRole, Logger: slog.New(slog.NewTextHandler(env.Stderr, nil)),
 	}
 	caFile := o.s3CA
 	if o.s3Info != "" {

@@ -15,7 +15,7 @@ func init() {
 	Program.Register(cli.Command{
 		Name:    "leftovers",
 		Usage:   "--vcenter URL [--vcenter-thumbprint T] --s3 URL [--s3-ca FILE] --aws URL [--bucket B] [--json]",
-		Summary: "count what separately started peers still hold: leases, VM snapshots, uploads, objects, imports, EBS snapshots (orphan, pending, replicas), AMIs per run",
+		Summary: "count what separately started peers still hold: leases, VM snapshots, uploads, objects, imports, EBS snapshots (orphan, pending, replicas), AMIs per run, stacks, instances",
 		Flags: func(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
 			o := &leftoversOptions{}
 			fs.StringVar(&o.urls.VCenter, "vcenter", "", "the simulated vCenter's URL (rehost-lab vcenter printed it)")
@@ -52,7 +52,10 @@ type leftoverCounts struct {
 	ReplicaSnapshots int            `json:"replicaSnapshots"`
 	AMIs             int            `json:"amis"`
 	AMIsPerRun       map[string]int `json:"amisPerRun"`
-	// Clean is true when nothing but AMIs (one per run at most) is left.
+	Stacks           int            `json:"stacks"`    // not deleted
+	Instances        int            `json:"instances"` // not terminated
+	// Clean is true when nothing but AMIs (one per run at most) and
+	// application templates is left.
 	Clean   bool           `json:"clean"`
 	Details demo.Leftovers `json:"details"`
 }
@@ -78,7 +81,7 @@ func (o *leftoversOptions) run(ctx context.Context, env cli.Env, args []string) 
 	c := leftoverCounts{OpenLeases: l.OpenLeases, VMSnapshots: len(l.VMSnapshots), MultipartUploads: len(l.Uploads),
 		Objects: len(l.Objects), ActiveImports: len(l.ActiveImports), OrphanSnapshots: len(l.OrphanSnapshots),
 		PendingSnapshots: len(l.PendingSnapshots), ReplicaSnapshots: len(l.ReplicaSnapshots),
-		AMIsPerRun: l.AMIsPerRun, Clean: l.Empty(), Details: l}
+		AMIsPerRun: l.AMIsPerRun, Stacks: len(l.Stacks), Instances: len(l.Instances), Clean: l.Empty(), Details: l}
 	for _, im := range st.AWS.Images {
 		if im.State != "deregistered" {
 			c.AMIs++
@@ -87,8 +90,8 @@ func (o *leftoversOptions) run(ctx context.Context, env cli.Env, args []string) 
 	if o.json {
 		return printJSON(env, c)
 	}
-	fmt.Fprintf(env.Stdout, "open NFC leases       %d\nVM snapshots          %d\nmultipart uploads     %d\nobjects               %d\nactive imports        %d\norphan EBS snapshots  %d\npending EBS snapshots %d\nreplica snapshots     %d\nAMIs                  %d\n",
-		c.OpenLeases, c.VMSnapshots, c.MultipartUploads, c.Objects, c.ActiveImports, c.OrphanSnapshots, c.PendingSnapshots, c.ReplicaSnapshots, c.AMIs)
+	fmt.Fprintf(env.Stdout, "open NFC leases       %d\nVM snapshots          %d\nmultipart uploads     %d\nobjects               %d\nactive imports        %d\norphan EBS snapshots  %d\npending EBS snapshots %d\nreplica snapshots     %d\nAMIs                  %d\nstacks                %d\ninstances             %d\n",
+		c.OpenLeases, c.VMSnapshots, c.MultipartUploads, c.Objects, c.ActiveImports, c.OrphanSnapshots, c.PendingSnapshots, c.ReplicaSnapshots, c.AMIs, c.Stacks, c.Instances)
 	runs := make([]string, 0, len(c.AMIsPerRun))
 	for r, n := range c.AMIsPerRun {
 		runs = append(runs, fmt.Sprintf("%s=%d", r, n))

@@ -108,6 +108,13 @@ func OpenFile(path string) (Image, io.Closer, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("open disk image %s: %w", path, err)
 	}
+	if r, ok := img.(*rawImage); ok && r.format == "" {
+		// A sparse raw file: its holes come from the file system, not from
+		// reading them.
+		if ext, ok := fileExtents(f, st.Size()); ok {
+			r.once.Do(func() { r.ext, r.known = ext, true })
+		}
+	}
 	return img, f, nil
 }
 
@@ -129,6 +136,8 @@ type rawImage struct {
 
 	once sync.Once
 	ext  []Extent
+	// known is set when ext came from the file system rather than a scan.
+	known bool
 }
 
 func (r *rawImage) Size() int64 { return r.size }

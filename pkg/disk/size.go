@@ -33,3 +33,43 @@ func MaxImageSize(f Format, capacity int64) int64 {
 		return sectors + grains*1024 + spans*(2048+512) + spans*4 + 2*mib
 	}
 }
+
+// Sizes are the exact sizes of a disk's images as this package writes them,
+// from its allocated extents alone.
+type Sizes struct {
+	// VHDDynamic and VHDFixed are a dynamic and a fixed VHD's.
+	VHDDynamic, VHDFixed int64
+	// VMDKMax is the most a streamOptimized VMDK can be (every touched
+	// grain stored, incompressible); Grains is how many grains the extents
+	// touch.
+	VMDKMax, Grains int64
+}
+
+// EncodedSizes computes the Sizes of a virtual disk with the given extents.
+func EncodedSizes(virtual int64, ext []Extent) Sizes {
+	const gtSpan = vmdkGTEntries * vmdkGrainSize // one grain table's span
+	var blocks, spans, grains int64
+	lastB, lastG, lastS := int64(-1), int64(-1), int64(-1)
+	for _, e := range ext {
+		for b := max(e.Offset/vhdBlockSize, lastB+1); b*vhdBlockSize < e.End(); b++ {
+			blocks, lastB = blocks+1, b
+		}
+		for g := max(e.Offset/vmdkGrainSize, lastG+1); g*vmdkGrainSize < e.End(); g++ {
+			grains, lastG = grains+1, g
+			if s := g * vmdkGrainSize / gtSpan; s != lastS {
+				spans, lastS = spans+1, s
+			}
+		}
+	}
+	v := (virtual + sectorSize - 1) / sectorSize * sectorSize
+	nblocks := (v + vhdBlockSize - 1) / vhdBlockSize
+	z := Sizes{Grains: grains, VHDFixed: v + sectorSize}
+	z.VHDDynamic = sectorSize + 2*sectorSize + (nblocks*4+sectorSize-1)/sectorSize*sectorSize + blocks*(sectorSize+vhdBlockSize) + sectorSize
+	// Header and descriptor (64 KiB), per grain a marker and the zlib
+	// stream padded to a sector (at most 64 KiB + 512 for incompressible
+	// data), per table span a marker and 512 entries, then the directory,
+	// the footer and the end-of-stream marker.
+	ngt := (v + gtSpan - 1) / gtSpan
+	z.VMDKMax = soOverhead*sectorSize + grains*(vmdkGrainSize+sectorSize) + spans*(sectorSize+vmdkGTEntries*4) + sectorSize + (ngt*4+sectorSize-1)/sectorSize*sectorSize + 3*sectorSize
+	return z
+}

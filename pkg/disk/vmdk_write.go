@@ -8,14 +8,57 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 
-	"github.com/klauspost/compress/zlib"
+	"github.com/klauspost/compress"
+	"github.com/klauspost/compress/flate"
 )
 
-// StreamCompressionLevel is the zlib level the streamOptimized writer uses.
-// Level 1 is several times faster than zlib's default on real disks and
-// costs a few percent of size; VMware and qemu read any level.
-var StreamCompressionLevel = zlib.BestSpeed
+// StreamCompressionLevel is the deflate level the streamOptimized writer
+// compresses grains with when the output is what bounds the stream (see
+// Compression). Level 1 is several times faster than zlib's default on real
+// disks and costs a few percent of size; VMware and qemu read any level.
+var StreamCompressionLevel = flate.BestSpeed
+
+// Compression says how the streamOptimized writer encodes each grain that
+// holds data (all-zero grains are always left out).
+type Compression int
+
+const (
+	// CompressAdaptive (the default) deflates at StreamCompressionLevel
+	// while writing the output is what the stream waits on (the link is
+	// the bottleneck), and only Huffman-codes grains while the compressors
+	// are (the CPU is): measured over every 256 grains from the time the
+	// writer waits on each. Grains that will not compress are stored.
+	CompressAdaptive Compression = iota
+	// CompressSmall always deflates at StreamCompressionLevel.
+	CompressSmall
+	// CompressFast always Huffman-codes (no match search): about a third
+	// of the CPU, a larger output.
+	CompressFast
+	// CompressStore stores every grain uncompressed (deflate's stored
+	// blocks): the least CPU, a VMDK the size of the data.
+	CompressStore
+)
+
+// StreamOptions tune WriteStreamOptimizedOpts.
+type StreamOptions struct {
+	Compression Compression
+	// Stats, when set, is kept up to date with what the writer did.
+	Stats *StreamStats
+}
+
+// StreamStats counts what a streamOptimized writer did with the grains.
+// Its fields are read atomically while the writer runs.
+type StreamStats struct {
+	// Grains by encoding: left out (all zero), stored, Huffman-coded,
+	// deflated.
+	Zero, Stored, Huffman, Deflated atomic.Int64
+	// In and Out are the bytes of the grains that hold data, before and
+	// after encoding.
+	In, Out atomic.Int64
+}
 
 const (
 	soDescSectors = 20  // room for the embedded descriptor
@@ -33,9 +76,14 @@ const (
 // bounded (a few MiB plus 4 bytes per 32 MiB of capacity for the grain
 // directory) whatever the size. It returns the number of bytes written.
 func WriteStreamOptimized(w io.Writer, src Sparse) (int64, error) {
+	return WriteStreamOptimizedOpts(w, src, StreamOptions{})
+}
+
+// WriteStreamOptimizedOpts is WriteStreamOptimized with options.
+func WriteStreamOptimizedOpts(w io.Writer, src Sparse, o StreamOptions) (int64, error) {
 	size := src.Size()
 	var ext []Extent
-	if r, ok := src.(*rawImage); ok && r.format == "" {
+	if r, ok := src.(*rawImage); ok && r.format == "" && !r.known {
 		// Scanning raw content for extents would read it twice; the
 		// writer's own zero-grain test finds the holes in one pass.
 		if size > 0 {
@@ -71,7 +119,7 @@ func WriteStreamOptimized(w io.Writer, src Sparse) (int64, error) {
 		}
 		return nil
 	}
-	return writeStream(w, size, soOverhead, produce)
+	return writeStream(w, size, soOverhead, o, produce)
 }
 
 // WriteStreamOptimizedFrom writes the raw disk of the given size read
@@ -98,18 +146,26 @@ func WriteStreamOptimizedFrom(w io.Writer, r io.Reader, size int64) (int64, erro
 		}
 		return nil
 	}
-	return writeStream(w, size, soOverhead, produce)
+	return writeStream(w, size, soOverhead, StreamOptions{}, produce)
 }
 
 // grainJob is one grain moving through the compression pipeline.
 type grainJob struct {
-	gi   int64
-	raw  []byte
-	out  *bytes.Buffer
-	zero bool
-	err  error
-	done chan struct{}
+	gi    int64
+	raw   []byte
+	level int           // what the worker is to do with it: a flate level, or storeGrain
+	busy  time.Duration // the worker's time on it
+	// Set by the worker: the grain is all zero, or stored (raw is written
+	// as deflate's stored blocks), or out holds its zlib stream.
+	zero, stored bool
+	adler        uint32
+	out          *bytes.Buffer
+	err          error
+	done         chan struct{}
 }
+
+// storeGrain is a grainJob level: store the grain uncompressed.
+const storeGrain = 100
 
 var (
 	rawGrainPool = sync.Pool{New: func() any { b := make([]byte, vmdkGrainSize); return &b }}
@@ -119,7 +175,7 @@ var (
 // writeStream runs the pipeline: produce reads grains in order (one
 // goroutine), a pool of workers tests and compresses them, and this
 // goroutine writes them in order. At most inflight grains exist at once.
-func writeStream(w io.Writer, size int64, overhead uint64, produce func(emit func(gi int64, fill func([]byte) error) error) error) (int64, error) {
+func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, produce func(emit func(gi int64, fill func([]byte) error) error) error) (int64, error) {
 	if size < 0 || size > MaxVirtualSize {
 		return 0, fmt.Errorf("write streamOptimized vmdk: size %d out of range", size)
 	}
@@ -127,7 +183,13 @@ func writeStream(w io.Writer, size int64, overhead uint64, produce func(emit fun
 	if err := sw.begin(); err != nil {
 		return sw.n, fmt.Errorf("write streamOptimized vmdk: %w", err)
 	}
+	stats := o.Stats
+	if stats == nil {
+		stats = new(StreamStats)
+	}
 	workers := max(1, runtime.GOMAXPROCS(0))
+	pace := newPacer(o.Compression)
+	pace.workers = workers
 	inflight := 4 * workers
 	order := make(chan *grainJob, inflight)
 	work := make(chan *grainJob, inflight)
@@ -146,7 +208,7 @@ func writeStream(w io.Writer, size int64, overhead uint64, produce func(emit fun
 		defer close(work)
 		prodErr = produce(func(gi int64, fill func([]byte) error) error {
 			bp := rawGrainPool.Get().(*[]byte)
-			j := &grainJob{gi: gi, raw: *bp, done: make(chan struct{})}
+			j := &grainJob{gi: gi, raw: *bp, level: pace.level(), done: make(chan struct{})}
 			if err := fill(j.raw); err != nil {
 				rawGrainPool.Put(bp)
 				return err
@@ -169,11 +231,32 @@ func writeStream(w io.Writer, size int64, overhead uint64, produce func(emit fun
 		return sw.n, fmt.Errorf("write streamOptimized vmdk: %w", err)
 	}
 	for j := range order {
+		t0 := time.Now()
 		<-j.done
+		t1 := time.Now()
 		err := j.err
-		if err == nil && !j.zero {
+		switch {
+		case err != nil:
+		case j.zero:
+			stats.Zero.Add(1)
+		case j.stored:
+			stats.Stored.Add(1)
+			before := sw.n
+			err = sw.storedGrain(j.gi, j.raw, j.adler)
+			stats.In.Add(vmdkGrainSize)
+			stats.Out.Add(sw.n - before)
+		default:
+			if j.level == flate.HuffmanOnly {
+				stats.Huffman.Add(1)
+			} else {
+				stats.Deflated.Add(1)
+			}
+			before := sw.n
 			err = sw.grain(j.gi, j.out.Bytes())
+			stats.In.Add(vmdkGrainSize)
+			stats.Out.Add(sw.n - before)
 		}
+		pace.observe(t1.Sub(t0), time.Since(t1), j.busy)
 		buf := j.raw
 		rawGrainPool.Put(&buf)
 		if j.out != nil {
@@ -196,34 +279,129 @@ func writeStream(w io.Writer, size int64, overhead uint64, produce func(emit fun
 
 var errStopped = fmt.Errorf("stopped")
 
+// pacer picks how the next grains are encoded. Adaptive, it looks at a
+// window of grains: when the in-order writer waited for the compressors
+// longer than it spent writing, and the compressors were busy most of the
+// window, the CPU is the bottleneck and the next window is Huffman-coded
+// only; otherwise (the output — the link — is what the stream waits on, or
+// the source is) it is deflated at StreamCompressionLevel.
+type pacer struct {
+	fixed      int // the level when not adaptive
+	adaptive   bool
+	workers    int
+	cur        atomic.Int64
+	n          int
+	start      time.Time
+	cpu, write time.Duration
+	busy       time.Duration
+}
+
+// paceWindow is how many grains (16 MiB) each adaptive decision covers.
+const paceWindow = 256
+
+func newPacer(c Compression) *pacer {
+	p := &pacer{}
+	switch c {
+	case CompressSmall:
+		p.fixed = StreamCompressionLevel
+	case CompressFast:
+		p.fixed = flate.HuffmanOnly
+	case CompressStore:
+		p.fixed = storeGrain
+	default:
+		p.adaptive = true
+		p.fixed = StreamCompressionLevel
+	}
+	p.cur.Store(int64(p.fixed))
+	return p
+}
+
+// level is how the grain read next is to be encoded (producer goroutine).
+func (p *pacer) level() int { return int(p.cur.Load()) }
+
+// observe adds one grain's waits and the worker's time on it (writer
+// goroutine).
+func (p *pacer) observe(waitCPU, writing, busy time.Duration) {
+	if !p.adaptive {
+		return
+	}
+	if p.n == 0 {
+		p.start = time.Now()
+	}
+	p.cpu += waitCPU
+	p.write += writing
+	p.busy += busy
+	if p.n++; p.n < paceWindow {
+		return
+	}
+	next := StreamCompressionLevel
+	if wall := time.Since(p.start) * time.Duration(p.workers); p.cpu > p.write && p.busy*4 > wall*3 {
+		next = flate.HuffmanOnly
+	}
+	p.cur.Store(int64(next))
+	p.n, p.cpu, p.write, p.busy = 0, 0, 0, 0
+}
+
+// incompressible is the compress.Estimate of a grain's first 4 KiB below
+// which it is stored: such grains deflate to about 94 % of their size (a
+// tar of /usr measured), not worth the CPU.
+const incompressible = 0.1
+
 func compressWorker(work <-chan *grainJob) {
-	var zw *zlib.Writer
+	writers := map[int]*flate.Writer{}
 	for j := range work {
-		if isZero(j.raw) {
-			j.zero = true
-			close(j.done)
-			continue
-		}
-		j.out = outGrainPool.Get().(*bytes.Buffer)
-		if zw == nil {
-			var err error
-			zw, err = zlib.NewWriterLevel(j.out, StreamCompressionLevel)
-			if err != nil {
-				j.err = fmt.Errorf("compress grain: %w", err)
-				close(j.done)
-				continue
-			}
-		} else {
-			zw.Reset(j.out)
-		}
-		if _, err := zw.Write(j.raw); err != nil {
-			j.err = fmt.Errorf("compress grain %d: %w", j.gi, err)
-		} else if err := zw.Close(); err != nil {
-			j.err = fmt.Errorf("compress grain %d: %w", j.gi, err)
-		}
+		start := time.Now()
+		j.encode(writers)
+		j.busy = time.Since(start)
 		close(j.done)
 	}
 }
+
+// encode tests and compresses one grain (see grainJob), with one flate
+// writer per level, reused.
+func (j *grainJob) encode(writers map[int]*flate.Writer) {
+	if isZero(j.raw) {
+		j.zero = true
+		return
+	}
+	j.adler = adler32Update(1, j.raw)
+	if j.level == storeGrain || compress.Estimate(j.raw[:4096]) < incompressible {
+		j.stored = true
+		return
+	}
+	j.out = outGrainPool.Get().(*bytes.Buffer)
+	j.out.Write(zlibHeader[:])
+	fw := writers[j.level]
+	if fw == nil {
+		var err error
+		if fw, err = flate.NewWriter(j.out, j.level); err != nil {
+			j.err = fmt.Errorf("compress grain: %w", err)
+			return
+		}
+		writers[j.level] = fw
+	} else {
+		fw.Reset(j.out)
+	}
+	if _, err := fw.Write(j.raw); err != nil {
+		j.err = fmt.Errorf("compress grain %d: %w", j.gi, err)
+	} else if err := fw.Close(); err != nil {
+		j.err = fmt.Errorf("compress grain %d: %w", j.gi, err)
+	}
+	if j.out.Len()+4 >= storedGrainSize {
+		// Deflate made it no smaller than storing would.
+		j.stored = true
+	} else {
+		j.out.Write(binary.BigEndian.AppendUint32(nil, j.adler))
+	}
+}
+
+// zlibHeader begins every grain's zlib stream: deflate, 32 KiB window,
+// "fastest" level, no dictionary (RFC 1950).
+var zlibHeader = [2]byte{0x78, 0x01}
+
+// storedGrainSize is the zlib stream of a stored 64 KiB grain: the header,
+// two stored blocks (65535 and 1 bytes, each behind 5 bytes), the Adler-32.
+const storedGrainSize = 2 + 5 + 65535 + 5 + 1 + 4
 
 // streamWriter lays out a streamOptimized VMDK as grains arrive in order.
 type streamWriter struct {
@@ -286,7 +464,9 @@ func (s *streamWriter) marker(val uint64, typ uint32) error {
 	return s.write(m[:])
 }
 
-func (s *streamWriter) grain(gi int64, comp []byte) error {
+// entry records grain gi at the current offset in its grain table, first
+// writing out the previous table when gi starts another.
+func (s *streamWriter) entry(gi int64) error {
 	if t := gi / vmdkGTEntries; t != s.curGT {
 		if err := s.flushGT(); err != nil {
 			return err
@@ -295,6 +475,13 @@ func (s *streamWriter) grain(gi int64, comp []byte) error {
 	}
 	binary.LittleEndian.PutUint32(s.gt[(gi%vmdkGTEntries)*4:], uint32(s.n/sectorSize))
 	s.gtUsed = true
+	return nil
+}
+
+func (s *streamWriter) grain(gi int64, comp []byte) error {
+	if err := s.entry(gi); err != nil {
+		return err
+	}
 	var mk [12]byte
 	binary.LittleEndian.PutUint64(mk[0:], uint64(gi)*vmdkGrainSectors)
 	binary.LittleEndian.PutUint32(mk[8:], uint32(len(comp)))
@@ -308,6 +495,35 @@ func (s *streamWriter) grain(gi int64, comp []byte) error {
 		return s.write(s.pad[:sectorSize-r])
 	}
 	return nil
+}
+
+// storedGrain writes grain gi (64 KiB of raw data) as a zlib stream of
+// stored blocks, straight from raw, with its Adler-32 computed before.
+func (s *streamWriter) storedGrain(gi int64, raw []byte, adler uint32) error {
+	if err := s.entry(gi); err != nil {
+		return err
+	}
+	var head [12 + 2 + 5]byte
+	binary.LittleEndian.PutUint64(head[0:], uint64(gi)*vmdkGrainSectors)
+	binary.LittleEndian.PutUint32(head[8:], storedGrainSize)
+	copy(head[12:], zlibHeader[:])
+	head[14] = 0 // not final, stored
+	binary.LittleEndian.PutUint16(head[15:], 0xffff)
+	binary.LittleEndian.PutUint16(head[17:], 0)
+	if err := s.write(head[:]); err != nil {
+		return err
+	}
+	if err := s.write(raw[:0xffff]); err != nil {
+		return err
+	}
+	// The last block (1 byte), the checksum and the padding of the sector.
+	tail := make([]byte, 0, sectorSize)
+	tail = append(tail, 1, 1, 0, 0xfe, 0xff, raw[0xffff])
+	tail = binary.BigEndian.AppendUint32(tail, adler)
+	if r := (12 + storedGrainSize) % sectorSize; r != 0 {
+		tail = append(tail, s.pad[:sectorSize-r]...)
+	}
+	return s.write(tail)
 }
 
 func (s *streamWriter) flushGT() error {

@@ -96,7 +96,7 @@ func (s *sqlStore) migrate(ctx context.Context) error {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	if newest := ms[len(ms)-1].version; current.Valid && current.Int64 > int64(newest) {
-		return fmt.Errorf("database schema version %d is newer than this rehost knows (%d): upgrade rehost", current.Int64, newest)
+		return fmt.Errorf("%w: database schema version %d is newer than this rehost knows (%d): upgrade rehost", ErrSchemaNewer, current.Int64, newest)
 	}
 	for _, m := range ms {
 		err := s.tx(ctx, func(tx *sql.Tx) error {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -346,6 +347,14 @@ func (s *sqlStore) DeleteServer(ctx context.Context, id string) error {
 		err := s.queryRow(ctx, tx, `SELECT replication_job_id FROM replication_jobs WHERE server_id = ? ORDER BY created_at DESC`, id).Scan(&job)
 		if err == nil {
 			return fmt.Errorf("%w: replication job %s refers to it", ErrConflict, job)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		var app string
+		err = s.queryRow(ctx, tx, `SELECT app_id FROM app_servers WHERE server_id = ?`, id).Scan(&app)
+		if err == nil {
+			return fmt.Errorf("%w: app %s has it in a server group", ErrConflict, app)
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -872,25 +881,81 @@ func (s *sqlStore) GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, e
 // current state allows it.
 func (s *sqlStore) updateLedger(ctx context.Context, what string, id int64, allowed []LedgerState, set string, args ...any) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		e, err := s.getLedger(ctx, tx, id)
-		if err != nil {
+		if err := s.checkLedgerState(ctx, tx, id, allowed); err != nil {
 			return err
 		}
-		ok := false
-		for _, st := range allowed {
-			ok = ok || e.State == st
-		}
-		if !ok {
-			return fmt.Errorf("%w: entry (%s %s) is %s", ErrConflict, e.Kind, e.ResourceID, e.State)
-		}
 		args = append(append(args, s.now().UnixNano()), id)
-		_, err = s.exec(ctx, tx, `UPDATE ledger SET `+set+`, updated_at = ? WHERE id = ?`, args...)
+		_, err := s.exec(ctx, tx, `UPDATE ledger SET `+set+`, updated_at = ? WHERE id = ?`, args...)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%s of ledger entry %d: %w", what, id, err)
 	}
 	return nil
+}
+
+// checkLedgerState fails with ErrConflict unless entry id is in one of the
+// allowed states (ErrNotFound if it is missing).
+func (s *sqlStore) checkLedgerState(ctx context.Context, q querier, id int64, allowed []LedgerState) error {
+	e, err := s.getLedger(ctx, q, id)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(allowed, e.State) {
+		return fmt.Errorf("%w: entry (%s %s) is %s", ErrConflict, e.Kind, e.ResourceID, e.State)
+	}
+	return nil
+}
+
+// partsPerStatement bounds a multi-row insert of parts (3 arguments each)
+// well below SQLite's and PostgreSQL's limits on bound parameters.
+const partsPerStatement = 200
+
+func (s *sqlStore) RecordParts(ctx context.Context, id int64, parts []LedgerPart) error {
+	for _, p := range parts {
+		if p.Number < 1 {
+			return fmt.Errorf("record parts of ledger entry %d: %w: part number %d is below 1", id, ErrInvalid, p.Number)
+		}
+		if len(p.Data) == 0 || !json.Valid(p.Data) {
+			return fmt.Errorf("record parts of ledger entry %d: %w: data of part %d is not valid JSON", id, ErrInvalid, p.Number)
+		}
+	}
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkLedgerState(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated}); err != nil {
+			return err
+		}
+		for chunk := range slices.Chunk(parts, partsPerStatement) {
+			args := make([]any, 0, 3*len(chunk))
+			for _, p := range chunk {
+				args = append(args, id, p.Number, jsonArg(p.Data))
+			}
+			q := `INSERT INTO ledger_parts (entry_id, number, data) VALUES ` +
+				strings.TrimSuffix(strings.Repeat("(?, ?, ?), ", len(chunk)), ", ") +
+				` ON CONFLICT (entry_id, number) DO UPDATE SET data = excluded.data`
+			if _, err := s.exec(ctx, tx, q, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record %d parts of ledger entry %d: %w", len(parts), id, err)
+	}
+	return nil
+}
+
+func (s *sqlStore) LedgerParts(ctx context.Context, id int64) ([]LedgerPart, error) {
+	rows, err := s.query(ctx, s.db, `SELECT number, data FROM ledger_parts WHERE entry_id = ? ORDER BY number`, id)
+	if err != nil {
+		return nil, fmt.Errorf("read parts of ledger entry %d: %w", id, err)
+	}
+	return collect(rows, func(r scanner) (LedgerPart, error) {
+		var p LedgerPart
+		var data string
+		err := r.Scan(&p.Number, &data)
+		p.Data = jsonOf(data)
+		return p, err
+	}, fmt.Sprintf("read parts of ledger entry %d", id))
 }
 
 func (s *sqlStore) RecordCreated(ctx context.Context, id int64, resourceID string, data json.RawMessage) error {
@@ -915,7 +980,20 @@ func (s *sqlStore) UpdateData(ctx context.Context, id int64, data json.RawMessag
 }
 
 func (s *sqlStore) RecordReleased(ctx context.Context, id int64) error {
-	return s.updateLedger(ctx, "record release", id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}, `state = ?`, LedgerReleased)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.checkLedgerState(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}); err != nil {
+			return err
+		}
+		if _, err := s.exec(ctx, tx, `UPDATE ledger SET state = ?, updated_at = ? WHERE id = ?`, LedgerReleased, s.now().UnixNano(), id); err != nil {
+			return err
+		}
+		_, err := s.exec(ctx, tx, `DELETE FROM ledger_parts WHERE entry_id = ?`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record release of ledger entry %d: %w", id, err)
+	}
+	return nil
 }
 
 func (s *sqlStore) HandOver(ctx context.Context, id int64, toStep string) (LedgerEntry, error) {
@@ -939,6 +1017,12 @@ func (s *sqlStore) HandOver(ctx context.Context, id int64, toStep string) (Ledge
 		var nid int64
 		if err := s.queryRow(ctx, tx, `INSERT INTO ledger (run_id, step, kind, intent, resource_id, state, data, handed_from, created_at, updated_at)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`, e.RunID, toStep, e.Kind, jsonArg(e.Intent), e.ResourceID, e.State, jsonArg(e.Data), id, now, now).Scan(&nid); err != nil {
+			return err
+		}
+		if _, err := s.exec(ctx, tx, `INSERT INTO ledger_parts (entry_id, number, data) SELECT ?, number, data FROM ledger_parts WHERE entry_id = ?`, nid, id); err != nil {
+			return err
+		}
+		if _, err := s.exec(ctx, tx, `DELETE FROM ledger_parts WHERE entry_id = ?`, id); err != nil {
 			return err
 		}
 		taken, err = s.getLedger(ctx, tx, nid)
@@ -1023,142 +1107,6 @@ func (s *sqlStore) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 		e.Time = timeOf(t)
 		return e, err
 	}, "list events")
-}
-
-// --- apps ---
-
-const appCols = `app_id, name, description, server_ids, created_at, updated_at`
-
-func scanApp(r scanner) (App, error) {
-	var a App
-	var ids string
-	var created, updated sql.NullInt64
-	if err := r.Scan(&a.AppID, &a.Name, &a.Description, &ids, &created, &updated); err != nil {
-		return App{}, err
-	}
-	if err := json.Unmarshal([]byte(ids), &a.ServerIDs); err != nil {
-		return App{}, fmt.Errorf("server ids of app %s: %w", a.AppID, err)
-	}
-	a.CreatedAt, a.UpdatedAt = timeOf(created), timeOf(updated)
-	return a, nil
-}
-
-// checkApp validates a and checks that its servers exist.
-func (s *sqlStore) checkApp(ctx context.Context, q querier, a App) error {
-	if a.Name == "" {
-		return fmt.Errorf("%w: app name is empty", ErrInvalid)
-	}
-	seen := map[string]bool{}
-	for _, id := range a.ServerIDs {
-		if seen[id] {
-			return fmt.Errorf("%w: server %s is listed twice", ErrInvalid, id)
-		}
-		seen[id] = true
-		if _, err := s.getServer(ctx, q, id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func serverIDsArg(ids []string) string {
-	if ids == nil {
-		ids = []string{}
-	}
-	b, _ := json.Marshal(ids) // a []string always marshals
-	return string(b)
-}
-
-func (s *sqlStore) CreateApp(ctx context.Context, a App) (App, error) {
-	a.AppID = newID(prefixApp)
-	now := s.now()
-	if a.CreatedAt.IsZero() {
-		a.CreatedAt = now
-	}
-	a.UpdatedAt = now
-	if a.ServerIDs == nil {
-		a.ServerIDs = []string{}
-	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkApp(ctx, tx, a); err != nil {
-			return err
-		}
-		_, err := s.exec(ctx, tx, `INSERT INTO apps (`+appCols+`) VALUES (?, ?, ?, ?, ?, ?)`,
-			a.AppID, a.Name, a.Description, serverIDsArg(a.ServerIDs), timeArg(a.CreatedAt), timeArg(a.UpdatedAt))
-		if err != nil && s.d.classify(err) == uniqueViolation {
-			return fmt.Errorf("%w: an app with that name exists", ErrConflict)
-		}
-		return err
-	})
-	if err != nil {
-		return App{}, fmt.Errorf("create app %q: %w", a.Name, err)
-	}
-	return a, nil
-}
-
-func (s *sqlStore) getApp(ctx context.Context, q querier, id string) (App, error) {
-	a, err := scanApp(s.queryRow(ctx, q, `SELECT `+appCols+` FROM apps WHERE app_id = ?`, id))
-	if err != nil {
-		return App{}, notFound(err, "app "+id)
-	}
-	return a, nil
-}
-
-func (s *sqlStore) GetApp(ctx context.Context, id string) (App, error) {
-	return s.getApp(ctx, s.db, id)
-}
-
-func (s *sqlStore) ListApps(ctx context.Context) ([]App, error) {
-	rows, err := s.query(ctx, s.db, `SELECT `+appCols+` FROM apps ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list apps: %w", err)
-	}
-	return collect(rows, scanApp, "list apps")
-}
-
-func (s *sqlStore) UpdateApp(ctx context.Context, id string, fn func(*App) error) (App, error) {
-	var out App
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		a, err := s.getApp(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		created := a.CreatedAt
-		if err := fn(&a); err != nil {
-			return err
-		}
-		a.AppID, a.CreatedAt, a.UpdatedAt = id, created, s.now()
-		if a.ServerIDs == nil {
-			a.ServerIDs = []string{}
-		}
-		if err := s.checkApp(ctx, tx, a); err != nil {
-			return err
-		}
-		_, err = s.exec(ctx, tx, `UPDATE apps SET name = ?, description = ?, server_ids = ?, updated_at = ? WHERE app_id = ?`,
-			a.Name, a.Description, serverIDsArg(a.ServerIDs), timeArg(a.UpdatedAt), id)
-		if err != nil && s.d.classify(err) == uniqueViolation {
-			return fmt.Errorf("%w: an app named %q exists", ErrConflict, a.Name)
-		}
-		out = a
-		return err
-	})
-	if err != nil {
-		return App{}, fmt.Errorf("update app %s: %w", id, err)
-	}
-	return out, nil
-}
-
-func (s *sqlStore) DeleteApp(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, s.db, `DELETE FROM apps WHERE app_id = ?`, id)
-	if err != nil {
-		return fmt.Errorf("delete app %s: %w", id, err)
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return fmt.Errorf("delete app %s: %w", id, err)
-	} else if n == 0 {
-		return fmt.Errorf("delete app %s: %w", id, ErrNotFound)
-	}
-	return nil
 }
 
 // --- settings ---

@@ -90,7 +90,7 @@ func TestSQLiteRefusesNewerSchema(t *testing.T) {
 	}
 	db.Close()
 	_, err = store.OpenSQLite(path)
-	if err == nil || !contains(err.Error(), "9999") {
+	if err == nil || !contains(err.Error(), "9999") || !errors.Is(err, store.ErrSchemaNewer) {
 		t.Fatalf("open with newer schema: %v", err)
 	}
 }

@@ -33,6 +33,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrInvalid: a field holds a value the model does not allow.
 	ErrInvalid = errors.New("invalid")
+	// ErrSchemaNewer: a newer rehost migrated the database past the
+	// schema this one knows; it is refused, never written to.
+	ErrSchemaNewer = errors.New("state migrated by a newer rehost")
 )
 
 // SourceKind is the hypervisor family of a Source.
@@ -354,6 +357,13 @@ type LedgerEntry struct {
 	UpdatedAt  time.Time `json:"updatedAt"`
 }
 
+// LedgerPart is one numbered piece of a ledger entry's resource (a part of
+// a multipart upload); Data is the caller's, kept opaque.
+type LedgerPart struct {
+	Number int64           `json:"number"`
+	Data   json.RawMessage `json:"data"`
+}
+
 // Event levels.
 const (
 	LevelInfo  = "info"
@@ -377,16 +387,6 @@ type EventFilter struct {
 	JobID string
 	RunID string
 	Limit int
-}
-
-// App is a group of servers migrated together, in launch order.
-type App struct {
-	AppID       string    `json:"appId"` // "app-" + 17 hex
-	Name        string    `json:"name"`  // unique
-	Description string    `json:"description,omitempty"`
-	ServerIDs   []string  `json:"serverIds"` // launch order
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
 }
 
 // Store is rehost's persisted state: every role below, and Close. Every
@@ -436,7 +436,7 @@ type Catalog interface {
 	GetServer(ctx context.Context, serverID string) (Server, error)
 	ListServers(ctx context.Context, f ServerFilter) ([]Server, error)
 	// DeleteServer fails with ErrConflict while any job (even a deleted
-	// one) refers to it.
+	// one) refers to it, or an app has it in a server group.
 	DeleteServer(ctx context.Context, serverID string) error
 }
 
@@ -501,12 +501,25 @@ type Ledger interface {
 	RecordCreated(ctx context.Context, id int64, resourceID string, data json.RawMessage) error
 	// UpdateData replaces the entry's data.
 	UpdateData(ctx context.Context, id int64, data json.RawMessage) error
-	// RecordReleased marks the entry released: nothing left to undo.
+	// RecordParts stores pieces of an unreleased entry's resource (the parts
+	// of a multipart upload), all in one transaction, each keyed by its
+	// number within the entry: a number stored before is replaced. Writing
+	// only the parts new since the last call costs the same whatever the
+	// entry already holds. ErrNotFound if the entry is missing, ErrConflict
+	// if it is released or handed over, ErrInvalid on a part number below 1
+	// or data that is not JSON.
+	RecordParts(ctx context.Context, id int64, parts []LedgerPart) error
+	// LedgerParts lists an entry's parts by number (none for a released
+	// entry: releasing drops them).
+	LedgerParts(ctx context.Context, id int64) ([]LedgerPart, error)
+	// RecordReleased marks the entry released: nothing left to undo. Its
+	// parts are dropped.
 	RecordReleased(ctx context.Context, id int64) error
 	// HandOver gives an unreleased entry's resource to step toStep, in one
 	// transaction: the entry becomes handed-over and a copy of it under
-	// toStep (HandedFrom = id) is appended and returned. ErrConflict if the
-	// entry is released or handed over already.
+	// toStep (HandedFrom = id), its parts included, is appended and
+	// returned. ErrConflict if the entry is released or handed over
+	// already.
 	HandOver(ctx context.Context, id int64, toStep string) (LedgerEntry, error)
 	GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, error)
 	// LedgerForRun lists the run's entries in insertion order; undo walks
@@ -535,16 +548,6 @@ type Settings interface {
 	PutSetting(ctx context.Context, key string, value []byte) error
 	// DeleteSetting removes key; removing an unset key is not an error.
 	DeleteSetting(ctx context.Context, key string) error
-}
-
-// Apps is the applications: groups of servers migrated together.
-type Apps interface {
-	// CreateApp stores a with a new AppID. ErrConflict if the name is taken.
-	CreateApp(ctx context.Context, a App) (App, error)
-	GetApp(ctx context.Context, id string) (App, error)
-	ListApps(ctx context.Context) ([]App, error)
-	UpdateApp(ctx context.Context, id string, fn func(*App) error) (App, error)
-	DeleteApp(ctx context.Context, id string) error
 }
 
 // ValidateFrequency checks a replication frequency in hours: SMS allows 1–24.

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/appliance/build"
+	"github.com/rehost/rehost/pkg/sshsig"
 )
 
 func main() {
@@ -37,6 +39,15 @@ func main() {
 		os.Exit(2)
 	}
 	o.Epoch = time.Unix(sec, 0).UTC()
+	o.Key, o.DevKey, err = build.LoadSigningKey(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		os.Exit(2)
+	}
+	if o.DevKey {
+		fmt.Fprintf(os.Stderr, "build: no release key (%s or %s): signing with the DEVELOPMENT key, which is public —\n"+
+			"build: anyone can sign an image this appliance installs. Not for production; see docs/appliance.md.\n", build.EnvKeyFile, build.EnvKey)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	start := time.Now()
@@ -45,8 +56,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "build:", err)
 		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, "appliance %s: kernel %s, %d modules, initramfs %d bytes, built in %s\n",
-		o.Version, res.KernelVersion, res.Modules, res.InitramfsSize, time.Since(start).Round(time.Second))
+	fmt.Fprintf(os.Stderr, "appliance %s: kernel %s, %d modules, initramfs %d bytes, signed by %s%s, built in %s\n",
+		o.Version, res.KernelVersion, res.Modules, res.InitramfsSize, sshsig.Fingerprint(o.Key.Public().(ed25519.PublicKey)),
+		map[bool]string{true: " (the development key)"}[o.DevKey], time.Since(start).Round(time.Second))
 	for _, f := range res.Files {
 		if st, err := os.Stat(f); err == nil {
 			fmt.Printf("%12d  %s\n", st.Size(), f)

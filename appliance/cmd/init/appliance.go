@@ -33,6 +33,9 @@ type appliance struct {
 	early   bytes.Buffer // log lines from before the data partition is mounted
 	serveMu sync.Mutex
 	serve   *serveProc
+	held    chan struct{} // set while a restore keeps the connector stopped
+
+	ab *abState
 }
 
 func newAppliance() *appliance {

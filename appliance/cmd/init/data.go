@@ -13,14 +13,9 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/rehost/rehost/appliance/internal/boot"
 	"github.com/rehost/rehost/appliance/internal/gpt"
 	"golang.org/x/sys/unix"
-)
-
-// Partition names the build gives the system and data partitions.
-const (
-	systemName = "rehost-system"
-	dataName   = "rehost-data"
 )
 
 // findPartition waits for the kernel to show the partition named name (its
@@ -56,7 +51,7 @@ func findPartition(ctx context.Context, name string, wait time.Duration) (part, 
 // mountData finds the data partition, grows it (and its file system) to
 // the end of the disk when the disk was made larger, and mounts it.
 func (a *appliance) mountData(ctx context.Context) error {
-	part, disk, err := findPartition(ctx, dataName, 60*time.Second)
+	part, disk, err := findPartition(ctx, boot.DataName, 60*time.Second)
 	if err != nil {
 		return err
 	}
@@ -94,7 +89,7 @@ func growTable(disk, part string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	changed, err := gpt.Grow(f, size, dataName)
+	changed, err := gpt.Grow(f, size, boot.DataName)
 	if err != nil || !changed {
 		return false, err
 	}

@@ -11,7 +11,9 @@
 // The consoles (VGA tty1 and serial ttyS0) show the version, the address,
 // the setup page's URL and the certificate's fingerprint, and a menu to set
 // a static address, NTP servers, reset the admin password, write a support
-// bundle, upgrade the system partition, reboot or shut down.
+// bundle, upgrade (into the system partition not running, checked against
+// the release key, on trial until its connector answers), reboot or shut
+// down.
 package main
 
 import (
@@ -62,6 +64,8 @@ func signalInit(sig unix.Signal) int {
 
 func (a *appliance) run() {
 	mountEarly()
+	// After /proc: GRUB says which system runs on the kernel command line.
+	a.ab = loadAB()
 	a.openConsoles()
 	a.logf("rehost connector %s starting", a.version)
 	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of resetting at once.
@@ -81,6 +85,7 @@ func (a *appliance) run() {
 	} else {
 		a.openLog()
 		a.loadSettings()
+		a.startAB(ctx)
 		a.net.start(ctx)
 		go a.ntpLoop(ctx)
 		go a.superviseServe(ctx)
@@ -108,6 +113,7 @@ func (a *appliance) shutdown(cancel context.CancelFunc, reboot bool) {
 	a.logf("%s", what)
 	cancel()
 	a.stopServe(30 * time.Second)
+	a.keepPreTrialState()
 	a.net.stop()
 	a.closeLog()
 	unix.Sync()

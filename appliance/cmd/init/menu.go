@@ -45,6 +45,7 @@ func (a *appliance) statusText() string {
 		fmt.Fprintf(&b, "   Time:         %s\n", ntpState)
 	}
 	fmt.Fprintf(&b, "   Connector:    %s\n", served)
+	b.WriteString(a.ab.statusLines())
 	if problem != "" {
 		fmt.Fprintf(&b, "\n   PROBLEM: %s\n", problem)
 	}
@@ -55,6 +56,7 @@ func (a *appliance) statusText() string {
 const menuText = ` 1) Status            2) Static address     3) DHCP
  4) NTP servers       5) Reset admin password
  6) Support bundle    7) Upgrade            8) Reboot     9) Shut down
+10) Back up state    11) Restore state
 Choice: `
 
 // showStatus prints the status and menu on c, or on every console when c
@@ -111,6 +113,10 @@ func (a *appliance) menu(ctx context.Context, c *console) {
 			a.menuSupportBundle(c)
 		case "7":
 			a.menuUpgrade(ctx, c, ask)
+		case "10":
+			a.menuBackup(c, ask)
+		case "11":
+			a.menuRestore(ctx, c, ask)
 		case "8", "9":
 			verb := map[string]string{"8": "Reboot", "9": "Shut down"}[choice]
 			if v, _ := ask(verb + " now? [y/N] "); strings.EqualFold(v, "y") {
@@ -208,7 +214,7 @@ func (a *appliance) menuSupportBundle(c *console) {
 	}
 	a.logMu.Unlock()
 	cmd := exec.Command(rehostBin, "support", "bundle", "--state-dir", stateDir, "--out", name,
-		"--file", logDir+"/appliance.log", "--file", logDir+"/rehost.log", "--file", settingsFile)
+		"--file", logDir+"/appliance.log", "--file", logDir+"/rehost.log", "--file", settingsFile, "--file", statusFile)
 	out, err := cmd.CombinedOutput()
 	c.printf("%s", out)
 	if err != nil {

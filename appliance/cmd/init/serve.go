@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/pem"
 	"fmt"
@@ -34,6 +35,9 @@ func (a *appliance) superviseServe(ctx context.Context) {
 	}
 	backoff := 2 * time.Second
 	for ctx.Err() == nil {
+		if !a.waitHeld(ctx) {
+			return
+		}
 		logPath := filepath.Join(logDir, "rehost.log")
 		rotate(logPath, 16<<20)
 		lf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
@@ -42,7 +46,7 @@ func (a *appliance) superviseServe(ctx context.Context) {
 			sleep(ctx, time.Minute)
 			continue
 		}
-		cmd := exec.Command(rehostBin, "serve", "--state-dir", stateDir, "--listen", ":443")
+		cmd := exec.Command(rehostBin, "serve", "--state-dir", stateDir, "--listen", ":443", "--appliance-status", statusFile)
 		cmd.Env = []string{"PATH=/bin:/sbin", "HOME=" + stateDir, "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"}
 		cmd.Stdout, cmd.Stderr = lf, lf
 		cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
@@ -70,6 +74,12 @@ func (a *appliance) superviseServe(ctx context.Context) {
 			backoff = 2 * time.Second
 		}
 		a.logf("rehost serve exited: %v; restarting in %s (see %s)", err, backoff, logPath)
+		code := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		a.serveExited(fmt.Sprintf("%v: %s", err, lastLine(logPath)), code)
 		a.setServed(fmt.Sprintf("exited (%v), restarting in %s — see %s", err, backoff, logPath))
 		if !sleep(ctx, backoff) {
 			return
@@ -144,4 +154,23 @@ func fingerprint() string {
 		parts[i] = fmt.Sprintf("%02X", c)
 	}
 	return strings.Join(parts, ":")
+}
+
+// lastLine is the last non-empty line of the file at path (at most its
+// last 4 KiB are read): what the connector said as it exited.
+func lastLine(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(0, st.Size()-4096)
+	b := make([]byte, st.Size()-off)
+	n, _ := f.ReadAt(b, off)
+	lines := strings.Split(strings.TrimSpace(string(b[:n])), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }

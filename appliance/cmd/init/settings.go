@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/rehost/rehost/appliance/status"
 )
 
 // settings are the appliance's own, kept on the data partition: they
@@ -115,26 +116,5 @@ func (a *appliance) saveSettings(s settings) error {
 	a.mu.Lock()
 	a.settings = s
 	a.mu.Unlock()
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := settingsFile + ".tmp"
-	if err := os.MkdirAll(filepath.Dir(settingsFile), 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	f.Close()
-	return os.Rename(tmp, settingsFile)
+	return status.WriteJSON(settingsFile, s)
 }

@@ -39,9 +39,15 @@ type Options struct {
 	// PerKeyRate and PerKeyBurst override the endpoint's rate limit.
 	PerKeyRate  float64
 	PerKeyBurst int
+	// ImportMode is the registration's ("image" by default, "snapshot":
+	// ImportSnapshot and RegisterImage, which take disks without an OS).
+	ImportMode string
 	// Console, when set, makes the web console the endpoint serves, given
 	// the connector (Log, Fingerprint and D are set) and its Service.
 	Console func(c *Connector, svc api.Service) http.Handler
+	// ApplianceStatus is the appliance init's status file the connector
+	// reports (rehost serve --appliance-status).
+	ApplianceStatus string
 }
 
 // Connector is a connector serving on loopback.
@@ -84,7 +90,8 @@ func Start(t testing.TB, o Options) *Connector {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
-	peers, err := demo.StartPeers(ctx, demo.PeerOptions{Dir: filepath.Join(dir, "peers"), VMs: o.VMs, ImportDuration: 300 * time.Millisecond})
+	peers, err := demo.StartPeers(ctx, demo.PeerOptions{Dir: filepath.Join(dir, "peers"), VMs: o.VMs, ImportDuration: 300 * time.Millisecond,
+		InstanceBootTime: 400 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +102,7 @@ func Start(t testing.TB, o Options) *Connector {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(c.Log, logFile), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c.D, err = daemon.Open(ctx, c.Dir, daemon.Options{Log: log, ProgressEvery: 100 * time.Millisecond,
+	c.D, err = daemon.Open(ctx, c.Dir, daemon.Options{Log: log, ProgressEvery: 100 * time.Millisecond, LaunchPoll: 100 * time.Millisecond, BootTimeout: 60, AgentGrace: 500 * time.Millisecond,
 		Scheduler: scheduler.Options{ResyncInterval: 500 * time.Millisecond, OnDemandPer24h: -1, Logger: log}})
 	if err != nil {
 		peers.Close()
@@ -106,6 +113,7 @@ func Start(t testing.TB, o Options) *Connector {
 		t.Fatal(err)
 	}
 	c.Region = settings.Region
+	settings.ImportMode = o.ImportMode
 	if !o.Unregistered {
 		if _, err := c.D.Register(ctx, settings, awstarget.SetupOptions{CreateRole: true, FixBucket: true}); err != nil {
 			t.Fatal(err)
@@ -128,7 +136,7 @@ func Start(t testing.TB, o Options) *Connector {
 	}
 	c.URL = "https://" + ln.Addr().String()
 	metrics := api.NewMetrics(c.D, log)
-	svc := &api.Local{D: c.D, Started: time.Now()}
+	svc := &api.Local{D: c.D, Started: time.Now(), ApplianceStatus: o.ApplianceStatus}
 	var console http.Handler
 	if o.Console != nil {
 		console = o.Console(c, svc)

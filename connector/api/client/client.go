@@ -278,6 +278,63 @@ func (c *Client) StartOnDemandReplicationRun(ctx context.Context, in *api.StartO
 func (c *Client) GetReplicationRuns(ctx context.Context, in *api.GetReplicationRunsInput) (*api.GetReplicationRunsOutput, error) {
 	return call[api.GetReplicationRunsInput, api.GetReplicationRunsOutput](ctx, c, sms+"GetReplicationRuns", in)
 }
+func (c *Client) CreateApp(ctx context.Context, in *api.CreateAppInput) (*api.AppOutput, error) {
+	return call[api.CreateAppInput, api.AppOutput](ctx, c, sms+"CreateApp", in)
+}
+func (c *Client) GetApp(ctx context.Context, in *api.GetAppInput) (*api.AppOutput, error) {
+	return call[api.GetAppInput, api.AppOutput](ctx, c, sms+"GetApp", in)
+}
+func (c *Client) UpdateApp(ctx context.Context, in *api.UpdateAppInput) (*api.AppOutput, error) {
+	return call[api.UpdateAppInput, api.AppOutput](ctx, c, sms+"UpdateApp", in)
+}
+func (c *Client) DeleteApp(ctx context.Context, in *api.DeleteAppInput) (*api.DeleteAppOutput, error) {
+	return call[api.DeleteAppInput, api.DeleteAppOutput](ctx, c, sms+"DeleteApp", in)
+}
+func (c *Client) ListApps(ctx context.Context, in *api.ListAppsInput) (*api.ListAppsOutput, error) {
+	return call[api.ListAppsInput, api.ListAppsOutput](ctx, c, sms+"ListApps", in)
+}
+func (c *Client) PutAppLaunchConfiguration(ctx context.Context, in *api.PutAppLaunchConfigurationInput) (*api.PutAppLaunchConfigurationOutput, error) {
+	return call[api.PutAppLaunchConfigurationInput, api.PutAppLaunchConfigurationOutput](ctx, c, sms+"PutAppLaunchConfiguration", in)
+}
+func (c *Client) GetAppLaunchConfiguration(ctx context.Context, in *api.GetAppLaunchConfigurationInput) (*api.GetAppLaunchConfigurationOutput, error) {
+	return call[api.GetAppLaunchConfigurationInput, api.GetAppLaunchConfigurationOutput](ctx, c, sms+"GetAppLaunchConfiguration", in)
+}
+func (c *Client) DeleteAppLaunchConfiguration(ctx context.Context, in *api.AppRef) (*api.Empty, error) {
+	return call[api.AppRef, api.Empty](ctx, c, sms+"DeleteAppLaunchConfiguration", in)
+}
+func (c *Client) PutAppReplicationConfiguration(ctx context.Context, in *api.PutAppReplicationConfigurationInput) (*api.PutAppReplicationConfigurationOutput, error) {
+	return call[api.PutAppReplicationConfigurationInput, api.PutAppReplicationConfigurationOutput](ctx, c, sms+"PutAppReplicationConfiguration", in)
+}
+func (c *Client) GetAppReplicationConfiguration(ctx context.Context, in *api.GetAppReplicationConfigurationInput) (*api.GetAppReplicationConfigurationOutput, error) {
+	return call[api.GetAppReplicationConfigurationInput, api.GetAppReplicationConfigurationOutput](ctx, c, sms+"GetAppReplicationConfiguration", in)
+}
+func (c *Client) DeleteAppReplicationConfiguration(ctx context.Context, in *api.AppRef) (*api.Empty, error) {
+	return call[api.AppRef, api.Empty](ctx, c, sms+"DeleteAppReplicationConfiguration", in)
+}
+func (c *Client) StartAppReplication(ctx context.Context, in *api.AppRef) (*api.Empty, error) {
+	return call[api.AppRef, api.Empty](ctx, c, sms+"StartAppReplication", in)
+}
+func (c *Client) StopAppReplication(ctx context.Context, in *api.AppRef) (*api.Empty, error) {
+	return call[api.AppRef, api.Empty](ctx, c, sms+"StopAppReplication", in)
+}
+func (c *Client) StartOnDemandAppReplication(ctx context.Context, in *api.StartOnDemandAppReplicationInput) (*api.StartOnDemandAppReplicationOutput, error) {
+	return call[api.StartOnDemandAppReplicationInput, api.StartOnDemandAppReplicationOutput](ctx, c, sms+"StartOnDemandAppReplication", in)
+}
+func (c *Client) GenerateTemplate(ctx context.Context, in *api.GenerateTemplateInput) (*api.GenerateTemplateOutput, error) {
+	return call[api.GenerateTemplateInput, api.GenerateTemplateOutput](ctx, c, sms+"GenerateTemplate", in)
+}
+func (c *Client) GenerateChangeSet(ctx context.Context, in *api.GenerateChangeSetInput) (*api.GenerateChangeSetOutput, error) {
+	return call[api.GenerateChangeSetInput, api.GenerateChangeSetOutput](ctx, c, sms+"GenerateChangeSet", in)
+}
+func (c *Client) LaunchApp(ctx context.Context, in *api.LaunchAppInput) (*api.LaunchOutput, error) {
+	return call[api.LaunchAppInput, api.LaunchOutput](ctx, c, sms+"LaunchApp", in)
+}
+func (c *Client) TerminateApp(ctx context.Context, in *api.TerminateAppInput) (*api.LaunchOutput, error) {
+	return call[api.TerminateAppInput, api.LaunchOutput](ctx, c, sms+"TerminateApp", in)
+}
+func (c *Client) ImportAppRightsizing(ctx context.Context, in *api.ImportAppRightsizingInput) (*api.ImportAppRightsizingOutput, error) {
+	return call[api.ImportAppRightsizingInput, api.ImportAppRightsizingOutput](ctx, c, rehost+"ImportAppRightsizing", in)
+}
 func (c *Client) AddSource(ctx context.Context, in *api.SourceInput) (*api.AddSourceOutput, error) {
 	return call[api.SourceInput, api.AddSourceOutput](ctx, c, rehost+"AddSource", in)
 }
@@ -311,13 +368,29 @@ func (c *Client) VerifyReplicationJob(ctx context.Context, in *api.VerifyReplica
 
 // SupportBundle streams the connector's support bundle to w.
 func (c *Client) SupportBundle(ctx context.Context, w io.Writer) error {
-	resp, err := c.do(ctx, http.MethodGet, "/support/bundle", "", nil)
+	return c.download(ctx, "/support/bundle", "the support bundle", w)
+}
+
+// BackupState streams a sealed backup of the connector's state to w.
+func (c *Client) BackupState(ctx context.Context, w io.Writer) error {
+	return c.download(ctx, "/state/backup", "the state backup", w)
+}
+func (c *Client) BackupStateToBucket(ctx context.Context, in *api.BackupStateToBucketInput) (*api.BackupStateOutput, error) {
+	return call[api.BackupStateToBucketInput, api.BackupStateOutput](ctx, c, rehost+"BackupStateToBucket", in)
+}
+func (c *Client) GetBackupKey(ctx context.Context, in *api.GetBackupKeyInput) (*api.GetBackupKeyOutput, error) {
+	return call[api.GetBackupKeyInput, api.GetBackupKeyOutput](ctx, c, rehost+"GetBackupKey", in)
+}
+
+// download streams what GET path answers to w.
+func (c *Client) download(ctx context.Context, path, what string, w io.Writer) error {
+	resp, err := c.do(ctx, http.MethodGet, path, "", nil)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("download the support bundle: %w", err)
+		return fmt.Errorf("download %s: %w", what, err)
 	}
 	return nil
 }

@@ -16,6 +16,18 @@ type StateView struct {
 	Snapshots   []Snapshot   `json:"snapshots"`
 	ImportTasks []ImportTask `json:"importTasks"`
 	Roles       []RoleView   `json:"roles"`
+	// Instances are every instance, terminated ones too.
+	Instances []Instance `json:"instances"`
+	// Stacks are every stack, deleted ones too, without their events.
+	Stacks []StackView `json:"stacks"`
+}
+
+// StackView is a stack's name, status and tags.
+type StackView struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Tags   []Tag  `json:"tags,omitempty"`
 }
 
 // RoleView is a role without its documents' bodies.
@@ -34,7 +46,14 @@ type SnapshotHash struct {
 // State returns the view the debug endpoint serves.
 func (e *Emulator) State() StateView {
 	v := StateView{Region: e.cfg.Region, AccountID: e.cfg.AccountID,
-		Images: e.Images(), Snapshots: e.Snapshots(), ImportTasks: e.ImportTasks(), Roles: []RoleView{}}
+		Images: e.Images(), Snapshots: e.Snapshots(), ImportTasks: e.ImportTasks(), Roles: []RoleView{},
+		Instances: e.Instances(), Stacks: []StackView{}}
+	for _, st := range e.Stacks() {
+		v.Stacks = append(v.Stacks, StackView{ID: st.ID, Name: st.Name, Status: st.Status, Tags: st.Tags})
+	}
+	if v.Instances == nil {
+		v.Instances = []Instance{}
+	}
 	for _, r := range e.Roles() {
 		rv := RoleView{Name: r.Name, Policies: []string{}}
 		for p := range r.Policies {

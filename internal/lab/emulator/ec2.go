@@ -3,6 +3,7 @@ package emulator
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -12,7 +13,7 @@ import (
 )
 
 func (e *Emulator) ec2Actions() map[string]queryAction {
-	return map[string]queryAction{
+	actions := map[string]queryAction{
 		"ImportImage":                 e.importImage,
 		"ImportSnapshot":              e.importSnapshot,
 		"DescribeImportImageTasks":    e.describeImportTasks("image"),
@@ -27,6 +28,9 @@ func (e *Emulator) ec2Actions() map[string]queryAction {
 		"CreateTags":                  e.createTags,
 		"DeleteTags":                  e.deleteTags,
 	}
+	maps.Copy(actions, e.vpcActions())
+	maps.Copy(actions, e.instanceActions())
+	return actions
 }
 
 var (

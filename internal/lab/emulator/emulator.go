@@ -39,7 +39,17 @@
 //
 //	EC2 (Query, 2016-11-15): ImportImage, ImportSnapshot, DescribeImportImageTasks,
 //	  DescribeImportSnapshotTasks, CancelImportTask, RegisterImage, DescribeImages,
-//	  DeregisterImage, CopyImage, DescribeSnapshots, DeleteSnapshot, CreateTags, DeleteTags
+//	  DeregisterImage, CopyImage, DescribeSnapshots, DeleteSnapshot, CreateTags, DeleteTags,
+//	  RunInstances, DescribeInstances, DescribeInstanceStatus, GetConsoleOutput,
+//	  TerminateInstances, CreateVpc, DescribeVpcs, DeleteVpc, CreateSubnet,
+//	  DescribeSubnets, DeleteSubnet, CreateSecurityGroup, DescribeSecurityGroups,
+//	  DeleteSecurityGroup, DescribeInstanceTypes
+//	CloudFormation (Query, 2010-05-15): CreateStack, UpdateStack, DeleteStack,
+//	  DescribeStacks, DescribeStackEvents, DescribeStackResources, CreateChangeSet,
+//	  DescribeChangeSet, ExecuteChangeSet, ValidateTemplate; PUT /cfn-signal/<token>
+//	  signals a wait condition handle
+//	SSM (JSON 1.1): SendCommand, GetCommandInvocation (AWS-RunShellScript, run
+//	  against the guest's files on instances whose guest has the SSM agent)
 //	STS (Query): GetCallerIdentity
 //	IAM (Query): CreateRole, GetRole, DeleteRole, PutRolePolicy, GetRolePolicy,
 //	  DeleteRolePolicy, ListRolePolicies
@@ -122,6 +132,11 @@ type Config struct {
 	// can land a kill while a client waits for that call. See ParseDelays.
 	Delays map[string]time.Duration
 
+	// InstanceBootTime is how long a launched instance takes to boot: it
+	// runs after a quarter of it, shows console output from half of it and
+	// settles its status checks at the end. Default 3 s.
+	InstanceBootTime time.Duration
+
 	// DenyCreateRole makes iam:CreateRole answer AccessDenied, as for a
 	// caller whose policy does not allow it.
 	DenyCreateRole bool
@@ -144,6 +159,9 @@ type Emulator struct {
 	fault   func(taskID string, disk int) error
 	wg      sync.WaitGroup
 	closed  bool
+	// stop ends the stack workers; stackWorkers marks the running ones.
+	stop         chan struct{}
+	stackWorkers map[string]bool
 
 	srv *http.Server
 	ln  net.Listener
@@ -155,7 +173,8 @@ func New(cfg Config) (_ *Emulator, err error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
-	e := &Emulator{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, cancels: map[string]context.CancelFunc{}}
+	e := &Emulator{cfg: cfg, clock: cfg.Clock, log: cfg.Logger, cancels: map[string]context.CancelFunc{},
+		stop: make(chan struct{}), stackWorkers: map[string]bool{}}
 	if e.clock == nil {
 		e.clock = realClock{}
 	}
@@ -236,6 +255,7 @@ func New(cfg Config) (_ *Emulator, err error) {
 			e.finishCancelLocked(t, t.StatusMessage)
 		}
 	}
+	e.ensureDefaultVPCLocked()
 	e.saveLocked()
 	e.mu.Unlock()
 	return e, nil
@@ -267,7 +287,16 @@ func (e *Emulator) Start(listen string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("emulator: listen on %s: %w", listen, err)
 	}
+	e.mu.Lock()
 	e.ln = ln
+	// Stack operations a previous process left in progress resume once
+	// wait condition handles have a URL to be signalled at.
+	for _, st := range e.st.Stacks {
+		if !stackSettled(st.Status) {
+			e.startStackWorkerLocked(st)
+		}
+	}
+	e.mu.Unlock()
 	e.srv = &http.Server{Handler: e, ReadHeaderTimeout: 30 * time.Second}
 	go e.srv.Serve(ln)
 	return "http://" + ln.Addr().String(), nil
@@ -283,6 +312,9 @@ func (e *Emulator) Close() error {
 		cancel()
 	}
 	e.mu.Lock()
+	if !e.closed {
+		close(e.stop)
+	}
 	e.closed = true
 	for _, c := range e.cancels {
 		c()

@@ -242,6 +242,9 @@ type Guest struct {
 	PartitionStyle string `json:"partitionStyle"`
 	// BootMode the disk boots in: legacy-bios or uefi.
 	BootMode string `json:"bootMode"`
+	// RootOffset and RootSize locate the system partition on the disk.
+	RootOffset int64 `json:"rootOffset,omitempty"`
+	RootSize   int64 `json:"rootSize,omitempty"`
 }
 
 // Import failures of the boot disk, worded as VM Import words them.
@@ -281,6 +284,7 @@ func inspectBootDisk(d io.ReaderAt, size int64, bootMode string) (Guest, error) 
 			continue
 		}
 		recognised = true
+		g.RootOffset, g.RootSize = p.Offset, p.Size
 		switch fs {
 		case fsNTFS:
 			// A Windows system partition: the importer identifies the

@@ -143,11 +143,16 @@ func inspectFile(t *testing.T, path, bootMode string) (Guest, error) {
 // What the importer recognises on a boot disk, and what it refuses.
 func TestInspectBootDisk(t *testing.T) {
 	ctx := context.Background()
+	// root is where each disk's system partition lies, as Build or sfdisk
+	// placed it: the emulator's instances read their guest files there.
+	root := map[string][2]int64{}
 	build := func(o guestdisk.Options) string {
 		p := filepath.Join(t.TempDir(), "g.raw")
-		if _, err := guestdisk.Build(ctx, p, o); err != nil {
+		l, err := guestdisk.Build(ctx, p, o)
+		if err != nil {
 			t.Fatal(err)
 		}
+		root[p] = [2]int64{l.RootOffset, l.RootSize}
 		return p
 	}
 	bios := build(guestdisk.Options{Size: 32 << 20, Seed: 1})
@@ -161,6 +166,9 @@ func TestInspectBootDisk(t *testing.T) {
 	writeAt(t, xfsDisk, mkfsImage(t, 300<<20, "mkfs.xfs", "-q", "-f")[:1<<20], 1<<20)
 	btrfsDisk := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
 	writeAt(t, btrfsDisk, mkfsImage(t, 128<<20, "mkfs.btrfs", "-q", "-f")[:1<<20], 1<<20)
+	// sfdisk's one partition from sector 2048 to the end of the disk.
+	root[xfsDisk] = [2]int64{1 << 20, 31 << 20}
+	root[btrfsDisk] = root[xfsDisk]
 	blank := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
 	nothing := filepath.Join(t.TempDir(), "zero.raw")
 	os.WriteFile(nothing, make([]byte, 8<<20), 0o600)
@@ -192,6 +200,7 @@ func TestInspectBootDisk(t *testing.T) {
 				}
 				return
 			}
+			c.want.RootOffset, c.want.RootSize = root[c.disk][0], root[c.disk][1]
 			if err != nil || g != c.want {
 				t.Fatalf("got %+v, %v; want %+v", g, err, c.want)
 			}

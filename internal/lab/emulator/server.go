@@ -24,7 +24,7 @@ import (
 const maxBody = 4 << 20
 
 // services the emulator answers, by the SigV4 scope's service name.
-var services = []string{"ec2", "sts", "iam", "ebs"}
+var services = []string{"ec2", "sts", "iam", "ebs", "cloudformation", "ssm"}
 
 // ServeHTTP verifies the request's SigV4 signature as AWS does (payload
 // hash, clock skew, scope date, region and service) and routes it by the
@@ -32,6 +32,12 @@ var services = []string{"ec2", "sts", "iam", "ebs"}
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_emulator/") {
 		e.serveDebug(w, r)
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, "/cfn-signal/") {
+		// Authorised by the unguessable token in the URL, as AWS's
+		// presigned handle URLs are by their signature.
+		e.serveSignal(w, r)
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
@@ -55,8 +61,12 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveQuery(w, r, body, stsProtocol, e.stsActions())
 	case "iam":
 		e.serveQuery(w, r, body, iamProtocol, e.iamActions())
+	case "cloudformation":
+		e.serveQuery(w, r, body, cfnProtocol, e.cfnActions())
 	case "ebs":
 		e.serveEBS(w, r, body)
+	case "ssm":
+		e.serveSSM(w, r, body)
 	}
 }
 
@@ -127,7 +137,7 @@ func (e *Emulator) authError(w http.ResponseWriter, service string, err error) {
 		se = &sigv4.Error{Kind: sigv4.BadSignature, Message: err.Error()}
 	}
 	switch service {
-	case "ebs":
+	case "ebs", "ssm":
 		typ := "InvalidSignatureException"
 		switch se.Kind {
 		case sigv4.UnknownKey:
@@ -148,7 +158,11 @@ func (e *Emulator) authError(w http.ResponseWriter, service string, err error) {
 		}
 		e.writeEC2Error(w, &apiError{Status: http.StatusUnauthorized, Code: code, Message: msg})
 	default:
-		writeQueryError(w, &apiError{Status: http.StatusForbidden, Code: se.Code(), Message: se.Message})
+		proto := iamProtocol
+		if service == "cloudformation" {
+			proto = cfnProtocol
+		}
+		writeQueryError(w, proto, &apiError{Status: http.StatusForbidden, Code: se.Code(), Message: se.Message})
 	}
 }
 
@@ -171,6 +185,7 @@ const (
 	ec2Protocol queryProtocol = iota
 	stsProtocol
 	iamProtocol
+	cfnProtocol
 )
 
 func (p queryProtocol) xmlns() string {
@@ -179,6 +194,8 @@ func (p queryProtocol) xmlns() string {
 		return "http://ec2.amazonaws.com/doc/2016-11-15/"
 	case stsProtocol:
 		return "https://sts.amazonaws.com/doc/2011-06-15/"
+	case cfnProtocol:
+		return "http://cloudformation.amazonaws.com/doc/2010-05-15/"
 	default:
 		return "https://iam.amazonaws.com/doc/2010-05-08/"
 	}
@@ -308,7 +325,7 @@ func (e *Emulator) writeError(w http.ResponseWriter, proto queryProtocol, ae *ap
 		e.writeEC2Error(w, ae)
 		return
 	}
-	writeQueryError(w, ae)
+	writeQueryError(w, proto, ae)
 }
 
 type errorBody struct {
@@ -325,7 +342,7 @@ func (e *Emulator) writeEC2Error(w http.ResponseWriter, ae *apiError) {
 	}{Errors: []errorBody{{Code: ae.Code, Message: ae.Message}}, RequestID: requestID()})
 }
 
-func writeQueryError(w http.ResponseWriter, ae *apiError) {
+func writeQueryError(w http.ResponseWriter, proto queryProtocol, ae *apiError) {
 	typ := "Sender"
 	if ae.Status >= 500 {
 		typ = "Receiver"
@@ -335,7 +352,7 @@ func writeQueryError(w http.ResponseWriter, ae *apiError) {
 		Xmlns     string    `xml:"xmlns,attr"`
 		Error     errorBody `xml:"Error"`
 		RequestID string    `xml:"RequestId"`
-	}{Xmlns: iamProtocol.xmlns(), Error: errorBody{Type: typ, Code: ae.Code, Message: ae.Message}, RequestID: requestID()})
+	}{Xmlns: proto.xmlns(), Error: errorBody{Type: typ, Code: ae.Code, Message: ae.Message}, RequestID: requestID()})
 }
 
 func writeJSONError(w http.ResponseWriter, status int, typ, msg, reason string) {

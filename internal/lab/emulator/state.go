@@ -143,13 +143,22 @@ type Role struct {
 }
 
 type state struct {
-	AccountID       string                 `json:"accountId"`
-	AccessKeyID     string                 `json:"accessKeyId"`
-	SecretAccessKey string                 `json:"secretAccessKey"`
-	Tasks           map[string]*ImportTask `json:"tasks"`
-	Images          map[string]*Image      `json:"images"`
-	Snapshots       map[string]*Snapshot   `json:"snapshots"`
-	Roles           map[string]*Role       `json:"roles"`
+	AccountID       string                    `json:"accountId"`
+	AccessKeyID     string                    `json:"accessKeyId"`
+	SecretAccessKey string                    `json:"secretAccessKey"`
+	Tasks           map[string]*ImportTask    `json:"tasks"`
+	Images          map[string]*Image         `json:"images"`
+	Snapshots       map[string]*Snapshot      `json:"snapshots"`
+	Roles           map[string]*Role          `json:"roles"`
+	Vpcs            map[string]*Vpc           `json:"vpcs"`
+	Subnets         map[string]*Subnet        `json:"subnets"`
+	SecurityGroups  map[string]*SecurityGroup `json:"securityGroups"`
+	Instances       map[string]*Instance      `json:"instances"`
+	Stacks          map[string]*Stack         `json:"stacks"`
+	// Handles are the wait condition handles' signals, by URL token.
+	Handles map[string]*WaitHandle `json:"handles"`
+	// Commands are Run Command invocations, by command id.
+	Commands map[string]*Command `json:"commands"`
 	// Retained are deleted snapshots whose files hold blocks a snapshot
 	// of the same lineage still uses, with the checksums of those blocks.
 	Retained map[string]map[int32]string `json:"retained,omitempty"`
@@ -178,6 +187,27 @@ func loadState(path string) (*state, error) {
 	}
 	if st.Roles == nil {
 		st.Roles = map[string]*Role{}
+	}
+	if st.Vpcs == nil {
+		st.Vpcs = map[string]*Vpc{}
+	}
+	if st.Subnets == nil {
+		st.Subnets = map[string]*Subnet{}
+	}
+	if st.SecurityGroups == nil {
+		st.SecurityGroups = map[string]*SecurityGroup{}
+	}
+	if st.Instances == nil {
+		st.Instances = map[string]*Instance{}
+	}
+	if st.Stacks == nil {
+		st.Stacks = map[string]*Stack{}
+	}
+	if st.Handles == nil {
+		st.Handles = map[string]*WaitHandle{}
+	}
+	if st.Commands == nil {
+		st.Commands = map[string]*Command{}
 	}
 	return st, nil
 }

@@ -127,39 +127,58 @@ func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	}
 	d, pl, g := e.disks[i], e.plans[i], e.grants[i]
 	br := newBlobReader(ctx, d.CapacityBytes, d.Extents, e.s.cfg.ReadConcurrency, e.s.cfg.ChunkBytes, g.read)
-	pr, pw := io.Pipe()
-	st := &stream{PipeReader: pr, br: br, done: make(chan struct{})}
-	go func() {
-		defer close(st.done)
-		var n int64
-		var err error
-		if pl.Format == disk.VMDK {
-			n, err = disk.WriteStreamOptimized(pw, br)
-		} else {
-			n, err = disk.WriteVHD(pw, br, pl.Dynamic)
-		}
-		br.close()
-		if err != nil {
-			err = fmt.Errorf("stream disk %s of checkpoint %q: %w", d.Key, e.name, err)
-		}
-		e.s.log.Info("azure disk streamed", "vm", e.cp.VMID, "disk", d.Key, "format", pl.Format, "streamBytes", n,
-			"readBytes", br.fetched.Load(), "allocatedBytes", allocated(d.Extents), "virtualBytes", d.CapacityBytes, "rangeReads", br.requests.Load(), "err", err)
-		pw.CloseWithError(err)
-	}()
-	return st, nil
+	enc := disk.NewEncoder(br, pl.Format, disk.EncodeOptions{Dynamic: pl.Dynamic})
+	return &stream{enc: enc, br: br, e: e, d: d, pl: pl}, nil
 }
 
+// stream is one disk being encoded: written straight into the consumer
+// when it asks (WriteTo), through a pipe when it reads.
 type stream struct {
-	*io.PipeReader
+	enc  *disk.Encoder
 	br   *blobReader
-	done chan struct{}
+	e    *export
+	d    source.ExportDisk
+	pl   plan
+	once sync.Once
 }
 
-// Close stops the reads in flight and waits for the writer to end.
+func (s *stream) Read(p []byte) (int, error) {
+	n, err := s.enc.Read(p)
+	if err != nil && err != io.EOF {
+		err = s.wrap(err)
+	}
+	return n, err
+}
+
+// WriteTo encodes the disk straight into w.
+func (s *stream) WriteTo(w io.Writer) (int64, error) {
+	n, err := s.enc.WriteTo(w)
+	if err != nil {
+		err = s.wrap(err)
+	}
+	s.done(n, err)
+	return n, err
+}
+
+func (s *stream) wrap(err error) error {
+	return fmt.Errorf("stream disk %s of checkpoint %q: %w", s.d.Key, s.e.name, err)
+}
+
+// done stops the reads in flight and logs what the disk cost, once.
+func (s *stream) done(n int64, err error) {
+	s.once.Do(func() {
+		s.br.close()
+		s.e.s.log.Info("azure disk streamed", "vm", s.e.cp.VMID, "disk", s.d.Key, "format", s.pl.Format, "streamBytes", n,
+			"readBytes", s.br.fetched.Load(), "allocatedBytes", allocated(s.d.Extents), "virtualBytes", s.d.CapacityBytes,
+			"rangeReads", s.br.requests.Load(), "err", err)
+	})
+}
+
+// Close stops the reads in flight and waits for the encoder to end.
 func (s *stream) Close() error {
-	s.PipeReader.Close()
 	s.br.cancel()
-	<-s.done
+	s.enc.Close()
+	s.done(s.enc.Written(), nil)
 	return nil
 }
 

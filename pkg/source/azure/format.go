@@ -19,44 +19,10 @@ type plan struct {
 	Reason  string
 }
 
-// Layout constants of the writers in pkg/disk.
-const (
-	vhdBlock  = 2 << 20
-	vmdkGrain = 64 << 10
-	gtSpan    = 32 << 20 // one grain table covers 512 grains
-	sector    = 512
-)
-
-func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
-
-// sizes computes, from the allocated extents alone, the exact sizes of a
-// dynamic and a fixed VHD and the largest size a streamOptimized VMDK can
-// have (every touched grain stored, incompressible).
+// sizes are the sizes of the images of a disk (see disk.EncodedSizes).
 func sizes(virtual int64, ext []disk.Extent) (dyn, fixed, vmdkMax, grains int64) {
-	var blocks, spans int64
-	lastB, lastG, lastS := int64(-1), int64(-1), int64(-1)
-	for _, e := range ext {
-		for b := max(e.Offset/vhdBlock, lastB+1); b*vhdBlock < e.End(); b++ {
-			blocks, lastB = blocks+1, b
-		}
-		for g := max(e.Offset/vmdkGrain, lastG+1); g*vmdkGrain < e.End(); g++ {
-			grains, lastG = grains+1, g
-			if s := g * vmdkGrain / gtSpan; s != lastS {
-				spans, lastS = spans+1, s
-			}
-		}
-	}
-	v := roundUp(virtual, sector)
-	nblocks := (v + vhdBlock - 1) / vhdBlock
-	dyn = sector + 2*sector + roundUp(nblocks*4, sector) + blocks*(sector+vhdBlock) + sector
-	fixed = v + sector
-	// Header and descriptor (64 KiB), per grain a marker and the zlib
-	// stream padded to a sector (at most 64 KiB + 512 for incompressible
-	// data), per table span a marker and 512 entries, then the directory,
-	// the footer and the end-of-stream marker.
-	ngt := (v + gtSpan - 1) / gtSpan
-	vmdkMax = 64<<10 + grains*(vmdkGrain+sector) + spans*(sector+2048) + sector + roundUp(ngt*4, sector) + 3*sector
-	return dyn, fixed, vmdkMax, grains
+	z := disk.EncodedSizes(virtual, ext)
+	return z.VHDDynamic, z.VHDFixed, z.VMDKMax, z.Grains
 }
 
 // choose picks the format that is smaller to upload. When the VMDK is no
@@ -90,7 +56,7 @@ func choose(virtual int64, ext []disk.Extent, sample func() ([]byte, error)) pla
 		return p
 	}
 	ratio := compressedRatio(raw)
-	est := int64(float64(vmdkMax-grains*sector)*ratio) + grains*sector
+	est := int64(float64(vmdkMax-grains*512)*ratio) + grains*512
 	if float64(est) < 0.95*float64(p.VHD) {
 		p.Format, p.Size = disk.VMDK, -1
 		p.Reason = fmt.Sprintf("dense but compressible data (a %d-byte sample compresses to %.0f%%): VMDK about %d bytes, %s VHD %d", len(raw), 100*ratio, est, kind, p.VHD)
@@ -105,6 +71,7 @@ func choose(virtual int64, ext []disk.Extent, sample func() ([]byte, error)) pla
 func compressedRatio(b []byte) float64 {
 	var out bytes.Buffer
 	var n int
+	const vmdkGrain = 64 << 10
 	for off := 0; off < len(b); off += vmdkGrain {
 		out.Reset()
 		zw, err := zlib.NewWriterLevel(&out, disk.StreamCompressionLevel)
@@ -129,7 +96,7 @@ func sampleAt(ext []disk.Extent, n int64) (off, length int64) {
 	mid := total / 2
 	for _, e := range ext {
 		if mid < e.Length {
-			start := e.Offset + mid/sector*sector
+			start := e.Offset + mid/512*512
 			return start, min(n, e.End()-start)
 		}
 		mid -= e.Length

@@ -2,7 +2,6 @@ package hyperv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -90,7 +89,9 @@ func (e *export) ID() string                 { return "" }
 func (e *export) Disks() []source.ExportDisk { return e.disks }
 func (e *export) Progress(int)               {}
 
-// Open streams disk i as a streamOptimized VMDK, encoded as it is read.
+// Open streams disk i as a streamOptimized VMDK, encoded as it is read:
+// written straight into the consumer when it asks (WriteTo), through a
+// pipe when it reads.
 func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 	e.mu.Lock()
 	closed := e.closed
@@ -99,18 +100,8 @@ func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	pr, pw := io.Pipe()
-	st := &stream{pr: pr, cancel: cancel, done: make(chan struct{})}
-	src := newReadahead(sctx, e.imgs[i])
-	go func() {
-		defer close(st.done)
-		_, err := disk.WriteStreamOptimized(pw, src)
-		if err != nil {
-			err = fmt.Errorf("disk %d of checkpoint %q: %w", i+1, e.cp.Name, err)
-		}
-		pw.CloseWithError(err)
-	}()
-	return st, nil
+	enc := disk.NewEncoder(newReadahead(sctx, e.imgs[i]), disk.VMDK, disk.EncodeOptions{})
+	return &stream{enc: enc, cancel: cancel, what: fmt.Sprintf("disk %d of checkpoint %q", i+1, e.cp.Name)}, nil
 }
 
 // Close releases the SMB sessions; nothing on the host needs completing
@@ -126,20 +117,33 @@ func (e *export) Close(error) error {
 }
 
 type stream struct {
-	pr     *io.PipeReader
+	enc    *disk.Encoder
 	cancel context.CancelFunc
-	done   chan struct{}
+	what   string
 }
 
-func (s *stream) Read(p []byte) (int, error) { return s.pr.Read(p) }
+func (s *stream) Read(p []byte) (int, error) {
+	n, err := s.enc.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%s: %w", s.what, err)
+	}
+	return n, err
+}
+
+// WriteTo encodes the disk straight into w.
+func (s *stream) WriteTo(w io.Writer) (int64, error) {
+	n, err := s.enc.WriteTo(w)
+	if err != nil {
+		err = fmt.Errorf("%s: %w", s.what, err)
+	}
+	return n, err
+}
 
 // Close stops the encoder and waits for it, so no read of the share runs
 // after the stream is closed.
 func (s *stream) Close() error {
 	s.cancel()
-	s.pr.CloseWithError(errors.New("stream closed"))
-	<-s.done
-	return nil
+	return s.enc.Close()
 }
 
 // readahead serves the encoder's 64 KiB reads from reads of up to 1 MiB

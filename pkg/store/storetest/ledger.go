@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/rehost/rehost/pkg/store"
@@ -15,6 +16,7 @@ func Ledger(t *testing.T, open func(t *testing.T) store.Store) {
 	run(t, open, []testCase{
 		{"Ledger", testLedger},
 		{"LedgerHandOver", testHandOver},
+		{"LedgerParts", testLedgerParts},
 	})
 }
 
@@ -123,4 +125,85 @@ func testHandOver(t *testing.T, s store.Store) {
 	if l := ok(s.LedgerForRun(ctx, r.ReplicationRunID)).must(t); len(l) != 4 {
 		t.Errorf("ledger = %+v", l)
 	}
+}
+
+func testLedgerParts(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, job := fixture(t, s)
+	r := ok(s.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, State: store.RunActive})).must(t)[0]
+	up := ok(s.RecordIntent(ctx, r.ReplicationRunID, "stage", "multipart-upload", json.RawMessage(`{"disk":0}`))).must(t)
+	other := ok(s.RecordIntent(ctx, r.ReplicationRunID, "stage", "multipart-upload", json.RawMessage(`{"disk":1}`))).must(t)
+	part := func(n int64) store.LedgerPart {
+		return store.LedgerPart{Number: n, Data: json.RawMessage(fmt.Sprintf(`{"etag":"e%d"}`, n))}
+	}
+	// Parts may be recorded before the upload's id is (a crash between the
+	// two loses nothing), out of order, and in batches larger than one
+	// statement holds.
+	if err := s.RecordParts(ctx, up, []store.LedgerPart{part(3), part(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordCreated(ctx, up, "upload-1", json.RawMessage(`{"partSize":16}`)); err != nil {
+		t.Fatal(err)
+	}
+	var many []store.LedgerPart
+	for n := int64(4); n <= 1003; n++ {
+		many = append(many, part(n))
+	}
+	if err := s.RecordParts(ctx, up, append(many, part(2))); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordParts(ctx, other, []store.LedgerPart{part(1)}); err != nil {
+		t.Fatal(err)
+	}
+	// A number recorded again replaces the part (a part uploaded again).
+	if err := s.RecordParts(ctx, up, []store.LedgerPart{{Number: 3, Data: json.RawMessage(`{"etag":"again"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	got := ok(s.LedgerParts(ctx, up)).must(t)
+	if len(got) != 1003 {
+		t.Fatalf("%d parts, want 1003", len(got))
+	}
+	for i, p := range got {
+		want := string(part(int64(i + 1)).Data)
+		if i+1 == 3 {
+			want = `{"etag":"again"}`
+		}
+		if p.Number != int64(i+1) || string(p.Data) != want {
+			t.Fatalf("part %d = %d %s, want %s", i, p.Number, p.Data, want)
+		}
+	}
+	if e := ok(s.GetLedgerEntry(ctx, up)).must(t); string(e.Data) != `{"partSize":16}` {
+		t.Errorf("entry data = %s: parts must not touch it", e.Data)
+	}
+	if got := ok(s.LedgerParts(ctx, other)).must(t); len(got) != 1 || got[0].Number != 1 {
+		t.Errorf("other entry's parts = %+v", got)
+	}
+
+	wantErr(t, s.RecordParts(ctx, up, []store.LedgerPart{{Number: 0, Data: json.RawMessage(`{}`)}}), store.ErrInvalid, "0")
+	wantErr(t, s.RecordParts(ctx, up, []store.LedgerPart{{Number: 5, Data: json.RawMessage(`{bad`)}}), store.ErrInvalid, "5")
+	wantErr(t, s.RecordParts(ctx, 999999, []store.LedgerPart{part(1)}), store.ErrNotFound)
+	// A refused batch stores nothing of itself.
+	wantErr(t, s.RecordParts(ctx, up, []store.LedgerPart{part(2000), {Number: -1, Data: json.RawMessage(`{}`)}}), store.ErrInvalid)
+	if got := ok(s.LedgerParts(ctx, up)).must(t); len(got) != 1003 {
+		t.Errorf("%d parts after a refused batch", len(got))
+	}
+
+	// Handing the entry over moves its parts with it.
+	taken := ok(s.HandOver(ctx, other, "unstage")).must(t)
+	if got := ok(s.LedgerParts(ctx, taken.ID)).must(t); len(got) != 1 || string(got[0].Data) != string(part(1).Data) {
+		t.Errorf("parts of the taken entry = %+v", got)
+	}
+	if got := ok(s.LedgerParts(ctx, other)).must(t); len(got) != 0 {
+		t.Errorf("the handed-over entry keeps %d parts", len(got))
+	}
+	wantErr(t, s.RecordParts(ctx, other, []store.LedgerPart{part(2)}), store.ErrConflict, "handed-over")
+
+	// Releasing drops them; a released entry takes no more.
+	if err := s.RecordReleased(ctx, up); err != nil {
+		t.Fatal(err)
+	}
+	if got := ok(s.LedgerParts(ctx, up)).must(t); len(got) != 0 {
+		t.Errorf("a released entry keeps %d parts", len(got))
+	}
+	wantErr(t, s.RecordParts(ctx, up, []store.LedgerPart{part(1)}), store.ErrConflict, "released")
 }

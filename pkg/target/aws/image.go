@@ -21,6 +21,11 @@ type Image struct {
 	CreationDate time.Time         `json:"creationDate"`
 	SnapshotIDs  []string          `json:"snapshotIds"`
 	Tags         map[string]string `json:"tags,omitempty"`
+	// RootDevice and Devices name the block devices (Devices in the
+	// image's order); Platform is "windows" or empty.
+	RootDevice string   `json:"rootDevice,omitempty"`
+	Devices    []string `json:"devices,omitempty"`
+	Platform   string   `json:"platform,omitempty"`
 }
 
 // Snapshot is an EBS snapshot owned by the account.
@@ -46,9 +51,11 @@ func (t *Target) describeImages(ctx context.Context, ids []string, filters []ec2
 			if im.State == ec2types.ImageStateDeregistered {
 				continue
 			}
-			i := Image{ID: sdk.ToString(im.ImageId), Name: sdk.ToString(im.Name), State: string(im.State), Tags: ec2Tags(im.Tags)}
+			i := Image{ID: sdk.ToString(im.ImageId), Name: sdk.ToString(im.Name), State: string(im.State), Tags: ec2Tags(im.Tags),
+				RootDevice: sdk.ToString(im.RootDeviceName), Platform: string(im.Platform)}
 			i.CreationDate, _ = time.Parse(time.RFC3339, sdk.ToString(im.CreationDate))
 			for _, b := range im.BlockDeviceMappings {
+				i.Devices = append(i.Devices, sdk.ToString(b.DeviceName))
 				if b.Ebs != nil && sdk.ToString(b.Ebs.SnapshotId) != "" {
 					i.SnapshotIDs = append(i.SnapshotIDs, sdk.ToString(b.Ebs.SnapshotId))
 				}

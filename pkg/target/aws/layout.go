@@ -31,6 +31,14 @@ func StagingKey(job, run string, i int, f disk.Format) string {
 	return RunPrefix(job, run) + fmt.Sprintf("disk-%d.%s", i, clean(ext))
 }
 
+// TemplatePrefix holds the CloudFormation templates (and change set
+// templates) generated for applications, one folder per application,
+// under the staging lifecycle: a template is regenerated whenever asked.
+const TemplatePrefix = StagingPrefix + "templates/"
+
+// TemplateKey is the object key of an application's template file.
+func TemplateKey(appID, file string) string { return TemplatePrefix + clean(appID) + "/" + clean(file) }
+
 // clean makes s one safe path segment: no separators, control characters,
 // "." or "..", never empty.
 func clean(s string) string {

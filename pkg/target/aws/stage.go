@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/md5"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
@@ -50,12 +50,10 @@ type Part struct {
 	Number int32  `json:"number"`
 	Size   int64  `json:"size"`
 	ETag   string `json:"etag"`
-	// Checksum is the part's CRC32C, base64 as S3 reports it.
+	// Checksum is the part's CRC32C, base64 as S3 reports it: computed once,
+	// sent with the part for S3 to verify, and compared with the fresh
+	// stream's on a resume (with the size, and the ETag S3 still holds).
 	Checksum string `json:"checksum"`
-	// SHA256 is the hex SHA-256 of the part's bytes, computed locally when
-	// StageInput.Tracker is set (the run records parts for a resume); a resume compares it (and Checksum) with
-	// the fresh stream.
-	SHA256 string `json:"sha256,omitempty"`
 }
 
 // Upload is the persisted state of a multipart upload in progress: enough
@@ -87,6 +85,8 @@ func (u *Upload) sizeOf(n int32) int64 {
 type StageInput struct {
 	Key string
 	// Body is read once, sequentially, to EOF; its length need not be known.
+	// A Body that is an io.WriterTo (a disk image encoder) writes straight
+	// into the part buffers; any other is read into them (no copy between).
 	Body io.Reader
 	// SizeHint is the stream length or an upper bound of it (for a disk
 	// image, disk.MaxImageSize of its capacity); -1 or 0 when unknown. With
@@ -98,6 +98,11 @@ type StageInput struct {
 	// Resume continues an earlier upload; Body must then yield the same
 	// content from the start.
 	Resume *Upload
+	// Limiter, when set, caps the bytes sent: every read of a part's body
+	// by the HTTP client first waits for at most 64 KiB of it (retried
+	// parts count again; parts kept from a resumed upload are not sent).
+	// One limiter shared by every Stage in flight caps them together.
+	Limiter Limiter
 	// Tracker, when set, is kept up to date with the bytes stored and the
 	// upload's parts, for the caller to read whenever it likes (persist the
 	// upload to resume it, report progress): the upload never waits on it.
@@ -135,6 +140,27 @@ func (k *Tracker) Upload() (Upload, int) {
 	k.mu.Unlock()
 	slices.SortFunc(u.Parts, func(a, b Part) int { return cmp.Compare(a.Number, b.Number) })
 	return u, gen
+}
+
+// Header is the upload without its parts (empty until the upload exists).
+func (k *Tracker) Header() Upload {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	u := k.up
+	u.Parts = nil
+	return u
+}
+
+// Parts returns the parts recorded after the first from (in the order they
+// were stored, not by number) and the count to pass next time: a reader
+// that persists parts as they come costs the same whatever their number.
+func (k *Tracker) Parts(from int) ([]Part, int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if from >= len(k.up.Parts) {
+		return nil, len(k.up.Parts)
+	}
+	return slices.Clone(k.up.Parts[from:]), len(k.up.Parts)
 }
 
 // Start resets the tracker to a new upload with no parts; the stager calls
@@ -336,104 +362,234 @@ func (st *stager) run(ctx context.Context) (Object, error) {
 	defer cancel(nil)
 
 	conc := t.cfg.Concurrency
-	// conc buffers in flight plus one being filled: the memory bound.
-	pool := make(chan []byte, conc+1)
-	for range conc + 1 {
-		pool <- nil
+	f := &feeder{st: st, ctx: ctx, jobs: make(chan job), budget: t.cfg.BufferBytes}
+	// conc buffers in flight plus one being filled: the memory bound, fewer
+	// when parts are so large that they would not fit in BufferBytes.
+	f.slots = f.fit(st.up.sizeOf(1), conc+1)
+	f.pool = make(chan []byte, conc+1)
+	for range f.slots {
+		f.pool <- nil
 	}
-	jobs := make(chan job)
 	var wg sync.WaitGroup
 	for range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range jobs {
+			for j := range f.jobs {
 				if err := st.part(ctx, j.n, j.buf); err != nil {
 					cancel(fmt.Errorf("part %d: %w", j.n, err))
 				}
-				pool <- j.buf
+				f.release(j.buf)
 			}
 		}()
 	}
 
-	var readErr error
-	var total int64
-	var count int32
-read:
-	for n := int32(1); ; n++ {
-		var buf []byte
-		select {
-		case buf = <-pool:
-		case <-ctx.Done():
-			break read
-		}
-		size := st.up.sizeOf(n)
-		if int64(cap(buf)) < size {
-			buf = nil // let the smaller buffer go before allocating its successor
-			buf = make([]byte, size)
-		}
-		m, err := fill(st.in.Body, buf[:size])
-		last := false
-		switch {
-		case err == io.EOF && n > 1:
-			pool <- buf
-			break read
-		case err == io.EOF || err == errShort:
-			last = true // n == 1 with no data: a single empty part
-		case err != nil:
-			// Parts already read are good: let them finish, so a resume
-			// keeps them, then fail with the source's error.
-			readErr = fmt.Errorf("read source at byte %d: %w", total+int64(m), err)
-			pool <- buf
-			break read
-		}
-		if n > MaxParts {
-			readErr = fmt.Errorf("stream is longer than %d parts of %d bytes (size hint %d too small)", MaxParts, size, st.in.SizeHint)
-			pool <- buf
-			cancel(readErr)
-			break read
-		}
-		select {
-		case jobs <- job{n, buf[:m]}:
-		case <-ctx.Done():
-			pool <- buf
-			break read
-		}
-		total += int64(m)
-		count = n
-		if last {
-			break
-		}
+	var err error
+	if wt, ok := st.in.Body.(io.WriterTo); ok {
+		_, err = wt.WriteTo(f)
+	} else {
+		_, err = f.ReadFrom(st.in.Body)
 	}
-	close(jobs)
+	if err == nil {
+		err = f.finish()
+	} else {
+		f.drop()
+	}
+	close(f.jobs)
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	if cause := context.Cause(ctx); cause != nil {
+		return Object{}, cause
+	}
+	if err != nil {
+		if f.own == nil {
+			// Parts already read are good: they were let finish, so a
+			// resume keeps them; the source's error fails the stage.
+			err = fmt.Errorf("read source at byte %d: %w", f.total, err)
+		}
 		return Object{}, err
 	}
-	if readErr != nil {
-		return Object{}, readErr
+	return st.complete(ctx, f.total, f.n)
+}
+
+// feeder cuts the stream into parts as it arrives: a reader is read, and a
+// writer copied, straight into the part buffers, and each full buffer goes
+// to the upload workers. At most slots buffers exist at once.
+type feeder struct {
+	st     *stager
+	ctx    context.Context
+	jobs   chan job
+	pool   chan []byte // free buffers (nil: not allocated yet)
+	budget int64       // bytes of buffers allowed (0: no limit)
+
+	mu    sync.Mutex
+	slots int          // buffers in existence
+	cur   atomic.Int64 // size of the part being filled
+
+	n     int32  // part being filled (0: none yet)
+	buf   []byte // part n's bytes so far (cap ≥ size); nil between parts
+	size  int64  // size of part n
+	total int64
+	own   error // the feeder's own failure (not the source's)
+}
+
+// fit is how many buffers of size bytes the budget allows, at most want
+// and at least 2 (one in flight, one being filled).
+func (f *feeder) fit(size int64, want int) int {
+	if f.budget <= 0 {
+		return want
 	}
-	return st.complete(ctx, total, count)
+	return max(2, min(want, int(f.budget/size)))
+}
+
+// release gives a buffer back once its part is stored, or frees it when
+// growing parts no longer fit as many buffers in the budget.
+func (f *feeder) release(buf []byte) {
+	f.mu.Lock()
+	drop := f.slots > f.fit(max(f.cur.Load(), int64(cap(buf))), f.slots)
+	if drop {
+		f.slots--
+	}
+	f.mu.Unlock()
+	if !drop {
+		f.pool <- buf
+	}
+}
+
+// next takes a buffer for the next part.
+func (f *feeder) next() error {
+	n := f.n + 1
+	size := f.st.up.sizeOf(n)
+	if n > MaxParts {
+		f.own = fmt.Errorf("stream is longer than %d parts of %d bytes (size hint %d too small)", MaxParts, size, f.st.in.SizeHint)
+		return f.own
+	}
+	var buf []byte
+	select {
+	case buf = <-f.pool:
+	case <-f.ctx.Done():
+		f.own = context.Cause(f.ctx)
+		return f.own
+	}
+	if int64(cap(buf)) < size {
+		buf = nil // let the smaller buffer go before allocating its successor
+		buf = make([]byte, size)
+	}
+	f.n, f.buf, f.size = n, buf[:0], size
+	f.cur.Store(size)
+	return nil
+}
+
+// send hands part n to the workers.
+func (f *feeder) send() error {
+	select {
+	case f.jobs <- job{f.n, f.buf}:
+		f.buf = nil
+		return nil
+	case <-f.ctx.Done():
+		f.own = context.Cause(f.ctx)
+		return f.own
+	}
+}
+
+// Write copies p into the part buffers.
+func (f *feeder) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		if f.buf == nil {
+			if err := f.next(); err != nil {
+				return written, err
+			}
+		}
+		k := copy(f.buf[len(f.buf):f.size], p)
+		f.buf = f.buf[:len(f.buf)+k]
+		p, written, f.total = p[k:], written+k, f.total+int64(k)
+		if int64(len(f.buf)) == f.size {
+			if err := f.send(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+// ReadFrom reads r into the part buffers until it ends. A clean end is
+// io.EOF; any other error (an io.ErrUnexpectedEOF of a truncated download
+// included) is returned, to fail the upload rather than end it.
+func (f *feeder) ReadFrom(r io.Reader) (int64, error) {
+	start := f.total
+	for {
+		if f.buf == nil {
+			if err := f.next(); err != nil {
+				return f.total - start, err
+			}
+		}
+		m, err := r.Read(f.buf[len(f.buf):f.size])
+		f.buf = f.buf[:len(f.buf)+m]
+		f.total += int64(m)
+		if int64(len(f.buf)) == f.size {
+			if err := f.send(); err != nil {
+				return f.total - start, err
+			}
+		}
+		if err == io.EOF {
+			return f.total - start, nil
+		}
+		if err != nil {
+			return f.total - start, err
+		}
+	}
+}
+
+// finish sends the last, short part (part 1 even when empty: an empty
+// stream is one empty part).
+func (f *feeder) finish() error {
+	if f.n == 0 {
+		if err := f.next(); err != nil {
+			return err
+		}
+	}
+	if f.buf == nil {
+		return nil
+	}
+	if len(f.buf) == 0 && f.n > 1 {
+		// The stream ended on a part boundary: the buffer was taken for
+		// nothing.
+		f.n--
+		f.pool <- f.buf
+		f.buf = nil
+		return nil
+	}
+	return f.send()
+}
+
+// drop gives back the buffer of a part that will not be sent.
+func (f *feeder) drop() {
+	if f.buf != nil {
+		f.pool <- f.buf
+		f.buf = nil
+		if f.n > 0 {
+			f.n--
+		}
+	}
 }
 
 // part stores part n: reused when a resumed upload already holds the same
-// bytes, otherwise uploaded with retries.
+// bytes, otherwise uploaded with retries. Its CRC32C is computed here, once:
+// it is the resume's comparison and is handed to the SDK, which sends it as
+// the x-amz-checksum-crc32c header for S3 to verify instead of hashing the
+// part again (and signs UNSIGNED-PAYLOAD, TLS protecting the bytes, rather
+// than a SHA-256 of them).
 func (st *stager) part(ctx context.Context, n int32, buf []byte) error {
 	p := Part{Number: n, Size: int64(len(buf))}
 	var c [4]byte
 	binary.BigEndian.PutUint32(c[:], crc32.Checksum(buf, castagnoli))
 	p.Checksum = base64.StdEncoding.EncodeToString(c[:])
-	// SHA-256 only serves a later resume: skip its cost (about a third of
-	// staging's CPU) when nobody tracks parts and this is not a resume.
-	if st.in.Tracker != nil || st.prev != nil {
-		sum := sha256.Sum256(buf)
-		p.SHA256 = hex.EncodeToString(sum[:])
-	}
 
 	if prev, ok := st.prev[n]; ok {
 		held, onServer := st.held[n]
-		same := prev.Size == p.Size && prev.Checksum == p.Checksum && (prev.SHA256 == "" || prev.SHA256 == p.SHA256)
-		if onServer && same && sdk.ToInt64(held.Size) == p.Size && trimQuotes(sdk.ToString(held.ETag)) == trimQuotes(prev.ETag) {
+		same := prev.Size == p.Size && prev.Checksum == p.Checksum
+		if onServer && same && sdk.ToInt64(held.Size) == p.Size && trimQuotes(sdk.ToString(held.ETag)) == trimQuotes(prev.ETag) &&
+			(held.ChecksumCRC32C == nil || sdk.ToString(held.ChecksumCRC32C) == p.Checksum) {
 			p.ETag = prev.ETag
 			st.record(p, true)
 			return nil
@@ -447,11 +603,15 @@ func (st *stager) part(ctx context.Context, n int32, buf []byte) error {
 	err := t.call(ctx, "UploadPart", func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, perAttempt)
 		defer cancel()
+		var body io.ReadSeeker = bytes.NewReader(buf)
+		if st.in.Limiter != nil {
+			body = &limitedBody{ctx: actx, r: bytes.NewReader(buf), lim: st.in.Limiter}
+		}
 		out, err := t.s3.UploadPart(actx, &s3.UploadPartInput{
 			Bucket: sdk.String(st.up.Bucket), Key: sdk.String(st.up.Key), UploadId: sdk.String(st.up.UploadID),
-			PartNumber: sdk.Int32(n), Body: bytes.NewReader(buf), ContentLength: sdk.Int64(int64(len(buf))),
-			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
-		})
+			PartNumber: sdk.Int32(n), Body: body, ContentLength: sdk.Int64(int64(len(buf))),
+			ChecksumCRC32C: sdk.String(p.Checksum),
+		}, unsignedPayload)
 		if err != nil {
 			return err
 		}
@@ -467,6 +627,38 @@ func (st *stager) part(ctx context.Context, n int32, buf []byte) error {
 	st.record(p, false)
 	return nil
 }
+
+// unsignedPayload signs a part's request with UNSIGNED-PAYLOAD instead of
+// the SHA-256 the SDK would otherwise compute over the whole part (the part
+// carries its CRC32C for S3 to check, and TLS protects it on the way).
+func unsignedPayload(o *s3.Options) {
+	o.APIOptions = append(slices.Clip(o.APIOptions), v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
+}
+
+// limitChunk is the most a part's body yields per read, so a bandwidth
+// limiter is asked for small amounts (a rate.Limiter's burst must cover it).
+const limitChunk = 64 << 10
+
+// limitedBody is a part's body whose every read first waits for the
+// limiter; Seek rewinds it for the SDK.
+type limitedBody struct {
+	ctx context.Context
+	r   *bytes.Reader
+	lim Limiter
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n := min(len(p), limitChunk, b.r.Len())
+	if n == 0 {
+		return b.r.Read(p)
+	}
+	if err := b.lim.WaitN(b.ctx, n); err != nil {
+		return 0, err
+	}
+	return b.r.Read(p[:n])
+}
+
+func (b *limitedBody) Seek(off int64, whence int) (int64, error) { return b.r.Seek(off, whence) }
 
 type checksumError struct {
 	part      int32
@@ -543,31 +735,6 @@ func (st *stager) complete(ctx context.Context, total int64, count int32) (Objec
 	obj.Checksum = sdk.ToString(out.ChecksumCRC32C)
 	return obj, nil
 }
-
-// fill reads into p until it is full or the stream ends. Unlike io.ReadFull
-// it reports a clean end as io.EOF (whatever was read before it) and passes
-// the source's own errors through — including an io.ErrUnexpectedEOF of a
-// truncated download, which must fail the upload, not end it.
-func fill(r io.Reader, p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		k, err := r.Read(p[n:])
-		n += k
-		if err == io.EOF {
-			if n == 0 {
-				return 0, io.EOF
-			}
-			return n, errShort
-		}
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-// errShort is fill's word for a clean end after some bytes.
-var errShort = errors.New("short read at end of stream")
 
 func trimQuotes(s string) string { return strings.Trim(s, `"`) }
 

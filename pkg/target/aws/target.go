@@ -1,11 +1,12 @@
 // Package aws is rehost's AWS target: it prepares an account (staging bucket,
 // vmimport service role), streams disk images into S3 as resumable multipart
-// uploads, drives EC2 VM Import, and names, tags, retains and deletes the
-// resulting AMIs.
+// uploads, drives EC2 VM Import, names, tags, retains and deletes the
+// resulting AMIs, and launches applications' CloudFormation stacks.
 //
 // Every AWS API is reached through a narrow interface of only the methods
-// used (S3API, EC2API, IAMAPI, STSAPI), so fakes and emulators stay small; New
-// builds them from the SDK, NewWithClients takes any implementation.
+// used (S3API, EC2API, IAMAPI, STSAPI, CloudFormationAPI, SSMAPI), so fakes and
+// emulators stay small; New builds them from the SDK, NewWithClients takes
+// any implementation.
 package aws
 
 import (
@@ -17,13 +18,16 @@ import (
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -50,6 +54,9 @@ type S3API interface {
 	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	// Application templates and the scripts they carry (stack.go).
+	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
 
 // EC2API is the part of the EC2 client the target uses.
@@ -65,6 +72,12 @@ type EC2API interface {
 	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
 	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
+	// Application launches (instance.go).
+	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
+	DescribeInstanceTypes(context.Context, *ec2.DescribeInstanceTypesInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceTypesOutput, error)
+	DescribeInstanceStatus(context.Context, *ec2.DescribeInstanceStatusInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceStatusOutput, error)
+	GetConsoleOutput(context.Context, *ec2.GetConsoleOutputInput, ...func(*ec2.Options)) (*ec2.GetConsoleOutputOutput, error)
 }
 
 // IAMAPI is the part of the IAM client the target uses.
@@ -88,12 +101,16 @@ type Clients struct {
 	IAM IAMAPI
 	STS STSAPI
 	EBS EBSAPI
+	// CloudFormation is used by application launches only; nil leaves
+	// them unavailable. SSM runs their optional validation commands.
+	CloudFormation CloudFormationAPI
+	SSM            SSMAPI
 }
 
 // Endpoints override service endpoints (emulators, VPC endpoints). Empty
 // means the SDK's default for the region.
 type Endpoints struct {
-	S3, EC2, IAM, STS, EBS string
+	S3, EC2, IAM, STS, EBS, CloudFormation, SSM string
 }
 
 // Config says how to reach an account and how to stage into it.
@@ -124,6 +141,10 @@ type Config struct {
 	// at least 8 MiB for streams of unknown length so that 10,000 growing
 	// parts still cover 5 TiB).
 	PartSize int64
+	// BufferBytes bounds the part buffers one Stage holds (default 192
+	// MiB): when Concurrency+1 parts do not fit, fewer are in flight (at
+	// least one, beside the one being filled).
+	BufferBytes int64
 	// RetryAttempts per AWS call, a part upload included (default 8);
 	// RetryBaseDelay is the first backoff (default 500ms, doubled per
 	// attempt, capped at 30s, with jitter). See pkg/retry.
@@ -150,6 +171,8 @@ type Target struct {
 	iam IAMAPI
 	sts STSAPI
 	ebs EBSAPI
+	cf  CloudFormationAPI
+	ssm SSMAPI
 	log *slog.Logger
 }
 
@@ -177,7 +200,11 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 	// Set after loading: the loader refuses a plain *http.Client when
 	// AWS_CA_BUNDLE is set, but a caller's client carries its own trust.
 	if cfg.HTTPClient != nil {
-		ac.HTTPClient = cfg.HTTPClient
+		ac.HTTPClient = withWriteBuffer(cfg.HTTPClient)
+	} else {
+		ac.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			tr.WriteBufferSize = writeBufferSize
+		})
 	}
 	if ac.Region == "" {
 		return nil, errors.New("load aws configuration: no region set (give one or set AWS_REGION)")
@@ -207,8 +234,35 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		IAM: iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
 		STS: sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
 		EBS: ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
+		CloudFormation: cloudformation.NewFromConfig(ac, func(o *cloudformation.Options) {
+			o.BaseEndpoint = ep(cfg.Endpoints.CloudFormation)
+		}),
+		SSM: ssm.NewFromConfig(ac, func(o *ssm.Options) { o.BaseEndpoint = ep(cfg.Endpoints.SSM) }),
 	}
 	return NewWithClients(cfg, cl), nil
+}
+
+// writeBufferSize is the HTTP transport's write buffer. Go's default (4
+// KiB) makes a part's body go out as 4 KiB TLS records, one write system
+// call each; a larger buffer lets TLS fill whole 16 KiB records, a quarter
+// of the calls and of the per-record sealing.
+const writeBufferSize = 256 << 10
+
+// withWriteBuffer returns c using a copy of its transport with the larger
+// write buffer, when the transport is Go's own and leaves the size unset.
+func withWriteBuffer(c *http.Client) *http.Client {
+	tr, ok := c.Transport.(*http.Transport)
+	if c.Transport == nil {
+		tr, ok = http.DefaultTransport.(*http.Transport), true
+	}
+	if !ok || tr.WriteBufferSize != 0 {
+		return c
+	}
+	tr = tr.Clone()
+	tr.WriteBufferSize = writeBufferSize
+	cc := *c
+	cc.Transport = tr
+	return &cc
 }
 
 // NewWithClients uses the given API implementations; cfg supplies region,
@@ -225,6 +279,9 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	}
 	if cfg.PartSize > MaxPartSize {
 		cfg.PartSize = MaxPartSize
+	}
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = 192 << 20
 	}
 	if cfg.RetryAttempts <= 0 {
 		cfg.RetryAttempts = 8
@@ -251,7 +308,7 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, ebs: c.EBS, log: log}
+	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, ebs: c.EBS, cf: c.CloudFormation, ssm: c.SSM, log: log}
 }
 
 // Region is the target's region.

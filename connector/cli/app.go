@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rehost/rehost/connector/api"
+)
+
+// Helpers of the "rehost app …" verbs (app_*.go, one per verb).
+
+// resolveApp finds an application by id or name.
+func resolveApp(ctx context.Context, svc api.Service, ref string) (api.AppSummary, error) {
+	in := &api.ListAppsInput{MaxResults: 1000}
+	for {
+		out, err := svc.ListApps(ctx, in)
+		if err != nil {
+			return api.AppSummary{}, err
+		}
+		for _, a := range out.Apps {
+			if a.AppID == ref || a.Name == ref {
+				return a, nil
+			}
+		}
+		if in.NextToken = out.NextToken; in.NextToken == "" {
+			return api.AppSummary{}, fmt.Errorf("no app %q: see 'rehost app list'", ref)
+		}
+	}
+}
+
+// groupsFlag collects --group NAME=SERVER[,SERVER…], in order.
+type groupsFlag []string
+
+func (g *groupsFlag) String() string     { return strings.Join(*g, " ") }
+func (g *groupsFlag) Set(v string) error { *g = append(*g, v); return nil }
+
+// serverGroups resolves the groups' servers (ids or VM names).
+func (g groupsFlag) serverGroups(ctx context.Context, svc api.Service) ([]api.ServerGroup, error) {
+	var out []api.ServerGroup
+	for _, spec := range g {
+		name, list, ok := strings.Cut(spec, "=")
+		if !ok || strings.TrimSpace(name) == "" {
+			return nil, fmt.Errorf("%w: --group %q: want NAME=SERVER[,SERVER…]", ErrUsage, spec)
+		}
+		sg := api.ServerGroup{Name: strings.TrimSpace(name), ServerList: []api.Server{}}
+		for _, ref := range strings.Split(list, ",") {
+			if ref = strings.TrimSpace(ref); ref == "" {
+				continue
+			}
+			s, err := resolveServer(ctx, svc, ref)
+			if err != nil {
+				return nil, err
+			}
+			sg.ServerList = append(sg.ServerList, api.Server{ServerID: s.ServerID})
+		}
+		out = append(out, sg)
+	}
+	return out, nil
+}
+
+// printApp writes an app's summary, its groups and its launches.
+func printApp(w io.Writer, a *api.AppOutput) {
+	s := a.AppSummary
+	fmt.Fprintf(w, "app %s (%s)\n", s.Name, s.AppID)
+	fmt.Fprintf(w, "  replication  %s%s\n", s.ReplicationStatus, suffix(s.ReplicationStatusMessage))
+	fmt.Fprintf(w, "  launch       %s%s\n", s.LaunchStatus, suffix(s.LaunchStatusMessage))
+	for _, g := range a.ServerGroups {
+		var names []string
+		for _, srv := range g.ServerList {
+			names = append(names, cell(vmOf(srv).VmName))
+		}
+		fmt.Fprintf(w, "  group %-8s %s\n", g.Name, strings.Join(names, ", "))
+	}
+	for _, l := range a.RehostLaunches {
+		if l.State == "TERMINATED" {
+			continue
+		}
+		printLaunch(w, l)
+	}
+}
+
+func suffix(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	return ": " + msg
+}
+
+// printLaunch writes a launch and each server's boot check.
+func printLaunch(w io.Writer, l api.AppLaunch) {
+	fmt.Fprintf(w, "\n%s launch %s: %s (stack %s %s)%s\n", l.Kind, l.LaunchID, l.State, l.StackName, l.StackStatus, suffix(l.StatusMessage))
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SERVER\tINSTANCE\tPRIVATE IP\tBOOT\tVALIDATION\tDETAIL")
+	for _, s := range l.Servers {
+		val := ""
+		if v := s.Validation; v != nil {
+			val = v.Status
+			if v.Status == "passed" || v.Status == "failed" {
+				val = fmt.Sprintf("%s (exit %d)", v.Status, v.ExitCode)
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.Name, cell(s.InstanceID), cell(s.PrivateIP), cell(s.Boot), cell(val), cell(s.BootDetail))
+	}
+	tw.Flush()
+	for _, s := range l.Servers {
+		if s.Boot == "failed to boot" && len(s.Console) > 0 {
+			fmt.Fprintf(w, "  last console lines of %s:\n    %s\n", s.Name, strings.Join(s.Console, "\n    "))
+		}
+		if v := s.Validation; v != nil && v.Output != "" && v.Status != "passed" {
+			fmt.Fprintf(w, "  validation of %s (%s):\n    %s\n", s.Name, v.Command, strings.ReplaceAll(v.Output, "\n", "\n    "))
+		}
+	}
+}
+
+// watchLaunch polls the app until its launch of kind settles, printing
+// each change of a server's boot verdict.
+func watchLaunch(ctx context.Context, env Env, svc api.Service, appID, kind string, every time.Duration) (api.AppLaunch, error) {
+	seen := map[string]string{}
+	for {
+		out, err := svc.GetApp(ctx, &api.GetAppInput{AppID: appID})
+		if err != nil {
+			return api.AppLaunch{}, err
+		}
+		var l *api.AppLaunch
+		for i := range out.RehostLaunches {
+			if out.RehostLaunches[i].Kind == kind {
+				l = &out.RehostLaunches[i]
+				break
+			}
+		}
+		if l == nil {
+			return api.AppLaunch{}, fmt.Errorf("app %s has no %s launch", appID, kind)
+		}
+		for _, s := range l.Servers {
+			if s.Boot != "" && seen[s.ServerID] != s.Boot {
+				fmt.Fprintf(env.Stderr, "%s %s: %s%s\n", time.Now().Format("15:04:05"), s.Name, s.Boot, suffix(s.BootDetail))
+				seen[s.ServerID] = s.Boot
+			}
+		}
+		switch l.State {
+		case "PENDING", "CREATING", "UPDATING", "TERMINATING":
+		default:
+			return *l, nil
+		}
+		select {
+		case <-ctx.Done():
+			return *l, ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/rehost/rehost/connector/api"
+)
+
+func init() {
+	Register(Command{
+		Name:    "app configure",
+		Usage:   "APP [--file FILE] [--test-vpc V] [--test-subnet S] [--test-security-groups SG,SG] [--test-suffix X]",
+		Summary: "set how an application is launched, from a JSON file in GetAppLaunchConfiguration's shape, and where test launches go (PutAppLaunchConfiguration)",
+		Flags:   appConfigureFlags,
+	})
+}
+
+type appConfigureOptions struct {
+	conn                       *connFlags
+	file                       string
+	testVPC, testSubnet, suffx string
+	testGroups                 string
+}
+
+func appConfigureFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	o := &appConfigureOptions{conn: addConnFlags(fs)}
+	fs.StringVar(&o.file, "file", "", "JSON launch configuration ('rehost app launch-config APP --json' writes one); default: the one set, or defaults")
+	fs.StringVar(&o.testVPC, "test-vpc", "", "VPC of test launches")
+	fs.StringVar(&o.testSubnet, "test-subnet", "", "subnet test launches go into")
+	fs.StringVar(&o.testGroups, "test-security-groups", "", "security groups of test launches, comma-separated")
+	fs.StringVar(&o.suffx, "test-suffix", "", "suffix of test launches' Name tags (default -test)")
+	return o.conn.with(oneArg("app (name or id)"), o.run)
+}
+
+func (o *appConfigureOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
+	a, err := resolveApp(ctx, svc, args[0])
+	if err != nil {
+		return err
+	}
+	var cur api.GetAppLaunchConfigurationOutput
+	if o.file != "" {
+		b, err := os.ReadFile(o.file)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &cur); err != nil {
+			return fmt.Errorf("%w: %s is not a launch configuration in JSON: %v", ErrUsage, o.file, err)
+		}
+	} else {
+		got, err := svc.GetAppLaunchConfiguration(ctx, &api.GetAppLaunchConfigurationInput{AppID: a.AppID})
+		if err != nil {
+			return err
+		}
+		cur = *got
+	}
+	in := &api.PutAppLaunchConfigurationInput{AppID: a.AppID, RoleName: cur.RoleName, AutoLaunch: &cur.AutoLaunch,
+		ServerGroupLaunchConfigurations: cur.ServerGroupLaunchConfigurations, RehostTestLaunch: cur.RehostTestLaunch}
+	for _, f := range []string{"test-vpc", "test-subnet", "test-security-groups", "test-suffix"} {
+		if !o.conn.set(f) {
+			continue
+		}
+		if in.RehostTestLaunch == nil {
+			in.RehostTestLaunch = &api.TestLaunch{}
+		}
+		t := in.RehostTestLaunch
+		switch f {
+		case "test-vpc":
+			t.Vpc = o.testVPC
+		case "test-subnet":
+			t.Subnet = o.testSubnet
+		case "test-security-groups":
+			t.SecurityGroups = nil
+			for _, g := range strings.Split(o.testGroups, ",") {
+				if g = strings.TrimSpace(g); g != "" {
+					t.SecurityGroups = append(t.SecurityGroups, g)
+				}
+			}
+		case "test-suffix":
+			t.NameSuffix = o.suffx
+		}
+	}
+	if _, err := svc.PutAppLaunchConfiguration(ctx, in); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "launch configuration of app %s set: see 'rehost app launch-config %s'\n", a.Name, a.Name)
+	return nil
+}

@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/rehost/rehost/connector/api"
+)
+
+func init() {
+	Register(Command{
+		Name:    "app launch",
+		Usage:   "APP [--test] [--watch] [--json]",
+		Summary: "launch an application from its template — the cutover, or a test launch beside it — or update the launched stack (LaunchApp)",
+		Flags:   appLaunchFlags,
+	})
+}
+
+type appLaunchOptions struct {
+	conn        *connFlags
+	test, watch bool
+	json        bool
+}
+
+func appLaunchFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	o := &appLaunchOptions{conn: addConnFlags(fs)}
+	fs.BoolVar(&o.test, "test", false, "a test launch: into the test VPC and subnet, names suffixed, beside the cutover")
+	fs.BoolVar(&o.watch, "watch", false, "follow the launch until it settles, with each server's boot check")
+	fs.BoolVar(&o.json, "json", false, "print the launch as JSON")
+	return o.conn.with(oneArg("app (name or id)"), o.run)
+}
+
+func (o *appLaunchOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
+	a, err := resolveApp(ctx, svc, args[0])
+	if err != nil {
+		return err
+	}
+	out, err := svc.LaunchApp(ctx, &api.LaunchAppInput{AppID: a.AppID, RehostTest: o.test})
+	if err != nil {
+		return err
+	}
+	l := *out.RehostLaunch
+	if o.watch {
+		if l, err = watchLaunch(ctx, env, svc, a.AppID, l.Kind, 2*time.Second); err != nil {
+			return err
+		}
+	}
+	if o.json {
+		return printJSON(env.Stdout, l)
+	}
+	printLaunch(env.Stdout, l)
+	if o.watch && l.State != "LAUNCHED" {
+		return fmt.Errorf("the %s launch of app %s is %s: %s", l.Kind, a.Name, l.State, l.StatusMessage)
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	"github.com/rehost/rehost/connector/api"
+)
+
+func init() {
+	Register(Command{
+		Name:    "app update",
+		Usage:   "APP [--name NAME] [--description D] [--group NAME=SERVER[,SERVER…]…] [--json]",
+		Summary: "rename an application or replace its server groups (UpdateApp)",
+		Flags:   appUpdateFlags,
+	})
+}
+
+type appUpdateOptions struct {
+	conn              *connFlags
+	name, description string
+	groups            groupsFlag
+	json              bool
+	fs                *flag.FlagSet
+}
+
+func appUpdateFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	o := &appUpdateOptions{conn: addConnFlags(fs), fs: fs}
+	fs.StringVar(&o.name, "name", "", "new name")
+	fs.StringVar(&o.description, "description", "", "new description")
+	fs.Var(&o.groups, "group", "the new server groups: NAME=SERVER[,SERVER…] (repeatable, in launch order; replaces all)")
+	fs.BoolVar(&o.json, "json", false, "print the app as JSON")
+	return o.conn.with(oneArg("app (name or id)"), o.run)
+}
+
+func (o *appUpdateOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
+	a, err := resolveApp(ctx, svc, args[0])
+	if err != nil {
+		return err
+	}
+	in := &api.UpdateAppInput{AppID: a.AppID}
+	if o.conn.set("name") {
+		in.Name = &o.name
+	}
+	if o.conn.set("description") {
+		in.Description = &o.description
+	}
+	if len(o.groups) > 0 {
+		if in.ServerGroups, err = o.groups.serverGroups(ctx, svc); err != nil {
+			return err
+		}
+	}
+	if in.Name == nil && in.Description == nil && in.ServerGroups == nil {
+		return fmt.Errorf("%w: nothing to change: give --name, --description or --group", ErrUsage)
+	}
+	out, err := svc.UpdateApp(ctx, in)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		return printJSON(env.Stdout, out)
+	}
+	printApp(env.Stdout, out)
+	return nil
+}

@@ -1,0 +1,35 @@
+package disk
+
+import (
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// fileExtents asks the file system where f's data lies (SEEK_DATA and
+// SEEK_HOLE), so the holes of a sparse raw image are never read; ok is
+// false when it cannot say (the file system does not know holes from data).
+// Regions it reports as data may still hold zeros.
+func fileExtents(f *os.File, size int64) (ext []Extent, ok bool) {
+	fd := int(f.Fd())
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // no data after off
+		}
+		if err != nil {
+			return nil, false
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, false
+		}
+		hole = min(hole, size)
+		if hole > data {
+			ext = append(ext, Extent{data, hole - data})
+		}
+		off = hole
+	}
+	return ext, true
+}

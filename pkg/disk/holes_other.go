@@ -1,0 +1,8 @@
+//go:build !linux
+
+package disk
+
+import "os"
+
+// fileExtents cannot ask the file system here: the content is scanned.
+func fileExtents(*os.File, int64) ([]Extent, bool) { return nil, false }
