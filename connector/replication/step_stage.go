@@ -51,7 +51,11 @@ func (stageStep) info() Info {
 }
 
 // progress is the bytes staged of every disk's total.
-func (stageStep) progress(p store.RunProgress) (done, total int64) {
+func (stageStep) progress(p store.RunProgress) (done, total int64) { return diskBytes(p) }
+
+// diskBytes sums the disks' progress: a step whose work is the disks' bytes
+// reports it so.
+func diskBytes(p store.RunProgress) (done, total int64) {
 	for _, d := range p.Disks {
 		done, total = done+d.BytesDone, total+d.BytesTotal
 	}

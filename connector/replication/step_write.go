@@ -44,12 +44,7 @@ func (writeStep) info() Info {
 }
 
 // progress is the blocks read of every disk's total.
-func (writeStep) progress(p store.RunProgress) (done, total int64) {
-	for _, d := range p.Disks {
-		done, total = done+d.BytesDone, total+d.BytesTotal
-	}
-	return done, total
-}
+func (writeStep) progress(p store.RunProgress) (done, total int64) { return diskBytes(p) }
 
 // replicaIntent is what the ledger holds of a replica snapshot to write.
 type replicaIntent struct {
