@@ -89,7 +89,12 @@ type Options struct {
 	// them: a CLI process beside the daemon, whose scheduler picks the runs
 	// up at its next resync.
 	Passive bool
-	Logger  *slog.Logger // default: discard
+	// Fleet, when set, makes this scheduler one member of a fleet of
+	// connectors sharing the store (see Fleet); FleetTick is how often it
+	// renews its runs' leases and claims runs (default DefaultFleetTick).
+	Fleet     Fleet
+	FleetTick time.Duration
+	Logger    *slog.Logger // default: discard
 }
 
 // DefaultResyncInterval is the documented resync interval of the daemon.
@@ -117,6 +122,9 @@ func (o *Options) defaults() {
 	if o.ResyncInterval <= 0 {
 		o.ResyncInterval = DefaultResyncInterval
 	}
+	if o.FleetTick <= 0 {
+		o.FleetTick = DefaultFleetTick
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -140,17 +148,29 @@ type Scheduler struct {
 	byJob    map[string]*dueEntry
 	queue    []string // run ids waiting for a run slot, in dispatch order
 	queued   map[string]bool
-	inflight map[string]context.CancelFunc
+	inflight map[string]*flight
 	stopped  bool
+	// leading: in a fleet, whether this member computed the due runs at
+	// its last pass.
+	leading bool
 
 	base   context.Context // parent of every run's context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // in-flight runs
 	wake   chan struct{}
 	loop   chan struct{} // closed when the loop exits; nil if not started
+	// renewDone is closed when the fleet's lease renewal stops.
+	renewDone chan struct{}
 
 	semMu sync.Mutex
 	sems  map[string]chan struct{}
+}
+
+// flight is a run in progress: how to stop it, and in a fleet its lease.
+type flight struct {
+	cancel context.CancelCauseFunc
+	lease  *store.Lease
+	lost   bool // the renewal found the lease lost
 }
 
 // New returns a Scheduler over st that dispatches to r. Nothing happens
@@ -162,7 +182,7 @@ func New(st Store, r Runner, o Options) *Scheduler {
 		st: st, runner: r, o: o, clock: o.Clock, log: o.Logger,
 		byJob:    map[string]*dueEntry{},
 		queued:   map[string]bool{},
-		inflight: map[string]context.CancelFunc{},
+		inflight: map[string]*flight{},
 		base:     base, cancel: cancel,
 		wake: make(chan struct{}, 1),
 		sems: map[string]chan struct{}{},
@@ -200,6 +220,10 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return fmt.Errorf("start scheduler: %w", err)
 	}
 	go s.run(ctx)
+	if s.o.Fleet != nil {
+		s.renewDone = make(chan struct{})
+		go s.renewLoop(ctx)
+	}
 	return nil
 }
 
@@ -211,6 +235,10 @@ func (s *Scheduler) run(ctx context.Context) {
 		}
 		s.mu.Lock()
 		wait := s.o.ResyncInterval
+		if s.o.Fleet != nil {
+			// Other members add and free work: look for it every tick.
+			wait = min(wait, s.o.FleetTick)
+		}
 		if len(s.due) > 0 {
 			if d := s.due[0].next.Sub(s.clock.Now()); d < wait {
 				wait = d
@@ -255,11 +283,14 @@ func (s *Scheduler) poke() {
 func (s *Scheduler) Stop() {
 	s.mu.Lock()
 	s.stopped = true
-	loop := s.loop
+	loop, renewing := s.loop, s.renewDone
 	s.mu.Unlock()
 	s.cancel()
 	if loop != nil {
 		<-loop
+	}
+	if renewing != nil {
+		<-renewing
 	}
 	s.wg.Wait()
 }
@@ -272,6 +303,20 @@ func (s *Scheduler) Wait() { s.wg.Wait() }
 // refreshes the jobs every ResyncInterval. Called with mu held.
 func (s *Scheduler) ensureLoaded(ctx context.Context) error {
 	now := s.clock.Now()
+	if s.o.Fleet != nil {
+		// The leader plans the fleet's due runs; a member that becomes
+		// leader loads the schedule afresh.
+		lead := s.o.Fleet.Leader()
+		if lead && !s.leading {
+			s.lastSync = time.Time{}
+		}
+		s.leading = lead
+		if !lead {
+			s.due, s.byJob = s.due[:0], map[string]*dueEntry{}
+			s.loaded, s.lastSync = true, now
+			return nil
+		}
+	}
 	if s.loaded && now.Sub(s.lastSync) < s.o.ResyncInterval {
 		return nil
 	}
@@ -291,10 +336,14 @@ func (s *Scheduler) ensureLoaded(ctx context.Context) error {
 	// Runs a previous process left ACTIVE go first (only at the first
 	// load: later, ACTIVE runs are this process's own): they hold their
 	// job's slot and the Runner resumes them. PENDING runs are picked up at
-	// every resync, since another process may have requested one.
+	// every resync, since another process may have requested one. A fleet
+	// member queues nothing: it claims from the store.
 	states := [][]store.RunState{{store.RunPending}}
 	if !s.loaded {
 		states = [][]store.RunState{{store.RunActive}, {store.RunPending}}
+	}
+	if s.o.Fleet != nil {
+		states = nil
 	}
 	for _, st := range states {
 		runs, err := s.st.RunsInState(ctx, st...)
@@ -577,7 +626,9 @@ func (s *Scheduler) scheduleDue(ctx context.Context, jobID string, now time.Time
 		case store.RunMissed:
 			missedAt = append(missedAt, r.ScheduledStartTime.Format(time.RFC3339))
 		case store.RunPending:
-			s.enqueue(r.ReplicationRunID)
+			if s.o.Fleet == nil {
+				s.enqueue(r.ReplicationRunID)
+			}
 			s.log.Info("run scheduled", "job", jobID, "run", r.ReplicationRunID, "at", r.ScheduledStartTime)
 			s.event(ctx, jobID, r.ReplicationRunID, store.LevelInfo, fmt.Sprintf("run scheduled for %s", r.ScheduledStartTime.Format(time.RFC3339)))
 		}
@@ -639,7 +690,9 @@ func (s *Scheduler) Trigger(ctx context.Context, jobID string) (string, error) {
 		return "", fmt.Errorf("start on-demand run of job %s: %w", jobID, err)
 	}
 	r := runs[0]
-	s.enqueue(r.ReplicationRunID)
+	if s.o.Fleet == nil {
+		s.enqueue(r.ReplicationRunID)
+	}
 	s.event(ctx, jobID, r.ReplicationRunID, store.LevelInfo, "on-demand run requested")
 	s.pump(ctx)
 	return r.ReplicationRunID, nil
@@ -681,12 +734,27 @@ func (s *Scheduler) Queued() (pending, running int) {
 	return len(s.queue), len(s.inflight)
 }
 
+// InFlight lists the runs this scheduler runs now.
+func (s *Scheduler) InFlight() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.inflight))
+	for id := range s.inflight {
+		out = append(out, id)
+	}
+	return out
+}
+
 // errSkip aborts the activation of a queued run that is no longer PENDING.
 var errSkip = errors.New("run no longer pending")
 
 // pump marks queued runs ACTIVE and starts them while run slots are free.
 // Called with mu held.
 func (s *Scheduler) pump(ctx context.Context) {
+	if s.o.Fleet != nil {
+		s.claim(ctx)
+		return
+	}
 	for !s.o.Passive && len(s.inflight) < s.o.MaxConcurrent && len(s.queue) > 0 && !s.stopped {
 		id := s.queue[0]
 		s.queue = s.queue[1:]
@@ -711,20 +779,26 @@ func (s *Scheduler) pump(ctx context.Context) {
 			s.enqueue(id)
 			return
 		}
-		s.spawn(run)
+		s.spawn(run, nil)
 	}
 }
 
-func (s *Scheduler) spawn(run store.ReplicationRun) {
-	ctx, cancel := context.WithCancel(s.base)
-	s.inflight[run.ReplicationRunID] = cancel
+// spawn runs run in a goroutine; in a fleet, under its lease. Called with
+// mu held.
+func (s *Scheduler) spawn(run store.ReplicationRun, lease *store.Lease) {
+	ctx, cancel := context.WithCancelCause(s.base)
+	if lease != nil {
+		ctx = store.WithLease(ctx, *lease)
+	}
+	s.inflight[run.ReplicationRunID] = &flight{cancel: cancel, lease: lease}
 	s.wg.Add(1)
 	s.log.Info("run started", "job", run.ReplicationJobID, "run", run.ReplicationRunID, "type", run.Type)
 	go func() {
 		defer s.wg.Done()
 		err := s.call(ctx, run)
-		cancel()
-		s.finish(run, err)
+		lost := fenced(err, ctx)
+		cancel(nil)
+		s.finish(run, err, lease, lost)
 	}()
 }
 
@@ -739,14 +813,35 @@ func (s *Scheduler) call(ctx context.Context, run store.ReplicationRun) (err err
 }
 
 // finish records the outcome of a run and dispatches the next queued one.
-func (s *Scheduler) finish(run store.ReplicationRun, runErr error) {
+// In a fleet the outcome is written under the run's lease, and a run whose
+// lease was lost records nothing: its new holder owns it.
+func (s *Scheduler) finish(run store.ReplicationRun, runErr error, lease *store.Lease, lost bool) {
 	// Use a fresh context: the run's own is cancelled by now.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if lease != nil {
+		ctx = store.WithLease(ctx, *lease)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.inflight, run.ReplicationRunID)
+	if lost {
+		s.log.Warn("run stopped: its lease was lost and another connector resumes it",
+			"job", run.ReplicationJobID, "run", run.ReplicationRunID, "err", runErr)
+		s.poke()
+		return
+	}
 	if runErr != nil && s.base.Err() != nil {
+		if lease != nil {
+			// Another member resumes it at once rather than when the
+			// lease would have expired.
+			if err := s.o.Fleet.Release(context.WithoutCancel(ctx), *lease); err != nil {
+				s.log.Warn("give up the lease of an interrupted run; it is resumed when the lease expires", "run", run.ReplicationRunID, "err", err)
+			}
+			s.log.Info("run interrupted by shutdown; it stays ACTIVE for another connector to resume",
+				"job", run.ReplicationJobID, "run", run.ReplicationRunID)
+			return
+		}
 		s.log.Info("run interrupted by shutdown; it stays ACTIVE and resumes on the next start",
 			"job", run.ReplicationJobID, "run", run.ReplicationRunID)
 		return
@@ -802,7 +897,10 @@ func (s *Scheduler) finish(run store.ReplicationRun, runErr error) {
 		}
 		return nil
 	})
-	if err != nil {
+	if errors.Is(err, store.ErrFenced) {
+		s.log.Warn("run ended but its lease was lost before the outcome was recorded; the new holder records it",
+			"job", run.ReplicationJobID, "run", run.ReplicationRunID, "err", err)
+	} else if err != nil {
 		s.log.Error("record run outcome", "job", run.ReplicationJobID, "run", run.ReplicationRunID, "err", err)
 	} else {
 		if runErr == nil {
@@ -837,6 +935,9 @@ func (s *Scheduler) event(ctx context.Context, jobID, runID, level, msg string) 
 // failing) and returns the function that frees it; calling that more than
 // once is harmless. It fails only when ctx ends first.
 func (s *Scheduler) ImportSlot(ctx context.Context, region string) (release func(), err error) {
+	if s.o.Fleet != nil {
+		return s.o.Fleet.ImportSlot(ctx, region, s.o.ImportLimitPerRegion)
+	}
 	s.semMu.Lock()
 	sem, ok := s.sems[region]
 	if !ok {

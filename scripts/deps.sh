@@ -3,7 +3,8 @@
 # modules, qemu-img (Debian qemu-utils), the partitioning and file-system tools
 # of internal/lab/guestdisk and of the emulator's tests (sfdisk, mkfs.ext4,
 # mkfs.vfat, mkntfs, mkfs.xfs, mkfs.btrfs), Samba (the Hyper-V tests' SMB
-# server), Chromium for the web console's browser test, the pinned S3 server
+# server), PostgreSQL (the fleet's shared store), Chromium for the web
+# console's browser test, the pinned S3 server
 # versitygw, built from the Go module proxy into .tools/bin, and the pinned
 # Azurite (npm, into .tools/azurite) that plays Azure page blobs in the Azure
 # source's tests. It says what it does as it goes; re-running it is cheap
@@ -48,6 +49,10 @@ command -v cpio >/dev/null 2>&1 || need_apt+=(cpio)
 # Signatures of the appliance's images are OpenSSH's (pkg/sshsig): its tests
 # check them both ways with the stock ssh-keygen.
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+# The fleet's store: the PostgreSQL tests start their own cluster, as an
+# unprivileged user, with initdb and postgres from Debian's package
+# (internal/lab/pgpeer); its own cluster on port 5432 is not used.
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
 # Azurite runs on node and installs with npm.
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)

@@ -360,8 +360,19 @@ func (l *Local) DeleteServerCatalog(ctx context.Context, _ *DeleteServerCatalogI
 func connectorID(sourceID string) string { return "c-" + strings.TrimPrefix(sourceID, "src-") }
 
 // GetConnectors lists this appliance once per source, as SMS listed one
-// connector per VM manager.
+// connector per VM manager; in a fleet, every member once.
 func (l *Local) GetConnectors(ctx context.Context, in *GetConnectorsInput) (*GetConnectorsOutput, error) {
+	if l.D.StoreConfig.Postgres() {
+		all, err := l.fleetConnectors(ctx)
+		if err != nil {
+			return nil, err
+		}
+		pg, next, err := page(all, in.NextToken, in.MaxResults)
+		if err != nil {
+			return nil, err
+		}
+		return &GetConnectorsOutput{ConnectorList: append([]Connector{}, pg...), NextToken: next}, nil
+	}
 	srcs, err := l.D.Store.ListSources(ctx)
 	if err != nil {
 		return nil, internal(err)
@@ -370,7 +381,7 @@ func (l *Local) GetConnectors(ctx context.Context, in *GetConnectorsInput) (*Get
 	if _, err := l.D.Registration(ctx); err != nil {
 		status = ConnectorUnhealthy
 	}
-	ip, mac := hostAddress()
+	ip, mac := daemon.HostAddress()
 	var all []Connector
 	for _, s := range srcs {
 		all = append(all, Connector{
@@ -387,10 +398,21 @@ func (l *Local) GetConnectors(ctx context.Context, in *GetConnectorsInput) (*Get
 }
 
 // DisassociateConnector removes the source a connector id stands for (see
-// RemoveSource).
+// RemoveSource); in a fleet, the member.
 func (l *Local) DisassociateConnector(ctx context.Context, in *DisassociateConnectorInput) (*DisassociateConnectorOutput, error) {
 	if in.ConnectorID == "" {
 		return nil, Errorf(ErrMissingRequiredParameter, "connectorId is required")
+	}
+	if l.D.StoreConfig.Postgres() {
+		// In a fleet a connector is a member: removing it ends its leases
+		// (others resume its runs) and stops it at its next heartbeat.
+		if err := l.D.Store.RemoveMember(ctx, in.ConnectorID); errors.Is(err, store.ErrNotFound) {
+			return nil, Errorf(ErrInvalidParameter, "no connector %q in the fleet: see GetConnectors", in.ConnectorID)
+		} else if err != nil {
+			return nil, internal(err)
+		}
+		l.D.Log.Warn("connector removed from the fleet", "removed", in.ConnectorID)
+		return &DisassociateConnectorOutput{}, nil
 	}
 	srcs, err := l.D.Store.ListSources(ctx)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -284,25 +283,4 @@ func (l *Local) checkAWS(ctx context.Context, registered bool) Check {
 	c.OK, c.LatencySeconds = true, time.Since(start).Seconds()
 	c.Message = strings.TrimSpace(fmt.Sprintf("staging bucket %s in %s reachable", t.Bucket(), t.Region()))
 	return c
-}
-
-// hostAddress is the appliance's first non-loopback IPv4 address and its
-// interface's MAC, for GetConnectors.
-func hostAddress() (ip, mac string) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return "", ""
-	}
-	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
-				return n.IP.String(), ifc.HardwareAddr.String()
-			}
-		}
-	}
-	return "", ""
 }

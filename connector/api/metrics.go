@@ -46,7 +46,13 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 		log = slog.New(slog.DiscardHandler)
 	}
 	durations := metric.ExponentialBuckets(10, 2.5, 10) // 10 s … 10.6 h
-	r := metric.NewRegistry()
+	// In a fleet every member serves its own metrics: each series is
+	// labelled with the connector, and counts the runs it ran.
+	var constLabels []string
+	if d.Member != nil {
+		constLabels = []string{"connector", d.Member.ID()}
+	}
+	r := metric.NewRegistry(constLabels...)
 	m := &Metrics{
 		d: d, log: log, reg: r, sent: map[string]int64{}, accounted: map[string]bool{},
 		finished:    r.Counter("rehost_replication_runs_finished_total", "Replication runs that ended, by final state (COMPLETED, FAILED).", "state"),
@@ -63,6 +69,18 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 		for region, n := range d.Sched.ImportSlotsInUse() {
 			emit(float64(n), region)
 		}
+	})
+	r.GaugeFunc("rehost_fleet_members", "Connectors of the fleet, by status (HEALTHY: heartbeat younger than the lease TTL).", []string{"status"}, m.fleetMembers)
+	r.GaugeFunc("rehost_fleet_member_runs", "Runs each member of the fleet holds a live lease on.", []string{"member"}, m.fleetMemberRuns)
+	r.GaugeFunc("rehost_fleet_leader", "1 if this connector schedules the fleet's due runs.", nil, func(emit func(float64, ...string)) {
+		if d.Member == nil {
+			return
+		}
+		lead := 0.0
+		if d.Member.Leader() {
+			lead = 1
+		}
+		emit(lead)
 	})
 	r.GaugeFunc("rehost_build_info", "The connector's version.", []string{"version"}, func(emit func(float64, ...string)) {
 		emit(1, version.String())
@@ -131,7 +149,7 @@ func (m *Metrics) start(ctx context.Context) {
 			}
 		}
 	}
-	if active, err := m.d.Store.RunsInState(ctx, store.RunActive); err == nil {
+	if active, err := m.active(ctx); err == nil {
 		for _, r := range active {
 			if p, err := m.d.RunProgress(ctx, r); err == nil {
 				m.sent[r.ReplicationRunID] = sentBytes(p)
@@ -163,14 +181,15 @@ func (m *Metrics) poll(ctx context.Context) error {
 		return err
 	}
 	for _, e := range evs {
-		if e.ID > m.lastEvent && e.RunID != "" {
+		// A member of a fleet counts the runs it saw in flight only.
+		if e.ID > m.lastEvent && e.RunID != "" && m.d.Member == nil {
 			candidates[e.RunID] = true
 		}
 	}
 	if len(evs) > 0 && evs[0].ID > m.lastEvent {
 		m.lastEvent = evs[0].ID
 	}
-	active, err := m.d.Store.RunsInState(ctx, store.RunActive)
+	active, err := m.active(ctx)
 	if err != nil {
 		return err
 	}
@@ -201,6 +220,21 @@ func (m *Metrics) poll(ctx context.Context) error {
 	return nil
 }
 
+// active lists the ACTIVE runs this connector runs: all of them alone, its
+// own in a fleet.
+func (m *Metrics) active(ctx context.Context) ([]store.ReplicationRun, error) {
+	if m.d.Member == nil {
+		return m.d.Store.RunsInState(ctx, store.RunActive)
+	}
+	var out []store.ReplicationRun
+	for _, id := range m.d.Sched.InFlight() {
+		if r, err := m.d.Store.GetRun(ctx, id); err == nil && r.State == store.RunActive {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
 // count adds what the run staged since it was last seen.
 func (m *Metrics) count(ctx context.Context, r store.ReplicationRun) daemon.RunProgress {
 	p, err := m.d.RunProgress(ctx, r)
@@ -215,16 +249,61 @@ func (m *Metrics) count(ctx context.Context, r store.ReplicationRun) daemon.RunP
 	return p
 }
 
-// runsInState counts the runs waiting and running, at scrape time.
+// runsInState counts the runs waiting and running, at scrape time; in a
+// fleet, the running ones are those this member runs.
 func (m *Metrics) runsInState(emit func(float64, ...string)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, s := range []store.RunState{store.RunPending, store.RunActive} {
-		runs, err := m.d.Store.RunsInState(ctx, s)
+		var runs []store.ReplicationRun
+		var err error
+		if s == store.RunActive {
+			runs, err = m.active(ctx)
+		} else {
+			runs, err = m.d.Store.RunsInState(ctx, s)
+		}
 		if err != nil {
 			m.log.Warn("metrics: count runs", "err", err)
 			continue
 		}
 		emit(float64(len(runs)), string(s))
+	}
+}
+
+// fleetMembers counts the fleet's members by health, from the shared store.
+func (m *Metrics) fleetMembers(emit func(float64, ...string)) {
+	if m.d.Member == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := m.d.FleetStatus(ctx)
+	if err != nil {
+		m.log.Warn("metrics: fleet status", "err", err)
+		return
+	}
+	healthy := 0
+	for _, mem := range st.Members {
+		if mem.Healthy {
+			healthy++
+		}
+	}
+	emit(float64(healthy), ConnectorHealthy)
+	emit(float64(len(st.Members)-healthy), ConnectorUnhealthy)
+}
+
+// fleetMemberRuns counts the runs each member holds a live lease on.
+func (m *Metrics) fleetMemberRuns(emit func(float64, ...string)) {
+	if m.d.Member == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := m.d.FleetStatus(ctx)
+	if err != nil {
+		return
+	}
+	for _, mem := range st.Members {
+		emit(float64(mem.RunsInFlight), mem.ID)
 	}
 }

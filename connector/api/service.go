@@ -64,6 +64,12 @@ type Service interface {
 	// VerifyReplicationJob requests a full verification of an incremental
 	// job's replicas, by a run started now or the job's next.
 	VerifyReplicationJob(context.Context, *VerifyReplicationJobInput) (*VerifyReplicationJobOutput, error)
+	// GetFleetStatus reports the fleet's members, leader and leases
+	// (OperationNotPermittedException for a connector on its own).
+	GetFleetStatus(context.Context, *GetFleetStatusInput) (*FleetStatus, error)
+	// ShareFleetKey seals the fleet's secret key for a joining connector's
+	// one-time public key (rehost fleet join).
+	ShareFleetKey(context.Context, *ShareFleetKeyInput) (*ShareFleetKeyOutput, error)
 	// SupportBundle writes a zip of the configuration, recent logs and
 	// events, versions and a state summary, every secret redacted.
 	SupportBundle(ctx context.Context, w io.Writer) error
@@ -162,6 +168,8 @@ func init() {
 		"BackupStateToBucket":               op(RehostTarget, false, Service.BackupStateToBucket),
 		"GetBackupKey":                      op(RehostTarget, false, Service.GetBackupKey),
 		"VerifyReplicationJob":              op(RehostTarget, false, Service.VerifyReplicationJob),
+		"GetFleetStatus":                    op(RehostTarget, true, Service.GetFleetStatus),
+		"ShareFleetKey":                     op(RehostTarget, false, Service.ShareFleetKey),
 	} {
 		operations[o.target+"."+name] = o
 		operationNames = append(operationNames, name)

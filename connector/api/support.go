@@ -54,7 +54,7 @@ const logTail = 2 << 20
 
 // SupportBundle writes a zip for a support case: versions, the daemon's
 // configuration, the registration, a state summary, the connector's status,
-// recent events and the tail of the log. Secrets are never put in, and as
+// the fleet's view (in a fleet), recent events and the tail of the log. Secrets are never put in, and as
 // a second line of defence every file is scrubbed of every secret the state
 // directory holds.
 func (l *Local) SupportBundle(ctx context.Context, w io.Writer) error {
@@ -107,6 +107,12 @@ func (l *Local) SupportBundle(ctx context.Context, w io.Writer) error {
 		note("status", addJSON("status.json", st))
 	} else {
 		note("status", err)
+	}
+	// In a fleet, the fleet's view: every member, the leader, the leases.
+	if st, err := l.GetFleetStatus(ctx, nil); err == nil {
+		note("fleet", addJSON("fleet.json", st))
+	} else if !IsType(err, ErrOperationNotPermitted) {
+		note("fleet", err)
 	}
 	if evs, err := l.GetEvents(ctx, &GetEventsInput{MaxResults: maxPage}); err == nil {
 		note("events", addJSON("events.json", evs.Events))

@@ -144,6 +144,8 @@ type Connector struct {
 	IPAddress      string   `json:"ipAddress,omitempty"`
 	MacAddress     string   `json:"macAddress,omitempty"`
 	AssociatedOn   Time     `json:"associatedOn,omitzero"`
+	// SourceList names the sources a member of a fleet serves (rehost's).
+	SourceList []string `json:"sourceList,omitempty"`
 }
 
 // GetConnectorsOutput is a page of connectors.

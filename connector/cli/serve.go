@@ -20,6 +20,7 @@ import (
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/version"
 	"github.com/rehost/rehost/connector/web"
+	"github.com/rehost/rehost/pkg/store"
 	"github.com/rehost/rehost/scheduler"
 )
 
@@ -39,6 +40,15 @@ type serveConfig struct {
 	// partition, Secure Boot, last upgrade), which its init writes; the
 	// status and the console show it.
 	ApplianceStatus string `json:"applianceStatus,omitempty"`
+	// Store is a PostgreSQL store shared by a fleet (default: the state
+	// directory's own, as store.json says, else its SQLite database).
+	Store             string `json:"store,omitempty"`
+	StoreCAFile       string `json:"storeCaFile,omitempty"`
+	StorePasswordFile string `json:"storePasswordFile,omitempty"`
+	// ConnectorID names this member of the fleet; LeaseTTL is how long its
+	// runs' leases live unrenewed.
+	ConnectorID string `json:"connectorId,omitempty"`
+	LeaseTTL    string `json:"leaseTtl,omitempty"`
 }
 
 type serveOptions struct {
@@ -65,6 +75,11 @@ func init() {
 			fs.StringVar(&o.flags.LogLevel, "log-level", "", "debug, info, warn or error (default info)")
 			fs.StringVar(&o.flags.LogFormat, "log-format", "", "text or json (default json)")
 			fs.StringVar(&o.flags.ApplianceStatus, "appliance-status", "", "the appliance's status file, written by its init (env REHOST_APPLIANCE_STATUS)")
+			fs.StringVar(&o.flags.Store, "store", "", "PostgreSQL store shared by a fleet, postgres://USER@HOST[:PORT]/DB (env REHOST_STORE; default the state directory's)")
+			fs.StringVar(&o.flags.StoreCAFile, "store-ca-file", "", "PEM file of the CA of the store's server certificate (env REHOST_STORE_CA_FILE)")
+			fs.StringVar(&o.flags.StorePasswordFile, "store-password-file", "", "file holding the store's password (env REHOST_STORE_PASSWORD_FILE; or REHOST_STORE_PASSWORD)")
+			fs.StringVar(&o.flags.ConnectorID, "connector-id", "", "this connector's id in the fleet (env REHOST_CONNECTOR_ID; default the state directory's own)")
+			fs.StringVar(&o.flags.LeaseTTL, "lease-ttl", "", "how long a run's lease lives unrenewed; a stopped member's runs move after it (default 30s)")
 			return o.run
 		},
 	})
@@ -102,6 +117,10 @@ func (o *serveOptions) config() (serveConfig, error) {
 	envStr("REHOST_LOG_FORMAT", &c.LogFormat)
 	envStr("REHOST_RESYNC_INTERVAL", &c.ResyncInterval)
 	envStr("REHOST_APPLIANCE_STATUS", &c.ApplianceStatus)
+	envStr("REHOST_STORE", &c.Store)
+	envStr("REHOST_STORE_CA_FILE", &c.StoreCAFile)
+	envStr("REHOST_STORE_PASSWORD_FILE", &c.StorePasswordFile)
+	envStr("REHOST_CONNECTOR_ID", &c.ConnectorID)
 	for name, p := range map[string]*int{
 		"REHOST_MAX_CONCURRENT_RUNS": &c.MaxConcurrentRuns, "REHOST_IMPORT_LIMIT": &c.ImportLimitPerRegion,
 		"REHOST_ON_DEMAND_PER_24H": &c.OnDemandPer24h, "REHOST_PAUSE_AFTER_FAILURES": &c.PauseAfterFailures,
@@ -132,6 +151,16 @@ func (o *serveOptions) config() (serveConfig, error) {
 			c.LogFormat = o.flags.LogFormat
 		case "appliance-status":
 			c.ApplianceStatus = o.flags.ApplianceStatus
+		case "store":
+			c.Store = o.flags.Store
+		case "store-ca-file":
+			c.StoreCAFile = o.flags.StoreCAFile
+		case "store-password-file":
+			c.StorePasswordFile = o.flags.StorePasswordFile
+		case "connector-id":
+			c.ConnectorID = o.flags.ConnectorID
+		case "lease-ttl":
+			c.LeaseTTL = o.flags.LeaseTTL
 		}
 	})
 	return c, nil
@@ -155,6 +184,16 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fmt.Errorf("logFormat %q: want text or json", c.LogFormat)
+	}
+	storeCfg, err := c.storeConfig()
+	if err != nil {
+		return err
+	}
+	var ttl time.Duration
+	if c.LeaseTTL != "" {
+		if ttl, err = time.ParseDuration(c.LeaseTTL); err != nil || ttl < time.Second {
+			return fmt.Errorf("leaseTtl %q: want a duration of a second or more, such as 30s", c.LeaseTTL)
+		}
 	}
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
@@ -180,12 +219,15 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	}
 	// A launch in progress is looked at as often as jobs are resynced, at
 	// least every 5 s.
-	d, err := daemon.Open(ctx, c.StateDir, daemon.Options{Log: log, LaunchPoll: min(resync, 5*time.Second), Scheduler: scheduler.Options{
-		MaxConcurrent: c.MaxConcurrentRuns, ImportLimitPerRegion: c.ImportLimitPerRegion,
-		OnDemandPer24h: c.OnDemandPer24h, PauseAfterFailures: c.PauseAfterFailures,
-		ResyncInterval: resync, Logger: log,
-	}})
-	if err != nil {
+	d, err := openServing(ctx, env, c.StateDir, log, daemon.Options{Log: log, Store: storeCfg, WaitForStore: true,
+		Fleet:      &daemon.FleetOptions{ID: c.ConnectorID, TTL: ttl},
+		LaunchPoll: min(resync, 5*time.Second),
+		Scheduler: scheduler.Options{
+			MaxConcurrent: c.MaxConcurrentRuns, ImportLimitPerRegion: c.ImportLimitPerRegion,
+			OnDemandPer24h: c.OnDemandPer24h, PauseAfterFailures: c.PauseAfterFailures,
+			ResyncInterval: resync, Logger: log,
+		}})
+	if err != nil || d == nil {
 		return err
 	}
 	defer d.Close()
@@ -237,6 +279,46 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	}
 	log.Info("rehost connector stopped")
 	return nil
+}
+
+// storeConfig is the store the configuration names, nil for the state
+// directory's own choice.
+func (c serveConfig) storeConfig() (*daemon.StoreConfig, error) {
+	if c.Store == "" {
+		if c.StoreCAFile != "" || c.StorePasswordFile != "" {
+			return nil, errors.New("storeCaFile and storePasswordFile need a store (--store postgres://…)")
+		}
+		return nil, nil
+	}
+	sc := &daemon.StoreConfig{URL: c.Store, CAFile: c.StoreCAFile, PasswordFile: c.StorePasswordFile}
+	if err := sc.Check(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return sc, nil
+}
+
+// storeRetry is how long serve waits between tries of a store it cannot
+// reach at start.
+var storeRetry = 5 * time.Second
+
+// openServing opens the state for the daemon. A PostgreSQL store that
+// cannot be reached is tried again every storeRetry, saying so each time,
+// until it answers or ctx ends (nil, nil): nothing serves meanwhile, so no
+// daemon half starts.
+func openServing(ctx context.Context, env Env, dir string, log *slog.Logger, o daemon.Options) (*daemon.Daemon, error) {
+	for {
+		d, err := daemon.Open(ctx, dir, o)
+		if err == nil || !errors.Is(err, store.ErrUnreachable) {
+			return d, err
+		}
+		log.Error("the store is unreachable; the connector starts once it answers", "err", err, "retryIn", storeRetry)
+		fmt.Fprintf(env.Stderr, "rehost: %v — retrying in %s\n", err, storeRetry)
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(storeRetry):
+		}
+	}
 }
 
 // defaultListen is the appliance's HTTPS address.

@@ -89,6 +89,16 @@ func (c *connFlags) connect(ctx context.Context, create bool) (api.Service, func
 		dir := c.stateDir
 		return &api.Local{D: d, Notify: func() { daemon.NotifyServing(dir) }}, func() { d.Close() }, nil
 	}
+	cl, err := c.client(ctx, endpoint, login)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, func() {}, nil
+}
+
+// client reaches the connector at endpoint over HTTPS, with the certificate
+// pin and the key rehost login saved when endpoint is the login's.
+func (c *connFlags) client(ctx context.Context, endpoint string, login loginFile) (api.Service, error) {
 	o := client.Options{Endpoint: endpoint, Region: cmp.Or(c.region, login.Region, os.Getenv("AWS_REGION")), Fingerprint: c.fingerprint}
 	if endpoint == login.Endpoint && o.Fingerprint == "" && c.caFile == "" {
 		o.Fingerprint, o.CAPEM = login.Fingerprint, login.CAPEM
@@ -96,20 +106,16 @@ func (c *connFlags) connect(ctx context.Context, create bool) (api.Service, func
 	if c.caFile != "" {
 		b, err := os.ReadFile(c.caFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--ca-file: %w", err)
+			return nil, fmt.Errorf("--ca-file: %w", err)
 		}
 		o.CAPEM = b
 	}
 	creds, err := c.credentials(ctx, login)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	o.Credentials = creds
-	cl, err := client.New(o)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cl, func() {}, nil
+	return client.New(o)
 }
 
 // credentials: a --profile or AWS_ACCESS_KEY_ID picks the AWS chain; else

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/app"
+	"github.com/rehost/rehost/connector/fleet"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/secret"
 	"github.com/rehost/rehost/pkg/source"
@@ -77,6 +78,16 @@ type Options struct {
 	// AgentGrace is how long a launched server's SSM agent has to register
 	// before its validation command is given up (default 3 minutes).
 	AgentGrace time.Duration
+	// Store overrides the state directory's store selection (store.json).
+	Store *StoreConfig
+	// WaitForStore makes store calls that lose the connection to a
+	// PostgreSQL store wait for it (the daemon) instead of failing (the
+	// CLI).
+	WaitForStore bool
+	// Fleet, on a PostgreSQL store, makes the daemon a member of the fleet
+	// sharing it (rehost serve); without it the daemon only reads and
+	// writes the store (the CLI).
+	Fleet *FleetOptions
 }
 
 // Daemon is an open connector state directory.
@@ -89,6 +100,10 @@ type Daemon struct {
 	Sched  *scheduler.Scheduler
 	// Apps launches applications and watches their stacks.
 	Apps *app.Launcher
+	// StoreConfig is where the state is; Member is this connector's
+	// membership of the fleet (nil unless it serves a PostgreSQL store).
+	StoreConfig StoreConfig
+	Member      *fleet.Member
 
 	mu     sync.Mutex
 	target *awstarget.Target
@@ -111,15 +126,28 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state %s: %w", dir, err)
 	}
-	st, err := store.OpenSQLite(filepath.Join(dir, "rehost.db"))
-	if err != nil {
-		return nil, fmt.Errorf("open state %s: %w", dir, err)
-	}
 	log := o.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log}
+	sc, err := ReadStoreConfig(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", dir, err)
+	}
+	if o.Store != nil {
+		sc = *o.Store
+	}
+	st, err := openStore(ctx, dir, sc, box, o, log)
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", dir, err)
+	}
+	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log, StoreConfig: sc}
+	if sc.Postgres() {
+		if err := fleet.CheckKey(ctx, st, box, dir); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("open state %s on %s: %w", dir, sc.Where(dir), err)
+		}
+	}
 	d.Engine = &replication.Engine{
 		Store:  st,
 		Source: d.OpenSource,
@@ -133,6 +161,21 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	so := o.Scheduler
 	if so.Logger == nil {
 		so.Logger = log
+	}
+	if sc.Postgres() && o.Fleet != nil && !so.Passive {
+		if so.MaxConcurrent <= 0 {
+			so.MaxConcurrent = 2
+		}
+		m, err := d.joinFleet(ctx, *o.Fleet, so.MaxConcurrent)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("open state %s on %s: %w", dir, sc.Where(dir), err)
+		}
+		d.Member = m
+		d.Log = log.With("connector", m.ID())
+		d.Engine.Log = d.Log
+		so.Logger = so.Logger.With("connector", m.ID())
+		so.Fleet, so.FleetTick = m, m.Tick()
 	}
 	d.Sched = scheduler.New(st, runner{d}, so)
 	d.Apps = &app.Launcher{Store: st, Log: log, Poll: o.LaunchPoll, BootTimeout: o.BootTimeout, AgentGrace: o.AgentGrace,
@@ -299,7 +342,11 @@ func (d *Daemon) AddSource(ctx context.Context, in SourceInput) (store.Source, e
 		return store.Source{}, fmt.Errorf("add source %q: %w", in.Name, err)
 	}
 	src.Close()
-	return d.Store.CreateSource(ctx, s)
+	stored, err := d.Store.CreateSource(ctx, s)
+	if err == nil && d.Member != nil {
+		d.Member.Refresh() // it reaches this one
+	}
+	return stored, err
 }
 
 // OpenSource connects to a stored source.
@@ -369,17 +416,42 @@ func (d *Daemon) CreateJob(ctx context.Context, j store.ReplicationJob) (store.R
 // A connector not yet registered (the appliance's first boot) waits for the
 // registration, checking every RegistrationPoll, and then starts.
 func (d *Daemon) Serve(ctx context.Context) error {
-	if err := d.waitRegistered(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	// A member heartbeats from the start, registered or not.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	memberDone := make(chan struct{})
+	if d.Member != nil {
+		go func() {
+			defer close(memberDone)
+			if err := d.Member.Run(ctx); err != nil {
+				d.Log.Error("this connector was removed from the fleet: it stops", "err", err)
+				stop(err)
+			}
+		}()
+	} else {
+		close(memberDone)
+	}
+	// failed stops the member and says why Serve ends early: its removal
+	// from the fleet, else err (nil: stopped while starting, a clean stop).
+	failed := func(err error) error {
+		stop(nil)
+		<-memberDone
+		if cause := removedErr(ctx); cause != nil {
+			return cause
 		}
 		return err
 	}
+	if err := d.waitRegistered(ctx); err != nil {
+		if ctx.Err() != nil {
+			return failed(nil)
+		}
+		return failed(err)
+	}
 	if err := d.Sched.Start(ctx); err != nil {
 		if ctx.Err() != nil {
-			return nil // stopped while starting: a clean stop, not a failure
+			return failed(nil)
 		}
-		return err
+		return failed(err)
 	}
 	// After the start, so an unreachable source's slow cleanup does not
 	// hold up the runs; Recoverable never picks a run that is active.
@@ -405,7 +477,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.Sched.Wait()
 			<-janitorDone
 			<-appsDone
-			return nil
+			<-memberDone
+			return removedErr(ctx)
 		case <-tick.C:
 			sweep := time.Since(lastSweep) >= SweepEvery
 			if sweep {
@@ -415,6 +488,15 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.autoBackup(ctx)
 		}
 	}
+}
+
+// removedErr is why Serve stopped: nil for a clean stop, the removal from
+// the fleet otherwise.
+func removedErr(ctx context.Context) error {
+	if err := context.Cause(ctx); errors.Is(err, fleet.ErrRemoved) {
+		return err
+	}
+	return nil
 }
 
 // SweepEvery is how often the daemon looks for AMIs and EBS snapshots of
@@ -458,14 +540,20 @@ func (d *Daemon) janitor(ctx context.Context, sweep bool) {
 		return
 	}
 	for _, id := range undo {
-		if err := d.Engine.Undo(ctx, id); err != nil {
+		uctx, release, ok := d.cleanupLease(ctx, id)
+		if !ok {
+			continue
+		}
+		err := d.Engine.Undo(uctx, id)
+		release()
+		if err != nil {
 			d.Log.Error("clean up leftovers of a run; retried later", "run", id, "err", err)
 		} else {
 			d.Log.Info("cleaned up leftovers of a run", "run", id)
 		}
 	}
-	if !sweep {
-		return
+	if !sweep || (d.Member != nil && !d.Member.Leader()) {
+		return // in a fleet, the member that schedules sweeps
 	}
 	removed, err := d.Engine.Sweep(ctx)
 	if err != nil && ctx.Err() == nil {
@@ -474,6 +562,32 @@ func (d *Daemon) janitor(ctx context.Context, sweep bool) {
 	if len(removed) > 0 {
 		d.Log.Warn("removed orphaned AMIs and EBS snapshots of earlier runs", "removed", removed)
 	}
+}
+
+// cleanupLease, in a fleet, leases a finished run for its cleanup, so one
+// member at a time undoes it, and only one that reaches its source: ok is
+// false when this member leaves it to another. Alone, it is ctx as it is.
+func (d *Daemon) cleanupLease(ctx context.Context, runID string) (context.Context, func(), bool) {
+	if d.Member == nil {
+		return ctx, func() {}, true
+	}
+	run, err := d.Store.GetRun(ctx, runID)
+	if err != nil {
+		return ctx, nil, false
+	}
+	if job, err := d.Store.GetJob(ctx, run.ReplicationJobID); err == nil {
+		if srv, err := d.Store.GetServer(ctx, job.ServerID); err == nil && !d.Member.Reaches(srv.SourceID) {
+			return ctx, nil, false
+		}
+	}
+	l, err := d.Member.LeaseRun(ctx, runID)
+	if err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			d.Log.Warn("lease a finished run for its cleanup; retried later", "run", runID, "err", err)
+		}
+		return ctx, nil, false
+	}
+	return store.WithLease(ctx, l), func() { d.Member.Release(context.WithoutCancel(ctx), l) }, true
 }
 
 // DeleteJob deletes a replication job as SMS does: its staged artifacts go,

@@ -149,8 +149,16 @@ func (d *Daemon) accessKeys(ctx context.Context) ([]AccessKey, error) {
 }
 
 // updateAccessKeys is a read-modify-write of the key list under a file lock,
-// so two CLI processes creating keys at once lose neither.
+// so two CLI processes creating keys at once lose neither; on a fleet's
+// store, under a fleet-wide lock too, since other members share the list.
 func (d *Daemon) updateAccessKeys(ctx context.Context, fn func([]AccessKey) ([]AccessKey, error)) error {
+	if d.StoreConfig.Postgres() {
+		unlock, err := d.fleetLock(ctx, "access-keys")
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	return withFileLock(filepath.Join(d.Dir, accessKeyLockFile), func() error {
 		keys, err := d.accessKeys(ctx)
 		if err != nil {

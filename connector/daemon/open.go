@@ -20,7 +20,13 @@ func OpenExisting(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	if dir == "" {
 		return nil, errors.New("open state: no state directory given (--state-dir or REHOST_STATE_DIR)")
 	}
-	for _, name := range []string{"", "rehost.db", "master.key"} {
+	// A state directory on a PostgreSQL store keeps only its key and the
+	// store's configuration.
+	need := []string{"", "rehost.db", "master.key"}
+	if sc, err := ReadStoreConfig(dir); err == nil && sc.Postgres() || o.Store != nil && o.Store.Postgres() {
+		need = []string{"", "master.key"}
+	}
+	for _, name := range need {
 		if _, err := os.Stat(filepath.Join(dir, name)); errors.Is(err, fs.ErrNotExist) {
 			what := "does not exist"
 			if name != "" {

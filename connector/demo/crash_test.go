@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/internal/lab/pgpeer/pgtest"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
@@ -51,9 +52,10 @@ func buildRehost(t testing.TB) string {
 	return rehostBin
 }
 
-// TestMain removes the binary buildRehost made.
+// TestMain removes the binary buildRehost made, and stops the PostgreSQL
+// the fleet's test started.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := pgtest.Main(m)
 	if rehostBin != "" {
 		os.RemoveAll(filepath.Dir(rehostBin))
 	}

@@ -159,7 +159,9 @@ func (e *Engine) stepPolicy(onRetry func(attempt int, err error)) retry.Policy {
 // cancelled run still cleans up) and returns an error that says what failed
 // and what to do. If ctx was cancelled with a cause other than ErrCancelled
 // (the connector stopping), nothing is undone: the run is left for Run to
-// resume later.
+// resume later. In a fleet, a write refused by the run's fencing token
+// (store.ErrFenced: another member holds the run now) stops the run the
+// same way, undoing nothing.
 //
 // Run does not change the run's State: the caller (the scheduler) owns it.
 // It records stage, progress, status message and AMI id.
@@ -180,6 +182,12 @@ func (e *Engine) Run(ctx context.Context, rr store.ReplicationRun) (string, erro
 		if err == nil {
 			r.log.Info("run completed", "ami", r.result.ImageID)
 			return r.result.ImageID, nil
+		}
+		if errors.Is(err, store.ErrFenced) || errors.Is(context.Cause(ctx), store.ErrFenced) {
+			// Another connector of the fleet holds the run now and resumes
+			// it from the ledger: undoing here would undo its work.
+			r.log.Warn("lease lost: this connector stops the run and leaves it to the new holder", "err", err)
+			return "", fmt.Errorf("vm %q: %w", r.server.Name, err)
 		}
 		if ctx.Err() != nil && !errors.Is(context.Cause(ctx), ErrCancelled) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			r.log.Info("run interrupted by shutdown; it resumes on restart", "err", err)

@@ -299,6 +299,17 @@ func (u *undoer) source(ctx context.Context, id string) (source.Source, error) {
 	return s, nil
 }
 
+// stillHeld fails with store.ErrFenced when ctx carries a lease (a fleet)
+// that is no longer the run's; alone, it is always nil.
+func (e *Engine) stillHeld(ctx context.Context, runID string) error {
+	if _, fleet := store.LeaseOf(ctx); !fleet {
+		return nil
+	}
+	// A run update under the lease is refused unless it still holds.
+	_, err := e.Store.UpdateRun(ctx, runID, func(*store.ReplicationRun) error { return nil })
+	return err
+}
+
 // Undo removes whatever the run made that is not released, newest first,
 // each by the step that owns its entry (the one that made it, or took it
 // over). It is idempotent; an error leaves the remaining entries for the
@@ -338,6 +349,11 @@ func (e *Engine) Undo(ctx context.Context, runID string) error {
 			// that knows them rather than being guessed at.
 			errs = append(errs, fmt.Errorf("%s %s: recorded by step %q, which this connector does not know", le.Kind, le.ResourceID, le.Step))
 			continue
+		}
+		// In a fleet, deleting is for the run's holder only: a member that
+		// lost the lease stops before touching what the new holder uses.
+		if err := e.stillHeld(ctx, runID); err != nil {
+			return fmt.Errorf("undo run %s: %w", runID, err)
 		}
 		if err := s.undo(ctx, u, le); err != nil {
 			errs = append(errs, fmt.Errorf("%s %s: %w", le.Kind, cmp.Or(le.ResourceID, "(id not recorded)"), err))

@@ -66,3 +66,51 @@ func TestRefusesWorldReadableKey(t *testing.T) {
 		t.Fatal("world-readable key accepted")
 	}
 }
+
+func TestShareKeyBetweenConnectors(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "master.key")
+	box, err := LoadOrCreate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedSecret := box.Seal([]byte("vcenter password"))
+	req, err := NewShareRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, sealed, err := SealFor(path, req.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := os.ReadFile(path)
+	if bytes.Contains(sealed, key) {
+		t.Fatal("the key crossed in the clear")
+	}
+	// Someone else's one-time key cannot open it.
+	other, _ := NewShareRequest()
+	if _, err := other.Open(pub, sealed); !errors.Is(err, ErrDecrypt) {
+		t.Errorf("another request opened the share: %v", err)
+	}
+	got, err := req.Open(pub, sealed)
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("opened %x, %v", got, err)
+	}
+	joined := filepath.Join(t.TempDir(), "master.key")
+	if err := Install(joined, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := Install(joined, got); err != nil {
+		t.Errorf("installing the same key twice: %v", err)
+	}
+	if err := Install(path, make([]byte, 32)); err == nil {
+		t.Error("a different key replaced an existing one")
+	}
+	box2, err := LoadOrCreate(joined)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := box2.Open(sealedSecret); err != nil || string(pt) != "vcenter password" {
+		t.Errorf("the joined connector opens %q, %v", pt, err)
+	}
+}

@@ -77,3 +77,23 @@ func Partition(region string) string {
 	}
 	return "aws"
 }
+
+// DNSSuffix is the domain of a region's partition, under which its
+// regional endpoints are named (service.region.suffix).
+func DNSSuffix(region string) string {
+	switch Partition(region) {
+	case "aws-cn":
+		return "amazonaws.com.cn"
+	case "aws-eusc":
+		return "amazonaws.eu"
+	case "aws-iso":
+		return "c2s.ic.gov"
+	case "aws-iso-b":
+		return "sc2s.sgov.gov"
+	case "aws-iso-e":
+		return "cloud.adc-e.uk"
+	case "aws-iso-f":
+		return "csp.hci.ic.gov"
+	}
+	return "amazonaws.com"
+}

@@ -19,6 +19,18 @@ func TestPartition(t *testing.T) {
 	}
 }
 
+// The partitions' domains, as the SDK's endpoint rules name them.
+func TestDNSSuffix(t *testing.T) {
+	for region, want := range map[string]string{
+		"eu-west-1": "amazonaws.com", "cn-north-1": "amazonaws.com.cn", "us-gov-west-1": "amazonaws.com",
+		"us-iso-east-1": "c2s.ic.gov", "us-isob-east-1": "sc2s.sgov.gov", "eusc-de-east-1": "amazonaws.eu",
+	} {
+		if got := DNSSuffix(region); got != want {
+			t.Errorf("DNSSuffix(%q) = %q, want %q", region, got, want)
+		}
+	}
+}
+
 func TestCheck(t *testing.T) {
 	for region, want := range map[string]string{
 		"":             "no region given",

@@ -25,15 +25,30 @@ import (
 type Registry struct {
 	mu   sync.Mutex
 	fams []*family
+	// constNames and constValues label every series written.
+	constNames, constValues []string
 }
 
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{} }
+// NewRegistry returns an empty registry. constLabels, as name and value
+// pairs, label every series it writes (a fleet member's connector id).
+func NewRegistry(constLabels ...string) *Registry {
+	if len(constLabels)%2 != 0 {
+		panic("metric: constant labels are name and value pairs")
+	}
+	r := &Registry{}
+	for i := 0; i < len(constLabels); i += 2 {
+		r.constNames = append(r.constNames, constLabels[i])
+		r.constValues = append(r.constValues, constLabels[i+1])
+	}
+	return r
+}
 
 type family struct {
 	name, help, typ string
 	labels          []string
-	buckets         []float64 // histograms: upper bounds, ascending
+	// constNames and constValues are the registry's constant labels.
+	constNames, constValues []string
+	buckets                 []float64 // histograms: upper bounds, ascending
 	// collect, when set, reads the family's samples at scrape time.
 	collect func(emit func(v float64, labelValues ...string))
 
@@ -55,6 +70,7 @@ func (r *Registry) add(f *family) *family {
 		panic(fmt.Sprintf("metric %s registered twice", f.name))
 	}
 	f.series = map[string]*series{}
+	f.constNames, f.constValues = r.constNames, r.constValues
 	if len(f.labels) == 0 && f.collect == nil {
 		f.get(nil) // a metric without labels is written from the start
 	}
@@ -199,19 +215,21 @@ func (f *family) write(w *countWriter) {
 	}
 	slices.SortFunc(ss, func(a, b *series) int { return slices.Compare(a.labelValues, b.labelValues) })
 	w.printf("# HELP %s %s\n# TYPE %s %s\n", f.name, escapeHelp(f.help), f.name, f.typ)
+	names := slices.Concat(f.constNames, f.labels)
 	for _, s := range ss {
+		s.labelValues = slices.Concat(f.constValues, s.labelValues)
 		if f.typ != "histogram" {
-			w.printf("%s%s %s\n", f.name, labelSet(f.labels, s.labelValues, ""), number(s.value))
+			w.printf("%s%s %s\n", f.name, labelSet(names, s.labelValues, ""), number(s.value))
 			continue
 		}
 		var cum uint64
 		for i, b := range f.buckets {
 			cum += s.counts[i]
-			w.printf("%s_bucket%s %d\n", f.name, labelSet(f.labels, s.labelValues, number(b)), cum)
+			w.printf("%s_bucket%s %d\n", f.name, labelSet(names, s.labelValues, number(b)), cum)
 		}
-		w.printf("%s_bucket%s %d\n", f.name, labelSet(f.labels, s.labelValues, "+Inf"), s.count)
-		w.printf("%s_sum%s %s\n", f.name, labelSet(f.labels, s.labelValues, ""), number(s.value))
-		w.printf("%s_count%s %d\n", f.name, labelSet(f.labels, s.labelValues, ""), s.count)
+		w.printf("%s_bucket%s %d\n", f.name, labelSet(names, s.labelValues, "+Inf"), s.count)
+		w.printf("%s_sum%s %s\n", f.name, labelSet(names, s.labelValues, ""), number(s.value))
+		w.printf("%s_count%s %d\n", f.name, labelSet(names, s.labelValues, ""), s.count)
 	}
 }
 

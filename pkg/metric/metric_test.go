@@ -103,3 +103,33 @@ func TestExpositionParsesAsPrometheusReadsIt(t *testing.T) {
 		t.Errorf("a second write differs (%v):\n%s", err, again.String())
 	}
 }
+
+// A registry's constant labels (a fleet member's connector id) come first
+// on every series of every kind, histogram buckets included, and parse.
+func TestConstantLabels(t *testing.T) {
+	r := NewRegistry("connector", "c-1")
+	r.Counter("t_total", "Plain.").Inc()
+	r.Counter("t_by_state_total", "By state.", "state").Inc("COMPLETED")
+	r.Histogram("t_seconds", "How long.", []float64{1}, "step").Observe(2, "stage")
+	r.GaugeFunc("t_leader", "Leader.", nil, func(emit func(float64, ...string)) { emit(1) })
+	var b bytes.Buffer
+	if _, err := r.WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`t_total{connector="c-1"} 1`,
+		`t_by_state_total{connector="c-1",state="COMPLETED"} 1`,
+		`t_seconds_bucket{connector="c-1",step="stage",le="1"} 0`,
+		`t_seconds_bucket{connector="c-1",step="stage",le="+Inf"} 1`,
+		`t_seconds_count{connector="c-1",step="stage"} 1`,
+		`t_leader{connector="c-1"} 1`,
+	} {
+		if !strings.Contains(b.String(), want+"\n") {
+			t.Errorf("missing %q in:\n%s", want, b.String())
+		}
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	if _, err := p.TextToMetricFamilies(bytes.NewReader(b.Bytes())); err != nil {
+		t.Errorf("the exposition does not parse: %v", err)
+	}
+}

@@ -114,11 +114,19 @@ func (s *sqlStore) writeMembers(ctx context.Context, tx *sql.Tx, a App) error {
 	}
 	for _, g := range a.Groups {
 		for _, id := range g.ServerIDs {
-			_, err := s.exec(ctx, tx, `INSERT INTO app_servers (server_id, app_id, group_id) VALUES (?, ?, ?)`, id, a.AppID, g.GroupID)
-			if err != nil && s.d.classify(err) == uniqueViolation {
-				var other string
-				_ = s.queryRow(ctx, tx, `SELECT app_id FROM app_servers WHERE server_id = ?`, id).Scan(&other)
+			// Looked up before the insert: on PostgreSQL a refused
+			// statement ends the transaction.
+			var other string
+			err := s.queryRow(ctx, tx, `SELECT app_id FROM app_servers WHERE server_id = ?`, id).Scan(&other)
+			if err == nil {
 				return fmt.Errorf("%w: server %s already belongs to app %s: a server belongs to one app", ErrConflict, id, other)
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			_, err = s.exec(ctx, tx, `INSERT INTO app_servers (server_id, app_id, group_id) VALUES (?, ?, ?)`, id, a.AppID, g.GroupID)
+			if err != nil && s.d.classify(err) == uniqueViolation {
+				return fmt.Errorf("%w: server %s already belongs to another app: a server belongs to one app", ErrConflict, id)
 			}
 			if err != nil {
 				return err
@@ -272,12 +280,30 @@ func scanLaunch(r scanner) (Launch, error) {
 	return l, nil
 }
 
-// liveConflict names the other live launch of the kind.
+// liveConflict is the conflict of a live launch l with another live launch
+// of its kind, named; nil when there is none. It is asked before the write:
+// on PostgreSQL a failed statement ends the transaction, so nothing could
+// be looked up after the unique index refused it.
 func (s *sqlStore) liveConflict(ctx context.Context, q querier, l Launch) error {
+	if l.State == LaunchTerminated {
+		return nil
+	}
 	var other string
-	_ = s.queryRow(ctx, q, `SELECT launch_id FROM app_launches WHERE app_id = ? AND kind = ? AND state <> ? AND launch_id <> ?`,
+	err := s.queryRow(ctx, q, `SELECT launch_id FROM app_launches WHERE app_id = ? AND kind = ? AND state <> ? AND launch_id <> ?`,
 		l.AppID, l.Kind, LaunchTerminated, l.LaunchID).Scan(&other)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	return fmt.Errorf("%w: app %s already has %s launch %s: terminate it first", ErrConflict, l.AppID, l.Kind, other)
+}
+
+// errLiveRace is a live launch the unique index refused after liveConflict
+// found none: another writer's, committed in between.
+func errLiveRace(l Launch) error {
+	return fmt.Errorf("%w: app %s already has a live %s launch: terminate it first", ErrConflict, l.AppID, l.Kind)
 }
 
 func (s *sqlStore) CreateLaunch(ctx context.Context, l Launch) (Launch, error) {
@@ -294,11 +320,14 @@ func (s *sqlStore) CreateLaunch(ctx context.Context, l Launch) (Launch, error) {
 		if _, err := s.getApp(ctx, tx, l.AppID); err != nil {
 			return err
 		}
+		if err := s.liveConflict(ctx, tx, l); err != nil {
+			return err
+		}
 		_, err := s.exec(ctx, tx, `INSERT INTO app_launches (`+launchCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			l.LaunchID, l.AppID, l.Kind, l.State, l.StackName, l.StackID, l.StackStatus, l.StatusMessage, l.Template,
 			jsonText(l.Parameters), jsonText(l.Servers), timeArg(l.LaunchedAt), timeArg(l.CreatedAt), timeArg(l.UpdatedAt))
 		if err != nil && s.d.classify(err) == uniqueViolation {
-			return s.liveConflict(ctx, tx, l)
+			return errLiveRace(l)
 		}
 		return err
 	})
@@ -351,12 +380,15 @@ func (s *sqlStore) UpdateLaunch(ctx context.Context, id string, fn func(*Launch)
 		if err := validateLaunch(l); err != nil {
 			return err
 		}
+		if err := s.liveConflict(ctx, tx, l); err != nil {
+			return err
+		}
 		_, err = s.exec(ctx, tx, `UPDATE app_launches SET state = ?, stack_name = ?, stack_id = ?, stack_status = ?, status_message = ?,
 			template = ?, parameters = ?, servers = ?, launched_at = ?, updated_at = ? WHERE launch_id = ?`,
 			l.State, l.StackName, l.StackID, l.StackStatus, l.StatusMessage, l.Template, jsonText(l.Parameters),
 			jsonText(l.Servers), timeArg(l.LaunchedAt), timeArg(l.UpdatedAt), id)
 		if err != nil && s.d.classify(err) == uniqueViolation {
-			return s.liveConflict(ctx, tx, l)
+			return errLiveRace(l)
 		}
 		out = l
 		return err

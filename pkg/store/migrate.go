@@ -77,14 +77,29 @@ func splitStatements(text string) []string {
 }
 
 // migrate brings the schema up to the newest embedded migration. It is safe
-// to run on every open and from several processes at once: each migration
-// re-checks schema_version inside its own write transaction.
+// to run on every open and from several processes at once: the dialect's
+// migration lock (PostgreSQL: an advisory lock) is held on one connection
+// throughout, and each migration re-checks schema_version inside its own
+// write transaction.
 func (s *sqlStore) migrate(ctx context.Context) error {
 	ms, err := loadMigrations(s.d)
 	if err != nil {
 		return err
 	}
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close()
+	if s.d.lockMigrations != "" {
+		if _, err := conn.ExecContext(ctx, s.d.lockMigrations); err != nil {
+			return fmt.Errorf("take the migration lock: %w", err)
+		}
+		// Closing the connection would release it too; unlocking first
+		// returns the connection to the pool clean.
+		defer conn.ExecContext(context.WithoutCancel(ctx), s.d.unlockMigrations)
+	}
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
 	version    INTEGER PRIMARY KEY,
 	name       TEXT NOT NULL,
 	applied_at BIGINT NOT NULL
@@ -92,35 +107,54 @@ func (s *sqlStore) migrate(ctx context.Context) error {
 		return fmt.Errorf("create schema_version table: %w", err)
 	}
 	var current sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_version`).Scan(&current); err != nil {
+	if err := conn.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_version`).Scan(&current); err != nil {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	if newest := ms[len(ms)-1].version; current.Valid && current.Int64 > int64(newest) {
-		return fmt.Errorf("%w: database schema version %d is newer than this rehost knows (%d): upgrade rehost", ErrSchemaNewer, current.Int64, newest)
+		return fmt.Errorf("%w: database schema version %d is newer than this rehost knows (%d): upgrade rehost on this connector", ErrSchemaNewer, current.Int64, newest)
 	}
 	for _, m := range ms {
-		err := s.tx(ctx, func(tx *sql.Tx) error {
-			var n int
-			if err := s.queryRow(ctx, tx, `SELECT COUNT(*) FROM schema_version WHERE version = ?`, m.version).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil
-			}
-			for i, stmt := range m.statements {
-				if _, err := tx.ExecContext(ctx, stmt); err != nil {
-					return fmt.Errorf("statement %d: %w", i+1, err)
-				}
-			}
-			_, err := s.exec(ctx, tx, `INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)`,
-				m.version, m.name, s.now().UnixNano())
-			return err
-		})
-		if err != nil {
+		if err := s.apply(ctx, conn, m); err != nil {
 			return fmt.Errorf("apply migration %s: %w", m.name, err)
 		}
 	}
 	return nil
+}
+
+// apply runs migration m on conn in one transaction, unless it is recorded
+// as applied.
+func (s *sqlStore) apply(ctx context.Context, conn *sql.Conn, m migration) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := s.queryRow(ctx, tx, `SELECT COUNT(*) FROM schema_version WHERE version = ?`, m.version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	for i, stmt := range m.statements {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("statement %d: %w", i+1, err)
+		}
+	}
+	if _, err := s.exec(ctx, tx, `INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)`,
+		m.version, m.name, s.now().UnixNano()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// NewestSchema is the newest migration this rehost knows.
+func NewestSchema() int {
+	ms, err := loadMigrations(sqliteDialect)
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
 }
 
 // SchemaVersion reports the newest applied migration.

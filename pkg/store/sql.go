@@ -6,10 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/rehost/rehost/pkg/retry"
 )
 
 // constraintKind classifies a backend error.
@@ -29,6 +34,28 @@ type dialect struct {
 	autoID   string // DDL of an auto-assigned BIGINT primary key
 	bytes    string // DDL type of a byte string
 	classify func(error) constraintKind
+	// forUpdate is appended to a row read inside a write transaction, so
+	// read-modify-write holds the row until commit (PostgreSQL's READ
+	// COMMITTED would otherwise lose one of two concurrent updates).
+	// SQLite needs none: its write transactions begin IMMEDIATE.
+	forUpdate string
+	// skipLocked is appended to a claim's candidate rows (%s: the table's
+	// alias): rows another transaction holds are passed over, not waited for.
+	skipLocked string
+	// lockMigrations and unlockMigrations bracket the migrations on one
+	// connection, so several processes opening one database apply each
+	// migration once.
+	lockMigrations, unlockMigrations string
+	// retryable reports a failure that left nothing applied and is worth
+	// doing again — the connection lost before commit, a serialization
+	// failure or deadlock. Nil: never.
+	retryable func(error) bool
+	// connLost reports a lost or refused connection (a subset of retryable).
+	connLost func(error) bool
+	// txKeys records a key in tx_keys with each write transaction, so a
+	// commit whose answer was lost is found to have happened (or not) once
+	// the connection is back, and is never applied twice.
+	txKeys bool
 }
 
 func (d dialect) expand(ddl string) string {
@@ -59,6 +86,16 @@ type sqlStore struct {
 	db  *sql.DB
 	d   dialect
 	now func() time.Time
+	// wait makes calls that lose the connection wait for it to come back
+	// (until their context ends) instead of failing: the daemon's runs
+	// pause at their next write while the database is unreachable.
+	wait bool
+	// outage, when set, hears when the database becomes unreachable (err
+	// set) and reachable again (nil).
+	outage  func(err error)
+	outMu   sync.Mutex
+	down    bool
+	commits atomic.Uint64
 }
 
 type querier interface {
@@ -69,20 +106,137 @@ type querier interface {
 
 type scanner interface{ Scan(dest ...any) error }
 
+// waits reports whether a call on q outside a transaction waits out a lost
+// connection (calls in a transaction are retried whole by tx).
+func (s *sqlStore) waits(q querier) bool {
+	return s.wait && s.d.connLost != nil && q == querier(s.db)
+}
+
 func (s *sqlStore) exec(ctx context.Context, q querier, query string, args ...any) (sql.Result, error) {
-	return q.ExecContext(ctx, s.d.rebind(query), args...)
+	if !s.waits(q) {
+		return q.ExecContext(ctx, s.d.rebind(query), args...)
+	}
+	var res sql.Result
+	err := s.retry(ctx, s.d.connLost, func() error {
+		var err error
+		res, err = q.ExecContext(ctx, s.d.rebind(query), args...)
+		return err
+	})
+	return res, err
 }
 
 func (s *sqlStore) query(ctx context.Context, q querier, query string, args ...any) (*sql.Rows, error) {
-	return q.QueryContext(ctx, s.d.rebind(query), args...)
+	if !s.waits(q) {
+		return q.QueryContext(ctx, s.d.rebind(query), args...)
+	}
+	var rows *sql.Rows
+	err := s.retry(ctx, s.d.connLost, func() error {
+		var err error
+		rows, err = q.QueryContext(ctx, s.d.rebind(query), args...)
+		return err
+	})
+	return rows, err
 }
 
-func (s *sqlStore) queryRow(ctx context.Context, q querier, query string, args ...any) *sql.Row {
-	return q.QueryRowContext(ctx, s.d.rebind(query), args...)
+func (s *sqlStore) queryRow(ctx context.Context, q querier, query string, args ...any) scanner {
+	if !s.waits(q) {
+		return q.QueryRowContext(ctx, s.d.rebind(query), args...)
+	}
+	rows, err := s.query(ctx, q, query, args...)
+	return &firstRow{rows: rows, err: err}
 }
 
-// tx runs fn in a write transaction, committing if it returns nil.
+// firstRow scans the first row of rows as sql.Row does.
+type firstRow struct {
+	rows *sql.Rows
+	err  error
+}
+
+func (r *firstRow) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	return r.rows.Close()
+}
+
+// lock is the clause that holds a row read through q until commit.
+func (s *sqlStore) lock(q querier) string {
+	if _, inTx := q.(*sql.Tx); inTx {
+		return s.d.forUpdate
+	}
+	return ""
+}
+
+// retry calls fn until it succeeds or fails with an error again does not
+// accept, under the one retry policy (from 50 ms, doubling to 2 s, for as
+// long as ctx lasts). Only a store that waits (s.wait) retries lost
+// connections.
+func (s *sqlStore) retry(ctx context.Context, again func(error) bool, fn func() error) error {
+	if again == nil {
+		return fn()
+	}
+	lost := func(err error) bool { return s.d.connLost != nil && s.d.connLost(err) }
+	err := retry.Policy{Attempts: math.MaxInt32, Base: 50 * time.Millisecond, Max: 2 * time.Second,
+		Classify: func(err error) (bool, time.Duration) {
+			if lost(err) {
+				return s.wait, 0
+			}
+			return again(err), 0
+		},
+		OnRetry: func(_ int, err error, _ time.Duration) {
+			if lost(err) {
+				s.unreachable(err)
+			}
+		},
+	}.Do(ctx, func(context.Context) error { return fn() })
+	if err == nil {
+		s.reachable()
+	}
+	return err
+}
+
+func (s *sqlStore) unreachable(err error) {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	if !s.down && s.outage != nil {
+		s.outage(err)
+	}
+	s.down = true
+}
+
+func (s *sqlStore) reachable() {
+	if s.outage == nil {
+		return
+	}
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	if s.down {
+		s.outage(nil)
+	}
+	s.down = false
+}
+
+// tx runs fn in a write transaction, committing if it returns nil. On a
+// backend that says which failures left nothing applied (lost connection
+// before commit, serialization failure, deadlock) fn runs again in a new
+// transaction; fn must therefore only set its results, never accumulate.
+// A commit whose answer was lost is looked up by its key once the
+// connection is back: found, it happened, and fn's results stand.
 func (s *sqlStore) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return s.retry(ctx, s.d.retryable, func() error { return s.tx1(ctx, fn) })
+}
+
+func (s *sqlStore) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
@@ -91,10 +245,41 @@ func (s *sqlStore) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 		_ = tx.Rollback()
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	var key string
+	if s.d.txKeys {
+		key = newID("tx-")
+		now := s.now().UnixNano()
+		if _, err := s.exec(ctx, tx, `INSERT INTO tx_keys (tx_key, committed_at) VALUES (?, ?)`, key, now); err != nil {
+			_ = tx.Rollback()
+			return fmt.Errorf("record transaction key: %w", err)
+		}
+		// Keys are only needed across an outage: keep an hour's worth.
+		if s.commits.Add(1)%512 == 0 {
+			if _, err := s.exec(ctx, tx, `DELETE FROM tx_keys WHERE committed_at < ?`, now-int64(time.Hour)); err != nil {
+				_ = tx.Rollback()
+				return fmt.Errorf("prune transaction keys: %w", err)
+			}
+		}
+	}
+	err = tx.Commit()
+	if err == nil {
+		return nil
+	}
+	if key == "" || !s.d.connLost(err) {
 		return fmt.Errorf("commit: %w", err)
 	}
-	return nil
+	// The commit may or may not have happened: ask, waiting for the
+	// connection as long as the store waits.
+	var n int
+	if qerr := s.retry(ctx, s.d.connLost, func() error {
+		return s.db.QueryRowContext(ctx, s.d.rebind(`SELECT COUNT(*) FROM tx_keys WHERE tx_key = ?`), key).Scan(&n)
+	}); qerr != nil {
+		return fmt.Errorf("commit: %w (and whether it happened is unknown: %v)", err, qerr)
+	}
+	if n > 0 {
+		return nil
+	}
+	return fmt.Errorf("commit: %w", err)
 }
 
 func (s *sqlStore) Close() error { return s.db.Close() }
@@ -190,7 +375,7 @@ func (s *sqlStore) CreateSource(ctx context.Context, src Source) (Source, error)
 }
 
 func (s *sqlStore) getSource(ctx context.Context, q querier, id string) (Source, error) {
-	src, err := scanSource(s.queryRow(ctx, q, `SELECT `+sourceCols+` FROM sources WHERE id = ?`, id))
+	src, err := scanSource(s.queryRow(ctx, q, `SELECT `+sourceCols+` FROM sources WHERE id = ?`+s.lock(q), id))
 	if err != nil {
 		return Source{}, notFound(err, "source "+id)
 	}
@@ -317,7 +502,7 @@ func (s *sqlStore) GetServer(ctx context.Context, id string) (Server, error) {
 }
 
 func (s *sqlStore) getServer(ctx context.Context, q querier, id string) (Server, error) {
-	v, err := scanServer(s.queryRow(ctx, q, `SELECT `+serverCols+` FROM servers WHERE server_id = ?`, id))
+	v, err := scanServer(s.queryRow(ctx, q, `SELECT `+serverCols+` FROM servers WHERE server_id = ?`+s.lock(q), id))
 	if err != nil {
 		return Server{}, notFound(err, "server "+id)
 	}
@@ -393,7 +578,7 @@ func scanJob(r scanner) (ReplicationJob, error) {
 }
 
 func (s *sqlStore) getJob(ctx context.Context, q querier, id string) (ReplicationJob, error) {
-	j, err := scanJob(s.queryRow(ctx, q, `SELECT `+jobCols+` FROM replication_jobs WHERE replication_job_id = ?`, id))
+	j, err := scanJob(s.queryRow(ctx, q, `SELECT `+jobCols+` FROM replication_jobs WHERE replication_job_id = ?`+s.lock(q), id))
 	if err != nil {
 		return ReplicationJob{}, notFound(err, "replication job "+id)
 	}
@@ -589,7 +774,7 @@ func scanRun(r scanner) (ReplicationRun, error) {
 }
 
 func (s *sqlStore) getRun(ctx context.Context, q querier, id string) (ReplicationRun, error) {
-	v, err := scanRun(s.queryRow(ctx, q, `SELECT `+runCols+` FROM replication_runs WHERE replication_run_id = ?`, id))
+	v, err := scanRun(s.queryRow(ctx, q, `SELECT `+runCols+` FROM replication_runs WHERE replication_run_id = ?`+s.lock(q), id))
 	if err != nil {
 		return ReplicationRun{}, notFound(err, "replication run "+id)
 	}
@@ -747,6 +932,9 @@ func (s *sqlStore) CountRuns(ctx context.Context, jobID string, typ RunType, sin
 
 // applyRun runs fn on the stored run and writes the result inside tx.
 func (s *sqlStore) applyRun(ctx context.Context, tx *sql.Tx, r *ReplicationRun, fn func(*ReplicationRun) error) error {
+	if err := s.checkFence(ctx, tx); err != nil {
+		return err
+	}
 	orig := *r
 	if err := fn(r); err != nil {
 		return err
@@ -762,10 +950,12 @@ func (s *sqlStore) applyRun(ctx context.Context, tx *sql.Tx, r *ReplicationRun, 
 	}
 	_, err := s.exec(ctx, tx, `UPDATE replication_runs SET run_type = ?, state = ?, stage = ?, stage_progress = ?, status_message = ?, ami_id = ?,
 	scheduled_start_time = ?, started_at = ?, completed_time = ?, description = ?, encrypted = ?, kms_key_id = ?, progress = ?,
-	replication = ? WHERE replication_run_id = ?`,
+	replication = ?,
+	lease_holder = CASE WHEN ? = 1 THEN '' ELSE lease_holder END, lease_expires = CASE WHEN ? = 1 THEN 0 ELSE lease_expires END
+	WHERE replication_run_id = ?`,
 		r.Type, r.State, r.Stage, r.StageProgress, r.StatusMessage, r.AmiID,
 		timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID,
-		progressArg(r.Progress), replicationArg(r.Replication), r.ReplicationRunID)
+		progressArg(r.Progress), replicationArg(r.Replication), boolArg(leaseEnds(orig.State, r.State)), boolArg(leaseEnds(orig.State, r.State)), r.ReplicationRunID)
 	if err != nil && s.d.classify(err) == uniqueViolation {
 		return fmt.Errorf("%w: replication job %s already has a pending or active run", ErrConflict, r.ReplicationJobID)
 	}
@@ -855,6 +1045,9 @@ func (s *sqlStore) RecordIntent(ctx context.Context, runID, step, kind string, i
 		if _, err := s.getRun(ctx, tx, runID); err != nil {
 			return err
 		}
+		if err := s.checkFence(ctx, tx); err != nil {
+			return err
+		}
 		now := s.now().UnixNano()
 		return s.queryRow(ctx, tx, `INSERT INTO ledger (run_id, step, kind, intent, resource_id, state, data, created_at, updated_at)
 	VALUES (?, ?, ?, ?, '', ?, '', ?, ?) RETURNING id`, runID, step, kind, jsonArg(intent), LedgerIntent, now, now).Scan(&id)
@@ -866,7 +1059,7 @@ func (s *sqlStore) RecordIntent(ctx context.Context, runID, step, kind string, i
 }
 
 func (s *sqlStore) getLedger(ctx context.Context, q querier, id int64) (LedgerEntry, error) {
-	e, err := scanLedger(s.queryRow(ctx, q, `SELECT `+ledgerCols+` FROM ledger WHERE id = ?`, id))
+	e, err := scanLedger(s.queryRow(ctx, q, `SELECT `+ledgerCols+` FROM ledger WHERE id = ?`+s.lock(q), id))
 	if err != nil {
 		return LedgerEntry{}, notFound(err, fmt.Sprintf("ledger entry %d", id))
 	}
@@ -882,6 +1075,9 @@ func (s *sqlStore) GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, e
 func (s *sqlStore) updateLedger(ctx context.Context, what string, id int64, allowed []LedgerState, set string, args ...any) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.checkLedgerState(ctx, tx, id, allowed); err != nil {
+			return err
+		}
+		if err := s.checkFence(ctx, tx); err != nil {
 			return err
 		}
 		args = append(append(args, s.now().UnixNano()), id)
@@ -922,6 +1118,9 @@ func (s *sqlStore) RecordParts(ctx context.Context, id int64, parts []LedgerPart
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := s.checkLedgerState(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated}); err != nil {
+			return err
+		}
+		if err := s.checkFence(ctx, tx); err != nil {
 			return err
 		}
 		for chunk := range slices.Chunk(parts, partsPerStatement) {
@@ -984,6 +1183,9 @@ func (s *sqlStore) RecordReleased(ctx context.Context, id int64) error {
 		if err := s.checkLedgerState(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}); err != nil {
 			return err
 		}
+		if err := s.checkFence(ctx, tx); err != nil {
+			return err
+		}
 		if _, err := s.exec(ctx, tx, `UPDATE ledger SET state = ?, updated_at = ? WHERE id = ?`, LedgerReleased, s.now().UnixNano(), id); err != nil {
 			return err
 		}
@@ -1009,6 +1211,9 @@ func (s *sqlStore) HandOver(ctx context.Context, id int64, toStep string) (Ledge
 		}
 		if e.State != LedgerIntent && e.State != LedgerCreated {
 			return fmt.Errorf("%w: entry (%s %s) is %s", ErrConflict, e.Kind, e.ResourceID, e.State)
+		}
+		if err := s.checkFence(ctx, tx); err != nil {
+			return err
 		}
 		now := s.now().UnixNano()
 		if _, err := s.exec(ctx, tx, `UPDATE ledger SET state = ?, updated_at = ? WHERE id = ?`, LedgerHandedOver, now, id); err != nil {

@@ -4,9 +4,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"crypto/sha256"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"

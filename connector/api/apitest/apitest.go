@@ -48,6 +48,10 @@ type Options struct {
 	// ApplianceStatus is the appliance init's status file the connector
 	// reports (rehost serve --appliance-status).
 	ApplianceStatus string
+	// Store, when set, keeps the connector's state there (a PostgreSQL
+	// store) and Fleet makes it a member of the fleet sharing it.
+	Store *daemon.StoreConfig
+	Fleet *daemon.FleetOptions
 }
 
 // Connector is a connector serving on loopback.
@@ -103,6 +107,7 @@ func Start(t testing.TB, o Options) *Connector {
 	}
 	log := slog.New(slog.NewJSONHandler(io.MultiWriter(c.Log, logFile), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c.D, err = daemon.Open(ctx, c.Dir, daemon.Options{Log: log, ProgressEvery: 100 * time.Millisecond, LaunchPoll: 100 * time.Millisecond, BootTimeout: 60, AgentGrace: 500 * time.Millisecond,
+		Store: o.Store, Fleet: o.Fleet, WaitForStore: o.Store != nil,
 		Scheduler: scheduler.Options{ResyncInterval: 500 * time.Millisecond, OnDemandPer24h: -1, Logger: log}})
 	if err != nil {
 		peers.Close()

@@ -366,6 +366,13 @@ func (c *Client) VerifyReplicationJob(ctx context.Context, in *api.VerifyReplica
 	return call[api.VerifyReplicationJobInput, api.VerifyReplicationJobOutput](ctx, c, rehost+"VerifyReplicationJob", in)
 }
 
+func (c *Client) GetFleetStatus(ctx context.Context, in *api.GetFleetStatusInput) (*api.FleetStatus, error) {
+	return call[api.GetFleetStatusInput, api.FleetStatus](ctx, c, rehost+"GetFleetStatus", in)
+}
+func (c *Client) ShareFleetKey(ctx context.Context, in *api.ShareFleetKeyInput) (*api.ShareFleetKeyOutput, error) {
+	return call[api.ShareFleetKeyInput, api.ShareFleetKeyOutput](ctx, c, rehost+"ShareFleetKey", in)
+}
+
 // SupportBundle streams the connector's support bundle to w.
 func (c *Client) SupportBundle(ctx context.Context, w io.Writer) error {
 	return c.download(ctx, "/support/bundle", "the support bundle", w)

@@ -4,15 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
 )
 
-// SSMAPI is the part of the SSM client a launch's validation command uses.
+// SSMAPI is SSM as a launch's validation command uses it: the AWS JSON
+// 1.1 operations SendCommand and GetCommandInvocation.
 type SSMAPI interface {
-	SendCommand(context.Context, *ssm.SendCommandInput, ...func(*ssm.Options)) (*ssm.SendCommandOutput, error)
-	GetCommandInvocation(context.Context, *ssm.GetCommandInvocationInput, ...func(*ssm.Options)) (*ssm.GetCommandInvocationOutput, error)
+	// Call sends operation op with in as its JSON request and decodes
+	// SSM's answer into out. An answer with an AWS error code is an error
+	// that smithy.APIError reads, as the SDK client's.
+	Call(ctx context.Context, op string, in, out any) error
+}
+
+// ssmClient is SSM over its wire protocol (wire.go).
+type ssmClient struct{ w *wire }
+
+func (c ssmClient) Call(ctx context.Context, op string, in, out any) error {
+	return c.w.jsonCall(ctx, "AmazonSSM", op, in, out)
 }
 
 // ErrNoAgent: SSM does not manage the instance (no agent, or not
@@ -32,11 +39,10 @@ func (t *Target) RunCommand(ctx context.Context, instanceID string, windows bool
 	}
 	var id string
 	err := t.call(ctx, "SendCommand", func(ctx context.Context) error {
-		out, err := t.ssm.SendCommand(ctx, &ssm.SendCommandInput{DocumentName: sdk.String(doc), InstanceIds: []string{instanceID},
-			Parameters: map[string][]string{"commands": {command}}, Comment: sdk.String("rehost: validation of a launched server")})
-		if err == nil {
-			id = sdk.ToString(out.Command.CommandId)
-		}
+		var out struct{ Command struct{ CommandId string } }
+		err := t.ssm.Call(ctx, "SendCommand", map[string]any{"DocumentName": doc, "InstanceIds": []string{instanceID},
+			"Parameters": map[string][]string{"commands": {command}}, "Comment": "rehost: validation of a launched server"}, &out)
+		id = out.Command.CommandId
 		return err
 	})
 	if apiCode(err) == "InvalidInstanceId" {
@@ -62,16 +68,18 @@ func (t *Target) CommandResult(ctx context.Context, commandID, instanceID string
 	if t.ssm == nil {
 		return CommandResult{}, errors.New("no SSM client configured")
 	}
-	var out *ssm.GetCommandInvocationOutput
-	err := t.call(ctx, "GetCommandInvocation", func(ctx context.Context) (err error) {
-		out, err = t.ssm.GetCommandInvocation(ctx, &ssm.GetCommandInvocationInput{CommandId: sdk.String(commandID), InstanceId: sdk.String(instanceID)})
-		return err
+	var out struct {
+		Status                                      string
+		ResponseCode                                int
+		StandardOutputContent, StandardErrorContent string
+	}
+	err := t.call(ctx, "GetCommandInvocation", func(ctx context.Context) error {
+		return t.ssm.Call(ctx, "GetCommandInvocation", map[string]string{"CommandId": commandID, "InstanceId": instanceID}, &out)
 	})
 	if err != nil {
 		return CommandResult{}, fmt.Errorf("command %s on %s: %w", commandID, instanceID, err)
 	}
-	r := CommandResult{Status: string(out.Status), ExitCode: int(out.ResponseCode), Stdout: sdk.ToString(out.StandardOutputContent),
-		Stderr: sdk.ToString(out.StandardErrorContent)}
+	r := CommandResult{Status: out.Status, ExitCode: out.ResponseCode, Stdout: out.StandardOutputContent, Stderr: out.StandardErrorContent}
 	switch r.Status {
 	case "Pending", "InProgress", "Delayed":
 	default:

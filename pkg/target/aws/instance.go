@@ -3,18 +3,25 @@ package aws
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
-	"slices"
-
-	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"net/url"
+	"strconv"
 )
 
 // What launching an application asks of EC2 beyond CloudFormation: that
 // the networks, security groups, instance types and AMIs a launch
 // configuration names exist (so a bad one is refused before a stack is
-// made), and how each launched instance is doing.
+// made), and how each launched instance is doing. They go over EC2's
+// Query protocol (wire.go), not the SDK client, whose types for them
+// (instance types above all) are large.
+
+func (t *Target) ec2Query() (QueryAPI, error) {
+	if t.ec2q == nil {
+		return nil, errors.New("no EC2 query client configured")
+	}
+	return t.ec2q, nil
+}
 
 // Subnet is a subnet and its VPC.
 type Subnet struct {
@@ -29,12 +36,22 @@ type SecurityGroup struct {
 // Subnets describes the subnets by id; an id EC2 does not know is missing
 // from the answer, not an error.
 func (t *Target) Subnets(ctx context.Context, ids []string) (map[string]Subnet, error) {
+	q, err := t.ec2Query()
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]Subnet{}
 	for _, id := range ids {
-		var res *ec2.DescribeSubnetsOutput
-		err := t.call(ctx, "DescribeSubnets", func(ctx context.Context) (err error) {
-			res, err = t.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: []string{id}})
-			return err
+		var res struct {
+			Subnets []struct {
+				SubnetId         string `xml:"subnetId"`
+				VpcId            string `xml:"vpcId"`
+				CidrBlock        string `xml:"cidrBlock"`
+				AvailabilityZone string `xml:"availabilityZone"`
+			} `xml:"subnetSet>item"`
+		}
+		err := t.call(ctx, "DescribeSubnets", func(ctx context.Context) error {
+			return q.Query(ctx, "DescribeSubnets", url.Values{"SubnetId.1": {id}}, &res)
 		})
 		if apiCode(err) == "InvalidSubnetID.NotFound" || apiCode(err) == "InvalidSubnetID.Malformed" {
 			continue
@@ -43,8 +60,7 @@ func (t *Target) Subnets(ctx context.Context, ids []string) (map[string]Subnet, 
 			return nil, fmt.Errorf("describe subnet %s: %w", id, err)
 		}
 		for _, s := range res.Subnets {
-			out[sdk.ToString(s.SubnetId)] = Subnet{ID: sdk.ToString(s.SubnetId), VpcID: sdk.ToString(s.VpcId),
-				CidrBlock: sdk.ToString(s.CidrBlock), AvailabilityZone: sdk.ToString(s.AvailabilityZone)}
+			out[s.SubnetId] = Subnet{ID: s.SubnetId, VpcID: s.VpcId, CidrBlock: s.CidrBlock, AvailabilityZone: s.AvailabilityZone}
 		}
 	}
 	return out, nil
@@ -53,12 +69,21 @@ func (t *Target) Subnets(ctx context.Context, ids []string) (map[string]Subnet, 
 // SecurityGroups describes the security groups by id; unknown ids are
 // missing from the answer.
 func (t *Target) SecurityGroups(ctx context.Context, ids []string) (map[string]SecurityGroup, error) {
+	q, err := t.ec2Query()
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]SecurityGroup{}
 	for _, id := range ids {
-		var res *ec2.DescribeSecurityGroupsOutput
-		err := t.call(ctx, "DescribeSecurityGroups", func(ctx context.Context) (err error) {
-			res, err = t.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: []string{id}})
-			return err
+		var res struct {
+			SecurityGroups []struct {
+				GroupId   string `xml:"groupId"`
+				GroupName string `xml:"groupName"`
+				VpcId     string `xml:"vpcId"`
+			} `xml:"securityGroupInfo>item"`
+		}
+		err := t.call(ctx, "DescribeSecurityGroups", func(ctx context.Context) error {
+			return q.Query(ctx, "DescribeSecurityGroups", url.Values{"GroupId.1": {id}}, &res)
 		})
 		if apiCode(err) == "InvalidGroup.NotFound" || apiCode(err) == "InvalidGroupId.Malformed" {
 			continue
@@ -67,7 +92,7 @@ func (t *Target) SecurityGroups(ctx context.Context, ids []string) (map[string]S
 			return nil, fmt.Errorf("describe security group %s: %w", id, err)
 		}
 		for _, g := range res.SecurityGroups {
-			out[sdk.ToString(g.GroupId)] = SecurityGroup{ID: sdk.ToString(g.GroupId), Name: sdk.ToString(g.GroupName), VpcID: sdk.ToString(g.VpcId)}
+			out[g.GroupId] = SecurityGroup{ID: g.GroupId, Name: g.GroupName, VpcID: g.VpcId}
 		}
 	}
 	return out, nil
@@ -76,11 +101,14 @@ func (t *Target) SecurityGroups(ctx context.Context, ids []string) (map[string]S
 // UnknownInstanceTypes returns the names among types that the region does
 // not offer.
 func (t *Target) UnknownInstanceTypes(ctx context.Context, types []string) ([]string, error) {
+	q, err := t.ec2Query()
+	if err != nil {
+		return nil, err
+	}
 	var unknown []string
 	for _, name := range types {
 		err := t.call(ctx, "DescribeInstanceTypes", func(ctx context.Context) error {
-			_, err := t.ec2.DescribeInstanceTypes(ctx, &ec2.DescribeInstanceTypesInput{InstanceTypes: []ec2types.InstanceType{ec2types.InstanceType(name)}})
-			return err
+			return q.Query(ctx, "DescribeInstanceTypes", url.Values{"InstanceType.1": {name}}, nil)
 		})
 		if apiCode(err) == "InvalidInstanceType" {
 			unknown = append(unknown, name)
@@ -127,10 +155,24 @@ func (t *Target) InstanceStatuses(ctx context.Context, ids []string) (map[string
 	if len(ids) == 0 {
 		return out, nil
 	}
-	var res *ec2.DescribeInstanceStatusOutput
-	err := t.call(ctx, "DescribeInstanceStatus", func(ctx context.Context) (err error) {
-		res, err = t.ec2.DescribeInstanceStatus(ctx, &ec2.DescribeInstanceStatusInput{InstanceIds: slices.Clone(ids), IncludeAllInstances: sdk.Bool(true)})
-		return err
+	q, err := t.ec2Query()
+	if err != nil {
+		return nil, err
+	}
+	params := url.Values{"IncludeAllInstances": {"true"}}
+	for i, id := range ids {
+		params.Set("InstanceId."+strconv.Itoa(i+1), id)
+	}
+	var res struct {
+		InstanceStatuses []struct {
+			InstanceId     string `xml:"instanceId"`
+			State          string `xml:"instanceState>name"`
+			SystemStatus   string `xml:"systemStatus>status"`
+			InstanceStatus string `xml:"instanceStatus>status"`
+		} `xml:"instanceStatusSet>item"`
+	}
+	err = t.call(ctx, "DescribeInstanceStatus", func(ctx context.Context) error {
+		return q.Query(ctx, "DescribeInstanceStatus", params, &res)
 	})
 	if apiCode(err) == "InvalidInstanceID.NotFound" && len(ids) > 1 {
 		for _, id := range ids {
@@ -151,17 +193,7 @@ func (t *Target) InstanceStatuses(ctx context.Context, ids []string) (map[string
 		return nil, fmt.Errorf("describe instance status: %w", err)
 	}
 	for _, s := range res.InstanceStatuses {
-		st := InstanceStatus{ID: sdk.ToString(s.InstanceId)}
-		if s.InstanceState != nil {
-			st.State = string(s.InstanceState.Name)
-		}
-		if s.SystemStatus != nil {
-			st.System = string(s.SystemStatus.Status)
-		}
-		if s.InstanceStatus != nil {
-			st.Instance = string(s.InstanceStatus.Status)
-		}
-		out[st.ID] = st
+		out[s.InstanceId] = InstanceStatus{ID: s.InstanceId, State: s.State, System: s.SystemStatus, Instance: s.InstanceStatus}
 	}
 	return out, nil
 }
@@ -169,15 +201,20 @@ func (t *Target) InstanceStatuses(ctx context.Context, ids []string) (map[string
 // ConsoleOutput returns the instance's serial console output so far ("" when
 // there is none yet).
 func (t *Target) ConsoleOutput(ctx context.Context, id string) (string, error) {
-	var res *ec2.GetConsoleOutputOutput
-	err := t.call(ctx, "GetConsoleOutput", func(ctx context.Context) (err error) {
-		res, err = t.ec2.GetConsoleOutput(ctx, &ec2.GetConsoleOutputInput{InstanceId: sdk.String(id), Latest: sdk.Bool(true)})
-		return err
+	q, err := t.ec2Query()
+	if err != nil {
+		return "", err
+	}
+	var res struct {
+		Output string `xml:"output"`
+	}
+	err = t.call(ctx, "GetConsoleOutput", func(ctx context.Context) error {
+		return q.Query(ctx, "GetConsoleOutput", url.Values{"InstanceId": {id}, "Latest": {"true"}}, &res)
 	})
 	if err != nil {
 		return "", fmt.Errorf("console output of %s: %w", id, err)
 	}
-	b, err := base64.StdEncoding.DecodeString(sdk.ToString(res.Output))
+	b, err := base64.StdEncoding.DecodeString(res.Output)
 	if err != nil {
 		return "", fmt.Errorf("console output of %s: %w", id, err)
 	}

@@ -8,31 +8,17 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
-	cfntypes "github.com/aws/aws-sdk-go-v2/service/cloudformation/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/rehost/rehost/pkg/retry"
 )
-
-// CloudFormationAPI is the part of the CloudFormation client application
-// launches use.
-type CloudFormationAPI interface {
-	ValidateTemplate(context.Context, *cloudformation.ValidateTemplateInput, ...func(*cloudformation.Options)) (*cloudformation.ValidateTemplateOutput, error)
-	CreateStack(context.Context, *cloudformation.CreateStackInput, ...func(*cloudformation.Options)) (*cloudformation.CreateStackOutput, error)
-	UpdateStack(context.Context, *cloudformation.UpdateStackInput, ...func(*cloudformation.Options)) (*cloudformation.UpdateStackOutput, error)
-	DeleteStack(context.Context, *cloudformation.DeleteStackInput, ...func(*cloudformation.Options)) (*cloudformation.DeleteStackOutput, error)
-	DescribeStacks(context.Context, *cloudformation.DescribeStacksInput, ...func(*cloudformation.Options)) (*cloudformation.DescribeStacksOutput, error)
-	DescribeStackEvents(context.Context, *cloudformation.DescribeStackEventsInput, ...func(*cloudformation.Options)) (*cloudformation.DescribeStackEventsOutput, error)
-	DescribeStackResources(context.Context, *cloudformation.DescribeStackResourcesInput, ...func(*cloudformation.Options)) (*cloudformation.DescribeStackResourcesOutput, error)
-	CreateChangeSet(context.Context, *cloudformation.CreateChangeSetInput, ...func(*cloudformation.Options)) (*cloudformation.CreateChangeSetOutput, error)
-	DescribeChangeSet(context.Context, *cloudformation.DescribeChangeSetInput, ...func(*cloudformation.Options)) (*cloudformation.DescribeChangeSetOutput, error)
-}
 
 // MaxTemplateBody is CloudFormation's limit on a template passed in the
 // request (TemplateBody).
@@ -71,27 +57,31 @@ type StackResource struct {
 	LogicalID, PhysicalID, Type, Status, Reason string
 }
 
-func (t *Target) cfn() (CloudFormationAPI, error) {
+func (t *Target) cfn() (QueryAPI, error) {
 	if t.cf == nil {
 		return nil, errors.New("no CloudFormation client configured")
 	}
 	return t.cf, nil
 }
 
-func stackParams(m map[string]string) []cfntypes.Parameter {
-	var out []cfntypes.Parameter
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		out = append(out, cfntypes.Parameter{ParameterKey: sdk.String(k), ParameterValue: sdk.String(m[k])})
+// stackQuery is the parameters of a stack's CreateStack, UpdateStack or
+// CreateChangeSet; tokenKey names the idempotency token's parameter.
+func stackQuery(in StackInput, tokenKey string) url.Values {
+	q := url.Values{"StackName": {in.Name}, "TemplateBody": {in.Template}}
+	for i, k := range slices.Sorted(maps.Keys(in.Parameters)) {
+		n := "Parameters.member." + strconv.Itoa(i+1) + "."
+		q.Set(n+"ParameterKey", k)
+		q.Set(n+"ParameterValue", in.Parameters[k])
 	}
-	return out
-}
-
-func stackTags(m map[string]string) []cfntypes.Tag {
-	var out []cfntypes.Tag
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		out = append(out, cfntypes.Tag{Key: sdk.String(k), Value: sdk.String(m[k])})
+	for i, k := range slices.Sorted(maps.Keys(in.Tags)) {
+		n := "Tags.member." + strconv.Itoa(i+1) + "."
+		q.Set(n+"Key", k)
+		q.Set(n+"Value", in.Tags[k])
 	}
-	return out
+	if in.Token != "" {
+		q.Set(tokenKey, in.Token)
+	}
+	return q
 }
 
 // ValidateTemplate asks CloudFormation whether body is a valid template;
@@ -102,8 +92,7 @@ func (t *Target) ValidateTemplate(ctx context.Context, body string) error {
 		return err
 	}
 	return t.call(ctx, "ValidateTemplate", func(ctx context.Context) error {
-		_, err := cf.ValidateTemplate(ctx, &cloudformation.ValidateTemplateInput{TemplateBody: sdk.String(body)})
-		return err
+		return cf.Query(ctx, "ValidateTemplate", url.Values{"TemplateBody": {body}}, nil)
 	})
 }
 
@@ -114,19 +103,14 @@ func (t *Target) CreateStack(ctx context.Context, in StackInput) (string, error)
 	if err != nil {
 		return "", err
 	}
-	var id string
+	var out struct{ StackId string }
 	err = t.call(ctx, "CreateStack", func(ctx context.Context) error {
-		out, err := cf.CreateStack(ctx, &cloudformation.CreateStackInput{StackName: sdk.String(in.Name), TemplateBody: sdk.String(in.Template),
-			Parameters: stackParams(in.Parameters), Tags: stackTags(in.Tags), ClientRequestToken: optString(in.Token)})
-		if err == nil {
-			id = sdk.ToString(out.StackId)
-		}
-		return err
+		return cf.Query(ctx, "CreateStack", stackQuery(in, "ClientRequestToken"), &out)
 	})
 	if err != nil {
 		return "", fmt.Errorf("create stack %s: %w", in.Name, err)
 	}
-	return id, nil
+	return out.StackId, nil
 }
 
 // UpdateStack updates a stack; ErrNoUpdates when nothing would change.
@@ -136,9 +120,7 @@ func (t *Target) UpdateStack(ctx context.Context, in StackInput) error {
 		return err
 	}
 	err = t.call(ctx, "UpdateStack", func(ctx context.Context) error {
-		_, err := cf.UpdateStack(ctx, &cloudformation.UpdateStackInput{StackName: sdk.String(in.Name), TemplateBody: sdk.String(in.Template),
-			Parameters: stackParams(in.Parameters), Tags: stackTags(in.Tags), ClientRequestToken: optString(in.Token)})
-		return err
+		return cf.Query(ctx, "UpdateStack", stackQuery(in, "ClientRequestToken"), nil)
 	})
 	if err != nil && strings.Contains(apiMessage(err), "No updates are to be performed") {
 		return ErrNoUpdates
@@ -156,9 +138,12 @@ func (t *Target) DeleteStack(ctx context.Context, name, token string) error {
 	if err != nil {
 		return err
 	}
+	q := url.Values{"StackName": {name}}
+	if token != "" {
+		q.Set("ClientRequestToken", token)
+	}
 	err = t.call(ctx, "DeleteStack", func(ctx context.Context) error {
-		_, err := cf.DeleteStack(ctx, &cloudformation.DeleteStackInput{StackName: sdk.String(name), ClientRequestToken: optString(token)})
-		return err
+		return cf.Query(ctx, "DeleteStack", q, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("delete stack %s: %w", name, err)
@@ -173,10 +158,14 @@ func (t *Target) DescribeStack(ctx context.Context, name string) (*Stack, error)
 	if err != nil {
 		return nil, err
 	}
-	var out *cloudformation.DescribeStacksOutput
-	err = t.call(ctx, "DescribeStacks", func(ctx context.Context) (err error) {
-		out, err = cf.DescribeStacks(ctx, &cloudformation.DescribeStacksInput{StackName: sdk.String(name)})
-		return err
+	var out struct {
+		Stacks []struct {
+			StackId, StackName, StackStatus, StackStatusReason string
+			Outputs                                            []struct{ OutputKey, OutputValue string } `xml:"Outputs>member"`
+		} `xml:"Stacks>member"`
+	}
+	err = t.call(ctx, "DescribeStacks", func(ctx context.Context) error {
+		return cf.Query(ctx, "DescribeStacks", url.Values{"StackName": {name}}, &out)
 	})
 	if err != nil && apiCode(err) == "ValidationError" && strings.Contains(apiMessage(err), "does not exist") {
 		return nil, nil
@@ -188,10 +177,9 @@ func (t *Target) DescribeStack(ctx context.Context, name string) (*Stack, error)
 		return nil, nil
 	}
 	s := out.Stacks[0]
-	st := &Stack{ID: sdk.ToString(s.StackId), Name: sdk.ToString(s.StackName), Status: string(s.StackStatus),
-		StatusReason: sdk.ToString(s.StackStatusReason), Outputs: map[string]string{}}
+	st := &Stack{ID: s.StackId, Name: s.StackName, Status: s.StackStatus, StatusReason: s.StackStatusReason, Outputs: map[string]string{}}
 	for _, o := range s.Outputs {
-		st.Outputs[sdk.ToString(o.OutputKey)] = sdk.ToString(o.OutputValue)
+		st.Outputs[o.OutputKey] = o.OutputValue
 	}
 	return st, nil
 }
@@ -202,24 +190,36 @@ func (t *Target) StackEvents(ctx context.Context, name string) ([]StackEvent, er
 	if err != nil {
 		return nil, err
 	}
-	var out []StackEvent
-	pages := cloudformation.NewDescribeStackEventsPaginator(cf, &cloudformation.DescribeStackEventsInput{StackName: sdk.String(name)})
-	for pages.HasMorePages() {
-		var page *cloudformation.DescribeStackEventsOutput
-		if err := t.call(ctx, "DescribeStackEvents", func(ctx context.Context) (err error) {
-			page, err = pages.NextPage(ctx)
-			return err
+	var evs []StackEvent
+	for token := ""; ; {
+		q := url.Values{"StackName": {name}}
+		if token != "" {
+			q.Set("NextToken", token)
+		}
+		var page struct {
+			StackEvents []struct {
+				Timestamp                                                                                 time.Time
+				LogicalResourceId, PhysicalResourceId, ResourceType, ResourceStatus, ResourceStatusReason string
+			} `xml:"StackEvents>member"`
+			NextToken string
+		}
+		if err := t.call(ctx, "DescribeStackEvents", func(ctx context.Context) error {
+			return cf.Query(ctx, "DescribeStackEvents", q, &page)
 		}); err != nil {
 			return nil, fmt.Errorf("events of stack %s: %w", name, err)
 		}
 		for _, e := range page.StackEvents {
-			out = append(out, StackEvent{Time: sdk.ToTime(e.Timestamp), LogicalID: sdk.ToString(e.LogicalResourceId),
-				PhysicalID: sdk.ToString(e.PhysicalResourceId), Type: sdk.ToString(e.ResourceType),
-				Status: string(e.ResourceStatus), Reason: sdk.ToString(e.ResourceStatusReason)})
+			evs = append(evs, StackEvent{Time: e.Timestamp, LogicalID: e.LogicalResourceId, PhysicalID: e.PhysicalResourceId,
+				Type: e.ResourceType, Status: e.ResourceStatus, Reason: e.ResourceStatusReason})
 		}
+		// A token repeated would page forever.
+		if page.NextToken == "" || page.NextToken == token {
+			break
+		}
+		token = page.NextToken
 	}
-	slices.Reverse(out)
-	return out, nil
+	slices.Reverse(evs)
+	return evs, nil
 }
 
 // StackResources lists a stack's resources.
@@ -228,17 +228,20 @@ func (t *Target) StackResources(ctx context.Context, name string) ([]StackResour
 	if err != nil {
 		return nil, err
 	}
-	var out *cloudformation.DescribeStackResourcesOutput
-	if err := t.call(ctx, "DescribeStackResources", func(ctx context.Context) (err error) {
-		out, err = cf.DescribeStackResources(ctx, &cloudformation.DescribeStackResourcesInput{StackName: sdk.String(name)})
-		return err
+	var out struct {
+		StackResources []struct {
+			LogicalResourceId, PhysicalResourceId, ResourceType, ResourceStatus, ResourceStatusReason string
+		} `xml:"StackResources>member"`
+	}
+	if err := t.call(ctx, "DescribeStackResources", func(ctx context.Context) error {
+		return cf.Query(ctx, "DescribeStackResources", url.Values{"StackName": {name}}, &out)
 	}); err != nil {
 		return nil, fmt.Errorf("resources of stack %s: %w", name, err)
 	}
 	var rs []StackResource
 	for _, r := range out.StackResources {
-		rs = append(rs, StackResource{LogicalID: sdk.ToString(r.LogicalResourceId), PhysicalID: sdk.ToString(r.PhysicalResourceId),
-			Type: sdk.ToString(r.ResourceType), Status: string(r.ResourceStatus), Reason: sdk.ToString(r.ResourceStatusReason)})
+		rs = append(rs, StackResource{LogicalID: r.LogicalResourceId, PhysicalID: r.PhysicalResourceId,
+			Type: r.ResourceType, Status: r.ResourceStatus, Reason: r.ResourceStatusReason})
 	}
 	return rs, nil
 }
@@ -262,36 +265,40 @@ func (t *Target) CreateChangeSet(ctx context.Context, in StackInput, changeSet s
 	if err != nil {
 		return ChangeSet{}, err
 	}
-	var id string
+	q := stackQuery(in, "ClientToken")
+	q.Set("ChangeSetName", changeSet)
+	var created struct{ Id string }
 	err = t.call(ctx, "CreateChangeSet", func(ctx context.Context) error {
-		out, err := cf.CreateChangeSet(ctx, &cloudformation.CreateChangeSetInput{StackName: sdk.String(in.Name), ChangeSetName: sdk.String(changeSet),
-			TemplateBody: sdk.String(in.Template), Parameters: stackParams(in.Parameters), Tags: stackTags(in.Tags), ClientToken: optString(in.Token)})
-		if err == nil {
-			id = sdk.ToString(out.Id)
-		}
-		return err
+		return cf.Query(ctx, "CreateChangeSet", q, &created)
 	})
 	if err != nil {
 		return ChangeSet{}, fmt.Errorf("create change set %s of stack %s: %w", changeSet, in.Name, err)
 	}
+	id := created.Id
 	pending := retry.Policy{Attempts: 60, Base: 200 * time.Millisecond, Max: 5 * time.Second, Classify: func(err error) (bool, time.Duration) { return errors.Is(err, errPending), 0 }}
 	var cs ChangeSet
 	err = pending.Do(ctx, func(ctx context.Context) error {
-		var out *cloudformation.DescribeChangeSetOutput
-		if err := t.call(ctx, "DescribeChangeSet", func(ctx context.Context) (err error) {
-			out, err = cf.DescribeChangeSet(ctx, &cloudformation.DescribeChangeSetInput{ChangeSetName: sdk.String(id), StackName: sdk.String(in.Name)})
-			return err
+		var out struct {
+			Status, StatusReason string
+			Changes              []struct {
+				ResourceChange *struct {
+					Action, LogicalResourceId, PhysicalResourceId, ResourceType, Replacement string
+				}
+			} `xml:"Changes>member"`
+		}
+		if err := t.call(ctx, "DescribeChangeSet", func(ctx context.Context) error {
+			return cf.Query(ctx, "DescribeChangeSet", url.Values{"ChangeSetName": {id}, "StackName": {in.Name}}, &out)
 		}); err != nil {
 			return err
 		}
-		cs = ChangeSet{ID: id, Name: changeSet, Status: string(out.Status), StatusReason: sdk.ToString(out.StatusReason)}
-		if out.Status == cfntypes.ChangeSetStatusCreatePending || out.Status == cfntypes.ChangeSetStatusCreateInProgress {
+		cs = ChangeSet{ID: id, Name: changeSet, Status: out.Status, StatusReason: out.StatusReason}
+		if out.Status == "CREATE_PENDING" || out.Status == "CREATE_IN_PROGRESS" {
 			return errPending
 		}
 		for _, c := range out.Changes {
 			if rc := c.ResourceChange; rc != nil {
-				cs.Changes = append(cs.Changes, Change{Action: string(rc.Action), LogicalID: sdk.ToString(rc.LogicalResourceId),
-					PhysicalID: sdk.ToString(rc.PhysicalResourceId), Type: sdk.ToString(rc.ResourceType), Replacement: string(rc.Replacement)})
+				cs.Changes = append(cs.Changes, Change{Action: rc.Action, LogicalID: rc.LogicalResourceId,
+					PhysicalID: rc.PhysicalResourceId, Type: rc.ResourceType, Replacement: rc.Replacement})
 			}
 		}
 		return nil

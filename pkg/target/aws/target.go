@@ -4,9 +4,10 @@
 // resulting AMIs, and launches applications' CloudFormation stacks.
 //
 // Every AWS API is reached through a narrow interface of only the methods
-// used (S3API, EC2API, IAMAPI, STSAPI, CloudFormationAPI, SSMAPI), so fakes and
-// emulators stay small; New builds them from the SDK, NewWithClients takes
-// any implementation.
+// used (S3API, EC2API, IAMAPI, STSAPI; SSMAPI and QueryAPI for
+// CloudFormation and EC2's launch queries), so fakes and emulators stay
+// small; New builds them (from the SDK, or over the wire protocol, see
+// wire.go), NewWithClients takes any implementation.
 package aws
 
 import (
@@ -22,12 +23,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
-	"github.com/aws/aws-sdk-go-v2/service/cloudformation"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -72,12 +71,6 @@ type EC2API interface {
 	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
 	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
 	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
-	// Application launches (instance.go).
-	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
-	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
-	DescribeInstanceTypes(context.Context, *ec2.DescribeInstanceTypesInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceTypesOutput, error)
-	DescribeInstanceStatus(context.Context, *ec2.DescribeInstanceStatusInput, ...func(*ec2.Options)) (*ec2.DescribeInstanceStatusOutput, error)
-	GetConsoleOutput(context.Context, *ec2.GetConsoleOutputInput, ...func(*ec2.Options)) (*ec2.GetConsoleOutputOutput, error)
 }
 
 // IAMAPI is the part of the IAM client the target uses.
@@ -103,8 +96,10 @@ type Clients struct {
 	EBS EBSAPI
 	// CloudFormation is used by application launches only; nil leaves
 	// them unavailable. SSM runs their optional validation commands.
-	CloudFormation CloudFormationAPI
+	// EC2Query answers the EC2 queries launches make (instance.go).
+	CloudFormation QueryAPI
 	SSM            SSMAPI
+	EC2Query       QueryAPI
 }
 
 // Endpoints override service endpoints (emulators, VPC endpoints). Empty
@@ -165,15 +160,16 @@ type Config struct {
 // Target is one AWS account and region. Its methods are safe for concurrent
 // use, except Setup, which changes the staging bucket and key.
 type Target struct {
-	cfg Config
-	s3  S3API
-	ec2 EC2API
-	iam IAMAPI
-	sts STSAPI
-	ebs EBSAPI
-	cf  CloudFormationAPI
-	ssm SSMAPI
-	log *slog.Logger
+	cfg  Config
+	s3   S3API
+	ec2  EC2API
+	iam  IAMAPI
+	sts  STSAPI
+	ebs  EBSAPI
+	cf   QueryAPI
+	ssm  SSMAPI
+	ec2q QueryAPI
+	log  *slog.Logger
 }
 
 // New builds SDK clients for cfg.
@@ -230,14 +226,13 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 			o.BaseEndpoint = ep(cfg.Endpoints.S3)
 			o.UsePathStyle = cfg.S3PathStyle
 		}),
-		EC2: ec2.NewFromConfig(ac, func(o *ec2.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EC2) }),
-		IAM: iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
-		STS: sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
-		EBS: ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
-		CloudFormation: cloudformation.NewFromConfig(ac, func(o *cloudformation.Options) {
-			o.BaseEndpoint = ep(cfg.Endpoints.CloudFormation)
-		}),
-		SSM: ssm.NewFromConfig(ac, func(o *ssm.Options) { o.BaseEndpoint = ep(cfg.Endpoints.SSM) }),
+		EC2:            ec2.NewFromConfig(ac, func(o *ec2.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EC2) }),
+		IAM:            iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
+		STS:            sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
+		CloudFormation: queryClient{newWire(ac, "CloudFormation", "cloudformation", cfg.Endpoints.CloudFormation), "2010-05-15", "Result"},
+		EBS:            ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
+		EC2Query:       queryClient{newWire(ac, "EC2", "ec2", cfg.Endpoints.EC2), "2016-11-15", "Response"},
+		SSM:            ssmClient{newWire(ac, "SSM", "ssm", cfg.Endpoints.SSM)},
 	}
 	return NewWithClients(cfg, cl), nil
 }
@@ -308,7 +303,7 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, ebs: c.EBS, cf: c.CloudFormation, ssm: c.SSM, log: log}
+	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, ebs: c.EBS, cf: c.CloudFormation, ssm: c.SSM, ec2q: c.EC2Query, log: log}
 }
 
 // Region is the target's region.

@@ -1,0 +1,249 @@
+package aws
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	sdk "github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/rehost/rehost/pkg/awsregion"
+)
+
+// SSM, CloudFormation and EC2's launch queries (instance.go) are reached
+// without SDK clients, whose packages weighed more than 3 MB of the product
+// binary for the fourteen operations an application launch calls. A
+// request here is the service's own wire protocol (SSM: AWS JSON 1.1;
+// CloudFormation and EC2: AWS Query), signed with
+// SigV4 by the SDK's signer (linked anyway by every other client), sent
+// with the same HTTP client, credentials and region as the SDK clients,
+// and never retried here (Target.call retries, as for every AWS call).
+//
+// Errors take the SDK clients' shapes: a *smithy.OperationError around an
+// *awshttp.ResponseError around a *smithy.GenericAPIError for an answer
+// with an AWS error code, a *smithyhttp.RequestSendError for a request no
+// answer came to. So transient() classifies them, apiCode and apiMessage
+// read them, and users read them, as those of the SDK clients.
+
+// wire sends one service's requests.
+type wire struct {
+	service  string // the SDK's service id, which error messages name
+	signing  string // the service of the SigV4 scope
+	endpoint string
+	region   string
+	creds    sdk.CredentialsProvider
+	http     sdk.HTTPClient
+	signer   *v4.Signer
+}
+
+// maxAnswer bounds an answer read into memory (a page of stack events, a
+// command's output are far smaller).
+const maxAnswer = 16 << 20
+
+// newWire reaches a service at endpoint, or, when that is empty, at the
+// configuration's base endpoint (AWS_ENDPOINT_URL) or the region's
+// endpoint, as the SDK clients do.
+func newWire(ac sdk.Config, service, signing, endpoint string) *wire {
+	if endpoint == "" && ac.BaseEndpoint != nil {
+		endpoint = *ac.BaseEndpoint
+	}
+	if endpoint == "" {
+		endpoint = "https://" + signing + "." + ac.Region + "." + awsregion.DNSSuffix(ac.Region)
+	}
+	return &wire{service: service, signing: signing, endpoint: endpoint, region: ac.Region, creds: ac.Credentials,
+		http: ac.HTTPClient, signer: v4.NewSigner()}
+}
+
+// post sends body with header and returns the answer's body; a non-2xx
+// answer becomes the error apiErr reads from it.
+func (w *wire) post(ctx context.Context, op string, header http.Header, body []byte,
+	apiErr func(*http.Response, []byte) (code, msg, requestID string)) ([]byte, error) {
+	b, err := w.roundTrip(ctx, header, body, apiErr)
+	if err != nil {
+		return nil, &smithy.OperationError{ServiceID: w.service, OperationName: op, Err: err}
+	}
+	return b, nil
+}
+
+func (w *wire) roundTrip(ctx context.Context, header http.Header, body []byte,
+	apiErr func(*http.Response, []byte) (code, msg, requestID string)) ([]byte, error) {
+	if w.creds == nil {
+		return nil, errors.New("no AWS credentials found (give an access key, a profile or an instance role)")
+	}
+	creds, err := w.creds.Retrieve(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("failed to retrieve credentials: %w", err)
+	}
+	u, err := url.Parse(w.endpoint)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("endpoint %q: not a URL with a host", w.endpoint)
+	}
+	if u.Path == "" {
+		u.Path = "/"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	sum := sha256.Sum256(body)
+	if err := w.signer.SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), w.signing, w.region, time.Now().UTC()); err != nil {
+		return nil, fmt.Errorf("sign the request: %w", err)
+	}
+	resp, err := w.http.Do(req)
+	if err != nil {
+		return nil, &smithyhttp.RequestSendError{Err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return nil, fmt.Errorf("read the answer: %w", err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return b, nil
+	}
+	code, msg, rid := apiErr(resp, b)
+	if code == "" {
+		code = http.StatusText(resp.StatusCode)
+		msg = strings.TrimSpace(string(b[:min(len(b), 512)]))
+	}
+	if rid == "" {
+		rid = resp.Header.Get("X-Amzn-Requestid")
+	}
+	fault := smithy.FaultClient
+	if resp.StatusCode >= 500 {
+		fault = smithy.FaultServer
+	}
+	return nil, &awshttp.ResponseError{RequestID: rid, ResponseError: &smithyhttp.ResponseError{
+		Response: &smithyhttp.Response{Response: resp}, Err: &smithy.GenericAPIError{Code: code, Message: msg, Fault: fault}}}
+}
+
+// jsonCall sends one AWS JSON 1.1 operation (X-Amz-Target: prefix.op) and
+// decodes its answer into out.
+func (w *wire) jsonCall(ctx context.Context, prefix, op string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	h := http.Header{"Content-Type": {"application/x-amz-json-1.1"}, "X-Amz-Target": {prefix + "." + op}}
+	b, err := w.post(ctx, op, h, body, jsonError)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return &smithy.OperationError{ServiceID: w.service, OperationName: op, Err: fmt.Errorf("decode the answer: %w", err)}
+	}
+	return nil
+}
+
+// jsonError reads an AWS JSON error: its type from X-Amzn-Errortype or
+// the body's __type (or code), without a namespace (…#Code) or a URI
+// suffix (Code:…).
+func jsonError(resp *http.Response, b []byte) (code, msg, requestID string) {
+	var e struct {
+		Type    string `json:"__type"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Upper   string `json:"Message"`
+	}
+	_ = json.Unmarshal(b, &e)
+	code = resp.Header.Get("X-Amzn-Errortype")
+	if code == "" {
+		code = e.Type
+	}
+	if code == "" {
+		code = e.Code
+	}
+	if i := strings.IndexByte(code, ':'); i >= 0 {
+		code = code[:i]
+	}
+	if i := strings.IndexByte(code, '#'); i >= 0 {
+		code = code[i+1:]
+	}
+	if e.Message == "" {
+		e.Message = e.Upper
+	}
+	return code, e.Message, ""
+}
+
+// QueryAPI is a service of the AWS Query protocol as the target uses it:
+// CloudFormation's actions (stack.go), EC2's launch queries (instance.go).
+type QueryAPI interface {
+	// Query sends action with its parameters (Version is added) and
+	// decodes the action's result element of the answer (CloudFormation's
+	// <ActionResult>, EC2's <ActionResponse>) into out; nil ignores it.
+	// An answer with an AWS error code is an error that smithy.APIError
+	// reads, as the SDK client's.
+	Query(ctx context.Context, action string, params url.Values, out any) error
+}
+
+// queryClient is a Query service over its wire protocol.
+type queryClient struct {
+	w       *wire
+	version string // the API version, such as 2010-05-15
+	result  string // the suffix of the result element's name
+}
+
+func (c queryClient) Query(ctx context.Context, action string, params url.Values, out any) error {
+	form := url.Values{"Action": {action}, "Version": {c.version}}
+	for k, v := range params {
+		form[k] = v
+	}
+	h := http.Header{"Content-Type": {"application/x-www-form-urlencoded; charset=utf-8"}}
+	b, err := c.w.post(ctx, action, h, []byte(form.Encode()), queryError)
+	if err != nil || out == nil {
+		return err
+	}
+	if err := decodeResult(b, action+c.result, out); err != nil {
+		return &smithy.OperationError{ServiceID: c.w.service, OperationName: action, Err: fmt.Errorf("decode the answer: %w", err)}
+	}
+	return nil
+}
+
+// decodeResult decodes the first element named name into out.
+func decodeResult(b []byte, name string, out any) error {
+	d := xml.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return fmt.Errorf("no %s element: %w", name, err)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == name {
+			return d.DecodeElement(out, &se)
+		}
+	}
+}
+
+// queryError reads an AWS Query error: <ErrorResponse><Error><Code>…, or
+// EC2's <Response><Errors><Error><Code>….
+func queryError(_ *http.Response, b []byte) (code, msg, requestID string) {
+	var e struct {
+		Code         string `xml:"Error>Code"`
+		Message      string `xml:"Error>Message"`
+		RequestID    string `xml:"RequestId"`
+		EC2Code      string `xml:"Errors>Error>Code"`
+		EC2Message   string `xml:"Errors>Error>Message"`
+		EC2RequestID string `xml:"RequestID"`
+	}
+	_ = xml.Unmarshal(b, &e)
+	if e.Code == "" {
+		return e.EC2Code, e.EC2Message, e.EC2RequestID
+	}
+	return e.Code, e.Message, e.RequestID
+}
