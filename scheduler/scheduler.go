@@ -954,6 +954,9 @@ func (s *Scheduler) ImportSlot(ctx context.Context, region string) (release func
 	return func() { once.Do(func() { <-sem }) }, nil
 }
 
+// ImportLimit is how many ImportSlot holders one region allows at once.
+func (s *Scheduler) ImportLimit() int { return s.o.ImportLimitPerRegion }
+
 // ImportSlotsInUse reports how many import slots each region has taken.
 func (s *Scheduler) ImportSlotsInUse() map[string]int {
 	s.semMu.Lock()

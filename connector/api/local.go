@@ -104,9 +104,10 @@ func page[T any](items []T, token string, max int) ([]T, string, error) {
 
 // catalog is the state a listing needs, read once per call.
 type catalog struct {
-	sources map[string]store.Source
-	servers map[string]store.Server
-	jobs    []store.ReplicationJob
+	sources    map[string]store.Source
+	servers    map[string]store.Server
+	jobs       []store.ReplicationJob
+	preflights map[string]daemon.Report
 }
 
 func (l *Local) catalog(ctx context.Context) (*catalog, error) {
@@ -126,6 +127,9 @@ func (l *Local) catalog(ctx context.Context) (*catalog, error) {
 		c.servers[s.ServerID] = s
 	}
 	if c.jobs, err = l.D.Store.ListJobs(ctx, store.JobFilter{}); err != nil {
+		return nil, internal(err)
+	}
+	if c.preflights, err = l.D.Preflights(ctx); err != nil {
 		return nil, internal(err)
 	}
 	return c, nil
@@ -160,6 +164,9 @@ func (c *catalog) server(s store.Server) Server {
 	out := Server{ServerID: s.ServerID, ServerType: ServerTypeVirtualMachine, VmServer: c.vmServer(s.ServerID),
 		Rehost: &ServerDetails{SourceID: s.SourceID, GuestOS: s.GuestOS, Firmware: s.Firmware, CPUs: s.CPUs,
 			MemoryMiB: s.MemoryMiB, DiskCount: s.DiskCount, ImportedAt: At(s.ImportedAt)}}
+	if r, ok := c.preflights[s.ServerID]; ok {
+		out.Rehost.Preflight = preflightOf(r)
+	}
 	// The live job, else the latest deleted one.
 	for _, j := range c.jobs {
 		if j.ServerID != s.ServerID {
@@ -353,6 +360,9 @@ func (l *Local) DeleteServerCatalog(ctx context.Context, _ *DeleteServerCatalogI
 		if err := l.D.Store.DeleteServer(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return nil, storeErr(err, ErrInvalidParameter)
 		}
+		if err := l.D.Store.DeletePreflight(ctx, id); err != nil {
+			return nil, internal(err)
+		}
 	}
 	return &DeleteServerCatalogOutput{}, nil
 }
@@ -531,6 +541,9 @@ func (l *Local) CreateReplicationJob(ctx context.Context, in *CreateReplicationJ
 	}
 	if _, err := l.D.Store.GetSource(ctx, srv.SourceID); err != nil {
 		return nil, Errorf(ErrServerCannotBeReplicated, "server %s (%q): its source is gone: %v", srv.ServerID, srv.Name, err)
+	}
+	if err := l.admit(ctx, srv, in.RehostAcceptWarnings); err != nil {
+		return nil, err
 	}
 	created, err := l.D.CreateJob(ctx, j)
 	if errors.Is(err, store.ErrConflict) {

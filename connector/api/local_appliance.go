@@ -16,6 +16,7 @@ import (
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/version"
+	"github.com/rehost/rehost/pkg/preflight"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 	"github.com/rehost/rehost/pkg/source/vsphere"
@@ -171,7 +172,14 @@ func (l *Local) Register(ctx context.Context, in *RegisterInput) (*RegisterOutpu
 		return &RegisterOutput{Report: rep}, registerError(err)
 	}
 	l.notify()
-	return &RegisterOutput{Report: rep}, nil
+	out := &RegisterOutput{Report: rep}
+	// What the first run would still fail on is said now.
+	if r, err := l.D.PreflightAccount(ctx); err != nil {
+		l.D.Log.Warn("preflight of the account after registration", "err", err)
+	} else {
+		out.Preflight = preflightOf(r)
+	}
+	return out, nil
 }
 
 // awsCheckTimeout bounds the AWS reachability check.
@@ -249,8 +257,14 @@ func (l *Local) GetConnectorStatus(ctx context.Context, _ *GetConnectorStatusInp
 			st.RunsActive = len(runs)
 		}
 	}
+	if r, ok, err := l.D.Preflight(ctx, store.PreflightAccount); err != nil {
+		return nil, internal(err)
+	} else if ok && reg.Registered {
+		st.Preflight = preflightOf(r)
+	}
 	st.Healthy = reg.Registered && st.AWS.OK && st.FreeDiskBytes >= minFreeDisk &&
-		!slices.ContainsFunc(st.Sources, func(c Check) bool { return !c.OK })
+		!slices.ContainsFunc(st.Sources, func(c Check) bool { return !c.OK }) &&
+		(st.Preflight == nil || st.Preflight.Status != string(preflight.Blocked))
 	return st, nil
 }
 

@@ -64,6 +64,9 @@ type Service interface {
 	// VerifyReplicationJob requests a full verification of an incremental
 	// job's replicas, by a run started now or the job's next.
 	VerifyReplicationJob(context.Context, *VerifyReplicationJobInput) (*VerifyReplicationJobOutput, error)
+	// Preflight checks the servers named (every one when none is) and the
+	// account now, stores the results and returns them.
+	Preflight(context.Context, *PreflightInput) (*PreflightOutput, error)
 	// GetFleetStatus reports the fleet's members, leader and leases
 	// (OperationNotPermittedException for a connector on its own).
 	GetFleetStatus(context.Context, *GetFleetStatusInput) (*FleetStatus, error)
@@ -165,6 +168,7 @@ func init() {
 		"GetReplicationRun":                 op(RehostTarget, true, Service.GetReplicationRun),
 		"GetConnectorStatus":                op(RehostTarget, true, Service.GetConnectorStatus),
 		"GetEvents":                         op(RehostTarget, true, Service.GetEvents),
+		"Preflight":                         op(RehostTarget, false, Service.Preflight),
 		"BackupStateToBucket":               op(RehostTarget, false, Service.BackupStateToBucket),
 		"GetBackupKey":                      op(RehostTarget, false, Service.GetBackupKey),
 		"VerifyReplicationJob":              op(RehostTarget, false, Service.VerifyReplicationJob),

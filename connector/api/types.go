@@ -9,6 +9,7 @@ import (
 
 	"github.com/rehost/rehost/appliance/status"
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/pkg/preflight"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
@@ -91,6 +92,42 @@ type ServerDetails struct {
 	MemoryMiB  int64  `json:"memoryMiB,omitempty"`
 	DiskCount  int    `json:"diskCount"`
 	ImportedAt Time   `json:"importedAt,omitzero"`
+	// Preflight is whether the server will migrate (absent until checked).
+	Preflight *Preflight `json:"preflight,omitempty"`
+}
+
+// Preflight is a server's or the account's latest preflight: ready, ready
+// with warnings, or blocked, with each finding (its level, code, one
+// sentence and what to do).
+type Preflight struct {
+	Status    string              `json:"status"`
+	Findings  []preflight.Finding `json:"findings"`
+	CheckedAt Time                `json:"checkedAt,omitzero"`
+}
+
+func preflightOf(r daemon.Report) *Preflight {
+	return &Preflight{Status: string(r.Status), Findings: r.Findings, CheckedAt: At(r.CheckedAt)}
+}
+
+// PreflightInput asks for a preflight now: of the servers named (ids or
+// names; every server of the catalog when none is) and of the account.
+type PreflightInput struct {
+	Servers []string `json:"servers,omitempty"`
+	// SkipAccount leaves the account out (its stored result is returned).
+	SkipAccount bool `json:"skipAccount,omitempty"`
+}
+
+// ServerPreflight is one server's preflight.
+type ServerPreflight struct {
+	ServerID string `json:"serverId"`
+	Name     string `json:"name"`
+	Preflight
+}
+
+// PreflightOutput is the result, servers by name.
+type PreflightOutput struct {
+	Account *Preflight        `json:"account,omitempty"`
+	Servers []ServerPreflight `json:"servers"`
 }
 
 // ImportServerCatalogInput asks for the catalog of every source, or of one
@@ -187,6 +224,9 @@ type CreateReplicationJobInput struct {
 	// RegisterImage on the replicas as they are, without VM Import, for a
 	// guest that needs no conversion (drivers, licensing).
 	RehostNoConversion bool `json:"rehostNoConversion,omitempty"`
+	// RehostAcceptWarnings creates the job for a server whose preflight
+	// has warnings (never for a blocked one).
+	RehostAcceptWarnings bool `json:"rehostAcceptWarnings,omitempty"`
 }
 
 // CreateReplicationJobOutput names the new job.
@@ -479,6 +519,9 @@ type RegisterInput struct {
 // RegisterOutput is what setup found and changed.
 type RegisterOutput struct {
 	Report awstarget.SetupReport `json:"report"`
+	// Preflight is the account's preflight right after the setup: what
+	// the first run would still fail on (a KMS key the role may not use).
+	Preflight *Preflight `json:"preflight,omitempty"`
 }
 
 // GetReplicationRunInput names a run.
@@ -516,7 +559,10 @@ type ConnectorStatus struct {
 	TotalDiskBytes uint64 `json:"totalDiskBytes"`
 	RunsPending    int    `json:"runsPending"`
 	RunsActive     int    `json:"runsActive"`
-	Healthy        bool   `json:"healthy"`
+	// Preflight is the account's latest preflight (re-run daily and by
+	// 'rehost preflight'); a blocked account is not healthy.
+	Preflight *Preflight `json:"preflight,omitempty"`
+	Healthy   bool       `json:"healthy"`
 	// Backup is the state backups' status.
 	Backup BackupStatus `json:"backup"`
 	// Appliance is the appliance's report of itself — the system partition

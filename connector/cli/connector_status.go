@@ -5,9 +5,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/pkg/preflight"
 )
 
 // errUnhealthy is what connector status returns when a check failed.
@@ -42,6 +44,21 @@ func init() {
 	})
 }
 
+// printFindings lists the blockers and warnings of a preflight, each with
+// what to do.
+func printFindings(w io.Writer, fs []preflight.Finding) {
+	for _, f := range fs {
+		if f.Level == preflight.Note {
+			continue
+		}
+		fmt.Fprintf(w, "  %s %s: %s", f.Level, f.Code, f.Message)
+		if f.Action != "" {
+			fmt.Fprintf(w, " %s", f.Action)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
 func printStatus(env Env, st *api.ConnectorStatus) {
 	w := env.Stdout
 	fmt.Fprintf(w, "version:      %s\n", st.Version)
@@ -71,6 +88,10 @@ func printStatus(env Env, st *api.ConnectorStatus) {
 	}
 	fmt.Fprintf(w, "disk:         %s free of %s\n", bytesIEC(int64(st.FreeDiskBytes)), bytesIEC(int64(st.TotalDiskBytes)))
 	fmt.Fprintf(w, "runs:         %d active, %d waiting\n", st.RunsActive, st.RunsPending)
+	if p := st.Preflight; p != nil {
+		fmt.Fprintf(w, "preflight:    the account is %s (checked %s)\n", p.Status, cell(p.CheckedAt))
+		printFindings(w, p.Findings)
+	}
 	if a := st.Appliance; a != nil {
 		key := a.SigningKey
 		if a.DevKey {

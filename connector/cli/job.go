@@ -37,7 +37,7 @@ func jobMode(j api.ReplicationJob) string {
 func init() {
 	Register(Command{
 		Name:    "job create",
-		Usage:   "--server NAME|ID --frequency HOURS|--minutes 15|20|30 [--mode full|incremental] [--no-conversion] [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N]",
+		Usage:   "--server NAME|ID --frequency HOURS|--minutes 15|20|30 [--mode full|incremental] [--no-conversion] [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N] [--accept-warnings]",
 		Summary: "create a replication job for a server (CreateReplicationJob)",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
@@ -55,6 +55,7 @@ func init() {
 			fs.BoolVar(&in.Encrypted, "encrypted", false, "encrypt the AMIs' snapshots")
 			fs.StringVar(&in.KmsKeyID, "kms-key", "", "KMS key for encrypted AMIs (default the account's EBS key)")
 			fs.StringVar(&in.Description, "description", "", "description")
+			fs.BoolVar(&in.RehostAcceptWarnings, "accept-warnings", false, "create the job though the server's preflight has warnings (a blocked server is always refused)")
 			asJSON := fs.Bool("json", false, "print the job as JSON")
 			return func(ctx context.Context, env Env, args []string) error {
 				if len(args) > 0 || *server == "" {

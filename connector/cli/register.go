@@ -38,7 +38,7 @@ func init() {
 			fs.StringVar(&o.s.Profile, "aws-profile", "", "shared config profile for the account's credentials")
 			fs.StringVar(&o.s.AssumeRoleARN, "assume-role", "", "ARN of a role to assume with those credentials and act as")
 			fs.StringVar(&o.s.ExternalID, "external-id", "", "external id the assumed role's trust policy asks for")
-			fs.StringVar(&o.s.Endpoint, "aws-endpoint", "", "EC2/IAM/STS endpoint override (an emulator or VPC endpoint)")
+			fs.StringVar(&o.s.Endpoint, "aws-endpoint", "", "EC2/IAM/STS/EBS/KMS/Service Quotas endpoint override (an emulator or VPC endpoint)")
 			fs.StringVar(&o.s.S3Endpoint, "s3-endpoint", "", "S3 endpoint override (path-style)")
 			fs.StringVar(&o.s.ImportMode, "import-mode", "image", "image (ImportImage) or snapshot (ImportSnapshot + RegisterImage)")
 			fs.DurationVar(&o.s.PollInitial, "poll-initial", 0, "first interval between polls of a VM Import task (default 2s)")
@@ -114,6 +114,10 @@ func (o *registerOptions) run(ctx context.Context, env Env, args []string) error
 	}
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(env.Stdout, "warning: %s\n", w)
+	}
+	if p := out.Preflight; p != nil {
+		fmt.Fprintf(env.Stdout, "preflight: the account is %s\n", p.Status)
+		printFindings(env.Stdout, p.Findings)
 	}
 	if rep.RoleDocuments != nil {
 		rd := rep.RoleDocuments

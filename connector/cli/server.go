@@ -56,14 +56,15 @@ func init() {
 }
 
 func printServers(env Env, asJSON bool, servers []api.Server) error {
-	return listing(env, asJSON, servers, "SERVER ID\tNAME\tSOURCE\tGUEST OS\tFIRMWARE\tCPUS\tMEMORY\tDISKS\tJOB",
+	return listing(env, asJSON, servers, "SERVER ID\tNAME\tSOURCE\tGUEST OS\tFIRMWARE\tCPUS\tMEMORY\tDISKS\tPREFLIGHT\tJOB",
 		func(s api.Server) []any {
 			vm, d := vmOf(s), detailsOf(s)
 			job := s.ReplicationJobID
 			if s.ReplicationJobTerminated {
 				job += " (ended)"
 			}
-			return []any{s.ServerID, vm.VmName, vm.VmManagerName, d.GuestOS, d.Firmware, d.CPUs, fmt.Sprintf("%d MiB", d.MemoryMiB), d.DiskCount, job}
+			return []any{s.ServerID, vm.VmName, vm.VmManagerName, d.GuestOS, d.Firmware, d.CPUs, fmt.Sprintf("%d MiB", d.MemoryMiB), d.DiskCount,
+				preflightCell(d.Preflight), job}
 		})
 }
 

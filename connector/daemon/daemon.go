@@ -46,7 +46,7 @@ type AWSSettings struct {
 	// one.
 	AssumeRoleARN string `json:"assumeRoleArn,omitempty"`
 	ExternalID    string `json:"externalId,omitempty"`
-	// Endpoint overrides EC2, IAM, STS and EBS (an emulator, a VPC
+	// Endpoint overrides EC2, IAM, STS, EBS, KMS and Service Quotas (an emulator, a VPC
 	// endpoint); S3Endpoint overrides S3 (path-style addressing).
 	Endpoint   string `json:"endpoint,omitempty"`
 	S3Endpoint string `json:"s3Endpoint,omitempty"`
@@ -287,7 +287,8 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget
 		AssumeRoleARN:   s.AssumeRoleARN,
 		ExternalID:      s.ExternalID,
 		Endpoints: awstarget.Endpoints{
-			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint, CloudFormation: s.Endpoint, SSM: s.Endpoint,
+			S3: s.S3Endpoint, EC2: s.Endpoint, IAM: s.Endpoint, STS: s.Endpoint, EBS: s.Endpoint, KMS: s.Endpoint, Quotas: s.Endpoint,
+			CloudFormation: s.Endpoint, SSM: s.Endpoint,
 		},
 		S3PathStyle: s.S3Endpoint != "",
 		Bucket:      s.Bucket,
@@ -382,6 +383,7 @@ func (d *Daemon) ImportCatalog(ctx context.Context, sourceID string) ([]store.Se
 		return nil, fmt.Errorf("import server catalog: %w", err)
 	}
 	out := make([]store.Server, 0, len(vms))
+	snap := d.snapshotImport(ctx)
 	for _, vm := range vms {
 		details, _ := json.Marshal(vm)
 		s, err := d.Store.UpsertServer(ctx, store.Server{
@@ -390,6 +392,10 @@ func (d *Daemon) ImportCatalog(ctx context.Context, sourceID string) ([]store.Se
 			Details: string(details),
 		})
 		if err != nil {
+			return nil, fmt.Errorf("import server catalog: vm %q: %w", vm.Name, err)
+		}
+		// Each server of the catalog says at once whether it will migrate.
+		if _, err := d.putReport(ctx, s.ServerID, checkVM(ctx, src, vm, snap)); err != nil {
 			return nil, fmt.Errorf("import server catalog: vm %q: %w", vm.Name, err)
 		}
 		out = append(out, s)
@@ -461,6 +467,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.janitor(ctx, true)
 		d.autoBackup(ctx)
 	}()
+	preflightDone := make(chan struct{})
+	go func() {
+		defer close(preflightDone)
+		d.preflightAll(ctx)
+	}()
 	// Launches a crash left in progress are picked up where they stood.
 	appsDone := make(chan struct{})
 	go func() {
@@ -469,13 +480,14 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}()
 	tick := time.NewTicker(30 * time.Minute)
 	defer tick.Stop()
-	lastSweep := time.Now()
+	lastSweep, lastPreflight := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			d.Sched.Stop()
 			d.Sched.Wait()
 			<-janitorDone
+			<-preflightDone
 			<-appsDone
 			<-memberDone
 			return removedErr(ctx)
@@ -485,6 +497,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 				lastSweep = time.Now()
 			}
 			d.janitor(ctx, sweep)
+			if time.Since(lastPreflight) >= PreflightEvery {
+				lastPreflight = time.Now()
+				d.preflightAll(ctx)
+			}
 			d.autoBackup(ctx)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/replication"
+	"github.com/rehost/rehost/pkg/preflight"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
@@ -47,6 +48,10 @@ type VMResult struct {
 	Message      string      `json:"statusMessage,omitempty"`
 	Disks        []DiskCheck `json:"disks"`
 	Verified     bool        `json:"verified"`
+	// Preflight is the server's preflight status when its catalog was
+	// imported; FirstStep the step its run began with.
+	Preflight string `json:"preflight"`
+	FirstStep string `json:"firstStep"`
 }
 
 // Summary is the demo's result.
@@ -147,6 +152,13 @@ func Run(ctx context.Context, o Options) (Summary, *Env, error) {
 		return fail(err)
 	}
 	fmt.Fprintf(o.Out, "imported %d servers from %s\n", len(servers), peers.Sim.URL())
+	reports, err := d.Preflights(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	for _, s := range servers {
+		fmt.Fprintf(o.Out, "  %s: preflight %s\n", s.Name, reports[s.ServerID].Status)
+	}
 
 	now := time.Now()
 	jobs := map[string]store.Server{}
@@ -178,7 +190,10 @@ func Run(ctx context.Context, o Options) (Summary, *Env, error) {
 	for _, jobID := range order {
 		s, r := jobs[jobID], runs[jobID]
 		vr := VMResult{VM: s.Name, Firmware: s.Firmware, ServerID: s.ServerID, JobID: jobID, RunID: r.ReplicationRunID,
-			State: string(r.State), AMI: r.AmiID, Message: r.StatusMessage}
+			State: string(r.State), AMI: r.AmiID, Message: r.StatusMessage, Preflight: string(reports[s.ServerID].Status)}
+		if len(r.Progress.Steps) > 0 {
+			vr.FirstStep = r.Progress.Steps[0].Step
+		}
 		if r.State == store.RunCompleted && r.AmiID != "" {
 			claimed[r.AmiID] = true
 			checks, err := peers.Verify(s.Name, r.AmiID)
@@ -194,7 +209,7 @@ func Run(ctx context.Context, o Options) (Summary, *Env, error) {
 				vr.Verified = vr.Verified && c.Equal
 			}
 		}
-		sum.OK = sum.OK && vr.Verified
+		sum.OK = sum.OK && vr.Verified && vr.Preflight == string(preflight.Ready)
 		sum.VMs = append(sum.VMs, vr)
 	}
 	if sum.Leftovers, err = peers.Leftovers(ctx, sum.Bucket, claimed); err != nil {
@@ -264,18 +279,18 @@ func bar(r store.ReplicationRun) string {
 // PrintSummary writes the result table.
 func PrintSummary(w io.Writer, s Summary) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nVM\tFIRMWARE\tRUN\tAMI\tDETECTED OS\tDISK\tSOURCE SHA-256\tSNAPSHOT SHA-256\tCONTENT")
+	fmt.Fprintln(tw, "\nVM\tPREFLIGHT\tFIRMWARE\tRUN\tAMI\tDETECTED OS\tDISK\tSOURCE SHA-256\tSNAPSHOT SHA-256\tCONTENT")
 	for _, v := range s.VMs {
 		osName := cmp.Or(strings.TrimSuffix(v.Platform+" ("+v.Distribution+")", " ()"), "-")
 		if len(v.Disks) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t-\t-\t-\t%s\n", v.VM, v.Firmware, v.State, cmp.Or(v.AMI, "-"), osName, cmp.Or(v.Message, "not verified"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t-\t-\t-\t%s\n", v.VM, v.Preflight, v.Firmware, v.State, cmp.Or(v.AMI, "-"), osName, cmp.Or(v.Message, "not verified"))
 		}
 		for _, d := range v.Disks {
 			verdict := "equal"
 			if !d.Equal {
 				verdict = "DIFFERENT"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d (%d MiB)\t%s…\t%s…\t%s\n", v.VM, v.Firmware, v.State, v.AMI, osName, d.Disk, d.Size>>20, d.SourceHash[:16], d.TargetHash[:min(16, len(d.TargetHash))], verdict)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d (%d MiB)\t%s…\t%s…\t%s\n", v.VM, v.Preflight, v.Firmware, v.State, v.AMI, osName, d.Disk, d.Size>>20, d.SourceHash[:16], d.TargetHash[:min(16, len(d.TargetHash))], verdict)
 		}
 	}
 	tw.Flush()

@@ -32,6 +32,10 @@ func TestDemoRun(t *testing.T) {
 		if got := v.Platform + "/" + v.Distribution; got != want {
 			t.Errorf("%s: detected %q, want %q", v.VM, got, want)
 		}
+		// Every demo VM passes preflight, and its run begins with it.
+		if v.Preflight != "ready" || v.FirstStep != "preflight" {
+			t.Errorf("%s: preflight %q, first step %q; want ready, preflight", v.VM, v.Preflight, v.FirstStep)
+		}
 		sawEFI = sawEFI || v.Firmware == "efi"
 		sawTwoDisks = sawTwoDisks || len(v.Disks) == 2
 		for _, d := range v.Disks {

@@ -3,7 +3,7 @@
 // step_<name>.go, carrying its name, title, weight, advice and metrics
 // label, which every display of a run reads through Steps):
 //
-//	snapshot → stage (export each disk, stream it to S3) → release-snapshot →
+//	preflight → snapshot → stage (export each disk, stream it to S3) → release-snapshot →
 //	import → wait-import → finalize → unstage → retention
 //
 // A step owns its effects. Before it creates anything outside the process it

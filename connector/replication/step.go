@@ -87,6 +87,7 @@ type progresser interface {
 // saying which modes it runs in (Info.Modes). Adding a step is a file and
 // a line here.
 var steps = []step{
+	preflightStep{},
 	trackStep{},
 	snapshotStep{},
 	changesStep{},

@@ -196,7 +196,7 @@ func (r *run) planDisk(ctx context.Context, i int, d source.Disk) (diskPlan, err
 	if p.ReadBlocks, err = countBlocks(ctx, ch.Areas); err != nil {
 		return p, fmt.Errorf("%s: %w", what, err)
 	}
-	if dr, ok := r.src.(source.DiskReader); ok {
+	if dr, ok := r.src.(source.CheckpointReader); ok {
 		dd, err := dr.OpenDisk(ctx, r.cp, d.Key)
 		if errors.Is(err, errors.ErrUnsupported) {
 			return p, &errTurnFull{err.Error()}

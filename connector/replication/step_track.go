@@ -41,7 +41,7 @@ func (s trackStep) do(ctx context.Context, r *run) error {
 // can); an error is one worth retrying the step for.
 func (r *run) incrementalBlocked(ctx context.Context) (string, error) {
 	ct, tracks := r.src.(source.ChangeTracker)
-	_, reads := r.src.(source.DiskReader)
+	_, reads := r.src.(source.CheckpointReader)
 	if !tracks || !reads {
 		return "its source cannot tell which blocks changed or read them at random", nil
 	}

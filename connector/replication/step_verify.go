@@ -437,7 +437,7 @@ func (r *run) repair(ctx context.Context, p diskPlan, head string, blocks []int6
 	if err := r.e.Store.RecordCreated(ctx, id, rep.SnapshotID, mustJSON(data)); err != nil {
 		return "", fmt.Errorf("record repair replica %s: %w", rep.SnapshotID, err)
 	}
-	dd, err := r.src.(source.DiskReader).OpenDisk(ctx, r.cp, p.Key)
+	dd, err := r.src.(source.CheckpointReader).OpenDisk(ctx, r.cp, p.Key)
 	if err != nil {
 		return "", fmt.Errorf("open the disk of checkpoint %q: %w", r.cp.Name, err)
 	}

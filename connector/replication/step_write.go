@@ -260,7 +260,7 @@ func (r *run) copyBlocks(ctx context.Context, p diskPlan, id int64, data *replic
 	if data.Flushed {
 		return nil
 	}
-	dd, err := r.src.(source.DiskReader).OpenDisk(ctx, r.cp, p.Key)
+	dd, err := r.src.(source.CheckpointReader).OpenDisk(ctx, r.cp, p.Key)
 	if err != nil {
 		return fmt.Errorf("open the disk of checkpoint %q: %w", r.cp.Name, err)
 	}

@@ -297,6 +297,6 @@ func (d *frozenDisk) Size() int64  { return d.size }
 func (d *frozenDisk) Close() error { return nil }
 
 var (
-	_ source.ChangeTracker = trackedSource{}
-	_ source.DiskReader    = trackedSource{}
+	_ source.ChangeTracker    = trackedSource{}
+	_ source.CheckpointReader = trackedSource{}
 )

@@ -161,6 +161,7 @@ func (c *Console) routes() {
 	c.handle("POST /sources/{id}/remove", authed, c.sourceRemove)
 	c.handle("GET /servers", authed, c.serversPage)
 	c.handle("POST /servers/import", authed, c.serversImport)
+	c.handle("POST /servers/preflight", authed, c.serversPreflight)
 	c.handle("GET /jobs", authed, c.jobsPage)
 	c.handle("GET /jobs/new", authed, c.jobNewPage)
 	c.handle("POST /jobs", authed, c.jobCreate)

@@ -133,7 +133,8 @@ func (c *Console) jobCreate(w http.ResponseWriter, r *http.Request, rq *request)
 		return err
 	}
 	in := &api.CreateReplicationJobInput{ServerID: f.Get("server"), RunOnce: f.On("run_once"), LicenseType: f.Get("license"),
-		RoleName: f.Get("role"), Description: f.Get("description"), Encrypted: f.On("encrypted"), KmsKeyID: f.Get("kms_key")}
+		RoleName: f.Get("role"), Description: f.Get("description"), Encrypted: f.On("encrypted"), KmsKeyID: f.Get("kms_key"),
+		RehostAcceptWarnings: f.On("accept_warnings")}
 	f.require("server")
 	if !in.RunOnce || f.Get("frequency") != "" {
 		freq := whole(f, "frequency", 1, 24, "a whole number of hours from 1 to 24")

@@ -50,7 +50,7 @@ func (c *Console) serversView(w http.ResponseWriter, r *http.Request, rq *reques
 		return err
 	}
 	filter := newForm(r.URL.Query())
-	q, src, jobs := strings.ToLower(filter.Get("q")), filter.Get("source"), filter.Get("jobs")
+	q, src, jobs, pf := strings.ToLower(filter.Get("q")), filter.Get("source"), filter.Get("jobs"), filter.Get("preflight")
 	if err := limit.Search.Check(q); err != nil {
 		filter.fail("q", err.Error())
 		q = ""
@@ -62,6 +62,7 @@ func (c *Console) serversView(w http.ResponseWriter, r *http.Request, rq *reques
 		switch {
 		case src != "" && vm.VmServerAddress != nil && vm.VmServerAddress.VmManagerID != src:
 		case jobs == "with" && !hasJob, jobs == "without" && hasJob:
+		case pf != "" && preflightStatus(s) != pf:
 		case q != "" && !strings.Contains(strings.ToLower(strings.Join([]string{vm.VmName, vm.VmPath, s.ServerID, guestOS(s)}, " ")), q):
 		default:
 			d.Servers = append(d.Servers, s)

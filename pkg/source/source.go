@@ -71,6 +71,23 @@ type VM struct {
 	// Warnings say what replication will refuse or not carry over (a
 	// trusted launch VM's vTPM), for the user to read before migrating.
 	Warnings []string `json:"warnings,omitempty"`
+
+	// What preflight reads besides the above; empty where the platform
+	// does not say.
+
+	// GuestID is the platform's own identifier of the guest OS (vSphere's
+	// guestId: the guest's own when Tools run, else the configured one).
+	GuestID string `json:"guestId,omitempty"`
+	// GuestVersion is the OS version the guest reports ("22.04"), where
+	// the platform has it (vSphere 8's detailed guest data, Azure's
+	// instance view).
+	GuestVersion string `json:"guestVersion,omitempty"`
+	// HardwareVersion is the VM's virtual hardware or configuration
+	// version: vSphere "vmx-19", Hyper-V "9.0".
+	HardwareVersion string `json:"hardwareVersion,omitempty"`
+	// Snapshots counts the VM's existing checkpoints (vSphere snapshots,
+	// Hyper-V checkpoints), rehost's own included.
+	Snapshots int `json:"snapshots,omitempty"`
 }
 
 // Disk is a virtual disk of a VM, in the order the VM presents them (the first
@@ -81,6 +98,47 @@ type Disk struct {
 	CapacityBytes int64  `json:"capacityBytes"`
 	Controller    string `json:"controller"` // e.g. "scsi0:1", "ide0:0", "nvme0:0"
 	Backing       string `json:"backing"`    // e.g. "[datastore1] vm/vm.vmdk"
+	// Mode is DiskIndependent or DiskIndependentNonpersistent for a disk
+	// the platform leaves out of checkpoints; empty for a disk that is
+	// checkpointed with the VM.
+	Mode string `json:"mode,omitempty"`
+	// RawDevice names the physical device behind a raw device mapping or a
+	// pass-through disk ("physical RDM naa.6000…", "physical disk 3");
+	// empty for a virtual disk.
+	RawDevice string `json:"rawDevice,omitempty"`
+	// Shared is set for a disk other VMs write too (vSphere multi-writer,
+	// a shared VHDX or VHD Set, an Azure shared disk).
+	Shared bool `json:"shared,omitempty"`
+	// Encrypted is set for a disk the platform encrypts (vSphere VM
+	// encryption), whose export is refused.
+	Encrypted bool `json:"encrypted,omitempty"`
+}
+
+// Disk modes (Disk.Mode) of disks left out of checkpoints.
+const (
+	DiskIndependent              = "independent-persistent"
+	DiskIndependentNonpersistent = "independent-nonpersistent"
+)
+
+// DiskReader is the optional capability of sources that can read a few
+// MiB of a VM's disk cheaply, without a checkpoint (a file share holding
+// the VM's disk files): preflight reads the boot disk's partition table
+// and file systems through it.
+type DiskReader interface {
+	// ReadDisk opens the virtual content of disk diskKey of VM vmID as it
+	// is now (crash-consistent at best: for inspection, not replication).
+	// The caller closes it. An unknown VM or disk wraps ErrNotFound; a disk
+	// the source cannot open (locked, not a virtual disk file) returns an
+	// error saying why.
+	ReadDisk(ctx context.Context, vmID, diskKey string) (DiskContent, error)
+}
+
+// DiskContent is a disk opened by DiskReader.ReadDisk.
+type DiskContent interface {
+	io.ReaderAt
+	// Size is the disk's virtual size in bytes.
+	Size() int64
+	Close() error
 }
 
 // NIC is a network adapter of a VM.
@@ -317,11 +375,11 @@ type ChangeTracker interface {
 	Keep(ctx context.Context, cp Checkpoint) (Base, error)
 }
 
-// DiskReader is the optional capability of reading a checkpoint's disks at
+// CheckpointReader is the optional capability of reading a checkpoint's disks at
 // any offset, as raw bytes: an incremental run reads only the changed
 // areas, a seed the allocated ones, without the stream of a whole disk
 // that Export is.
-type DiskReader interface {
+type CheckpointReader interface {
 	// OpenDisk opens disk diskKey of checkpoint cp as it was at the
 	// checkpoint (later writes never show). ReadAt is safe for concurrent
 	// use and follows io.ReaderAt (io.EOF at Size); ctx bounds every read

@@ -410,6 +410,7 @@ type Store interface {
 	Settings
 	Apps
 	Replicas
+	Preflights
 	Fleet
 	// Close releases the backend. Calls after Close fail.
 	Close() error

@@ -365,6 +365,9 @@ func (c *Client) GetEvents(ctx context.Context, in *api.GetEventsInput) (*api.Ge
 func (c *Client) VerifyReplicationJob(ctx context.Context, in *api.VerifyReplicationJobInput) (*api.VerifyReplicationJobOutput, error) {
 	return call[api.VerifyReplicationJobInput, api.VerifyReplicationJobOutput](ctx, c, rehost+"VerifyReplicationJob", in)
 }
+func (c *Client) Preflight(ctx context.Context, in *api.PreflightInput) (*api.PreflightOutput, error) {
+	return call[api.PreflightInput, api.PreflightOutput](ctx, c, rehost+"Preflight", in)
+}
 
 func (c *Client) GetFleetStatus(ctx context.Context, in *api.GetFleetStatusInput) (*api.FleetStatus, error) {
 	return call[api.GetFleetStatusInput, api.FleetStatus](ctx, c, rehost+"GetFleetStatus", in)

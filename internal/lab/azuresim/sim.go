@@ -77,8 +77,11 @@ type VMSpec struct {
 	// PowerState is the "PowerState/…" code's suffix; default "running".
 	PowerState string
 	AgentReady bool
-	Disks      []DiskSpec // the first is the OS disk
-	NICs       []NICSpec
+	// OSName and OSVersion are what the VM agent reports (the instance
+	// view's); default debian 12 when AgentReady.
+	OSName, OSVersion string
+	Disks             []DiskSpec // the first is the OS disk
+	NICs              []NICSpec
 }
 
 // DiskSpec describes a managed disk.
@@ -335,7 +338,7 @@ func (s *Sim) addVM(ctx context.Context, spec VMSpec) error {
 	}
 	if spec.AgentReady {
 		iv.VMAgent = &armcompute.VirtualMachineAgentInstanceView{Statuses: []*armcompute.InstanceViewStatus{{Code: to.Ptr("ProvisioningState/succeeded"), DisplayStatus: to.Ptr("Ready")}}}
-		iv.OSName, iv.OSVersion = to.Ptr("debian"), to.Ptr("12")
+		iv.OSName, iv.OSVersion = to.Ptr(cmpOr(spec.OSName, "debian")), to.Ptr(cmpOr(spec.OSVersion, "12"))
 	}
 	st.vm = armcompute.VirtualMachine{
 		ID: to.Ptr(vmID), Name: to.Ptr(spec.Name), Location: to.Ptr(s.location), Type: to.Ptr("Microsoft.Compute/virtualMachines"),

@@ -52,9 +52,12 @@
 //	  against the guest's files on instances whose guest has the SSM agent)
 //	STS (Query): GetCallerIdentity
 //	IAM (Query): CreateRole, GetRole, DeleteRole, PutRolePolicy, GetRolePolicy,
-//	  DeleteRolePolicy, ListRolePolicies
+//	  DeleteRolePolicy, ListRolePolicies, UpdateAssumeRolePolicy, SimulatePrincipalPolicy
 //	EBS direct (REST-JSON): StartSnapshot, PutSnapshotBlock, CompleteSnapshot,
 //	  ListSnapshotBlocks, ListChangedBlocks, GetSnapshotBlock
+//	KMS (JSON 1.1): CreateKey, DescribeKey, GetKeyPolicy, PutKeyPolicy, CreateGrant,
+//	  ListGrants, RevokeGrant, EnableKey, DisableKey
+//	Service Quotas (JSON 1.1): ListServiceQuotas, GetServiceQuota
 //
 // Any of them can be slowed down by name (Config.Delays), so a crash test can
 // land a kill while a client waits for one.
@@ -140,6 +143,14 @@ type Config struct {
 	// DenyCreateRole makes iam:CreateRole answer AccessDenied, as for a
 	// caller whose policy does not allow it.
 	DenyCreateRole bool
+	// DenyOperations answer AccessDenied to the named operations of the
+	// JSON services and IAM (e.g. "SimulatePrincipalPolicy",
+	// "ListServiceQuotas", "GetKeyPolicy"), as for a caller whose policy
+	// does not allow them.
+	DenyOperations []string
+	// Quotas set Service Quotas values by quota name ("Concurrent import
+	// image tasks", "Snapshots per Region"); others keep AWS's defaults.
+	Quotas map[string]float64
 
 	Logger *slog.Logger // default: discard
 }

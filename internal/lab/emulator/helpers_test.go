@@ -24,7 +24,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
@@ -64,6 +66,8 @@ type env struct {
 	iam    *iam.Client
 	sts    *sts.Client
 	ebs    *ebs.Client
+	kms    *kms.Client
+	quotas *servicequotas.Client
 	s3     *s3.Client
 	bucket string
 }
@@ -89,6 +93,9 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	ak, sk := em.Credentials()
 	e := &env{t: t, em: em, url: u, s3: peer.S3Client()}
 	e.ec2, e.iam, e.sts, e.ebs = clients(u, em.Region(), ak, sk)
+	sdkCfg := aws.Config{Region: em.Region(), Credentials: credentials.NewStaticCredentialsProvider(ak, sk, ""), RetryMaxAttempts: 1}
+	e.kms = kms.NewFromConfig(sdkCfg, func(o *kms.Options) { o.BaseEndpoint = aws.String(u) })
+	e.quotas = servicequotas.NewFromConfig(sdkCfg, func(o *servicequotas.Options) { o.BaseEndpoint = aws.String(u) })
 	e.bucket = strings.ToLower(fmt.Sprintf("b-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), time.Now().UnixNano()%1e6))
 	if len(e.bucket) > 60 {
 		e.bucket = e.bucket[:60]
@@ -114,6 +121,21 @@ func rolePolicy(bucket string) string {
 	return `{"Version":"2012-10-17","Statement":[
 	{"Effect":"Allow","Action":["s3:GetBucketLocation","s3:GetObject","s3:ListBucket"],"Resource":["arn:aws:s3:::` + bucket + `","arn:aws:s3:::` + bucket + `/*"]},
 	{"Effect":"Allow","Action":["ec2:ModifySnapshotAttribute","ec2:CopySnapshot","ec2:RegisterImage","ec2:Describe*"],"Resource":"*"}]}`
+}
+
+// key creates a customer managed KMS key with the given key policy (the
+// default one when empty) and returns its ARN.
+func (e *env) key(policy string) string {
+	e.t.Helper()
+	in := &kms.CreateKeyInput{Description: aws.String("test key")}
+	if policy != "" {
+		in.Policy = aws.String(policy)
+	}
+	out, err := e.kms.CreateKey(context.Background(), in)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return aws.ToString(out.KeyMetadata.Arn)
 }
 
 // role creates the vmimport role the way the connector does.

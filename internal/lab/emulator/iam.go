@@ -34,7 +34,79 @@ func (e *Emulator) iamActions() map[string]queryAction {
 		"GetRolePolicy":    e.getRolePolicy,
 		"DeleteRolePolicy": e.deleteRolePolicy,
 		"ListRolePolicies": e.listRolePolicies,
+
+		"UpdateAssumeRolePolicy":  e.updateAssumeRolePolicy,
+		"SimulatePrincipalPolicy": e.simulatePrincipalPolicy,
 	}
+}
+
+func (e *Emulator) updateAssumeRolePolicy(p params) (any, error) {
+	doc := p.get("PolicyDocument")
+	if err := checkPolicy(doc, iampolicy.Trust); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.st.Roles[p.get("RoleName")]
+	if !ok {
+		return nil, noSuchRole(p.get("RoleName"))
+	}
+	r.TrustPolicy = doc
+	e.saveLocked()
+	return nil, nil
+}
+
+// simulatePrincipalPolicy evaluates a role's identity policies for each
+// action on each resource, as IAM's policy simulator does without resource
+// policies (a KMS key's policy and grants are not part of it).
+func (e *Emulator) simulatePrincipalPolicy(p params) (any, error) {
+	src := p.get("PolicySourceArn")
+	actions, resources := p.list("ActionNames.member"), p.list("ResourceArns.member")
+	if len(actions) == 0 {
+		return nil, validationError("1 validation error detected: Value null at 'actionNames' failed to satisfy constraint: Member must not be null")
+	}
+	if len(resources) == 0 {
+		resources = []string{"*"}
+	}
+	e.mu.Lock()
+	var role *Role
+	for _, r := range e.st.Roles {
+		if e.roleARN(r) == src {
+			role = r
+		}
+	}
+	var docs []*iampolicy.Policy
+	if role != nil {
+		for _, d := range role.Policies {
+			pol, err := iampolicy.Parse(d, iampolicy.Identity)
+			if err != nil {
+				pol = denyAll
+			}
+			docs = append(docs, pol)
+		}
+	}
+	e.mu.Unlock()
+	if role == nil {
+		return nil, &apiError{Status: http.StatusBadRequest, Code: "NoSuchEntity", Message: "PolicySourceArn " + src + " is not a role of this account"}
+	}
+	type result struct {
+		EvalActionName   string
+		EvalResourceName string
+		EvalDecision     string
+	}
+	var out []result
+	for _, a := range actions {
+		for _, res := range resources {
+			d := iampolicy.Evaluate(iampolicy.Request{Action: a, Resource: res, Principal: iampolicy.Principal{Type: "AWS", ID: src},
+				Context: map[string][]string{"aws:PrincipalArn": {src}, "aws:PrincipalAccount": {e.cfg.AccountID}}}, docs...)
+			decision := map[iampolicy.Decision]string{iampolicy.Allow: "allowed", iampolicy.ExplicitDeny: "explicitDeny", iampolicy.ImplicitDeny: "implicitDeny"}[d]
+			out = append(out, result{a, res, decision})
+		}
+	}
+	return struct {
+		EvaluationResults []result `xml:"EvaluationResults>member"`
+		IsTruncated       bool
+	}{out, false}, nil
 }
 
 var roleNameRE = regexp.MustCompile(`^[\w+=,.@-]{1,64}$`)

@@ -321,7 +321,7 @@ func TestImportFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 		task := e.waitImage(aws.ToString(out.ImportTaskId))
-		if aws.ToString(task.Status) != "deleted" || !strings.Contains(aws.ToString(task.StatusMessage), "maximum is 21") {
+		if aws.ToString(task.Status) != "deleted" || !strings.Contains(aws.ToString(task.StatusMessage), "at most 21") {
 			t.Fatalf("task %s: %q", aws.ToString(task.Status), aws.ToString(task.StatusMessage))
 		}
 	})

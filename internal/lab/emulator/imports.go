@@ -15,15 +15,17 @@ import (
 	"strings"
 
 	"github.com/rehost/rehost/pkg/disk"
+	"github.com/rehost/rehost/pkg/vmimport"
 )
 
-// maxImportDisks is the most volumes one ImportImage may carry.
-const maxImportDisks = 21
+// importKMSActions are what an encrypted import does with its key through
+// the role.
+var importKMSActions = []string{"kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom"}
 
 // Disk formats each import accepts, as AWS lists them.
 var (
-	imageFormats    = []string{"VMDK", "VHD", "VHDX", "RAW", "OVA"}
-	snapshotFormats = []string{"VMDK", "VHD", "RAW"}
+	imageFormats    = vmimport.Get().Formats.Image
+	snapshotFormats = vmimport.Get().Formats.Snapshot
 )
 
 // importFailure ends a task with an AWS-worded StatusMessage.
@@ -154,7 +156,7 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 	}
 	if kms != "" {
 		kms = e.kmsKeyARN(kms)
-		if f := strings.Split(kms, ":"); len(f) < 6 || f[3] != e.cfg.Region || f[1] != e.partition() {
+		if !e.kmsKnown(kms) {
 			return nil, badRequest("InvalidParameterValue", "The specified KMS key is not accessible. If this is a default EBS CMK, please retry your request without specifying the key explicitly")
 		}
 	} else if enc {
@@ -360,10 +362,13 @@ func (e *Emulator) importSteps(ctx context.Context, id string) error {
 	if err := e.enter(id, phConverting); err != nil {
 		return err
 	}
-	if task.Encrypted && !awsManagedKey(task.KmsKeyID) &&
-		!role.mayAll(e, task.KmsKeyID, "kms:DescribeKey", "kms:CreateGrant", "kms:GenerateDataKeyWithoutPlaintext", "kms:Encrypt", "kms:Decrypt", "kms:ReEncryptFrom") {
+	if task.Encrypted {
 		// The snapshots are written with the key through the role.
-		return roleFailure(task.RoleName)
+		for _, a := range importKMSActions {
+			if !e.kmsAllows(role, a, task.KmsKeyID) {
+				return roleFailure(task.RoleName)
+			}
+		}
 	}
 	var snaps []*snapshotWithSize
 	for i := range task.Disks {
@@ -406,7 +411,7 @@ func (e *Emulator) importSteps(ctx context.Context, id string) error {
 	if err := e.enter(id, phUpdating); err != nil {
 		return err
 	}
-	guest, err := e.inspect(snaps[0], task.BootMode)
+	guest, err := e.inspect(snaps, task.BootMode)
 	if err != nil {
 		return err
 	}
@@ -427,20 +432,25 @@ func (e *Emulator) importSteps(ctx context.Context, id string) error {
 
 // inspect reads the converted boot disk as VM Import's "updating" phase
 // does: its partitions, file systems and operating system.
-func (e *Emulator) inspect(boot *snapshotWithSize, bootMode string) (Guest, error) {
+func (e *Emulator) inspect(snaps []*snapshotWithSize, bootMode string) (Guest, error) {
+	boot := snaps[0]
 	e.mu.Lock()
 	f := e.contentLocked(boot.Snapshot)
 	e.mu.Unlock()
 	defer f.Close()
-	return inspectBootDisk(io.NewSectionReader(f, 0, boot.SourceSize), boot.SourceSize, bootMode)
+	sizes := make([]int64, len(snaps))
+	for i, s := range snaps {
+		sizes[i] = s.SourceSize
+	}
+	return inspectBootDisk(io.NewSectionReader(f, 0, boot.SourceSize), sizes, bootMode)
 }
 
 // validate is what VM Import checks before converting, with the role's
 // rights: the number of volumes, the bucket (region, permissions), and each
 // object's presence, size and encryption.
 func (e *Emulator) validate(ctx context.Context, t ImportTask, role *importRole) error {
-	if len(t.Disks) > maxImportDisks {
-		return fail("ClientError: Too many volumes: the image has %d disks, the maximum is %d", len(t.Disks), maxImportDisks)
+	if err := checkVolumes(len(t.Disks)); err != nil {
+		return err
 	}
 	if e.s3 == nil && slices.ContainsFunc(t.Disks, func(d ImportTaskDisk) bool { return d.FromSnapshot == "" }) {
 		return fail("ClientError: Disk validation failed [We do not have access to the given resource. Reason 503 Service Unavailable]")
@@ -494,8 +504,7 @@ func (e *Emulator) validate(ctx context.Context, t ImportTask, role *importRole)
 			return fail("ClientError: Disk validation failed [Invalid disk size: the object is empty]")
 		}
 		if info.sse == "aws:kms" || info.sse == "aws:kms:dsse" {
-			key := e.kmsKeyARN(cmp.Or(info.kmsKey, "alias/aws/s3"))
-			if !awsManagedKey(key) && !role.may(e, "kms:Decrypt", key) {
+			if !e.kmsAllows(role, "kms:Decrypt", cmp.Or(info.kmsKey, "alias/aws/s3")) {
 				return unreadable(cmp.Or(d.Format, "RAW"))
 			}
 		}
@@ -558,6 +567,9 @@ func (e *Emulator) convertDisk(ctx context.Context, t ImportTask, i int) ([]*sna
 	}
 	var out []*snapshotWithSize
 	for k, src := range srcs {
+		if err := checkVolumeSize(i+k, src.Size()); err != nil {
+			return nil, err
+		}
 		s, err := e.storeSnapshot(t, src, d.Format)
 		if err != nil {
 			return nil, err

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/instancetype"
 )
 
@@ -357,7 +358,7 @@ func (e *Emulator) guestBoot(snapshotID, bootMode string) GuestBoot {
 	if bootMode == "uefi-preferred" {
 		bootMode = ""
 	}
-	g, err := inspectBootDisk(r, size, bootMode)
+	g, err := inspectBootDisk(r, []int64{size}, bootMode)
 	if err != nil {
 		return GuestBoot{BootMode: g.BootMode, Failure: err.Error()}
 	}
@@ -366,7 +367,7 @@ func (e *Emulator) guestBoot(snapshotID, bootMode string) GuestBoot {
 	if g.Platform == "Linux" {
 		root := io.NewSectionReader(r, g.RootOffset, g.RootSize)
 		for _, p := range ssmAgentPaths {
-			if _, err := readExtFile(root, p); err == nil {
+			if _, err := disk.ReadExtFile(root, p); err == nil {
 				b.SSMAgent = true
 			}
 		}

@@ -55,8 +55,14 @@ var denyAll = &iampolicy.Policy{Statements: []iampolicy.Statement{{Effect: "Deny
 
 // may reports whether the role's policies allow action on resource.
 func (r *importRole) may(e *Emulator, action, resource string) bool {
+	return iampolicy.Allowed(r.request(e, action, resource), r.docs...)
+}
+
+// request is the role's call of action on resource, with the context keys
+// AWS sets on a call VM Import makes with the role's credentials.
+func (r *importRole) request(e *Emulator, action, resource string) iampolicy.Request {
 	now := e.clock.Now().UTC()
-	return iampolicy.Allowed(iampolicy.Request{
+	return iampolicy.Request{
 		Action: action, Resource: resource,
 		Principal: iampolicy.Principal{Type: "AWS", ID: r.arn},
 		Context: map[string][]string{
@@ -68,7 +74,7 @@ func (r *importRole) may(e *Emulator, action, resource string) bool {
 			"aws:CurrentTime":      {now.Format("2006-01-02T15:04:05Z")},
 			"aws:EpochTime":        {strconv.FormatInt(now.Unix(), 10)},
 		},
-	}, r.docs...)
+	}
 }
 
 // mayAll reports whether the role may do every one of actions on resource.
@@ -104,11 +110,4 @@ func (e *Emulator) kmsKeyARN(id string) string {
 		return "arn:" + e.partition() + ":kms:" + e.cfg.Region + ":" + e.cfg.AccountID + ":" + id
 	}
 	return "arn:" + e.partition() + ":kms:" + e.cfg.Region + ":" + e.cfg.AccountID + ":key/" + id
-}
-
-// awsManagedKey reports whether a key ARN is an AWS managed key
-// (alias/aws/…), whose key policy lets any principal of the account use it
-// through the service: the role needs no KMS permission of its own for it.
-func awsManagedKey(arn string) bool {
-	return strings.Contains(arn, ":alias/aws/")
 }

@@ -24,7 +24,7 @@ import (
 const maxBody = 4 << 20
 
 // services the emulator answers, by the SigV4 scope's service name.
-var services = []string{"ec2", "sts", "iam", "ebs", "cloudformation", "ssm"}
+var services = []string{"ec2", "sts", "iam", "ebs", "kms", "servicequotas", "cloudformation", "ssm"}
 
 // ServeHTTP verifies the request's SigV4 signature as AWS does (payload
 // hash, clock skew, scope date, region and service) and routes it by the
@@ -65,6 +65,10 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveQuery(w, r, body, cfnProtocol, e.cfnActions())
 	case "ebs":
 		e.serveEBS(w, r, body)
+	case "kms":
+		e.serveJSON(w, r, body, kmsPrefix, e.kmsActions())
+	case "servicequotas":
+		e.serveJSON(w, r, body, quotasPrefix, e.quotaActions())
 	case "ssm":
 		e.serveSSM(w, r, body)
 	}
@@ -137,7 +141,7 @@ func (e *Emulator) authError(w http.ResponseWriter, service string, err error) {
 		se = &sigv4.Error{Kind: sigv4.BadSignature, Message: err.Error()}
 	}
 	switch service {
-	case "ebs", "ssm":
+	case "ebs", "kms", "servicequotas", "ssm":
 		typ := "InvalidSignatureException"
 		switch se.Kind {
 		case sigv4.UnknownKey:
@@ -256,6 +260,15 @@ func (e *Emulator) serveQuery(w http.ResponseWriter, r *http.Request, body []byt
 	h, ok := actions[action]
 	if !ok {
 		e.writeError(w, proto, badRequest("InvalidAction", "The action %s is not valid for this web service.", action))
+		return
+	}
+	if e.denied(action) {
+		code := "AccessDenied"
+		if proto == ec2Protocol {
+			code = "UnauthorizedOperation"
+		}
+		e.writeError(w, proto, &apiError{Status: http.StatusForbidden, Code: code, Message: fmt.Sprintf(
+			"User: arn:%s:iam::%s:user/rehost is not authorized to perform: %s because no identity-based policy allows it", e.partition(), e.cfg.AccountID, action)})
 		return
 	}
 	if proto == ec2Protocol && p.get("DryRun") == "true" {

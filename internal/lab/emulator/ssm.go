@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rehost/rehost/pkg/disk"
 )
 
 // SSM Run Command (AWS JSON 1.1): SendCommand and GetCommandInvocation, for
@@ -236,7 +238,7 @@ func fields(s string) []string {
 
 // pathKind is "file", "dir" or "" (missing).
 func pathKind(root io.ReaderAt, p string) (string, []byte) {
-	b, err := readExtFile(root, p)
+	b, err := disk.ReadExtFile(root, p)
 	switch {
 	case err == nil:
 		return "file", b

@@ -150,6 +150,7 @@ type state struct {
 	Images          map[string]*Image         `json:"images"`
 	Snapshots       map[string]*Snapshot      `json:"snapshots"`
 	Roles           map[string]*Role          `json:"roles"`
+	Keys            map[string]*KMSKey        `json:"keys,omitempty"`
 	Vpcs            map[string]*Vpc           `json:"vpcs"`
 	Subnets         map[string]*Subnet        `json:"subnets"`
 	SecurityGroups  map[string]*SecurityGroup `json:"securityGroups"`
@@ -187,6 +188,9 @@ func loadState(path string) (*state, error) {
 	}
 	if st.Roles == nil {
 		st.Roles = map[string]*Role{}
+	}
+	if st.Keys == nil {
+		st.Keys = map[string]*KMSKey{}
 	}
 	if st.Vpcs == nil {
 		st.Vpcs = map[string]*Vpc{}

@@ -233,7 +233,7 @@ func TestImportRoleEC2Permissions(t *testing.T) {
 // through the role, which needs the key.
 func TestImportRoleKMSForEncryptedImage(t *testing.T) {
 	e := newEnv(t, nil)
-	key := "arn:aws:kms:us-east-1:" + e.em.AccountID() + ":key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	key := e.key("")
 	raw := guestDisk(t, "bios")
 	e.put("d.raw", raw)
 	e.role("vmimport", trustPolicy, rolePolicy(e.bucket))
@@ -284,7 +284,7 @@ func snapContainer(e *env, key, format string) *ec2types.SnapshotDiskContainer {
 func TestImportRoleKMSDecrypt(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	key := "arn:aws:kms:us-east-1:" + e.em.AccountID() + ":key/0000abcd-12ab-34cd-56ef-1234567890ab"
+	key := e.key("")
 	if _, err := e.s3.PutBucketEncryption(ctx, &s3.PutBucketEncryptionInput{Bucket: aws.String(e.bucket),
 		ServerSideEncryptionConfiguration: &s3types.ServerSideEncryptionConfiguration{Rules: []s3types.ServerSideEncryptionRule{{
 			ApplyServerSideEncryptionByDefault: &s3types.ServerSideEncryptionByDefault{SSEAlgorithm: s3types.ServerSideEncryptionAwsKms, KMSMasterKeyID: aws.String(key)}}}}}); err != nil {

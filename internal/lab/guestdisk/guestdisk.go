@@ -181,9 +181,6 @@ func run(ctx context.Context, env []string, name string, args ...string) error {
 }
 
 func writeTable(ctx context.Context, path string, o Options, l Layout) error {
-	if err := sparseFile(path, o.Size); err != nil {
-		return err
-	}
 	const sector = 512
 	mbrType, gptType := "83", "0FC63DAF-8483-4772-8E79-3D69D8477DE4" // Linux
 	if o.Windows {
@@ -200,18 +197,7 @@ func writeTable(ctx context.Context, path string, o Options, l Layout) error {
 			uuidFrom(o.Seed+1), l.ESPOffset/sector, l.ESPSize/sector, uuidFrom(o.Seed+2),
 			l.RootOffset/sector, l.RootSize/sector, gptType, uuidFrom(o.Seed+3))
 	}
-	p, err := lookPath("sfdisk")
-	if err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, p, "--no-reread", "--no-tell-kernel", "-q", path)
-	cmd.Stdin = strings.NewReader(script)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("sfdisk %s: %w: %s", path, err, strings.TrimSpace(out.String()))
-	}
-	return nil
+	return Partitioned(ctx, path, o.Size, script)
 }
 
 // epoch is the time stamped on every file and in the file systems.

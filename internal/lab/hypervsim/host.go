@@ -45,11 +45,15 @@ type VMSpec struct {
 	IntegrationServices bool
 	SecureBoot          bool
 	GuestOS             string
-	// Version is the configuration version (default "9.0"); 6.2 and
+	Disks               []DiskSpec
+	NICs                []NICSpec
+	// Version is the VM's configuration version (Get-VM's Version): 5.0
+	// for Windows Server 2012 R2, 8.0 for 2016; default 9.0 (2019). 6.2 and
 	// later have resilient change tracking and take recovery checkpoints.
 	Version string
-	Disks   []DiskSpec
-	NICs    []NICSpec
+	// Checkpoints the VM already has when AddVM returns (standard ones,
+	// named "user-checkpoint-N": a chain of AVHDX files on each disk).
+	Checkpoints int
 }
 
 // DiskSpec is one drive of a VM.
@@ -203,6 +207,11 @@ func (h *Host) AddVM(spec VMSpec) (string, error) {
 		v.drives = append(v.drives, dr)
 	}
 	h.vms = append(h.vms, v)
+	for n := range spec.Checkpoints {
+		if _, _, err := h.checkpoint(v, fmt.Sprintf("user-checkpoint-%d", n+1), false); err != nil {
+			return "", fmt.Errorf("checkpoint %d of %s: %w", n+1, spec.Name, err)
+		}
+	}
 	return v.id, nil
 }
 
@@ -527,7 +536,7 @@ func (h *Host) hvJSON(v *vm) map[string]any {
 		}
 	}
 	return map[string]any{"Id": v.id, "Name": v.spec.Name, "ComputerName": v.node, "Path": h.root + `\` + v.spec.Name,
-		"Generation": v.spec.Generation, "Version": v.spec.Version, "State": v.state, "Status": v.status, "ProcessorCount": v.spec.CPUs,
+		"Generation": v.spec.Generation, "Version": cmp.Or(v.spec.Version, "9.0"), "State": v.state, "Status": v.status, "ProcessorCount": v.spec.CPUs,
 		"MemoryStartup": v.spec.MemoryMiB << 20, "DynamicMemoryEnabled": false, "Heartbeat": heartbeat,
 		"IntegrationServicesState": "Up to date", "IsClustered": len(h.nodes) > 1, "CheckpointType": v.checkpoints,
 		"SecureBoot": secureBoot, "SecureBootTemplate": "MicrosoftUEFICertificateAuthority", "BootDisk": boot,

@@ -20,8 +20,8 @@ const mib = 1 << 20
 // (internal/lab/guestdisk): a partition table that suits the VM's firmware and a
 // system partition VM Import recognises, so the AMIs report their platform.
 //
-//   - web-01: Ubuntu, BIOS (MBR, ext4), running with Tools, CBT; and a
-//     64 MiB data disk that is mostly empty.
+//   - web-01: Ubuntu 22.04 (as its Tools report it), BIOS (MBR, ext4),
+//     running with Tools, CBT; and a 64 MiB data disk that is mostly empty.
 //   - app-01: Windows Server, EFI (GPT with an EFI system partition, NTFS),
 //     running with Tools, CBT.
 //   - db-01: Rocky Linux, BIOS, powered off, no Tools, no CBT.
@@ -30,6 +30,7 @@ func DemoVMs() []VMSpec {
 		{
 			Name: "web-01", GuestID: "ubuntu64Guest", Firmware: "bios", CPUs: 2, MemoryMiB: 2048,
 			PowerOn: true, ToolsRunning: true, CBT: true,
+			GuestDetailedData: "architecture='X86' bitness='64' distroName='Ubuntu' distroVersion='22.04' familyName='Linux' kernelVersion='5.15.0-91-generic' prettyName='Ubuntu 22.04.4 LTS'",
 			Disks: []DiskSpec{
 				{CapacityBytes: 32 * mib, Seed: GuestDisk(guestdisk.Options{Size: 32 * mib, OSRelease: testdata.OSRelease("ubuntu-22.04"), DataBytes: 4 * mib, Seed: 1})},
 				{CapacityBytes: 64 * mib, Seed: dataDisk("web-01")},
@@ -38,6 +39,7 @@ func DemoVMs() []VMSpec {
 		{
 			Name: "app-01", GuestID: "windows2019srv_64Guest", Firmware: "efi", CPUs: 4, MemoryMiB: 8192,
 			PowerOn: true, ToolsRunning: true, CBT: true, NICs: 2,
+			GuestDetailedData: "architecture='X86' bitness='64' buildNumber='17763' distroName='Windows' distroVersion='10.0' familyName='Windows' prettyName='Windows Server 2019 Datacenter, 64-bit (Build 17763.5329)'",
 			Disks: []DiskSpec{
 				{CapacityBytes: 48 * mib, Seed: GuestDisk(guestdisk.Options{Size: 48 * mib, Firmware: guestdisk.EFI, Windows: true, Seed: 2})},
 			},

@@ -65,6 +65,14 @@ type DiskSpec struct {
 	// Seed, when set, writes the disk's initial content at Start. Its writes
 	// go through the disk like WriteDisk's, so they count as allocated.
 	Seed func(w io.WriterAt) error
+	// Mode is the disk's vSphere disk mode ("independent_persistent",
+	// "independent_nonpersistent"); default persistent.
+	Mode string
+	// PhysicalRDM backs the disk with a physical-mode raw device mapping
+	// of this LUN ("naa.600…") instead of a VMDK.
+	PhysicalRDM string
+	// MultiWriter shares the disk with other VMs (sharingMultiWriter).
+	MultiWriter bool
 }
 
 // VMSpec describes a simulated VM.
@@ -80,9 +88,20 @@ type VMSpec struct {
 	PowerOn      bool
 	ToolsRunning bool
 	CBT          bool
-	// HardwareVersion is the virtual hardware version ("vmx-04"); default
-	// the simulator's. CBT needs vmx-07 or later.
+
+	// What preflight reads, beyond the above.
+
+	// HardwareVersion is config.version ("vmx-04"); default the simulator's. CBT needs vmx-07 or later.
 	HardwareVersion string
+	// GuestDetailedData is what VMware Tools 11.2+ report of the guest
+	// (guest.guestDetailedData, vSphere 8.0.2), e.g. "distroName='Ubuntu'
+	// distroVersion='22.04' prettyName='Ubuntu 22.04.3 LTS'".
+	GuestDetailedData string
+	// Snapshots the VM already has when Start returns (a chain, named
+	// "user-snapshot-N", of the seeded content).
+	Snapshots int
+	// Encrypted sets config.keyId, as vSphere VM encryption does.
+	Encrypted bool
 }
 
 // Options configure Start.
@@ -496,7 +515,60 @@ func (s *Sim) createVM(ctx context.Context, spec VMSpec) error {
 			return fmt.Errorf("seed disk %d: %w", i, err)
 		}
 	}
+	s.applyPreflightFacts(spec, simVM)
+	for n := range spec.Snapshots {
+		t, err := object.NewVirtualMachine(s.client, ref).CreateSnapshot(ctx, fmt.Sprintf("user-snapshot-%d", n+1), "", false, false)
+		if err != nil {
+			return err
+		}
+		if info := s.waitTask(t.Reference()); info.Error != nil {
+			return fmt.Errorf("snapshot %d: %s", n+1, info.Error.LocalizedMessage)
+		}
+	}
 	return nil
+}
+
+// applyPreflightFacts sets what the spec says of the VM beyond what the
+// simulator's CreateVM takes: its hardware version, the guest's detailed
+// data, encryption, and each disk's mode, sharing and RDM backing.
+func (s *Sim) applyPreflightFacts(spec VMSpec, vm *simulator.VirtualMachine) {
+	ctx := s.model.Service.Context
+	var changes []types.PropertyChange
+	if spec.HardwareVersion != "" {
+		changes = append(changes, types.PropertyChange{Name: "config.version", Val: spec.HardwareVersion})
+	}
+	if spec.GuestDetailedData != "" {
+		changes = append(changes, types.PropertyChange{Name: "guest.guestDetailedData", Val: spec.GuestDetailedData})
+	}
+	if spec.Encrypted {
+		changes = append(changes, types.PropertyChange{Name: "config.keyId", Val: &types.CryptoKeyId{KeyId: "rehost-sim-key", ProviderId: &types.KeyProviderId{Id: "sim-kms"}}})
+	}
+	if len(changes) > 0 {
+		s.model.Map().AtomicUpdate(ctx, vm, changes)
+	}
+	s.model.Map().WithLock(ctx, vm, func() {
+		disks := object.VirtualDeviceList(vm.Config.Hardware.Device).SelectByType((*types.VirtualDisk)(nil))
+		for i, d := range disks {
+			ds, vd := spec.Disks[i], d.(*types.VirtualDisk)
+			flat, ok := vd.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+			if !ok {
+				continue
+			}
+			if ds.Mode != "" {
+				flat.DiskMode = ds.Mode
+			}
+			if ds.MultiWriter {
+				flat.Sharing = string(types.VirtualDiskSharingSharingMultiWriter)
+			}
+			if ds.PhysicalRDM != "" {
+				vd.Backing = &types.VirtualDiskRawDiskMappingVer1BackingInfo{
+					VirtualDeviceFileBackingInfo: flat.VirtualDeviceFileBackingInfo,
+					LunUuid:                      ds.PhysicalRDM, DeviceName: "/vmfs/devices/disks/" + ds.PhysicalRDM,
+					CompatibilityMode: string(types.VirtualDiskCompatibilityModePhysicalMode), DiskMode: flat.DiskMode,
+				}
+			}
+		}
+	})
 }
 
 func (s *Sim) waitTask(ref types.ManagedObjectReference) types.TaskInfo {

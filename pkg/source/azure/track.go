@@ -28,8 +28,8 @@ import (
 // snapshot.
 
 var (
-	_ source.ChangeTracker = (*Source)(nil)
-	_ source.DiskReader    = (*Source)(nil)
+	_ source.ChangeTracker    = (*Source)(nil)
+	_ source.CheckpointReader = (*Source)(nil)
 )
 
 // tagBase marks the snapshots of a checkpoint kept as a base.

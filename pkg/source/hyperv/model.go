@@ -260,7 +260,7 @@ type hostVM struct {
 	Location   string // where its configuration lives
 	HostGroup  string // SCVMM host group path
 	Generation int
-	Version    string // configuration version, "9.0"
+	Version    string // configuration version ("9.0"); empty from SCVMM
 	State      string // Running, Off, Saved, Paused, …
 	Status     string
 	CPUs       int
@@ -435,7 +435,7 @@ func (h hostVM) vm(manager, endpoint string) source.VM {
 	}
 	v := source.VM{ID: h.ID, Name: h.Name, GuestOS: h.GuestOS, CPUs: h.CPUs, MemoryMiB: h.MemoryMiB, Firmware: firmware,
 		PowerState: powerState(h.State), ToolsRunning: h.Tools, ManagerType: manager, Host: h.Host, SecureBoot: h.SecureBoot,
-		NICs: h.NICs}
+		NICs: h.NICs, HardwareVersion: h.Version}
 	if manager == ManagerSCVMM {
 		v.Path = "/" + strings.Trim(strings.ReplaceAll(h.HostGroup, `\`, "/"), "/") + "/" + h.Host + "/" + h.Name
 	} else {
@@ -451,7 +451,12 @@ func (h hostVM) vm(manager, endpoint string) source.VM {
 			sd.CapacityBytes = d.Chain[0].Size
 		}
 		if d.PassThru != "" {
-			sd.Backing = d.PassThru
+			sd.Backing, sd.RawDevice = d.PassThru, "pass-through "+d.PassThru
+		}
+		sd.Shared = d.Shared
+		// Each checkpoint adds a differencing disk to the chain.
+		if n := len(d.Chain) - 1; d.PassThru == "" && n > v.Snapshots {
+			v.Snapshots = n
 		}
 		v.Disks = append(v.Disks, sd)
 	}

@@ -24,8 +24,8 @@ import (
 // the next run. Through SCVMM none of this is reachable.
 
 var (
-	_ source.ChangeTracker = (*Source)(nil)
-	_ source.DiskReader    = (*Source)(nil)
+	_ source.ChangeTracker    = (*Source)(nil)
+	_ source.CheckpointReader = (*Source)(nil)
 )
 
 // defaultAreasPerPage bounds the areas one hv-changes run answers.

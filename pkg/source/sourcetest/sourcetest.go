@@ -1,7 +1,7 @@
 // Package sourcetest is the conformance suite every source.Source passes:
 // inventory fields, checkpoint idempotency, point-in-time export content,
 // release idempotency, unknown ids, abort of a failed export, random reads
-// of a checkpoint's disks (source.DiskReader) and, for a
+// of a checkpoint's disks (source.CheckpointReader) and, for a
 // source.ChangeTracker, enabling tracking, the exact changed areas between
 // checkpoints, bases kept and released, resets and resizes.
 package sourcetest
@@ -622,9 +622,9 @@ func testTracking(t *testing.T, h Harness) {
 	if !ok {
 		t.Skip("no change tracking")
 	}
-	dr, ok := h.Source.(source.DiskReader)
+	dr, ok := h.Source.(source.CheckpointReader)
 	if !ok {
-		t.Fatal("a change tracker must read disks at random (source.DiskReader)")
+		t.Fatal("a change tracker must read disks at random (source.CheckpointReader)")
 	}
 	ctx := ctxT(t)
 	if err := ct.EnableTracking(ctx, h.VMID); err != nil {
@@ -897,7 +897,7 @@ func testTrackingResize(t *testing.T, h Harness) {
 // testOpenDisk: a checkpoint's disk read at random equals the disk at the
 // checkpoint, from several goroutines at once.
 func testOpenDisk(t *testing.T, h Harness) {
-	dr, ok := h.Source.(source.DiskReader)
+	dr, ok := h.Source.(source.CheckpointReader)
 	if !ok {
 		t.Skip("no random reads")
 	}
@@ -965,7 +965,7 @@ func WrittenBetweenRuns(t *testing.T, h Harness, i int, write func() ([]disk.Ext
 	if !ok {
 		t.Fatal("the source tracks no changes")
 	}
-	dr := h.Source.(source.DiskReader)
+	dr := h.Source.(source.CheckpointReader)
 	ctx := ctxT(t)
 	if err := ct.EnableTracking(ctx, h.VMID); err != nil {
 		t.Fatal(err)

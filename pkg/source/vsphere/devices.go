@@ -1,6 +1,7 @@
 package vsphere
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -110,17 +111,34 @@ func vdisks(devices []device) []device {
 	return out
 }
 
-// disksOf lists the virtual disks in device order.
-func disksOf(devices []device) []source.Disk {
+// disksOf lists the virtual disks in device order; encrypted says the VM
+// is encrypted (config.keyId), and so each of its disks.
+func disksOf(devices []device, encrypted bool) []source.Disk {
 	out := []source.Disk{}
 	for _, vd := range vdisks(devices) {
-		out = append(out, source.Disk{
+		b := vd.backing()
+		disk := source.Disk{
 			Key:           strconv.Itoa(int(vd.key())),
 			CapacityBytes: vd.capacity(),
 			Controller:    controllerOf(devices, vd),
 			Label:         vd.label(),
-			Backing:       vd.backing().Child("fileName").String(),
-		})
+			Backing:       b.Child("fileName").String(),
+			// A disk of its own key (encrypted alone) says so in its backing.
+			Encrypted: encrypted || b.Child("keyId").Has(),
+			Shared:    b.Child("sharing").String() == "sharingMultiWriter",
+		}
+		switch b.Child("diskMode").String() {
+		case "independent_persistent":
+			disk.Mode = source.DiskIndependent
+		case "independent_nonpersistent":
+			disk.Mode = source.DiskIndependentNonpersistent
+		}
+		// A virtual-mode RDM is snapshotted and exported as a VMDK; a
+		// physical-mode one is neither.
+		if b.Type() == "VirtualDiskRawDiskMappingVer1BackingInfo" && b.Child("compatibilityMode").String() == "physicalMode" {
+			disk.RawDevice = "physical RDM " + cmp.Or(b.Child("deviceName").String(), b.Child("lunUuid").String())
+		}
+		out = append(out, disk)
 	}
 	return out
 }

@@ -49,7 +49,7 @@ func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Expor
 	if err != nil {
 		return nil, fmt.Errorf("export: %w", err)
 	}
-	disks := disksOf(devices)
+	disks := disksOf(devices, false)
 	vds := vdisks(devices)
 	ed := make([]source.ExportDisk, len(disks))
 	for i, d := range disks {

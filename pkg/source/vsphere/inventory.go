@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 
@@ -17,8 +18,28 @@ var vmProps = []string{
 	"name", "parent", "parentVApp",
 	"config.instanceUuid", "config.guestFullName", "config.guestId", "config.template",
 	"config.hardware.numCPU", "config.hardware.memoryMB", "config.hardware.device",
-	"config.firmware", "config.changeTrackingEnabled",
-	"runtime.powerState", "guest.toolsRunningStatus",
+	"config.firmware", "config.changeTrackingEnabled", "config.version", "config.keyId",
+	"runtime.powerState", "guest.toolsRunningStatus", "guest.guestId", "snapshot",
+}
+
+// detailedProp is the guest's own description of its OS, which VMware
+// Tools 11.2+ report and vCenter 8.0.2+ serves; an older vCenter refuses
+// the whole request with InvalidProperty, so it is asked for only until
+// then.
+const detailedProp = "guest.guestDetailedData"
+
+// retrieveVMs runs retrieve with the VM properties to ask for, and again
+// without the detailed guest data when this vCenter does not know it.
+func (s *Source) retrieveVMs(ctx context.Context, retrieve func(props []string) ([]vim.Object, error)) ([]vim.Object, error) {
+	if s.noDetailed.Load() {
+		return retrieve(vmProps)
+	}
+	objs, err := retrieve(append(slices.Clone(vmProps), detailedProp))
+	if isFault(err, "InvalidProperty") {
+		s.noDetailed.Store(true)
+		return retrieve(vmProps)
+	}
+	return objs, err
 }
 
 // Inventory lists every VM (templates excluded) in three round trips
@@ -40,15 +61,17 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 			slog.Warn("destroy inventory view", "err", err)
 		}
 	}()
-	objs, err := s.c.Retrieve(ctx, []vim.ObjectSpec{{Obj: view, Skip: true, Traverse: &vim.Traversal{Type: "ContainerView", Path: "view"}}},
-		[]vim.PropSpec{
-			{Type: "VirtualMachine", Paths: vmProps},
-			{Type: "Folder", Paths: []string{"name", "parent"}},
-			{Type: "Datacenter", Paths: []string{"name", "parent"}},
-			{Type: "VirtualApp", Paths: []string{"name", "parent", "parentFolder"}},
-			{Type: "Network", Paths: []string{"name"}},
-			{Type: "DistributedVirtualPortgroup", Paths: []string{"name", "key"}},
-		})
+	objs, err := s.retrieveVMs(ctx, func(props []string) ([]vim.Object, error) {
+		return s.c.Retrieve(ctx, []vim.ObjectSpec{{Obj: view, Skip: true, Traverse: &vim.Traversal{Type: "ContainerView", Path: "view"}}},
+			[]vim.PropSpec{
+				{Type: "VirtualMachine", Paths: props},
+				{Type: "Folder", Paths: []string{"name", "parent"}},
+				{Type: "Datacenter", Paths: []string{"name", "parent"}},
+				{Type: "VirtualApp", Paths: []string{"name", "parent", "parentFolder"}},
+				{Type: "Network", Paths: []string{"name"}},
+				{Type: "DistributedVirtualPortgroup", Paths: []string{"name", "key"}},
+			})
+	})
 	if err != nil {
 		return nil, classify("list vms", err)
 	}
@@ -89,7 +112,9 @@ func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
 	if err != nil {
 		return source.VM{}, err
 	}
-	objs, err := s.c.Get(ctx, []vim.Ref{ref}, vmProps...)
+	objs, err := s.retrieveVMs(ctx, func(props []string) ([]vim.Object, error) {
+		return s.c.Get(ctx, []vim.Ref{ref}, props...)
+	})
 	if err != nil {
 		return source.VM{}, classify("get vm "+id, err)
 	}
@@ -241,8 +266,13 @@ func (inv *inventory) vm(o vim.Object) (source.VM, bool, error) {
 	}
 	vm.ToolsRunning = p["guest.toolsRunningStatus"].String() == toolsRunning
 	vm.CBTEnabled = p["config.changeTrackingEnabled"].Bool()
+	vm.HardwareVersion = p["config.version"].String()
+	// The guest's own id, when Tools run, is what it really is.
+	vm.GuestID = cmp.Or(p["guest.guestId"].String(), p["config.guestId"].String())
+	vm.GuestVersion = detailed(p[detailedProp].String())["distroVersion"]
+	vm.Snapshots = chainDepth(p["snapshot"])
 	devices := devicesOf(p["config.hardware.device"])
-	vm.Disks = disksOf(devices)
+	vm.Disks = disksOf(devices, p["config.keyId"].Has())
 	for _, d := range devices {
 		if !d.isNIC() {
 			continue
@@ -264,6 +294,44 @@ func (inv *inventory) vm(o vim.Object) (source.VM, bool, error) {
 		vm.NICs = append(vm.NICs, nic)
 	}
 	return vm, true, nil
+}
+
+// chainDepth counts the snapshots from the root of the VM's snapshot tree
+// (a VirtualMachineSnapshotInfo) to its current one: the chain its disks
+// run on.
+func chainDepth(info *vim.Node) int {
+	current := info.Child("currentSnapshot").Ref()
+	if current.IsZero() {
+		return 0
+	}
+	var walk func(trees []*vim.Node, depth int) int
+	walk = func(trees []*vim.Node, depth int) int {
+		for _, t := range trees {
+			if t.Child("snapshot").Ref().Value == current.Value {
+				return depth + 1
+			}
+			if n := walk(t.Children("childSnapshotList"), depth+1); n > 0 {
+				return n
+			}
+		}
+		return 0
+	}
+	return walk(info.Children("rootSnapshotList"), 0)
+}
+
+// detailed parses guest.guestDetailedData: key='value' pairs
+// ("distroName='Ubuntu' distroVersion='22.04' prettyName='…'").
+func detailed(s string) map[string]string {
+	out := map[string]string{}
+	for s != "" {
+		k, rest, ok := strings.Cut(strings.TrimLeft(s, " "), "='")
+		if !ok {
+			break
+		}
+		v, after, _ := strings.Cut(rest, "'")
+		out[k], s = v, after
+	}
+	return out
 }
 
 // toolsRunning is guest.toolsRunningStatus when VMware Tools run.

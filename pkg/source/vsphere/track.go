@@ -32,8 +32,8 @@ import (
 // disk instead.
 
 var (
-	_ source.ChangeTracker = (*Source)(nil)
-	_ source.DiskReader    = (*Source)(nil)
+	_ source.ChangeTracker    = (*Source)(nil)
+	_ source.CheckpointReader = (*Source)(nil)
 )
 
 // minCBTHardware is the virtual hardware version CBT needs.

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rehost/rehost/pkg/source"
@@ -51,6 +52,8 @@ type Source struct {
 	u      *url.URL
 	c      *vim.Client
 	verify *conn.Verifier
+	// noDetailed: this vCenter refused guest.guestDetailedData.
+	noDetailed atomic.Bool
 }
 
 var _ source.Source = (*Source)(nil)

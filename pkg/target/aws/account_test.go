@@ -1,6 +1,8 @@
 package aws
 
 import (
+	"cmp"
+
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -15,9 +17,10 @@ import (
 // account is an emulated AWS account: versitygw (TLS, behind the recording
 // front) for S3 and internal/lab/emulator for EC2, IAM and STS.
 type account struct {
-	srv *s3peer.Server
-	emu *emulator.Emulator
-	t   *Target
+	srv  *s3peer.Server
+	emu  *emulator.Emulator
+	t    *Target
+	base string // the emulator's endpoint
 }
 
 func newAccount(tb testing.TB, emuCfg emulator.Config, cfg Config) *account {
@@ -47,7 +50,7 @@ func newAccountOn(tb testing.TB, s3opts s3peer.Options, emuCfg emulator.Config, 
 	tb.Cleanup(func() { emu.Close() })
 	cfg.Region = emu.Region()
 	cfg.AccessKeyID, cfg.SecretAccessKey = srv.AccessKeyID, srv.SecretAccessKey
-	cfg.Endpoints = Endpoints{S3: srv.URL, EC2: base, IAM: base, STS: base, EBS: base}
+	cfg.Endpoints = Endpoints{S3: srv.URL, EC2: base, IAM: base, STS: base, EBS: cmp.Or(cfg.Endpoints.EBS, base), KMS: base, Quotas: base}
 	cfg.S3PathStyle = true
 	cfg.HTTPClient = srv.HTTPClient()
 	if cfg.RetryBaseDelay == 0 {
@@ -60,7 +63,7 @@ func newAccountOn(tb testing.TB, s3opts s3peer.Options, emuCfg emulator.Config, 
 	if err != nil {
 		tb.Fatalf("new target: %v", err)
 	}
-	return &account{srv: srv, emu: emu, t: tg}
+	return &account{srv: srv, emu: emu, t: tg, base: base}
 }
 
 func createBucket(name string) *s3.CreateBucketInput {

@@ -18,6 +18,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/rehost/rehost/pkg/disk"
+	"github.com/rehost/rehost/pkg/vmimport"
 )
 
 // ImportMode chooses how disks become an AMI.
@@ -233,6 +234,12 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 			// Snapshots are disks already: importing them means converting.
 			in.Mode = ModeImportImage
 		}
+	}
+	if limit := vmimport.Get().Limits.ImageVolumes; in.Mode == ModeImportImage && len(in.Disks) > limit {
+		// ImportImage refuses more volumes; VM Import's documented way is
+		// one ImportSnapshot per disk. Preflight says so beforehand.
+		t.log.Info("more disks than ImportImage takes: importing them one by one", "disks", len(in.Disks), "limit", limit, "token", in.ClientToken)
+		in.Mode = ModeImportSnapshot
 	}
 	if in.RoleName == "" {
 		in.RoleName = ImportRoleName

@@ -136,6 +136,8 @@ func (t *Target) Setup(ctx context.Context, opts SetupOptions) (SetupReport, err
 // transient failure: setupBucket runs them under the target's policy.
 type bucketSetting struct {
 	name string
+	// code is account preflight's finding code when the setting is off.
+	code string
 	want string
 	// feature names the S3 feature (as S3's documentation does) behind it.
 	feature string
@@ -302,6 +304,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 	return []bucketSetting{
 		{
 			name:    "block public access",
+			code:    CodeBucketPublicAccess,
 			feature: "Block Public Access (PutPublicAccessBlock)",
 			want:    "all four Block Public Access settings on",
 			check: func(ctx context.Context) (bool, string, error) {
@@ -339,6 +342,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 		},
 		{
 			name:    "default encryption",
+			code:    CodeBucketEncryption,
 			feature: "default bucket encryption (PutBucketEncryption)",
 			want:    wantEnc,
 			check: func(ctx context.Context) (bool, string, error) {
@@ -387,6 +391,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 		},
 		{
 			name:    "bucket policy",
+			code:    CodeBucketPolicy,
 			feature: "bucket policies (PutBucketPolicy)",
 			want:    "a statement denying s3:* without TLS (aws:SecureTransport false)",
 			check: func(ctx context.Context) (bool, string, error) {
@@ -434,6 +439,7 @@ func (t *Target) bucketSettings(bucket, region, kmsKey string) []bucketSetting {
 		},
 		{
 			name:    "lifecycle",
+			code:    CodeBucketLifecycle,
 			feature: "lifecycle configuration (PutBucketLifecycleConfiguration)",
 			want:    fmt.Sprintf("objects under %s expire after %d days and unfinished uploads are aborted after %d day", StagingPrefix, expireAfterDays, abortUploadsAfterD),
 			check: func(ctx context.Context) (bool, string, error) {

@@ -5,9 +5,10 @@
 //
 // Every AWS API is reached through a narrow interface of only the methods
 // used (S3API, EC2API, IAMAPI, STSAPI; SSMAPI and QueryAPI for
-// CloudFormation and EC2's launch queries), so fakes and emulators stay
-// small; New builds them (from the SDK, or over the wire protocol, see
-// wire.go), NewWithClients takes any implementation.
+// CloudFormation and EC2's launch queries; KMSAPI, QuotasAPI and EBSAPI for
+// account preflight), so fakes and emulators stay small; New builds them
+// (from the SDK, or over the wire protocol, see wire.go), NewWithClients
+// takes any implementation.
 package aws
 
 import (
@@ -26,7 +27,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -79,6 +82,7 @@ type IAMAPI interface {
 	CreateRole(context.Context, *iam.CreateRoleInput, ...func(*iam.Options)) (*iam.CreateRoleOutput, error)
 	GetRolePolicy(context.Context, *iam.GetRolePolicyInput, ...func(*iam.Options)) (*iam.GetRolePolicyOutput, error)
 	PutRolePolicy(context.Context, *iam.PutRolePolicyInput, ...func(*iam.Options)) (*iam.PutRolePolicyOutput, error)
+	SimulatePrincipalPolicy(context.Context, *iam.SimulatePrincipalPolicyInput, ...func(*iam.Options)) (*iam.SimulatePrincipalPolicyOutput, error)
 }
 
 // STSAPI is the part of the STS client the target uses.
@@ -87,25 +91,28 @@ type STSAPI interface {
 }
 
 // Clients are the API implementations a Target uses. EBS may be nil for
-// a target that only stages through S3.
+// a target that only stages through S3 (account preflight then skips its
+// check); KMS and Quotas serve account preflight only, nil skips theirs.
 type Clients struct {
 	S3  S3API
 	EC2 EC2API
 	IAM IAMAPI
 	STS STSAPI
-	EBS EBSAPI
 	// CloudFormation is used by application launches only; nil leaves
 	// them unavailable. SSM runs their optional validation commands.
 	// EC2Query answers the EC2 queries launches make (instance.go).
 	CloudFormation QueryAPI
 	SSM            SSMAPI
 	EC2Query       QueryAPI
+	KMS            KMSAPI
+	Quotas         QuotasAPI
+	EBS            EBSAPI
 }
 
 // Endpoints override service endpoints (emulators, VPC endpoints). Empty
 // means the SDK's default for the region.
 type Endpoints struct {
-	S3, EC2, IAM, STS, EBS, CloudFormation, SSM string
+	S3, EC2, IAM, STS, EBS, KMS, Quotas, CloudFormation, SSM string
 }
 
 // Config says how to reach an account and how to stage into it.
@@ -165,11 +172,14 @@ type Target struct {
 	ec2  EC2API
 	iam  IAMAPI
 	sts  STSAPI
-	ebs  EBSAPI
 	cf   QueryAPI
 	ssm  SSMAPI
 	ec2q QueryAPI
-	log  *slog.Logger
+	// Account preflight's (nil where not given).
+	kms    KMSAPI
+	quotas QuotasAPI
+	ebs    EBSAPI
+	log    *slog.Logger
 }
 
 // New builds SDK clients for cfg.
@@ -230,9 +240,13 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		IAM:            iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
 		STS:            sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
 		CloudFormation: queryClient{newWire(ac, "CloudFormation", "cloudformation", cfg.Endpoints.CloudFormation), "2010-05-15", "Result"},
-		EBS:            ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
 		EC2Query:       queryClient{newWire(ac, "EC2", "ec2", cfg.Endpoints.EC2), "2016-11-15", "Response"},
 		SSM:            ssmClient{newWire(ac, "SSM", "ssm", cfg.Endpoints.SSM)},
+		KMS:            kms.NewFromConfig(ac, func(o *kms.Options) { o.BaseEndpoint = ep(cfg.Endpoints.KMS) }),
+		Quotas: servicequotas.NewFromConfig(ac, func(o *servicequotas.Options) {
+			o.BaseEndpoint = ep(cfg.Endpoints.Quotas)
+		}),
+		EBS: ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
 	}
 	return NewWithClients(cfg, cl), nil
 }
@@ -303,7 +317,8 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, ebs: c.EBS, cf: c.CloudFormation, ssm: c.SSM, ec2q: c.EC2Query, log: log}
+	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, cf: c.CloudFormation, ssm: c.SSM, ec2q: c.EC2Query,
+		kms: c.KMS, quotas: c.Quotas, ebs: c.EBS, log: log}
 }
 
 // Region is the target's region.

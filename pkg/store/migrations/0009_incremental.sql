@@ -1,4 +1,4 @@
--- Schema 8: incremental replication. A job in incremental mode copies only
+-- Schema 9: incremental replication. A job in incremental mode copies only
 -- what changed since its previous run into EBS direct replicas, and may run
 -- every 15, 20 or 30 minutes; a run records what it moved and proved. What
 -- the job keeps between runs — per disk the replica a next run writes on

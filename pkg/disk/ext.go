@@ -1,4 +1,4 @@
-package emulator
+package disk
 
 import (
 	"encoding/binary"
@@ -14,6 +14,7 @@ import (
 // maps of ext2/3), directories (linear entries, which htree directories
 // keep readable) and symlinks. Every number read from the disk is checked
 // against the file system's bounds before use: the disk is the user's.
+// Memory is bounded by the read budget, not by what the disk claims.
 
 const (
 	extMagic         = 0xEF53
@@ -38,11 +39,11 @@ func extVariant(sb []byte) string {
 	compat := binary.LittleEndian.Uint32(sb[0x5C:])
 	switch {
 	case incompat&(extIncompatExt|extIncompat64|extIncompatFlex) != 0:
-		return fsExt4
+		return FSExt4
 	case compat&extCompatJournal != 0:
-		return fsExt3
+		return FSExt3
 	}
-	return fsExt2
+	return FSExt2
 }
 
 type extFS struct {
@@ -61,7 +62,7 @@ type extFS struct {
 	budget int64
 }
 
-// maxReadBytes is the read budget of one readExtFile.
+// maxReadBytes is the read budget of one ReadExtFile.
 const maxReadBytes = 64 << 20
 
 func openExt(r io.ReaderAt) (*extFS, error) {
@@ -316,10 +317,12 @@ func (fs *extFS) lookup(dir extInode, name string) (uint32, error) {
 	return 0, fmt.Errorf("%s: not found", name)
 }
 
-// readExtFile reads a file of an ext2/3/4 file system by absolute path,
-// following symlinks (as the importer does for os-release, which many
-// distributions link to /usr/lib/os-release).
-func readExtFile(r io.ReaderAt, p string) ([]byte, error) {
+// ReadExtFile reads a regular file of the ext2/3/4 file system r holds (a
+// partition, from its first byte) by absolute path, following symlinks as
+// a guest would (many distributions link /etc/os-release to
+// /usr/lib/os-release). It reads at most 1 MiB of the file and at most
+// 64 MiB of the file system in all, whatever the file system claims.
+func ReadExtFile(r io.ReaderAt, p string) ([]byte, error) {
 	fs, err := openExt(r)
 	if err != nil {
 		return nil, err
