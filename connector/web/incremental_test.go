@@ -177,6 +177,9 @@ func TestIncrementalPages(t *testing.T) {
 	if got := field(t, a.body, "bytes-read"); got != bytesText(rep.BytesRead) {
 		t.Errorf("run page: bytes read %q, the API says %d", got, rep.BytesRead)
 	}
+	if strings.Contains(a.body, "not uploaded") {
+		t.Errorf("run page: an incremental run's disks say they were not uploaded:\n%s", a.body)
+	}
 	if got := field(t, a.body, "blocks-changed"); got != "3 of 512 KiB" {
 		t.Errorf("run page: blocks changed %q", got)
 	}
@@ -210,8 +213,11 @@ func TestIncrementalPages(t *testing.T) {
 	if want := max(1, int(int64(h0)*3*blockSize/seedSent)); seedSent <= 3*blockSize || h0 == 0 || h1 != want {
 		t.Errorf("bar heights %d (seed, %d bytes) and %d (delta), want %d", h0, seedSent, h1, want)
 	}
-	if !strings.Contains(a.body, `<td class="nowrap">1.5 MiB</td>`) {
+	if !strings.Contains(a.body, `<div class="sub nowrap">1.5 MiB sent</div>`) {
 		t.Errorf("the runs table does not show the delta's 1.5 MiB sent")
+	}
+	if !strings.Contains(a.body, `<div class="sub">`+html.EscapeString(rep.Verified)+`</div>`) {
+		t.Errorf("the runs table does not show the delta's verification %q", rep.Verified)
 	}
 
 	// A flipped byte in a replica block; Verify now reads every block back.
