@@ -11,14 +11,14 @@ import (
 
 // A YAML writer for what a template is made of: maps with string keys
 // (written sorted), lists, strings, ints and booleans, in block style.
-// The layout is yaml.v3's (four-space indent, a list's items two further
-// in than a map's keys where the list is an item of one, long-form
-// intrinsics), so the text is what the template was while it went through
-// yaml.v3. Strings are written plain only where a YAML 1.1 or 1.2 reader
-// cannot take them for anything else; otherwise single-quoted, as a literal
-// block when they span lines, or double-quoted with escapes where neither
-// holds every character. TestYAMLReadsBackAsWritten checks that yaml.v3
-// reads every kind of string back as written.
+// The layout is yaml.v3's (a map's children at the next multiple of four
+// columns, a block in a list two columns in after its "- "), so the text is
+// what it was while the template went through yaml.v3. Strings are written
+// plain only where a YAML 1.1 or 1.2 reader cannot take them for anything
+// else; otherwise single-quoted, as a literal block when they span lines,
+// or double-quoted with escapes where neither holds every character.
+// TestYAMLReadsBackAsWritten and FuzzYAMLString check that yaml.v3 reads
+// every kind of string back as written.
 
 // yamlDocument renders root, a map, as a YAML document.
 func yamlDocument(root obj) []byte {
@@ -44,7 +44,14 @@ func (w *yamlWriter) block(v any, indent int, inline bool) {
 			if i > 0 || !inline {
 				w.newline(indent)
 			}
-			w.b.WriteString(yamlKey(k))
+			// A reader takes a key on its line for at most 1024
+			// characters; a longer one is an explicit "? " key.
+			if key := yamlLine(k); len(key) <= 1000 {
+				w.b.WriteString(key)
+			} else {
+				w.b.WriteString("? " + key)
+				w.newline(indent)
+			}
 			w.b.WriteByte(':')
 			w.value(v[k], nextIndent(indent), false)
 		}
@@ -62,8 +69,7 @@ func (w *yamlWriter) block(v any, indent int, inline bool) {
 }
 
 // value writes v after "key:" or (afterDash) "-"; indent is where a block
-// under it goes. yaml.v3 puts a map's children at the next multiple of four
-// and a list item's two columns in, after its "- ".
+// under it goes.
 func (w *yamlWriter) value(v any, indent int, afterDash bool) {
 	switch v := v.(type) {
 	case obj:
@@ -106,30 +112,27 @@ func nextIndent(indent int) int { return 4 * ((indent + 4) / 4) }
 // scalar writes s, whose literal block (if it is one) is indented by indent.
 func (w *yamlWriter) scalar(s string, indent int) {
 	s = validUTF8(s)
-	switch {
-	case strings.Contains(s, "\n") && literalOK(s):
+	if strings.Contains(s, "\n") && literalOK(s) {
 		w.literal(s, indent)
-	case strings.Contains(s, "\n"), yamlNonString(s):
-		w.b.WriteString(doubleQuoted(s))
-	case plainOK(s):
-		w.b.WriteString(s)
-	case singleOK(s):
-		w.b.WriteString("'" + strings.ReplaceAll(s, "'", "''") + "'")
-	default:
-		w.b.WriteString(doubleQuoted(s))
+		return
 	}
+	w.b.WriteString(yamlLine(s))
 }
 
-// yamlKey is a key on one line: never a block.
-func yamlKey(k string) string {
-	k = validUTF8(k)
+// yamlLine is s on one line, as a key or a value: plain, single-quoted, or
+// double-quoted where it has a line break or reads as something else
+// unquoted (as yaml.v3 does).
+func yamlLine(s string) string {
+	s = validUTF8(s)
 	switch {
-	case !strings.Contains(k, "\n") && !yamlNonString(k) && plainOK(k):
-		return k
-	case singleOK(k):
-		return "'" + strings.ReplaceAll(k, "'", "''") + "'"
+	case strings.Contains(s, "\n"), yamlNonString(s):
+		return doubleQuoted(s)
+	case plainOK(s):
+		return s
+	case singleOK(s):
+		return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 	}
-	return doubleQuoted(k)
+	return doubleQuoted(s)
 }
 
 // literal writes s, which has a line break, as a "|" block: "|-" when it
