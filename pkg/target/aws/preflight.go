@@ -36,11 +36,6 @@ type QuotasAPI interface {
 	ListServiceQuotas(context.Context, *servicequotas.ListServiceQuotasInput, ...func(*servicequotas.Options)) (*servicequotas.ListServiceQuotasOutput, error)
 }
 
-// EBSAPI is the part of the EBS direct client account preflight uses.
-type EBSAPI interface {
-	ListSnapshotBlocks(context.Context, *ebs.ListSnapshotBlocksInput, ...func(*ebs.Options)) (*ebs.ListSnapshotBlocksOutput, error)
-}
-
 // Account finding codes.
 const (
 	CodeCredentials        = "AWS_CREDENTIALS"
