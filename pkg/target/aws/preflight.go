@@ -5,15 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/aws-sdk-go-v2/service/iam"
-	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -214,11 +211,7 @@ func (a *accountRun) role(ctx context.Context) {
 		regKey = a.keys()[0]
 	}
 	_, policy := policyDocuments(awsregion.Partition(a.region), a.c.Bucket, regKey)
-	var role *iam.GetRoleOutput
-	err := t.call(ctx, "GetRole", func(ctx context.Context) (err error) {
-		role, err = t.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: sdk.String(a.c.RoleName)})
-		return err
-	})
+	role, err := t.getRole(ctx, a.c.RoleName)
 	switch {
 	case apiCode(err) == "NoSuchEntity":
 		a.add(preflight.Blocker, CodeRoleMissing, "Run 'rehost register --create-role', or have an administrator create it with the documents 'rehost register' shows.",
@@ -232,12 +225,8 @@ func (a *accountRun) role(ctx context.Context) {
 		a.add(preflight.Warning, CodeRoleUnreadable, "Re-run 'rehost preflight' when IAM answers.", "The role %s could not be read: %v.", a.c.RoleName, err)
 		return
 	}
-	a.roleARN = sdk.ToString(role.Role.Arn)
-	doc, derr := url.QueryUnescape(sdk.ToString(role.Role.AssumeRolePolicyDocument))
-	if derr != nil {
-		doc = sdk.ToString(role.Role.AssumeRolePolicyDocument)
-	}
-	switch tr := trustOf(doc, a.account); {
+	a.roleARN = role.Arn
+	switch tr := trustOf(role.trustPolicy(), a.account); {
 	case !tr.allows:
 		a.add(preflight.Blocker, CodeRoleTrust, "Replace the role's trust policy with the one 'rehost register' shows (aws iam update-assume-role-policy).",
 			"The role %s does not let VM Import (vmie.amazonaws.com, external id vmimport) assume it%s.", a.c.RoleName, tr.why)
@@ -284,19 +273,14 @@ func (a *accountRun) permissions(ctx context.Context, want string) {
 // simulateDenied returns the actions IAM's policy simulator does not allow
 // the role on resource.
 func (a *accountRun) simulateDenied(ctx context.Context, resource string, actions []string) ([]string, error) {
-	var out *iam.SimulatePrincipalPolicyOutput
-	err := a.t.call(ctx, "SimulatePrincipalPolicy", func(ctx context.Context) (err error) {
-		out, err = a.t.iam.SimulatePrincipalPolicy(ctx, &iam.SimulatePrincipalPolicyInput{
-			PolicySourceArn: sdk.String(a.roleARN), ActionNames: actions, ResourceArns: []string{resource}})
-		return err
-	})
+	results, err := a.t.simulatePrincipalPolicy(ctx, a.roleARN, resource, actions)
 	if err != nil {
 		return nil, err
 	}
 	var denied []string
-	for _, r := range out.EvaluationResults {
-		if r.EvalDecision != iamtypes.PolicyEvaluationDecisionTypeAllowed {
-			denied = append(denied, sdk.ToString(r.EvalActionName)+" on "+sdk.ToString(r.EvalResourceName))
+	for _, r := range results {
+		if r.EvalDecision != "allowed" {
+			denied = append(denied, r.EvalActionName+" on "+r.EvalResourceName)
 		}
 	}
 	return denied, nil
@@ -304,16 +288,8 @@ func (a *accountRun) simulateDenied(ctx context.Context, resource string, action
 
 func (a *accountRun) inlinePolicy(ctx context.Context, want string) {
 	t, name := a.t, rolePolicyName(a.c.Bucket)
-	var cur *iam.GetRolePolicyOutput
-	err := t.call(ctx, "GetRolePolicy", func(ctx context.Context) (err error) {
-		cur, err = t.iam.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: sdk.String(a.c.RoleName), PolicyName: sdk.String(name)})
-		return err
-	})
-	have := ""
-	if err == nil {
-		have, _ = url.QueryUnescape(sdk.ToString(cur.PolicyDocument))
-	}
-	if have == "" || !sameJSON(have, want) {
+	have, err := t.getRolePolicy(ctx, a.c.RoleName, name)
+	if err != nil || have == "" || !sameJSON(have, want) {
 		a.add(preflight.Warning, CodeRolePolicy, "Allow the registration's credentials iam:SimulatePrincipalPolicy, or make sure the role may do what the policy 'rehost register' shows allows.",
 			"IAM's policy simulator may not be called with these credentials, and the role's inline policy %s is missing or differs from what registration puts, so the role's permissions are not known.", name)
 	}
