@@ -26,9 +26,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -236,11 +234,9 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		CloudFormation: queryClient{newWire(ac, "CloudFormation", "cloudformation", cfg.Endpoints.CloudFormation), "2010-05-15", "Result"},
 		EC2Query:       queryClient{newWire(ac, "EC2", "ec2", cfg.Endpoints.EC2), "2016-11-15", "Response"},
 		SSM:            jsonClient{newWire(ac, "SSM", "ssm", cfg.Endpoints.SSM), "AmazonSSM"},
-		KMS:            kms.NewFromConfig(ac, func(o *kms.Options) { o.BaseEndpoint = ep(cfg.Endpoints.KMS) }),
-		Quotas: servicequotas.NewFromConfig(ac, func(o *servicequotas.Options) {
-			o.BaseEndpoint = ep(cfg.Endpoints.Quotas)
-		}),
-		EBS: ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
+		KMS:            jsonClient{newWire(ac, "KMS", "kms", cfg.Endpoints.KMS), "TrentService"},
+		Quotas:         jsonClient{newWire(ac, "Service Quotas", "servicequotas", cfg.Endpoints.Quotas), "ServiceQuotasV20190624"},
+		EBS:            ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
 	}
 	return NewWithClients(cfg, cl), nil
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -194,6 +195,30 @@ type jsonClient struct {
 
 func (c jsonClient) Call(ctx context.Context, op string, in, out any) error {
 	return c.w.jsonCall(ctx, c.prefix, op, in, out)
+}
+
+// pages lists a paged JSON 1.1 operation: in, then in with the token of
+// the page before as tokenKey (KMS's Marker, Service Quotas' NextToken),
+// until an answer names no next page. Each page is decoded into a fresh
+// P and given to read, which returns the next page's token. Each page is
+// one call under the target's retry policy; a token answered twice ends
+// the listing, as the SDK's paginators do.
+func pages[P any](ctx context.Context, t *Target, c JSONAPI, op string, in map[string]string, tokenKey string, read func(*P) string) error {
+	in = maps.Clone(in)
+	for {
+		var page P
+		if err := t.call(ctx, op, func(ctx context.Context) error {
+			page = *new(P) // decoding appends to slices
+			return c.Call(ctx, op, in, &page)
+		}); err != nil {
+			return err
+		}
+		next := read(&page)
+		if next == "" || next == in[tokenKey] {
+			return nil
+		}
+		in[tokenKey] = next
+	}
 }
 
 // jsonError reads an AWS JSON error: its type from X-Amzn-Errortype or
