@@ -26,11 +26,6 @@ type KMSAPI = JSONAPI
 // 1.1 operation ListServiceQuotas.
 type QuotasAPI = JSONAPI
 
-// EBSAPI is the part of the EBS direct client account preflight uses.
-type EBSAPI interface {
-	ListSnapshotBlocks(context.Context, *ebs.ListSnapshotBlocksInput, ...func(*ebs.Options)) (*ebs.ListSnapshotBlocksOutput, error)
-}
-
 // Account finding codes.
 const (
 	CodeCredentials        = "AWS_CREDENTIALS"

@@ -83,8 +83,9 @@ type STSAPI interface {
 	GetCallerIdentity(context.Context, *sts.GetCallerIdentityInput, ...func(*sts.Options)) (*sts.GetCallerIdentityOutput, error)
 }
 
-// Clients are the API implementations a Target uses. KMS, Quotas and EBS
-// serve account preflight only; nil skips their checks.
+// Clients are the API implementations a Target uses. EBS may be nil for
+// a target that only stages through S3 (account preflight then skips its
+// check); KMS and Quotas serve account preflight only, nil skips theirs.
 type Clients struct {
 	S3  S3API
 	EC2 EC2API
