@@ -2,27 +2,21 @@ package app
 
 import (
 	"cmp"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 
-	cfnres "github.com/awslabs/goformation/v7/cloudformation/cloudformation"
-	"github.com/awslabs/goformation/v7/cloudformation/ec2"
-	"github.com/awslabs/goformation/v7/cloudformation/tags"
-	"github.com/awslabs/goformation/v7/intrinsics"
-	"gopkg.in/yaml.v3"
-
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
-// The CloudFormation template of an application, built with goformation's
-// typed resources (ec2.Instance, cloudformation.WaitCondition and
-// WaitConditionHandle) and its intrinsic encoding, without its registry of
-// every resource type (which the product does not link).
+// The CloudFormation template of an application, as plain maps written
+// out by encoding/json and by the small YAML writer of yaml.go: the product
+// links neither goformation nor a YAML library (half a megabyte). The tests
+// read every template back through goformation's typed resources, which is
+// what proves its resources and properties are ones CloudFormation knows.
 //
 // Each server is an AWS::EC2::Instance from its latest AMI; each server
 // group has a wait condition its servers' readiness is signalled to (by
@@ -94,111 +88,102 @@ type TemplateInput struct {
 func (g TemplateGroup) Handle() string { return g.LogicalID + "Handle" }
 func (g TemplateGroup) Ready() string  { return g.LogicalID + "Ready" }
 
-// intrinsic encodes a function call as goformation does: base64 of its JSON,
-// so it fits a string property and nests without escaping; arguments that
-// are intrinsics stay encoded strings.
-func intrinsic(fn string, arg any) string {
-	b, err := json.Marshal(map[string]any{fn: arg})
-	if err != nil {
-		panic(err) // strings, lists and maps of them always marshal
-	}
-	return base64.StdEncoding.EncodeToString(b)
-}
+// obj is a JSON object of the template; its keys come out sorted in both
+// formats.
+type obj = map[string]any
 
-func ref(name string) string         { return intrinsic("Ref", name) }
-func getAtt(res, attr string) string { return intrinsic("Fn::GetAtt", []string{res, attr}) }
-func join(parts ...string) string    { return intrinsic("Fn::Join", []any{"", parts}) }
-func ifTest(test, cutover string) string {
-	return intrinsic("Fn::If", []any{condIsTest, test, cutover})
-}
-func equals(a, b string) string             { return intrinsic("Fn::Equals", []any{a, b}) }
-func base64Fn(s string) string              { return intrinsic("Fn::Base64", s) }
-func ptr[T any](v T) *T                     { return &v }
-func noValue() string                       { return ref("AWS::NoValue") }
+func ref(name string) obj                   { return obj{"Ref": name} }
+func getAtt(res, attr string) obj           { return obj{"Fn::GetAtt": []any{res, attr}} }
+func join(parts ...any) obj                 { return obj{"Fn::Join": []any{"", parts}} }
+func ifTest(test, cutover any) obj          { return obj{"Fn::If": []any{condIsTest, test, cutover}} }
+func equals(a, b any) obj                   { return obj{"Fn::Equals": []any{a, b}} }
+func base64Fn(s string) obj                 { return obj{"Fn::Base64": s} }
+func noValue() obj                          { return ref("AWS::NoValue") }
 func outputName(server, what string) string { return server + what }
 
 const condIsTest = "IsTest"
 
-type parameter struct {
-	Type          string   `json:"Type"`
-	Default       string   `json:"Default"`
-	Description   string   `json:"Description,omitempty"`
-	AllowedValues []string `json:"AllowedValues,omitempty"`
+// parameter and output are the entries of Parameters and Outputs; an empty
+// Description or AllowedValues is left out, a Default never is.
+func parameter(typ, def, description string, allowed ...string) obj {
+	p := obj{"Type": typ, "Default": def}
+	if description != "" {
+		p["Description"] = description
+	}
+	if len(allowed) > 0 {
+		p["AllowedValues"] = strs(allowed)
+	}
+	return p
 }
 
-type output struct {
-	Value       string `json:"Value"`
-	Description string `json:"Description,omitempty"`
+func output(value obj, description string) obj {
+	return obj{"Value": value, "Description": description}
 }
 
-// cfnTemplate is the template's top level; Resources hold goformation's
-// typed resources, which marshal themselves with Type and Properties.
-type cfnTemplate struct {
-	AWSTemplateFormatVersion string               `json:"AWSTemplateFormatVersion"`
-	Description              string               `json:"Description"`
-	Parameters               map[string]parameter `json:"Parameters"`
-	Conditions               map[string]string    `json:"Conditions"`
-	Resources                map[string]any       `json:"Resources"`
-	Outputs                  map[string]output    `json:"Outputs"`
+// resource is a resource of type typ; DependsOn is left out when empty.
+func resource(typ string, props obj, dependsOn []string) obj {
+	r := obj{"Type": typ, "Properties": props}
+	if len(dependsOn) > 0 {
+		r["DependsOn"] = strs(dependsOn)
+	}
+	return r
+}
+
+func strs(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // Template renders the application's template in format (JSON or YAML).
 func Template(in TemplateInput, format string) ([]byte, error) {
-	t := cfnTemplate{
-		AWSTemplateFormatVersion: "2010-09-09",
-		Description:              templateDescription(in),
-		Parameters: map[string]parameter{
-			ParamLaunchKind: {Type: "String", Default: string(store.LaunchCutover), AllowedValues: []string{string(store.LaunchCutover), string(store.LaunchTest)},
-				Description: "cutover launches into the configured networks; test into the test VPC and subnet"},
-			ParamNameSuffix:  {Type: "String", Default: "", Description: "appended to every server's Name tag (a test launch's suffix)"},
-			ParamBootTimeout: {Type: "Number", Default: strconv.Itoa(DefaultBootTimeout), Description: "seconds each server group has to boot and be signalled ready"},
-		},
-		Conditions: map[string]string{condIsTest: equals(ref(ParamLaunchKind), string(store.LaunchTest))},
-		Resources:  map[string]any{},
-		Outputs:    map[string]output{},
+	params := obj{
+		ParamLaunchKind: parameter("String", string(store.LaunchCutover),
+			"cutover launches into the configured networks; test into the test VPC and subnet", string(store.LaunchCutover), string(store.LaunchTest)),
+		ParamNameSuffix:  parameter("String", "", "appended to every server's Name tag (a test launch's suffix)"),
+		ParamBootTimeout: parameter("Number", strconv.Itoa(DefaultBootTimeout), "seconds each server group has to boot and be signalled ready"),
+	}
+	resources, outputs := obj{}, obj{}
+	t := obj{
+		"AWSTemplateFormatVersion": "2010-09-09",
+		"Description":              templateDescription(in),
+		"Parameters":               params,
+		"Conditions":               obj{condIsTest: equals(ref(ParamLaunchKind), string(store.LaunchTest))},
+		"Resources":                resources,
+		"Outputs":                  outputs,
 	}
 	for _, g := range in.Groups {
 		var members []string
 		for _, s := range g.Servers {
 			members = append(members, s.LogicalID)
-			t.Parameters[s.LogicalID+"ImageId"] = parameter{Type: "AWS::EC2::Image::Id", Default: s.Image.ID,
-				Description: fmt.Sprintf("AMI of %s (its latest replication)", s.Name)}
-			t.Parameters[s.LogicalID+"InstanceType"] = parameter{Type: "String", Default: s.Launch.InstanceType,
-				Description: "instance type of " + s.Name}
+			params[s.LogicalID+"ImageId"] = parameter("AWS::EC2::Image::Id", s.Image.ID, fmt.Sprintf("AMI of %s (its latest replication)", s.Name))
+			params[s.LogicalID+"InstanceType"] = parameter("String", s.Launch.InstanceType, "instance type of "+s.Name)
 			inst, err := instance(in, g, s)
 			if err != nil {
 				return nil, err
 			}
-			t.Resources[s.LogicalID] = inst
-			t.Outputs[outputName(s.LogicalID, "InstanceId")] = output{Value: ref(s.LogicalID), Description: "instance of " + s.Name}
-			t.Outputs[outputName(s.LogicalID, "PrivateIp")] = output{Value: getAtt(s.LogicalID, "PrivateIp"), Description: "private address of " + s.Name}
+			resources[s.LogicalID] = inst
+			outputs[outputName(s.LogicalID, "InstanceId")] = output(ref(s.LogicalID), "instance of "+s.Name)
+			outputs[outputName(s.LogicalID, "PrivateIp")] = output(getAtt(s.LogicalID, "PrivateIp"), "private address of "+s.Name)
 			if p := s.Launch.AssociatePublicIP; p != nil && *p {
-				t.Outputs[outputName(s.LogicalID, "PublicIp")] = output{Value: getAtt(s.LogicalID, "PublicIp"), Description: "public address of " + s.Name}
+				outputs[outputName(s.LogicalID, "PublicIp")] = output(getAtt(s.LogicalID, "PublicIp"), "public address of "+s.Name)
 			}
 		}
-		t.Resources[g.Handle()] = &cfnres.WaitConditionHandle{}
-		t.Resources[g.Ready()] = &cfnres.WaitCondition{Handle: ptr(ref(g.Handle())), Timeout: ptr(ref(ParamBootTimeout)),
-			Count: ptr(len(g.Servers)), AWSCloudFormationDependsOn: members}
-	}
-	raw, err := json.Marshal(t)
-	if err != nil {
-		return nil, fmt.Errorf("template of app %q: %w", in.AppName, err)
-	}
-	// Turns the encoded intrinsics back into CloudFormation's objects and
-	// indents the result, keys sorted.
-	js, err := intrinsics.ProcessJSON(raw, nil)
-	if err != nil {
-		return nil, fmt.Errorf("template of app %q: %w", in.AppName, err)
+		resources[g.Handle()] = resource("AWS::CloudFormation::WaitConditionHandle", obj{}, nil)
+		resources[g.Ready()] = resource("AWS::CloudFormation::WaitCondition",
+			obj{"Handle": ref(g.Handle()), "Timeout": ref(ParamBootTimeout), "Count": len(g.Servers)}, members)
 	}
 	switch strings.ToUpper(cmp.Or(format, FormatJSON)) {
 	case FormatJSON:
-		return append(js, '\n'), nil
-	case FormatYAML:
-		var v any
-		if err := yaml.Unmarshal(js, &v); err != nil {
+		js, err := json.MarshalIndent(t, "", "  ")
+		if err != nil {
 			return nil, fmt.Errorf("template of app %q: %w", in.AppName, err)
 		}
-		return yaml.Marshal(v)
+		return append(js, '\n'), nil
+	case FormatYAML:
+		return yamlDocument(t), nil
 	}
 	return nil, invalid("template format %q: want JSON or YAML", format)
 }
@@ -211,26 +196,31 @@ func templateDescription(in TemplateInput) string {
 	return fmt.Sprintf("rehost: application %s (%s), %d servers in %d groups launched in order", in.AppName, in.AppID, n, len(in.Groups))
 }
 
-// instance is one server's AWS::EC2::Instance.
-func instance(in TemplateInput, g TemplateGroup, s TemplateServer) (*ec2.Instance, error) {
+// instance is one server's AWS::EC2::Instance. The properties are those of
+// goformation's ec2.Instance, which the tests read the template back into.
+func instance(in TemplateInput, g TemplateGroup, s TemplateServer) (obj, error) {
 	l := s.Launch
-	inst := &ec2.Instance{
-		ImageId:      ptr(ref(s.LogicalID + "ImageId")),
-		InstanceType: ptr(ref(s.LogicalID + "InstanceType")),
+	props := obj{
+		"ImageId":      ref(s.LogicalID + "ImageId"),
+		"InstanceType": ref(s.LogicalID + "InstanceType"),
 	}
+	var dependsOn []string
 	for _, w := range g.Waits {
-		inst.AWSCloudFormationDependsOn = append(inst.AWSCloudFormationDependsOn, w+"Ready")
+		dependsOn = append(dependsOn, w+"Ready")
 	}
 	if l.KeyName != "" {
-		inst.KeyName = ptr(l.KeyName)
+		props["KeyName"] = l.KeyName
 	}
 	if l.InstanceProfile != "" {
-		inst.IamInstanceProfile = ptr(l.InstanceProfile)
+		props["IamInstanceProfile"] = l.InstanceProfile
 	}
 	if s.UserData != "" {
-		inst.UserData = ptr(base64Fn(s.UserData))
+		props["UserData"] = base64Fn(s.UserData)
 	}
-	nic := ec2.Instance_NetworkInterface{DeviceIndex: "0", AssociatePublicIpAddress: l.AssociatePublicIP}
+	nic := obj{"DeviceIndex": "0"}
+	if l.AssociatePublicIP != nil {
+		nic["AssociatePublicIpAddress"] = *l.AssociatePublicIP
+	}
 	test := in.Test
 	if test == nil {
 		test = &store.TestLaunchConfig{}
@@ -239,58 +229,81 @@ func instance(in TemplateInput, g TemplateGroup, s TemplateServer) (*ec2.Instanc
 	// test security groups (the test VPC's default ones when none is set).
 	switch {
 	case test.Subnet != "" && l.Subnet != "":
-		nic.SubnetId = ptr(ifTest(test.Subnet, l.Subnet))
+		nic["SubnetId"] = ifTest(test.Subnet, l.Subnet)
 	case test.Subnet != "":
-		nic.SubnetId = ptr(ifTest(test.Subnet, noValue()))
+		nic["SubnetId"] = ifTest(test.Subnet, noValue())
 	case l.Subnet != "":
-		nic.SubnetId = ptr(l.Subnet)
+		nic["SubnetId"] = l.Subnet
 	}
 	testGroups := test.SecurityGroups
 	if len(testGroups) == 0 && test.Subnet == "" {
 		testGroups = l.SecurityGroups
 	}
+	var groupSet []any
 	for i := range max(len(testGroups), len(l.SecurityGroups)) {
-		tg, cg := noValue(), noValue()
+		var tg, cg any = noValue(), noValue()
 		if i < len(testGroups) {
 			tg = testGroups[i]
 		}
 		if i < len(l.SecurityGroups) {
 			cg = l.SecurityGroups[i]
 		}
-		if tg == cg {
-			nic.GroupSet = append(nic.GroupSet, cg)
+		if i < len(testGroups) && i < len(l.SecurityGroups) && testGroups[i] == l.SecurityGroups[i] {
+			groupSet = append(groupSet, cg)
 		} else {
-			nic.GroupSet = append(nic.GroupSet, ifTest(tg, cg))
+			groupSet = append(groupSet, ifTest(tg, cg))
 		}
+	}
+	if len(groupSet) > 0 {
+		nic["GroupSet"] = groupSet
 	}
 	if l.PrivateIP != "" {
 		// A test launch takes an address of its own subnet.
-		nic.PrivateIpAddress = ptr(ifTest(noValue(), l.PrivateIP))
+		nic["PrivateIpAddress"] = ifTest(noValue(), l.PrivateIP)
 	}
-	if nic.SubnetId != nil || nic.GroupSet != nil || nic.PrivateIpAddress != nil || nic.AssociatePublicIpAddress != nil {
-		inst.NetworkInterfaces = []ec2.Instance_NetworkInterface{nic}
+	if len(nic) > 1 {
+		props["NetworkInterfaces"] = []any{nic}
 	}
 	if l.VolumeType != "" {
 		devices := s.Image.Devices
 		if len(devices) == 0 {
 			devices = []string{cmp.Or(s.Image.RootDevice, "/dev/sda1")}
 		}
+		var mappings []any
 		for _, d := range devices {
-			inst.BlockDeviceMappings = append(inst.BlockDeviceMappings, ec2.Instance_BlockDeviceMapping{DeviceName: d,
-				Ebs: &ec2.Instance_Ebs{VolumeType: ptr(l.VolumeType)}})
+			mappings = append(mappings, obj{"DeviceName": d, "Ebs": obj{"VolumeType": l.VolumeType}})
 		}
+		props["BlockDeviceMappings"] = mappings
 	}
-	inst.Tags = []tags.Tag{
-		{Key: "Name", Value: join(s.Name, ref(ParamNameSuffix))},
-		{Key: TagApp, Value: in.AppID},
-		{Key: TagServer, Value: s.ServerID},
-	}
+	var userTags []store.Tag
 	for _, tg := range l.Tags {
 		if tg.Key == "Name" || strings.HasPrefix(tg.Key, "rehost:") || strings.HasPrefix(strings.ToLower(tg.Key), "aws:") {
 			return nil, invalid("server %s: tag %q is reserved (Name, rehost:… and aws:… are set by rehost)", s.Name, tg.Key)
 		}
-		inst.Tags = append(inst.Tags, tags.Tag{Key: tg.Key, Value: tg.Value})
+		userTags = append(userTags, tg)
 	}
-	slices.SortStableFunc(inst.Tags[3:], func(a, b tags.Tag) int { return cmp.Compare(a.Key, b.Key) })
-	return inst, nil
+	slices.SortStableFunc(userTags, func(a, b store.Tag) int { return cmp.Compare(a.Key, b.Key) })
+	tagList := []any{
+		obj{"Key": "Name", "Value": join(s.Name, ref(ParamNameSuffix))},
+		cfnTag(TagApp, in.AppID),
+		cfnTag(TagServer, s.ServerID),
+	}
+	for _, tg := range userTags {
+		tagList = append(tagList, cfnTag(tg.Key, tg.Value))
+	}
+	props["Tags"] = tagList
+	return resource("AWS::EC2::Instance", props, dependsOn), nil
+}
+
+// cfnTag is a resource tag; like goformation's tags.Tag, it leaves out an
+// empty key or value.
+func cfnTag(key, value string) obj {
+	t := obj{}
+	if key != "" {
+		t["Key"] = key
+	}
+	if value != "" {
+		t["Value"] = value
+	}
+	return t
 }
