@@ -24,7 +24,7 @@ import (
 	"github.com/rehost/rehost/pkg/awsregion"
 )
 
-// SSM, CloudFormation and EC2's launch queries (instance.go) are reached
+// SSM, CloudFormation and EC2 are reached
 // without SDK clients, whose packages weighed more than 3 MB of the product
 // binary for the fourteen operations an application launch calls. A
 // request here is the service's own wire protocol (SSM: AWS JSON 1.1;
@@ -183,7 +183,7 @@ func jsonError(resp *http.Response, b []byte) (code, msg, requestID string) {
 }
 
 // QueryAPI is a service of the AWS Query protocol as the target uses it:
-// CloudFormation's actions (stack.go), EC2's launch queries (instance.go).
+// CloudFormation's actions (stack.go), EC2's (ec2query.go, instance.go).
 type QueryAPI interface {
 	// Query sends action with its parameters (Version is added) and
 	// decodes the action's result element of the answer (CloudFormation's
