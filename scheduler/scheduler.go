@@ -1,5 +1,6 @@
-// Package scheduler decides when replication runs happen: every 1–24 h
-// anchored at the job's seed time, once for run-once jobs, or on demand. It
+// Package scheduler decides when replication runs happen: every 1–24 h (an
+// incremental job also every 15, 20 or 30 minutes) anchored at the job's
+// seed time, once for run-once jobs, or on demand. It
 // records slots missed while the connector was down, pauses a job after
 // repeated failures, and queues runs behind a global concurrency limit and a
 // per-region VM Import limit instead of failing them.
@@ -194,7 +195,7 @@ func schedulable(s store.JobState) bool {
 }
 
 func schedule(j store.ReplicationJob) Anchored {
-	return Anchored{Seed: j.SeedReplicationTime, Every: time.Duration(j.Frequency) * time.Hour}
+	return Anchored{Seed: j.SeedReplicationTime, Every: j.Interval()}
 }
 
 // Start loads jobs and queued runs, re-dispatches runs left ACTIVE by a

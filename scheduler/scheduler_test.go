@@ -184,6 +184,56 @@ func TestWeekOfRunsAnchoredAtSeed(t *testing.T) {
 	}
 }
 
+// An incremental job every 15 minutes runs on its quarter-hour grid from
+// the seed (:17, :32, :47, :02); one still running when its next slot comes
+// has that slot missed, as an hourly job does.
+func TestQuarterHourIncrementalJob(t *testing.T) {
+	h := newHarness(t, seed, Options{})
+	j := h.job(store.ReplicationJob{SeedReplicationTime: seed, Mode: store.ModeIncremental, FrequencyMinutes: 15})
+	end := seed.Add(3 * time.Hour)
+	for h.clock.Now().Before(end) {
+		h.tick()
+		h.clock.Advance(time.Minute)
+	}
+	calls := h.runner.callsOf(j.ReplicationJobID)
+	if len(calls) != 12 {
+		t.Fatalf("%d runs in 3 hours every 15 minutes, want 12", len(calls))
+	}
+	for k, c := range calls {
+		if want := seed.Add(time.Duration(k) * 15 * time.Minute); !c.run.ScheduledStartTime.Equal(want) {
+			t.Fatalf("run %d scheduled at %v, want %v", k, c.run.ScheduledStartTime, want)
+		}
+	}
+	if next := h.getJob(j.ReplicationJobID).NextReplicationRunStartTime; !next.Equal(end) {
+		t.Errorf("next start %v, want %v", next, end)
+	}
+
+	// A run lasting 20 minutes: the slot 15 minutes in is missed.
+	release := make(chan struct{})
+	h.runner.fn = func(ctx context.Context, run store.ReplicationRun) error {
+		<-release
+		return nil
+	}
+	if err := h.s.RunDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(15 * time.Minute)
+	if err := h.s.RunDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	h.s.Wait()
+	missed := 0
+	for _, r := range h.runs(j.ReplicationJobID) {
+		if r.State == store.RunMissed {
+			missed++
+		}
+	}
+	if missed != 1 {
+		t.Errorf("%d slots missed during a 20-minute run, want 1", missed)
+	}
+}
+
 func TestSeedInFutureRunsAtSeed(t *testing.T) {
 	h := newHarness(t, seed.Add(-5*time.Hour), Options{})
 	j := h.job(store.ReplicationJob{SeedReplicationTime: seed, Frequency: 6})

@@ -201,8 +201,48 @@ func (c *catalog) job(j store.ReplicationJob, runs []ReplicationRun) Replication
 		RoleName: j.RoleName, LatestAmiID: j.LatestAmiID, State: string(j.State), StatusMessage: j.StatusMessage,
 		Description: j.Description, NumberOfRecentAmisToKeep: j.NumberOfRecentAmisToKeep, Encrypted: j.Encrypted,
 		KmsKeyID: j.KmsKeyID, ReplicationRunList: runs,
-		Rehost: &ReplicationJobEx{ConsecutiveFailures: j.ConsecutiveFailures, CreatedAt: At(j.CreatedAt)},
+		Rehost: &ReplicationJobEx{ConsecutiveFailures: j.ConsecutiveFailures, CreatedAt: At(j.CreatedAt), Mode: modeName(j.Mode),
+			FrequencyMinutes: j.FrequencyMinutes, NoConversion: j.NoConversion, VerifyRequested: j.VerifyRequested},
 	}
+}
+
+// replicas is what an incremental job keeps, nil when it keeps nothing.
+func replicas(set store.ReplicaSet) *JobReplicas {
+	out := &JobReplicas{RunID: set.RunID, VerifiedAt: At(set.VerifiedAt), Disks: []ReplicaDiskRef{}}
+	for _, d := range set.Disks {
+		out.Disks = append(out.Disks, ReplicaDiskRef{Disk: d.Disk, SnapshotID: d.SnapshotID, Capacity: d.Capacity, VolumeGiB: d.VolumeGiB, Tracked: d.ChangeID != ""})
+	}
+	return out
+}
+
+// runReplication is what a run moved and proved, nil before it moved
+// anything.
+func runReplication(r store.ReplicationRun) *RunReplication {
+	if r.Progress.Mode == "" && r.Replication == nil {
+		return nil
+	}
+	out := &RunReplication{Mode: cmp.Or(r.Progress.Mode, replicationMode(r))}
+	if rep := r.Replication; rep != nil {
+		out.FullBecause, out.BytesRead, out.BytesSent, out.BlocksChanged = rep.FullBecause, rep.BytesRead, rep.BytesSent, rep.BlocksChanged
+		out.Disks, out.Verification = rep.Disks, rep.Verification
+		if rep.Verification != nil {
+			out.Verified = rep.Verification.String()
+		}
+	}
+	if out.Mode == "full" {
+		// A full run sends each disk's staged image.
+		for _, d := range r.Progress.Disks {
+			out.BytesRead, out.BytesSent = out.BytesRead+d.BytesDone, out.BytesSent+d.BytesDone
+		}
+	}
+	return out
+}
+
+func replicationMode(r store.ReplicationRun) string {
+	if r.Replication != nil && r.Replication.FullBecause == "" {
+		return store.ModeIncremental
+	}
+	return "full"
 }
 
 // run converts a run, with its progress while it is in progress.
@@ -216,6 +256,7 @@ func (l *Local) run(ctx context.Context, r store.ReplicationRun) ReplicationRun 
 	if r.Stage != "" || r.StageProgress != "" {
 		out.StageDetails = &ReplicationRunStageDetails{Stage: r.Stage, StageProgress: r.StageProgress}
 	}
+	out.Rehost.Replication = runReplication(r)
 	if r.State == store.RunActive {
 		if p, err := l.D.RunProgress(ctx, r); err == nil {
 			out.Rehost.Progress = &p
@@ -400,6 +441,20 @@ func (l *Local) DisassociateConnector(ctx context.Context, in *DisassociateConne
 // maxSeedAhead is how far ahead a seed time may be.
 const maxSeedAhead = 366 * 24 * time.Hour
 
+// checkMode reads a job mode as the API spells it.
+func checkMode(m string) (string, error) {
+	switch m {
+	case "", "full":
+		return store.ModeFull, nil
+	case store.ModeIncremental:
+		return store.ModeIncremental, nil
+	}
+	return "", Errorf(ErrInvalidParameter, "rehostMode %q: must be full or incremental", m)
+}
+
+// modeName is a job mode as the API spells it.
+func modeName(m string) string { return cmp.Or(m, "full") }
+
 func checkFrequency(f int) error {
 	if f < 1 || f > 24 {
 		return Errorf(ErrInvalidParameter, "frequency %d: must be a whole number of hours from 1 to 24", f)
@@ -429,8 +484,14 @@ func (l *Local) CreateReplicationJob(ctx context.Context, in *CreateReplicationJ
 		return nil, Errorf(ErrMissingRequiredParameter, "serverId is required")
 	case in.SeedReplicationTime == nil:
 		return nil, Errorf(ErrMissingRequiredParameter, "seedReplicationTime is required")
-	case in.Frequency == nil && !in.RunOnce:
-		return nil, Errorf(ErrInvalidParameter, "frequency is required unless runOnce: a whole number of hours from 1 to 24")
+	case in.Frequency == nil && !in.RunOnce && in.RehostFrequencyMinutes == 0:
+		return nil, Errorf(ErrInvalidParameter, "frequency is required unless runOnce: a whole number of hours from 1 to 24 (or rehostFrequencyMinutes 15, 20 or 30 for an incremental job)")
+	case in.Frequency != nil && in.RehostFrequencyMinutes != 0:
+		return nil, Errorf(ErrInvalidParameter, "frequency (hours) and rehostFrequencyMinutes are given together: give one")
+	}
+	mode, err := checkMode(in.RehostMode)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkMembers(member{"serverId", limit.ServerID, in.ServerID}, member{"description", limit.Description, in.Description},
 		member{"roleName", limit.RoleName, in.RoleName}, member{"kmsKeyId", limit.KMSKeyID, in.KmsKeyID}); err != nil {
@@ -440,6 +501,15 @@ func (l *Local) CreateReplicationJob(ctx context.Context, in *CreateReplicationJ
 		ServerID: in.ServerID, SeedReplicationTime: in.SeedReplicationTime.Time, RunOnce: in.RunOnce,
 		LicenseType: cmp.Or(in.LicenseType, store.LicenseAWS), RoleName: in.RoleName, Description: in.Description,
 		NumberOfRecentAmisToKeep: in.NumberOfRecentAmisToKeep, Encrypted: in.Encrypted, KmsKeyID: in.KmsKeyID,
+		Mode: mode, FrequencyMinutes: in.RehostFrequencyMinutes, NoConversion: in.RehostNoConversion,
+	}
+	if j.FrequencyMinutes != 0 {
+		if err := store.ValidateFrequencyMinutes(j.FrequencyMinutes, j.Mode); err != nil {
+			return nil, Errorf(ErrInvalidParameter, "rehostFrequencyMinutes: %v", strings.TrimPrefix(err.Error(), "invalid: "))
+		}
+	}
+	if j.NoConversion && j.Mode != store.ModeIncremental {
+		return nil, Errorf(ErrInvalidParameter, "rehostNoConversion needs rehostMode incremental: the AMI is registered on the replicas")
 	}
 	if in.Frequency != nil {
 		if err := checkFrequency(*in.Frequency); err != nil {
@@ -521,7 +591,13 @@ func (l *Local) GetReplicationJobs(ctx context.Context, in *GetReplicationJobsIn
 		for _, r := range rs {
 			runs = append(runs, l.run(ctx, r))
 		}
-		out.ReplicationJobList = append(out.ReplicationJobList, c.job(j, runs))
+		job := c.job(j, runs)
+		if set, err := l.D.Store.GetReplicaSet(ctx, j.ReplicationJobID); err == nil {
+			job.Rehost.Replicas = replicas(set)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return nil, internal(err)
+		}
+		out.ReplicationJobList = append(out.ReplicationJobList, job)
 	}
 	return out, nil
 }
@@ -544,6 +620,17 @@ func (l *Local) UpdateReplicationJob(ctx context.Context, in *UpdateReplicationJ
 			return nil, err
 		}
 	}
+	if in.Frequency != nil && in.RehostFrequencyMinutes != nil && *in.RehostFrequencyMinutes != 0 {
+		return nil, Errorf(ErrInvalidParameter, "frequency (hours) and rehostFrequencyMinutes are given together: give one")
+	}
+	var mode *string
+	if in.RehostMode != nil {
+		m, err := checkMode(*in.RehostMode)
+		if err != nil {
+			return nil, err
+		}
+		mode = &m
+	}
 	if in.LicenseType != nil {
 		if err := checkLicense(*in.LicenseType); err != nil {
 			return nil, err
@@ -565,7 +652,21 @@ func (l *Local) UpdateReplicationJob(ctx context.Context, in *UpdateReplicationJ
 			return fmt.Errorf("%w: replication job %s is %s", errJobGone, j.ReplicationJobID, j.State)
 		}
 		if in.Frequency != nil {
-			j.Frequency = *in.Frequency
+			j.Frequency, j.FrequencyMinutes = *in.Frequency, 0
+		}
+		if mode != nil {
+			j.Mode = *mode
+		}
+		if m := in.RehostFrequencyMinutes; m != nil {
+			j.FrequencyMinutes = *m
+			if *m != 0 {
+				j.Frequency = 0
+			} else if j.Frequency == 0 {
+				return fmt.Errorf("%w: rehostFrequencyMinutes 0 goes back to a frequency in hours: give frequency too", store.ErrInvalid)
+			}
+		}
+		if in.RehostNoConversion != nil {
+			j.NoConversion = *in.RehostNoConversion
 		}
 		if t := in.NextReplicationRunStartTime; t != nil {
 			j.SeedReplicationTime, j.NextReplicationRunStartTime = t.Time, t.Time

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/rehost/rehost/connector/limit"
 	"github.com/rehost/rehost/pkg/store"
@@ -43,6 +44,43 @@ func (l *Local) StartOnDemandReplicationRun(ctx context.Context, in *StartOnDema
 	}
 	l.notify()
 	return &StartOnDemandReplicationRunOutput{ReplicationRunID: id}, nil
+}
+
+// VerifyReplicationJob requests a full verification of an incremental
+// job's replicas: the next run reads every block back. It starts that run
+// now when it can (no run in progress, within the on-demand limit).
+func (l *Local) VerifyReplicationJob(ctx context.Context, in *VerifyReplicationJobInput) (*VerifyReplicationJobOutput, error) {
+	if in.ReplicationJobID == "" {
+		return nil, Errorf(ErrMissingRequiredParameter, "replicationJobId is required")
+	}
+	j, err := l.D.Store.UpdateJob(ctx, in.ReplicationJobID, func(j *store.ReplicationJob) error {
+		switch {
+		case j.State == store.JobDeleted || j.State == store.JobDeleting:
+			return fmt.Errorf("%w: replication job %s is %s", errJobGone, j.ReplicationJobID, j.State)
+		case j.Mode != store.ModeIncremental:
+			return fmt.Errorf("%w: replication job %s copies its disks whole every run (full mode): there are no replicas to verify; its AMIs' content is checked by VM Import", errJobGone, j.ReplicationJobID)
+		}
+		j.VerifyRequested = true
+		return nil
+	})
+	switch {
+	case errors.Is(err, errJobGone):
+		return nil, Errorf(ErrOperationNotPermitted, "%v", err)
+	case err != nil:
+		return nil, storeErr(err, ErrJobNotFound)
+	}
+	id, err := l.D.Sched.Trigger(ctx, j.ReplicationJobID)
+	out := &VerifyReplicationJobOutput{ReplicationRunID: id}
+	switch {
+	case err == nil:
+		out.Message = fmt.Sprintf("run %s reads back every block of the replicas of job %s", id, j.ReplicationJobID)
+	case errors.Is(err, scheduler.ErrOnDemandLimit), errors.Is(err, store.ErrConflict), errors.Is(err, scheduler.ErrJobState):
+		out.Message = fmt.Sprintf("the next run of job %s reads back every block of its replicas (%v)", j.ReplicationJobID, err)
+	default:
+		return nil, storeErr(err, ErrJobNotFound)
+	}
+	l.notify()
+	return out, nil
 }
 
 // GetReplicationRuns pages through a job's runs, newest first.

@@ -61,6 +61,9 @@ type Service interface {
 	GetReplicationRun(context.Context, *GetReplicationRunInput) (*GetReplicationRunOutput, error)
 	GetConnectorStatus(context.Context, *GetConnectorStatusInput) (*ConnectorStatus, error)
 	GetEvents(context.Context, *GetEventsInput) (*GetEventsOutput, error)
+	// VerifyReplicationJob requests a full verification of an incremental
+	// job's replicas, by a run started now or the job's next.
+	VerifyReplicationJob(context.Context, *VerifyReplicationJobInput) (*VerifyReplicationJobOutput, error)
 	// Preflight checks the servers named (every one when none is) and the
 	// account now, stores the results and returns them.
 	Preflight(context.Context, *PreflightInput) (*PreflightOutput, error)
@@ -168,6 +171,7 @@ func init() {
 		"Preflight":                         op(RehostTarget, false, Service.Preflight),
 		"BackupStateToBucket":               op(RehostTarget, false, Service.BackupStateToBucket),
 		"GetBackupKey":                      op(RehostTarget, false, Service.GetBackupKey),
+		"VerifyReplicationJob":              op(RehostTarget, false, Service.VerifyReplicationJob),
 		"GetFleetStatus":                    op(RehostTarget, true, Service.GetFleetStatus),
 		"ShareFleetKey":                     op(RehostTarget, false, Service.ShareFleetKey),
 	} {

@@ -10,6 +10,7 @@ import (
 	"github.com/rehost/rehost/appliance/status"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/pkg/preflight"
+	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
@@ -211,6 +212,18 @@ type CreateReplicationJobInput struct {
 	NumberOfRecentAmisToKeep int    `json:"numberOfRecentAmisToKeep,omitempty"`
 	Encrypted                bool   `json:"encrypted,omitempty"`
 	KmsKeyID                 string `json:"kmsKeyId,omitempty"`
+	// RehostMode is "full" (the default: every run copies each disk whole
+	// through S3 and VM Import, as SMS) or "incremental" (EBS direct
+	// replicas: a seed, then only the changed blocks).
+	RehostMode string `json:"rehostMode,omitempty"`
+	// RehostFrequencyMinutes runs an incremental job every 15, 20 or 30
+	// minutes. SMS's frequency is whole hours: leave frequency out then
+	// (GetReplicationJobs answers frequency 0 and this member).
+	RehostFrequencyMinutes int `json:"rehostFrequencyMinutes,omitempty"`
+	// RehostNoConversion builds an incremental job's AMIs with
+	// RegisterImage on the replicas as they are, without VM Import, for a
+	// guest that needs no conversion (drivers, licensing).
+	RehostNoConversion bool `json:"rehostNoConversion,omitempty"`
 	// RehostAcceptWarnings creates the job for a server whose preflight
 	// has warnings (never for a blocked one).
 	RehostAcceptWarnings bool `json:"rehostAcceptWarnings,omitempty"`
@@ -255,6 +268,36 @@ type ReplicationJob struct {
 type ReplicationJobEx struct {
 	ConsecutiveFailures int  `json:"consecutiveFailures"`
 	CreatedAt           Time `json:"createdAt,omitzero"`
+	// Mode is "full" or "incremental"; FrequencyMinutes the sub-hour
+	// frequency of an incremental job (frequency is then 0).
+	Mode             string `json:"mode"`
+	FrequencyMinutes int    `json:"frequencyMinutes,omitempty"`
+	NoConversion     bool   `json:"noConversion,omitempty"`
+	// VerifyRequested: the next run reads back every block.
+	VerifyRequested bool `json:"verifyRequested,omitempty"`
+	// Replicas are what an incremental job keeps between runs: each
+	// disk's replica the next run writes on top of.
+	Replicas *JobReplicas `json:"replicas,omitempty"`
+}
+
+// JobReplicas is an incremental job's replica chains.
+type JobReplicas struct {
+	// RunID made them current; VerifiedAt is when every block was last
+	// read back equal (zero: not yet).
+	RunID      string           `json:"replicationRunId"`
+	VerifiedAt Time             `json:"verifiedAt,omitzero"`
+	Disks      []ReplicaDiskRef `json:"disks"`
+}
+
+// ReplicaDiskRef is one disk's replica.
+type ReplicaDiskRef struct {
+	Disk       int    `json:"disk"`
+	SnapshotID string `json:"snapshotId"`
+	Capacity   int64  `json:"capacity"`
+	VolumeGiB  int64  `json:"volumeGiB"`
+	// Tracked is set when the source kept a change id: the next run reads
+	// only what changed (otherwise it reads the disk whole).
+	Tracked bool `json:"tracked"`
 }
 
 // GetReplicationJobsOutput is a page of jobs.
@@ -277,6 +320,12 @@ type UpdateReplicationJobInput struct {
 	// RehostPaused pauses the job's automatic runs (true) or resumes a
 	// paused job (false; also one paused on failure).
 	RehostPaused *bool `json:"rehostPaused,omitempty"`
+	// RehostMode, RehostFrequencyMinutes and RehostNoConversion change
+	// what CreateReplicationJobInput's members set. A frequency in hours
+	// replaces a frequency in minutes and the other way round.
+	RehostMode             *string `json:"rehostMode,omitempty"`
+	RehostFrequencyMinutes *int    `json:"rehostFrequencyMinutes,omitempty"`
+	RehostNoConversion     *bool   `json:"rehostNoConversion,omitempty"`
 }
 
 // UpdateReplicationJobOutput has no members.
@@ -340,6 +389,42 @@ type ReplicationRunEx struct {
 	// finished runs too (each step's time, the step a failed run failed
 	// in).
 	Progress *daemon.RunProgress `json:"progress,omitempty"`
+	// Replication is what the run moved and, for an incremental run, its
+	// proof: the verification of its replicas.
+	Replication *RunReplication `json:"replication,omitempty"`
+}
+
+// RunReplication is what a run moved, and how its replicas were proven.
+type RunReplication struct {
+	// Mode is the run's: "full" or "incremental" (an incremental job's run
+	// is full where change tracking or EBS direct was not to be had, and
+	// FullBecause says why).
+	Mode        string `json:"mode"`
+	FullBecause string `json:"fullBecause,omitempty"`
+	// BytesRead from the source, BytesSent to AWS (a full run's staged
+	// bytes), BlocksChanged the 512 KiB blocks an incremental run put.
+	BytesRead     int64                   `json:"bytesRead"`
+	BytesSent     int64                   `json:"bytesSent"`
+	BlocksChanged int64                   `json:"blocksChanged"`
+	Disks         []store.DiskReplication `json:"disks,omitempty"`
+	Verification  *store.Verification     `json:"verification,omitempty"`
+	// Verified says the verification in words: "verified: 812 blocks (64
+	// sampled), 0 mismatches".
+	Verified string `json:"verified,omitempty"`
+}
+
+// VerifyReplicationJobInput asks for a full verification of a job's
+// replicas: every block read back and compared with the source's
+// checksums.
+type VerifyReplicationJobInput struct {
+	ReplicationJobID string `json:"replicationJobId"`
+}
+
+// VerifyReplicationJobOutput says which run verifies: one started now, or
+// the job's next (a run already in progress, the on-demand limit reached).
+type VerifyReplicationJobOutput struct {
+	ReplicationRunID string `json:"replicationRunId,omitempty"`
+	Message          string `json:"message"`
 }
 
 // GetReplicationRunsOutput is the job and a page of its runs.

@@ -18,16 +18,35 @@ func parseTime(flagName, v string) (api.Time, error) {
 	return api.At(t), nil
 }
 
+// every is a job's frequency in words: "12 h", "15 min".
+func every(j api.ReplicationJob) string {
+	if j.Rehost != nil && j.Rehost.FrequencyMinutes > 0 {
+		return fmt.Sprintf("%d min", j.Rehost.FrequencyMinutes)
+	}
+	return fmt.Sprintf("%d h", j.Frequency)
+}
+
+// jobMode is a job's mode: full or incremental.
+func jobMode(j api.ReplicationJob) string {
+	if j.Rehost != nil && j.Rehost.Mode != "" {
+		return j.Rehost.Mode
+	}
+	return "full"
+}
+
 func init() {
 	Register(Command{
 		Name:    "job create",
-		Usage:   "--server NAME|ID --frequency HOURS [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N] [--accept-warnings]",
+		Usage:   "--server NAME|ID --frequency HOURS|--minutes 15|20|30 [--mode full|incremental] [--no-conversion] [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N] [--accept-warnings]",
 		Summary: "create a replication job for a server (CreateReplicationJob)",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
 			var in api.CreateReplicationJobInput
 			server := fs.String("server", "", "server id (s-…) or VM name from the catalog")
 			freq := fs.Int("frequency", 12, "hours between runs, 1–24")
+			minutes := fs.Int("minutes", 0, "minutes between runs instead of hours: 15, 20 or 30 (incremental mode)")
+			fs.StringVar(&in.RehostMode, "mode", "full", "full: copy each disk whole every run (S3 and VM Import); incremental: a seed, then only the changed blocks into EBS snapshots")
+			fs.BoolVar(&in.RehostNoConversion, "no-conversion", false, "incremental mode: register the AMI on the replicas as they are, without VM Import")
 			seed := fs.String("seed", "", "first run time, RFC 3339 (default now)")
 			fs.BoolVar(&in.RunOnce, "run-once", false, "replicate once, then complete")
 			fs.StringVar(&in.LicenseType, "license", store.LicenseAWS, "license type of the AMIs: AWS or BYOL")
@@ -50,6 +69,9 @@ func init() {
 					}
 				}
 				in.SeedReplicationTime, in.Frequency = &seedAt, freq
+				if *minutes != 0 {
+					in.Frequency, in.RehostFrequencyMinutes = nil, *minutes
+				}
 				svc, done, err := c.connect(ctx, false)
 				if err != nil {
 					return err
@@ -71,7 +93,7 @@ func init() {
 				if *asJSON {
 					return printJSON(env.Stdout, j)
 				}
-				fmt.Fprintf(env.Stdout, "created job %s for server %s: every %d h, next run at %s\n", j.ReplicationJobID, *server, j.Frequency, cell(j.NextReplicationRunStartTime))
+				fmt.Fprintf(env.Stdout, "created %s job %s for server %s: every %s, next run at %s\n", jobMode(j), j.ReplicationJobID, *server, every(j), cell(j.NextReplicationRunStartTime))
 				return nil
 			}
 		},
@@ -96,10 +118,10 @@ func init() {
 						break
 					}
 				}
-				return listing(env, *asJSON, jobs, "JOB ID\tSERVER\tSOURCE\tFREQUENCY\tSTATE\tNEXT RUN\tLATEST AMI\tMESSAGE",
+				return listing(env, *asJSON, jobs, "JOB ID\tSERVER\tSOURCE\tMODE\tFREQUENCY\tSTATE\tNEXT RUN\tLATEST AMI\tMESSAGE",
 					func(j api.ReplicationJob) []any {
 						vm := vmOf(api.Server{VmServer: j.VmServer})
-						return []any{j.ReplicationJobID, vm.VmName, vm.VmManagerName, fmt.Sprintf("%d h", j.Frequency), j.State,
+						return []any{j.ReplicationJobID, vm.VmName, vm.VmManagerName, jobMode(j), every(j), j.State,
 							j.NextReplicationRunStartTime, j.LatestAmiID, j.StatusMessage}
 					})
 			})
@@ -107,11 +129,14 @@ func init() {
 	})
 	Register(Command{
 		Name:    "job update",
-		Usage:   "JOB_ID [--frequency H] [--next-run RFC3339] [--license AWS|BYOL] [--keep N] [--description D] [--role R] [--encrypted=BOOL] [--kms-key K]",
+		Usage:   "JOB_ID [--frequency H|--minutes 15|20|30] [--mode full|incremental] [--no-conversion=BOOL] [--next-run RFC3339] [--license AWS|BYOL] [--keep N] [--description D] [--role R] [--encrypted=BOOL] [--kms-key K]",
 		Summary: "change a replication job (UpdateReplicationJob)",
 		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 			c := addConnFlags(fs)
 			freq := fs.Int("frequency", 0, "hours between runs, 1–24")
+			minutes := fs.Int("minutes", 0, "minutes between runs instead of hours: 15, 20 or 30 (incremental mode)")
+			mode := fs.String("mode", "", "full or incremental")
+			noConv := fs.Bool("no-conversion", false, "incremental mode: register the AMI on the replicas as they are, without VM Import")
 			next := fs.String("next-run", "", "the next run's time, RFC 3339; later runs follow it every frequency hours")
 			license := fs.String("license", "", "license type of the AMIs: AWS or BYOL")
 			keep := fs.Int("keep", 0, "number of recent AMIs to keep (0 keeps all)")
@@ -131,6 +156,12 @@ func init() {
 					switch f.Name {
 					case "frequency":
 						in.Frequency = freq
+					case "minutes":
+						in.RehostFrequencyMinutes = minutes
+					case "mode":
+						in.RehostMode = mode
+					case "no-conversion":
+						in.RehostNoConversion = noConv
 					case "license":
 						in.LicenseType = license
 					case "keep":
@@ -146,7 +177,7 @@ func init() {
 					}
 				})
 				if !changed {
-					return fmt.Errorf("%w: nothing to change: give at least one of --frequency, --next-run, --license, --keep, --description, --role, --encrypted, --kms-key", ErrUsage)
+					return fmt.Errorf("%w: nothing to change: give at least one of --frequency, --minutes, --mode, --no-conversion, --next-run, --license, --keep, --description, --role, --encrypted, --kms-key", ErrUsage)
 				}
 				if *next != "" {
 					t, err := parseTime("next-run", *next)
@@ -167,7 +198,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(env.Stdout, "updated job %s: every %d h, next run at %s\n", j.ReplicationJobID, j.Frequency, cell(j.NextReplicationRunStartTime))
+				fmt.Fprintf(env.Stdout, "updated %s job %s: every %s, next run at %s\n", jobMode(j), j.ReplicationJobID, every(j), cell(j.NextReplicationRunStartTime))
 				return nil
 			}
 		},

@@ -37,13 +37,21 @@ func init() {
 				if err != nil {
 					return err
 				}
-				return listing(env, *asJSON, out.ReplicationRunList, "RUN ID\tTYPE\tSTATE\tSCHEDULED\tSTARTED\tENDED\tSTAGE\tAMI\tMESSAGE",
+				return listing(env, *asJSON, out.ReplicationRunList, "RUN ID\tTYPE\tSTATE\tSCHEDULED\tSTARTED\tENDED\tSTAGE\tSENT\tVERIFIED\tAMI\tMESSAGE",
 					func(r api.ReplicationRun) []any {
 						stage := ""
 						if r.StageDetails != nil {
 							stage = strings.TrimSpace(r.StageDetails.Stage + " " + r.StageDetails.StageProgress)
 						}
-						return []any{r.ReplicationRunID, r.Type, r.State, r.ScheduledStartTime, runEx(r).StartedAt, r.CompletedTime, stage, r.AmiID, r.StatusMessage}
+						sent, verified := "", ""
+						if rep := runEx(r).Replication; rep != nil {
+							sent = bytesIEC(rep.BytesSent)
+							if rep.Mode == "incremental" {
+								sent = fmt.Sprintf("%s (%d blocks)", sent, rep.BlocksChanged)
+							}
+							verified = strings.TrimPrefix(rep.Verified, "verified: ")
+						}
+						return []any{r.ReplicationRunID, r.Type, r.State, r.ScheduledStartTime, runEx(r).StartedAt, r.CompletedTime, stage, sent, verified, r.AmiID, r.StatusMessage}
 					})
 			})
 		},
@@ -80,6 +88,32 @@ func init() {
 		},
 	})
 	Register(Command{
+		Name:    "run verify",
+		Usage:   "--job JOB_ID [--watch]",
+		Summary: "read back every block of an incremental job's replicas and compare them with the source's checksums, in a run started now or the next (VerifyReplicationJob)",
+		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+			c := addConnFlags(fs)
+			job := fs.String("job", "", "replication job id")
+			w := addWatchFlags(fs)
+			return c.with(func(args []string) error {
+				if len(args) > 0 || *job == "" {
+					return fmt.Errorf("%w: --job is required", ErrUsage)
+				}
+				return nil
+			}, func(ctx context.Context, env Env, svc api.Service, args []string) error {
+				out, err := svc.VerifyReplicationJob(ctx, &api.VerifyReplicationJobInput{ReplicationJobID: *job})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(env.Stdout, out.Message)
+				if w.watch && out.ReplicationRunID != "" {
+					return w.run(ctx, env, svc, out.ReplicationRunID)
+				}
+				return nil
+			})
+		},
+	})
+	Register(Command{
 		Name:    "run events",
 		Usage:   "[--job JOB_ID] [--run RUN_ID] [--limit N] [--json]",
 		Summary: "list what happened to jobs and runs, newest first",
@@ -101,6 +135,29 @@ func init() {
 			})
 		},
 	})
+}
+
+// proofLines say what a run moved and how its replicas were verified.
+func proofLines(rep *api.RunReplication) []string {
+	if rep == nil {
+		return nil
+	}
+	if rep.Mode != "incremental" {
+		if rep.FullBecause != "" {
+			return []string{"copied whole (full mode): " + rep.FullBecause}
+		}
+		return nil
+	}
+	out := []string{fmt.Sprintf("read %s, sent %s: %d blocks changed", bytesIEC(rep.BytesRead), bytesIEC(rep.BytesSent), rep.BlocksChanged)}
+	for _, d := range rep.Disks {
+		if d.Resync != "" {
+			out = append(out, fmt.Sprintf("disk %d read whole: %s", d.Disk+1, d.Resync))
+		}
+	}
+	if rep.Verified != "" {
+		out = append(out, rep.Verified)
+	}
+	return out
 }
 
 func runEx(r api.ReplicationRun) api.ReplicationRunEx {
@@ -153,6 +210,9 @@ func (w *watchFlags) run(ctx context.Context, env Env, svc api.Service, id strin
 		}
 		switch store.RunState(r.State) {
 		case store.RunCompleted:
+			for _, l := range proofLines(runEx(r).Replication) {
+				fmt.Fprintln(env.Stdout, l)
+			}
 			fmt.Fprintf(env.Stdout, "run %s COMPLETED: AMI %s\n", r.ReplicationRunID, r.AmiID)
 			return nil
 		case store.RunFailed, store.RunMissed, store.RunDeleted:

@@ -652,6 +652,11 @@ func (d *Daemon) DeleteJob(ctx context.Context, jobID string, deleteAMIs bool) e
 			errs = append(errs, err)
 		}
 	}
+	// What an incremental job keeps between runs goes with it (but the
+	// snapshots of AMIs it leaves).
+	if err := d.Engine.DeleteJobReplicas(ctx, jobID); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		d.Store.UpdateJob(ctx, jobID, func(j *store.ReplicationJob) error {
 			j.StatusMessage = "deletion incomplete, retry 'rehost job delete': " + err.Error()

@@ -31,7 +31,7 @@ var (
 
 // buildRehost builds the product binary once per test binary: every crash
 // test kills the same one.
-func buildRehost(t *testing.T) string {
+func buildRehost(t testing.TB) string {
 	t.Helper()
 	rehostOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "rehost-bin-")
@@ -128,9 +128,17 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	var jobs []string
-	for _, s := range servers {
+	incremental := map[string]bool{}
+	for i, s := range servers {
+		// Every other job is incremental (EBS direct replicas, CBT), the
+		// one deleted mid-way full.
+		mode := store.ModeFull
+		if i%2 == 0 && i < len(servers)-1 {
+			mode = store.ModeIncremental
+		}
 		j, err := d.CreateJob(ctx, store.ReplicationJob{ServerID: s.ServerID, SeedReplicationTime: time.Now(), Frequency: 24,
-			LicenseType: store.LicenseAWS, NumberOfRecentAmisToKeep: keep})
+			LicenseType: store.LicenseAWS, NumberOfRecentAmisToKeep: keep, Mode: mode})
+		incremental[j.ReplicationJobID] = mode == store.ModeIncremental
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -354,6 +362,35 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 	if verified == 0 {
 		t.Error("no AMI left to verify")
 	}
+	// Every incremental job's replicas hold its disks; the replicas it
+	// keeps are claimed, and none is left pending.
+	replicas := 0
+	for _, j := range jobs {
+		if !incremental[j] {
+			continue
+		}
+		job, _ := st.GetJob(ctx, j)
+		set, err := st.GetReplicaSet(ctx, j)
+		if err != nil {
+			t.Errorf("incremental job %s keeps no replicas: %v", j, err)
+			continue
+		}
+		for _, dk := range set.Disks {
+			c, err := peers.compare(name[job.ServerID], dk.Disk, dk.SnapshotID)
+			if err != nil || !c.Equal {
+				t.Errorf("job %s disk %d: replica %s differs from the source (%v)", j, dk.Disk, dk.SnapshotID, err)
+			}
+			replicas++
+		}
+	}
+	hist, err := st.ReplicaSnapshots(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hist {
+		claimed[h.SnapshotID] = true
+	}
+	t.Logf("%d replicas of incremental jobs verified byte for byte, %d kept in all", replicas, len(hist))
 	// A lease whose holder was killed expires, as on vCenter.
 	time.Sleep(3 * time.Second)
 	l, err := peers.Leftovers(ctx, rep.Bucket, claimed)

@@ -53,12 +53,18 @@ func FetchStates(ctx context.Context, u PeerURLs) (PeerStates, error) {
 // Leftovers is what the peers still hold that a finished run should have
 // removed.
 type Leftovers struct {
-	VMSnapshots      []string `json:"vmSnapshots,omitempty"`
-	OpenLeases       int      `json:"openLeases,omitempty"`
-	Uploads          []string `json:"multipartUploads,omitempty"`
-	Objects          []string `json:"objects,omitempty"`
-	ActiveImports    []string `json:"activeImports,omitempty"`
-	OrphanSnapshots  []string `json:"orphanSnapshots,omitempty"`  // EBS snapshots in no AMI
+	VMSnapshots     []string `json:"vmSnapshots,omitempty"`
+	OpenLeases      int      `json:"openLeases,omitempty"`
+	Uploads         []string `json:"multipartUploads,omitempty"`
+	Objects         []string `json:"objects,omitempty"`
+	ActiveImports   []string `json:"activeImports,omitempty"`
+	OrphanSnapshots []string `json:"orphanSnapshots,omitempty"` // EBS snapshots in no AMI, not claimed
+	// PendingSnapshots are EBS direct snapshots started and never
+	// completed (a replica a run left).
+	PendingSnapshots []string `json:"pendingSnapshots,omitempty"`
+	// ReplicaSnapshots are completed replicas in no AMI: what incremental
+	// jobs keep between runs, claimed or not.
+	ReplicaSnapshots []string `json:"replicaSnapshots,omitempty"`
 	UntrackedImages  []string `json:"untrackedImages,omitempty"`  // AMIs no completed run claims
 	DuplicateAMIRuns []string `json:"duplicateAmiRuns,omitempty"` // runs with several AMIs
 	// AMIsPerRun counts the AMIs tagged with each run.
@@ -78,8 +84,8 @@ type Leftovers struct {
 // Empty reports whether nothing leaked.
 func (l Leftovers) Empty() bool {
 	return len(l.VMSnapshots) == 0 && l.OpenLeases == 0 && len(l.Uploads) == 0 && len(l.Objects) == 0 &&
-		len(l.ActiveImports) == 0 && len(l.OrphanSnapshots) == 0 && len(l.UntrackedImages) == 0 && len(l.DuplicateAMIRuns) == 0 &&
-		len(l.Stacks) == 0 && len(l.Instances) == 0
+		len(l.ActiveImports) == 0 && len(l.OrphanSnapshots) == 0 && len(l.PendingSnapshots) == 0 &&
+		len(l.UntrackedImages) == 0 && len(l.DuplicateAMIRuns) == 0 && len(l.Stacks) == 0 && len(l.Instances) == 0
 }
 
 func (l Leftovers) String() string {
@@ -97,6 +103,7 @@ func (l Leftovers) String() string {
 	add("objects", l.Objects)
 	add("active imports", l.ActiveImports)
 	add("orphan ebs snapshots", l.OrphanSnapshots)
+	add("pending ebs snapshots", l.PendingSnapshots)
 	add("untracked amis", l.UntrackedImages)
 	add("runs with several amis", l.DuplicateAMIRuns)
 	add("stacks", l.Stacks)
@@ -108,9 +115,10 @@ func (l Leftovers) String() string {
 }
 
 // Leftovers counts what the peers hold in bucket (every bucket when "")
-// beyond the AMIs of completed runs. claimed holds those runs' AMI ids; a
-// nil claimed skips the untracked-AMI check (a caller without the
-// connector's state).
+// beyond the AMIs of completed runs. claimed holds those runs' AMI ids and
+// the replica snapshots the connector keeps; a nil claimed skips the
+// untracked-AMI check and takes every completed replica (tagged
+// rehost:replica) as kept (a caller without the connector's state).
 func (st PeerStates) Leftovers(bucket string, claimed map[string]bool) Leftovers {
 	l := Leftovers{OpenLeases: len(st.VCenter.OpenLeases), AMIsPerRun: map[string]int{}}
 	for vm, names := range st.VCenter.Snapshots {
@@ -167,7 +175,14 @@ func (st PeerStates) Leftovers(bucket string, claimed map[string]bool) Leftovers
 		}
 	}
 	for _, s := range st.AWS.Snapshots {
-		if !inImage[s.ID] {
+		replica := slices.ContainsFunc(s.Tags, func(t emulator.Tag) bool { return t.Key == replication.TagReplica })
+		switch {
+		case s.State == "pending":
+			l.PendingSnapshots = append(l.PendingSnapshots, s.ID)
+		case inImage[s.ID]:
+		case replica && (claimed == nil || claimed[s.ID]):
+			l.ReplicaSnapshots = append(l.ReplicaSnapshots, s.ID)
+		default:
 			l.OrphanSnapshots = append(l.OrphanSnapshots, s.ID)
 		}
 	}

@@ -17,9 +17,13 @@ func TestDocsListTheSteps(t *testing.T) {
 	const begin, end = "<!-- steps: generated from replication.Steps(); TestDocsListTheSteps checks it -->\n", "<!-- end of steps -->\n"
 	var b strings.Builder
 	b.WriteString(begin)
-	b.WriteString("| step | title | weight | metric | makes, and finds again after a crash |\n|---|---|---|---|---|\n")
+	b.WriteString("| step | title | runs | weight | metric | makes, and finds again after a crash |\n|---|---|---|---|---|---|\n")
 	for _, s := range replication.Steps() {
-		fmt.Fprintf(&b, "| %s | %s | %d | `%s` | %s |\n", s.Name, s.Title, s.Weight, s.Metric, s.Effects)
+		runs := "both"
+		if len(s.Modes) > 0 {
+			runs = strings.Join(s.Modes, ", ")
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | `%s` | %s |\n", s.Name, s.Title, runs, s.Weight, s.Metric, s.Effects)
 	}
 	b.WriteString(end)
 	want := b.String()

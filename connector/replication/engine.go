@@ -48,13 +48,18 @@ const (
 )
 
 // Store is what runs need of the persisted state: the ledger, the runs,
-// their events, and the job and server a run replicates.
+// their events, what incremental jobs keep between runs, and the job and
+// server a run replicates.
 type Store interface {
 	store.Ledger
 	store.Runs
 	store.History
+	store.Replicas
 	GetJob(ctx context.Context, id string) (store.ReplicationJob, error)
 	GetServer(ctx context.Context, serverID string) (store.Server, error)
+	// UpdateJob clears a job's request for a full verification once a run
+	// did it.
+	UpdateJob(ctx context.Context, id string, fn func(*store.ReplicationJob) error) (store.ReplicationJob, error)
 }
 
 // Engine runs replication runs.
@@ -89,6 +94,20 @@ type Engine struct {
 	// Hook, when set, is called at the start of every step (tests kill or
 	// fail the run there).
 	Hook func(runID, step string)
+
+	// Incremental runs. BlockConcurrency is the number of blocks put or
+	// read back at once per disk (default 8); Bandwidth, when set, caps the
+	// bytes sent to EBS (nil: no cap).
+	BlockConcurrency int
+	Bandwidth        awstarget.Limiter
+	// VerifyBudget is how many changed blocks per disk a run reads back at
+	// most (default 1024, 512 MiB; beyond it a random sample of them);
+	// VerifySample how many unchanged blocks per disk it reads back at
+	// random (default 64); FullVerifyEvery how often every block is read
+	// back (default weekly).
+	VerifyBudget    int
+	VerifySample    int
+	FullVerifyEvery time.Duration
 }
 
 // run is the state of one run while it executes, typed: everything in it
@@ -107,6 +126,12 @@ type run struct {
 	staged []awstarget.Object
 	imp    awstarget.Import
 	result awstarget.Result
+
+	// Incremental runs: the job's replica set before the run (nil: none),
+	// each disk's plan (changes), and each disk's replica as verified.
+	prev  *store.ReplicaSet
+	plans []diskPlan
+	heads map[int]string
 
 	// releaseSlot, when not nil, gives back the import slot the run holds
 	// from before it starts VM Import until the import ends.
@@ -258,11 +283,26 @@ func (e *Engine) load(ctx context.Context, rr store.ReplicationRun) (*run, error
 	return r, nil
 }
 
-// execute runs every step in order. A resumed run passes again through the
-// steps it had done: each finds its effects in the ledger and returns.
+// execute runs every step of the run's mode in order. A resumed run passes
+// again through the steps it had done: each finds its effects in the
+// ledger and returns. The mode is the job's, recorded when the run starts;
+// an incremental run may turn full in a step that finds the incremental
+// way closed, and the steps of full mode then follow.
 func (r *run) execute(ctx context.Context) error {
+	if r.run.Progress.Mode == "" {
+		mode := ModeFull
+		if r.job.Mode == store.ModeIncremental {
+			mode = ModeIncremental
+		}
+		if err := r.setMode(ctx, mode); err != nil {
+			return err
+		}
+	}
 	for _, s := range steps {
 		in := s.info()
+		if !in.In(r.run.Progress.Mode) {
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("vm %q: before %s: %w", r.server.Name, in.Name, context.Cause(ctx))
 		}
@@ -279,6 +319,19 @@ func (r *run) execute(ctx context.Context) error {
 		}
 	}
 	r.setStep(ctx, stageCompleted)
+	return nil
+}
+
+// setMode records the run's mode, which decides its steps from here on.
+func (r *run) setMode(ctx context.Context, mode string) error {
+	x, err := r.e.Store.UpdateRun(ctx, r.run.ReplicationRunID, func(x *store.ReplicationRun) error {
+		x.Progress.Mode = mode
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("vm %q: record the run's mode: %w", r.server.Name, err)
+	}
+	r.run.Progress.Mode = x.Progress.Mode
 	return nil
 }
 

@@ -38,6 +38,10 @@ type world struct {
 	progress func(percent int)
 	nextSnp  int
 
+	// tr is the hypervisor's change tracking (tracked_test.go), nil
+	// until a test uses it.
+	tr *tracking
+
 	// Cloud.
 	target *memtarget.Target
 	calls  map[string]int

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +52,29 @@ type Info struct {
 	// Effects says what the step makes or takes over (its ledger kinds)
 	// and how it finds them again after a crash, for the docs.
 	Effects string `json:"effects"`
+	// Modes are the run modes the step runs in (ModeFull, ModeIncremental);
+	// none means every mode.
+	Modes []string `json:"modes,omitempty"`
+}
+
+// Run modes: which steps a run runs (store.RunProgress.Mode).
+const (
+	// ModeFull exports each disk whole, stages it in S3 and imports it.
+	ModeFull = "full"
+	// ModeIncremental writes the changed blocks into EBS direct replicas
+	// and builds the AMI from them.
+	ModeIncremental = "incremental"
+)
+
+var (
+	fullOnly        = []string{ModeFull}
+	incrementalOnly = []string{ModeIncremental}
+)
+
+// In reports whether the step runs in mode ("" is a run recorded before
+// modes existed: full).
+func (in Info) In(mode string) bool {
+	return len(in.Modes) == 0 || slices.Contains(in.Modes, cmp.Or(mode, ModeFull))
 }
 
 // progresser is a step whose work inside it is measured: it says how much
@@ -59,12 +83,19 @@ type progresser interface {
 	progress(p store.RunProgress) (done, total int64)
 }
 
-// steps is the run, in order. Adding a step is a file and a line here.
+// steps is the run, in order: every mode's steps in one table, each step
+// saying which modes it runs in (Info.Modes). Adding a step is a file and
+// a line here.
 var steps = []step{
 	preflightStep{},
+	trackStep{},
 	snapshotStep{},
+	changesStep{},
 	stageStep{},
+	writeStep{},
+	verifyStep{},
 	releaseSnapshotStep{},
+	keepStep{},
 	importStep{},
 	waitImportStep{},
 	finalizeStep{},
@@ -72,11 +103,23 @@ var steps = []step{
 	retentionStep{},
 }
 
-// Steps lists what every step of a run says of itself, in order.
+// Steps lists what every step of a run says of itself, in order, whatever
+// its mode.
 func Steps() []Info {
 	out := make([]Info, len(steps))
 	for i, s := range steps {
 		out[i] = s.info()
+	}
+	return out
+}
+
+// StepsOf lists the steps of a run in mode, in order.
+func StepsOf(mode string) []Info {
+	var out []Info
+	for _, s := range steps {
+		if in := s.info(); in.In(mode) {
+			out = append(out, in)
+		}
 	}
 	return out
 }
@@ -116,6 +159,9 @@ func Overall(p store.RunProgress) int {
 	found := false
 	for _, s := range steps {
 		in := s.info()
+		if !in.In(p.Mode) {
+			continue
+		}
 		total += in.Weight
 		switch {
 		case found:

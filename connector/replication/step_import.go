@@ -59,7 +59,7 @@ func (s importStep) do(ctx context.Context, r *run) error {
 	if err := r.takeSlot(ctx, StepImport); err != nil {
 		return err
 	}
-	imp, err := r.target.StartImport(ctx, awstarget.ImportInput{
+	in := awstarget.ImportInput{
 		Disks:       r.staged,
 		LicenseType: r.job.LicenseType,
 		BootMode:    bootMode(r.vm.Firmware),
@@ -70,16 +70,38 @@ func (s importStep) do(ctx context.Context, r *run) error {
 		ClientToken: r.clientToken(),
 		Description: fmt.Sprintf("rehost %s run %s of vm %s", r.job.ReplicationJobID, r.run.ReplicationRunID, r.server.Name),
 		Tags:        r.tags(),
-	})
+	}
+	if r.run.Progress.Mode == ModeIncremental {
+		// The AMI is built from the replicas the keep step made the job's;
+		// VM Import converts copies of them, so a converted snapshot is
+		// never the parent of a replica.
+		if in.Snapshots, err = r.replicaSnapshots(ctx); err != nil {
+			return err
+		}
+		in.Disks, in.Mode = nil, awstarget.ModeImportImage
+		if r.job.NoConversion {
+			in.Mode = awstarget.ModeRegister
+		}
+	}
+	imp, err := r.target.StartImport(ctx, in)
 	if err != nil {
 		return fmt.Errorf("vm %q: start VM Import: %w", r.server.Name, err)
 	}
-	if err := r.e.Store.RecordCreated(ctx, id, strings.Join(imp.TaskIDs, ","), mustJSON(imp)); err != nil {
+	if err := r.e.Store.RecordCreated(ctx, id, importID(imp), mustJSON(imp)); err != nil {
 		return fmt.Errorf("vm %q: record import task: %w", r.server.Name, err)
 	}
 	r.imp = imp
 	r.event(ctx, store.LevelInfo, "started VM Import %s for vm %q", strings.Join(imp.TaskIDs, ", "), r.server.Name)
 	return nil
+}
+
+// importID names an import in the ledger: its tasks, or for a registration
+// (which starts no task) the name of the AMI it registers.
+func importID(imp awstarget.Import) string {
+	if len(imp.TaskIDs) == 0 {
+		return imp.Name
+	}
+	return strings.Join(imp.TaskIDs, ",")
 }
 
 func (importStep) undo(ctx context.Context, u *undoer, le store.LedgerEntry) error {
@@ -118,6 +140,23 @@ func cancelImport(ctx context.Context, u *undoer, le store.LedgerEntry) error {
 		}
 	}
 	return nil
+}
+
+// replicaSnapshots are the replicas of the run's disks in disk order, as
+// the keep step committed them.
+func (r *run) replicaSnapshots(ctx context.Context) ([]string, error) {
+	set, err := r.e.Store.GetReplicaSet(ctx, r.job.ReplicationJobID)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: read the replicas to build the AMI from: %w", r.server.Name, err)
+	}
+	if set.RunID != r.run.ReplicationRunID || len(set.Disks) != len(r.vm.Disks) {
+		return nil, fmt.Errorf("vm %q: the job's replicas are those of run %s (%d disks), not this run's", r.server.Name, set.RunID, len(set.Disks))
+	}
+	out := make([]string, len(set.Disks))
+	for i, d := range set.Disks {
+		out[i] = d.SnapshotID
+	}
+	return out, nil
 }
 
 // takeSlot waits for an import slot unless the run holds one.

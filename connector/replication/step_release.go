@@ -18,7 +18,7 @@ type releaseSnapshotStep struct{}
 
 func (releaseSnapshotStep) info() Info {
 	return Info{
-		Name: StepReleaseSnapshot, Title: "Remove the VM snapshot", Weight: 3, Metric: "release_snapshot",
+		Name: StepReleaseSnapshot, Title: "Remove the VM snapshot", Weight: 3, Metric: "release_snapshot", Modes: fullOnly,
 		Advice:  "The connector could not remove the VM's snapshot: test the source; the snapshot is named rehost-<run id>, and the next start removes it if it is still there.",
 		Effects: "takes the `vm-snapshot` over from snapshot and removes it",
 	}

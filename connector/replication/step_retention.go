@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -51,6 +52,53 @@ func (s retentionStep) do(ctx context.Context, r *run) error {
 	}
 	if err := s.retain(ctx, r); err != nil {
 		r.event(context.WithoutCancel(ctx), store.LevelWarn, "retention of job %s failed (retried later): %v", r.job.ReplicationJobID, err)
+	}
+	if err := s.pruneReplicas(ctx, r); err != nil {
+		r.event(context.WithoutCancel(ctx), store.LevelWarn, "pruning the replica chains of job %s failed (retried later): %v", r.job.ReplicationJobID, err)
+	}
+	return nil
+}
+
+// pruneReplicas deletes the job's replica snapshots beyond its AMI
+// retention: it keeps those of the runs whose AMIs it keeps, and the heads
+// of its chains (the next run's parents). EBS keeps the blocks a later
+// snapshot of a chain needs, so deleting an older one loses nothing the
+// newer ones hold.
+func (s retentionStep) pruneReplicas(ctx context.Context, r *run) error {
+	keep := r.job.NumberOfRecentAmisToKeep
+	if keep <= 0 {
+		return nil // every AMI is kept, and so is every replica
+	}
+	hist, err := r.e.Store.ReplicaSnapshots(ctx, r.job.ReplicationJobID)
+	if err != nil || len(hist) == 0 {
+		return err
+	}
+	heads := map[string]bool{}
+	if set, err := r.e.Store.GetReplicaSet(ctx, r.job.ReplicationJobID); err == nil {
+		for _, d := range set.Disks {
+			heads[d.SnapshotID] = true
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	imgs, err := r.target.FindImages(ctx, map[string]string{TagJob: r.job.ReplicationJobID})
+	if err != nil {
+		return err
+	}
+	kept := map[string]bool{r.run.ReplicationRunID: true}
+	for _, img := range imgs {
+		kept[img.Tags[TagRun]] = true
+	}
+	for _, h := range hist {
+		if heads[h.SnapshotID] || kept[h.RunID] {
+			continue
+		}
+		if err := r.e.DeleteImage(ctx, r.target, r.run.ReplicationRunID, awstarget.Image{SnapshotIDs: []string{h.SnapshotID}}); err != nil {
+			return err
+		}
+		if err := r.e.Store.ForgetReplicaSnapshot(ctx, h.SnapshotID); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -128,10 +176,57 @@ func (e *Engine) finishDeletion(ctx context.Context, t Target, le store.LedgerEn
 	if err := json.Unmarshal(le.Intent, &img); err != nil {
 		return fmt.Errorf("read the recorded AMI deletion: %w", err)
 	}
-	if err := t.DeleteImage(ctx, img.ID, img.SnapshotIDs); err != nil {
+	snaps, err := e.sparing(ctx, img.SnapshotIDs)
+	if err != nil {
+		return err
+	}
+	if err := t.DeleteImage(ctx, img.ID, snaps); err != nil {
 		return err
 	}
 	return e.Store.RecordReleased(ctx, le.ID)
+}
+
+// sparing is snapshot ids without the heads of any live job's replica chains:
+// an AMI registered on replicas as they are shares its snapshots with
+// them, and deleting that AMI (retention, an undo) must leave the next
+// run's parents.
+func (e *Engine) sparing(ctx context.Context, ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		return ids, nil
+	}
+	hist, err := e.Store.ReplicaSnapshots(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	jobs := map[string]bool{}
+	for _, h := range hist {
+		if slices.Contains(ids, h.SnapshotID) {
+			jobs[h.JobID] = true
+		}
+	}
+	heads := map[string]bool{}
+	for job := range jobs {
+		if j, err := e.Store.GetJob(ctx, job); err == nil && (j.State == store.JobDeleting || j.State == store.JobDeleted) {
+			continue // a job being deleted keeps nothing
+		}
+		set, err := e.Store.GetReplicaSet(ctx, job)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range set.Disks {
+			heads[d.SnapshotID] = true
+		}
+	}
+	var out []string
+	for _, id := range ids {
+		if !heads[id] {
+			out = append(out, id)
+		}
+	}
+	return out, nil
 }
 
 // DeleteJobImages deletes every AMI of a job with its snapshots (a job

@@ -44,14 +44,18 @@ type stageStep struct{}
 
 func (stageStep) info() Info {
 	return Info{
-		Name: StepStage, Title: "Export and upload the disks", Weight: 50, Metric: "stage",
+		Name: StepStage, Title: "Export and upload the disks", Weight: 50, Metric: "stage", Modes: fullOnly,
 		Advice:  "Exporting or uploading a disk failed: check the source and AWS (rehost connector status, or the console's Health page: network, the staging bucket), then start the job again. Nothing is left behind: the connector removed what it had staged.",
 		Effects: "the staging prefix (`staging-prefix`, swept on undo), the export's NFC lease (`export-lease`, aborted at restart), one multipart upload per disk (`multipart-upload`: the upload id, and each part stored once as a ledger part — about once a second the parts new since the last tick, all of them before completion), then the object (`s3-object`; a completed upload's object found by HEAD: size, composite CRC32C)",
 	}
 }
 
 // progress is the bytes staged of every disk's total.
-func (stageStep) progress(p store.RunProgress) (done, total int64) {
+func (stageStep) progress(p store.RunProgress) (done, total int64) { return diskBytes(p) }
+
+// diskBytes sums the disks' progress: a step whose work is the disks' bytes
+// reports it so.
+func diskBytes(p store.RunProgress) (done, total int64) {
 	for _, d := range p.Disks {
 		done, total = done+d.BytesDone, total+d.BytesTotal
 	}

@@ -17,7 +17,7 @@ type unstageStep struct{}
 
 func (unstageStep) info() Info {
 	return Info{
-		Name: StepUnstage, Title: "Delete the staged disks", Weight: 2, Metric: "unstage",
+		Name: StepUnstage, Title: "Delete the staged disks", Weight: 2, Metric: "unstage", Modes: fullOnly,
 		Advice:  "The AMI was made but deleting the staged disks failed: check AWS (rehost connector status); the next start finishes the cleanup, and the bucket's lifecycle rule removes what is left after 7 days.",
 		Effects: "takes the `s3-object`, `multipart-upload` and `staging-prefix` entries over from stage, deletes the objects and aborts leftover uploads",
 	}

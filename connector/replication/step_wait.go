@@ -105,5 +105,9 @@ func deleteRunImage(ctx context.Context, u *undoer, le store.LedgerEntry) error 
 	if res.ImageID == "" && len(res.SnapshotIDs) == 0 {
 		return nil
 	}
-	return u.target.DeleteImage(ctx, res.ImageID, res.SnapshotIDs)
+	snaps, err := u.e.sparing(ctx, res.SnapshotIDs)
+	if err != nil {
+		return err
+	}
+	return u.target.DeleteImage(ctx, res.ImageID, snaps)
 }

@@ -72,7 +72,7 @@ func TestAStepIsOneFile(t *testing.T) {
 	// The step table's weights: the steps before it are done, it and the
 	// rest not.
 	var before, total int
-	for _, s := range replication.Steps() {
+	for _, s := range replication.StepsOf(replication.ModeFull) {
 		if s.Name == in.Name {
 			before = total
 		}

@@ -38,6 +38,16 @@ func (e *Engine) Sweep(ctx context.Context) (removed []string, err error) {
 	for _, le := range pending {
 		busy[le.RunID] = true
 	}
+	// Replica snapshots a job keeps are in no AMI by design (VM Import
+	// converts copies of them).
+	replicas, err := e.Store.ReplicaSnapshots(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("sweep: %w", err)
+	}
+	kept := map[string]bool{}
+	for _, h := range replicas {
+		kept[h.SnapshotID] = true
+	}
 	runs := map[string]*store.ReplicationRun{}
 	// settled returns the run if it is ours, ended, and has nothing left to
 	// clean up; nil otherwise.
@@ -77,7 +87,7 @@ func (e *Engine) Sweep(ctx context.Context) (removed []string, err error) {
 	}
 	for _, s := range snaps {
 		r := settled(s.Tags[TagRun])
-		if r == nil || inImage[s.ID] {
+		if r == nil || inImage[s.ID] || kept[s.ID] {
 			continue
 		}
 		e.logger().Warn("sweep: deleting an EBS snapshot no AMI owns", "snapshot", s.ID, "run", r.ReplicationRunID, "runState", r.State)

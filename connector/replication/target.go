@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"crypto/sha256"
 
 	"github.com/rehost/rehost/pkg/disk"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
@@ -52,6 +53,39 @@ type Target interface {
 	// deletes the snapshots given, which the caller recorded before; what
 	// is already gone is not an error.
 	DeleteImage(ctx context.Context, imageID string, snapshotIDs []string) error
+
+	// EBS direct, for incremental runs. Blocks are awstarget.BlockSize
+	// bytes.
+
+	// CheckEBSDirect returns why replicas cannot be written (no endpoint
+	// in the region, no permission), or nil.
+	CheckEBSDirect(ctx context.Context) error
+	// StartReplica starts a pending snapshot, a child of in.Parent when
+	// set; idempotent per in.ClientToken.
+	StartReplica(ctx context.Context, in awstarget.ReplicaInput) (awstarget.Replica, error)
+	// PutBlock stores block index of pending snapshot id; sum is the
+	// data's SHA-256, which the target checks. Putting a block again
+	// replaces it.
+	PutBlock(ctx context.Context, id string, index int64, data []byte, sum [sha256.Size]byte) error
+	// CompleteReplica completes a pending snapshot into which changed
+	// blocks were put; aggregate is the SHA-256 of their checksums in block
+	// order. A refusal is an *aws.ReplicaError (the snapshot is then in
+	// error). Completing a completed snapshot succeeds.
+	CompleteReplica(ctx context.Context, id string, changed int64, aggregate []byte) error
+	// SnapshotState is a snapshot's state (pending, completed, error), ""
+	// when it does not exist.
+	SnapshotState(ctx context.Context, id string) (string, error)
+	// ListBlocks calls fn with the blocks of completed snapshot id holding
+	// data, from index start, a page at a time in ascending order; an
+	// error of fn stops the listing with it.
+	ListBlocks(ctx context.Context, id string, start int64, fn func([]awstarget.Block) error) error
+	// ChangedBlocks is ListBlocks of what second holds differently from
+	// first of its lineage ("" for every block); a block only first holds
+	// has no Token.
+	ChangedBlocks(ctx context.Context, first, second string, fn func([]awstarget.Block) error) error
+	// GetBlock reads block b of completed snapshot id into buf and returns
+	// the checksum it was put with (base64 SHA-256).
+	GetBlock(ctx context.Context, id string, b awstarget.Block, buf []byte) (string, error)
 }
 
 var _ Target = (*awstarget.Target)(nil)

@@ -15,7 +15,7 @@ func init() {
 	Program.Register(cli.Command{
 		Name:    "leftovers",
 		Usage:   "--vcenter URL [--vcenter-thumbprint T] --s3 URL [--s3-ca FILE] --aws URL [--bucket B] [--json]",
-		Summary: "count what separately started peers still hold: leases, VM snapshots, uploads, objects, imports, EBS snapshots, AMIs per run, stacks, instances",
+		Summary: "count what separately started peers still hold: leases, VM snapshots, uploads, objects, imports, EBS snapshots (orphan, pending, replicas), AMIs per run, stacks, instances",
 		Flags: func(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
 			o := &leftoversOptions{}
 			fs.StringVar(&o.urls.VCenter, "vcenter", "", "the simulated vCenter's URL (rehost-lab vcenter printed it)")
@@ -39,12 +39,17 @@ type leftoversOptions struct {
 
 // leftoverCounts is the JSON the verb prints.
 type leftoverCounts struct {
-	OpenLeases       int            `json:"openLeases"`
-	VMSnapshots      int            `json:"vmSnapshots"`
-	MultipartUploads int            `json:"multipartUploads"`
-	Objects          int            `json:"objects"`
-	ActiveImports    int            `json:"activeImports"`
-	OrphanSnapshots  int            `json:"orphanEbsSnapshots"` // in no AMI
+	OpenLeases       int `json:"openLeases"`
+	VMSnapshots      int `json:"vmSnapshots"`
+	MultipartUploads int `json:"multipartUploads"`
+	Objects          int `json:"objects"`
+	ActiveImports    int `json:"activeImports"`
+	OrphanSnapshots  int `json:"orphanEbsSnapshots"` // in no AMI
+	// PendingSnapshots are EBS direct snapshots never completed (a replica
+	// a killed run left); ReplicaSnapshots the completed replicas that
+	// incremental jobs keep between runs.
+	PendingSnapshots int            `json:"pendingEbsSnapshots"`
+	ReplicaSnapshots int            `json:"replicaSnapshots"`
 	AMIs             int            `json:"amis"`
 	AMIsPerRun       map[string]int `json:"amisPerRun"`
 	Stacks           int            `json:"stacks"`    // not deleted
@@ -75,6 +80,7 @@ func (o *leftoversOptions) run(ctx context.Context, env cli.Env, args []string) 
 	l := st.Leftovers(o.bucket, nil)
 	c := leftoverCounts{OpenLeases: l.OpenLeases, VMSnapshots: len(l.VMSnapshots), MultipartUploads: len(l.Uploads),
 		Objects: len(l.Objects), ActiveImports: len(l.ActiveImports), OrphanSnapshots: len(l.OrphanSnapshots),
+		PendingSnapshots: len(l.PendingSnapshots), ReplicaSnapshots: len(l.ReplicaSnapshots),
 		AMIsPerRun: l.AMIsPerRun, Stacks: len(l.Stacks), Instances: len(l.Instances), Clean: l.Empty(), Details: l}
 	for _, im := range st.AWS.Images {
 		if im.State != "deregistered" {
@@ -84,15 +90,15 @@ func (o *leftoversOptions) run(ctx context.Context, env cli.Env, args []string) 
 	if o.json {
 		return printJSON(env, c)
 	}
-	fmt.Fprintf(env.Stdout, "open NFC leases      %d\nVM snapshots         %d\nmultipart uploads    %d\nobjects              %d\nactive imports       %d\norphan EBS snapshots %d\nAMIs                 %d\nstacks               %d\ninstances            %d\n",
-		c.OpenLeases, c.VMSnapshots, c.MultipartUploads, c.Objects, c.ActiveImports, c.OrphanSnapshots, c.AMIs, c.Stacks, c.Instances)
+	fmt.Fprintf(env.Stdout, "open NFC leases       %d\nVM snapshots          %d\nmultipart uploads     %d\nobjects               %d\nactive imports        %d\norphan EBS snapshots  %d\npending EBS snapshots %d\nreplica snapshots     %d\nAMIs                  %d\nstacks                %d\ninstances             %d\n",
+		c.OpenLeases, c.VMSnapshots, c.MultipartUploads, c.Objects, c.ActiveImports, c.OrphanSnapshots, c.PendingSnapshots, c.ReplicaSnapshots, c.AMIs, c.Stacks, c.Instances)
 	runs := make([]string, 0, len(c.AMIsPerRun))
 	for r, n := range c.AMIsPerRun {
 		runs = append(runs, fmt.Sprintf("%s=%d", r, n))
 	}
 	slices.Sort(runs)
 	if len(runs) > 0 {
-		fmt.Fprintf(env.Stdout, "AMIs per run         %s\n", strings.Join(runs, " "))
+		fmt.Fprintf(env.Stdout, "AMIs per run          %s\n", strings.Join(runs, " "))
 	}
 	fmt.Fprintf(env.Stdout, "\n%s\n", l)
 	return nil

@@ -16,7 +16,7 @@ func init() {
 		Name:  "vcenter",
 		Usage: "--dir DIR [--listen ADDR] [--demo] [--user USER] [--lease-timeout D] [--json]",
 		Summary: "run a simulated vCenter (govmomi's simulator with snapshot export, CBT and real guest disks) " +
-			"until interrupted, printing its URL and credentials",
+			"until interrupted, printing its URL and credentials; its write URL changes a VM's disk on request",
 		Flags: vcenterFlags,
 	})
 }
@@ -52,6 +52,9 @@ type vcenterInfo struct {
 	Dir            string   `json:"dir"`
 	VMs            []string `json:"vms"`
 	StateURL       string   `json:"stateUrl"`
+	// WriteURL takes POSTed requests to write blocks into a VM's disk
+	// (internal/lab/diskwrite), with User and Password.
+	WriteURL string `json:"writeUrl"`
 }
 
 func (o *vcenterOptions) run(ctx context.Context, env cli.Env, args []string) error {
@@ -75,7 +78,7 @@ func (o *vcenterOptions) run(ctx context.Context, env cli.Env, args []string) er
 	}
 	defer sim.Close()
 	info := vcenterInfo{URL: sim.URL(), User: sim.User(), Thumbprint: sim.Thumbprint(), ThumbprintSHA1: sim.ThumbprintSHA1(),
-		Dir: o.dir, VMs: []string{}, StateURL: sim.StateURL()}
+		Dir: o.dir, VMs: []string{}, StateURL: sim.StateURL(), WriteURL: sim.WriteURL()}
 	if generated {
 		info.Password = password
 	}
@@ -86,8 +89,8 @@ func (o *vcenterOptions) run(ctx context.Context, env cli.Env, args []string) er
 	if generated {
 		pw = password + "   (generated; set " + cli.EnvVCenterPassword + " to choose one)"
 	}
-	printInfo(env.Stdout, o.json, info, fmt.Sprintf("simulated vCenter serving\n  url:        %s\n  user:       %s\n  password:   %s\n  thumbprint: %s\n  vms:        %v\n  state:      %s (test only)\nInterrupt to stop.\n",
-		info.URL, info.User, pw, info.Thumbprint, info.VMs, info.StateURL))
+	printInfo(env.Stdout, o.json, info, fmt.Sprintf("simulated vCenter serving\n  url:        %s\n  user:       %s\n  password:   %s\n  thumbprint: %s\n  vms:        %v\n  state:      %s (test only)\n  write:      %s (POST blocks into a VM's disk; docs/lab.md)\nInterrupt to stop.\n",
+		info.URL, info.User, pw, info.Thumbprint, info.VMs, info.StateURL, info.WriteURL))
 	<-ctx.Done()
 	return nil
 }

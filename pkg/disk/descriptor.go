@@ -123,9 +123,26 @@ func parseExtentLine(l string) (descExtent, error) {
 	return e, nil
 }
 
+// ExtentOpener opens an extent file a VMDK text descriptor names (as the
+// descriptor spells it, relative to the descriptor) for random access, and
+// gives its size; the Closer is called when the image is closed.
+type ExtentOpener func(name string) (io.ReaderAt, int64, io.Closer, error)
+
+// OpenDescriptor opens the VMDK whose text descriptor is text, reading its
+// FLAT, VMFS, ZERO and SPARSE extents through open: a disk whose files are
+// not local (a datastore read over HTTP). A delta (snapshot) descriptor is
+// refused, as OpenFile refuses it. The Closer closes every extent opened.
+func OpenDescriptor(text []byte, open ExtentOpener) (Image, io.Closer, error) {
+	d, err := parseDescriptor(text)
+	if err != nil {
+		return nil, nil, err
+	}
+	return openDescriptorExtents(d, open)
+}
+
 // openDescriptorExtents opens the extent files a standalone descriptor names
-// (relative to dir) and joins them into one image.
-func openDescriptorExtents(d *descriptor, dir string) (Image, io.Closer, error) {
+// and joins them into one image.
+func openDescriptorExtents(d *descriptor, open ExtentOpener) (Image, io.Closer, error) {
 	if d.ParentCID != "" && d.ParentCID != "ffffffff" {
 		return nil, nil, fmt.Errorf("vmdk is a delta (snapshot) disk with parent CID %s and needs its parent; export the consolidated disk instead: %w", d.ParentCID, ErrFormat)
 	}
@@ -145,22 +162,22 @@ func openDescriptorExtents(d *descriptor, dir string) (Image, io.Closer, error) 
 		switch e.Type {
 		case "ZERO":
 		case "FLAT", "VMFS", "VMFSRAW", "VMFSRDM":
-			f, st, err := openExtentFile(dir, e.File)
+			f, n, closer, err := open(e.File)
 			if err != nil {
 				return fail(fmt.Errorf("extent %d: %w", i+1, err))
 			}
-			closers = append(closers, f)
-			if e.Offset*sectorSize > st.Size() || size > st.Size()-e.Offset*sectorSize {
-				return fail(fmt.Errorf("extent %d: flat file %s holds %d bytes, fewer than the %d the descriptor claims: %w", i+1, e.File, st.Size(), e.Offset*sectorSize+size, ErrFormat))
+			closers = append(closers, closer)
+			if e.Offset*sectorSize > n || size > n-e.Offset*sectorSize {
+				return fail(fmt.Errorf("extent %d: flat file %s holds %d bytes, fewer than the %d the descriptor claims: %w", i+1, e.File, n, e.Offset*sectorSize+size, ErrFormat))
 			}
 			part = sectionImage(f, e.Offset*sectorSize, size, VMDK, d.CreateType)
 		case "SPARSE", "VMFSSPARSE":
-			f, st, err := openExtentFile(dir, e.File)
+			f, n, closer, err := open(e.File)
 			if err != nil {
 				return fail(fmt.Errorf("extent %d: %w", i+1, err))
 			}
-			closers = append(closers, f)
-			img, err := openVMDKSparse(f, st.Size())
+			closers = append(closers, closer)
+			img, err := openVMDKSparse(f, n)
 			if err != nil {
 				return fail(fmt.Errorf("extent %d (%s): %w", i+1, e.File, err))
 			}
@@ -179,21 +196,24 @@ func openDescriptorExtents(d *descriptor, dir string) (Image, io.Closer, error) 
 	return c, closers, nil
 }
 
-func openExtentFile(dir, name string) (*os.File, os.FileInfo, error) {
-	p := name
-	if !filepath.IsAbs(p) {
-		p = filepath.Join(dir, filepath.FromSlash(name))
+// localExtents opens extent files relative to dir.
+func localExtents(dir string) ExtentOpener {
+	return func(name string) (io.ReaderAt, int64, io.Closer, error) {
+		p := name
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, filepath.FromSlash(name))
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, 0, nil, fmt.Errorf("open extent file: %w", err)
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, 0, nil, fmt.Errorf("open extent file: %w", err)
+		}
+		return f, st.Size(), f, nil
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open extent file: %w", err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("open extent file: %w", err)
-	}
-	return f, st, nil
 }
 
 // concatImage joins images end to end; a part with a nil Sparse reads as

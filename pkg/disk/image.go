@@ -97,7 +97,7 @@ func OpenFile(path string) (Image, io.Closer, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("open disk image %s: %w", path, err)
 		}
-		img, closer, err := openDescriptorExtents(d, filepath.Dir(path))
+		img, closer, err := openDescriptorExtents(d, localExtents(filepath.Dir(path)))
 		if err != nil {
 			return nil, nil, fmt.Errorf("open disk image %s: %w", path, err)
 		}

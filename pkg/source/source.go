@@ -51,9 +51,13 @@ type VM struct {
 	Firmware     string `json:"firmware"`   // FirmwareBIOS or FirmwareEFI
 	PowerState   string `json:"powerState"` // poweredOn, poweredOff, suspended
 	ToolsRunning bool   `json:"toolsRunning"`
-	CBTEnabled   bool   `json:"cbtEnabled"`
-	Disks        []Disk `json:"disks"`
-	NICs         []NIC  `json:"nics"`
+	// CBTEnabled is set when the VM's changes are tracked, so a run can
+	// copy only what changed: vSphere CBT on, Hyper-V resilient change
+	// tracking (configuration version 6.2 or later, managed from the host),
+	// Azure managed disks (incremental snapshots) always.
+	CBTEnabled bool   `json:"cbtEnabled"`
+	Disks      []Disk `json:"disks"`
+	NICs       []NIC  `json:"nics"`
 	// ManagerType names what manages the VM as SMS's vmServer.vmManagerType
 	// does (VSPHERE, HYPERV-MANAGER, SCVMM, AZURE); Host is the hypervisor host
 	// running it, where the source knows.
@@ -155,6 +159,10 @@ type Checkpoint struct {
 	Name string `json:"name"` // the name rehost gave it; leftovers are found by it
 	// Quiesced is true when the guest file systems were quiesced.
 	Quiesced bool `json:"quiesced"`
+	// Base marks a checkpoint Keep kept as the base of later changed-area
+	// queries (a Hyper-V reference point, Azure snapshots kept between
+	// runs) rather than a point-in-time copy to read.
+	Base bool `json:"base,omitempty"`
 }
 
 // Source is a hypervisor rehost replicates from.
@@ -169,10 +177,11 @@ type Source interface {
 	// Quiesced when the guest supports it, crash-consistent otherwise.
 	Checkpoint(ctx context.Context, vmID, name string) (Checkpoint, error)
 	// Checkpoints lists the VM's checkpoints whose name starts with prefix, so
-	// leftovers of a crashed run can be found and released.
+	// leftovers of a crashed run can be found and released; bases that Keep
+	// kept are among them (Checkpoint.Base).
 	Checkpoints(ctx context.Context, vmID, prefix string) ([]Checkpoint, error)
-	// Release removes a checkpoint. Releasing one that is already gone is not
-	// an error.
+	// Release removes a checkpoint, or a base that Keep kept. Releasing one
+	// that is already gone is not an error.
 	Release(ctx context.Context, cp Checkpoint) error
 	// Export opens the disks of a checkpoint for reading. The caller must Close
 	// the export, passing the error that ended its work (nil on success), so
@@ -235,13 +244,162 @@ type ExportAborter interface {
 	AbortExport(ctx context.Context, cp Checkpoint, id string) error
 }
 
-// ChangeTracker is the optional capability of incremental replication: the
-// ranges that changed between two checkpoints.
+// Incremental replication: a seed run copies each disk whole; every later
+// run copies only what changed since the run before. The capabilities below
+// say what changed and read those areas; the caller (the replication run)
+// keeps the change ids between runs, in its ledger.
+//
+// The life of one tracked VM, as a caller drives it:
+//
+//	EnableTracking(vm)                      once, when the job is created or turned incremental
+//	cp := Checkpoint(vm, "rehost-<run>")    every run
+//	for each disk: ChangedAreas(cp, {Disk, Since: ids[disk]}) → areas to read
+//	               OpenDisk(cp, disk).ReadAt(those areas)
+//	base := Keep(cp)                        instead of Release: cp becomes the next run's base
+//	record base.ChangeIDs; Release(previous base)
+//
+// A disk whose change id is refused (ErrResync) or that has none yet is read
+// whole: ChangedAreas with Since "" lists its allocated areas.
+
+// ErrNoTracking is wrapped by EnableTracking (and ChangedAreas) when the VM
+// cannot have change tracking, with the reason: the user lacks the
+// privilege (the error then wraps ErrAuth too), the VM's hardware or
+// configuration version is too old, the manager offers none. The job then
+// copies the VM whole every run and shows why. Permanent until the user
+// acts on the reason.
+var ErrNoTracking = errors.New("change tracking unavailable")
+
+// ErrResync is wrapped (through a *ResyncError) by ChangedAreas when the
+// change id it was given no longer describes the disk: tracking was reset
+// (a storage vMotion, a CBT reset, a revert, a restore), the base the id
+// names is gone, or the disk shrank. The caller copies that disk whole
+// (Since "") and records the reason in the run. Not worth retrying.
+var ErrResync = errors.New("changes since the last run are unknown")
+
+// ResyncError says why a disk's changes cannot be had and it must be
+// copied whole. It wraps ErrResync.
+type ResyncError struct {
+	Disk   string // disk key
+	Since  string // the refused change id
+	Reason string // for the user: what happened to the tracking
+}
+
+func (e *ResyncError) Error() string {
+	return fmt.Sprintf("disk %s: changes since the last run are unknown (%s); the disk is copied whole", e.Disk, e.Reason)
+}
+
+func (e *ResyncError) Unwrap() error { return ErrResync }
+
+// ChangeQuery asks for the changed areas of one disk of a checkpoint.
+type ChangeQuery struct {
+	// Disk is the disk's key (Disk.Key).
+	Disk string
+	// Since is a change id a Keep returned for this disk; "" asks for every
+	// allocated area (a seed, or a resync).
+	Since string
+	// From is the offset to start at, rounded down to 512 bytes: areas, or
+	// parts of them, before it are not returned (a resumed run). 0 for the
+	// whole disk.
+	From int64
+}
+
+// Changes is the answer of ChangedAreas.
+type Changes struct {
+	// Capacity is the disk's size at the checkpoint. PreviousCapacity is its
+	// size at the base Since names (0 when Since is ""): a larger Capacity
+	// means the disk grew, and the written parts of the new tail are among
+	// the areas (the rest of it reads as zeros).
+	Capacity, PreviousCapacity int64
+	// Areas streams the areas page by page.
+	Areas Areas
+}
+
+// Areas is a stream of disk areas read from the source a page at a time,
+// so that the map of a 2 TiB disk is never held whole.
+type Areas interface {
+	// Next returns the next page: areas in ascending order, each starting
+	// at or after the end of the one before (across pages too), 512-byte
+	// aligned, within [From, Capacity) (From rounded down to 512 bytes).
+	// A page holds a bounded number of areas and may be empty. After the
+	// last page Next returns nil, io.EOF. A failed page may be asked for
+	// again (Next retries the same page); ctx bounds the call. Next is
+	// not safe for concurrent use.
+	Next(ctx context.Context) ([]disk.Extent, error)
+}
+
+// Base is a checkpoint Keep made the base of later queries.
+type Base struct {
+	// Checkpoint is what the base holds on the source (Base set): an Azure
+	// incremental snapshot set, a Hyper-V reference point. Release removes
+	// it; Checkpoints lists it. Its ID is "" where the base holds nothing
+	// (vSphere: the change ids live on the disks).
+	Checkpoint Checkpoint
+	// ChangeIDs are the change ids of the checkpoint's disks by disk key,
+	// for ChangeQuery.Since of the next run. Opaque to the caller.
+	ChangeIDs map[string]string
+}
+
+// ChangeTracker is the optional capability of incremental replication:
+// what changed in each disk between two checkpoints.
 type ChangeTracker interface {
-	// ChangedAreas returns the extents of disk diskKey that changed since the
-	// change id since ("*" for every allocated extent) as of checkpoint cp,
-	// and the change id to pass next time.
-	ChangedAreas(ctx context.Context, cp Checkpoint, diskKey, since string) (extents []disk.Extent, changeID string, err error)
+	// EnableTracking turns change tracking on for the VM where it must be
+	// turned on (vSphere CBT; Hyper-V RCT and Azure incremental snapshots
+	// need nothing) and checks that the VM can have it. It is idempotent:
+	// a VM that tracks already is left alone. Tracking covers what is
+	// written after the call; the next checkpoint's ChangedAreas with
+	// Since "" is the seed. An error wrapping ErrNoTracking says why the VM
+	// cannot be tracked; other errors are the usual classes.
+	EnableTracking(ctx context.Context, vmID string) error
+	// ChangedAreas streams the areas of disk q.Disk of checkpoint cp that
+	// changed since change id q.Since (every allocated area when Since is
+	// ""). Bytes outside the areas are those of the base (or zeros, for
+	// Since ""). The areas may cover more than was written (the source's
+	// tracking granularity), never less. A refused change id wraps
+	// ErrResync (a *ResyncError with the reason); an unknown checkpoint or
+	// disk wraps ErrNotFound; a VM whose tracking is off wraps
+	// ErrNoTracking. It reads no disk content and changes nothing.
+	ChangedAreas(ctx context.Context, cp Checkpoint, q ChangeQuery) (Changes, error)
+	// Keep replaces Release for a tracked run: it makes cp the base that
+	// later ChangedAreas calls diff against and releases what cp holds
+	// beyond that (vSphere removes the snapshot, the change ids outlive
+	// it; Hyper-V converts the recovery checkpoint into a reference point;
+	// Azure keeps the incremental snapshots and revokes their read grants).
+	// The caller records the result before anything else. Called again for
+	// a cp already kept, it returns the same Base, except on vSphere once
+	// the snapshot is gone (and on Hyper-V where the host does not name
+	// the reference point after the checkpoint): then it wraps ErrNotFound
+	// and the next run copies the disks whole. A cp whose VM is gone wraps
+	// ErrNotFound; one that cannot become a base (on Hyper-V, a checkpoint
+	// taken while the VM could not be tracked is not a recovery one) wraps
+	// ErrNoTracking.
+	Keep(ctx context.Context, cp Checkpoint) (Base, error)
+}
+
+// CheckpointReader is the optional capability of reading a checkpoint's disks at
+// any offset, as raw bytes: an incremental run reads only the changed
+// areas, a seed the allocated ones, without the stream of a whole disk
+// that Export is.
+type CheckpointReader interface {
+	// OpenDisk opens disk diskKey of checkpoint cp as it was at the
+	// checkpoint (later writes never show). ReadAt is safe for concurrent
+	// use and follows io.ReaderAt (io.EOF at Size); ctx bounds every read
+	// and the open itself. Close releases what the reads hold of their own
+	// (files, a session) and is safe to call more than once; a read grant
+	// on the checkpoint (Azure) ends with its Keep or Release. Open the
+	// disks before Keep: Keep ends the checkpoint. An unknown
+	// checkpoint or disk wraps ErrNotFound; a disk the source cannot read
+	// at random (a vSphere disk on a chain of older snapshots) wraps
+	// errors.ErrUnsupported with the reason, and the caller falls back to
+	// Export.
+	OpenDisk(ctx context.Context, cp Checkpoint, diskKey string) (DiskData, error)
+}
+
+// DiskData is one disk of a checkpoint opened by OpenDisk.
+type DiskData interface {
+	io.ReaderAt
+	// Size is the disk's capacity in bytes.
+	Size() int64
+	Close() error
 }
 
 type tagsKey struct{}

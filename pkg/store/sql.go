@@ -557,20 +557,23 @@ func (s *sqlStore) DeleteServer(ctx context.Context, id string) error {
 
 const jobCols = `replication_job_id, server_id, seed_replication_time, frequency, run_once, license_type, role_name,
 	number_of_recent_amis_to_keep, encrypted, kms_key_id, description, state, status_message,
-	next_replication_run_start_time, latest_ami_id, consecutive_failures, created_at, updated_at`
+	next_replication_run_start_time, latest_ami_id, consecutive_failures, created_at, updated_at,
+	mode, frequency_minutes, no_conversion, verify_requested`
 
 func scanJob(r scanner) (ReplicationJob, error) {
 	var j ReplicationJob
 	var seed, next, created, updated sql.NullInt64
-	var runOnce, encrypted int
+	var runOnce, encrypted, noConversion, verify int
 	if err := r.Scan(&j.ReplicationJobID, &j.ServerID, &seed, &j.Frequency, &runOnce, &j.LicenseType, &j.RoleName,
 		&j.NumberOfRecentAmisToKeep, &encrypted, &j.KmsKeyID, &j.Description, &j.State, &j.StatusMessage,
-		&next, &j.LatestAmiID, &j.ConsecutiveFailures, &created, &updated); err != nil {
+		&next, &j.LatestAmiID, &j.ConsecutiveFailures, &created, &updated,
+		&j.Mode, &j.FrequencyMinutes, &noConversion, &verify); err != nil {
 		return ReplicationJob{}, err
 	}
 	j.SeedReplicationTime, j.NextReplicationRunStartTime = timeOf(seed), timeOf(next)
 	j.CreatedAt, j.UpdatedAt = timeOf(created), timeOf(updated)
 	j.RunOnce, j.Encrypted = runOnce != 0, encrypted != 0
+	j.NoConversion, j.VerifyRequested = noConversion != 0, verify != 0
 	return j, nil
 }
 
@@ -611,10 +614,11 @@ func (s *sqlStore) CreateJob(ctx context.Context, j ReplicationJob) (Replication
 				return err
 			}
 		}
-		_, err := s.exec(ctx, tx, `INSERT INTO replication_jobs (`+jobCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := s.exec(ctx, tx, `INSERT INTO replication_jobs (`+jobCols+`) VALUES (`+placeholders(22)+`)`,
 			j.ReplicationJobID, j.ServerID, timeArg(j.SeedReplicationTime), j.Frequency, boolArg(j.RunOnce), j.LicenseType, j.RoleName,
 			j.NumberOfRecentAmisToKeep, boolArg(j.Encrypted), j.KmsKeyID, j.Description, j.State, j.StatusMessage,
-			timeArg(j.NextReplicationRunStartTime), j.LatestAmiID, j.ConsecutiveFailures, timeArg(j.CreatedAt), timeArg(j.UpdatedAt))
+			timeArg(j.NextReplicationRunStartTime), j.LatestAmiID, j.ConsecutiveFailures, timeArg(j.CreatedAt), timeArg(j.UpdatedAt),
+			j.Mode, j.FrequencyMinutes, boolArg(j.NoConversion), boolArg(j.VerifyRequested))
 		if err != nil && s.d.classify(err) == uniqueViolation {
 			return fmt.Errorf("%w: server %s already has a replication job", ErrConflict, j.ServerID)
 		}
@@ -683,10 +687,12 @@ func (s *sqlStore) applyJob(ctx context.Context, tx *sql.Tx, j *ReplicationJob, 
 	}
 	_, err := s.exec(ctx, tx, `UPDATE replication_jobs SET seed_replication_time = ?, frequency = ?, run_once = ?, license_type = ?, role_name = ?,
 	number_of_recent_amis_to_keep = ?, encrypted = ?, kms_key_id = ?, description = ?, state = ?, status_message = ?,
-	next_replication_run_start_time = ?, latest_ami_id = ?, consecutive_failures = ?, updated_at = ? WHERE replication_job_id = ?`,
+	next_replication_run_start_time = ?, latest_ami_id = ?, consecutive_failures = ?, updated_at = ?,
+	mode = ?, frequency_minutes = ?, no_conversion = ?, verify_requested = ? WHERE replication_job_id = ?`,
 		timeArg(j.SeedReplicationTime), j.Frequency, boolArg(j.RunOnce), j.LicenseType, j.RoleName,
 		j.NumberOfRecentAmisToKeep, boolArg(j.Encrypted), j.KmsKeyID, j.Description, j.State, j.StatusMessage,
-		timeArg(j.NextReplicationRunStartTime), j.LatestAmiID, j.ConsecutiveFailures, timeArg(j.UpdatedAt), j.ReplicationJobID)
+		timeArg(j.NextReplicationRunStartTime), j.LatestAmiID, j.ConsecutiveFailures, timeArg(j.UpdatedAt),
+		j.Mode, j.FrequencyMinutes, boolArg(j.NoConversion), boolArg(j.VerifyRequested), j.ReplicationJobID)
 	if err != nil && s.d.classify(err) == uniqueViolation {
 		return fmt.Errorf("%w: server %s already has a replication job", ErrConflict, j.ServerID)
 	}
@@ -716,7 +722,7 @@ func (s *sqlStore) UpdateJob(ctx context.Context, id string, fn func(*Replicatio
 
 // progressArg stores a run's progress as JSON text, ” when there is none.
 func progressArg(p RunProgress) string {
-	if p.Step == "" && len(p.Disks) == 0 && p.ImportPercent == 0 && len(p.Steps) == 0 && p.FailedStep == "" {
+	if p.Step == "" && p.Mode == "" && len(p.Disks) == 0 && p.ImportPercent == 0 && len(p.Steps) == 0 && p.FailedStep == "" {
 		return ""
 	}
 	b, err := json.Marshal(p)
@@ -727,20 +733,39 @@ func progressArg(p RunProgress) string {
 }
 
 const runCols = `replication_run_id, replication_job_id, run_type, state, stage, stage_progress, status_message, ami_id,
-	scheduled_start_time, started_at, completed_time, description, encrypted, kms_key_id, progress, created_at`
+	scheduled_start_time, started_at, completed_time, description, encrypted, kms_key_id, progress, created_at, replication`
+
+// replicationArg stores what an incremental run moved as JSON text, ”
+// for a full run.
+func replicationArg(r *RunReplication) string {
+	if r == nil {
+		return ""
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err) // numbers and strings only
+	}
+	return string(b)
+}
 
 func scanRun(r scanner) (ReplicationRun, error) {
 	var v ReplicationRun
 	var sched, started, completed, created sql.NullInt64
 	var encrypted int
-	var progress string
+	var progress, replication string
 	if err := r.Scan(&v.ReplicationRunID, &v.ReplicationJobID, &v.Type, &v.State, &v.Stage, &v.StageProgress, &v.StatusMessage, &v.AmiID,
-		&sched, &started, &completed, &v.Description, &encrypted, &v.KmsKeyID, &progress, &created); err != nil {
+		&sched, &started, &completed, &v.Description, &encrypted, &v.KmsKeyID, &progress, &created, &replication); err != nil {
 		return ReplicationRun{}, err
 	}
 	if progress != "" {
 		if err := json.Unmarshal([]byte(progress), &v.Progress); err != nil {
 			return ReplicationRun{}, fmt.Errorf("run %s: read its progress: %w", v.ReplicationRunID, err)
+		}
+	}
+	if replication != "" {
+		v.Replication = new(RunReplication)
+		if err := json.Unmarshal([]byte(replication), v.Replication); err != nil {
+			return ReplicationRun{}, fmt.Errorf("run %s: read what it replicated: %w", v.ReplicationRunID, err)
 		}
 	}
 	v.ScheduledStartTime, v.StartedAt, v.CompletedTime, v.CreatedAt = timeOf(sched), timeOf(started), timeOf(completed), timeOf(created)
@@ -803,10 +828,10 @@ func (s *sqlStore) insertRuns(ctx context.Context, tx *sql.Tx, runs []Replicatio
 				return nil, err
 			}
 		}
-		_, err := s.exec(ctx, tx, `INSERT INTO replication_runs (`+runCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := s.exec(ctx, tx, `INSERT INTO replication_runs (`+runCols+`) VALUES (`+placeholders(17)+`)`,
 			r.ReplicationRunID, r.ReplicationJobID, r.Type, r.State, r.Stage, r.StageProgress, r.StatusMessage, r.AmiID,
 			timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID,
-			progressArg(r.Progress), timeArg(r.CreatedAt))
+			progressArg(r.Progress), timeArg(r.CreatedAt), replicationArg(r.Replication))
 		if err != nil {
 			if s.d.classify(err) == uniqueViolation {
 				return nil, fmt.Errorf("%w: replication job %s already has a pending or active run", ErrConflict, r.ReplicationJobID)
@@ -925,11 +950,12 @@ func (s *sqlStore) applyRun(ctx context.Context, tx *sql.Tx, r *ReplicationRun, 
 	}
 	_, err := s.exec(ctx, tx, `UPDATE replication_runs SET run_type = ?, state = ?, stage = ?, stage_progress = ?, status_message = ?, ami_id = ?,
 	scheduled_start_time = ?, started_at = ?, completed_time = ?, description = ?, encrypted = ?, kms_key_id = ?, progress = ?,
+	replication = ?,
 	lease_holder = CASE WHEN ? = 1 THEN '' ELSE lease_holder END, lease_expires = CASE WHEN ? = 1 THEN 0 ELSE lease_expires END
 	WHERE replication_run_id = ?`,
 		r.Type, r.State, r.Stage, r.StageProgress, r.StatusMessage, r.AmiID,
 		timeArg(r.ScheduledStartTime), timeArg(r.StartedAt), timeArg(r.CompletedTime), r.Description, boolArg(r.Encrypted), r.KmsKeyID,
-		progressArg(r.Progress), boolArg(leaseEnds(orig.State, r.State)), boolArg(leaseEnds(orig.State, r.State)), r.ReplicationRunID)
+		progressArg(r.Progress), replicationArg(r.Replication), boolArg(leaseEnds(orig.State, r.State)), boolArg(leaseEnds(orig.State, r.State)), r.ReplicationRunID)
 	if err != nil && s.d.classify(err) == uniqueViolation {
 		return fmt.Errorf("%w: replication job %s already has a pending or active run", ErrConflict, r.ReplicationJobID)
 	}

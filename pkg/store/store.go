@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -111,13 +112,38 @@ const (
 	LicenseBYOL = "BYOL"
 )
 
+// Job modes: how a job's runs copy the disks.
+const (
+	// ModeFull: every run exports each disk whole, stages it in S3 and
+	// imports it with VM Import (SMS's way).
+	ModeFull = ""
+	// ModeIncremental: the first run copies each disk into a replica EBS
+	// snapshot with EBS direct, every later run only the blocks that
+	// changed, onto a child of the previous replica; the AMI is built from
+	// the replicas.
+	ModeIncremental = "incremental"
+)
+
 // ReplicationJob replicates one server on a schedule (or once).
 type ReplicationJob struct {
 	ReplicationJobID    string    `json:"replicationJobId"` // "sms-job-" + 17 hex
 	ServerID            string    `json:"serverId"`
 	SeedReplicationTime time.Time `json:"seedReplicationTime"`
-	// Frequency in hours, 1–24. A run-once job may leave it 0.
-	Frequency                   int       `json:"frequency"`
+	// Frequency in hours, 1–24. A run-once job may leave it 0, and so does
+	// a job run every FrequencyMinutes.
+	Frequency int `json:"frequency"`
+	// FrequencyMinutes runs an incremental job every 15, 20 or 30 minutes
+	// (Frequency is then 0); 0 means Frequency hours.
+	FrequencyMinutes int `json:"frequencyMinutes,omitempty"`
+	// Mode is ModeFull or ModeIncremental.
+	Mode string `json:"mode,omitempty"`
+	// NoConversion builds an incremental run's AMI with RegisterImage on
+	// the replicas as they are, for a guest that needs no conversion;
+	// otherwise VM Import converts them (ImportImage).
+	NoConversion bool `json:"noConversion,omitempty"`
+	// VerifyRequested makes the next incremental run read back every block
+	// of its replicas (a full verification); that run clears it.
+	VerifyRequested             bool      `json:"verifyRequested,omitempty"`
 	RunOnce                     bool      `json:"runOnce"`
 	LicenseType                 string    `json:"licenseType"` // LicenseAWS or LicenseBYOL
 	RoleName                    string    `json:"roleName,omitempty"`
@@ -184,14 +210,89 @@ type ReplicationRun struct {
 	KmsKeyID           string    `json:"kmsKeyId,omitempty"`
 	// Progress is where the run is, as numbers; Stage and StageProgress
 	// say the same in words (SMS's stageDetails).
-	Progress  RunProgress `json:"progress"`
-	CreatedAt time.Time   `json:"createdAt"`
+	Progress RunProgress `json:"progress"`
+	// Replication is what an incremental run moved and proved; nil for a
+	// full run.
+	Replication *RunReplication `json:"replication,omitempty"`
+	CreatedAt   time.Time       `json:"createdAt"`
+}
+
+// RunReplication is what an incremental run moved and proved: proof of
+// replication, per run.
+type RunReplication struct {
+	// FullBecause says why a run of an incremental job copied the VM whole
+	// (through S3 and VM Import): change tracking or EBS direct was not to
+	// be had. The other fields are then zero.
+	FullBecause string `json:"fullBecause,omitempty"`
+	// BytesRead were read from the source; BytesSent put into replicas;
+	// BlocksChanged is the number of 512 KiB blocks put.
+	BytesRead     int64 `json:"bytesRead"`
+	BytesSent     int64 `json:"bytesSent"`
+	BlocksChanged int64 `json:"blocksChanged"`
+	// Disks are the same per disk.
+	Disks []DiskReplication `json:"disks,omitempty"`
+	// Verification is the read-back of the replicas; nil until it ran.
+	Verification *Verification `json:"verification,omitempty"`
+}
+
+// DiskReplication is one disk of an incremental run.
+type DiskReplication struct {
+	Disk int    `json:"disk"`
+	Key  string `json:"key"`
+	// SnapshotID is the disk's replica; Parent the one it was written on
+	// top of ("" for a new chain).
+	SnapshotID string `json:"snapshotId,omitempty"`
+	Parent     string `json:"parent,omitempty"`
+	// Capacity is the disk's size; PreviousCapacity its size at the
+	// parent (larger Capacity: the disk grew and its replica with it).
+	Capacity         int64 `json:"capacity"`
+	PreviousCapacity int64 `json:"previousCapacity,omitempty"`
+	BytesRead        int64 `json:"bytesRead"`
+	BytesSent        int64 `json:"bytesSent"`
+	BlocksChanged    int64 `json:"blocksChanged"`
+	// Resync says why the disk was read whole rather than only its changed
+	// areas (a reset change id, a replica deleted behind rehost's back);
+	// "" for a seed or a normal run.
+	Resync string `json:"resync,omitempty"`
+}
+
+// Verification is a run's read-back of its replicas against the manifest.
+type Verification struct {
+	// Full is set for a verification of every block (on a schedule or on
+	// request); otherwise the changed blocks (up to a budget) and a random
+	// sample of the others were read.
+	Full bool `json:"full,omitempty"`
+	// Blocks read back, of which Sampled were unchanged blocks chosen at
+	// random; Mismatches differed from the manifest, Repaired of them were
+	// sent again and then matched.
+	Blocks     int64     `json:"blocks"`
+	Sampled    int64     `json:"sampled"`
+	Mismatches int64     `json:"mismatches"`
+	Repaired   int64     `json:"repaired"`
+	At         time.Time `json:"at"`
+}
+
+// String is the verification as a run shows it:
+// "verified: 812 blocks (64 sampled), 0 mismatches".
+func (v Verification) String() string {
+	s := fmt.Sprintf("verified: %d blocks (%d sampled), %d mismatches", v.Blocks, v.Sampled, v.Mismatches)
+	if v.Full {
+		s = fmt.Sprintf("verified: %d blocks (all), %d mismatches", v.Blocks, v.Mismatches)
+	}
+	if v.Repaired > 0 {
+		s += fmt.Sprintf(", %d repaired", v.Repaired)
+	}
+	return s
 }
 
 // RunProgress is where a run is: its step, the bytes of each disk staged so
 // far, and VM Import's own percent.
 type RunProgress struct {
-	Step          string         `json:"step,omitempty"`
+	Step string `json:"step,omitempty"`
+	// Mode is the run's mode (ModeFull or ModeIncremental), which decides
+	// its steps: an incremental job's run falls back to full where change
+	// tracking or EBS direct is not to be had.
+	Mode          string         `json:"mode,omitempty"`
 	Disks         []DiskProgress `json:"disks,omitempty"`
 	ImportPercent int            `json:"importPercent,omitempty"`
 	// Steps are the steps the run has entered, in order, with when each
@@ -308,6 +409,7 @@ type Store interface {
 	History
 	Settings
 	Apps
+	Replicas
 	Preflights
 	Fleet
 	// Close releases the backend. Calls after Close fail.
@@ -458,6 +560,29 @@ func ValidateFrequency(hours int) error {
 	return nil
 }
 
+// SubHourly are the frequencies in minutes an incremental job may run at.
+var SubHourly = []int{15, 20, 30}
+
+// ValidateFrequencyMinutes checks a sub-hour frequency: 15, 20 or 30
+// minutes, for an incremental job only.
+func ValidateFrequencyMinutes(minutes int, mode string) error {
+	if !slices.Contains(SubHourly, minutes) {
+		return fmt.Errorf("%w: frequency %d min: a job runs every 15, 20 or 30 minutes, or every 1 to 24 hours", ErrInvalid, minutes)
+	}
+	if mode != ModeIncremental {
+		return fmt.Errorf("%w: frequency %d min: runs below an hour apart need incremental mode (only changed blocks are copied); a full run copies every disk whole, every 1 to 24 hours", ErrInvalid, minutes)
+	}
+	return nil
+}
+
+// Interval is how far apart the job's automatic runs are.
+func (j ReplicationJob) Interval() time.Duration {
+	if j.FrequencyMinutes > 0 {
+		return time.Duration(j.FrequencyMinutes) * time.Minute
+	}
+	return time.Duration(j.Frequency) * time.Hour
+}
+
 // ValidateJob checks the fields of a job the caller may set.
 func ValidateJob(j ReplicationJob) error {
 	if j.ServerID == "" {
@@ -466,11 +591,27 @@ func ValidateJob(j ReplicationJob) error {
 	if j.SeedReplicationTime.IsZero() {
 		return fmt.Errorf("%w: replication job for server %s: seed replication time is not set", ErrInvalid, j.ServerID)
 	}
-	// A run-once job needs no frequency, but a given one must still be valid.
-	if !j.RunOnce || j.Frequency != 0 {
+	switch j.Mode {
+	case ModeFull, ModeIncremental:
+	default:
+		return fmt.Errorf("%w: replication job for server %s: mode %q: must be full or incremental", ErrInvalid, j.ServerID, j.Mode)
+	}
+	switch {
+	case j.FrequencyMinutes != 0:
+		if err := ValidateFrequencyMinutes(j.FrequencyMinutes, j.Mode); err != nil {
+			return fmt.Errorf("replication job for server %s: %w", j.ServerID, err)
+		}
+		if j.Frequency != 0 {
+			return fmt.Errorf("%w: replication job for server %s: a frequency in hours (%d) and in minutes (%d) given together", ErrInvalid, j.ServerID, j.Frequency, j.FrequencyMinutes)
+		}
+	case !j.RunOnce || j.Frequency != 0:
+		// A run-once job needs no frequency, but a given one must still be valid.
 		if err := ValidateFrequency(j.Frequency); err != nil {
 			return fmt.Errorf("replication job for server %s: %w", j.ServerID, err)
 		}
+	}
+	if j.NoConversion && j.Mode != ModeIncremental {
+		return fmt.Errorf("%w: replication job for server %s: registering the AMI without conversion needs incremental mode (the replicas are the disks as they are)", ErrInvalid, j.ServerID)
 	}
 	switch j.LicenseType {
 	case LicenseAWS, LicenseBYOL:

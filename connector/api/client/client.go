@@ -362,6 +362,9 @@ func (c *Client) GetConnectorStatus(ctx context.Context, in *api.GetConnectorSta
 func (c *Client) GetEvents(ctx context.Context, in *api.GetEventsInput) (*api.GetEventsOutput, error) {
 	return call[api.GetEventsInput, api.GetEventsOutput](ctx, c, rehost+"GetEvents", in)
 }
+func (c *Client) VerifyReplicationJob(ctx context.Context, in *api.VerifyReplicationJobInput) (*api.VerifyReplicationJobOutput, error) {
+	return call[api.VerifyReplicationJobInput, api.VerifyReplicationJobOutput](ctx, c, rehost+"VerifyReplicationJob", in)
+}
 func (c *Client) Preflight(ctx context.Context, in *api.PreflightInput) (*api.PreflightOutput, error) {
 	return call[api.PreflightInput, api.PreflightOutput](ctx, c, rehost+"Preflight", in)
 }

@@ -38,6 +38,9 @@ type Target struct {
 	// call takes effect, and after each part ("Part", "after"); an error it
 	// returns fails the call there. Set it before use.
 	Hook func(ctx context.Context, op, phase string) error
+	// NoEBSDirect, when set, is what CheckEBSDirect answers: a region
+	// without EBS direct.
+	NoEBSDirect error
 
 	partSize int
 
@@ -75,11 +78,13 @@ type Image struct {
 	Created   time.Time
 }
 
-// Snapshot is an EBS snapshot with the bytes of one disk.
+// Snapshot is an EBS snapshot with the bytes of one disk: an imported
+// one's Content, or a replica's blocks (see Bytes).
 type Snapshot struct {
 	ID      string
 	Content []byte
 	Tags    map[string]string
+	ebs     *replica
 }
 
 // New returns an empty target whose multipart parts hold partSize bytes.
@@ -289,12 +294,18 @@ func (t *Target) StartImport(ctx context.Context, in awstarget.ImportInput) (aws
 	if err := t.at(ctx, "StartImport", "before"); err != nil {
 		return awstarget.Import{}, err
 	}
-	if in.ClientToken == "" || len(in.Disks) == 0 {
+	if in.ClientToken == "" || len(in.Disks)+len(in.Snapshots) == 0 {
 		return awstarget.Import{}, apiErr("InvalidParameter", "a client token and disks are required")
 	}
 	t.mu.Lock()
 	id, ok := t.tokens[in.ClientToken]
 	if !ok {
+		for _, s := range in.Snapshots {
+			if sn := t.snapshots[s]; sn == nil || sn.ebs == nil || sn.ebs.state != "completed" {
+				t.mu.Unlock()
+				return awstarget.Import{}, apiErr("InvalidParameter", "ClientError: the snapshot %s does not exist or is not completed", s)
+			}
+		}
 		for _, d := range in.Disks {
 			if _, ok := t.objects[d.Key]; !ok || d.Bucket != Bucket {
 				t.mu.Unlock()
@@ -303,13 +314,13 @@ func (t *Target) StartImport(ctx context.Context, in awstarget.ImportInput) (aws
 		}
 		id = t.id("import-ami")
 		t.tokens[in.ClientToken] = id
-		in.Disks = slices.Clone(in.Disks)
+		in.Disks, in.Snapshots = slices.Clone(in.Disks), slices.Clone(in.Snapshots)
 		in.Tags = maps.Clone(in.Tags)
 		t.imports[id] = &imp{id: id, token: in.ClientToken, state: "active", input: in}
 	}
 	im := t.imports[id]
 	t.mu.Unlock()
-	ref := awstarget.Import{Mode: awstarget.ModeImportImage, TaskIDs: []string{im.id}, ClientToken: im.token,
+	ref := awstarget.Import{Mode: cmp.Or(im.input.Mode, awstarget.ModeImportImage), TaskIDs: []string{im.id}, ClientToken: im.token,
 		Description: im.input.Description, Platform: im.input.Platform, BootMode: im.input.BootMode, Tags: im.input.Tags}
 	return ref, t.at(ctx, "StartImport", "after")
 }
@@ -349,9 +360,29 @@ func (t *Target) Wait(ctx context.Context, ref awstarget.Import, progress func(a
 	return im.result, t.at(ctx, "Wait", "after")
 }
 
-// complete converts the import's objects; t.mu held.
+// complete converts the import's objects, or its snapshots (into new ones,
+// or as they are for ModeRegister); t.mu held.
 func (t *Target) complete(im *imp) {
 	var snaps []string
+	for _, id := range im.input.Snapshots {
+		src := t.snapshots[id]
+		if src == nil {
+			im.state, im.msg = "deleted", fmt.Sprintf("ClientError: the snapshot %s does not exist", id)
+			return
+		}
+		if im.input.Mode == awstarget.ModeRegister {
+			snaps = append(snaps, id)
+			continue
+		}
+		// A converted copy, sharing the replica's blocks (VM Import changes
+		// no byte here).
+		r := *src.ebs
+		r.token, r.parent, r.written = "", "", nil
+		r.blocks, r.sums, r.writers = maps.Clone(r.blocks), maps.Clone(r.sums), maps.Clone(r.writers)
+		c := &Snapshot{ID: t.id("snap"), Tags: map[string]string{}, ebs: &r}
+		t.snapshots[c.ID] = c
+		snaps = append(snaps, c.ID)
+	}
 	for _, d := range im.input.Disks {
 		obj, ok := t.objects[d.Key]
 		if !ok {
@@ -386,6 +417,10 @@ func (t *Target) CancelImport(ctx context.Context, ref awstarget.Import) (awstar
 			im.state, im.msg = "deleted", "User cancelled"
 		case "completed":
 			res = im.result
+			if im.input.Mode == awstarget.ModeRegister {
+				// The snapshots were the caller's before.
+				res.SnapshotIDs = nil
+			}
 		}
 	}
 	t.mu.Unlock()
@@ -491,7 +526,11 @@ func (t *Target) findSnapshots(tags map[string]string) []awstarget.Snapshot {
 	var out []awstarget.Snapshot
 	for _, id := range slices.Sorted(maps.Keys(t.snapshots)) {
 		if s := t.snapshots[id]; matches(s.Tags, tags) {
-			out = append(out, awstarget.Snapshot{ID: s.ID, State: "completed", Tags: maps.Clone(s.Tags)})
+			state := "completed"
+			if s.ebs != nil {
+				state = s.ebs.state
+			}
+			out = append(out, awstarget.Snapshot{ID: s.ID, State: state, Tags: maps.Clone(s.Tags)})
 		}
 	}
 	return out
@@ -585,6 +624,11 @@ func (t *Target) Snapshots() []Snapshot {
 	for _, id := range slices.Sorted(maps.Keys(t.snapshots)) {
 		s := *t.snapshots[id]
 		s.Tags = maps.Clone(s.Tags)
+		if r := s.ebs; r != nil {
+			c := *r
+			c.blocks, c.sums, c.writers = maps.Clone(r.blocks), maps.Clone(r.sums), maps.Clone(r.writers)
+			s.ebs = &c
+		}
 		out = append(out, s)
 	}
 	return out

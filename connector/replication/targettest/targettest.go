@@ -38,6 +38,8 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 		{"ImportLifecycle", testImportLifecycle},
 		{"CancelActiveImport", testCancelActiveImport},
 		{"ImportOfMissingObjectFails", testImportOfMissingObject},
+		{"ReplicaLineage", testReplicaLineage},
+		{"ReplicaRefusals", testReplicaRefusals},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t)) })
 	}

@@ -23,6 +23,8 @@ import (
 	computefake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 	networkfake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7/fake"
+
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 )
 
 // route maps an HTTP request to the SDK operation whose fake serves it:
@@ -53,6 +55,7 @@ var routes = []route{
 	{"GET", regexp.MustCompile(rgp + cp + `/snapshots$`), "SnapshotsClient.NewListByResourceGroupPager"},
 	{"GET", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+$`), "SnapshotsClient.Get"},
 	{"PUT", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+$`), "SnapshotsClient.BeginCreateOrUpdate"},
+	{"PATCH", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+$`), "SnapshotsClient.BeginUpdate"},
 	{"DELETE", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+$`), "SnapshotsClient.BeginDelete"},
 	{"POST", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+/beginGetAccess$`), "SnapshotsClient.BeginGrantAccess"},
 	{"POST", regexp.MustCompile(rgp + cp + `/snapshots/[^/]+/endGetAccess$`), "SnapshotsClient.BeginRevokeAccess"},
@@ -82,6 +85,10 @@ var (
 
 func (h *armHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.s.serveEntra(w, r) {
+		return
+	}
+	if r.URL.Path == writePath {
+		diskwrite.Handler(h.s.ClientID, h.s.ClientSecret, h.s.writable).ServeHTTP(w, r)
 		return
 	}
 	if !h.s.validToken(r.Header.Get("Authorization"), armAudience) {
@@ -305,6 +312,13 @@ func (s *Sim) computeFakes() *computefake.ServerFactory {
 				return
 			}
 			return lro(s, http.StatusOK, armcompute.SnapshotsClientCreateOrUpdateResponse{Snapshot: sn})
+		},
+		BeginUpdate: func(_ context.Context, rg, name string, in armcompute.SnapshotUpdate, _ *armcompute.SnapshotsClientBeginUpdateOptions) (resp azfake.PollerResponder[armcompute.SnapshotsClientUpdateResponse], errResp azfake.ErrorResponder) {
+			sn, ok := s.updateSnapshot(rg, name, in)
+			if !ok {
+				return notFound[armcompute.SnapshotsClientUpdateResponse]()
+			}
+			return lro(s, http.StatusOK, armcompute.SnapshotsClientUpdateResponse{Snapshot: sn})
 		},
 		BeginDelete: func(ctx context.Context, rg, name string, _ *armcompute.SnapshotsClientBeginDeleteOptions) (resp azfake.PollerResponder[armcompute.SnapshotsClientDeleteResponse], errResp azfake.ErrorResponder) {
 			switch s.deleteSnapshot(ctx, rg, name) {

@@ -13,8 +13,9 @@ import (
 
 // serveBlob is the managed-disk data endpoint: it lets a SAS holder read
 // while its grant is neither revoked nor expired (Azurite checks the
-// signature itself), asks an Entra ID token for disks that need one, and
-// counts what it serves.
+// signature itself), asks an Entra ID token for disks that need one,
+// answers page-range diffs itself (Azurite ignores the previous snapshot:
+// changes.go), and counts what it serves.
 func (s *Sim) serveBlob(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		blobError(w, http.StatusForbidden, "AuthorizationPermissionMismatch", "a read grant allows reads only")
@@ -35,6 +36,10 @@ func (s *Sim) serveBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	case g.failAfter >= 0 && g.served.Load() >= g.failAfter:
 		panic(http.ErrAbortHandler) // the injected fault: the connection drops
+	}
+	if isDiff(r) {
+		s.serveDiff(w, r, r.URL.Query().Get("sig"))
+		return
 	}
 	data := r.URL.Query().Get("comp") == "" && r.Method == http.MethodGet
 	op := OpBlobRead

@@ -84,6 +84,8 @@ func (s *Sim) createSnapshot(ctx context.Context, rg, name string, in armcompute
 	if !strings.EqualFold(val(in.Location), val(d.disk.Location)) || (ultra && !val(p.Incremental)) {
 		return armcompute.Snapshot{}, "InvalidParameter"
 	}
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
 	r, err := s.pageBlob(d.blob).CreateSnapshot(ctx, nil)
 	if err != nil {
 		s.log.Error("azuresim: blob snapshot", "err", err)
@@ -116,7 +118,8 @@ func (s *Sim) createSnapshot(ctx context.Context, rg, name string, in armcompute
 	s.mu.Lock()
 	old, raced := s.snaps[strings.ToLower(id)]
 	if !raced {
-		s.snaps[strings.ToLower(id)] = &snapState{snap: sn, blob: d.blob, ts: *r.Snapshot, disk: *d.disk.ID, ultraC: ultra}
+		s.snaps[strings.ToLower(id)] = &snapState{snap: sn, blob: d.blob, ts: *r.Snapshot, disk: *d.disk.ID, ultraC: ultra, epoch: d.epoch}
+		d.epoch++
 	}
 	s.mu.Unlock()
 	if raced { // a concurrent PUT of the same name won: drop this blob snapshot

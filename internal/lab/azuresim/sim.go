@@ -16,7 +16,10 @@
 //     real SAS signed with the account key. A front (HTTPS) before Azurite
 //     plays the managed-disk data endpoint: it refuses revoked or expired
 //     grants, requires an Entra ID token for disks whose data access needs
-//     one, counts the bytes it serves and cuts streams on request.
+//     one, counts the bytes it serves and cuts streams on request. It also
+//     answers Get Page Ranges Diff between two incremental snapshots,
+//     which Azurite ignores, from the pages written between them
+//     (changes.go).
 //
 // Every request is counted by operation, and any can be made to fail
 // (Inject): a retry policy's attempts are counted where they arrive.
@@ -172,10 +175,20 @@ type vmState struct {
 type diskState struct {
 	disk armcompute.Disk
 	blob string // page blob name in container "disks"
+	// Guarded by Sim.mu: the pages written, each in the epoch it was
+	// written in; a snapshot closes the epoch. What Azure's incremental
+	// snapshots know, and the page-range diff answers from.
+	epoch  int
+	writes []pageWrite
+	// wmu orders writes and snapshots of the disk: a write is in a
+	// snapshot's content exactly when it is in an epoch the snapshot
+	// closed.
+	wmu sync.Mutex
 }
 
 type snapState struct {
 	snap   armcompute.Snapshot
+	epoch  int    // the disk's epoch the snapshot closed
 	blob   string // the disk's blob
 	ts     string // Azurite snapshot timestamp
 	disk   string // source disk id
@@ -497,6 +510,8 @@ func (s *Sim) WriteDisk(vm string, i int, off int64, p []byte) error {
 		return err
 	}
 	ctx := context.Background()
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
 	start, end := off/512*512, (off+int64(len(p))+511)/512*512
 	buf := make([]byte, end-start)
 	if _, err := s.ReadDisk(vm, i, start, buf); err != nil && err != io.EOF {
@@ -510,6 +525,7 @@ func (s *Sim) WriteDisk(vm string, i int, off int64, p []byte) error {
 			return err
 		}
 	}
+	s.recordWrite(d, start, end-start)
 	return nil
 }
 
@@ -542,6 +558,8 @@ func (s *Sim) DiskSize(vm string, i int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return val(d.disk.Properties.DiskSizeBytes), nil
 }
 

@@ -2,11 +2,13 @@ package emulator
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"sort"
@@ -108,6 +110,13 @@ func (e *Emulator) startSnapshot(w http.ResponseWriter, body []byte) error {
 	if in.VolumeSize == nil || *in.VolumeSize < 1 || *in.VolumeSize > 65536 {
 		return ebsValidation("INVALID_VOLUME_SIZE", "VolumeSize must be from 1 to 65536 GiB")
 	}
+	if in.Encrypted && in.ParentSnapshotID != "" {
+		// The child of a snapshot takes its encryption from it.
+		return ebsValidation("INVALID_PARAMETER_VALUE", "you cannot specify Encrypted and ParentSnapshotId in the same request")
+	}
+	if in.Timeout != 0 && (in.Timeout < 10 || in.Timeout > 4320) {
+		return ebsValidation("INVALID_PARAMETER_VALUE", "Timeout must be from 10 to 4320 minutes")
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if in.ClientToken != "" {
@@ -124,7 +133,7 @@ func (e *Emulator) startSnapshot(w http.ResponseWriter, body []byte) error {
 		if !ok {
 			return ebsNotFound(in.ParentSnapshotID)
 		}
-		if p.State != "completed" {
+		if e.ebsStateLocked(p) != "completed" {
 			return ebsValidation("INVALID_SNAPSHOT_ID", "parent snapshot %s is %s, not completed", p.ID, p.State)
 		}
 		if *in.VolumeSize < p.VolumeSize {
@@ -135,7 +144,11 @@ func (e *Emulator) startSnapshot(w http.ResponseWriter, body []byte) error {
 	s := &Snapshot{ID: newID("snap"), Description: in.Description, State: "pending", Progress: "0%",
 		Started: e.clock.Now().UTC(), VolumeSize: *in.VolumeSize, SourceSize: *in.VolumeSize * gib,
 		Encrypted: in.Encrypted, KmsKeyID: in.KmsKeyArn, Blocks: map[int32]string{}, Checksums: map[int32]string{},
-		ClientToken: in.ClientToken}
+		ClientToken: in.ClientToken, TimeoutMinutes: cmp.Or(in.Timeout, 60)}
+	if parent != nil && parent.Encrypted {
+		s.Encrypted = true
+		s.KmsKeyID = cmp.Or(in.KmsKeyArn, parent.KmsKeyID)
+	}
 	if s.Encrypted && s.KmsKeyID == "" {
 		s.KmsKeyID = "arn:aws:kms:" + e.cfg.Region + ":" + e.cfg.AccountID + ":alias/aws/ebs"
 	}
@@ -154,8 +167,9 @@ func (e *Emulator) startSnapshot(w http.ResponseWriter, body []byte) error {
 	return nil
 }
 
-// createContentLocked makes s's content file, holding parent's blocks when
-// parent is not nil.
+// createContentLocked makes s's content file (empty: it holds the blocks s
+// will write) and gives s parent's blocks by reference, when parent is not
+// nil.
 func (e *Emulator) createContentLocked(s *Snapshot, parent *Snapshot) error {
 	f, err := os.Create(e.snapPath(s.ID))
 	if err != nil {
@@ -166,32 +180,14 @@ func (e *Emulator) createContentLocked(s *Snapshot, parent *Snapshot) error {
 		os.Remove(e.snapPath(s.ID))
 		return fmt.Errorf("create snapshot content: %w", err)
 	}
-	if parent == nil {
-		return nil
-	}
-	pf, err := os.Open(e.snapPath(parent.ID))
-	if err != nil {
-		os.Remove(e.snapPath(s.ID))
-		return fmt.Errorf("open parent content: %w", err)
-	}
-	defer pf.Close()
-	buf := make([]byte, BlockSize)
-	for idx, writer := range parent.Blocks {
-		off := int64(idx) * BlockSize
-		if _, err := pf.ReadAt(buf, off); err != nil && err != io.EOF {
-			os.Remove(e.snapPath(s.ID))
-			return fmt.Errorf("copy parent block %d: %w", idx, err)
-		}
-		if _, err := f.WriteAt(buf, off); err != nil {
-			os.Remove(e.snapPath(s.ID))
-			return fmt.Errorf("copy parent block %d: %w", idx, err)
-		}
-		s.Blocks[idx] = writer
+	if parent != nil {
+		maps.Copy(s.Blocks, parent.Blocks)
 	}
 	return nil
 }
 
-// copySnapshotLocked duplicates a completed snapshot (CopyImage).
+// copySnapshotLocked duplicates a completed snapshot (CopyImage, an import
+// of an EBS snapshot), sharing its blocks.
 func (e *Emulator) copySnapshotLocked(src *Snapshot, desc string) (*Snapshot, error) {
 	c := &Snapshot{ID: newID("snap"), Description: desc, State: "completed", Progress: "100%",
 		Started: e.clock.Now().UTC(), VolumeSize: src.VolumeSize, SourceSize: src.SourceSize, SHA256: src.SHA256,
@@ -201,6 +197,21 @@ func (e *Emulator) copySnapshotLocked(src *Snapshot, desc string) (*Snapshot, er
 	}
 	e.st.Snapshots[c.ID] = c
 	return c, nil
+}
+
+// ebsStateLocked is s's state, moving a pending EBS direct snapshot to
+// error once its timeout passed without a write, as EBS cancels it.
+func (e *Emulator) ebsStateLocked(s *Snapshot) string {
+	if s.State == "pending" && s.TimeoutMinutes > 0 {
+		last := s.Started
+		if s.LastWrite.After(last) {
+			last = s.LastWrite
+		}
+		if e.clock.Now().After(last.Add(time.Duration(s.TimeoutMinutes) * time.Minute)) {
+			s.State = "error"
+		}
+	}
+	return s.State
 }
 
 func (e *Emulator) writeStartSnapshot(w http.ResponseWriter, s *Snapshot) {
@@ -250,7 +261,7 @@ func (e *Emulator) putSnapshotBlock(w http.ResponseWriter, r *http.Request, id, 
 	if !ok {
 		return ebsNotFound(id)
 	}
-	if s.State != "pending" {
+	if e.ebsStateLocked(s) != "pending" {
 		return ebsValidation("INVALID_SNAPSHOT_ID", "snapshot %s is %s; blocks can only be written to a pending snapshot", id, s.State)
 	}
 	if idx >= s.VolumeSize*gib/BlockSize {
@@ -275,6 +286,7 @@ func (e *Emulator) putSnapshotBlock(w http.ResponseWriter, r *http.Request, id, 
 	}
 	s.Checksums[int32(idx)] = got
 	s.Blocks[int32(idx)] = id
+	s.LastWrite = e.clock.Now().UTC()
 	if p := r.Header.Get("X-Amz-Progress"); p != "" {
 		s.Progress = p + "%"
 	}
@@ -300,7 +312,7 @@ func (e *Emulator) completeSnapshot(w http.ResponseWriter, r *http.Request, id s
 		writeJSON(w, http.StatusAccepted, map[string]string{"Status": "completed"})
 		return nil
 	}
-	if s.State != "pending" {
+	if e.ebsStateLocked(s) != "pending" {
 		return ebsValidation("INVALID_SNAPSHOT_ID", "snapshot %s is %s", id, s.State)
 	}
 	if int(s.Written) != count {
@@ -328,7 +340,6 @@ func (e *Emulator) completeSnapshot(w http.ResponseWriter, r *http.Request, id s
 		}
 	}
 	s.State, s.Progress = "completed", "100%"
-	s.Checksums = nil
 	e.saveLocked()
 	writeJSON(w, http.StatusAccepted, map[string]string{"Status": "completed"})
 	return nil
@@ -376,7 +387,7 @@ func (e *Emulator) completedSnapshotLocked(id string) (*Snapshot, error) {
 	if !ok {
 		return nil, ebsNotFound(id)
 	}
-	if s.State != "completed" {
+	if e.ebsStateLocked(s) != "completed" {
 		return nil, ebsValidation("INVALID_SNAPSHOT_ID", "snapshot %s is %s, not completed", id, s.State)
 	}
 	return s, nil
@@ -497,28 +508,40 @@ func (e *Emulator) getSnapshotBlock(w http.ResponseWriter, r *http.Request, id, 
 	}
 	e.mu.Lock()
 	s, err := e.completedSnapshotLocked(id)
+	var content *blockReader
+	sum := ""
 	if err == nil {
-		if _, ok := s.Blocks[int32(idx)]; !ok {
+		writer, ok := s.Blocks[int32(idx)]
+		if !ok {
 			err = ebsValidation("INVALID_BLOCK", "block %d of %s holds no data", idx, id)
+		} else {
+			content = e.contentLocked(s)
+			// The checksum recorded when the block was put, not one of what
+			// is stored now: EBS answers what it kept.
+			if ws := e.st.Snapshots[writer]; ws != nil {
+				sum = ws.Checksums[int32(idx)]
+			} else {
+				sum = e.st.Retained[writer][int32(idx)]
+			}
 		}
 	}
 	e.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(e.snapPath(id))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+	defer content.Close()
 	data := make([]byte, BlockSize)
-	if _, err := f.ReadAt(data, idx*BlockSize); err != nil && err != io.EOF {
+	if _, err := content.ReadAt(data, idx*BlockSize); err != nil && err != io.EOF {
 		return fmt.Errorf("read block %d of %s: %w", idx, id, err)
 	}
-	sum := sha256.Sum256(data)
+	if sum == "" {
+		// A block an import wrote: no checksum was sent with it.
+		h := sha256.Sum256(data)
+		sum = base64.StdEncoding.EncodeToString(h[:])
+	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("X-Amz-Data-Length", strconv.Itoa(BlockSize))
-	w.Header().Set("X-Amz-Checksum", base64.StdEncoding.EncodeToString(sum[:]))
+	w.Header().Set("X-Amz-Checksum", sum)
 	w.Header().Set("X-Amz-Checksum-Algorithm", "SHA256")
 	w.WriteHeader(http.StatusOK)
 	io.Copy(w, bytes.NewReader(data))

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -477,11 +476,6 @@ func (e *Emulator) deregisterImage(p params) (any, error) {
 		Return  bool     `xml:"return"`
 		Results []result `xml:"deleteSnapshotResultSet>item"`
 	}{true, results}, nil
-}
-
-func (e *Emulator) removeSnapshotLocked(id string) {
-	os.Remove(e.snapPath(id))
-	delete(e.st.Snapshots, id)
 }
 
 func (e *Emulator) resourceTags(p params, resourceTypes ...string) (map[string][]Tag, error) {

@@ -249,7 +249,8 @@ func New(cfg Config) (_ *Emulator, err error) {
 	// process died.
 	if ents, err := os.ReadDir(e.snapDir()); err == nil {
 		for _, ent := range ents {
-			if _, ok := st.Snapshots[strings.TrimSuffix(ent.Name(), ".img")]; !ok {
+			id := strings.TrimSuffix(ent.Name(), ".img")
+			if _, kept := st.Retained[id]; st.Snapshots[id] == nil && !kept {
 				os.Remove(filepath.Join(e.snapDir(), ent.Name()))
 			}
 		}

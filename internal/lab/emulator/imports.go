@@ -66,12 +66,13 @@ func unreadable(format string) error {
 // (ImportSnapshot).
 func diskFromParams(p params) ImportTaskDisk {
 	d := ImportTaskDisk{
-		Format:      strings.ToUpper(p.get("Format")),
-		Bucket:      p.get("UserBucket.S3Bucket"),
-		Key:         p.get("UserBucket.S3Key"),
-		URL:         p.get("Url"),
-		Description: p.get("Description"),
-		DeviceName:  p.get("DeviceName"),
+		Format:       strings.ToUpper(p.get("Format")),
+		Bucket:       p.get("UserBucket.S3Bucket"),
+		Key:          p.get("UserBucket.S3Key"),
+		URL:          p.get("Url"),
+		Description:  p.get("Description"),
+		DeviceName:   p.get("DeviceName"),
+		FromSnapshot: p.get("SnapshotId"),
 	}
 	if d.Bucket == "" && d.URL != "" {
 		if b, k, ok := parseS3URL(d.URL); ok {
@@ -110,6 +111,15 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 		return nil, badRequest("MissingParameter", "The request must contain the parameter DiskContainer")
 	}
 	for i, d := range disks {
+		if d.FromSnapshot != "" {
+			if kind != "image" || d.Bucket != "" || d.URL != "" {
+				return nil, badRequest("InvalidParameter", "Disk container %d: a SnapshotId is given alone, to ImportImage", i+1)
+			}
+			if !snapRE.MatchString(d.FromSnapshot) {
+				return nil, malformed("InvalidSnapshotID.Malformed", d.FromSnapshot, "snap")
+			}
+			continue
+		}
 		if d.Bucket == "" || d.Key == "" {
 			return nil, badRequest("InvalidParameter", "Disk container %d: either UserBucket (S3Bucket and S3Key) or an s3:// Url is required", i+1)
 		}
@@ -275,8 +285,7 @@ func (e *Emulator) finishCancelLocked(t *ImportTask, msg string) {
 func (e *Emulator) removeTaskSnapshotsLocked(taskID string) {
 	for id, s := range e.st.Snapshots {
 		if s.ImportTaskID == taskID {
-			os.Remove(e.snapPath(id))
-			delete(e.st.Snapshots, id)
+			e.removeSnapshotLocked(id)
 		}
 	}
 	if t := e.st.Tasks[taskID]; t != nil {
@@ -425,10 +434,9 @@ func (e *Emulator) importSteps(ctx context.Context, id string) error {
 // does: its partitions, file systems and operating system.
 func (e *Emulator) inspect(snaps []*snapshotWithSize, bootMode string) (Guest, error) {
 	boot := snaps[0]
-	f, err := os.Open(e.snapPath(boot.ID))
-	if err != nil {
-		return Guest{}, fmt.Errorf("open boot disk %s: %w", boot.ID, err)
-	}
+	e.mu.Lock()
+	f := e.contentLocked(boot.Snapshot)
+	e.mu.Unlock()
 	defer f.Close()
 	sizes := make([]int64, len(snaps))
 	for i, s := range snaps {
@@ -444,10 +452,16 @@ func (e *Emulator) validate(ctx context.Context, t ImportTask, role *importRole)
 	if err := checkVolumes(len(t.Disks)); err != nil {
 		return err
 	}
-	if e.s3 == nil {
+	if e.s3 == nil && slices.ContainsFunc(t.Disks, func(d ImportTaskDisk) bool { return d.FromSnapshot == "" }) {
 		return fail("ClientError: Disk validation failed [We do not have access to the given resource. Reason 503 Service Unavailable]")
 	}
 	for _, d := range t.Disks {
+		if d.FromSnapshot != "" {
+			if err := e.snapshotSource(d.FromSnapshot); err != nil {
+				return err
+			}
+			continue
+		}
 		bucketARN := e.s3ARN(d.Bucket, "")
 		if !role.may(e, "s3:GetBucketLocation", bucketARN) || !role.may(e, "s3:ListBucket", bucketARN) {
 			return roleFailure(t.RoleName)
@@ -515,6 +529,13 @@ type snapshotWithSize struct {
 // registered under the task, so a failure or cancel removes it.
 func (e *Emulator) convertDisk(ctx context.Context, t ImportTask, i int) ([]*snapshotWithSize, error) {
 	d := t.Disks[i]
+	if d.FromSnapshot != "" {
+		s, err := e.importEBSSnapshot(t, d)
+		if err != nil {
+			return nil, err
+		}
+		return []*snapshotWithSize{{Snapshot: s, diskImageSize: float64(s.SourceSize), detail: d}}, nil
+	}
 	tmp := filepath.Join(e.downloadDir(), fmt.Sprintf("%s-%d", t.ID, i))
 	defer os.Remove(tmp)
 	n, err := e.s3.download(ctx, d.Bucket, d.Key, tmp)
@@ -590,6 +611,44 @@ func (e *Emulator) storeSnapshot(t ImportTask, src disk.Sparse, format string) (
 	e.st.Snapshots[id] = s
 	e.saveLocked()
 	return s, nil
+}
+
+// snapshotSource checks an EBS snapshot an import names as a disk: it
+// must exist and be completed.
+func (e *Emulator) snapshotSource(id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.st.Snapshots[id]
+	if !ok {
+		return fail("ClientError: Disk validation failed [The snapshot %s does not exist]", id)
+	}
+	if e.ebsStateLocked(s) != "completed" {
+		return fail("ClientError: Disk validation failed [The snapshot %s is %s, not completed]", id, s.State)
+	}
+	return nil
+}
+
+// importEBSSnapshot converts the EBS snapshot a disk container names into
+// a snapshot of task t: the volume's raw content, shared with its source
+// (the emulator changes no byte of a guest it converts).
+func (e *Emulator) importEBSSnapshot(t ImportTask, d ImportTaskDisk) (*Snapshot, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if cur := e.st.Tasks[t.ID]; cur == nil || cur.Status != "active" {
+		return nil, context.Canceled
+	}
+	src, ok := e.st.Snapshots[d.FromSnapshot]
+	if !ok {
+		return nil, fail("ClientError: Disk validation failed [The snapshot %s does not exist]", d.FromSnapshot)
+	}
+	c, err := e.copySnapshotLocked(src, "Created by AWS-VMImport service for "+t.ID)
+	if err != nil {
+		return nil, err
+	}
+	c.ImportTaskID, c.Encrypted, c.KmsKeyID = t.ID, src.Encrypted || t.Encrypted, cmp.Or(t.KmsKeyID, src.KmsKeyID)
+	c.CopiedFrom = ""
+	e.saveLocked()
+	return c, nil
 }
 
 // openDeclared opens the object as the format the task declared, with VM

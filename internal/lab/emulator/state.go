@@ -17,10 +17,13 @@ type Tag struct {
 
 // ImportTaskDisk is one disk of an import task.
 type ImportTaskDisk struct {
-	Format        string  `json:"format,omitempty"`
-	Bucket        string  `json:"bucket,omitempty"`
-	Key           string  `json:"key,omitempty"`
-	URL           string  `json:"url,omitempty"`
+	Format string `json:"format,omitempty"`
+	Bucket string `json:"bucket,omitempty"`
+	Key    string `json:"key,omitempty"`
+	URL    string `json:"url,omitempty"`
+	// FromSnapshot is the EBS snapshot an ImportImage disk container names
+	// instead of an S3 object (its SnapshotId).
+	FromSnapshot  string  `json:"fromSnapshot,omitempty"`
 	Description   string  `json:"description,omitempty"`
 	DeviceName    string  `json:"deviceName,omitempty"`
 	DiskImageSize float64 `json:"diskImageSize,omitempty"` // bytes of the object read
@@ -108,17 +111,24 @@ type Snapshot struct {
 	KmsKeyID   string `json:"kmsKeyId,omitempty"`
 	Tags       []Tag  `json:"tags,omitempty"`
 	// Blocks maps each 512 KiB block index holding data to the id of the
-	// write that put it there, so ListChangedBlocks compares snapshots of a
-	// chain without reading them.
+	// snapshot that wrote it, whose file holds the block: a child shares its
+	// parent's blocks rather than copying them, and ListChangedBlocks
+	// compares snapshots of a chain without reading them.
 	Blocks       map[int32]string `json:"blocks,omitempty"`
 	Parent       string           `json:"parent,omitempty"`
 	ImportTaskID string           `json:"importTaskId,omitempty"`
 	CopiedFrom   string           `json:"copiedFrom,omitempty"`
 	ClientToken  string           `json:"clientToken,omitempty"`
 	Written      int32            `json:"written,omitempty"` // blocks put by EBS direct
-	// Checksums are the base64 SHA-256 of blocks put by EBS direct, for the
-	// aggregated checksum CompleteSnapshot verifies.
+	// Checksums are the base64 SHA-256 of the blocks this snapshot wrote
+	// with EBS direct, as they were put: CompleteSnapshot checks the
+	// aggregate of them and GetSnapshotBlock answers them.
 	Checksums map[int32]string `json:"checksums,omitempty"`
+	// TimeoutMinutes cancels a pending EBS direct snapshot (state error)
+	// that long after its last write or its start; LastWrite is when a
+	// block was last put.
+	TimeoutMinutes int       `json:"timeoutMinutes,omitempty"`
+	LastWrite      time.Time `json:"lastWrite,omitzero"`
 }
 
 // Role is an IAM role with its inline policies.
@@ -150,6 +160,9 @@ type state struct {
 	Handles map[string]*WaitHandle `json:"handles"`
 	// Commands are Run Command invocations, by command id.
 	Commands map[string]*Command `json:"commands"`
+	// Retained are deleted snapshots whose files hold blocks a snapshot
+	// of the same lineage still uses, with the checksums of those blocks.
+	Retained map[string]map[int32]string `json:"retained,omitempty"`
 }
 
 func loadState(path string) (*state, error) {

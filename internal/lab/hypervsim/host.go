@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -47,7 +48,8 @@ type VMSpec struct {
 	Disks               []DiskSpec
 	NICs                []NICSpec
 	// Version is the VM's configuration version (Get-VM's Version): 5.0
-	// for Windows Server 2012 R2, 8.0 for 2016; default 9.0 (2019).
+	// for Windows Server 2012 R2, 8.0 for 2016; default 9.0 (2019). 6.2 and
+	// later have resilient change tracking and take recovery checkpoints.
 	Version string
 	// Checkpoints the VM already has when AddVM returns (standard ones,
 	// named "user-checkpoint-N": a chain of AVHDX files on each disk).
@@ -85,6 +87,7 @@ type vm struct {
 	drives      []*drive
 	nics        []NICSpec
 	snaps       []*snapshot
+	rps         []*refPoint
 }
 
 type drive struct {
@@ -93,6 +96,7 @@ type drive struct {
 	path             string // Windows path of the file the VM writes to now
 	passThrough      bool
 	shared           bool
+	rct              rctLog
 }
 
 type snapshot struct {
@@ -100,8 +104,10 @@ type snapshot struct {
 	created    time.Time
 	state      string
 	production bool
+	recovery   bool     // a recovery checkpoint (SnapshotType Recovery)
 	frozen     []string // per drive: the file the checkpoint froze
 	diff       []string // per drive: the differencing disk it started
+	epochs     []int    // per drive: the change tracking epoch it closed
 }
 
 // Host is the simulated hosts' shared state.
@@ -159,6 +165,9 @@ func (h *Host) AddVM(spec VMSpec) (string, error) {
 	if spec.Generation == 0 {
 		spec.Generation = 2
 	}
+	if spec.Version == "" {
+		spec.Version = "9.0"
+	}
 	v := &vm{id: hvdisk.NewGUID().String(), vmmID: hvdisk.NewGUID().String(), spec: spec, node: spec.Node, state: "Off",
 		status: "Operating normally", checkpoints: "Production", nics: spec.NICs}
 	if v.node == "" {
@@ -173,7 +182,7 @@ func (h *Host) AddVM(spec VMSpec) (string, error) {
 		if ctrl == "" {
 			ctrl = map[int]string{1: "IDE", 2: "SCSI"}[spec.Generation]
 		}
-		dr := &drive{ctrl: ctrl, number: d.Number, location: d.Location, passThrough: d.PassThrough, shared: d.Shared}
+		dr := &drive{ctrl: ctrl, number: d.Number, location: d.Location, passThrough: d.PassThrough, shared: d.Shared, rct: newRCTLog()}
 		if d.Location == 0 && d.Number == 0 {
 			dr.location = next[ctrl]
 		}
@@ -199,7 +208,7 @@ func (h *Host) AddVM(spec VMSpec) (string, error) {
 	}
 	h.vms = append(h.vms, v)
 	for n := range spec.Checkpoints {
-		if _, _, err := h.checkpoint(v, fmt.Sprintf("user-checkpoint-%d", n+1)); err != nil {
+		if _, _, err := h.checkpoint(v, fmt.Sprintf("user-checkpoint-%d", n+1), false); err != nil {
 			return "", fmt.Errorf("checkpoint %d of %s: %w", n+1, spec.Name, err)
 		}
 	}
@@ -259,6 +268,10 @@ func (h *Host) run(node, name string, args json.RawMessage) (any, error) {
 		Name   string `json:"name"`
 		ID     string `json:"id"`
 		Prefix string `json:"prefix"`
+		Disk   string `json:"disk"`
+		Since  string `json:"since"`
+		Offset int64  `json:"offset"`
+		Limit  int    `json:"limit"`
 	}
 	if err := json.Unmarshal(args, &in); err != nil {
 		return nil, &psError{"InvalidArgument", "ConvertFrom-Json", err.Error()}
@@ -297,16 +310,47 @@ func (h *Host) run(node, name string, args json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return out, nil
-	case "checkpoint":
+	case "checkpoint", "rct-checkpoint":
 		v, err := get()
 		if err != nil {
 			return nil, err
 		}
-		s, fallback, err := h.checkpoint(v, in.Name)
+		recovery := strings.HasSuffix(name, "rct-checkpoint")
+		if recovery && !rctVersion(v.spec.Version) {
+			if sn := v.snapNamed(in.Name); sn == nil {
+				return nil, &psError{"InvalidOperation", "RehostNoRct,Stop-Rehost", fmt.Sprintf("VM %s has configuration version %s; recovery checkpoints need 6.2 or later", v.spec.Name, v.spec.Version)}
+			}
+		}
+		s, fallback, err := h.checkpoint(v, in.Name, recovery)
 		if err != nil {
 			return nil, err
 		}
 		return []any{h.snapJSON(v, s, vmm, fallback)}, nil
+	case "changes":
+		v, err := get()
+		if err != nil {
+			return nil, err
+		}
+		return h.changes(v, in.ID, in.Disk, in.Since, in.Offset, in.Limit)
+	case "keep":
+		v, err := get()
+		if err != nil {
+			return nil, err
+		}
+		return h.keep(v, in.ID, in.Name)
+	case "forget":
+		v, _ := get()
+		if v == nil {
+			return []any{}, nil
+		}
+		n := 0
+		for _, rp := range append([]*refPoint(nil), v.rps...) {
+			if (in.ID != "" && strings.EqualFold(rp.id, in.ID)) || (in.ID == "" && rp.name == in.Name) {
+				v.rps = slices.DeleteFunc(v.rps, func(x *refPoint) bool { return x == rp })
+				n++
+			}
+		}
+		return []any{map[string]any{"Removed": n}}, nil
 	case "checkpoints":
 		v, err := get()
 		if err != nil {
@@ -316,6 +360,11 @@ func (h *Host) run(node, name string, args json.RawMessage) (any, error) {
 		for _, s := range v.snaps {
 			if strings.HasPrefix(s.name, in.Prefix) {
 				out = append(out, h.snapJSON(v, s, vmm, ""))
+			}
+		}
+		for _, rp := range v.rps {
+			if !vmm && strings.HasPrefix(rp.name, in.Prefix) {
+				out = append(out, map[string]any{"Id": rp.id, "Name": rp.name, "VMId": v.id, "State": "Off", "VMState": v.state, "SnapshotType": "ReferencePoint", "Base": true})
 			}
 		}
 		return out, nil
@@ -538,16 +587,19 @@ func (h *Host) snapJSON(v *vm, s *snapshot, vmm bool, fallback string) map[strin
 		return map[string]any{"Id": s.id, "Name": s.name, "VMId": v.vmmID, "Production": s.production, "Fallback": nullable(fallback),
 			"Description": "rehost", "AddedTime": s.created.Format(time.RFC3339Nano)}
 	}
-	return map[string]any{"Id": s.id, "Name": s.name, "VMId": v.id, "State": s.state, "VMState": v.state, "SnapshotType": "Standard",
-		"CreationTime": s.created.Format(time.RFC3339Nano), "Fallback": nullable(fallback)}
+	typ := "Standard"
+	if s.recovery {
+		typ = "Recovery"
+	}
+	return map[string]any{"Id": s.id, "Name": s.name, "VMId": v.id, "State": s.state, "VMState": v.state, "SnapshotType": typ,
+		"Production": s.recovery && s.production, "CreationTime": s.created.Format(time.RFC3339Nano), "Fallback": nullable(fallback)}
 }
 
-// checkpoint is Checkpoint-VM as hv-checkpoint.ps1 drives it.
-func (h *Host) checkpoint(v *vm, name string) (*snapshot, string, error) {
-	for _, s := range v.snaps {
-		if s.name == name {
-			return s, "", nil
-		}
+// checkpoint is Checkpoint-VM as hv-checkpoint.ps1 drives it, or a
+// recovery checkpoint as hv-rct-checkpoint.ps1 makes it.
+func (h *Host) checkpoint(v *vm, name string, recovery bool) (*snapshot, string, error) {
+	if s := v.snapNamed(name); s != nil {
+		return s, "", nil
 	}
 	if strings.Contains(v.status, "Merg") {
 		return nil, "", &psError{"ResourceBusy", "RehostMergeInProgress,Stop-Rehost", fmt.Sprintf("a checkpoint merge is in progress (%s)", v.status)}
@@ -566,7 +618,7 @@ func (h *Host) checkpoint(v *vm, name string) (*snapshot, string, error) {
 		h.faults = h.faults[1:]
 		return nil, "", &psError{"NotSpecified", "Microsoft.HyperV.PowerShell.Commands.CheckpointVM", msg}
 	}
-	s := &snapshot{id: hvdisk.NewGUID().String(), name: name, created: time.Now(), state: v.state}
+	s := &snapshot{id: hvdisk.NewGUID().String(), name: name, created: time.Now(), state: v.state, recovery: recovery}
 	fallback := ""
 	if v.state == "Running" {
 		if v.spec.IntegrationServices {
@@ -575,6 +627,9 @@ func (h *Host) checkpoint(v *vm, name string) (*snapshot, string, error) {
 			fallback = fmt.Sprintf("'%s' could not initiate a checkpoint operation: Could not create auto virtual hard disk: the integration services are not running in the guest.", v.spec.Name)
 		}
 	}
+	if recovery {
+		s.state = "Off" // a recovery checkpoint holds no memory
+	}
 	for _, d := range v.drives {
 		child, err := h.startDiff(d.path, s.id)
 		if err != nil {
@@ -582,6 +637,7 @@ func (h *Host) checkpoint(v *vm, name string) (*snapshot, string, error) {
 		}
 		s.frozen = append(s.frozen, d.path)
 		s.diff = append(s.diff, child)
+		s.epochs = append(s.epochs, d.rct.close())
 		d.path = child
 	}
 	v.snaps = append(v.snaps, s)
@@ -807,7 +863,14 @@ func (h *Host) WriteDisk(name string, i int, off int64, p []byte) error {
 	if err != nil {
 		return err
 	}
-	return h.writeFile(v.drives[i].path, p, off)
+	if i < 0 || i >= len(v.drives) {
+		return fmt.Errorf("hypervsim: vm %q has no drive %d", name, i)
+	}
+	if err := h.writeFile(v.drives[i].path, p, off); err != nil {
+		return err
+	}
+	v.drives[i].rct.write(off, int64(len(p)))
+	return nil
 }
 
 // ReadDisk reads drive i of VM name as the guest sees it now.
@@ -832,6 +895,9 @@ func (h *Host) DiskSize(name string, i int) (int64, error) {
 	v, err := h.byName(name)
 	if err != nil {
 		return 0, err
+	}
+	if i < 0 || i >= len(v.drives) || v.drives[i].passThrough {
+		return 0, fmt.Errorf("hypervsim: vm %q has no virtual disk %d", name, i)
 	}
 	return h.sizeOf(v.drives[i].path), nil
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 )
 
 // Options configure Start.
@@ -194,4 +196,20 @@ func (s *Sim) Counts() map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+// writePath takes diskwrite requests on every node's listener, with the
+// account WinRM accepts.
+const writePath = "/_hyperv/write"
+
+// WriteURL is where blocks are written into a VM's disk on request
+// (internal/lab/diskwrite), with User and Password.
+func (s *Sim) WriteURL() string { return s.node("").ts.URL + writePath }
+
+func (s *Sim) writable(vm string, i int) (diskwrite.Disk, error) {
+	n, err := s.DiskSize(vm, i)
+	if err != nil {
+		return diskwrite.Disk{}, fmt.Errorf("%v: %w", err, diskwrite.ErrNoDisk)
+	}
+	return diskwrite.Disk{Capacity: n, Write: func(off int64, p []byte) error { return s.WriteDisk(vm, i, off, p) }}, nil
 }

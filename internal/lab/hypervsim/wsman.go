@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 	"github.com/rehost/rehost/internal/lab/hvdisk"
 	"github.com/rehost/rehost/pkg/source/hyperv"
 )
@@ -124,6 +125,10 @@ func (s *server) thumbprint() string {
 }
 
 func (s *server) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == writePath {
+		diskwrite.Handler(s.sim.User(), s.sim.Password(), s.sim.writable).ServeHTTP(w, r)
+		return
+	}
 	if r.URL.Path != "/wsman" || r.Method != http.MethodPost {
 		http.NotFound(w, r)
 		return

@@ -155,6 +155,7 @@ func (h *vmHandler) CreateSnapshotExTask(ctx *simulator.Context, req *types.Crea
 			&types.FileFault{File: err.Error()})}
 		return body
 	}
+	h.setChangeIDs(ctx, sn.cbt)
 	res := h.VirtualMachine.CreateSnapshotExTask(ctx, req).(*methods.CreateSnapshotEx_TaskBody)
 	if res.Fault_ != nil {
 		sn.drop()
@@ -167,21 +168,45 @@ func (h *vmHandler) CreateSnapshotExTask(ctx *simulator.Context, req *types.Crea
 		return res
 	}
 	sn.ref = ref
+	h.sim.mu.Lock()
+	older := 0
+	for _, o := range h.sim.snaps {
+		if o.vm == h.st {
+			older++
+		}
+	}
+	h.sim.mu.Unlock()
 	if simSnap, ok := ctx.Map.Get(ref).(*simulator.VirtualMachineSnapshot); ok {
 		// The snapshot's config carries each disk's change id, where a
-		// backup client reads it.
+		// backup client reads it, and names the file it froze: the base
+		// disk for the first snapshot, a delta for later ones (as the VM
+		// wrote to a delta after the first).
 		for _, d := range simSnap.Config.Hardware.Device {
 			vd, ok := d.(*types.VirtualDisk)
 			if !ok {
 				continue
 			}
+			b, ok := vd.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+			if !ok {
+				continue
+			}
+			c := *b
 			for i, ds := range h.st.disks {
-				if ds.key == vd.Key && sn.cbt {
-					if b, ok := vd.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
-						b.ChangeId = sn.changeIDs[i]
-					}
+				if ds.key != vd.Key {
+					continue
+				}
+				c.ChangeId = ""
+				if sn.cbt {
+					c.ChangeId = sn.changeIDs[i]
+				}
+				if older > 0 {
+					parent := *b
+					parent.ChangeId = ""
+					c.Parent = &parent
+					c.FileName = strings.TrimSuffix(b.FileName, ".vmdk") + fmt.Sprintf("-%06d.vmdk", older)
 				}
 			}
+			vd.Backing = &c
 		}
 	}
 	h.sim.mu.Lock()
@@ -199,7 +224,19 @@ func (s *Sim) freeze(st *vmState) (*snapState, error) {
 	s.mu.Lock()
 	s.seq++
 	n := s.seq
+	// A stun: CBT turned on while the VM ran takes effect now.
+	activate := st.cbtPending
+	st.cbtPending = false
+	if activate {
+		st.cbt = true
+	}
+	cbt := st.cbt
 	s.mu.Unlock()
+	if activate {
+		for _, d := range st.disks {
+			d.newGeneration()
+		}
+	}
 	dir := filepath.Join(s.dir, "snapshots")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -210,7 +247,7 @@ func (s *Sim) freeze(st *vmState) (*snapState, error) {
 	if err != nil {
 		return nil, err
 	}
-	sn := &snapState{vm: st, cbt: st.cbt, disks: cs, epochs: eps, changeIDs: ids}
+	sn := &snapState{vm: st, seq: n, cbt: cbt, disks: cs, epochs: eps, changeIDs: ids}
 	for i := range st.disks {
 		sn.cbtIDs = append(sn.cbtIDs, strings.TrimSuffix(ids[i], fmt.Sprintf("/%d", eps[i])))
 	}
@@ -325,6 +362,7 @@ func (h *vmHandler) QueryChangedDiskAreas(ctx *simulator.Context, req *types.Que
 		return fail("change tracking is not enabled for this virtual machine", &types.FileFault{File: h.st.name})
 	}
 	d := h.st.disks[idx]
+	size := sn.disks[idx].size
 	var areas []disk.Extent
 	if req.ChangeId == "*" {
 		areas = sn.disks[idx].extents()
@@ -334,12 +372,12 @@ func (h *vmHandler) QueryChangedDiskAreas(ctx *simulator.Context, req *types.Que
 		if slash < 0 || err != nil || req.ChangeId[:slash] != sn.cbtIDs[idx] || ep > sn.epochs[idx] {
 			return fail(fmt.Sprintf("invalid change id %q", req.ChangeId), &types.InvalidArgument{InvalidProperty: "changeId"})
 		}
-		areas = d.changedSince(ep, sn.epochs[idx])
+		areas = d.changedSince(ep, sn.epochs[idx], size)
 	}
-	if req.StartOffset < 0 || req.StartOffset > d.capacity {
+	if req.StartOffset < 0 || req.StartOffset > size {
 		return fail("start offset beyond the disk", &types.InvalidArgument{InvalidProperty: "startOffset"})
 	}
-	info := types.DiskChangeInfo{StartOffset: req.StartOffset, Length: d.capacity - req.StartOffset}
+	info := types.DiskChangeInfo{StartOffset: req.StartOffset, Length: size - req.StartOffset}
 	for _, a := range areas {
 		if a.End() <= req.StartOffset {
 			continue

@@ -13,6 +13,13 @@
 //   - inspection for leak checks (snapshots per VM, open NFC leases; also as
 //     JSON at /_vcenter/state for other processes) and fault injection (cut
 //     an export stream after n bytes);
+//   - changed block tracking turned on by ReconfigVM_Task (in effect at the
+//     next stun), reset and resized disks on request (cbt.go), and each
+//     VM's datastore folder served for ranged reads of the base disk a
+//     snapshot froze;
+//   - blocks written into a VM's disk on request while it runs, at
+//     /_vcenter/write (internal/lab/diskwrite), for incremental runs by
+//     hand;
 //   - sessions whose logout ends their NFC downloads.
 //
 // VMs other than those the Options create (none by default) keep the plain
@@ -48,6 +55,8 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 )
 
 // DiskSpec describes one virtual disk of a simulated VM.
@@ -82,7 +91,7 @@ type VMSpec struct {
 
 	// What preflight reads, beyond the above.
 
-	// HardwareVersion is config.version ("vmx-04"); default the simulator's.
+	// HardwareVersion is config.version ("vmx-04"); default the simulator's. CBT needs vmx-07 or later.
 	HardwareVersion string
 	// GuestDetailedData is what VMware Tools 11.2+ report of the guest
 	// (guest.guestDetailedData, vSphere 8.0.2), e.g. "distroName='Ubuntu'
@@ -152,12 +161,17 @@ type vmState struct {
 	name  string
 	ref   types.ManagedObjectReference
 	dir   string
-	cbt   bool
 	disks []*diskState
+
+	// Guarded by Sim.mu: CBT in effect; turned on but waiting for a stun
+	// (the next snapshot) to take effect; the next toggle refused for want
+	// of the privilege.
+	cbt, cbtPending, denyCBT bool
 }
 
 type snapState struct {
 	vm        *vmState
+	seq       int // order of creation
 	ref       types.ManagedObjectReference
 	cbt       bool
 	disks     []*content
@@ -241,6 +255,7 @@ func (s *Sim) start(ctx context.Context) error {
 	m.Service.Listen = &url.URL{Host: s.opts.Listen, User: url.UserPassword(s.opts.User, s.opts.Password)}
 	m.Service.HandleFunc(nfcPath, s.serveNFC)
 	m.Service.HandleFunc(statePath, s.serveState)
+	m.Service.HandleFunc(writePath, diskwrite.Handler(s.opts.User, s.opts.Password, s.writable).ServeHTTP)
 	m.Map().Handler = s.intercept
 
 	c, err := vim25.NewClient(ctx, m.Service)
@@ -431,6 +446,7 @@ func (s *Sim) createVM(ctx context.Context, spec VMSpec) error {
 		MemoryMB:              mem,
 		Firmware:              firmware,
 		ChangeTrackingEnabled: types.NewBool(spec.CBT),
+		Version:               spec.HardwareVersion,
 		Files:                 &types.VirtualMachineFileInfo{VmPathName: "[LocalDS_0]"},
 		DeviceChange:          changes,
 	}
@@ -484,6 +500,13 @@ func (s *Sim) createVM(ctx context.Context, spec VMSpec) error {
 	s.vms[spec.Name] = st
 	s.byRef[ref] = st
 	s.mu.Unlock()
+	if spec.CBT {
+		s.showChangeIDs(st)
+	}
+	// Each VM's folder on the datastore, where clients read the disks a
+	// snapshot froze; more specific than the simulator's own /folder/.
+	m := s.model.Service
+	m.HandleFunc(folderPrefix+url.PathEscape(spec.Name)+"/", s.serveFolder)
 	for i, d := range spec.Disks {
 		if d.Seed == nil {
 			continue
@@ -628,6 +651,8 @@ func (s *Sim) DiskCapacity(vm string, i int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	return d.capacity, nil
 }
 

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 )
 
 // statePath serves State: an unauthenticated, read-only, test-only view
@@ -67,6 +69,25 @@ func (s *Sim) State() (State, error) {
 		}
 	}
 	return st, nil
+}
+
+// writePath takes diskwrite requests, with the simulator's credentials.
+const writePath = "/_vcenter/write"
+
+// WriteURL is where blocks are written into a VM's disk on request
+// (internal/lab/diskwrite), with the simulator's user and password.
+func (s *Sim) WriteURL() string {
+	u := *s.server.URL
+	u.User, u.Path = nil, writePath
+	return u.String()
+}
+
+func (s *Sim) writable(vm string, i int) (diskwrite.Disk, error) {
+	n, err := s.DiskCapacity(vm, i)
+	if err != nil {
+		return diskwrite.Disk{}, fmt.Errorf("%v: %w", err, diskwrite.ErrNoDisk)
+	}
+	return diskwrite.Disk{Capacity: n, Write: func(off int64, p []byte) error { return s.WriteDisk(vm, i, off, p) }}, nil
 }
 
 // StateURL is where State is served.

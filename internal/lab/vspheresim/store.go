@@ -221,17 +221,52 @@ func freezeAll(disks []*diskState, path func(i int) string) ([]*content, []strin
 	return cs, ids, eps, nil
 }
 
-// changedSince returns the sectors written in epochs (since, upTo].
-func (d *diskState) changedSince(since, upTo int) []disk.Extent {
+// changedSince returns the sectors below size written in epochs (since,
+// upTo].
+func (d *diskState) changedSince(since, upTo int, size int64) []disk.Extent {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []disk.Extent
 	for _, c := range d.changes {
-		if c.epoch > since && c.epoch <= upTo {
-			out = addExtent(out, c.ext)
+		if c.epoch > since && c.epoch <= upTo && c.ext.Offset < size {
+			out = addExtent(out, disk.Extent{Offset: c.ext.Offset, Length: min(c.ext.End(), size) - c.ext.Offset})
 		}
 	}
 	return out
+}
+
+// newGeneration starts change tracking afresh (CBT turned on, reset, or
+// the disk moved by a storage vMotion): change ids handed out before are
+// refused from now on.
+func (d *diskState) newGeneration() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cbtID = uuid.NewString()
+	d.epoch = 0
+	d.changes = nil
+}
+
+// currentID is the change id the disk would hand out now.
+func (d *diskState) currentID() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return fmt.Sprintf("%s/%d", d.cbtID, d.epoch)
+}
+
+// grow extends the live disk to size bytes (the new tail reads as zeros).
+func (d *diskState) grow(size int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if size < d.capacity || size%sector != 0 {
+		return fmt.Errorf("new size %d is below %d or not a multiple of %d", size, d.capacity, sector)
+	}
+	d.live.mu.Lock()
+	defer d.live.mu.Unlock()
+	if err := d.live.f.Truncate(size); err != nil {
+		return err
+	}
+	d.live.size, d.capacity = size, size
+	return nil
 }
 
 func (d *diskState) restart(src *content) error {

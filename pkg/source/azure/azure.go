@@ -3,7 +3,9 @@
 // snapshot of every managed disk as a checkpoint, and each snapshot read
 // through a time-limited read grant (SAS) as a page blob, fetching only the
 // page ranges Azure reports as allocated and streaming them as a dynamic
-// VHD or a streamOptimized VMDK, whichever is smaller to upload.
+// VHD or a streamOptimized VMDK, whichever is smaller to upload. Each
+// checkpoint being incremental snapshots, the pages changed since the last
+// run's are Azure's page-range diff between the two (track.go).
 //
 // Refusals, each with its reason: confidential VMs and disks, disks with
 // Azure Disk Encryption (the guest encrypted them: the bytes would be
@@ -29,6 +31,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -114,6 +117,10 @@ type Config struct {
 	// retries are off: this is the one policy around an Azure call.
 	RetryAttempts  int           `json:"retryAttempts,omitempty"`
 	RetryBaseDelay time.Duration `json:"retryBaseDelay,omitempty"`
+	// PageRangesPerPage caps the page ranges asked for per Get Page Ranges
+	// call of ChangedAreas (Azure's own cap, 5000, when 0), bounding what
+	// one page of a disk's changes holds.
+	PageRangesPerPage int32 `json:"pageRangesPerPage,omitempty"`
 
 	Log *slog.Logger `json:"-"`
 }
@@ -144,6 +151,10 @@ type Source struct {
 	des   *armcompute.DiskEncryptionSetsClient
 	nics  *armnetwork.InterfacesClient
 	sizes sizeCache
+	// grants are the read grants ChangedAreas and OpenDisk share, by
+	// resource group and snapshot: one SAS per snapshot at a time, ended
+	// by revoke.
+	grants sync.Map
 }
 
 var (

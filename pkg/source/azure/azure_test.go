@@ -67,7 +67,7 @@ func conformanceVM(name string) azuresim.VMSpec {
 
 func testVMs() []azuresim.VMSpec {
 	var vms []azuresim.VMSpec
-	for i := range 6 {
+	for i := range 13 { // conf-12: TestLabWriteRequest
 		vms = append(vms, conformanceVM(fmt.Sprintf("conf-%02d", i)))
 	}
 	one := func(name string, d azuresim.DiskSpec) azuresim.VMSpec {
@@ -103,6 +103,8 @@ func config() Config {
 		// Failures the tests inject are retried at once.
 		RetryBaseDelay: time.Millisecond,
 		Log:            slog.New(slog.DiscardHandler),
+		// Few ranges per Get Page Ranges, so that clients page.
+		PageRangesPerPage: 4,
 	}
 }
 
@@ -126,14 +128,18 @@ func TestConformance(t *testing.T) {
 			VMID:   sim.VMID(name),
 			Want: source.VM{
 				Name: name, Path: "/westeurope/rg-rehost/" + name, GuestOS: "Linux: debian 12", CPUs: 2, MemoryMiB: 8192,
-				Firmware: source.FirmwareEFI, PowerState: "poweredOn", ToolsRunning: true,
+				Firmware: source.FirmwareEFI, PowerState: "poweredOn", ToolsRunning: true, CBTEnabled: true,
 				Disks: []source.Disk{{CapacityBytes: 8 * mib}, {CapacityBytes: 16 * mib}},
 				NICs:  []source.NIC{{Network: "vnet-rehost/default", Type: "synthetic"}, {Network: "vnet-rehost/default", Type: "accelerated"}},
 			},
-			WriteDisk:   func(i int, off int64, p []byte) error { return sim.WriteDisk(name, i, off, p) },
-			ReadDisk:    func(i int, off int64, p []byte) (int, error) { return sim.ReadDisk(name, i, off, p) },
-			FailExport:  func(i int, n int64) error { return sim.FailExport(name, i, n) },
-			OpenExports: sim.OpenGrants,
+			// A reset of Azure's tracking: the base snapshots deleted
+			// behind rehost's back.
+			ResetTracking: func() error { _, err := sim.DeleteSnapshots(name); return err },
+			ResizeDisk:    func(i int, size int64) error { return sim.ResizeDisk(name, i, size) },
+			WriteDisk:     func(i int, off int64, p []byte) error { return sim.WriteDisk(name, i, off, p) },
+			ReadDisk:      func(i int, off int64, p []byte) (int, error) { return sim.ReadDisk(name, i, off, p) },
+			FailExport:    func(i int, n int64) error { return sim.FailExport(name, i, n) },
+			OpenExports:   sim.OpenGrants,
 		}
 	})
 }

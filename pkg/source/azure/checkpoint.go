@@ -309,7 +309,7 @@ func (s *Source) Checkpoints(ctx context.Context, vmID, prefix string) ([]source
 			continue
 		}
 		seen[name] = true
-		out = append(out, source.Checkpoint{VMID: vmID, ID: name, Name: name})
+		out = append(out, source.Checkpoint{VMID: vmID, ID: name, Name: name, Base: val(sn.Tags[tagBase]) == "true"})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -360,6 +360,7 @@ func (s *Source) Release(ctx context.Context, cp source.Checkpoint) error {
 func (s *Source) revoke(ctx context.Context, rg string, snaps []*armcompute.Snapshot) error {
 	var ps []*runtime.Poller[armcompute.SnapshotsClientRevokeAccessResponse]
 	for _, sn := range snaps {
+		s.grants.Delete(rg + "/" + val(sn.Name))
 		var p *runtime.Poller[armcompute.SnapshotsClientRevokeAccessResponse]
 		err := s.call(ctx, "revoke access to snapshot "+val(sn.Name), func(ctx context.Context) (err error) {
 			p, err = s.snaps.BeginRevokeAccess(ctx, rg, val(sn.Name), nil)

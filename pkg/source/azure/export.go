@@ -226,6 +226,7 @@ type readGrant struct {
 	mu       sync.Mutex
 	expiry   time.Time
 	client   *pageblob.Client
+	sas      string // the grant's URL, for x-ms-previous-snapshot-url
 }
 
 // renew asks for a (new) read grant and waits for it; each request is a
@@ -268,9 +269,20 @@ func (g *readGrant) renew(ctx context.Context) error {
 		return fmt.Errorf("read snapshot %s: %w", g.snap, err)
 	}
 	g.mu.Lock()
-	g.client, g.expiry = c, start.Add(dur)
+	g.client, g.expiry, g.sas = c, start.Add(dur), *r.AccessSAS
 	g.mu.Unlock()
 	return nil
+}
+
+// url is the grant's read URL (a SAS: never logged), renewed as current
+// renews it.
+func (g *readGrant) url(ctx context.Context) (string, error) {
+	if _, err := g.current(ctx); err != nil {
+		return "", err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sas, nil
 }
 
 // current returns the grant's client, renewing the grant when less than a

@@ -273,6 +273,8 @@ func (s *Source) describe(ctx context.Context, v *armcompute.VirtualMachine, dis
 		// Listed, so the user sees it and why it cannot be replicated.
 		out.Warnings = append(out.Warnings, "will be refused: "+err.Error())
 	}
+	// Managed disks snapshot incrementally: their changes are tracked.
+	out.CBTEnabled = err == nil
 	gen := ""
 	if iv != nil && iv.HyperVGeneration != nil {
 		gen = string(*iv.HyperVGeneration)

@@ -94,6 +94,12 @@ type vmArgs struct {
 	Name   string `json:"name,omitempty"`
 	ID     string `json:"id,omitempty"`
 	Prefix string `json:"prefix,omitempty"`
+	// hv-changes: the disk, the RCT id changes are asked since, where the
+	// page starts and how many areas it may hold.
+	Disk   string `json:"disk,omitempty"`
+	Since  string `json:"since,omitempty"`
+	Offset int64  `json:"offset,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
 }
 
 func (c *scriptControl) inventory(ctx context.Context, vmID string) ([]hostVM, error) {
@@ -193,6 +199,67 @@ func (c *scriptControl) checkpoint(ctx context.Context, vmID, name string) (psSn
 		return psSnapshot{}, fmt.Errorf("the checkpoint script answered %d checkpoints", len(snaps))
 	}
 	return snaps[0], nil
+}
+
+func (c *scriptControl) rctCheckpoint(ctx context.Context, vmID, name string) (psSnapshot, error) {
+	var snaps list[psSnapshot]
+	err := c.onVM(ctx, vmID, func(w *wsman) error {
+		return w.run(ctx, scriptHVRCTCheckpoint, vmArgs{VMID: vmID, Name: name}, &snaps)
+	})
+	if err != nil {
+		return psSnapshot{}, err
+	}
+	if len(snaps) != 1 || snaps[0].ID == "" {
+		return psSnapshot{}, fmt.Errorf("the recovery checkpoint script answered %d checkpoints", len(snaps))
+	}
+	return snaps[0], nil
+}
+
+func (c *scriptControl) changes(ctx context.Context, vmID, id, disk, since string, offset int64, limit int) (rctPage, error) {
+	var res list[rctPage]
+	err := c.onVM(ctx, vmID, func(w *wsman) error {
+		return w.run(ctx, scriptHVChanges, vmArgs{VMID: vmID, ID: id, Disk: disk, Since: since, Offset: offset, Limit: limit}, &res)
+	})
+	if err != nil {
+		return rctPage{}, err
+	}
+	if len(res) != 1 {
+		return rctPage{}, fmt.Errorf("the changes script answered %d pages", len(res))
+	}
+	return res[0], nil
+}
+
+func (c *scriptControl) keep(ctx context.Context, vmID, id, name string) (refPoint, error) {
+	var res list[refPoint]
+	err := c.onVM(ctx, vmID, func(w *wsman) error {
+		return w.run(ctx, scriptHVKeep, vmArgs{VMID: vmID, ID: id, Name: name}, &res)
+	})
+	if err != nil {
+		return refPoint{}, err
+	}
+	if len(res) != 1 || res[0].ID == "" {
+		return refPoint{}, fmt.Errorf("the keep script answered %d reference points", len(res))
+	}
+	return res[0], nil
+}
+
+func (c *scriptControl) forget(ctx context.Context, vmID, id, name string) error {
+	err := c.onVM(ctx, vmID, func(w *wsman) error {
+		var res list[struct {
+			Removed number `json:"Removed"`
+		}]
+		if err := w.run(ctx, scriptHVForget, vmArgs{VMID: vmID, ID: id, Name: name}, &res); err != nil {
+			return err
+		}
+		if len(res) == 0 {
+			return errNotHere
+		}
+		return nil
+	})
+	if errors.Is(err, errNotHere) || errors.Is(err, source.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 func (c *scriptControl) checkpoints(ctx context.Context, vmID, prefix string) ([]psSnapshot, error) {

@@ -39,14 +39,15 @@ func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Expor
 	e := &export{cp: cp, fs: s.files()}
 	for i, d := range orderDisks(hx.Disks, h.bootDisk) {
 		chain, err := chainOrder(d)
+		var img disk.Image
 		if err == nil {
-			err = e.openChain(ctx, hx.Host, chain)
+			img, err = openChain(ctx, e.fs, hx.Host, chain)
 		}
 		if err != nil {
 			e.fs.close()
 			return nil, fmt.Errorf("export checkpoint %q of vm %q: disk %d (%s): %w", cp.Name, h.Name, i+1, d.Controller, err)
 		}
-		img := e.imgs[i]
+		e.imgs = append(e.imgs, img)
 		e.disks = append(e.disks, source.ExportDisk{
 			Disk:       source.Disk{Key: d.Controller, Label: fmt.Sprintf("Hard Drive %d", i+1), CapacityBytes: img.Size(), Controller: d.Controller, Backing: d.Path},
 			Format:     disk.VMDK,
@@ -68,21 +69,18 @@ type export struct {
 	once   sync.Once
 }
 
-func (e *export) openChain(ctx context.Context, node string, chain []vhdFile) error {
+// openChain opens a disk's chain of files (base first) on node and reads
+// them as one image; the files close with fs.
+func openChain(ctx context.Context, fs files, node string, chain []vhdFile) (disk.Image, error) {
 	var cf []disk.ChainFile
 	for _, f := range chain {
-		fh, err := e.fs.open(ctx, node, f.Path)
+		fh, err := fs.open(ctx, node, f.Path)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cf = append(cf, disk.ChainFile{Name: f.Path, R: fh, Size: fh.Size()})
 	}
-	img, err := disk.OpenChain(cf)
-	if err != nil {
-		return err
-	}
-	e.imgs = append(e.imgs, img)
-	return nil
+	return disk.OpenChain(cf)
 }
 
 // ID is empty: an SMB read holds nothing on the host that outlives the

@@ -91,7 +91,10 @@ type Config struct {
 	// Timeout bounds connecting, the TLS handshake and each script
 	// (default 30 s to connect, 30 min per script).
 	Timeout time.Duration
-	Log     *slog.Logger
+	// AreasPerPage caps the changed areas one script run answers
+	// (default 4096), bounding a page of a disk's changes.
+	AreasPerPage int
+	Log          *slog.Logger
 }
 
 // Kerberos configures AuthKerberos.
@@ -141,6 +144,11 @@ type control interface {
 	// inventory lists every VM, or the one vmID names.
 	inventory(ctx context.Context, vmID string) ([]hostVM, error)
 	checkpoint(ctx context.Context, vmID, name string) (psSnapshot, error)
+	// rctCheckpoint takes a recovery checkpoint (configuration version
+	// 6.2 or later), which keep can turn into a reference point.
+	rctCheckpoint(ctx context.Context, vmID, name string) (psSnapshot, error)
+	// checkpoints lists checkpoints and reference points (Base) whose
+	// name starts with prefix.
 	checkpoints(ctx context.Context, vmID, prefix string) ([]psSnapshot, error)
 	// remove deletes checkpoint id of the VM, or those named name when id
 	// is empty; gone is not an error.
@@ -148,6 +156,16 @@ type control interface {
 	// export describes the disks a checkpoint froze and the node running
 	// the VM now.
 	export(ctx context.Context, vmID, id string) (hostExport, error)
+	// changes pages through the areas of disk ("scsi0:1") of checkpoint
+	// id that changed since the resilient change tracking id since, from
+	// offset, at most limit areas.
+	changes(ctx context.Context, vmID, id, disk, since string, offset int64, limit int) (rctPage, error)
+	// keep turns recovery checkpoint id into a reference point, or finds
+	// the reference point named name that it became.
+	keep(ctx context.Context, vmID, id, name string) (refPoint, error)
+	// forget destroys reference point id, or those named name when id is
+	// empty; gone is not an error.
+	forget(ctx context.Context, vmID, id, name string) error
 	close() error
 }
 
@@ -254,9 +272,17 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	}
 	out := make([]source.VM, 0, len(hvs))
 	for _, h := range hvs {
-		out = append(out, h.vm(s.cfg.Manager, s.endpointHost()))
+		out = append(out, s.toVM(h))
 	}
 	return out, nil
+}
+
+// toVM is the inventory entry of a VM, with whether its changes are
+// tracked.
+func (s *Source) toVM(h hostVM) source.VM {
+	v := h.vm(s.cfg.Manager, s.endpointHost())
+	v.CBTEnabled = s.rctRefusal(h) == ""
+	return v
 }
 
 // VM returns one VM; an unknown id wraps source.ErrNotFound.
@@ -265,7 +291,7 @@ func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
 	if err != nil {
 		return source.VM{}, err
 	}
-	return h.vm(s.cfg.Manager, s.endpointHost()), nil
+	return s.toVM(h), nil
 }
 
 func (s *Source) hostVM(ctx context.Context, id string) (hostVM, error) {
@@ -306,7 +332,7 @@ func (s *Source) Checkpoint(ctx context.Context, vmID, name string) (source.Chec
 	if err := checkID(vmID); err != nil {
 		return source.Checkpoint{}, fmt.Errorf("checkpoint: %w", err)
 	}
-	snap, err := s.ctl.checkpoint(ctx, vmID, name)
+	snap, err := s.checkpoint(ctx, vmID, name)
 	if err != nil {
 		return source.Checkpoint{}, fmt.Errorf("checkpoint vm %s as %q: %w", vmID, name, explain(err))
 	}
@@ -316,12 +342,56 @@ func (s *Source) Checkpoint(ctx context.Context, vmID, name string) (source.Chec
 	return snap.checkpoint(vmID), nil
 }
 
+// checkpoint takes a recovery checkpoint of a VM whose changes Hyper-V
+// tracks (so that Keep can make it a reference point), Checkpoint-VM's
+// otherwise. What the VM's disks forbid is refused first, from the
+// inventory.
+func (s *Source) checkpoint(ctx context.Context, vmID, name string) (psSnapshot, error) {
+	if s.cfg.Manager != ManagerHyperV {
+		return s.ctl.checkpoint(ctx, vmID, name)
+	}
+	h, err := s.hostVM(ctx, vmID)
+	if err != nil {
+		return psSnapshot{}, err
+	}
+	if s.rctRefusal(h) != "" {
+		return s.ctl.checkpoint(ctx, vmID, name)
+	}
+	if err := refuse(h); err != nil {
+		return psSnapshot{}, err
+	}
+	return s.ctl.rctCheckpoint(ctx, vmID, name)
+}
+
 // checkpoint turns a script's snapshot into the source's. A production
 // checkpoint holds no memory state, so Hyper-V reports it Off although
-// the VM runs; a standard one of a running VM is Running.
+// the VM runs; a standard one of a running VM is Running. A recovery
+// checkpoint never holds memory: its script says whether it is
+// application consistent.
 func (p psSnapshot) checkpoint(vmID string) source.Checkpoint {
-	quiesced := bool(p.Production) || (p.State == "Off" && p.VMState != "" && p.VMState != "Off")
-	return source.Checkpoint{VMID: vmID, ID: strings.ToLower(string(p.ID)), Name: string(p.Name), Quiesced: quiesced}
+	quiesced := bool(p.Production) || (p.State == "Off" && p.VMState != "" && p.VMState != "Off" && p.SnapshotType != "Recovery")
+	id := string(p.ID)
+	if !p.Base {
+		id = strings.ToLower(id)
+	}
+	return source.Checkpoint{VMID: vmID, ID: id, Name: string(p.Name), Quiesced: quiesced && !bool(p.Base), Base: bool(p.Base)}
+}
+
+// refuse is what the checkpoint scripts refuse, from the inventory: a
+// merge under way, a pass-through or shared disk.
+func refuse(h hostVM) error {
+	if strings.Contains(h.Status, "Merg") {
+		return &ScriptError{Category: "ResourceBusy", ID: "RehostMergeInProgress", Message: "a checkpoint merge is in progress (" + h.Status + ")"}
+	}
+	for _, d := range h.Disks {
+		if d.PassThru != "" {
+			return &ScriptError{Category: "InvalidOperation", ID: "RehostPassThroughDisk", Message: fmt.Sprintf("disk %s is a pass-through disk (%s)", d.Controller, d.PassThru)}
+		}
+		if d.Shared {
+			return &ScriptError{Category: "InvalidOperation", ID: "RehostSharedDisk", Message: fmt.Sprintf("disk %s (%s) is a shared virtual disk", d.Controller, d.Path)}
+		}
+	}
+	return nil
 }
 
 // explain words rehost's own refusals with what to do.
@@ -362,10 +432,16 @@ func (s *Source) Checkpoints(ctx context.Context, vmID, prefix string) ([]source
 }
 
 // Release removes the checkpoint (its differencing disks merge into their
-// parents); by name when its id was never recorded. A checkpoint or VM
-// already gone is not an error.
+// parents), or the reference point a kept one became; by name when its id
+// was never recorded. A checkpoint or VM already gone is not an error.
 func (s *Source) Release(ctx context.Context, cp source.Checkpoint) error {
 	if checkID(cp.VMID) != nil {
+		return nil
+	}
+	if cp.Base {
+		if err := s.ctl.forget(ctx, cp.VMID, cp.ID, cp.Name); err != nil && !errors.Is(err, source.ErrNotFound) {
+			return fmt.Errorf("remove reference point %q of vm %s: %w", cp.Name, cp.VMID, err)
+		}
 		return nil
 	}
 	if err := s.ctl.remove(ctx, cp.VMID, cp.ID, cp.Name); err != nil && !errors.Is(err, source.ErrNotFound) {

@@ -84,6 +84,7 @@ func startLab() (_ *lab, err error) {
 	}{
 		"data.vhdx": {8 * mib, []string{"-O", "vhdx", "-o", "subformat=dynamic"}, 1},
 		"logs.vhd":  {16 * mib, []string{"-O", "vpc", "-o", "subformat=fixed,force_size=on"}, 2},
+		"logs.vhdx": {16 * mib, []string{"-O", "vhdx", "-o", "subformat=dynamic"}, 3},
 	} {
 		raw := make([]byte, c.size)
 		for i := 0; i < 2*mib; i++ {
@@ -136,12 +137,26 @@ func (l *lab) config(s *hypervsim.Sim, sub string) hyperv.Config {
 	}
 }
 
+// vm adds a VM with a dynamic VHDX and a fixed VHD.
 func (l *lab) vm(t *testing.T, s *hypervsim.Sim, name string, tools bool) string {
 	t.Helper()
-	id, err := s.AddVM(hypervsim.VMSpec{Name: name, CPUs: 2, MemoryMiB: 2048, Running: true, IntegrationServices: tools,
-		GuestOS: "Debian GNU/Linux 12 (bookworm)",
-		Disks:   []hypervsim.DiskSpec{{Image: l.base["data.vhdx"]}, {Image: l.base["logs.vhd"]}},
-		NICs:    []hypervsim.NICSpec{{Name: "Network Adapter", MAC: "00:15:5d:01:02:03", Switch: "External"}}})
+	return l.addVM(t, s, hypervsim.VMSpec{Name: name, IntegrationServices: tools,
+		Disks: []hypervsim.DiskSpec{{Image: l.base["data.vhdx"]}, {Image: l.base["logs.vhd"]}}})
+}
+
+// trackedVM adds a VM whose changes Hyper-V tracks: configuration version
+// 9.0, two dynamic VHDX.
+func (l *lab) trackedVM(t *testing.T, s *hypervsim.Sim, name string) string {
+	t.Helper()
+	return l.addVM(t, s, hypervsim.VMSpec{Name: name, IntegrationServices: true, Version: "9.0",
+		Disks: []hypervsim.DiskSpec{{Image: l.base["data.vhdx"]}, {Image: l.base["logs.vhdx"], Name: "logs.vhdx"}}})
+}
+
+func (l *lab) addVM(t *testing.T, s *hypervsim.Sim, spec hypervsim.VMSpec) string {
+	t.Helper()
+	spec.CPUs, spec.MemoryMiB, spec.Running, spec.GuestOS = 2, 2048, true, "Debian GNU/Linux 12 (bookworm)"
+	spec.NICs = []hypervsim.NICSpec{{Name: "Network Adapter", MAC: "00:15:5d:01:02:03", Switch: "External"}}
+	id, err := s.AddVM(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,16 +177,23 @@ func TestConformance(t *testing.T) {
 	l := newLab(t)
 	sourcetest.Run(t, func(t *testing.T) sourcetest.Harness {
 		s, sub := l.sim(t, hypervsim.Options{Password: l.smb.Password})
-		id := l.vm(t, s, "app-01", true)
+		id := l.trackedVM(t, s, "app-01")
+		// A VM of Windows Server 2012 R2's configuration version: no
+		// resilient change tracking.
+		old := l.addVM(t, s, hypervsim.VMSpec{Name: "old-01", Version: "5.0", Disks: []hypervsim.DiskSpec{{Image: l.base["data.vhdx"], Name: "old.vhdx"}}})
 		cfg := l.config(s, sub)
 		cfg.SMBPort = l.cut.port()
+		cfg.AreasPerPage = 4 // so that clients page
 		src := connect(t, cfg)
 		return sourcetest.Harness{
-			Source: src,
-			VMID:   id,
+			Source:          src,
+			VMID:            id,
+			UntrackableVMID: old,
+			ResetTracking:   func() error { return s.ResetRCT("app-01") },
+			ResizeDisk:      func(i int, size int64) error { return s.ResizeDisk("app-01", i, size) },
 			Want: source.VM{
 				Name: "app-01", Path: "/HV-LAB01/app-01", GuestOS: "Debian GNU/Linux 12 (bookworm)", CPUs: 2, MemoryMiB: 2048,
-				Firmware: source.FirmwareEFI, PowerState: "poweredOn", ToolsRunning: true,
+				Firmware: source.FirmwareEFI, PowerState: "poweredOn", ToolsRunning: true, CBTEnabled: true,
 				Disks: []source.Disk{{CapacityBytes: 8 * mib}, {CapacityBytes: 16 * mib}},
 				NICs:  []source.NIC{{Network: "External", Type: "synthetic"}},
 			},

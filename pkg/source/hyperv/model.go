@@ -173,9 +173,33 @@ type psSnapshot struct {
 	State        text `json:"State"`
 	VMState      text `json:"VMState"`
 	SnapshotType text `json:"SnapshotType"`
-	// Production is set by the VMM script, which knows what it asked for.
+	// Production is set by the scripts that know what they asked for
+	// (SCVMM's; a recovery checkpoint's note).
 	Production flag `json:"Production"`
 	Fallback   text `json:"Fallback"`
+	// Base marks a reference point (a kept checkpoint).
+	Base flag `json:"Base"`
+}
+
+// rctPage is a page of a disk's changed areas (hv-changes.ps1): the areas
+// from where the page was asked to Next, and the disk's size.
+type rctPage struct {
+	Size    number       `json:"Size"`
+	Next    number       `json:"Next"`
+	Offsets list[number] `json:"Offsets"`
+	Lengths list[number] `json:"Lengths"`
+}
+
+// refPoint is a reference point a checkpoint became (hv-keep.ps1), with
+// the resilient change tracking id and size of each disk.
+type refPoint struct {
+	ID    text `json:"Id"`
+	Name  text `json:"Name"`
+	Disks list[struct {
+		Disk text   `json:"Disk"` // "scsi0:1"
+		Rct  text   `json:"Rct"`
+		Size number `json:"Size"`
+	}] `json:"Disks"`
 }
 
 // psExport is the answer of the export scripts.
@@ -258,6 +282,7 @@ type hostDisk struct {
 	PassThru   string // physical disk of a pass-through drive
 	Shared     bool
 	Chain      []vhdFile
+	sasd       string // the virtual disk's WMI instance id (WMI transport)
 }
 
 type vhdFile struct {

@@ -17,8 +17,9 @@ import (
 
 // The scripts rehost runs on a Hyper-V host or SCVMM server are a fixed set
 // of files, reviewed as they are: scripts/prelude.ps1 (error handling and
-// the JSON answer), scripts/vmm-prelude.ps1 (the VMM connection), and one
-// body per operation. Nothing of a script is built from user input: an
+// the JSON answer), scripts/vmm-prelude.ps1 (the VMM connection),
+// scripts/cim-prelude.ps1 (Hyper-V's WMI provider), and one body per
+// operation. Nothing of a script is built from user input: an
 // operation's arguments travel as JSON, base64-encoded into a literal the
 // prelude decodes into $In, where they are data.
 //
@@ -27,31 +28,44 @@ var scriptFiles embed.FS
 
 // Script names.
 const (
-	scriptHVInventory    = "hv-inventory"
-	scriptHVCheckpoint   = "hv-checkpoint"
-	scriptHVCheckpoints  = "hv-checkpoints"
-	scriptHVRemove       = "hv-remove"
-	scriptHVExport       = "hv-export"
-	scriptVMMInventory   = "vmm-inventory"
-	scriptVMMCheckpoint  = "vmm-checkpoint"
-	scriptVMMCheckpoints = "vmm-checkpoints"
-	scriptVMMRemove      = "vmm-remove"
-	scriptVMMExport      = "vmm-export"
+	scriptHVInventory     = "hv-inventory"
+	scriptHVCheckpoint    = "hv-checkpoint"
+	scriptHVCheckpoints   = "hv-checkpoints"
+	scriptHVRemove        = "hv-remove"
+	scriptHVExport        = "hv-export"
+	scriptHVRCTCheckpoint = "hv-rct-checkpoint"
+	scriptHVChanges       = "hv-changes"
+	scriptHVKeep          = "hv-keep"
+	scriptHVForget        = "hv-forget"
+	scriptVMMInventory    = "vmm-inventory"
+	scriptVMMCheckpoint   = "vmm-checkpoint"
+	scriptVMMCheckpoints  = "vmm-checkpoints"
+	scriptVMMRemove       = "vmm-remove"
+	scriptVMMExport       = "vmm-export"
 )
 
 // ScriptNames lists every operation script.
 var ScriptNames = []string{
 	scriptHVInventory, scriptHVCheckpoint, scriptHVCheckpoints, scriptHVRemove, scriptHVExport,
+	scriptHVRCTCheckpoint, scriptHVChanges, scriptHVKeep, scriptHVForget,
 	scriptVMMInventory, scriptVMMCheckpoint, scriptVMMCheckpoints, scriptVMMRemove, scriptVMMExport,
 }
 
+// cimScripts reach Hyper-V's WMI provider for what the cmdlets lack
+// (recovery checkpoints, resilient change tracking, reference points).
+var cimScripts = map[string]bool{scriptHVRCTCheckpoint: true, scriptHVCheckpoints: true, scriptHVChanges: true, scriptHVKeep: true, scriptHVForget: true}
+
 // ScriptBody is the text of operation name as sent: its file without
 // comment lines and indentation, preceded by the VMM prelude for the SCVMM
-// operations. It panics on an unknown name (a programming error).
+// operations and the CIM prelude for those reaching WMI. It panics on an
+// unknown name (a programming error).
 func ScriptBody(name string) string {
 	body := strip(mustScript(name))
 	if strings.HasPrefix(name, "vmm-") {
 		body = strip(mustScript("vmm-prelude")) + "\n" + body
+	}
+	if cimScripts[name] {
+		body = strip(mustScript("cim-prelude")) + "\n" + body
 	}
 	return body
 }

@@ -15,7 +15,8 @@ import (
 // line once encoded, and decodes back to itself with its arguments.
 func TestScriptsEncodeAndDecode(t *testing.T) {
 	args := map[string]any{"vmId": "5f2c0b1e-3d4a-4f6b-9c7d-1e2f3a4b5c6d", "name": "rehost-sms-r-0123456789abcdef0",
-		"id": "8c3f1a2b-0000-4000-8000-000000000001", "prefix": "rehost-"}
+		"id": "8c3f1a2b-0000-4000-8000-000000000001", "prefix": "rehost-",
+		"disk": "scsi0:1", "since": "rctX:c2eb01d9-ccb1-405d-acb6-f0e76d055906:00000001", "offset": 1 << 40, "limit": 4096}
 	for _, name := range ScriptNames {
 		text, err := Script(name, args)
 		if err != nil {

@@ -178,6 +178,7 @@ func (c *wmiControl) vm(s *cim.WmiSession, cs *cim.WmiInstance) (hostVM, error) 
 	defer cim.CloseAllInstances(settings)
 	h.Generation = 1
 	if len(settings) > 0 {
+		h.Version = prop(settings[0], "Version")
 		if strings.HasSuffix(prop(settings[0], "VirtualSystemSubType"), ":2") {
 			h.Generation = 2
 		}
@@ -259,6 +260,7 @@ func (c *wmiControl) disks(s *cim.WmiSession, rasdQuery, sasdQuery string) ([]ho
 			continue
 		}
 		d.Path = strings.SplitN(prop(sa, "HostResource"), "\n", 2)[0]
+		d.sasd = prop(sa, "InstanceID")
 		d.Shared = prop(sa, "PersistentReservationsSupported") == "true" || strings.HasSuffix(strings.ToLower(d.Path), ".vhds")
 		if d.Chain, err = c.chain(s, d.Path); err != nil {
 			return nil, err
@@ -447,8 +449,12 @@ func snapshots(s *cim.WmiSession, vmID string) (*cim.WmiInstance, []*cim.WmiInst
 
 func snapshotOf(vs *cim.WmiInstance, vmState string) psSnapshot {
 	id, _ := strings.CutPrefix(prop(vs, "InstanceID"), "Microsoft:")
-	return psSnapshot{ID: text(id), Name: text(prop(vs, "ElementName")), VMState: text(vmState),
-		Production: flag(prop(vs, "VirtualSystemType") == "Microsoft:Hyper-V:Snapshot:Recovery" || prop(vs, "Notes") == productionNote)}
+	p := psSnapshot{ID: text(id), Name: text(prop(vs, "ElementName")), VMState: text(vmState),
+		Production: flag(strings.Contains(prop(vs, "Notes"), productionNote))}
+	if prop(vs, "VirtualSystemType") == "Microsoft:Hyper-V:Snapshot:Recovery" {
+		p.SnapshotType = "Recovery"
+	}
+	return p
 }
 
 // productionNote marks a checkpoint made application-consistent, so that
@@ -469,12 +475,256 @@ func (c *wmiControl) checkpoints(ctx context.Context, vmID, prefix string) ([]ps
 				out = append(out, snapshotOf(vs, enabledStates[prop(vm, "EnabledState")]))
 			}
 		}
+		rps, _ := referencePoints(s, vmID)
+		defer cim.CloseAllInstances(rps)
+		for _, rp := range rps {
+			if n := prop(rp, "ElementName"); n != "" && strings.HasPrefix(n, prefix) {
+				out = append(out, psSnapshot{ID: text(prop(rp, "InstanceID")), Name: text(n), Base: true})
+			}
+		}
 		return nil
 	})
 	return out, err
 }
 
+// referencePoints lists the VM's reference points (none before Windows
+// Server 2016, where the class does not exist).
+func referencePoints(s *cim.WmiSession, vmID string) ([]*cim.WmiInstance, error) {
+	return query(s, "SELECT * FROM Msvm_VirtualSystemReferencePoint WHERE VirtualSystemIdentifier = '"+strings.ToUpper(vmID)+"'")
+}
+
+// snapshotDisks reads the disks a checkpoint's settings list, by its id.
+func (c *wmiControl) snapshotDisks(s *cim.WmiSession, vmID, id string) (*cim.WmiInstance, []hostDisk, error) {
+	vm, snaps, err := snapshots(s, vmID)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer vm.Close()
+	var found *cim.WmiInstance
+	for _, vs := range snaps {
+		sid, _ := strings.CutPrefix(prop(vs, "InstanceID"), "Microsoft:")
+		if strings.EqualFold(sid, id) {
+			found = vs
+		} else {
+			vs.Close()
+		}
+	}
+	if found == nil {
+		return nil, nil, &ScriptError{Category: "ObjectNotFound", ID: "RehostCheckpointNotFound", Message: fmt.Sprintf("checkpoint %s of vm %s does not exist", id, vmID)}
+	}
+	prefix := prop(found, "InstanceID")
+	disks, err := c.disks(s, "SELECT * FROM Msvm_ResourceAllocationSettingData WHERE InstanceID LIKE '"+prefix+"%'",
+		"SELECT * FROM Msvm_StorageAllocationSettingData WHERE InstanceID LIKE '"+prefix+"%'")
+	if err != nil {
+		found.Close()
+		return nil, nil, err
+	}
+	return found, disks, nil
+}
+
+// changes is GetVirtualDiskChanges on the file the checkpoint froze,
+// asked again from where it stopped until limit areas or the disk's end.
+func (c *wmiControl) changes(ctx context.Context, vmID, id, diskKey, since string, offset int64, limit int) (rctPage, error) {
+	var out rctPage
+	err := c.do(ctx, func(s *cim.WmiSession) error {
+		vs, disks, err := c.snapshotDisks(s, vmID, id)
+		if err != nil {
+			return err
+		}
+		defer vs.Close()
+		var d *hostDisk
+		for i := range disks {
+			if disks[i].Controller == diskKey {
+				d = &disks[i]
+			}
+		}
+		if d == nil || len(d.Chain) == 0 {
+			return &ScriptError{Category: "ObjectNotFound", ID: "RehostDiskNotFound", Message: fmt.Sprintf("checkpoint %s has no disk %s", id, diskKey)}
+		}
+		size := d.Chain[0].Size
+		svcs, err := query(s, "SELECT * FROM Msvm_ImageManagementService")
+		if err != nil || len(svcs) == 0 {
+			return fmt.Errorf("no Msvm_ImageManagementService: %v", err)
+		}
+		defer cim.CloseAllInstances(svcs)
+		off := offset
+		for off < size && len(out.Offsets) < limit {
+			res, err := call(s, svcs[0], "GetVirtualDiskChanges", []*cim.WmiMethodParam{
+				cim.NewWmiMethodParam("Path", d.Path), cim.NewWmiMethodParam("LimitId", since), cim.NewWmiMethodParam("TargetSnapshotId", ""),
+				cim.NewWmiMethodParam("ByteOffset", uint64(off)), cim.NewWmiMethodParam("ByteLength", uint64(size-off)),
+			}, "ProcessedByteLength", "ChangedByteOffsets", "ChangedByteLengths")
+			if err != nil {
+				return &ScriptError{Category: "InvalidData", ID: "RehostRctRefused", Message: fmt.Sprintf("Hyper-V cannot list the changes of %s since %s: %v", d.Path, since, err)}
+			}
+			for _, v := range numbers(res["ChangedByteOffsets"]) {
+				out.Offsets = append(out.Offsets, number(v))
+			}
+			for _, v := range numbers(res["ChangedByteLengths"]) {
+				out.Lengths = append(out.Lengths, number(v))
+			}
+			done, _ := strconv.ParseInt(fmt.Sprint(res["ProcessedByteLength"]), 10, 64)
+			if done <= 0 {
+				break
+			}
+			off += done
+		}
+		out.Size, out.Next = number(size), number(min(off, size))
+		return nil
+	})
+	return out, err
+}
+
+// numbers reads an array output parameter of integers.
+func numbers(v any) []int64 {
+	var out []int64
+	if a, ok := v.([]interface{}); ok {
+		for _, x := range a {
+			n, _ := strconv.ParseInt(fmt.Sprint(x), 10, 64)
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// strs reads an array property of strings.
+func strs(in *cim.WmiInstance, name string) []string {
+	v, err := in.GetProperty(name)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	if a, ok := v.([]interface{}); ok {
+		for _, x := range a {
+			out = append(out, fmt.Sprint(x))
+		}
+	}
+	return out
+}
+
+// keep converts recovery checkpoint id into a reference point, or finds
+// the reference point named name that it became; each disk's RCT id is
+// found by its virtual disk's instance id.
+func (c *wmiControl) keep(ctx context.Context, vmID, id, name string) (refPoint, error) {
+	var out refPoint
+	err := c.do(ctx, func(s *cim.WmiSession) error {
+		sizes := map[string]int64{}
+		var rp *cim.WmiInstance
+		vs, disks, err := c.snapshotDisks(s, vmID, id)
+		switch {
+		case err == nil:
+			defer vs.Close()
+			if prop(vs, "VirtualSystemType") != "Microsoft:Hyper-V:Snapshot:Recovery" {
+				return &ScriptError{Category: "InvalidOperation", ID: "RehostNotRecovery", Message: fmt.Sprintf("checkpoint %s is not a recovery checkpoint; only those become reference points", prop(vs, "ElementName"))}
+			}
+			for _, d := range disks {
+				if len(d.Chain) > 0 {
+					sizes[d.Controller] = d.Chain[0].Size
+				}
+			}
+			svcs, err := query(s, "SELECT * FROM Msvm_VirtualSystemSnapshotService")
+			if err != nil || len(svcs) == 0 {
+				return fmt.Errorf("no Msvm_VirtualSystemSnapshotService: %v", err)
+			}
+			defer cim.CloseAllInstances(svcs)
+			res, err := call(s, svcs[0], "ConvertToReferencePoint", []*cim.WmiMethodParam{
+				cim.NewWmiMethodParam("AffectedSnapshot", vs.InstancePath()), cim.NewWmiMethodParam("ReferencePointSettings", ""),
+			}, "ResultingReferencePoint")
+			if err != nil {
+				return fmt.Errorf("convert checkpoint %s to a reference point: %w", id, err)
+			}
+			p, _ := res["ResultingReferencePoint"].(string)
+			if rp, err = s.GetInstance(p); err != nil {
+				return fmt.Errorf("find the new reference point: %w", err)
+			}
+		case errors.Is(err, source.ErrNotFound):
+			rps, _ := referencePoints(s, vmID)
+			for _, x := range rps {
+				if rp == nil && prop(x, "ElementName") == name {
+					rp = x
+				} else {
+					x.Close()
+				}
+			}
+			if rp == nil {
+				return err
+			}
+		default:
+			return err
+		}
+		defer rp.Close()
+		systems, err := query(s, "SELECT * FROM Msvm_ComputerSystem WHERE Caption = 'Virtual Machine' AND Name = '"+strings.ToUpper(vmID)+"'")
+		if err != nil || len(systems) == 0 {
+			return fmt.Errorf("read vm %s: %v: %w", vmID, err, source.ErrNotFound)
+		}
+		defer cim.CloseAllInstances(systems)
+		hv, err := c.vm(s, systems[0])
+		if err != nil {
+			return err
+		}
+		ids, rcts := strs(rp, "VirtualDiskIdentifiers"), strs(rp, "ResilientChangeTrackingIdentifiers")
+		out.ID, out.Name = text(prop(rp, "InstanceID")), text(prop(rp, "ElementName"))
+		for _, d := range hv.Disks {
+			e := struct {
+				Disk text   `json:"Disk"`
+				Rct  text   `json:"Rct"`
+				Size number `json:"Size"`
+			}{Disk: text(d.Controller), Size: number(sizes[d.Controller])}
+			if e.Size == 0 && len(d.Chain) > 0 {
+				e.Size = number(d.Chain[0].Size)
+			}
+			for i, x := range ids {
+				if strings.EqualFold(x, d.sasd) && i < len(rcts) {
+					e.Rct = text(rcts[i])
+				}
+			}
+			out.Disks = append(out.Disks, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// forget destroys reference point id, or those named name.
+func (c *wmiControl) forget(ctx context.Context, vmID, id, name string) error {
+	return c.do(ctx, func(s *cim.WmiSession) error {
+		rps, err := referencePoints(s, vmID)
+		if err != nil {
+			return nil // no such class (before 2016) or no such VM: nothing to forget
+		}
+		defer cim.CloseAllInstances(rps)
+		svcs, err := query(s, "SELECT * FROM Msvm_VirtualSystemReferencePointService")
+		if err != nil || len(svcs) == 0 {
+			return fmt.Errorf("no Msvm_VirtualSystemReferencePointService: %v", err)
+		}
+		defer cim.CloseAllInstances(svcs)
+		for _, rp := range rps {
+			if (id != "" && strings.EqualFold(prop(rp, "InstanceID"), id)) || (id == "" && prop(rp, "ElementName") == name) {
+				if _, err := call(s, svcs[0], "DestroyReferencePoint", []*cim.WmiMethodParam{cim.NewWmiMethodParam("AffectedReferencePoint", rp.InstancePath())}); err != nil {
+					return fmt.Errorf("remove reference point %s: %w", prop(rp, "InstanceID"), err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
 func (c *wmiControl) checkpoint(ctx context.Context, vmID, name string) (psSnapshot, error) {
+	return c.snapshot(ctx, vmID, name, fullSnapshot)
+}
+
+// rctCheckpoint is a recovery snapshot, which ConvertToReferencePoint
+// accepts.
+func (c *wmiControl) rctCheckpoint(ctx context.Context, vmID, name string) (psSnapshot, error) {
+	return c.snapshot(ctx, vmID, name, recoverySnapshot)
+}
+
+// Snapshot types of Msvm_VirtualSystemSnapshotService.CreateSnapshot.
+const (
+	fullSnapshot     = 2
+	recoverySnapshot = 32768
+)
+
+func (c *wmiControl) snapshot(ctx context.Context, vmID, name string, typ int) (psSnapshot, error) {
 	var out psSnapshot
 	err := c.do(ctx, func(s *cim.WmiSession) error {
 		vm, snaps, err := snapshots(s, vmID)
@@ -496,6 +746,9 @@ func (c *wmiControl) checkpoint(ctx context.Context, vmID, name string) (psSnaps
 		}
 		if err := refuse(hv); err != nil {
 			return err
+		}
+		if typ == recoverySnapshot && !versionAtLeast(hv.Version, 6, 2) {
+			return &ScriptError{Category: "InvalidOperation", ID: "RehostNoRct", Message: fmt.Sprintf("VM %s has configuration version %s; recovery checkpoints need 6.2 or later", hv.Name, hv.Version)}
 		}
 		svcs, err := query(s, "SELECT * FROM Msvm_VirtualSystemSnapshotService")
 		if err != nil || len(svcs) == 0 {
@@ -523,7 +776,7 @@ func (c *wmiControl) checkpoint(ctx context.Context, vmID, name string) (psSnaps
 			res, err := call(s, svcs[0], "CreateSnapshot", []*cim.WmiMethodParam{
 				cim.NewWmiMethodParam("AffectedSystem", vm.InstancePath()),
 				cim.NewWmiMethodParam("SnapshotSettings", emb),
-				cim.NewWmiMethodParam("SnapshotType", 2), // a full snapshot
+				cim.NewWmiMethodParam("SnapshotType", typ),
 			}, "ResultingSnapshot")
 			if err != nil {
 				return "", err
@@ -574,22 +827,6 @@ func (c *wmiControl) checkpoint(ctx context.Context, vmID, name string) (psSnaps
 		return nil
 	})
 	return out, err
-}
-
-// refuse is what hv-checkpoint.ps1 refuses, for the WMI path.
-func refuse(h hostVM) error {
-	if strings.Contains(h.Status, "Merg") {
-		return &ScriptError{Category: "ResourceBusy", ID: "RehostMergeInProgress", Message: "a checkpoint merge is in progress (" + h.Status + ")"}
-	}
-	for _, d := range h.Disks {
-		if d.PassThru != "" {
-			return &ScriptError{Category: "InvalidOperation", ID: "RehostPassThroughDisk", Message: fmt.Sprintf("disk %s is a pass-through disk (%s)", d.Controller, d.PassThru)}
-		}
-		if d.Shared {
-			return &ScriptError{Category: "InvalidOperation", ID: "RehostSharedDisk", Message: fmt.Sprintf("disk %s (%s) is a shared virtual disk", d.Controller, d.Path)}
-		}
-	}
-	return nil
 }
 
 func (c *wmiControl) remove(ctx context.Context, vmID, id, name string) error {

@@ -123,10 +123,14 @@ func (s *Source) Checkpoints(ctx context.Context, vmID, prefix string) ([]source
 }
 
 // Release removes the snapshot, consolidating its delta into the VM's
-// disks. A snapshot (or VM) that is already gone is not an error. Release
+// disks; a base Keep kept is nothing to remove. A snapshot (or VM) that is
+// already gone is not an error. Release
 // keeps going when ctx is already cancelled only as far as the caller's
 // context allows; callers run cleanup under their own context.
 func (s *Source) Release(ctx context.Context, cp source.Checkpoint) error {
+	if cp.Base {
+		return nil // a kept checkpoint holds nothing on vCenter
+	}
 	ref, err := s.findVM(ctx, cp.VMID)
 	if errors.Is(err, source.ErrNotFound) {
 		return nil

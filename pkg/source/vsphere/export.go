@@ -13,6 +13,7 @@ import (
 
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/internal/track"
 	"github.com/rehost/rehost/pkg/source/vsphere/internal/vim"
 )
 
@@ -56,7 +57,7 @@ func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Expor
 		if vds[i].changeID() == "" {
 			continue
 		}
-		ext, err := s.queryChanged(ctx, vm, snap, vds[i].key(), d.CapacityBytes, "*")
+		ext, err := s.allocated(ctx, cp, vm, snap, vds[i])
 		if err != nil {
 			slog.Debug("allocated extents unknown", "vm", cp.VMID, "disk", d.Key, "err", err)
 			continue
@@ -116,6 +117,17 @@ func (s *Source) Export(ctx context.Context, cp source.Checkpoint) (source.Expor
 	e.stopped = make(chan struct{})
 	go e.keepLease()
 	return e, nil
+}
+
+// allocated lists the allocated areas of a disk of a CBT-tracked snapshot:
+// its changes since "*".
+func (s *Source) allocated(ctx context.Context, cp source.Checkpoint, vm, snap vim.Ref, vd device) ([]disk.Extent, error) {
+	key := strconv.Itoa(int(vd.key()))
+	ch, err := s.changes(ctx, fmt.Sprintf("allocated areas of disk %s of vm %s", key, cp.VMID), cp, vm, snap, vd, source.ChangeQuery{Disk: key})
+	if err != nil {
+		return nil, err
+	}
+	return track.All(ctx, ch.Areas)
 }
 
 type export struct {
@@ -275,69 +287,6 @@ func (r *progressReader) Read(p []byte) (int, error) {
 }
 
 func (r *progressReader) Close() error { return r.rc.Close() }
-
-// ChangedAreas returns the extents of disk diskKey that changed between
-// change id since ("*" or "" for all allocated extents) and the checkpoint,
-// and the checkpoint's change id for the next call. It pages through
-// QueryChangedDiskAreas answers as vCenter requires.
-func (s *Source) ChangedAreas(ctx context.Context, cp source.Checkpoint, diskKey, since string) ([]disk.Extent, string, error) {
-	vm, snap, devices, err := s.snapshotOf(ctx, cp)
-	if err != nil {
-		return nil, "", fmt.Errorf("changed areas: %w", err)
-	}
-	key, err := strconv.Atoi(diskKey)
-	if err != nil {
-		return nil, "", fmt.Errorf("changed areas of disk %q of vm %s: not a vSphere device key: %w", diskKey, cp.VMID, source.ErrNotFound)
-	}
-	vd, ok := findDevice(devices, int32(key))
-	if !ok || !vd.isDisk() {
-		return nil, "", fmt.Errorf("changed areas of disk %s of vm %s: no such disk in snapshot %q: %w", diskKey, cp.VMID, cp.Name, source.ErrNotFound)
-	}
-	id := vd.changeID()
-	if id == "" {
-		return nil, "", fmt.Errorf("changed areas of disk %s of vm %s: changed block tracking is off; enable it (ctkEnabled) and take a new checkpoint", diskKey, cp.VMID)
-	}
-	if since == "" {
-		since = "*"
-	}
-	ext, err := s.queryChanged(ctx, vm, snap, vd.key(), vd.capacity(), since)
-	if err != nil {
-		return nil, "", fmt.Errorf("changed areas of disk %s of vm %s since %q: %w", diskKey, cp.VMID, since, err)
-	}
-	return ext, id, nil
-}
-
-func (s *Source) queryChanged(ctx context.Context, vm, snap vim.Ref, key int32, capacity int64, since string) ([]disk.Extent, error) {
-	var out []disk.Extent
-	for off := int64(0); off < capacity; {
-		res, err := s.c.Call(ctx, "QueryChangedDiskAreas", vm, vim.Mor("snapshot", snap), vim.Int("deviceKey", int64(key)),
-			vim.Int("startOffset", off), vim.Str("changeId", since))
-		if err != nil {
-			return nil, classify("query changed disk areas", err)
-		}
-		info := res.Child("returnval")
-		for _, a := range info.Children("changedArea") {
-			e := disk.Extent{Offset: a.Child("start").Int(), Length: a.Child("length").Int()}
-			if e.Length <= 0 || e.Offset < 0 || e.End() > capacity {
-				return nil, fmt.Errorf("vcenter returned area %+v outside the %d-byte disk", e, capacity)
-			}
-			if n := len(out); n > 0 && out[n-1].End() >= e.Offset {
-				if e.Offset < out[n-1].Offset {
-					return nil, fmt.Errorf("vcenter returned areas out of order at %d", e.Offset)
-				}
-				out[n-1].Length = max(out[n-1].End(), e.End()) - out[n-1].Offset
-				continue
-			}
-			out = append(out, e)
-		}
-		next := info.Child("startOffset").Int() + info.Child("length").Int()
-		if next <= off {
-			return nil, fmt.Errorf("vcenter answered no progress at offset %d", off)
-		}
-		off = next
-	}
-	return out, nil
-}
 
 // AbortExport aborts the NFC lease id (an export's ID) that a crashed
 // process left open, so it does not hold the snapshot until vCenter's

@@ -56,10 +56,7 @@ type Source struct {
 	noDetailed atomic.Bool
 }
 
-var (
-	_ source.Source        = (*Source)(nil)
-	_ source.ChangeTracker = (*Source)(nil)
-)
+var _ source.Source = (*Source)(nil)
 
 // New connects and logs in. Errors wrap source.ErrAuth, ErrUnreachable or
 // ErrCertificate where they apply; a *CertificateError carries the

@@ -33,7 +33,8 @@ func testVMs() []vspheresim.VMSpec {
 
 func startSim(t testing.TB, vms []vspheresim.VMSpec) *vspheresim.Sim {
 	t.Helper()
-	sim, err := vspheresim.Start(context.Background(), vspheresim.Options{VMs: vms, Dir: t.TempDir()})
+	// Few areas per QueryChangedDiskAreas answer, so that clients page.
+	sim, err := vspheresim.Start(context.Background(), vspheresim.Options{VMs: vms, Dir: t.TempDir(), MaxChangedAreas: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,12 +54,20 @@ func connect(t testing.TB, sim *vspheresim.Sim) *Source {
 
 func TestConformance(t *testing.T) {
 	sourcetest.Run(t, func(t *testing.T) sourcetest.Harness {
-		sim := startSim(t, testVMs())
+		// old-01's hardware is too old for changed block tracking.
+		sim := startSim(t, append(testVMs(), vspheresim.VMSpec{Name: "old-01", GuestID: "rhel6_64Guest", HardwareVersion: "vmx-04",
+			Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}}))
 		s := connect(t, sim)
 		id, _ := sim.InstanceUUID("app-01")
+		untracked, _ := sim.InstanceUUID("crash-01")
+		untrackable, _ := sim.InstanceUUID("old-01")
 		return sourcetest.Harness{
-			Source: s,
-			VMID:   id,
+			Source:          s,
+			VMID:            id,
+			UntrackedVMID:   untracked,
+			UntrackableVMID: untrackable,
+			ResetTracking:   func() error { return sim.ResetCBT("app-01") },
+			ResizeDisk:      func(i int, size int64) error { return sim.ResizeDisk("app-01", i, size) },
 			Want: source.VM{
 				Name: "app-01", Path: "/DC0/vm/app-01", GuestOS: "ubuntu64Guest", CPUs: 2, MemoryMiB: 2048,
 				Firmware: source.FirmwareEFI, PowerState: "poweredOn", ToolsRunning: true, CBTEnabled: true,
@@ -198,7 +207,7 @@ func TestCrashConsistentWithoutTools(t *testing.T) {
 	if vm.CBTEnabled || vm.ToolsRunning || vm.Firmware != source.FirmwareBIOS {
 		t.Errorf("crash-01: %+v", vm)
 	}
-	if _, _, err := s.ChangedAreas(context.Background(), cp, vm.Disks[0].Key, "*"); err == nil || !strings.Contains(err.Error(), "changed block tracking is off") {
+	if _, err := s.ChangedAreas(context.Background(), cp, source.ChangeQuery{Disk: vm.Disks[0].Key}); !errors.Is(err, source.ErrNoTracking) || !strings.Contains(err.Error(), "changed block tracking is off") {
 		t.Errorf("changed areas without cbt: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Run("History", func(t *testing.T) { History(t, open) })
 	t.Run("Settings", func(t *testing.T) { Settings(t, open) })
 	t.Run("Apps", func(t *testing.T) { Apps(t, open) })
+	t.Run("Replicas", func(t *testing.T) { Replicas(t, open) })
 	t.Run("Preflights", func(t *testing.T) { Preflights(t, open) })
 	t.Run("Fleet", func(t *testing.T) { Fleet(t, open) })
 	run(t, open, []testCase{{"ConcurrentWriters", testConcurrentWriters}})

@@ -27,6 +27,11 @@ const (
 	// ModeImportSnapshot runs one ImportSnapshot task per disk, then
 	// RegisterImage over the snapshots: the disks are taken as they are.
 	ModeImportSnapshot ImportMode = "snapshot"
+	// ModeRegister registers the AMI straight from EBS snapshots
+	// (ImportInput.Snapshots, replicas written with EBS direct), with no
+	// VM Import at all: for guests that need no conversion. The AMI's
+	// snapshots are the given ones.
+	ModeRegister ImportMode = "register"
 )
 
 // Tags StartImport puts on import tasks so FindImports can re-attach.
@@ -43,6 +48,11 @@ const (
 type ImportInput struct {
 	// Disks in boot order: the boot disk first. Each needs its Format.
 	Disks []Object
+	// Snapshots, instead of Disks, are EBS snapshots holding the disks raw
+	// (replicas), in boot order: ModeImportImage converts them with VM
+	// Import (ImportImage disk containers naming them) into new snapshots,
+	// ModeRegister registers the AMI on them as they are.
+	Snapshots []string
 	// LicenseType is "AWS", "BYOL" or empty (VM Import decides).
 	LicenseType string
 	// BootMode is "legacy-bios", "uefi" or empty.
@@ -72,6 +82,8 @@ type Import struct {
 	// TaskIDs: the image task, or one snapshot task per disk in disk order.
 	TaskIDs     []string `json:"taskIds"`
 	ClientToken string   `json:"clientToken"`
+	// Snapshots are ModeRegister's disks.
+	Snapshots []string `json:"snapshots,omitempty"`
 	// RegisterImage parameters (ModeImportSnapshot).
 	Name         string            `json:"name,omitempty"`
 	Description  string            `json:"description,omitempty"`
@@ -125,11 +137,25 @@ func (e *ImportError) Error() string {
 var importFormats = map[disk.Format]string{disk.VMDK: "VMDK", disk.VHD: "VHD", disk.VHDX: "VHDX", disk.Raw: "RAW"}
 
 func (in *ImportInput) validate() error {
-	if len(in.Disks) == 0 {
+	if len(in.Disks) == 0 && len(in.Snapshots) == 0 {
 		return errors.New("no disks to import")
+	}
+	if len(in.Disks) > 0 && len(in.Snapshots) > 0 {
+		return errors.New("staged disks and snapshots given together")
 	}
 	if in.ClientToken == "" {
 		return errors.New("a client token (derived from the run id) is required")
+	}
+	for i, s := range in.Snapshots {
+		if !strings.HasPrefix(s, "snap-") {
+			return fmt.Errorf("disk %d: %q is not a snapshot id", i, s)
+		}
+	}
+	switch {
+	case in.Mode == ModeRegister && len(in.Snapshots) == 0:
+		return errors.New("mode register takes snapshots, not staged disks")
+	case in.Mode == ModeImportSnapshot && len(in.Snapshots) > 0:
+		return errors.New("mode snapshot imports staged disks; give snapshots to mode image or register")
 	}
 	for i, d := range in.Disks {
 		if d.Bucket == "" || d.Key == "" {
@@ -155,9 +181,9 @@ func (in *ImportInput) validate() error {
 		return fmt.Errorf("platform %q is not Linux or Windows", in.Platform)
 	}
 	switch in.Mode {
-	case "", ModeImportImage, ModeImportSnapshot:
+	case "", ModeImportImage, ModeImportSnapshot, ModeRegister:
 	default:
-		return fmt.Errorf("import mode %q is not image or snapshot", in.Mode)
+		return fmt.Errorf("import mode %q is not image, snapshot or register", in.Mode)
 	}
 	return nil
 }
@@ -189,6 +215,10 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 	}
 	if in.Mode == "" {
 		in.Mode = t.cfg.ImportMode
+		if in.Mode == ModeImportSnapshot && len(in.Snapshots) > 0 {
+			// Snapshots are disks already: importing them means converting.
+			in.Mode = ModeImportImage
+		}
 	}
 	if limit := vmimport.Get().Limits.ImageVolumes; in.Mode == ModeImportImage && len(in.Disks) > limit {
 		// ImportImage refuses more volumes; VM Import's documented way is
@@ -210,6 +240,11 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 	tags := map[string]string{TagClientToken: in.ClientToken}
 	for k, v := range in.Tags {
 		tags[k] = v
+	}
+	if in.Mode == ModeRegister {
+		// Nothing to start: Wait registers the AMI, idempotent by name.
+		imp.Snapshots = in.Snapshots
+		return imp, nil
 	}
 	q, err := t.ec2Query()
 	if err != nil {
@@ -235,8 +270,16 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 	}
 	if in.Mode == ModeImportImage {
 		params := url.Values{"ClientToken": {in.ClientToken}, "Architecture": {in.Architecture}}
+		n := 0
+		for i, s := range in.Snapshots {
+			n++
+			p := "DiskContainer." + strconv.Itoa(n) + "."
+			params.Set(p+"SnapshotId", s)
+			params.Set(p+"Description", fmt.Sprintf("disk %d", i))
+		}
 		for i, d := range in.Disks {
-			p := "DiskContainer." + strconv.Itoa(i+1) + "."
+			n++
+			p := "DiskContainer." + strconv.Itoa(n) + "."
 			params.Set(p+"Format", importFormats[d.Format])
 			params.Set(p+"UserBucket.S3Bucket", d.Bucket)
 			params.Set(p+"UserBucket.S3Key", d.Key)
@@ -248,7 +291,7 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 		setTagSpec(params, "import-image-task", tags)
 		id, err := start("ImportImage", params)
 		if err != nil {
-			return Import{}, fmt.Errorf("start import (ImportImage of %d disks): %w", len(in.Disks), err)
+			return Import{}, fmt.Errorf("start import (ImportImage of %d disks): %w", n, err)
 		}
 		imp.TaskIDs = []string{id}
 		return imp, nil
@@ -288,6 +331,9 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 
 // Status describes the import's tasks once.
 func (t *Target) Status(ctx context.Context, imp Import) (ImportStatus, error) {
+	if imp.Mode == ModeRegister {
+		return ImportStatus{Status: "completed", Progress: 100}, nil
+	}
 	if len(imp.TaskIDs) == 0 {
 		return ImportStatus{}, errors.New("import status: no task ids")
 	}
@@ -446,6 +492,13 @@ func (t *Target) Wait(ctx context.Context, imp Import, onProgress func(ImportSta
 }
 
 func (t *Target) finish(ctx context.Context, imp Import, st ImportStatus) (Result, error) {
+	if imp.Mode == ModeRegister {
+		id, err := t.registerImage(ctx, imp, imp.Snapshots)
+		if err != nil {
+			return Result{}, fmt.Errorf("register AMI %s from snapshots %s: %w", imp.Name, strings.Join(imp.Snapshots, ", "), err)
+		}
+		return Result{ImageID: id, SnapshotIDs: imp.Snapshots}, nil
+	}
 	if imp.Mode != ModeImportSnapshot {
 		_, done, err := t.describeImageTasksFull(ctx, imp.TaskIDs)
 		if err != nil {
@@ -554,6 +607,18 @@ func (t *Target) CancelImport(ctx context.Context, imp Import) (Result, error) {
 // remains is what an ended import made.
 func (t *Target) remains(ctx context.Context, imp Import) (Result, error) {
 	var res Result
+	if imp.Mode == ModeRegister {
+		// The snapshots were the caller's before: only the image is the
+		// import's.
+		imgs, err := t.describeImages(ctx, nil, []filter{{"name", []string{imp.Name}}})
+		if err != nil {
+			return res, fmt.Errorf("look for the image %s of the cancelled registration: %w", imp.Name, err)
+		}
+		if len(imgs) > 0 {
+			res.ImageID = imgs[0].ID
+		}
+		return res, nil
+	}
 	if imp.Mode != ModeImportSnapshot {
 		tasks, done, err := t.describeImageTasksFull(ctx, imp.TaskIDs)
 		if err != nil {

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -33,11 +32,6 @@ type KMSAPI interface {
 // QuotasAPI is the part of the Service Quotas client account preflight uses.
 type QuotasAPI interface {
 	ListServiceQuotas(context.Context, *servicequotas.ListServiceQuotasInput, ...func(*servicequotas.Options)) (*servicequotas.ListServiceQuotasOutput, error)
-}
-
-// EBSAPI is the part of the EBS direct client account preflight uses.
-type EBSAPI interface {
-	ListSnapshotBlocks(context.Context, *ebs.ListSnapshotBlocksInput, ...func(*ebs.Options)) (*ebs.ListSnapshotBlocksOutput, error)
 }
 
 // Account finding codes.
@@ -601,7 +595,7 @@ func (a *accountRun) services(ctx context.Context) {
 		return
 	}
 	err = t.call(ctx, "ListSnapshotBlocks", func(ctx context.Context) error {
-		_, err := t.ebs.ListSnapshotBlocks(ctx, &ebs.ListSnapshotBlocksInput{SnapshotId: sdk.String("snap-00000000000000000"), MaxResults: sdk.Int32(100)})
+		_, _, err := t.ebs.ListSnapshotBlocks(ctx, "snap-00000000000000000", 0, 100, "")
 		return err
 	})
 	switch code := apiCode(err); {

@@ -24,7 +24,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
-	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -74,8 +73,9 @@ type STSAPI interface {
 	GetCallerIdentity(context.Context, *sts.GetCallerIdentityInput, ...func(*sts.Options)) (*sts.GetCallerIdentityOutput, error)
 }
 
-// Clients are the API implementations a Target uses. KMS, Quotas and EBS
-// serve account preflight only; nil skips their checks.
+// Clients are the API implementations a Target uses. EBS may be nil for
+// a target that only stages through S3 (account preflight then skips its
+// check); KMS and Quotas serve account preflight only, nil skips theirs.
 type Clients struct {
 	S3  S3API
 	IAM IAMAPI
@@ -227,7 +227,7 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		Quotas: servicequotas.NewFromConfig(ac, func(o *servicequotas.Options) {
 			o.BaseEndpoint = ep(cfg.Endpoints.Quotas)
 		}),
-		EBS: ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
+		EBS: ebsClient{newWire(ac, "EBS", "ebs", cfg.Endpoints.EBS)},
 	}
 	return NewWithClients(cfg, cl), nil
 }
