@@ -25,11 +25,11 @@ import (
 	"github.com/rehost/rehost/pkg/awsregion"
 )
 
-// SSM, CloudFormation and EC2 are reached
-// without SDK clients, whose packages weighed more than 3 MB of the product
-// binary for the fourteen operations an application launch calls. A
+// SSM, CloudFormation, EC2 and EBS direct are reached without SDK clients,
+// whose packages weighed more than 4 MB of the product binary (EC2's alone
+// linked some 800 operations) for the few dozen the target calls. A
 // request here is the service's own wire protocol (SSM: AWS JSON 1.1;
-// CloudFormation and EC2: AWS Query), signed with
+// CloudFormation and EC2: AWS Query; EBS direct: REST-JSON), signed with
 // SigV4 by the SDK's signer (linked anyway by every other client), sent
 // with the same HTTP client, credentials and region as the SDK clients,
 // and never retried here (Target.call retries, as for every AWS call).
