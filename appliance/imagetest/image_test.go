@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -31,10 +30,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// repoRoot is the repository's top directory.
+// repoRoot is the repository's top directory: two up from this package's,
+// where go test runs it (runtime.Caller names no real path under -trimpath,
+// which the Makefile sets).
 func repoRoot() string {
-	_, f, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(filepath.Dir(f)))
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		panic(err)
+	}
+	return root
 }
 
 // image returns the directory holding the built appliance.

@@ -97,3 +97,25 @@ func DNSSuffix(region string) string {
 	}
 	return "amazonaws.com"
 }
+
+// GlobalRegion is the region of a partition's global services (IAM): the
+// one their endpoint lives in and requests to them are signed for.
+func GlobalRegion(region string) string {
+	switch Partition(region) {
+	case "aws-cn":
+		return "cn-north-1"
+	case "aws-us-gov":
+		return "us-gov-west-1"
+	case "aws-iso":
+		return "us-iso-east-1"
+	case "aws-iso-b":
+		return "us-isob-east-1"
+	case "aws-iso-e":
+		return "eu-isoe-west-1"
+	case "aws-iso-f":
+		return "us-isof-south-1"
+	case "aws-eusc":
+		return "eusc-de-east-1"
+	}
+	return "us-east-1"
+}

@@ -112,7 +112,7 @@ func (e *Emulator) authenticate(r *http.Request, body []byte, service string) er
 	if err != nil {
 		return err
 	}
-	if service == "iam" && cred.Region != e.cfg.Region && cred.Region != globalRegion(e.cfg.Region) {
+	if service == "iam" && cred.Region != e.cfg.Region && cred.Region != awsregion.GlobalRegion(e.cfg.Region) {
 		return &sigv4.Error{Kind: sigv4.WrongScope, Message: fmt.Sprintf("Credential should be scoped to a valid region, not '%s'. ", cred.Region)}
 	}
 	if cred.SessionToken != "" {
@@ -120,18 +120,6 @@ func (e *Emulator) authenticate(r *http.Request, body []byte, service string) er
 		return &sigv4.Error{Kind: sigv4.UnknownKey, Message: "The security token included in the request is invalid."}
 	}
 	return nil
-}
-
-// globalRegion is where AWS signs requests to a partition's global
-// services (IAM).
-func globalRegion(region string) string {
-	switch awsregion.Partition(region) {
-	case "aws-cn":
-		return "cn-north-1"
-	case "aws-us-gov":
-		return "us-gov-west-1"
-	}
-	return "us-east-1"
 }
 
 // authError answers a failed verification in the protocol of the service.

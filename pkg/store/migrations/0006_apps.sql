@@ -1,4 +1,4 @@
--- Schema 5: applications on SMS's model. Server groups, tags and the launch
+-- Schema 6: applications on SMS's model. Server groups, tags and the launch
 -- and replication configurations are JSON text; app_servers makes "a
 -- server belongs to one group of one app" a primary key; app_launches
 -- records each launch (a CloudFormation stack) before it is made, so a

@@ -1,4 +1,4 @@
--- Schema 5: a fleet of connectors sharing one store. Members heartbeat;
+-- Schema 7: a fleet of connectors sharing one store. Members heartbeat;
 -- a run is leased to the member that runs it, and every lease carries a
 -- fencing token one higher than the run's previous one, so a member that
 -- lost its lease cannot write over the new holder's progress. The lease

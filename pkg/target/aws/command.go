@@ -8,19 +8,7 @@ import (
 
 // SSMAPI is SSM as a launch's validation command uses it: the AWS JSON
 // 1.1 operations SendCommand and GetCommandInvocation.
-type SSMAPI interface {
-	// Call sends operation op with in as its JSON request and decodes
-	// SSM's answer into out. An answer with an AWS error code is an error
-	// that smithy.APIError reads, as the SDK client's.
-	Call(ctx context.Context, op string, in, out any) error
-}
-
-// ssmClient is SSM over its wire protocol (wire.go).
-type ssmClient struct{ w *wire }
-
-func (c ssmClient) Call(ctx context.Context, op string, in, out any) error {
-	return c.w.jsonCall(ctx, "AmazonSSM", op, in, out)
-}
+type SSMAPI = JSONAPI
 
 // ErrNoAgent: SSM does not manage the instance (no agent, or not
 // registered yet), so a command cannot run on it.

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/smithy-go"
 
 	"github.com/rehost/rehost/internal/lab/emulator"
@@ -283,10 +281,10 @@ func TestImageFromReplicas(t *testing.T) {
 	emu, tg := ebsAccount(t, nil)
 	ctx := context.Background()
 	trust, policy := PolicyDocuments("unused", "")
-	if _, err := tg.iam.CreateRole(ctx, &iam.CreateRoleInput{RoleName: sdk.String(ImportRoleName), AssumeRolePolicyDocument: sdk.String(trust)}); err != nil {
+	if _, err := tg.createRole(ctx, ImportRoleName, trust, "the VM Import role of a test"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tg.iam.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: sdk.String(ImportRoleName), PolicyName: sdk.String(ImportRoleName), PolicyDocument: sdk.String(policy)}); err != nil {
+	if err := tg.putRolePolicy(ctx, ImportRoleName, ImportRoleName, policy); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "guest.raw")

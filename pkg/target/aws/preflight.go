@@ -10,29 +10,20 @@ import (
 	"strings"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/iam"
-	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
-	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/rehost/rehost/pkg/awsregion"
 	"github.com/rehost/rehost/pkg/preflight"
 )
 
-// KMSAPI is the part of the KMS client account preflight uses.
-type KMSAPI interface {
-	DescribeKey(context.Context, *kms.DescribeKeyInput, ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
-	GetKeyPolicy(context.Context, *kms.GetKeyPolicyInput, ...func(*kms.Options)) (*kms.GetKeyPolicyOutput, error)
-	ListGrants(context.Context, *kms.ListGrantsInput, ...func(*kms.Options)) (*kms.ListGrantsOutput, error)
-}
+// KMSAPI is KMS as account preflight uses it: the AWS JSON 1.1
+// operations DescribeKey, GetKeyPolicy and ListGrants.
+type KMSAPI = JSONAPI
 
-// QuotasAPI is the part of the Service Quotas client account preflight uses.
-type QuotasAPI interface {
-	ListServiceQuotas(context.Context, *servicequotas.ListServiceQuotasInput, ...func(*servicequotas.Options)) (*servicequotas.ListServiceQuotasOutput, error)
-}
+// QuotasAPI is Service Quotas as account preflight uses it: the AWS JSON
+// 1.1 operation ListServiceQuotas.
+type QuotasAPI = JSONAPI
 
 // Account finding codes.
 const (
@@ -207,11 +198,7 @@ func (a *accountRun) role(ctx context.Context) {
 		regKey = a.keys()[0]
 	}
 	_, policy := policyDocuments(awsregion.Partition(a.region), a.c.Bucket, regKey)
-	var role *iam.GetRoleOutput
-	err := t.call(ctx, "GetRole", func(ctx context.Context) (err error) {
-		role, err = t.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: sdk.String(a.c.RoleName)})
-		return err
-	})
+	role, err := t.getRole(ctx, a.c.RoleName)
 	switch {
 	case apiCode(err) == "NoSuchEntity":
 		a.add(preflight.Blocker, CodeRoleMissing, "Run 'rehost register --create-role', or have an administrator create it with the documents 'rehost register' shows.",
@@ -225,12 +212,8 @@ func (a *accountRun) role(ctx context.Context) {
 		a.add(preflight.Warning, CodeRoleUnreadable, "Re-run 'rehost preflight' when IAM answers.", "The role %s could not be read: %v.", a.c.RoleName, err)
 		return
 	}
-	a.roleARN = sdk.ToString(role.Role.Arn)
-	doc, derr := url.QueryUnescape(sdk.ToString(role.Role.AssumeRolePolicyDocument))
-	if derr != nil {
-		doc = sdk.ToString(role.Role.AssumeRolePolicyDocument)
-	}
-	switch tr := trustOf(doc, a.account); {
+	a.roleARN = role.Arn
+	switch tr := trustOf(role.trustPolicy(), a.account); {
 	case !tr.allows:
 		a.add(preflight.Blocker, CodeRoleTrust, "Replace the role's trust policy with the one 'rehost register' shows (aws iam update-assume-role-policy).",
 			"The role %s does not let VM Import (vmie.amazonaws.com, external id vmimport) assume it%s.", a.c.RoleName, tr.why)
@@ -277,19 +260,14 @@ func (a *accountRun) permissions(ctx context.Context, want string) {
 // simulateDenied returns the actions IAM's policy simulator does not allow
 // the role on resource.
 func (a *accountRun) simulateDenied(ctx context.Context, resource string, actions []string) ([]string, error) {
-	var out *iam.SimulatePrincipalPolicyOutput
-	err := a.t.call(ctx, "SimulatePrincipalPolicy", func(ctx context.Context) (err error) {
-		out, err = a.t.iam.SimulatePrincipalPolicy(ctx, &iam.SimulatePrincipalPolicyInput{
-			PolicySourceArn: sdk.String(a.roleARN), ActionNames: actions, ResourceArns: []string{resource}})
-		return err
-	})
+	results, err := a.t.simulatePrincipalPolicy(ctx, a.roleARN, resource, actions)
 	if err != nil {
 		return nil, err
 	}
 	var denied []string
-	for _, r := range out.EvaluationResults {
-		if r.EvalDecision != iamtypes.PolicyEvaluationDecisionTypeAllowed {
-			denied = append(denied, sdk.ToString(r.EvalActionName)+" on "+sdk.ToString(r.EvalResourceName))
+	for _, r := range results {
+		if r.EvalDecision != "allowed" {
+			denied = append(denied, r.EvalActionName+" on "+r.EvalResourceName)
 		}
 	}
 	return denied, nil
@@ -297,16 +275,8 @@ func (a *accountRun) simulateDenied(ctx context.Context, resource string, action
 
 func (a *accountRun) inlinePolicy(ctx context.Context, want string) {
 	t, name := a.t, rolePolicyName(a.c.Bucket)
-	var cur *iam.GetRolePolicyOutput
-	err := t.call(ctx, "GetRolePolicy", func(ctx context.Context) (err error) {
-		cur, err = t.iam.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: sdk.String(a.c.RoleName), PolicyName: sdk.String(name)})
-		return err
-	})
-	have := ""
-	if err == nil {
-		have, _ = url.QueryUnescape(sdk.ToString(cur.PolicyDocument))
-	}
-	if have == "" || !sameJSON(have, want) {
+	have, err := t.getRolePolicy(ctx, a.c.RoleName, name)
+	if err != nil || have == "" || !sameJSON(have, want) {
 		a.add(preflight.Warning, CodeRolePolicy, "Allow the registration's credentials iam:SimulatePrincipalPolicy, or make sure the role may do what the policy 'rehost register' shows allows.",
 			"IAM's policy simulator may not be called with these credentials, and the role's inline policy %s is missing or differs from what registration puts, so the role's permissions are not known.", name)
 	}
@@ -421,10 +391,11 @@ func (a *accountRun) key(ctx context.Context, key string) {
 		a.add(preflight.Note, CodeKMSUnverified, "", "KMS key %s was not checked: this connector has no KMS client.", key)
 		return
 	}
-	var d *kms.DescribeKeyOutput
-	err := t.call(ctx, "DescribeKey", func(ctx context.Context) (err error) {
-		d, err = t.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: sdk.String(key)})
-		return err
+	var d struct {
+		KeyMetadata struct{ Arn, KeyState, KeyManager string }
+	}
+	err := t.call(ctx, "DescribeKey", func(ctx context.Context) error {
+		return t.kms.Call(ctx, "DescribeKey", map[string]string{"KeyId": key}, &d)
 	})
 	switch {
 	case apiCode(err) == "NotFoundException":
@@ -440,18 +411,17 @@ func (a *accountRun) key(ctx context.Context, key string) {
 		return
 	}
 	md := d.KeyMetadata
-	if md.KeyState != kmstypes.KeyStateEnabled {
+	if md.KeyState != "Enabled" {
 		a.add(preflight.Blocker, CodeKMSDisabled, "Enable the key (aws kms enable-key), or register with another.", "KMS key %s is %s.", key, md.KeyState)
 		return
 	}
-	if md.KeyManager == kmstypes.KeyManagerTypeAws {
+	if md.KeyManager == "AWS" {
 		return // an AWS managed key: every principal of the account uses it through the service
 	}
-	arn := sdk.ToString(md.Arn)
-	var pol *kms.GetKeyPolicyOutput
-	err = t.call(ctx, "GetKeyPolicy", func(ctx context.Context) (err error) {
-		pol, err = t.kms.GetKeyPolicy(ctx, &kms.GetKeyPolicyInput{KeyId: sdk.String(arn), PolicyName: sdk.String("default")})
-		return err
+	arn := md.Arn
+	var pol struct{ Policy string }
+	err = t.call(ctx, "GetKeyPolicy", func(ctx context.Context) error {
+		return t.kms.Call(ctx, "GetKeyPolicy", map[string]string{"KeyId": arn, "PolicyName": "default"}, &pol)
 	})
 	if err != nil {
 		a.add(preflight.Warning, CodeKMSUnverified, "Allow the registration's credentials kms:GetKeyPolicy and kms:ListGrants on the key.",
@@ -459,25 +429,29 @@ func (a *accountRun) key(ctx context.Context, key string) {
 		return
 	}
 	granted := map[string]bool{}
-	p := kms.NewListGrantsPaginator(t.kms, &kms.ListGrantsInput{KeyId: sdk.String(arn), GranteePrincipal: sdk.String(a.roleARN)})
-	for p.HasMorePages() {
-		var page *kms.ListGrantsOutput
-		if err := t.call(ctx, "ListGrants", func(ctx context.Context) (err error) {
-			page, err = p.NextPage(ctx)
-			return err
-		}); err != nil {
-			a.add(preflight.Warning, CodeKMSUnverified, "Allow the registration's credentials kms:ListGrants on the key.",
-				"KMS key %s's grants could not be listed (%v), so whether the role may use it is not known.", key, err)
-			return
+	type grants struct {
+		Grants []struct {
+			GranteePrincipal string
+			Operations       []string
 		}
+		NextMarker string
+	}
+	in := map[string]string{"KeyId": arn, "GranteePrincipal": a.roleARN}
+	err = pages(ctx, t, t.kms, "ListGrants", in, "Marker", func(page *grants) string {
 		for _, g := range page.Grants {
-			if sdk.ToString(g.GranteePrincipal) != a.roleARN {
+			if g.GranteePrincipal != a.roleARN {
 				continue
 			}
 			for _, op := range g.Operations {
-				granted[string(op)] = true
+				granted[op] = true
 			}
 		}
+		return page.NextMarker
+	})
+	if err != nil {
+		a.add(preflight.Warning, CodeKMSUnverified, "Allow the registration's credentials kms:ListGrants on the key.",
+			"KMS key %s's grants could not be listed (%v), so whether the role may use it is not known.", key, err)
+		return
 	}
 	var missing, unverified []string
 	var iamDenied []string
@@ -485,7 +459,7 @@ func (a *accountRun) key(ctx context.Context, key string) {
 		if granted[op] {
 			continue
 		}
-		switch keyPolicyAllows(sdk.ToString(pol.Policy), "kms:"+op, a.roleARN, a.account) {
+		switch keyPolicyAllows(pol.Policy, "kms:"+op, a.roleARN, a.account) {
 		case keyDirect:
 		case keyDelegated:
 			if !a.simulate {
@@ -615,23 +589,25 @@ func (a *accountRun) quotas(ctx context.Context) {
 	}
 	found := map[string]float64{}
 	for _, svc := range []string{"ec2", "ebs"} {
-		p := servicequotas.NewListServiceQuotasPaginator(t.quotas, &servicequotas.ListServiceQuotasInput{ServiceCode: sdk.String(svc)})
-		for p.HasMorePages() {
-			var page *servicequotas.ListServiceQuotasOutput
-			err := t.call(ctx, "ListServiceQuotas", func(ctx context.Context) (err error) {
-				page, err = p.NextPage(ctx)
-				return err
-			})
-			if err != nil {
-				a.add(preflight.Note, CodeQuotasUnreadable, "Allow the registration's credentials servicequotas:ListServiceQuotas to have the quotas checked.",
-					"The %s quotas could not be read (%v); VM Import's default of %d concurrent import tasks is assumed.", svc, err, defaultImportTasks)
-				return
+		type quotas struct {
+			Quotas []struct {
+				QuotaName string
+				Value     float64
 			}
+			NextToken string
+		}
+		err := pages(ctx, t, t.quotas, "ListServiceQuotas", map[string]string{"ServiceCode": svc}, "NextToken", func(page *quotas) string {
 			for _, q := range page.Quotas {
-				if n := strings.ToLower(sdk.ToString(q.QuotaName)); n == quotaImportTasks || n == quotaSnapshots {
-					found[n] = sdk.ToFloat64(q.Value)
+				if n := strings.ToLower(q.QuotaName); n == quotaImportTasks || n == quotaSnapshots {
+					found[n] = q.Value
 				}
 			}
+			return page.NextToken
+		})
+		if err != nil {
+			a.add(preflight.Note, CodeQuotasUnreadable, "Allow the registration's credentials servicequotas:ListServiceQuotas to have the quotas checked.",
+				"The %s quotas could not be read (%v); VM Import's default of %d concurrent import tasks is assumed.", svc, err, defaultImportTasks)
+			return
 		}
 	}
 	imports, ok := found[quotaImportTasks]

@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/iam"
-	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -590,17 +587,13 @@ func rolePolicyName(bucket string) string {
 func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOptions) error {
 	trust, policy := policyDocuments(awsregion.Partition(rep.Region), rep.Bucket, opts.KMSKeyID)
 	docs := &RoleDocuments{RoleName: rep.RoleName, TrustPolicy: trust, PolicyName: rolePolicyName(rep.Bucket), Policy: policy}
-	name := sdk.String(rep.RoleName)
+	name := rep.RoleName
 	needAdmin := func(format string, args ...any) {
 		rep.warn(format, args...)
 		rep.RoleDocuments = docs
 	}
 
-	var role *iam.GetRoleOutput
-	err := t.call(ctx, "GetRole", func(ctx context.Context) (err error) {
-		role, err = t.iam.GetRole(ctx, &iam.GetRoleInput{RoleName: name})
-		return err
-	})
+	role, err := t.getRole(ctx, name)
 	switch {
 	case isAccessDenied(err):
 		needAdmin("role %s: these credentials may not read IAM roles; ask an administrator to make sure the role exists with the trust policy and inline policy %s shown", rep.RoleName, docs.PolicyName)
@@ -612,16 +605,7 @@ func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOpti
 		}
 		// A retry after a create whose answer was lost is told
 		// EntityAlreadyExists, and the role is then read as it is.
-		var out *iam.CreateRoleOutput
-		err := t.call(ctx, "CreateRole", func(ctx context.Context) (err error) {
-			out, err = t.iam.CreateRole(ctx, &iam.CreateRoleInput{
-				RoleName:                 name,
-				AssumeRolePolicyDocument: sdk.String(trust),
-				Description:              sdk.String("EC2 VM Import service role (created by rehost)"),
-				Tags:                     []iamtypes.Tag{{Key: sdk.String("created-by"), Value: sdk.String("rehost")}},
-			})
-			return err
-		})
+		out, err := t.createRole(ctx, name, trust, "EC2 VM Import service role (created by rehost)")
 		if isAccessDenied(err) {
 			needAdmin("role %s does not exist and these credentials may not create roles; ask an administrator to create it with the documents shown", rep.RoleName)
 			return nil
@@ -632,30 +616,20 @@ func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOpti
 		if err != nil {
 			return fmt.Errorf("create role: %w", err)
 		}
-		rep.RoleARN = sdk.ToString(out.Role.Arn)
+		rep.RoleARN = out.Arn
 		rep.change("role %s: created with the vmie.amazonaws.com trust policy", rep.RoleName)
 	case err != nil:
 		return fmt.Errorf("get role: %w", err)
 	default:
-		rep.RoleARN = sdk.ToString(role.Role.Arn)
-		doc, derr := url.QueryUnescape(sdk.ToString(role.Role.AssumeRolePolicyDocument))
-		if derr != nil {
-			doc = sdk.ToString(role.Role.AssumeRolePolicyDocument)
-		}
-		if !trustsVMIE(doc) {
+		rep.RoleARN = role.Arn
+		if !trustsVMIE(role.trustPolicy()) {
 			needAdmin("role %s does not let vmie.amazonaws.com assume it with external id vmimport; replace its trust policy with the one shown", rep.RoleName)
 		}
 	}
 
-	var cur *iam.GetRolePolicyOutput
-	err = t.call(ctx, "GetRolePolicy", func(ctx context.Context) (err error) {
-		cur, err = t.iam.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: name, PolicyName: sdk.String(docs.PolicyName)})
-		return err
-	})
-	have := ""
+	have, err := t.getRolePolicy(ctx, name, docs.PolicyName)
 	switch {
 	case err == nil:
-		have, _ = url.QueryUnescape(sdk.ToString(cur.PolicyDocument))
 	case apiCode(err) == "NoSuchEntity":
 	case isAccessDenied(err):
 		needAdmin("role %s: these credentials may not read its policies; make sure inline policy %s matches the one shown", rep.RoleName, docs.PolicyName)
@@ -681,8 +655,7 @@ func (t *Target) setupRole(ctx context.Context, rep *SetupReport, opts SetupOpti
 	})
 	propagation.Attempts = 1 << 20 // the deadline ends it
 	err = propagation.Do(ctx, func(ctx context.Context) error {
-		_, err := t.iam.PutRolePolicy(ctx, &iam.PutRolePolicyInput{RoleName: name, PolicyName: sdk.String(docs.PolicyName), PolicyDocument: sdk.String(policy)})
-		return err
+		return t.putRolePolicy(ctx, name, docs.PolicyName, policy)
 	})
 	if isAccessDenied(err) {
 		needAdmin("role %s: these credentials may not change its policies; ask an administrator to put inline policy %s shown", rep.RoleName, docs.PolicyName)

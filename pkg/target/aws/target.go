@@ -7,8 +7,9 @@
 // used (S3API, IAMAPI, STSAPI; SSMAPI, and QueryAPI for EC2 and
 // CloudFormation; KMSAPI, QuotasAPI and EBSAPI for
 // account preflight), so fakes and emulators stay small; New builds them
-// (from the SDK, or over the wire protocol, see wire.go), NewWithClients
-// takes any implementation.
+// (from the SDK, or over the wire protocol, see wire.go: EC2, EBS direct,
+// IAM, KMS, Service Quotas, SSM, CloudFormation), NewWithClients takes any
+// implementation.
 package aws
 
 import (
@@ -24,10 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
-	"github.com/aws/aws-sdk-go-v2/service/iam"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/servicequotas"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
@@ -59,14 +57,10 @@ type S3API interface {
 	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
 
-// IAMAPI is the part of the IAM client the target uses.
-type IAMAPI interface {
-	GetRole(context.Context, *iam.GetRoleInput, ...func(*iam.Options)) (*iam.GetRoleOutput, error)
-	CreateRole(context.Context, *iam.CreateRoleInput, ...func(*iam.Options)) (*iam.CreateRoleOutput, error)
-	GetRolePolicy(context.Context, *iam.GetRolePolicyInput, ...func(*iam.Options)) (*iam.GetRolePolicyOutput, error)
-	PutRolePolicy(context.Context, *iam.PutRolePolicyInput, ...func(*iam.Options)) (*iam.PutRolePolicyOutput, error)
-	SimulatePrincipalPolicy(context.Context, *iam.SimulatePrincipalPolicyInput, ...func(*iam.Options)) (*iam.SimulatePrincipalPolicyOutput, error)
-}
+// IAMAPI is IAM as registration (setup.go) and account preflight use it:
+// the Query actions GetRole, CreateRole, GetRolePolicy, PutRolePolicy and
+// SimulatePrincipalPolicy.
+type IAMAPI = QueryAPI
 
 // STSAPI is the part of the STS client the target uses.
 type STSAPI interface {
@@ -218,16 +212,14 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 			o.BaseEndpoint = ep(cfg.Endpoints.S3)
 			o.UsePathStyle = cfg.S3PathStyle
 		}),
-		IAM:            iam.NewFromConfig(ac, func(o *iam.Options) { o.BaseEndpoint = ep(cfg.Endpoints.IAM) }),
+		IAM:            queryClient{newIAMWire(ac, cfg.Endpoints.IAM), "2010-05-08", "Result"},
 		STS:            sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
 		CloudFormation: queryClient{newWire(ac, "CloudFormation", "cloudformation", cfg.Endpoints.CloudFormation), "2010-05-15", "Result"},
 		EC2Query:       queryClient{newWire(ac, "EC2", "ec2", cfg.Endpoints.EC2), "2016-11-15", "Response"},
-		SSM:            ssmClient{newWire(ac, "SSM", "ssm", cfg.Endpoints.SSM)},
-		KMS:            kms.NewFromConfig(ac, func(o *kms.Options) { o.BaseEndpoint = ep(cfg.Endpoints.KMS) }),
-		Quotas: servicequotas.NewFromConfig(ac, func(o *servicequotas.Options) {
-			o.BaseEndpoint = ep(cfg.Endpoints.Quotas)
-		}),
-		EBS: ebsClient{newWire(ac, "EBS", "ebs", cfg.Endpoints.EBS)},
+		SSM:            jsonClient{newWire(ac, "SSM", "ssm", cfg.Endpoints.SSM), "AmazonSSM"},
+		KMS:            jsonClient{newWire(ac, "KMS", "kms", cfg.Endpoints.KMS), "TrentService"},
+		Quotas:         jsonClient{newWire(ac, "Service Quotas", "servicequotas", cfg.Endpoints.Quotas), "ServiceQuotasV20190624"},
+		EBS:            ebsClient{newWire(ac, "EBS", "ebs", cfg.Endpoints.EBS)},
 	}
 	return NewWithClients(cfg, cl), nil
 }

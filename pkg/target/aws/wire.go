@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -25,11 +26,12 @@ import (
 	"github.com/rehost/rehost/pkg/awsregion"
 )
 
-// SSM, CloudFormation, EC2 and EBS direct are reached without SDK clients,
-// whose packages weighed more than 4 MB of the product binary (EC2's alone
-// linked some 800 operations) for the few dozen the target calls. A
-// request here is the service's own wire protocol (SSM: AWS JSON 1.1;
-// CloudFormation and EC2: AWS Query; EBS direct: REST-JSON), signed with
+// SSM, CloudFormation, EC2, EBS direct, IAM, KMS and Service Quotas are
+// reached without SDK clients, whose packages weighed more than 8 MB of the
+// product binary (EC2's alone linked some 800 operations) for the few
+// dozen operations the target calls. A request here is the service's own
+// wire protocol (SSM, KMS, Service Quotas: AWS JSON 1.1; CloudFormation,
+// EC2 and IAM: AWS Query; EBS direct: REST-JSON), signed with
 // SigV4 by the SDK's signer (linked anyway by every other client), sent
 // with the same HTTP client, credentials and region as the SDK clients,
 // and never retried here (Target.call retries, as for every AWS call).
@@ -70,6 +72,28 @@ func newWire(ac sdk.Config, service, signing, endpoint string) *wire {
 	}
 	return &wire{service: service, signing: signing, endpoint: endpoint, region: ac.Region, creds: ac.Credentials,
 		http: ac.HTTPClient, signer: v4.NewSigner()}
+}
+
+// newIAMWire reaches IAM, a global service: at endpoint or the base
+// endpoint when one is set, signed for the configuration's region (as the
+// SDK client does there); else at the partition's global endpoint, signed
+// for the partition's global region (iam.amazonaws.com and us-east-1 in
+// aws), as the SDK's endpoint rules say.
+func newIAMWire(ac sdk.Config, endpoint string) *wire {
+	w := newWire(ac, "IAM", "iam", endpoint)
+	if endpoint != "" || ac.BaseEndpoint != nil {
+		return w
+	}
+	w.region = awsregion.GlobalRegion(ac.Region)
+	switch awsregion.Partition(ac.Region) {
+	case "aws":
+		w.endpoint = "https://iam.amazonaws.com"
+	case "aws-us-gov":
+		w.endpoint = "https://iam.us-gov.amazonaws.com"
+	default:
+		w.endpoint = "https://iam." + w.region + "." + awsregion.DNSSuffix(ac.Region)
+	}
+	return w
 }
 
 // post sends body with header and returns the answer's body; a non-2xx
@@ -175,6 +199,50 @@ func (w *wire) jsonCall(ctx context.Context, prefix, op string, in, out any) err
 	return nil
 }
 
+// JSONAPI is a service of the AWS JSON 1.1 protocol as the target uses it:
+// SSM (command.go), KMS and Service Quotas (preflight.go).
+type JSONAPI interface {
+	// Call sends operation op with in as its JSON request and decodes the
+	// service's answer into out. An answer with an AWS error code is an
+	// error that smithy.APIError reads, as the SDK client's.
+	Call(ctx context.Context, op string, in, out any) error
+}
+
+// jsonClient is a JSON 1.1 service over its wire protocol; prefix is its
+// X-Amz-Target's (AmazonSSM, TrentService, ServiceQuotasV20190624).
+type jsonClient struct {
+	w      *wire
+	prefix string
+}
+
+func (c jsonClient) Call(ctx context.Context, op string, in, out any) error {
+	return c.w.jsonCall(ctx, c.prefix, op, in, out)
+}
+
+// pages lists a paged JSON 1.1 operation: in, then in with the token of
+// the page before as tokenKey (KMS's Marker, Service Quotas' NextToken),
+// until an answer names no next page. Each page is decoded into a fresh
+// P and given to read, which returns the next page's token. Each page is
+// one call under the target's retry policy; a token answered twice ends
+// the listing, as the SDK's paginators do.
+func pages[P any](ctx context.Context, t *Target, c JSONAPI, op string, in map[string]string, tokenKey string, read func(*P) string) error {
+	in = maps.Clone(in)
+	for {
+		var page P
+		if err := t.call(ctx, op, func(ctx context.Context) error {
+			page = *new(P) // decoding appends to slices
+			return c.Call(ctx, op, in, &page)
+		}); err != nil {
+			return err
+		}
+		next := read(&page)
+		if next == "" || next == in[tokenKey] {
+			return nil
+		}
+		in[tokenKey] = next
+	}
+}
+
 // jsonError reads an AWS JSON error: its type from X-Amzn-Errortype or
 // the body's __type (or code), without a namespace (…#Code) or a URI
 // suffix (Code:…).
@@ -206,11 +274,13 @@ func jsonError(resp *http.Response, b []byte) (code, msg, requestID string) {
 }
 
 // QueryAPI is a service of the AWS Query protocol as the target uses it:
-// CloudFormation's actions (stack.go), EC2's (ec2query.go, instance.go).
+// CloudFormation's actions (stack.go), EC2's (ec2query.go, instance.go),
+// IAM's role actions (setup.go, preflight.go).
 type QueryAPI interface {
 	// Query sends action with its parameters (Version is added) and
 	// decodes the action's result element of the answer (CloudFormation's
-	// <ActionResult>, EC2's <ActionResponse>) into out; nil ignores it.
+	// and IAM's <ActionResult>, EC2's <ActionResponse>) into out; nil
+	// ignores it.
 	// An answer with an AWS error code is an error that smithy.APIError
 	// reads, as the SDK client's.
 	Query(ctx context.Context, action string, params url.Values, out any) error

@@ -32,7 +32,7 @@ type front struct {
 func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "AmazonSSM.")
+	_, op, _ := strings.Cut(r.Header.Get("X-Amz-Target"), ".")
 	if form, _ := url.ParseQuery(string(body)); op == "" {
 		op = form.Get("Action")
 	}
@@ -108,7 +108,7 @@ func queryFault(status int, code, msg string) http.HandlerFunc {
 	}
 }
 
-// newFrontTarget is a target whose SSM and CloudFormation are the emulator
+// newFrontTarget is a target whose services (but S3) are the emulator
 // behind a front, over TLS trusted through Config.HTTPClient only (as a
 // registration's custom CA is).
 func newFrontTarget(t *testing.T, cfg Config) (*Target, *front) {
@@ -126,7 +126,8 @@ func newFrontTarget(t *testing.T, cfg Config) (*Target, *front) {
 	cfg.HTTPClient = srv.Client()
 	cfg.RetryBaseDelay = time.Millisecond
 	if cfg.Endpoints.SSM == "" {
-		cfg.Endpoints = Endpoints{SSM: srv.URL, CloudFormation: srv.URL, EC2: srv.URL, EBS: srv.URL}
+		cfg.Endpoints = Endpoints{S3: cfg.Endpoints.S3, SSM: srv.URL, CloudFormation: srv.URL, EC2: srv.URL,
+			IAM: srv.URL, STS: srv.URL, KMS: srv.URL, Quotas: srv.URL, EBS: srv.URL}
 	}
 	tg, err := New(context.Background(), cfg)
 	if err != nil {
