@@ -259,9 +259,20 @@ func (a *appliance) serveExited(why string, code int) {
 // silent, and then the appliance reboots into the previous system.
 func (a *appliance) watchTrial(ctx context.Context) {
 	ab := a.ab
+	// The connector's third exit ends the trial at once, even before the
+	// network is up: waiting would let the supervisor restart it again.
+	ended := func() {
+		ab.mu.Lock()
+		why := fmt.Sprintf("its connector exited %d times (%s); see rehost.log in the support bundle", ab.exits, ab.lastExit)
+		ab.mu.Unlock()
+		a.giveUpTrial(ctx, why)
+	}
 	select {
 	case <-a.net.ready:
 	case <-time.After(60 * time.Second):
+	case <-ab.trialEnded:
+		ended()
+		return
 	case <-ctx.Done():
 		return
 	}
@@ -273,10 +284,7 @@ func (a *appliance) watchTrial(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ab.trialEnded:
-			ab.mu.Lock()
-			why := fmt.Sprintf("its connector exited %d times (%s); see rehost.log in the support bundle", ab.exits, ab.lastExit)
-			ab.mu.Unlock()
-			a.giveUpTrial(ctx, why)
+			ended()
 			return
 		case <-deadline:
 			a.giveUpTrial(ctx, fmt.Sprintf("its connector did not answer /healthz within %s", trialTimeout))

@@ -9,14 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
+	"net/url"
 	"strings"
-
-	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ebs"
-	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 )
 
 // EBS direct: a replica is an EBS snapshot written block by block
@@ -24,16 +18,6 @@ import (
 // previous replica of the same disk so that it holds only what changed, and
 // read back block by block (ListSnapshotBlocks, ListChangedBlocks,
 // GetSnapshotBlock) to prove it equals the source.
-
-// EBSAPI is the part of the EBS direct client the target uses.
-type EBSAPI interface {
-	StartSnapshot(context.Context, *ebs.StartSnapshotInput, ...func(*ebs.Options)) (*ebs.StartSnapshotOutput, error)
-	PutSnapshotBlock(context.Context, *ebs.PutSnapshotBlockInput, ...func(*ebs.Options)) (*ebs.PutSnapshotBlockOutput, error)
-	CompleteSnapshot(context.Context, *ebs.CompleteSnapshotInput, ...func(*ebs.Options)) (*ebs.CompleteSnapshotOutput, error)
-	GetSnapshotBlock(context.Context, *ebs.GetSnapshotBlockInput, ...func(*ebs.Options)) (*ebs.GetSnapshotBlockOutput, error)
-	ListSnapshotBlocks(context.Context, *ebs.ListSnapshotBlocksInput, ...func(*ebs.Options)) (*ebs.ListSnapshotBlocksOutput, error)
-	ListChangedBlocks(context.Context, *ebs.ListChangedBlocksInput, ...func(*ebs.Options)) (*ebs.ListChangedBlocksOutput, error)
-}
 
 // BlockSize is the EBS direct block size: every block is put and read
 // whole.
@@ -83,17 +67,13 @@ func (t *Target) StartReplica(ctx context.Context, in ReplicaInput) (Replica, er
 	if t.ebs == nil {
 		return Replica{}, errors.New("start replica snapshot: no EBS direct client configured")
 	}
-	req := &ebs.StartSnapshotInput{VolumeSize: sdk.Int64(in.VolumeGiB), ClientToken: sdk.String(in.ClientToken),
-		Description: optString(in.Description), Timeout: sdk.Int32(24 * 60)}
-	for _, k := range slices.Sorted(maps.Keys(in.Tags)) {
-		req.Tags = append(req.Tags, ebstypes.Tag{Key: sdk.String(k), Value: sdk.String(in.Tags[k])})
-	}
+	req := in
 	if in.Parent != "" {
-		req.ParentSnapshotId = sdk.String(in.Parent)
-	} else if in.Encrypted || in.KMSKeyID != "" {
-		req.Encrypted, req.KmsKeyArn = sdk.Bool(true), optString(in.KMSKeyID)
+		req.Encrypted, req.KMSKeyID = false, ""
+	} else if in.KMSKeyID != "" {
+		req.Encrypted = true
 	}
-	var out *ebs.StartSnapshotOutput
+	var out Replica
 	err := t.call(ctx, "StartSnapshot", func(ctx context.Context) (err error) {
 		out, err = t.ebs.StartSnapshot(ctx, req)
 		return err
@@ -105,7 +85,7 @@ func (t *Target) StartReplica(ctx context.Context, in ReplicaInput) (Replica, er
 		}
 		return Replica{}, fmt.Errorf("start replica snapshot (%d GiB, %s): %w", in.VolumeGiB, what, err)
 	}
-	return Replica{SnapshotID: sdk.ToString(out.SnapshotId), VolumeGiB: sdk.ToInt64(out.VolumeSize), Parent: sdk.ToString(out.ParentSnapshotId)}, nil
+	return out, nil
 }
 
 // PutBlock stores block index of pending snapshot id: data is BlockSize
@@ -117,11 +97,7 @@ func (t *Target) PutBlock(ctx context.Context, id string, index int64, data []by
 	}
 	b64 := base64.StdEncoding.EncodeToString(sum[:])
 	err := t.call(ctx, "PutSnapshotBlock", func(ctx context.Context) error {
-		_, err := t.ebs.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
-			SnapshotId: sdk.String(id), BlockIndex: sdk.Int32(int32(index)), BlockData: bytes.NewReader(data),
-			DataLength: sdk.Int32(BlockSize), Checksum: sdk.String(b64), ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
-		})
-		return err
+		return t.ebs.PutSnapshotBlock(ctx, id, index, bytes.NewReader(data), BlockSize, b64)
 	})
 	if err != nil {
 		return fmt.Errorf("put block %d of %s: %w", index, id, err)
@@ -146,37 +122,32 @@ func (e *ReplicaError) Error() string {
 // (EBS's LINEAR aggregate; nil when no block was put). Completing a
 // completed snapshot succeeds; one EBS refuses is a *ReplicaError.
 func (t *Target) CompleteReplica(ctx context.Context, id string, changed int64, aggregate []byte) error {
-	req := &ebs.CompleteSnapshotInput{SnapshotId: sdk.String(id), ChangedBlocksCount: sdk.Int32(int32(changed))}
+	var agg string
 	if changed > 0 {
-		req.Checksum = sdk.String(base64.StdEncoding.EncodeToString(aggregate))
-		req.ChecksumAlgorithm = ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256
-		req.ChecksumAggregationMethod = ebstypes.ChecksumAggregationMethodChecksumAggregationLinear
+		agg = base64.StdEncoding.EncodeToString(aggregate)
 	}
-	var out *ebs.CompleteSnapshotOutput
+	var status string
 	err := t.call(ctx, "CompleteSnapshot", func(ctx context.Context) (err error) {
-		out, err = t.ebs.CompleteSnapshot(ctx, req)
+		status, err = t.ebs.CompleteSnapshot(ctx, id, changed, agg)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("complete replica snapshot %s (%d blocks): %w", id, changed, err)
 	}
-	switch out.Status {
-	case ebstypes.StatusCompleted, ebstypes.StatusPending:
+	switch status {
+	case "completed", "pending":
 		// Pending: EBS completes it in the background; it is usable once
 		// DescribeSnapshots says completed.
 		return nil
 	}
-	return &ReplicaError{SnapshotID: id, Status: string(out.Status)}
+	return &ReplicaError{SnapshotID: id, Status: status}
 }
 
 // SnapshotState is the state of an EBS snapshot (pending, completed,
 // error), or "" when it does not exist (any more).
 func (t *Target) SnapshotState(ctx context.Context, id string) (string, error) {
-	var out *ec2.DescribeSnapshotsOutput
-	err := t.call(ctx, "DescribeSnapshots", func(ctx context.Context) (err error) {
-		out, err = t.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}, OwnerIds: []string{"self"}})
-		return err
-	})
+	var out snapshotsPage
+	err := t.ec2Call(ctx, "DescribeSnapshots", url.Values{"SnapshotId.1": {id}, "Owner.1": {"self"}}, &out)
 	if notFound(err) {
 		return "", nil
 	}
@@ -184,8 +155,8 @@ func (t *Target) SnapshotState(ctx context.Context, id string) (string, error) {
 		return "", fmt.Errorf("look up snapshot %s: %w", id, err)
 	}
 	for _, s := range out.Snapshots {
-		if sdk.ToString(s.SnapshotId) == id {
-			return string(s.State), nil
+		if s.SnapshotID == id {
+			return s.State, nil
 		}
 	}
 	return "", nil
@@ -202,28 +173,10 @@ type Block struct {
 // data, from index start, a page at a time in ascending order; fn returning
 // an error stops the listing with it.
 func (t *Target) ListBlocks(ctx context.Context, id string, start int64, fn func([]Block) error) error {
-	var token *string
-	for {
-		var out *ebs.ListSnapshotBlocksOutput
-		err := t.call(ctx, "ListSnapshotBlocks", func(ctx context.Context) (err error) {
-			out, err = t.ebs.ListSnapshotBlocks(ctx, &ebs.ListSnapshotBlocksInput{SnapshotId: sdk.String(id),
-				StartingBlockIndex: sdk.Int32(int32(start)), NextToken: token, MaxResults: sdk.Int32(10000)})
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("list the blocks of snapshot %s from %d: %w", id, start, err)
-		}
-		page := make([]Block, 0, len(out.Blocks))
-		for _, b := range out.Blocks {
-			page = append(page, Block{Index: int64(sdk.ToInt32(b.BlockIndex)), Token: sdk.ToString(b.BlockToken)})
-		}
-		if err := fn(page); err != nil {
-			return err
-		}
-		if token = out.NextToken; sdk.ToString(token) == "" {
-			return nil
-		}
-	}
+	return t.blockPages(ctx, "ListSnapshotBlocks", fmt.Sprintf("list the blocks of snapshot %s from %d", id, start),
+		func(ctx context.Context, token string) ([]Block, string, error) {
+			return t.ebs.ListSnapshotBlocks(ctx, id, start, 10000, token)
+		}, fn)
 }
 
 // ChangedBlocks calls fn with the blocks of completed snapshot second that
@@ -231,27 +184,37 @@ func (t *Target) ListBlocks(ctx context.Context, id string, start int64, fn func
 // data when first is ""), a page at a time in ascending order. A block
 // that holds data only in first has no Token.
 func (t *Target) ChangedBlocks(ctx context.Context, first, second string, fn func([]Block) error) error {
-	var token *string
+	return t.blockPages(ctx, "ListChangedBlocks", fmt.Sprintf("list the blocks of snapshot %s changed since %s", second, cmp.Or(first, "its start")),
+		func(ctx context.Context, token string) ([]Block, string, error) {
+			return t.ebs.ListChangedBlocks(ctx, first, second, 10000, token)
+		}, fn)
+}
+
+// blockPages fetches pages of blocks, each under the retry policy, and
+// hands each to fn until the last, or until fn returns an error (returned
+// as it is; the listing's own errors are prefixed with what).
+func (t *Target) blockPages(ctx context.Context, op, what string, page func(context.Context, string) ([]Block, string, error), fn func([]Block) error) error {
+	if t.ebs == nil {
+		return fmt.Errorf("%s: no EBS direct client configured", what)
+	}
+	var token string
 	for {
-		var out *ebs.ListChangedBlocksOutput
-		err := t.call(ctx, "ListChangedBlocks", func(ctx context.Context) (err error) {
-			out, err = t.ebs.ListChangedBlocks(ctx, &ebs.ListChangedBlocksInput{FirstSnapshotId: optString(first),
-				SecondSnapshotId: sdk.String(second), NextToken: token, MaxResults: sdk.Int32(10000)})
+		var blocks []Block
+		var next string
+		err := t.call(ctx, op, func(ctx context.Context) (err error) {
+			blocks, next, err = page(ctx, token)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("list the blocks of snapshot %s changed since %s: %w", second, cmp.Or(first, "its start"), err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		page := make([]Block, 0, len(out.ChangedBlocks))
-		for _, b := range out.ChangedBlocks {
-			page = append(page, Block{Index: int64(sdk.ToInt32(b.BlockIndex)), Token: sdk.ToString(b.SecondBlockToken)})
-		}
-		if err := fn(page); err != nil {
+		if err := fn(blocks); err != nil {
 			return err
 		}
-		if token = out.NextToken; sdk.ToString(token) == "" {
+		if next == "" || next == token {
 			return nil
 		}
+		token = next
 	}
 }
 
@@ -265,19 +228,18 @@ func (t *Target) GetBlock(ctx context.Context, id string, b Block, buf []byte) (
 	}
 	var sum string
 	err := t.call(ctx, "GetSnapshotBlock", func(ctx context.Context) error {
-		out, err := t.ebs.GetSnapshotBlock(ctx, &ebs.GetSnapshotBlockInput{SnapshotId: sdk.String(id),
-			BlockIndex: sdk.Int32(int32(b.Index)), BlockToken: sdk.String(b.Token)})
+		data, n, checksum, err := t.ebs.GetSnapshotBlock(ctx, id, b)
 		if err != nil {
 			return err
 		}
-		defer out.BlockData.Close()
-		if n := sdk.ToInt32(out.DataLength); n != BlockSize {
+		defer data.Close()
+		if n != BlockSize {
 			return fmt.Errorf("EBS answered %d bytes", n)
 		}
-		if _, err := io.ReadFull(out.BlockData, buf); err != nil {
+		if _, err := io.ReadFull(data, buf); err != nil {
 			return fmt.Errorf("read the block: %w", err)
 		}
-		sum = sdk.ToString(out.Checksum)
+		sum = checksum
 		return nil
 	})
 	if err != nil {
@@ -296,7 +258,7 @@ func (t *Target) CheckEBSDirect(ctx context.Context) error {
 	// A well-formed id of no snapshot: an endpoint that answers "not
 	// found" serves the API.
 	err := t.call(ctx, "ListSnapshotBlocks", func(ctx context.Context) error {
-		_, err := t.ebs.ListSnapshotBlocks(ctx, &ebs.ListSnapshotBlocksInput{SnapshotId: sdk.String("snap-00000000000000000"), MaxResults: sdk.Int32(100)})
+		_, _, err := t.ebs.ListSnapshotBlocks(ctx, "snap-00000000000000000", 0, 100, "")
 		return err
 	})
 	switch code := apiCode(err); {

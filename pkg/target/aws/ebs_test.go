@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -15,9 +16,6 @@ import (
 	"testing"
 	"time"
 
-	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ebs"
-	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
 	"github.com/aws/smithy-go"
 
 	"github.com/rehost/rehost/internal/lab/emulator"
@@ -208,25 +206,25 @@ type throttlingEBS struct {
 func (c *throttlingEBS) throttle() error {
 	switch c.n.Add(1) % 4 {
 	case 1:
-		return &ebstypes.RequestThrottledException{Message: sdk.String("rate exceeded"), Reason: ebstypes.RequestThrottledExceptionReasonResourceLevelThrottle}
+		return &smithy.GenericAPIError{Code: "RequestThrottledException", Message: "rate exceeded"}
 	case 3:
 		return &smithy.GenericAPIError{Code: "ThrottlingException", Message: "slow down"}
 	}
 	return nil
 }
 
-func (c *throttlingEBS) PutSnapshotBlock(ctx context.Context, in *ebs.PutSnapshotBlockInput, o ...func(*ebs.Options)) (*ebs.PutSnapshotBlockOutput, error) {
+func (c *throttlingEBS) PutSnapshotBlock(ctx context.Context, id string, index int64, data io.Reader, length int64, checksum string) error {
 	if err := c.throttle(); err != nil {
-		return nil, err
+		return err
 	}
-	return c.EBSAPI.PutSnapshotBlock(ctx, in, o...)
+	return c.EBSAPI.PutSnapshotBlock(ctx, id, index, data, length, checksum)
 }
 
-func (c *throttlingEBS) GetSnapshotBlock(ctx context.Context, in *ebs.GetSnapshotBlockInput, o ...func(*ebs.Options)) (*ebs.GetSnapshotBlockOutput, error) {
+func (c *throttlingEBS) GetSnapshotBlock(ctx context.Context, id string, b Block) (io.ReadCloser, int64, string, error) {
 	if err := c.throttle(); err != nil {
-		return nil, err
+		return nil, 0, "", err
 	}
-	return c.EBSAPI.GetSnapshotBlock(ctx, in, o...)
+	return c.EBSAPI.GetSnapshotBlock(ctx, id, b)
 }
 
 // Throttling (RequestThrottledException, ThrottlingException) of puts and

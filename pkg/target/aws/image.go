@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/url"
 	"slices"
 	"time"
-
-	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 )
 
 // Image is an AMI owned by the account.
@@ -36,32 +33,52 @@ type Snapshot struct {
 	Tags      map[string]string `json:"tags,omitempty"`
 }
 
-func (t *Target) describeImages(ctx context.Context, ids []string, filters []ec2types.Filter) ([]Image, error) {
+// imageXML is an item of DescribeImages' imagesSet.
+type imageXML struct {
+	ImageID      string `xml:"imageId"`
+	Name         string `xml:"name"`
+	State        string `xml:"imageState"`
+	CreationDate string `xml:"creationDate"`
+	RootDevice   string `xml:"rootDeviceName"`
+	Platform     string `xml:"platform"`
+	Devices      []struct {
+		Name       string `xml:"deviceName"`
+		SnapshotID string `xml:"ebs>snapshotId"`
+	} `xml:"blockDeviceMapping>item"`
+	Tags []ec2Tag `xml:"tagSet>item"`
+}
+
+type imagesPage struct {
+	Images    []imageXML `xml:"imagesSet>item"`
+	NextToken string     `xml:"nextToken"`
+}
+
+func (p imagesPage) next() string { return p.NextToken }
+
+func (t *Target) describeImages(ctx context.Context, ids []string, filters []filter) ([]Image, error) {
+	params := url.Values{"Owner.1": {"self"}}
+	setList(params, "ImageId", ids)
+	setFilters(params, "Filter", filters)
 	var imgs []Image
-	pages := ec2.NewDescribeImagesPaginator(t.ec2, &ec2.DescribeImagesInput{ImageIds: ids, Filters: filters, Owners: []string{"self"}})
-	for pages.HasMorePages() {
-		var out *ec2.DescribeImagesOutput
-		if err := t.call(ctx, "DescribeImages", func(ctx context.Context) (err error) {
-			out, err = pages.NextPage(ctx)
-			return err
-		}); err != nil {
-			return nil, err
-		}
-		for _, im := range out.Images {
-			if im.State == ec2types.ImageStateDeregistered {
+	err := ec2Pages(ctx, t, "DescribeImages", params, func(p imagesPage) {
+		for _, im := range p.Images {
+			if im.State == "deregistered" {
 				continue
 			}
-			i := Image{ID: sdk.ToString(im.ImageId), Name: sdk.ToString(im.Name), State: string(im.State), Tags: ec2Tags(im.Tags),
-				RootDevice: sdk.ToString(im.RootDeviceName), Platform: string(im.Platform)}
-			i.CreationDate, _ = time.Parse(time.RFC3339, sdk.ToString(im.CreationDate))
-			for _, b := range im.BlockDeviceMappings {
-				i.Devices = append(i.Devices, sdk.ToString(b.DeviceName))
-				if b.Ebs != nil && sdk.ToString(b.Ebs.SnapshotId) != "" {
-					i.SnapshotIDs = append(i.SnapshotIDs, sdk.ToString(b.Ebs.SnapshotId))
+			i := Image{ID: im.ImageID, Name: im.Name, State: im.State, Tags: ec2Tags(im.Tags),
+				RootDevice: im.RootDevice, Platform: im.Platform}
+			i.CreationDate, _ = time.Parse(time.RFC3339, im.CreationDate)
+			for _, b := range im.Devices {
+				i.Devices = append(i.Devices, b.Name)
+				if b.SnapshotID != "" {
+					i.SnapshotIDs = append(i.SnapshotIDs, b.SnapshotID)
 				}
 			}
 			imgs = append(imgs, i)
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return imgs, nil
 }
@@ -83,13 +100,13 @@ func (t *Target) image(ctx context.Context, id string) (*Image, error) {
 
 // tagFilters matches resources carrying every tag; an empty value matches
 // any value of the key (a "tag-key" filter).
-func tagFilters(tags map[string]string) []ec2types.Filter {
-	var filters []ec2types.Filter
+func tagFilters(tags map[string]string) []filter {
+	var filters []filter
 	for _, k := range slices.Sorted(maps.Keys(tags)) {
 		if v := tags[k]; v != "" {
-			filters = append(filters, ec2types.Filter{Name: sdk.String("tag:" + k), Values: []string{v}})
+			filters = append(filters, filter{"tag:" + k, []string{v}})
 		} else {
-			filters = append(filters, ec2types.Filter{Name: sdk.String("tag-key"), Values: []string{k}})
+			filters = append(filters, filter{"tag-key", []string{k}})
 		}
 	}
 	return filters
@@ -108,23 +125,32 @@ func (t *Target) FindImages(ctx context.Context, tags map[string]string) ([]Imag
 // FindSnapshots lists the account's EBS snapshots carrying all the given
 // tags (an empty value: any value of that key).
 func (t *Target) FindSnapshots(ctx context.Context, tags map[string]string) ([]Snapshot, error) {
+	params := url.Values{"Owner.1": {"self"}}
+	setFilters(params, "Filter", tagFilters(tags))
 	var snaps []Snapshot
-	pages := ec2.NewDescribeSnapshotsPaginator(t.ec2, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: tagFilters(tags)})
-	for pages.HasMorePages() {
-		var out *ec2.DescribeSnapshotsOutput
-		if err := t.call(ctx, "DescribeSnapshots", func(ctx context.Context) (err error) {
-			out, err = pages.NextPage(ctx)
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("find snapshots tagged %v: %w", tags, err)
+	err := ec2Pages(ctx, t, "DescribeSnapshots", params, func(p snapshotsPage) {
+		for _, s := range p.Snapshots {
+			st, _ := time.Parse(time.RFC3339, s.StartTime)
+			snaps = append(snaps, Snapshot{ID: s.SnapshotID, State: s.State, StartTime: st, Tags: ec2Tags(s.Tags)})
 		}
-		for _, s := range out.Snapshots {
-			snaps = append(snaps, Snapshot{ID: sdk.ToString(s.SnapshotId), State: string(s.State),
-				StartTime: sdk.ToTime(s.StartTime), Tags: ec2Tags(s.Tags)})
-		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find snapshots tagged %v: %w", tags, err)
 	}
 	return snaps, nil
 }
+
+type snapshotsPage struct {
+	Snapshots []struct {
+		SnapshotID string   `xml:"snapshotId"`
+		State      string   `xml:"status"`
+		StartTime  string   `xml:"startTime"`
+		Tags       []ec2Tag `xml:"tagSet>item"`
+	} `xml:"snapshotSet>item"`
+	NextToken string `xml:"nextToken"`
+}
+
+func (p snapshotsPage) next() string { return p.NextToken }
 
 // Finalize names an AMI (its Name tag) and puts tags on it and on its
 // snapshots. Idempotent.
@@ -146,15 +172,10 @@ func (t *Target) Finalize(ctx context.Context, imageID, name string, tags map[st
 	if len(all) == 0 {
 		return nil
 	}
-	var ts []ec2types.Tag
-	for _, k := range slices.Sorted(maps.Keys(all)) {
-		ts = append(ts, ec2types.Tag{Key: sdk.String(k), Value: sdk.String(all[k])})
-	}
-	resources := append([]string{imageID}, im.SnapshotIDs...)
-	err = t.call(ctx, "CreateTags", func(ctx context.Context) error {
-		_, err := t.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: resources, Tags: ts})
-		return err
-	})
+	params := url.Values{}
+	setList(params, "ResourceId", append([]string{imageID}, im.SnapshotIDs...))
+	setTags(params, "Tag", all)
+	err = t.ec2Call(ctx, "CreateTags", params, nil)
 	if err != nil {
 		return fmt.Errorf("finalize AMI %s: tag it and its snapshots: %w", imageID, err)
 	}
@@ -169,21 +190,21 @@ func (t *Target) Finalize(ctx context.Context, imageID, name string, tags map[st
 // is not an error.
 func (t *Target) DeleteImage(ctx context.Context, imageID string, snapshotIDs []string) error {
 	if imageID != "" {
-		err := t.call(ctx, "DeregisterImage", func(ctx context.Context) error {
-			_, err := t.ec2.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: sdk.String(imageID)})
-			return err
-		})
+		err := t.ec2Call(ctx, "DeregisterImage", url.Values{"ImageId": {imageID}}, nil)
 		if err != nil && !notFound(err) {
 			return fmt.Errorf("delete AMI %s: deregister: %w", imageID, err)
 		}
 	}
 	// Right after a deregistration a snapshot may still count as in use.
+	q, err := t.ec2Query()
+	if err != nil && len(snapshotIDs) > 0 {
+		return fmt.Errorf("delete the snapshots of AMI %s: %w", imageID, err)
+	}
 	inUse := t.policy("DeleteSnapshot").With(func(err error) bool { return apiCode(err) == "InvalidSnapshot.InUse" })
 	var errs []error
 	for _, s := range snapshotIDs {
 		err := inUse.Do(ctx, func(ctx context.Context) error {
-			_, err := t.ec2.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: sdk.String(s)})
-			return err
+			return q.Query(ctx, "DeleteSnapshot", url.Values{"SnapshotId": {s}}, nil)
 		})
 		if err != nil && !notFound(err) {
 			errs = append(errs, fmt.Errorf("delete snapshot %s of AMI %s: %w", s, imageID, err))

@@ -7,15 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/vmimport"
@@ -203,17 +199,6 @@ func diskToken(base string, i int) string {
 	return base[:min(len(base), 31)] + "-" + hex.EncodeToString(h[:16])
 }
 
-func tagSpec(resource ec2types.ResourceType, tags map[string]string) []ec2types.TagSpecification {
-	if len(tags) == 0 {
-		return nil
-	}
-	ts := ec2types.TagSpecification{ResourceType: resource}
-	for _, k := range slices.Sorted(maps.Keys(tags)) {
-		ts.Tags = append(ts.Tags, ec2types.Tag{Key: sdk.String(k), Value: sdk.String(tags[k])})
-	}
-	return []ec2types.TagSpecification{ts}
-}
-
 // roleNotReady reports VM Import's refusal of a role that may just not have
 // propagated yet.
 func roleNotReady(err error) bool {
@@ -256,51 +241,59 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 	for k, v := range in.Tags {
 		tags[k] = v
 	}
-	var kms *string
-	if in.KMSKeyID != "" {
-		kms = sdk.String(in.KMSKeyID)
-	}
-	call := func(what string, fn func(context.Context) error) error {
-		deadline := time.Now().Add(t.cfg.IAMPropagation)
-		p := t.policy(what).With(func(err error) bool {
-			return roleNotReady(err) && time.Now().Before(deadline)
-		})
-		p.Attempts = max(p.Attempts, int(t.cfg.IAMPropagation/time.Second)) // the deadline ends it
-		return p.Do(ctx, fn)
-	}
 	if in.Mode == ModeRegister {
 		// Nothing to start: Wait registers the AMI, idempotent by name.
 		imp.Snapshots = in.Snapshots
 		return imp, nil
 	}
+	q, err := t.ec2Query()
+	if err != nil {
+		return Import{}, fmt.Errorf("start import: %w", err)
+	}
+	// start sends ImportImage or ImportSnapshot, retrying a role VM Import
+	// cannot use yet until the propagation deadline.
+	start := func(action string, params url.Values) (taskID string, err error) {
+		params.Set("RoleName", in.RoleName)
+		params.Set("Encrypted", strconv.FormatBool(in.Encrypted))
+		setOpt(params, "KmsKeyId", in.KMSKeyID)
+		setOpt(params, "Description", in.Description)
+		deadline := time.Now().Add(t.cfg.IAMPropagation)
+		p := t.policy(action).With(func(err error) bool {
+			return roleNotReady(err) && time.Now().Before(deadline)
+		})
+		p.Attempts = max(p.Attempts, int(t.cfg.IAMPropagation/time.Second)) // the deadline ends it
+		var out struct {
+			ImportTaskID string `xml:"importTaskId"`
+		}
+		err = p.Do(ctx, func(ctx context.Context) error { return q.Query(ctx, action, params, &out) })
+		return out.ImportTaskID, err
+	}
 	if in.Mode == ModeImportImage {
-		var dcs []ec2types.ImageDiskContainer
+		params := url.Values{"ClientToken": {in.ClientToken}, "Architecture": {in.Architecture}}
+		n := 0
 		for i, s := range in.Snapshots {
-			dcs = append(dcs, ec2types.ImageDiskContainer{SnapshotId: sdk.String(s), Description: sdk.String(fmt.Sprintf("disk %d", i))})
+			n++
+			p := "DiskContainer." + strconv.Itoa(n) + "."
+			params.Set(p+"SnapshotId", s)
+			params.Set(p+"Description", fmt.Sprintf("disk %d", i))
 		}
 		for i, d := range in.Disks {
-			dcs = append(dcs, ec2types.ImageDiskContainer{
-				Format:      sdk.String(importFormats[d.Format]),
-				UserBucket:  &ec2types.UserBucket{S3Bucket: sdk.String(d.Bucket), S3Key: sdk.String(d.Key)},
-				Description: sdk.String(fmt.Sprintf("disk %d", i)),
-			})
+			n++
+			p := "DiskContainer." + strconv.Itoa(n) + "."
+			params.Set(p+"Format", importFormats[d.Format])
+			params.Set(p+"UserBucket.S3Bucket", d.Bucket)
+			params.Set(p+"UserBucket.S3Key", d.Key)
+			params.Set(p+"Description", fmt.Sprintf("disk %d", i))
 		}
-		var out *ec2.ImportImageOutput
-		err := call("ImportImage", func(ctx context.Context) error {
-			var err error
-			out, err = t.ec2.ImportImage(ctx, &ec2.ImportImageInput{
-				DiskContainers: dcs, ClientToken: sdk.String(in.ClientToken), RoleName: sdk.String(in.RoleName),
-				LicenseType: optString(in.LicenseType), BootMode: ec2types.BootModeValues(in.BootMode),
-				Platform: optString(in.Platform), Architecture: sdk.String(in.Architecture),
-				Encrypted: sdk.Bool(in.Encrypted), KmsKeyId: kms, Description: optString(in.Description),
-				TagSpecifications: tagSpec(ec2types.ResourceTypeImportImageTask, tags),
-			})
-			return err
-		})
+		setOpt(params, "LicenseType", in.LicenseType)
+		setOpt(params, "BootMode", in.BootMode)
+		setOpt(params, "Platform", in.Platform)
+		setTagSpec(params, "import-image-task", tags)
+		id, err := start("ImportImage", params)
 		if err != nil {
-			return Import{}, fmt.Errorf("start import (ImportImage of %d disks): %w", len(dcs), err)
+			return Import{}, fmt.Errorf("start import (ImportImage of %d disks): %w", n, err)
 		}
-		imp.TaskIDs = []string{sdk.ToString(out.ImportTaskId)}
+		imp.TaskIDs = []string{id}
 		return imp, nil
 	}
 
@@ -310,21 +303,11 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 		for k, v := range tags {
 			dt[k] = v
 		}
-		var out *ec2.ImportSnapshotOutput
-		err := call("ImportSnapshot", func(ctx context.Context) error {
-			var err error
-			out, err = t.ec2.ImportSnapshot(ctx, &ec2.ImportSnapshotInput{
-				DiskContainer: &ec2types.SnapshotDiskContainer{
-					Format:      sdk.String(importFormats[d.Format]),
-					UserBucket:  &ec2types.UserBucket{S3Bucket: sdk.String(d.Bucket), S3Key: sdk.String(d.Key)},
-					Description: sdk.String(fmt.Sprintf("disk %d", i)),
-				},
-				ClientToken: sdk.String(diskToken(in.ClientToken, i)), RoleName: sdk.String(in.RoleName),
-				Encrypted: sdk.Bool(in.Encrypted), KmsKeyId: kms, Description: optString(in.Description),
-				TagSpecifications: tagSpec(ec2types.ResourceTypeImportSnapshotTask, dt),
-			})
-			return err
-		})
+		params := url.Values{"ClientToken": {diskToken(in.ClientToken, i)},
+			"DiskContainer.Format": {importFormats[d.Format]}, "DiskContainer.UserBucket.S3Bucket": {d.Bucket},
+			"DiskContainer.UserBucket.S3Key": {d.Key}, "DiskContainer.Description": {fmt.Sprintf("disk %d", i)}}
+		setTagSpec(params, "import-snapshot-task", dt)
+		id, err := start("ImportSnapshot", params)
 		if err != nil {
 			if len(imp.TaskIDs) > 0 {
 				// The caller finds these by tag too (FindImports) if this
@@ -341,16 +324,9 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 			}
 			return Import{}, fmt.Errorf("start import (ImportSnapshot of disk %d, %s): %w", i, d.Key, err)
 		}
-		imp.TaskIDs = append(imp.TaskIDs, sdk.ToString(out.ImportTaskId))
+		imp.TaskIDs = append(imp.TaskIDs, id)
 	}
 	return imp, nil
-}
-
-func optString(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return sdk.String(s)
 }
 
 // Status describes the import's tasks once.
@@ -405,18 +381,15 @@ func (t *Target) describeImageTasks(ctx context.Context, ids []string) ([]TaskSt
 }
 
 func (t *Target) describeImageTasksFull(ctx context.Context, ids []string) ([]TaskStatus, map[string]imageTaskResult, error) {
-	var out *ec2.DescribeImportImageTasksOutput
-	err := t.call(ctx, "DescribeImportImageTasks", func(ctx context.Context) error {
-		var err error
-		out, err = t.ec2.DescribeImportImageTasks(ctx, &ec2.DescribeImportImageTasksInput{ImportTaskIds: ids})
-		return err
-	})
-	if err != nil {
+	params := url.Values{}
+	setList(params, "ImportTaskId", ids)
+	var out imageTasksPage
+	if err := t.ec2Call(ctx, "DescribeImportImageTasks", params, &out); err != nil {
 		return nil, nil, err
 	}
-	byID := map[string]ec2types.ImportImageTask{}
-	for _, it := range out.ImportImageTasks {
-		byID[sdk.ToString(it.ImportTaskId)] = it
+	byID := map[string]imageTaskXML{}
+	for _, it := range out.Tasks {
+		byID[it.ImportTaskID] = it
 	}
 	var res []TaskStatus
 	done := map[string]imageTaskResult{}
@@ -425,11 +398,11 @@ func (t *Target) describeImageTasksFull(ctx context.Context, ids []string) ([]Ta
 		if !ok {
 			return nil, nil, fmt.Errorf("import task %s not found", id)
 		}
-		p, _ := strconv.Atoi(sdk.ToString(it.Progress))
-		res = append(res, TaskStatus{TaskID: id, Status: sdk.ToString(it.Status), StatusMessage: sdk.ToString(it.StatusMessage), Progress: p})
-		r := imageTaskResult{imageID: sdk.ToString(it.ImageId)}
-		for _, sd := range it.SnapshotDetails {
-			r.snapshots = append(r.snapshots, sdk.ToString(sd.SnapshotId))
+		p, _ := strconv.Atoi(it.Progress)
+		res = append(res, TaskStatus{TaskID: id, Status: it.Status, StatusMessage: it.StatusMessage, Progress: p})
+		r := imageTaskResult{imageID: it.ImageID}
+		for _, sd := range it.Snapshots {
+			r.snapshots = append(r.snapshots, sd.SnapshotID)
 		}
 		done[id] = r
 	}
@@ -437,29 +410,26 @@ func (t *Target) describeImageTasksFull(ctx context.Context, ids []string) ([]Ta
 }
 
 func (t *Target) describeSnapshotTasks(ctx context.Context, ids []string) ([]TaskStatus, error) {
-	var out *ec2.DescribeImportSnapshotTasksOutput
-	err := t.call(ctx, "DescribeImportSnapshotTasks", func(ctx context.Context) error {
-		var err error
-		out, err = t.ec2.DescribeImportSnapshotTasks(ctx, &ec2.DescribeImportSnapshotTasksInput{ImportTaskIds: ids})
-		return err
-	})
-	if err != nil {
+	params := url.Values{}
+	setList(params, "ImportTaskId", ids)
+	var out snapshotTasksPage
+	if err := t.ec2Call(ctx, "DescribeImportSnapshotTasks", params, &out); err != nil {
 		return nil, err
 	}
-	byID := map[string]ec2types.ImportSnapshotTask{}
-	for _, it := range out.ImportSnapshotTasks {
-		byID[sdk.ToString(it.ImportTaskId)] = it
+	byID := map[string]snapshotTaskXML{}
+	for _, it := range out.Tasks {
+		byID[it.ImportTaskID] = it
 	}
 	var res []TaskStatus
 	for _, id := range ids {
 		it, ok := byID[id]
-		if !ok || it.SnapshotTaskDetail == nil {
+		if !ok || it.Detail == nil {
 			return nil, fmt.Errorf("import task %s not found", id)
 		}
-		d := it.SnapshotTaskDetail
-		p, _ := strconv.Atoi(sdk.ToString(d.Progress))
-		res = append(res, TaskStatus{TaskID: id, Status: sdk.ToString(d.Status), StatusMessage: sdk.ToString(d.StatusMessage),
-			Progress: p, SnapshotID: sdk.ToString(d.SnapshotId)})
+		d := it.Detail
+		p, _ := strconv.Atoi(d.Progress)
+		res = append(res, TaskStatus{TaskID: id, Status: d.Status, StatusMessage: d.StatusMessage,
+			Progress: p, SnapshotID: d.SnapshotID})
 	}
 	return res, nil
 }
@@ -569,7 +539,7 @@ func deviceNames(platform string, n int) []string {
 
 func (t *Target) registerImage(ctx context.Context, imp Import, snaps []string) (string, error) {
 	// RegisterImage takes no client token: the AMI name is the idempotency key.
-	if im, err := t.describeImages(ctx, nil, []ec2types.Filter{{Name: sdk.String("name"), Values: []string{imp.Name}}}); err != nil {
+	if im, err := t.describeImages(ctx, nil, []filter{{"name", []string{imp.Name}}}); err != nil {
 		return "", err
 	} else if len(im) > 0 {
 		return im[0].ID, nil
@@ -578,37 +548,32 @@ func (t *Target) registerImage(ctx context.Context, imp Import, snaps []string) 
 		return "", fmt.Errorf("%d disks: more than the device names available", len(snaps))
 	}
 	names := deviceNames(imp.Platform, len(snaps))
-	var bdm []ec2types.BlockDeviceMapping
+	params := url.Values{"Name": {imp.Name}, "Architecture": {cmp.Or(imp.Architecture, "x86_64")},
+		"RootDeviceName": {names[0]}, "EnaSupport": {"true"}, "VirtualizationType": {"hvm"}}
+	setOpt(params, "Description", imp.Description)
+	setOpt(params, "BootMode", imp.BootMode)
 	for i, s := range snaps {
-		bdm = append(bdm, ec2types.BlockDeviceMapping{DeviceName: sdk.String(names[i]), Ebs: &ec2types.EbsBlockDevice{
-			SnapshotId: sdk.String(s), DeleteOnTermination: sdk.Bool(true), VolumeType: ec2types.VolumeTypeGp3}})
+		p := "BlockDeviceMapping." + strconv.Itoa(i+1) + "."
+		params.Set(p+"DeviceName", names[i])
+		params.Set(p+"Ebs.SnapshotId", s)
+		params.Set(p+"Ebs.DeleteOnTermination", "true")
+		params.Set(p+"Ebs.VolumeType", "gp3")
 	}
-	arch := imp.Architecture
-	if arch == "" {
-		arch = "x86_64"
+	setTagSpec(params, "image", imp.Tags)
+	var out struct {
+		ImageID string `xml:"imageId"`
 	}
-	var out *ec2.RegisterImageOutput
-	err := t.call(ctx, "RegisterImage", func(ctx context.Context) error {
-		var err error
-		out, err = t.ec2.RegisterImage(ctx, &ec2.RegisterImageInput{
-			Name: sdk.String(imp.Name), Description: optString(imp.Description),
-			Architecture: ec2types.ArchitectureValues(arch), BootMode: ec2types.BootModeValues(imp.BootMode),
-			RootDeviceName: sdk.String(names[0]), BlockDeviceMappings: bdm,
-			EnaSupport: sdk.Bool(true), VirtualizationType: sdk.String("hvm"),
-			TagSpecifications: tagSpec(ec2types.ResourceTypeImage, imp.Tags),
-		})
-		return err
-	})
+	err := t.ec2Call(ctx, "RegisterImage", params, &out)
 	if apiCode(err) == "InvalidAMIName.Duplicate" {
 		// A retried call whose first attempt went through.
-		if im, derr := t.describeImages(ctx, nil, []ec2types.Filter{{Name: sdk.String("name"), Values: []string{imp.Name}}}); derr == nil && len(im) > 0 {
+		if im, derr := t.describeImages(ctx, nil, []filter{{"name", []string{imp.Name}}}); derr == nil && len(im) > 0 {
 			return im[0].ID, nil
 		}
 	}
 	if err != nil {
 		return "", err
 	}
-	return sdk.ToString(out.ImageId), nil
+	return out.ImageID, nil
 }
 
 // CancelImport cancels every task of the import that is still active and
@@ -620,10 +585,7 @@ func (t *Target) registerImage(ctx context.Context, imp Import, snaps []string) 
 func (t *Target) CancelImport(ctx context.Context, imp Import) (Result, error) {
 	var errs []error
 	for _, id := range imp.TaskIDs {
-		err := t.call(ctx, "CancelImportTask", func(ctx context.Context) error {
-			_, err := t.ec2.CancelImportTask(ctx, &ec2.CancelImportTaskInput{ImportTaskId: sdk.String(id)})
-			return err
-		})
+		err := t.ec2Call(ctx, "CancelImportTask", url.Values{"ImportTaskId": {id}}, nil)
 		switch apiCode(err) {
 		case "", "InvalidConversionTaskId", "IncorrectState":
 			continue
@@ -648,7 +610,7 @@ func (t *Target) remains(ctx context.Context, imp Import) (Result, error) {
 	if imp.Mode == ModeRegister {
 		// The snapshots were the caller's before: only the image is the
 		// import's.
-		imgs, err := t.describeImages(ctx, nil, []ec2types.Filter{{Name: sdk.String("name"), Values: []string{imp.Name}}})
+		imgs, err := t.describeImages(ctx, nil, []filter{{"name", []string{imp.Name}}})
 		if err != nil {
 			return res, fmt.Errorf("look for the image %s of the cancelled registration: %w", imp.Name, err)
 		}
@@ -681,7 +643,7 @@ func (t *Target) remains(ctx context.Context, imp Import) (Result, error) {
 		}
 	}
 	if imp.Name != "" {
-		imgs, err := t.describeImages(ctx, nil, []ec2types.Filter{{Name: sdk.String("name"), Values: []string{imp.Name}}})
+		imgs, err := t.describeImages(ctx, nil, []filter{{"name", []string{imp.Name}}})
 		if err != nil {
 			return res, fmt.Errorf("look for the image %s of the cancelled import: %w", imp.Name, err)
 		}
@@ -711,9 +673,9 @@ func (t *Target) FindImports(ctx context.Context, in FindImportsInput) ([]Import
 		return nil, errors.New("find imports: give a client token or a tag")
 	}
 	// VM Import documents only the task-state filter: match tags here.
-	var filters []ec2types.Filter
+	params := url.Values{}
 	if len(in.States) > 0 {
-		filters = append(filters, ec2types.Filter{Name: sdk.String("task-state"), Values: in.States})
+		setFilters(params, "Filters", []filter{{"task-state", in.States}})
 	}
 	match := func(tags map[string]string) bool {
 		if in.ClientToken != "" && tags[TagClientToken] != in.ClientToken {
@@ -727,24 +689,19 @@ func (t *Target) FindImports(ctx context.Context, in FindImportsInput) ([]Import
 		return true
 	}
 	var imps []Import
-	images := ec2.NewDescribeImportImageTasksPaginator(t.ec2, &ec2.DescribeImportImageTasksInput{Filters: filters})
-	for images.HasMorePages() {
-		var out *ec2.DescribeImportImageTasksOutput
-		if err := t.call(ctx, "DescribeImportImageTasks", func(ctx context.Context) (err error) {
-			out, err = images.NextPage(ctx)
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("find imports: %w", err)
-		}
-		for _, it := range out.ImportImageTasks {
+	err := ec2Pages(ctx, t, "DescribeImportImageTasks", params, func(p imageTasksPage) {
+		for _, it := range p.Tasks {
 			tags := ec2Tags(it.Tags)
 			if !match(tags) {
 				continue
 			}
-			imps = append(imps, Import{Mode: ModeImportImage, TaskIDs: []string{sdk.ToString(it.ImportTaskId)},
-				ClientToken: tags[TagClientToken], Description: sdk.ToString(it.Description), Platform: sdk.ToString(it.Platform),
-				BootMode: string(it.BootMode), Architecture: sdk.ToString(it.Architecture), Tags: userTags(tags)})
+			imps = append(imps, Import{Mode: ModeImportImage, TaskIDs: []string{it.ImportTaskID},
+				ClientToken: tags[TagClientToken], Description: it.Description, Platform: it.Platform,
+				BootMode: it.BootMode, Architecture: it.Architecture, Tags: userTags(tags)})
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find imports: %w", err)
 	}
 	type diskTask struct {
 		disk int
@@ -753,33 +710,25 @@ func (t *Target) FindImports(ctx context.Context, in FindImportsInput) ([]Import
 	groups := map[string][]diskTask{}
 	heads := map[string]Import{}
 	var order []string
-	snaps := ec2.NewDescribeImportSnapshotTasksPaginator(t.ec2, &ec2.DescribeImportSnapshotTasksInput{Filters: filters})
-	for snaps.HasMorePages() {
-		var out *ec2.DescribeImportSnapshotTasksOutput
-		if err := t.call(ctx, "DescribeImportSnapshotTasks", func(ctx context.Context) (err error) {
-			out, err = snaps.NextPage(ctx)
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("find imports: %w", err)
-		}
-		for _, it := range out.ImportSnapshotTasks {
+	err = ec2Pages(ctx, t, "DescribeImportSnapshotTasks", params, func(p snapshotTasksPage) {
+		for _, it := range p.Tasks {
 			tags := ec2Tags(it.Tags)
 			if !match(tags) {
 				continue
 			}
-			key := tags[TagClientToken]
-			if key == "" {
-				key = sdk.ToString(it.ImportTaskId)
-			}
+			key := cmp.Or(tags[TagClientToken], it.ImportTaskID)
 			if _, ok := heads[key]; !ok {
 				order = append(order, key)
 				heads[key] = Import{Mode: ModeImportSnapshot, ClientToken: tags[TagClientToken], Name: tags[tagAMIName],
-					Description: sdk.ToString(it.Description), Platform: tags[tagPlatform], BootMode: tags[tagBootMode],
+					Description: it.Description, Platform: tags[tagPlatform], BootMode: tags[tagBootMode],
 					Architecture: tags[tagArch], Tags: userTags(tags)}
 			}
 			n, _ := strconv.Atoi(tags[tagDisk])
-			groups[key] = append(groups[key], diskTask{n, sdk.ToString(it.ImportTaskId)})
+			groups[key] = append(groups[key], diskTask{n, it.ImportTaskID})
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find imports: %w", err)
 	}
 	for _, key := range order {
 		g := groups[key]
@@ -793,13 +742,50 @@ func (t *Target) FindImports(ctx context.Context, in FindImportsInput) ([]Import
 	return imps, nil
 }
 
-func ec2Tags(ts []ec2types.Tag) map[string]string {
-	m := map[string]string{}
-	for _, t := range ts {
-		m[sdk.ToString(t.Key)] = sdk.ToString(t.Value)
-	}
-	return m
+// imageTaskXML is an item of DescribeImportImageTasks' importImageTaskSet.
+type imageTaskXML struct {
+	ImportTaskID  string `xml:"importTaskId"`
+	Status        string `xml:"status"`
+	StatusMessage string `xml:"statusMessage"`
+	Progress      string `xml:"progress"`
+	ImageID       string `xml:"imageId"`
+	Snapshots     []struct {
+		SnapshotID string `xml:"snapshotId"`
+	} `xml:"snapshotDetailSet>item"`
+	Description  string   `xml:"description"`
+	Platform     string   `xml:"platform"`
+	BootMode     string   `xml:"bootMode"`
+	Architecture string   `xml:"architecture"`
+	Tags         []ec2Tag `xml:"tagSet>item"`
 }
+
+type imageTasksPage struct {
+	Tasks     []imageTaskXML `xml:"importImageTaskSet>item"`
+	NextToken string         `xml:"nextToken"`
+}
+
+func (p imageTasksPage) next() string { return p.NextToken }
+
+// snapshotTaskXML is an item of DescribeImportSnapshotTasks'
+// importSnapshotTaskSet.
+type snapshotTaskXML struct {
+	ImportTaskID string `xml:"importTaskId"`
+	Detail       *struct {
+		Status        string `xml:"status"`
+		StatusMessage string `xml:"statusMessage"`
+		Progress      string `xml:"progress"`
+		SnapshotID    string `xml:"snapshotId"`
+	} `xml:"snapshotTaskDetail"`
+	Description string   `xml:"description"`
+	Tags        []ec2Tag `xml:"tagSet>item"`
+}
+
+type snapshotTasksPage struct {
+	Tasks     []snapshotTaskXML `xml:"importSnapshotTaskSet>item"`
+	NextToken string            `xml:"nextToken"`
+}
+
+func (p snapshotTasksPage) next() string { return p.NextToken }
 
 // userTags drops the bookkeeping tags StartImport adds.
 func userTags(m map[string]string) map[string]string {

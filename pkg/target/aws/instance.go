@@ -13,8 +13,7 @@ import (
 // the networks, security groups, instance types and AMIs a launch
 // configuration names exist (so a bad one is refused before a stack is
 // made), and how each launched instance is doing. They go over EC2's
-// Query protocol (wire.go), not the SDK client, whose types for them
-// (instance types above all) are large.
+// Query protocol (wire.go, ec2query.go), as every EC2 call does.
 
 func (t *Target) ec2Query() (QueryAPI, error) {
 	if t.ec2q == nil {

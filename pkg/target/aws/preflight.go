@@ -5,12 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ebs"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
@@ -556,10 +555,7 @@ func keyPolicyAllows(doc, action, roleARN, account string) keyAccess {
 
 func (a *accountRun) services(ctx context.Context) {
 	t := a.t
-	err := t.call(ctx, "DescribeImportImageTasks", func(ctx context.Context) error {
-		_, err := t.ec2.DescribeImportImageTasks(ctx, &ec2.DescribeImportImageTasksInput{MaxResults: sdk.Int32(5)})
-		return err
-	})
+	err := t.ec2Call(ctx, "DescribeImportImageTasks", url.Values{"MaxResults": {"5"}}, nil)
 	if err != nil {
 		a.add(preflight.Blocker, CodeVMImport, "Register in a region where VM Import is available and enabled for the account (an opt-in region must be enabled), with credentials that may call ec2:DescribeImportImageTasks and ec2:ImportImage.",
 			"VM Import could not be used in %s: %v.", a.region, err)
@@ -573,7 +569,7 @@ func (a *accountRun) services(ctx context.Context) {
 		return
 	}
 	err = t.call(ctx, "ListSnapshotBlocks", func(ctx context.Context) error {
-		_, err := t.ebs.ListSnapshotBlocks(ctx, &ebs.ListSnapshotBlocksInput{SnapshotId: sdk.String("snap-00000000000000000"), MaxResults: sdk.Int32(100)})
+		_, _, err := t.ebs.ListSnapshotBlocks(ctx, "snap-00000000000000000", 0, 100, "")
 		return err
 	})
 	switch code := apiCode(err); {

@@ -4,11 +4,12 @@
 // resulting AMIs, and launches applications' CloudFormation stacks.
 //
 // Every AWS API is reached through a narrow interface of only the methods
-// used (S3API, EC2API, IAMAPI, STSAPI; SSMAPI and QueryAPI for
-// CloudFormation and EC2's launch queries; KMSAPI, QuotasAPI and EBSAPI for
+// used (S3API, IAMAPI, STSAPI; SSMAPI, and QueryAPI for EC2 and
+// CloudFormation; KMSAPI, QuotasAPI and EBSAPI for
 // account preflight), so fakes and emulators stay small; New builds them
-// (from the SDK, or over the wire protocol, see wire.go: IAM, KMS, Service
-// Quotas, SSM, CloudFormation), NewWithClients takes any implementation.
+// (from the SDK, or over the wire protocol, see wire.go: EC2, EBS direct,
+// IAM, KMS, Service Quotas, SSM, CloudFormation), NewWithClients takes any
+// implementation.
 package aws
 
 import (
@@ -24,8 +25,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
-	"github.com/aws/aws-sdk-go-v2/service/ebs"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
@@ -58,21 +57,6 @@ type S3API interface {
 	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
 
-// EC2API is the part of the EC2 client the target uses.
-type EC2API interface {
-	ImportImage(context.Context, *ec2.ImportImageInput, ...func(*ec2.Options)) (*ec2.ImportImageOutput, error)
-	ImportSnapshot(context.Context, *ec2.ImportSnapshotInput, ...func(*ec2.Options)) (*ec2.ImportSnapshotOutput, error)
-	DescribeImportImageTasks(context.Context, *ec2.DescribeImportImageTasksInput, ...func(*ec2.Options)) (*ec2.DescribeImportImageTasksOutput, error)
-	DescribeImportSnapshotTasks(context.Context, *ec2.DescribeImportSnapshotTasksInput, ...func(*ec2.Options)) (*ec2.DescribeImportSnapshotTasksOutput, error)
-	CancelImportTask(context.Context, *ec2.CancelImportTaskInput, ...func(*ec2.Options)) (*ec2.CancelImportTaskOutput, error)
-	RegisterImage(context.Context, *ec2.RegisterImageInput, ...func(*ec2.Options)) (*ec2.RegisterImageOutput, error)
-	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
-	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
-	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
-	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
-	DescribeSnapshots(context.Context, *ec2.DescribeSnapshotsInput, ...func(*ec2.Options)) (*ec2.DescribeSnapshotsOutput, error)
-}
-
 // IAMAPI is IAM as registration (setup.go) and account preflight use it:
 // the Query actions GetRole, CreateRole, GetRolePolicy, PutRolePolicy and
 // SimulatePrincipalPolicy.
@@ -88,12 +72,12 @@ type STSAPI interface {
 // check); KMS and Quotas serve account preflight only, nil skips theirs.
 type Clients struct {
 	S3  S3API
-	EC2 EC2API
 	IAM IAMAPI
 	STS STSAPI
 	// CloudFormation is used by application launches only; nil leaves
 	// them unavailable. SSM runs their optional validation commands.
-	// EC2Query answers the EC2 queries launches make (instance.go).
+	// EC2Query is EC2 over its Query protocol: imports, images and
+	// snapshots (ec2query.go), the queries launches make (instance.go).
 	CloudFormation QueryAPI
 	SSM            SSMAPI
 	EC2Query       QueryAPI
@@ -162,7 +146,6 @@ type Config struct {
 type Target struct {
 	cfg  Config
 	s3   S3API
-	ec2  EC2API
 	iam  IAMAPI
 	sts  STSAPI
 	cf   QueryAPI
@@ -229,7 +212,6 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 			o.BaseEndpoint = ep(cfg.Endpoints.S3)
 			o.UsePathStyle = cfg.S3PathStyle
 		}),
-		EC2:            ec2.NewFromConfig(ac, func(o *ec2.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EC2) }),
 		IAM:            queryClient{newIAMWire(ac, cfg.Endpoints.IAM), "2010-05-08", "Result"},
 		STS:            sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) }),
 		CloudFormation: queryClient{newWire(ac, "CloudFormation", "cloudformation", cfg.Endpoints.CloudFormation), "2010-05-15", "Result"},
@@ -237,7 +219,7 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		SSM:            jsonClient{newWire(ac, "SSM", "ssm", cfg.Endpoints.SSM), "AmazonSSM"},
 		KMS:            jsonClient{newWire(ac, "KMS", "kms", cfg.Endpoints.KMS), "TrentService"},
 		Quotas:         jsonClient{newWire(ac, "Service Quotas", "servicequotas", cfg.Endpoints.Quotas), "ServiceQuotasV20190624"},
-		EBS:            ebs.NewFromConfig(ac, func(o *ebs.Options) { o.BaseEndpoint = ep(cfg.Endpoints.EBS) }),
+		EBS:            ebsClient{newWire(ac, "EBS", "ebs", cfg.Endpoints.EBS)},
 	}
 	return NewWithClients(cfg, cl), nil
 }
@@ -308,7 +290,7 @@ func NewWithClients(cfg Config, c Clients) *Target {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Target{cfg: cfg, s3: c.S3, ec2: c.EC2, iam: c.IAM, sts: c.STS, cf: c.CloudFormation, ssm: c.SSM, ec2q: c.EC2Query,
+	return &Target{cfg: cfg, s3: c.S3, iam: c.IAM, sts: c.STS, cf: c.CloudFormation, ssm: c.SSM, ec2q: c.EC2Query,
 		kms: c.KMS, quotas: c.Quotas, ebs: c.EBS, log: log}
 }
 

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,13 +26,12 @@ import (
 	"github.com/rehost/rehost/pkg/awsregion"
 )
 
-// SSM, CloudFormation, EC2's launch queries (instance.go), IAM, KMS and
-// Service Quotas are reached without SDK clients, whose packages weighed
-// more than 3 MB of the product binary for the fourteen operations an
-// application launch calls (IAM's, KMS's and Service Quotas' about 4 MB
-// more for the nine operations registration and preflight call). A request here is
-// the service's own wire protocol (SSM, KMS, Service Quotas: AWS JSON 1.1;
-// CloudFormation, EC2 and IAM: AWS Query), signed with
+// SSM, CloudFormation, EC2, EBS direct, IAM, KMS and Service Quotas are
+// reached without SDK clients, whose packages weighed more than 8 MB of the
+// product binary (EC2's alone linked some 800 operations) for the few
+// dozen operations the target calls. A request here is the service's own
+// wire protocol (SSM, KMS, Service Quotas: AWS JSON 1.1; CloudFormation,
+// EC2 and IAM: AWS Query; EBS direct: REST-JSON), signed with
 // SigV4 by the SDK's signer (linked anyway by every other client), sent
 // with the same HTTP client, credentials and region as the SDK clients,
 // and never retried here (Target.call retries, as for every AWS call).
@@ -56,6 +56,9 @@ type wire struct {
 // maxAnswer bounds an answer read into memory (a page of stack events, a
 // command's output are far smaller).
 const maxAnswer = 16 << 20
+
+// unsignedHash is the payload hash of a body SigV4 does not cover.
+const unsignedHash = "UNSIGNED-PAYLOAD"
 
 // newWire reaches a service at endpoint, or, when that is empty, at the
 // configuration's base endpoint (AWS_ENDPOINT_URL) or the region's
@@ -97,15 +100,25 @@ func newIAMWire(ac sdk.Config, endpoint string) *wire {
 // answer becomes the error apiErr reads from it.
 func (w *wire) post(ctx context.Context, op string, header http.Header, body []byte,
 	apiErr func(*http.Response, []byte) (code, msg, requestID string)) ([]byte, error) {
-	b, err := w.roundTrip(ctx, header, body, apiErr)
-	if err != nil {
-		return nil, &smithy.OperationError{ServiceID: w.service, OperationName: op, Err: err}
+	sum := sha256.Sum256(body)
+	resp, err := w.send(ctx, http.MethodPost, "", nil, header, bytes.NewReader(body), hex.EncodeToString(sum[:]), apiErr)
+	if err == nil {
+		defer resp.Body.Close()
+		var b []byte
+		if b, err = io.ReadAll(io.LimitReader(resp.Body, maxAnswer)); err == nil {
+			return b, nil
+		}
+		err = fmt.Errorf("read the answer: %w", err)
 	}
-	return b, nil
+	return nil, &smithy.OperationError{ServiceID: w.service, OperationName: op, Err: err}
 }
 
-func (w *wire) roundTrip(ctx context.Context, header http.Header, body []byte,
-	apiErr func(*http.Response, []byte) (code, msg, requestID string)) ([]byte, error) {
+// send makes one request of method at the endpoint's path and query, its
+// body signed as payloadHash (hex SHA-256, or UNSIGNED-PAYLOAD), and
+// returns a 2xx answer for the caller to read and close; any other answer
+// is an error apiErr reads the code and message of.
+func (w *wire) send(ctx context.Context, method, path string, query url.Values, header http.Header, body io.Reader, payloadHash string,
+	apiErr func(*http.Response, []byte) (code, msg, requestID string)) (*http.Response, error) {
 	if w.creds == nil {
 		return nil, errors.New("no AWS credentials found (give an access key, a profile or an instance role)")
 	}
@@ -117,31 +130,40 @@ func (w *wire) roundTrip(ctx context.Context, header http.Header, body []byte,
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("endpoint %q: not a URL with a host", w.endpoint)
 	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
 	if u.Path == "" {
 		u.Path = "/"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, err
 	}
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	sum := sha256.Sum256(body)
-	if err := w.signer.SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), w.signing, w.region, time.Now().UTC()); err != nil {
+	if n := header.Get("Content-Length"); n != "" {
+		req.ContentLength, _ = strconv.ParseInt(n, 10, 64)
+		req.Header.Del("Content-Length")
+	}
+	if payloadHash == unsignedHash {
+		// Signed as the header says: the body streams unhashed (over TLS).
+		req.Header.Set("X-Amz-Content-Sha256", payloadHash)
+	}
+	if err := w.signer.SignHTTP(ctx, creds, req, payloadHash, w.signing, w.region, time.Now().UTC()); err != nil {
 		return nil, fmt.Errorf("sign the request: %w", err)
 	}
 	resp, err := w.http.Do(req)
 	if err != nil {
 		return nil, &smithyhttp.RequestSendError{Err: err}
 	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
 		return nil, fmt.Errorf("read the answer: %w", err)
-	}
-	if resp.StatusCode/100 == 2 {
-		return b, nil
 	}
 	code, msg, rid := apiErr(resp, b)
 	if code == "" {
@@ -252,7 +274,7 @@ func jsonError(resp *http.Response, b []byte) (code, msg, requestID string) {
 }
 
 // QueryAPI is a service of the AWS Query protocol as the target uses it:
-// CloudFormation's actions (stack.go), EC2's launch queries (instance.go),
+// CloudFormation's actions (stack.go), EC2's (ec2query.go, instance.go),
 // IAM's role actions (setup.go, preflight.go).
 type QueryAPI interface {
 	// Query sends action with its parameters (Version is added) and

@@ -26,6 +26,7 @@ type front struct {
 	mu     sync.Mutex
 	faults map[string][]http.HandlerFunc
 	calls  map[string]int
+	header map[string]http.Header // the last request's, by operation
 }
 
 func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -35,8 +36,12 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if form, _ := url.ParseQuery(string(body)); op == "" {
 		op = form.Get("Action")
 	}
+	if op == "" {
+		op = ebsOperation(r.Method, r.URL.Path)
+	}
 	f.mu.Lock()
 	f.calls[op]++
+	f.header[op] = r.Header.Clone()
 	var fault http.HandlerFunc
 	if q := f.faults[op]; len(q) > 0 {
 		fault, f.faults[op] = q[0], q[1:]
@@ -47,6 +52,32 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.em.ServeHTTP(w, r)
+}
+
+// ebsOperation names an EBS direct request by its method and path.
+func ebsOperation(method, path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case method == http.MethodPost && len(parts) == 1:
+		return "StartSnapshot"
+	case method == http.MethodPost && len(parts) == 3 && parts[1] == "completion":
+		return "CompleteSnapshot"
+	case method == http.MethodPut && len(parts) == 4:
+		return "PutSnapshotBlock"
+	case method == http.MethodGet && len(parts) == 4:
+		return "GetSnapshotBlock"
+	case method == http.MethodGet && len(parts) == 3 && parts[2] == "blocks":
+		return "ListSnapshotBlocks"
+	case method == http.MethodGet && len(parts) == 3 && parts[2] == "changedblocks":
+		return "ListChangedBlocks"
+	}
+	return ""
+}
+
+func (f *front) lastHeader(op string) http.Header {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.header[op]
 }
 
 func (f *front) count(op string) int {
@@ -87,7 +118,7 @@ func newFrontTarget(t *testing.T, cfg Config) (*Target, *front) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { em.Close() })
-	f := &front{em: em, faults: map[string][]http.HandlerFunc{}, calls: map[string]int{}}
+	f := &front{em: em, faults: map[string][]http.HandlerFunc{}, calls: map[string]int{}, header: map[string]http.Header{}}
 	srv := httptest.NewTLSServer(f)
 	t.Cleanup(srv.Close)
 	ak, sk := em.Credentials()
