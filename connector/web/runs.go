@@ -64,7 +64,16 @@ func (c *Console) runView(r *http.Request, id string, withEvents bool) (*runView
 	for _, s := range p.Steps {
 		took[s.Step] = duration(s.Duration)
 	}
+	// The run's mode decides its steps; one that ran, or runs now, is
+	// listed whatever the mode says.
+	mode := ""
+	if rep := replicationOf(run); rep != nil {
+		mode = rep.Mode
+	}
 	for _, s := range replication.Steps() {
+		if !s.In(mode) && took[s.Name] == "" && s.Name != current && s.Name != v.Failed {
+			continue
+		}
 		if s.Name == current {
 			v.CurrentTitle = s.Title
 		}
