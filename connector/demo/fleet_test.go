@@ -267,8 +267,13 @@ func TestFleetKillAndCut(t *testing.T) {
 	tick := fleetTTL / 3
 	t.Logf("c-2's runs taken over %v after the cut (all moved after %v); c-3's %v after the kill (lease TTL %v, tick %v)",
 		takeover2, movedAfter.Round(time.Millisecond), takeover, fleetTTL, tick)
-	if takeover > fleetTTL+tick+time.Second {
-		t.Errorf("c-3's runs were taken over %v after the kill, want within the lease TTL %v and a tick %v", takeover, fleetTTL, tick)
+	// The design bound is the lease TTL and a tick after the last renewal;
+	// the figure above is the measure. The check is twice that, so a
+	// loaded machine (seen: 5.2 s at a load average of 20) does not fail
+	// it, while a takeover that waits for anything but the lease's expiry
+	// (the next heartbeat, a restart) still does.
+	if takeover > 2*(fleetTTL+tick) {
+		t.Errorf("c-3's runs were taken over %v after the kill, want about the lease TTL %v and a tick %v (at most %v)", takeover, fleetTTL, tick, 2*(fleetTTL+tick))
 	}
 
 	// c-2: its writes after the cut were refused, and it is back.

@@ -294,7 +294,15 @@ func TestHyperVReplication(t *testing.T) {
 		st, _ := os.Stat(f.image)
 		t.Logf("disk %d %s (%s %s): virtual %d, file %d, allocated %d, read at the share %d",
 			i, name, info.Subformat, info.Format, info.VirtualSize, st.Size(), allocated, served[name])
-		if served[name] == 0 || served[name] > allocated+256<<10 {
+		// Beyond the allocated blocks: the image's metadata (256 KiB at
+		// most) and, on the boot disk, preflight's probes of its partition
+		// table and file systems, read at catalog import and again in the
+		// run's first step (about 19 KB each; docs/benchmarks.md).
+		slack := int64(256 << 10)
+		if i == 0 {
+			slack += 64 << 10
+		}
+		if served[name] == 0 || served[name] > allocated+slack {
 			t.Errorf("disk %d: read %d bytes of %s, allocated %d", i, served[name], name, allocated)
 		}
 	}
