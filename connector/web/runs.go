@@ -32,6 +32,13 @@ type runView struct {
 	CurrentTitle, FailedTitle string
 }
 
+// replicated says an incremental run has ended: its replication table
+// then says what each disk sent, in place of the upload bars.
+func (v *runView) replicated() bool {
+	rep := replicationOf(v.Run)
+	return v.Final && rep != nil && rep.Mode == store.ModeIncremental
+}
+
 // runView reads a run and what its page shows of it.
 func (c *Console) runView(r *http.Request, id string, withEvents bool) (*runView, error) {
 	out, err := c.svc.GetReplicationRun(r.Context(), &api.GetReplicationRunInput{ReplicationRunID: id})
