@@ -1,6 +1,7 @@
 package hyperv
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/x509"
@@ -20,10 +21,9 @@ import (
 	krbclient "github.com/jcmturner/gokrb5/v8/client"
 	krbconfig "github.com/jcmturner/gokrb5/v8/config"
 	"github.com/jcmturner/gokrb5/v8/spnego"
-	"github.com/masterzen/winrm"
-	"github.com/masterzen/winrm/soap"
 
 	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/source/hyperv/internal/shell"
 	"github.com/rehost/rehost/pkg/source/internal/conn"
 )
 
@@ -34,14 +34,13 @@ const DefaultPort = 5986
 // minutes).
 const scriptTimeout = 30 * time.Minute
 
-// wsman runs scripts on one host through masterzen/winrm, with rehost's
-// own transport underneath: the certificate checked by pin (thumbprint or
+// wsman runs scripts on one host in a WinRM shell (internal/shell), with
+// rehost's own transport underneath: the certificate checked by pin (thumbprint or
 // CA), the request bound to the caller's context, and the authentication
 // scheme chosen by the configuration, never downgraded.
 type wsman struct {
 	addr     string // host:port
 	url      string
-	endpoint *winrm.Endpoint
 	user     string
 	password string
 	auth     string
@@ -77,11 +76,10 @@ func endpointAddr(endpoint string) (string, error) {
 }
 
 func newWSMan(cfg Config, addr, thumbprint string) (*wsman, error) {
-	host, portText, err := net.SplitHostPort(addr)
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
 	}
-	port, _ := strconv.Atoi(portText)
 	v, err := conn.NewVerifier(strconv.Itoa(DefaultPort), cfg.CA, cfg.Insecure, cfg.Timeout)
 	if err != nil {
 		return nil, err
@@ -100,8 +98,7 @@ func newWSMan(cfg Config, addr, thumbprint string) (*wsman, error) {
 		// A Receive is answered within WinRM's OperationTimeout (60 s).
 		ResponseHeaderTimeout: 2 * time.Minute,
 	}
-	w := &wsman{addr: addr, url: "https://" + addr + "/wsman", user: cfg.User, password: cfg.Password, auth: auth,
-		endpoint: &winrm.Endpoint{Host: host, Port: port, HTTPS: true, Timeout: 2 * time.Minute}}
+	w := &wsman{addr: addr, url: "https://" + addr + "/wsman", user: cfg.User, password: cfg.Password, auth: auth}
 	switch auth {
 	case AuthBasic:
 		w.client = &http.Client{Transport: base}
@@ -169,80 +166,65 @@ func (w *wsman) run(ctx context.Context, name string, args, out any) error {
 			return fmt.Errorf("kerberos login of %s: %v: %w", w.user, err, source.ErrAuth)
 		}
 	}
-	params := winrm.NewParameters("PT60S", "en-US", 153600)
-	params.TransportDecorator = func() winrm.Transporter { return &transport{w: w, ctx: ctx} }
-	client, err := winrm.NewClientWithParameters(w.endpoint, w.user, w.password, params)
-	if err != nil {
-		return err
-	}
-	stdout, stderr, _, err := client.RunCmdWithContext(ctx, cmd)
+	client := &shell.Client{URL: w.url, Post: w.post, OperationTimeout: operationTimeout, MaxEnvelopeSize: maxEnvelopeSize, Locale: "en-US"}
+	stdout, stderr, _, err := client.Run(ctx, cmd)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("run %s on %s: %w", name, w.addr, context.Cause(ctx))
 		}
 		return classifyNet(fmt.Sprintf("run %s on %s", name, w.addr), err)
 	}
-	return decodeAnswer(name, stdout, stderr, out)
+	return decodeAnswer(name, string(stdout), string(stderr), out)
 }
 
-// transport is the winrm.Transporter of one script run.
-type transport struct {
-	w   *wsman
-	ctx context.Context
-}
-
-func (t *transport) Transport(*winrm.Endpoint) error { return nil }
+// The WS-Management options of every request: a Receive is held up to
+// the operation timeout, and answers stay within the envelope size.
+const (
+	operationTimeout = 60 * time.Second
+	maxEnvelopeSize  = 153600
+)
 
 var faultText = regexp.MustCompile(`(?s)<(?:\w+:)?(?:Message|Text)[^>]*>(.*?)</(?:\w+:)?(?:Message|Text)>`)
 
-func (t *transport) Post(_ *winrm.Client, msg *soap.SoapMessage) (string, error) {
-	body := msg.String()
-	ctx := t.ctx
-	// Ending a command and deleting its shell must reach the host even
-	// when the run was cancelled, or the shell lingers until WinRM's idle
-	// timeout.
-	if strings.Contains(body, "/shell/Signal</") || strings.Contains(body, "/transfer/Delete</") {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.w.url, strings.NewReader(body))
+// post sends one envelope with the configured authentication and returns
+// the body of a 200 answer; a fault becomes an error carrying its message.
+func (w *wsman) post(ctx context.Context, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/soap+xml;charset=UTF-8")
-	switch t.w.auth {
+	switch w.auth {
 	case AuthBasic, AuthNTLM:
-		req.SetBasicAuth(t.w.user, t.w.password) // NTLM: the negotiator turns it into a handshake
+		req.SetBasicAuth(w.user, w.password) // NTLM: the negotiator turns it into a handshake
 	case AuthKerberos:
-		if err := spnego.SetSPNEGOHeader(t.w.krb, req, t.w.spn); err != nil {
-			return "", fmt.Errorf("kerberos ticket for %s: %v: %w", t.w.spn, err, source.ErrAuth)
+		if err := spnego.SetSPNEGOHeader(w.krb, req, w.spn); err != nil {
+			return nil, fmt.Errorf("kerberos ticket for %s: %v: %w", w.spn, err, source.ErrAuth)
 		}
 	}
-	resp, err := t.w.client.Do(req)
+	resp, err := w.client.Do(req)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return "", fmt.Errorf("read the answer of %s: %w", t.w.addr, err)
+		return nil, fmt.Errorf("read the answer of %s: %w", w.addr, err)
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
-		return string(b), nil
+		return b, nil
 	case resp.StatusCode == http.StatusUnauthorized:
-		return "", fmt.Errorf("%s refused the credentials of %s (or the account may not use WinRM): %w", t.w.addr, t.w.user, source.ErrAuth)
+		return nil, fmt.Errorf("%s refused the credentials of %s (or the account may not use WinRM): %w", w.addr, w.user, source.ErrAuth)
 	}
 	text := strings.Join(strings.Fields(string(b)), " ")
 	if m := faultText.FindAllStringSubmatch(string(b), -1); len(m) > 0 {
 		text = strings.TrimSpace(m[len(m)-1][1])
 	}
-	if strings.Contains(string(b), "OperationTimeout") || strings.Contains(string(b), "w:TimedOut") {
-		// The winrm client polls again on this word.
-		return "", fmt.Errorf("OperationTimeout: %s", text)
+	if bytes.Contains(b, []byte("OperationTimeout")) || bytes.Contains(b, []byte("w:TimedOut")) {
+		return nil, fmt.Errorf("OperationTimeout: %s: %w", text, shell.ErrTimedOut)
 	}
-	return "", fmt.Errorf("%s answered %s: %s", t.w.addr, resp.Status, clip(text, 500))
+	return nil, fmt.Errorf("%s answered %s: %s", w.addr, resp.Status, clip(text, 500))
 }
 
 // classifyNet wraps err with what was being done and the source error
