@@ -169,6 +169,7 @@ func (c *Console) routes() {
 	c.handle("GET /jobs/{id}/edit", authed, c.jobEditPage)
 	c.handle("POST /jobs/{id}", authed, c.jobUpdate)
 	c.handle("POST /jobs/{id}/start", authed, c.jobStart)
+	c.handle("POST /jobs/{id}/verify", authed, c.jobVerify)
 	c.handle("POST /jobs/{id}/pause", authed, c.jobPause(true))
 	c.handle("POST /jobs/{id}/resume", authed, c.jobPause(false))
 	c.handle("GET /jobs/{id}/delete", authed, c.jobDeletePage)

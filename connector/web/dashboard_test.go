@@ -64,6 +64,8 @@ func TestDashboardForms(t *testing.T) {
 	// shows the AMI once done.
 	if a := b.get("/runs/" + run.ReplicationRunID); !strings.Contains(a.body, run.AmiID) || !strings.Contains(a.body, "data-final") {
 		t.Errorf("completed run page:\n%s", a.body)
+	} else if strings.Contains(a.body, "Turn on change tracking") {
+		t.Errorf("a full run's page lists the incremental steps:\n%s", a.body)
 	}
 
 	for _, step := range []struct{ action, state string }{{"pause", "PAUSED"}, {"resume", "ACTIVE"}} {

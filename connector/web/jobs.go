@@ -20,6 +20,43 @@ var jobFields = map[string]string{
 	"serverid": "server", "server ": "server", "frequency": "frequency", "seedreplicationtime": "seed",
 	"nextreplicationrunstarttime": "next_run", "licensetype": "license", "numberofrecentamistokeep": "keep",
 	"kmskeyid": "kms_key", "rolename": "role", "description": "description",
+	"rehostmode": "mode", "rehostfrequencyminutes": "every_minutes", "rehostnoconversion": "no_conversion",
+}
+
+// schedule is what the job form says of a job's mode and frequency.
+type schedule struct {
+	mode string
+	// hours is nil when the form gives none (minutes instead, or a run-once
+	// job); minutes is 0 unless a sub-hour frequency was chosen.
+	hours        *int
+	minutes      int
+	noConversion bool
+}
+
+// readSchedule reads the mode and frequency fields, failing them on the
+// form where they do not fit together.
+func readSchedule(f *form, runOnce bool) schedule {
+	s := schedule{mode: cmp.Or(f.Get("mode"), "full"), noConversion: f.On("no_conversion")}
+	if s.mode != "full" && s.mode != store.ModeIncremental {
+		f.fail("mode", "choose full or incremental")
+	}
+	if m := f.Get("every_minutes"); m != "" {
+		n, err := strconv.Atoi(m)
+		switch {
+		case err != nil || !slices.Contains(store.SubHourly, n):
+			f.fail("every_minutes", "choose 15, 20 or 30 minutes, or leave it empty to give hours")
+		case s.mode != store.ModeIncremental:
+			f.fail("every_minutes", "runs below an hour apart need incremental mode (a full run copies every disk whole): choose Incremental, or leave this empty and give hours")
+		}
+		s.minutes = n
+	} else if !runOnce || f.Get("frequency") != "" {
+		h := whole(f, "frequency", 1, 24, "a whole number of hours from 1 to 24")
+		s.hours = &h
+	}
+	if s.noConversion && s.mode != store.ModeIncremental {
+		f.fail("no_conversion", "only an incremental job's AMIs are registered on its replicas: choose Incremental, or untick this")
+	}
+	return s
 }
 
 func (c *Console) allJobs(ctx context.Context) ([]api.ReplicationJob, error) {
@@ -78,6 +115,7 @@ func (c *Console) jobNewView(w http.ResponseWriter, r *http.Request, rq *request
 		f = newForm(nil)
 		f.Values.Set("server", r.URL.Query().Get("server"))
 		f.Values.Set("frequency", "12")
+		f.Values.Set("mode", "full")
 		f.Values.Set("license", store.LicenseAWS)
 		f.Values.Set("keep", "3")
 	}
@@ -136,10 +174,8 @@ func (c *Console) jobCreate(w http.ResponseWriter, r *http.Request, rq *request)
 		RoleName: f.Get("role"), Description: f.Get("description"), Encrypted: f.On("encrypted"), KmsKeyID: f.Get("kms_key"),
 		RehostAcceptWarnings: f.On("accept_warnings")}
 	f.require("server")
-	if !in.RunOnce || f.Get("frequency") != "" {
-		freq := whole(f, "frequency", 1, 24, "a whole number of hours from 1 to 24")
-		in.Frequency = &freq
-	}
+	sc := readSchedule(f, in.RunOnce)
+	in.RehostMode, in.Frequency, in.RehostFrequencyMinutes, in.RehostNoConversion = sc.mode, sc.hours, sc.minutes, sc.noConversion
 	in.NumberOfRecentAmisToKeep = whole(f, "keep", 0, 1000, "a whole number from 0 (keep every AMI) to 1000")
 	seed := api.At(time.Now().UTC().Truncate(time.Second))
 	if t, ok := localTime(f, "seed"); ok {
@@ -247,6 +283,14 @@ func (c *Console) jobEditPage(w http.ResponseWriter, r *http.Request, rq *reques
 	f := newForm(nil)
 	j := v.Job
 	f.Values.Set("frequency", strconv.Itoa(j.Frequency))
+	f.Values.Set("mode", jobMode(j))
+	if j.Rehost != nil && j.Rehost.FrequencyMinutes > 0 {
+		f.Values.Set("frequency", "")
+		f.Values.Set("every_minutes", strconv.Itoa(j.Rehost.FrequencyMinutes))
+	}
+	if j.Rehost != nil && j.Rehost.NoConversion {
+		f.Values.Set("no_conversion", "on")
+	}
 	f.Values.Set("license", cmp.Or(j.LicenseType, store.LicenseAWS))
 	f.Values.Set("keep", strconv.Itoa(j.NumberOfRecentAmisToKeep))
 	f.Values.Set("role", j.RoleName)
@@ -269,9 +313,12 @@ func (c *Console) jobUpdate(w http.ResponseWriter, r *http.Request, rq *request)
 	in := &api.UpdateReplicationJobInput{ReplicationJobID: id}
 	license, role, desc, kms, enc := f.Get("license"), f.Get("role"), f.Get("description"), f.Get("kms_key"), f.On("encrypted")
 	in.LicenseType, in.RoleName, in.Description, in.KmsKeyID, in.Encrypted = &license, &role, &desc, &kms, &enc
-	if !v.Job.RunOnce {
-		freq := whole(f, "frequency", 1, 24, "a whole number of hours from 1 to 24")
-		in.Frequency = &freq
+	sc := readSchedule(f, v.Job.RunOnce)
+	in.RehostMode, in.RehostNoConversion = &sc.mode, &sc.noConversion
+	if sc.minutes > 0 {
+		in.RehostFrequencyMinutes = &sc.minutes
+	} else {
+		in.Frequency = sc.hours
 	}
 	keep := whole(f, "keep", 0, 1000, "a whole number from 0 (keep every AMI) to 1000")
 	in.NumberOfRecentAmisToKeep = &keep
@@ -324,6 +371,31 @@ func (c *Console) jobStart(w http.ResponseWriter, r *http.Request, rq *request) 
 		}
 		return "Started run " + out.ReplicationRunID + ".", nil
 	})
+}
+
+// jobVerify asks for a full verification of an incremental job's
+// replicas, as `rehost run verify` does.
+func (c *Console) jobVerify(w http.ResponseWriter, r *http.Request, rq *request) error {
+	return c.jobAction(w, r, rq, "verify the replicas", func(ctx context.Context, id string) (string, error) {
+		out, err := c.svc.VerifyReplicationJob(ctx, &api.VerifyReplicationJobInput{ReplicationJobID: id})
+		if err != nil {
+			return "", err
+		}
+		return sentence(out.Message), nil
+	})
+}
+
+// sentence is an API message as a sentence: a capital first, a full stop
+// last.
+func sentence(msg string) string {
+	if msg == "" {
+		return msg
+	}
+	msg = strings.ToUpper(msg[:1]) + msg[1:]
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
 }
 
 func (c *Console) jobPause(pause bool) handlerFunc {

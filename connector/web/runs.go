@@ -32,6 +32,13 @@ type runView struct {
 	CurrentTitle, FailedTitle string
 }
 
+// replicated says an incremental run has ended: its replication table
+// then says what each disk sent, in place of the upload bars.
+func (v *runView) replicated() bool {
+	rep := replicationOf(v.Run)
+	return v.Final && rep != nil && rep.Mode == store.ModeIncremental
+}
+
 // runView reads a run and what its page shows of it.
 func (c *Console) runView(r *http.Request, id string, withEvents bool) (*runView, error) {
 	out, err := c.svc.GetReplicationRun(r.Context(), &api.GetReplicationRunInput{ReplicationRunID: id})
@@ -57,7 +64,16 @@ func (c *Console) runView(r *http.Request, id string, withEvents bool) (*runView
 	for _, s := range p.Steps {
 		took[s.Step] = duration(s.Duration)
 	}
+	// The run's mode decides its steps; one that ran, or runs now, is
+	// listed whatever the mode says.
+	mode := ""
+	if rep := replicationOf(run); rep != nil {
+		mode = rep.Mode
+	}
 	for _, s := range replication.Steps() {
+		if !s.In(mode) && took[s.Name] == "" && s.Name != current && s.Name != v.Failed {
+			continue
+		}
 		if s.Name == current {
 			v.CurrentTitle = s.Title
 		}

@@ -174,7 +174,7 @@ func flashFor(fs []flash, target string) []flash {
 func scheduleText(j api.ReplicationJob) string {
 	s := "runs once"
 	if !j.RunOnce {
-		s = fmt.Sprintf("every %d h", j.Frequency)
+		s = "every " + jobEvery(j)
 	}
 	if !j.NextReplicationRunStartTime.IsZero() {
 		s += ","

@@ -58,6 +58,22 @@ function credentialFields() {
   show();
 }
 
+// The job form: the fields of incremental mode (sub-hour frequencies, no
+// conversion) show only when that mode is chosen. A hidden field keeps its
+// value, so the server's check of the combination still speaks.
+function modeFields() {
+  var form = document.getElementById("job-form");
+  if (!form) return;
+  var groups = form.querySelectorAll("[data-mode]");
+  function show() {
+    var checked = form.querySelector("input[name=mode]:checked");
+    var mode = checked ? checked.value : "full";
+    groups.forEach(function (g) { g.hidden = g.getAttribute("data-mode") !== mode; });
+  }
+  form.querySelectorAll("input[name=mode]").forEach(function (r) { r.addEventListener("change", show); });
+  show();
+}
+
 // datetime-local fields hold the browser's local time: send its offset so
 // the connector reads them right, and say which zone they are in.
 function timeZones() {
@@ -79,6 +95,7 @@ document.addEventListener("DOMContentLoaded", function () {
   if (note) note.textContent = "times are shown in " + zoneName();
   document.querySelectorAll("[data-live]").forEach(function (el) { setTimeout(function () { poll(el); }, 1000); });
   credentialFields();
+  modeFields();
   timeZones();
   // Errors after a submission: move focus to their summary.
   var errs = document.getElementById("form-errors");
