@@ -14,12 +14,12 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/api/client"
 	"github.com/rehost/rehost/connector/daemon"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
 	"github.com/rehost/rehost/scheduler"
 )
 
@@ -124,11 +124,7 @@ func (c *connFlags) credentials(ctx context.Context, login loginFile) (aws.Crede
 	if c.profile == "" && os.Getenv("AWS_ACCESS_KEY_ID") == "" && login.AccessKeyID != "" {
 		return credentials.NewStaticCredentialsProvider(login.AccessKeyID, login.SecretAccessKey, ""), nil
 	}
-	var opts []func(*config.LoadOptions) error
-	if c.profile != "" {
-		opts = append(opts, config.WithSharedConfigProfile(c.profile))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	cfg, err := awstarget.LoadConfig(ctx, "", c.profile, nil)
 	if err != nil {
 		return nil, fmt.Errorf("access key for the connector: %w", err)
 	}

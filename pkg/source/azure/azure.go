@@ -40,7 +40,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
-	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/internal/conn"
@@ -149,7 +148,7 @@ type Source struct {
 	snaps *armcompute.SnapshotsClient
 	skus  *armcompute.ResourceSKUsClient
 	des   *armcompute.DiskEncryptionSetsClient
-	nics  *armnetwork.InterfacesClient
+	nics  *nicClient
 	sizes sizeCache
 	// grants are the read grants ChangedAreas and OpenDisk share, by
 	// resource group and snapshot: one SAS per snapshot at a time, ended
@@ -190,7 +189,7 @@ func New(ctx context.Context, cfg Config) (*Source, error) {
 	}
 	s.vms, s.disks, s.snaps = cf.NewVirtualMachinesClient(), cf.NewDisksClient(), cf.NewSnapshotsClient()
 	s.skus, s.des = cf.NewResourceSKUsClient(), cf.NewDiskEncryptionSetsClient()
-	if s.nics, err = armnetwork.NewInterfacesClient(cfg.SubscriptionID, s.cred, aopts); err != nil {
+	if s.nics, err = newNICClient(cfg.SubscriptionID, s.cred, aopts); err != nil {
 		return nil, fmt.Errorf("azure subscription %s: %w", cfg.SubscriptionID, err)
 	}
 	// One cheap read proves the credential and the subscription (or group).

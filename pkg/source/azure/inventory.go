@@ -13,7 +13,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v6"
-	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 
 	"github.com/rehost/rehost/pkg/source"
 )
@@ -34,10 +33,10 @@ const (
 func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	var raw []*armcompute.VirtualMachine
 	disks := map[string]*armcompute.Disk{}
-	nics := map[string]*armnetwork.Interface{}
+	nics := map[string]*netInterface{}
 	addVMs := func(l []*armcompute.VirtualMachine) { raw = append(raw, l...) }
 	addDisks := func(l []*armcompute.Disk) { index(disks, l, func(d *armcompute.Disk) *string { return d.ID }) }
-	addNICs := func(l []*armnetwork.Interface) { index(nics, l, func(n *armnetwork.Interface) *string { return n.ID }) }
+	addNICs := func(l []*netInterface) { index(nics, l, func(n *netInterface) *string { return n.ID }) }
 	scope := "subscription " + s.cfg.SubscriptionID
 	if rg := s.cfg.ResourceGroup; rg != "" {
 		scope = "resource group " + rg
@@ -54,8 +53,7 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 			}, func(p armcompute.DisksClientListByResourceGroupResponse) { addDisks(p.Value) })
 		}
 		if err == nil {
-			err = drain(ctx, s, op, func() *runtime.Pager[armnetwork.InterfacesClientListResponse] { return s.nics.NewListPager(rg, nil) },
-				func(p armnetwork.InterfacesClientListResponse) { addNICs(p.Value) })
+			err = drain(ctx, s, op, func() *runtime.Pager[nicPage] { return s.nics.list(rg) }, func(p nicPage) { addNICs(p.Value) })
 		}
 	} else {
 		err = drain(ctx, s, op, func() *runtime.Pager[armcompute.VirtualMachinesClientListAllResponse] {
@@ -66,8 +64,7 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 				func(p armcompute.DisksClientListResponse) { addDisks(p.Value) })
 		}
 		if err == nil {
-			err = drain(ctx, s, op, func() *runtime.Pager[armnetwork.InterfacesClientListAllResponse] { return s.nics.NewListAllPager(nil) },
-				func(p armnetwork.InterfacesClientListAllResponse) { addNICs(p.Value) })
+			err = drain(ctx, s, op, func() *runtime.Pager[nicPage] { return s.nics.list("") }, func(p nicPage) { addNICs(p.Value) })
 		}
 	}
 	if err != nil {
@@ -126,7 +123,7 @@ func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
 	if err != nil {
 		return source.VM{}, err
 	}
-	return s.describe(ctx, v, map[string]*armcompute.Disk{}, map[string]*armnetwork.Interface{})
+	return s.describe(ctx, v, map[string]*armcompute.Disk{}, map[string]*netInterface{})
 }
 
 // getVM reads a VM with its instance view; an id that is not a VM's
@@ -218,7 +215,7 @@ func (s *Source) attachedDisks(ctx context.Context, v *armcompute.VirtualMachine
 	return refs, nil
 }
 
-func (s *Source) describe(ctx context.Context, v *armcompute.VirtualMachine, disks map[string]*armcompute.Disk, nics map[string]*armnetwork.Interface) (source.VM, error) {
+func (s *Source) describe(ctx context.Context, v *armcompute.VirtualMachine, disks map[string]*armcompute.Disk, nics map[string]*netInterface) (source.VM, error) {
 	if v.ID == nil || v.Properties == nil {
 		return source.VM{}, fmt.Errorf("azure returned a vm without id or properties: %+v", v)
 	}
@@ -392,22 +389,20 @@ func powerState(iv *armcompute.VirtualMachineInstanceView) string {
 	return "unknown"
 }
 
-func (s *Source) nic(ctx context.Context, id string, known map[string]*armnetwork.Interface) (source.NIC, error) {
+func (s *Source) nic(ctx context.Context, id string, known map[string]*netInterface) (source.NIC, error) {
 	n, ok := known[strings.ToLower(id)]
 	if !ok {
 		rid, err := parseID(id, "networkInterfaces")
 		if err != nil {
 			return source.NIC{}, err
 		}
-		var r armnetwork.InterfacesClientGetResponse
 		err = s.call(ctx, "read network interface "+rid.Name, func(ctx context.Context) (err error) {
-			r, err = s.nics.Get(ctx, rid.ResourceGroupName, rid.Name, nil)
+			n, err = s.nics.get(ctx, rid.ResourceGroupName, rid.Name)
 			return err
 		})
 		if err != nil {
 			return source.NIC{}, err
 		}
-		n = &r.Interface
 	}
 	out := source.NIC{Label: val(n.Name), Type: "synthetic"}
 	p := n.Properties

@@ -15,14 +15,12 @@ package aws
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -96,8 +94,8 @@ type Endpoints struct {
 type Config struct {
 	Region string
 	// AccessKeyID, SecretAccessKey and SessionToken are static credentials;
-	// when AccessKeyID is empty the SDK's standard chain (environment,
-	// Profile, SSO, instance role) is used. They are never logged.
+	// when AccessKeyID is empty LoadConfig's chain (environment,
+	// Profile, instance role; no SSO) is used. They are never logged.
 	AccessKeyID, SecretAccessKey, SessionToken string
 	Profile                                    string
 	// AssumeRoleARN is a role assumed with those credentials (refreshed
@@ -160,27 +158,18 @@ type Target struct {
 
 // New builds SDK clients for cfg.
 func New(ctx context.Context, cfg Config) (*Target, error) {
-	var opts []func(*config.LoadOptions) error
-	if cfg.Region != "" {
-		opts = append(opts, config.WithRegion(cfg.Region))
-	}
-	if cfg.Profile != "" {
-		opts = append(opts, config.WithSharedConfigProfile(cfg.Profile))
+	var static sdk.CredentialsProvider
+	if cfg.AccessKeyID != "" {
+		static = credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, cfg.SessionToken)
 	}
 	// The SDK's retryer is off: every call is retried once, by the
 	// target's own policy (retry.go), which re-sends a part from its buffer
 	// and never nests inside another retry.
-	opts = append(opts, config.WithRetryer(func() sdk.Retryer { return sdk.NopRetryer{} }))
-	if cfg.AccessKeyID != "" {
-		opts = append(opts, config.WithCredentialsProvider(
-			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, cfg.SessionToken)))
-	}
-	ac, err := config.LoadDefaultConfig(ctx, opts...)
+	ac, err := LoadConfig(ctx, cfg.Region, cfg.Profile, static)
 	if err != nil {
-		return nil, fmt.Errorf("load aws configuration: %w", err)
+		return nil, err
 	}
-	// Set after loading: the loader refuses a plain *http.Client when
-	// AWS_CA_BUNDLE is set, but a caller's client carries its own trust.
+	// A caller's client carries its own trust.
 	if cfg.HTTPClient != nil {
 		ac.HTTPClient = withWriteBuffer(cfg.HTTPClient)
 	} else {
@@ -192,12 +181,7 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 		return nil, errors.New("load aws configuration: no region set (give one or set AWS_REGION)")
 	}
 	cfg.Region = ac.Region
-	ep := func(s string) *string {
-		if s == "" {
-			return nil
-		}
-		return sdk.String(s)
-	}
+	ep := nilIfEmpty
 	if cfg.AssumeRoleARN != "" {
 		base := sts.NewFromConfig(ac, func(o *sts.Options) { o.BaseEndpoint = ep(cfg.Endpoints.STS) })
 		ac.Credentials = sdk.NewCredentialsCache(stscreds.NewAssumeRoleProvider(base, cfg.AssumeRoleARN, func(o *stscreds.AssumeRoleOptions) {
