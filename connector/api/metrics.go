@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/connector/fleet"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/version"
 	"github.com/rehost/rehost/pkg/metric"
@@ -33,6 +34,12 @@ type Metrics struct {
 	runErrors   *metric.Counter
 	apiCalls    *metric.Counter
 	apiErrors   *metric.Counter
+
+	// fleetMu guards the fleet's view one scrape reads (fleetStatus).
+	fleetMu sync.Mutex
+	fleet   fleet.Status
+	fleetOK bool
+	fleetAt time.Time
 
 	mu        sync.Mutex
 	sent      map[string]int64 // bytes counted per live run
@@ -270,16 +277,31 @@ func (m *Metrics) runsInState(emit func(float64, ...string)) {
 	}
 }
 
-// fleetMembers counts the fleet's members by health, from the shared store.
-func (m *Metrics) fleetMembers(emit func(float64, ...string)) {
+// fleetStatus is the fleet's view for one scrape: both fleet families read
+// it, so it is asked of the store once and reused for a second.
+func (m *Metrics) fleetStatus() (fleet.Status, bool) {
 	if m.d.Member == nil {
-		return
+		return fleet.Status{}, false
+	}
+	m.fleetMu.Lock()
+	defer m.fleetMu.Unlock()
+	if time.Since(m.fleetAt) < time.Second {
+		return m.fleet, m.fleetOK
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := m.d.FleetStatus(ctx)
 	if err != nil {
 		m.log.Warn("metrics: fleet status", "err", err)
+	}
+	m.fleet, m.fleetOK, m.fleetAt = st, err == nil, time.Now()
+	return m.fleet, m.fleetOK
+}
+
+// fleetMembers counts the fleet's members by health, from the shared store.
+func (m *Metrics) fleetMembers(emit func(float64, ...string)) {
+	st, ok := m.fleetStatus()
+	if !ok {
 		return
 	}
 	healthy := 0
@@ -294,15 +316,7 @@ func (m *Metrics) fleetMembers(emit func(float64, ...string)) {
 
 // fleetMemberRuns counts the runs each member holds a live lease on.
 func (m *Metrics) fleetMemberRuns(emit func(float64, ...string)) {
-	if m.d.Member == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := m.d.FleetStatus(ctx)
-	if err != nil {
-		return
-	}
+	st, _ := m.fleetStatus()
 	for _, mem := range st.Members {
 		emit(float64(mem.RunsInFlight), mem.ID)
 	}

@@ -1074,10 +1074,7 @@ func (s *sqlStore) GetLedgerEntry(ctx context.Context, id int64) (LedgerEntry, e
 // current state allows it.
 func (s *sqlStore) updateLedger(ctx context.Context, what string, id int64, allowed []LedgerState, set string, args ...any) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkLedgerState(ctx, tx, id, allowed); err != nil {
-			return err
-		}
-		if err := s.checkFence(ctx, tx); err != nil {
+		if err := s.checkLedgerWrite(ctx, tx, id, allowed); err != nil {
 			return err
 		}
 		args = append(append(args, s.now().UnixNano()), id)
@@ -1090,17 +1087,19 @@ func (s *sqlStore) updateLedger(ctx context.Context, what string, id int64, allo
 	return nil
 }
 
-// checkLedgerState fails with ErrConflict unless entry id is in one of the
-// allowed states (ErrNotFound if it is missing).
-func (s *sqlStore) checkLedgerState(ctx context.Context, q querier, id int64, allowed []LedgerState) error {
-	e, err := s.getLedger(ctx, q, id)
+// checkLedgerWrite is what every write to an existing ledger entry checks
+// first: ErrConflict unless entry id is in one of the allowed states
+// (ErrNotFound if it is missing), and ErrFenced when ctx carries a lease
+// that no longer holds the run.
+func (s *sqlStore) checkLedgerWrite(ctx context.Context, tx *sql.Tx, id int64, allowed []LedgerState) error {
+	e, err := s.getLedger(ctx, tx, id)
 	if err != nil {
 		return err
 	}
 	if !slices.Contains(allowed, e.State) {
 		return fmt.Errorf("%w: entry (%s %s) is %s", ErrConflict, e.Kind, e.ResourceID, e.State)
 	}
-	return nil
+	return s.checkFence(ctx, tx)
 }
 
 // partsPerStatement bounds a multi-row insert of parts (3 arguments each)
@@ -1117,10 +1116,7 @@ func (s *sqlStore) RecordParts(ctx context.Context, id int64, parts []LedgerPart
 		}
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkLedgerState(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated}); err != nil {
-			return err
-		}
-		if err := s.checkFence(ctx, tx); err != nil {
+		if err := s.checkLedgerWrite(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated}); err != nil {
 			return err
 		}
 		for chunk := range slices.Chunk(parts, partsPerStatement) {
@@ -1180,10 +1176,7 @@ func (s *sqlStore) UpdateData(ctx context.Context, id int64, data json.RawMessag
 
 func (s *sqlStore) RecordReleased(ctx context.Context, id int64) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if err := s.checkLedgerState(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}); err != nil {
-			return err
-		}
-		if err := s.checkFence(ctx, tx); err != nil {
+		if err := s.checkLedgerWrite(ctx, tx, id, []LedgerState{LedgerIntent, LedgerCreated, LedgerReleased}); err != nil {
 			return err
 		}
 		if _, err := s.exec(ctx, tx, `UPDATE ledger SET state = ?, updated_at = ? WHERE id = ?`, LedgerReleased, s.now().UnixNano(), id); err != nil {
