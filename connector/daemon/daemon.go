@@ -382,23 +382,9 @@ func (d *Daemon) ImportCatalog(ctx context.Context, sourceID string) ([]store.Se
 	if err != nil {
 		return nil, fmt.Errorf("import server catalog: %w", err)
 	}
-	out := make([]store.Server, 0, len(vms))
-	snap := d.snapshotImport(ctx)
-	for _, vm := range vms {
-		details, _ := json.Marshal(vm)
-		s, err := d.Store.UpsertServer(ctx, store.Server{
-			SourceID: sourceID, VMID: vm.ID, Name: vm.Name, Path: vm.Path, GuestOS: vm.GuestOS,
-			Firmware: vm.Firmware, CPUs: vm.CPUs, MemoryMiB: vm.MemoryMiB, DiskCount: len(vm.Disks),
-			Details: string(details),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("import server catalog: vm %q: %w", vm.Name, err)
-		}
-		// Each server of the catalog says at once whether it will migrate.
-		if _, err := d.putReport(ctx, s.ServerID, checkVM(ctx, src, vm, snap)); err != nil {
-			return nil, fmt.Errorf("import server catalog: vm %q: %w", vm.Name, err)
-		}
-		out = append(out, s)
+	out, err := d.writeCatalog(ctx, src, sourceID, vms)
+	if err != nil {
+		return nil, fmt.Errorf("import server catalog: %w", err)
 	}
 	return out, nil
 }

@@ -37,6 +37,18 @@ const (
 )
 
 func (d *Daemon) putReport(ctx context.Context, subject string, fs []preflight.Finding) (Report, error) {
+	r, p, err := newReport(subject, fs)
+	if err != nil {
+		return r, err
+	}
+	if err := d.Store.PutPreflight(ctx, p); err != nil {
+		return r, fmt.Errorf("save the preflight of %s: %w", subject, err)
+	}
+	return r, nil
+}
+
+// newReport is the report of subject's findings, and its record.
+func newReport(subject string, fs []preflight.Finding) (Report, store.Preflight, error) {
 	preflight.Sort(fs)
 	if fs == nil {
 		fs = []preflight.Finding{}
@@ -44,12 +56,9 @@ func (d *Daemon) putReport(ctx context.Context, subject string, fs []preflight.F
 	r := Report{Subject: subject, Status: preflight.StatusOf(fs), Findings: fs, CheckedAt: time.Now().UTC()}
 	b, err := json.Marshal(fs)
 	if err != nil {
-		return r, err
+		return r, store.Preflight{}, err
 	}
-	if err := d.Store.PutPreflight(ctx, store.Preflight{Subject: subject, Status: string(r.Status), Findings: b, CheckedAt: r.CheckedAt}); err != nil {
-		return r, fmt.Errorf("save the preflight of %s: %w", subject, err)
-	}
-	return r, nil
+	return r, store.Preflight{Subject: subject, Status: string(r.Status), Findings: b, CheckedAt: r.CheckedAt}, nil
 }
 
 func reportOf(p store.Preflight) Report {

@@ -133,6 +133,34 @@ type DiskReader interface {
 	ReadDisk(ctx context.Context, vmID, diskKey string) (DiskContent, error)
 }
 
+// Watcher is the optional capability of sources that report changes of
+// their inventory as they happen (vCenter's property collector), so a
+// catalog stays current without listing everything again.
+type Watcher interface {
+	// Watch calls fn with the whole inventory first (a Change with Full
+	// set), then with each batch of changes as the source reports them,
+	// until ctx ends (it then returns ctx's cause) or fn fails (it returns
+	// fn's error). When the source loses track (a session lost, its
+	// version of the updates no longer known) Watch lists everything again
+	// and goes on with another Full change; while the source cannot be
+	// reached it retries, backing off, and says so to fn with a Change
+	// carrying Err.
+	Watch(ctx context.Context, fn func(Change) error) error
+}
+
+// Change is a batch of inventory changes a Watcher reports.
+type Change struct {
+	// Full: VMs is the whole inventory; VMs not in it are gone.
+	Full bool
+	// VMs are the VMs added or changed (all of them when Full).
+	VMs []VM
+	// Gone are the ids of VMs removed from the source.
+	Gone []string
+	// Err says why the source cannot be watched right now (VMs and Gone
+	// are then empty); the watch goes on.
+	Err error
+}
+
 // DiskContent is a disk opened by DiskReader.ReadDisk.
 type DiskContent interface {
 	io.ReaderAt

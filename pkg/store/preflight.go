@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -31,6 +32,9 @@ type Preflights interface {
 	// (CheckedAt set to now if zero). ErrInvalid on an empty subject or
 	// status, or findings that are not JSON.
 	PutPreflight(ctx context.Context, p Preflight) error
+	// PutPreflights stores each of ps as PutPreflight does, all in one
+	// transaction: every one is stored or, on an error, none.
+	PutPreflights(ctx context.Context, ps []Preflight) error
 	// GetPreflight returns the subject's result; ErrNotFound when it was
 	// never checked (or its result was deleted).
 	GetPreflight(ctx context.Context, subject string) (Preflight, error)
@@ -42,27 +46,48 @@ type Preflights interface {
 }
 
 func (s *sqlStore) PutPreflight(ctx context.Context, p Preflight) error {
-	switch {
-	case p.Subject == "":
-		return fmt.Errorf("put preflight: %w: the subject is empty", ErrInvalid)
-	case p.Status == "":
-		return fmt.Errorf("put preflight of %s: %w: the status is empty", p.Subject, ErrInvalid)
-	case len(p.Findings) == 0:
-		p.Findings = json.RawMessage("[]")
+	return s.PutPreflights(ctx, []Preflight{p})
+}
+
+func (s *sqlStore) PutPreflights(ctx context.Context, ps []Preflight) error {
+	ps = slices.Clone(ps)
+	for i := range ps {
+		p := &ps[i]
+		switch {
+		case p.Subject == "":
+			return fmt.Errorf("put preflight: %w: the subject is empty", ErrInvalid)
+		case p.Status == "":
+			return fmt.Errorf("put preflight of %s: %w: the status is empty", p.Subject, ErrInvalid)
+		case len(p.Findings) == 0:
+			p.Findings = json.RawMessage("[]")
+		}
+		if err := checkJSON("preflight findings of "+p.Subject, p.Findings); err != nil {
+			return err
+		}
+		if p.CheckedAt.IsZero() {
+			p.CheckedAt = s.now()
+		}
 	}
-	if err := checkJSON("preflight findings of "+p.Subject, p.Findings); err != nil {
-		return err
-	}
-	if p.CheckedAt.IsZero() {
-		p.CheckedAt = s.now()
-	}
-	_, err := s.exec(ctx, s.db, `INSERT INTO preflights (subject, status, findings, checked_at) VALUES (?, ?, ?, ?)
+	put := func(ctx context.Context, q querier, p Preflight) error {
+		_, err := s.exec(ctx, q, `INSERT INTO preflights (subject, status, findings, checked_at) VALUES (?, ?, ?, ?)
 	ON CONFLICT (subject) DO UPDATE SET status = excluded.status, findings = excluded.findings, checked_at = excluded.checked_at`,
-		p.Subject, p.Status, jsonArg(p.Findings), p.CheckedAt.UnixNano())
-	if err != nil {
-		return fmt.Errorf("put preflight of %s: %w", p.Subject, err)
+			p.Subject, p.Status, jsonArg(p.Findings), p.CheckedAt.UnixNano())
+		if err != nil {
+			return fmt.Errorf("put preflight of %s: %w", p.Subject, err)
+		}
+		return nil
 	}
-	return nil
+	if len(ps) == 1 {
+		return put(ctx, s.db, ps[0])
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, p := range ps {
+			if err := put(ctx, tx, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func scanPreflight(r scanner) (Preflight, error) {

@@ -462,39 +462,64 @@ func scanServer(r scanner) (Server, error) {
 }
 
 func (s *sqlStore) UpsertServer(ctx context.Context, v Server) (Server, error) {
-	if v.SourceID == "" || v.VMID == "" {
-		return Server{}, fmt.Errorf("upsert server %q: %w: source id and vm id are required", v.Name, ErrInvalid)
+	out, err := s.UpsertServers(ctx, []Server{v})
+	if err != nil {
+		return Server{}, err
 	}
-	if v.Details != "" && !json.Valid([]byte(v.Details)) {
-		return Server{}, fmt.Errorf("upsert server %q: %w: details are not valid JSON", v.Name, ErrInvalid)
+	return out[0], nil
+}
+
+func (s *sqlStore) UpsertServers(ctx context.Context, vs []Server) ([]Server, error) {
+	out := slices.Clone(vs)
+	for i := range out {
+		v := &out[i]
+		if v.SourceID == "" || v.VMID == "" {
+			return nil, fmt.Errorf("upsert server %q: %w: source id and vm id are required", v.Name, ErrInvalid)
+		}
+		if v.Details != "" && !json.Valid([]byte(v.Details)) {
+			return nil, fmt.Errorf("upsert server %q: %w: details are not valid JSON", v.Name, ErrInvalid)
+		}
+		if v.ImportedAt.IsZero() {
+			v.ImportedAt = s.now()
+		}
 	}
-	if v.ImportedAt.IsZero() {
-		v.ImportedAt = s.now()
-	}
+	var failed *Server
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := s.getSource(ctx, tx, v.SourceID); err != nil {
-			return err
+		sources := map[string]bool{}
+		for i := range out {
+			v := &out[i]
+			failed = v
+			if !sources[v.SourceID] {
+				if _, err := s.getSource(ctx, tx, v.SourceID); err != nil {
+					return err
+				}
+				sources[v.SourceID] = true
+			}
+			var existing string
+			err := s.queryRow(ctx, tx, `SELECT server_id FROM servers WHERE source_id = ? AND vm_id = ?`, v.SourceID, v.VMID).Scan(&existing)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				v.ServerID = newID(prefixServer)
+				_, err = s.exec(ctx, tx, `INSERT INTO servers (`+serverCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					v.ServerID, v.SourceID, v.VMID, v.Name, v.Path, v.GuestOS, v.Firmware, v.CPUs, v.MemoryMiB, v.DiskCount, v.Details, timeArg(v.ImportedAt))
+			case err == nil:
+				v.ServerID = existing
+				_, err = s.exec(ctx, tx, `UPDATE servers SET name = ?, path = ?, guest_os = ?, firmware = ?, cpus = ?, memory_mib = ?, disk_count = ?, details = ?, imported_at = ? WHERE server_id = ?`,
+					v.Name, v.Path, v.GuestOS, v.Firmware, v.CPUs, v.MemoryMiB, v.DiskCount, v.Details, timeArg(v.ImportedAt), existing)
+			}
+			if err != nil {
+				return err
+			}
 		}
-		var existing string
-		err := s.queryRow(ctx, tx, `SELECT server_id FROM servers WHERE source_id = ? AND vm_id = ?`, v.SourceID, v.VMID).Scan(&existing)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			v.ServerID = newID(prefixServer)
-			_, err = s.exec(ctx, tx, `INSERT INTO servers (`+serverCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				v.ServerID, v.SourceID, v.VMID, v.Name, v.Path, v.GuestOS, v.Firmware, v.CPUs, v.MemoryMiB, v.DiskCount, v.Details, timeArg(v.ImportedAt))
-			return err
-		case err != nil:
-			return err
-		}
-		v.ServerID = existing
-		_, err = s.exec(ctx, tx, `UPDATE servers SET name = ?, path = ?, guest_os = ?, firmware = ?, cpus = ?, memory_mib = ?, disk_count = ?, details = ?, imported_at = ? WHERE server_id = ?`,
-			v.Name, v.Path, v.GuestOS, v.Firmware, v.CPUs, v.MemoryMiB, v.DiskCount, v.Details, timeArg(v.ImportedAt), existing)
-		return err
+		return nil
 	})
 	if err != nil {
-		return Server{}, fmt.Errorf("upsert server %q (vm %s of source %s): %w", v.Name, v.VMID, v.SourceID, err)
+		if failed == nil {
+			return nil, fmt.Errorf("upsert %d servers: %w", len(vs), err)
+		}
+		return nil, fmt.Errorf("upsert server %q (vm %s of source %s): %w", failed.Name, failed.VMID, failed.SourceID, err)
 	}
-	return v, nil
+	return out, nil
 }
 
 func (s *sqlStore) GetServer(ctx context.Context, id string) (Server, error) {

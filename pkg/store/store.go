@@ -435,6 +435,9 @@ type Catalog interface {
 	// An existing entry keeps its ServerID; the returned Server is what is
 	// stored. ImportedAt is set to now if zero.
 	UpsertServer(ctx context.Context, s Server) (Server, error)
+	// UpsertServers upserts each of ss as UpsertServer does, all in one
+	// transaction: every one is stored or, on an error, none.
+	UpsertServers(ctx context.Context, ss []Server) ([]Server, error)
 	GetServer(ctx context.Context, serverID string) (Server, error)
 	ListServers(ctx context.Context, f ServerFilter) ([]Server, error)
 	// DeleteServer fails with ErrConflict while any job (even a deleted

@@ -126,6 +126,11 @@ type Options struct {
 	// MaxChangedAreas caps the extents one QueryChangedDiskAreas answer
 	// carries, as vCenter does, so clients must page; default 256.
 	MaxChangedAreas int
+	// PlainVMs is how many plain simulator VMs (one 10 GB disk, one NIC,
+	// powered off) the model creates besides VMs, for inventories at
+	// scale: half under the standalone host, half in the cluster (an odd
+	// count is rounded up).
+	PlainVMs int
 }
 
 // Sim is a running simulated vCenter.
@@ -246,7 +251,8 @@ func (s *Sim) start(ctx context.Context) error {
 	s.leaf = leaf
 
 	m := simulator.VPX()
-	m.Machine = 0
+	m.Machine = (s.opts.PlainVMs + 1) / 2
+	m.Autostart = false
 	if err := m.Create(); err != nil {
 		return fmt.Errorf("create inventory: %w", err)
 	}

@@ -3,6 +3,7 @@ package vsphere
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -28,30 +29,69 @@ var vmProps = []string{
 // then.
 const detailedProp = "guest.guestDetailedData"
 
-// retrieveVMs runs retrieve with the VM properties to ask for, and again
-// without the detailed guest data when this vCenter does not know it.
-func (s *Source) retrieveVMs(ctx context.Context, retrieve func(props []string) ([]vim.Object, error)) ([]vim.Object, error) {
+// withVMProps runs retrieve with the VM properties to ask for, and again
+// without the detailed guest data when this vCenter does not know it (it
+// says so before answering anything).
+func (s *Source) withVMProps(retrieve func(props []string) error) error {
 	if s.noDetailed.Load() {
 		return retrieve(vmProps)
 	}
-	objs, err := retrieve(append(slices.Clone(vmProps), detailedProp))
+	err := retrieve(append(slices.Clone(vmProps), detailedProp))
 	if isFault(err, "InvalidProperty") {
 		s.noDetailed.Store(true)
 		return retrieve(vmProps)
 	}
-	return objs, err
+	return err
 }
 
-// Inventory lists every VM (templates excluded) in three round trips
-// whatever their number: create a container view, one RetrievePropertiesEx
-// of the VMs with their folders, datacenters and networks (continued in
-// pages only when vCenter pages it), destroy the view.
+// inventoryPage is how many VMs one answer of the inventory holds: the
+// answers are read one at a time, so the connector's memory is bounded by
+// a page, not by the size of the vCenter.
+const inventoryPage = 250
+
+// containerProps are what a VM's inventory path and network names are
+// resolved from.
+var containerProps = []vim.PropSpec{
+	{Type: "Folder", Paths: []string{"name", "parent"}},
+	{Type: "Datacenter", Paths: []string{"name", "parent"}},
+	{Type: "VirtualApp", Paths: []string{"name", "parent", "parentFolder"}},
+	{Type: "Network", Paths: []string{"name"}},
+	{Type: "DistributedVirtualPortgroup", Paths: []string{"name", "key"}},
+}
+
+// Inventory lists every VM (templates excluded) in a bounded number of
+// round trips: a container view, one RetrievePropertiesEx of its folders,
+// datacenters and networks, the VMs in pages of inventoryPage, and the
+// view destroyed.
 func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
-	res, err := s.c.Call(ctx, "CreateContainerView", s.c.Content.ViewManager, vim.Mor("container", s.c.Content.RootFolder),
-		vim.Str("type", "VirtualMachine"), vim.Str("type", "Folder"), vim.Str("type", "Datacenter"), vim.Str("type", "Network"),
-		vim.Str("type", "DistributedVirtualPortgroup"), vim.Str("type", "VirtualApp"), vim.Bool("recursive", true))
+	var out []source.VM
+	err := s.listVMs(ctx, nil, func(_ vim.Ref, vm source.VM, ok bool) {
+		if ok {
+			out = append(out, vm)
+		}
+	})
 	if err != nil {
-		return nil, classify("list vms", err)
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// listVMs calls fn with each VM of the inventory (refs nil) or each of
+// refs that still exists, page by page; ok is false for a template or a
+// VM outside the configured datacenter. A VM without a configuration yet
+// (being created, or vanishing mid-listing) is left out: it shows up on
+// the next listing.
+func (s *Source) listVMs(ctx context.Context, refs []vim.Ref, fn func(ref vim.Ref, vm source.VM, ok bool)) error {
+	types := []vim.E{vim.Str("type", "Folder"), vim.Str("type", "Datacenter"), vim.Str("type", "Network"),
+		vim.Str("type", "DistributedVirtualPortgroup"), vim.Str("type", "VirtualApp")}
+	if refs == nil {
+		types = append(types, vim.Str("type", "VirtualMachine"))
+	}
+	args := append([]vim.E{vim.Mor("container", s.c.Content.RootFolder)}, types...)
+	res, err := s.c.Call(ctx, "CreateContainerView", s.c.Content.ViewManager, append(args, vim.Bool("recursive", true))...)
+	if err != nil {
+		return classify("list vms", err)
 	}
 	view := res.Child("returnval").Ref()
 	defer func() {
@@ -61,49 +101,53 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 			slog.Warn("destroy inventory view", "err", err)
 		}
 	}()
-	objs, err := s.retrieveVMs(ctx, func(props []string) ([]vim.Object, error) {
-		return s.c.Retrieve(ctx, []vim.ObjectSpec{{Obj: view, Skip: true, Traverse: &vim.Traversal{Type: "ContainerView", Path: "view"}}},
-			[]vim.PropSpec{
-				{Type: "VirtualMachine", Paths: props},
-				{Type: "Folder", Paths: []string{"name", "parent"}},
-				{Type: "Datacenter", Paths: []string{"name", "parent"}},
-				{Type: "VirtualApp", Paths: []string{"name", "parent", "parentFolder"}},
-				{Type: "Network", Paths: []string{"name"}},
-				{Type: "DistributedVirtualPortgroup", Paths: []string{"name", "key"}},
-			})
-	})
+	inView := []vim.ObjectSpec{{Obj: view, Skip: true, Traverse: &vim.Traversal{Type: "ContainerView", Path: "view"}}}
+	containers, err := s.c.Retrieve(ctx, inView, containerProps)
 	if err != nil {
-		return nil, classify("list vms", err)
+		return classify("list vms: read their folders and networks", err)
 	}
 	inv := newInventory()
-	var vms []vim.Object
-	for _, o := range objs {
-		switch o.Ref.Type {
-		case "VirtualMachine":
-			vms = append(vms, o)
-		default:
-			inv.addContainer(o)
+	for _, o := range containers {
+		inv.addContainer(o)
+	}
+	page := func(objs []vim.Object) error {
+		for _, o := range objs {
+			vm, ok, err := inv.vm(o)
+			if err != nil {
+				slog.Warn("skip vm in inventory", "vm", o.Ref.Value, "err", err)
+				continue
+			}
+			if s.cfg.Datacenter != "" && !strings.HasPrefix(vm.Path, "/"+s.cfg.Datacenter+"/") {
+				ok = false
+			}
+			fn(o.Ref, vm, ok)
+		}
+		return nil
+	}
+	specs := inView
+	if refs != nil {
+		specs = make([]vim.ObjectSpec, len(refs))
+		for i, r := range refs {
+			specs[i] = vim.ObjectSpec{Obj: r}
 		}
 	}
-	out := make([]source.VM, 0, len(vms))
-	for _, o := range vms {
-		vm, ok, err := inv.vm(o)
-		if err != nil {
-			// A VM that vanished or is being created mid-listing has no
-			// config yet; it shows up on the next listing.
-			slog.Warn("skip vm in inventory", "vm", o.Ref.Value, "err", err)
-			continue
+	err = s.withVMProps(func(props []string) error {
+		return s.c.RetrievePages(ctx, specs, []vim.PropSpec{{Type: "VirtualMachine", Paths: props}}, inventoryPage, page)
+	})
+	if isFault(err, "ManagedObjectNotFound") && len(refs) > 1 {
+		// One of refs is gone (vCenter refuses the whole retrieval then):
+		// read the others one by one.
+		for _, r := range refs {
+			if err := s.listVMs(ctx, []vim.Ref{r}, fn); err != nil && !errors.Is(err, source.ErrNotFound) {
+				return err
+			}
 		}
-		if !ok {
-			continue
-		}
-		if s.cfg.Datacenter != "" && !strings.HasPrefix(vm.Path, "/"+s.cfg.Datacenter+"/") {
-			continue
-		}
-		out = append(out, vm)
+		return nil
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
-	return out, nil
+	if err != nil {
+		return classify("list vms", err)
+	}
+	return nil
 }
 
 // VM returns one VM by instance UUID.
@@ -112,8 +156,11 @@ func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
 	if err != nil {
 		return source.VM{}, err
 	}
-	objs, err := s.retrieveVMs(ctx, func(props []string) ([]vim.Object, error) {
-		return s.c.Get(ctx, []vim.Ref{ref}, props...)
+	var objs []vim.Object
+	err = s.withVMProps(func(props []string) error {
+		var err error
+		objs, err = s.c.Get(ctx, []vim.Ref{ref}, props...)
+		return err
 	})
 	if err != nil {
 		return source.VM{}, classify("get vm "+id, err)

@@ -36,6 +36,55 @@ type Object struct {
 // Retrieve reads properties of objects with RetrievePropertiesEx, following
 // its continuation tokens when vCenter pages the answer.
 func (c *Client) Retrieve(ctx context.Context, objs []ObjectSpec, props []PropSpec) ([]Object, error) {
+	var out []Object
+	err := c.RetrievePages(ctx, objs, props, 0, func(page []Object) error {
+		out = append(out, page...)
+		return nil
+	})
+	return out, err
+}
+
+// RetrievePages reads properties of objects page by page: each answer of
+// RetrievePropertiesEx and of the ContinueRetrievePropertiesEx calls its
+// token leads to holds at most maxObjects objects (0: as many as vCenter
+// sends at once), and fn sees each page before the next is asked for, so
+// a caller that keeps only what it needs of each holds one page at a time.
+// An error of fn stops the retrieval (its remaining pages are cancelled)
+// and is returned.
+func (c *Client) RetrievePages(ctx context.Context, objs []ObjectSpec, props []PropSpec, maxObjects int, fn func([]Object) error) error {
+	var options []E
+	if maxObjects > 0 {
+		options = append(options, Int("maxObjects", int64(maxObjects)))
+	}
+	res, err := c.Call(ctx, "RetrievePropertiesEx", c.Content.PropertyCollector, El("specSet", filterSpec(objs, props)...), El("options", options...))
+	if err != nil {
+		return err
+	}
+	for {
+		ret := res.Child("returnval")
+		page := objectsOf(ret.Children("objects"))
+		token := ret.Child("token").String()
+		res = nil
+		if err := fn(page); err != nil {
+			if token != "" {
+				if _, cerr := c.Call(context.WithoutCancel(ctx), "CancelRetrievePropertiesEx", c.Content.PropertyCollector, Str("token", token)); cerr != nil {
+					return fmt.Errorf("%w (and cancelling the rest of the retrieval failed: %v)", err, cerr)
+				}
+			}
+			return err
+		}
+		if token == "" {
+			return nil
+		}
+		if res, err = c.Call(ctx, "ContinueRetrievePropertiesEx", c.Content.PropertyCollector, Str("token", token)); err != nil {
+			return err
+		}
+	}
+}
+
+// filterSpec is the content of a PropertyFilterSpec: the properties to read
+// and the objects to read them of.
+func filterSpec(objs []ObjectSpec, props []PropSpec) []E {
 	var spec []E
 	for _, p := range props {
 		ps := []E{Str("type", p.Type)}
@@ -55,34 +104,26 @@ func (c *Client) Retrieve(ctx context.Context, objs []ObjectSpec, props []PropSp
 		}
 		spec = append(spec, El("objectSet", os...))
 	}
-	res, err := c.Call(ctx, "RetrievePropertiesEx", c.Content.PropertyCollector, El("specSet", spec...), El("options"))
-	if err != nil {
-		return nil, err
-	}
-	var out []Object
-	for {
-		ret := res.Child("returnval")
-		for _, o := range ret.Children("objects") {
-			obj := Object{Ref: o.Child("obj").Ref(), Props: map[string]*Node{}}
-			for _, p := range o.Children("propSet") {
-				obj.Props[p.Child("name").String()] = p.Child("val")
+	return spec
+}
+
+// objectsOf reads ObjectContents.
+func objectsOf(ns []*Node) []Object {
+	out := make([]Object, 0, len(ns))
+	for _, o := range ns {
+		obj := Object{Ref: o.Child("obj").Ref(), Props: map[string]*Node{}}
+		for _, p := range o.Children("propSet") {
+			obj.Props[p.Child("name").String()] = p.Child("val")
+		}
+		for _, m := range o.Children("missingSet") {
+			if obj.Missing == nil {
+				obj.Missing = map[string]string{}
 			}
-			for _, m := range o.Children("missingSet") {
-				if obj.Missing == nil {
-					obj.Missing = map[string]string{}
-				}
-				obj.Missing[m.Child("path").String()] = m.Path("fault", "fault").Type()
-			}
-			out = append(out, obj)
+			obj.Missing[m.Child("path").String()] = m.Path("fault", "fault").Type()
 		}
-		token := ret.Child("token").String()
-		if token == "" {
-			return out, nil
-		}
-		if res, err = c.Call(ctx, "ContinueRetrievePropertiesEx", c.Content.PropertyCollector, Str("token", token)); err != nil {
-			return nil, err
-		}
+		out = append(out, obj)
 	}
+	return out
 }
 
 // Get reads properties of the given objects.
