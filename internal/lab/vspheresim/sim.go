@@ -153,6 +153,8 @@ type Sim struct {
 	// sessionKeys are the session cookies of logins; NFC downloads must
 	// carry one, as vCenter's do.
 	sessionKeys map[string]bool
+	// folders are the VM names whose datastore folder is served.
+	folders map[string]bool
 	completed   int
 	aborted     int
 	expired     int
@@ -217,6 +219,7 @@ func Start(ctx context.Context, o Options) (*Sim, error) {
 		stop:   make(chan struct{}),
 
 		sessionKeys: map[string]bool{},
+		folders:     map[string]bool{},
 	}
 	s.dir = o.Dir
 	if s.dir == "" {
@@ -511,8 +514,13 @@ func (s *Sim) createVM(ctx context.Context, spec VMSpec) error {
 	}
 	// Each VM's folder on the datastore, where clients read the disks a
 	// snapshot froze; more specific than the simulator's own /folder/.
-	m := s.model.Service
-	m.HandleFunc(folderPrefix+url.PathEscape(spec.Name)+"/", s.serveFolder)
+	s.mu.Lock()
+	served := s.folders[spec.Name]
+	s.folders[spec.Name] = true
+	s.mu.Unlock()
+	if !served { // a VM added again under a name used before
+		s.model.Service.HandleFunc(folderPrefix+url.PathEscape(spec.Name)+"/", s.serveFolder)
+	}
 	for i, d := range spec.Disks {
 		if d.Seed == nil {
 			continue
