@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -70,6 +71,10 @@ type Options struct {
 	Hook func(runID, step string)
 	// ProgressEvery throttles progress writes (default 1 s).
 	ProgressEvery time.Duration
+	// CatalogPoll is how often the catalog of a source that does not
+	// report its changes (Hyper-V, Azure) is compared with its inventory
+	// (default 30 s); vCenter sources are watched instead.
+	CatalogPoll time.Duration
 	// LaunchPoll is how often an application launch in progress is looked
 	// at (default 5 s); BootTimeout is each server group's time to boot, in
 	// seconds (default app.DefaultBootTimeout).
@@ -111,6 +116,8 @@ type Daemon struct {
 	keysMu     sync.Mutex
 	keysSealed []byte
 	keysParsed []AccessKey
+
+	catalogs keeper
 }
 
 // Open opens (creating if needed) the state directory dir: rehost.db and the
@@ -142,6 +149,7 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 		return nil, fmt.Errorf("open state %s: %w", dir, err)
 	}
 	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log, StoreConfig: sc}
+	d.catalogs.poll = cmp.Or(o.CatalogPoll, 30*time.Second)
 	if sc.Postgres() {
 		if err := fleet.CheckKey(ctx, st, box, dir); err != nil {
 			st.Close()
@@ -196,6 +204,9 @@ func (d *Daemon) Close() error { return d.Store.Close() }
 type runner struct{ d *Daemon }
 
 func (r runner) Run(ctx context.Context, run store.ReplicationRun) error {
+	if err := r.d.vmGoneError(ctx, run); err != nil {
+		return err
+	}
 	_, err := r.d.Engine.Run(ctx, run)
 	return err
 }
@@ -386,6 +397,7 @@ func (d *Daemon) ImportCatalog(ctx context.Context, sourceID string) ([]store.Se
 	if err != nil {
 		return nil, fmt.Errorf("import server catalog: %w", err)
 	}
+	d.keepCatalog(sourceID)
 	return out, nil
 }
 
@@ -464,6 +476,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		defer close(appsDone)
 		d.Apps.Run(ctx)
 	}()
+	catalogsDone := make(chan struct{})
+	go func() {
+		defer close(catalogsDone)
+		d.keepCatalogs(ctx)
+	}()
 	tick := time.NewTicker(30 * time.Minute)
 	defer tick.Stop()
 	lastSweep, lastPreflight := time.Now(), time.Now()
@@ -475,6 +492,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			<-janitorDone
 			<-preflightDone
 			<-appsDone
+			<-catalogsDone
 			<-memberDone
 			return removedErr(ctx)
 		case <-tick.C:

@@ -58,6 +58,7 @@ func (d *Daemon) RemoveSource(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: remove source %q: %d of its servers keep the history of deleted replication jobs, so the source stays (its other servers were removed from the catalog)",
 			store.ErrConflict, src.Name, kept)
 	}
+	d.forgetCatalog(id)
 	if err := d.Store.DeleteSource(ctx, id); err != nil {
 		return fmt.Errorf("remove source %q: %w", src.Name, err)
 	}

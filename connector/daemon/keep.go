@@ -1,0 +1,340 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rehost/rehost/pkg/preflight"
+	"github.com/rehost/rehost/pkg/source"
+	"github.com/rehost/rehost/pkg/store"
+)
+
+// keeper keeps the catalogs of the imported sources current while the
+// daemon serves: a source that reports its changes (source.Watcher, a
+// vCenter) is watched, any other has its inventory compared with the
+// catalog every poll, and only what changed is written.
+type keeper struct {
+	poll time.Duration
+
+	mu      sync.Mutex
+	ctx     context.Context // Serve's; nil until it starts
+	pending map[string]bool // sources to keep once Serve starts
+	running map[string]context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// keepCatalog keeps the catalog of the source current from now on (from
+// Serve's start if it has not started). Keeping one already kept is a
+// no-op.
+func (d *Daemon) keepCatalog(sourceID string) {
+	k := &d.catalogs
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.ctx == nil {
+		if k.pending == nil {
+			k.pending = map[string]bool{}
+		}
+		k.pending[sourceID] = true
+		return
+	}
+	if _, ok := k.running[sourceID]; ok || k.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(k.ctx)
+	k.running[sourceID] = cancel
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		d.keepCurrent(ctx, sourceID)
+		k.mu.Lock()
+		delete(k.running, sourceID)
+		k.mu.Unlock()
+		cancel()
+	}()
+}
+
+// forgetCatalog stops keeping the source's catalog (it is being removed).
+func (d *Daemon) forgetCatalog(sourceID string) {
+	k := &d.catalogs
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	delete(k.pending, sourceID)
+	if cancel, ok := k.running[sourceID]; ok {
+		cancel()
+	}
+}
+
+// keepCatalogs keeps every source that has servers in the catalog, and
+// those imported from now on, until ctx ends; then it waits for them.
+func (d *Daemon) keepCatalogs(ctx context.Context) {
+	k := &d.catalogs
+	k.mu.Lock()
+	k.ctx, k.running = ctx, map[string]context.CancelFunc{}
+	pending := k.pending
+	k.pending = nil
+	k.mu.Unlock()
+	srcs, err := d.Store.ListSources(ctx)
+	if err != nil {
+		d.Log.Warn("catalog: list the sources to keep current", "err", err)
+	}
+	for _, s := range srcs {
+		if servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: s.ID}); err == nil && len(servers) > 0 {
+			pending[s.ID] = true
+		}
+	}
+	for id := range pending {
+		d.keepCatalog(id)
+	}
+	<-ctx.Done()
+	k.wg.Wait()
+}
+
+// keepCurrent keeps one source's catalog current until ctx ends or the
+// source is removed, connecting again (backing off) after errors.
+func (d *Daemon) keepCurrent(ctx context.Context, sourceID string) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		err := d.keepOnce(ctx, sourceID)
+		if errors.Is(err, store.ErrNotFound) || ctx.Err() != nil {
+			return // the source was removed, or the daemon stops
+		}
+		d.Log.Warn("catalog: keeping the source's servers current failed; trying again", "source", sourceID, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Minute)
+	}
+}
+
+func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
+	src, err := d.OpenSource(ctx, sourceID)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	apply := func(ch source.Change) error {
+		if ch.Err != nil {
+			d.Log.Warn("catalog: the source's changes are not coming in", "source", sourceID, "err", ch.Err)
+			return nil
+		}
+		return d.applyChange(ctx, src, sourceID, ch)
+	}
+	if w, ok := src.(source.Watcher); ok {
+		return w.Watch(ctx, apply)
+	}
+	t := time.NewTicker(d.catalogs.poll)
+	defer t.Stop()
+	for {
+		vms, err := src.Inventory(ctx)
+		if err != nil {
+			return err
+		}
+		if err := apply(source.Change{Full: true, VMs: vms}); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+	}
+}
+
+// applyChange writes a change of the source's inventory to the catalog:
+// the servers of VMs added or changed (with their preflight), a server
+// whose VM is gone deleted, or kept and marked gone while jobs or apps
+// refer to it. A Full change is compared with the catalog first, so only
+// servers that differ are written.
+func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID string, ch source.Change) error {
+	if _, err := d.Store.GetSource(ctx, sourceID); err != nil {
+		return err
+	}
+	vms, gone := ch.VMs, ch.Gone
+	if ch.Full {
+		servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: sourceID})
+		if err != nil {
+			return fmt.Errorf("catalog: %w", err)
+		}
+		marked, err := d.goneServers(ctx)
+		if err != nil {
+			return err
+		}
+		have := make(map[string]store.Server, len(servers))
+		for _, s := range servers {
+			have[s.VMID] = s
+		}
+		vms = nil
+		for _, vm := range ch.VMs {
+			s, ok := have[vm.ID]
+			delete(have, vm.ID)
+			if ok && !marked[s.ServerID] && sameServer(s, serverOf(sourceID, vm)) {
+				continue
+			}
+			vms = append(vms, vm)
+		}
+		for id, s := range have {
+			if !marked[s.ServerID] {
+				gone = append(gone, id)
+			}
+		}
+	}
+	if len(vms) > 0 {
+		back, err := d.goneServers(ctx)
+		if err != nil {
+			return err
+		}
+		stored, err := d.writeCatalog(ctx, src, sourceID, vms)
+		if err != nil {
+			return fmt.Errorf("catalog: %w", err)
+		}
+		for _, s := range stored {
+			if back[s.ServerID] {
+				d.vmBack(ctx, s)
+			}
+		}
+	}
+	for _, id := range gone {
+		if err := d.vmGone(ctx, sourceID, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sameServer reports whether two catalog entries of a VM say the same.
+func sameServer(a, b store.Server) bool {
+	a.ServerID, a.ImportedAt, b.ServerID, b.ImportedAt = "", time.Time{}, "", time.Time{}
+	return a == b
+}
+
+// goneServers are the servers whose preflight says their VM left the
+// source.
+func (d *Daemon) goneServers(ctx context.Context) (map[string]bool, error) {
+	ps, err := d.Store.ListPreflights(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	out := map[string]bool{}
+	for _, p := range ps {
+		if strings.Contains(string(p.Findings), CodeVMGone) {
+			out[p.Subject] = true
+		}
+	}
+	return out, nil
+}
+
+// goneMessage is what a job says while its VM is gone from its source.
+func goneMessage(s store.Server, src string) string {
+	return fmt.Sprintf("vm %q is gone from source %q (the catalog saw it leave at %s): runs fail at once until it is back; delete the job if it is gone for good",
+		s.Name, src, time.Now().UTC().Format(time.RFC3339))
+}
+
+// goneMarker starts every goneMessage: how a job's message is known to
+// be one.
+const goneMarker = "is gone from source"
+
+// vmGone deals with a VM that left the source: its server is deleted if
+// nothing refers to it; otherwise it stays, its preflight says the VM is
+// gone and its jobs say so in their status message.
+func (d *Daemon) vmGone(ctx context.Context, sourceID, vmID string) error {
+	servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: sourceID})
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	var s store.Server
+	for _, x := range servers {
+		if x.VMID == vmID {
+			s = x
+		}
+	}
+	if s.ServerID == "" {
+		return nil
+	}
+	jobs, err := d.Store.ListJobs(ctx, store.JobFilter{ServerID: s.ServerID})
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	if len(jobs) == 0 {
+		err := d.Store.DeleteServer(ctx, s.ServerID)
+		if err == nil {
+			d.Store.DeletePreflight(ctx, s.ServerID)
+			d.Log.Info("catalog: vm left its source; server removed", "source", sourceID, "server", s.ServerID, "vm", s.Name)
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("catalog: remove server %q: %w", s.Name, err)
+		}
+		// An application's server group has it: it stays, marked.
+	}
+	srcName := sourceID
+	if src, err := d.Store.GetSource(ctx, sourceID); err == nil {
+		srcName = src.Name
+	}
+	if _, err := d.putReport(ctx, s.ServerID, []preflight.Finding{{Level: preflight.Blocker, Code: CodeVMGone,
+		Message: fmt.Sprintf("The VM %q is no longer in its source's inventory (source %q).", s.Name, srcName),
+		Action:  "Delete the server's job if the VM is gone for good; if it comes back, the job recovers by itself."}}); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	msg := goneMessage(s, srcName)
+	for _, j := range jobs {
+		if j.State == store.JobDeleted || j.State == store.JobDeleting {
+			continue
+		}
+		if _, err := d.Store.UpdateJob(ctx, j.ReplicationJobID, func(x *store.ReplicationJob) error {
+			x.StatusMessage = msg
+			return nil
+		}); err != nil {
+			return fmt.Errorf("catalog: job %s: %w", j.ReplicationJobID, err)
+		}
+	}
+	d.Log.Warn("catalog: vm left its source; its jobs say so", "source", sourceID, "server", s.ServerID, "vm", s.Name, "jobs", len(jobs))
+	return nil
+}
+
+// vmBack clears what vmGone said on the jobs of a server whose VM is back.
+func (d *Daemon) vmBack(ctx context.Context, s store.Server) {
+	jobs, err := d.Store.ListJobs(ctx, store.JobFilter{ServerID: s.ServerID})
+	if err != nil {
+		d.Log.Warn("catalog: vm back in its source: list its jobs", "server", s.ServerID, "err", err)
+		return
+	}
+	for _, j := range jobs {
+		if !strings.Contains(j.StatusMessage, goneMarker) {
+			continue
+		}
+		if _, err := d.Store.UpdateJob(ctx, j.ReplicationJobID, func(x *store.ReplicationJob) error {
+			if strings.Contains(x.StatusMessage, goneMarker) {
+				x.StatusMessage = ""
+			}
+			return nil
+		}); err != nil {
+			d.Log.Warn("catalog: vm back in its source: clear its job's message", "job", j.ReplicationJobID, "err", err)
+		}
+	}
+	d.Log.Info("catalog: vm back in its source", "server", s.ServerID, "vm", s.Name)
+}
+
+// vmGoneError is why a run of a job whose VM left its source does not
+// start (nil when the VM is there, as far as the catalog knows).
+func (d *Daemon) vmGoneError(ctx context.Context, run store.ReplicationRun) error {
+	j, err := d.Store.GetJob(ctx, run.ReplicationJobID)
+	if err != nil {
+		return nil // the engine reports it
+	}
+	p, err := d.Store.GetPreflight(ctx, j.ServerID)
+	if err != nil || !strings.Contains(string(p.Findings), CodeVMGone) {
+		return nil
+	}
+	s, err := d.Store.GetServer(ctx, j.ServerID)
+	if err != nil {
+		return nil
+	}
+	return fmt.Errorf("vm %q (%s) is gone from its source (the catalog saw it leave at %s): the run did not start; delete the job ('rehost job delete %s') if the VM is gone for good — when it is back, the job recovers by itself",
+		s.Name, s.VMID, p.CheckedAt.UTC().Format(time.RFC3339), j.ReplicationJobID)
+}
