@@ -88,6 +88,10 @@ type VMSpec struct {
 	PowerOn      bool
 	ToolsRunning bool
 	CBT          bool
+	// InstanceUUID is config.instanceUuid; default a new one. A VM
+	// registered again (after RemoveVM) with its old UUID is the same VM
+	// to its clients.
+	InstanceUUID string
 
 	// What preflight reads, beyond the above.
 
@@ -154,14 +158,14 @@ type Sim struct {
 	// carry one, as vCenter's do.
 	sessionKeys map[string]bool
 	// folders are the VM names whose datastore folder is served.
-	folders map[string]bool
-	completed   int
-	aborted     int
-	expired     int
-	stop        chan struct{}
-	stopOnce    sync.Once
-	faults      []*fault
-	seq         int
+	folders   map[string]bool
+	completed int
+	aborted   int
+	expired   int
+	stop      chan struct{}
+	stopOnce  sync.Once
+	faults    []*fault
+	seq       int
 }
 
 type vmState struct {
@@ -458,6 +462,7 @@ func (s *Sim) createVM(ctx context.Context, spec VMSpec) error {
 		Version:               spec.HardwareVersion,
 		Files:                 &types.VirtualMachineFileInfo{VmPathName: "[LocalDS_0]"},
 		DeviceChange:          changes,
+		InstanceUuid:          spec.InstanceUUID,
 	}
 	task, err := folders.VmFolder.CreateVM(ctx, cfg, pool, nil)
 	if err != nil {

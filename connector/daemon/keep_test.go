@@ -1,0 +1,177 @@
+package daemon
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rehost/rehost/internal/lab/vspheresim"
+	"github.com/rehost/rehost/pkg/store"
+)
+
+const mib = 1 << 20
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// serverNamed is the catalog's server of that name, if any.
+func serverNamed(t *testing.T, d *Daemon, name string) (store.Server, bool) {
+	t.Helper()
+	servers, err := d.Store.ListServers(context.Background(), store.ServerFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return store.Server{}, false
+}
+
+// keeping starts keeping the catalogs as Serve does, until the test ends.
+func keeping(t *testing.T, d *Daemon) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.keepCatalogs(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// An imported vCenter catalog stays current from the property
+// collector's updates: a VM added, renamed, given a disk or removed shows
+// in the catalog without another import.
+func TestCatalogFollowsVCenter(t *testing.T) {
+	ctx := context.Background()
+	sim, err := vspheresim.Start(ctx, vspheresim.Options{VMs: []vspheresim.VMSpec{
+		{Name: "web-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}},
+		{Name: "db-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}},
+	}, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	d, err := Open(ctx, t.TempDir(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	keeping(t, d)
+	src, err := d.AddSource(ctx, SourceInput{Kind: store.SourceVSphere, Name: "vc", URL: sim.URL(),
+		User: sim.User(), Password: sim.Password(), Thumbprint: sim.Thumbprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ImportCatalog(ctx, src.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := sim.AddVM(ctx, vspheresim.VMSpec{Name: "app-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "app-01 in the catalog", func() bool { _, ok := serverNamed(t, d, "app-01"); return ok })
+	added, _ := serverNamed(t, d, "app-01")
+	if r, ok, _ := d.Preflight(ctx, added.ServerID); !ok || r.Status == "" {
+		t.Errorf("the added server has no preflight: %+v", r)
+	}
+
+	if err := sim.RenameVM(ctx, "app-01", "app-02"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "app-01 renamed app-02", func() bool {
+		s, ok := serverNamed(t, d, "app-02")
+		return ok && s.ServerID == added.ServerID && s.Path == "/DC0/vm/app-02"
+	})
+	if err := sim.AddDisk(ctx, "app-02", 8*mib); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "app-02's second disk", func() bool { s, _ := serverNamed(t, d, "app-02"); return s.DiskCount == 2 })
+	if err := sim.RemoveVM(ctx, "app-02"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "app-02 out of the catalog", func() bool { _, ok := serverNamed(t, d, "app-02"); return !ok })
+}
+
+// A job whose VM leaves its source says so, its runs fail at once saying
+// why, and it recovers when the VM is back.
+func TestJobOfVMGoneFromSource(t *testing.T) {
+	ctx := context.Background()
+	sim, err := vspheresim.Start(ctx, vspheresim.Options{VMs: []vspheresim.VMSpec{
+		{Name: "web-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}},
+	}, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	d, err := Open(ctx, t.TempDir(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	keeping(t, d)
+	src, err := d.AddSource(ctx, SourceInput{Kind: store.SourceVSphere, Name: "vc", URL: sim.URL(),
+		User: sim.User(), Password: sim.Password(), Thumbprint: sim.Thumbprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ImportCatalog(ctx, src.ID); err != nil {
+		t.Fatal(err)
+	}
+	web, _ := serverNamed(t, d, "web-01")
+	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: web.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := sim.RemoveVM(ctx, "web-01"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the job saying its VM is gone", func() bool {
+		j, _ := d.Store.GetJob(ctx, job.ReplicationJobID)
+		return strings.Contains(j.StatusMessage, `vm "web-01" is gone from source "vc"`)
+	})
+	if _, ok := serverNamed(t, d, "web-01"); !ok {
+		t.Fatal("the server of a job was removed from the catalog with its VM")
+	}
+	if r, _, _ := d.Preflight(ctx, web.ServerID); r.Status != "blocked" || len(r.Findings) != 1 || r.Findings[0].Code != CodeVMGone {
+		t.Errorf("preflight of the gone VM: %+v", r)
+	}
+	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, ScheduledStartTime: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = runner{d}.Run(ctx, runs[0])
+	if err == nil || !strings.Contains(err.Error(), "is gone from its source") || !strings.Contains(err.Error(), "rehost job delete "+job.ReplicationJobID) {
+		t.Fatalf("run of a job whose VM is gone: %v", err)
+	}
+
+	// The VM registered again, with its instance UUID: the same VM.
+	if err := sim.AddVM(ctx, vspheresim.VMSpec{Name: "web-01", InstanceUUID: web.VMID, Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the job recovered", func() bool {
+		j, _ := d.Store.GetJob(ctx, job.ReplicationJobID)
+		return j.StatusMessage == ""
+	})
+	if err := d.vmGoneError(ctx, runs[0]); err != nil {
+		t.Errorf("the VM is back, but a run would not start: %v", err)
+	}
+	if s, _ := serverNamed(t, d, "web-01"); s.ServerID != web.ServerID {
+		t.Errorf("the VM back is server %s, want %s", s.ServerID, web.ServerID)
+	}
+}
