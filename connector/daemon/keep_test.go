@@ -2,11 +2,17 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rehost/rehost/internal/lab/azuresim"
+	"github.com/rehost/rehost/internal/lab/hvdisk"
+	"github.com/rehost/rehost/internal/lab/hypervsim"
 	"github.com/rehost/rehost/internal/lab/vspheresim"
+	"github.com/rehost/rehost/pkg/source/azure"
 	"github.com/rehost/rehost/pkg/store"
 )
 
@@ -174,4 +180,129 @@ func TestJobOfVMGoneFromSource(t *testing.T) {
 	if s, _ := serverNamed(t, d, "web-01"); s.ServerID != web.ServerID {
 		t.Errorf("the VM back is server %s, want %s", s.ServerID, web.ServerID)
 	}
+}
+
+// A Hyper-V catalog is kept current by polling: a VM added, renamed or
+// removed shows, and a server whose VM did not change is not written
+// again.
+func TestCatalogPollsHyperV(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	sim, err := hypervsim.Start(hypervsim.Options{Dir: filepath.Join(dir, "host")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	img := filepath.Join(dir, "os.vhdx")
+	disk, _ := hvdisk.NewVHDX(64<<20, 1<<20, 512, nil)
+	if err := disk.Save(img); err != nil {
+		t.Fatal(err)
+	}
+	add := func(name string) {
+		t.Helper()
+		if _, err := sim.AddVM(hypervsim.VMSpec{Name: name, CPUs: 2, MemoryMiB: 1024, Disks: []hypervsim.DiskSpec{{Image: img}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("web-01")
+	add("db-01")
+	o := quiet()
+	o.CatalogPoll = 100 * time.Millisecond
+	d, err := Open(ctx, filepath.Join(dir, "state"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	keeping(t, d)
+	src, err := d.AddSource(ctx, SourceInput{Kind: store.SourceHyperV, Name: "hv", URL: sim.Addr(""), User: sim.User(),
+		Password: sim.Password(), Thumbprint: sim.Thumbprint("")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ImportCatalog(ctx, src.ID); err != nil {
+		t.Fatal(err)
+	}
+	db, _ := serverNamed(t, d, "db-01")
+
+	add("app-01")
+	eventually(t, "app-01 in the catalog", func() bool { _, ok := serverNamed(t, d, "app-01"); return ok })
+	if err := sim.RenameVM("web-01", "web-02"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "web-01 renamed web-02", func() bool { _, ok := serverNamed(t, d, "web-02"); return ok })
+	if err := sim.RemoveVM("app-01"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "app-01 out of the catalog", func() bool { _, ok := serverNamed(t, d, "app-01"); return !ok })
+	if now, _ := serverNamed(t, d, "db-01"); !now.ImportedAt.Equal(db.ImportedAt) {
+		t.Errorf("db-01 did not change but was written again (imported at %v, then %v)", db.ImportedAt, now.ImportedAt)
+	}
+}
+
+// An Azure catalog is kept current by polling: a disk resized shows, and
+// a job whose VM is deleted says so until the VM is created again.
+func TestCatalogPollsAzure(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	sim, err := azuresim.Start(ctx, azuresim.Options{Dir: dir, VMs: []azuresim.VMSpec{
+		{Name: "web-01", Disks: []azuresim.DiskSpec{{SizeBytes: 4 * mib}}},
+		{Name: "db-01", Disks: []azuresim.DiskSpec{{SizeBytes: 4 * mib}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	opts, err := json.Marshal(azure.Config{
+		SubscriptionID: sim.SubscriptionID, TenantID: sim.TenantID, ClientID: sim.ClientID,
+		Endpoints: &azure.Endpoints{ResourceManager: sim.ARMURL, AuthorityHost: sim.AuthorityURL},
+		CAPEM:     sim.CAPEM,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := quiet()
+	o.CatalogPoll = 100 * time.Millisecond
+	d, err := Open(ctx, filepath.Join(dir, "state"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	keeping(t, d)
+	src, err := d.AddSource(ctx, SourceInput{Kind: store.SourceAzure, Name: "azure", URL: "azure:/subscriptions/" + sim.SubscriptionID,
+		User: sim.ClientID, Password: sim.ClientSecret, Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ImportCatalog(ctx, src.ID); err != nil {
+		t.Fatal(err)
+	}
+	web, _ := serverNamed(t, d, "web-01")
+	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: web.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := sim.ResizeDisk("db-01", 0, 8*mib); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "db-01's disk resized", func() bool {
+		s, _ := serverNamed(t, d, "db-01")
+		vm := catalogVM(s)
+		return len(vm.Disks) == 1 && vm.Disks[0].CapacityBytes == 8*mib
+	})
+
+	if err := sim.RemoveVM("web-01"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the job saying its VM is gone", func() bool {
+		j, _ := d.Store.GetJob(ctx, job.ReplicationJobID)
+		return strings.Contains(j.StatusMessage, `vm "web-01" is gone from source "azure"`)
+	})
+	if err := sim.RestoreVM("web-01"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the job recovered", func() bool {
+		j, _ := d.Store.GetJob(ctx, job.ReplicationJobID)
+		return j.StatusMessage == ""
+	})
 }

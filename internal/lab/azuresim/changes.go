@@ -277,3 +277,35 @@ func (s *Sim) serveDiff(w http.ResponseWriter, r *http.Request, sig string) {
 	w.Write([]byte(xml.Header))
 	w.Write(body)
 }
+
+// RemoveVM deletes VM name, keeping its disks, as deleting a VM in the
+// portal does by default.
+func (s *Sim) RemoveVM(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, v := range s.vms {
+		if val(v.vm.Name) == name {
+			if s.removed == nil {
+				s.removed = map[string]*vmState{}
+			}
+			s.removed[name] = v
+			delete(s.vms, id)
+			return nil
+		}
+	}
+	return fmt.Errorf("azuresim: remove vm %q: no such vm", name)
+}
+
+// RestoreVM creates again a VM RemoveVM deleted, from its kept disks and
+// under its name: the same resource id, so the same VM to its clients.
+func (s *Sim) RestoreVM(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.removed[name]
+	if !ok {
+		return fmt.Errorf("azuresim: restore vm %q: it was not removed", name)
+	}
+	delete(s.removed, name)
+	s.vms[strings.ToLower(val(v.vm.ID))] = v
+	return nil
+}

@@ -148,6 +148,7 @@ type Sim struct {
 
 	mu        sync.Mutex
 	vms       map[string]*vmState // by lower-case resource id
+	removed   map[string]*vmState // by name: RemoveVM's, for RestoreVM
 	disks     map[string]*diskState
 	snaps     map[string]*snapState
 	nics      map[string]*armnetwork.Interface

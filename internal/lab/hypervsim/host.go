@@ -989,3 +989,29 @@ func (h *Host) Calls() map[string]int {
 	}
 	return out
 }
+
+// RenameVM renames VM name (Rename-VM): its id and files stay.
+func (h *Host) RenameVM(name, newName string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, err := h.byName(newName); err == nil {
+		return fmt.Errorf("hypervsim: rename %q: a vm is named %q", name, newName)
+	}
+	v, err := h.byName(name)
+	if err == nil {
+		v.spec.Name = newName
+	}
+	return err
+}
+
+// RemoveVM removes VM name from the host (Remove-VM), leaving its files.
+func (h *Host) RemoveVM(name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, err := h.byName(name)
+	if err != nil {
+		return err
+	}
+	h.vms = slices.DeleteFunc(h.vms, func(x *vm) bool { return x == v })
+	return nil
+}
