@@ -297,7 +297,8 @@ func (d *Daemon) vmGone(ctx context.Context, sourceID, vmID string) error {
 	return nil
 }
 
-// vmBack clears what vmGone said on the jobs of a server whose VM is back.
+// vmBack clears what vmGone (and the runs it refused) said on the jobs of
+// a server whose VM is back, and resumes a job those runs paused.
 func (d *Daemon) vmBack(ctx context.Context, s store.Server) {
 	jobs, err := d.Store.ListJobs(ctx, store.JobFilter{ServerID: s.ServerID})
 	if err != nil {
@@ -306,6 +307,13 @@ func (d *Daemon) vmBack(ctx context.Context, s store.Server) {
 	}
 	for _, j := range jobs {
 		if !strings.Contains(j.StatusMessage, goneMarker) {
+			continue
+		}
+		if j.State == store.JobPausedOnFailure && d.Sched != nil {
+			// Paused by the runs that failed for want of the VM.
+			if err := d.Sched.ResumeJob(ctx, j.ReplicationJobID); err != nil {
+				d.Log.Warn("catalog: vm back in its source: resume its job", "job", j.ReplicationJobID, "err", err)
+			}
 			continue
 		}
 		if _, err := d.Store.UpdateJob(ctx, j.ReplicationJobID, func(x *store.ReplicationJob) error {
@@ -335,6 +343,10 @@ func (d *Daemon) vmGoneError(ctx context.Context, run store.ReplicationRun) erro
 	if err != nil {
 		return nil
 	}
-	return fmt.Errorf("vm %q (%s) is gone from its source (the catalog saw it leave at %s): the run did not start; delete the job ('rehost job delete %s') if the VM is gone for good — when it is back, the job recovers by itself",
-		s.Name, s.VMID, p.CheckedAt.UTC().Format(time.RFC3339), j.ReplicationJobID)
+	srcName := s.SourceID
+	if src, err := d.Store.GetSource(ctx, s.SourceID); err == nil {
+		srcName = src.Name
+	}
+	return fmt.Errorf("vm %q (%s) is gone from source %q (the catalog saw it leave at %s): the run did not start; delete the job ('rehost job delete %s') if the VM is gone for good — when it is back, the job recovers by itself",
+		s.Name, s.VMID, srcName, p.CheckedAt.UTC().Format(time.RFC3339), j.ReplicationJobID)
 }

@@ -162,7 +162,7 @@ func TestJobOfVMGoneFromSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = runner{d}.Run(ctx, runs[0])
-	if err == nil || !strings.Contains(err.Error(), "is gone from its source") || !strings.Contains(err.Error(), "rehost job delete "+job.ReplicationJobID) {
+	if err == nil || !strings.Contains(err.Error(), `is gone from source "vc"`) || !strings.Contains(err.Error(), "rehost job delete "+job.ReplicationJobID) {
 		t.Fatalf("run of a job whose VM is gone: %v", err)
 	}
 
