@@ -125,3 +125,21 @@ func (s *Sim) RemoveVM(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// LoseUpdateVersion makes the next WaitForUpdatesEx from a version (not
+// the first of a filter) fail with InvalidCollectorVersion, as vCenter
+// answers when it no longer knows the version a client waits from: the
+// simulator never does by itself.
+func (s *Sim) LoseUpdateVersion() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lostVersion = true
+}
+
+func (s *Sim) takeLostVersion() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lost := s.lostVersion
+	s.lostVersion = false
+	return lost
+}

@@ -28,6 +28,9 @@ import (
 // intercept is the simulator's Registry.Handler hook, which applies to calls
 // made without a session: Login is one.
 func (s *Sim) intercept(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+	if req, ok := m.Body.(*types.WaitForUpdatesEx); ok && req.Version != "" && s.takeLostVersion() {
+		return nil, &types.InvalidCollectorVersion{}
+	}
 	if m.Name == "Login" && m.This.Type == "SessionManager" {
 		if sm, ok := ctx.Map.Get(m.This).(*simulator.SessionManager); ok {
 			return &loginHook{SessionManager: sm, sim: s}, nil

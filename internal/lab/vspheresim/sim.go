@@ -158,14 +158,16 @@ type Sim struct {
 	// carry one, as vCenter's do.
 	sessionKeys map[string]bool
 	// folders are the VM names whose datastore folder is served.
-	folders   map[string]bool
-	completed int
-	aborted   int
-	expired   int
-	stop      chan struct{}
-	stopOnce  sync.Once
-	faults    []*fault
-	seq       int
+	folders map[string]bool
+	// lostVersion: the next WaitForUpdatesEx from a version fails.
+	lostVersion bool
+	completed   int
+	aborted     int
+	expired     int
+	stop        chan struct{}
+	stopOnce    sync.Once
+	faults      []*fault
+	seq         int
 }
 
 type vmState struct {

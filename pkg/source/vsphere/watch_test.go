@@ -3,6 +3,7 @@ package vsphere
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,5 +155,36 @@ func TestWatchRecoversLostSession(t *testing.T) {
 	defer w.mu.Unlock()
 	if len(w.errs) == 0 {
 		t.Errorf("the interruption was not reported to the watcher")
+	}
+}
+
+// A version vCenter no longer knows (InvalidCollectorVersion; vspheresim
+// injects it, the simulator never answers it by itself) makes the watch
+// list everything again once and go on.
+func TestWatchRecoversLostVersion(t *testing.T) {
+	sim := startSim(t, testVMs())
+	s := connect(t, sim)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	old := watchWait
+	watchWait = time.Second
+	t.Cleanup(func() { watchWait = old })
+	w := &watched{}
+	go s.Watch(ctx, w.apply)
+	eventually(t, "the first full inventory", func() bool { return w.count() == 2 })
+	sim.LoseUpdateVersion()
+	eventually(t, "a second full listing", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.fulls == 2
+	})
+	if err := sim.RenameVM(ctx, "crash-01", "crash-02"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "crash-01 renamed after the recovery", func() bool { _, ok := w.byName("crash-02"); return ok })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.errs) != 1 || !strings.Contains(w.errs[0].Error(), "InvalidCollectorVersion") {
+		t.Errorf("errors reported: %v, want the one InvalidCollectorVersion", w.errs)
 	}
 }
