@@ -59,15 +59,16 @@ func keeping(t *testing.T, d *Daemon) {
 	})
 }
 
-// An imported vCenter catalog stays current from the property
-// collector's updates: a VM added, renamed, given a disk or removed shows
-// in the catalog without another import.
-func TestCatalogFollowsVCenter(t *testing.T) {
+// vcenterCatalog is a daemon keeping the imported catalog of a simulated
+// vCenter with VMs of these names.
+func vcenterCatalog(t *testing.T, names ...string) (*vspheresim.Sim, *Daemon) {
+	t.Helper()
 	ctx := context.Background()
-	sim, err := vspheresim.Start(ctx, vspheresim.Options{VMs: []vspheresim.VMSpec{
-		{Name: "web-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}},
-		{Name: "db-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}},
-	}, Dir: t.TempDir()})
+	var vms []vspheresim.VMSpec
+	for _, n := range names {
+		vms = append(vms, vspheresim.VMSpec{Name: n, Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}})
+	}
+	sim, err := vspheresim.Start(ctx, vspheresim.Options{VMs: vms, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +87,15 @@ func TestCatalogFollowsVCenter(t *testing.T) {
 	if _, err := d.ImportCatalog(ctx, src.ID); err != nil {
 		t.Fatal(err)
 	}
+	return sim, d
+}
+
+// An imported vCenter catalog stays current from the property
+// collector's updates: a VM added, renamed, given a disk or removed shows
+// in the catalog without another import.
+func TestCatalogFollowsVCenter(t *testing.T) {
+	ctx := context.Background()
+	sim, d := vcenterCatalog(t, "web-01", "db-01")
 
 	if err := sim.AddVM(ctx, vspheresim.VMSpec{Name: "app-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}}); err != nil {
 		t.Fatal(err)
@@ -117,27 +127,7 @@ func TestCatalogFollowsVCenter(t *testing.T) {
 // why, and it recovers when the VM is back.
 func TestJobOfVMGoneFromSource(t *testing.T) {
 	ctx := context.Background()
-	sim, err := vspheresim.Start(ctx, vspheresim.Options{VMs: []vspheresim.VMSpec{
-		{Name: "web-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}},
-	}, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	d, err := Open(ctx, t.TempDir(), quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	keeping(t, d)
-	src, err := d.AddSource(ctx, SourceInput{Kind: store.SourceVSphere, Name: "vc", URL: sim.URL(),
-		User: sim.User(), Password: sim.Password(), Thumbprint: sim.Thumbprint()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.ImportCatalog(ctx, src.ID); err != nil {
-		t.Fatal(err)
-	}
+	sim, d := vcenterCatalog(t, "web-01")
 	web, _ := serverNamed(t, d, "web-01")
 	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: web.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
 	if err != nil {

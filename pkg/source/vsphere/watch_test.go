@@ -123,19 +123,27 @@ func TestWatchReportsChanges(t *testing.T) {
 	}
 }
 
-// A session lost under the watch (vCenter restarted, the session
-// expired) makes it list everything again once and go on watching.
-func TestWatchRecoversLostSession(t *testing.T) {
+// watching is a watch of a simulated vCenter of testVMs, waiting a
+// second at most per WaitForUpdatesEx, once it has listed them.
+func watching(t *testing.T) (*vspheresim.Sim, *Source, *watched) {
 	sim := startSim(t, testVMs())
 	s := connect(t, sim)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	old := watchWait
 	watchWait = time.Second
 	t.Cleanup(func() { watchWait = old })
 	w := &watched{}
 	go s.Watch(ctx, w.apply)
 	eventually(t, "the first full inventory", func() bool { return w.count() == 2 })
+	return sim, s, w
+}
+
+// A session lost under the watch (vCenter restarted, the session
+// expired) makes it list everything again once and go on watching.
+func TestWatchRecoversLostSession(t *testing.T) {
+	sim, s, w := watching(t)
+	ctx := context.Background()
 
 	// Logging out ends the session and its property collector, as a
 	// vCenter restart does; the client logs in again at its next call.
@@ -162,16 +170,8 @@ func TestWatchRecoversLostSession(t *testing.T) {
 // injects it, the simulator never answers it by itself) makes the watch
 // list everything again once and go on.
 func TestWatchRecoversLostVersion(t *testing.T) {
-	sim := startSim(t, testVMs())
-	s := connect(t, sim)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	old := watchWait
-	watchWait = time.Second
-	t.Cleanup(func() { watchWait = old })
-	w := &watched{}
-	go s.Watch(ctx, w.apply)
-	eventually(t, "the first full inventory", func() bool { return w.count() == 2 })
+	sim, _, w := watching(t)
+	ctx := context.Background()
 	sim.LoseUpdateVersion()
 	eventually(t, "a second full listing", func() bool {
 		w.mu.Lock()
