@@ -195,8 +195,9 @@ type Checkpoint struct {
 
 // Source is a hypervisor rehost replicates from.
 type Source interface {
-	// Inventory lists every VM. It costs a bounded number of round trips
-	// whatever the number of VMs.
+	// Inventory lists every VM. It costs a few round trips, or a few per
+	// page of many VMs where the source pages its answers, never one per
+	// VM.
 	Inventory(ctx context.Context) ([]VM, error)
 	// VM returns one VM by id; an unknown id wraps ErrNotFound.
 	VM(ctx context.Context, id string) (VM, error)

@@ -219,16 +219,14 @@ func (c *Client) call(ctx context.Context, method string, this Ref, args ...E) (
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("%s %s: %s: %s", method, c.URL.Redacted(), resp.Status, strings.TrimSpace(string(msg)))
 	}
-	var env struct {
-		Body Node `xml:"Body"`
-	}
-	if err := xml.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(&env); err != nil {
+	body, err := readBody(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
 		return nil, fmt.Errorf("%s: read the answer of %s: %w", method, c.URL.Redacted(), err)
 	}
-	if f := env.Body.Child("Fault"); f != nil {
+	if f := body.Child("Fault"); f != nil {
 		return nil, soapFault(f)
 	}
-	res := env.Body.Child(method + "Response")
+	res := body.Child(method + "Response")
 	if res == nil {
 		return nil, fmt.Errorf("%s: %s answered no %sResponse", method, c.URL.Redacted(), method)
 	}

@@ -3,6 +3,7 @@ package vim
 import (
 	"bytes"
 	"encoding/xml"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -59,5 +60,38 @@ func TestMethodFault(t *testing.T) {
 	var missing *Node
 	if missing.Child("x").Path("y", "z").Int() != 0 || missing.Ref() != (Ref{}) || missing.Has() {
 		t.Error("a missing node does not read as empty")
+	}
+}
+
+// readBody builds the tree xml.Unmarshal builds into a Node: names,
+// attributes with their namespaces, text and children in order.
+func TestReadBodyAsUnmarshal(t *testing.T) {
+	doc := `<?xml version="1.0"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsi="` + xsiNS + `">` +
+		`<soapenv:Header><x>ignored</x></soapenv:Header><soapenv:Body><RetrievePropertiesExResponse xmlns="urn:vim25"><returnval>` +
+		`<objects><obj type="VirtualMachine">vm-42</obj><propSet><name>config.hardware.device</name><val xsi:type="ArrayOfVirtualDevice">` +
+		`<VirtualDevice xsi:type="VirtualDisk"><key>2000</key><capacityInBytes>4194304</capacityInBytes></VirtualDevice>` +
+		`</val></propSet><propSet><name>name</name><val xsi:type="xsd:string">web &amp; db</val></propSet></objects>` +
+		`<token>t-1</token></returnval></RetrievePropertiesExResponse></soapenv:Body></soapenv:Envelope>`
+	got, err := readBody(strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env struct {
+		Body Node `xml:"Body"`
+	}
+	if err := xml.Unmarshal([]byte(doc), &env); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(*got, env.Body) {
+		t.Errorf("readBody:\n%+v\nxml.Unmarshal:\n%+v", *got, env.Body)
+	}
+	ret := got.Path("RetrievePropertiesExResponse", "returnval")
+	objs := objectsOf(ret.Children("objects"))
+	if len(objs) != 1 || objs[0].Ref != (Ref{Type: "VirtualMachine", Value: "vm-42"}) || objs[0].Props["name"].String() != "web & db" ||
+		objs[0].Props["config.hardware.device"].Child("VirtualDevice").Type() != "VirtualDisk" || ret.Child("token").String() != "t-1" {
+		t.Errorf("objects read: %+v", objs)
+	}
+	if _, err := readBody(strings.NewReader(`<a/>`)); err == nil {
+		t.Error("an answer without a body was read")
 	}
 }
