@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/store"
@@ -51,5 +52,55 @@ func (d *Daemon) writeCatalog(ctx context.Context, src source.Source, sourceID s
 		}
 		out = append(out, stored...)
 	}
+	return out, nil
+}
+
+// importInventory writes the source's inventory to the catalog. A source
+// that pages it (source.Pager) has each page written while the next is
+// read; the servers come back in the order of their inventory paths.
+func (d *Daemon) importInventory(ctx context.Context, src source.Source, sourceID string) ([]store.Server, error) {
+	p, ok := src.(source.Pager)
+	if !ok {
+		vms, err := src.Inventory(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return d.writeCatalog(ctx, src, sourceID, vms)
+	}
+	readCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	pages := make(chan []source.VM, 1)
+	var out []store.Server
+	var werr error
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		for page := range pages {
+			stored, err := d.writeCatalog(ctx, src, sourceID, page)
+			if err != nil {
+				werr = err
+				stop(err)
+				return
+			}
+			out = append(out, stored...)
+		}
+	}()
+	rerr := p.InventoryPages(readCtx, func(page []source.VM) error {
+		select {
+		case pages <- page:
+			return nil
+		case <-readCtx.Done():
+			return context.Cause(readCtx)
+		}
+	})
+	close(pages)
+	<-written
+	if werr != nil {
+		return nil, werr
+	}
+	if rerr != nil {
+		return nil, rerr
+	}
+	slices.SortFunc(out, func(a, b store.Server) int { return strings.Compare(a.Path, b.Path) })
 	return out, nil
 }

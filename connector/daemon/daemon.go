@@ -389,11 +389,7 @@ func (d *Daemon) ImportCatalog(ctx context.Context, sourceID string) ([]store.Se
 		return nil, fmt.Errorf("import server catalog: %w", err)
 	}
 	defer src.Close()
-	vms, err := src.Inventory(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("import server catalog: %w", err)
-	}
-	out, err := d.writeCatalog(ctx, src, sourceID, vms)
+	out, err := d.importInventory(ctx, src, sourceID)
 	if err != nil {
 		return nil, fmt.Errorf("import server catalog: %w", err)
 	}

@@ -133,6 +133,16 @@ type DiskReader interface {
 	ReadDisk(ctx context.Context, vmID, diskKey string) (DiskContent, error)
 }
 
+// Pager is the optional capability of sources whose inventory comes in
+// pages (vCenter's property collector), so that a catalog import writes
+// one page while the next is read, holding no more than a few pages.
+type Pager interface {
+	// InventoryPages calls fn with the VMs Inventory lists, a page at a
+	// time in no particular order, each call after the previous one
+	// returned; an error of fn stops the listing and is returned.
+	InventoryPages(ctx context.Context, fn func([]VM) error) error
+}
+
 // Watcher is the optional capability of sources that report changes of
 // their inventory as they happen (vCenter's property collector), so a
 // catalog stays current without listing everything again.

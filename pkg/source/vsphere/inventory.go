@@ -65,10 +65,9 @@ var containerProps = []vim.PropSpec{
 // view destroyed.
 func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	var out []source.VM
-	err := s.listVMs(ctx, nil, func(_ vim.Ref, vm source.VM, ok bool) {
-		if ok {
-			out = append(out, vm)
-		}
+	err := s.InventoryPages(ctx, func(page []source.VM) error {
+		out = append(out, page...)
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -77,12 +76,38 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	return out, nil
 }
 
-// listVMs calls fn with each VM of the inventory (refs nil) or each of
-// refs that still exists, page by page; ok is false for a template or a
-// VM outside the configured datacenter. A VM without a configuration yet
-// (being created, or vanishing mid-listing) is left out: it shows up on
-// the next listing.
-func (s *Source) listVMs(ctx context.Context, refs []vim.Ref, fn func(ref vim.Ref, vm source.VM, ok bool)) error {
+var _ source.Pager = (*Source)(nil)
+
+// InventoryPages implements source.Pager: Inventory's VMs as each page of
+// the property collector's answer comes.
+func (s *Source) InventoryPages(ctx context.Context, fn func([]source.VM) error) error {
+	return s.listVMs(ctx, nil, func(page []listed) error {
+		vms := make([]source.VM, 0, len(page))
+		for _, l := range page {
+			if l.ok {
+				vms = append(vms, l.vm)
+			}
+		}
+		if len(vms) == 0 {
+			return nil
+		}
+		return fn(vms)
+	})
+}
+
+// listed is a VM listVMs read; ok is false for a template or a VM outside
+// the configured datacenter.
+type listed struct {
+	ref vim.Ref
+	vm  source.VM
+	ok  bool
+}
+
+// listVMs calls fn with the VMs of the inventory (refs nil) or those of
+// refs that still exist, page by page; an error of fn stops it and is
+// returned. A VM without a configuration yet (being created, or vanishing
+// mid-listing) is left out: it shows up on the next listing.
+func (s *Source) listVMs(ctx context.Context, refs []vim.Ref, fn func([]listed) error) error {
 	types := []vim.E{vim.Str("type", "Folder"), vim.Str("type", "Datacenter"), vim.Str("type", "Network"),
 		vim.Str("type", "DistributedVirtualPortgroup"), vim.Str("type", "VirtualApp")}
 	if refs == nil {
@@ -110,7 +135,9 @@ func (s *Source) listVMs(ctx context.Context, refs []vim.Ref, fn func(ref vim.Re
 	for _, o := range containers {
 		inv.addContainer(o)
 	}
+	var fnErr error
 	page := func(objs []vim.Object) error {
+		out := make([]listed, 0, len(objs))
 		for _, o := range objs {
 			vm, ok, err := inv.vm(o)
 			if err != nil {
@@ -120,9 +147,10 @@ func (s *Source) listVMs(ctx context.Context, refs []vim.Ref, fn func(ref vim.Re
 			if s.cfg.Datacenter != "" && !strings.HasPrefix(vm.Path, "/"+s.cfg.Datacenter+"/") {
 				ok = false
 			}
-			fn(o.Ref, vm, ok)
+			out = append(out, listed{o.Ref, vm, ok})
 		}
-		return nil
+		fnErr = fn(out)
+		return fnErr
 	}
 	specs := inView
 	if refs != nil {
@@ -143,6 +171,9 @@ func (s *Source) listVMs(ctx context.Context, refs []vim.Ref, fn func(ref vim.Re
 			}
 		}
 		return nil
+	}
+	if err != nil && fnErr != nil {
+		return err
 	}
 	if err != nil {
 		return classify("list vms", err)

@@ -113,11 +113,14 @@ func (s *Source) watch(ctx context.Context, fn func(source.Change) error, synced
 	}
 	ids := map[vim.Ref]string{} // the instance UUID of each VM reported
 	var all []source.VM
-	if err := s.listVMs(ctx, nil, func(ref vim.Ref, vm source.VM, ok bool) {
-		if ok {
-			ids[ref] = vm.ID
-			all = append(all, vm)
+	if err := s.listVMs(ctx, nil, func(page []listed) error {
+		for _, l := range page {
+			if l.ok {
+				ids[l.ref] = l.vm.ID
+				all = append(all, l.vm)
+			}
 		}
+		return nil
 	}); err != nil {
 		return err
 	}
@@ -146,16 +149,19 @@ func (s *Source) watch(ctx context.Context, fn func(source.Change) error, synced
 			}
 		}
 		if len(changed) > 0 {
-			err := s.listVMs(ctx, changed, func(ref vim.Ref, vm source.VM, ok bool) {
-				if ok {
-					ids[ref] = vm.ID
-					ch.VMs = append(ch.VMs, vm)
-				} else if id, known := ids[ref]; known {
-					// Turned into a template, or moved out of the
-					// datacenter the source is limited to.
-					ch.Gone = append(ch.Gone, id)
-					delete(ids, ref)
+			err := s.listVMs(ctx, changed, func(page []listed) error {
+				for _, l := range page {
+					if l.ok {
+						ids[l.ref] = l.vm.ID
+						ch.VMs = append(ch.VMs, l.vm)
+					} else if id, known := ids[l.ref]; known {
+						// Turned into a template, or moved out of the
+						// datacenter the source is limited to.
+						ch.Gone = append(ch.Gone, id)
+						delete(ids, l.ref)
+					}
 				}
+				return nil
 			})
 			if err != nil {
 				return err
