@@ -17,7 +17,34 @@ func Catalog(t *testing.T, open func(t *testing.T) store.Store) {
 	run(t, open, []testCase{
 		{"Sources", testSources},
 		{"ServersUpsertKeepsID", testServers},
+		{"ServersUpsertInBatches", testServerBatches},
 	})
+}
+
+// UpsertServers stores a batch in one transaction: new and existing
+// servers alike, or none when one of them is refused.
+func testServerBatches(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	src := newSource(t, s, "vc-batch")
+	old := ok(s.UpsertServer(ctx, store.Server{SourceID: src.ID, VMID: "vm-1", Name: "web"})).must(t)
+	got := ok(s.UpsertServers(ctx, []store.Server{
+		{SourceID: src.ID, VMID: "vm-1", Name: "web-renamed", DiskCount: 2},
+		{SourceID: src.ID, VMID: "vm-2", Name: "db"},
+	})).must(t)
+	if len(got) != 2 || got[0].ServerID != old.ServerID || !strings.HasPrefix(got[1].ServerID, "s-") || got[1].ServerID == old.ServerID {
+		t.Fatalf("batch upsert = %+v", got)
+	}
+	if back := ok(s.GetServer(ctx, old.ServerID)).must(t); back.Name != "web-renamed" || back.DiskCount != 2 {
+		t.Errorf("updated in a batch: %+v", back)
+	}
+	_, err := s.UpsertServers(ctx, []store.Server{
+		{SourceID: src.ID, VMID: "vm-3", Name: "app"},
+		{SourceID: "src-missing", VMID: "vm-4", Name: "lost"},
+	})
+	wantErr(t, err, store.ErrNotFound, "lost")
+	if n := len(ok(s.ListServers(ctx, store.ServerFilter{SourceID: src.ID})).must(t)); n != 2 {
+		t.Errorf("a refused batch left %d servers, want the 2 from before", n)
+	}
 }
 
 func testSources(t *testing.T, s store.Store) {

@@ -14,7 +14,22 @@ import (
 func Preflights(t *testing.T, open func(t *testing.T) store.Store) {
 	run(t, open, []testCase{
 		{"Preflights", func(t *testing.T, s store.Store) { testPreflights(t, s) }},
+		{"PreflightsInBatches", func(t *testing.T, s store.Store) { testPreflightBatches(t, s) }},
 	})
+}
+
+// PutPreflights stores a batch in one transaction, or none of it when one
+// is refused.
+func testPreflightBatches(t *testing.T, s store.Preflights) {
+	ctx := context.Background()
+	if err := s.PutPreflights(ctx, []store.Preflight{{Subject: "s-1", Status: "ready"}, {Subject: "s-2", Status: "blocked"}}); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.PutPreflights(ctx, []store.Preflight{{Subject: "s-3", Status: "ready"}, {Subject: "s-4"}}), store.ErrInvalid, "s-4")
+	got := ok(s.ListPreflights(ctx)).must(t)
+	if len(got) != 2 || got[0].Subject != "s-1" || got[1].Status != "blocked" || string(got[0].Findings) != "[]" {
+		t.Errorf("after a batch and a refused one: %+v", got)
+	}
 }
 
 func testPreflights(t *testing.T, s store.Preflights) {
