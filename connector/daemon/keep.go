@@ -68,6 +68,10 @@ func (d *Daemon) forgetCatalog(sourceID string) {
 	}
 }
 
+// catalogRescan is how often the daemon looks for sources imported by
+// another process (the CLI on the same state) to keep their catalogs.
+const catalogRescan = time.Minute
+
 // keepCatalogs keeps every source that has servers in the catalog, and
 // those imported from now on, until ctx ends; then it waits for them.
 func (d *Daemon) keepCatalogs(ctx context.Context) {
@@ -77,20 +81,43 @@ func (d *Daemon) keepCatalogs(ctx context.Context) {
 	pending := k.pending
 	k.pending = nil
 	k.mu.Unlock()
-	srcs, err := d.Store.ListSources(ctx)
-	if err != nil {
-		d.Log.Warn("catalog: list the sources to keep current", "err", err)
-	}
-	for _, s := range srcs {
-		if servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: s.ID}); err == nil && len(servers) > 0 {
-			pending[s.ID] = true
-		}
-	}
 	for id := range pending {
 		d.keepCatalog(id)
 	}
-	<-ctx.Done()
-	k.wg.Wait()
+	t := time.NewTicker(catalogRescan)
+	defer t.Stop()
+	for {
+		d.keepImported(ctx)
+		select {
+		case <-ctx.Done():
+			k.wg.Wait()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// keepImported keeps the catalogs of the sources with servers that are
+// not kept yet.
+func (d *Daemon) keepImported(ctx context.Context) {
+	srcs, err := d.Store.ListSources(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.Log.Warn("catalog: list the sources to keep current", "err", err)
+		}
+		return
+	}
+	for _, s := range srcs {
+		d.catalogs.mu.Lock()
+		_, kept := d.catalogs.running[s.ID]
+		d.catalogs.mu.Unlock()
+		if kept {
+			continue
+		}
+		if servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: s.ID}); err == nil && len(servers) > 0 {
+			d.keepCatalog(s.ID)
+		}
+	}
 }
 
 // keepCurrent keeps one source's catalog current until ctx ends or the

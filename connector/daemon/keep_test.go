@@ -296,3 +296,38 @@ func TestCatalogPollsAzure(t *testing.T) {
 		return j.StatusMessage == ""
 	})
 }
+
+// A catalog imported before the daemon serves (or by another process on
+// the same state) is kept current once it serves.
+func TestCatalogKeptAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	sim, err := vspheresim.Start(ctx, vspheresim.Options{VMs: []vspheresim.VMSpec{{Name: "web-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}}}, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	state := t.TempDir()
+	cli, err := Open(ctx, state, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := cli.AddSource(ctx, SourceInput{Kind: store.SourceVSphere, Name: "vc", URL: sim.URL(),
+		User: sim.User(), Password: sim.Password(), Thumbprint: sim.Thumbprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.ImportCatalog(ctx, src.ID); err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	d, err := Open(ctx, state, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	keeping(t, d)
+	if err := sim.AddVM(ctx, vspheresim.VMSpec{Name: "app-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "app-01 in the catalog", func() bool { _, ok := serverNamed(t, d, "app-01"); return ok })
+}
