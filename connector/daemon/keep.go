@@ -226,9 +226,22 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 			}
 		}
 	}
+	if len(gone) == 0 {
+		return nil
+	}
+	servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: sourceID})
+	if err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
+	byVM := make(map[string]store.Server, len(servers))
+	for _, s := range servers {
+		byVM[s.VMID] = s
+	}
 	for _, id := range gone {
-		if err := d.vmGone(ctx, sourceID, id); err != nil {
-			return err
+		if s, ok := byVM[id]; ok {
+			if err := d.vmGone(ctx, sourceID, s); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -262,27 +275,15 @@ func goneMessage(s store.Server, src string) string {
 		s.Name, src, time.Now().UTC().Format(time.RFC3339))
 }
 
-// goneMarker starts every goneMessage: how a job's message is known to
-// be one.
+// goneMarker is in every goneMessage and in the error of each run
+// vmGoneError refused (which the scheduler makes the job's message): how
+// a job's message is known to be about its VM gone.
 const goneMarker = "is gone from source"
 
 // vmGone deals with a VM that left the source: its server is deleted if
 // nothing refers to it; otherwise it stays, its preflight says the VM is
 // gone and its jobs say so in their status message.
-func (d *Daemon) vmGone(ctx context.Context, sourceID, vmID string) error {
-	servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: sourceID})
-	if err != nil {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	var s store.Server
-	for _, x := range servers {
-		if x.VMID == vmID {
-			s = x
-		}
-	}
-	if s.ServerID == "" {
-		return nil
-	}
+func (d *Daemon) vmGone(ctx context.Context, sourceID string, s store.Server) error {
 	jobs, err := d.Store.ListJobs(ctx, store.JobFilter{ServerID: s.ServerID})
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
