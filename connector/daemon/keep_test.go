@@ -156,13 +156,23 @@ func TestJobOfVMGoneFromSource(t *testing.T) {
 		t.Fatalf("run of a job whose VM is gone: %v", err)
 	}
 
+	// The scheduler pauses a job after failed runs, with the last error as
+	// its message (as scheduler.finish records it).
+	if _, err := d.Store.UpdateJob(ctx, job.ReplicationJobID, func(j *store.ReplicationJob) error {
+		j.State, j.ConsecutiveFailures = store.JobPausedOnFailure, 3
+		j.StatusMessage = "paused after 3 consecutive failed runs; last (" + runs[0].ReplicationRunID + "): " + err.Error()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
 	// The VM registered again, with its instance UUID: the same VM.
 	if err := sim.AddVM(ctx, vspheresim.VMSpec{Name: "web-01", InstanceUUID: web.VMID, Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the job recovered", func() bool {
 		j, _ := d.Store.GetJob(ctx, job.ReplicationJobID)
-		return j.StatusMessage == ""
+		return j.StatusMessage == "" && j.State == store.JobActive && j.ConsecutiveFailures == 0
 	})
 	if err := d.vmGoneError(ctx, runs[0]); err != nil {
 		t.Errorf("the VM is back, but a run would not start: %v", err)
