@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/rehost/rehost/pkg/disk/chs"
 )
 
 const (
@@ -186,33 +188,6 @@ func (v *vhdDynamic) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// vhdGeometry computes the CHS geometry the VHD specification derives from
-// a size (appendix "CHS calculation").
-func vhdGeometry(size int64) (cyl uint16, heads, spt uint8) {
-	ts := size / sectorSize
-	if ts > 65535*16*255 {
-		ts = 65535 * 16 * 255
-	}
-	var s, h, cth int64
-	if ts >= 65535*16*63 {
-		s, h = 255, 16
-		cth = ts / s
-	} else {
-		s = 17
-		cth = ts / s
-		h = max((cth+1023)/1024, 4)
-		if cth >= h*1024 || h > 16 {
-			s, h = 31, 16
-			cth = ts / s
-		}
-		if cth >= h*1024 {
-			s, h = 63, 16
-			cth = ts / s
-		}
-	}
-	return uint16(cth / h), uint8(h), uint8(s)
-}
-
 func vhdFooterBytes(size int64, diskType uint32, dataOffset uint64, id [16]byte, now time.Time) []byte {
 	b := make([]byte, vhdFooterSize)
 	be := binary.BigEndian
@@ -228,7 +203,7 @@ func vhdFooterBytes(size int64, diskType uint32, dataOffset uint64, id [16]byte,
 	copy(b[36:], "Wi2k")
 	be.PutUint64(b[40:], uint64(size))
 	be.PutUint64(b[48:], uint64(size))
-	c, h, s := vhdGeometry(size)
+	c, h, s := chs.VHD(size)
 	be.PutUint16(b[56:], c)
 	b[58], b[59] = h, s
 	be.PutUint32(b[60:], diskType)
