@@ -13,24 +13,11 @@ func init() {
 		Name:    "app stop-replication",
 		Usage:   "APP",
 		Summary: "delete the replication job of each server of an application; its AMIs stay (StopAppReplication)",
-		Flags:   appStopReplicationFlags,
+		Flags:   onApp(func(*flag.FlagSet) appRun { return appStopReplication }),
 	})
 }
 
-type appStopReplicationOptions struct {
-	conn *connFlags
-}
-
-func appStopReplicationFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appStopReplicationOptions{conn: addConnFlags(fs)}
-	return o.conn.with(oneArg("app (name or id)"), o.run)
-}
-
-func (o *appStopReplicationOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func appStopReplication(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	if _, err := svc.StopAppReplication(ctx, &api.AppRef{AppID: a.AppID}); err != nil {
 		return err
 	}
