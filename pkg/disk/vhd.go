@@ -161,31 +161,15 @@ func (v *vhdDynamic) Extents() []Extent { return v.ext }
 func (v *vhdDynamic) Info() Info        { return infoOf(v, VHD, "dynamic") }
 
 func (v *vhdDynamic) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("read vhd: negative offset %d", off)
-	}
-	if off >= v.size {
-		return 0, io.EOF
-	}
-	want := int(min(int64(len(p)), v.size-off))
-	n := 0
-	for n < want {
-		pos := off + int64(n)
-		b := pos / v.blockSize
-		in := pos % v.blockSize
-		chunk := int(min(int64(want-n), v.blockSize-in))
-		dst := p[n : n+chunk]
-		if s := v.bat[b]; s == 0xffffffff {
+	return readBlocks(p, off, v.size, v.blockSize, "vhd", func(dst []byte, b, in int64) error {
+		s := v.bat[b]
+		if s == 0xffffffff {
 			zeroFill(dst)
-		} else if _, err := readFull(v.ra, dst, int64(s)*sectorSize+v.bitmap+in, v.fileSize); err != nil {
-			return n, fmt.Errorf("read vhd block %d: %w", b, err)
+			return nil
 		}
-		n += chunk
-	}
-	if want < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+		_, err := readFull(v.ra, dst, int64(s)*sectorSize+v.bitmap+in, v.fileSize)
+		return err
+	})
 }
 
 func vhdFooterBytes(size int64, diskType uint32, dataOffset uint64, id [16]byte, now time.Time) []byte {
