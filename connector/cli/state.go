@@ -127,7 +127,7 @@ func (c *connFlags) credentials(ctx context.Context, login loginFile) (aws.Crede
 	if c.profile == "" && os.Getenv("AWS_ACCESS_KEY_ID") == "" && login.AccessKeyID != "" {
 		return credentials.NewStaticCredentialsProvider(login.AccessKeyID, login.SecretAccessKey, ""), nil
 	}
-	cfg, err := awstarget.LoadConfig(ctx, "", c.profile, nil)
+	cfg, err := awstarget.LoadConfig(ctx, "", c.profile, awstarget.LoadOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("access key for the connector: %w", err)
 	}
