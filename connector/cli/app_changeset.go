@@ -13,7 +13,7 @@ func init() {
 		Name:    "app changeset",
 		Usage:   "APP [--format json|yaml] [--json]",
 		Summary: "show what launching an application again would change in its cutover's stack (GenerateChangeSet)",
-		Flags:   onApp(appChangesetFlags),
+		Flags:   onApp[appChangesetOptions],
 	})
 }
 
@@ -22,11 +22,9 @@ type appChangesetOptions struct {
 	json   bool
 }
 
-func appChangesetFlags(fs *flag.FlagSet) appRun {
-	o := &appChangesetOptions{}
+func (o *appChangesetOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.format, "format", "json", "format of the change set's template stored in S3: json or yaml")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
-	return o.run
 }
 
 func (o *appChangesetOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

@@ -16,7 +16,7 @@ func init() {
 		Name:    "app configure",
 		Usage:   "APP [--file FILE] [--test-vpc V] [--test-subnet S] [--test-security-groups SG,SG] [--test-suffix X]",
 		Summary: "set how an application is launched, from a JSON file in GetAppLaunchConfiguration's shape, and where test launches go (PutAppLaunchConfiguration)",
-		Flags:   onApp(appConfigureFlags),
+		Flags:   onApp[appConfigureOptions],
 	})
 }
 
@@ -27,14 +27,13 @@ type appConfigureOptions struct {
 	fs                         *flag.FlagSet
 }
 
-func appConfigureFlags(fs *flag.FlagSet) appRun {
-	o := &appConfigureOptions{fs: fs}
+func (o *appConfigureOptions) flags(fs *flag.FlagSet) {
+	o.fs = fs
 	fs.StringVar(&o.file, "file", "", "JSON launch configuration ('rehost app launch-config APP --json' writes one); default: the one set, or defaults")
 	fs.StringVar(&o.testVPC, "test-vpc", "", "VPC of test launches")
 	fs.StringVar(&o.testSubnet, "test-subnet", "", "subnet test launches go into")
 	fs.StringVar(&o.testGroups, "test-security-groups", "", "security groups of test launches, comma-separated")
 	fs.StringVar(&o.suffx, "test-suffix", "", "suffix of test launches' Name tags (default -test)")
-	return o.run
 }
 
 func (o *appConfigureOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

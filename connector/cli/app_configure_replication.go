@@ -15,7 +15,7 @@ func init() {
 		Name:    "app configure-replication",
 		Usage:   "APP [--frequency HOURS] [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N] [--encrypted] [--kms-key K]",
 		Summary: "set the replication of every server of an application (PutAppReplicationConfiguration)",
-		Flags:   onApp(appConfigureReplicationFlags),
+		Flags:   onApp[appConfigureReplicationOptions],
 	})
 }
 
@@ -28,8 +28,7 @@ type appConfigureReplicationOptions struct {
 	encrypted bool
 }
 
-func appConfigureReplicationFlags(fs *flag.FlagSet) appRun {
-	o := &appConfigureReplicationOptions{}
+func (o *appConfigureReplicationOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.freq, "frequency", 12, "hours between runs, 1–24")
 	fs.StringVar(&o.seed, "seed", "", "first run time, RFC 3339 (default: when replication starts)")
 	fs.BoolVar(&o.runOnce, "run-once", false, "replicate once, then complete")
@@ -37,7 +36,6 @@ func appConfigureReplicationFlags(fs *flag.FlagSet) appRun {
 	fs.IntVar(&o.keep, "keep", 0, "number of recent AMIs to keep (0 keeps all)")
 	fs.BoolVar(&o.encrypted, "encrypted", false, "encrypt the AMIs' snapshots")
 	fs.StringVar(&o.params.KmsKeyID, "kms-key", "", "KMS key for encrypted AMIs")
-	return o.run
 }
 
 func (o *appConfigureReplicationOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

@@ -13,7 +13,7 @@ func init() {
 		Name:    "app delete",
 		Usage:   "APP [--terminate] [--stop-replication]",
 		Summary: "delete an application; its launches must be terminated, or --terminate does it first (DeleteApp)",
-		Flags:   onApp(appDeleteFlags),
+		Flags:   onApp[appDeleteOptions],
 	})
 }
 
@@ -21,11 +21,9 @@ type appDeleteOptions struct {
 	terminate, stopReplic bool
 }
 
-func appDeleteFlags(fs *flag.FlagSet) appRun {
-	o := &appDeleteOptions{}
+func (o *appDeleteOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.terminate, "terminate", false, "terminate its launches (their stacks and instances) first, and wait")
 	fs.BoolVar(&o.stopReplic, "stop-replication", false, "delete its servers' replication jobs too (their AMIs stay)")
-	return o.run
 }
 
 func (o *appDeleteOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

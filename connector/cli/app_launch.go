@@ -14,7 +14,7 @@ func init() {
 		Name:    "app launch",
 		Usage:   "APP [--test] [--watch] [--json]",
 		Summary: "launch an application from its template — the cutover, or a test launch beside it — or update the launched stack (LaunchApp)",
-		Flags:   onApp(appLaunchFlags),
+		Flags:   onApp[appLaunchOptions],
 	})
 }
 
@@ -23,12 +23,10 @@ type appLaunchOptions struct {
 	json        bool
 }
 
-func appLaunchFlags(fs *flag.FlagSet) appRun {
-	o := &appLaunchOptions{}
+func (o *appLaunchOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.test, "test", false, "a test launch: into the test VPC and subnet, names suffixed, beside the cutover")
 	fs.BoolVar(&o.watch, "watch", false, "follow the launch until it settles, with each server's boot check")
 	fs.BoolVar(&o.json, "json", false, "print the launch as JSON")
-	return o.run
 }
 
 func (o *appLaunchOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

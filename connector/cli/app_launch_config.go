@@ -15,7 +15,7 @@ func init() {
 		Name:    "app launch-config",
 		Usage:   "APP [--json]",
 		Summary: "show how an application is launched: launch order, each server's instance type, networks, tags (GetAppLaunchConfiguration)",
-		Flags:   onApp(appLaunchConfigFlags),
+		Flags:   onApp[appLaunchConfigOptions],
 	})
 }
 
@@ -23,10 +23,8 @@ type appLaunchConfigOptions struct {
 	json bool
 }
 
-func appLaunchConfigFlags(fs *flag.FlagSet) appRun {
-	o := &appLaunchConfigOptions{}
+func (o *appLaunchConfigOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.json, "json", false, "print JSON (what 'rehost app configure --file' takes)")
-	return o.run
 }
 
 func (o *appLaunchConfigOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

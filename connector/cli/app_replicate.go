@@ -15,7 +15,7 @@ func init() {
 		Name:    "app replicate",
 		Usage:   "APP [--description D]",
 		Summary: "start an on-demand run of every server's replication job (StartOnDemandAppReplication)",
-		Flags:   onApp(appReplicateFlags),
+		Flags:   onApp[appReplicateOptions],
 	})
 }
 
@@ -23,10 +23,8 @@ type appReplicateOptions struct {
 	description string
 }
 
-func appReplicateFlags(fs *flag.FlagSet) appRun {
-	o := &appReplicateOptions{}
+func (o *appReplicateOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.description, "description", "", "description of the runs")
-	return o.run
 }
 
 func (o *appReplicateOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

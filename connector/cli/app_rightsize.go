@@ -14,7 +14,7 @@ func init() {
 		Name:    "app rightsize",
 		Usage:   "APP --csv FILE [--json]",
 		Summary: "fill an app's launch configuration from a rightsizing CSV (server, instance type, subnet, security groups, volume type, tags); all rows or none",
-		Flags:   onApp(appRightsizeFlags),
+		Flags:   onApp[appRightsizeOptions],
 	})
 }
 
@@ -23,11 +23,9 @@ type appRightsizeOptions struct {
 	json bool
 }
 
-func appRightsizeFlags(fs *flag.FlagSet) appRun {
-	o := &appRightsizeOptions{}
+func (o *appRightsizeOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.csv, "csv", "", "the CSV file; its first row names the columns")
 	fs.BoolVar(&o.json, "json", false, "print each server's instance type as JSON")
-	return o.run
 }
 
 func (o *appRightsizeOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

@@ -12,7 +12,7 @@ func init() {
 		Name:    "app show",
 		Usage:   "APP [--json]",
 		Summary: "show an application: status, groups, launches and each launched server's boot check (GetApp)",
-		Flags:   onApp(appShowFlags),
+		Flags:   onApp[appShowOptions],
 	})
 }
 
@@ -20,10 +20,8 @@ type appShowOptions struct {
 	json bool
 }
 
-func appShowFlags(fs *flag.FlagSet) appRun {
-	o := &appShowOptions{}
+func (o *appShowOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.json, "json", false, "print JSON")
-	return o.run
 }
 
 func (o *appShowOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

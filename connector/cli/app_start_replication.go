@@ -13,11 +13,16 @@ func init() {
 		Name:    "app start-replication",
 		Usage:   "APP",
 		Summary: "create each server's replication job from the app's replication configuration (StartAppReplication)",
-		Flags:   onApp(func(*flag.FlagSet) appRun { return appStartReplication }),
+		Flags:   onApp[appStartReplication],
 	})
 }
 
-func appStartReplication(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
+// appStartReplication has no flags of its own.
+type appStartReplication struct{}
+
+func (*appStartReplication) flags(*flag.FlagSet) {}
+
+func (*appStartReplication) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	if _, err := svc.StartAppReplication(ctx, &api.AppRef{AppID: a.AppID}); err != nil {
 		return err
 	}

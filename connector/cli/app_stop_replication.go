@@ -13,11 +13,16 @@ func init() {
 		Name:    "app stop-replication",
 		Usage:   "APP",
 		Summary: "delete the replication job of each server of an application; its AMIs stay (StopAppReplication)",
-		Flags:   onApp(func(*flag.FlagSet) appRun { return appStopReplication }),
+		Flags:   onApp[appStopReplication],
 	})
 }
 
-func appStopReplication(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
+// appStopReplication has no flags of its own.
+type appStopReplication struct{}
+
+func (*appStopReplication) flags(*flag.FlagSet) {}
+
+func (*appStopReplication) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	if _, err := svc.StopAppReplication(ctx, &api.AppRef{AppID: a.AppID}); err != nil {
 		return err
 	}

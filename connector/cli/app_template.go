@@ -14,7 +14,7 @@ func init() {
 		Name:    "app template",
 		Usage:   "APP [--format json|yaml] [--out FILE]",
 		Summary: "generate an application's CloudFormation template, checked against AWS; also stored in the staging bucket (GenerateTemplate)",
-		Flags:   onApp(appTemplateFlags),
+		Flags:   onApp[appTemplateOptions],
 	})
 }
 
@@ -23,11 +23,9 @@ type appTemplateOptions struct {
 	out    string
 }
 
-func appTemplateFlags(fs *flag.FlagSet) appRun {
-	o := &appTemplateOptions{}
+func (o *appTemplateOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.format, "format", "json", "json or yaml")
 	fs.StringVar(&o.out, "out", "", "write it to FILE (default: standard output)")
-	return o.run
 }
 
 func (o *appTemplateOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

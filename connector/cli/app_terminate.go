@@ -14,7 +14,7 @@ func init() {
 		Name:    "app terminate",
 		Usage:   "APP [--test] [--watch]",
 		Summary: "delete the stack (and instances) of an app's cutover, or of its test launch, leaving the other (TerminateApp)",
-		Flags:   onApp(appTerminateFlags),
+		Flags:   onApp[appTerminateOptions],
 	})
 }
 
@@ -22,11 +22,9 @@ type appTerminateOptions struct {
 	test, watch bool
 }
 
-func appTerminateFlags(fs *flag.FlagSet) appRun {
-	o := &appTerminateOptions{}
+func (o *appTerminateOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.test, "test", false, "terminate the test launch (default: the cutover)")
 	fs.BoolVar(&o.watch, "watch", false, "wait until the stack is deleted")
-	return o.run
 }
 
 func (o *appTerminateOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {

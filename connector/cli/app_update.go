@@ -13,7 +13,7 @@ func init() {
 		Name:    "app update",
 		Usage:   "APP [--name NAME] [--description D] [--group NAME=SERVER[,SERVER…]…] [--json]",
 		Summary: "rename an application or replace its server groups (UpdateApp)",
-		Flags:   onApp(appUpdateFlags),
+		Flags:   onApp[appUpdateOptions],
 	})
 }
 
@@ -24,13 +24,12 @@ type appUpdateOptions struct {
 	fs                *flag.FlagSet
 }
 
-func appUpdateFlags(fs *flag.FlagSet) appRun {
-	o := &appUpdateOptions{fs: fs}
+func (o *appUpdateOptions) flags(fs *flag.FlagSet) {
+	o.fs = fs
 	fs.StringVar(&o.name, "name", "", "new name")
 	fs.StringVar(&o.description, "description", "", "new description")
 	fs.Var(&o.groups, "group", "the new server groups: NAME=SERVER[,SERVER…] (repeatable, in launch order; replaces all)")
 	fs.BoolVar(&o.json, "json", false, "print the app as JSON")
-	return o.run
 }
 
 func (o *appUpdateOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
