@@ -64,9 +64,12 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 	return c
 }
 
-func (c *connFlags) set(name string) bool {
+func (c *connFlags) set(name string) bool { return given(c.fs, name) }
+
+// given reports whether the command line set the flag name of fs.
+func given(fs *flag.FlagSet, name string) bool {
 	set := false
-	c.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
 }
 
