@@ -3,6 +3,7 @@ package s3peer
 import (
 	"bufio"
 	"bytes"
+	"crypto/md5"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
@@ -263,10 +264,10 @@ func echoSSE(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// drain reads a request body (decoding aws-chunked framing), checking the
-// CRC32C or CRC32 it carries in a header or a trailer; it returns the
-// payload size and its CRC32C, base64.
-func (s *Sink) drain(r *http.Request) (int64, string, error) {
+// drain reads a request body (decoding aws-chunked framing) into also (when
+// set), checking the CRC32C or CRC32 it carries in a header or a trailer;
+// it returns the payload size and its CRC32C, base64.
+func (s *Sink) drain(r *http.Request, also io.Writer) (int64, string, error) {
 	body := io.Reader(r.Body)
 	var chunked *chunkReader
 	if strings.HasPrefix(r.Header.Get("X-Amz-Content-Sha256"), "STREAMING-") ||
@@ -279,10 +280,14 @@ func (s *Sink) drain(r *http.Request) (int64, string, error) {
 	if r.Header.Get("X-Amz-Checksum-Crc32") != "" || strings.EqualFold(r.Header.Get("X-Amz-Trailer"), "x-amz-checksum-crc32") {
 		ieee = crc32.NewIEEE()
 	}
-	var dst io.Writer = c
+	dsts := []io.Writer{c}
 	if ieee != nil {
-		dst = io.MultiWriter(c, ieee)
+		dsts = append(dsts, ieee)
 	}
+	if also != nil {
+		dsts = append(dsts, also)
+	}
+	dst := io.MultiWriter(dsts...)
 	n, err := io.CopyBuffer(dst, body, make([]byte, 256<<10))
 	s.payload.Add(n)
 	if err != nil {
@@ -321,12 +326,15 @@ func (s *Sink) putObject(w http.ResponseWriter, r *http.Request, bucket, key str
 		writeError(w, http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist", bucket)
 		return
 	}
-	n, sum, err := s.drain(r)
+	// A single-request object's ETag is its MD5, as S3's is: clients
+	// (rclone) check it. Parts get a cheaper opaque one.
+	m := md5.New()
+	n, sum, err := s.drain(r, m)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "BadDigest", err.Error(), bucket)
 		return
 	}
-	etag := `"` + etagOf(sum, n) + `"`
+	etag := `"` + hex.EncodeToString(m.Sum(nil)) + `"`
 	s.mu.Lock()
 	s.objects[bucket+"/"+key] = sinkObject{size: n, etag: etag, crc32c: sum, modified: time.Now()}
 	s.mu.Unlock()
@@ -405,7 +413,7 @@ func (s *Sink) uploadPart(w http.ResponseWriter, r *http.Request, bucket string,
 		writeError(w, http.StatusNotFound, "NoSuchUpload", "The specified upload does not exist or the part number is invalid", bucket)
 		return
 	}
-	n, sum, err := s.drain(r)
+	n, sum, err := s.drain(r, nil)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "BadDigest", err.Error(), bucket)
 		return

@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -182,6 +181,9 @@ func selectTools(b *testing.B, bin string) []tool {
 	if v := os.Getenv("REHOST_BENCH_TOOLS"); v != "" {
 		want = strings.Split(v, ",")
 	}
+	if _, err := os.Stat("/usr/bin/time"); err != nil {
+		b.Fatalf("/usr/bin/time (GNU time) is not installed: run scripts/deps.sh")
+	}
 	var out []tool
 	for _, t := range benchTools {
 		if want != nil && !slices.Contains(want, t.name) {
@@ -320,6 +322,12 @@ func measure(b *testing.B, ctx context.Context, ep benchEndpoint, w workload, sr
 		// Not an *os.File, so exec copies it into a pipe.
 		cmd.Stdin = struct{ io.Reader }{f}
 	}
+	// GNU time forks the tool from its own small process and reports the
+	// tool's rusage (children included): a child forked from this large
+	// test process would start with its peak RSS.
+	stat := filepath.Join(dir, "time.out")
+	cmd.Args = append([]string{"/usr/bin/time", "-f", "%U %S %M", "-o", stat, cmd.Path}, cmd.Args[1:]...)
+	cmd.Path = "/usr/bin/time"
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runtime.GC()
@@ -337,9 +345,13 @@ func measure(b *testing.B, ctx context.Context, ep benchEndpoint, w workload, sr
 	if err != nil {
 		b.Fatalf("%s %s from %s into %s: %v\n%s%s", t.name, w.Name, src, ep.Name, err, stdout.String(), stderr.String())
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	r.CPU = tv(ru.Utime) + tv(ru.Stime)
-	r.MaxRSS = ru.Maxrss << 10
+	tb, err := os.ReadFile(stat)
+	var user, sys float64
+	var kib int64
+	if _, serr := fmt.Sscanf(string(lastLine(tb)), "%f %f %d", &user, &sys, &kib); err != nil || serr != nil {
+		b.Fatalf("%s: read /usr/bin/time's figures: %v %v: %q", t.name, err, serr, tb)
+	}
+	r.CPU, r.MaxRSS = user+sys, kib<<10
 	if ep.sink != nil {
 		r.Wire = ep.sink.WireBytes() - wire0
 	}
@@ -372,8 +384,6 @@ func lastLine(b []byte) []byte {
 	}
 	return b
 }
-
-func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
 // peerCommand is the command line a user would script with s5cmd or
 // rclone: the same part size and parts in flight, SSE-S3, the endpoint's

@@ -56,13 +56,13 @@ type childSpec struct {
 
 // endpoint is an S3 endpoint on loopback and how to reach it.
 type endpoint struct {
-	Name                         string `json:"name"`
-	URL                          string `json:"url"`
-	Region                       string `json:"region"`
-	AccessKeyID                  string `json:"accessKeyId"`
-	SecretAccessKey              string `json:"secretAccessKey"`
-	CAFile                       string `json:"caFile"`
-	Bucket                       string `json:"bucket"`
+	Name            string `json:"name"`
+	URL             string `json:"url"`
+	Region          string `json:"region"`
+	AccessKeyID     string `json:"accessKeyId"`
+	SecretAccessKey string `json:"secretAccessKey"`
+	CAFile          string `json:"caFile"`
+	Bucket          string `json:"bucket"`
 }
 
 // childResult is what a child prints on stdout: the stored object's size.
@@ -205,7 +205,7 @@ func headSize(ctx context.Context, client *s3.Client, spec childSpec, err error)
 // encoder does.
 type writerTo func(io.Writer) (int64, error)
 
-func (w writerTo) Read([]byte) (int, error)            { return 0, fmt.Errorf("writerTo: use WriteTo") }
+func (w writerTo) Read([]byte) (int, error)             { return 0, fmt.Errorf("writerTo: use WriteTo") }
 func (w writerTo) WriteTo(dst io.Writer) (int64, error) { return w(dst) }
 
 // childRehost stages as the stage step does: the disk encoded (raw or
