@@ -36,8 +36,8 @@ import (
 // the file and from a pipe. Every upload is a process of its own; the
 // tools alternate within one loop, repeated REHOST_BENCH_REPS times
 // (default 3). -short scales the data down 8×. REHOST_BENCH_ENDPOINTS
-// (default "discard,versitygw") and REHOST_BENCH_TOOLS (a comma list)
-// narrow the matrix. With REHOST_BENCH_DOCS set to the repository root the
+// (default "discard,versitygw"), REHOST_BENCH_WORKLOADS and
+// REHOST_BENCH_TOOLS (comma lists) narrow the matrix. With REHOST_BENCH_DOCS set to the repository root the
 // results are written to docs/bench/staging.json and into the generated
 // section of docs/benchmarks.md, with CPU profiles of rehost's hot path.
 func BenchmarkStage(b *testing.B) {
@@ -104,6 +104,13 @@ func runStagingBench(b *testing.B) {
 		{Name: "sparse", Size: 4 << 30 / scale},
 		{Name: "fs", Size: 1 << 30 / scale},
 	}
+	if v := os.Getenv("REHOST_BENCH_WORKLOADS"); v != "" {
+		names := strings.Split(v, ",")
+		work = slices.DeleteFunc(work, func(w workload) bool { return !slices.Contains(names, w.Name) })
+		if len(work) == 0 {
+			b.Fatalf("REHOST_BENCH_WORKLOADS=%q names none of random, sparse, fs", v)
+		}
+	}
 	for i := range work {
 		makeWorkload(b, &work[i], dir)
 	}
@@ -137,13 +144,17 @@ func runStagingBench(b *testing.B) {
 	res.Goals = goals(res.Rows, work)
 	// Profiles of rehost's hot path, apart from the measured runs (the
 	// profiler costs a little CPU of its own).
-	if sink := eps[0]; sink.sink != nil && slices.ContainsFunc(tools, func(t tool) bool { return t.name == "rehost" }) {
+	if sink := eps[0]; sink.sink != nil && slices.ContainsFunc(tools, func(t tool) bool { return strings.HasPrefix(t.name, "rehost") }) {
 		for _, p := range []struct{ title, tool, work string }{
 			{"rehost, random, raw, from the file", "rehost", "random"},
 			{"rehost, random, streamOptimized VMDK, from the file", "rehost-vmdk", "random"},
 			{"rehost, real file-system data, streamOptimized VMDK, from the file", "rehost-vmdk", "fs"},
 		} {
-			w := work[slices.IndexFunc(work, func(w workload) bool { return w.Name == p.work })]
+			i := slices.IndexFunc(work, func(w workload) bool { return w.Name == p.work })
+			if i < 0 {
+				continue
+			}
+			w := work[i]
 			prof := filepath.Join(dir, "cpu-"+p.tool+"-"+p.work+".pprof")
 			measure(b, ctx, sink, w, "file", tool{name: p.tool, child: true}, 0, bin, dir, prof)
 			res.Profiles = append(res.Profiles, benchProfile{Title: p.title, Top: pprofTop(b, prof)})
