@@ -20,6 +20,9 @@ mkdir -p "$TOOLS"
 
 need_apt=()
 command -v qemu-img >/dev/null 2>&1 || need_apt+=(qemu-utils)
+# The staging benchmark (scripts/bench-staging) takes each uploader's CPU
+# and peak RSS from GNU time.
+[ -x /usr/bin/time ] || need_apt+=(time)
 # Guest disks of the tests and the demo: a partition table and real file
 # systems (internal/lab/guestdisk).
 PATH="$PATH:/usr/sbin:/sbin"

@@ -77,7 +77,15 @@ func (e *Encoder) encode(w io.Writer) (int64, error) {
 	case VHD:
 		n, err = WriteVHD(w, e.src, e.opts.Dynamic)
 	case Raw:
-		n, err = writeRawTo(w, e.src, e.src.Size(), false)
+		// A writer that fills buffers of its own reads the disk into them.
+		if rf, ok := w.(io.ReaderFrom); ok {
+			var rr *rawReader
+			if rr, err = newRawReader(e.src); err == nil {
+				n, err = rf.ReadFrom(rr)
+			}
+		} else {
+			n, err = writeRawTo(w, e.src, e.src.Size(), false)
+		}
 	default:
 		err = fmt.Errorf("encode disk image: cannot write format %q (want vmdk, vhd or raw)", e.format)
 	}

@@ -2,6 +2,7 @@ package disk
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -199,3 +200,77 @@ func TestSparseRawFileHolesNotRead(t *testing.T) {
 		t.Fatalf("the island at 300 MiB reads back wrong: %v", err)
 	}
 }
+
+// readerFromOnly is a destination that only reads: what a multipart
+// upload's feeder is to a raw Encoder.
+type readerFromOnly struct {
+	buf   bytes.Buffer
+	reads int
+}
+
+func (d *readerFromOnly) Write([]byte) (int, error) { return 0, errors.New("Write called") }
+
+func (d *readerFromOnly) ReadFrom(r io.Reader) (int64, error) {
+	p := make([]byte, 5<<20)
+	var n int64
+	for {
+		m, err := r.Read(p)
+		d.buf.Write(p[:m])
+		d.reads++
+		n += int64(m)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// A raw Encoder writing into an io.ReaderFrom hands it the disk to read
+// into its own buffers: holes as zeros, extents read in place, the same
+// bytes as a plain writer gets; bad extents and a short source fail.
+func TestRawEncoderReadsIntoReaderFrom(t *testing.T) {
+	const size = 12<<20 + 512
+	data := make([]byte, size)
+	for _, e := range []Extent{{1 << 20, 3 << 20}, {6<<20 + 512, 1 << 20}, {9 << 20, 64 << 10}} {
+		for i := e.Offset; i < e.End(); i++ {
+			data[i] = byte(i*7 + 1)
+		}
+	}
+	src := NewRaw(bytes.NewReader(data), size)
+	var want bytes.Buffer
+	if _, err := writeRawTo(&want, src, size, false); err != nil {
+		t.Fatal(err)
+	}
+	var dst readerFromOnly
+	n, err := NewEncoder(src, Raw, EncodeOptions{}).WriteTo(&dst)
+	if err != nil || n != size {
+		t.Fatalf("WriteTo: %d bytes, %v", n, err)
+	}
+	if !bytes.Equal(dst.buf.Bytes(), want.Bytes()) || !bytes.Equal(dst.buf.Bytes(), data) {
+		t.Fatal("the raw disk read into the ReaderFrom differs from its content")
+	}
+	// Reads go up to a region's end, not in small pieces.
+	if dst.reads > 16 {
+		t.Errorf("%d reads for %d bytes in 5 MiB buffers", dst.reads, size)
+	}
+	bad := fakeSparse{size: 1 << 20, ext: []Extent{{512 << 10, 4096}, {0, 4096}}, ra: bytes.NewReader(make([]byte, 1<<20))}
+	if _, err := NewEncoder(bad, Raw, EncodeOptions{}).WriteTo(&readerFromOnly{}); err == nil || !strings.Contains(err.Error(), "out of order") {
+		t.Errorf("extents out of order: %v", err)
+	}
+	short := fakeSparse{size: 1 << 20, ext: []Extent{{0, 1 << 20}}, ra: bytes.NewReader(make([]byte, 4096))}
+	if _, err := NewEncoder(short, Raw, EncodeOptions{}).WriteTo(&readerFromOnly{}); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("a short source: %v, want io.ErrUnexpectedEOF", err)
+	}
+}
+
+type fakeSparse struct {
+	size int64
+	ext  []Extent
+	ra   io.ReaderAt
+}
+
+func (f fakeSparse) ReadAt(p []byte, off int64) (int, error) { return f.ra.ReadAt(p, off) }
+func (f fakeSparse) Size() int64                             { return f.size }
+func (f fakeSparse) Extents() []Extent                       { return f.ext }

@@ -103,6 +103,59 @@ func writeRawTo(w io.Writer, src Sparse, size int64, seek bool) (int64, error) {
 	return pos, nil
 }
 
+// rawReader reads a Sparse's virtual content in order: its extents by
+// ReadAt straight into the caller's buffer, its holes as zeros cleared
+// there. A consumer that reads into buffers of its own (a multipart
+// upload's parts, through io.ReaderFrom) so gets a raw disk with no copy
+// between the source and its buffers.
+type rawReader struct {
+	src       Sparse
+	ext       []Extent
+	pos, size int64
+}
+
+func newRawReader(src Sparse) (*rawReader, error) {
+	ext, size := src.Extents(), src.Size()
+	var end int64
+	for _, e := range ext {
+		if e.Offset < end || e.End() > size || e.Length <= 0 {
+			return nil, fmt.Errorf("source extent %+v is out of order or outside the %d-byte disk", e, size)
+		}
+		end = e.End()
+	}
+	return &rawReader{src: src, ext: ext, size: size}, nil
+}
+
+func (r *rawReader) Read(p []byte) (int, error) {
+	if r.pos >= r.size {
+		return 0, io.EOF
+	}
+	if len(r.ext) > 0 && r.ext[0].End() <= r.pos {
+		r.ext = r.ext[1:]
+	}
+	p = p[:min(int64(len(p)), r.size-r.pos)]
+	if len(r.ext) == 0 || r.ext[0].Offset > r.pos {
+		end := r.size
+		if len(r.ext) > 0 {
+			end = r.ext[0].Offset
+		}
+		n := int(min(int64(len(p)), end-r.pos))
+		clear(p[:n])
+		r.pos += int64(n)
+		return n, nil
+	}
+	n := int(min(int64(len(p)), r.ext[0].End()-r.pos))
+	m, err := r.src.ReadAt(p[:n], r.pos)
+	r.pos += int64(m)
+	if m < n {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return m, fmt.Errorf("read source at %d: %w", r.pos, err)
+	}
+	return n, nil
+}
+
 // WriteRawFrom copies a raw disk stream from r to w until EOF. When w is a
 // regular file it seeks over all-zero 64 KiB chunks (leaving a sparse file)
 // and sets the file's length at the end. It returns the bytes copied.
