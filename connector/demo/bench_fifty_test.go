@@ -64,12 +64,12 @@ var slotWaitRE = regexp.MustCompile(`waited ([0-9a-zµ.]+) for a VM Import slot`
 // slot and how often a later waiter got a slot first; and fails unless
 // every run COMPLETED and the peers hold nothing left behind.
 // REHOST_SCALE_RUNS (default 50) and REHOST_SCALE_DISK_MIB (default 32)
-// size it; -short makes it 10 runs of 16 MiB. Run by scripts/bench;
+// size it; -short makes it 10 runs. Run by scripts/bench;
 // docs/benchmarks.md has the figures.
 func BenchmarkFiftyRuns(b *testing.B) {
 	runs, mib := 50, 32
 	if testing.Short() {
-		runs, mib = 10, 16
+		runs, mib = 10, 32
 	}
 	runs = benchEnvInt(b, "REHOST_SCALE_RUNS", runs)
 	mib = benchEnvInt(b, "REHOST_SCALE_DISK_MIB", mib)
