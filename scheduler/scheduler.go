@@ -70,7 +70,8 @@ type Options struct {
 	// it wait PENDING.
 	MaxConcurrent int
 	// ImportLimitPerRegion is how many ImportSlot holders one region allows
-	// at once (default 5, EC2's concurrent VM Import task limit).
+	// at once (default DefaultImportLimit); runs beyond it wait, granted
+	// slots in the order they asked.
 	ImportLimitPerRegion int
 	// OnDemandPer24h limits Trigger per job per rolling 24 h (default 2, as
 	// SMS did); negative means unlimited.
@@ -97,6 +98,11 @@ type Options struct {
 	Logger    *slog.Logger // default: discard
 }
 
+// DefaultImportLimit is the default of Options.ImportLimitPerRegion: AWS's
+// default quota of concurrent VM Import tasks per region ("Concurrent
+// import image tasks", 20).
+const DefaultImportLimit = 20
+
 // DefaultResyncInterval is the documented resync interval of the daemon.
 const DefaultResyncInterval = 30 * time.Second
 
@@ -108,7 +114,7 @@ func (o *Options) defaults() {
 		o.MaxConcurrent = 2
 	}
 	if o.ImportLimitPerRegion <= 0 {
-		o.ImportLimitPerRegion = 5
+		o.ImportLimitPerRegion = DefaultImportLimit
 	}
 	if o.OnDemandPer24h == 0 {
 		o.OnDemandPer24h = 2
@@ -163,7 +169,7 @@ type Scheduler struct {
 	renewDone chan struct{}
 
 	semMu sync.Mutex
-	sems  map[string]chan struct{}
+	sems  map[string]*slotQueue
 }
 
 // flight is a run in progress: how to stop it, and in a fleet its lease.
@@ -185,7 +191,7 @@ func New(st Store, r Runner, o Options) *Scheduler {
 		inflight: map[string]*flight{},
 		base:     base, cancel: cancel,
 		wake: make(chan struct{}, 1),
-		sems: map[string]chan struct{}{},
+		sems: map[string]*slotQueue{},
 	}
 }
 
@@ -933,25 +939,24 @@ func (s *Scheduler) event(ctx context.Context, jobID, runID, level, msg string) 
 // ImportSlot waits for one of the region's VM Import slots (a run calls it
 // around its import stage, so imports beyond the limit queue instead of
 // failing) and returns the function that frees it; calling that more than
-// once is harmless. It fails only when ctx ends first.
+// once is harmless. Waiters get slots oldest first. It fails only when ctx
+// ends first.
 func (s *Scheduler) ImportSlot(ctx context.Context, region string) (release func(), err error) {
 	if s.o.Fleet != nil {
 		return s.o.Fleet.ImportSlot(ctx, region, s.o.ImportLimitPerRegion)
 	}
 	s.semMu.Lock()
-	sem, ok := s.sems[region]
+	q, ok := s.sems[region]
 	if !ok {
-		sem = make(chan struct{}, s.o.ImportLimitPerRegion)
-		s.sems[region] = sem
+		q = &slotQueue{limit: s.o.ImportLimitPerRegion}
+		s.sems[region] = q
 	}
 	s.semMu.Unlock()
-	select {
-	case sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for a VM Import slot in %s: %w", region, ctx.Err())
+	if err := q.acquire(ctx); err != nil {
+		return nil, fmt.Errorf("wait for a VM Import slot in %s: %w", region, err)
 	}
 	var once sync.Once
-	return func() { once.Do(func() { <-sem }) }, nil
+	return func() { once.Do(q.release) }, nil
 }
 
 // ImportLimit is how many ImportSlot holders one region allows at once.
@@ -959,13 +964,25 @@ func (s *Scheduler) ImportLimit() int { return s.o.ImportLimitPerRegion }
 
 // ImportSlotsInUse reports how many import slots each region has taken.
 func (s *Scheduler) ImportSlotsInUse() map[string]int {
+	held, _ := s.importSlots()
+	return held
+}
+
+// ImportSlotsWaiting reports how many runs wait for each region's import
+// slots (granted oldest first).
+func (s *Scheduler) ImportSlotsWaiting() map[string]int {
+	_, waiting := s.importSlots()
+	return waiting
+}
+
+func (s *Scheduler) importSlots() (held, waiting map[string]int) {
 	s.semMu.Lock()
 	defer s.semMu.Unlock()
-	out := make(map[string]int, len(s.sems))
-	for region, sem := range s.sems {
-		out[region] = len(sem)
+	held, waiting = make(map[string]int, len(s.sems)), make(map[string]int, len(s.sems))
+	for region, q := range s.sems {
+		held[region], waiting[region] = q.counts()
 	}
-	return out
+	return held, waiting
 }
 
 // dueHeap orders jobs by next start.

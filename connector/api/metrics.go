@@ -77,6 +77,11 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 			emit(float64(n), region)
 		}
 	})
+	r.GaugeFunc("rehost_import_slots_waiting", "Runs waiting for a VM Import slot, by region (granted oldest first).", []string{"region"}, func(emit func(float64, ...string)) {
+		for region, n := range d.Sched.ImportSlotsWaiting() {
+			emit(float64(n), region)
+		}
+	})
 	r.GaugeFunc("rehost_fleet_members", "Connectors of the fleet, by status (HEALTHY: heartbeat younger than the lease TTL).", []string{"status"}, m.fleetMembers)
 	r.GaugeFunc("rehost_fleet_member_runs", "Runs each member of the fleet holds a live lease on.", []string{"member"}, m.fleetMemberRuns)
 	r.GaugeFunc("rehost_fleet_leader", "1 if this connector schedules the fleet's due runs.", nil, func(emit func(float64, ...string)) {

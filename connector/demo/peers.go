@@ -41,6 +41,10 @@ type PeerOptions struct {
 	// Delays slow the emulator's API calls by name (emulator.Config.Delays),
 	// e.g. DeregisterImage and DeleteSnapshot so kills land in retention.
 	Delays map[string]time.Duration
+	// Quotas set the emulator's Service Quotas by name
+	// (emulator.Config.Quotas); ImportImage honours "Concurrent import
+	// image tasks".
+	Quotas map[string]float64
 	// InstanceBootTime is how long the emulator's instances take to boot
 	// (default the emulator's, 3 s).
 	InstanceBootTime time.Duration
@@ -98,6 +102,7 @@ func StartPeers(ctx context.Context, o PeerOptions) (_ *Peers, err error) {
 		SimulatedImportWait: o.ImportDuration,
 		InstanceBootTime:    o.InstanceBootTime,
 		Delays:              o.Delays,
+		Quotas:              o.Quotas,
 		Logger:              o.Log,
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/store"
@@ -159,17 +160,27 @@ func (r *run) replicaSnapshots(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// slotWaitWorthSaying is the shortest wait for an import slot that the run's
+// events record; a free slot is taken in microseconds.
+const slotWaitWorthSaying = 10 * time.Millisecond
+
 // takeSlot waits for an import slot unless the run holds one.
 func (r *run) takeSlot(ctx context.Context, stage string) error {
 	if r.e.ImportSlot == nil || r.releaseSlot != nil {
 		return nil
 	}
 	r.updateRun(ctx, func(x *store.ReplicationRun) { x.StageProgress = "waiting for an import slot" })
+	t0 := time.Now()
 	release, err := r.e.ImportSlot(ctx)
 	if err != nil {
 		return fmt.Errorf("vm %q: wait for a VM Import slot: %w", r.server.Name, err)
 	}
 	r.releaseSlot = release
+	// A run that queued says for how long: the region's VM Import limit,
+	// not the run, was the bottleneck then.
+	if waited := time.Since(t0); waited >= slotWaitWorthSaying {
+		r.event(ctx, store.LevelInfo, "vm %q waited %s for a VM Import slot", r.server.Name, waited.Round(time.Millisecond))
+	}
 	return nil
 }
 

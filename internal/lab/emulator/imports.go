@@ -173,6 +173,13 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 			}
 		}
 	}
+	if kind == "image" {
+		limit := e.quotaValue("Concurrent import image tasks")
+		if n := e.activeImageTasksLocked(); float64(n) >= limit {
+			e.st.ImportImageRefused++
+			return nil, badRequest("ResourceCountLimitExceeded", "You have reached the maximum number of concurrent import image tasks (%.0f) in this region", limit)
+		}
+	}
 	// VM Import assumes the role when the task is created and refuses the
 	// call outright when it cannot.
 	if _, ok := e.assumeRoleLocked(role); !ok {
@@ -197,6 +204,9 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 		t.Disks[i].Status, t.Disks[i].Progress = "active", "0"
 	}
 	e.st.Tasks[t.ID] = t
+	if kind == "image" {
+		e.st.PeakImportImageTasks = max(e.st.PeakImportImageTasks, e.activeImageTasksLocked())
+	}
 	e.log.Info("emulator: import task created", "task", t.ID, "disks", len(t.Disks), "role", role)
 	e.startWorkerLocked(t)
 	e.saveLocked()
@@ -810,4 +820,25 @@ func (e *Emulator) cancelImport(id string) (previous string, err error) {
 		e.finishCancelLocked(t, "User cancelled")
 	}
 	return previous, nil
+}
+
+// activeImageTasksLocked counts the ImportImage tasks that hold one of the
+// region's concurrent task slots: those not yet completed or deleted.
+func (e *Emulator) activeImageTasksLocked() int {
+	n := 0
+	for _, t := range e.st.Tasks {
+		if t.Kind == "image" && (t.Status == "active" || t.Status == "deleting") {
+			n++
+		}
+	}
+	return n
+}
+
+// ImportImageLoad is what the emulator saw of the concurrent import image
+// task quota: the most tasks active at once and how many ImportImage calls
+// it refused for being beyond the quota.
+func (e *Emulator) ImportImageLoad() (peak, refused int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st.PeakImportImageTasks, e.st.ImportImageRefused
 }

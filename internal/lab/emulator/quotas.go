@@ -9,7 +9,9 @@ import (
 
 // Service Quotas, read-only: ListServiceQuotas and GetServiceQuota of the
 // quotas rehost's account preflight reads. Values default to AWS's
-// defaults; Config.Quotas changes them by quota name.
+// defaults; Config.Quotas changes them by quota name. ImportImage honours
+// the concurrent import image task quota as AWS does: a task beyond it is
+// refused with ResourceCountLimitExceeded, not queued.
 
 const quotasPrefix = "ServiceQuotasV20190624"
 
@@ -26,7 +28,7 @@ type Quota struct {
 // (AWS's documentation names the limit without a Service Quotas code).
 var defaultQuotas = []Quota{
 	{ServiceCode: "ebs", ServiceName: "Amazon Elastic Block Store (Amazon EBS)", QuotaCode: "L-309BACF6", QuotaName: "Snapshots per Region", Value: 100000, Adjustable: true},
-	{ServiceCode: "ec2", ServiceName: "Amazon Elastic Compute Cloud (Amazon EC2)", QuotaCode: "L-8C1D2E3F", QuotaName: "Concurrent import image tasks", Value: 5, Adjustable: true},
+	{ServiceCode: "ec2", ServiceName: "Amazon Elastic Compute Cloud (Amazon EC2)", QuotaCode: "L-8C1D2E3F", QuotaName: "Concurrent import image tasks", Value: 20, Adjustable: true},
 }
 
 func (e *Emulator) quotas() []Quota {
@@ -43,6 +45,17 @@ type quotaJSON struct {
 	ServiceCode, ServiceName, QuotaArn, QuotaCode, QuotaName, Unit string
 	Value                                                          float64
 	Adjustable, GlobalQuota                                        bool
+}
+
+// quotaValue is the value of the quota named name; ImportImage refuses
+// tasks beyond "Concurrent import image tasks".
+func (e *Emulator) quotaValue(name string) float64 {
+	for _, q := range e.quotas() {
+		if q.QuotaName == name {
+			return q.Value
+		}
+	}
+	return 0
 }
 
 func (e *Emulator) quotaJSON(q Quota) quotaJSON {

@@ -163,6 +163,10 @@ type state struct {
 	// Retained are deleted snapshots whose files hold blocks a snapshot
 	// of the same lineage still uses, with the checksums of those blocks.
 	Retained map[string]map[int32]string `json:"retained,omitempty"`
+	// PeakImportImageTasks is the most ImportImage tasks active at once;
+	// ImportImageRefused counts those refused beyond the quota.
+	PeakImportImageTasks int `json:"peakImportImageTasks,omitempty"`
+	ImportImageRefused   int `json:"importImageRefused,omitempty"`
 }
 
 func loadState(path string) (*state, error) {
