@@ -112,7 +112,7 @@ func Compile(spec Spec) (*Schedule, error) {
 	if z := strings.TrimSpace(spec.Zone); z != "" {
 		loc, err := time.LoadLocation(z)
 		if err != nil || z == "Local" {
-			return nil, fmt.Errorf("%w: time zone %q is not one this connector knows: give an IANA name such as Europe/Paris or America/New_York, or none for the connector's local zone (%s)", errInvalid, z, time.Local)
+			return nil, fmt.Errorf("%w: time zone %q is not one this connector knows: give an IANA name such as Europe/Paris or America/New_York, or none for the connector's local zone", errInvalid, z)
 		}
 		s.loc, s.spec.Zone = loc, z
 	}

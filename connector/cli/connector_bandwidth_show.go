@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"time"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/bandwidth"
@@ -36,7 +35,7 @@ func printBandwidth(env Env, b *api.BandwidthCap, asJSON bool) error {
 	w := env.Stdout
 	zone := b.Zone
 	if zone == "" {
-		zone = "the connector's local zone (" + time.Local.String() + ")"
+		zone = "the connector's local zone"
 	}
 	fmt.Fprintf(w, "default:    %s\n", b.Default)
 	if len(b.Windows) > 0 {
@@ -55,9 +54,17 @@ func printBandwidth(env Env, b *api.BandwidthCap, asJSON bool) error {
 	}
 	fmt.Fprintln(w)
 	if tp := b.ThroughputBytesPerSecond; tp != nil {
-		fmt.Fprintf(w, "throughput: %s over the last 5 s\n", bandwidth.Rate(*tp).String())
+		fmt.Fprintf(w, "throughput: %s over the last 5 s\n", throughput(*tp))
 	} else {
 		fmt.Fprintln(w, "throughput: measured by the serving daemon: ask it through the API (--endpoint, or after 'rehost login')")
 	}
 	return nil
+}
+
+// throughput writes bytes per second in bits per second, as rates are.
+func throughput(bytesPerSecond float64) string {
+	if bytesPerSecond < 1 {
+		return "0 bit/s"
+	}
+	return bandwidth.Rate(bytesPerSecond).String()
 }
