@@ -54,7 +54,9 @@ func testStoredCap(t *testing.T, open func() store.Store) {
 		t.Fatal(err)
 	}
 	wake <- struct{}{}
-	waitSchedule(t, c, func(s *bandwidth.Schedule) bool { return s != nil && s.Spec().Default == "50 Mbit/s" && len(s.Spec().Windows) == 0 })
+	waitSchedule(t, c, func(s *bandwidth.Schedule) bool {
+		return s != nil && s.Spec().Default == "50 Mbit/s" && len(s.Spec().Windows) == 0
+	})
 	if _, err := bandwidth.Save(ctx, a, bandwidth.Spec{}); err != nil {
 		t.Fatal(err)
 	}
