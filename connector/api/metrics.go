@@ -94,6 +94,12 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 		}
 		emit(lead)
 	})
+	r.GaugeFunc("rehost_bandwidth_bytes_per_second", "Bytes per second this connector's runs sent to S3 and EBS together, over the last five seconds.", nil, func(emit func(float64, ...string)) {
+		emit(d.Bandwidth.Status().Throughput)
+	})
+	r.GaugeFunc("rehost_bandwidth_cap_bytes_per_second", "The bandwidth cap in force, bytes per second (0: no cap).", nil, func(emit func(float64, ...string)) {
+		emit(float64(d.Bandwidth.Status().Rate))
+	})
 	r.GaugeFunc("rehost_build_info", "The connector's version.", []string{"version"}, func(emit func(float64, ...string)) {
 		emit(1, version.String())
 	})

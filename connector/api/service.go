@@ -73,6 +73,11 @@ type Service interface {
 	// ShareFleetKey seals the fleet's secret key for a joining connector's
 	// one-time public key (rehost fleet join).
 	ShareFleetKey(context.Context, *ShareFleetKeyInput) (*ShareFleetKeyOutput, error)
+	// GetBandwidthCap reports the connector's bandwidth cap and the rate
+	// in force; SetBandwidthCap validates and stores it (an empty input
+	// removes it), in force on every member within seconds.
+	GetBandwidthCap(context.Context, *GetBandwidthCapInput) (*BandwidthCap, error)
+	SetBandwidthCap(context.Context, *SetBandwidthCapInput) (*BandwidthCap, error)
 	// SupportBundle writes a zip of the configuration, recent logs and
 	// events, versions and a state summary, every secret redacted.
 	SupportBundle(ctx context.Context, w io.Writer) error
@@ -174,6 +179,8 @@ func init() {
 		"VerifyReplicationJob":              op(RehostTarget, false, Service.VerifyReplicationJob),
 		"GetFleetStatus":                    op(RehostTarget, true, Service.GetFleetStatus),
 		"ShareFleetKey":                     op(RehostTarget, false, Service.ShareFleetKey),
+		"GetBandwidthCap":                   op(RehostTarget, true, Service.GetBandwidthCap),
+		"SetBandwidthCap":                   op(RehostTarget, false, Service.SetBandwidthCap),
 	} {
 		operations[o.target+"."+name] = o
 		operationNames = append(operationNames, name)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/app"
+	"github.com/rehost/rehost/connector/bandwidth"
 	"github.com/rehost/rehost/connector/fleet"
 	"github.com/rehost/rehost/connector/replication"
 	"github.com/rehost/rehost/connector/secret"
@@ -109,6 +110,11 @@ type Daemon struct {
 	// membership of the fleet (nil unless it serves a PostgreSQL store).
 	StoreConfig StoreConfig
 	Member      *fleet.Member
+	// Bandwidth is the connector's bandwidth cap, shared by every run's S3
+	// staging and EBS writes; Serve keeps it at the stored cap.
+	Bandwidth *bandwidth.Cap
+	// bandwidthWake makes Serve read the stored cap now (the CLI's signal).
+	bandwidthWake chan struct{}
 
 	mu     sync.Mutex
 	target *awstarget.Target
@@ -148,7 +154,8 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state %s: %w", dir, err)
 	}
-	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log, StoreConfig: sc}
+	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log, StoreConfig: sc,
+		Bandwidth: bandwidth.New(nil), bandwidthWake: make(chan struct{}, 1)}
 	d.catalogs.poll = cmp.Or(o.CatalogPoll, 30*time.Second)
 	if sc.Postgres() {
 		if err := fleet.CheckKey(ctx, st, box, dir); err != nil {
@@ -165,6 +172,9 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 		Log:           log,
 		Hook:          o.Hook,
 		ProgressEvery: o.ProgressEvery,
+		// One budget for the connector: staging to S3 and EBS writes alike.
+		Limiter:   d.Bandwidth,
+		Bandwidth: d.Bandwidth,
 	}
 	so := o.Scheduler
 	if so.Logger == nil {
@@ -196,6 +206,15 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 		return d.Sched.ImportSlot(ctx, t.Region())
 	}
 	return d, nil
+}
+
+// WakeBandwidth makes a serving daemon read the stored bandwidth cap now
+// rather than at its next poll.
+func (d *Daemon) WakeBandwidth() {
+	select {
+	case d.bandwidthWake <- struct{}{}:
+	default:
+	}
 }
 
 // Close closes the store.
@@ -441,6 +460,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}
 		return err
 	}
+	bandwidthDone := make(chan struct{})
+	go func() {
+		defer close(bandwidthDone)
+		d.Bandwidth.Watch(ctx, d.Store, d.bandwidthWake, d.Log)
+	}()
+	defer func() { stop(nil); <-bandwidthDone }()
 	if err := d.waitRegistered(ctx); err != nil {
 		if ctx.Err() != nil {
 			return failed(nil)

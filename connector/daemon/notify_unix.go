@@ -35,6 +35,7 @@ func (d *Daemon) ResyncOnSignal(ctx context.Context) {
 			case <-ch:
 				d.Sched.Resync()
 				d.Apps.Wake()
+				d.WakeBandwidth()
 			}
 		}
 	}()

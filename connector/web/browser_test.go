@@ -437,6 +437,36 @@ func TestConsoleInBrowser(t *testing.T) {
 	if secret == "" || strings.Contains(b.html(), secret) {
 		t.Errorf("the new key's secret (%q) is shown again", secret)
 	}
+	// The bandwidth cap: shown on the overview, set on its form, refused
+	// next to the field with what is wrong, then in force in the daemon.
+	b.open("/")
+	if got := b.text("#bandwidth-cap"); !strings.Contains(got, "no cap") || b.text("#bandwidth-throughput") == "" {
+		t.Errorf("overview's bandwidth: %q, %q", got, b.text("#bandwidth-throughput"))
+	}
+	b.open("/bandwidth")
+	b.fill("#f-default", "1Gbit")
+	b.fill("#f-zone", "Europe/Paris")
+	b.fill("#f-windows", "Mon-Fri 08:00-18:00 20Mbit\nWed 12:00-13:00 1Gbit")
+	b.submit("#bandwidth-save")
+	b.wantFieldError("windows", "overlap at Wed 12:00")
+	b.shot("bandwidth-overlap")
+	b.fill("#f-windows", "Mon-Fri 08:00-18:00 20Mbit")
+	b.submit("#bandwidth-save")
+	b.wantPath("/bandwidth")
+	if got := evalAs[string](b, `document.querySelector("#f-windows").value`); got != "Mon-Fri 08:00-18:00 20 Mbit/s" {
+		t.Errorf("saved windows shown as %q", got)
+	}
+	if got := b.text("#bandwidth-cap"); !strings.Contains(got, "bit/s") {
+		t.Errorf("cap in force: %q", got)
+	}
+	b.shot("bandwidth")
+	for deadline := time.Now().Add(10 * time.Second); h.D.Bandwidth.Schedule() == nil && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := h.D.Bandwidth.Schedule(); s == nil || s.Spec().Default != "1 Gbit/s" || len(s.Spec().Windows) != 1 {
+		t.Errorf("the daemon's cap after the form: %+v", s)
+	}
+
 	b.open("/support")
 	b.shot("support")
 	if times := evalAs[int](b, `[...document.querySelectorAll("time")].filter(t => t.textContent.endsWith("UTC")).length`); times != 0 {

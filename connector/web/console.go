@@ -191,6 +191,8 @@ func (c *Console) routes() {
 	c.handle("GET /fleet", authed, c.fleetPage)
 	c.handle("GET /fleet/{id}/remove", authed, c.memberRemovePage)
 	c.handle("POST /fleet/{id}/remove", authed, c.memberRemove)
+	c.handle("GET /bandwidth", authed, c.bandwidthPage)
+	c.handle("POST /bandwidth", authed, c.bandwidthSubmit)
 	c.handle("GET /health", authed, c.healthPage)
 	c.handle("POST /backup/bucket", authed, c.backupToBucket)
 	c.handle("POST /backup/download", authed, c.backupDownload)

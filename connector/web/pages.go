@@ -22,6 +22,8 @@ type overviewView struct {
 	// LiveRuns are the runs in progress or waiting.
 	LiveRuns []liveRun
 	Events   []api.Event
+	// Bandwidth is the cap in force and the live throughput.
+	Bandwidth *api.BandwidthCap
 }
 
 // liveRun is a run in progress or waiting, with its job's server.
@@ -74,6 +76,9 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request, rq *request) 
 		}
 	}
 	d.LiveRuns = liveRuns(d.Jobs)
+	if d.Bandwidth, err = c.svc.GetBandwidthCap(ctx, &api.GetBandwidthCapInput{}); err != nil {
+		return err
+	}
 	evs, err := c.svc.GetEvents(ctx, &api.GetEventsInput{MaxResults: 10})
 	if err != nil {
 		return err
@@ -96,7 +101,11 @@ func (c *Console) overviewLive(w http.ResponseWriter, r *http.Request, rq *reque
 	if err != nil {
 		return err
 	}
-	return c.send(w, r, http.StatusOK, liveRunList(liveRuns(liveJobs(jobs))))
+	bw, err := c.svc.GetBandwidthCap(r.Context(), &api.GetBandwidthCapInput{})
+	if err != nil {
+		return err
+	}
+	return c.send(w, r, http.StatusOK, liveOverview(liveRuns(liveJobs(jobs)), bw))
 }
 
 type healthView struct {

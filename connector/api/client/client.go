@@ -375,6 +375,12 @@ func (c *Client) GetFleetStatus(ctx context.Context, in *api.GetFleetStatusInput
 func (c *Client) ShareFleetKey(ctx context.Context, in *api.ShareFleetKeyInput) (*api.ShareFleetKeyOutput, error) {
 	return call[api.ShareFleetKeyInput, api.ShareFleetKeyOutput](ctx, c, rehost+"ShareFleetKey", in)
 }
+func (c *Client) GetBandwidthCap(ctx context.Context, in *api.GetBandwidthCapInput) (*api.BandwidthCap, error) {
+	return call[api.GetBandwidthCapInput, api.BandwidthCap](ctx, c, rehost+"GetBandwidthCap", in)
+}
+func (c *Client) SetBandwidthCap(ctx context.Context, in *api.SetBandwidthCapInput) (*api.BandwidthCap, error) {
+	return call[api.SetBandwidthCapInput, api.BandwidthCap](ctx, c, rehost+"SetBandwidthCap", in)
+}
 
 // SupportBundle streams the connector's support bundle to w.
 func (c *Client) SupportBundle(ctx context.Context, w io.Writer) error {

@@ -164,12 +164,21 @@ func (t *Target) Stage(ctx context.Context, in awstarget.StageInput) (awstarget.
 			n++
 			part := bytes.Clone(buf[:k])
 			t.mu.Lock()
-			if old, ok := u.parts[n]; ok && bytes.Equal(old, part) {
+			old, ok := u.parts[n]
+			t.mu.Unlock()
+			if ok && bytes.Equal(old, part) {
 				reused++
 			} else {
+				// A part sent waits on the limiter, as S3's stager's does.
+				if in.Limiter != nil {
+					if err := in.Limiter.WaitN(ctx, k); err != nil {
+						return awstarget.Object{}, err
+					}
+				}
+				t.mu.Lock()
 				u.parts[n] = part
+				t.mu.Unlock()
 			}
-			t.mu.Unlock()
 			size += int64(k)
 			tr.Add(awstarget.Part{Number: n, Size: int64(k), ETag: fmt.Sprintf("%q", checksum(part)), Checksum: checksum(part)})
 			// A part is a round trip: where a stream breaks or a process
