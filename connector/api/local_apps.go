@@ -602,6 +602,29 @@ func (l *Local) DeleteAppReplicationConfiguration(ctx context.Context, in *AppRe
 }
 
 // liveJob is the server's job that is not deleted, if any.
+// appJobs is an application with every replication job of the connector,
+// for matching its servers to their jobs (liveJob).
+func (l *Local) appJobs(ctx context.Context, id string) (store.App, []store.ReplicationJob, error) {
+	a, err := l.getApp(ctx, id)
+	if err != nil {
+		return store.App{}, nil, err
+	}
+	jobs, err := l.D.Store.ListJobs(ctx, store.JobFilter{})
+	if err != nil {
+		return store.App{}, nil, internal(err)
+	}
+	return a, jobs, nil
+}
+
+// setReplicationStopped records whether the application's replication was
+// stopped (StopAppReplication) or started again.
+func (l *Local) setReplicationStopped(ctx context.Context, id string, stopped bool) (*Empty, error) {
+	if _, err := l.D.Store.UpdateApp(ctx, id, func(x *store.App) error { x.ReplicationStopped = stopped; return nil }); err != nil {
+		return nil, appErr(err)
+	}
+	return &Empty{}, nil
+}
+
 func liveJob(jobs []store.ReplicationJob, serverID string) *store.ReplicationJob {
 	for i := range jobs {
 		if jobs[i].ServerID == serverID && jobs[i].State != store.JobDeleted {
@@ -614,16 +637,12 @@ func liveJob(jobs []store.ReplicationJob, serverID string) *store.ReplicationJob
 // StartAppReplication creates a replication job, with its configured
 // parameters, for each server of the application that has none.
 func (l *Local) StartAppReplication(ctx context.Context, in *AppRef) (*Empty, error) {
-	a, err := l.getApp(ctx, in.AppID)
+	a, jobs, err := l.appJobs(ctx, in.AppID)
 	if err != nil {
 		return nil, err
 	}
 	if a.Replication == nil {
 		return nil, Errorf(ErrOperationNotPermitted, "app %q has no replication configuration: put one first (PutAppReplicationConfiguration, 'rehost app configure-replication')", a.Name)
-	}
-	jobs, err := l.D.Store.ListJobs(ctx, store.JobFilter{})
-	if err != nil {
-		return nil, internal(err)
 	}
 	for _, r := range a.Replication.Servers {
 		if liveJob(jobs, r.ServerID) != nil {
@@ -637,22 +656,15 @@ func (l *Local) StartAppReplication(ctx context.Context, in *AppRef) (*Empty, er
 			return nil, err
 		}
 	}
-	if _, err := l.D.Store.UpdateApp(ctx, a.AppID, func(x *store.App) error { x.ReplicationStopped = false; return nil }); err != nil {
-		return nil, appErr(err)
-	}
-	return &Empty{}, nil
+	return l.setReplicationStopped(ctx, a.AppID, false)
 }
 
 // StopAppReplication deletes the replication job of each server of the
 // application (their AMIs stay), as SMS does.
 func (l *Local) StopAppReplication(ctx context.Context, in *AppRef) (*Empty, error) {
-	a, err := l.getApp(ctx, in.AppID)
+	a, jobs, err := l.appJobs(ctx, in.AppID)
 	if err != nil {
 		return nil, err
-	}
-	jobs, err := l.D.Store.ListJobs(ctx, store.JobFilter{})
-	if err != nil {
-		return nil, internal(err)
 	}
 	for _, id := range a.Servers() {
 		if j := liveJob(jobs, id); j != nil {
@@ -661,21 +673,14 @@ func (l *Local) StopAppReplication(ctx context.Context, in *AppRef) (*Empty, err
 			}
 		}
 	}
-	if _, err := l.D.Store.UpdateApp(ctx, a.AppID, func(x *store.App) error { x.ReplicationStopped = true; return nil }); err != nil {
-		return nil, appErr(err)
-	}
-	return &Empty{}, nil
+	return l.setReplicationStopped(ctx, a.AppID, true)
 }
 
 // StartOnDemandAppReplication starts a run of every server's job.
 func (l *Local) StartOnDemandAppReplication(ctx context.Context, in *StartOnDemandAppReplicationInput) (*StartOnDemandAppReplicationOutput, error) {
-	a, err := l.getApp(ctx, in.AppID)
+	a, jobs, err := l.appJobs(ctx, in.AppID)
 	if err != nil {
 		return nil, err
-	}
-	jobs, err := l.D.Store.ListJobs(ctx, store.JobFilter{})
-	if err != nil {
-		return nil, internal(err)
 	}
 	var todo []*store.ReplicationJob
 	for _, id := range a.Servers() {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -30,6 +31,32 @@ func resolveApp(ctx context.Context, svc api.Service, ref string) (api.AppSummar
 			return api.AppSummary{}, fmt.Errorf("no app %q: see 'rehost app list'", ref)
 		}
 	}
+}
+
+// appVerb is the options of a verb on one application: they add the verb's
+// own flags, then run on the app its argument names.
+type appVerb interface {
+	flags(fs *flag.FlagSet)
+	run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error
+}
+
+// onApp is the Flags of a verb on one application, named (or given by id)
+// as its only argument, with new options O each time: the connection flags,
+// the argument check and the app's lookup are this function's.
+func onApp[O any, P interface {
+	*O
+	appVerb
+}](fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	c := addConnFlags(fs)
+	o := P(new(O))
+	o.flags(fs)
+	return c.with(oneArg("app (name or id)"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
+		a, err := resolveApp(ctx, svc, args[0])
+		if err != nil {
+			return err
+		}
+		return o.run(ctx, env, svc, a)
+	})
 }
 
 // groupsFlag collects --group NAME=SERVER[,SERVER…], in order.

@@ -13,28 +13,21 @@ func init() {
 		Name:    "app changeset",
 		Usage:   "APP [--format json|yaml] [--json]",
 		Summary: "show what launching an application again would change in its cutover's stack (GenerateChangeSet)",
-		Flags:   appChangesetFlags,
+		Flags:   onApp[appChangesetOptions],
 	})
 }
 
 type appChangesetOptions struct {
-	conn   *connFlags
 	format string
 	json   bool
 }
 
-func appChangesetFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appChangesetOptions{conn: addConnFlags(fs)}
+func (o *appChangesetOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.format, "format", "json", "format of the change set's template stored in S3: json or yaml")
 	fs.BoolVar(&o.json, "json", false, "print JSON")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appChangesetOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appChangesetOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	out, err := svc.GenerateChangeSet(ctx, &api.GenerateChangeSetInput{AppID: a.AppID, ChangesetFormat: o.format})
 	if err != nil {
 		return err

@@ -16,32 +16,27 @@ func init() {
 		Name:    "app configure",
 		Usage:   "APP [--file FILE] [--test-vpc V] [--test-subnet S] [--test-security-groups SG,SG] [--test-suffix X]",
 		Summary: "set how an application is launched, from a JSON file in GetAppLaunchConfiguration's shape, and where test launches go (PutAppLaunchConfiguration)",
-		Flags:   appConfigureFlags,
+		Flags:   onApp[appConfigureOptions],
 	})
 }
 
 type appConfigureOptions struct {
-	conn                       *connFlags
 	file                       string
 	testVPC, testSubnet, suffx string
 	testGroups                 string
+	fs                         *flag.FlagSet
 }
 
-func appConfigureFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appConfigureOptions{conn: addConnFlags(fs)}
+func (o *appConfigureOptions) flags(fs *flag.FlagSet) {
+	o.fs = fs
 	fs.StringVar(&o.file, "file", "", "JSON launch configuration ('rehost app launch-config APP --json' writes one); default: the one set, or defaults")
 	fs.StringVar(&o.testVPC, "test-vpc", "", "VPC of test launches")
 	fs.StringVar(&o.testSubnet, "test-subnet", "", "subnet test launches go into")
 	fs.StringVar(&o.testGroups, "test-security-groups", "", "security groups of test launches, comma-separated")
 	fs.StringVar(&o.suffx, "test-suffix", "", "suffix of test launches' Name tags (default -test)")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appConfigureOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appConfigureOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	var cur api.GetAppLaunchConfigurationOutput
 	if o.file != "" {
 		b, err := os.ReadFile(o.file)
@@ -61,7 +56,7 @@ func (o *appConfigureOptions) run(ctx context.Context, env Env, svc api.Service,
 	in := &api.PutAppLaunchConfigurationInput{AppID: a.AppID, RoleName: cur.RoleName, AutoLaunch: &cur.AutoLaunch,
 		ServerGroupLaunchConfigurations: cur.ServerGroupLaunchConfigurations, RehostTestLaunch: cur.RehostTestLaunch}
 	for _, f := range []string{"test-vpc", "test-subnet", "test-security-groups", "test-suffix"} {
-		if !o.conn.set(f) {
+		if !given(o.fs, f) {
 			continue
 		}
 		if in.RehostTestLaunch == nil {

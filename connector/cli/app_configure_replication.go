@@ -15,12 +15,11 @@ func init() {
 		Name:    "app configure-replication",
 		Usage:   "APP [--frequency HOURS] [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N] [--encrypted] [--kms-key K]",
 		Summary: "set the replication of every server of an application (PutAppReplicationConfiguration)",
-		Flags:   appConfigureReplicationFlags,
+		Flags:   onApp[appConfigureReplicationOptions],
 	})
 }
 
 type appConfigureReplicationOptions struct {
-	conn      *connFlags
 	params    api.ServerReplicationParameters
 	seed      string
 	freq      int
@@ -29,8 +28,7 @@ type appConfigureReplicationOptions struct {
 	encrypted bool
 }
 
-func appConfigureReplicationFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appConfigureReplicationOptions{conn: addConnFlags(fs)}
+func (o *appConfigureReplicationOptions) flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.freq, "frequency", 12, "hours between runs, 1–24")
 	fs.StringVar(&o.seed, "seed", "", "first run time, RFC 3339 (default: when replication starts)")
 	fs.BoolVar(&o.runOnce, "run-once", false, "replicate once, then complete")
@@ -38,14 +36,9 @@ func appConfigureReplicationFlags(fs *flag.FlagSet) func(context.Context, Env, [
 	fs.IntVar(&o.keep, "keep", 0, "number of recent AMIs to keep (0 keeps all)")
 	fs.BoolVar(&o.encrypted, "encrypted", false, "encrypt the AMIs' snapshots")
 	fs.StringVar(&o.params.KmsKeyID, "kms-key", "", "KMS key for encrypted AMIs")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appConfigureReplicationOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appConfigureReplicationOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	if o.seed != "" {
 		t, err := time.Parse(time.RFC3339, o.seed)
 		if err != nil {

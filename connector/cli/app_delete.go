@@ -13,27 +13,20 @@ func init() {
 		Name:    "app delete",
 		Usage:   "APP [--terminate] [--stop-replication]",
 		Summary: "delete an application; its launches must be terminated, or --terminate does it first (DeleteApp)",
-		Flags:   appDeleteFlags,
+		Flags:   onApp[appDeleteOptions],
 	})
 }
 
 type appDeleteOptions struct {
-	conn                  *connFlags
 	terminate, stopReplic bool
 }
 
-func appDeleteFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appDeleteOptions{conn: addConnFlags(fs)}
+func (o *appDeleteOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.terminate, "terminate", false, "terminate its launches (their stacks and instances) first, and wait")
 	fs.BoolVar(&o.stopReplic, "stop-replication", false, "delete its servers' replication jobs too (their AMIs stay)")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appDeleteOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appDeleteOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	if _, err := svc.DeleteApp(ctx, &api.DeleteAppInput{AppID: a.AppID, ForceTerminateApp: o.terminate, ForceStopAppReplication: o.stopReplic}); err != nil {
 		return err
 	}

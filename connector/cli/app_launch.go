@@ -14,29 +14,22 @@ func init() {
 		Name:    "app launch",
 		Usage:   "APP [--test] [--watch] [--json]",
 		Summary: "launch an application from its template — the cutover, or a test launch beside it — or update the launched stack (LaunchApp)",
-		Flags:   appLaunchFlags,
+		Flags:   onApp[appLaunchOptions],
 	})
 }
 
 type appLaunchOptions struct {
-	conn        *connFlags
 	test, watch bool
 	json        bool
 }
 
-func appLaunchFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appLaunchOptions{conn: addConnFlags(fs)}
+func (o *appLaunchOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.test, "test", false, "a test launch: into the test VPC and subnet, names suffixed, beside the cutover")
 	fs.BoolVar(&o.watch, "watch", false, "follow the launch until it settles, with each server's boot check")
 	fs.BoolVar(&o.json, "json", false, "print the launch as JSON")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appLaunchOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appLaunchOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	out, err := svc.LaunchApp(ctx, &api.LaunchAppInput{AppID: a.AppID, RehostTest: o.test})
 	if err != nil {
 		return err

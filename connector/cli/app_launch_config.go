@@ -15,26 +15,19 @@ func init() {
 		Name:    "app launch-config",
 		Usage:   "APP [--json]",
 		Summary: "show how an application is launched: launch order, each server's instance type, networks, tags (GetAppLaunchConfiguration)",
-		Flags:   appLaunchConfigFlags,
+		Flags:   onApp[appLaunchConfigOptions],
 	})
 }
 
 type appLaunchConfigOptions struct {
-	conn *connFlags
 	json bool
 }
 
-func appLaunchConfigFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appLaunchConfigOptions{conn: addConnFlags(fs)}
+func (o *appLaunchConfigOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.json, "json", false, "print JSON (what 'rehost app configure --file' takes)")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appLaunchConfigOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appLaunchConfigOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	out, err := svc.GetAppLaunchConfiguration(ctx, &api.GetAppLaunchConfigurationInput{AppID: a.AppID})
 	if err != nil {
 		return err

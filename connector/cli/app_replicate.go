@@ -15,26 +15,19 @@ func init() {
 		Name:    "app replicate",
 		Usage:   "APP [--description D]",
 		Summary: "start an on-demand run of every server's replication job (StartOnDemandAppReplication)",
-		Flags:   appReplicateFlags,
+		Flags:   onApp[appReplicateOptions],
 	})
 }
 
 type appReplicateOptions struct {
-	conn        *connFlags
 	description string
 }
 
-func appReplicateFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appReplicateOptions{conn: addConnFlags(fs)}
+func (o *appReplicateOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.description, "description", "", "description of the runs")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appReplicateOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appReplicateOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	out, err := svc.StartOnDemandAppReplication(ctx, &api.StartOnDemandAppReplicationInput{AppID: a.AppID, Description: o.description})
 	if err != nil {
 		return err

@@ -14,32 +14,25 @@ func init() {
 		Name:    "app rightsize",
 		Usage:   "APP --csv FILE [--json]",
 		Summary: "fill an app's launch configuration from a rightsizing CSV (server, instance type, subnet, security groups, volume type, tags); all rows or none",
-		Flags:   appRightsizeFlags,
+		Flags:   onApp[appRightsizeOptions],
 	})
 }
 
 type appRightsizeOptions struct {
-	conn *connFlags
 	csv  string
 	json bool
 }
 
-func appRightsizeFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appRightsizeOptions{conn: addConnFlags(fs)}
+func (o *appRightsizeOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.csv, "csv", "", "the CSV file; its first row names the columns")
 	fs.BoolVar(&o.json, "json", false, "print each server's instance type as JSON")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appRightsizeOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
+func (o *appRightsizeOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	if o.csv == "" {
 		return fmt.Errorf("%w: --csv is required", ErrUsage)
 	}
 	b, err := os.ReadFile(o.csv)
-	if err != nil {
-		return err
-	}
-	a, err := resolveApp(ctx, svc, args[0])
 	if err != nil {
 		return err
 	}

@@ -13,24 +13,16 @@ func init() {
 		Name:    "app start-replication",
 		Usage:   "APP",
 		Summary: "create each server's replication job from the app's replication configuration (StartAppReplication)",
-		Flags:   appStartReplicationFlags,
+		Flags:   onApp[appStartReplication],
 	})
 }
 
-type appStartReplicationOptions struct {
-	conn *connFlags
-}
+// appStartReplication has no flags of its own.
+type appStartReplication struct{}
 
-func appStartReplicationFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appStartReplicationOptions{conn: addConnFlags(fs)}
-	return o.conn.with(oneArg("app (name or id)"), o.run)
-}
+func (*appStartReplication) flags(*flag.FlagSet) {}
 
-func (o *appStartReplicationOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (*appStartReplication) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	if _, err := svc.StartAppReplication(ctx, &api.AppRef{AppID: a.AppID}); err != nil {
 		return err
 	}

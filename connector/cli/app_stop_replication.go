@@ -13,24 +13,16 @@ func init() {
 		Name:    "app stop-replication",
 		Usage:   "APP",
 		Summary: "delete the replication job of each server of an application; its AMIs stay (StopAppReplication)",
-		Flags:   appStopReplicationFlags,
+		Flags:   onApp[appStopReplication],
 	})
 }
 
-type appStopReplicationOptions struct {
-	conn *connFlags
-}
+// appStopReplication has no flags of its own.
+type appStopReplication struct{}
 
-func appStopReplicationFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appStopReplicationOptions{conn: addConnFlags(fs)}
-	return o.conn.with(oneArg("app (name or id)"), o.run)
-}
+func (*appStopReplication) flags(*flag.FlagSet) {}
 
-func (o *appStopReplicationOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (*appStopReplication) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	if _, err := svc.StopAppReplication(ctx, &api.AppRef{AppID: a.AppID}); err != nil {
 		return err
 	}

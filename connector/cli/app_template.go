@@ -14,28 +14,21 @@ func init() {
 		Name:    "app template",
 		Usage:   "APP [--format json|yaml] [--out FILE]",
 		Summary: "generate an application's CloudFormation template, checked against AWS; also stored in the staging bucket (GenerateTemplate)",
-		Flags:   appTemplateFlags,
+		Flags:   onApp[appTemplateOptions],
 	})
 }
 
 type appTemplateOptions struct {
-	conn   *connFlags
 	format string
 	out    string
 }
 
-func appTemplateFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appTemplateOptions{conn: addConnFlags(fs)}
+func (o *appTemplateOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&o.format, "format", "json", "json or yaml")
 	fs.StringVar(&o.out, "out", "", "write it to FILE (default: standard output)")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appTemplateOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appTemplateOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	out, err := svc.GenerateTemplate(ctx, &api.GenerateTemplateInput{AppID: a.AppID, TemplateFormat: o.format})
 	if err != nil {
 		return err

@@ -14,27 +14,20 @@ func init() {
 		Name:    "app terminate",
 		Usage:   "APP [--test] [--watch]",
 		Summary: "delete the stack (and instances) of an app's cutover, or of its test launch, leaving the other (TerminateApp)",
-		Flags:   appTerminateFlags,
+		Flags:   onApp[appTerminateOptions],
 	})
 }
 
 type appTerminateOptions struct {
-	conn        *connFlags
 	test, watch bool
 }
 
-func appTerminateFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appTerminateOptions{conn: addConnFlags(fs)}
+func (o *appTerminateOptions) flags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.test, "test", false, "terminate the test launch (default: the cutover)")
 	fs.BoolVar(&o.watch, "watch", false, "wait until the stack is deleted")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appTerminateOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appTerminateOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	out, err := svc.TerminateApp(ctx, &api.TerminateAppInput{AppID: a.AppID, RehostTest: o.test})
 	if err != nil {
 		return err

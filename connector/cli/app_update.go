@@ -13,40 +13,35 @@ func init() {
 		Name:    "app update",
 		Usage:   "APP [--name NAME] [--description D] [--group NAME=SERVER[,SERVER…]…] [--json]",
 		Summary: "rename an application or replace its server groups (UpdateApp)",
-		Flags:   appUpdateFlags,
+		Flags:   onApp[appUpdateOptions],
 	})
 }
 
 type appUpdateOptions struct {
-	conn              *connFlags
 	name, description string
 	groups            groupsFlag
 	json              bool
 	fs                *flag.FlagSet
 }
 
-func appUpdateFlags(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-	o := &appUpdateOptions{conn: addConnFlags(fs), fs: fs}
+func (o *appUpdateOptions) flags(fs *flag.FlagSet) {
+	o.fs = fs
 	fs.StringVar(&o.name, "name", "", "new name")
 	fs.StringVar(&o.description, "description", "", "new description")
 	fs.Var(&o.groups, "group", "the new server groups: NAME=SERVER[,SERVER…] (repeatable, in launch order; replaces all)")
 	fs.BoolVar(&o.json, "json", false, "print the app as JSON")
-	return o.conn.with(oneArg("app (name or id)"), o.run)
 }
 
-func (o *appUpdateOptions) run(ctx context.Context, env Env, svc api.Service, args []string) error {
-	a, err := resolveApp(ctx, svc, args[0])
-	if err != nil {
-		return err
-	}
+func (o *appUpdateOptions) run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
 	in := &api.UpdateAppInput{AppID: a.AppID}
-	if o.conn.set("name") {
+	if given(o.fs, "name") {
 		in.Name = &o.name
 	}
-	if o.conn.set("description") {
+	if given(o.fs, "description") {
 		in.Description = &o.description
 	}
 	if len(o.groups) > 0 {
+		var err error
 		if in.ServerGroups, err = o.groups.serverGroups(ctx, svc); err != nil {
 			return err
 		}
@@ -58,9 +53,5 @@ func (o *appUpdateOptions) run(ctx context.Context, env Env, svc api.Service, ar
 	if err != nil {
 		return err
 	}
-	if o.json {
-		return printJSON(env.Stdout, out)
-	}
-	printApp(env.Stdout, out)
-	return nil
+	return show(env, o.json, out, func() { printApp(env.Stdout, out) })
 }

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -20,27 +19,18 @@ func init() {
 		Name:    "connector status",
 		Usage:   "[--json]",
 		Summary: "check the connector: AWS and every source reachable, free disk, version, uptime; exits 1 when unhealthy",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			asJSON := fs.Bool("json", false, "print JSON")
-			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				st, err := svc.GetConnectorStatus(ctx, &api.GetConnectorStatusInput{})
-				if err != nil {
-					return err
-				}
-				if *asJSON {
-					if err := printJSON(env.Stdout, st); err != nil {
-						return err
-					}
-				} else {
-					printStatus(env, st)
-				}
+		Flags: reader[*api.ConnectorStatus]{
+			get: func(ctx context.Context, svc api.Service, _ []string) (*api.ConnectorStatus, error) {
+				return svc.GetConnectorStatus(ctx, &api.GetConnectorStatusInput{})
+			},
+			text: printStatus,
+			verdict: func(st *api.ConnectorStatus) error {
 				if !st.Healthy {
 					return errUnhealthy
 				}
 				return nil
-			})
-		},
+			},
+		}.flags,
 	})
 }
 

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -16,21 +15,12 @@ func init() {
 		Name:    "fleet status",
 		Usage:   "[--json]",
 		Summary: "list the fleet's connectors with their health, load and sources, which one schedules, and the runs' leases",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			asJSON := fs.Bool("json", false, "print JSON")
-			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				st, err := svc.GetFleetStatus(ctx, &api.GetFleetStatusInput{})
-				if err != nil {
-					return err
-				}
-				if *asJSON {
-					return printJSON(env.Stdout, st)
-				}
-				printFleet(env, st, time.Now())
-				return nil
-			})
-		},
+		Flags: reader[*api.FleetStatus]{
+			get: func(ctx context.Context, svc api.Service, _ []string) (*api.FleetStatus, error) {
+				return svc.GetFleetStatus(ctx, &api.GetFleetStatusInput{})
+			},
+			text: func(env Env, st *api.FleetStatus) { printFleet(env, st, time.Now()) },
+		}.flags,
 	})
 }
 

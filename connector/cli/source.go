@@ -31,27 +31,23 @@ func init() {
 		Name:    "source test",
 		Usage:   "NAME|ID [--json]",
 		Summary: "connect to a source and log in, as a run would",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			asJSON := fs.Bool("json", false, "print JSON")
-			return c.with(oneArg("source name or id"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				out, err := svc.TestSource(ctx, &api.SourceRef{Source: args[0]})
-				if err != nil {
-					return err
-				}
-				if *asJSON {
-					if err := printJSON(env.Stdout, out); err != nil {
-						return err
-					}
-				} else if out.Reachable {
+		Flags: reader[*api.TestSourceOutput]{
+			args: oneArg("source name or id"),
+			get: func(ctx context.Context, svc api.Service, args []string) (*api.TestSourceOutput, error) {
+				return svc.TestSource(ctx, &api.SourceRef{Source: args[0]})
+			},
+			text: func(env Env, out *api.TestSourceOutput) {
+				if out.Reachable {
 					fmt.Fprintf(env.Stdout, "source %s at %s: reachable, logged in as %s in %.2f s\n", out.Source.Name, out.Source.URL, out.Source.User, out.LatencySeconds)
 				}
+			},
+			verdict: func(out *api.TestSourceOutput) error {
 				if !out.Reachable {
 					return fmt.Errorf("source %s at %s: %s", out.Source.Name, out.Source.URL, out.Message)
 				}
 				return nil
-			})
-		},
+			},
+		}.flags,
 	})
 	Register(Command{
 		Name:    "source remove",

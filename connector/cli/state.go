@@ -64,9 +64,12 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 	return c
 }
 
-func (c *connFlags) set(name string) bool {
+func (c *connFlags) set(name string) bool { return given(c.fs, name) }
+
+// given reports whether the command line set the flag name of fs.
+func given(fs *flag.FlagSet, name string) bool {
 	set := false
-	c.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
 }
 
@@ -124,7 +127,7 @@ func (c *connFlags) credentials(ctx context.Context, login loginFile) (aws.Crede
 	if c.profile == "" && os.Getenv("AWS_ACCESS_KEY_ID") == "" && login.AccessKeyID != "" {
 		return credentials.NewStaticCredentialsProvider(login.AccessKeyID, login.SecretAccessKey, ""), nil
 	}
-	cfg, err := awstarget.LoadConfig(ctx, "", c.profile, nil)
+	cfg, err := awstarget.LoadConfig(ctx, "", c.profile, awstarget.LoadOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("access key for the connector: %w", err)
 	}

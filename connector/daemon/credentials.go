@@ -10,9 +10,10 @@ import (
 // checkCredentials resolves the credential chain (environment, profile,
 // instance role; see awstarget.LoadConfig) as the daemon will,
 // so that a machine with none gets told what to set rather than the SDK's
-// last word, the instance metadata service's refusal.
-func checkCredentials(ctx context.Context, region, profile string) error {
-	cfg, err := awstarget.LoadConfig(ctx, region, profile, nil)
+// last word, the instance metadata service's refusal. A profile's role is
+// assumed through stsEndpoint when set (the registration's endpoint).
+func checkCredentials(ctx context.Context, region, profile, stsEndpoint string) error {
+	cfg, err := awstarget.LoadConfig(ctx, region, profile, awstarget.LoadOptions{STSEndpoint: stsEndpoint})
 	if err == nil {
 		_, err = cfg.Credentials.Retrieve(ctx)
 	}

@@ -206,7 +206,7 @@ func (d *Daemon) Register(ctx context.Context, s AWSSettings, setup awstarget.Se
 	if s.AccessKeyID == "" {
 		// The chain is this process's, as at run time: say what to set
 		// rather than pass on the SDK's last word (the metadata service's).
-		if err := checkCredentials(ctx, s.Region, s.Profile); err != nil {
+		if err := checkCredentials(ctx, s.Region, s.Profile, s.Endpoint); err != nil {
 			return awstarget.SetupReport{}, err
 		}
 	}

@@ -130,6 +130,19 @@ func (v fieldView) describedBy() string {
 	return strings.Join(ids, " ")
 }
 
+// aria is the ARIA attributes of the field's control: what describes it
+// (its hint and error) and, with an error, that it is invalid.
+func (v fieldView) aria() templ.OrderedAttributes {
+	var a templ.OrderedAttributes
+	if d := v.describedBy(); d != "" {
+		a = append(a, templ.KeyValue[string, any]{Key: "aria-describedby", Value: d})
+	}
+	if v.Error != "" {
+		a = append(a, templ.KeyValue[string, any]{Key: "aria-invalid", Value: "true"})
+	}
+	return a
+}
+
 type option struct {
 	Value, Label string
 	Selected     bool

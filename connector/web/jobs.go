@@ -11,9 +11,38 @@ import (
 	"strings"
 	"time"
 
+	"github.com/a-h/templ"
+
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/pkg/store"
 )
+
+// jobAction is a button of the job page's toolbar: a POST to the job's
+// URL followed by Path.
+type jobAction struct {
+	Path        templ.SafeURL
+	Label       string
+	Primary     bool
+	DescribedBy string // id of the element that explains the button
+}
+
+// jobActions are the toolbar's POST buttons that apply to job in its state.
+func jobActions(j api.ReplicationJob) []jobAction {
+	var as []jobAction
+	if j.State != "COMPLETED" && j.State != "DELETED" && j.State != "DELETING" {
+		as = append(as, jobAction{Path: "/start", Label: "Start a run now", Primary: true})
+		if jobMode(j) == "incremental" {
+			as = append(as, jobAction{Path: "/verify", Label: "Verify now", DescribedBy: "verify-hint"})
+		}
+	}
+	switch j.State {
+	case "ACTIVE", "PENDING", "FAILING":
+		as = append(as, jobAction{Path: "/pause", Label: "Pause"})
+	case "PAUSED", "PAUSED_ON_FAILURE", "FAILED":
+		as = append(as, jobAction{Path: "/resume", Label: "Resume"})
+	}
+	return as
+}
 
 // jobFields maps words of the API's job errors to the form's fields.
 var jobFields = map[string]string{

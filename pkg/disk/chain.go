@@ -273,27 +273,7 @@ func (d *diffImage) Extents() []Extent { return d.ext }
 func (d *diffImage) Info() Info        { return infoOf(d, d.format, "differencing") }
 
 func (d *diffImage) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("read %s: negative offset %d", d.name, off)
-	}
-	if off >= d.size {
-		return 0, io.EOF
-	}
-	want := int(min(int64(len(p)), d.size-off))
-	n := 0
-	for n < want {
-		pos := off + int64(n)
-		b, in := pos/d.bs, pos%d.bs
-		chunk := int(min(int64(want-n), d.bs-in))
-		if err := d.readBlock(p[n:n+chunk], b, in); err != nil {
-			return n, fmt.Errorf("read %s block %d: %w", d.name, b, err)
-		}
-		n += chunk
-	}
-	if want < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+	return readBlocks(p, off, d.size, d.bs, d.name, d.readBlock)
 }
 
 // readBlock reads dst from block b at in, sector run by sector run.

@@ -251,6 +251,34 @@ func infoOf(s Sparse, f Format, sub string) Info {
 // zeroFill clears p.
 func zeroFill(p []byte) { clear(p) }
 
+// readBlocks is ReadAt of an image of size bytes stored in blocks of bs
+// bytes: it cuts p at block boundaries and reads each piece with read (the
+// piece, its block, its offset in the block); errors name the image kind
+// what and the block.
+func readBlocks(p []byte, off, size, bs int64, what string, read func(dst []byte, b, in int64) error) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read %s: negative offset %d", what, off)
+	}
+	if off >= size {
+		return 0, io.EOF
+	}
+	want := int(min(int64(len(p)), size-off))
+	n := 0
+	for n < want {
+		pos := off + int64(n)
+		b, in := pos/bs, pos%bs
+		chunk := int(min(int64(want-n), bs-in))
+		if err := read(p[n:n+chunk], b, in); err != nil {
+			return n, fmt.Errorf("read %s block %d: %w", what, b, err)
+		}
+		n += chunk
+	}
+	if want < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
 // readerAtFunc adapts a function to io.ReaderAt.
 type readerAtFunc func(p []byte, off int64) (int, error)
 

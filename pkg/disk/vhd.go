@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/rehost/rehost/pkg/disk/chs"
 )
 
 const (
@@ -159,58 +161,15 @@ func (v *vhdDynamic) Extents() []Extent { return v.ext }
 func (v *vhdDynamic) Info() Info        { return infoOf(v, VHD, "dynamic") }
 
 func (v *vhdDynamic) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("read vhd: negative offset %d", off)
-	}
-	if off >= v.size {
-		return 0, io.EOF
-	}
-	want := int(min(int64(len(p)), v.size-off))
-	n := 0
-	for n < want {
-		pos := off + int64(n)
-		b := pos / v.blockSize
-		in := pos % v.blockSize
-		chunk := int(min(int64(want-n), v.blockSize-in))
-		dst := p[n : n+chunk]
-		if s := v.bat[b]; s == 0xffffffff {
+	return readBlocks(p, off, v.size, v.blockSize, "vhd", func(dst []byte, b, in int64) error {
+		s := v.bat[b]
+		if s == 0xffffffff {
 			zeroFill(dst)
-		} else if _, err := readFull(v.ra, dst, int64(s)*sectorSize+v.bitmap+in, v.fileSize); err != nil {
-			return n, fmt.Errorf("read vhd block %d: %w", b, err)
+			return nil
 		}
-		n += chunk
-	}
-	if want < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-// vhdGeometry computes the CHS geometry the VHD specification derives from
-// a size (appendix "CHS calculation").
-func vhdGeometry(size int64) (cyl uint16, heads, spt uint8) {
-	ts := size / sectorSize
-	if ts > 65535*16*255 {
-		ts = 65535 * 16 * 255
-	}
-	var s, h, cth int64
-	if ts >= 65535*16*63 {
-		s, h = 255, 16
-		cth = ts / s
-	} else {
-		s = 17
-		cth = ts / s
-		h = max((cth+1023)/1024, 4)
-		if cth >= h*1024 || h > 16 {
-			s, h = 31, 16
-			cth = ts / s
-		}
-		if cth >= h*1024 {
-			s, h = 63, 16
-			cth = ts / s
-		}
-	}
-	return uint16(cth / h), uint8(h), uint8(s)
+		_, err := readFull(v.ra, dst, int64(s)*sectorSize+v.bitmap+in, v.fileSize)
+		return err
+	})
 }
 
 func vhdFooterBytes(size int64, diskType uint32, dataOffset uint64, id [16]byte, now time.Time) []byte {
@@ -228,7 +187,7 @@ func vhdFooterBytes(size int64, diskType uint32, dataOffset uint64, id [16]byte,
 	copy(b[36:], "Wi2k")
 	be.PutUint64(b[40:], uint64(size))
 	be.PutUint64(b[48:], uint64(size))
-	c, h, s := vhdGeometry(size)
+	c, h, s := chs.VHD(size)
 	be.PutUint16(b[56:], c)
 	b[58], b[59] = h, s
 	be.PutUint32(b[60:], diskType)

@@ -345,29 +345,13 @@ func (v *vhdxImage) Extents() []Extent {
 }
 
 func (v *vhdxImage) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("read vhdx: negative offset %d", off)
-	}
-	if off >= v.size {
-		return 0, io.EOF
-	}
-	want := int(min(int64(len(p)), v.size-off))
-	n := 0
-	for n < want {
-		pos := off + int64(n)
-		b := pos / v.blockSize
-		in := pos % v.blockSize
-		chunk := int(min(int64(want-n), v.blockSize-in))
-		dst := p[n : n+chunk]
-		if e := v.bat[b]; e&7 != vhdxBlockFullPresent {
+	return readBlocks(p, off, v.size, v.blockSize, "vhdx", func(dst []byte, b, in int64) error {
+		e := v.bat[b]
+		if e&7 != vhdxBlockFullPresent {
 			zeroFill(dst)
-		} else if _, err := readFull(v.ra, dst, int64(e>>20)<<20+in, v.fileSize); err != nil {
-			return n, fmt.Errorf("read vhdx block %d: %w", b, err)
+			return nil
 		}
-		n += chunk
-	}
-	if want < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+		_, err := readFull(v.ra, dst, int64(e>>20)<<20+in, v.fileSize)
+		return err
+	})
 }

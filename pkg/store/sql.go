@@ -700,20 +700,28 @@ func (s *sqlStore) applyJob(ctx context.Context, tx *sql.Tx, j *ReplicationJob, 
 }
 
 func (s *sqlStore) UpdateJob(ctx context.Context, id string, fn func(*ReplicationJob) error) (ReplicationJob, error) {
-	var out ReplicationJob
+	return update(ctx, s, "replication job", id, s.getJob, s.applyJob, fn)
+}
+
+// update is the read-change-write of one record in a transaction: get reads
+// it, apply runs fn on it and writes it back; an error names what and id.
+func update[T any](ctx context.Context, s *sqlStore, what, id string, get func(context.Context, querier, string) (T, error),
+	apply func(context.Context, *sql.Tx, *T, func(*T) error) error, fn func(*T) error) (T, error) {
+	var out T
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		j, err := s.getJob(ctx, tx, id)
+		v, err := get(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		if err := s.applyJob(ctx, tx, &j, fn); err != nil {
+		if err := apply(ctx, tx, &v, fn); err != nil {
 			return err
 		}
-		out = j
+		out = v
 		return nil
 	})
 	if err != nil {
-		return ReplicationJob{}, fmt.Errorf("update replication job %s: %w", id, err)
+		var zero T
+		return zero, fmt.Errorf("update %s %s: %w", what, id, err)
 	}
 	return out, nil
 }
@@ -963,22 +971,7 @@ func (s *sqlStore) applyRun(ctx context.Context, tx *sql.Tx, r *ReplicationRun, 
 }
 
 func (s *sqlStore) UpdateRun(ctx context.Context, id string, fn func(*ReplicationRun) error) (ReplicationRun, error) {
-	var out ReplicationRun
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		r, err := s.getRun(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		if err := s.applyRun(ctx, tx, &r, fn); err != nil {
-			return err
-		}
-		out = r
-		return nil
-	})
-	if err != nil {
-		return ReplicationRun{}, fmt.Errorf("update replication run %s: %w", id, err)
-	}
-	return out, nil
+	return update(ctx, s, "replication run", id, s.getRun, s.applyRun, fn)
 }
 
 func (s *sqlStore) UpdateRunAndJob(ctx context.Context, runID string, fn func(*ReplicationRun, *ReplicationJob) error) (ReplicationRun, ReplicationJob, error) {

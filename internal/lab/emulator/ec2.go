@@ -53,6 +53,65 @@ func snapNotFound(id string) *apiError {
 	return badRequest("InvalidSnapshot.NotFound", "The snapshot '%s' does not exist.", id)
 }
 
+// idKind is how a Describe call checks an id it is given: its form (re;
+// else a malformed error with code, naming prefix) and that it exists.
+type idKind struct {
+	re       *regexp.Regexp
+	code     string
+	prefix   string
+	notFound func(id string) *apiError
+}
+
+var (
+	amiKind  = idKind{amiRE, "InvalidAMIID.Malformed", "ami", amiNotFound}
+	snapKind = idKind{snapRE, "InvalidSnapshotID.Malformed", "snap", snapNotFound}
+)
+
+// describeLocked is the part Describe calls share: the resources of all
+// that ids name (an id malformed, unknown or not live is an error) or,
+// without ids, every live one; in id order; those matching the filters by
+// the tags and attributes fields gives; the page p asks for, and the next
+// page's token.
+func describeLocked[T any](p params, ids []string, fs []filter, kind idKind, all map[string]T, live func(T) bool,
+	fields func(T) (id string, tags []Tag, attrs map[string][]string)) ([]T, string, error) {
+	var picked []T
+	for _, id := range ids {
+		if !kind.re.MatchString(id) {
+			return nil, "", malformed(kind.code, id, kind.prefix)
+		}
+		v, ok := all[id]
+		if !ok || !live(v) {
+			return nil, "", kind.notFound(id)
+		}
+		picked = append(picked, v)
+	}
+	if len(ids) == 0 {
+		for _, v := range all {
+			if live(v) {
+				picked = append(picked, v)
+			}
+		}
+	}
+	idOf := func(v T) string { id, _, _ := fields(v); return id }
+	slices.SortFunc(picked, func(a, b T) int { return cmp.Compare(idOf(a), idOf(b)) })
+	var out []T
+	for _, v := range picked {
+		_, tags, attrs := fields(v)
+		ok, err := matchFilters(fs, tags, attrs)
+		if err != nil {
+			return nil, "", err
+		}
+		if ok {
+			out = append(out, v)
+		}
+	}
+	start, end, next, err := page(p, len(out))
+	if err != nil {
+		return nil, "", err
+	}
+	return out[start:end], next, nil
+}
+
 // page applies MaxResults/NextToken to n items.
 func page(p params, n int) (start, end int, next string, err error) {
 	if tok := p.get("NextToken"); tok != "" {
@@ -363,50 +422,23 @@ func (e *Emulator) describeImages(p params) (any, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var ims []*Image
-	if len(ids) > 0 {
-		for _, id := range ids {
-			if !amiRE.MatchString(id) {
-				return nil, malformed("InvalidAMIID.Malformed", id, "ami")
+	ims, next, err := describeLocked(p, ids, fs, amiKind, e.st.Images, func(im *Image) bool { return e.imageStateLocked(im) != "deregistered" },
+		func(im *Image) (string, []Tag, map[string][]string) {
+			var snaps, devs []string
+			for _, d := range im.Devices {
+				snaps, devs = append(snaps, d.SnapshotID), append(devs, d.DeviceName)
 			}
-			im, ok := e.st.Images[id]
-			if !ok || e.imageStateLocked(im) == "deregistered" {
-				return nil, amiNotFound(id)
+			return im.ID, im.Tags, map[string][]string{
+				"name": {im.Name}, "image-id": {im.ID}, "state": {e.imageStateLocked(im)}, "description": {im.Description},
+				"architecture": {im.Architecture}, "owner-id": {e.cfg.AccountID}, "block-device-mapping.snapshot-id": snaps,
+				"block-device-mapping.device-name": devs, "image-type": {"machine"}, "is-public": {"false"},
 			}
-			ims = append(ims, im)
-		}
-	} else {
-		for _, im := range e.st.Images {
-			if e.imageStateLocked(im) != "deregistered" {
-				ims = append(ims, im)
-			}
-		}
-	}
-	slices.SortFunc(ims, func(a, b *Image) int { return cmp.Compare(a.ID, b.ID) })
-	var out []*Image
-	for _, im := range ims {
-		var snaps, devs []string
-		for _, d := range im.Devices {
-			snaps, devs = append(snaps, d.SnapshotID), append(devs, d.DeviceName)
-		}
-		ok, err := matchFilters(fs, im.Tags, map[string][]string{
-			"name": {im.Name}, "image-id": {im.ID}, "state": {e.imageStateLocked(im)}, "description": {im.Description},
-			"architecture": {im.Architecture}, "owner-id": {e.cfg.AccountID}, "block-device-mapping.snapshot-id": snaps,
-			"block-device-mapping.device-name": devs, "image-type": {"machine"}, "is-public": {"false"},
 		})
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, im)
-		}
-	}
-	start, end, next, err := page(p, len(out))
 	if err != nil {
 		return nil, err
 	}
 	r := imagesXML{NextToken: next}
-	for _, im := range out[start:end] {
+	for _, im := range ims {
 		r.Images = append(r.Images, e.imageXMLLocked(im))
 	}
 	return r, nil
@@ -690,44 +722,19 @@ func (e *Emulator) describeSnapshots(p params) (any, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var snaps []*Snapshot
-	if len(ids) > 0 {
-		for _, id := range ids {
-			if !snapRE.MatchString(id) {
-				return nil, malformed("InvalidSnapshotID.Malformed", id, "snap")
+	snaps, next, err := describeLocked(p, ids, fs, snapKind, e.st.Snapshots, func(*Snapshot) bool { return true },
+		func(s *Snapshot) (string, []Tag, map[string][]string) {
+			return s.ID, s.Tags, map[string][]string{
+				"snapshot-id": {s.ID}, "status": {s.State}, "description": {s.Description},
+				"volume-size": {strconv.FormatInt(s.VolumeSize, 10)}, "owner-id": {e.cfg.AccountID},
+				"encrypted": {strconv.FormatBool(s.Encrypted)}, "volume-id": {"vol-ffffffff"},
 			}
-			s, ok := e.st.Snapshots[id]
-			if !ok {
-				return nil, snapNotFound(id)
-			}
-			snaps = append(snaps, s)
-		}
-	} else {
-		for _, s := range e.st.Snapshots {
-			snaps = append(snaps, s)
-		}
-	}
-	slices.SortFunc(snaps, func(a, b *Snapshot) int { return cmp.Compare(a.ID, b.ID) })
-	var out []*Snapshot
-	for _, s := range snaps {
-		ok, err := matchFilters(fs, s.Tags, map[string][]string{
-			"snapshot-id": {s.ID}, "status": {s.State}, "description": {s.Description},
-			"volume-size": {strconv.FormatInt(s.VolumeSize, 10)}, "owner-id": {e.cfg.AccountID},
-			"encrypted": {strconv.FormatBool(s.Encrypted)}, "volume-id": {"vol-ffffffff"},
 		})
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, s)
-		}
-	}
-	start, end, next, err := page(p, len(out))
 	if err != nil {
 		return nil, err
 	}
 	r := snapshotsXML{NextToken: next}
-	for _, s := range out[start:end] {
+	for _, s := range snaps {
 		r.Snapshots = append(r.Snapshots, e.snapshotXML(s))
 	}
 	return r, nil

@@ -50,7 +50,7 @@
 //	  signals a wait condition handle
 //	SSM (JSON 1.1): SendCommand, GetCommandInvocation (AWS-RunShellScript, run
 //	  against the guest's files on instances whose guest has the SSM agent)
-//	STS (Query): GetCallerIdentity
+//	STS (Query): GetCallerIdentity, AssumeRole (temporary credentials, trust policy and sts:ExternalId checked)
 //	IAM (Query): CreateRole, GetRole, DeleteRole, PutRolePolicy, GetRolePolicy,
 //	  DeleteRolePolicy, ListRolePolicies, UpdateAssumeRolePolicy, SimulatePrincipalPolicy
 //	EBS direct (REST-JSON): StartSnapshot, PutSnapshotBlock, CompleteSnapshot,
@@ -167,9 +167,11 @@ type Emulator struct {
 	mu      sync.Mutex
 	st      *state
 	cancels map[string]context.CancelFunc // running import workers by task id
-	fault   func(taskID string, disk int) error
-	wg      sync.WaitGroup
-	closed  bool
+	// sessions are AssumeRole's temporary credentials by access key id.
+	sessions map[string]*session
+	fault    func(taskID string, disk int) error
+	wg       sync.WaitGroup
+	closed   bool
 	// stop ends the stack workers; stackWorkers marks the running ones.
 	stop         chan struct{}
 	stackWorkers map[string]bool

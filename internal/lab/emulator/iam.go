@@ -13,18 +13,6 @@ import (
 
 func (e *Emulator) partition() string { return awsregion.Partition(e.cfg.Region) }
 
-func (e *Emulator) stsActions() map[string]queryAction {
-	return map[string]queryAction{
-		"GetCallerIdentity": func(p params) (any, error) {
-			return struct {
-				Arn     string
-				UserId  string
-				Account string
-			}{"arn:" + e.partition() + ":iam::" + e.cfg.AccountID + ":root", e.cfg.AccountID, e.cfg.AccountID}, nil
-		},
-	}
-}
-
 func (e *Emulator) iamActions() map[string]queryAction {
 	return map[string]queryAction{
 		"CreateRole":       e.createRole,

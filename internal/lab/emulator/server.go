@@ -50,7 +50,8 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	service := scopeService(r)
-	if err := e.authenticate(r, body, service); err != nil {
+	caller, err := e.authenticate(r, body, service)
+	if err != nil {
 		e.authError(w, service, err)
 		return
 	}
@@ -58,7 +59,7 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "ec2":
 		e.serveQuery(w, r, body, ec2Protocol, e.ec2Actions())
 	case "sts":
-		e.serveQuery(w, r, body, stsProtocol, e.stsActions())
+		e.serveQuery(w, r, body, stsProtocol, e.stsActions(caller))
 	case "iam":
 		e.serveQuery(w, r, body, iamProtocol, e.iamActions())
 	case "cloudformation":
@@ -92,13 +93,21 @@ func scopeService(r *http.Request) string {
 	return "ec2"
 }
 
-// authenticate verifies the signature with the account's key. IAM is a
+// authenticate verifies the signature with the account's key or a
+// session key AssumeRole issued, and returns the caller's ARN. IAM is a
 // global service: AWS signs it for the partition's global region, the SDK
 // for the client's region when the endpoint is overridden; both are taken.
-func (e *Emulator) authenticate(r *http.Request, body []byte, service string) error {
+func (e *Emulator) authenticate(r *http.Request, body []byte, service string) (string, error) {
+	var sess *session
 	v := &sigv4.Verifier{
 		Secret: func(id string) (string, bool) {
-			return e.cfg.SecretAccessKey, id == e.cfg.AccessKeyID
+			if id == e.cfg.AccessKeyID {
+				return e.cfg.SecretAccessKey, true
+			}
+			if sess = e.session(id); sess != nil {
+				return sess.secret, true
+			}
+			return "", false
 		},
 		Region:          e.cfg.Region,
 		Services:        services,
@@ -110,16 +119,22 @@ func (e *Emulator) authenticate(r *http.Request, body []byte, service string) er
 	}
 	cred, err := v.Verify(r, body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if service == "iam" && cred.Region != e.cfg.Region && cred.Region != awsregion.GlobalRegion(e.cfg.Region) {
-		return &sigv4.Error{Kind: sigv4.WrongScope, Message: fmt.Sprintf("Credential should be scoped to a valid region, not '%s'. ", cred.Region)}
+		return "", &sigv4.Error{Kind: sigv4.WrongScope, Message: fmt.Sprintf("Credential should be scoped to a valid region, not '%s'. ", cred.Region)}
 	}
-	if cred.SessionToken != "" {
-		// The emulator issues no temporary credentials.
-		return &sigv4.Error{Kind: sigv4.UnknownKey, Message: "The security token included in the request is invalid."}
+	switch {
+	case sess == nil && cred.SessionToken == "":
+		return e.rootARN(), nil
+	case sess == nil || cred.SessionToken != sess.token:
+		// A session token with the account's long-term key, or one that
+		// is not the key's own.
+		return "", &sigv4.Error{Kind: sigv4.UnknownKey, Message: "The security token included in the request is invalid."}
+	case !e.clock.Now().Before(sess.expires):
+		return "", &sigv4.Error{Kind: sigv4.Expired, Message: "The security token included in the request is expired"}
 	}
-	return nil
+	return sess.arn, nil
 }
 
 // authError answers a failed verification in the protocol of the service.

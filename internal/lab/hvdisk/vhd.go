@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf16"
+
+	"github.com/rehost/rehost/pkg/disk/chs"
 )
 
 const (
@@ -65,7 +67,7 @@ func (v *VHD) Encode() []byte {
 	copy(footer[36:], "Wi2k")
 	be.PutUint64(footer[40:], uint64(v.size))
 	be.PutUint64(footer[48:], uint64(v.size))
-	c, h, s := geometry(v.size)
+	c, h, s := chs.VHD(v.size)
 	be.PutUint16(footer[56:], c)
 	footer[58], footer[59] = h, s
 	be.PutUint32(footer[60:], diskType)
@@ -150,27 +152,4 @@ func checksum(b []byte, skip int) uint32 {
 		}
 	}
 	return ^sum
-}
-
-// geometry is the CHS geometry the VHD specification derives from a size.
-func geometry(size int64) (cyl uint16, heads, spt uint8) {
-	ts := min(size/vhdSector, 65535*16*255)
-	var s, h, cth int64
-	if ts >= 65535*16*63 {
-		s, h = 255, 16
-		cth = ts / s
-	} else {
-		s = 17
-		cth = ts / s
-		h = max((cth+1023)/1024, 4)
-		if cth >= h*1024 || h > 16 {
-			s, h = 31, 16
-			cth = ts / s
-		}
-		if cth >= h*1024 {
-			s, h = 63, 16
-			cth = ts / s
-		}
-	}
-	return uint16(cth / h), uint8(h), uint8(s)
 }

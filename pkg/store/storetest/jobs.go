@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,28 +77,10 @@ func testOneJobPerServer(t *testing.T, s store.Store) {
 	// Concurrent creators: exactly one wins.
 	src := newSource(t, s, "vc-race")
 	raced := newServer(t, s, src, "vm-race")
-	var wg sync.WaitGroup
-	errs := make([]error, 8)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = s.CreateJob(ctx, store.ReplicationJob{ServerID: raced.ServerID, SeedReplicationTime: t0, Frequency: 6})
-		}()
-	}
-	wg.Wait()
-	wins := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			wins++
-		case !errors.Is(err, store.ErrConflict):
-			t.Errorf("concurrent create: %v", err)
-		}
-	}
-	if wins != 1 {
-		t.Errorf("%d concurrent CreateJob calls succeeded, want 1", wins)
-	}
+	oneWins(t, "CreateJob", func() error {
+		_, err := s.CreateJob(ctx, store.ReplicationJob{ServerID: raced.ServerID, SeedReplicationTime: t0, Frequency: 6})
+		return err
+	})
 }
 
 func testJobUpdateAndList(t *testing.T, s store.Store) {

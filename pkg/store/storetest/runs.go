@@ -2,9 +2,7 @@ package storetest
 
 import (
 	"context"
-	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,28 +76,10 @@ func testOneLiveRun(t *testing.T, s store.Store) {
 
 	// Concurrent starters for one job: exactly one wins.
 	ok(s.UpdateRun(ctx, r2.ReplicationRunID, func(r *store.ReplicationRun) error { r.State = store.RunFailed; return nil })).must(t)
-	var wg sync.WaitGroup
-	errs := make([]error, 8)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = s.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: id, Type: store.RunOnDemand})
-		}()
-	}
-	wg.Wait()
-	wins := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			wins++
-		case !errors.Is(err, store.ErrConflict):
-			t.Errorf("concurrent start: %v", err)
-		}
-	}
-	if wins != 1 {
-		t.Errorf("%d concurrent run starts succeeded, want 1", wins)
-	}
+	oneWins(t, "CreateRuns", func() error {
+		_, err := s.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: id, Type: store.RunOnDemand})
+		return err
+	})
 }
 
 func testScheduleRuns(t *testing.T, s store.Store) {

@@ -168,3 +168,31 @@ func testConcurrentWriters(t *testing.T, s store.Store) {
 		t.Errorf("events = %d, want %d", n, writers*each)
 	}
 }
+
+// oneWins runs call from 8 goroutines at once and wants exactly one to
+// succeed and every other to fail with store.ErrConflict.
+func oneWins(t *testing.T, what string, call func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = call()
+		}()
+	}
+	wg.Wait()
+	wins := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case !errors.Is(err, store.ErrConflict):
+			t.Errorf("concurrent %s: %v", what, err)
+		}
+	}
+	if wins != 1 {
+		t.Errorf("%d concurrent %s calls succeeded, want 1", wins, what)
+	}
+}

@@ -31,7 +31,7 @@ import (
 // profiles are not read: a named profile that relies on one is an error
 // saying so. The SDK's own retries are off (every caller retries under
 // pkg/retry).
-func LoadConfig(ctx context.Context, region, profile string, static sdk.CredentialsProvider) (sdk.Config, error) {
+func LoadConfig(ctx context.Context, region, profile string, o LoadOptions) (sdk.Config, error) {
 	env, err := config.NewEnvConfig()
 	if err != nil {
 		return sdk.Config{}, fmt.Errorf("load aws configuration: %w", err)
@@ -40,10 +40,11 @@ func LoadConfig(ctx context.Context, region, profile string, static sdk.Credenti
 		Region:       cmp.Or(region, env.Region),
 		Retryer:      func() sdk.Retryer { return sdk.NopRetryer{} },
 		BaseEndpoint: nilIfEmpty(env.BaseEndpoint),
-		Credentials:  static,
+		Credentials:  o.Static,
+		HTTPClient:   o.HTTPClient,
 	}
 	named := profile != ""
-	if static == nil && !named && env.Credentials.HasKeys() {
+	if o.Static == nil && !named && env.Credentials.HasKeys() {
 		ac.Credentials = credentials.StaticCredentialsProvider{Value: env.Credentials}
 	}
 	if ac.Credentials != nil && ac.Region != "" {
@@ -71,7 +72,7 @@ func LoadConfig(ctx context.Context, region, profile string, static sdk.Credenti
 		return ac, nil
 	}
 	if err == nil {
-		if ac.Credentials, err = profileCredentials(ac, env, &sc); err != nil {
+		if ac.Credentials, err = profileCredentials(ac, o, env, &sc); err != nil {
 			return sdk.Config{}, fmt.Errorf("load aws configuration: %w", err)
 		}
 	}
@@ -84,7 +85,7 @@ func LoadConfig(ctx context.Context, region, profile string, static sdk.Credenti
 // profileCredentials is what a shared-config profile gives: its keys, or
 // its role assumed with its source's credentials; nil when the profile
 // holds no credentials at all (the default profile with a region only).
-func profileCredentials(ac sdk.Config, env config.EnvConfig, sc *config.SharedConfig) (sdk.CredentialsProvider, error) {
+func profileCredentials(ac sdk.Config, o LoadOptions, env config.EnvConfig, sc *config.SharedConfig) (sdk.CredentialsProvider, error) {
 	if sc.RoleARN == "" {
 		switch {
 		case sc.Credentials.HasKeys():
@@ -99,7 +100,7 @@ func profileCredentials(ac sdk.Config, env config.EnvConfig, sc *config.SharedCo
 	var base sdk.CredentialsProvider
 	switch {
 	case sc.Source != nil:
-		b, err := profileCredentials(ac, env, sc.Source)
+		b, err := profileCredentials(ac, o, env, sc.Source)
 		if err != nil {
 			return nil, err
 		}
@@ -115,15 +116,33 @@ func profileCredentials(ac sdk.Config, env config.EnvConfig, sc *config.SharedCo
 		return nil, fmt.Errorf("profile %q: role_arn needs a source_profile with access keys or credential_source Environment or Ec2InstanceMetadata", sc.Profile)
 	}
 	ac.Credentials = base
-	return sdk.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(ac), sc.RoleARN, func(o *stscreds.AssumeRoleOptions) {
-		o.RoleSessionName = cmp.Or(sc.RoleSessionName, "rehost-connector")
+	client := sts.NewFromConfig(ac, func(so *sts.Options) {
+		if o.STSEndpoint != "" {
+			so.BaseEndpoint = &o.STSEndpoint
+		}
+	})
+	return sdk.NewCredentialsCache(stscreds.NewAssumeRoleProvider(client, sc.RoleARN, func(ro *stscreds.AssumeRoleOptions) {
+		ro.RoleSessionName = cmp.Or(sc.RoleSessionName, "rehost-connector")
 		if sc.ExternalID != "" {
-			o.ExternalID = sdk.String(sc.ExternalID)
+			ro.ExternalID = sdk.String(sc.ExternalID)
 		}
 		if sc.RoleDurationSeconds != nil {
-			o.Duration = *sc.RoleDurationSeconds
+			ro.Duration = *sc.RoleDurationSeconds
 		}
 	})), nil
+}
+
+// LoadOptions are what LoadConfig takes besides the region and profile.
+type LoadOptions struct {
+	// Static, when not nil, are the credentials (the keys the connector
+	// stores), ahead of every other source.
+	Static sdk.CredentialsProvider
+	// HTTPClient and STSEndpoint, when set, are what a profile's role is
+	// assumed through: the connector's own trust and its STS endpoint
+	// (the default: the SDK's client and the region's endpoint, or
+	// AWS_ENDPOINT_URL).
+	HTTPClient  sdk.HTTPClient
+	STSEndpoint string
 }
 
 func nilIfEmpty(s string) *string {

@@ -568,16 +568,10 @@ func (a *accountRun) services(ctx context.Context) {
 		a.add(preflight.Note, CodeEBSDirect, "", "EBS direct was not checked: this connector has no EBS client.")
 		return
 	}
-	err = t.call(ctx, "ListSnapshotBlocks", func(ctx context.Context) error {
-		_, _, err := t.ebs.ListSnapshotBlocks(ctx, "snap-00000000000000000", 0, 100, "")
-		return err
-	})
-	switch code := apiCode(err); {
-	case err == nil, code == "ResourceNotFoundException", code == "ValidationException":
-		// Answered: the API is there.
-	default:
+	// The same probe an incremental run makes before its first block.
+	if err := t.CheckEBSDirect(ctx); err != nil {
 		a.add(level, CodeEBSDirect, "Use a region with the EBS direct APIs, and credentials that may call ebs:ListSnapshotBlocks and ebs:PutSnapshotBlock, for incremental jobs.",
-			"The EBS direct APIs incremental replication writes with could not be used in %s: %v.", a.region, err)
+			"Incremental replication cannot write its replicas: %v.", err)
 	}
 }
 

@@ -325,21 +325,11 @@ func (st *stager) open(ctx context.Context, bucket string) error {
 func (st *stager) listHeld(ctx context.Context) error {
 	pages := s3.NewListPartsPaginator(st.t.s3, &s3.ListPartsInput{
 		Bucket: sdk.String(st.up.Bucket), Key: sdk.String(st.up.Key), UploadId: sdk.String(st.up.UploadID)})
-	for pages.HasMorePages() {
-		var out *s3.ListPartsOutput
-		err := st.t.call(ctx, "ListParts", func(ctx context.Context) error {
-			var err error
-			out, err = pages.NextPage(ctx)
-			return err
-		})
-		if err != nil {
-			return err
-		}
+	return eachPage(ctx, st.t, "ListParts", pages, func(out *s3.ListPartsOutput) {
 		for _, p := range out.Parts {
 			st.held[sdk.ToInt32(p.PartNumber)] = p
 		}
-	}
-	return nil
+	})
 }
 
 // hintedPartSize is the fixed part size for a stream of at most hint bytes:

@@ -49,17 +49,13 @@ func (t *Target) ListStaged(ctx context.Context, prefix string) (Staged, error) 
 func (t *Target) listObjects(ctx context.Context, bucket, prefix string) ([]StagedObject, error) {
 	var objs []StagedObject
 	pages := s3.NewListObjectsV2Paginator(t.s3, &s3.ListObjectsV2Input{Bucket: sdk.String(bucket), Prefix: sdk.String(prefix)})
-	for pages.HasMorePages() {
-		var out *s3.ListObjectsV2Output
-		if err := t.call(ctx, "ListObjectsV2", func(ctx context.Context) (err error) {
-			out, err = pages.NextPage(ctx)
-			return err
-		}); err != nil {
-			return nil, err
-		}
+	err := eachPage(ctx, t, "ListObjectsV2", pages, func(out *s3.ListObjectsV2Output) {
 		for _, o := range out.Contents {
 			objs = append(objs, StagedObject{Key: sdk.ToString(o.Key), Size: sdk.ToInt64(o.Size), LastModified: sdk.ToTime(o.LastModified)})
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return objs, nil
 }
@@ -67,19 +63,37 @@ func (t *Target) listObjects(ctx context.Context, bucket, prefix string) ([]Stag
 func (t *Target) listUploads(ctx context.Context, bucket, prefix string) ([]PendingUpload, error) {
 	var ups []PendingUpload
 	pages := s3.NewListMultipartUploadsPaginator(t.s3, &s3.ListMultipartUploadsInput{Bucket: sdk.String(bucket), Prefix: sdk.String(prefix)})
-	for pages.HasMorePages() {
-		var out *s3.ListMultipartUploadsOutput
-		if err := t.call(ctx, "ListMultipartUploads", func(ctx context.Context) (err error) {
-			out, err = pages.NextPage(ctx)
-			return err
-		}); err != nil {
-			return nil, err
-		}
+	err := eachPage(ctx, t, "ListMultipartUploads", pages, func(out *s3.ListMultipartUploadsOutput) {
 		for _, u := range out.Uploads {
 			ups = append(ups, PendingUpload{Key: sdk.ToString(u.Key), UploadID: sdk.ToString(u.UploadId), Initiated: sdk.ToTime(u.Initiated)})
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return ups, nil
+}
+
+// s3Pages is what the S3 SDK's paginators have in common.
+type s3Pages[O any] interface {
+	HasMorePages() bool
+	NextPage(context.Context, ...func(*s3.Options)) (O, error)
+}
+
+// eachPage reads every page, each one call of op under the retry policy
+// (t.call), and hands it to use.
+func eachPage[O any](ctx context.Context, t *Target, op string, pages s3Pages[O], use func(O)) error {
+	for pages.HasMorePages() {
+		var out O
+		if err := t.call(ctx, op, func(ctx context.Context) (err error) {
+			out, err = pages.NextPage(ctx)
+			return err
+		}); err != nil {
+			return err
+		}
+		use(out)
+	}
+	return nil
 }
 
 // AbortUploads aborts every pending multipart upload under prefix and

@@ -165,17 +165,18 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 	// The SDK's retryer is off: every call is retried once, by the
 	// target's own policy (retry.go), which re-sends a part from its buffer
 	// and never nests inside another retry.
-	ac, err := LoadConfig(ctx, cfg.Region, cfg.Profile, static)
-	if err != nil {
-		return nil, err
-	}
 	// A caller's client carries its own trust.
+	var hc sdk.HTTPClient
 	if cfg.HTTPClient != nil {
-		ac.HTTPClient = withWriteBuffer(cfg.HTTPClient)
+		hc = withWriteBuffer(cfg.HTTPClient)
 	} else {
-		ac.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		hc = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 			tr.WriteBufferSize = writeBufferSize
 		})
+	}
+	ac, err := LoadConfig(ctx, cfg.Region, cfg.Profile, LoadOptions{Static: static, HTTPClient: hc, STSEndpoint: cfg.Endpoints.STS})
+	if err != nil {
+		return nil, err
 	}
 	if ac.Region == "" {
 		return nil, errors.New("load aws configuration: no region set (give one or set AWS_REGION)")
