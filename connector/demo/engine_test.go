@@ -24,6 +24,48 @@ type env struct {
 	d      *daemon.Daemon
 	bucket string
 	byName map[string]store.Server
+	// src reads the source's disks; nil for the simulated vCenter.
+	src Disks
+}
+
+// disks reads the live disks of the source's VMs.
+func (e *env) disks() Disks {
+	if e.src == nil {
+		return VCenterDisks{e.peers.Sim}
+	}
+	return e.src
+}
+
+// addSource adds a source and imports its catalog into byName.
+func (e *env) addSource(t *testing.T, in daemon.SourceInput) {
+	t.Helper()
+	ctx := context.Background()
+	src, err := e.d.AddSource(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers, err := e.d.ImportCatalog(ctx, src.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.byName == nil {
+		e.byName = map[string]store.Server{}
+	}
+	for _, s := range servers {
+		e.byName[s.Name] = s
+	}
+}
+
+// serve runs the connector until the test ends, and closes it then.
+func (e *env) serve(t *testing.T) {
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.d.Serve(sctx) }()
+	t.Cleanup(func() {
+		stop()
+		<-done
+		e.d.Close()
+	})
 }
 
 func newEnv(t *testing.T, vms []vspheresim.VMSpec) *env {
@@ -50,26 +92,9 @@ func newEnv(t *testing.T, vms []vspheresim.VMSpec) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := d.AddSource(ctx, peers.SourceInput())
-	if err != nil {
-		t.Fatal(err)
-	}
-	servers, err := d.ImportCatalog(ctx, src.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{peers: peers, d: d, bucket: rep.Bucket, byName: map[string]store.Server{}}
-	for _, s := range servers {
-		e.byName[s.Name] = s
-	}
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- d.Serve(sctx) }()
-	t.Cleanup(func() {
-		stop()
-		<-done
-		d.Close()
-	})
+	e := &env{peers: peers, d: d, bucket: rep.Bucket}
+	e.addSource(t, peers.SourceInput())
+	e.serve(t)
 	return e
 }
 

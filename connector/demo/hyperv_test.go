@@ -54,6 +54,25 @@ const hvVM = "web-01"
 // keeps: a dynamic VHDX and a fixed VHD.
 func newHVLab(t *testing.T, o hypervsim.Options) *hvLab {
 	t.Helper()
+	return newHVLabWith(t, o, []hvDisk{
+		{guestdisk.Options{Size: 64 << 20, Firmware: guestdisk.EFI, DataBytes: 6 << 20, Seed: 11}, "boot.vhdx", vhdxDynamic},
+		{guestdisk.Options{Size: 64 << 20, DataBytes: 3 << 20, Seed: 12}, "data.vhd", []string{"-O", "vpc", "-o", "subformat=fixed,force_size=on"}},
+	})
+}
+
+// hvDisk is a disk of the lab's VM: the guest disk, and the name and
+// qemu-img output options of its file on the host.
+type hvDisk struct {
+	opts   guestdisk.Options
+	name   string
+	format []string
+}
+
+var vhdxDynamic = []string{"-O", "vhdx", "-o", "subformat=dynamic"}
+
+// newHVLabWith is newHVLab with the VM's disks given.
+func newHVLabWith(t *testing.T, o hypervsim.Options, disks []hvDisk) *hvLab {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	peers, err := StartPeers(ctx, PeerOptions{Dir: filepath.Join(dir, "peers"), VMs: []vspheresim.VMSpec{}, ImportDuration: 300 * time.Millisecond})
@@ -73,14 +92,8 @@ func newHVLab(t *testing.T, o hypervsim.Options) *hvLab {
 	}
 	t.Cleanup(sim.Close)
 	l := &hvLab{peers: peers, smb: smb, sim: sim, stateDir: filepath.Join(dir, "state")}
-	for i, d := range []struct {
-		opts   guestdisk.Options
-		name   string
-		format []string
-	}{
-		{guestdisk.Options{Size: 64 << 20, Firmware: guestdisk.EFI, DataBytes: 6 << 20, Seed: 11}, "boot.vhdx", []string{"-O", "vhdx", "-o", "subformat=dynamic"}},
-		{guestdisk.Options{Size: 64 << 20, DataBytes: 3 << 20, Seed: 12}, "data.vhd", []string{"-O", "vpc", "-o", "subformat=fixed,force_size=on"}},
-	} {
+	var specs []hypervsim.DiskSpec
+	for i, d := range disks {
 		raw := filepath.Join(dir, fmt.Sprintf("disk%d.raw", i))
 		if _, err := guestdisk.Build(ctx, raw, d.opts); err != nil {
 			t.Fatal(err)
@@ -92,10 +105,11 @@ func newHVLab(t *testing.T, o hypervsim.Options) *hvLab {
 		}
 		sum, size := fileSHA256(t, raw)
 		l.fixtures = append(l.fixtures, hvFixture{raw: raw, image: img, size: size, sha256: sum})
+		specs = append(specs, hypervsim.DiskSpec{Image: img})
 	}
 	l.vmID, err = sim.AddVM(hypervsim.VMSpec{Name: hvVM, CPUs: 2, MemoryMiB: 4096, Running: true, IntegrationServices: true,
 		SecureBoot: true, GuestOS: "Debian GNU/Linux 12 (bookworm)",
-		Disks: []hypervsim.DiskSpec{{Image: l.fixtures[0].image}, {Image: l.fixtures[1].image}},
+		Disks: specs,
 		NICs:  []hypervsim.NICSpec{{Name: "Network Adapter", MAC: "00:15:5d:00:10:01", Switch: "External"}}})
 	if err != nil {
 		t.Fatal(err)

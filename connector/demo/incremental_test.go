@@ -2,7 +2,11 @@ package demo
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"math/rand/v2"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
+	"github.com/rehost/rehost/connector/replication"
+	"github.com/rehost/rehost/internal/lab/diskwrite"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
@@ -51,7 +57,7 @@ func (e *env) checkReplicas(t *testing.T, vm string, r store.ReplicationRun) sto
 		t.Fatalf("replicas of run %s, want %s", set.RunID, r.ReplicationRunID)
 	}
 	for _, d := range set.Disks {
-		c, err := e.peers.compare(vm, d.Disk, d.SnapshotID)
+		c, err := e.peers.CompareWith(e.disks(), vm, d.Disk, d.SnapshotID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,9 +65,15 @@ func (e *env) checkReplicas(t *testing.T, vm string, r store.ReplicationRun) sto
 			t.Errorf("disk %d: replica %s (sha256 %s) differs from the source (%s)", d.Disk, d.SnapshotID, c.TargetHash, c.SourceHash)
 		}
 	}
-	checks, err := e.peers.Verify(vm, r.AmiID)
+	if r.AmiID == "" {
+		t.Fatalf("run %s built no AMI", r.ReplicationRunID)
+	}
+	checks, err := e.peers.VerifyWith(e.disks(), vm, r.AmiID)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(checks) != len(set.Disks) {
+		t.Errorf("AMI %s has %d disks, the VM %d", r.AmiID, len(checks), len(set.Disks))
 	}
 	for _, c := range checks {
 		if !c.Equal {
@@ -87,6 +99,139 @@ func keys(m map[string]bool) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// sentByEBS is what the emulator's PutSnapshotBlock received for the
+// replicas a run made (tagged with its id), by disk key.
+func (e *env) sentByEBS(runID string) map[string]int64 {
+	out := map[string]int64{}
+	for _, s := range e.peers.AWS.Snapshots() {
+		tags := map[string]string{}
+		for _, tg := range s.Tags {
+			tags[tg.Key] = tg.Value
+		}
+		if tags[replication.TagRun] == runID && tags[replication.TagReplica] != "" {
+			_, key, _ := strings.Cut(tags[replication.TagReplica], "/")
+			out[key] += s.PutBytes
+		}
+	}
+	return out
+}
+
+// checkSent checks that a run sent the 512 KiB blocks want holds for
+// each disk (nil: any number) and nothing more, as rehost records it and
+// as the emulator received it, and that each disk's replica sits on top
+// of the previous run's (prev; nil for a new chain).
+func (e *env) checkSent(t *testing.T, r store.ReplicationRun, want map[int]map[int64]bool, prev *store.ReplicaSet) {
+	t.Helper()
+	rep := r.Replication
+	if rep == nil || r.Progress.Mode != store.ModeIncremental {
+		t.Fatalf("run %s ran %q: %+v", r.ReplicationRunID, r.Progress.Mode, rep)
+	}
+	got := e.sentByEBS(r.ReplicationRunID)
+	var total int64
+	for i, d := range rep.Disks {
+		total += got[d.Key]
+		if got[d.Key] != d.BytesSent || d.BytesSent != d.BlocksChanged*awstarget.BlockSize {
+			t.Errorf("disk %d: rehost says %d blocks, %d bytes sent; the emulator received %d bytes", i, d.BlocksChanged, d.BytesSent, got[d.Key])
+		}
+		if w, ok := want[i]; ok && d.BlocksChanged != int64(len(w)) {
+			t.Errorf("disk %d: sent %d blocks, %d were written; resync %q", i, d.BlocksChanged, len(w), d.Resync)
+		}
+		if prev != nil && (d.Parent != prev.Disks[i].SnapshotID || d.Resync != "") {
+			t.Errorf("disk %d: replica on top of %q (resync %q), the previous run's is %s", i, d.Parent, d.Resync, prev.Disks[i].SnapshotID)
+		}
+	}
+	if total != rep.BytesSent || len(got) != len(rep.Disks) {
+		t.Errorf("run %s: rehost says %d bytes sent, the emulator received %d in replicas %v", r.ReplicationRunID, rep.BytesSent, total, got)
+	}
+	if v := rep.Verification; v == nil || v.Mismatches != 0 {
+		t.Errorf("verification %v", v)
+	}
+}
+
+// labWriter is a simulated source's write request (internal/lab/diskwrite),
+// the way a user of the lab changes a VM's disk between runs.
+type labWriter struct {
+	url, user, password string
+	ca                  []byte
+}
+
+// write writes n 4 KiB blocks of random bytes at random places of disk i
+// of vm and returns the 512 KiB blocks they fall in.
+func (w labWriter) write(t *testing.T, vm string, i, n int) map[int64]bool {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(w.ca) {
+		t.Fatal("no certificate in the peer's CA")
+	}
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	res, err := diskwrite.Post(context.Background(), hc, w.url, w.user, w.password, diskwrite.Request{VM: vm, Disk: i, Blocks: n, BlockSize: 4096})
+	if err != nil || len(res.Offsets) != n {
+		t.Fatalf("write %d blocks into %s disk %d: %+v, %v", n, vm, i, res, err)
+	}
+	touched := map[int64]bool{}
+	for _, off := range res.Offsets {
+		touched[off/awstarget.BlockSize] = true // 4 KiB-aligned: within one block
+	}
+	return touched
+}
+
+// incrementalRuns seeds vm with an incremental job, then rounds times
+// writes blocks into each of its disks through the lab's write request
+// and runs the job again. Every run's figures are checked against what
+// the emulator received (checkSent), each later run on top of the one
+// before and sending exactly the blocks written, and its replicas and AMI
+// are read back whole against the disks (checkReplicas).
+func (e *env) incrementalRuns(t *testing.T, vm string, w labWriter, rounds int) (store.ReplicationJob, store.ReplicationRun) {
+	t.Helper()
+	started := time.Now()
+	j := e.incrementalJob(t, vm, 2, false)
+	r := e.wait(t, j.ReplicationJobID, "")
+	if r.State != store.RunCompleted {
+		t.Fatalf("seed: %s: %s", r.State, r.StatusMessage)
+	}
+	set := e.checkReplicas(t, vm, r)
+	e.checkSent(t, r, nil, nil)
+	if len(set.Disks) != 2 || r.Replication.BytesSent == 0 {
+		t.Fatalf("seed of %d disks sent %d bytes", len(set.Disks), r.Replication.BytesSent)
+	}
+	t.Logf("seed: %d bytes read, %d sent, in %v", r.Replication.BytesRead, r.Replication.BytesSent, time.Since(started).Round(time.Millisecond))
+	for k := range rounds {
+		want := map[int]map[int64]bool{}
+		for i := range set.Disks {
+			want[i] = w.write(t, vm, i, 3+2*i+k)
+		}
+		started = time.Now()
+		r = e.again(t, j.ReplicationJobID, r)
+		ran := time.Since(started).Round(time.Millisecond)
+		now := e.checkReplicas(t, vm, r)
+		e.checkSent(t, r, want, &set)
+		for i, d := range r.Replication.Disks {
+			if d.Resync != "" || now.Disks[i].Seq != set.Disks[i].Seq+1 {
+				t.Errorf("disk %d: resync %q, replica %d of its chain after %d", i, d.Resync, now.Disks[i].Seq, set.Disks[i].Seq)
+			}
+		}
+		t.Logf("run %d: %d blocks changed, %d bytes read, %d sent; run %v, checks %v", k+2, r.Replication.BlocksChanged, r.Replication.BytesRead,
+			r.Replication.BytesSent, ran, time.Since(started).Round(time.Millisecond)-ran)
+		set = now
+	}
+	return j, r
+}
+
+// checkResync checks a run that copied the disks resync names whole
+// (their tracking lost, their reason containing why) and sent of each
+// only the blocks that differ from the replica before, want; the other
+// disks ran as usual.
+func (e *env) checkResync(t *testing.T, vm string, r store.ReplicationRun, why string, want map[int]map[int64]bool, resync ...int) {
+	t.Helper()
+	e.checkReplicas(t, vm, r)
+	e.checkSent(t, r, want, nil)
+	for i, d := range r.Replication.Disks {
+		if got := d.Resync != "" && strings.Contains(d.Resync, why); got != slices.Contains(resync, i) {
+			t.Errorf("disk %d: resync %q; want one saying %q: %v", i, d.Resync, why, slices.Contains(resync, i))
+		}
+	}
 }
 
 // writeBlocks writes n random 4 KiB pieces at random offsets of disk i and
@@ -138,15 +283,13 @@ func TestIncrementalVSphere(t *testing.T) {
 	want := map[int]map[int64]bool{0: e.writeBlocks(t, "vm-a", 0, 5, 1), 1: e.writeBlocks(t, "vm-a", 1, 7, 2)}
 	r2 := e.again(t, j.ReplicationJobID, r1)
 	now := e.checkReplicas(t, "vm-a", r2)
-	for i, d := range r2.Replication.Disks {
-		if d.BlocksChanged != int64(len(want[i])) || d.BytesSent != int64(len(want[i]))*awstarget.BlockSize || d.Resync != "" {
-			t.Errorf("disk %d: sent %d blocks (%d bytes), %d were written; resync %q", i, d.BlocksChanged, d.BytesSent, len(want[i]), d.Resync)
-		}
-		if d.Parent != seed.Disks[i].SnapshotID || now.Disks[i].Seq != 2 {
-			t.Errorf("disk %d: replica on top of %s, the seed's is %s", i, d.Parent, seed.Disks[i].SnapshotID)
+	e.checkSent(t, r2, want, &seed)
+	for i := range now.Disks {
+		if now.Disks[i].Seq != 2 {
+			t.Errorf("disk %d: replica %d of its chain, want 2", i, now.Disks[i].Seq)
 		}
 	}
-	if v := r2.Replication.Verification; v == nil || v.Mismatches != 0 || v.Blocks < int64(len(want[0])+len(want[1])) {
+	if v := r2.Replication.Verification; v == nil || v.Blocks < int64(len(want[0])+len(want[1])) {
 		t.Errorf("verification %v", v)
 	}
 

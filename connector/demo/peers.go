@@ -163,10 +163,29 @@ type DiskCheck struct {
 	Equal      bool   `json:"equal"`
 }
 
+// Disks reads the live disks of a simulated source's VMs (vspheresim's
+// through VCenterDisks, hypervsim's and azuresim's as they are): what
+// replicas and AMIs are compared with.
+type Disks interface {
+	DiskSize(vm string, i int) (int64, error)
+	ReadDisk(vm string, i int, off int64, p []byte) (int, error)
+}
+
+// VCenterDisks reads the simulated vCenter's disks as Disks.
+type VCenterDisks struct{ *vspheresim.Sim }
+
+// DiskSize is the disk's capacity.
+func (v VCenterDisks) DiskSize(vm string, i int) (int64, error) { return v.DiskCapacity(vm, i) }
+
 // Verify compares every disk of vm with the snapshots of the AMI, reading
 // both back: the simulated vCenter's live disk and the emulator's stored
 // snapshot content, byte for byte.
 func (p *Peers) Verify(vm, imageID string) ([]DiskCheck, error) {
+	return p.VerifyWith(VCenterDisks{p.Sim}, vm, imageID)
+}
+
+// VerifyWith is Verify against the disks of another source.
+func (p *Peers) VerifyWith(src Disks, vm, imageID string) ([]DiskCheck, error) {
 	var img *emulator.Image
 	for _, im := range p.AWS.Images() {
 		if im.ID == imageID {
@@ -179,7 +198,7 @@ func (p *Peers) Verify(vm, imageID string) ([]DiskCheck, error) {
 	}
 	var out []DiskCheck
 	for i, dev := range img.Devices {
-		c, err := p.compare(vm, i, dev.SnapshotID)
+		c, err := p.CompareWith(src, vm, i, dev.SnapshotID)
 		if err != nil {
 			return out, fmt.Errorf("verify vm %q disk %d: %w", vm, i, err)
 		}
@@ -188,10 +207,16 @@ func (p *Peers) Verify(vm, imageID string) ([]DiskCheck, error) {
 	return out, nil
 }
 
-// compare reads disk i of vm and the snapshot side by side.
+// compare reads disk i of vm of the simulated vCenter and the snapshot
+// side by side.
 func (p *Peers) compare(vm string, i int, snapID string) (DiskCheck, error) {
+	return p.CompareWith(VCenterDisks{p.Sim}, vm, i, snapID)
+}
+
+// CompareWith reads disk i of vm of src and the snapshot side by side.
+func (p *Peers) CompareWith(src Disks, vm string, i int, snapID string) (DiskCheck, error) {
 	c := DiskCheck{Disk: i, SnapshotID: snapID}
-	size, err := p.Sim.DiskCapacity(vm, i)
+	size, err := src.DiskSize(vm, i)
 	if err != nil {
 		return c, err
 	}
@@ -208,7 +233,9 @@ func (p *Peers) compare(vm string, i int, snapID string) (DiskCheck, error) {
 	a, b := make([]byte, 1<<20), make([]byte, 1<<20)
 	for off := int64(0); off < max(size, snapSize); off += int64(len(a)) {
 		na, nb := max(0, min(int64(len(a)), size-off)), max(0, min(int64(len(b)), snapSize-off))
-		if _, err := p.Sim.ReadDisk(vm, i, off, a[:na]); err != nil && !errors.Is(err, io.EOF) {
+		if na == 0 {
+			// Past the disk: the replica's zeros, not worth asking the source.
+		} else if _, err := src.ReadDisk(vm, i, off, a[:na]); err != nil && !errors.Is(err, io.EOF) {
 			return c, fmt.Errorf("read the source disk at %d: %w", off, err)
 		}
 		if _, err := snap.ReadAt(b[:nb], off); err != nil && !errors.Is(err, io.EOF) {

@@ -342,6 +342,12 @@ func TestTamperedBlockIsRepaired(t *testing.T) {
 	if !strings.Contains(v.String(), "1 mismatches, 1 repaired") {
 		t.Errorf("verification reads %q", v)
 	}
+	// The block sent again is counted: read from the source and sent.
+	d := r2.Replication.Disks[0]
+	if d.BlocksResent != 1 || d.BytesSent != (d.BlocksChanged+1)*awstarget.BlockSize || d.BytesRead < awstarget.BlockSize ||
+		r2.Replication.BytesSent != d.BytesSent+r2.Replication.Disks[1].BytesSent {
+		t.Errorf("a run that sent a block again reports %+v (run: %d bytes sent, %d read)", d, r2.Replication.BytesSent, r2.Replication.BytesRead)
+	}
 	if _, parent, _ := h.snapshot(now.Disks[0].SnapshotID).Replica(); parent != r2.Replication.Disks[0].SnapshotID && parent == "" {
 		t.Errorf("disk 0's head %s is not the repair on top of the run's replica", now.Disks[0].SnapshotID)
 	}

@@ -54,6 +54,8 @@ type diskVerification struct {
 	// Head is the replica verified: the disk's replica, or the repair on
 	// top of it.
 	Head string `json:"head"`
+	// Reread is the bytes read from the checkpoint to send blocks again.
+	Reread int64 `json:"reread,omitempty"`
 	store.Verification
 }
 
@@ -69,7 +71,7 @@ func (s verifyStep) do(ctx context.Context, r *run) error {
 		return fmt.Errorf("vm %q: read the run's ledger: %w", r.server.Name, err)
 	}
 	verified := map[int]diskVerification{}
-	mains := map[int]string{}
+	mains := map[int]replicaData{}
 	repairs := map[int][]store.LedgerEntry{}
 	for _, le := range all {
 		switch {
@@ -89,20 +91,20 @@ func (s verifyStep) do(ctx context.Context, r *run) error {
 			case in.Repair && le.Step == s.info().Name:
 				repairs[in.Disk] = append(repairs[in.Disk], le)
 			case !in.Repair && data.Done && unreleased(le):
-				mains[in.Disk] = data.SnapshotID
+				mains[in.Disk] = data
 			}
 		}
 	}
 	full := r.fullVerification()
 	r.heads = map[int]string{}
-	var results []store.Verification
+	results := map[int]diskVerification{}
 	for _, p := range r.plans {
 		if v, ok := verified[p.Disk]; ok {
 			r.heads[p.Disk] = v.Head
-			results = append(results, v.Verification)
+			results[p.Disk] = v
 			continue
 		}
-		head := mains[p.Disk]
+		head := mains[p.Disk].SnapshotID
 		if head == "" {
 			return fmt.Errorf("vm %q disk %d: no replica was written before the verification", r.server.Name, p.Disk+1)
 		}
@@ -131,7 +133,7 @@ func (s verifyStep) do(ctx context.Context, r *run) error {
 			return fmt.Errorf("vm %q disk %d: record the verification: %w", r.server.Name, p.Disk+1, err)
 		}
 		r.heads[p.Disk] = v.Head
-		results = append(results, v.Verification)
+		results[p.Disk] = v
 		r.event(ctx, store.LevelInfo, "vm %q disk %d: %s", r.server.Name, p.Disk+1, v.Verification)
 	}
 	total := store.Verification{Full: full, At: time.Now().UTC()}
@@ -144,9 +146,14 @@ func (s verifyStep) do(ctx context.Context, r *run) error {
 		rep.Verification = &total
 		for _, p := range r.plans {
 			if p.Disk < len(rep.Disks) {
-				rep.Disks[p.Disk].SnapshotID = r.heads[p.Disk]
+				// What the write step sent, and what a repair sent again.
+				d, v, main := &rep.Disks[p.Disk], results[p.Disk], mains[p.Disk]
+				d.SnapshotID, d.BlocksResent = r.heads[p.Disk], v.Repaired
+				d.BytesRead = main.BytesRead + v.Reread
+				d.BytesSent = (d.BlocksChanged + v.Repaired) * awstarget.BlockSize
 			}
 		}
+		sumDisks(rep)
 		x.Replication = rep
 	})
 	return nil
@@ -199,11 +206,11 @@ func (r *run) verifyDisk(ctx context.Context, p diskPlan, head string, full bool
 	if len(bad) > maxRepair {
 		return v, fmt.Errorf("%s: %d blocks of replica %s read back differ from what was sent (more than the %d a run sends again): the replica cannot be trusted; start the job again, and request a full verification (rehost run verify)", what, len(bad), head, maxRepair)
 	}
-	repaired, err := r.repair(ctx, p, head, bad, now, repairs)
+	repaired, reread, err := r.repair(ctx, p, head, bad, now, repairs)
 	if err != nil {
 		return v, fmt.Errorf("%s: %w", what, err)
 	}
-	v.Head, v.Repaired = repaired, int64(len(bad))
+	v.Head, v.Repaired, v.Reread = repaired, int64(len(bad)), reread
 	return v, nil
 }
 
@@ -421,30 +428,30 @@ func (r *run) unchangedSample(ctx context.Context, p diskPlan, head string, now 
 
 // repair sends the blocks again from the checkpoint into a child of head,
 // reads them back from it and returns it, the disk's replica from now on.
-func (r *run) repair(ctx context.Context, p diskPlan, head string, blocks []int64, now *chunkCache, attempt int) (string, error) {
+func (r *run) repair(ctx context.Context, p diskPlan, head string, blocks []int64, now *chunkCache, attempt int) (_ string, read int64, err error) {
 	in := replicaIntent{Disk: p.Disk, Key: p.Key, Token: replicaToken(r.run.ReplicationRunID, p.Disk, attempt, true),
 		Parent: head, VolumeGiB: p.VolumeGiB, Seq: p.Seq, Attempt: attempt, Repair: true}
 	id, err := r.intend(ctx, verifyStep{}, kindReplica, in)
 	if err != nil {
-		return "", fmt.Errorf("record the repair's intent: %w", err)
+		return "", 0, fmt.Errorf("record the repair's intent: %w", err)
 	}
 	rep, err := r.target.StartReplica(ctx, awstarget.ReplicaInput{VolumeGiB: p.VolumeGiB, Parent: head, ClientToken: in.Token,
 		Tags: r.replicaTags(p.Key), Description: fmt.Sprintf("rehost repair of disk %d of vm %s, run %s", p.Disk+1, r.server.Name, r.run.ReplicationRunID)})
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	data := replicaData{Replica: rep}
 	if err := r.e.Store.RecordCreated(ctx, id, rep.SnapshotID, mustJSON(data)); err != nil {
-		return "", fmt.Errorf("record repair replica %s: %w", rep.SnapshotID, err)
+		return "", 0, fmt.Errorf("record repair replica %s: %w", rep.SnapshotID, err)
 	}
 	dd, err := r.src.(source.CheckpointReader).OpenDisk(ctx, r.cp, p.Key)
 	if err != nil {
-		return "", fmt.Errorf("open the disk of checkpoint %q: %w", r.cp.Name, err)
+		return "", 0, fmt.Errorf("open the disk of checkpoint %q: %w", r.cp.Name, err)
 	}
 	defer dd.Close()
 	w, err := newBlockWriter(ctx, r.target, rep.SnapshotID, writerOptions{concurrency: r.e.BlockConcurrency, bandwidth: r.e.Bandwidth})
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	fixed := &manifest{st: r.e.Store, job: r.job.ReplicationJobID, disk: p.Key, readSeq: p.Seq, seq: p.Seq}
 	var corrected []*chunk
@@ -453,9 +460,11 @@ func (r *run) repair(ctx context.Context, p diskPlan, head string, blocks []int6
 		off := b * awstarget.BlockSize
 		n := min(int64(len(buf)), p.Capacity-off)
 		clear(buf)
-		if got, err := dd.ReadAt(buf[:n], off); err != nil && !(errors.Is(err, io.EOF) && int64(got) == n) {
+		got, err := dd.ReadAt(buf[:n], off)
+		read += int64(got)
+		if err != nil && !(errors.Is(err, io.EOF) && int64(got) == n) {
 			w.close()
-			return "", fmt.Errorf("read block %d from the checkpoint: %w", b, err)
+			return "", 0, fmt.Errorf("read block %d from the checkpoint: %w", b, err)
 		}
 		e := entryOf(buf)
 		if want, _ := now.entry(ctx, b); want != e {
@@ -463,7 +472,7 @@ func (r *run) repair(ctx context.Context, p diskPlan, head string, blocks []int6
 			ch, err := fixed.load(ctx, b/chunkBlocks)
 			if err != nil {
 				w.close()
-				return "", err
+				return "", 0, err
 			}
 			ch.set(b, e)
 			corrected = append(corrected, ch)
@@ -475,16 +484,16 @@ func (r *run) repair(ctx context.Context, p diskPlan, head string, blocks []int6
 		}
 		if err := w.put(ctx, b, buf, sum); err != nil {
 			w.close()
-			return "", err
+			return "", 0, err
 		}
 	}
 	st, err := w.close()
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	for _, ch := range corrected {
 		if err := fixed.save(ctx, ch); err != nil {
-			return "", err
+			return "", 0, err
 		}
 	}
 	sum, err := st.sum()
@@ -492,11 +501,11 @@ func (r *run) repair(ctx context.Context, p diskPlan, head string, blocks []int6
 		err = r.target.CompleteReplica(ctx, rep.SnapshotID, st.Count, sum)
 	}
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	data.State, data.Flushed, data.Done = st, true, true
 	if err := r.e.Store.UpdateData(ctx, id, mustJSON(data)); err != nil {
-		return "", fmt.Errorf("record repair replica %s complete: %w", rep.SnapshotID, err)
+		return "", 0, fmt.Errorf("record repair replica %s complete: %w", rep.SnapshotID, err)
 	}
 	// Read the blocks back from the repair.
 	check := &chunkCache{m: fixed}
@@ -511,18 +520,18 @@ func (r *run) repair(ctx context.Context, p diskPlan, head string, blocks []int6
 		}
 		return nil
 	}); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	still, err := r.checkBlocks(ctx, rep.SnapshotID, checks, newReadLimit())
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	if len(checks) != len(blocks) || len(still) > 0 {
-		return "", fmt.Errorf("%d of %d blocks sent again still read back wrong from repair replica %s (%d listed): EBS did not store what it acknowledged; start the job again, and contact AWS support if it persists",
+		return "", 0, fmt.Errorf("%d of %d blocks sent again still read back wrong from repair replica %s (%d listed): EBS did not store what it acknowledged; start the job again, and contact AWS support if it persists",
 			len(still), len(blocks), rep.SnapshotID, len(checks))
 	}
 	r.event(ctx, store.LevelInfo, "vm %q disk %d: %d blocks sent again into %s and read back equal", r.server.Name, p.Disk+1, len(blocks), rep.SnapshotID)
-	return rep.SnapshotID, nil
+	return rep.SnapshotID, read, nil
 }
 
 // abandon deletes the snapshot of a replica entry the run gives up, found

@@ -246,12 +246,17 @@ func (r *run) noteDisk(ctx context.Context, p diskPlan, data replicaData) {
 		d.Key, d.Parent, d.Capacity, d.PreviousCapacity, d.Resync = p.Key, p.Parent, p.Capacity, p.PrevCapacity, p.Resync
 		d.SnapshotID, d.BytesRead = data.SnapshotID, data.BytesRead
 		d.BlocksChanged, d.BytesSent = data.State.Count, data.State.Count*awstarget.BlockSize
-		rep.BytesRead, rep.BytesSent, rep.BlocksChanged = 0, 0, 0
-		for _, d := range rep.Disks {
-			rep.BytesRead, rep.BytesSent, rep.BlocksChanged = rep.BytesRead+d.BytesRead, rep.BytesSent+d.BytesSent, rep.BlocksChanged+d.BlocksChanged
-		}
+		sumDisks(rep)
 		x.Replication = rep
 	})
+}
+
+// sumDisks sets a run's figures to the sums of its disks'.
+func sumDisks(rep *store.RunReplication) {
+	rep.BytesRead, rep.BytesSent, rep.BlocksChanged = 0, 0, 0
+	for _, d := range rep.Disks {
+		rep.BytesRead, rep.BytesSent, rep.BlocksChanged = rep.BytesRead+d.BytesRead, rep.BytesSent+d.BytesSent, rep.BlocksChanged+d.BlocksChanged
+	}
 }
 
 // copyBlocks reads the disk's changed blocks from the checkpoint and puts

@@ -250,6 +250,9 @@ type DiskReplication struct {
 	BytesRead        int64 `json:"bytesRead"`
 	BytesSent        int64 `json:"bytesSent"`
 	BlocksChanged    int64 `json:"blocksChanged"`
+	// BlocksResent are the blocks the run's verification found differing
+	// and sent again from the source; BytesRead and BytesSent count them.
+	BlocksResent int64 `json:"blocksResent,omitempty"`
 	// Resync says why the disk was read whole rather than only its changed
 	// areas (a reset change id, a replica deleted behind rehost's back);
 	// "" for a seed or a normal run.

@@ -285,6 +285,7 @@ func (e *Emulator) putSnapshotBlock(w http.ResponseWriter, r *http.Request, id, 
 		s.Written++
 	}
 	s.Checksums[int32(idx)] = got
+	s.PutBytes += int64(len(data))
 	s.Blocks[int32(idx)] = id
 	s.LastWrite = e.clock.Now().UTC()
 	if p := r.Header.Get("X-Amz-Progress"); p != "" {

@@ -120,6 +120,9 @@ type Snapshot struct {
 	CopiedFrom   string           `json:"copiedFrom,omitempty"`
 	ClientToken  string           `json:"clientToken,omitempty"`
 	Written      int32            `json:"written,omitempty"` // blocks put by EBS direct
+	// PutBytes is the block data PutSnapshotBlock accepted for this
+	// snapshot, a block put again counted again: what a client sent.
+	PutBytes int64 `json:"putBytes,omitempty"`
 	// Checksums are the base64 SHA-256 of the blocks this snapshot wrote
 	// with EBS direct, as they were put: CompleteSnapshot checks the
 	// aggregate of them and GetSnapshotBlock answers them.
