@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 
 	"github.com/rehost/rehost/connector/api"
@@ -14,24 +13,21 @@ func init() {
 		Name:    "connector bandwidth show",
 		Usage:   "[--json]",
 		Summary: "show the bandwidth cap every run shares, its windows, the rate in force now and the live throughput (GetBandwidthCap)",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			asJSON := fs.Bool("json", false, "print JSON")
-			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				out, err := svc.GetBandwidthCap(ctx, &api.GetBandwidthCapInput{})
-				if err != nil {
-					return err
-				}
-				return printBandwidth(env, out, *asJSON)
-			})
-		},
+		Flags: reader[*api.BandwidthCap]{
+			get: func(ctx context.Context, svc api.Service, _ []string) (*api.BandwidthCap, error) {
+				return svc.GetBandwidthCap(ctx, &api.GetBandwidthCapInput{})
+			},
+			text: printBandwidthText,
+		}.flags,
 	})
 }
 
+// printBandwidth prints a cap as JSON when asJSON, else in words.
 func printBandwidth(env Env, b *api.BandwidthCap, asJSON bool) error {
-	if asJSON {
-		return printJSON(env.Stdout, b)
-	}
+	return show(env, asJSON, b, func() { printBandwidthText(env, b) })
+}
+
+func printBandwidthText(env Env, b *api.BandwidthCap) {
 	w := env.Stdout
 	zone := b.Zone
 	if zone == "" {
@@ -58,7 +54,6 @@ func printBandwidth(env Env, b *api.BandwidthCap, asJSON bool) error {
 	} else {
 		fmt.Fprintln(w, "throughput: measured by the serving daemon: ask it through the API (--endpoint, or after 'rehost login')")
 	}
-	return nil
 }
 
 // throughput writes bytes per second in bits per second, as rates are.

@@ -7,8 +7,9 @@ import (
 	"github.com/rehost/rehost/connector/api"
 )
 
-// reader makes the Flags of a verb that reads one thing from the connector
-// and prints it: with --json as JSON, else by text.
+// reader makes the Flags of a verb that makes one call to the connector
+// (a read, or a change with no flags of its own) and prints the answer:
+// with --json as JSON, else by text.
 type reader[T any] struct {
 	// args checks the positional arguments; nil refuses any.
 	args func([]string) error
