@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -183,19 +184,29 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 		return err
 	}
 	vms, gone := ch.VMs, ch.Gone
-	if ch.Full {
+	var marked map[string]bool
+	if ch.Full || len(vms) > 0 {
+		var err error
+		if marked, err = d.goneServers(ctx); err != nil {
+			return err
+		}
+	}
+	// The catalog as it was: what a full inventory is compared with, and
+	// where the servers of gone VMs are found (those are never written
+	// below).
+	var byVM map[string]store.Server
+	if ch.Full || len(gone) > 0 {
 		servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: sourceID})
 		if err != nil {
 			return fmt.Errorf("catalog: %w", err)
 		}
-		marked, err := d.goneServers(ctx)
-		if err != nil {
-			return err
-		}
-		have := make(map[string]store.Server, len(servers))
+		byVM = make(map[string]store.Server, len(servers))
 		for _, s := range servers {
-			have[s.VMID] = s
+			byVM[s.VMID] = s
 		}
+	}
+	if ch.Full {
+		have := maps.Clone(byVM)
 		vms = nil
 		for _, vm := range ch.VMs {
 			s, ok := have[vm.ID]
@@ -212,30 +223,15 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 		}
 	}
 	if len(vms) > 0 {
-		back, err := d.goneServers(ctx)
-		if err != nil {
-			return err
-		}
 		stored, err := d.writeCatalog(ctx, src, sourceID, vms)
 		if err != nil {
 			return fmt.Errorf("catalog: %w", err)
 		}
 		for _, s := range stored {
-			if back[s.ServerID] {
+			if marked[s.ServerID] {
 				d.vmBack(ctx, s)
 			}
 		}
-	}
-	if len(gone) == 0 {
-		return nil
-	}
-	servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: sourceID})
-	if err != nil {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	byVM := make(map[string]store.Server, len(servers))
-	for _, s := range servers {
-		byVM[s.VMID] = s
 	}
 	for _, id := range gone {
 		if s, ok := byVM[id]; ok {
