@@ -150,6 +150,9 @@ func (o *diskConvertOptions) fromFile(in string, w, rawDst io.Writer) (int64, di
 // fromStdin converts a stream: a streamOptimized VMDK (recognised by its
 // magic) or raw data.
 func (o *diskConvertOptions) fromStdin(stdin io.Reader, w, rawDst io.Writer) (int64, disk.Info, error) {
+	if f, ok := stdin.(*os.File); ok {
+		disk.WidenPipe(f)
+	}
 	br := bufio.NewReaderSize(stdin, 1<<20)
 	head, err := br.Peek(512)
 	if err != nil && err != io.EOF {

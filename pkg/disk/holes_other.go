@@ -6,3 +6,6 @@ import "os"
 
 // fileExtents cannot ask the file system here: the content is scanned.
 func fileExtents(*os.File, int64) ([]Extent, bool) { return nil, false }
+
+// WidenPipe does nothing here (pipe buffers cannot be grown).
+func WidenPipe(*os.File) {}
