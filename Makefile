@@ -16,18 +16,27 @@ TEST_FLAGS ?= -count=1 -timeout 40m
 # In CI the demo exits once verified; interactively it keeps serving until Ctrl-C.
 DEMO_FLAGS ?= $(if $(CI),--exit,)
 
-.PHONY: all deps build test lint demo bench fuzz appliance appliance-test
+.PHONY: all deps generate build test lint demo bench fuzz appliance appliance-test
 
 all: build
 
 deps:
 	@scripts/deps.sh
 
+# The console's templ components (connector/web/*.templ) compiled to Go. The
+# generated *_templ.go files are not committed (.gitignore): every target
+# that compiles Go runs this first, so on a fresh clone `go build ./...`
+# needs `make generate` (or any target) once. The generator is pinned by
+# go.mod's tool directive; its output is deterministic, so the appliance
+# stays byte-reproducible.
+generate:
+	cd connector/web && $(GO) tool templ generate -log-level warn
+
 # bin/rehost is the product (what the appliance runs); bin/rehost-lab the
 # demo and the test peers, never shipped. The sizes printed are as built and
 # stripped as the appliance ships them; the product's are bounded (40 and
 # 35 MB) by TestProductBinaryIsSmall.
-build:
+build: generate
 	@echo "build: bin/rehost (the connector) and bin/rehost-lab (the demo and its test peers)"
 	$(GO) build -o bin/rehost ./connector/cmd/rehost
 	$(GO) build -o bin/rehost-lab ./connector/cmd/rehost-lab
@@ -38,7 +47,7 @@ build:
 test: deps lint appliance
 	REHOST_APPLIANCE_OUT=$(CURDIR)/appliance/out $(GO) test $(TEST_FLAGS) ./...
 
-lint:
+lint: generate
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
@@ -49,10 +58,10 @@ lint:
 demo: deps build
 	bin/rehost-lab demo $(DEMO_FLAGS)
 
-bench: deps
+bench: deps generate
 	scripts/bench
 
-fuzz:
+fuzz: generate
 	scripts/fuzz
 
 # The appliance (docs/appliance.md): OVA, VHD and VHDX in appliance/out/,
@@ -60,7 +69,7 @@ fuzz:
 # from git.
 APPLIANCE_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 APPLIANCE_EPOCH   ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
-appliance:
+appliance: generate
 	appliance/tools.sh
 	SOURCE_DATE_EPOCH=$(APPLIANCE_EPOCH) $(GO) run ./appliance/cmd/build --version $(APPLIANCE_VERSION)
 

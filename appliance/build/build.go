@@ -171,6 +171,11 @@ func Build(ctx context.Context, o Options) (Result, error) {
 			}
 			continue
 		}
+		if b.out == "rehost" {
+			if err := generateConsole(ctx, o); err != nil {
+				return res, err
+			}
+		}
 		if err := goBuild(ctx, o, b.pkg, filepath.Join(bins, b.out)); err != nil {
 			return res, err
 		}
@@ -242,6 +247,20 @@ func findKernel(pkg string) (vmlinuz, version string, err error) {
 		return "", "", fmt.Errorf("kernel package %s: want one boot/vmlinuz-*, found %d", pkg, len(m))
 	}
 	return m[0], strings.TrimPrefix(filepath.Base(m[0]), "vmlinuz-"), nil
+}
+
+// generateConsole compiles the console's templ components to the Go code
+// rehost links (connector/web/*_templ.go are generated, not committed). The
+// generator is pinned by go.mod's tool directive and its output does not
+// depend on the machine or the time, so the image stays reproducible.
+func generateConsole(ctx context.Context, o Options) error {
+	cmd := exec.CommandContext(ctx, "go", "tool", "templ", "generate", "-log-level", "warn")
+	cmd.Dir = filepath.Join(o.Root, "connector", "web")
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=readonly")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go tool templ generate in connector/web: %w\n%s", err, b)
+	}
+	return nil
 }
 
 // goBuild builds a static Linux binary with the flags that make it

@@ -14,6 +14,10 @@
 // every form carries a CSRF token.
 package web
 
+// The *_templ.go files are generated, not committed: `make generate` (or
+// any make target) runs this.
+//go:generate go tool templ generate -log-level warn
+
 import (
 	"bytes"
 	"cmp"
