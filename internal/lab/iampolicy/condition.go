@@ -23,11 +23,7 @@ func (c Condition) validate() error {
 			_, err = parseDate(v)
 		case "Ip":
 			_, err = parsePrefix(v)
-		case "Bool":
-			if !strings.EqualFold(v, "true") && !strings.EqualFold(v, "false") {
-				err = fmt.Errorf("%q is not true or false", v)
-			}
-		case "Null":
+		case "Bool", "Null":
 			if !strings.EqualFold(v, "true") && !strings.EqualFold(v, "false") {
 				err = fmt.Errorf("%q is not true or false", v)
 			}
@@ -39,20 +35,20 @@ func (c Condition) validate() error {
 	return nil
 }
 
+// family is the operator family op belongs to, which decides how its
+// values parse: the prefix of its name (StringLike: String), Ip for the
+// two IpAddress operators, else the operator itself (Bool, BinaryEquals,
+// Null).
 func family(op string) string {
-	switch {
-	case strings.HasPrefix(op, "String"):
-		return "String"
-	case strings.HasPrefix(op, "Numeric"):
-		return "Numeric"
-	case strings.HasPrefix(op, "Date"):
-		return "Date"
-	case strings.HasSuffix(op, "IpAddress"):
+	if strings.HasSuffix(op, "IpAddress") {
 		return "Ip"
-	case strings.HasPrefix(op, "Arn"):
-		return "Arn"
 	}
-	return op // Bool, BinaryEquals, Null
+	for _, f := range []string{"String", "Numeric", "Date", "Arn"} {
+		if strings.HasPrefix(op, f) {
+			return f
+		}
+	}
+	return op
 }
 
 // holds evaluates the condition against the request, with IAM's rules for
