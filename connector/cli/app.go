@@ -6,13 +6,116 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/rehost/rehost/connector/api"
 )
 
-// Helpers of the "rehost app …" verbs (app_*.go, one per verb).
+// The "rehost app …" verbs: one entry each, its function beside the verbs
+// of its kind (the application itself here; launches in app_launch.go;
+// replication in app_replication.go).
+func init() {
+	for _, c := range []Command{
+		{
+			Name:    "app create",
+			Usage:   "--name NAME --group NAME=SERVER[,SERVER…]… [--description D] [--role R] [--json]",
+			Summary: "create an application of server groups, launched in the order given (CreateApp)",
+			Flags:   appCreate,
+		},
+		{
+			Name:    "app list",
+			Usage:   "[--json]",
+			Summary: "list applications with their replication and launch status (ListApps)",
+			Flags:   appList,
+		},
+		{
+			Name:    "app show",
+			Usage:   "APP [--json]",
+			Summary: "show an application: status, groups, launches and each launched server's boot check (GetApp)",
+			Flags:   appReader("print JSON", getApp, printAppText),
+		},
+		{
+			Name:    "app update",
+			Usage:   "APP [--name NAME] [--description D] [--group NAME=SERVER[,SERVER…]…] [--json]",
+			Summary: "rename an application or replace its server groups (UpdateApp)",
+			Flags:   onApp(appUpdate),
+		},
+		{
+			Name:    "app delete",
+			Usage:   "APP [--terminate] [--stop-replication]",
+			Summary: "delete an application; its launches must be terminated, or --terminate does it first (DeleteApp)",
+			Flags:   onApp(appDelete),
+		},
+		{
+			Name:    "app configure",
+			Usage:   "APP [--file FILE] [--test-vpc V] [--test-subnet S] [--test-security-groups SG,SG] [--test-suffix X]",
+			Summary: "set how an application is launched, from a JSON file in GetAppLaunchConfiguration's shape, and where test launches go (PutAppLaunchConfiguration)",
+			Flags:   onApp(appConfigure),
+		},
+		{
+			Name:    "app launch-config",
+			Usage:   "APP [--json]",
+			Summary: "show how an application is launched: launch order, each server's instance type, networks, tags (GetAppLaunchConfiguration)",
+			Flags:   appReader("print JSON (what 'rehost app configure --file' takes)", getLaunchConfig, printLaunchConfig),
+		},
+		{
+			Name:    "app rightsize",
+			Usage:   "APP --csv FILE [--json]",
+			Summary: "fill an app's launch configuration from a rightsizing CSV (server, instance type, subnet, security groups, volume type, tags); all rows or none",
+			Flags:   onApp(appRightsize),
+		},
+		{
+			Name:    "app template",
+			Usage:   "APP [--format json|yaml] [--out FILE]",
+			Summary: "generate an application's CloudFormation template, checked against AWS; also stored in the staging bucket (GenerateTemplate)",
+			Flags:   onApp(appTemplate),
+		},
+		{
+			Name:    "app changeset",
+			Usage:   "APP [--format json|yaml] [--json]",
+			Summary: "show what launching an application again would change in its cutover's stack (GenerateChangeSet)",
+			Flags:   onApp(appChangeset),
+		},
+		{
+			Name:    "app launch",
+			Usage:   "APP [--test] [--watch] [--json]",
+			Summary: "launch an application from its template — the cutover, or a test launch beside it — or update the launched stack (LaunchApp)",
+			Flags:   onApp(appLaunch),
+		},
+		{
+			Name:    "app terminate",
+			Usage:   "APP [--test] [--watch]",
+			Summary: "delete the stack (and instances) of an app's cutover, or of its test launch, leaving the other (TerminateApp)",
+			Flags:   onApp(appTerminate),
+		},
+		{
+			Name:    "app configure-replication",
+			Usage:   "APP [--frequency HOURS] [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N] [--encrypted] [--kms-key K]",
+			Summary: "set the replication of every server of an application (PutAppReplicationConfiguration)",
+			Flags:   onApp(appConfigureReplication),
+		},
+		{
+			Name:    "app start-replication",
+			Usage:   "APP",
+			Summary: "create each server's replication job from the app's replication configuration (StartAppReplication)",
+			Flags: onApp(appCall(api.Service.StartAppReplication,
+				"replication of app %[1]s started: its jobs run on their schedule, or now with 'rehost app replicate %[1]s'\n")),
+		},
+		{
+			Name:    "app stop-replication",
+			Usage:   "APP",
+			Summary: "delete the replication job of each server of an application; its AMIs stay (StopAppReplication)",
+			Flags:   onApp(appCall(api.Service.StopAppReplication, "replication of app %[1]s stopped\n")),
+		},
+		{
+			Name:    "app replicate",
+			Usage:   "APP [--description D]",
+			Summary: "start an on-demand run of every server's replication job (StartOnDemandAppReplication)",
+			Flags:   onApp(appReplicate),
+		},
+	} {
+		Register(c)
+	}
+}
 
 // resolveApp finds an application by id or name.
 func resolveApp(ctx context.Context, svc api.Service, ref string) (api.AppSummary, error) {
@@ -33,30 +136,162 @@ func resolveApp(ctx context.Context, svc api.Service, ref string) (api.AppSummar
 	}
 }
 
-// appVerb is the options of a verb on one application: they add the verb's
-// own flags, then run on the app its argument names.
-type appVerb interface {
-	flags(fs *flag.FlagSet)
-	run(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error
-}
+// appRun runs a verb on the application its argument named.
+type appRun func(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error
 
 // onApp is the Flags of a verb on one application, named (or given by id)
-// as its only argument, with new options O each time: the connection flags,
-// the argument check and the app's lookup are this function's.
-func onApp[O any, P interface {
-	*O
-	appVerb
-}](fs *flag.FlagSet) func(context.Context, Env, []string) error {
+// as its only argument: flags adds the verb's own flags and returns what
+// it runs; the connection flags, the argument check and the app's lookup
+// are this function's.
+func onApp(flags func(fs *flag.FlagSet) appRun) func(*flag.FlagSet) func(context.Context, Env, []string) error {
+	return func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+		c := addConnFlags(fs)
+		run := flags(fs)
+		return c.with(oneArg("app (name or id)"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
+			a, err := resolveApp(ctx, svc, args[0])
+			if err != nil {
+				return err
+			}
+			return run(ctx, env, svc, a)
+		})
+	}
+}
+
+// appReader is the Flags of a verb that reads one thing of an application
+// and prints it: with --json (described by jsonUsage) as JSON, else by text.
+func appReader[T any](jsonUsage string, get func(context.Context, api.Service, api.AppSummary) (T, error), text func(Env, api.AppSummary, T) error) func(*flag.FlagSet) func(context.Context, Env, []string) error {
+	return onApp(func(fs *flag.FlagSet) appRun {
+		asJSON := fs.Bool("json", false, jsonUsage)
+		return func(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
+			v, err := get(ctx, svc, a)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(env.Stdout, v)
+			}
+			return text(env, a, v)
+		}
+	})
+}
+
+// appCall is a verb without flags of its own that makes one call on the
+// application and says so: done is a format whose argument is the app's
+// name.
+func appCall[O any](call func(api.Service, context.Context, *api.AppRef) (O, error), done string) func(*flag.FlagSet) appRun {
+	return func(*flag.FlagSet) appRun {
+		return func(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
+			if _, err := call(svc, ctx, &api.AppRef{AppID: a.AppID}); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, done, a.Name)
+			return nil
+		}
+	}
+}
+
+func appCreate(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 	c := addConnFlags(fs)
-	o := P(new(O))
-	o.flags(fs)
-	return c.with(oneArg("app (name or id)"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
-		a, err := resolveApp(ctx, svc, args[0])
+	var in api.CreateAppInput
+	var groups groupsFlag
+	fs.StringVar(&in.Name, "name", "", "the application's name (unique)")
+	fs.StringVar(&in.Description, "description", "", "description")
+	fs.StringVar(&in.RoleName, "role", "", "service role (kept, as SMS keeps it)")
+	fs.Var(&groups, "group", "a server group: NAME=SERVER[,SERVER…] by VM name or server id (repeatable, in launch order)")
+	asJSON := fs.Bool("json", false, "print the app as JSON")
+	return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, _ []string) error {
+		if in.Name == "" || len(groups) == 0 {
+			return fmt.Errorf("%w: --name and at least one --group are required", ErrUsage)
+		}
+		var err error
+		if in.ServerGroups, err = groups.serverGroups(ctx, svc); err != nil {
+			return err
+		}
+		out, err := svc.CreateApp(ctx, &in)
 		if err != nil {
 			return err
 		}
-		return o.run(ctx, env, svc, a)
+		return show(env, *asJSON, out, func() { printApp(env.Stdout, out) })
 	})
+}
+
+func appList(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	c := addConnFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, _ []string) error {
+		var apps []api.AppSummary
+		in := &api.ListAppsInput{MaxResults: 1000}
+		for {
+			out, err := svc.ListApps(ctx, in)
+			if err != nil {
+				return err
+			}
+			apps = append(apps, out.Apps...)
+			if in.NextToken = out.NextToken; in.NextToken == "" {
+				break
+			}
+		}
+		return listing(env, *asJSON, apps, "APP ID\tNAME\tGROUPS\tSERVERS\tREPLICATION\tLAUNCH\tSTACK", func(a api.AppSummary) []any {
+			stack := ""
+			if a.LaunchDetails != nil {
+				stack = a.LaunchDetails.StackName
+			}
+			return []any{a.AppID, a.Name, fmt.Sprint(a.TotalServerGroups), fmt.Sprint(a.TotalServers), a.ReplicationStatus, a.LaunchStatus, stack}
+		})
+	})
+}
+
+func getApp(ctx context.Context, svc api.Service, a api.AppSummary) (*api.AppOutput, error) {
+	return svc.GetApp(ctx, &api.GetAppInput{AppID: a.AppID})
+}
+
+func printAppText(env Env, _ api.AppSummary, out *api.AppOutput) error {
+	printApp(env.Stdout, out)
+	return nil
+}
+
+func appUpdate(fs *flag.FlagSet) appRun {
+	name := fs.String("name", "", "new name")
+	description := fs.String("description", "", "new description")
+	var groups groupsFlag
+	fs.Var(&groups, "group", "the new server groups: NAME=SERVER[,SERVER…] (repeatable, in launch order; replaces all)")
+	asJSON := fs.Bool("json", false, "print the app as JSON")
+	return func(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
+		in := &api.UpdateAppInput{AppID: a.AppID}
+		if given(fs, "name") {
+			in.Name = name
+		}
+		if given(fs, "description") {
+			in.Description = description
+		}
+		if len(groups) > 0 {
+			var err error
+			if in.ServerGroups, err = groups.serverGroups(ctx, svc); err != nil {
+				return err
+			}
+		}
+		if in.Name == nil && in.Description == nil && in.ServerGroups == nil {
+			return fmt.Errorf("%w: nothing to change: give --name, --description or --group", ErrUsage)
+		}
+		out, err := svc.UpdateApp(ctx, in)
+		if err != nil {
+			return err
+		}
+		return show(env, *asJSON, out, func() { printApp(env.Stdout, out) })
+	}
+}
+
+func appDelete(fs *flag.FlagSet) appRun {
+	terminate := fs.Bool("terminate", false, "terminate its launches (their stacks and instances) first, and wait")
+	stopReplication := fs.Bool("stop-replication", false, "delete its servers' replication jobs too (their AMIs stay)")
+	return func(ctx context.Context, env Env, svc api.Service, a api.AppSummary) error {
+		in := &api.DeleteAppInput{AppID: a.AppID, ForceTerminateApp: *terminate, ForceStopAppReplication: *stopReplication}
+		if _, err := svc.DeleteApp(ctx, in); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "deleted app %s (%s)\n", a.Name, a.AppID)
+		return nil
+	}
 }
 
 // groupsFlag collects --group NAME=SERVER[,SERVER…], in order.
@@ -115,68 +350,4 @@ func suffix(msg string) string {
 		return ""
 	}
 	return ": " + msg
-}
-
-// printLaunch writes a launch and each server's boot check.
-func printLaunch(w io.Writer, l api.AppLaunch) {
-	fmt.Fprintf(w, "\n%s launch %s: %s (stack %s %s)%s\n", l.Kind, l.LaunchID, l.State, l.StackName, l.StackStatus, suffix(l.StatusMessage))
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  SERVER\tINSTANCE\tPRIVATE IP\tBOOT\tVALIDATION\tDETAIL")
-	for _, s := range l.Servers {
-		val := ""
-		if v := s.Validation; v != nil {
-			val = v.Status
-			if v.Status == "passed" || v.Status == "failed" {
-				val = fmt.Sprintf("%s (exit %d)", v.Status, v.ExitCode)
-			}
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.Name, cell(s.InstanceID), cell(s.PrivateIP), cell(s.Boot), cell(val), cell(s.BootDetail))
-	}
-	tw.Flush()
-	for _, s := range l.Servers {
-		if s.Boot == "failed to boot" && len(s.Console) > 0 {
-			fmt.Fprintf(w, "  last console lines of %s:\n    %s\n", s.Name, strings.Join(s.Console, "\n    "))
-		}
-		if v := s.Validation; v != nil && v.Output != "" && v.Status != "passed" {
-			fmt.Fprintf(w, "  validation of %s (%s):\n    %s\n", s.Name, v.Command, strings.ReplaceAll(v.Output, "\n", "\n    "))
-		}
-	}
-}
-
-// watchLaunch polls the app until its launch of kind settles, printing
-// each change of a server's boot verdict.
-func watchLaunch(ctx context.Context, env Env, svc api.Service, appID, kind string, every time.Duration) (api.AppLaunch, error) {
-	seen := map[string]string{}
-	for {
-		out, err := svc.GetApp(ctx, &api.GetAppInput{AppID: appID})
-		if err != nil {
-			return api.AppLaunch{}, err
-		}
-		var l *api.AppLaunch
-		for i := range out.RehostLaunches {
-			if out.RehostLaunches[i].Kind == kind {
-				l = &out.RehostLaunches[i]
-				break
-			}
-		}
-		if l == nil {
-			return api.AppLaunch{}, fmt.Errorf("app %s has no %s launch", appID, kind)
-		}
-		for _, s := range l.Servers {
-			if s.Boot != "" && seen[s.ServerID] != s.Boot {
-				fmt.Fprintf(env.Stderr, "%s %s: %s%s\n", time.Now().Format("15:04:05"), s.Name, s.Boot, suffix(s.BootDetail))
-				seen[s.ServerID] = s.Boot
-			}
-		}
-		switch l.State {
-		case "PENDING", "CREATING", "UPDATING", "TERMINATING":
-		default:
-			return *l, nil
-		}
-		select {
-		case <-ctx.Done():
-			return *l, ctx.Err()
-		case <-time.After(every):
-		}
-	}
 }
