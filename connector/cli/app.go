@@ -14,107 +14,105 @@ import (
 // of its kind (the application itself here; launches in app_launch.go;
 // replication in app_replication.go).
 func init() {
-	for _, c := range []Command{
-		{
+	Register(
+		Command{
 			Name:    "app create",
 			Usage:   "--name NAME --group NAME=SERVER[,SERVER…]… [--description D] [--role R] [--json]",
 			Summary: "create an application of server groups, launched in the order given (CreateApp)",
 			Flags:   appCreate,
 		},
-		{
+		Command{
 			Name:    "app list",
 			Usage:   "[--json]",
 			Summary: "list applications with their replication and launch status (ListApps)",
 			Flags:   appList,
 		},
-		{
+		Command{
 			Name:    "app show",
 			Usage:   "APP [--json]",
 			Summary: "show an application: status, groups, launches and each launched server's boot check (GetApp)",
 			Flags:   appReader("print JSON", getApp, printAppText),
 		},
-		{
+		Command{
 			Name:    "app update",
 			Usage:   "APP [--name NAME] [--description D] [--group NAME=SERVER[,SERVER…]…] [--json]",
 			Summary: "rename an application or replace its server groups (UpdateApp)",
 			Flags:   onApp(appUpdate),
 		},
-		{
+		Command{
 			Name:    "app delete",
 			Usage:   "APP [--terminate] [--stop-replication]",
 			Summary: "delete an application; its launches must be terminated, or --terminate does it first (DeleteApp)",
 			Flags:   onApp(appDelete),
 		},
-		{
+		Command{
 			Name:    "app configure",
 			Usage:   "APP [--file FILE] [--test-vpc V] [--test-subnet S] [--test-security-groups SG,SG] [--test-suffix X]",
 			Summary: "set how an application is launched, from a JSON file in GetAppLaunchConfiguration's shape, and where test launches go (PutAppLaunchConfiguration)",
 			Flags:   onApp(appConfigure),
 		},
-		{
+		Command{
 			Name:    "app launch-config",
 			Usage:   "APP [--json]",
 			Summary: "show how an application is launched: launch order, each server's instance type, networks, tags (GetAppLaunchConfiguration)",
 			Flags:   appReader("print JSON (what 'rehost app configure --file' takes)", getLaunchConfig, printLaunchConfig),
 		},
-		{
+		Command{
 			Name:    "app rightsize",
 			Usage:   "APP --csv FILE [--json]",
 			Summary: "fill an app's launch configuration from a rightsizing CSV (server, instance type, subnet, security groups, volume type, tags); all rows or none",
 			Flags:   onApp(appRightsize),
 		},
-		{
+		Command{
 			Name:    "app template",
 			Usage:   "APP [--format json|yaml] [--out FILE]",
 			Summary: "generate an application's CloudFormation template, checked against AWS; also stored in the staging bucket (GenerateTemplate)",
 			Flags:   onApp(appTemplate),
 		},
-		{
+		Command{
 			Name:    "app changeset",
 			Usage:   "APP [--format json|yaml] [--json]",
 			Summary: "show what launching an application again would change in its cutover's stack (GenerateChangeSet)",
 			Flags:   onApp(appChangeset),
 		},
-		{
+		Command{
 			Name:    "app launch",
 			Usage:   "APP [--test] [--watch] [--json]",
 			Summary: "launch an application from its template — the cutover, or a test launch beside it — or update the launched stack (LaunchApp)",
 			Flags:   onApp(appLaunch),
 		},
-		{
+		Command{
 			Name:    "app terminate",
 			Usage:   "APP [--test] [--watch]",
 			Summary: "delete the stack (and instances) of an app's cutover, or of its test launch, leaving the other (TerminateApp)",
 			Flags:   onApp(appTerminate),
 		},
-		{
+		Command{
 			Name:    "app configure-replication",
 			Usage:   "APP [--frequency HOURS] [--seed RFC3339] [--run-once] [--license AWS|BYOL] [--keep N] [--encrypted] [--kms-key K]",
 			Summary: "set the replication of every server of an application (PutAppReplicationConfiguration)",
 			Flags:   onApp(appConfigureReplication),
 		},
-		{
+		Command{
 			Name:    "app start-replication",
 			Usage:   "APP",
 			Summary: "create each server's replication job from the app's replication configuration (StartAppReplication)",
 			Flags: onApp(appCall(api.Service.StartAppReplication,
 				"replication of app %[1]s started: its jobs run on their schedule, or now with 'rehost app replicate %[1]s'\n")),
 		},
-		{
+		Command{
 			Name:    "app stop-replication",
 			Usage:   "APP",
 			Summary: "delete the replication job of each server of an application; its AMIs stay (StopAppReplication)",
 			Flags:   onApp(appCall(api.Service.StopAppReplication, "replication of app %[1]s stopped\n")),
 		},
-		{
+		Command{
 			Name:    "app replicate",
 			Usage:   "APP [--description D]",
 			Summary: "start an on-demand run of every server's replication job (StartOnDemandAppReplication)",
 			Flags:   onApp(appReplicate),
 		},
-	} {
-		Register(c)
-	}
+	)
 }
 
 // resolveApp finds an application by id or name.

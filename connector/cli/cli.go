@@ -1,6 +1,8 @@
-// Package cli holds the verbs of the rehost command, one file per noun-verb
-// (disk_inspect.go, register.go, …). Each file registers its command in an
-// init function; cmd/rehost dispatches to them. The dispatcher (Program)
+// Package cli holds the verbs of the rehost command, in a file per noun-verb
+// (disk_inspect.go, register.go, …) or per noun where a noun has several
+// (app.go, run.go, state_backup.go). Each file registers its verbs in an
+// init function, one Register entry (name, usage, summary, flags) and one
+// function per verb; cmd/rehost dispatches to them. The dispatcher (Program)
 // also serves other commands' verbs: internal/lab registers rehost-lab's.
 package cli
 
@@ -54,16 +56,18 @@ func NewProgram(name, summary string) *Program {
 // rehost is the product command; its verbs register with Register.
 var rehost = NewProgram("rehost", "agentless server migration to AWS")
 
-// Register adds a verb to rehost; it panics on a duplicate name, a
+// Register adds verbs to rehost; it panics on a duplicate name, a
 // programming error.
-func Register(c Command) { rehost.Register(c) }
+func Register(cs ...Command) { rehost.Register(cs...) }
 
-// Register adds a verb; it panics on a duplicate name, a programming error.
-func (p *Program) Register(c Command) {
-	if _, dup := p.commands[c.Name]; dup {
-		panic("cli: duplicate command " + c.Name)
+// Register adds verbs; it panics on a duplicate name, a programming error.
+func (p *Program) Register(cs ...Command) {
+	for _, c := range cs {
+		if _, dup := p.commands[c.Name]; dup {
+			panic("cli: duplicate command " + c.Name)
+		}
+		p.commands[c.Name] = c
 	}
-	p.commands[c.Name] = c
 }
 
 // ErrUsage marks an error caused by how the command was called; Main prints

@@ -18,122 +18,133 @@ import (
 )
 
 func init() {
-	Register(Command{
-		Name:    "run list",
-		Usage:   "--job JOB_ID [--limit N] [--json]",
-		Summary: "list a job's replication runs, newest first, with start and end times (GetReplicationRuns)",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			job := fs.String("job", "", "replication job id")
-			limit := fs.Int("limit", 20, "at most this many runs (1–1000)")
-			asJSON := fs.Bool("json", false, "print JSON")
-			return c.with(func(args []string) error {
-				if len(args) > 0 || *job == "" {
-					return fmt.Errorf("%w: --job is required", ErrUsage)
-				}
-				return nil
-			}, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				out, err := svc.GetReplicationRuns(ctx, &api.GetReplicationRunsInput{ReplicationJobID: *job, MaxResults: *limit})
-				if err != nil {
-					return err
-				}
-				return listing(env, *asJSON, out.ReplicationRunList, "RUN ID\tTYPE\tSTATE\tSCHEDULED\tSTARTED\tENDED\tSTAGE\tSENT\tVERIFIED\tAMI\tMESSAGE",
-					func(r api.ReplicationRun) []any {
-						stage := ""
-						if r.StageDetails != nil {
-							stage = strings.TrimSpace(r.StageDetails.Stage + " " + r.StageDetails.StageProgress)
-						}
-						sent, verified := "", ""
-						if rep := runEx(r).Replication; rep != nil {
-							sent = bytesIEC(rep.BytesSent)
-							if rep.Mode == "incremental" {
-								sent = fmt.Sprintf("%s (%d blocks)", sent, rep.BlocksChanged)
-							}
-							verified = strings.TrimPrefix(rep.Verified, "verified: ")
-						}
-						return []any{r.ReplicationRunID, r.Type, r.State, r.ScheduledStartTime, runEx(r).StartedAt, r.CompletedTime, stage, sent, verified, r.AmiID, r.StatusMessage}
-					})
-			})
+	Register(
+		Command{
+			Name:    "run list",
+			Usage:   "--job JOB_ID [--limit N] [--json]",
+			Summary: "list a job's replication runs, newest first, with start and end times (GetReplicationRuns)",
+			Flags:   runList,
 		},
-	})
-	Register(Command{
-		Name:    "run watch",
-		Usage:   "RUN_ID | --job JOB_ID",
-		Summary: "follow a run (a job's latest with --job) to its end with progress bars; exits 0 when it completes, 1 when it fails",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			job := fs.String("job", "", "follow the latest run of this job")
-			w := addWatchFlags(fs)
-			return c.with(func(args []string) error {
-				if len(args) > 1 || (len(args) == 1) == (*job != "") {
-					return fmt.Errorf("%w: give a run id or --job", ErrUsage)
+		Command{
+			Name:    "run watch",
+			Usage:   "RUN_ID | --job JOB_ID",
+			Summary: "follow a run (a job's latest with --job) to its end with progress bars; exits 0 when it completes, 1 when it fails",
+			Flags:   runWatch,
+		},
+		Command{
+			Name:    "run verify",
+			Usage:   "--job JOB_ID [--watch]",
+			Summary: "read back every block of an incremental job's replicas and compare them with the source's checksums, in a run started now or the next (VerifyReplicationJob)",
+			Flags:   runVerify,
+		},
+		Command{
+			Name:    "run events",
+			Usage:   "[--job JOB_ID] [--run RUN_ID] [--limit N] [--json]",
+			Summary: "list what happened to jobs and runs, newest first",
+			Flags:   runEvents,
+		},
+	)
+}
+
+// needJob checks the arguments of a verb on the job --job names, and none
+// else.
+func needJob(job *string) func([]string) error {
+	return func(args []string) error {
+		if len(args) > 0 || *job == "" {
+			return fmt.Errorf("%w: --job is required", ErrUsage)
+		}
+		return nil
+	}
+}
+
+func runList(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	c := addConnFlags(fs)
+	job := fs.String("job", "", "replication job id")
+	limit := fs.Int("limit", 20, "at most this many runs (1–1000)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	return c.with(needJob(job), func(ctx context.Context, env Env, svc api.Service, args []string) error {
+		out, err := svc.GetReplicationRuns(ctx, &api.GetReplicationRunsInput{ReplicationJobID: *job, MaxResults: *limit})
+		if err != nil {
+			return err
+		}
+		return listing(env, *asJSON, out.ReplicationRunList, "RUN ID\tTYPE\tSTATE\tSCHEDULED\tSTARTED\tENDED\tSTAGE\tSENT\tVERIFIED\tAMI\tMESSAGE",
+			func(r api.ReplicationRun) []any {
+				stage := ""
+				if r.StageDetails != nil {
+					stage = strings.TrimSpace(r.StageDetails.Stage + " " + r.StageDetails.StageProgress)
 				}
-				return nil
-			}, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				id := ""
-				if len(args) == 1 {
-					id = args[0]
-				} else {
-					out, err := svc.GetReplicationRuns(ctx, &api.GetReplicationRunsInput{ReplicationJobID: *job, MaxResults: 1})
-					if err != nil {
-						return err
+				sent, verified := "", ""
+				if rep := runEx(r).Replication; rep != nil {
+					sent = bytesIEC(rep.BytesSent)
+					if rep.Mode == "incremental" {
+						sent = fmt.Sprintf("%s (%d blocks)", sent, rep.BlocksChanged)
 					}
-					if len(out.ReplicationRunList) == 0 {
-						return fmt.Errorf("job %s has no runs yet: start one with 'rehost job start %s'", *job, *job)
-					}
-					id = out.ReplicationRunList[0].ReplicationRunID
+					verified = strings.TrimPrefix(rep.Verified, "verified: ")
 				}
-				return w.run(ctx, env, svc, id)
+				return []any{r.ReplicationRunID, r.Type, r.State, r.ScheduledStartTime, runEx(r).StartedAt, r.CompletedTime, stage, sent, verified, r.AmiID, r.StatusMessage}
 			})
-		},
 	})
-	Register(Command{
-		Name:    "run verify",
-		Usage:   "--job JOB_ID [--watch]",
-		Summary: "read back every block of an incremental job's replicas and compare them with the source's checksums, in a run started now or the next (VerifyReplicationJob)",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			job := fs.String("job", "", "replication job id")
-			w := addWatchFlags(fs)
-			return c.with(func(args []string) error {
-				if len(args) > 0 || *job == "" {
-					return fmt.Errorf("%w: --job is required", ErrUsage)
-				}
-				return nil
-			}, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				out, err := svc.VerifyReplicationJob(ctx, &api.VerifyReplicationJobInput{ReplicationJobID: *job})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(env.Stdout, out.Message)
-				if w.watch && out.ReplicationRunID != "" {
-					return w.run(ctx, env, svc, out.ReplicationRunID)
-				}
-				return nil
-			})
-		},
+}
+
+func runWatch(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	c := addConnFlags(fs)
+	job := fs.String("job", "", "follow the latest run of this job")
+	w := addWatchFlags(fs)
+	return c.with(func(args []string) error {
+		if len(args) > 1 || (len(args) == 1) == (*job != "") {
+			return fmt.Errorf("%w: give a run id or --job", ErrUsage)
+		}
+		return nil
+	}, func(ctx context.Context, env Env, svc api.Service, args []string) error {
+		id := ""
+		if len(args) == 1 {
+			id = args[0]
+		} else {
+			out, err := svc.GetReplicationRuns(ctx, &api.GetReplicationRunsInput{ReplicationJobID: *job, MaxResults: 1})
+			if err != nil {
+				return err
+			}
+			if len(out.ReplicationRunList) == 0 {
+				return fmt.Errorf("job %s has no runs yet: start one with 'rehost job start %s'", *job, *job)
+			}
+			id = out.ReplicationRunList[0].ReplicationRunID
+		}
+		return w.run(ctx, env, svc, id)
 	})
-	Register(Command{
-		Name:    "run events",
-		Usage:   "[--job JOB_ID] [--run RUN_ID] [--limit N] [--json]",
-		Summary: "list what happened to jobs and runs, newest first",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			var in api.GetEventsInput
-			fs.StringVar(&in.ReplicationJobID, "job", "", "only this job's events")
-			fs.StringVar(&in.ReplicationRunID, "run", "", "only this run's events")
-			fs.IntVar(&in.MaxResults, "limit", 50, "at most this many (1–1000)")
-			asJSON := fs.Bool("json", false, "print JSON")
-			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				out, err := svc.GetEvents(ctx, &in)
-				if err != nil {
-					return err
-				}
-				return listing(env, *asJSON, out.Events, "TIME\tLEVEL\tJOB\tRUN\tMESSAGE", func(e api.Event) []any {
-					return []any{e.Time, e.Level, e.ReplicationJobID, e.ReplicationRunID, e.Message}
-				})
-			})
-		},
+}
+
+func runVerify(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	c := addConnFlags(fs)
+	job := fs.String("job", "", "replication job id")
+	w := addWatchFlags(fs)
+	return c.with(needJob(job), func(ctx context.Context, env Env, svc api.Service, args []string) error {
+		out, err := svc.VerifyReplicationJob(ctx, &api.VerifyReplicationJobInput{ReplicationJobID: *job})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(env.Stdout, out.Message)
+		if w.watch && out.ReplicationRunID != "" {
+			return w.run(ctx, env, svc, out.ReplicationRunID)
+		}
+		return nil
+	})
+}
+
+func runEvents(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	c := addConnFlags(fs)
+	var in api.GetEventsInput
+	fs.StringVar(&in.ReplicationJobID, "job", "", "only this job's events")
+	fs.StringVar(&in.ReplicationRunID, "run", "", "only this run's events")
+	fs.IntVar(&in.MaxResults, "limit", 50, "at most this many (1–1000)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
+		out, err := svc.GetEvents(ctx, &in)
+		if err != nil {
+			return err
+		}
+		return listing(env, *asJSON, out.Events, "TIME\tLEVEL\tJOB\tRUN\tMESSAGE", func(e api.Event) []any {
+			return []any{e.Time, e.Level, e.ReplicationJobID, e.ReplicationRunID, e.Message}
+		})
 	})
 }
 

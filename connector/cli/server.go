@@ -10,48 +10,54 @@ import (
 )
 
 func init() {
-	Register(Command{
-		Name:    "server import",
-		Usage:   "[--source NAME] [--json]",
-		Summary: "import the server catalog (the VMs) of a source, or of every source (ImportServerCatalog)",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			src := fs.String("source", "", "source name or id (default: every source)")
-			asJSON := fs.Bool("json", false, "print the servers as JSON")
-			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				out, err := svc.ImportServerCatalog(ctx, &api.ImportServerCatalogInput{RehostSource: *src})
-				if err != nil {
-					return err
-				}
-				return printServers(env, *asJSON, out.RehostServers)
-			})
+	Register(
+		Command{
+			Name:    "server import",
+			Usage:   "[--source NAME] [--json]",
+			Summary: "import the server catalog (the VMs) of a source, or of every source (ImportServerCatalog)",
+			Flags:   serverImport,
 		},
+		Command{
+			Name:    "server list",
+			Usage:   "[--source NAME] [--json]",
+			Summary: "list the server catalog (GetServers)",
+			Flags:   serverList,
+		},
+	)
+}
+
+func serverImport(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	c := addConnFlags(fs)
+	src := fs.String("source", "", "source name or id (default: every source)")
+	asJSON := fs.Bool("json", false, "print the servers as JSON")
+	return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
+		out, err := svc.ImportServerCatalog(ctx, &api.ImportServerCatalogInput{RehostSource: *src})
+		if err != nil {
+			return err
+		}
+		return printServers(env, *asJSON, out.RehostServers)
 	})
-	Register(Command{
-		Name:    "server list",
-		Usage:   "[--source NAME] [--json]",
-		Summary: "list the server catalog (GetServers)",
-		Flags: func(fs *flag.FlagSet) func(context.Context, Env, []string) error {
-			c := addConnFlags(fs)
-			src := fs.String("source", "", "only this source's servers (name or id)")
-			asJSON := fs.Bool("json", false, "print JSON")
-			return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
-				servers, err := allServers(ctx, svc)
-				if err != nil {
-					return err
+}
+
+func serverList(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	c := addConnFlags(fs)
+	src := fs.String("source", "", "only this source's servers (name or id)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, args []string) error {
+		servers, err := allServers(ctx, svc)
+		if err != nil {
+			return err
+		}
+		if *src != "" {
+			var keep []api.Server
+			for _, s := range servers {
+				if s.VmServer.VmManagerName == *src || s.VmServer.VmServerAddress.VmManagerID == *src {
+					keep = append(keep, s)
 				}
-				if *src != "" {
-					var keep []api.Server
-					for _, s := range servers {
-						if s.VmServer.VmManagerName == *src || s.VmServer.VmServerAddress.VmManagerID == *src {
-							keep = append(keep, s)
-						}
-					}
-					servers = keep
-				}
-				return printServers(env, *asJSON, servers)
-			})
-		},
+			}
+			servers = keep
+		}
+		return printServers(env, *asJSON, servers)
 	})
 }
 

@@ -4,8 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
-	"time"
+	"io"
 
 	"github.com/rehost/rehost/connector/api"
 )
@@ -30,20 +29,8 @@ func init() {
 					}
 					l.ExtraFiles = files
 				}
-				path := out
-				if path == "" {
-					path = "rehost-support-" + time.Now().UTC().Format("20060102T150405Z") + ".zip"
-				}
-				f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+				path, _, err := createNew(out, "rehost-support-", ".zip", func(w io.Writer) error { return svc.SupportBundle(ctx, w) })
 				if err != nil {
-					return err
-				}
-				if err := svc.SupportBundle(ctx, f); err != nil {
-					f.Close()
-					os.Remove(path)
-					return err
-				}
-				if err := f.Close(); err != nil {
 					return err
 				}
 				fmt.Fprintf(env.Stdout, "wrote %s\n", path)
