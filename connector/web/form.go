@@ -156,8 +156,16 @@ func field(f *form, name, label, typ string, opts ...string) fieldView {
 	v := fieldView{Name: name, Label: label, Type: typ}
 	secret := false
 	def := ""
+	// The options that set an attribute of the control to their value.
+	attrs := map[string]*string{"hint": &v.Hint, "autocomplete": &v.Autocomplete, "placeholder": &v.Placeholder,
+		"min": &v.Min, "max": &v.Max, "list": &v.List, "pattern": &v.Pattern, "inputmode": &v.Inputmode, "rows": &v.Rows,
+		"value": &def}
 	for _, o := range opts {
 		k, val, _ := strings.Cut(o, "=")
+		if p, ok := attrs[k]; ok {
+			*p = val
+			continue
+		}
 		switch k {
 		case "required":
 			v.Required = true
@@ -165,28 +173,8 @@ func field(f *form, name, label, typ string, opts ...string) fieldView {
 			v.Optional = true
 		case "secret":
 			secret = true
-		case "hint":
-			v.Hint = val
-		case "autocomplete":
-			v.Autocomplete = val
-		case "placeholder":
-			v.Placeholder = val
-		case "min":
-			v.Min = val
-		case "max":
-			v.Max = val
-		case "list":
-			v.List = val
-		case "pattern":
-			v.Pattern = val
-		case "inputmode":
-			v.Inputmode = val
-		case "rows":
-			v.Rows = val
 		case "maxlength":
 			v.MaxLength, _ = strconv.Atoi(val)
-		case "value":
-			def = val
 		}
 	}
 	if f != nil {
