@@ -13,16 +13,6 @@ import (
 	"github.com/rehost/rehost/internal/lab/emulator"
 )
 
-func init() {
-	Program.Register(cli.Command{
-		Name:  "aws",
-		Usage: "--data DIR [--s3 S3.json | --s3-endpoint URL --s3-access-key KEY [--s3-ca FILE]] [--listen ADDR] [--region R] [--simulated-import-wait D] [--instance-boot-time D] [--delay OP=D,…] [--json]",
-		Summary: "run the AWS emulator (EC2 VM Import, AMIs, snapshots, EBS direct, IAM, STS) on loopback " +
-			"until interrupted, printing its endpoint and keys",
-		Flags: awsFlags,
-	})
-}
-
 type awsOptions struct {
 	listen              string
 	dataDir             string

@@ -10,16 +10,6 @@ import (
 	"github.com/rehost/rehost/internal/lab/azuresim"
 )
 
-func init() {
-	Program.Register(cli.Command{
-		Name:  "azure",
-		Usage: "--dir DIR [--demo] [--json]",
-		Summary: "run a faked Azure subscription (Resource Manager and Entra ID fakes, disk data in Azurite behind a front " +
-			"that answers page-range diffs) until interrupted, printing how to reach it; its write URL changes a VM's disk on request",
-		Flags: azureFlags,
-	})
-}
-
 type azureOptions struct {
 	dir  string
 	demo bool

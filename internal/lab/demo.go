@@ -24,24 +24,16 @@ type demoOptions struct {
 	timeout        time.Duration
 }
 
-func init() {
-	Program.Register(cli.Command{
-		Name:    "demo",
-		Usage:   "[--dir DIR] [--json] [--exit]",
-		Summary: "replicate simulated vCenter VMs to emulated AWS on loopback, end to end, and verify the AMIs' content",
-		Flags: func(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
-			o := &demoOptions{}
-			fs.StringVar(&o.dir, "dir", "", "directory for the peers' data and the connector's state (default: a new temporary directory)")
-			fs.BoolVar(&o.json, "json", false, "print a machine-readable summary")
-			fs.BoolVar(&o.exit, "exit", false, "exit when the runs are verified instead of serving until Ctrl-C")
-			fs.BoolVar(&o.verbose, "v", false, "log the connector's structured logs to stderr")
-			fs.DurationVar(&o.importDuration, "import-duration", 3*time.Second, "the emulator's simulated import time (booting the converted guest), on top of its real work")
-			fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up waiting for the runs after this long")
-			return o.run
-		},
-	})
+func demoFlags(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
+	o := &demoOptions{}
+	fs.StringVar(&o.dir, "dir", "", "directory for the peers' data and the connector's state (default: a new temporary directory)")
+	fs.BoolVar(&o.json, "json", false, "print a machine-readable summary")
+	fs.BoolVar(&o.exit, "exit", false, "exit when the runs are verified instead of serving until Ctrl-C")
+	fs.BoolVar(&o.verbose, "v", false, "log the connector's structured logs to stderr")
+	fs.DurationVar(&o.importDuration, "import-duration", 3*time.Second, "the emulator's simulated import time (booting the converted guest), on top of its real work")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up waiting for the runs after this long")
+	return o.run
 }
-
 func (o *demoOptions) run(ctx context.Context, env cli.Env, args []string) error {
 	if err := noArgs(args); err != nil {
 		return err

@@ -16,16 +16,6 @@ import (
 	"github.com/rehost/rehost/internal/lab/smbpeer"
 )
 
-func init() {
-	Program.Register(cli.Command{
-		Name:  "hyperv",
-		Usage: "[--demo] [--json]",
-		Summary: "run a simulated Hyper-V host (WinRM answering rehost's scripts, its VM files served by Samba, " +
-			"resilient change tracking) until interrupted, printing how to reach it; its write URL changes a VM's disk on request",
-		Flags: hypervFlags,
-	})
-}
-
 type hypervOptions struct {
 	demo bool
 	json bool

@@ -11,23 +11,16 @@ import (
 	"github.com/rehost/rehost/connector/demo"
 )
 
-func init() {
-	Program.Register(cli.Command{
-		Name:    "leftovers",
-		Usage:   "--vcenter URL [--vcenter-thumbprint T] --s3 URL [--s3-ca FILE] --aws URL [--bucket B] [--json]",
-		Summary: "count what separately started peers still hold: leases, VM snapshots, uploads, objects, imports, EBS snapshots (orphan, pending, replicas), AMIs per run, stacks, instances",
-		Flags: func(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
-			o := &leftoversOptions{}
-			fs.StringVar(&o.urls.VCenter, "vcenter", "", "the simulated vCenter's URL (rehost-lab vcenter printed it)")
-			fs.StringVar(&o.urls.VCenterThumbprint, "vcenter-thumbprint", "", "its certificate's SHA-256 thumbprint (default: not checked, loopback only)")
-			fs.StringVar(&o.urls.S3, "s3", "", "the S3 peer's plain HTTP endpoint, or its HTTPS one with --s3-ca (rehost-lab s3 printed both)")
-			fs.StringVar(&o.s3CA, "s3-ca", "", "PEM file of the S3 peer's CA (its caFile), for the HTTPS endpoint")
-			fs.StringVar(&o.urls.AWS, "aws", "", "the AWS emulator's endpoint (rehost-lab aws printed it)")
-			fs.StringVar(&o.bucket, "bucket", "", "count objects and uploads in this bucket only (default: every bucket)")
-			fs.BoolVar(&o.json, "json", false, "print the counts as JSON")
-			return o.run
-		},
-	})
+func leftoversFlags(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
+	o := &leftoversOptions{}
+	fs.StringVar(&o.urls.VCenter, "vcenter", "", "the simulated vCenter's URL (rehost-lab vcenter printed it)")
+	fs.StringVar(&o.urls.VCenterThumbprint, "vcenter-thumbprint", "", "its certificate's SHA-256 thumbprint (default: not checked, loopback only)")
+	fs.StringVar(&o.urls.S3, "s3", "", "the S3 peer's plain HTTP endpoint, or its HTTPS one with --s3-ca (rehost-lab s3 printed both)")
+	fs.StringVar(&o.s3CA, "s3-ca", "", "PEM file of the S3 peer's CA (its caFile), for the HTTPS endpoint")
+	fs.StringVar(&o.urls.AWS, "aws", "", "the AWS emulator's endpoint (rehost-lab aws printed it)")
+	fs.StringVar(&o.bucket, "bucket", "", "count objects and uploads in this bucket only (default: every bucket)")
+	fs.BoolVar(&o.json, "json", false, "print the counts as JSON")
+	return o.run
 }
 
 type leftoversOptions struct {

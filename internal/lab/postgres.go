@@ -11,16 +11,6 @@ import (
 	"github.com/rehost/rehost/internal/lab/pgpeer"
 )
 
-func init() {
-	Program.Register(cli.Command{
-		Name:  "postgres",
-		Usage: "--dir DIR [--port PORT] [--database NAME] [--json]",
-		Summary: "run PostgreSQL (Debian's, unprivileged, TLS and a password) for a fleet of connectors, until interrupted, " +
-			"printing the store URL, password file and CA file to give rehost serve",
-		Flags: postgresFlags,
-	})
-}
-
 type postgresOptions struct {
 	dir, database string
 	port          int

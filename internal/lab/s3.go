@@ -14,16 +14,6 @@ import (
 	"github.com/rehost/rehost/internal/lab/s3peer"
 )
 
-func init() {
-	Program.Register(cli.Command{
-		Name:  "s3",
-		Usage: "--dir DIR [--listen ADDR] [--plain-listen ADDR] [--region R] [--json]",
-		Summary: "run versitygw (S3) behind the front that enforces bucket encryption, lifecycle and policy, " +
-			"until interrupted, printing its endpoints and keys",
-		Flags: s3Flags,
-	})
-}
-
 type s3Options struct {
 	dir, listen, plainListen, region string
 	lifecycleEvery                   time.Duration

@@ -11,16 +11,6 @@ import (
 	"github.com/rehost/rehost/internal/lab/vspheresim"
 )
 
-func init() {
-	Program.Register(cli.Command{
-		Name:  "vcenter",
-		Usage: "--dir DIR [--listen ADDR] [--demo] [--user USER] [--lease-timeout D] [--json]",
-		Summary: "run a simulated vCenter (govmomi's simulator with snapshot export, CBT and real guest disks) " +
-			"until interrupted, printing its URL and credentials; its write URL changes a VM's disk on request",
-		Flags: vcenterFlags,
-	})
-}
-
 type vcenterOptions struct {
 	listen       string
 	dir          string

@@ -18,41 +18,34 @@ import (
 	"github.com/rehost/rehost/pkg/sshsig"
 )
 
-func init() {
-	Program.Register(cli.Command{
-		Name:    "verify-image",
-		Usage:   "--key rehost-release.pub FILE...",
-		Summary: "check appliance images (OVA, VHD, VHDX, raw, system image, upgrade manifest) against their .sha256 and .sig with the release key",
-		Flags: func(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
-			key := fs.String("key", "", "the release key's public half: rehost-release.pub, or an allowed_signers line")
-			return func(ctx context.Context, env cli.Env, args []string) error {
-				if *key == "" || len(args) == 0 {
-					return fmt.Errorf("give --key and at least one file: %w", cli.ErrUsage)
-				}
-				b, err := os.ReadFile(*key)
-				if err != nil {
-					return err
-				}
-				pub, err := sshsig.ParsePublicKey(b)
-				if err != nil {
-					return fmt.Errorf("%s: %w", *key, err)
-				}
-				var failed []string
-				for _, f := range args {
-					if err := verifyImage(pub, f); err != nil {
-						fmt.Fprintf(env.Stdout, "%s: FAILED: %v\n", f, err)
-						failed = append(failed, filepath.Base(f))
-						continue
-					}
-					fmt.Fprintf(env.Stdout, "%s: OK (SHA-256 and signature by %s)\n", f, sshsig.Fingerprint(pub))
-				}
-				if len(failed) > 0 {
-					return fmt.Errorf("%d of %d files failed: %s", len(failed), len(args), strings.Join(failed, ", "))
-				}
-				return nil
+func verifyImageFlags(fs *flag.FlagSet) func(context.Context, cli.Env, []string) error {
+	key := fs.String("key", "", "the release key's public half: rehost-release.pub, or an allowed_signers line")
+	return func(ctx context.Context, env cli.Env, args []string) error {
+		if *key == "" || len(args) == 0 {
+			return fmt.Errorf("give --key and at least one file: %w", cli.ErrUsage)
+		}
+		b, err := os.ReadFile(*key)
+		if err != nil {
+			return err
+		}
+		pub, err := sshsig.ParsePublicKey(b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", *key, err)
+		}
+		var failed []string
+		for _, f := range args {
+			if err := verifyImage(pub, f); err != nil {
+				fmt.Fprintf(env.Stdout, "%s: FAILED: %v\n", f, err)
+				failed = append(failed, filepath.Base(f))
+				continue
 			}
-		},
-	})
+			fmt.Fprintf(env.Stdout, "%s: OK (SHA-256 and signature by %s)\n", f, sshsig.Fingerprint(pub))
+		}
+		if len(failed) > 0 {
+			return fmt.Errorf("%d of %d files failed: %s", len(failed), len(args), strings.Join(failed, ", "))
+		}
+		return nil
+	}
 }
 
 // verifyImage checks path against path.sha256 (where the build wrote one)

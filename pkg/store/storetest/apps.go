@@ -9,18 +9,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Apps checks the store.Apps role: applications, their server groups and
-// configurations, and their launches. open must return a new, empty store
-// for each call (fixtures of other roles are made through it); the suite
-// closes it.
-func Apps(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{
-		{"Apps", testApps},
-		{"AppMembership", testAppMembership},
-		{"AppLaunches", testAppLaunches},
-	})
-}
-
 func testApps(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	src := newSource(t, s, "vc")

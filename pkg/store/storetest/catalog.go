@@ -10,17 +10,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Catalog checks the store.Catalog role: the sources and the server catalog. open must return a new,
-// empty store for each call (fixtures of other roles are made through it);
-// the suite closes it.
-func Catalog(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{
-		{"Sources", testSources},
-		{"ServersUpsertKeepsID", testServers},
-		{"ServersUpsertInBatches", testServerBatches},
-	})
-}
-
 // UpsertServers stores a batch in one transaction: new and existing
 // servers alike, or none when one of them is refused.
 func testServerBatches(t *testing.T, s store.Store) {

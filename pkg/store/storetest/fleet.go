@@ -12,21 +12,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Fleet checks the store.Fleet role: members, leases and their fencing
-// tokens, the fleet-wide lock and VM Import slots. open must return a new,
-// empty store for each call; the suite closes it.
-func Fleet(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{
-		{"Members", testMembers},
-		{"ClaimRuns", testClaimRuns},
-		{"ClaimSpreadsByLoad", testClaimSpread},
-		{"ConcurrentClaims", testConcurrentClaims},
-		{"Fencing", testFencing},
-		{"LeaseRunAndLock", testLeaseRunAndLock},
-		{"ImportSlots", testImportSlots},
-	})
-}
-
 func member(id string, sources ...string) store.Member {
 	return store.Member{ID: id, Incarnation: "inc-" + id, Version: "v1", Address: "127.0.0.1", Sources: sources, Capacity: 4}
 }

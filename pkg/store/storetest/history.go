@@ -9,15 +9,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// History checks the store.History role: the events. open must return a new,
-// empty store for each call (fixtures of other roles are made through it);
-// the suite closes it.
-func History(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{
-		{"Events", testEvents},
-	})
-}
-
 func testEvents(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	for i := 0; i < 6; i++ {

@@ -11,17 +11,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Jobs checks the store.Jobs role: replication jobs. open must return a new,
-// empty store for each call (fixtures of other roles are made through it);
-// the suite closes it.
-func Jobs(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{
-		{"JobValidation", testJobValidation},
-		{"OneJobPerServer", testOneJobPerServer},
-		{"JobUpdateAndList", testJobUpdateAndList},
-	})
-}
-
 func testJobValidation(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	src := newSource(t, s, "vc")

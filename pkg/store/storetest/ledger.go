@@ -9,17 +9,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Ledger checks the store.Ledger role: the ledger. open must return a new,
-// empty store for each call (fixtures of other roles are made through it);
-// the suite closes it.
-func Ledger(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{
-		{"Ledger", testLedger},
-		{"LedgerHandOver", testHandOver},
-		{"LedgerParts", testLedgerParts},
-	})
-}
-
 func testLedger(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	_, job := fixture(t, s)

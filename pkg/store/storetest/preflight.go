@@ -8,16 +8,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Preflights checks the store.Preflights role: one result per subject,
-// replaced by each put, kept as given. open must return a new, empty store
-// for each call; the suite closes it.
-func Preflights(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{
-		{"Preflights", func(t *testing.T, s store.Store) { testPreflights(t, s) }},
-		{"PreflightsInBatches", func(t *testing.T, s store.Store) { testPreflightBatches(t, s) }},
-	})
-}
-
 // PutPreflights stores a batch in one transaction, or none of it when one
 // is refused.
 func testPreflightBatches(t *testing.T, s store.Preflights) {

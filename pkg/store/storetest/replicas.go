@@ -10,12 +10,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Replicas runs the tests of the Replicas role, with the incremental
-// fields of jobs and runs it goes with.
-func Replicas(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{{"ReplicaSets", testReplicas}, {"Manifest", testManifest}, {"JobModes", testJobModes}})
-}
-
 // testReplicas checks the Replicas role: a set is committed whole and read
 // back, its history grows with what each commit made, a chain head cannot
 // be forgotten, and job deletion forgets everything.

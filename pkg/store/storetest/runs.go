@@ -9,19 +9,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Runs checks the store.Runs role: replication runs. open must return a new,
-// empty store for each call (fixtures of other roles are made through it);
-// the suite closes it.
-func Runs(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{
-		{"OneLiveRunPerJob", testOneLiveRun},
-		{"ScheduleRuns", testScheduleRuns},
-		{"RunListingAndCount", testRunListing},
-		{"UpdateRunAndJob", testUpdateRunAndJob},
-		{"RunProgress", testRunProgress},
-	})
-}
-
 func testOneLiveRun(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	_, job := fixture(t, s)

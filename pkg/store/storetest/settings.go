@@ -8,15 +8,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Settings checks the store.Settings role: settings. open must return a new,
-// empty store for each call (fixtures of other roles are made through it);
-// the suite closes it.
-func Settings(t *testing.T, open func(t *testing.T) store.Store) {
-	run(t, open, []testCase{
-		{"Settings", testSettings},
-	})
-}
-
 func testSettings(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	_, err := s.GetSetting(ctx, "aws.region")

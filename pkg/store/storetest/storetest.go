@@ -15,19 +15,84 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// Run runs the whole suite: every role, and writers racing on one store.
-// open must return a new, empty store for each call; the suite closes it.
+// Run runs the whole suite: the cases of every role interface of
+// pkg/store (listed here; each role's tests are in its file: catalog.go for
+// store.Catalog, …), and writers racing on one store. open must return a new, empty store for each
+// case (the fixtures of other roles a case needs are made through it); the
+// suite closes it.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
-	t.Run("Catalog", func(t *testing.T) { Catalog(t, open) })
-	t.Run("Jobs", func(t *testing.T) { Jobs(t, open) })
-	t.Run("Runs", func(t *testing.T) { Runs(t, open) })
-	t.Run("Ledger", func(t *testing.T) { Ledger(t, open) })
-	t.Run("History", func(t *testing.T) { History(t, open) })
-	t.Run("Settings", func(t *testing.T) { Settings(t, open) })
-	t.Run("Apps", func(t *testing.T) { Apps(t, open) })
-	t.Run("Replicas", func(t *testing.T) { Replicas(t, open) })
-	t.Run("Preflights", func(t *testing.T) { Preflights(t, open) })
-	t.Run("Fleet", func(t *testing.T) { Fleet(t, open) })
+	for _, r := range []struct {
+		role  string
+		cases []testCase
+	}{
+		// store.Catalog: the sources and the server catalog.
+		{"Catalog", []testCase{
+			{"Sources", testSources},
+			{"ServersUpsertKeepsID", testServers},
+			{"ServersUpsertInBatches", testServerBatches},
+		}},
+		// store.Jobs: replication jobs.
+		{"Jobs", []testCase{
+			{"JobValidation", testJobValidation},
+			{"OneJobPerServer", testOneJobPerServer},
+			{"JobUpdateAndList", testJobUpdateAndList},
+		}},
+		// store.Runs: replication runs.
+		{"Runs", []testCase{
+			{"OneLiveRunPerJob", testOneLiveRun},
+			{"ScheduleRuns", testScheduleRuns},
+			{"RunListingAndCount", testRunListing},
+			{"UpdateRunAndJob", testUpdateRunAndJob},
+			{"RunProgress", testRunProgress},
+		}},
+		// store.Ledger: the ledger.
+		{"Ledger", []testCase{
+			{"Ledger", testLedger},
+			{"LedgerHandOver", testHandOver},
+			{"LedgerParts", testLedgerParts},
+		}},
+		// store.History: the events.
+		{"History", []testCase{
+			{"Events", testEvents},
+		}},
+		// store.Settings: settings.
+		{"Settings", []testCase{
+			{"Settings", testSettings},
+		}},
+		// store.Apps: applications, their server groups and configurations,
+		// and their launches.
+		{"Apps", []testCase{
+			{"Apps", testApps},
+			{"AppMembership", testAppMembership},
+			{"AppLaunches", testAppLaunches},
+		}},
+		// store.Replicas, with the incremental fields of jobs and runs it
+		// goes with.
+		{"Replicas", []testCase{
+			{"ReplicaSets", testReplicas},
+			{"Manifest", testManifest},
+			{"JobModes", testJobModes},
+		}},
+		// store.Preflights: one result per subject, replaced by each put,
+		// kept as given.
+		{"Preflights", []testCase{
+			{"Preflights", func(t *testing.T, s store.Store) { testPreflights(t, s) }},
+			{"PreflightsInBatches", func(t *testing.T, s store.Store) { testPreflightBatches(t, s) }},
+		}},
+		// store.Fleet: members, leases and their fencing tokens, the
+		// fleet-wide lock and VM Import slots.
+		{"Fleet", []testCase{
+			{"Members", testMembers},
+			{"ClaimRuns", testClaimRuns},
+			{"ClaimSpreadsByLoad", testClaimSpread},
+			{"ConcurrentClaims", testConcurrentClaims},
+			{"Fencing", testFencing},
+			{"LeaseRunAndLock", testLeaseRunAndLock},
+			{"ImportSlots", testImportSlots},
+		}},
+	} {
+		t.Run(r.role, func(t *testing.T) { run(t, open, r.cases) })
+	}
 	run(t, open, []testCase{{"ConcurrentWriters", testConcurrentWriters}})
 }
 
