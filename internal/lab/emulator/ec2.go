@@ -193,56 +193,37 @@ type userBucketXML struct {
 	S3Key    string `xml:"s3Key"`
 }
 
+// diskDetailXML is a disk of an import task in EC2's shape (a
+// snapshotDetailSet item, or an ImportSnapshot's snapshotTaskDetail): the
+// disk's own fields (their xml tags are ImportTaskDisk's) with its size in
+// EC2's format and its S3 object.
 type diskDetailXML struct {
-	Description   string         `xml:"description,omitempty"`
-	DeviceName    string         `xml:"deviceName,omitempty"`
+	ImportTaskDisk
 	DiskImageSize string         `xml:"diskImageSize"`
 	Encrypted     *bool          `xml:"encrypted,omitempty"`
-	Format        string         `xml:"format,omitempty"`
 	KmsKeyID      string         `xml:"kmsKeyId,omitempty"`
-	Progress      string         `xml:"progress,omitempty"`
-	SnapshotID    string         `xml:"snapshotId,omitempty"`
-	Status        string         `xml:"status,omitempty"`
-	StatusMessage string         `xml:"statusMessage,omitempty"`
-	URL           string         `xml:"url,omitempty"`
 	UserBucket    *userBucketXML `xml:"userBucket,omitempty"`
 }
 
 func diskDetail(d ImportTaskDisk) diskDetailXML {
-	x := diskDetailXML{Description: d.Description, DeviceName: d.DeviceName, Format: d.Format, Progress: d.Progress,
-		DiskImageSize: strconv.FormatFloat(d.DiskImageSize, 'f', 1, 64),
-		SnapshotID:    d.SnapshotID, Status: d.Status, StatusMessage: d.StatusMessage, URL: d.URL}
+	x := diskDetailXML{ImportTaskDisk: d, DiskImageSize: strconv.FormatFloat(d.DiskImageSize, 'f', 1, 64)}
 	if d.URL == "" {
 		x.UserBucket = &userBucketXML{d.Bucket, d.Key}
 	}
 	return x
 }
 
+// imageTaskFields is an item of DescribeImportImageTasks' importImageTaskSet:
+// the task's own fields (their xml tags are ImportTask's) with its disks and
+// tags in EC2's shapes.
 type imageTaskFields struct {
-	ImportTaskID string          `xml:"importTaskId"`
-	Architecture string          `xml:"architecture,omitempty"`
-	BootMode     string          `xml:"bootMode,omitempty"`
-	Description  string          `xml:"description,omitempty"`
-	Encrypted    bool            `xml:"encrypted"`
-	Hypervisor   string          `xml:"hypervisor,omitempty"`
-	ImageID      string          `xml:"imageId,omitempty"`
-	KmsKeyID     string          `xml:"kmsKeyId,omitempty"`
-	Licenses     []string        `xml:"licenseSpecifications>item>licenseConfigurationArn"`
-	LicenseType  string          `xml:"licenseType,omitempty"`
-	Platform     string          `xml:"platform,omitempty"`
-	Progress     string          `xml:"progress,omitempty"`
-	Snapshots    []diskDetailXML `xml:"snapshotDetailSet>item"`
-	Status       string          `xml:"status"`
-	Message      string          `xml:"statusMessage,omitempty"`
-	Tags         []xmlTag        `xml:"tagSet>item"`
-	UsageOp      string          `xml:"usageOperation,omitempty"`
+	ImportTask
+	Snapshots []diskDetailXML `xml:"snapshotDetailSet>item"`
+	Tags      []xmlTag        `xml:"tagSet>item"`
 }
 
 func imageTaskXML(t ImportTask) imageTaskFields {
-	x := imageTaskFields{ImportTaskID: t.ID, Architecture: t.Architecture, BootMode: t.BootMode, Description: t.Description,
-		Encrypted: t.Encrypted, Hypervisor: t.Hypervisor, ImageID: t.ImageID, KmsKeyID: t.KmsKeyID, Licenses: t.LicenseARNs,
-		LicenseType: t.LicenseType, Platform: t.Platform, Progress: t.Progress, Status: t.Status, Message: t.StatusMessage,
-		Tags: xmlTags(t.Tags), UsageOp: t.UsageOp}
+	x := imageTaskFields{ImportTask: t, Tags: xmlTags(t.Tags)}
 	for _, d := range t.Disks {
 		x.Snapshots = append(x.Snapshots, diskDetail(d))
 	}

@@ -17,50 +17,52 @@ type Tag struct {
 
 // ImportTaskDisk is one disk of an import task.
 type ImportTaskDisk struct {
-	Format string `json:"format,omitempty"`
-	Bucket string `json:"bucket,omitempty"`
-	Key    string `json:"key,omitempty"`
-	URL    string `json:"url,omitempty"`
+	Format string `json:"format,omitempty" xml:"format,omitempty"`
+	Bucket string `json:"bucket,omitempty" xml:"-"`
+	Key    string `json:"key,omitempty" xml:"-"`
+	URL    string `json:"url,omitempty" xml:"url,omitempty"`
 	// FromSnapshot is the EBS snapshot an ImportImage disk container names
 	// instead of an S3 object (its SnapshotId).
-	FromSnapshot  string  `json:"fromSnapshot,omitempty"`
-	Description   string  `json:"description,omitempty"`
-	DeviceName    string  `json:"deviceName,omitempty"`
-	DiskImageSize float64 `json:"diskImageSize,omitempty"` // bytes of the object read
-	SnapshotID    string  `json:"snapshotId,omitempty"`
-	Status        string  `json:"status,omitempty"`
-	StatusMessage string  `json:"statusMessage,omitempty"`
-	Progress      string  `json:"progress,omitempty"`
+	FromSnapshot  string  `json:"fromSnapshot,omitempty" xml:"-"`
+	Description   string  `json:"description,omitempty" xml:"description,omitempty"`
+	DeviceName    string  `json:"deviceName,omitempty" xml:"deviceName,omitempty"`
+	DiskImageSize float64 `json:"diskImageSize,omitempty" xml:"-"` // bytes of the object read
+	SnapshotID    string  `json:"snapshotId,omitempty" xml:"snapshotId,omitempty"`
+	Status        string  `json:"status,omitempty" xml:"status,omitempty"`
+	StatusMessage string  `json:"statusMessage,omitempty" xml:"statusMessage,omitempty"`
+	Progress      string  `json:"progress,omitempty" xml:"progress,omitempty"`
 }
 
 // ImportTask is an ImportImage ("import-ami-…") or ImportSnapshot
-// ("import-snap-…") task.
+// ("import-snap-…") task. Its xml tags are the fields of an
+// importImageTaskSet item (imageTaskXML adds the disks and tags in EC2's
+// shapes); the fields tagged "-" are the emulator's own.
 type ImportTask struct {
-	ID            string           `json:"id"`
-	Kind          string           `json:"kind"` // "image" or "snapshot"
-	ClientToken   string           `json:"clientToken,omitempty"`
-	Status        string           `json:"status"` // active, completed, deleting, deleted
-	StatusMessage string           `json:"statusMessage,omitempty"`
-	Progress      string           `json:"progress,omitempty"`
-	Description   string           `json:"description,omitempty"`
-	Architecture  string           `json:"architecture,omitempty"`
-	BootMode      string           `json:"bootMode,omitempty"`
-	Platform      string           `json:"platform,omitempty"`
-	LicenseType   string           `json:"licenseType,omitempty"`
-	Hypervisor    string           `json:"hypervisor,omitempty"`
-	UsageOp       string           `json:"usageOperation,omitempty"`
-	LicenseARNs   []string         `json:"licenseArns,omitempty"`
-	Encrypted     bool             `json:"encrypted,omitempty"`
-	KmsKeyID      string           `json:"kmsKeyId,omitempty"`
-	RoleName      string           `json:"roleName"`
-	Disks         []ImportTaskDisk `json:"disks"`
-	Tags          []Tag            `json:"tags,omitempty"`
-	ImageID       string           `json:"imageId,omitempty"`
-	Created       time.Time        `json:"created"`
+	ID            string           `json:"id" xml:"importTaskId"`
+	Kind          string           `json:"kind" xml:"-"` // "image" or "snapshot"
+	ClientToken   string           `json:"clientToken,omitempty" xml:"-"`
+	Status        string           `json:"status" xml:"status"` // active, completed, deleting, deleted
+	StatusMessage string           `json:"statusMessage,omitempty" xml:"statusMessage,omitempty"`
+	Progress      string           `json:"progress,omitempty" xml:"progress,omitempty"`
+	Description   string           `json:"description,omitempty" xml:"description,omitempty"`
+	Architecture  string           `json:"architecture,omitempty" xml:"architecture,omitempty"`
+	BootMode      string           `json:"bootMode,omitempty" xml:"bootMode,omitempty"`
+	Platform      string           `json:"platform,omitempty" xml:"platform,omitempty"`
+	LicenseType   string           `json:"licenseType,omitempty" xml:"licenseType,omitempty"`
+	Hypervisor    string           `json:"hypervisor,omitempty" xml:"hypervisor,omitempty"`
+	UsageOp       string           `json:"usageOperation,omitempty" xml:"usageOperation,omitempty"`
+	LicenseARNs   []string         `json:"licenseArns,omitempty" xml:"licenseSpecifications>item>licenseConfigurationArn"`
+	Encrypted     bool             `json:"encrypted,omitempty" xml:"encrypted"`
+	KmsKeyID      string           `json:"kmsKeyId,omitempty" xml:"kmsKeyId,omitempty"`
+	RoleName      string           `json:"roleName" xml:"-"`
+	Disks         []ImportTaskDisk `json:"disks" xml:"-"`
+	Tags          []Tag            `json:"tags,omitempty" xml:"-"`
+	ImageID       string           `json:"imageId,omitempty" xml:"imageId,omitempty"`
+	Created       time.Time        `json:"created" xml:"-"`
 	// Phases lists the status messages the task went through, in order.
-	Phases []string `json:"phases,omitempty"`
+	Phases []string `json:"phases,omitempty" xml:"-"`
 	// Guest is what the boot disk holds, found by an ImportImage.
-	Guest *Guest `json:"guest,omitempty"`
+	Guest *Guest `json:"guest,omitempty" xml:"-"`
 }
 
 // BlockDevice is a block device mapping of an image.
