@@ -117,19 +117,30 @@ func init() {
 
 // resolveApp finds an application by id or name.
 func resolveApp(ctx context.Context, svc api.Service, ref string) (api.AppSummary, error) {
+	apps, err := allApps(ctx, svc)
+	if err != nil {
+		return api.AppSummary{}, err
+	}
+	for _, a := range apps {
+		if a.AppID == ref || a.Name == ref {
+			return a, nil
+		}
+	}
+	return api.AppSummary{}, fmt.Errorf("no app %q: see 'rehost app list'", ref)
+}
+
+// allApps pages through every application.
+func allApps(ctx context.Context, svc api.Service) ([]api.AppSummary, error) {
+	var apps []api.AppSummary
 	in := &api.ListAppsInput{MaxResults: 1000}
 	for {
 		out, err := svc.ListApps(ctx, in)
 		if err != nil {
-			return api.AppSummary{}, err
+			return nil, err
 		}
-		for _, a := range out.Apps {
-			if a.AppID == ref || a.Name == ref {
-				return a, nil
-			}
-		}
+		apps = append(apps, out.Apps...)
 		if in.NextToken = out.NextToken; in.NextToken == "" {
-			return api.AppSummary{}, fmt.Errorf("no app %q: see 'rehost app list'", ref)
+			return apps, nil
 		}
 	}
 }
@@ -217,17 +228,9 @@ func appList(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 	c := addConnFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	return c.with(noArgs, func(ctx context.Context, env Env, svc api.Service, _ []string) error {
-		var apps []api.AppSummary
-		in := &api.ListAppsInput{MaxResults: 1000}
-		for {
-			out, err := svc.ListApps(ctx, in)
-			if err != nil {
-				return err
-			}
-			apps = append(apps, out.Apps...)
-			if in.NextToken = out.NextToken; in.NextToken == "" {
-				break
-			}
+		apps, err := allApps(ctx, svc)
+		if err != nil {
+			return err
 		}
 		return listing(env, *asJSON, apps, "APP ID\tNAME\tGROUPS\tSERVERS\tREPLICATION\tLAUNCH\tSTACK", func(a api.AppSummary) []any {
 			stack := ""
