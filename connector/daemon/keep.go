@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -206,18 +205,18 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 		}
 	}
 	if ch.Full {
-		have := maps.Clone(byVM)
+		seen := make(map[string]bool, len(ch.VMs))
 		vms = nil
 		for _, vm := range ch.VMs {
-			s, ok := have[vm.ID]
-			delete(have, vm.ID)
+			seen[vm.ID] = true
+			s, ok := byVM[vm.ID]
 			if ok && !marked[s.ServerID] && sameServer(s, serverOf(sourceID, vm)) {
 				continue
 			}
 			vms = append(vms, vm)
 		}
-		for id, s := range have {
-			if !marked[s.ServerID] {
+		for id, s := range byVM {
+			if !seen[id] && !marked[s.ServerID] {
 				gone = append(gone, id)
 			}
 		}
