@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -146,14 +147,55 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 		return err
 	}
 	defer src.Close()
+	// held are the VMs whose changes wait for their runs to end (latest
+	// first seen): a poll sees them again, a watch does not, so they are
+	// tried again each poll interval while watching.
+	var mu sync.Mutex
+	held := map[string]source.VM{}
 	apply := func(ch source.Change) error {
 		if ch.Err != nil {
 			d.Log.Warn("catalog: the source's changes are not coming in", "source", sourceID, "err", ch.Err)
 			return nil
 		}
-		return d.applyChange(ctx, src, sourceID, ch)
+		mu.Lock()
+		defer mu.Unlock()
+		if ch.Full {
+			clear(held)
+		}
+		for _, id := range ch.Gone {
+			delete(held, id)
+		}
+		for _, vm := range ch.VMs {
+			delete(held, vm.ID)
+		}
+		later, err := d.applyChange(ctx, src, sourceID, ch)
+		for _, vm := range later {
+			held[vm.ID] = vm
+		}
+		return err
 	}
 	if w, ok := src.(source.Watcher); ok {
+		wctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			t := time.NewTicker(d.catalogs.poll)
+			defer t.Stop()
+			for {
+				select {
+				case <-wctx.Done():
+					return
+				case <-t.C:
+				}
+				mu.Lock()
+				vms := slices.Collect(maps.Values(held))
+				mu.Unlock()
+				if len(vms) > 0 {
+					if err := apply(source.Change{VMs: vms}); err != nil && wctx.Err() == nil {
+						d.Log.Warn("catalog: write the changes of VMs whose runs ended", "source", sourceID, "err", err)
+					}
+				}
+			}
+		}()
 		return w.Watch(ctx, apply)
 	}
 	t := time.NewTicker(d.catalogs.poll)
@@ -177,47 +219,59 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 // applyChange writes a change of the source's inventory to the catalog:
 // the servers of VMs added or changed (with their preflight), a server
 // whose VM is gone deleted, or kept and marked gone while jobs or apps
-// refer to it. A Full change is compared with the catalog first, so only
-// servers that differ are written.
-func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID string, ch source.Change) error {
+// refer to it. A change is compared with the catalog first where it is
+// read (always for a Full one), so only servers that differ are written.
+// The VMs of servers being replicated are not written: they are returned,
+// to be applied once their runs end.
+func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID string, ch source.Change) (held []source.VM, err error) {
 	if _, err := d.Store.GetSource(ctx, sourceID); err != nil {
-		return err
+		return nil, err
 	}
-	vms, gone := ch.VMs, ch.Gone
+	gone := ch.Gone
 	var marked map[string]bool
-	if ch.Full || len(vms) > 0 {
-		var err error
+	if ch.Full || len(ch.VMs) > 0 {
 		if marked, err = d.goneServers(ctx); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	// The catalog as it was: what a full inventory is compared with, and
-	// where the servers of gone VMs are found (those are never written
-	// below).
+	busy, err := d.replicating(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	// The catalog as it was: what the change is compared with, and where
+	// the servers of gone VMs are found (those are never written below).
 	var byVM map[string]store.Server
-	if ch.Full || len(gone) > 0 {
+	if ch.Full || len(gone) > 0 || len(busy) > 0 {
 		servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: sourceID})
 		if err != nil {
-			return fmt.Errorf("catalog: %w", err)
+			return nil, fmt.Errorf("catalog: %w", err)
 		}
 		byVM = make(map[string]store.Server, len(servers))
 		for _, s := range servers {
 			byVM[s.VMID] = s
 		}
 	}
-	if ch.Full {
-		have := maps.Clone(byVM)
-		vms = nil
-		for _, vm := range ch.VMs {
-			s, ok := have[vm.ID]
-			delete(have, vm.ID)
-			if ok && !marked[s.ServerID] && sameServer(s, serverOf(sourceID, vm)) {
-				continue
-			}
+	var vms []source.VM
+	for _, vm := range ch.VMs {
+		s, ok := byVM[vm.ID]
+		switch {
+		case ok && busy[s.ServerID]:
+			// A VM being replicated shows rehost's own snapshot (its disks
+			// are the snapshot's delta files until the run removes it): its
+			// entry stays, and what it looks like after the run counts.
+			held = append(held, vm)
+		case ok && !marked[s.ServerID] && sameServer(s, serverOf(sourceID, vm)):
+		default:
 			vms = append(vms, vm)
 		}
-		for id, s := range have {
-			if !marked[s.ServerID] {
+	}
+	if ch.Full {
+		seen := make(map[string]bool, len(ch.VMs))
+		for _, vm := range ch.VMs {
+			seen[vm.ID] = true
+		}
+		for id, s := range byVM {
+			if !seen[id] && !marked[s.ServerID] {
 				gone = append(gone, id)
 			}
 		}
@@ -225,7 +279,7 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 	if len(vms) > 0 {
 		stored, err := d.writeCatalog(ctx, src, sourceID, vms)
 		if err != nil {
-			return fmt.Errorf("catalog: %w", err)
+			return held, fmt.Errorf("catalog: %w", err)
 		}
 		for _, s := range stored {
 			if marked[s.ServerID] {
@@ -236,11 +290,32 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 	for _, id := range gone {
 		if s, ok := byVM[id]; ok {
 			if err := d.vmGone(ctx, sourceID, s); err != nil {
-				return err
+				return held, err
 			}
 		}
 	}
-	return nil
+	return held, nil
+}
+
+// replicating names the servers with a run in flight, on this appliance
+// or another of its fleet.
+func (d *Daemon) replicating(ctx context.Context) (map[string]bool, error) {
+	runs, err := d.Store.RunsInState(ctx, store.RunActive)
+	if err != nil || len(runs) == 0 {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, r := range runs {
+		j, err := d.Store.GetJob(ctx, r.ReplicationJobID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[j.ServerID] = true
+	}
+	return out, nil
 }
 
 // sameServer reports whether two catalog entries of a VM say the same.

@@ -73,7 +73,9 @@ func vcenterCatalog(t *testing.T, names ...string) (*vspheresim.Sim, *Daemon) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sim.Close() })
-	d, err := Open(ctx, t.TempDir(), quiet())
+	o := quiet()
+	o.CatalogPoll = 100 * time.Millisecond // how often changes held for a run are tried again
+	d, err := Open(ctx, t.TempDir(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +123,41 @@ func TestCatalogFollowsVCenter(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "app-02 out of the catalog", func() bool { _, ok := serverNamed(t, d, "app-02"); return !ok })
+}
+
+// A VM's changes seen while it replicates (rehost's own snapshot among
+// them) wait for its run to end, then show from a watched vCenter too.
+func TestCatalogHoldsVMBeingReplicated(t *testing.T) {
+	ctx := context.Background()
+	sim, d := vcenterCatalog(t, "web-01", "db-01")
+	db, _ := serverNamed(t, d, "db-01")
+	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.AddDisk(ctx, "db-01", 8*mib); err != nil {
+		t.Fatal(err)
+	}
+	// The property collector reports in order: once web-01's rename is in
+	// the catalog, db-01's disk has been seen.
+	if err := sim.RenameVM(ctx, "web-01", "web-02"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "web-01 renamed web-02", func() bool { _, ok := serverNamed(t, d, "web-02"); return ok })
+	if s, _ := serverNamed(t, d, "db-01"); s.DiskCount != 1 || !s.ImportedAt.Equal(db.ImportedAt) {
+		t.Errorf("db-01 was written while it replicated: %d disks, imported at %v (was %v)", s.DiskCount, s.ImportedAt, db.ImportedAt)
+	}
+	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
+		r.State, r.CompletedTime = store.RunCompleted, time.Now()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "db-01's second disk after its run", func() bool { s, _ := serverNamed(t, d, "db-01"); return s.DiskCount == 2 })
 }
 
 // A job whose VM leaves its source says so, its runs fail at once saying
@@ -237,6 +274,34 @@ func TestCatalogPollsHyperV(t *testing.T) {
 	if now, _ := serverNamed(t, d, "db-01"); !now.ImportedAt.Equal(db.ImportedAt) {
 		t.Errorf("db-01 did not change but was written again (imported at %v, then %v)", db.ImportedAt, now.ImportedAt)
 	}
+
+	// While db-01 replicates, what the host shows of it is rehost's own
+	// checkpoint (its disks are the checkpoint's .avhdx): its entry and
+	// preflight stay as they are, and a change made meanwhile shows once
+	// the run is over.
+	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.RenameVM("db-01", "db-02"); err != nil {
+		t.Fatal(err)
+	}
+	polls := sim.Calls()["hv-inventory"]
+	eventually(t, "two polls after the rename", func() bool { return sim.Calls()["hv-inventory"] >= polls+2 })
+	if now, ok := serverNamed(t, d, "db-01"); !ok || !now.ImportedAt.Equal(db.ImportedAt) {
+		t.Errorf("db-01 was written while it replicated: %+v", now)
+	}
+	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
+		r.State, r.CompletedTime = store.RunCompleted, time.Now()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "db-01 renamed db-02 after its run", func() bool { _, ok := serverNamed(t, d, "db-02"); return ok })
 }
 
 // An Azure catalog is kept current by polling: a disk resized shows, and

@@ -1,6 +1,7 @@
 package azuresim
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -10,8 +11,10 @@ import (
 	"net/http"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -70,12 +73,47 @@ var routes = []route{
 // names the operation and hands the request to the generated fake
 // transport, which calls the Sim's implementation.
 type armHandler struct {
-	s       *Sim
-	compute policy.Transporter
-	network policy.Transporter
+	s *Sim
+	fakes
 	// lro remembers which operation started the long-running operation at
 	// a path, for its polls ("…/get/fake/status").
 	lro sync.Map
+	// walks are the paged lists being read, each with fakes of its own
+	// (see walk).
+	walks    sync.Map
+	lastWalk atomic.Int64
+}
+
+// walkParam names a paged list's walk in its next links.
+const walkParam = "rehost-walk"
+
+// fakes are the generated transports a request is handed to.
+type fakes struct{ compute, network policy.Transporter }
+
+func (s *Sim) newFakes() fakes {
+	return fakes{computefake.NewServerFactoryTransport(s.computeFakes()), networkfake.NewServerFactoryTransport(s.networkFakes())}
+}
+
+// walk gives one client's read of a paged list fakes of its own. The
+// generated fakes keep a pager's pages by the request's path, so two
+// clients listing the same collection at once (the catalog's poll and a
+// run's lookup of the VM sizes) would take each other's pages, and the
+// one that finished second would find its pager gone. The first page's
+// request gets a walk id as a query parameter, which the fakes copy into
+// every next link.
+func (h *armHandler) walk(req *http.Request) (string, fakes) {
+	q := req.URL.Query()
+	if id := q.Get(walkParam); id != "" {
+		if f, ok := h.walks.Load(id); ok {
+			return id, f.(fakes)
+		}
+	}
+	id := strconv.FormatInt(h.lastWalk.Add(1), 10)
+	q.Set(walkParam, id)
+	req.URL.RawQuery = q.Encode()
+	f := h.s.newFakes()
+	h.walks.Store(id, f)
+	return id, f
 }
 
 var (
@@ -130,11 +168,23 @@ func (h *armHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := r.Clone(context.WithValue(r.Context(), runtime.CtxAPINameKey{}, api))
 	req.RequestURI = ""
 	req.URL.Scheme, req.URL.Host = "https", r.Host
-	tr := h.compute
+	f, walk := h.fakes, ""
+	if strings.Contains(api, ".NewList") {
+		walk, f = h.walk(req)
+	}
+	tr := f.compute
 	if strings.HasPrefix(api, "InterfacesClient.") {
-		tr = h.network
+		tr = f.network
 	}
 	resp, err := tr.Do(req)
+	var body []byte
+	if err == nil {
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if walk != "" && (err != nil || !bytes.Contains(body, []byte(`"nextLink"`))) {
+		h.walks.Delete(walk) // its last page
+	}
 	var re *azcore.ResponseError
 	if errors.As(err, &re) { // what a fake answered with an ErrorResponder
 		writeARMError(w, re.StatusCode, re.ErrorCode, errorMessages[re.ErrorCode])
@@ -144,7 +194,6 @@ func (h *armHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeARMError(w, http.StatusInternalServerError, "InternalServerError", err.Error())
 		return
 	}
-	defer resp.Body.Close()
 	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
@@ -153,7 +202,7 @@ func (h *armHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
+	w.Write(body)
 }
 
 // errorMessages are the messages Azure gives with the error codes the
@@ -180,10 +229,7 @@ func (s *Sim) serve() error {
 		return err
 	}
 	s.CAPEM = string(caPEM)
-	h := &armHandler{s: s,
-		compute: computefake.NewServerFactoryTransport(s.computeFakes()),
-		network: networkfake.NewServerFactoryTransport(s.networkFakes()),
-	}
+	h := &armHandler{s: s, fakes: s.newFakes()}
 	start := func(h http.Handler) (*http.Server, string, error) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

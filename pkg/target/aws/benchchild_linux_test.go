@@ -237,9 +237,9 @@ func childRehost(ctx context.Context, spec childSpec) (int64, error) {
 		defer closer.Close()
 		body = disk.NewEncoder(img, format, disk.EncodeOptions{})
 	case "pipe":
+		disk.WidenPipe(os.Stdin)
 		body = struct{ io.Reader }{os.Stdin}
 		if format == disk.VMDK {
-			disk.WidenPipe(os.Stdin)
 			br := bufio.NewReaderSize(os.Stdin, 1<<20)
 			body = writerTo(func(w io.Writer) (int64, error) { return disk.WriteStreamOptimizedFrom(w, br, spec.Size) })
 		}
