@@ -166,9 +166,19 @@ type Change struct {
 	VMs []VM
 	// Gone are the ids of VMs removed from the source.
 	Gone []string
-	// Err says why the source cannot be watched right now (VMs and Gone
-	// are then empty); the watch goes on.
+	// Moved are VMs whose inventory path changed and nothing else of
+	// theirs (a folder, vApp or datacenter above them renamed or moved):
+	// their other properties are as last reported.
+	Moved []Move
+	// Err says why the source cannot be watched right now (VMs, Gone and
+	// Moved are then empty); the watch goes on.
 	Err error
+}
+
+// Move is a VM's new inventory path (Change.Moved).
+type Move struct {
+	ID   string // the VM's id
+	Path string // its inventory path now (VM.Path)
 }
 
 // DiskContent is a disk opened by DiskReader.ReadDisk.
