@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -168,6 +169,12 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 		for _, vm := range ch.VMs {
 			delete(held, vm.ID)
 		}
+		for _, m := range ch.Moved {
+			if vm, ok := held[m.ID]; ok {
+				vm.Path = m.Path
+				held[m.ID] = vm
+			}
+		}
 		later, err := d.applyChange(ctx, src, sourceID, ch)
 		for _, vm := range later {
 			held[vm.ID] = vm
@@ -217,12 +224,13 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 }
 
 // applyChange writes a change of the source's inventory to the catalog:
-// the servers of VMs added or changed (with their preflight), a server
-// whose VM is gone deleted, or kept and marked gone while jobs or apps
-// refer to it. A change is compared with the catalog first where it is
-// read (always for a Full one), so only servers that differ are written.
-// The VMs of servers being replicated are not written: they are returned,
-// to be applied once their runs end.
+// the servers of VMs added or changed (with their preflight), those of VMs
+// moved given their new path (nothing else of theirs changed, so their
+// preflight stands), a server whose VM is gone deleted, or kept and marked
+// gone while jobs or apps refer to it. A change is compared with the
+// catalog first where it is read (always for a Full one), so only servers
+// that differ are written. The VMs of servers being replicated are not
+// written: they are returned, to be applied once their runs end.
 func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID string, ch source.Change) (held []source.VM, err error) {
 	if _, err := d.Store.GetSource(ctx, sourceID); err != nil {
 		return nil, err
@@ -241,7 +249,7 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 	// The catalog as it was: what the change is compared with, and where
 	// the servers of gone VMs are found (those are never written below).
 	var byVM map[string]store.Server
-	if ch.Full || len(gone) > 0 || len(busy) > 0 {
+	if ch.Full || len(gone) > 0 || len(busy) > 0 || len(ch.Moved) > 0 {
 		servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: sourceID})
 		if err != nil {
 			return nil, fmt.Errorf("catalog: %w", err)
@@ -287,6 +295,9 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 			}
 		}
 	}
+	if err := d.moveServers(ctx, sourceID, byVM, ch.Moved); err != nil {
+		return held, err
+	}
 	for _, id := range gone {
 		if s, ok := byVM[id]; ok {
 			if err := d.vmGone(ctx, sourceID, s); err != nil {
@@ -295,6 +306,35 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 		}
 	}
 	return held, nil
+}
+
+// moveServers gives the servers of the VMs moved their new paths,
+// catalogBatch at a time; a VM not in the catalog (byVM) is not written.
+func (d *Daemon) moveServers(ctx context.Context, sourceID string, byVM map[string]store.Server, moved []source.Move) error {
+	var servers []store.Server
+	for _, m := range moved {
+		s, ok := byVM[m.ID]
+		if !ok || s.Path == m.Path {
+			continue
+		}
+		var vm source.VM
+		if err := json.Unmarshal([]byte(s.Details), &vm); err == nil && vm.ID == m.ID {
+			vm.Path = m.Path
+			s = serverOf(sourceID, vm)
+		} else {
+			s.Path, s.ImportedAt = m.Path, time.Time{}
+		}
+		servers = append(servers, s)
+	}
+	for batch := range slices.Chunk(servers, catalogBatch) {
+		if _, err := d.Store.UpsertServers(ctx, batch); err != nil {
+			return fmt.Errorf("catalog: write the paths of vms moved: %w", err)
+		}
+	}
+	if len(servers) > 0 {
+		d.Log.Info("catalog: vms moved in their source's inventory", "source", sourceID, "servers", len(servers))
+	}
+	return nil
 }
 
 // replicating names the servers with a run in flight, on this appliance

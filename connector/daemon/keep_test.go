@@ -12,6 +12,7 @@ import (
 	"github.com/rehost/rehost/internal/lab/hvdisk"
 	"github.com/rehost/rehost/internal/lab/hypervsim"
 	"github.com/rehost/rehost/internal/lab/vspheresim"
+	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/azure"
 	"github.com/rehost/rehost/pkg/store"
 )
@@ -123,6 +124,87 @@ func TestCatalogFollowsVCenter(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "app-02 out of the catalog", func() bool { _, ok := serverNamed(t, d, "app-02"); return !ok })
+}
+
+// detailsPath is the inventory path a server's details (the VM as the
+// source described it) say.
+func detailsPath(t *testing.T, s store.Server) string {
+	t.Helper()
+	var vm source.VM
+	if err := json.Unmarshal([]byte(s.Details), &vm); err != nil {
+		t.Fatalf("server %s details: %v", s.Name, err)
+	}
+	return vm.Path
+}
+
+// A folder renamed in vCenter changes the inventory paths of the servers
+// of the VMs below it, their details with them, and nothing else: their
+// preflights stand. A VM being replicated moves too (the path is not
+// what its run holds back), and its changes held for the run keep the
+// new path when they are applied after it.
+func TestCatalogFollowsFolderRenames(t *testing.T) {
+	ctx := context.Background()
+	sim, d := vcenterCatalog(t, "web-01", "db-01")
+	if err := sim.CreateFolder(ctx, "/DC0/vm", "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.MoveInto(ctx, "/DC0/vm/shop", []string{"web-01", "db-01"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "web-01 and db-01 in shop", func() bool {
+		w, _ := serverNamed(t, d, "web-01")
+		b, _ := serverNamed(t, d, "db-01")
+		return w.Path == "/DC0/vm/shop/web-01" && b.Path == "/DC0/vm/shop/db-01"
+	})
+	web, _ := serverNamed(t, d, "web-01")
+	before, ok, err := d.Preflight(ctx, web.ServerID)
+	if err != nil || !ok {
+		t.Fatalf("web-01's preflight: %v %v", ok, err)
+	}
+
+	db, _ := serverNamed(t, d, "db-01")
+	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.AddDisk(ctx, "db-01", 8*mib); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.RenameFolder(ctx, "/DC0/vm/shop", "store"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "shop renamed store in the catalog", func() bool {
+		w, _ := serverNamed(t, d, "web-01")
+		b, _ := serverNamed(t, d, "db-01")
+		return w.Path == "/DC0/vm/store/web-01" && b.Path == "/DC0/vm/store/db-01"
+	})
+	for _, name := range []string{"web-01", "db-01"} {
+		s, _ := serverNamed(t, d, name)
+		if got := detailsPath(t, s); got != s.Path {
+			t.Errorf("%s: details say path %q, the server %q", name, got, s.Path)
+		}
+	}
+	if after, _, _ := d.Preflight(ctx, web.ServerID); !after.CheckedAt.Equal(before.CheckedAt) {
+		t.Errorf("web-01 checked again (at %v, before at %v) for a folder renamed", after.CheckedAt, before.CheckedAt)
+	}
+	if s, _ := serverNamed(t, d, "db-01"); s.DiskCount != 1 {
+		t.Errorf("db-01's disk written while it replicated: %d disks", s.DiskCount)
+	}
+
+	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
+		r.State, r.CompletedTime = store.RunCompleted, time.Now()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "db-01's second disk after its run", func() bool { s, _ := serverNamed(t, d, "db-01"); return s.DiskCount == 2 })
+	if s, _ := serverNamed(t, d, "db-01"); s.Path != "/DC0/vm/store/db-01" || detailsPath(t, s) != s.Path {
+		t.Errorf("db-01 after its run: path %q, details %q; want the renamed folder's", s.Path, detailsPath(t, s))
+	}
 }
 
 // A VM's changes seen while it replicates (rehost's own snapshot among
