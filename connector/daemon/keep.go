@@ -207,12 +207,29 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 	}
 	t := time.NewTicker(d.catalogs.poll)
 	defer t.Stop()
-	for {
-		vms, err := src.Inventory(ctx)
+	fp, _ := src.(source.Fingerprinter)
+	var prints map[string]string // as of the last poll; nil: list in full next
+	for polls := 0; ; polls++ {
+		var ch source.Change
+		var err error
+		if fp != nil && prints != nil && polls%fullPollEvery != 0 {
+			ch, prints, err = lightPoll(ctx, src, fp, prints)
+		} else {
+			ch, prints, err = fullPoll(ctx, src, fp)
+		}
 		if err != nil {
 			return err
 		}
-		if err := apply(source.Change{Full: true, VMs: vms}); err != nil {
+		if !ch.Full {
+			mu.Lock()
+			for id, vm := range held {
+				if !slices.ContainsFunc(ch.VMs, func(v source.VM) bool { return v.ID == id }) && !slices.Contains(ch.Gone, id) {
+					ch.VMs = append(ch.VMs, vm) // tried again: its run may have ended
+				}
+			}
+			mu.Unlock()
+		}
+		if err := apply(ch); err != nil {
 			return err
 		}
 		select {
@@ -221,6 +238,66 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 		case <-t.C:
 		}
 	}
+}
+
+// fullPollEvery is how often (in polls) a source with fingerprints is
+// listed in full all the same, for what its fingerprints do not show.
+const fullPollEvery = 10
+
+// fullPoll lists the source's inventory whole; with fp, the fingerprints
+// the next light poll compares with are taken first, so a change made
+// while the inventory is read shows then (none where this connection of
+// the source has none: errors.ErrUnsupported).
+func fullPoll(ctx context.Context, src source.Source, fp source.Fingerprinter) (source.Change, map[string]string, error) {
+	var prints map[string]string
+	if fp != nil {
+		var err error
+		if prints, err = fp.Fingerprints(ctx); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+			return source.Change{}, nil, err
+		}
+	}
+	vms, err := src.Inventory(ctx)
+	if err != nil {
+		return source.Change{}, nil, err
+	}
+	return source.Change{Full: true, VMs: vms}, prints, nil
+}
+
+// lightPoll compares the source's fingerprints with those of the last
+// poll: the VMs whose fingerprint changed or that are new are read one by
+// one, those missing are gone. When many changed, it lists in full.
+func lightPoll(ctx context.Context, src source.Source, fp source.Fingerprinter, last map[string]string) (source.Change, map[string]string, error) {
+	prints, err := fp.Fingerprints(ctx)
+	if err != nil {
+		return source.Change{}, nil, err
+	}
+	var ch source.Change
+	var changed []string
+	for id, f := range prints {
+		if last[id] != f {
+			changed = append(changed, id)
+		}
+	}
+	for id := range last {
+		if _, ok := prints[id]; !ok {
+			ch.Gone = append(ch.Gone, id)
+		}
+	}
+	if len(changed) > max(8, len(prints)/8) {
+		return fullPoll(ctx, src, fp)
+	}
+	for _, id := range changed {
+		vm, err := src.VM(ctx, id)
+		switch {
+		case errors.Is(err, source.ErrNotFound):
+			ch.Gone = append(ch.Gone, id)
+		case err != nil:
+			return source.Change{}, nil, err
+		default:
+			ch.VMs = append(ch.VMs, vm)
+		}
+	}
+	return ch, prints, nil
 }
 
 // applyChange writes a change of the source's inventory to the catalog:

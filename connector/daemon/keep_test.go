@@ -356,6 +356,14 @@ func TestCatalogPollsHyperV(t *testing.T) {
 	if now, _ := serverNamed(t, d, "db-01"); !now.ImportedAt.Equal(db.ImportedAt) {
 		t.Errorf("db-01 did not change but was written again (imported at %v, then %v)", db.ImportedAt, now.ImportedAt)
 	}
+	// Polls that find nothing changed run the light listing; the full
+	// inventory runs one poll in fullPollEvery.
+	before := sim.Calls()
+	eventually(t, "20 quiet polls", func() bool { return sim.Calls()["hv-digest"] >= before["hv-digest"]+20 })
+	after := sim.Calls()
+	if full, light := after["hv-inventory"]-before["hv-inventory"], after["hv-digest"]-before["hv-digest"]; full > light/fullPollEvery+1 {
+		t.Errorf("%d full inventories in %d quiet polls, want one in %d", full, light, fullPollEvery)
+	}
 
 	// While db-01 replicates, what the host shows of it is rehost's own
 	// checkpoint (its disks are the checkpoint's .avhdx): its entry and
@@ -372,8 +380,8 @@ func TestCatalogPollsHyperV(t *testing.T) {
 	if err := sim.RenameVM("db-01", "db-02"); err != nil {
 		t.Fatal(err)
 	}
-	polls := sim.Calls()["hv-inventory"]
-	eventually(t, "two polls after the rename", func() bool { return sim.Calls()["hv-inventory"] >= polls+2 })
+	polls := sim.Calls()["hv-digest"]
+	eventually(t, "two polls after the rename", func() bool { return sim.Calls()["hv-digest"] >= polls+2 })
 	if now, ok := serverNamed(t, d, "db-01"); !ok || !now.ImportedAt.Equal(db.ImportedAt) {
 		t.Errorf("db-01 was written while it replicated: %+v", now)
 	}
