@@ -68,7 +68,6 @@ func newWireCount(tb testing.TB, target string) *wireCount {
 
 func (w *wireCount) addr() string { return w.ln.Addr().String() }
 
-
 // pollVMs is how many VMs the poll benchmarks' sources have.
 const pollVMs = 50
 
