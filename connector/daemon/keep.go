@@ -337,14 +337,19 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 		}
 	}
 	var vms []source.VM
+	moved := slices.Clone(ch.Moved)
 	for _, vm := range ch.VMs {
 		s, ok := byVM[vm.ID]
 		switch {
 		case ok && busy[s.ServerID]:
 			// A VM being replicated shows rehost's own snapshot (its disks
 			// are the snapshot's delta files until the run removes it): its
-			// entry stays, and what it looks like after the run counts.
+			// entry stays, and what it looks like after the run counts;
+			// but for its path, which the snapshot has nothing to do with.
 			held = append(held, vm)
+			if vm.Path != s.Path {
+				moved = append(moved, source.Move{ID: vm.ID, Path: vm.Path})
+			}
 		case ok && !marked[s.ServerID] && sameServer(s, serverOf(sourceID, vm)):
 		default:
 			vms = append(vms, vm)
@@ -372,7 +377,7 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 			}
 		}
 	}
-	if err := d.moveServers(ctx, sourceID, byVM, ch.Moved); err != nil {
+	if err := d.moveServers(ctx, sourceID, byVM, moved); err != nil {
 		return held, err
 	}
 	for _, id := range gone {
