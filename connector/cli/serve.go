@@ -77,7 +77,7 @@ func init() {
 			fs.StringVar(&o.flags.Listen, "listen", "", "HTTPS address of the API and console (env REHOST_LISTEN; default "+defaultListen+")")
 			fs.IntVar(&o.flags.MaxConcurrentRuns, "max-concurrent-runs", 0, "runs at once across all jobs (default 2)")
 			fs.IntVar(&o.flags.ImportLimitPerRegion, "import-limit", 0, "concurrent VM Import tasks per region (default 20, AWS's default quota)")
-			fs.IntVar(&o.flags.StagingMemoryMiB, "staging-memory", 0, "MiB of part buffers shared by every run's S3 staging (default 512)")
+			fs.IntVar(&o.flags.StagingMemoryMiB, "staging-memory", 0, "MiB of part buffers shared by every run's S3 staging (default 256)")
 			fs.IntVar(&o.flags.OnDemandPer24h, "on-demand-per-24h", 0, "on-demand runs per job per 24 h (default 2; -1 unlimited)")
 			fs.IntVar(&o.flags.PauseAfterFailures, "pause-after-failures", 0, "consecutive failures that pause a job (default 3)")
 			fs.StringVar(&o.flags.ResyncInterval, "resync", "", "how often to pick up jobs changed by other processes (default 30s)")

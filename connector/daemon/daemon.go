@@ -91,7 +91,7 @@ type Options struct {
 	// CLI).
 	WaitForStore bool
 	// StagingMemory is the bytes of part buffers every run's S3 staging
-	// draws from together (default awstarget.DefaultBufferPool, 512 MiB):
+	// draws from together (default awstarget.DefaultBufferPool, 256 MiB):
 	// buffers are reused from part to part and run to run, and a run waits
 	// for one while the others hold them all.
 	StagingMemory int64

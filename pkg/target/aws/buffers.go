@@ -9,7 +9,7 @@ import (
 
 // DefaultBufferPool is the budget of a Target's part buffers when its
 // Config gives no Buffers: every Stage of the target draws from it.
-const DefaultBufferPool = 512 << 20
+const DefaultBufferPool = 256 << 20
 
 // bufferIdle is how long a pool with no buffer taken keeps its free ones
 // before letting them go, so an idle connector does not hold its peak.
