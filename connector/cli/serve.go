@@ -175,6 +175,9 @@ func (o *serveOptions) config() (serveConfig, error) {
 			c.LeaseTTL = o.flags.LeaseTTL
 		}
 	})
+	if c.StagingMemoryMiB != 0 && c.StagingMemoryMiB < minStagingMemoryMiB {
+		return c, fmt.Errorf("stagingMemoryMiB %d: want at least %d (four 16 MiB parts), or 0 for the default", c.StagingMemoryMiB, minStagingMemoryMiB)
+	}
 	return c, nil
 }
 
@@ -200,9 +203,6 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	storeCfg, err := c.storeConfig()
 	if err != nil {
 		return err
-	}
-	if c.StagingMemoryMiB != 0 && c.StagingMemoryMiB < minStagingMemoryMiB {
-		return fmt.Errorf("stagingMemoryMiB %d: want at least %d (four 16 MiB parts), or 0 for the default", c.StagingMemoryMiB, minStagingMemoryMiB)
 	}
 	var ttl time.Duration
 	if c.LeaseTTL != "" {
