@@ -216,6 +216,10 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	return d, nil
 }
 
+// StagingBuffers is the pool of part buffers every run's S3 staging draws
+// from (Options.StagingMemory).
+func (d *Daemon) StagingBuffers() *awstarget.Buffers { return d.buffers }
+
 // WakeBandwidth makes a serving daemon read the stored bandwidth cap now
 // rather than at its next poll.
 func (d *Daemon) WakeBandwidth() {

@@ -46,6 +46,8 @@ type BufferStats struct {
 	Allocated, Reused, Waited, Dropped int
 	// Held is the bytes of buffers in existence now; Peak the most ever.
 	Held, Peak int64
+	// Waiting is the gets waiting for the budget now.
+	Waiting int
 }
 
 type bufWaiter struct {
@@ -71,7 +73,7 @@ func (b *Buffers) Stats() BufferStats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.stats
-	s.Held = b.held
+	s.Held, s.Waiting = b.held, len(b.queue)
 	return s
 }
 

@@ -65,6 +65,9 @@ func TestBuffersBoundAndReuse(t *testing.T) {
 	}
 	fourth := getAsync(t, b, ctx, part)
 	mustNotArrive(t, fourth, "a fourth buffer")
+	if w := b.Stats().Waiting; w != 1 {
+		t.Fatalf("%d gets waiting, want 1", w)
+	}
 	held[0][0] = 42
 	b.put(held[0])
 	buf := <-fourth
