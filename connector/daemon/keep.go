@@ -345,9 +345,10 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 			// A VM being replicated shows rehost's own snapshot (its disks
 			// are the snapshot's delta files until the run removes it): its
 			// entry stays, and what it looks like after the run counts;
-			// but for its path, which the snapshot has nothing to do with.
+			// but for its path when a container above it moved (its name
+			// the same), which the snapshot has nothing to do with.
 			held = append(held, vm)
-			if vm.Path != s.Path {
+			if vm.Path != s.Path && vm.Name == s.Name {
 				moved = append(moved, source.Move{ID: vm.ID, Path: vm.Path})
 			}
 		case ok && !marked[s.ServerID] && sameServer(s, serverOf(sourceID, vm)):
