@@ -94,6 +94,12 @@ type Options struct {
 	// sharing it (rehost serve); without it the daemon only reads and
 	// writes the store (the CLI).
 	Fleet *FleetOptions
+	// StageConcurrency and StagePartSize tune every run's S3 staging: the
+	// parts uploaded at once and their size (zero: the target's defaults,
+	// 4 and 16 MiB). Smaller parts hold less memory and feel a slow link
+	// sooner.
+	StageConcurrency int
+	StagePartSize    int64
 }
 
 // Daemon is an open connector state directory.
@@ -118,6 +124,7 @@ type Daemon struct {
 
 	mu     sync.Mutex
 	target *awstarget.Target
+	stage  stageTuning
 
 	keysMu     sync.Mutex
 	keysSealed []byte
@@ -155,7 +162,8 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 		return nil, fmt.Errorf("open state %s: %w", dir, err)
 	}
 	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log, StoreConfig: sc,
-		Bandwidth: bandwidth.New(nil), bandwidthWake: make(chan struct{}, 1)}
+		Bandwidth: bandwidth.New(nil), bandwidthWake: make(chan struct{}, 1),
+		stage: stageTuning{o.StageConcurrency, o.StagePartSize}}
 	d.catalogs.poll = cmp.Or(o.CatalogPoll, 30*time.Second)
 	if sc.Postgres() {
 		if err := fleet.CheckKey(ctx, st, box, dir); err != nil {
@@ -240,7 +248,7 @@ func (d *Daemon) Register(ctx context.Context, s AWSSettings, setup awstarget.Se
 			return awstarget.SetupReport{}, err
 		}
 	}
-	t, err := newTarget(ctx, s, d.Log)
+	t, err := newTarget(ctx, s, d.Log, d.stage)
 	if err != nil {
 		return awstarget.SetupReport{}, err
 	}
@@ -299,7 +307,7 @@ func (d *Daemon) Target(ctx context.Context) (*awstarget.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := newTarget(ctx, s, d.Log)
+	t, err := newTarget(ctx, s, d.Log, d.stage)
 	if err != nil {
 		return nil, err
 	}
@@ -307,8 +315,16 @@ func (d *Daemon) Target(ctx context.Context) (*awstarget.Target, error) {
 	return t, nil
 }
 
-func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget.Target, error) {
+// stageTuning is Options' staging parts.
+type stageTuning struct {
+	concurrency int
+	partSize    int64
+}
+
+func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger, stage stageTuning) (*awstarget.Target, error) {
 	cfg := awstarget.Config{
+		Concurrency:     stage.concurrency,
+		PartSize:        stage.partSize,
 		Region:          s.Region,
 		AccessKeyID:     s.AccessKeyID,
 		SecretAccessKey: s.SecretAccessKey,
