@@ -30,8 +30,8 @@ const (
 // grains and the rates it chose on, measured while it wrote: how fast the
 // output drained (the link), how fast the source delivered, and for each
 // encoding how fast the compressors got through data and how much it
-// shrank. Rates are bytes of grains that hold data per second (all-zero
-// grains cost nothing and are left out).
+// shrank. The compressors' rates are bytes of grains that hold data per
+// second (all-zero grains cost nothing and are left out).
 type Pacing struct {
 	// Format is the image format written ("vmdk", "vhd", "raw"); a VHD
 	// or raw image has no grains to pace, and Plan may say why it was
@@ -47,10 +47,14 @@ type Pacing struct {
 	Decisions int `json:"decisions"`
 	Switches  int `json:"switches"`
 	// LinkBps and SourceBps are the last window's rates: output bytes
-	// written per second spent writing, data read per second spent
-	// reading.
+	// written per second spent writing (see pacer), bytes read per second
+	// spent reading, holes included.
 	LinkBps   int64 `json:"linkBps"`
 	SourceBps int64 `json:"sourceBps"`
+	// LinkHeldBps is the link's rate the last time it held the writer up
+	// (its writes took longer than the waits for the compressors): the
+	// rate a bandwidth cap or a slow upload allows; 0 if it never did.
+	LinkHeldBps int64 `json:"linkHeldBps,omitempty"`
 	// Encodings are the estimates of each encoding the decision compared.
 	Encodings []EncodingRate `json:"encodings,omitempty"`
 	// Grains by how they were written, and the data's bytes before and
@@ -71,8 +75,8 @@ type EncodingRate struct {
 	CPUBps int64 `json:"cpuBps"`
 	// Ratio is the output's size over the input's.
 	Ratio float64 `json:"ratio"`
-	// Bps is the stream's rate with this encoding: the least of the
-	// source, the compressors and the link over the ratio.
+	// Bps is the stream's rate with this encoding, the source aside: the
+	// lesser of the compressors' and the link's over the ratio.
 	Bps int64 `json:"bps"`
 }
 
@@ -109,6 +113,9 @@ const (
 	// paceSmooth weighs a window's measurement of a level into its
 	// estimate (the probes are few grains).
 	paceSmooth = 0.5
+	// paceGrow is how much the link's estimate may grow over a window in
+	// which the link did not hold the writer up.
+	paceGrow = 1.25
 )
 
 // pacer picks how the next grains are encoded. Adaptive, it measures over
@@ -116,11 +123,11 @@ const (
 // the in-order writer spent writing: when the link is the bottleneck the
 // writes block), how fast the source delivers, and for every level (the
 // chosen one, and a few probe grains of the others) the compressors' rate
-// and the ratio. The stream's rate with a level is the least of the
-// source, its compressors and the link over its ratio; the next window
-// uses the fastest level, and among levels about as fast the one spending
-// the least CPU: deflate only where the link is what the stream waits on,
-// the data as it is where nothing is gained by compressing.
+// and the ratio. The stream's rate with a level is the lesser of its
+// compressors' and the link's over its ratio (the source's is the same
+// whatever the level); the next window uses the fastest level, and among
+// levels about as fast the one spending the least CPU: deflate where the
+// link is what the stream waits on, the data as it is where the CPU is.
 type pacer struct {
 	fixed    int // the level when not adaptive
 	adaptive bool
@@ -132,6 +139,7 @@ type pacer struct {
 	n                  int
 	write, fill, wait  time.Duration
 	link               float64 // the link's estimate, bytes/s (0: none yet)
+	held               float64 // the link's rate when it last held the writer up
 	out, data          int64
 	in, enc            [len(paceLevels)]int64
 	busy               [len(paceLevels)]time.Duration
@@ -263,14 +271,18 @@ func (p *pacer) decide() {
 	// Writes that took longer than the waits for the compressors were
 	// held up by the link: their rate is the link's. Writes that did not
 	// block say only that the link took what it was given; the estimate
-	// then grows (at most doubling a window), so a link that speeds up is
-	// seen, and one that did not is measured again when it blocks.
+	// then grows by at most paceGrow a window (measured over the output
+	// alone, a link that blocked a moment ago would look infinitely fast
+	// as soon as the buffers below have room again), so a link that sped
+	// up is seen, and one that did not is measured again when it blocks.
 	link := rate(p.out, p.write)
-	if p.link > 0 && p.write <= p.wait {
-		link = min(link, 2*p.link)
+	if p.write > p.wait {
+		p.held = link
+	} else if p.link > 0 {
+		link = min(link, paceGrow*p.link)
 	}
 	p.link = link
-	src := rate(p.data, p.fill)
+	src := rate(int64(p.n)*vmdkGrainSize, p.fill)
 	choice, neck, rates := choose(link, src, p.est[:], p.known[:])
 	if choice < 0 {
 		return
@@ -283,14 +295,18 @@ func (p *pacer) decide() {
 	}
 	p.mu.Lock()
 	p.last = Pacing{Choice: paceLevels[choice].name, Bottleneck: neck, Decisions: p.decisions, Switches: p.changes,
-		LinkBps: clampRate(link), SourceBps: clampRate(src), Encodings: rates}
+		LinkBps: clampRate(link), LinkHeldBps: clampRate(p.held), SourceBps: clampRate(src), Encodings: rates}
 	p.mu.Unlock()
 }
 
 // choose is the decision on measured rates (bytes/s): the link's output
-// rate, the source's, and each level's estimate where known. It returns
-// the index of the level chosen (-1 when none is known), what bounds the
-// stream with it, and each known level's rates.
+// rate, the source's read rate, and each level's estimate where known.
+// The stream's rate with a level is the lesser of its compressors' and the
+// link's over its ratio: the source reads at the same rate whatever the
+// encoding, so it does not take part (a slow source is reported as the
+// bottleneck, nothing more). It returns the index of the level chosen (-1
+// when none is known), what bounds the stream with it, and each known
+// level's rates.
 func choose(link, src float64, est []EncodingRate, known []bool) (int, string, []EncodingRate) {
 	var rates []EncodingRate
 	speed := make([]float64, len(est))
@@ -299,7 +315,7 @@ func choose(link, src float64, est []EncodingRate, known []bool) (int, string, [
 		if !known[i] {
 			continue
 		}
-		speed[i] = min(src, float64(e.CPUBps), link/max(e.Ratio, 1e-3))
+		speed[i] = min(float64(e.CPUBps), link/max(e.Ratio, 1e-3))
 		best = max(best, speed[i])
 		e.Bps = clampRate(speed[i])
 		rates = append(rates, e)
@@ -307,12 +323,11 @@ func choose(link, src float64, est []EncodingRate, known []bool) (int, string, [
 	for i := range est {
 		// paceLevels go from the least CPU to the most.
 		if known[i] && speed[i] >= best*(1-paceTie) {
-			e := est[i]
 			neck := BottleneckLink
-			switch speed[i] {
-			case src:
+			switch {
+			case src < speed[i]:
 				neck = BottleneckSource
-			case float64(e.CPUBps):
+			case speed[i] == float64(est[i].CPUBps):
 				neck = BottleneckCPU
 			}
 			return i, neck, rates
@@ -353,7 +368,11 @@ func (p Pacing) Summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "grains %s", choiceWords[p.Choice])
 	if p.Decisions > 0 {
-		fmt.Fprintf(&b, ", the %s the bottleneck (%d decisions, %d switches): link %s, source %s;", p.Bottleneck, p.Decisions, p.Switches, mibps(p.LinkBps), mibps(p.SourceBps))
+		fmt.Fprintf(&b, ", the %s the bottleneck (%d decisions, %d switches): link %s", p.Bottleneck, p.Decisions, p.Switches, mibps(p.LinkBps))
+		if p.LinkHeldBps > 0 {
+			fmt.Fprintf(&b, " (%s when it last held the stream up)", mibps(p.LinkHeldBps))
+		}
+		fmt.Fprintf(&b, ", source %s;", mibps(p.SourceBps))
 		for i, e := range p.Encodings {
 			if i > 0 {
 				b.WriteString(",")
