@@ -3,7 +3,6 @@ package demo
 import (
 	"context"
 	"encoding/json"
-	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -18,29 +17,6 @@ import (
 	"github.com/rehost/rehost/pkg/store"
 )
 
-// wordText is n bytes of words drawn at random from a vocabulary of 500
-// made-up ones: text that deflate takes to about 37 % of its size and
-// Huffman coding to 58 %, where deflating costs about five times the CPU
-// of Huffman coding (measured with klauspost/compress on this kind of
-// machine: 101 against 527 MB/s a core) — data whose compression the CPU
-// feels.
-func wordText(n int) []byte {
-	r := rand.New(rand.NewPCG(5, 7))
-	words := make([][]byte, 500)
-	for i := range words {
-		w := make([]byte, 2+r.IntN(7))
-		for j := range w {
-			w[j] = byte('a' + r.IntN(26))
-		}
-		words[i] = append(w, ' ')
-	}
-	b := make([]byte, 0, n+16)
-	for len(b) < n {
-		b = append(b, words[r.IntN(len(words))]...)
-	}
-	return b[:n]
-}
-
 // The adaptive encoder of a Hyper-V disk compresses when the link is the
 // bottleneck and sends the data as it is when it is not, and the run
 // records the choice and the rates it was made on: the same VM, holding
@@ -51,7 +27,7 @@ func TestPacingFollowsTheLink(t *testing.T) {
 	const capBps = 8_000_000 // 64 Mbit/s
 	l := newHVLabWith(t, hypervsim.Options{}, []hvDisk{
 		{guestdisk.Options{Size: 160 << 20, Firmware: guestdisk.EFI, Seed: 31,
-			Files: map[string][]byte{"/srv/words.txt": wordText(96 << 20)}}, "boot.vhdx", vhdxDynamic},
+			Files: map[string][]byte{"/srv/words.txt": guestdisk.WordText(96<<20, 5)}}, "boot.vhdx", vhdxDynamic},
 	})
 	// Small parts: the cap holds the writer up after 16 MiB buffered, not
 	// the default 80.

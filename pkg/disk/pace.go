@@ -116,6 +116,10 @@ const (
 	// paceGrow is how much the link's estimate may grow over a window in
 	// which the link did not hold the writer up.
 	paceGrow = 1.25
+	// paceRecent is how many windows after the link last held the writer
+	// up it is still reported as the bottleneck where it would be at the
+	// rate it held it at.
+	paceRecent = 16
 )
 
 // pacer picks how the next grains are encoded. Adaptive, it measures over
@@ -140,6 +144,7 @@ type pacer struct {
 	write, fill, wait  time.Duration
 	link               float64 // the link's estimate, bytes/s (0: none yet)
 	held               float64 // the link's rate when it last held the writer up
+	sinceHeld          int     // decisions since
 	out, data          int64
 	in, enc            [len(paceLevels)]int64
 	busy               [len(paceLevels)]time.Duration
@@ -233,7 +238,9 @@ func (p *pacer) observe(g grainTiming) {
 		p.data += g.in
 		p.out += g.out
 	}
-	if p.n++; p.n < paceWindow {
+	// The first decision comes after half a window, so a stream the
+	// starting level does not suit pays for it over 4 MiB, not 8.
+	if p.n++; p.n < paceWindow && (p.decisions > 0 || p.n < paceWindow/2) {
 		return
 	}
 	p.decide()
@@ -277,8 +284,8 @@ func (p *pacer) decide() {
 	// up is seen, and one that did not is measured again when it blocks.
 	link := rate(p.out, p.write)
 	if p.write > p.wait {
-		p.held = link
-	} else if p.link > 0 {
+		p.held, p.sinceHeld = link, 0
+	} else if p.sinceHeld++; p.link > 0 {
 		link = min(link, paceGrow*p.link)
 	}
 	p.link = link
@@ -286,6 +293,11 @@ func (p *pacer) decide() {
 	choice, neck, rates := choose(link, src, p.est[:], p.known[:])
 	if choice < 0 {
 		return
+	}
+	if p.held > 0 && p.sinceHeld < paceRecent {
+		// A link that held the writer up a moment ago is what the stream
+		// waits on, whatever the buffers below take now.
+		neck = bottleneck(p.held, src, p.est[choice])
 	}
 	level := levelValue(paceLevels[choice].level)
 	p.decisions++
@@ -323,17 +335,23 @@ func choose(link, src float64, est []EncodingRate, known []bool) (int, string, [
 	for i := range est {
 		// paceLevels go from the least CPU to the most.
 		if known[i] && speed[i] >= best*(1-paceTie) {
-			neck := BottleneckLink
-			switch {
-			case src < speed[i]:
-				neck = BottleneckSource
-			case speed[i] == float64(est[i].CPUBps):
-				neck = BottleneckCPU
-			}
-			return i, neck, rates
+			return i, bottleneck(link, src, est[i]), rates
 		}
 	}
 	return -1, "", rates
+}
+
+// bottleneck is what bounds a stream encoded as e with the link and the
+// source at those rates.
+func bottleneck(link, src float64, e EncodingRate) string {
+	speed := min(float64(e.CPUBps), link/max(e.Ratio, 1e-3))
+	switch {
+	case src < speed:
+		return BottleneckSource
+	case speed == float64(e.CPUBps):
+		return BottleneckCPU
+	}
+	return BottleneckLink
 }
 
 func clampRate(r float64) int64 {
