@@ -36,6 +36,9 @@ type serveConfig struct {
 	ResyncInterval       string `json:"resyncInterval"`
 	LogLevel             string `json:"logLevel"`
 	LogFormat            string `json:"logFormat"`
+	// StagingMemoryMiB is the MiB of part buffers all runs' S3 staging
+	// share (0: awstarget.DefaultBufferPool).
+	StagingMemoryMiB int `json:"stagingMemoryMiB,omitempty"`
 	// ApplianceStatus is the appliance's report of itself (system
 	// partition, Secure Boot, last upgrade), which its init writes; the
 	// status and the console show it.
@@ -50,6 +53,11 @@ type serveConfig struct {
 	ConnectorID string `json:"connectorId,omitempty"`
 	LeaseTTL    string `json:"leaseTtl,omitempty"`
 }
+
+// minStagingMemoryMiB is the smallest staging pool accepted: four parts of
+// the default size, so two runs' parts can be in flight while a third is
+// being filled.
+const minStagingMemoryMiB = 64
 
 type serveOptions struct {
 	configFile string
@@ -69,6 +77,7 @@ func init() {
 			fs.StringVar(&o.flags.Listen, "listen", "", "HTTPS address of the API and console (env REHOST_LISTEN; default "+defaultListen+")")
 			fs.IntVar(&o.flags.MaxConcurrentRuns, "max-concurrent-runs", 0, "runs at once across all jobs (default 2)")
 			fs.IntVar(&o.flags.ImportLimitPerRegion, "import-limit", 0, "concurrent VM Import tasks per region (default 20, AWS's default quota)")
+			fs.IntVar(&o.flags.StagingMemoryMiB, "staging-memory", 0, "MiB of part buffers shared by every run's S3 staging (default 256)")
 			fs.IntVar(&o.flags.OnDemandPer24h, "on-demand-per-24h", 0, "on-demand runs per job per 24 h (default 2; -1 unlimited)")
 			fs.IntVar(&o.flags.PauseAfterFailures, "pause-after-failures", 0, "consecutive failures that pause a job (default 3)")
 			fs.StringVar(&o.flags.ResyncInterval, "resync", "", "how often to pick up jobs changed by other processes (default 30s)")
@@ -124,6 +133,7 @@ func (o *serveOptions) config() (serveConfig, error) {
 	for name, p := range map[string]*int{
 		"REHOST_MAX_CONCURRENT_RUNS": &c.MaxConcurrentRuns, "REHOST_IMPORT_LIMIT": &c.ImportLimitPerRegion,
 		"REHOST_ON_DEMAND_PER_24H": &c.OnDemandPer24h, "REHOST_PAUSE_AFTER_FAILURES": &c.PauseAfterFailures,
+		"REHOST_STAGING_MEMORY_MIB": &c.StagingMemoryMiB,
 	} {
 		if err := envInt(name, p); err != nil {
 			return c, err
@@ -139,6 +149,8 @@ func (o *serveOptions) config() (serveConfig, error) {
 			c.MaxConcurrentRuns = o.flags.MaxConcurrentRuns
 		case "import-limit":
 			c.ImportLimitPerRegion = o.flags.ImportLimitPerRegion
+		case "staging-memory":
+			c.StagingMemoryMiB = o.flags.StagingMemoryMiB
 		case "on-demand-per-24h":
 			c.OnDemandPer24h = o.flags.OnDemandPer24h
 		case "pause-after-failures":
@@ -163,6 +175,9 @@ func (o *serveOptions) config() (serveConfig, error) {
 			c.LeaseTTL = o.flags.LeaseTTL
 		}
 	})
+	if c.StagingMemoryMiB != 0 && c.StagingMemoryMiB < minStagingMemoryMiB {
+		return c, fmt.Errorf("stagingMemoryMiB %d: want at least %d (four 16 MiB parts), or 0 for the default", c.StagingMemoryMiB, minStagingMemoryMiB)
+	}
 	return c, nil
 }
 
@@ -220,8 +235,9 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	// A launch in progress is looked at as often as jobs are resynced, at
 	// least every 5 s.
 	d, err := openServing(ctx, env, c.StateDir, log, daemon.Options{Log: log, Store: storeCfg, WaitForStore: true,
-		Fleet:      &daemon.FleetOptions{ID: c.ConnectorID, TTL: ttl},
-		LaunchPoll: min(resync, 5*time.Second),
+		Fleet:         &daemon.FleetOptions{ID: c.ConnectorID, TTL: ttl},
+		LaunchPoll:    min(resync, 5*time.Second),
+		StagingMemory: int64(c.StagingMemoryMiB) << 20,
 		Scheduler: scheduler.Options{
 			MaxConcurrent: c.MaxConcurrentRuns, ImportLimitPerRegion: c.ImportLimitPerRegion,
 			OnDemandPer24h: c.OnDemandPer24h, PauseAfterFailures: c.PauseAfterFailures,

@@ -90,16 +90,21 @@ type Options struct {
 	// PostgreSQL store wait for it (the daemon) instead of failing (the
 	// CLI).
 	WaitForStore bool
-	// Fleet, on a PostgreSQL store, makes the daemon a member of the fleet
-	// sharing it (rehost serve); without it the daemon only reads and
-	// writes the store (the CLI).
-	Fleet *FleetOptions
+	// StagingMemory is the bytes of part buffers every run's S3 staging
+	// draws from together (default awstarget.DefaultBufferPool, 256 MiB):
+	// buffers are reused from part to part and run to run, and a run waits
+	// for one while the others hold them all.
+	StagingMemory int64
 	// StageConcurrency and StagePartSize tune every run's S3 staging: the
 	// parts uploaded at once and their size (zero: the target's defaults,
 	// 4 and 16 MiB). Smaller parts hold less memory and feel a slow link
 	// sooner.
 	StageConcurrency int
 	StagePartSize    int64
+	// Fleet, on a PostgreSQL store, makes the daemon a member of the fleet
+	// sharing it (rehost serve); without it the daemon only reads and
+	// writes the store (the CLI).
+	Fleet *FleetOptions
 }
 
 // Daemon is an open connector state directory.
@@ -125,6 +130,9 @@ type Daemon struct {
 	mu     sync.Mutex
 	target *awstarget.Target
 	stage  stageTuning
+	// buffers are the part buffers of every run's staging, kept across
+	// re-registrations (a new target draws from the same pool).
+	buffers *awstarget.Buffers
 
 	keysMu     sync.Mutex
 	keysSealed []byte
@@ -162,7 +170,7 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 		return nil, fmt.Errorf("open state %s: %w", dir, err)
 	}
 	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log, StoreConfig: sc,
-		Bandwidth: bandwidth.New(nil), bandwidthWake: make(chan struct{}, 1),
+		Bandwidth: bandwidth.New(nil), bandwidthWake: make(chan struct{}, 1), buffers: awstarget.NewBuffers(o.StagingMemory),
 		stage: stageTuning{o.StageConcurrency, o.StagePartSize}}
 	d.catalogs.poll = cmp.Or(o.CatalogPoll, 30*time.Second)
 	if sc.Postgres() {
@@ -216,6 +224,10 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	return d, nil
 }
 
+// StagingBuffers is the pool of part buffers every run's S3 staging draws
+// from (Options.StagingMemory).
+func (d *Daemon) StagingBuffers() *awstarget.Buffers { return d.buffers }
+
 // WakeBandwidth makes a serving daemon read the stored bandwidth cap now
 // rather than at its next poll.
 func (d *Daemon) WakeBandwidth() {
@@ -248,7 +260,7 @@ func (d *Daemon) Register(ctx context.Context, s AWSSettings, setup awstarget.Se
 			return awstarget.SetupReport{}, err
 		}
 	}
-	t, err := newTarget(ctx, s, d.Log, d.stage)
+	t, err := newTarget(ctx, s, d.Log, nil, d.stage)
 	if err != nil {
 		return awstarget.SetupReport{}, err
 	}
@@ -307,7 +319,7 @@ func (d *Daemon) Target(ctx context.Context) (*awstarget.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := newTarget(ctx, s, d.Log, d.stage)
+	t, err := newTarget(ctx, s, d.Log, d.buffers, d.stage)
 	if err != nil {
 		return nil, err
 	}
@@ -321,7 +333,10 @@ type stageTuning struct {
 	partSize    int64
 }
 
-func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger, stage stageTuning) (*awstarget.Target, error) {
+// newTarget builds the target of a registration; its stages draw part
+// buffers from bufs (nil: a pool of the target's own), with parts as
+// stage says (zero: the target's defaults).
+func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger, bufs *awstarget.Buffers, stage stageTuning) (*awstarget.Target, error) {
 	cfg := awstarget.Config{
 		Concurrency:     stage.concurrency,
 		PartSize:        stage.partSize,
@@ -342,6 +357,7 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger, stage stage
 		PollInitial: s.PollInitial,
 		PollMax:     s.PollMax,
 		ImportMode:  awstarget.ImportMode(s.ImportMode),
+		Buffers:     bufs,
 		Logger:      log,
 	}
 	if len(s.CAPEM) > 0 {
