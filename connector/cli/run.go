@@ -276,6 +276,9 @@ func (w *watchFlags) run(ctx context.Context, env Env, svc api.Service, id strin
 			for _, l := range proofLines(runEx(r).Replication) {
 				fmt.Fprintln(env.Stdout, l)
 			}
+			for _, l := range encodingLines(runEx(r).Replication) {
+				fmt.Fprintln(env.Stdout, strings.TrimSpace(l))
+			}
 			fmt.Fprintf(env.Stdout, "run %s COMPLETED: AMI %s\n", r.ReplicationRunID, r.AmiID)
 			return nil
 		case store.RunFailed, store.RunMissed, store.RunDeleted:
