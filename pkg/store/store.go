@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/rehost/rehost/pkg/disk"
 )
 
 // Errors every method wraps, with a message naming the thing concerned.
@@ -319,6 +321,10 @@ type DiskProgress struct {
 	Disk       int   `json:"disk"`
 	BytesDone  int64 `json:"bytesDone"`
 	BytesTotal int64 `json:"bytesTotal"`
+	// Pacing is how the connector encoded the disk's image and the rates
+	// it chose on (nil where the source sends the image as it is, as
+	// vCenter does).
+	Pacing *disk.Pacing `json:"pacing,omitempty"`
 }
 
 // LedgerState is the life of one resource a run makes outside the process.
