@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -168,6 +169,12 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 		for _, vm := range ch.VMs {
 			delete(held, vm.ID)
 		}
+		for _, m := range ch.Moved {
+			if vm, ok := held[m.ID]; ok {
+				vm.Path = m.Path
+				held[m.ID] = vm
+			}
+		}
 		later, err := d.applyChange(ctx, src, sourceID, ch)
 		for _, vm := range later {
 			held[vm.ID] = vm
@@ -200,12 +207,29 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 	}
 	t := time.NewTicker(d.catalogs.poll)
 	defer t.Stop()
-	for {
-		vms, err := src.Inventory(ctx)
+	fp, _ := src.(source.Fingerprinter)
+	var prints map[string]string // as of the last poll; nil: list in full next
+	for polls := 0; ; polls++ {
+		var ch source.Change
+		var err error
+		if fp != nil && prints != nil && polls%fullPollEvery != 0 {
+			ch, prints, err = lightPoll(ctx, src, fp, prints)
+		} else {
+			ch, prints, err = fullPoll(ctx, src, fp)
+		}
 		if err != nil {
 			return err
 		}
-		if err := apply(source.Change{Full: true, VMs: vms}); err != nil {
+		if !ch.Full {
+			mu.Lock()
+			for id, vm := range held {
+				if !slices.ContainsFunc(ch.VMs, func(v source.VM) bool { return v.ID == id }) && !slices.Contains(ch.Gone, id) {
+					ch.VMs = append(ch.VMs, vm) // tried again: its run may have ended
+				}
+			}
+			mu.Unlock()
+		}
+		if err := apply(ch); err != nil {
 			return err
 		}
 		select {
@@ -216,13 +240,74 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 	}
 }
 
+// fullPollEvery is how often (in polls) a source with fingerprints is
+// listed in full all the same, for what its fingerprints do not show.
+const fullPollEvery = 10
+
+// fullPoll lists the source's inventory whole; with fp, the fingerprints
+// the next light poll compares with are taken first, so a change made
+// while the inventory is read shows then (none where this connection of
+// the source has none: errors.ErrUnsupported).
+func fullPoll(ctx context.Context, src source.Source, fp source.Fingerprinter) (source.Change, map[string]string, error) {
+	var prints map[string]string
+	if fp != nil {
+		var err error
+		if prints, err = fp.Fingerprints(ctx); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+			return source.Change{}, nil, err
+		}
+	}
+	vms, err := src.Inventory(ctx)
+	if err != nil {
+		return source.Change{}, nil, err
+	}
+	return source.Change{Full: true, VMs: vms}, prints, nil
+}
+
+// lightPoll compares the source's fingerprints with those of the last
+// poll: the VMs whose fingerprint changed or that are new are read one by
+// one, those missing are gone. When many changed, it lists in full.
+func lightPoll(ctx context.Context, src source.Source, fp source.Fingerprinter, last map[string]string) (source.Change, map[string]string, error) {
+	prints, err := fp.Fingerprints(ctx)
+	if err != nil {
+		return source.Change{}, nil, err
+	}
+	var ch source.Change
+	var changed []string
+	for id, f := range prints {
+		if last[id] != f {
+			changed = append(changed, id)
+		}
+	}
+	for id := range last {
+		if _, ok := prints[id]; !ok {
+			ch.Gone = append(ch.Gone, id)
+		}
+	}
+	if len(changed) > max(8, len(prints)/8) {
+		return fullPoll(ctx, src, fp)
+	}
+	for _, id := range changed {
+		vm, err := src.VM(ctx, id)
+		switch {
+		case errors.Is(err, source.ErrNotFound):
+			ch.Gone = append(ch.Gone, id)
+		case err != nil:
+			return source.Change{}, nil, err
+		default:
+			ch.VMs = append(ch.VMs, vm)
+		}
+	}
+	return ch, prints, nil
+}
+
 // applyChange writes a change of the source's inventory to the catalog:
-// the servers of VMs added or changed (with their preflight), a server
-// whose VM is gone deleted, or kept and marked gone while jobs or apps
-// refer to it. A change is compared with the catalog first where it is
-// read (always for a Full one), so only servers that differ are written.
-// The VMs of servers being replicated are not written: they are returned,
-// to be applied once their runs end.
+// the servers of VMs added or changed (with their preflight), those of VMs
+// moved given their new path (nothing else of theirs changed, so their
+// preflight stands), a server whose VM is gone deleted, or kept and marked
+// gone while jobs or apps refer to it. A change is compared with the
+// catalog first where it is read (always for a Full one), so only servers
+// that differ are written. The VMs of servers being replicated are not
+// written: they are returned, to be applied once their runs end.
 func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID string, ch source.Change) (held []source.VM, err error) {
 	if _, err := d.Store.GetSource(ctx, sourceID); err != nil {
 		return nil, err
@@ -241,7 +326,7 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 	// The catalog as it was: what the change is compared with, and where
 	// the servers of gone VMs are found (those are never written below).
 	var byVM map[string]store.Server
-	if ch.Full || len(gone) > 0 || len(busy) > 0 {
+	if ch.Full || len(gone) > 0 || len(busy) > 0 || len(ch.Moved) > 0 {
 		servers, err := d.Store.ListServers(ctx, store.ServerFilter{SourceID: sourceID})
 		if err != nil {
 			return nil, fmt.Errorf("catalog: %w", err)
@@ -252,14 +337,20 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 		}
 	}
 	var vms []source.VM
+	moved := slices.Clone(ch.Moved)
 	for _, vm := range ch.VMs {
 		s, ok := byVM[vm.ID]
 		switch {
 		case ok && busy[s.ServerID]:
 			// A VM being replicated shows rehost's own snapshot (its disks
 			// are the snapshot's delta files until the run removes it): its
-			// entry stays, and what it looks like after the run counts.
+			// entry stays, and what it looks like after the run counts;
+			// but for its path when a container above it moved (its name
+			// the same), which the snapshot has nothing to do with.
 			held = append(held, vm)
+			if vm.Path != s.Path && vm.Name == s.Name {
+				moved = append(moved, source.Move{ID: vm.ID, Path: vm.Path})
+			}
 		case ok && !marked[s.ServerID] && sameServer(s, serverOf(sourceID, vm)):
 		default:
 			vms = append(vms, vm)
@@ -287,6 +378,9 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 			}
 		}
 	}
+	if err := d.moveServers(ctx, sourceID, byVM, moved); err != nil {
+		return held, err
+	}
 	for _, id := range gone {
 		if s, ok := byVM[id]; ok {
 			if err := d.vmGone(ctx, sourceID, s); err != nil {
@@ -295,6 +389,35 @@ func (d *Daemon) applyChange(ctx context.Context, src source.Source, sourceID st
 		}
 	}
 	return held, nil
+}
+
+// moveServers gives the servers of the VMs moved their new paths,
+// catalogBatch at a time; a VM not in the catalog (byVM) is not written.
+func (d *Daemon) moveServers(ctx context.Context, sourceID string, byVM map[string]store.Server, moved []source.Move) error {
+	var servers []store.Server
+	for _, m := range moved {
+		s, ok := byVM[m.ID]
+		if !ok || s.Path == m.Path {
+			continue
+		}
+		var vm source.VM
+		if err := json.Unmarshal([]byte(s.Details), &vm); err == nil && vm.ID == m.ID {
+			vm.Path = m.Path
+			s = serverOf(sourceID, vm)
+		} else {
+			s.Path, s.ImportedAt = m.Path, time.Time{}
+		}
+		servers = append(servers, s)
+	}
+	for batch := range slices.Chunk(servers, catalogBatch) {
+		if _, err := d.Store.UpsertServers(ctx, batch); err != nil {
+			return fmt.Errorf("catalog: write the paths of vms moved: %w", err)
+		}
+	}
+	if len(servers) > 0 {
+		d.Log.Info("catalog: vms moved in their source's inventory", "source", sourceID, "servers", len(servers))
+	}
+	return nil
 }
 
 // replicating names the servers with a run in flight, on this appliance

@@ -12,6 +12,7 @@ import (
 	"github.com/rehost/rehost/internal/lab/hvdisk"
 	"github.com/rehost/rehost/internal/lab/hypervsim"
 	"github.com/rehost/rehost/internal/lab/vspheresim"
+	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/azure"
 	"github.com/rehost/rehost/pkg/store"
 )
@@ -123,6 +124,99 @@ func TestCatalogFollowsVCenter(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "app-02 out of the catalog", func() bool { _, ok := serverNamed(t, d, "app-02"); return !ok })
+}
+
+// detailsPath is the inventory path a server's details (the VM as the
+// source described it) say.
+func detailsPath(t *testing.T, s store.Server) string {
+	t.Helper()
+	var vm source.VM
+	if err := json.Unmarshal([]byte(s.Details), &vm); err != nil {
+		t.Fatalf("server %s details: %v", s.Name, err)
+	}
+	return vm.Path
+}
+
+// A folder renamed in vCenter changes the inventory paths of the servers
+// of the VMs below it, their details with them, and nothing else: their
+// preflights stand. A VM being replicated moves too (the path is not
+// what its run holds back), and its changes held for the run keep the
+// new path when they are applied after it.
+func TestCatalogFollowsFolderRenames(t *testing.T) {
+	ctx := context.Background()
+	sim, d := vcenterCatalog(t, "web-01", "db-01")
+	if err := sim.CreateFolder(ctx, "/DC0/vm", "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.MoveInto(ctx, "/DC0/vm/shop", []string{"web-01", "db-01"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "web-01 and db-01 in shop", func() bool {
+		w, _ := serverNamed(t, d, "web-01")
+		b, _ := serverNamed(t, d, "db-01")
+		return w.Path == "/DC0/vm/shop/web-01" && b.Path == "/DC0/vm/shop/db-01"
+	})
+	web, _ := serverNamed(t, d, "web-01")
+	// The simulator reports a move as every object entering again, in
+	// batches of its own: web-01's entry is settled once its preflight
+	// stays as it is for half a second.
+	var before Report
+	eventually(t, "web-01's entry settled", func() bool {
+		r, ok, err := d.Preflight(ctx, web.ServerID)
+		if err != nil || !ok {
+			t.Fatalf("web-01's preflight: %v %v", ok, err)
+		}
+		settled := r.CheckedAt.Equal(before.CheckedAt)
+		before = r
+		if !settled {
+			time.Sleep(500 * time.Millisecond)
+		}
+		return settled
+	})
+
+	db, _ := serverNamed(t, d, "db-01")
+	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.AddDisk(ctx, "db-01", 8*mib); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.RenameFolder(ctx, "/DC0/vm/shop", "store"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "shop renamed store in the catalog", func() bool {
+		w, _ := serverNamed(t, d, "web-01")
+		b, _ := serverNamed(t, d, "db-01")
+		return w.Path == "/DC0/vm/store/web-01" && b.Path == "/DC0/vm/store/db-01"
+	})
+	for _, name := range []string{"web-01", "db-01"} {
+		s, _ := serverNamed(t, d, name)
+		if got := detailsPath(t, s); got != s.Path {
+			t.Errorf("%s: details say path %q, the server %q", name, got, s.Path)
+		}
+	}
+	if after, _, _ := d.Preflight(ctx, web.ServerID); !after.CheckedAt.Equal(before.CheckedAt) {
+		t.Errorf("web-01 checked again (at %v, before at %v) for a folder renamed", after.CheckedAt, before.CheckedAt)
+	}
+	if s, _ := serverNamed(t, d, "db-01"); s.DiskCount != 1 {
+		t.Errorf("db-01's disk written while it replicated: %d disks", s.DiskCount)
+	}
+
+	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
+		r.State, r.CompletedTime = store.RunCompleted, time.Now()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "db-01's second disk after its run", func() bool { s, _ := serverNamed(t, d, "db-01"); return s.DiskCount == 2 })
+	if s, _ := serverNamed(t, d, "db-01"); s.Path != "/DC0/vm/store/db-01" || detailsPath(t, s) != s.Path {
+		t.Errorf("db-01 after its run: path %q, details %q; want the renamed folder's", s.Path, detailsPath(t, s))
+	}
 }
 
 // A VM's changes seen while it replicates (rehost's own snapshot among
@@ -274,6 +368,14 @@ func TestCatalogPollsHyperV(t *testing.T) {
 	if now, _ := serverNamed(t, d, "db-01"); !now.ImportedAt.Equal(db.ImportedAt) {
 		t.Errorf("db-01 did not change but was written again (imported at %v, then %v)", db.ImportedAt, now.ImportedAt)
 	}
+	// Polls that find nothing changed run the light listing; the full
+	// inventory runs one poll in fullPollEvery.
+	before := sim.Calls()
+	eventually(t, "20 quiet polls", func() bool { return sim.Calls()["hv-digest"] >= before["hv-digest"]+20 })
+	after := sim.Calls()
+	if full, light := after["hv-inventory"]-before["hv-inventory"], after["hv-digest"]-before["hv-digest"]; full > light/fullPollEvery+1 {
+		t.Errorf("%d full inventories in %d quiet polls, want one in %d", full, light, fullPollEvery)
+	}
 
 	// While db-01 replicates, what the host shows of it is rehost's own
 	// checkpoint (its disks are the checkpoint's .avhdx): its entry and
@@ -290,8 +392,8 @@ func TestCatalogPollsHyperV(t *testing.T) {
 	if err := sim.RenameVM("db-01", "db-02"); err != nil {
 		t.Fatal(err)
 	}
-	polls := sim.Calls()["hv-inventory"]
-	eventually(t, "two polls after the rename", func() bool { return sim.Calls()["hv-inventory"] >= polls+2 })
+	polls := sim.Calls()["hv-digest"]
+	eventually(t, "two polls after the rename", func() bool { return sim.Calls()["hv-digest"] >= polls+2 })
 	if now, ok := serverNamed(t, d, "db-01"); !ok || !now.ImportedAt.Equal(db.ImportedAt) {
 		t.Errorf("db-01 was written while it replicated: %+v", now)
 	}
@@ -405,4 +507,56 @@ func TestCatalogKeptAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "app-01 in the catalog", func() bool { _, ok := serverNamed(t, d, "app-01"); return ok })
+}
+
+// A VM being replicated that comes re-read with a new path (its folder
+// renamed in the same batch of updates as a change of its own) has its
+// path written at once, the rest held for after its run.
+func TestCatalogMovesVMBeingReplicated(t *testing.T) {
+	ctx := context.Background()
+	sim, err := vspheresim.Start(ctx, vspheresim.Options{VMs: []vspheresim.VMSpec{{Name: "db-01", Disks: []vspheresim.DiskSpec{{CapacityBytes: 4 * mib}}}}, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	d, err := Open(ctx, t.TempDir(), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	s, err := d.AddSource(ctx, SourceInput{Kind: store.SourceVSphere, Name: "vc", URL: sim.URL(),
+		User: sim.User(), Password: sim.Password(), Thumbprint: sim.Thumbprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.ImportCatalog(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	db, _ := serverNamed(t, d, "db-01")
+	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	var vm source.VM
+	if err := json.Unmarshal([]byte(db.Details), &vm); err != nil {
+		t.Fatal(err)
+	}
+	vm.Path = "/DC0/vm/store/db-01"
+	vm.Disks = append(vm.Disks, source.Disk{Key: "2001", CapacityBytes: 8 * mib})
+	src, err := d.OpenSource(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	held, err := d.applyChange(ctx, src, s.ID, source.Change{VMs: []source.VM{vm}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, _ := serverNamed(t, d, "db-01")
+	if len(held) != 1 || now.Path != vm.Path || detailsPath(t, now) != vm.Path || now.DiskCount != 1 {
+		t.Errorf("held %d vms; server path %q, details %q, %d disks: want it held, moved, with 1 disk", len(held), now.Path, detailsPath(t, now), now.DiskCount)
+	}
 }

@@ -158,6 +158,22 @@ type Watcher interface {
 	Watch(ctx context.Context, fn func(Change) error) error
 }
 
+// Fingerprinter is the optional capability of sources that cannot report
+// their changes but can list their VMs far more cheaply than Inventory
+// does with a fingerprint of each (Hyper-V without the disk chains and the
+// guests' KVP items, Azure without the disks and network interfaces), so a
+// poll that finds nothing changed costs little and one that does reads
+// only the VMs that changed.
+type Fingerprinter interface {
+	// Fingerprints returns the ID of every VM Inventory would list, each
+	// with a fingerprint: an opaque string that changes when what Inventory
+	// says of the VM changes, but for what the source's documentation
+	// names (a disk resized in place, where reading the disk's size is
+	// what makes Inventory costly), which a caller catches by calling
+	// Inventory now and then. Its errors are Inventory's.
+	Fingerprints(ctx context.Context) (map[string]string, error)
+}
+
 // Change is a batch of inventory changes a Watcher reports.
 type Change struct {
 	// Full: VMs is the whole inventory; VMs not in it are gone.
@@ -166,9 +182,19 @@ type Change struct {
 	VMs []VM
 	// Gone are the ids of VMs removed from the source.
 	Gone []string
-	// Err says why the source cannot be watched right now (VMs and Gone
-	// are then empty); the watch goes on.
+	// Moved are VMs whose inventory path changed and nothing else of
+	// theirs (a folder, vApp or datacenter above them renamed or moved):
+	// their other properties are as last reported.
+	Moved []Move
+	// Err says why the source cannot be watched right now (VMs, Gone and
+	// Moved are then empty); the watch goes on.
 	Err error
+}
+
+// Move is a VM's new inventory path (Change.Moved).
+type Move struct {
+	ID   string // the VM's id
+	Path string // its inventory path now (VM.Path)
 }
 
 // DiskContent is a disk opened by DiskReader.ReadDisk.

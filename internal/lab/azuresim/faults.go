@@ -116,3 +116,16 @@ func (b *cutBody) Read(p []byte) (int, error) {
 	b.left -= int64(n)
 	return n, err
 }
+
+// AllRequests counts every request the subscription received.
+func (s *Sim) AllRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, paths := range s.requests {
+		for _, k := range paths {
+			n += k
+		}
+	}
+	return n
+}

@@ -310,6 +310,14 @@ func (h *Host) run(node, name string, args json.RawMessage) (any, error) {
 			return nil, err
 		}
 		return out, nil
+	case "digest":
+		var out []any
+		for _, v := range h.vms {
+			if visible(v) {
+				out = append(out, h.digestJSON(v))
+			}
+		}
+		return out, nil
 	case "checkpoint", "rct-checkpoint":
 		v, err := get()
 		if err != nil {
@@ -521,10 +529,7 @@ func (h *Host) hvJSON(v *vm) map[string]any {
 	for _, n := range v.nics {
 		nics = append(nics, map[string]any{"Name": n.Name, "MacAddress": strings.ToUpper(strings.ReplaceAll(n.MAC, ":", "")), "SwitchName": n.Switch, "IsLegacy": n.Legacy})
 	}
-	heartbeat := "NoContact"
-	if v.spec.IntegrationServices && v.state == "Running" {
-		heartbeat = "OkApplicationsUnknown"
-	}
+	heartbeat := heartbeatOf(v)
 	var secureBoot, boot any
 	if v.spec.Generation == 2 {
 		secureBoot = map[bool]string{true: "On", false: "Off"}[v.spec.SecureBoot]
@@ -541,6 +546,34 @@ func (h *Host) hvJSON(v *vm) map[string]any {
 		"IntegrationServicesState": "Up to date", "IsClustered": len(h.nodes) > 1, "CheckpointType": v.checkpoints,
 		"SecureBoot": secureBoot, "SecureBootTemplate": "MicrosoftUEFICertificateAuthority", "BootDisk": boot,
 		"GuestOS": nullable(v.spec.GuestOS), "HardDrives": drives, "NetworkAdapters": nics}
+}
+
+// digestJSON is a VM as hv-digest answers it: hvJSON's light part (no
+// disk chain read).
+func (h *Host) digestJSON(v *vm) map[string]any {
+	drives := []any{}
+	for _, d := range v.drives {
+		path, number := d.path, ""
+		if d.passThrough {
+			path, number = "", "3"
+		}
+		drives = append(drives, fmt.Sprintf("%s%d:%d %s %s", d.ctrl, d.number, d.location, path, number))
+	}
+	nics := []any{}
+	for _, n := range v.nics {
+		nics = append(nics, fmt.Sprintf("%s %s %s %s", n.Name, strings.ToUpper(strings.ReplaceAll(n.MAC, ":", "")), n.Switch, map[bool]string{true: "True", false: "False"}[n.Legacy]))
+	}
+	return map[string]any{"Id": v.id, "Name": v.spec.Name, "State": v.state, "Generation": v.spec.Generation,
+		"Version": cmp.Or(v.spec.Version, "9.0"), "ProcessorCount": v.spec.CPUs, "MemoryStartup": v.spec.MemoryMiB << 20,
+		"CheckpointType": v.checkpoints, "Heartbeat": heartbeatOf(v), "Drives": drives, "Adapters": nics}
+}
+
+// heartbeatOf is the VM's Heartbeat as Get-VM shows it.
+func heartbeatOf(v *vm) string {
+	if v.spec.IntegrationServices && v.state == "Running" {
+		return "OkApplicationsUnknown"
+	}
+	return "NoContact"
 }
 
 func (h *Host) vmmJSON(v *vm) map[string]any {

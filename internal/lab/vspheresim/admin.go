@@ -143,3 +143,81 @@ func (s *Sim) takeLostVersion() bool {
 	s.lostVersion = false
 	return lost
 }
+
+// folder finds a folder (or a datacenter, or a vApp) by inventory path,
+// e.g. "/DC0/vm/web".
+func (s *Sim) folder(ctx context.Context, path string) (object.Reference, error) {
+	ref, err := object.NewSearchIndex(s.client).FindByInventoryPath(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("vcenter simulator: find %q: %w", path, err)
+	}
+	if ref == nil {
+		return nil, fmt.Errorf("vcenter simulator: no folder %q", path)
+	}
+	return ref, nil
+}
+
+// CreateFolder creates a VM folder named name in the folder at parent
+// (an inventory path such as "/DC0/vm").
+func (s *Sim) CreateFolder(ctx context.Context, parent, name string) error {
+	ref, err := s.folder(ctx, parent)
+	if err != nil {
+		return err
+	}
+	f, ok := ref.(*object.Folder)
+	if !ok {
+		return fmt.Errorf("vcenter simulator: %q is not a folder", parent)
+	}
+	if _, err := f.CreateFolder(ctx, name); err != nil {
+		return fmt.Errorf("vcenter simulator: create folder %q in %q: %w", name, parent, err)
+	}
+	return nil
+}
+
+// RenameFolder renames the folder or datacenter at path (Rename_Task):
+// the inventory paths of the VMs below it change, none of their own
+// properties does.
+func (s *Sim) RenameFolder(ctx context.Context, path, newName string) error {
+	ref, err := s.folder(ctx, path)
+	if err != nil {
+		return err
+	}
+	t, err := object.NewCommon(s.client, ref.Reference()).Rename(ctx, newName)
+	if err != nil {
+		return fmt.Errorf("vcenter simulator: rename %q: %w", path, err)
+	}
+	return s.task(t, "rename "+path)
+}
+
+// MoveInto moves the VMs named and the folders at the inventory paths
+// given (MoveIntoFolder_Task) into the folder at path.
+func (s *Sim) MoveInto(ctx context.Context, path string, vms []string, folders ...string) error {
+	ref, err := s.folder(ctx, path)
+	if err != nil {
+		return err
+	}
+	f, ok := ref.(*object.Folder)
+	if !ok {
+		return fmt.Errorf("vcenter simulator: %q is not a folder", path)
+	}
+	var refs []types.ManagedObjectReference
+	for _, name := range vms {
+		vm, err := s.anyVM(ctx, name)
+		if err != nil {
+			return err
+		}
+		refs = append(refs, vm.Reference())
+	}
+	for _, p := range folders {
+		r, err := s.folder(ctx, p)
+		if err != nil {
+			return err
+		}
+		refs = append(refs, r.Reference())
+	}
+	t, err := f.MoveInto(ctx, refs)
+	if err != nil {
+		return fmt.Errorf("vcenter simulator: move into %q: %w", path, err)
+	}
+	return s.task(t, "move into "+path)
+}

@@ -135,6 +135,10 @@ type Options struct {
 	// scale: half under the standalone host, half in the cluster (an odd
 	// count is rounded up).
 	PlainVMs int
+	// PlainFolders spreads the plain VMs over this many folders of the
+	// datacenter's VM folder, "/DC0/vm/plain-000" on, in turn; default
+	// none (they stay in /DC0/vm).
+	PlainFolders int
 }
 
 // Sim is a running simulated vCenter.
@@ -281,6 +285,9 @@ func (s *Sim) start(ctx context.Context) error {
 	if err := s.findPlacement(ctx); err != nil {
 		return fmt.Errorf("find where to place vms: %w", err)
 	}
+	if err := s.spreadPlain(ctx); err != nil {
+		return fmt.Errorf("spread the plain vms over folders: %w", err)
+	}
 	seen := map[string]bool{}
 	for _, spec := range s.opts.VMs {
 		if seen[spec.Name] {
@@ -388,6 +395,37 @@ func (s *Sim) findPlacement(ctx context.Context) error {
 		return err
 	}
 	s.place = placement{folders, pool, ds}
+	return nil
+}
+
+// spreadPlain moves the plain VMs into Options.PlainFolders folders.
+func (s *Sim) spreadPlain(ctx context.Context) error {
+	n := s.opts.PlainFolders
+	if n <= 0 {
+		return nil
+	}
+	vms, err := s.place.folders.VmFolder.Children(ctx)
+	if err != nil {
+		return err
+	}
+	groups := make([][]types.ManagedObjectReference, n)
+	for i, vm := range vms {
+		groups[i%n] = append(groups[i%n], vm.Reference())
+	}
+	for i, refs := range groups {
+		name := fmt.Sprintf("plain-%03d", i)
+		f, err := s.place.folders.VmFolder.CreateFolder(ctx, name)
+		if err != nil {
+			return err
+		}
+		t, err := f.MoveInto(ctx, refs)
+		if err != nil {
+			return err
+		}
+		if err := s.task(t, "move plain vms into "+name); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -2,6 +2,9 @@ package azure
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
@@ -37,16 +40,9 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	addVMs := func(l []*armcompute.VirtualMachine) { raw = append(raw, l...) }
 	addDisks := func(l []*armcompute.Disk) { index(disks, l, func(d *armcompute.Disk) *string { return d.ID }) }
 	addNICs := func(l []*netInterface) { index(nics, l, func(n *netInterface) *string { return n.ID }) }
-	scope := "subscription " + s.cfg.SubscriptionID
+	op := "list the vms, disks and network interfaces of " + s.scope()
+	err := s.listVMs(ctx, op, addVMs)
 	if rg := s.cfg.ResourceGroup; rg != "" {
-		scope = "resource group " + rg
-	}
-	op := "list the vms, disks and network interfaces of " + scope
-	var err error
-	if rg := s.cfg.ResourceGroup; rg != "" {
-		err = drain(ctx, s, op, func() *runtime.Pager[armcompute.VirtualMachinesClientListResponse] {
-			return s.vms.NewListPager(rg, &armcompute.VirtualMachinesClientListOptions{Expand: to.Ptr(armcompute.ExpandTypeForListVMsInstanceView)})
-		}, func(p armcompute.VirtualMachinesClientListResponse) { addVMs(p.Value) })
 		if err == nil {
 			err = drain(ctx, s, op, func() *runtime.Pager[armcompute.DisksClientListByResourceGroupResponse] {
 				return s.disks.NewListByResourceGroupPager(rg, nil)
@@ -56,9 +52,6 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 			err = drain(ctx, s, op, func() *runtime.Pager[nicPage] { return s.nics.list(rg) }, func(p nicPage) { addNICs(p.Value) })
 		}
 	} else {
-		err = drain(ctx, s, op, func() *runtime.Pager[armcompute.VirtualMachinesClientListAllResponse] {
-			return s.vms.NewListAllPager(&armcompute.VirtualMachinesClientListAllOptions{Expand: to.Ptr(armcompute.ExpandTypesForListVMsInstanceView)})
-		}, func(p armcompute.VirtualMachinesClientListAllResponse) { addVMs(p.Value) })
 		if err == nil {
 			err = drain(ctx, s, op, func() *runtime.Pager[armcompute.DisksClientListResponse] { return s.disks.NewListPager(nil) },
 				func(p armcompute.DisksClientListResponse) { addDisks(p.Value) })
@@ -80,6 +73,101 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
+}
+
+// scope names what the source lists: its subscription or resource group.
+func (s *Source) scope() string {
+	if rg := s.cfg.ResourceGroup; rg != "" {
+		return "resource group " + rg
+	}
+	return "subscription " + s.cfg.SubscriptionID
+}
+
+// listVMs lists the VMs of the subscription (or resource group) with
+// their instance views.
+func (s *Source) listVMs(ctx context.Context, op string, add func([]*armcompute.VirtualMachine)) error {
+	if rg := s.cfg.ResourceGroup; rg != "" {
+		return drain(ctx, s, op, func() *runtime.Pager[armcompute.VirtualMachinesClientListResponse] {
+			return s.vms.NewListPager(rg, &armcompute.VirtualMachinesClientListOptions{Expand: to.Ptr(armcompute.ExpandTypeForListVMsInstanceView)})
+		}, func(p armcompute.VirtualMachinesClientListResponse) { add(p.Value) })
+	}
+	return drain(ctx, s, op, func() *runtime.Pager[armcompute.VirtualMachinesClientListAllResponse] {
+		return s.vms.NewListAllPager(&armcompute.VirtualMachinesClientListAllOptions{Expand: to.Ptr(armcompute.ExpandTypesForListVMsInstanceView)})
+	}, func(p armcompute.VirtualMachinesClientListAllResponse) { add(p.Value) })
+}
+
+var _ source.Fingerprinter = (*Source)(nil)
+
+// Fingerprints implements source.Fingerprinter with the VM listing alone
+// (Inventory also lists every disk and network interface): each VM's
+// fingerprint covers what describe reads of the VM's own resource,
+// including the sizes its storage profile gives its disks. A disk's SKU
+// changed, or a network interface's address or network, is not in it.
+func (s *Source) Fingerprints(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	var ferr error
+	err := s.listVMs(ctx, "list the vms of "+s.scope(), func(l []*armcompute.VirtualMachine) {
+		for _, v := range l {
+			if v == nil || v.ID == nil || v.Properties == nil {
+				continue // describe refuses it: Inventory says so
+			}
+			f, err := fingerprint(v)
+			if err != nil && ferr == nil {
+				ferr = err
+			}
+			out[*v.ID] = f
+		}
+	})
+	if err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// fingerprint hashes what describe reads of a VM's own resource: not its
+// instance view's timestamps (the agent's status time moves every few
+// minutes), only the power state, agent readiness and guest OS in it.
+func fingerprint(v *armcompute.VirtualMachine) (string, error) {
+	p := v.Properties
+	var f struct {
+		Name, Location, VMID  *string
+		Hardware              *armcompute.HardwareProfile
+		Storage               *armcompute.StorageProfile
+		Security              *armcompute.SecurityProfile
+		NICs                  []string
+		Power                 string
+		Agent                 bool
+		OS, OSVersion, HyperV string
+	}
+	f.Name, f.Location, f.VMID = v.Name, v.Location, p.VMID
+	f.Hardware, f.Storage, f.Security = p.HardwareProfile, p.StorageProfile, p.SecurityProfile
+	if np := p.NetworkProfile; np != nil {
+		for _, n := range np.NetworkInterfaces {
+			if n != nil {
+				f.NICs = append(f.NICs, val(n.ID))
+			}
+		}
+	}
+	if iv := p.InstanceView; iv != nil {
+		f.Power, f.OS, f.OSVersion = powerState(iv), val(iv.OSName), val(iv.OSVersion)
+		if iv.HyperVGeneration != nil {
+			f.HyperV = string(*iv.HyperVGeneration)
+		}
+		if iv.VMAgent != nil {
+			for _, st := range iv.VMAgent.Statuses {
+				f.Agent = f.Agent || (st != nil && strings.EqualFold(val(st.DisplayStatus), "Ready"))
+			}
+		}
+	}
+	b, err := json.Marshal(f)
+	if err != nil {
+		return "", fmt.Errorf("fingerprint of vm %s: %w", val(v.Name), err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16]), nil
 }
 
 // drain hands every page of a listing to each, the listing read whole under

@@ -3,6 +3,9 @@ package hyperv
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -157,6 +160,39 @@ func (c *scriptControl) inventory(ctx context.Context, vmID string) ([]hostVM, e
 	}
 	if vmID != "" && len(out) == 0 {
 		return nil, fmt.Errorf("no node knows vm %s: %w", vmID, source.ErrNotFound)
+	}
+	return out, nil
+}
+
+// digests lists every VM's id (lower-case, as inventory has it) with a
+// fingerprint of its hv-digest entry, one light script run per node;
+// SCVMM has no light listing (errors.ErrUnsupported).
+func (c *scriptControl) digests(ctx context.Context) (map[string]string, error) {
+	if c.vmm {
+		return nil, fmt.Errorf("list vm fingerprints through scvmm: %w", errors.ErrUnsupported)
+	}
+	out := map[string]string{}
+	for _, n := range c.nodes {
+		var vms list[json.RawMessage]
+		if err := n.w.run(ctx, scriptHVDigest, vmArgs{}, &vms); err != nil {
+			if n.name != "" {
+				return nil, fmt.Errorf("cluster node %s: %w", n.name, err)
+			}
+			return nil, err
+		}
+		for _, raw := range vms {
+			var v struct {
+				ID text `json:"Id"`
+			}
+			if err := json.Unmarshal(raw, &v); err != nil || v.ID == "" {
+				return nil, fmt.Errorf("the digest script answered an entry without a vm id: %.80s", raw)
+			}
+			id := strings.ToLower(string(v.ID))
+			if _, seen := out[id]; !seen {
+				sum := sha256.Sum256(raw)
+				out[id] = hex.EncodeToString(sum[:16])
+			}
+		}
 	}
 	return out, nil
 }

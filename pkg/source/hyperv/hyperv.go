@@ -277,6 +277,29 @@ func (s *Source) Inventory(ctx context.Context) ([]source.VM, error) {
 	return out, nil
 }
 
+var _ source.Fingerprinter = (*Source)(nil)
+
+// digester is the optional capability of a control with a light listing.
+type digester interface {
+	digests(ctx context.Context) (map[string]string, error)
+}
+
+// Fingerprints implements source.Fingerprinter with one light script per
+// node (hv-digest): no disk chain read, no KVP item parsed. A disk resized
+// in place, the guest OS's name and secure boot settings are not in it.
+// Through SCVMM, or WMI, it is errors.ErrUnsupported.
+func (s *Source) Fingerprints(ctx context.Context) (map[string]string, error) {
+	d, ok := s.ctl.(digester)
+	if !ok {
+		return nil, fmt.Errorf("list vm fingerprints of %s: %w", s.cfg.Endpoint, errors.ErrUnsupported)
+	}
+	out, err := d.digests(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list vm fingerprints of %s: %w", s.cfg.Endpoint, err)
+	}
+	return out, nil
+}
+
 // toVM is the inventory entry of a VM, with whether its changes are
 // tracked.
 func (s *Source) toVM(h hostVM) source.VM {

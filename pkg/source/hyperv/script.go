@@ -29,6 +29,7 @@ var scriptFiles embed.FS
 // Script names.
 const (
 	scriptHVInventory     = "hv-inventory"
+	scriptHVDigest        = "hv-digest"
 	scriptHVCheckpoint    = "hv-checkpoint"
 	scriptHVCheckpoints   = "hv-checkpoints"
 	scriptHVRemove        = "hv-remove"
@@ -46,7 +47,7 @@ const (
 
 // ScriptNames lists every operation script.
 var ScriptNames = []string{
-	scriptHVInventory, scriptHVCheckpoint, scriptHVCheckpoints, scriptHVRemove, scriptHVExport,
+	scriptHVInventory, scriptHVDigest, scriptHVCheckpoint, scriptHVCheckpoints, scriptHVRemove, scriptHVExport,
 	scriptHVRCTCheckpoint, scriptHVChanges, scriptHVKeep, scriptHVForget,
 	scriptVMMInventory, scriptVMMCheckpoint, scriptVMMCheckpoints, scriptVMMRemove, scriptVMMExport,
 }

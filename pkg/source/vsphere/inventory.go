@@ -95,12 +95,14 @@ func (s *Source) InventoryPages(ctx context.Context, fn func([]source.VM) error)
 	})
 }
 
-// listed is a VM listVMs read; ok is false for a template or a VM outside
-// the configured datacenter.
+// listed is a VM listVMs read, with the container it is in (its folder or
+// vApp); ok is false for a template or a VM outside the configured
+// datacenter.
 type listed struct {
-	ref vim.Ref
-	vm  source.VM
-	ok  bool
+	ref    vim.Ref
+	parent vim.Ref
+	vm     source.VM
+	ok     bool
 }
 
 // listVMs calls fn with the VMs of the inventory (refs nil) or those of
@@ -147,7 +149,7 @@ func (s *Source) listVMs(ctx context.Context, refs []vim.Ref, fn func([]listed) 
 			if s.cfg.Datacenter != "" && !strings.HasPrefix(vm.Path, "/"+s.cfg.Datacenter+"/") {
 				ok = false
 			}
-			out = append(out, listed{o.Ref, vm, ok})
+			out = append(out, listed{o.Ref, vmParent(o.Props), vm, ok})
 		}
 		fnErr = fn(out)
 		return fnErr
@@ -201,10 +203,7 @@ func (s *Source) VM(ctx context.Context, id string) (source.VM, error) {
 	}
 	inv := newInventory()
 	// Resolve the inventory path and network names one level at a time.
-	parent := objs[0].Props["parent"].Ref()
-	if parent.IsZero() {
-		parent = objs[0].Props["parentVApp"].Ref()
-	}
+	parent := vmParent(objs[0].Props)
 	for !parent.IsZero() && parent != s.c.Content.RootFolder {
 		pobjs, err := s.c.Get(ctx, []vim.Ref{parent}, "name", "parent")
 		if err != nil || len(pobjs) != 1 {
@@ -276,10 +275,8 @@ func (inv *inventory) addContainer(o vim.Object) {
 	if n, ok := o.Props["name"]; ok {
 		inv.name[o.Ref] = n.String()
 	}
-	for _, p := range []string{"parent", "parentFolder"} {
-		if r := o.Props[p].Ref(); !r.IsZero() && inv.parent[o.Ref].IsZero() {
-			inv.parent[o.Ref] = r
-		}
+	if r := containerParent(o.Props); !r.IsZero() && inv.parent[o.Ref].IsZero() {
+		inv.parent[o.Ref] = r
 	}
 	if o.Ref.Type == "DistributedVirtualPortgroup" {
 		key := o.Props["key"].String()
@@ -288,6 +285,23 @@ func (inv *inventory) addContainer(o vim.Object) {
 		}
 		inv.pgKey[key] = inv.name[o.Ref]
 	}
+}
+
+// vmParent is the container a VM is in: its folder, or its vApp.
+func vmParent(p map[string]*vim.Node) vim.Ref {
+	if r := p["parent"].Ref(); !r.IsZero() {
+		return r
+	}
+	return p["parentVApp"].Ref()
+}
+
+// containerParent is the container a folder, datacenter or vApp is in,
+// as addContainer takes it: its parent, or a vApp's folder.
+func containerParent(p map[string]*vim.Node) vim.Ref {
+	if r := p["parent"].Ref(); !r.IsZero() {
+		return r
+	}
+	return p["parentFolder"].Ref()
 }
 
 // path is the inventory path of an entity below the root folder, e.g.
@@ -319,15 +333,11 @@ func (inv *inventory) vm(o vim.Object) (source.VM, bool, error) {
 	if p["config.template"].Bool() {
 		return source.VM{}, false, nil
 	}
-	parent := p["parent"].Ref()
-	if parent.IsZero() {
-		parent = p["parentVApp"].Ref()
-	}
 	name := p["name"].String()
 	vm := source.VM{
 		ID:         p["config.instanceUuid"].String(),
 		Name:       name,
-		Path:       inv.path(parent, name),
+		Path:       inv.path(vmParent(p), name),
 		GuestOS:    p["config.guestFullName"].String(),
 		CPUs:       int(p["config.hardware.numCPU"].Int()),
 		MemoryMiB:  p["config.hardware.memoryMB"].Int(),
