@@ -58,9 +58,10 @@ func (r *run) updateRun(ctx context.Context, fn func(*store.ReplicationRun)) {
 	}
 }
 
-// diskProgress records disk i's bytes staged of its total, and the stage
-// progress in words ("disk 1 of 2: 1.2 GiB of 4.0 GiB (30%)").
-func (r *run) diskProgress(ctx context.Context, i int, done, total int64) {
+// diskProgress records disk i's bytes staged of its total and the bytes
+// read from the source for them, and the stage progress in words ("disk 1
+// of 2: 1.2 GiB of 4.0 GiB (30%)").
+func (r *run) diskProgress(ctx context.Context, i int, done, total, read int64) {
 	pct := 0
 	if total > 0 {
 		pct = int(min(100, done*100/total))
@@ -71,7 +72,7 @@ func (r *run) diskProgress(ctx context.Context, i int, done, total int64) {
 			n := len(x.Progress.Disks)
 			x.Progress.Disks = append(x.Progress.Disks, store.DiskProgress{Disk: n, BytesTotal: r.vm.Disks[n].CapacityBytes})
 		}
-		x.Progress.Disks[i] = store.DiskProgress{Disk: i, BytesDone: done, BytesTotal: total}
+		x.Progress.Disks[i] = store.DiskProgress{Disk: i, BytesDone: done, BytesTotal: total, BytesRead: &read}
 		x.StageProgress = text
 	})
 }

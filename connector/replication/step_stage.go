@@ -334,11 +334,12 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 		}
 	}
 
-	body, err := exp.Open(ctx, i)
+	stream, err := exp.Open(ctx, i)
 	if err != nil {
 		return awstarget.Object{}, fmt.Errorf("%s: open the disk stream: %w", what, err)
 	}
-	defer body.Close()
+	defer stream.Close()
+	body, read := countRead(stream)
 
 	total := d.StreamSize
 	if total <= 0 {
@@ -393,7 +394,7 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 			r.log.Warn("upload progress not recorded; a resume re-sends more", "disk", i, "err", err)
 		}
 		done := track.Bytes()
-		r.diskProgress(ctx, i, done, total)
+		r.diskProgress(ctx, i, done, total, read())
 		if !final && leaseBusy.CompareAndSwap(false, true) {
 			go func() {
 				defer leaseBusy.Store(false)
@@ -423,7 +424,7 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 	if err := r.recordObject(ctx, i, obj, id); err != nil {
 		return awstarget.Object{}, err
 	}
-	r.diskProgress(ctx, i, obj.Size, obj.Size)
+	r.diskProgress(ctx, i, obj.Size, obj.Size, read())
 	msg := fmt.Sprintf("staged disk %d of %d of vm %q: %s as s3://%s/%s", i+1, len(r.vm.Disks), r.server.Name, humanize.IBytes(uint64(obj.Size)), obj.Bucket, obj.Key)
 	if obj.Reused > 0 {
 		msg += fmt.Sprintf(" (%d parts kept from before a restart)", obj.Reused)

@@ -319,6 +319,10 @@ type DiskProgress struct {
 	Disk       int   `json:"disk"`
 	BytesDone  int64 `json:"bytesDone"`
 	BytesTotal int64 `json:"bytesTotal"`
+	// BytesRead were read from the source to make the disk's image (of a
+	// sparse disk, its allocated data); nil where a connector from before
+	// it was counted recorded the run.
+	BytesRead *int64 `json:"bytesRead,omitempty"`
 }
 
 // LedgerState is the life of one resource a run makes outside the process.

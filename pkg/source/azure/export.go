@@ -160,6 +160,9 @@ func (s *stream) WriteTo(w io.Writer) (int64, error) {
 	return n, err
 }
 
+// BytesRead is what the disk's page-range reads fetched from the blob.
+func (s *stream) BytesRead() int64 { return s.br.fetched.Load() }
+
 func (s *stream) wrap(err error) error {
 	return fmt.Errorf("stream disk %s of checkpoint %q: %w", s.d.Key, s.e.name, err)
 }
