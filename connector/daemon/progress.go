@@ -30,6 +30,23 @@ type RunProgress struct {
 	Steps []StepTiming `json:"steps,omitempty"`
 	// Failed names the step a failed run failed in.
 	Failed string `json:"failedStep,omitempty"`
+	// SlotWait is set while the run waits for VM Import slots.
+	SlotWait *SlotWait `json:"slotWait,omitempty"`
+}
+
+// SlotWait says a run waits for VM Import slots (the region's quota of
+// concurrent import tasks is taken), since when and where it stands.
+type SlotWait struct {
+	Since time.Time `json:"since"`
+	// Region and Kind (image or snapshot) name the pool waited for, Slots
+	// how many of its slots the run's import needs (one per ImportSnapshot
+	// task); Ahead is how many runs asked before it and still wait: slots
+	// are granted oldest first. Ahead is -1 and the rest empty when the
+	// queue is not this connector's (a fleet's slots are in the store).
+	Region string `json:"region,omitempty"`
+	Kind   string `json:"kind,omitempty"`
+	Slots  int    `json:"slots,omitempty"`
+	Ahead  int    `json:"ahead"`
 }
 
 // DiskProgress is the staging of one disk.
@@ -62,6 +79,12 @@ func (d *Daemon) RunProgress(ctx context.Context, run store.ReplicationRun) (Run
 	}
 	if p.Step != "" {
 		p.Title = replication.StepInfo(p.Step).Title
+	}
+	if !rp.SlotWaitSince.IsZero() && run.State == store.RunActive {
+		p.SlotWait = &SlotWait{Since: rp.SlotWaitSince, Ahead: -1}
+		if w, ok := d.Sched.ImportSlotWait(run.ReplicationRunID); ok {
+			p.SlotWait.Region, p.SlotWait.Kind, p.SlotWait.Slots, p.SlotWait.Ahead = w.Region, w.Kind, w.Slots, w.Ahead
+		}
 	}
 	p.Percent = replication.Overall(rp)
 	if run.State == store.RunCompleted {

@@ -304,6 +304,10 @@ type RunProgress struct {
 	Steps []StepTime `json:"steps,omitempty"`
 	// FailedStep is the step a failed run failed in.
 	FailedStep string `json:"failedStep,omitempty"`
+	// SlotWaitSince is when the run began waiting for VM Import slots (the
+	// region's quota of concurrent import tasks is taken); zero when it
+	// does not wait.
+	SlotWaitSince time.Time `json:"slotWaitSince,omitzero"`
 }
 
 // StepTime is when a step of a run began and ended.
