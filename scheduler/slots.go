@@ -50,7 +50,7 @@ func (q *slotQueue) acquire(ctx context.Context, run string, n int) error {
 	q.mu.Lock()
 	if n > q.limit {
 		q.mu.Unlock()
-		return fmt.Errorf("%d slots are asked for at once and the limit is %d", n, q.limit)
+		return fmt.Errorf("%d slots are asked for at once and the limit is %d: raise the region's VM Import quota and the connector's limit with it", n, q.limit)
 	}
 	if q.held+n <= q.limit && len(q.waiters) == 0 {
 		q.held += n
