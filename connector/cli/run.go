@@ -262,34 +262,11 @@ func renderRun(r api.ReplicationRun) []string {
 		lines = append(lines, diskLine(d))
 	}
 	if w := p.SlotWait; w != nil {
-		lines = append(lines, "  "+slotWaitLine(*w))
+		lines = append(lines, "  "+w.String())
 	} else if p.Text != "" {
 		lines = append(lines, "  "+cmp.Or(p.Title, p.Step)+": "+p.Text)
 	}
 	return lines
-}
-
-// slotWaitLine says where a run waiting for VM Import slots stands:
-// "waiting for a VM Import slot in us-east-1 since 12:00:05 (2 runs ahead)".
-func slotWaitLine(w daemon.SlotWait) string {
-	what := "a VM Import slot"
-	if w.Slots > 1 {
-		what = fmt.Sprintf("%d VM Import %s slots", w.Slots, w.Kind)
-	}
-	s := "waiting for " + what
-	if w.Region != "" {
-		s += " in " + w.Region
-	}
-	s += " since " + w.Since.Local().Format(time.TimeOnly)
-	switch {
-	case w.Ahead == 0:
-		s += " (next in line)"
-	case w.Ahead == 1:
-		s += " (1 run ahead)"
-	case w.Ahead > 1:
-		s += fmt.Sprintf(" (%d runs ahead)", w.Ahead)
-	}
-	return s
 }
 
 func diskLine(d daemon.DiskProgress) string {

@@ -68,6 +68,29 @@ type StepTiming struct {
 	Duration time.Duration `json:"duration"`
 }
 
+// String says where the run stands: "waiting for a VM Import slot in
+// us-east-1 since 12:00:05 (1 run ahead)", in local time.
+func (w SlotWait) String() string {
+	what := "a VM Import slot"
+	if w.Slots > 1 {
+		what = fmt.Sprintf("%d VM Import %s slots", w.Slots, w.Kind)
+	}
+	s := "waiting for " + what
+	if w.Region != "" {
+		s += " in " + w.Region
+	}
+	s += " since " + w.Since.Local().Format(time.TimeOnly)
+	switch {
+	case w.Ahead == 0:
+		s += " (next in line)"
+	case w.Ahead == 1:
+		s += " (1 run ahead)"
+	case w.Ahead > 1:
+		s += fmt.Sprintf(" (%d runs ahead)", w.Ahead)
+	}
+	return s
+}
+
 // RunProgress reads a run's progress: the numbers the engine records on the
 // run (bytes per disk, VM Import's percent, step times), with each disk's
 // capacity from the catalog.
