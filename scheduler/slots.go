@@ -157,15 +157,18 @@ func (s *Scheduler) ImportSlot(ctx context.Context, region, run string, image, s
 	return func() { once.Do(freeAll) }, nil
 }
 
-// fleetImportSlot takes the fleet's slots: one per run and pool (the
-// fleet's store counts leases, not tasks), the snapshot pool under
-// "<region> snapshot".
+// fleetImportSlot takes the fleet's slots, counted in its store: the image
+// pool under the region's name, the snapshot pool under "<region>
+// snapshot". (An import needs slots of one kind only.)
 func (s *Scheduler) fleetImportSlot(ctx context.Context, region string, image, snapshot int) (func(), error) {
 	if snapshot > 0 {
-		return s.o.Fleet.ImportSlot(ctx, region+" "+KindSnapshot, s.o.SnapshotImportLimitPerRegion)
+		if snapshot > s.o.SnapshotImportLimitPerRegion {
+			return nil, fmt.Errorf("wait for %d VM Import snapshot slots in %s: the limit is %d: raise the region's VM Import quota and the connector's limit with it", snapshot, region, s.o.SnapshotImportLimitPerRegion)
+		}
+		return s.o.Fleet.ImportSlot(ctx, region+" "+KindSnapshot, s.o.SnapshotImportLimitPerRegion, snapshot)
 	}
 	if image > 0 {
-		return s.o.Fleet.ImportSlot(ctx, region, s.o.ImportLimitPerRegion)
+		return s.o.Fleet.ImportSlot(ctx, region, s.o.ImportLimitPerRegion, image)
 	}
 	return func() {}, nil
 }
