@@ -73,7 +73,14 @@ func TestEndpointRefusals(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Errorf("metrics with basic auth: %v %v", resp, err)
 	} else {
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		// The staging memory is the daemon's default pool, and nothing waits for it.
+		for _, want := range []string{"\nrehost_staging_buffer_budget_bytes 2.68435456e+08\n", "\nrehost_staging_buffer_waiting 0\n"} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("metrics lack %q:\n%s", strings.TrimSpace(want), body)
+			}
+		}
 	}
 	req, _ = http.NewRequest(http.MethodPost, c.URL+"/", strings.NewReader("{}"))
 	req.Header.Set("X-Amz-Target", api.SMSTarget+".GetServers")

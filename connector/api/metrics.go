@@ -100,6 +100,15 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 	r.GaugeFunc("rehost_bandwidth_cap_bytes_per_second", "The bandwidth cap in force, bytes per second (0: no cap).", nil, func(emit func(float64, ...string)) {
 		emit(float64(d.Bandwidth.Status().Rate))
 	})
+	r.GaugeFunc("rehost_staging_buffer_bytes", "Bytes of S3 part buffers the connector holds, free or in use (at most the staging memory).", nil, func(emit func(float64, ...string)) {
+		emit(float64(d.StagingBuffers().Stats().Held))
+	})
+	r.GaugeFunc("rehost_staging_buffer_budget_bytes", "The staging memory: the most bytes of S3 part buffers all runs hold together.", nil, func(emit func(float64, ...string)) {
+		emit(float64(d.StagingBuffers().Budget()))
+	})
+	r.GaugeFunc("rehost_staging_buffer_waiting", "Parts waiting for a buffer because the runs in flight hold the staging memory.", nil, func(emit func(float64, ...string)) {
+		emit(float64(d.StagingBuffers().Stats().Waiting))
+	})
 	r.GaugeFunc("rehost_build_info", "The connector's version.", []string{"version"}, func(emit func(float64, ...string)) {
 		emit(1, version.String())
 	})

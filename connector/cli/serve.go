@@ -37,6 +37,9 @@ type serveConfig struct {
 	ResyncInterval       string `json:"resyncInterval"`
 	LogLevel             string `json:"logLevel"`
 	LogFormat            string `json:"logFormat"`
+	// StagingMemoryMiB is the MiB of part buffers all runs' S3 staging
+	// share (0: awstarget.DefaultBufferPool).
+	StagingMemoryMiB int `json:"stagingMemoryMiB,omitempty"`
 	// ApplianceStatus is the appliance's report of itself (system
 	// partition, Secure Boot, last upgrade), which its init writes; the
 	// status and the console show it.
@@ -51,6 +54,11 @@ type serveConfig struct {
 	ConnectorID string `json:"connectorId,omitempty"`
 	LeaseTTL    string `json:"leaseTtl,omitempty"`
 }
+
+// minStagingMemoryMiB is the smallest staging pool accepted: four parts of
+// the default size, so two runs' parts can be in flight while a third is
+// being filled.
+const minStagingMemoryMiB = 64
 
 type serveOptions struct {
 	configFile string
@@ -71,6 +79,7 @@ func init() {
 			fs.IntVar(&o.flags.MaxConcurrentRuns, "max-concurrent-runs", 0, "runs at once across all jobs (default 2)")
 			fs.IntVar(&o.flags.ImportLimitPerRegion, "import-limit", 0, "concurrent ImportImage tasks per region (default 20, AWS's default quota)")
 			fs.IntVar(&o.flags.SnapshotImportLimit, "snapshot-import-limit", 0, "concurrent ImportSnapshot tasks per region, one per disk imported as a snapshot (default 20, AWS's default quota)")
+			fs.IntVar(&o.flags.StagingMemoryMiB, "staging-memory", 0, "MiB of part buffers shared by every run's S3 staging (default 256)")
 			fs.IntVar(&o.flags.OnDemandPer24h, "on-demand-per-24h", 0, "on-demand runs per job per 24 h (default 2; -1 unlimited)")
 			fs.IntVar(&o.flags.PauseAfterFailures, "pause-after-failures", 0, "consecutive failures that pause a job (default 3)")
 			fs.StringVar(&o.flags.ResyncInterval, "resync", "", "how often to pick up jobs changed by other processes (default 30s)")
@@ -127,6 +136,7 @@ func (o *serveOptions) config() (serveConfig, error) {
 		"REHOST_MAX_CONCURRENT_RUNS": &c.MaxConcurrentRuns, "REHOST_IMPORT_LIMIT": &c.ImportLimitPerRegion,
 		"REHOST_SNAPSHOT_IMPORT_LIMIT": &c.SnapshotImportLimit,
 		"REHOST_ON_DEMAND_PER_24H":     &c.OnDemandPer24h, "REHOST_PAUSE_AFTER_FAILURES": &c.PauseAfterFailures,
+		"REHOST_STAGING_MEMORY_MIB": &c.StagingMemoryMiB,
 	} {
 		if err := envInt(name, p); err != nil {
 			return c, err
@@ -144,6 +154,8 @@ func (o *serveOptions) config() (serveConfig, error) {
 			c.ImportLimitPerRegion = o.flags.ImportLimitPerRegion
 		case "snapshot-import-limit":
 			c.SnapshotImportLimit = o.flags.SnapshotImportLimit
+		case "staging-memory":
+			c.StagingMemoryMiB = o.flags.StagingMemoryMiB
 		case "on-demand-per-24h":
 			c.OnDemandPer24h = o.flags.OnDemandPer24h
 		case "pause-after-failures":
@@ -168,6 +180,9 @@ func (o *serveOptions) config() (serveConfig, error) {
 			c.LeaseTTL = o.flags.LeaseTTL
 		}
 	})
+	if c.StagingMemoryMiB != 0 && c.StagingMemoryMiB < minStagingMemoryMiB {
+		return c, fmt.Errorf("stagingMemoryMiB %d: want at least %d (four 16 MiB parts), or 0 for the default", c.StagingMemoryMiB, minStagingMemoryMiB)
+	}
 	return c, nil
 }
 
@@ -225,8 +240,9 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 	// A launch in progress is looked at as often as jobs are resynced, at
 	// least every 5 s.
 	d, err := openServing(ctx, env, c.StateDir, log, daemon.Options{Log: log, Store: storeCfg, WaitForStore: true,
-		Fleet:      &daemon.FleetOptions{ID: c.ConnectorID, TTL: ttl},
-		LaunchPoll: min(resync, 5*time.Second),
+		Fleet:         &daemon.FleetOptions{ID: c.ConnectorID, TTL: ttl},
+		LaunchPoll:    min(resync, 5*time.Second),
+		StagingMemory: int64(c.StagingMemoryMiB) << 20,
 		Scheduler: scheduler.Options{
 			MaxConcurrent: c.MaxConcurrentRuns, ImportLimitPerRegion: c.ImportLimitPerRegion, SnapshotImportLimitPerRegion: c.SnapshotImportLimit,
 			OnDemandPer24h: c.OnDemandPer24h, PauseAfterFailures: c.PauseAfterFailures,

@@ -16,7 +16,8 @@ import (
 // serveEnv lists every variable serve reads; each test starts with all unset.
 var serveEnv = []string{"REHOST_CONFIG", "REHOST_STATE_DIR", "REHOST_LISTEN", "REHOST_LOG_LEVEL", "REHOST_LOG_FORMAT",
 	"REHOST_MAX_CONCURRENT_RUNS", "REHOST_IMPORT_LIMIT", "REHOST_SNAPSHOT_IMPORT_LIMIT", "REHOST_ON_DEMAND_PER_24H", "REHOST_PAUSE_AFTER_FAILURES", "REHOST_APPLIANCE_STATUS",
-	"REHOST_STORE", "REHOST_STORE_CA_FILE", "REHOST_STORE_PASSWORD_FILE", "REHOST_STORE_PASSWORD", "REHOST_CONNECTOR_ID"}
+	"REHOST_STORE", "REHOST_STORE_CA_FILE", "REHOST_STORE_PASSWORD_FILE", "REHOST_STORE_PASSWORD", "REHOST_CONNECTOR_ID",
+	"REHOST_STAGING_MEMORY_MIB"}
 
 func clearServeEnv(t *testing.T) {
 	for _, k := range serveEnv {
@@ -48,6 +49,7 @@ func serveFlags(t *testing.T, configFile string, args ...string) *serveOptions {
 	fs.IntVar(&o.flags.SnapshotImportLimit, "snapshot-import-limit", 0, "")
 	fs.IntVar(&o.flags.OnDemandPer24h, "on-demand-per-24h", 0, "")
 	fs.IntVar(&o.flags.PauseAfterFailures, "pause-after-failures", 0, "")
+	fs.IntVar(&o.flags.StagingMemoryMiB, "staging-memory", 0, "")
 	fs.StringVar(&o.flags.ResyncInterval, "resync", "", "")
 	fs.StringVar(&o.flags.LogLevel, "log-level", "", "")
 	fs.StringVar(&o.flags.LogFormat, "log-format", "", "")
@@ -74,13 +76,15 @@ func writeConfig(t *testing.T, text string) string {
 func TestServeConfigPrecedence(t *testing.T) {
 	clearServeEnv(t)
 	file := writeConfig(t, `{"stateDir": "/file/state", "maxConcurrentRuns": 4, "importLimitPerRegion": 7,
-		"onDemandRunsPer24h": 5, "pauseAfterFailures": 6, "resyncInterval": "1m", "logLevel": "warn", "logFormat": "text"}`)
+		"onDemandRunsPer24h": 5, "pauseAfterFailures": 6, "resyncInterval": "1m", "logLevel": "warn", "logFormat": "text",
+		"stagingMemoryMiB": 300}`)
 	t.Setenv("REHOST_STATE_DIR", "/env/state")
 	t.Setenv("REHOST_MAX_CONCURRENT_RUNS", "8")
 	t.Setenv("REHOST_LOG_LEVEL", "debug")
 	t.Setenv("REHOST_PAUSE_AFTER_FAILURES", "2")
 	t.Setenv("REHOST_SNAPSHOT_IMPORT_LIMIT", "11")
-	o := serveFlags(t, file, "--state-dir", "/flag/state", "--import-limit", "9", "--pause-after-failures", "0")
+	t.Setenv("REHOST_STAGING_MEMORY_MIB", "400")
+	o := serveFlags(t, file, "--state-dir", "/flag/state", "--import-limit", "9", "--pause-after-failures", "0", "--staging-memory", "500")
 	c, err := o.config()
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +96,7 @@ func TestServeConfigPrecedence(t *testing.T) {
 		SnapshotImportLimit:  11,            // env
 		OnDemandPer24h:       5,             // file
 		PauseAfterFailures:   0,             // a flag given as 0 still wins over env
+		StagingMemoryMiB:     500,           // flag over env over file
 		ResyncInterval:       "1m",
 		LogLevel:             "debug",
 		LogFormat:            "text",
@@ -144,6 +149,7 @@ func TestServeConfigErrors(t *testing.T) {
 		{"missing file", missing, "", "", "read configuration"},
 		{"bad json", bad, "", "", bad},
 		{"bad number", "", "REHOST_IMPORT_LIMIT", "five", `REHOST_IMPORT_LIMIT="five": not a number`},
+		{"staging pool too small", "", "REHOST_STAGING_MEMORY_MIB", "32", "stagingMemoryMiB 32: want at least 64"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.env != "" {

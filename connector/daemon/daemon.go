@@ -90,6 +90,11 @@ type Options struct {
 	// PostgreSQL store wait for it (the daemon) instead of failing (the
 	// CLI).
 	WaitForStore bool
+	// StagingMemory is the bytes of part buffers every run's S3 staging
+	// draws from together (default awstarget.DefaultBufferPool, 256 MiB):
+	// buffers are reused from part to part and run to run, and a run waits
+	// for one while the others hold them all.
+	StagingMemory int64
 	// Fleet, on a PostgreSQL store, makes the daemon a member of the fleet
 	// sharing it (rehost serve); without it the daemon only reads and
 	// writes the store (the CLI).
@@ -118,6 +123,9 @@ type Daemon struct {
 
 	mu     sync.Mutex
 	target *awstarget.Target
+	// buffers are the part buffers of every run's staging, kept across
+	// re-registrations (a new target draws from the same pool).
+	buffers *awstarget.Buffers
 
 	keysMu     sync.Mutex
 	keysSealed []byte
@@ -155,7 +163,7 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 		return nil, fmt.Errorf("open state %s: %w", dir, err)
 	}
 	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log, StoreConfig: sc,
-		Bandwidth: bandwidth.New(nil), bandwidthWake: make(chan struct{}, 1)}
+		Bandwidth: bandwidth.New(nil), bandwidthWake: make(chan struct{}, 1), buffers: awstarget.NewBuffers(o.StagingMemory)}
 	d.catalogs.poll = cmp.Or(o.CatalogPoll, 30*time.Second)
 	if sc.Postgres() {
 		if err := fleet.CheckKey(ctx, st, box, dir); err != nil {
@@ -208,6 +216,10 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	return d, nil
 }
 
+// StagingBuffers is the pool of part buffers every run's S3 staging draws
+// from (Options.StagingMemory).
+func (d *Daemon) StagingBuffers() *awstarget.Buffers { return d.buffers }
+
 // WakeBandwidth makes a serving daemon read the stored bandwidth cap now
 // rather than at its next poll.
 func (d *Daemon) WakeBandwidth() {
@@ -240,7 +252,7 @@ func (d *Daemon) Register(ctx context.Context, s AWSSettings, setup awstarget.Se
 			return awstarget.SetupReport{}, err
 		}
 	}
-	t, err := newTarget(ctx, s, d.Log)
+	t, err := newTarget(ctx, s, d.Log, nil)
 	if err != nil {
 		return awstarget.SetupReport{}, err
 	}
@@ -299,7 +311,7 @@ func (d *Daemon) Target(ctx context.Context) (*awstarget.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := newTarget(ctx, s, d.Log)
+	t, err := newTarget(ctx, s, d.Log, d.buffers)
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +319,9 @@ func (d *Daemon) Target(ctx context.Context) (*awstarget.Target, error) {
 	return t, nil
 }
 
-func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget.Target, error) {
+// newTarget builds the target of a registration; its stages draw part
+// buffers from bufs (nil: a pool of the target's own).
+func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger, bufs *awstarget.Buffers) (*awstarget.Target, error) {
 	cfg := awstarget.Config{
 		Region:          s.Region,
 		AccessKeyID:     s.AccessKeyID,
@@ -326,6 +340,7 @@ func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger) (*awstarget
 		PollInitial: s.PollInitial,
 		PollMax:     s.PollMax,
 		ImportMode:  awstarget.ImportMode(s.ImportMode),
+		Buffers:     bufs,
 		Logger:      log,
 	}
 	if len(s.CAPEM) > 0 {

@@ -183,6 +183,10 @@ func benchFiftyRuns(b *testing.B, n, mib int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	cpu, err := cpuSeconds(cmd.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
 
 	var read int64
 	var toAMI []time.Duration
@@ -238,7 +242,7 @@ func benchFiftyRuns(b *testing.B, n, mib int) {
 	mibs := float64(read) / (1 << 20) / wall.Seconds()
 	b.Logf("load average before %s, after %s (2 cores shared with other agents' builds and tests)", load0, loadAverage())
 	b.Logf("%d runs × %d MiB disk, %d import slots: all COMPLETED in %.1f s; %.1f MiB/s read from the source in total", n, mib, slots, wall.Seconds(), mibs)
-	b.Logf("daemon peak RSS (VmHWM) %.0f MiB", float64(hwm)/(1<<20))
+	b.Logf("daemon peak RSS (VmHWM) %.0f MiB, CPU %.1f s (user + system, since it started)", float64(hwm)/(1<<20), cpu)
 	b.Logf("run start → AMI: p50 %.1f s, p99 %.1f s, slowest %.1f s (%.2f × p50)", pct(0.5).Seconds(), pct(0.99).Seconds(), toAMI[len(toAMI)-1].Seconds(),
 		toAMI[len(toAMI)-1].Seconds()/pct(0.5).Seconds())
 	b.Logf("import tasks at once at the emulator: peak %d (quota %d), refused %d; %d runs waited for a slot, longest %.1f s, overtaken %d",
@@ -246,6 +250,7 @@ func benchFiftyRuns(b *testing.B, n, mib int) {
 	b.Logf("peers: %s", l)
 	b.ReportMetric(mibs, "MiB/s")
 	b.ReportMetric(float64(hwm)/(1<<20), "peak-RSS-MiB")
+	b.ReportMetric(cpu, "daemon-cpu-s")
 	b.ReportMetric(pct(0.5).Seconds(), "p50-s")
 	b.ReportMetric(pct(0.99).Seconds(), "p99-s")
 	b.ReportMetric(float64(peak), "peak-imports")

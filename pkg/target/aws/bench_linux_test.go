@@ -33,7 +33,9 @@ import (
 // discard S3 endpoint (s3peer.Sink, which counts the bytes on the wire) and
 // into versitygw. Workloads are random data, a sparse file (mostly holes)
 // and a real file-system image (a tar of /usr cut to size), each read from
-// the file and from a pipe. Every upload is a process of its own; the
+// the file and from a pipe; rehost-runs stages the random file as 16
+// disks, 4 runs at a time, with the buffers of one pool (the connector's)
+// or of a pool per run (rehost-runs-apart). Every upload is a process of its own; the
 // tools alternate within one loop, repeated REHOST_BENCH_REPS times
 // (default 3). -short scales the data down 8×. REHOST_BENCH_ENDPOINTS
 // (default "discard,versitygw"), REHOST_BENCH_WORKLOADS and
@@ -61,6 +63,9 @@ type tool struct {
 	// re-executed test binary (childSpec) rather than its own binary.
 	pipe, child bool
 	fileOnly    bool
+	// runs, for a child, makes it stage the file as that many disks
+	// (childRuns).
+	runs int
 }
 
 var benchTools = []tool{
@@ -71,6 +76,10 @@ var benchTools = []tool{
 	{name: "s5cmd", pipe: true},
 	{name: "rclone", pipe: true},
 	{name: "qemu-img+sdk-manager", child: true, fileOnly: true},
+	// The random file as 16 disks, 4 runs at a time: the buffers of one
+	// pool shared by every run, or a pool per run (fresh buffers each).
+	{name: "rehost-runs", child: true, runs: 16},
+	{name: "rehost-runs-apart", child: true, runs: 16},
 }
 
 // benchRun is one measured upload.
@@ -127,7 +136,7 @@ func runStagingBench(b *testing.B) {
 			for _, w := range work {
 				for _, src := range []string{"file", "pipe"} {
 					for _, t := range tools {
-						if src == "pipe" && !t.pipe {
+						if (src == "pipe" && !t.pipe) || (t.runs > 0 && w.Name != "random") {
 							continue
 						}
 						r := measure(b, ctx, ep, w, src, t, rep, bin, dir, "")
@@ -317,7 +326,8 @@ func measure(b *testing.B, ctx context.Context, ep benchEndpoint, w workload, sr
 	key := fmt.Sprintf("%s/%s/%s/%d", w.Name, src, t.name, rep)
 	var cmd *exec.Cmd
 	if t.child {
-		spec, _ := json.Marshal(childSpec{Tool: t.name, Source: src, Path: w.path, Size: w.Size, Key: key, Ep: ep.endpoint, TmpDir: dir, CPUProfile: profile})
+		spec, _ := json.Marshal(childSpec{Tool: t.name, Source: src, Path: w.path, Size: w.Size, Key: key, Ep: ep.endpoint, TmpDir: dir,
+			CPUProfile: profile, Runs: t.runs})
 		cmd = exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
 	} else {
@@ -366,24 +376,29 @@ func measure(b *testing.B, ctx context.Context, ep benchEndpoint, w workload, sr
 	if ep.sink != nil {
 		r.Wire = ep.sink.WireBytes() - wire0
 	}
-	h, err := ep.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: sdk.String(ep.Bucket), Key: sdk.String(key)})
-	if err != nil {
-		b.Fatalf("%s %s from %s: the object %s is not in %s: %v", t.name, w.Name, src, key, ep.Name, err)
-	}
-	r.Object = sdk.ToInt64(h.ContentLength)
-	want := w.Size
+	want, keys := w.Size, []string{key}
 	if t.child {
 		var cr childResult
 		if err := json.Unmarshal(bytes.TrimSpace(lastLine(stdout.Bytes())), &cr); err != nil {
 			b.Fatalf("%s: no result on stdout: %v: %q", t.name, err, stdout.String())
 		}
 		want = cr.Object
+		if cr.Keys != nil {
+			keys = cr.Keys
+		}
+	}
+	for _, k := range keys {
+		h, err := ep.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: sdk.String(ep.Bucket), Key: sdk.String(k)})
+		if err != nil {
+			b.Fatalf("%s %s from %s: the object %s is not in %s: %v", t.name, w.Name, src, k, ep.Name, err)
+		}
+		r.Object += sdk.ToInt64(h.ContentLength)
+		if _, err := ep.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: sdk.String(ep.Bucket), Key: sdk.String(k)}); err != nil {
+			b.Fatalf("delete %s: %v", k, err)
+		}
 	}
 	if r.Object != want || (t.name != "rehost-vmdk" && t.name != "qemu-img+sdk-manager" && r.Object != w.Size) {
 		b.Fatalf("%s %s from %s: %s holds %d bytes, want %d", t.name, w.Name, src, ep.Name, r.Object, want)
-	}
-	if _, err := ep.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: sdk.String(ep.Bucket), Key: sdk.String(key)}); err != nil {
-		b.Fatalf("delete %s: %v", key, err)
 	}
 	return r
 }

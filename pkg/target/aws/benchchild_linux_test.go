@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,6 +54,9 @@ type childSpec struct {
 	// CPUProfile, when set, is where the child writes a CPU profile of the
 	// upload (what go test -cpuprofile records).
 	CPUProfile string `json:"cpuProfile,omitempty"`
+	// Runs, for rehost-runs and rehost-runs-apart, cuts the file into that
+	// many disks staged as separate runs, runsAtOnce at a time.
+	Runs int `json:"runs,omitempty"`
 }
 
 // endpoint is an S3 endpoint on loopback and how to reach it.
@@ -65,9 +70,11 @@ type endpoint struct {
 	Bucket          string `json:"bucket"`
 }
 
-// childResult is what a child prints on stdout: the stored object's size.
+// childResult is what a child prints on stdout: the stored object's size
+// (the objects' total, and their keys, when it staged several).
 type childResult struct {
-	Object int64 `json:"object"`
+	Object int64    `json:"object"`
+	Keys   []string `json:"keys,omitempty"`
 }
 
 func TestMain(m *testing.M) {
@@ -92,13 +99,19 @@ func benchChild(raw string) int {
 		pprof.StartCPUProfile(f)
 		defer f.Close()
 	}
-	n, err := childUpload(context.Background(), spec)
+	res := childResult{}
+	var err error
+	if spec.Runs > 0 {
+		res, err = childRuns(context.Background(), spec)
+	} else {
+		res.Object, err = childUpload(context.Background(), spec)
+	}
 	pprof.StopCPUProfile()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench child %s from %s: %v\n", spec.Tool, spec.Source, err)
 		return 1
 	}
-	json.NewEncoder(os.Stdout).Encode(childResult{Object: n})
+	json.NewEncoder(os.Stdout).Encode(res)
 	return 0
 }
 
@@ -213,13 +226,7 @@ func (w writerTo) WriteTo(dst io.Writer) (int64, error) { return w(dst) }
 // whose new parts a ticker marshals once a second (the step persists them),
 // and the whole upload marshalled before completion.
 func childRehost(ctx context.Context, spec childSpec) (int64, error) {
-	hc, err := spec.Ep.httpClient()
-	if err != nil {
-		return 0, err
-	}
-	tg, err := New(ctx, Config{Region: spec.Ep.Region, AccessKeyID: spec.Ep.AccessKeyID, SecretAccessKey: spec.Ep.SecretAccessKey,
-		Endpoints: Endpoints{S3: spec.Ep.URL}, S3PathStyle: true, HTTPClient: &http.Client{Transport: hc.GetTransport()},
-		Bucket: spec.Ep.Bucket, Concurrency: benchConc, PartSize: benchPart})
+	tg, err := spec.target(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -273,4 +280,73 @@ func childRehost(ctx context.Context, spec childSpec) (int64, error) {
 	close(stop)
 	<-ticked
 	return obj.Size, err
+}
+
+// target is rehost's target for the endpoint, with the product's defaults.
+func (spec childSpec) target(ctx context.Context) (*Target, error) {
+	hc, err := spec.Ep.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	return New(ctx, Config{Region: spec.Ep.Region, AccessKeyID: spec.Ep.AccessKeyID, SecretAccessKey: spec.Ep.SecretAccessKey,
+		Endpoints: Endpoints{S3: spec.Ep.URL}, S3PathStyle: true, HTTPClient: &http.Client{Transport: hc.GetTransport()},
+		Bucket: spec.Ep.Bucket, Concurrency: benchConc, PartSize: benchPart})
+}
+
+// runsAtOnce is how many of rehost-runs' stages are in flight together (a
+// connector running four replication runs).
+const runsAtOnce = 4
+
+// childRuns stages the file as spec.Runs disks of equal size (the last
+// takes the rest), runsAtOnce at a time, as the daemon's runs do: raw,
+// each read from its part of the file straight into the part buffers.
+// rehost-runs draws every stage's buffers from the target's one pool, as
+// the connector does; rehost-runs-apart gives each stage a pool of its own
+// (fresh buffers for every run, the connector before the shared pool).
+func childRuns(ctx context.Context, spec childSpec) (childResult, error) {
+	var res childResult
+	tg, err := spec.target(ctx)
+	if err != nil {
+		return res, err
+	}
+	f, err := os.Open(spec.Path)
+	if err != nil {
+		return res, err
+	}
+	defer f.Close()
+	each := spec.Size / int64(spec.Runs)
+	keys := make([]string, spec.Runs)
+	sizes := make([]int64, spec.Runs)
+	errs := make([]error, spec.Runs)
+	sem := make(chan struct{}, runsAtOnce)
+	var wg sync.WaitGroup
+	for i := range spec.Runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			run := tg
+			if spec.Tool == "rehost-runs-apart" {
+				own := *tg
+				own.bufs = NewBuffers(0)
+				run = &own
+			}
+			size := each
+			if i == spec.Runs-1 {
+				size = spec.Size - each*int64(i)
+			}
+			keys[i] = fmt.Sprintf("%s/run-%d", spec.Key, i)
+			obj, err := run.Stage(ctx, StageInput{Key: keys[i], Body: io.NewSectionReader(f, each*int64(i), size), SizeHint: size, Format: disk.Raw})
+			sizes[i], errs[i] = obj.Size, err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return res, err
+	}
+	for _, n := range sizes {
+		res.Object += n
+	}
+	res.Keys = keys
+	return res, nil
 }

@@ -17,9 +17,9 @@ func TestFeederChecksumsPartsAsTheyFill(t *testing.T) {
 	rand.NewChaCha8([32]byte{3}).Read(data)
 	for _, how := range []string{"write", "readfrom"} {
 		st := &stager{up: Upload{PartSize: MinPartSize}}
-		f := &feeder{st: st, ctx: context.Background(), jobs: make(chan job), pool: make(chan []byte, 2), slots: 2}
-		f.pool <- nil
-		f.pool <- nil
+		f := &feeder{st: st, ctx: context.Background(), jobs: make(chan job), bufs: NewBuffers(0), tokens: make(chan struct{}, 2), slots: 2}
+		f.tokens <- struct{}{}
+		f.tokens <- struct{}{}
 		done := make(chan error, 1)
 		go func() {
 			var err error

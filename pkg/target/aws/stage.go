@@ -206,7 +206,9 @@ func (t *Target) sse() (types.ServerSideEncryption, *string, *bool) {
 
 // Stage streams in.Body into a multipart upload and completes it.
 //
-// Memory is bounded by Concurrency+1 part buffers. Each part carries a CRC32C
+// Memory is bounded by Concurrency+1 part buffers (fewer when they do not
+// fit in BufferBytes), drawn from the target's Buffers, which bounds all
+// Stages together: a Stage waits for a buffer while the pool is spent. Each part carries a CRC32C
 // checksum S3 verifies, is retried from its buffer on transient errors, and is
 // added to in.Tracker once stored. On failure or cancellation the upload
 // is aborted (under a fresh context) unless KeepOnFailure is set. Resuming
@@ -353,13 +355,13 @@ func (st *stager) run(ctx context.Context) (Object, error) {
 	defer cancel(nil)
 
 	conc := t.cfg.Concurrency
-	f := &feeder{st: st, ctx: ctx, jobs: make(chan job), budget: t.cfg.BufferBytes}
+	f := &feeder{st: st, ctx: ctx, jobs: make(chan job), budget: t.cfg.BufferBytes, bufs: t.bufs}
 	// conc buffers in flight plus one being filled: the memory bound, fewer
 	// when parts are so large that they would not fit in BufferBytes.
 	f.slots = f.fit(st.up.sizeOf(1), conc+1)
-	f.pool = make(chan []byte, conc+1)
+	f.tokens = make(chan struct{}, conc+1)
 	for range f.slots {
-		f.pool <- nil
+		f.tokens <- struct{}{}
 	}
 	var wg sync.WaitGroup
 	for range conc {
@@ -404,16 +406,19 @@ func (st *stager) run(ctx context.Context) (Object, error) {
 
 // feeder cuts the stream into parts as it arrives: a reader is read, and a
 // writer copied, straight into the part buffers, and each full buffer goes
-// to the upload workers. At most slots buffers exist at once.
+// to the upload workers. The buffers come from the target's pool (shared
+// with every other Stage) and go back to it once their part is stored; at
+// most slots of them are this Stage's at once.
 type feeder struct {
 	st     *stager
 	ctx    context.Context
 	jobs   chan job
-	pool   chan []byte // free buffers (nil: not allocated yet)
-	budget int64       // bytes of buffers allowed (0: no limit)
+	bufs   *Buffers
+	tokens chan struct{} // one per slot not holding a buffer
+	budget int64         // bytes of buffers allowed (0: no limit)
 
 	mu    sync.Mutex
-	slots int          // buffers in existence
+	slots int          // buffers this Stage may hold
 	cur   atomic.Int64 // size of the part being filled
 
 	n     int32  // part being filled (0: none yet)
@@ -433,9 +438,11 @@ func (f *feeder) fit(size int64, want int) int {
 	return max(2, min(want, int(f.budget/size)))
 }
 
-// release gives a buffer back once its part is stored, or frees it when
-// growing parts no longer fit as many buffers in the budget.
+// release gives a buffer back to the pool once its part is stored (or will
+// not be sent), and its slot back to the Stage unless growing parts no
+// longer fit as many buffers in the budget.
 func (f *feeder) release(buf []byte) {
+	f.bufs.put(buf)
 	f.mu.Lock()
 	drop := f.slots > f.fit(max(f.cur.Load(), int64(cap(buf))), f.slots)
 	if drop {
@@ -443,11 +450,12 @@ func (f *feeder) release(buf []byte) {
 	}
 	f.mu.Unlock()
 	if !drop {
-		f.pool <- buf
+		f.tokens <- struct{}{}
 	}
 }
 
-// next takes a buffer for the next part.
+// next takes a buffer for the next part: a slot of this Stage's, then a
+// buffer from the pool.
 func (f *feeder) next() error {
 	n := f.n + 1
 	size := f.st.up.sizeOf(n)
@@ -455,16 +463,17 @@ func (f *feeder) next() error {
 		f.own = fmt.Errorf("stream is longer than %d parts of %d bytes (size hint %d too small)", MaxParts, size, f.st.in.SizeHint)
 		return f.own
 	}
-	var buf []byte
 	select {
-	case buf = <-f.pool:
+	case <-f.tokens:
 	case <-f.ctx.Done():
 		f.own = context.Cause(f.ctx)
 		return f.own
 	}
-	if int64(cap(buf)) < size {
-		buf = nil // let the smaller buffer go before allocating its successor
-		buf = make([]byte, size)
+	buf, err := f.bufs.get(f.ctx, size)
+	if err != nil {
+		f.tokens <- struct{}{}
+		f.own = err
+		return f.own
 	}
 	f.n, f.buf, f.size, f.crc = n, buf[:0], size, 0
 	f.cur.Store(size)
@@ -556,7 +565,7 @@ func (f *feeder) finish() error {
 		// The stream ended on a part boundary: the buffer was taken for
 		// nothing.
 		f.n--
-		f.pool <- f.buf
+		f.release(f.buf)
 		f.buf = nil
 		return nil
 	}
@@ -566,7 +575,7 @@ func (f *feeder) finish() error {
 // drop gives back the buffer of a part that will not be sent.
 func (f *feeder) drop() {
 	if f.buf != nil {
-		f.pool <- f.buf
+		f.release(f.buf)
 		f.buf = nil
 		if f.n > 0 {
 			f.n--

@@ -13,6 +13,7 @@
 package aws
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -122,6 +123,11 @@ type Config struct {
 	// MiB): when Concurrency+1 parts do not fit, fewer are in flight (at
 	// least one, beside the one being filled).
 	BufferBytes int64
+	// Buffers is the pool the part buffers of every Stage come from and
+	// go back to (one pool for all of a connector's runs, whichever target
+	// they use); nil gives the target a pool of its own of
+	// DefaultBufferPool bytes.
+	Buffers *Buffers
 	// RetryAttempts per AWS call, a part upload included (default 8);
 	// RetryBaseDelay is the first backoff (default 500ms, doubled per
 	// attempt, capped at 30s, with jitter). See pkg/retry.
@@ -153,6 +159,7 @@ type Target struct {
 	kms    KMSAPI
 	quotas QuotasAPI
 	ebs    EBSAPI
+	bufs   *Buffers
 	log    *slog.Logger
 }
 
@@ -276,7 +283,7 @@ func NewWithClients(cfg Config, c Clients) *Target {
 		log = slog.Default()
 	}
 	return &Target{cfg: cfg, s3: c.S3, iam: c.IAM, sts: c.STS, cf: c.CloudFormation, ssm: c.SSM, ec2q: c.EC2Query,
-		kms: c.KMS, quotas: c.Quotas, ebs: c.EBS, log: log}
+		kms: c.KMS, quotas: c.Quotas, ebs: c.EBS, bufs: cmp.Or(cfg.Buffers, NewBuffers(0)), log: log}
 }
 
 // Region is the target's region.
