@@ -241,6 +241,11 @@ func runReplication(r store.ReplicationRun) *RunReplication {
 			out.BytesRead, out.BytesSent = out.BytesRead+read, out.BytesSent+d.BytesDone
 		}
 	}
+	for _, d := range r.Progress.Disks {
+		if d.Pacing != nil {
+			out.Encodings = append(out.Encodings, DiskEncoding{Disk: d.Disk, Pacing: *d.Pacing, Summary: d.Pacing.Summary()})
+		}
+	}
 	return out
 }
 

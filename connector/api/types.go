@@ -9,6 +9,7 @@ import (
 
 	"github.com/rehost/rehost/appliance/status"
 	"github.com/rehost/rehost/connector/daemon"
+	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/preflight"
 	"github.com/rehost/rehost/pkg/store"
 	awstarget "github.com/rehost/rehost/pkg/target/aws"
@@ -408,9 +409,22 @@ type RunReplication struct {
 	BlocksChanged int64                   `json:"blocksChanged"`
 	Disks         []store.DiskReplication `json:"disks,omitempty"`
 	Verification  *store.Verification     `json:"verification,omitempty"`
+	// Encodings say, for each disk the connector encoded itself (Hyper-V,
+	// Azure), how: the format, for a VMDK whether its grains were
+	// deflated, Huffman-coded or stored, what the stream waited on and the
+	// rates measured during the run that the choice was made on.
+	Encodings []DiskEncoding `json:"encodings,omitempty"`
 	// Verified says the verification in words: "verified: 812 blocks (64
 	// sampled), 0 mismatches".
 	Verified string `json:"verified,omitempty"`
+}
+
+// DiskEncoding is how one disk's image was encoded (see disk.Pacing);
+// Summary says it in words.
+type DiskEncoding struct {
+	Disk int `json:"disk"`
+	disk.Pacing
+	Summary string `json:"summary"`
 }
 
 // VerifyReplicationJobInput asks for a full verification of a job's

@@ -26,6 +26,12 @@ func init() {
 			Flags:   runList,
 		},
 		Command{
+			Name:    "run show",
+			Usage:   "RUN_ID [--json]",
+			Summary: "show a run: its state, steps, what it moved and, for disks the connector encoded, how and on what measured rates (GetReplicationRun)",
+			Flags:   runShow,
+		},
+		Command{
 			Name:    "run watch",
 			Usage:   "RUN_ID | --job JOB_ID",
 			Summary: "follow a run (a job's latest with --job) to its end with progress bars; exits 0 when it completes, 1 when it fails",
@@ -84,6 +90,52 @@ func runList(fs *flag.FlagSet) func(context.Context, Env, []string) error {
 				return []any{r.ReplicationRunID, r.Type, r.State, r.ScheduledStartTime, runEx(r).StartedAt, r.CompletedTime, stage, sent, verified, r.AmiID, r.StatusMessage}
 			})
 	})
+}
+
+func runShow(fs *flag.FlagSet) func(context.Context, Env, []string) error {
+	c := addConnFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	return c.with(oneArg("run id"), func(ctx context.Context, env Env, svc api.Service, args []string) error {
+		out, err := svc.GetReplicationRun(ctx, &api.GetReplicationRunInput{ReplicationRunID: args[0]})
+		if err != nil {
+			return err
+		}
+		r := out.ReplicationRun
+		if *asJSON {
+			return printJSON(env.Stdout, r)
+		}
+		lines := renderRun(r)
+		ex := runEx(r)
+		if p := ex.Progress; p != nil {
+			for _, s := range p.Steps {
+				lines = append(lines, fmt.Sprintf("  %-10s %s", s.Step, s.Duration.Round(time.Millisecond)))
+			}
+		}
+		for _, l := range proofLines(ex.Replication) {
+			lines = append(lines, "  "+l)
+		}
+		lines = append(lines, encodingLines(ex.Replication)...)
+		if r.AmiID != "" {
+			lines = append(lines, "  AMI "+r.AmiID)
+		}
+		if r.StatusMessage != "" {
+			lines = append(lines, "  "+r.StatusMessage)
+		}
+		fmt.Fprintln(env.Stdout, strings.Join(lines, "\n"))
+		return nil
+	})
+}
+
+// encodingLines say how each disk the connector encoded was, and why.
+func encodingLines(rep *api.RunReplication) []string {
+	if rep == nil {
+		return nil
+	}
+	var out []string
+	for _, e := range rep.Encodings {
+		out = append(out, fmt.Sprintf("  disk %d encoding: %s", e.Disk+1, e.Summary))
+	}
+	return out
 }
 
 func runWatch(fs *flag.FlagSet) func(context.Context, Env, []string) error {
@@ -223,6 +275,9 @@ func (w *watchFlags) run(ctx context.Context, env Env, svc api.Service, id strin
 		case store.RunCompleted:
 			for _, l := range proofLines(runEx(r).Replication) {
 				fmt.Fprintln(env.Stdout, l)
+			}
+			for _, l := range encodingLines(runEx(r).Replication) {
+				fmt.Fprintln(env.Stdout, strings.TrimSpace(l))
 			}
 			fmt.Fprintf(env.Stdout, "run %s COMPLETED: AMI %s\n", r.ReplicationRunID, r.AmiID)
 			return nil

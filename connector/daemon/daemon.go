@@ -95,6 +95,12 @@ type Options struct {
 	// buffers are reused from part to part and run to run, and a run waits
 	// for one while the others hold them all.
 	StagingMemory int64
+	// StageConcurrency and StagePartSize tune every run's S3 staging: the
+	// parts uploaded at once and their size (zero: the target's defaults,
+	// 4 and 16 MiB). Smaller parts hold less memory and feel a slow link
+	// sooner.
+	StageConcurrency int
+	StagePartSize    int64
 	// Fleet, on a PostgreSQL store, makes the daemon a member of the fleet
 	// sharing it (rehost serve); without it the daemon only reads and
 	// writes the store (the CLI).
@@ -123,6 +129,7 @@ type Daemon struct {
 
 	mu     sync.Mutex
 	target *awstarget.Target
+	stage  stageTuning
 	// buffers are the part buffers of every run's staging, kept across
 	// re-registrations (a new target draws from the same pool).
 	buffers *awstarget.Buffers
@@ -163,7 +170,8 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 		return nil, fmt.Errorf("open state %s: %w", dir, err)
 	}
 	d := &Daemon{Dir: dir, Store: st, Box: box, Log: log, StoreConfig: sc,
-		Bandwidth: bandwidth.New(nil), bandwidthWake: make(chan struct{}, 1), buffers: awstarget.NewBuffers(o.StagingMemory)}
+		Bandwidth: bandwidth.New(nil), bandwidthWake: make(chan struct{}, 1), buffers: awstarget.NewBuffers(o.StagingMemory),
+		stage: stageTuning{o.StageConcurrency, o.StagePartSize}}
 	d.catalogs.poll = cmp.Or(o.CatalogPoll, 30*time.Second)
 	if sc.Postgres() {
 		if err := fleet.CheckKey(ctx, st, box, dir); err != nil {
@@ -252,7 +260,7 @@ func (d *Daemon) Register(ctx context.Context, s AWSSettings, setup awstarget.Se
 			return awstarget.SetupReport{}, err
 		}
 	}
-	t, err := newTarget(ctx, s, d.Log, nil)
+	t, err := newTarget(ctx, s, d.Log, nil, d.stage)
 	if err != nil {
 		return awstarget.SetupReport{}, err
 	}
@@ -311,7 +319,7 @@ func (d *Daemon) Target(ctx context.Context) (*awstarget.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := newTarget(ctx, s, d.Log, d.buffers)
+	t, err := newTarget(ctx, s, d.Log, d.buffers, d.stage)
 	if err != nil {
 		return nil, err
 	}
@@ -319,10 +327,19 @@ func (d *Daemon) Target(ctx context.Context) (*awstarget.Target, error) {
 	return t, nil
 }
 
+// stageTuning is Options' staging parts.
+type stageTuning struct {
+	concurrency int
+	partSize    int64
+}
+
 // newTarget builds the target of a registration; its stages draw part
-// buffers from bufs (nil: a pool of the target's own).
-func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger, bufs *awstarget.Buffers) (*awstarget.Target, error) {
+// buffers from bufs (nil: a pool of the target's own), with parts as
+// stage says (zero: the target's defaults).
+func newTarget(ctx context.Context, s AWSSettings, log *slog.Logger, bufs *awstarget.Buffers, stage stageTuning) (*awstarget.Target, error) {
 	cfg := awstarget.Config{
+		Concurrency:     stage.concurrency,
+		PartSize:        stage.partSize,
 		Region:          s.Region,
 		AccessKeyID:     s.AccessKeyID,
 		SecretAccessKey: s.SecretAccessKey,

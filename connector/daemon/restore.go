@@ -197,7 +197,7 @@ func syncDir(dir string) error {
 // ending in "/" (a state's prefix) opens the newest backup under it. It
 // returns the reader and the backup's key.
 func OpenBucketBackup(ctx context.Context, s AWSSettings, key string) (io.ReadCloser, string, error) {
-	t, err := newTarget(ctx, s, slog.New(slog.DiscardHandler), nil)
+	t, err := newTarget(ctx, s, slog.New(slog.DiscardHandler), nil, stageTuning{})
 	if err != nil {
 		return nil, "", err
 	}

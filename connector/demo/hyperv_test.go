@@ -144,9 +144,15 @@ func (l *hvLab) sourceInput(name, share string, smbPort int) daemon.SourceInput 
 // open opens the connector's state, registered with the emulated account.
 func (l *hvLab) open(t *testing.T) *daemon.Daemon {
 	t.Helper()
+	return l.openWith(t, daemon.Options{})
+}
+
+// openWith is open with options (the log and scheduler are the lab's).
+func (l *hvLab) openWith(t *testing.T, o daemon.Options) *daemon.Daemon {
+	t.Helper()
 	ctx := context.Background()
-	d, err := daemon.Open(ctx, l.stateDir, daemon.Options{Log: slog.New(slog.DiscardHandler),
-		Scheduler: scheduler.Options{OnDemandPer24h: -1, PauseAfterFailures: 10}})
+	o.Log, o.Scheduler = slog.New(slog.DiscardHandler), scheduler.Options{OnDemandPer24h: -1, PauseAfterFailures: 10}
+	d, err := daemon.Open(ctx, l.stateDir, o)
 	if err != nil {
 		t.Fatal(err)
 	}

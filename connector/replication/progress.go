@@ -9,6 +9,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/store"
 )
 
@@ -60,8 +61,9 @@ func (r *run) updateRun(ctx context.Context, fn func(*store.ReplicationRun)) {
 
 // diskProgress records disk i's bytes staged of its total and the bytes
 // read from the source for them, and the stage progress in words ("disk 1
-// of 2: 1.2 GiB of 4.0 GiB (30%)").
-func (r *run) diskProgress(ctx context.Context, i int, done, total, read int64) {
+// of 2: 1.2 GiB of 4.0 GiB (30%)"); pace, when set, replaces how the disk
+// is being encoded.
+func (r *run) diskProgress(ctx context.Context, i int, done, total, read int64, pace *disk.Pacing) {
 	pct := 0
 	if total > 0 {
 		pct = int(min(100, done*100/total))
@@ -72,7 +74,11 @@ func (r *run) diskProgress(ctx context.Context, i int, done, total, read int64) 
 			n := len(x.Progress.Disks)
 			x.Progress.Disks = append(x.Progress.Disks, store.DiskProgress{Disk: n, BytesTotal: r.vm.Disks[n].CapacityBytes})
 		}
-		x.Progress.Disks[i] = store.DiskProgress{Disk: i, BytesDone: done, BytesTotal: total, BytesRead: &read}
+		d := &x.Progress.Disks[i]
+		d.Disk, d.BytesDone, d.BytesTotal, d.BytesRead = i, done, total, &read
+		if pace != nil {
+			d.Pacing = pace
+		}
 		x.StageProgress = text
 	})
 }

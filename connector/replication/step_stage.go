@@ -340,6 +340,13 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 	}
 	defer stream.Close()
 	body, read := countRead(stream)
+	pacing := func() *disk.Pacing {
+		if pc, ok := stream.(source.Paced); ok {
+			p := pc.Pacing()
+			return &p
+		}
+		return nil
+	}
 
 	total := d.StreamSize
 	if total <= 0 {
@@ -394,7 +401,7 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 			r.log.Warn("upload progress not recorded; a resume re-sends more", "disk", i, "err", err)
 		}
 		done := track.Bytes()
-		r.diskProgress(ctx, i, done, total, read())
+		r.diskProgress(ctx, i, done, total, read(), pacing())
 		if !final && leaseBusy.CompareAndSwap(false, true) {
 			go func() {
 				defer leaseBusy.Store(false)
@@ -424,8 +431,12 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 	if err := r.recordObject(ctx, i, obj, id); err != nil {
 		return awstarget.Object{}, err
 	}
-	r.diskProgress(ctx, i, obj.Size, obj.Size, read())
+	pace := pacing()
+	r.diskProgress(ctx, i, obj.Size, obj.Size, read(), pace)
 	msg := fmt.Sprintf("staged disk %d of %d of vm %q: %s as s3://%s/%s", i+1, len(r.vm.Disks), r.server.Name, humanize.IBytes(uint64(obj.Size)), obj.Bucket, obj.Key)
+	if pace != nil && pace.Decisions > 0 {
+		msg += "; " + pace.Summary()
+	}
 	if obj.Reused > 0 {
 		msg += fmt.Sprintf(" (%d parts kept from before a restart)", obj.Reused)
 	}

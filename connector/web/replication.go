@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/store"
 )
 
@@ -37,6 +38,33 @@ func replicationOf(r api.ReplicationRun) *api.RunReplication {
 // bytesText is a byte count in IEC units with the exact count beside it.
 func bytesText(n int64) string {
 	return fmt.Sprintf("%s (%s bytes)", iec(n), strconv.FormatInt(n, 10))
+}
+
+// choiceText is a grain encoding in words.
+func choiceText(c string) string {
+	switch c {
+	case disk.EncodeDeflate:
+		return "deflated"
+	case disk.EncodeHuffman:
+		return "Huffman-coded"
+	case disk.EncodeStore:
+		return "sent as they are"
+	}
+	return "—"
+}
+
+// measuredRate is a rate the pacer measured (as the bandwidth cap is
+// written), a dash before it measured any.
+func measuredRate(bps int64, decisions int) string {
+	if decisions == 0 {
+		return "—"
+	}
+	return rateText(float64(bps))
+}
+
+// grainsText counts a disk's grains by how they were written.
+func grainsText(p disk.Pacing) string {
+	return fmt.Sprintf("%d deflated, %d Huffman-coded, %d stored, %d empty; %d decisions, %d switches", p.Deflated, p.Huffman, p.Stored, p.Zero, p.Decisions, p.Switches)
 }
 
 // verifiedHow says which blocks a verification read back.

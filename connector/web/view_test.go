@@ -12,6 +12,7 @@ import (
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/connector/replication"
+	"github.com/rehost/rehost/pkg/disk"
 )
 
 // A run's live part shows each disk's bytes and percent while it stages,
@@ -81,5 +82,25 @@ func TestMessageTimes(t *testing.T) {
 		`<time datetime="2026-12-07T09:00:00Z">2026-12-07 09:00:00 UTC</time>.`
 	if html != want {
 		t.Errorf("got\n%s\nwant\n%s", html, want)
+	}
+}
+
+// A run's page says how each disk the connector encoded was, and on what
+// measured rates: the choice, what the stream waited on, the link, the
+// source and each encoding's rate and ratio; a VHD its plan.
+func TestRunEncodings(t *testing.T) {
+	pc := disk.Pacing{Format: "vmdk", Choice: disk.EncodeDeflate, Bottleneck: disk.BottleneckLink, Decisions: 6, Switches: 2,
+		LinkBps: 4_000_000, SourceBps: 300_000_000, Deflated: 500, Stored: 140, Zero: 900,
+		Encodings: []disk.EncodingRate{{Encoding: disk.EncodeStore, CPUBps: 2_000_000_000, Ratio: 1}, {Encoding: disk.EncodeDeflate, CPUBps: 180_000_000, Ratio: 0.19}}}
+	vhd := disk.Pacing{Format: "vhd", Plan: "dense, incompressible data"}
+	rep := &api.RunReplication{Mode: "full", Encodings: []api.DiskEncoding{{Disk: 0, Pacing: pc, Summary: pc.Summary()}, {Disk: 1, Pacing: vhd, Summary: vhd.Summary()}}}
+	html := renderHTML(t, runLive(&runView{Run: api.ReplicationRun{ReplicationRunID: "sms-run-1", State: "COMPLETED",
+		Rehost: &api.ReplicationRunEx{Replication: rep}}, Final: true}))
+	for _, want := range []string{`id="encodings"`, `data-choice="deflate"`, "<td>deflated</td>", "<td>link</td>", "<td>32 Mbit/s</td>", "<td>2.4 Gbit/s</td>",
+		"store: 16 Gbit/s to 100%", "deflate: 1.44 Gbit/s to 19%", "500 deflated, 0 Huffman-coded, 140 stored, 900 empty; 6 decisions, 2 switches",
+		"Disk 2 <span class=\"sub\">vhd</span>", "sent as vhd: dense, incompressible data"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("no %q in\n%s", want, html)
+		}
 	}
 }

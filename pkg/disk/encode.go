@@ -47,6 +47,18 @@ func (e *Encoder) Format() Format { return e.format }
 // formats); it may be read while the image is written.
 func (e *Encoder) Stats() *StreamStats { return &e.stats }
 
+// Pacing is how the image's grains are being encoded and the rates the
+// choice was made on (see Pacing); for a VHD or raw image only its format.
+// It may be called while the image is written.
+func (e *Encoder) Pacing() Pacing {
+	if e.format != VMDK {
+		return Pacing{Format: string(e.format)}
+	}
+	p := e.stats.Pacing()
+	p.Format = string(VMDK)
+	return p
+}
+
 // Written is the number of bytes written so far.
 func (e *Encoder) Written() int64 {
 	e.mu.Lock()

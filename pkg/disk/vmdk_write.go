@@ -26,11 +26,12 @@ var StreamCompressionLevel = flate.BestSpeed
 type Compression int
 
 const (
-	// CompressAdaptive (the default) deflates at StreamCompressionLevel
-	// while writing the output is what the stream waits on (the link is
-	// the bottleneck), and only Huffman-codes grains while the compressors
-	// are (the CPU is): measured over every 256 grains from the time the
-	// writer waits on each. Grains that will not compress are stored.
+	// CompressAdaptive (the default) chooses per window of grains between
+	// deflate at StreamCompressionLevel, Huffman coding and storing, by
+	// what the stream waits on, measured as it is written (see pacer and
+	// Pacing): deflate where the link is the bottleneck, less or no
+	// compression where the CPU or the source is. Grains that will not
+	// compress are stored whatever the choice.
 	CompressAdaptive Compression = iota
 	// CompressSmall always deflates at StreamCompressionLevel.
 	CompressSmall
@@ -58,6 +59,18 @@ type StreamStats struct {
 	// In and Out are the bytes of the grains that hold data, before and
 	// after encoding.
 	In, Out atomic.Int64
+
+	pace atomic.Pointer[pacer]
+}
+
+// Pacing is what the writer chose for the grains and the rates it chose
+// on, so far; the zero Pacing before the writer started.
+func (s *StreamStats) Pacing() Pacing {
+	p := s.pace.Load()
+	if p == nil {
+		return Pacing{}
+	}
+	return p.report(s)
 }
 
 const (
@@ -154,6 +167,7 @@ type grainJob struct {
 	gi    int64
 	raw   []byte
 	level int           // what the worker is to do with it: a flate level, or storeGrain
+	fill  time.Duration // the producer's time reading it
 	busy  time.Duration // the worker's time on it
 	// Set by the worker: the grain is all zero, or stored (raw is written
 	// as deflate's stored blocks), or out holds its zlib stream.
@@ -190,6 +204,7 @@ func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, prod
 	workers := max(1, runtime.GOMAXPROCS(0))
 	pace := newPacer(o.Compression)
 	pace.workers = workers
+	stats.pace.Store(pace)
 	inflight := 4 * workers
 	order := make(chan *grainJob, inflight)
 	work := make(chan *grainJob, inflight)
@@ -209,10 +224,12 @@ func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, prod
 		prodErr = produce(func(gi int64, fill func([]byte) error) error {
 			bp := rawGrainPool.Get().(*[]byte)
 			j := &grainJob{gi: gi, raw: *bp, level: pace.level(), done: make(chan struct{})}
+			t0 := time.Now()
 			if err := fill(j.raw); err != nil {
 				rawGrainPool.Put(bp)
 				return err
 			}
+			j.fill = time.Since(t0)
 			select {
 			case order <- j:
 			case <-stop:
@@ -235,13 +252,13 @@ func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, prod
 		<-j.done
 		t1 := time.Now()
 		err := j.err
+		before := sw.n
 		switch {
 		case err != nil:
 		case j.zero:
 			stats.Zero.Add(1)
 		case j.stored:
 			stats.Stored.Add(1)
-			before := sw.n
 			err = sw.storedGrain(j.gi, j.raw, j.adler)
 			stats.In.Add(vmdkGrainSize)
 			stats.Out.Add(sw.n - before)
@@ -251,12 +268,15 @@ func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, prod
 			} else {
 				stats.Deflated.Add(1)
 			}
-			before := sw.n
 			err = sw.grain(j.gi, j.out.Bytes())
 			stats.In.Add(vmdkGrainSize)
 			stats.Out.Add(sw.n - before)
 		}
-		pace.observe(t1.Sub(t0), time.Since(t1), j.busy)
+		g := grainTiming{level: j.level, zero: j.zero, fill: j.fill, busy: j.busy, wait: t1.Sub(t0), writeTime: time.Since(t1)}
+		if !j.zero {
+			g.in, g.out = vmdkGrainSize, sw.n-before
+		}
+		pace.observe(g)
 		buf := j.raw
 		rawGrainPool.Put(&buf)
 		if j.out != nil {
@@ -278,69 +298,6 @@ func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, prod
 }
 
 var errStopped = fmt.Errorf("stopped")
-
-// pacer picks how the next grains are encoded. Adaptive, it looks at a
-// window of grains: when the in-order writer waited for the compressors
-// longer than it spent writing, and the compressors were busy most of the
-// window, the CPU is the bottleneck and the next window is Huffman-coded
-// only; otherwise (the output — the link — is what the stream waits on, or
-// the source is) it is deflated at StreamCompressionLevel.
-type pacer struct {
-	fixed      int // the level when not adaptive
-	adaptive   bool
-	workers    int
-	cur        atomic.Int64
-	n          int
-	start      time.Time
-	cpu, write time.Duration
-	busy       time.Duration
-}
-
-// paceWindow is how many grains (16 MiB) each adaptive decision covers.
-const paceWindow = 256
-
-func newPacer(c Compression) *pacer {
-	p := &pacer{}
-	switch c {
-	case CompressSmall:
-		p.fixed = StreamCompressionLevel
-	case CompressFast:
-		p.fixed = flate.HuffmanOnly
-	case CompressStore:
-		p.fixed = storeGrain
-	default:
-		p.adaptive = true
-		p.fixed = StreamCompressionLevel
-	}
-	p.cur.Store(int64(p.fixed))
-	return p
-}
-
-// level is how the grain read next is to be encoded (producer goroutine).
-func (p *pacer) level() int { return int(p.cur.Load()) }
-
-// observe adds one grain's waits and the worker's time on it (writer
-// goroutine).
-func (p *pacer) observe(waitCPU, writing, busy time.Duration) {
-	if !p.adaptive {
-		return
-	}
-	if p.n == 0 {
-		p.start = time.Now()
-	}
-	p.cpu += waitCPU
-	p.write += writing
-	p.busy += busy
-	if p.n++; p.n < paceWindow {
-		return
-	}
-	next := StreamCompressionLevel
-	if wall := time.Since(p.start) * time.Duration(p.workers); p.cpu > p.write && p.busy*4 > wall*3 {
-		next = flate.HuffmanOnly
-	}
-	p.cur.Store(int64(next))
-	p.n, p.cpu, p.write, p.busy = 0, 0, 0, 0
-}
 
 // incompressible is the compress.Estimate of a grain's first 4 KiB below
 // which it is stored: such grains deflate to about 94 % of their size (a

@@ -284,6 +284,14 @@ type ExportDisk struct {
 	Extents []disk.Extent `json:"extents,omitempty"`
 }
 
+// Paced is the optional capability of a disk stream (from Export.Open)
+// that the connector encodes itself (Hyper-V, Azure): Pacing says how the
+// image is being encoded and the rates the choice was made on, so far. It
+// may be called while the stream is read and after it is closed.
+type Paced interface {
+	Pacing() disk.Pacing
+}
+
 // ExportAborter is the optional capability of sources whose exports hold a
 // server-side resource (Export.ID is not empty): it aborts the export id of
 // checkpoint cp that a crashed process left open. Aborting an export that

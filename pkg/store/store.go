@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/rehost/rehost/pkg/disk"
 )
 
 // Errors every method wraps, with a message naming the thing concerned.
@@ -327,6 +329,10 @@ type DiskProgress struct {
 	// sparse disk, its allocated data); nil where a connector from before
 	// it was counted recorded the run.
 	BytesRead *int64 `json:"bytesRead,omitempty"`
+	// Pacing is how the connector encoded the disk's image and the rates
+	// it chose on (nil where the source sends the image as it is, as
+	// vCenter does).
+	Pacing *disk.Pacing `json:"pacing,omitempty"`
 }
 
 // LedgerState is the life of one resource a run makes outside the process.

@@ -163,6 +163,14 @@ func (s *stream) WriteTo(w io.Writer) (int64, error) {
 // BytesRead is what the disk's page-range reads fetched from the blob.
 func (s *stream) BytesRead() int64 { return s.br.fetched.Load() }
 
+// Pacing says how the disk is being encoded: the format chosen and why,
+// and for a VMDK how its grains are.
+func (s *stream) Pacing() disk.Pacing {
+	p := s.enc.Pacing()
+	p.Plan = s.pl.Reason
+	return p
+}
+
 func (s *stream) wrap(err error) error {
 	return fmt.Errorf("stream disk %s of checkpoint %q: %w", s.d.Key, s.e.name, err)
 }

@@ -146,6 +146,9 @@ func (s *stream) WriteTo(w io.Writer) (int64, error) {
 // files: its allocated blocks.
 func (s *stream) BytesRead() int64 { return s.ra.read.Load() }
 
+// Pacing says how the disk's grains are being encoded, and why.
+func (s *stream) Pacing() disk.Pacing { return s.enc.Pacing() }
+
 // Close stops the encoder and waits for it, so no read of the share runs
 // after the stream is closed.
 func (s *stream) Close() error {
