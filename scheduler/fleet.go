@@ -42,11 +42,11 @@ type Fleet interface {
 	// Release gives up the lease of a run stopped unfinished, so another
 	// member may resume it at once.
 	Release(ctx context.Context, l store.Lease) error
-	// ImportSlot waits for one of the region's limit VM Import slots,
-	// counted across the fleet, for the run whose lease ctx carries, and
-	// returns the function that frees it (harmless to call twice). It
-	// fails only when ctx ends or the lease is lost.
-	ImportSlot(ctx context.Context, region string, limit int) (release func(), err error)
+	// ImportSlot waits for n of the region's limit VM Import slots (one
+	// per import task), counted across the fleet, for the run whose lease
+	// ctx carries, and returns the function that frees them (harmless to
+	// call twice). It fails only when ctx ends or the lease is lost.
+	ImportSlot(ctx context.Context, region string, limit, n int) (release func(), err error)
 }
 
 // DefaultFleetTick is how often a fleet member renews its leases and

@@ -69,10 +69,13 @@ type Options struct {
 	// MaxConcurrent runs at once, across all jobs (default 2). Runs beyond
 	// it wait PENDING.
 	MaxConcurrent int
-	// ImportLimitPerRegion is how many ImportSlot holders one region allows
-	// at once (default DefaultImportLimit); runs beyond it wait, granted
-	// slots in the order they asked.
-	ImportLimitPerRegion int
+	// ImportLimitPerRegion is how many ImportImage tasks one region allows
+	// at once (default DefaultImportLimit), SnapshotImportLimitPerRegion
+	// how many ImportSnapshot tasks (default DefaultSnapshotImportLimit):
+	// runs beyond them wait in ImportSlot, granted slots in the order they
+	// asked.
+	ImportLimitPerRegion         int
+	SnapshotImportLimitPerRegion int
 	// OnDemandPer24h limits Trigger per job per rolling 24 h (default 2, as
 	// SMS did); negative means unlimited.
 	OnDemandPer24h int
@@ -103,6 +106,12 @@ type Options struct {
 // import image tasks", 20).
 const DefaultImportLimit = 20
 
+// DefaultSnapshotImportLimit is the default of
+// Options.SnapshotImportLimitPerRegion: AWS's default quota of concurrent
+// ImportSnapshot tasks per region ("Concurrent import snapshot tasks",
+// 20), each disk of an import of snapshots one task.
+const DefaultSnapshotImportLimit = 20
+
 // DefaultResyncInterval is the documented resync interval of the daemon.
 const DefaultResyncInterval = 30 * time.Second
 
@@ -115,6 +124,9 @@ func (o *Options) defaults() {
 	}
 	if o.ImportLimitPerRegion <= 0 {
 		o.ImportLimitPerRegion = DefaultImportLimit
+	}
+	if o.SnapshotImportLimitPerRegion <= 0 {
+		o.SnapshotImportLimitPerRegion = DefaultSnapshotImportLimit
 	}
 	if o.OnDemandPer24h == 0 {
 		o.OnDemandPer24h = 2
@@ -169,7 +181,7 @@ type Scheduler struct {
 	renewDone chan struct{}
 
 	semMu sync.Mutex
-	sems  map[string]*slotQueue
+	sems  map[SlotPool]*slotQueue
 }
 
 // flight is a run in progress: how to stop it, and in a fleet its lease.
@@ -191,7 +203,7 @@ func New(st Store, r Runner, o Options) *Scheduler {
 		inflight: map[string]*flight{},
 		base:     base, cancel: cancel,
 		wake: make(chan struct{}, 1),
-		sems: map[string]*slotQueue{},
+		sems: map[SlotPool]*slotQueue{},
 	}
 }
 
@@ -934,55 +946,6 @@ func (s *Scheduler) event(ctx context.Context, jobID, runID, level, msg string) 
 	if _, err := s.st.AddEvent(ctx, store.Event{Time: s.clock.Now(), JobID: jobID, RunID: runID, Level: level, Message: msg}); err != nil {
 		s.log.Error("record event", "job", jobID, "run", runID, "err", err)
 	}
-}
-
-// ImportSlot waits for one of the region's VM Import slots (a run calls it
-// around its import stage, so imports beyond the limit queue instead of
-// failing) and returns the function that frees it; calling that more than
-// once is harmless. Waiters get slots oldest first. It fails only when ctx
-// ends first.
-func (s *Scheduler) ImportSlot(ctx context.Context, region string) (release func(), err error) {
-	if s.o.Fleet != nil {
-		return s.o.Fleet.ImportSlot(ctx, region, s.o.ImportLimitPerRegion)
-	}
-	s.semMu.Lock()
-	q, ok := s.sems[region]
-	if !ok {
-		q = &slotQueue{limit: s.o.ImportLimitPerRegion}
-		s.sems[region] = q
-	}
-	s.semMu.Unlock()
-	if err := q.acquire(ctx); err != nil {
-		return nil, fmt.Errorf("wait for a VM Import slot in %s: %w", region, err)
-	}
-	var once sync.Once
-	return func() { once.Do(q.release) }, nil
-}
-
-// ImportLimit is how many ImportSlot holders one region allows at once.
-func (s *Scheduler) ImportLimit() int { return s.o.ImportLimitPerRegion }
-
-// ImportSlotsInUse reports how many import slots each region has taken.
-func (s *Scheduler) ImportSlotsInUse() map[string]int {
-	held, _ := s.importSlots()
-	return held
-}
-
-// ImportSlotsWaiting reports how many runs wait for each region's import
-// slots (granted oldest first).
-func (s *Scheduler) ImportSlotsWaiting() map[string]int {
-	_, waiting := s.importSlots()
-	return waiting
-}
-
-func (s *Scheduler) importSlots() (held, waiting map[string]int) {
-	s.semMu.Lock()
-	defer s.semMu.Unlock()
-	held, waiting = make(map[string]int, len(s.sems)), make(map[string]int, len(s.sems))
-	for region, q := range s.sems {
-		held[region], waiting[region] = q.counts()
-	}
-	return held, waiting
 }
 
 // dueHeap orders jobs by next start.

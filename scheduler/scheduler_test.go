@@ -523,27 +523,27 @@ func TestConcurrencyLimitQueues(t *testing.T) {
 func TestImportSlotLimitsPerRegion(t *testing.T) {
 	h := newHarness(t, seed, Options{ImportLimitPerRegion: 2})
 	ctx := context.Background()
-	r1, err := h.s.ImportSlot(ctx, "us-east-1")
+	r1, err := h.s.ImportSlot(ctx, "us-east-1", "run", 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := h.s.ImportSlot(ctx, "us-east-1")
+	r2, err := h.s.ImportSlot(ctx, "us-east-1", "run", 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := h.s.ImportSlot(ctx, "eu-west-1")
+	other, err := h.s.ImportSlot(ctx, "eu-west-1", "run", 1, 0)
 	if err != nil {
 		t.Fatalf("another region's slot: %v", err)
 	}
 	defer other()
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := h.s.ImportSlot(cancelled, "us-east-1"); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "us-east-1") {
+	if _, err := h.s.ImportSlot(cancelled, "us-east-1", "run", 1, 0); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "us-east-1") {
 		t.Errorf("full region with cancelled ctx: %v", err)
 	}
 	got := make(chan func(), 1)
 	go func() {
-		r, err := h.s.ImportSlot(ctx, "us-east-1")
+		r, err := h.s.ImportSlot(ctx, "us-east-1", "run", 1, 0)
 		if err != nil {
 			t.Error(err)
 		}
@@ -563,7 +563,7 @@ func TestImportSlotLimitsPerRegion(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("waiter not granted the freed slot")
 	}
-	if _, err := h.s.ImportSlot(cancelled, "us-east-1"); err == nil {
+	if _, err := h.s.ImportSlot(cancelled, "us-east-1", "run", 1, 0); err == nil {
 		t.Error("double release freed an extra slot")
 	}
 	r2()

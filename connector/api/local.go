@@ -230,9 +230,15 @@ func runReplication(r store.ReplicationRun) *RunReplication {
 		}
 	}
 	if out.Mode == "full" {
-		// A full run sends each disk's staged image.
+		// A full run sends each disk's staged image, made of the bytes it
+		// read from the source (a run recorded before they were counted
+		// says the image's size).
 		for _, d := range r.Progress.Disks {
-			out.BytesRead, out.BytesSent = out.BytesRead+d.BytesDone, out.BytesSent+d.BytesDone
+			read := d.BytesDone
+			if d.BytesRead != nil {
+				read = *d.BytesRead
+			}
+			out.BytesRead, out.BytesSent = out.BytesRead+read, out.BytesSent+d.BytesDone
 		}
 	}
 	for _, d := range r.Progress.Disks {

@@ -72,14 +72,14 @@ func NewMetrics(d *daemon.Daemon, log *slog.Logger) *Metrics {
 		apiErrors:   r.Counter("rehost_api_errors_total", "API requests that failed, by error type.", "type"),
 	}
 	r.GaugeFunc("rehost_replication_runs", "Replication runs now PENDING or ACTIVE.", []string{"state"}, m.runsInState)
-	r.GaugeFunc("rehost_import_slots_in_use", "VM Import slots taken, by region.", []string{"region"}, func(emit func(float64, ...string)) {
-		for region, n := range d.Sched.ImportSlotsInUse() {
-			emit(float64(n), region)
+	r.GaugeFunc("rehost_import_slots_in_use", "VM Import slots taken (one per import task), by region and kind (image, snapshot).", []string{"region", "kind"}, func(emit func(float64, ...string)) {
+		for p, n := range d.Sched.ImportSlotsInUse() {
+			emit(float64(n), p.Region, p.Kind)
 		}
 	})
-	r.GaugeFunc("rehost_import_slots_waiting", "Runs waiting for a VM Import slot, by region (granted oldest first).", []string{"region"}, func(emit func(float64, ...string)) {
-		for region, n := range d.Sched.ImportSlotsWaiting() {
-			emit(float64(n), region)
+	r.GaugeFunc("rehost_import_slots_waiting", "Runs waiting for VM Import slots, by region and kind (granted oldest first).", []string{"region", "kind"}, func(emit func(float64, ...string)) {
+		for p, n := range d.Sched.ImportSlotsWaiting() {
+			emit(float64(n), p.Region, p.Kind)
 		}
 	})
 	r.GaugeFunc("rehost_fleet_members", "Connectors of the fleet, by status (HEALTHY: heartbeat younger than the lease TTL).", []string{"status"}, m.fleetMembers)

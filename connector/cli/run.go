@@ -316,7 +316,9 @@ func renderRun(r api.ReplicationRun) []string {
 	for _, d := range p.Disks {
 		lines = append(lines, diskLine(d))
 	}
-	if p.Text != "" {
+	if w := p.SlotWait; w != nil {
+		lines = append(lines, "  "+w.String())
+	} else if p.Text != "" {
 		lines = append(lines, "  "+cmp.Or(p.Title, p.Step)+": "+p.Text)
 	}
 	return lines

@@ -3,6 +3,7 @@ package cli
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
@@ -21,5 +22,23 @@ func TestRenderRunShowsSlotWaits(t *testing.T) {
 	got := strings.Join(queued, "\n")
 	if !strings.Contains(got, "step: Start VM Import") || !strings.Contains(got, "Start VM Import: waiting for an import slot") {
 		t.Errorf("run queued for an import slot rendered as %q", got)
+	}
+	// Where the daemon knows the queue, the run says where it stands in it.
+	since := time.Date(2026, 12, 7, 12, 0, 5, 0, time.Local)
+	for _, c := range []struct {
+		w    daemon.SlotWait
+		want string
+	}{
+		{daemon.SlotWait{Since: since, Region: "us-east-1", Kind: "image", Slots: 1, Ahead: 1}, "waiting for a VM Import slot in us-east-1 since 12:00:05 (1 run ahead)"},
+		{daemon.SlotWait{Since: since, Region: "us-east-1", Kind: "image", Slots: 1, Ahead: 0}, "waiting for a VM Import slot in us-east-1 since 12:00:05 (next in line)"},
+		{daemon.SlotWait{Since: since, Region: "eu-west-1", Kind: "snapshot", Slots: 3, Ahead: 2}, "waiting for 3 VM Import snapshot slots in eu-west-1 since 12:00:05 (2 runs ahead)"},
+		{daemon.SlotWait{Since: since, Ahead: -1}, "waiting for a VM Import slot since 12:00:05"},
+	} {
+		w := c.w
+		lines := renderRun(api.ReplicationRun{ReplicationRunID: "sms-run-3", State: "ACTIVE", Rehost: &api.ReplicationRunEx{ReplicationJobID: "sms-job-3",
+			Progress: &daemon.RunProgress{Step: "import", Title: "Start VM Import", Text: "waiting for an import slot", SlotWait: &w}}})
+		if got := strings.Join(lines, "\n"); !strings.HasSuffix(got, "\n  "+c.want) || strings.Contains(got, "Start VM Import: waiting") {
+			t.Errorf("wait %+v rendered as %q, want it to end in %q", w, got, c.want)
+		}
 	}
 }

@@ -31,6 +31,7 @@ type serveConfig struct {
 	Listen               string `json:"listen"`
 	MaxConcurrentRuns    int    `json:"maxConcurrentRuns"`
 	ImportLimitPerRegion int    `json:"importLimitPerRegion"`
+	SnapshotImportLimit  int    `json:"snapshotImportLimitPerRegion"`
 	OnDemandPer24h       int    `json:"onDemandRunsPer24h"`
 	PauseAfterFailures   int    `json:"pauseAfterFailures"`
 	ResyncInterval       string `json:"resyncInterval"`
@@ -76,7 +77,8 @@ func init() {
 			fs.StringVar(&o.flags.StateDir, "state-dir", "", "state directory (env REHOST_STATE_DIR; default "+defaultStateDir+")")
 			fs.StringVar(&o.flags.Listen, "listen", "", "HTTPS address of the API and console (env REHOST_LISTEN; default "+defaultListen+")")
 			fs.IntVar(&o.flags.MaxConcurrentRuns, "max-concurrent-runs", 0, "runs at once across all jobs (default 2)")
-			fs.IntVar(&o.flags.ImportLimitPerRegion, "import-limit", 0, "concurrent VM Import tasks per region (default 20, AWS's default quota)")
+			fs.IntVar(&o.flags.ImportLimitPerRegion, "import-limit", 0, "concurrent ImportImage tasks per region (default 20, AWS's default quota)")
+			fs.IntVar(&o.flags.SnapshotImportLimit, "snapshot-import-limit", 0, "concurrent ImportSnapshot tasks per region, one per disk imported as a snapshot (default 20, AWS's default quota)")
 			fs.IntVar(&o.flags.StagingMemoryMiB, "staging-memory", 0, "MiB of part buffers shared by every run's S3 staging (default 256)")
 			fs.IntVar(&o.flags.OnDemandPer24h, "on-demand-per-24h", 0, "on-demand runs per job per 24 h (default 2; -1 unlimited)")
 			fs.IntVar(&o.flags.PauseAfterFailures, "pause-after-failures", 0, "consecutive failures that pause a job (default 3)")
@@ -132,7 +134,8 @@ func (o *serveOptions) config() (serveConfig, error) {
 	envStr("REHOST_CONNECTOR_ID", &c.ConnectorID)
 	for name, p := range map[string]*int{
 		"REHOST_MAX_CONCURRENT_RUNS": &c.MaxConcurrentRuns, "REHOST_IMPORT_LIMIT": &c.ImportLimitPerRegion,
-		"REHOST_ON_DEMAND_PER_24H": &c.OnDemandPer24h, "REHOST_PAUSE_AFTER_FAILURES": &c.PauseAfterFailures,
+		"REHOST_SNAPSHOT_IMPORT_LIMIT": &c.SnapshotImportLimit,
+		"REHOST_ON_DEMAND_PER_24H":     &c.OnDemandPer24h, "REHOST_PAUSE_AFTER_FAILURES": &c.PauseAfterFailures,
 		"REHOST_STAGING_MEMORY_MIB": &c.StagingMemoryMiB,
 	} {
 		if err := envInt(name, p); err != nil {
@@ -149,6 +152,8 @@ func (o *serveOptions) config() (serveConfig, error) {
 			c.MaxConcurrentRuns = o.flags.MaxConcurrentRuns
 		case "import-limit":
 			c.ImportLimitPerRegion = o.flags.ImportLimitPerRegion
+		case "snapshot-import-limit":
+			c.SnapshotImportLimit = o.flags.SnapshotImportLimit
 		case "staging-memory":
 			c.StagingMemoryMiB = o.flags.StagingMemoryMiB
 		case "on-demand-per-24h":
@@ -239,7 +244,7 @@ func (o *serveOptions) run(ctx context.Context, env Env, args []string) error {
 		LaunchPoll:    min(resync, 5*time.Second),
 		StagingMemory: int64(c.StagingMemoryMiB) << 20,
 		Scheduler: scheduler.Options{
-			MaxConcurrent: c.MaxConcurrentRuns, ImportLimitPerRegion: c.ImportLimitPerRegion,
+			MaxConcurrent: c.MaxConcurrentRuns, ImportLimitPerRegion: c.ImportLimitPerRegion, SnapshotImportLimitPerRegion: c.SnapshotImportLimit,
 			OnDemandPer24h: c.OnDemandPer24h, PauseAfterFailures: c.PauseAfterFailures,
 			ResyncInterval: resync, Logger: log,
 		}})

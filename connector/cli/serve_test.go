@@ -15,7 +15,7 @@ import (
 
 // serveEnv lists every variable serve reads; each test starts with all unset.
 var serveEnv = []string{"REHOST_CONFIG", "REHOST_STATE_DIR", "REHOST_LISTEN", "REHOST_LOG_LEVEL", "REHOST_LOG_FORMAT",
-	"REHOST_MAX_CONCURRENT_RUNS", "REHOST_IMPORT_LIMIT", "REHOST_ON_DEMAND_PER_24H", "REHOST_PAUSE_AFTER_FAILURES", "REHOST_APPLIANCE_STATUS",
+	"REHOST_MAX_CONCURRENT_RUNS", "REHOST_IMPORT_LIMIT", "REHOST_SNAPSHOT_IMPORT_LIMIT", "REHOST_ON_DEMAND_PER_24H", "REHOST_PAUSE_AFTER_FAILURES", "REHOST_APPLIANCE_STATUS",
 	"REHOST_STORE", "REHOST_STORE_CA_FILE", "REHOST_STORE_PASSWORD_FILE", "REHOST_STORE_PASSWORD", "REHOST_CONNECTOR_ID",
 	"REHOST_STAGING_MEMORY_MIB"}
 
@@ -46,6 +46,7 @@ func serveFlags(t *testing.T, configFile string, args ...string) *serveOptions {
 	fs.StringVar(&o.flags.StateDir, "state-dir", "", "")
 	fs.IntVar(&o.flags.MaxConcurrentRuns, "max-concurrent-runs", 0, "")
 	fs.IntVar(&o.flags.ImportLimitPerRegion, "import-limit", 0, "")
+	fs.IntVar(&o.flags.SnapshotImportLimit, "snapshot-import-limit", 0, "")
 	fs.IntVar(&o.flags.OnDemandPer24h, "on-demand-per-24h", 0, "")
 	fs.IntVar(&o.flags.PauseAfterFailures, "pause-after-failures", 0, "")
 	fs.IntVar(&o.flags.StagingMemoryMiB, "staging-memory", 0, "")
@@ -81,6 +82,7 @@ func TestServeConfigPrecedence(t *testing.T) {
 	t.Setenv("REHOST_MAX_CONCURRENT_RUNS", "8")
 	t.Setenv("REHOST_LOG_LEVEL", "debug")
 	t.Setenv("REHOST_PAUSE_AFTER_FAILURES", "2")
+	t.Setenv("REHOST_SNAPSHOT_IMPORT_LIMIT", "11")
 	t.Setenv("REHOST_STAGING_MEMORY_MIB", "400")
 	o := serveFlags(t, file, "--state-dir", "/flag/state", "--import-limit", "9", "--pause-after-failures", "0", "--staging-memory", "500")
 	c, err := o.config()
@@ -91,6 +93,7 @@ func TestServeConfigPrecedence(t *testing.T) {
 		StateDir:             "/flag/state", // flag over env over file
 		MaxConcurrentRuns:    8,             // env over file
 		ImportLimitPerRegion: 9,             // flag over file
+		SnapshotImportLimit:  11,            // env
 		OnDemandPer24h:       5,             // file
 		PauseAfterFailures:   0,             // a flag given as 0 still wins over env
 		StagingMemoryMiB:     500,           // flag over env over file

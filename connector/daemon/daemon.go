@@ -214,12 +214,12 @@ func Open(ctx context.Context, dir string, o Options) (*Daemon, error) {
 	d.Sched = scheduler.New(st, runner{d}, so)
 	d.Apps = &app.Launcher{Store: st, Log: log, Poll: o.LaunchPoll, BootTimeout: o.BootTimeout, AgentGrace: o.AgentGrace,
 		Cloud: func(ctx context.Context) (app.Cloud, error) { return d.Target(ctx) }}
-	d.Engine.ImportSlot = func(ctx context.Context) (func(), error) {
+	d.Engine.ImportSlot = func(ctx context.Context, runID string, tasks awstarget.ImportTasks) (func(), error) {
 		t, err := d.Target(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return d.Sched.ImportSlot(ctx, t.Region())
+		return d.Sched.ImportSlot(ctx, t.Region(), runID, tasks.Image, tasks.Snapshot)
 	}
 	return d, nil
 }

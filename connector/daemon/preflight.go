@@ -215,7 +215,7 @@ func (d *Daemon) PreflightAccount(ctx context.Context) (Report, error) {
 		return d.putReport(ctx, store.PreflightAccount, []preflight.Finding{{Level: preflight.Blocker, Code: awstarget.CodeCredentials,
 			Message: fmt.Sprintf("The connector cannot reach its AWS account: %v.", err), Action: "Register the connector ('rehost register')."}})
 	}
-	c := awstarget.AccountCheck{ImportSlots: d.Sched.ImportLimit()}
+	c := awstarget.AccountCheck{ImportSlots: d.Sched.ImportLimit(), SnapshotImportSlots: d.Sched.SnapshotImportLimit()}
 	if s, err := d.Registration(ctx); err == nil {
 		c.RoleName = s.RoleName
 	}

@@ -30,6 +30,23 @@ type RunProgress struct {
 	Steps []StepTiming `json:"steps,omitempty"`
 	// Failed names the step a failed run failed in.
 	Failed string `json:"failedStep,omitempty"`
+	// SlotWait is set while the run waits for VM Import slots.
+	SlotWait *SlotWait `json:"slotWait,omitempty"`
+}
+
+// SlotWait says a run waits for VM Import slots (the region's quota of
+// concurrent import tasks is taken), since when and where it stands.
+type SlotWait struct {
+	Since time.Time `json:"since"`
+	// Region and Kind (image or snapshot) name the pool waited for, Slots
+	// how many of its slots the run's import needs (one per ImportSnapshot
+	// task); Ahead is how many runs asked before it and still wait: slots
+	// are granted oldest first. Ahead is -1 and the rest empty when the
+	// queue is not this connector's (a fleet's slots are in the store).
+	Region string `json:"region,omitempty"`
+	Kind   string `json:"kind,omitempty"`
+	Slots  int    `json:"slots,omitempty"`
+	Ahead  int    `json:"ahead"`
 }
 
 // DiskProgress is the staging of one disk.
@@ -51,6 +68,29 @@ type StepTiming struct {
 	Duration time.Duration `json:"duration"`
 }
 
+// String says where the run stands: "waiting for a VM Import slot in
+// us-east-1 since 12:00:05 (1 run ahead)", in local time.
+func (w SlotWait) String() string {
+	what := "a VM Import slot"
+	if w.Slots > 1 {
+		what = fmt.Sprintf("%d VM Import %s slots", w.Slots, w.Kind)
+	}
+	s := "waiting for " + what
+	if w.Region != "" {
+		s += " in " + w.Region
+	}
+	s += " since " + w.Since.Local().Format(time.TimeOnly)
+	switch {
+	case w.Ahead == 0:
+		s += " (next in line)"
+	case w.Ahead == 1:
+		s += " (1 run ahead)"
+	case w.Ahead > 1:
+		s += fmt.Sprintf(" (%d runs ahead)", w.Ahead)
+	}
+	return s
+}
+
 // RunProgress reads a run's progress: the numbers the engine records on the
 // run (bytes per disk, VM Import's percent, step times), with each disk's
 // capacity from the catalog.
@@ -62,6 +102,12 @@ func (d *Daemon) RunProgress(ctx context.Context, run store.ReplicationRun) (Run
 	}
 	if p.Step != "" {
 		p.Title = replication.StepInfo(p.Step).Title
+	}
+	if !rp.SlotWaitSince.IsZero() && run.State == store.RunActive {
+		p.SlotWait = &SlotWait{Since: rp.SlotWaitSince, Ahead: -1}
+		if w, ok := d.Sched.ImportSlotWait(run.ReplicationRunID); ok {
+			p.SlotWait.Region, p.SlotWait.Kind, p.SlotWait.Slots, p.SlotWait.Ahead = w.Region, w.Kind, w.Slots, w.Ahead
+		}
 	}
 	p.Percent = replication.Overall(rp)
 	if run.State == store.RunCompleted {

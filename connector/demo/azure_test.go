@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rehost/rehost/connector/api"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/internal/lab/azuresim"
 	"github.com/rehost/rehost/internal/lab/guestdisk"
@@ -230,6 +231,11 @@ func (w *azureWorld) testReplication(t *testing.T, amis []string) []string {
 	if read != alloc {
 		t.Errorf("read %d bytes from azure for %d allocated", read, alloc)
 	}
+	// The run says what it read: Azure's count, the allocated data, not
+	// the disks' size.
+	if got := apiBytesRead(t, d, r); got != read || got >= size0+size1 {
+		t.Errorf("GetReplicationRuns: bytes read %d; azure served %d of %d allocated, virtual %d", got, read, alloc, size0+size1)
+	}
 	w.verifyAMI(t, "az-web-01", r.AmiID)
 	w.assertAzureClean(t)
 	e.assertClean(t, amis...)
@@ -339,4 +345,23 @@ func (w *azureWorld) testKilledMidRead(t *testing.T, amis []string) []string {
 	e := &env{peers: w.peers, bucket: bucket}
 	e.assertClean(t, append(amis, run.AmiID)...)
 	return []string{run.AmiID}
+}
+
+// apiBytesRead is what GetReplicationRuns says run r read from the source.
+func apiBytesRead(t *testing.T, d *daemon.Daemon, r store.ReplicationRun) int64 {
+	t.Helper()
+	out, err := (&api.Local{D: d}).GetReplicationRuns(context.Background(), &api.GetReplicationRunsInput{ReplicationJobID: r.ReplicationJobID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range out.ReplicationRunList {
+		if x.ReplicationRunID == r.ReplicationRunID {
+			if x.Rehost == nil || x.Rehost.Replication == nil {
+				t.Fatalf("run %s: GetReplicationRuns says nothing of what it moved", r.ReplicationRunID)
+			}
+			return x.Rehost.Replication.BytesRead
+		}
+	}
+	t.Fatalf("run %s: not in GetReplicationRuns", r.ReplicationRunID)
+	return 0
 }

@@ -70,16 +70,30 @@ func (e *env) serve(t *testing.T) {
 
 func newEnv(t *testing.T, vms []vspheresim.VMSpec) *env {
 	t.Helper()
+	return newEnvWith(t, envOptions{VMs: vms})
+}
+
+// envOptions vary the env: the emulator's quotas, the scheduler's limits
+// and the registration's import mode.
+type envOptions struct {
+	VMs        []vspheresim.VMSpec
+	Quotas     map[string]float64
+	Scheduler  scheduler.Options
+	ImportMode string
+}
+
+func newEnvWith(t *testing.T, o envOptions) *env {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	peers, err := StartPeers(ctx, PeerOptions{Dir: filepath.Join(dir, "peers"), VMs: vms, ImportDuration: 500 * time.Millisecond})
+	peers, err := StartPeers(ctx, PeerOptions{Dir: filepath.Join(dir, "peers"), VMs: o.VMs, ImportDuration: 500 * time.Millisecond, Quotas: o.Quotas})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(peers.Close)
-	d, err := daemon.Open(ctx, filepath.Join(dir, "state"), daemon.Options{Log: slog.New(slog.DiscardHandler),
-		Scheduler: scheduler.Options{OnDemandPer24h: -1, PauseAfterFailures: 2},
-	})
+	so := o.Scheduler
+	so.OnDemandPer24h, so.PauseAfterFailures = -1, 2
+	d, err := daemon.Open(ctx, filepath.Join(dir, "state"), daemon.Options{Log: slog.New(slog.DiscardHandler), Scheduler: so})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +102,7 @@ func newEnv(t *testing.T, vms []vspheresim.VMSpec) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	settings.ImportMode = o.ImportMode
 	rep, err := d.Register(ctx, settings, awstarget.SetupOptions{CreateRole: true})
 	if err != nil {
 		t.Fatal(err)

@@ -299,6 +299,7 @@ func TestHyperVReplication(t *testing.T) {
 	for _, rd := range reads {
 		served[filepath.Base(rd.File)] += rd.Bytes
 	}
+	var sizes, allocatedAll, servedAll int64
 	for i, f := range l.fixtures {
 		name := filepath.Base(f.image)
 		im, closer, err := disk.OpenFile(f.image)
@@ -311,6 +312,7 @@ func TestHyperVReplication(t *testing.T) {
 		if info.Subformat == "fixed" {
 			allocated = info.VirtualSize // a fixed disk is allocated whole
 		}
+		sizes, allocatedAll, servedAll = sizes+info.VirtualSize, allocatedAll+allocated, servedAll+served[name]
 		st, _ := os.Stat(f.image)
 		t.Logf("disk %d %s (%s %s): virtual %d, file %d, allocated %d, read at the share %d",
 			i, name, info.Subformat, info.Format, info.VirtualSize, st.Size(), allocated, served[name])
@@ -325,6 +327,13 @@ func TestHyperVReplication(t *testing.T) {
 		if served[name] == 0 || served[name] > allocated+slack {
 			t.Errorf("disk %d: read %d bytes of %s, allocated %d", i, served[name], name, allocated)
 		}
+	}
+	// The run says what it read of the disks' data: no more than the share
+	// served, about what the images hold, far from their size.
+	if got := apiBytesRead(t, d, r); got < allocatedAll*9/10 || got > servedAll {
+		t.Errorf("GetReplicationRuns: bytes read %d; the share served %d, the disks hold %d allocated of %d", got, servedAll, allocatedAll, sizes)
+	} else {
+		t.Logf("GetReplicationRuns: bytes read %d; the share served %d, the disks hold %d allocated of %d", got, servedAll, allocatedAll, sizes)
 	}
 	for name, n := range served {
 		if !strings.HasPrefix(name, "boot") && !strings.HasPrefix(name, "data") {

@@ -43,7 +43,7 @@ type PeerOptions struct {
 	Delays map[string]time.Duration
 	// Quotas set the emulator's Service Quotas by name
 	// (emulator.Config.Quotas); ImportImage honours "Concurrent import
-	// image tasks".
+	// image tasks", ImportSnapshot "Concurrent import snapshot tasks".
 	Quotas map[string]float64
 	// InstanceBootTime is how long the emulator's instances take to boot
 	// (default the emulator's, 3 s).

@@ -257,17 +257,17 @@ func (m *Member) LeaseRun(ctx context.Context, runID string) (store.Lease, error
 	return m.st.LeaseRun(ctx, m.c.ID, runID, m.c.TTL)
 }
 
-// ImportSlot waits for one of the region's VM Import slots, counted across
-// the fleet, for the run whose lease ctx carries. Held slots are looked at
-// again every second.
-func (m *Member) ImportSlot(ctx context.Context, region string, limit int) (func(), error) {
+// ImportSlot waits for n of the region's VM Import slots (one per import
+// task), counted across the fleet, for the run whose lease ctx carries.
+// Held slots are looked at again every second.
+func (m *Member) ImportSlot(ctx context.Context, region string, limit, n int) (func(), error) {
 	l, ok := store.LeaseOf(ctx)
 	if !ok {
 		return nil, fmt.Errorf("wait for a VM Import slot in %s: the run holds no lease", region)
 	}
 	logged := false
 	for {
-		got, err := m.st.AcquireImportSlot(ctx, region, limit, l)
+		got, err := m.st.AcquireImportSlots(ctx, region, limit, n, l)
 		if err != nil {
 			return nil, fmt.Errorf("wait for a VM Import slot in %s: %w", region, err)
 		}

@@ -72,10 +72,10 @@ type Engine struct {
 	// every run and cleanup, so a connector that starts unregistered picks
 	// up a registration made later.
 	Target func(ctx context.Context) (Target, error)
-	// ImportSlot, when set, is acquired around the import and its wait, so a
-	// per-region limit of concurrent VM Import tasks queues runs rather than
-	// failing them.
-	ImportSlot func(ctx context.Context) (release func(), err error)
+	// ImportSlot, when set, is acquired around the import and its wait,
+	// for the tasks the run's import holds, so a per-region quota of
+	// concurrent VM Import tasks queues runs rather than failing them.
+	ImportSlot func(ctx context.Context, runID string, tasks awstarget.ImportTasks) (release func(), err error)
 	// Limiter, when set, caps the bytes every run sends to AWS, together:
 	// one limiter shared by the runs in flight (nil: no cap).
 	Limiter awstarget.Limiter

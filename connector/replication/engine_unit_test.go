@@ -16,6 +16,7 @@ import (
 	"github.com/rehost/rehost/connector/replication/memtarget"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/store"
+	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 // errShutdown is the cause the connector stopping cancels a run with.
@@ -577,7 +578,7 @@ func TestImportSlotHeldFromStart(t *testing.T) {
 		t.Run(fmt.Sprintf("crash-after-start=%v", crash), func(t *testing.T) {
 			h := newHarness(t)
 			slot := make(chan struct{}, 1)
-			h.e.ImportSlot = func(ctx context.Context) (func(), error) {
+			h.e.ImportSlot = func(ctx context.Context, _ string, _ awstarget.ImportTasks) (func(), error) {
 				select {
 				case slot <- struct{}{}:
 				case <-ctx.Done():

@@ -59,10 +59,11 @@ func (r *run) updateRun(ctx context.Context, fn func(*store.ReplicationRun)) {
 	}
 }
 
-// diskProgress records disk i's bytes staged of its total, and the stage
-// progress in words ("disk 1 of 2: 1.2 GiB of 4.0 GiB (30%)"); pace, when
-// set, replaces how the disk is being encoded.
-func (r *run) diskProgress(ctx context.Context, i int, done, total int64, pace *disk.Pacing) {
+// diskProgress records disk i's bytes staged of its total and the bytes
+// read from the source for them, and the stage progress in words ("disk 1
+// of 2: 1.2 GiB of 4.0 GiB (30%)"); pace, when set, replaces how the disk
+// is being encoded.
+func (r *run) diskProgress(ctx context.Context, i int, done, total, read int64, pace *disk.Pacing) {
 	pct := 0
 	if total > 0 {
 		pct = int(min(100, done*100/total))
@@ -74,7 +75,7 @@ func (r *run) diskProgress(ctx context.Context, i int, done, total int64, pace *
 			x.Progress.Disks = append(x.Progress.Disks, store.DiskProgress{Disk: n, BytesTotal: r.vm.Disks[n].CapacityBytes})
 		}
 		d := &x.Progress.Disks[i]
-		d.Disk, d.BytesDone, d.BytesTotal = i, done, total
+		d.Disk, d.BytesDone, d.BytesTotal, d.BytesRead = i, done, total, &read
 		if pace != nil {
 			d.Pacing = pace
 		}

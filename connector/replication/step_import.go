@@ -55,11 +55,6 @@ func (s importStep) do(ctx context.Context, r *run) error {
 	} else if id, err = r.intend(ctx, s, kindImportTask, importIntent{r.clientToken()}); err != nil {
 		return fmt.Errorf("vm %q: record import intent: %w", r.server.Name, err)
 	}
-	// The slot is taken before the task exists: VM Import refuses tasks
-	// beyond the region's limit, it does not queue them.
-	if err := r.takeSlot(ctx, StepImport); err != nil {
-		return err
-	}
 	in := awstarget.ImportInput{
 		Disks:       r.staged,
 		LicenseType: r.job.LicenseType,
@@ -83,6 +78,11 @@ func (s importStep) do(ctx context.Context, r *run) error {
 		if r.job.NoConversion {
 			in.Mode = awstarget.ModeRegister
 		}
+	}
+	// The slots are taken before the tasks exist: VM Import refuses tasks
+	// beyond the region's quota, it does not queue them.
+	if err := r.takeSlot(ctx, r.target.Tasks(in)); err != nil {
+		return err
 	}
 	imp, err := r.target.StartImport(ctx, in)
 	if err != nil {
@@ -164,14 +164,21 @@ func (r *run) replicaSnapshots(ctx context.Context) ([]string, error) {
 // events record; a free slot is taken in microseconds.
 const slotWaitWorthSaying = 10 * time.Millisecond
 
-// takeSlot waits for an import slot unless the run holds one.
-func (r *run) takeSlot(ctx context.Context, stage string) error {
-	if r.e.ImportSlot == nil || r.releaseSlot != nil {
+// takeSlot waits for the import slots of tasks unless the run holds them.
+// While it waits, the run says so (Progress.SlotWaitSince), for the API and
+// the console to show.
+func (r *run) takeSlot(ctx context.Context, tasks awstarget.ImportTasks) error {
+	if r.e.ImportSlot == nil || r.releaseSlot != nil || tasks == (awstarget.ImportTasks{}) {
 		return nil
 	}
-	r.updateRun(ctx, func(x *store.ReplicationRun) { x.StageProgress = "waiting for an import slot" })
 	t0 := time.Now()
-	release, err := r.e.ImportSlot(ctx)
+	r.updateRun(ctx, func(x *store.ReplicationRun) {
+		x.StageProgress, x.Progress.SlotWaitSince = "waiting for an import slot", t0.UTC()
+	})
+	release, err := r.e.ImportSlot(ctx, r.run.ReplicationRunID, tasks)
+	r.updateRun(context.WithoutCancel(ctx), func(x *store.ReplicationRun) {
+		x.StageProgress, x.Progress.SlotWaitSince = "", time.Time{}
+	})
 	if err != nil {
 		return fmt.Errorf("vm %q: wait for a VM Import slot: %w", r.server.Name, err)
 	}

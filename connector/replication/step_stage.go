@@ -334,13 +334,14 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 		}
 	}
 
-	body, err := exp.Open(ctx, i)
+	stream, err := exp.Open(ctx, i)
 	if err != nil {
 		return awstarget.Object{}, fmt.Errorf("%s: open the disk stream: %w", what, err)
 	}
-	defer body.Close()
+	defer stream.Close()
+	body, read := countRead(stream)
 	pacing := func() *disk.Pacing {
-		if pc, ok := body.(source.Paced); ok {
+		if pc, ok := stream.(source.Paced); ok {
 			p := pc.Pacing()
 			return &p
 		}
@@ -400,7 +401,7 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 			r.log.Warn("upload progress not recorded; a resume re-sends more", "disk", i, "err", err)
 		}
 		done := track.Bytes()
-		r.diskProgress(ctx, i, done, total, pacing())
+		r.diskProgress(ctx, i, done, total, read(), pacing())
 		if !final && leaseBusy.CompareAndSwap(false, true) {
 			go func() {
 				defer leaseBusy.Store(false)
@@ -431,7 +432,7 @@ func (r *run) stageDisk(ctx context.Context, exp source.Export, i int, d source.
 		return awstarget.Object{}, err
 	}
 	pace := pacing()
-	r.diskProgress(ctx, i, obj.Size, obj.Size, pace)
+	r.diskProgress(ctx, i, obj.Size, obj.Size, read(), pace)
 	msg := fmt.Sprintf("staged disk %d of %d of vm %q: %s as s3://%s/%s", i+1, len(r.vm.Disks), r.server.Name, humanize.IBytes(uint64(obj.Size)), obj.Bucket, obj.Key)
 	if pace != nil && pace.Decisions > 0 {
 		msg += "; " + pace.Summary()

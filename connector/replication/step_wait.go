@@ -51,7 +51,7 @@ func (s waitImportStep) do(ctx context.Context, r *run) error {
 	}
 	// A resumed run whose task was started before the restart takes its
 	// slot here.
-	if err := r.takeSlot(ctx, StepWaitImport); err != nil {
+	if err := r.takeSlot(ctx, r.imp.Tasks()); err != nil {
 		return err
 	}
 	defer r.freeSlot()

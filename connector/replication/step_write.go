@@ -302,7 +302,7 @@ func (r *run) copyBlocks(ctx context.Context, p diskPlan, id int64, data *replic
 		if !final {
 			persist(ctx)
 		}
-		r.diskProgress(ctx, p.Disk, min(c.read.Load(), total), total, nil)
+		r.diskProgress(ctx, p.Disk, min(c.read.Load(), total), total, c.read.Load(), nil)
 	})
 	err = c.walk(ctx, start)
 	st, werr := w.close()
@@ -323,7 +323,7 @@ func (r *run) copyBlocks(ctx context.Context, p diskPlan, id int64, data *replic
 	if err := r.e.Store.UpdateData(ctx, id, mustJSON(*data)); err != nil {
 		return fmt.Errorf("record replica %s written: %w", data.SnapshotID, err)
 	}
-	r.diskProgress(ctx, p.Disk, total, total, nil)
+	r.diskProgress(ctx, p.Disk, total, total, c.read.Load(), nil)
 	return nil
 }
 

@@ -29,6 +29,9 @@ type Target interface {
 	// DeleteStaged deletes every object under prefix.
 	DeleteStaged(ctx context.Context, prefix string) (int, error)
 
+	// Tasks says which VM Import tasks StartImport starts for in, by kind
+	// (each kind is limited by a per-region quota of its own).
+	Tasks(in awstarget.ImportInput) awstarget.ImportTasks
 	// StartImport starts VM Import of staged disks; idempotent per
 	// ClientToken.
 	StartImport(ctx context.Context, in awstarget.ImportInput) (awstarget.Import, error)

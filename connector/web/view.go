@@ -195,12 +195,16 @@ func refreshIf(live bool) int {
 func stageTitle(name string) string { return cmp.Or(replication.StepInfo(name).Title, name) }
 
 // stageText is where a live run stands, in words: its step's title from
-// the step table and the step's own progress ("VM Import · 2% validating").
+// the step table and the step's own progress ("VM Import · 2% validating"),
+// or where it stands in the queue for VM Import slots.
 func stageText(r api.ReplicationRun) string {
 	if r.StageDetails == nil || r.StageDetails.Stage == "" {
 		return ""
 	}
 	t := replication.StepInfo(r.StageDetails.Stage).Title
+	if r.Rehost != nil && r.Rehost.Progress != nil && r.Rehost.Progress.SlotWait != nil {
+		return t + " · " + r.Rehost.Progress.SlotWait.String()
+	}
 	if p := strings.TrimSpace(r.StageDetails.StageProgress); p != "" {
 		t += " · " + p
 	}

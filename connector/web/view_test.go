@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/a-h/templ"
 
@@ -58,6 +59,19 @@ func TestJobsTableStepTitles(t *testing.T) {
 		ReplicationRunList: []api.ReplicationRun{run}}}))
 	if !strings.Contains(html, "VM Import · 2% validating") || strings.Contains(html, "wait-import") {
 		t.Errorf("the jobs table names the step by its internal name:\n%s", html)
+	}
+}
+
+// A run queued for VM Import slots says where it stands in the queue, in
+// the jobs table and on its page.
+func TestStageTextSlotWait(t *testing.T) {
+	run := api.ReplicationRun{ReplicationRunID: "sms-run-2", State: "ACTIVE",
+		StageDetails: &api.ReplicationRunStageDetails{Stage: "import", StageProgress: "waiting for an import slot"},
+		Rehost: &api.ReplicationRunEx{ReplicationJobID: "sms-job-2", Progress: &daemon.RunProgress{Step: "import",
+			SlotWait: &daemon.SlotWait{Since: time.Now(), Region: "us-east-1", Kind: "image", Slots: 1, Ahead: 1}}}}
+	got := stageText(run)
+	if !strings.HasPrefix(got, "Start VM Import · waiting for a VM Import slot in us-east-1 since ") || !strings.HasSuffix(got, " (1 run ahead)") {
+		t.Errorf("a run waiting for a slot: %q", got)
 	}
 }
 

@@ -276,6 +276,16 @@ type Export interface {
 	Close(cause error) error
 }
 
+// ReadCounter is the optional capability of a disk stream (a stream from
+// Export.Open) that reads the disk's data itself, an encoder reading only
+// the allocated ranges: BytesRead is how many bytes it has read from the
+// source so far, safe to call while the stream is read. A stream without
+// it is the source's own bytes as they arrive (a vSphere NFC download):
+// what is read of it is what was read from the source.
+type ReadCounter interface {
+	BytesRead() int64
+}
+
 // CheckOpen is the check every Export.Open starts with: the export of
 // checkpoint must still be open and have disk i of its n.
 func CheckOpen(checkpoint string, closed bool, i, n int) error {

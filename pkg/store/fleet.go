@@ -109,14 +109,15 @@ type Fleet interface {
 	// empty holder when nobody ever took it.
 	LockHolder(ctx context.Context, name string) (holder string, expires time.Time, err error)
 
-	// AcquireImportSlot takes one of the region's limit VM Import slots
-	// for the run of lease l, and reports whether it got one (false: all
-	// are held; the caller waits and tries again). A slot is held while
-	// the lease it was taken with is: it frees itself when the lease ends
-	// or expires. Taking a slot the lease already holds reports true.
-	// ErrFenced if l is no longer the run's lease.
-	AcquireImportSlot(ctx context.Context, region string, limit int, l Lease) (bool, error)
-	// ReleaseImportSlot frees the region's slot held by l, if any.
+	// AcquireImportSlots takes n of the region's limit VM Import slots
+	// (one per import task) for the run of lease l, all or none, and
+	// reports whether it holds them (false: too few are free; the caller
+	// waits and tries again). Slots are held while the lease they were
+	// taken with is: they free themselves when the lease ends or expires.
+	// Slots the lease already holds count towards n. ErrInvalid unless
+	// 1 <= n <= limit; ErrFenced if l is no longer the run's lease.
+	AcquireImportSlots(ctx context.Context, region string, limit, n int, l Lease) (bool, error)
+	// ReleaseImportSlot frees the region's slots held by l, if any.
 	ReleaseImportSlot(ctx context.Context, region string, l Lease) error
 	// ImportSlotsInUse counts the held slots per region.
 	ImportSlotsInUse(ctx context.Context) (map[string]int, error)
@@ -683,9 +684,9 @@ func (s *sqlStore) heldSlots(ctx context.Context, tx *sql.Tx, region string, now
 	return held, nil
 }
 
-func (s *sqlStore) AcquireImportSlot(ctx context.Context, region string, limit int, l Lease) (bool, error) {
-	if region == "" || limit <= 0 {
-		return false, fmt.Errorf("take a VM Import slot: %w: region and a positive limit are required", ErrInvalid)
+func (s *sqlStore) AcquireImportSlots(ctx context.Context, region string, limit, n int, l Lease) (bool, error) {
+	if region == "" || limit <= 0 || n <= 0 || n > limit {
+		return false, fmt.Errorf("take %d of %d VM Import slots: %w: a region and 1 to limit slots are required", n, limit, ErrInvalid)
 	}
 	var got bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -697,38 +698,42 @@ func (s *sqlStore) AcquireImportSlot(ctx context.Context, region string, limit i
 		if err != nil {
 			return err
 		}
-		free := -1
-		for slot := limit - 1; slot >= 0; slot-- {
-			h, taken := held[slot]
-			if taken && h.RunID == l.RunID && h.Token == l.Token {
-				got = true
-				return nil
-			}
-			if !taken {
-				free = slot
+		need := n
+		for _, h := range held {
+			if h.RunID == l.RunID && h.Token == l.Token {
+				need--
 			}
 		}
-		for slot, h := range held {
-			if slot >= limit && h.RunID == l.RunID && h.Token == l.Token {
-				got = true
-				return nil
-			}
-		}
-		if free < 0 || len(held) >= limit {
+		if need <= 0 {
+			got = true
 			return nil
 		}
-		_, err = s.exec(ctx, tx, `INSERT INTO import_slots (region, slot, run_id, holder, token) VALUES (?, ?, ?, ?, ?)`, region, free, l.RunID, l.Holder, l.Token)
-		if err != nil && s.d.classify(err) == uniqueViolation {
-			return errLockTaken
+		// All or none: a run whose import needs several tasks starts none
+		// until all have a slot.
+		if len(held)+need > limit {
+			return nil
 		}
-		got = err == nil
-		return err
+		for slot := 0; slot < limit && need > 0; slot++ {
+			if _, taken := held[slot]; taken {
+				continue
+			}
+			_, err = s.exec(ctx, tx, `INSERT INTO import_slots (region, slot, run_id, holder, token) VALUES (?, ?, ?, ?, ?)`, region, slot, l.RunID, l.Holder, l.Token)
+			if err != nil && s.d.classify(err) == uniqueViolation {
+				return errLockTaken
+			}
+			if err != nil {
+				return err
+			}
+			need--
+		}
+		got = need == 0
+		return nil
 	})
 	if errors.Is(err, errLockTaken) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("take a VM Import slot in %s for run %s: %w", region, l.RunID, err)
+		return false, fmt.Errorf("take %d VM Import slots in %s for run %s: %w", n, region, l.RunID, err)
 	}
 	return got, nil
 }

@@ -306,6 +306,10 @@ type RunProgress struct {
 	Steps []StepTime `json:"steps,omitempty"`
 	// FailedStep is the step a failed run failed in.
 	FailedStep string `json:"failedStep,omitempty"`
+	// SlotWaitSince is when the run began waiting for VM Import slots (the
+	// region's quota of concurrent import tasks is taken); zero when it
+	// does not wait.
+	SlotWaitSince time.Time `json:"slotWaitSince,omitzero"`
 }
 
 // StepTime is when a step of a run began and ended.
@@ -321,6 +325,10 @@ type DiskProgress struct {
 	Disk       int   `json:"disk"`
 	BytesDone  int64 `json:"bytesDone"`
 	BytesTotal int64 `json:"bytesTotal"`
+	// BytesRead were read from the source to make the disk's image (of a
+	// sparse disk, its allocated data); nil where a connector from before
+	// it was counted recorded the run.
+	BytesRead *int64 `json:"bytesRead,omitempty"`
 	// Pacing is how the connector encoded the disk's image and the rates
 	// it chose on (nil where the source sends the image as it is, as
 	// vCenter does).

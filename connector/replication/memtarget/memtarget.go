@@ -296,6 +296,11 @@ func (t *Target) DeleteStaged(ctx context.Context, prefix string) (int, error) {
 	return n, t.at(ctx, "DeleteStaged", "after")
 }
 
+// Tasks are those of the one task StartImport starts for in, of its mode.
+func (t *Target) Tasks(in awstarget.ImportInput) awstarget.ImportTasks {
+	return awstarget.Import{Mode: cmp.Or(in.Mode, awstarget.ModeImportImage), TaskIDs: []string{""}}.Tasks()
+}
+
 // StartImport starts an image import of the staged disks, idempotent by
 // client token. Objects that do not exist fail the start, as VM Import
 // refuses them.

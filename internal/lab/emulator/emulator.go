@@ -149,7 +149,8 @@ type Config struct {
 	// does not allow them.
 	DenyOperations []string
 	// Quotas set Service Quotas values by quota name ("Concurrent import
-	// image tasks", "Snapshots per Region"); others keep AWS's defaults.
+	// image tasks", "Concurrent import snapshot tasks", "Snapshots per
+	// Region"); others keep AWS's defaults.
 	Quotas map[string]float64
 
 	Logger *slog.Logger // default: discard

@@ -173,12 +173,15 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 			}
 		}
 	}
-	if kind == "image" {
-		limit := e.quotaValue("Concurrent import image tasks")
-		if n := e.activeImageTasksLocked(); float64(n) >= limit {
+	// Each kind of task has its region's quota of its own; a task beyond
+	// it is refused, not queued.
+	if limit := e.quotaValue(taskQuota[kind]); float64(e.activeTasksLocked(kind)) >= limit {
+		if kind == "image" {
 			e.st.ImportImageRefused++
-			return nil, badRequest("ResourceCountLimitExceeded", "You have reached the maximum number of concurrent import image tasks (%.0f) in this region", limit)
+		} else {
+			e.st.ImportSnapshotRefused++
 		}
+		return nil, badRequest("ResourceCountLimitExceeded", "You have reached the maximum number of concurrent import %s tasks (%.0f) in this region", kind, limit)
 	}
 	// VM Import assumes the role when the task is created and refuses the
 	// call outright when it cannot.
@@ -205,7 +208,9 @@ func (e *Emulator) createImportTask(kind string, p params) (*ImportTask, error) 
 	}
 	e.st.Tasks[t.ID] = t
 	if kind == "image" {
-		e.st.PeakImportImageTasks = max(e.st.PeakImportImageTasks, e.activeImageTasksLocked())
+		e.st.PeakImportImageTasks = max(e.st.PeakImportImageTasks, e.activeTasksLocked(kind))
+	} else {
+		e.st.PeakImportSnapshotTasks = max(e.st.PeakImportSnapshotTasks, e.activeTasksLocked(kind))
 	}
 	e.log.Info("emulator: import task created", "task", t.ID, "disks", len(t.Disks), "role", role)
 	e.startWorkerLocked(t)
@@ -822,12 +827,16 @@ func (e *Emulator) cancelImport(id string) (previous string, err error) {
 	return previous, nil
 }
 
-// activeImageTasksLocked counts the ImportImage tasks that hold one of the
-// region's concurrent task slots: those not yet completed or deleted.
-func (e *Emulator) activeImageTasksLocked() int {
+// taskQuota names the quota that limits each kind of import task.
+var taskQuota = map[string]string{"image": "Concurrent import image tasks", "snapshot": "Concurrent import snapshot tasks"}
+
+// activeTasksLocked counts the tasks of a kind ("image", "snapshot") that
+// hold one of the region's concurrent task slots: those not yet completed
+// or deleted.
+func (e *Emulator) activeTasksLocked(kind string) int {
 	n := 0
 	for _, t := range e.st.Tasks {
-		if t.Kind == "image" && (t.Status == "active" || t.Status == "deleting") {
+		if t.Kind == kind && (t.Status == "active" || t.Status == "deleting") {
 			n++
 		}
 	}
@@ -841,4 +850,12 @@ func (e *Emulator) ImportImageLoad() (peak, refused int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.st.PeakImportImageTasks, e.st.ImportImageRefused
+}
+
+// ImportSnapshotLoad is ImportImageLoad for ImportSnapshot tasks and their
+// quota (each disk imported as a snapshot is one task).
+func (e *Emulator) ImportSnapshotLoad() (peak, refused int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st.PeakImportSnapshotTasks, e.st.ImportSnapshotRefused
 }

@@ -99,7 +99,8 @@ func TestServiceQuotas(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.Quotas = map[string]float64{"Concurrent import image tasks": 2} })
 	ctx := context.Background()
 	l, err := e.quotas.ListServiceQuotas(ctx, &servicequotas.ListServiceQuotasInput{ServiceCode: aws.String("ec2")})
-	if err != nil || len(l.Quotas) != 1 || aws.ToString(l.Quotas[0].QuotaName) != "Concurrent import image tasks" || aws.ToFloat64(l.Quotas[0].Value) != 2 {
+	if err != nil || len(l.Quotas) != 2 || aws.ToString(l.Quotas[0].QuotaName) != "Concurrent import image tasks" || aws.ToFloat64(l.Quotas[0].Value) != 2 ||
+		aws.ToString(l.Quotas[1].QuotaName) != "Concurrent import snapshot tasks" || aws.ToFloat64(l.Quotas[1].Value) != 20 {
 		t.Fatalf("ec2 quotas %+v %v", l, err)
 	}
 	q, err := e.quotas.GetServiceQuota(ctx, &servicequotas.GetServiceQuotaInput{ServiceCode: aws.String("ebs"), QuotaCode: aws.String("L-309BACF6")})

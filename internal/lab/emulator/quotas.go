@@ -9,9 +9,10 @@ import (
 
 // Service Quotas, read-only: ListServiceQuotas and GetServiceQuota of the
 // quotas rehost's account preflight reads. Values default to AWS's
-// defaults; Config.Quotas changes them by quota name. ImportImage honours
-// the concurrent import image task quota as AWS does: a task beyond it is
-// refused with ResourceCountLimitExceeded, not queued.
+// defaults; Config.Quotas changes them by quota name. ImportImage and
+// ImportSnapshot honour their concurrent task quotas as AWS does, each kind
+// counted apart: a task beyond its quota is refused with
+// ResourceCountLimitExceeded, not queued.
 
 const quotasPrefix = "ServiceQuotasV20190624"
 
@@ -23,12 +24,14 @@ type Quota struct {
 }
 
 // defaultQuotas are the quotas the emulator lists. The EBS snapshot quota
-// is AWS's (code and name); the concurrent import quota is listed under
-// the name rehost's preflight looks for, with a code of the emulator's own
-// (AWS's documentation names the limit without a Service Quotas code).
+// is AWS's (code and name); the concurrent import quotas (20 tasks of each
+// kind per region) are listed under the names rehost's preflight looks
+// for, with codes of the emulator's own (AWS's documentation names the
+// limits without Service Quotas codes).
 var defaultQuotas = []Quota{
 	{ServiceCode: "ebs", ServiceName: "Amazon Elastic Block Store (Amazon EBS)", QuotaCode: "L-309BACF6", QuotaName: "Snapshots per Region", Value: 100000, Adjustable: true},
 	{ServiceCode: "ec2", ServiceName: "Amazon Elastic Compute Cloud (Amazon EC2)", QuotaCode: "L-8C1D2E3F", QuotaName: "Concurrent import image tasks", Value: 20, Adjustable: true},
+	{ServiceCode: "ec2", ServiceName: "Amazon Elastic Compute Cloud (Amazon EC2)", QuotaCode: "L-8C1D2E40", QuotaName: "Concurrent import snapshot tasks", Value: 20, Adjustable: true},
 }
 
 func (e *Emulator) quotas() []Quota {
@@ -47,8 +50,7 @@ type quotaJSON struct {
 	Adjustable, GlobalQuota                                        bool
 }
 
-// quotaValue is the value of the quota named name; ImportImage refuses
-// tasks beyond "Concurrent import image tasks".
+// quotaValue is the value of the quota named name (0 for none).
 func (e *Emulator) quotaValue(name string) float64 {
 	for _, q := range e.quotas() {
 		if q.QuotaName == name {

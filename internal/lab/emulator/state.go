@@ -172,6 +172,9 @@ type state struct {
 	// ImportImageRefused counts those refused beyond the quota.
 	PeakImportImageTasks int `json:"peakImportImageTasks,omitempty"`
 	ImportImageRefused   int `json:"importImageRefused,omitempty"`
+	// The same of ImportSnapshot tasks.
+	PeakImportSnapshotTasks int `json:"peakImportSnapshotTasks,omitempty"`
+	ImportSnapshotRefused   int `json:"importSnapshotRefused,omitempty"`
 }
 
 func loadState(path string) (*state, error) {

@@ -160,6 +160,9 @@ func (s *stream) WriteTo(w io.Writer) (int64, error) {
 	return n, err
 }
 
+// BytesRead is what the disk's page-range reads fetched from the blob.
+func (s *stream) BytesRead() int64 { return s.br.fetched.Load() }
+
 // Pacing says how the disk is being encoded: the format chosen and why,
 // and for a VMDK how its grains are.
 func (s *stream) Pacing() disk.Pacing {

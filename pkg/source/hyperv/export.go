@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rehost/rehost/pkg/disk"
 	"github.com/rehost/rehost/pkg/source"
@@ -100,8 +101,9 @@ func (e *export) Open(ctx context.Context, i int) (io.ReadCloser, error) {
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	enc := disk.NewEncoder(newReadahead(sctx, e.imgs[i]), disk.VMDK, disk.EncodeOptions{})
-	return &stream{enc: enc, cancel: cancel, what: fmt.Sprintf("disk %d of checkpoint %q", i+1, e.cp.Name)}, nil
+	ra := newReadahead(sctx, e.imgs[i])
+	enc := disk.NewEncoder(ra, disk.VMDK, disk.EncodeOptions{})
+	return &stream{enc: enc, ra: ra, cancel: cancel, what: fmt.Sprintf("disk %d of checkpoint %q", i+1, e.cp.Name)}, nil
 }
 
 // Close releases the SMB sessions; nothing on the host needs completing
@@ -118,6 +120,7 @@ func (e *export) Close(error) error {
 
 type stream struct {
 	enc    *disk.Encoder
+	ra     *readahead
 	cancel context.CancelFunc
 	what   string
 }
@@ -138,6 +141,10 @@ func (s *stream) WriteTo(w io.Writer) (int64, error) {
 	}
 	return n, err
 }
+
+// BytesRead is what the encoder's reads took from the disk's chain of
+// files: its allocated blocks.
+func (s *stream) BytesRead() int64 { return s.ra.read.Load() }
 
 // Pacing says how the disk's grains are being encoded, and why.
 func (s *stream) Pacing() disk.Pacing { return s.enc.Pacing() }
@@ -161,6 +168,8 @@ type readahead struct {
 	buf []byte
 	off int64
 	n   int
+
+	read atomic.Int64 // bytes read from img
 }
 
 const readaheadWindow = 1 << 20
@@ -182,7 +191,9 @@ func (r *readahead) ReadAt(p []byte, off int64) (int, error) {
 		return copy(p, r.buf[off-r.off:]), nil
 	}
 	if len(p) >= len(r.buf) {
-		return r.img.ReadAt(p, off)
+		n, err := r.img.ReadAt(p, off)
+		r.read.Add(int64(n))
+		return n, err
 	}
 	end := off + int64(len(p))
 	k := sort.Search(len(r.ext), func(k int) bool { return r.ext[k].End() > off })
@@ -191,6 +202,7 @@ func (r *readahead) ReadAt(p []byte, off int64) (int, error) {
 	}
 	end = min(end, r.img.Size())
 	n, err := r.img.ReadAt(r.buf[:end-off], off)
+	r.read.Add(int64(n))
 	if n < int(end-off) {
 		r.n = 0
 		if err == nil {

@@ -328,7 +328,7 @@ func testFencing(t *testing.T, s store.Store) {
 		return nil
 	})
 	wantErr(t, err, store.ErrFenced)
-	_, err = s.AcquireImportSlot(ctx, "us-east-1", 2, a.Lease)
+	_, err = s.AcquireImportSlots(ctx, "us-east-1", 2, 1, a.Lease)
 	wantErr(t, err, store.ErrFenced)
 
 	l := ok(s.LedgerForRun(ctx, runID)).must(t)
@@ -435,14 +435,14 @@ func testImportSlots(t *testing.T, s store.Store) {
 	}
 	const region = "eu-west-1"
 	for i, want := range []bool{true, true, false} {
-		if got := ok(s.AcquireImportSlot(ctx, region, 2, c[i].Lease)).must(t); got != want {
+		if got := ok(s.AcquireImportSlots(ctx, region, 2, 1, c[i].Lease)).must(t); got != want {
 			t.Errorf("slot %d: got %v, want %v", i, got, want)
 		}
 	}
-	if !ok(s.AcquireImportSlot(ctx, region, 2, c[0].Lease)).must(t) {
+	if !ok(s.AcquireImportSlots(ctx, region, 2, 1, c[0].Lease)).must(t) {
 		t.Error("a lease's own slot not reported held")
 	}
-	if !ok(s.AcquireImportSlot(ctx, "us-west-2", 2, c[2].Lease)).must(t) {
+	if !ok(s.AcquireImportSlots(ctx, "us-west-2", 2, 1, c[2].Lease)).must(t) {
 		t.Error("another region's slots are counted apart")
 	}
 	if n := ok(s.ImportSlotsInUse(ctx)).must(t); n[region] != 2 || n["us-west-2"] != 1 {
@@ -452,16 +452,42 @@ func testImportSlots(t *testing.T, s store.Store) {
 	if err := s.ReleaseImportSlot(ctx, region, c[0].Lease); err != nil {
 		t.Fatal(err)
 	}
-	if !ok(s.AcquireImportSlot(ctx, region, 2, c[2].Lease)).must(t) {
+	if !ok(s.AcquireImportSlots(ctx, region, 2, 1, c[2].Lease)).must(t) {
 		t.Error("freed slot not taken")
 	}
 	// A slot whose lease ended (the run finished) or expired is free.
 	ok(s.UpdateRun(ctx, c[1].Run.ReplicationRunID, func(r *store.ReplicationRun) error { r.State = store.RunCompleted; return nil })).must(t)
-	if !ok(s.AcquireImportSlot(ctx, region, 2, c[3].Lease)).must(t) {
+	if !ok(s.AcquireImportSlots(ctx, region, 2, 1, c[3].Lease)).must(t) {
 		t.Error("slot of a finished run not freed")
 	}
 	ok(s.RenewLeases(ctx, []store.Lease{c[2].Lease}, -time.Second)).must(t)
 	if n := ok(s.ImportSlotsInUse(ctx)).must(t); n[region] != 1 || n["us-west-2"] != 0 {
 		t.Errorf("in use after expiry = %v", n)
 	}
+
+	// An import of several tasks takes all its slots or none.
+	const snaps = "eu-west-1 snapshot"
+	if !ok(s.AcquireImportSlots(ctx, snaps, 3, 2, c[0].Lease)).must(t) {
+		t.Fatal("2 of 3 free slots not taken")
+	}
+	if ok(s.AcquireImportSlots(ctx, snaps, 3, 2, c[3].Lease)).must(t) {
+		t.Error("2 slots taken where 1 is free")
+	}
+	if n := ok(s.ImportSlotsInUse(ctx)).must(t); n[snaps] != 2 {
+		t.Errorf("a refused take of 2 slots left some taken: in use = %v", n)
+	}
+	if !ok(s.AcquireImportSlots(ctx, snaps, 3, 2, c[0].Lease)).must(t) {
+		t.Error("a lease's own slots not reported held")
+	}
+	if !ok(s.AcquireImportSlots(ctx, snaps, 3, 1, c[3].Lease)).must(t) {
+		t.Error("the last free slot not taken")
+	}
+	if err := s.ReleaseImportSlot(ctx, snaps, c[0].Lease); err != nil {
+		t.Fatal(err)
+	}
+	if n := ok(s.ImportSlotsInUse(ctx)).must(t); n[snaps] != 1 {
+		t.Errorf("released, a lease frees all its slots: in use = %v", n)
+	}
+	_, err := s.AcquireImportSlots(ctx, snaps, 3, 4, c[3].Lease)
+	wantErr(t, err, store.ErrInvalid)
 }

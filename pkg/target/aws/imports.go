@@ -205,6 +205,50 @@ func roleNotReady(err error) bool {
 	return strings.Contains(apiMessage(err), "does not exist or does not have sufficient permissions")
 }
 
+// mode is how StartImport imports in: in.Mode, else the configured mode.
+func (t *Target) mode(in ImportInput) ImportMode {
+	mode := in.Mode
+	if mode == "" {
+		mode = t.cfg.ImportMode
+		if mode == ModeImportSnapshot && len(in.Snapshots) > 0 {
+			// Snapshots are disks already: importing them means converting.
+			mode = ModeImportImage
+		}
+	}
+	if limit := vmimport.Get().Limits.ImageVolumes; mode == ModeImportImage && len(in.Disks) > limit {
+		// ImportImage refuses more volumes; VM Import's documented way is
+		// one ImportSnapshot per disk. Preflight says so beforehand.
+		mode = ModeImportSnapshot
+	}
+	return cmp.Or(mode, ModeImportImage)
+}
+
+// ImportTasks are the VM Import tasks an import runs at once, by kind: AWS
+// limits each kind per region by a quota of its own ("Concurrent import
+// image tasks", "Concurrent import snapshot tasks").
+type ImportTasks struct {
+	Image, Snapshot int
+}
+
+// Tasks are the tasks StartImport starts for in: one ImportImage task, one
+// ImportSnapshot task per disk, or none for a registration.
+func (t *Target) Tasks(in ImportInput) ImportTasks {
+	return tasksOf(t.mode(in), len(in.Disks))
+}
+
+// Tasks are the tasks imp runs until it ends.
+func (imp Import) Tasks() ImportTasks { return tasksOf(imp.Mode, len(imp.TaskIDs)) }
+
+func tasksOf(mode ImportMode, disks int) ImportTasks {
+	switch mode {
+	case ModeImportImage:
+		return ImportTasks{Image: 1}
+	case ModeImportSnapshot:
+		return ImportTasks{Snapshot: disks}
+	}
+	return ImportTasks{}
+}
+
 // StartImport starts VM Import for the disks. Idempotent through the client
 // token: a repeated call returns the tasks the first one started. A role
 // VM Import cannot use yet is retried for Config.IAMPropagation (IAM is
@@ -213,18 +257,8 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 	if err := in.validate(); err != nil {
 		return Import{}, fmt.Errorf("start import: %w", err)
 	}
-	if in.Mode == "" {
-		in.Mode = t.cfg.ImportMode
-		if in.Mode == ModeImportSnapshot && len(in.Snapshots) > 0 {
-			// Snapshots are disks already: importing them means converting.
-			in.Mode = ModeImportImage
-		}
-	}
-	if limit := vmimport.Get().Limits.ImageVolumes; in.Mode == ModeImportImage && len(in.Disks) > limit {
-		// ImportImage refuses more volumes; VM Import's documented way is
-		// one ImportSnapshot per disk. Preflight says so beforehand.
-		t.log.Info("more disks than ImportImage takes: importing them one by one", "disks", len(in.Disks), "limit", limit, "token", in.ClientToken)
-		in.Mode = ModeImportSnapshot
+	if in.Mode = t.mode(in); in.Mode == ModeImportSnapshot && len(in.Disks) > vmimport.Get().Limits.ImageVolumes {
+		t.log.Info("more disks than ImportImage takes: importing them one by one", "disks", len(in.Disks), "limit", vmimport.Get().Limits.ImageVolumes, "token", in.ClientToken)
 	}
 	if in.RoleName == "" {
 		in.RoleName = ImportRoleName

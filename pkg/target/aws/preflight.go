@@ -27,36 +27,38 @@ type QuotasAPI = JSONAPI
 
 // Account finding codes.
 const (
-	CodeCredentials        = "AWS_CREDENTIALS"
-	CodeBucketMissing      = "BUCKET_MISSING"
-	CodeBucketUnreachable  = "BUCKET_UNREACHABLE"
-	CodeBucketRegion       = "BUCKET_REGION"
-	CodeBucketUnverified   = "BUCKET_UNVERIFIED"
-	CodeBucketPublicAccess = "BUCKET_PUBLIC_ACCESS"
-	CodeBucketEncryption   = "BUCKET_ENCRYPTION"
-	CodeBucketPolicy       = "BUCKET_POLICY"
-	CodeBucketLifecycle    = "BUCKET_LIFECYCLE"
-	CodeRoleMissing        = "ROLE_MISSING"
-	CodeRoleUnreadable     = "ROLE_UNREADABLE"
-	CodeRoleTrust          = "ROLE_TRUST"
-	CodeRoleTrustCondition = "ROLE_TRUST_CONDITION"
-	CodeRolePermissions    = "ROLE_PERMISSIONS"
-	CodeRolePolicy         = "ROLE_POLICY_UNVERIFIED"
-	CodeKMSMissing         = "KMS_KEY_MISSING"
-	CodeKMSDisabled        = "KMS_KEY_DISABLED"
-	CodeKMSRole            = "KMS_KEY_ROLE"
-	CodeKMSUnverified      = "KMS_KEY_UNVERIFIED"
-	CodeVMImport           = "VMIMPORT_UNAVAILABLE"
-	CodeEBSDirect          = "EBS_DIRECT_UNAVAILABLE"
-	CodeImportQuota        = "QUOTA_IMPORT_TASKS"
-	CodeSnapshotQuota      = "QUOTA_SNAPSHOTS"
-	CodeQuotasUnreadable   = "QUOTAS_UNREADABLE"
+	CodeCredentials         = "AWS_CREDENTIALS"
+	CodeBucketMissing       = "BUCKET_MISSING"
+	CodeBucketUnreachable   = "BUCKET_UNREACHABLE"
+	CodeBucketRegion        = "BUCKET_REGION"
+	CodeBucketUnverified    = "BUCKET_UNVERIFIED"
+	CodeBucketPublicAccess  = "BUCKET_PUBLIC_ACCESS"
+	CodeBucketEncryption    = "BUCKET_ENCRYPTION"
+	CodeBucketPolicy        = "BUCKET_POLICY"
+	CodeBucketLifecycle     = "BUCKET_LIFECYCLE"
+	CodeRoleMissing         = "ROLE_MISSING"
+	CodeRoleUnreadable      = "ROLE_UNREADABLE"
+	CodeRoleTrust           = "ROLE_TRUST"
+	CodeRoleTrustCondition  = "ROLE_TRUST_CONDITION"
+	CodeRolePermissions     = "ROLE_PERMISSIONS"
+	CodeRolePolicy          = "ROLE_POLICY_UNVERIFIED"
+	CodeKMSMissing          = "KMS_KEY_MISSING"
+	CodeKMSDisabled         = "KMS_KEY_DISABLED"
+	CodeKMSRole             = "KMS_KEY_ROLE"
+	CodeKMSUnverified       = "KMS_KEY_UNVERIFIED"
+	CodeVMImport            = "VMIMPORT_UNAVAILABLE"
+	CodeEBSDirect           = "EBS_DIRECT_UNAVAILABLE"
+	CodeImportQuota         = "QUOTA_IMPORT_TASKS"
+	CodeSnapshotImportQuota = "QUOTA_IMPORT_SNAPSHOT_TASKS"
+	CodeSnapshotQuota       = "QUOTA_SNAPSHOTS"
+	CodeQuotasUnreadable    = "QUOTAS_UNREADABLE"
 )
 
 // Service Quotas names of the quotas that bound a wave.
 const (
-	quotaImportTasks = "concurrent import image tasks"
-	quotaSnapshots   = "snapshots per region"
+	quotaImportTasks         = "concurrent import image tasks"
+	quotaSnapshotImportTasks = "concurrent import snapshot tasks"
+	quotaSnapshots           = "snapshots per region"
 	// defaultImportTasks is VM Import's concurrent task limit when Service
 	// Quotas does not say (the scheduler's default too).
 	defaultImportTasks = 5
@@ -73,10 +75,11 @@ type AccountCheck struct {
 	Bucket, RoleName, KMSKeyID string
 	// JobKeys are the KMS keys replication jobs encrypt their AMIs with.
 	JobKeys []string
-	// ImportSlots is how many imports rehost runs at once in the region;
-	// Snapshots how many EBS snapshots the jobs keep (AMIs kept × disks).
-	// Each is compared with its quota; zero skips the comparison.
-	ImportSlots, Snapshots int
+	// ImportSlots is how many ImportImage tasks rehost runs at once in the
+	// region, SnapshotImportSlots how many ImportSnapshot tasks; Snapshots
+	// how many EBS snapshots the jobs keep (AMIs kept × disks). Each is
+	// compared with its quota; zero skips the comparison.
+	ImportSlots, SnapshotImportSlots, Snapshots int
 	// Incremental: a job copies changes with EBS direct, so a region
 	// without it is a blocker rather than a warning.
 	Incremental bool
@@ -592,7 +595,7 @@ func (a *accountRun) quotas(ctx context.Context) {
 		}
 		err := pages(ctx, t, t.quotas, "ListServiceQuotas", map[string]string{"ServiceCode": svc}, "NextToken", func(page *quotas) string {
 			for _, q := range page.Quotas {
-				if n := strings.ToLower(q.QuotaName); n == quotaImportTasks || n == quotaSnapshots {
+				if n := strings.ToLower(q.QuotaName); n == quotaImportTasks || n == quotaSnapshotImportTasks || n == quotaSnapshots {
 					found[n] = q.Value
 				}
 			}
@@ -611,6 +614,10 @@ func (a *accountRun) quotas(ctx context.Context) {
 	if a.c.ImportSlots > 0 && float64(a.c.ImportSlots) > imports {
 		a.add(preflight.Warning, CodeImportQuota, fmt.Sprintf("Lower the connector's concurrent imports to %.0f, or raise the quota in Service Quotas.", imports),
 			"The connector runs up to %d imports at once in %s, but the account's quota allows %.0f: the others fail with ResourceCountLimitExceeded.", a.c.ImportSlots, a.region, imports)
+	}
+	if q, ok := found[quotaSnapshotImportTasks]; ok && a.c.SnapshotImportSlots > 0 && float64(a.c.SnapshotImportSlots) > q {
+		a.add(preflight.Warning, CodeSnapshotImportQuota, fmt.Sprintf("Lower the connector's concurrent snapshot imports (--snapshot-import-limit) to %.0f, or raise the quota in Service Quotas.", q),
+			"The connector runs up to %d ImportSnapshot tasks (one per disk imported as a snapshot) at once in %s, but the account's quota allows %.0f: the others fail with ResourceCountLimitExceeded.", a.c.SnapshotImportSlots, a.region, q)
 	}
 	if snaps, ok := found[quotaSnapshots]; ok && a.c.Snapshots > 0 && float64(a.c.Snapshots) > snaps {
 		a.add(preflight.Warning, CodeSnapshotQuota, "Keep fewer AMIs per job, or raise the EBS snapshot quota in Service Quotas.",

@@ -116,9 +116,10 @@ func trustDoc() string {
 // and checks the credentials may not make.
 func TestAccountPreflightServicesAndQuotas(t *testing.T) {
 	ctx := context.Background()
-	acc := readyAccount(t, emulator.Config{Quotas: map[string]float64{"Concurrent import image tasks": 2, "Snapshots per Region": 10}})
-	wantFindings(t, acc.t.Preflight(ctx, AccountCheck{ImportSlots: 5, Snapshots: 30}), "warning:QUOTA_IMPORT_TASKS", "warning:QUOTA_SNAPSHOTS")
-	wantFindings(t, acc.t.Preflight(ctx, AccountCheck{ImportSlots: 2, Snapshots: 10}))
+	acc := readyAccount(t, emulator.Config{Quotas: map[string]float64{"Concurrent import image tasks": 2, "Concurrent import snapshot tasks": 4, "Snapshots per Region": 10}})
+	wantFindings(t, acc.t.Preflight(ctx, AccountCheck{ImportSlots: 5, SnapshotImportSlots: 20, Snapshots: 30}),
+		"warning:QUOTA_IMPORT_TASKS", "warning:QUOTA_IMPORT_SNAPSHOT_TASKS", "warning:QUOTA_SNAPSHOTS")
+	wantFindings(t, acc.t.Preflight(ctx, AccountCheck{ImportSlots: 2, SnapshotImportSlots: 4, Snapshots: 10}))
 
 	denied := readyAccount(t, emulator.Config{DenyOperations: []string{"ListServiceQuotas", "DescribeImportImageTasks", "SimulatePrincipalPolicy"}})
 	fs := denied.t.Preflight(ctx, AccountCheck{ImportSlots: 5})
