@@ -60,8 +60,9 @@ const (
 	quotaSnapshotImportTasks = "concurrent import snapshot tasks"
 	quotaSnapshots           = "snapshots per region"
 	// defaultImportTasks is VM Import's concurrent task limit when Service
-	// Quotas does not say (the scheduler's default too).
-	defaultImportTasks = 5
+	// Quotas does not say: AWS's default quota, and the scheduler's
+	// default slot count (scheduler.DefaultImportLimit).
+	defaultImportTasks = 20
 )
 
 // importKMSOperations are what VM Import does with the key of an encrypted
