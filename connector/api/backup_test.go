@@ -64,6 +64,32 @@ func TestBackupAndApplianceStatusOverTheAPI(t *testing.T) {
 		t.Errorf("backup status after a backup: %+v (last %+v)", st.Backup, st.Backup.Last)
 	}
 
+	// Backups asked for at once (as the daily one at start and one over the
+	// API can be) go one at a time: the status names the newest.
+	outs := make(chan *api.BackupStateOutput, 3)
+	for range 3 {
+		go func() {
+			o, err := cl.BackupStateToBucket(ctx, &api.BackupStateToBucketInput{})
+			if err != nil {
+				t.Error(err)
+			}
+			outs <- o
+		}()
+	}
+	var newest time.Time
+	for range 3 {
+		if o := <-outs; o != nil && o.CreatedAt.After(newest) {
+			newest = o.CreatedAt.Time
+		}
+	}
+	st, err = cl.GetConnectorStatus(ctx, &api.GetConnectorStatusInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Backup.Last == nil || !st.Backup.Last.CreatedAt.Equal(newest) {
+		t.Errorf("after 3 backups at once the status names %+v, the newest was made at %v", st.Backup.Last, newest)
+	}
+
 	var backup bytes.Buffer
 	if err := cl.BackupState(ctx, &backup); err != nil {
 		t.Fatal(err)

@@ -250,6 +250,16 @@ func tarFile(tw *tar.Writer, name, path string) error {
 // awstarget.BackupPrefix, keeps the newest KeepBackups of this state there,
 // and records the outcome for the status.
 func (d *Daemon) BackupToBucket(ctx context.Context) (BackupInfo, error) {
+	d.backupMu.Lock()
+	defer d.backupMu.Unlock()
+	return d.backupToBucketLocked(ctx)
+}
+
+// backupToBucketLocked is BackupToBucket under backupMu: backups one at a
+// time, so the outcome recorded last is the newest backup's (the daily
+// backup at start and one asked for over the API could otherwise finish out
+// of order, and the status would name the older one).
+func (d *Daemon) backupToBucketLocked(ctx context.Context) (BackupInfo, error) {
 	info, err := d.backupToBucket(ctx)
 	if err != nil {
 		err = fmt.Errorf("back up the state to the staging bucket: %w", err)
@@ -328,10 +338,12 @@ func (d *Daemon) autoBackup(ctx context.Context) {
 			os.RemoveAll(p)
 		}
 	}
+	d.backupMu.Lock()
+	defer d.backupMu.Unlock()
 	if ctx.Err() != nil || !d.backupDue(ctx) {
 		return
 	}
-	info, err := d.BackupToBucket(ctx)
+	info, err := d.backupToBucketLocked(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.Log.Error("daily state backup failed; retried in 30 minutes", "err", err)

@@ -134,6 +134,9 @@ type Daemon struct {
 	// re-registrations (a new target draws from the same pool).
 	buffers *awstarget.Buffers
 
+	// backupMu holds backups to the staging bucket to one at a time.
+	backupMu sync.Mutex
+
 	keysMu     sync.Mutex
 	keysSealed []byte
 	keysParsed []AccessKey
