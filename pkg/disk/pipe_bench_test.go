@@ -8,20 +8,24 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 )
 
 // pipeFeed starts dd writing size bytes of zeros into a pipe, widened by
-// WidenPipe, and returns its read end. The feeder is another process, so
-// the benchmark's CPU (cpuTime, RUSAGE_SELF) is the reader's alone, as the
-// staging benchmark's pipe child measures it.
-func pipeFeed(b *testing.B, size int64) (*os.File, func()) {
-	pr, pw, err := os.Pipe()
-	if err != nil {
+// WidenPipe, in writes of feed bytes, and returns its read end in blocking
+// mode, as a child's os.Stdin is. The feeder is another process, so the
+// benchmark's CPU (cpuTime, RUSAGE_SELF) is the reader's alone, as the
+// staging benchmark measures its pipe child (whose feeder, exec's copy,
+// writes 32 KiB at a time).
+func pipeFeed(b *testing.B, size int64, feed int) (*os.File, func()) {
+	p := make([]int, 2)
+	if err := syscall.Pipe2(p, syscall.O_CLOEXEC); err != nil {
 		b.Fatal(err)
 	}
+	pr, pw := os.NewFile(uintptr(p[0]), "pipe"), os.NewFile(uintptr(p[1]), "pipe")
 	WidenPipe(pw)
-	cmd := exec.Command("dd", "if=/dev/zero", "bs=1M", fmt.Sprintf("count=%d", size>>20), "status=none")
+	cmd := exec.Command("dd", "if=/dev/zero", fmt.Sprintf("bs=%d", feed), fmt.Sprintf("count=%d", size/int64(feed)), "status=none")
 	cmd.Stdout = pw
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
@@ -42,15 +46,15 @@ func pipeFeed(b *testing.B, size int64) (*os.File, func()) {
 func BenchmarkPipeFloor(b *testing.B) {
 	const size = 1 << 30
 	for _, c := range []struct {
-		read int
-		scan bool
-	}{{64 << 10, false}, {1 << 20, false}, {64 << 10, true}, {1 << 20, true}} {
-		b.Run(fmt.Sprintf("read=%dKiB/scan=%v", c.read>>10, c.scan), func(b *testing.B) {
+		feed, read int
+		scan       bool
+	}{{1 << 20, 64 << 10, false}, {1 << 20, 1 << 20, false}, {1 << 20, 1 << 20, true}, {32 << 10, 1 << 20, true}} {
+		b.Run(fmt.Sprintf("feed=%dKiB/read=%dKiB/scan=%v", c.feed>>10, c.read>>10, c.scan), func(b *testing.B) {
 			b.SetBytes(size)
 			buf := make([]byte, c.read)
 			cpu0 := cpuTime()
 			for b.Loop() {
-				pr, done := pipeFeed(b, size)
+				pr, done := pipeFeed(b, size, c.feed)
 				for n := int64(0); n < size; {
 					m, err := io.ReadFull(pr, buf)
 					if err != nil {
@@ -69,19 +73,22 @@ func BenchmarkPipeFloor(b *testing.B) {
 }
 
 // BenchmarkWriteStreamOptimizedFromPipeFed is WriteStreamOptimizedFrom
-// reading a GiB of holes from a widened pipe fed by another process, read
-// directly and through a 1 MiB bufio.Reader (as the staging benchmark's
-// child and `rehost disk convert` from stdin read it).
+// reading a GiB of holes from a widened pipe fed by another process in
+// 1 MiB or 32 KiB writes, read directly and through a 1 MiB bufio.Reader
+// (as `rehost disk convert` reads stdin).
 func BenchmarkWriteStreamOptimizedFromPipeFed(b *testing.B) {
 	const size = 1 << 30
-	for _, buffered := range []bool{false, true} {
-		b.Run(fmt.Sprintf("bufio=%v", buffered), func(b *testing.B) {
+	for _, c := range []struct {
+		feed     int
+		buffered bool
+	}{{1 << 20, false}, {1 << 20, true}, {32 << 10, false}, {32 << 10, true}} {
+		b.Run(fmt.Sprintf("feed=%dKiB/bufio=%v", c.feed>>10, c.buffered), func(b *testing.B) {
 			b.SetBytes(size)
 			cpu0 := cpuTime()
 			for b.Loop() {
-				pr, done := pipeFeed(b, size)
+				pr, done := pipeFeed(b, size, c.feed)
 				var r io.Reader = pr
-				if buffered {
+				if c.buffered {
 					r = bufio.NewReaderSize(pr, 1<<20)
 				}
 				if _, err := WriteStreamOptimizedFrom(io.Discard, r, size); err != nil {
