@@ -93,6 +93,30 @@ func vcenterCatalog(t *testing.T, names ...string) (*vspheresim.Sim, *Daemon) {
 	return sim, d
 }
 
+// replicating gives the server a job with an ACTIVE run, as a run in
+// flight has; the function returned completes the run.
+func replicating(t *testing.T, d *Daemon, serverID string) (runEnds func()) {
+	t.Helper()
+	ctx := context.Background()
+	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: serverID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
+			r.State, r.CompletedTime = store.RunCompleted, time.Now()
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // An imported vCenter catalog stays current from the property
 // collector's updates: a VM added, renamed, given a disk or removed shows
 // in the catalog without another import.
@@ -175,14 +199,7 @@ func TestCatalogFollowsFolderRenames(t *testing.T) {
 	})
 
 	db, _ := serverNamed(t, d, "db-01")
-	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runEnds := replicating(t, d, db.ServerID)
 	if err := sim.AddDisk(ctx, "db-01", 8*mib); err != nil {
 		t.Fatal(err)
 	}
@@ -207,12 +224,7 @@ func TestCatalogFollowsFolderRenames(t *testing.T) {
 		t.Errorf("db-01's disk written while it replicated: %d disks", s.DiskCount)
 	}
 
-	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
-		r.State, r.CompletedTime = store.RunCompleted, time.Now()
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	runEnds()
 	eventually(t, "db-01's second disk after its run", func() bool { s, _ := serverNamed(t, d, "db-01"); return s.DiskCount == 2 })
 	if s, _ := serverNamed(t, d, "db-01"); s.Path != "/DC0/vm/store/db-01" || detailsPath(t, s) != s.Path {
 		t.Errorf("db-01 after its run: path %q, details %q; want the renamed folder's", s.Path, detailsPath(t, s))
@@ -225,14 +237,7 @@ func TestCatalogHoldsVMBeingReplicated(t *testing.T) {
 	ctx := context.Background()
 	sim, d := vcenterCatalog(t, "web-01", "db-01")
 	db, _ := serverNamed(t, d, "db-01")
-	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runEnds := replicating(t, d, db.ServerID)
 	if err := sim.AddDisk(ctx, "db-01", 8*mib); err != nil {
 		t.Fatal(err)
 	}
@@ -245,12 +250,7 @@ func TestCatalogHoldsVMBeingReplicated(t *testing.T) {
 	if s, _ := serverNamed(t, d, "db-01"); s.DiskCount != 1 || !s.ImportedAt.Equal(db.ImportedAt) {
 		t.Errorf("db-01 was written while it replicated: %d disks, imported at %v (was %v)", s.DiskCount, s.ImportedAt, db.ImportedAt)
 	}
-	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
-		r.State, r.CompletedTime = store.RunCompleted, time.Now()
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	runEnds()
 	eventually(t, "db-01's second disk after its run", func() bool { s, _ := serverNamed(t, d, "db-01"); return s.DiskCount == 2 })
 }
 
@@ -381,14 +381,7 @@ func TestCatalogPollsHyperV(t *testing.T) {
 	// checkpoint (its disks are the checkpoint's .avhdx): its entry and
 	// preflight stay as they are, and a change made meanwhile shows once
 	// the run is over.
-	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runEnds := replicating(t, d, db.ServerID)
 	if err := sim.RenameVM("db-01", "db-02"); err != nil {
 		t.Fatal(err)
 	}
@@ -397,12 +390,7 @@ func TestCatalogPollsHyperV(t *testing.T) {
 	if now, ok := serverNamed(t, d, "db-01"); !ok || !now.ImportedAt.Equal(db.ImportedAt) {
 		t.Errorf("db-01 was written while it replicated: %+v", now)
 	}
-	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
-		r.State, r.CompletedTime = store.RunCompleted, time.Now()
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	runEnds()
 	eventually(t, "db-01 renamed db-02 after its run", func() bool { _, ok := serverNamed(t, d, "db-02"); return ok })
 }
 
@@ -533,13 +521,7 @@ func TestCatalogMovesVMBeingReplicated(t *testing.T) {
 		t.Fatal(err)
 	}
 	db, _ := serverNamed(t, d, "db-01")
-	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	replicating(t, d, db.ServerID)
 	var vm source.VM
 	if err := json.Unmarshal([]byte(db.Details), &vm); err != nil {
 		t.Fatal(err)
