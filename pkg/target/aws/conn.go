@@ -110,23 +110,24 @@ type bodyConn struct {
 // records written are sent batchSize bytes at a time.
 func (c *bodyConn) ReadFrom(r io.Reader) (int64, error) {
 	c.batch.gather(true)
-	n, err := c.readFrom(r)
+	n, err := c.readFromTo(c.Conn, r)
 	if ferr := c.batch.gather(false); err == nil {
 		err = ferr
 	}
 	return n, err
 }
 
-func (c *bodyConn) readFrom(r io.Reader) (int64, error) {
+// readFromTo is ReadFrom's copy into w (the TLS connection).
+func (c *bodyConn) readFromTo(w io.Writer, r io.Reader) (int64, error) {
 	lr, ok := r.(*io.LimitedReader)
 	if !ok {
-		return io.Copy(struct{ io.Writer }{c.Conn}, r)
+		return io.Copy(struct{ io.Writer }{w}, r)
 	}
 	wt, ok := lr.R.(io.WriterTo)
 	if !ok {
-		return io.Copy(struct{ io.Writer }{c.Conn}, r)
+		return io.Copy(struct{ io.Writer }{w}, r)
 	}
-	cw := &capWriter{w: c.Conn, n: lr.N}
+	cw := &capWriter{w: w, n: lr.N}
 	n, err := wt.WriteTo(cw)
 	lr.N -= n
 	if errors.Is(err, errCapped) {
