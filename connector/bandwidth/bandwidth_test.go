@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rehost/rehost/internal/lab/fakeclock"
 )
 
 func TestParseRate(t *testing.T) {
@@ -200,58 +202,11 @@ func TestInForceSwitchesAtWindowEdges(t *testing.T) {
 	}
 }
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []fakeTimer
-}
-
-type fakeTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) After(d time.Duration) <-chan time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	f.timers = append(f.timers, fakeTimer{f.now.Add(d), ch})
-	return ch
-}
-
-func (f *fakeClock) Advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-	kept := f.timers[:0]
-	for _, t := range f.timers {
-		if t.at.After(f.now) {
-			kept = append(kept, t)
-		} else {
-			t.ch <- f.now
-		}
-	}
-	f.timers = kept
-}
-
-func (f *fakeClock) pending() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.timers)
-}
-
 // simulate drives c as WaitN's first waiter does, callers taking turns in
 // order (S3 parts ask 64 KiB, EBS blocks 512 KiB), with the fake clock
 // moved by each wait, until end; it returns the bytes granted per
 // simulated minute.
-func simulate(c *Cap, clk *fakeClock, sizes []int, end time.Time) map[time.Time]int64 {
+func simulate(c *Cap, clk *fakeclock.Clock, sizes []int, end time.Time) map[time.Time]int64 {
 	perMinute := map[time.Time]int64{}
 	for i := 0; clk.Now().Before(end); i++ {
 		n := sizes[i%len(sizes)]
@@ -274,7 +229,7 @@ func within(got, want, tolerance float64) bool { return math.Abs(got-want) <= to
 func TestCapHonoursTheRateWithin5PercentPerMinute(t *testing.T) {
 	for _, rate := range []string{"64kbit", "1Mbit", "20Mbit", "1Gbit"} {
 		t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
-		clk := &fakeClock{now: t0}
+		clk := fakeclock.New(t0)
 		c := New(clk)
 		s, err := Compile(Spec{Default: rate})
 		if err != nil {
@@ -309,7 +264,7 @@ func TestCapHonoursTheRateWithin5PercentPerMinute(t *testing.T) {
 func TestCapSwitchesRateAtTheWindowEdge(t *testing.T) {
 	loc := paris(t)
 	t0 := time.Date(2026, 12, 7, 17, 55, 0, 0, loc) // Monday, five minutes before business hours end
-	clk := &fakeClock{now: t0}
+	clk := fakeclock.New(t0)
 	c := New(clk)
 	s, err := Compile(Spec{Default: "unlimited", Zone: "Europe/Paris", Windows: []WindowSpec{
 		{Days: "Mon-Fri", Start: "08:00", End: "18:00", Rate: "20Mbit"},
@@ -333,7 +288,7 @@ func TestCapSwitchesRateAtTheWindowEdge(t *testing.T) {
 }
 
 func TestWaitNBlocksUntilTheClockOrANewCapAllowsIt(t *testing.T) {
-	clk := &fakeClock{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
 	c := New(clk)
 	ctx := context.Background()
 	// No cap: granted at once, counted.
@@ -352,14 +307,14 @@ func TestWaitNBlocksUntilTheClockOrANewCapAllowsIt(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.WaitN(ctx, s3Part) }()
-	waitFor(t, func() bool { return clk.pending() == 1 })
+	waitFor(t, func() bool { return clk.Pending() == 1 })
 	clk.Advance(2 * time.Second)
 	select {
 	case err := <-done:
 		t.Fatalf("granted after 2 s of a 4 s debt: %v", err)
 	default:
 	}
-	waitFor(t, func() bool { return clk.pending() == 1 })
+	waitFor(t, func() bool { return clk.Pending() == 1 })
 	clk.Advance(2200 * time.Millisecond)
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -370,7 +325,7 @@ func TestWaitNBlocksUntilTheClockOrANewCapAllowsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { done <- c.WaitN(ctx, ebsBlock) }()
-	waitFor(t, func() bool { return clk.pending() >= 1 })
+	waitFor(t, func() bool { return clk.Pending() >= 1 })
 	c.Set(nil)
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -380,7 +335,7 @@ func TestWaitNBlocksUntilTheClockOrANewCapAllowsIt(t *testing.T) {
 	c.WaitN(ctx, ebsBlock)
 	cctx, cancel := context.WithCancelCause(ctx)
 	go func() { done <- c.WaitN(cctx, ebsBlock) }()
-	waitFor(t, func() bool { return clk.pending() >= 1 })
+	waitFor(t, func() bool { return clk.Pending() >= 1 })
 	stop := errors.New("run cancelled")
 	cancel(stop)
 	if err := <-done; !errors.Is(err, stop) {
@@ -396,7 +351,7 @@ func TestWaitNBlocksUntilTheClockOrANewCapAllowsIt(t *testing.T) {
 }
 
 func TestThroughputIsTheLastSecondsAverage(t *testing.T) {
-	clk := &fakeClock{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
 	c := New(clk)
 	for range 10 {
 		for range 16 {

@@ -20,7 +20,6 @@ import (
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/internal/lab/pgpeer/pgtest"
 	"github.com/rehost/rehost/pkg/store"
-	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 var (
@@ -111,22 +110,7 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	settings, err := peers.AWSSettings()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := d.Register(ctx, settings, awstarget.SetupOptions{CreateRole: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := d.AddSource(ctx, peers.SourceInput())
-	if err != nil {
-		t.Fatal(err)
-	}
-	servers, err := d.ImportCatalog(ctx, src.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bucket, servers := onboard(ctx, t, d, peers)
 	var jobs []string
 	incremental := map[string]bool{}
 	for i, s := range servers {
@@ -393,7 +377,7 @@ func TestCrashAnywhereLeavesNothingBehind(t *testing.T) {
 	t.Logf("%d replicas of incremental jobs verified byte for byte, %d kept in all", replicas, len(hist))
 	// A lease whose holder was killed expires, as on vCenter.
 	time.Sleep(3 * time.Second)
-	l, err := peers.Leftovers(ctx, rep.Bucket, claimed)
+	l, err := peers.Leftovers(ctx, bucket, claimed)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,6 +113,31 @@ func newEnvWith(t *testing.T, o envOptions) *env {
 	return e
 }
 
+// onboard does what an administrator does first on an appliance: it
+// registers d with the peers' AWS account (creating the vmimport role),
+// adds the peers' vCenter and imports its catalog. It returns the staging
+// bucket and the servers.
+func onboard(ctx context.Context, t *testing.T, d *daemon.Daemon, peers *Peers) (string, []store.Server) {
+	t.Helper()
+	settings, err := peers.AWSSettings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := d.Register(ctx, settings, awstarget.SetupOptions{CreateRole: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := d.AddSource(ctx, peers.SourceInput())
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers, err := d.ImportCatalog(ctx, src.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep.Bucket, servers
+}
+
 func (e *env) job(t *testing.T, vm string, keep int) store.ReplicationJob {
 	t.Helper()
 	j, err := e.d.CreateJob(context.Background(), store.ReplicationJob{ServerID: e.byName[vm].ServerID,

@@ -24,7 +24,6 @@ import (
 	"github.com/rehost/rehost/internal/lab/proxy"
 	"github.com/rehost/rehost/internal/lab/vspheresim"
 	"github.com/rehost/rehost/pkg/store"
-	awstarget "github.com/rehost/rehost/pkg/target/aws"
 	"github.com/rehost/rehost/testdata"
 )
 
@@ -128,22 +127,7 @@ func TestFleetKillAndCut(t *testing.T) {
 	if err := daemon.WriteStoreConfig(dirs["c-1"], sc); err != nil {
 		t.Fatal(err)
 	}
-	settings, err := peers.AWSSettings()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := d.Register(ctx, settings, awstarget.SetupOptions{CreateRole: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := d.AddSource(ctx, peers.SourceInput())
-	if err != nil {
-		t.Fatal(err)
-	}
-	servers, err := d.ImportCatalog(ctx, src.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bucket, servers := onboard(ctx, t, d, peers)
 	var jobs []string
 	for _, s := range servers {
 		j, err := d.CreateJob(ctx, store.ReplicationJob{ServerID: s.ServerID, SeedReplicationTime: time.Now(), Frequency: 24,
@@ -190,7 +174,7 @@ func TestFleetKillAndCut(t *testing.T) {
 	for _, id := range []string{"c-2", "c-3"} {
 		cmd := exec.Command(bin, "fleet", "join", "--from", "https://"+members["c-1"].addr, "--fingerprint", api.Fingerprint(cert.Certificate[0]),
 			"--state-dir", dirs[id])
-		cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+key.ID, "AWS_SECRET_ACCESS_KEY="+key.Secret, "AWS_REGION="+settings.Region,
+		cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+key.ID, "AWS_SECRET_ACCESS_KEY="+key.Secret, "AWS_REGION="+peers.AWS.Region(),
 			"REHOST_LOGIN_FILE="+filepath.Join(dir, "none.json"), "REHOST_ENDPOINT=", "REHOST_STATE_DIR=")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("fleet join %s: %v\n%s", id, err, out)
@@ -354,7 +338,7 @@ func TestFleetKillAndCut(t *testing.T) {
 		t.Errorf("ledger still holds %s %s of run %s (%s)", le.Kind, le.ResourceID, le.RunID, le.State)
 	}
 	time.Sleep(3 * time.Second) // NFC leases of the killed member expire
-	l, err := peers.Leftovers(ctx, rep.Bucket, claimed)
+	l, err := peers.Leftovers(ctx, bucket, claimed)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/rehost/rehost/connector/app"
 	"github.com/rehost/rehost/connector/daemon"
 	"github.com/rehost/rehost/pkg/store"
-	awstarget "github.com/rehost/rehost/pkg/target/aws"
 )
 
 // TestLaunchCrashLeavesNothingBehind launches and terminates an
@@ -53,21 +52,7 @@ func TestLaunchCrashLeavesNothingBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	settings, err := peers.AWSSettings()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Register(ctx, settings, awstarget.SetupOptions{CreateRole: true}); err != nil {
-		t.Fatal(err)
-	}
-	src, err := d.AddSource(ctx, peers.SourceInput())
-	if err != nil {
-		t.Fatal(err)
-	}
-	servers, err := d.ImportCatalog(ctx, src.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, servers := onboard(ctx, t, d, peers)
 	// The servers' AMIs: their boot disks as a replication leaves them.
 	byName := map[string]store.Server{}
 	for _, s := range servers {

@@ -2,66 +2,18 @@ package replication
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rehost/rehost/connector/bandwidth"
+
+	"github.com/rehost/rehost/internal/lab/fakeclock"
 )
-
-// stepClock is a fake clock for the cap: the test moves it by hand.
-type stepClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []stepTimer
-}
-
-type stepTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *stepClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	c.timers = append(c.timers, stepTimer{c.now.Add(d), ch})
-	return ch
-}
-
-// fireNext moves the clock to the earliest timer and fires it; false when
-// nobody waits.
-func (c *stepClock) fireNext() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.timers) == 0 {
-		return false
-	}
-	first := 0
-	for i, t := range c.timers {
-		if t.at.Before(c.timers[first].at) {
-			first = i
-		}
-	}
-	t := c.timers[first]
-	c.timers = append(c.timers[:first], c.timers[first+1:]...)
-	if t.at.After(c.now) {
-		c.now = t.at
-	}
-	t.ch <- c.now
-	return true
-}
 
 // runUnderCap runs the harness's run while moving the cap's clock each
 // time the run waits on it; it returns how many waits there were and the
 // simulated time they took.
-func runUnderCap(t *testing.T, h *harness, clk *stepClock) (int, time.Duration) {
+func runUnderCap(t *testing.T, h *harness, clk *fakeclock.Clock) (int, time.Duration) {
 	t.Helper()
 	start := clk.Now()
 	done := make(chan error, 1)
@@ -78,7 +30,7 @@ func runUnderCap(t *testing.T, h *harness, clk *stepClock) (int, time.Duration) 
 			}
 			return waits, clk.Now().Sub(start)
 		case <-time.After(time.Millisecond):
-			if clk.fireNext() {
+			if clk.FireNext() {
 				waits++
 			}
 		}
@@ -90,7 +42,7 @@ func runUnderCap(t *testing.T, h *harness, clk *stepClock) (int, time.Duration) 
 // and count in its one budget.
 func TestStagingAndEBSWritesWaitOnTheSharedCap(t *testing.T) {
 	h := newIncremental(t, nil)
-	clk := &stepClock{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}
+	clk := fakeclock.New(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
 	c := bandwidth.New(clk)
 	s, err := bandwidth.Compile(bandwidth.Spec{Default: "1Mbit"}) // 125,000 B/s
 	if err != nil {
@@ -119,9 +71,7 @@ func TestStagingAndEBSWritesWaitOnTheSharedCap(t *testing.T) {
 	// another run just sent: its parts to S3 wait on the same budget.
 	h2 := newHarness(t)
 	h2.e.Limiter, h2.e.Bandwidth = c, c
-	clk.mu.Lock()
-	clk.now = clk.now.Add(time.Minute) // the seed's debt repaid
-	clk.mu.Unlock()
+	clk.Advance(time.Minute) // the seed's debt repaid
 	if err := c.WaitN(context.Background(), 512<<10); err != nil {
 		t.Fatal(err)
 	}

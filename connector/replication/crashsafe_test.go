@@ -37,20 +37,7 @@ func (h *harness) nextRun(ami string) {
 // the disk again.
 func TestKilledAfterCompleteKeepsTheObject(t *testing.T) {
 	h := newHarness(t)
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	h.w.hook = func(op, phase string) error {
-		if op == "Stage" && phase == "after" {
-			h.kill()
-			cancel(errShutdown)
-			return errKilled
-		}
-		return nil
-	}
-	if _, err := h.e.Run(ctx, h.current()); err == nil {
-		t.Fatal("killed run did not fail")
-	}
-	h.restart()
+	h.killAfter("Stage")
 	mark := len(h.w.ops)
 	ami, err := h.e.Run(context.Background(), h.current())
 	if err != nil {

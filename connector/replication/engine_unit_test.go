@@ -118,6 +118,27 @@ func (h *harness) kill() {
 	h.w.mu.Unlock()
 }
 
+// killAfter runs the current run until the target's op has returned,
+// kills the process there (the run's context is cancelled as a shutdown
+// would), checks that the run failed, and brings the process back.
+func (h *harness) killAfter(op string) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	h.w.hook = func(o, phase string) error {
+		if o == op && phase == "after" {
+			h.kill()
+			cancel(errShutdown)
+			return errKilled
+		}
+		return nil
+	}
+	if _, err := h.e.Run(ctx, h.current()); err == nil {
+		h.t.Fatalf("the run killed after %s did not fail", op)
+	}
+	h.restart()
+}
+
 func (h *harness) unreleased() []string {
 	h.t.Helper()
 	les, err := h.st.LedgerForRun(context.Background(), h.run.ReplicationRunID)
@@ -380,20 +401,7 @@ func TestTransientFailureIsRetried(t *testing.T) {
 // failed) and the janitor's Undo must find the task by its tag.
 func TestUndoFindsUnrecordedImport(t *testing.T) {
 	h := newHarness(t)
-	ctx, cancel := context.WithCancelCause(context.Background())
-	defer cancel(nil)
-	h.w.hook = func(op, phase string) error {
-		if op == "StartImport" && phase == "after" {
-			h.kill()
-			cancel(errShutdown)
-			return errKilled
-		}
-		return nil
-	}
-	if _, err := h.e.Run(ctx, h.current()); err == nil {
-		t.Fatal("killed run did not fail")
-	}
-	h.restart()
+	h.killAfter("StartImport")
 	les, err := h.st.LedgerForRun(context.Background(), h.run.ReplicationRunID)
 	if err != nil {
 		t.Fatal(err)

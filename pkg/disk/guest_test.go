@@ -14,34 +14,6 @@ import (
 	"github.com/rehost/rehost/testdata"
 )
 
-// mkfsImage makes a file system image of size bytes with the given tool
-// and arguments (the image path is appended).
-func mkfsImage(t *testing.T, size int64, tool string, args ...string) []byte {
-	t.Helper()
-	b, err := guestdisk.FileSystem(context.Background(), size, tool, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// partitioned is a zeroed disk of size bytes with sfdisk's script applied.
-func partitioned(t *testing.T, size int64, script string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	if err := guestdisk.Partitioned(context.Background(), p, size, script); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func writeAt(t *testing.T, path string, b []byte, off int64) {
-	t.Helper()
-	if err := guestdisk.Patch(path, b, off); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // The ext reader finds files the way an importer needs: through extents
 // (ext4) and block maps (ext2), large hashed directories, and symlinks to
 // /usr/lib/os-release, relative and absolute.
@@ -62,7 +34,7 @@ func TestReadExtFile(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "var/lib/big"), big, 0o644)
 	for _, fs := range []string{"ext2", "ext3", "ext4"} {
 		t.Run(fs, func(t *testing.T) {
-			img := mkfsImage(t, 32<<20, "mkfs."+fs, "-q", "-F", "-b", "1024", "-d", root)
+			img := guestdisk.FileSystem(t, 32<<20, "mkfs."+fs, "-q", "-F", "-b", "1024", "-d", root)
 			r := bytes.NewReader(img)
 			if v := disk.ProbeFileSystem(r, disk.Partition{Size: int64(len(img))}); v != fs {
 				t.Errorf("file system %s, want %s", v, fs)
@@ -117,16 +89,16 @@ func guestDisks(t *testing.T) map[string]string {
 		"winEFI": build(guestdisk.Options{Size: 48 << 20, Firmware: guestdisk.EFI, Windows: true, Seed: 3}),
 		"noOS":   build(guestdisk.Options{Size: 32 << 20, NoOSRelease: true, Seed: 4}),
 		// A GPT disk without an EFI system partition (a Linux root only).
-		"gptNoESP": partitioned(t, 32<<20, "label: gpt\nstart=2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n"),
-		"xfs":      partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n"),
-		"btrfs":    partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n"),
-		"blank":    partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n"),
+		"gptNoESP": guestdisk.Partitioned(t, 32<<20, "label: gpt\nstart=2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n"),
+		"xfs":      guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n"),
+		"btrfs":    guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n"),
+		"blank":    guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n"),
 		// A logical partition in an extended one.
-		"logical": partitioned(t, 32<<20, "label: dos\nstart=2048, size=4096, type=83\nstart=8192, type=5\nstart=10240, type=83\n"),
+		"logical": guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, size=4096, type=83\nstart=8192, type=5\nstart=10240, type=83\n"),
 	}
 	// xfs and btrfs: the superblocks of real file systems in an MBR partition.
-	writeAt(t, d["xfs"], mkfsImage(t, 300<<20, "mkfs.xfs", "-q", "-f")[:1<<20], 1<<20)
-	writeAt(t, d["btrfs"], mkfsImage(t, 128<<20, "mkfs.btrfs", "-q", "-f")[:1<<20], 1<<20)
+	guestdisk.Patch(t, d["xfs"], guestdisk.FileSystem(t, 300<<20, "mkfs.xfs", "-q", "-f")[:1<<20], 1<<20)
+	guestdisk.Patch(t, d["btrfs"], guestdisk.FileSystem(t, 128<<20, "mkfs.btrfs", "-q", "-f")[:1<<20], 1<<20)
 	nothing := filepath.Join(t.TempDir(), "zero.raw")
 	os.WriteFile(nothing, make([]byte, 8<<20), 0o600)
 	d["nothing"] = nothing
@@ -189,8 +161,8 @@ func TestInspectBoot(t *testing.T) {
 		sig []byte
 		off int64
 	}{{disk.FSLUKS, []byte("LUKS\xba\xbe\x00\x02"), 0}, {disk.FSBitLocker, []byte("-FVE-FS-"), 3}} {
-		p := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
-		writeAt(t, p, c.sig, 1<<20+c.off)
+		p := guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+		guestdisk.Patch(t, p, c.sig, 1<<20+c.off)
 		b, err := inspectFile(t, p)
 		if err != nil || b.FileSystems[0] != c.fs || b.Encrypted() != 0 || b.Recognised() {
 			t.Errorf("%s: %+v %v", c.fs, b, err)

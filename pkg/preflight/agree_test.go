@@ -59,9 +59,9 @@ func TestPreflightAndImportAgree(t *testing.T) {
 	osRelease := func(id, version, name string) string {
 		return "ID=" + id + "\nVERSION_ID=\"" + version + "\"\nNAME=\"" + name + "\"\nPRETTY_NAME=\"" + name + " " + version + "\"\n"
 	}
-	blank := partitioned(t, filepath.Join(dir, "blank.raw"), "label: dos\nstart=2048, type=83\n")
-	luks := partitioned(t, filepath.Join(dir, "luks.raw"), "label: dos\nstart=2048, type=83\n")
-	writeAt(t, luks, []byte("LUKS\xba\xbe\x00\x02"), 1<<20)
+	blank := guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+	luks := guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+	guestdisk.Patch(t, luks, []byte("LUKS\xba\xbe\x00\x02"), 1<<20)
 	zeros := filepath.Join(dir, "zeros.raw")
 	if err := os.WriteFile(zeros, make([]byte, 32<<20), 0o600); err != nil {
 		t.Fatal(err)
@@ -166,20 +166,4 @@ func size(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return st.Size()
-}
-
-// partitioned is a zeroed 32 MiB disk at path with sfdisk's script applied.
-func partitioned(t *testing.T, path, script string) string {
-	t.Helper()
-	if err := guestdisk.Partitioned(context.Background(), path, 32<<20, script); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func writeAt(t *testing.T, path string, b []byte, off int64) {
-	t.Helper()
-	if err := guestdisk.Patch(path, b, off); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -23,34 +23,6 @@ func runTool(t *testing.T, name string, args ...string) {
 	}
 }
 
-// mkfsImage makes a file system image of size bytes with the given tool
-// and arguments (the image path is appended).
-func mkfsImage(t *testing.T, size int64, tool string, args ...string) []byte {
-	t.Helper()
-	b, err := guestdisk.FileSystem(context.Background(), size, tool, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// partitioned is a zeroed disk of size bytes with sfdisk's script applied.
-func partitioned(t *testing.T, size int64, script string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "disk.raw")
-	if err := guestdisk.Partitioned(context.Background(), p, size, script); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func writeAt(t *testing.T, path string, b []byte, off int64) {
-	t.Helper()
-	if err := guestdisk.Patch(path, b, off); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func inspectFile(t *testing.T, path, bootMode string) (Guest, error) {
 	t.Helper()
 	f, err := os.Open(path)
@@ -83,16 +55,16 @@ func TestInspectBootDisk(t *testing.T) {
 	winEFI := build(guestdisk.Options{Size: 48 << 20, Firmware: guestdisk.EFI, Windows: true, Seed: 3})
 	noOS := build(guestdisk.Options{Size: 32 << 20, NoOSRelease: true, Seed: 4})
 	// A GPT disk without an EFI system partition (a Linux root only).
-	gptNoESP := partitioned(t, 32<<20, "label: gpt\nstart=2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n")
+	gptNoESP := guestdisk.Partitioned(t, 32<<20, "label: gpt\nstart=2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n")
 	// xfs and btrfs: the superblocks of real file systems in an MBR partition.
-	xfsDisk := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
-	writeAt(t, xfsDisk, mkfsImage(t, 300<<20, "mkfs.xfs", "-q", "-f")[:1<<20], 1<<20)
-	btrfsDisk := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
-	writeAt(t, btrfsDisk, mkfsImage(t, 128<<20, "mkfs.btrfs", "-q", "-f")[:1<<20], 1<<20)
+	xfsDisk := guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+	guestdisk.Patch(t, xfsDisk, guestdisk.FileSystem(t, 300<<20, "mkfs.xfs", "-q", "-f")[:1<<20], 1<<20)
+	btrfsDisk := guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+	guestdisk.Patch(t, btrfsDisk, guestdisk.FileSystem(t, 128<<20, "mkfs.btrfs", "-q", "-f")[:1<<20], 1<<20)
 	// sfdisk's one partition from sector 2048 to the end of the disk.
 	root[xfsDisk] = [2]int64{1 << 20, 31 << 20}
 	root[btrfsDisk] = root[xfsDisk]
-	blank := partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
+	blank := guestdisk.Partitioned(t, 32<<20, "label: dos\nstart=2048, type=83\n")
 	nothing := filepath.Join(t.TempDir(), "zero.raw")
 	os.WriteFile(nothing, make([]byte, 8<<20), 0o600)
 

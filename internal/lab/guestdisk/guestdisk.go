@@ -197,7 +197,7 @@ func writeTable(ctx context.Context, path string, o Options, l Layout) error {
 			uuidFrom(o.Seed+1), l.ESPOffset/sector, l.ESPSize/sector, uuidFrom(o.Seed+2),
 			l.RootOffset/sector, l.RootSize/sector, gptType, uuidFrom(o.Seed+3))
 	}
-	return Partitioned(ctx, path, o.Size, script)
+	return partitioned(ctx, path, o.Size, script)
 }
 
 // epoch is the time stamped on every file and in the file systems.
