@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -148,40 +147,19 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 		return err
 	}
 	defer src.Close()
-	// held are the VMs whose changes wait for their runs to end (latest
-	// first seen): a poll sees them again, a watch does not, so they are
-	// tried again each poll interval while watching.
-	var mu sync.Mutex
-	held := map[string]source.VM{}
+	held := &holds{vms: map[string]source.VM{}}
 	apply := func(ch source.Change) error {
 		if ch.Err != nil {
 			d.Log.Warn("catalog: the source's changes are not coming in", "source", sourceID, "err", ch.Err)
 			return nil
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if ch.Full {
-			clear(held)
-		}
-		for _, id := range ch.Gone {
-			delete(held, id)
-		}
-		for _, vm := range ch.VMs {
-			delete(held, vm.ID)
-		}
-		for _, m := range ch.Moved {
-			if vm, ok := held[m.ID]; ok {
-				vm.Path = m.Path
-				held[m.ID] = vm
-			}
-		}
-		later, err := d.applyChange(ctx, src, sourceID, ch)
-		for _, vm := range later {
-			held[vm.ID] = vm
-		}
-		return err
+		return held.apply(ch, func(ch source.Change) ([]source.VM, error) {
+			return d.applyChange(ctx, src, sourceID, ch)
+		})
 	}
 	if w, ok := src.(source.Watcher); ok {
+		// A watch reports a VM once: while some are held, a tick applies
+		// the empty change, which tries them again.
 		wctx, stop := context.WithCancel(ctx)
 		defer stop()
 		go func() {
@@ -193,13 +171,11 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 					return
 				case <-t.C:
 				}
-				mu.Lock()
-				vms := slices.Collect(maps.Values(held))
-				mu.Unlock()
-				if len(vms) > 0 {
-					if err := apply(source.Change{VMs: vms}); err != nil && wctx.Err() == nil {
-						d.Log.Warn("catalog: write the changes of VMs whose runs ended", "source", sourceID, "err", err)
-					}
+				if !held.any() {
+					continue
+				}
+				if err := apply(source.Change{}); err != nil && wctx.Err() == nil {
+					d.Log.Warn("catalog: write the changes of VMs whose runs ended", "source", sourceID, "err", err)
 				}
 			}
 		}()
@@ -220,15 +196,6 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 		if err != nil {
 			return err
 		}
-		if !ch.Full {
-			mu.Lock()
-			for id, vm := range held {
-				if !slices.ContainsFunc(ch.VMs, func(v source.VM) bool { return v.ID == id }) && !slices.Contains(ch.Gone, id) {
-					ch.VMs = append(ch.VMs, vm) // tried again: its run may have ended
-				}
-			}
-			mu.Unlock()
-		}
 		if err := apply(ch); err != nil {
 			return err
 		}
@@ -238,6 +205,58 @@ func (d *Daemon) keepOnce(ctx context.Context, sourceID string) error {
 		case <-t.C:
 		}
 	}
+}
+
+// holds are the VMs of a source whose changes wait for their runs to end
+// (the latest seen of each). Every change applied through them tries
+// those it does not name again, as of what it says of them.
+type holds struct {
+	mu  sync.Mutex
+	vms map[string]source.VM
+}
+
+// apply applies ch, with the held VMs it does not name added unless it is
+// Full (which names every VM there is), through write, and holds what
+// write returns.
+func (h *holds) apply(ch source.Change, write func(source.Change) ([]source.VM, error)) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ch.Full {
+		clear(h.vms)
+	}
+	for _, id := range ch.Gone {
+		delete(h.vms, id)
+	}
+	named := make(map[string]bool, len(ch.VMs)+len(ch.Moved))
+	for _, vm := range ch.VMs {
+		delete(h.vms, vm.ID)
+		named[vm.ID] = true
+	}
+	for _, m := range ch.Moved {
+		named[m.ID] = true
+		if vm, ok := h.vms[m.ID]; ok {
+			vm.Path = m.Path
+			h.vms[m.ID] = vm
+		}
+	}
+	for id, vm := range h.vms {
+		if !named[id] {
+			ch.VMs = append(ch.VMs, vm) // tried again: its run may have ended
+			delete(h.vms, id)
+		}
+	}
+	later, err := write(ch)
+	for _, vm := range later {
+		h.vms[vm.ID] = vm
+	}
+	return err
+}
+
+// any reports whether some VMs are held.
+func (h *holds) any() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.vms) > 0
 }
 
 // fullPollEvery is how often (in polls) a source with fingerprints is
@@ -423,20 +442,13 @@ func (d *Daemon) moveServers(ctx context.Context, sourceID string, byVM map[stri
 // replicating names the servers with a run in flight, on this appliance
 // or another of its fleet.
 func (d *Daemon) replicating(ctx context.Context) (map[string]bool, error) {
-	runs, err := d.Store.RunsInState(ctx, store.RunActive)
-	if err != nil || len(runs) == 0 {
+	ids, err := d.Store.ServersWithRunsIn(ctx, store.RunActive)
+	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
-	out := map[string]bool{}
-	for _, r := range runs {
-		j, err := d.Store.GetJob(ctx, r.ReplicationJobID)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out[j.ServerID] = true
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
 	}
 	return out, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/rehost/rehost/internal/lab/vspheresim"
 	"github.com/rehost/rehost/pkg/source"
 	"github.com/rehost/rehost/pkg/source/azure"
+	"github.com/rehost/rehost/pkg/source/hyperv"
 	"github.com/rehost/rehost/pkg/store"
 )
 
@@ -91,6 +92,30 @@ func vcenterCatalog(t *testing.T, names ...string) (*vspheresim.Sim, *Daemon) {
 		t.Fatal(err)
 	}
 	return sim, d
+}
+
+// replicating gives the server a job with an ACTIVE run, as a run in
+// flight has; the function returned completes the run.
+func replicating(t *testing.T, d *Daemon, serverID string) (runEnds func()) {
+	t.Helper()
+	ctx := context.Background()
+	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: serverID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
+			r.State, r.CompletedTime = store.RunCompleted, time.Now()
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // An imported vCenter catalog stays current from the property
@@ -175,14 +200,7 @@ func TestCatalogFollowsFolderRenames(t *testing.T) {
 	})
 
 	db, _ := serverNamed(t, d, "db-01")
-	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runEnds := replicating(t, d, db.ServerID)
 	if err := sim.AddDisk(ctx, "db-01", 8*mib); err != nil {
 		t.Fatal(err)
 	}
@@ -207,12 +225,7 @@ func TestCatalogFollowsFolderRenames(t *testing.T) {
 		t.Errorf("db-01's disk written while it replicated: %d disks", s.DiskCount)
 	}
 
-	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
-		r.State, r.CompletedTime = store.RunCompleted, time.Now()
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	runEnds()
 	eventually(t, "db-01's second disk after its run", func() bool { s, _ := serverNamed(t, d, "db-01"); return s.DiskCount == 2 })
 	if s, _ := serverNamed(t, d, "db-01"); s.Path != "/DC0/vm/store/db-01" || detailsPath(t, s) != s.Path {
 		t.Errorf("db-01 after its run: path %q, details %q; want the renamed folder's", s.Path, detailsPath(t, s))
@@ -225,14 +238,7 @@ func TestCatalogHoldsVMBeingReplicated(t *testing.T) {
 	ctx := context.Background()
 	sim, d := vcenterCatalog(t, "web-01", "db-01")
 	db, _ := serverNamed(t, d, "db-01")
-	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runEnds := replicating(t, d, db.ServerID)
 	if err := sim.AddDisk(ctx, "db-01", 8*mib); err != nil {
 		t.Fatal(err)
 	}
@@ -245,12 +251,7 @@ func TestCatalogHoldsVMBeingReplicated(t *testing.T) {
 	if s, _ := serverNamed(t, d, "db-01"); s.DiskCount != 1 || !s.ImportedAt.Equal(db.ImportedAt) {
 		t.Errorf("db-01 was written while it replicated: %d disks, imported at %v (was %v)", s.DiskCount, s.ImportedAt, db.ImportedAt)
 	}
-	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
-		r.State, r.CompletedTime = store.RunCompleted, time.Now()
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	runEnds()
 	eventually(t, "db-01's second disk after its run", func() bool { s, _ := serverNamed(t, d, "db-01"); return s.DiskCount == 2 })
 }
 
@@ -381,14 +382,7 @@ func TestCatalogPollsHyperV(t *testing.T) {
 	// checkpoint (its disks are the checkpoint's .avhdx): its entry and
 	// preflight stay as they are, and a change made meanwhile shows once
 	// the run is over.
-	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runEnds := replicating(t, d, db.ServerID)
 	if err := sim.RenameVM("db-01", "db-02"); err != nil {
 		t.Fatal(err)
 	}
@@ -397,12 +391,7 @@ func TestCatalogPollsHyperV(t *testing.T) {
 	if now, ok := serverNamed(t, d, "db-01"); !ok || !now.ImportedAt.Equal(db.ImportedAt) {
 		t.Errorf("db-01 was written while it replicated: %+v", now)
 	}
-	if _, err := d.Store.UpdateRun(ctx, runs[0].ReplicationRunID, func(r *store.ReplicationRun) error {
-		r.State, r.CompletedTime = store.RunCompleted, time.Now()
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	runEnds()
 	eventually(t, "db-01 renamed db-02 after its run", func() bool { _, ok := serverNamed(t, d, "db-02"); return ok })
 }
 
@@ -533,13 +522,7 @@ func TestCatalogMovesVMBeingReplicated(t *testing.T) {
 		t.Fatal(err)
 	}
 	db, _ := serverNamed(t, d, "db-01")
-	job, err := d.Store.CreateJob(ctx, store.ReplicationJob{ServerID: db.ServerID, SeedReplicationTime: time.Now().Add(time.Hour), Frequency: 12, LicenseType: store.LicenseAWS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Store.CreateRuns(ctx, store.ReplicationRun{ReplicationJobID: job.ReplicationJobID, Type: store.RunOnDemand, State: store.RunActive, ScheduledStartTime: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	replicating(t, d, db.ServerID)
 	var vm source.VM
 	if err := json.Unmarshal([]byte(db.Details), &vm); err != nil {
 		t.Fatal(err)
@@ -559,4 +542,82 @@ func TestCatalogMovesVMBeingReplicated(t *testing.T) {
 	if len(held) != 1 || now.Path != vm.Path || detailsPath(t, now) != vm.Path || now.DiskCount != 1 {
 		t.Errorf("held %d vms; server path %q, details %q, %d disks: want it held, moved, with 1 disk", len(held), now.Path, detailsPath(t, now), now.DiskCount)
 	}
+}
+
+// What a light poll of a Hyper-V cluster catches and what waits for the
+// full poll (one in fullPollEvery): a VM live-migrated to another node
+// (its host and path) is read at the next light poll, with no full
+// inventory; a disk resized in place is not in the digest (its size is
+// in the VHDX header) and shows at the full poll.
+func TestLightPollHyperV(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	sim, err := hypervsim.Start(hypervsim.Options{Dir: filepath.Join(dir, "host"), Nodes: []string{"HV-N1", "HV-N2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	img := filepath.Join(dir, "os.vhdx")
+	disk, _ := hvdisk.NewVHDX(64<<20, 1<<20, 512, nil)
+	if err := disk.Save(img); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"web-01", "db-01"} {
+		if _, err := sim.AddVM(hypervsim.VMSpec{Name: name, Node: "HV-N1", CPUs: 2, MemoryMiB: 1024, Disks: []hypervsim.DiskSpec{{Image: img}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := hyperv.New(ctx, hyperv.Config{Endpoint: sim.Addr("HV-N1"), User: sim.User(), Password: sim.Password(), Thumbprint: sim.Thumbprint("HV-N1"),
+		Nodes: map[string]hyperv.Node{"HV-N1": {Address: sim.Addr("HV-N1")}, "HV-N2": {Address: sim.Addr("HV-N2"), Thumbprint: sim.Thumbprint("HV-N2")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	full, prints, err := fullPoll(ctx, src, src)
+	if err != nil || len(full.VMs) != 2 || len(prints) != 2 {
+		t.Fatalf("full poll: %d vms, %d fingerprints, %v", len(full.VMs), len(prints), err)
+	}
+	web := vmNamed(t, full.VMs, "web-01")
+
+	if err := sim.Migrate("web-01", "HV-N2"); err != nil {
+		t.Fatal(err)
+	}
+	before := sim.Calls()
+	ch, prints, err := lightPoll(ctx, src, src, prints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch.VMs) != 1 || ch.VMs[0].ID != web.ID || ch.VMs[0].Host != "HV-N2" || ch.VMs[0].Path != "/HV-N2/web-01" || len(ch.Gone) != 0 || ch.Full {
+		t.Errorf("light poll after web-01 moved to HV-N2: %+v", ch)
+	}
+	// One digest per node, then web-01 read where it runs now.
+	after := sim.Calls()
+	if digests, reads := after["hv-digest"]-before["hv-digest"], after["hv-inventory"]-before["hv-inventory"]; digests != 2 || reads > 2 {
+		t.Errorf("light poll ran %d digests and %d inventories, want 2 and at most 2 (web-01 looked for node by node)", digests, reads)
+	}
+
+	if err := sim.ResizeDisk("db-01", 0, 128<<20); err != nil {
+		t.Fatal(err)
+	}
+	if ch, _, err := lightPoll(ctx, src, src, prints); err != nil || len(ch.VMs)+len(ch.Gone) != 0 {
+		t.Errorf("light poll after db-01's disk resized in place: %+v, %v; the digest has no disk sizes", ch, err)
+	}
+	full, _, err = fullPoll(ctx, src, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db := vmNamed(t, full.VMs, "db-01"); len(db.Disks) != 1 || db.Disks[0].CapacityBytes != 128<<20 {
+		t.Errorf("full poll after db-01's disk resized: %+v", db.Disks)
+	}
+}
+
+func vmNamed(t *testing.T, vms []source.VM, name string) source.VM {
+	t.Helper()
+	for _, vm := range vms {
+		if vm.Name == name {
+			return vm
+		}
+	}
+	t.Fatalf("no vm %s in %d", name, len(vms))
+	return source.VM{}
 }

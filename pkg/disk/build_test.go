@@ -137,9 +137,9 @@ func buildVHDX(data []byte, blockSize int64, logical uint32, fixed bool) []byte 
 func buildCompactStream(tb testing.TB, data []byte) []byte {
 	var buf bytes.Buffer
 	src := NewRaw(bytes.NewReader(data), int64(len(data)))
-	_, err := writeStream(&buf, src.Size(), 3, StreamOptions{}, func(emit func(int64, func([]byte) error) error) error {
+	_, err := writeStream(&buf, src.Size(), 3, StreamOptions{}, func(feed *grainFeed) error {
 		for gi := int64(0); gi*vmdkGrainSize < src.Size(); gi++ {
-			if err := emit(gi, func(b []byte) error {
+			if err := feed.grain(gi, func(b []byte) error {
 				n, _ := src.ReadAt(b, gi*vmdkGrainSize)
 				zeroFill(b[n:])
 				return nil

@@ -2,7 +2,10 @@ package disk
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,4 +53,62 @@ func WidenPipe(f *os.File) {
 	_ = rc.Control(func(fd uintptr) {
 		_, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize)
 	})
+}
+
+// vectorReader is the grain reader (see newGrainReader) of a reader with a
+// file descriptor (a file, a pipe, os.Stdin): one readv fills all the
+// buffers while the data is there, with no copy between; nil for any other
+// reader.
+func vectorReader(r io.Reader) func(bufs []*[]byte, last int) *readError {
+	sc, ok := r.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var iov [][]byte
+	return func(bufs []*[]byte, last int) *readError {
+		iov = iov[:0]
+		want := 0
+		for i, bp := range bufs {
+			b := *bp
+			if i == len(bufs)-1 {
+				b = b[:last]
+			}
+			iov = append(iov, b)
+			want += len(b)
+		}
+		got := 0
+		for got < want {
+			var n int
+			var rerr error
+			if err := rc.Read(func(fd uintptr) bool {
+				n, rerr = unix.Readv(int(fd), iov)
+				return rerr != unix.EAGAIN
+			}); err != nil {
+				rerr = err
+			}
+			if rerr == unix.EINTR {
+				continue
+			}
+			if n == 0 && rerr == nil {
+				rerr = io.ErrUnexpectedEOF
+			}
+			if rerr != nil {
+				return &readError{int64(got), fmt.Errorf("got %d of %d bytes: %w", got, want, rerr)}
+			}
+			got += n
+			for n > 0 {
+				if n < len(iov[0]) {
+					iov[0] = iov[0][n:]
+					break
+				}
+				n -= len(iov[0])
+				iov = iov[1:]
+			}
+		}
+		return nil
+	}
 }

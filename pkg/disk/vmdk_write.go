@@ -105,7 +105,7 @@ func WriteStreamOptimizedOpts(w io.Writer, src Sparse, o StreamOptions) (int64, 
 	} else {
 		ext = src.Extents()
 	}
-	produce := func(emit func(gi int64, fill func([]byte) error) error) error {
+	produce := func(feed *grainFeed) error {
 		last := int64(-1)
 		for _, e := range ext {
 			if e.Offset < 0 || e.End() > size || e.Length <= 0 {
@@ -114,7 +114,7 @@ func WriteStreamOptimizedOpts(w io.Writer, src Sparse, o StreamOptions) (int64, 
 			for gi := max(e.Offset/vmdkGrainSize, last+1); gi*vmdkGrainSize < e.End(); gi++ {
 				last = gi
 				off := gi * vmdkGrainSize
-				err := emit(gi, func(buf []byte) error {
+				err := feed.grain(gi, func(buf []byte) error {
 					n, err := src.ReadAt(buf, off)
 					if n == len(buf) || (err == io.EOF && off+int64(n) == size) {
 						zeroFill(buf[n:])
@@ -137,29 +137,101 @@ func WriteStreamOptimizedOpts(w io.Writer, src Sparse, o StreamOptions) (int64, 
 
 // WriteStreamOptimizedFrom writes the raw disk of the given size read
 // sequentially from r as a streamOptimized VMDK, detecting zero grains on
-// the fly. r must yield exactly size bytes.
+// the fly. r must yield exactly size bytes. Every byte of a stream has to
+// be read, holes too, so the reading is what a stream of holes costs: r is
+// read straight into the grain buffers, readGrains at a time (with one
+// readv when r is a file or pipe), and the zero grains are found and
+// dropped here, never reaching the compressors.
 func WriteStreamOptimizedFrom(w io.Writer, r io.Reader, size int64) (int64, error) {
 	if size < 0 || size > MaxVirtualSize {
 		return 0, fmt.Errorf("write streamOptimized vmdk: size %d out of range", size)
 	}
-	produce := func(emit func(gi int64, fill func([]byte) error) error) error {
-		for gi := int64(0); gi*vmdkGrainSize < size; gi++ {
-			off := gi * vmdkGrainSize
-			err := emit(gi, func(buf []byte) error {
-				n := int(min(int64(len(buf)), size-off))
-				if m, err := io.ReadFull(r, buf[:n]); err != nil {
-					return fmt.Errorf("read source at %d: got %d of %d bytes: %w", off+int64(m), m, n, err)
-				}
-				zeroFill(buf[n:])
-				return nil
-			})
-			if err != nil {
-				return err
+	read := newGrainReader(r)
+	produce := func(feed *grainFeed) error {
+		grains := (size + vmdkGrainSize - 1) / vmdkGrainSize
+		bufs := make([]*[]byte, 0, readGrains)
+		for gi := int64(0); gi < grains; {
+			k := int(min(readGrains, grains-gi))
+			bufs = bufs[:0]
+			for range k {
+				bufs = append(bufs, rawGrainPool.Get().(*[]byte))
 			}
+			// The last grain may be partial: only size's bytes are read.
+			last := int(min(vmdkGrainSize, size-(gi+int64(k)-1)*vmdkGrainSize))
+			t0 := time.Now()
+			if err := read(bufs, last); err != nil {
+				for _, bp := range bufs {
+					rawGrainPool.Put(bp)
+				}
+				return fmt.Errorf("read source at %d: %w", gi*vmdkGrainSize+err.at, err.err)
+			}
+			zeroFill((*bufs[k-1])[last:])
+			fill := time.Since(t0) / time.Duration(k)
+			zeros := int64(0)
+			for i, bp := range bufs {
+				if isZero(*bp) {
+					rawGrainPool.Put(bp)
+					zeros++
+					continue
+				}
+				if zeros > 0 {
+					if err := feed.zeros(gi+int64(i)-zeros, zeros, fill); err != nil {
+						return err
+					}
+					zeros = 0
+				}
+				if err := feed.data(gi+int64(i), bp, fill); err != nil {
+					for _, bp := range bufs[i+1:] {
+						rawGrainPool.Put(bp)
+					}
+					return err
+				}
+			}
+			if zeros > 0 {
+				if err := feed.zeros(gi+int64(k)-zeros, zeros, fill); err != nil {
+					return err
+				}
+			}
+			gi += int64(k)
 		}
 		return nil
 	}
 	return writeStream(w, size, soOverhead, StreamOptions{}, produce)
+}
+
+// readGrains is how many grains WriteStreamOptimizedFrom reads at once:
+// 1 MiB, what a pipe widened by WidenPipe holds.
+const readGrains = 16
+
+// readError is a failed read of grains: the error and the offset, from the
+// first grain's, at which it happened.
+type readError struct {
+	at  int64
+	err error
+}
+
+// newGrainReader returns the function that fills the grain buffers from r
+// in order, the last of them only to last bytes: one readv per call when r
+// is a file (or anything else with a file descriptor), io.ReadFull into
+// each buffer otherwise.
+func newGrainReader(r io.Reader) func(bufs []*[]byte, last int) *readError {
+	if rv := vectorReader(r); rv != nil {
+		return rv
+	}
+	return func(bufs []*[]byte, last int) *readError {
+		at := int64(0)
+		for i, bp := range bufs {
+			b := *bp
+			if i == len(bufs)-1 {
+				b = b[:last]
+			}
+			if m, err := io.ReadFull(r, b); err != nil {
+				return &readError{at + int64(m), fmt.Errorf("got %d of %d bytes: %w", m, len(b), err)}
+			}
+			at += int64(len(b))
+		}
+		return nil
+	}
 }
 
 // grainJob is one grain moving through the compression pipeline.
@@ -167,8 +239,13 @@ type grainJob struct {
 	gi    int64
 	raw   []byte
 	level int           // what the worker is to do with it: a flate level, or storeGrain
-	fill  time.Duration // the producer's time reading it
+	fill  time.Duration // the producer's time reading it (each grain's, for a run of zeros)
 	busy  time.Duration // the worker's time on it
+	// zeros, when above 0, makes the job a run of that many all-zero
+	// grains from gi, found by the producer: no worker sees it and it has
+	// no raw buffer. nonzero says the producer found raw not all zero.
+	zeros   int64
+	nonzero bool
 	// Set by the worker: the grain is all zero, or stored (raw is written
 	// as deflate's stored blocks), or out holds its zlib stream.
 	zero, stored bool
@@ -189,7 +266,7 @@ var (
 // writeStream runs the pipeline: produce reads grains in order (one
 // goroutine), a pool of workers tests and compresses them, and this
 // goroutine writes them in order. At most inflight grains exist at once.
-func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, produce func(emit func(gi int64, fill func([]byte) error) error) error) (int64, error) {
+func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, produce func(*grainFeed) error) (int64, error) {
 	if size < 0 || size > MaxVirtualSize {
 		return 0, fmt.Errorf("write streamOptimized vmdk: size %d out of range", size)
 	}
@@ -221,23 +298,7 @@ func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, prod
 	go func() {
 		defer close(order)
 		defer close(work)
-		prodErr = produce(func(gi int64, fill func([]byte) error) error {
-			bp := rawGrainPool.Get().(*[]byte)
-			j := &grainJob{gi: gi, raw: *bp, level: pace.level(), done: make(chan struct{})}
-			t0 := time.Now()
-			if err := fill(j.raw); err != nil {
-				rawGrainPool.Put(bp)
-				return err
-			}
-			j.fill = time.Since(t0)
-			select {
-			case order <- j:
-			case <-stop:
-				return errStopped
-			}
-			work <- j
-			return nil
-		})
+		prodErr = produce(&grainFeed{pace: pace, order: order, work: work, stop: stop})
 	}()
 	fail := func(err error) (int64, error) {
 		close(stop)
@@ -248,6 +309,13 @@ func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, prod
 		return sw.n, fmt.Errorf("write streamOptimized vmdk: %w", err)
 	}
 	for j := range order {
+		if j.zeros > 0 {
+			stats.Zero.Add(j.zeros)
+			for range j.zeros {
+				pace.observe(grainTiming{zero: true, fill: j.fill})
+			}
+			continue
+		}
 		t0 := time.Now()
 		<-j.done
 		t1 := time.Now()
@@ -299,6 +367,57 @@ func writeStream(w io.Writer, size int64, overhead uint64, o StreamOptions, prod
 
 var errStopped = fmt.Errorf("stopped")
 
+// grainFeed is what a producer hands the grains to, in order (its
+// goroutine only).
+type grainFeed struct {
+	pace        *pacer
+	order, work chan<- *grainJob
+	stop        <-chan struct{}
+}
+
+// grain reads grain gi with fill into a buffer of the pool and queues it.
+func (f *grainFeed) grain(gi int64, fill func([]byte) error) error {
+	bp := rawGrainPool.Get().(*[]byte)
+	t0 := time.Now()
+	if err := fill(*bp); err != nil {
+		rawGrainPool.Put(bp)
+		return err
+	}
+	return f.queue(&grainJob{gi: gi, raw: *bp, fill: time.Since(t0)})
+}
+
+// data queues grain gi, read already into bp (a buffer of the pool, which
+// it takes) in fill and found not all zero.
+func (f *grainFeed) data(gi int64, bp *[]byte, fill time.Duration) error {
+	return f.queue(&grainJob{gi: gi, raw: *bp, fill: fill, nonzero: true})
+}
+
+// zeros queues the n all-zero grains from gi, each read in fill.
+func (f *grainFeed) zeros(gi, n int64, fill time.Duration) error {
+	j := &grainJob{gi: gi, zeros: n, fill: fill, done: closedDone}
+	select {
+	case f.order <- j:
+		return nil
+	case <-f.stop:
+		return errStopped
+	}
+}
+
+// closedDone is the done of a job no worker sees.
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (f *grainFeed) queue(j *grainJob) error {
+	j.level, j.done = f.pace.level(), make(chan struct{})
+	select {
+	case f.order <- j:
+	case <-f.stop:
+		rawGrainPool.Put(&j.raw)
+		return errStopped
+	}
+	f.work <- j
+	return nil
+}
+
 // incompressible is the compress.Estimate of a grain's first 4 KiB below
 // which it is stored: such grains deflate to about 94 % of their size (a
 // tar of /usr measured), not worth the CPU.
@@ -317,7 +436,7 @@ func compressWorker(work <-chan *grainJob) {
 // encode tests and compresses one grain (see grainJob), with one flate
 // writer per level, reused.
 func (j *grainJob) encode(writers map[int]*flate.Writer) {
-	if isZero(j.raw) {
+	if !j.nonzero && isZero(j.raw) {
 		j.zero = true
 		return
 	}

@@ -953,6 +953,27 @@ func (s *sqlStore) RunsInState(ctx context.Context, states ...RunState) ([]Repli
 	return collect(rows, scanRun, "list runs by state")
 }
 
+func (s *sqlStore) ServersWithRunsIn(ctx context.Context, states ...RunState) ([]string, error) {
+	if len(states) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(states))
+	for i, st := range states {
+		args[i] = st
+	}
+	rows, err := s.query(ctx, s.db, `SELECT DISTINCT j.server_id FROM replication_runs r
+	JOIN replication_jobs j ON j.replication_job_id = r.replication_job_id
+	WHERE r.state IN (`+placeholders(len(states))+`) ORDER BY j.server_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list servers with runs in states %v: %w", states, err)
+	}
+	return collect(rows, func(sc scanner) (string, error) {
+		var id string
+		err := sc.Scan(&id)
+		return id, err
+	}, "list servers with runs by state")
+}
+
 func (s *sqlStore) CountRuns(ctx context.Context, jobID string, typ RunType, since time.Time) (int, error) {
 	var n int
 	err := s.queryRow(ctx, s.db, `SELECT COUNT(*) FROM replication_runs WHERE replication_job_id = ? AND run_type = ? AND scheduled_start_time >= ?`,

@@ -501,6 +501,10 @@ type Runs interface {
 	// RunsInState lists runs of every job in the given states, oldest
 	// ScheduledStartTime first.
 	RunsInState(ctx context.Context, states ...RunState) ([]ReplicationRun, error)
+	// ServersWithRunsIn lists, each once and sorted, the ServerIDs of the
+	// jobs (of any state) with a run in one of the given states: in one
+	// query, what RunsInState and a GetJob per run would say.
+	ServersWithRunsIn(ctx context.Context, states ...RunState) ([]string, error)
 	// CountRuns counts a job's runs of the given type whose
 	// ScheduledStartTime is at or after since.
 	CountRuns(ctx context.Context, jobID string, typ RunType, since time.Time) (int, error)

@@ -557,13 +557,13 @@ func (h *Host) digestJSON(v *vm) map[string]any {
 		if d.passThrough {
 			path, number = "", "3"
 		}
-		drives = append(drives, fmt.Sprintf("%s%d:%d %s %s", d.ctrl, d.number, d.location, path, number))
+		drives = append(drives, fmt.Sprintf("%s%d:%d %s %s %s", d.ctrl, d.number, d.location, path, number, map[bool]string{true: "True", false: "False"}[d.shared]))
 	}
 	nics := []any{}
 	for _, n := range v.nics {
 		nics = append(nics, fmt.Sprintf("%s %s %s %s", n.Name, strings.ToUpper(strings.ReplaceAll(n.MAC, ":", "")), n.Switch, map[bool]string{true: "True", false: "False"}[n.Legacy]))
 	}
-	return map[string]any{"Id": v.id, "Name": v.spec.Name, "State": v.state, "Generation": v.spec.Generation,
+	return map[string]any{"Id": v.id, "Name": v.spec.Name, "ComputerName": v.node, "State": v.state, "Generation": v.spec.Generation,
 		"Version": cmp.Or(v.spec.Version, "9.0"), "ProcessorCount": v.spec.CPUs, "MemoryStartup": v.spec.MemoryMiB << 20,
 		"CheckpointType": v.checkpoints, "Heartbeat": heartbeatOf(v), "Drives": drives, "Adapters": nics}
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -199,5 +200,49 @@ func testRunProgress(t *testing.T, s store.Store) {
 	})).must(t)
 	if got := ok(s.RunsInState(ctx, store.RunActive)).must(t); len(got) != 1 || got[0].Progress.ImportPercent != 42 || got[0].Progress.Disks != nil {
 		t.Errorf("progress in a listing %+v", got)
+	}
+}
+
+// testServersWithRuns: the servers of the jobs with runs in the states
+// asked for, each once however many runs it has, sorted.
+func testServersWithRuns(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	src := newSource(t, s, "vc")
+	var ids []string
+	jobs := map[string]string{}
+	for _, vm := range []string{"vm-c", "vm-a", "vm-b", "vm-idle"} {
+		srv := newServer(t, s, src, vm)
+		jobs[vm] = newJob(t, s, srv.ServerID).ReplicationJobID
+		ids = append(ids, srv.ServerID)
+	}
+	serverOf := map[string]string{"vm-c": ids[0], "vm-a": ids[1], "vm-b": ids[2]}
+	ok(s.CreateRuns(ctx,
+		store.ReplicationRun{ReplicationJobID: jobs["vm-a"], State: store.RunCompleted, ScheduledStartTime: t0},
+		store.ReplicationRun{ReplicationJobID: jobs["vm-a"], State: store.RunCompleted, ScheduledStartTime: t0.Add(time.Hour)},
+		store.ReplicationRun{ReplicationJobID: jobs["vm-a"], State: store.RunActive, ScheduledStartTime: t0.Add(2 * time.Hour)},
+		store.ReplicationRun{ReplicationJobID: jobs["vm-b"], State: store.RunPending, ScheduledStartTime: t0},
+		store.ReplicationRun{ReplicationJobID: jobs["vm-c"], State: store.RunCompleted, ScheduledStartTime: t0},
+	)).must(t)
+	sorted := func(vms ...string) []string {
+		var out []string
+		for _, vm := range vms {
+			out = append(out, serverOf[vm])
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, c := range []struct {
+		states []store.RunState
+		want   []string
+	}{
+		{[]store.RunState{store.RunActive}, sorted("vm-a")},
+		{[]store.RunState{store.RunPending, store.RunActive}, sorted("vm-a", "vm-b")},
+		{[]store.RunState{store.RunCompleted}, sorted("vm-a", "vm-c")},
+		{[]store.RunState{store.RunFailed}, nil},
+		{nil, nil},
+	} {
+		if got := ok(s.ServersWithRunsIn(ctx, c.states...)).must(t); !slices.Equal(got, c.want) {
+			t.Errorf("servers with runs in %v = %v, want %v", c.states, got, c.want)
+		}
 	}
 }

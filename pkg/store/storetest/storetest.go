@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 			{"RunListingAndCount", testRunListing},
 			{"UpdateRunAndJob", testUpdateRunAndJob},
 			{"RunProgress", testRunProgress},
+			{"ServersWithRuns", testServersWithRuns},
 		}},
 		// store.Ledger: the ledger.
 		{"Ledger", []testCase{

@@ -4,6 +4,7 @@ package aws
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -41,7 +42,9 @@ import (
 // (default "discard,versitygw"), REHOST_BENCH_WORKLOADS and
 // REHOST_BENCH_TOOLS (comma lists) narrow the matrix. With REHOST_BENCH_DOCS set to the repository root the
 // results are written to docs/bench/staging.json and into the generated
-// section of docs/benchmarks.md, with CPU profiles of rehost's hot path.
+// section of docs/benchmarks.md, with CPU profiles of rehost's hot path
+// (kept in the directory REHOST_BENCH_PROFILES names, when set, for
+// go tool pprof).
 func BenchmarkStage(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		runStagingBench(b)
@@ -158,14 +161,18 @@ func runStagingBench(b *testing.B) {
 			{"rehost, random, raw, from the file", "rehost", "random"},
 			{"rehost, random, streamOptimized VMDK, from the file", "rehost-vmdk", "random"},
 			{"rehost, real file-system data, streamOptimized VMDK, from the file", "rehost-vmdk", "fs"},
+			{"", "sdk-manager", "random"}, // for the profile directory only
 		} {
 			i := slices.IndexFunc(work, func(w workload) bool { return w.Name == p.work })
-			if i < 0 {
+			if i < 0 || (p.title == "" && os.Getenv("REHOST_BENCH_PROFILES") == "") {
 				continue
 			}
 			w := work[i]
-			prof := filepath.Join(dir, "cpu-"+p.tool+"-"+p.work+".pprof")
+			prof := filepath.Join(cmp.Or(os.Getenv("REHOST_BENCH_PROFILES"), dir), "cpu-"+p.tool+"-"+p.work+".pprof")
 			measure(b, ctx, sink, w, "file", tool{name: p.tool, child: true}, 0, bin, dir, prof)
+			if p.title == "" {
+				continue
+			}
 			res.Profiles = append(res.Profiles, benchProfile{Title: p.title, Top: pprofTop(b, prof)})
 		}
 	}

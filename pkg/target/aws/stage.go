@@ -615,7 +615,7 @@ func (st *stager) part(ctx context.Context, n int32, buf []byte, crc uint32) err
 		defer cancel()
 		var body io.ReadSeeker = bytes.NewReader(buf)
 		if st.in.Limiter != nil {
-			body = &limitedBody{ctx: actx, r: bytes.NewReader(buf), lim: st.in.Limiter}
+			body = &limitedBody{ctx: actx, buf: buf, r: bytes.NewReader(buf), lim: st.in.Limiter}
 		}
 		out, err := t.s3.UploadPart(actx, &s3.UploadPartInput{
 			Bucket: sdk.String(st.up.Bucket), Key: sdk.String(st.up.Key), UploadId: sdk.String(st.up.UploadID),
@@ -649,11 +649,12 @@ func unsignedPayload(o *s3.Options) {
 // limiter is asked for small amounts (a rate.Limiter's burst must cover it).
 const limitChunk = 64 << 10
 
-// limitedBody is a part's body whose every read first waits for the
-// limiter; Seek rewinds it for the SDK.
+// limitedBody is a part's body whose every read or write of at most
+// limitChunk first waits for the limiter; Seek rewinds it for the SDK.
 type limitedBody struct {
 	ctx context.Context
-	r   *bytes.Reader
+	buf []byte
+	r   *bytes.Reader // over buf
 	lim Limiter
 }
 
@@ -669,6 +670,26 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 func (b *limitedBody) Seek(off int64, whence int) (int64, error) { return b.r.Seek(off, whence) }
+
+// WriteTo writes the rest of the body from the part's buffer (no copy
+// between: see bodyConn), limitChunk at a time.
+func (b *limitedBody) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for b.r.Len() > 0 {
+		k := min(limitChunk, b.r.Len())
+		if err := b.lim.WaitN(b.ctx, k); err != nil {
+			return n, err
+		}
+		off := len(b.buf) - b.r.Len()
+		m, err := w.Write(b.buf[off : off+k])
+		b.r.Seek(int64(m), io.SeekCurrent)
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
 
 type checksumError struct {
 	part      int32

@@ -201,6 +201,7 @@ func New(ctx context.Context, cfg Config) (*Target, error) {
 	}
 	cl := Clients{
 		S3: s3.NewFromConfig(ac, func(o *s3.Options) {
+			o.HTTPClient = s3HTTPClient(hc)
 			o.BaseEndpoint = ep(cfg.Endpoints.S3)
 			o.UsePathStyle = cfg.S3PathStyle
 		}),
