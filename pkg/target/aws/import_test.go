@@ -344,7 +344,7 @@ func TestStartImportValidatesAndReportsMissingRole(t *testing.T) {
 	if time.Since(start) < 100*time.Millisecond {
 		t.Fatalf("gave up before the IAM propagation allowance")
 	}
-	if got := diskToken(strings.Repeat("r", 70), 3); len(got) > 64 || got == diskToken(strings.Repeat("r", 70), 4) {
+	if got := DiskToken(strings.Repeat("r", 70), 3); len(got) > 64 || got == DiskToken(strings.Repeat("r", 70), 4) {
 		t.Fatalf("disk token %q", got)
 	}
 }

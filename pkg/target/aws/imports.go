@@ -188,9 +188,10 @@ func (in *ImportInput) validate() error {
 	return nil
 }
 
-// diskToken derives disk i's client token from the run's, within EC2's
-// 64-character limit.
-func diskToken(base string, i int) string {
+// DiskToken derives disk i's client token from the import's, within EC2's
+// 64-character limit: the token disk i's ImportSnapshot task is started
+// with, so a caller can record it before the task starts.
+func DiskToken(base string, i int) string {
 	t := fmt.Sprintf("%s-d%d", base, i)
 	if len(t) <= 64 {
 		return t
@@ -260,21 +261,7 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 	if in.Mode = t.mode(in); in.Mode == ModeImportSnapshot && len(in.Disks) > vmimport.Get().Limits.ImageVolumes {
 		t.log.Info("more disks than ImportImage takes: importing them one by one", "disks", len(in.Disks), "limit", vmimport.Get().Limits.ImageVolumes, "token", in.ClientToken)
 	}
-	if in.RoleName == "" {
-		in.RoleName = ImportRoleName
-	}
-	if in.Architecture == "" {
-		in.Architecture = "x86_64"
-	}
-	if in.Name == "" {
-		in.Name = "rehost-" + in.ClientToken
-	}
-	imp := Import{Mode: in.Mode, ClientToken: in.ClientToken, Name: in.Name, Description: in.Description,
-		Platform: in.Platform, BootMode: in.BootMode, Architecture: in.Architecture, Tags: in.Tags}
-	tags := map[string]string{TagClientToken: in.ClientToken}
-	for k, v := range in.Tags {
-		tags[k] = v
-	}
+	in, imp, tags := prepare(in)
 	if in.Mode == ModeRegister {
 		// Nothing to start: Wait registers the AMI, idempotent by name.
 		imp.Snapshots = in.Snapshots
@@ -284,23 +271,8 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 	if err != nil {
 		return Import{}, fmt.Errorf("start import: %w", err)
 	}
-	// start sends ImportImage or ImportSnapshot, retrying a role VM Import
-	// cannot use yet until the propagation deadline.
-	start := func(action string, params url.Values) (taskID string, err error) {
-		params.Set("RoleName", in.RoleName)
-		params.Set("Encrypted", strconv.FormatBool(in.Encrypted))
-		setOpt(params, "KmsKeyId", in.KMSKeyID)
-		setOpt(params, "Description", in.Description)
-		deadline := time.Now().Add(t.cfg.IAMPropagation)
-		p := t.policy(action).With(func(err error) bool {
-			return roleNotReady(err) && time.Now().Before(deadline)
-		})
-		p.Attempts = max(p.Attempts, int(t.cfg.IAMPropagation/time.Second)) // the deadline ends it
-		var out struct {
-			ImportTaskID string `xml:"importTaskId"`
-		}
-		err = p.Do(ctx, func(ctx context.Context) error { return q.Query(ctx, action, params, &out) })
-		return out.ImportTaskID, err
+	start := func(action string, params url.Values) (string, error) {
+		return t.startTask(ctx, q, in, action, params)
 	}
 	if in.Mode == ModeImportImage {
 		params := url.Values{"ClientToken": {in.ClientToken}, "Architecture": {in.Architecture}}
@@ -331,17 +303,8 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 		return imp, nil
 	}
 
-	tags[tagPlatform], tags[tagBootMode], tags[tagArch], tags[tagAMIName] = in.Platform, in.BootMode, in.Architecture, in.Name
-	for i, d := range in.Disks {
-		dt := map[string]string{tagDisk: strconv.Itoa(i)}
-		for k, v := range tags {
-			dt[k] = v
-		}
-		params := url.Values{"ClientToken": {diskToken(in.ClientToken, i)},
-			"DiskContainer.Format": {importFormats[d.Format]}, "DiskContainer.UserBucket.S3Bucket": {d.Bucket},
-			"DiskContainer.UserBucket.S3Key": {d.Key}, "DiskContainer.Description": {fmt.Sprintf("disk %d", i)}}
-		setTagSpec(params, "import-snapshot-task", dt)
-		id, err := start("ImportSnapshot", params)
+	for i := range in.Disks {
+		id, err := t.startDisk(ctx, q, in, tags, i)
 		if err != nil {
 			if len(imp.TaskIDs) > 0 {
 				// The caller finds these by tag too (FindImports) if this
@@ -356,11 +319,73 @@ func (t *Target) StartImport(ctx context.Context, in ImportInput) (Import, error
 				}
 				cancel()
 			}
-			return Import{}, fmt.Errorf("start import (ImportSnapshot of disk %d, %s): %w", i, d.Key, err)
+			return Import{}, err
 		}
 		imp.TaskIDs = append(imp.TaskIDs, id)
 	}
 	return imp, nil
+}
+
+// prepare fills in's defaults and makes the Import StartImport returns
+// (without its tasks) and the tags its tasks carry.
+func prepare(in ImportInput) (ImportInput, Import, map[string]string) {
+	if in.RoleName == "" {
+		in.RoleName = ImportRoleName
+	}
+	if in.Architecture == "" {
+		in.Architecture = "x86_64"
+	}
+	if in.Name == "" {
+		in.Name = "rehost-" + in.ClientToken
+	}
+	imp := Import{Mode: in.Mode, ClientToken: in.ClientToken, Name: in.Name, Description: in.Description,
+		Platform: in.Platform, BootMode: in.BootMode, Architecture: in.Architecture, Tags: in.Tags}
+	tags := map[string]string{TagClientToken: in.ClientToken}
+	for k, v := range in.Tags {
+		tags[k] = v
+	}
+	if in.Mode == ModeImportSnapshot {
+		tags[tagPlatform], tags[tagBootMode], tags[tagArch], tags[tagAMIName] = in.Platform, in.BootMode, in.Architecture, in.Name
+	}
+	return in, imp, tags
+}
+
+// startTask sends ImportImage or ImportSnapshot, retrying a role VM Import
+// cannot use yet until the propagation deadline.
+func (t *Target) startTask(ctx context.Context, q QueryAPI, in ImportInput, action string, params url.Values) (string, error) {
+	params.Set("RoleName", in.RoleName)
+	params.Set("Encrypted", strconv.FormatBool(in.Encrypted))
+	setOpt(params, "KmsKeyId", in.KMSKeyID)
+	setOpt(params, "Description", in.Description)
+	deadline := time.Now().Add(t.cfg.IAMPropagation)
+	p := t.policy(action).With(func(err error) bool {
+		return roleNotReady(err) && time.Now().Before(deadline)
+	})
+	p.Attempts = max(p.Attempts, int(t.cfg.IAMPropagation/time.Second)) // the deadline ends it
+	var out struct {
+		ImportTaskID string `xml:"importTaskId"`
+	}
+	err := p.Do(ctx, func(ctx context.Context) error { return q.Query(ctx, action, params, &out) })
+	return out.ImportTaskID, err
+}
+
+// startDisk starts disk i's ImportSnapshot task under its own client token
+// (DiskToken): started again, it is the same task.
+func (t *Target) startDisk(ctx context.Context, q QueryAPI, in ImportInput, tags map[string]string, i int) (string, error) {
+	d := in.Disks[i]
+	dt := map[string]string{tagDisk: strconv.Itoa(i)}
+	for k, v := range tags {
+		dt[k] = v
+	}
+	params := url.Values{"ClientToken": {DiskToken(in.ClientToken, i)},
+		"DiskContainer.Format": {importFormats[d.Format]}, "DiskContainer.UserBucket.S3Bucket": {d.Bucket},
+		"DiskContainer.UserBucket.S3Key": {d.Key}, "DiskContainer.Description": {fmt.Sprintf("disk %d", i)}}
+	setTagSpec(params, "import-snapshot-task", dt)
+	id, err := t.startTask(ctx, q, in, "ImportSnapshot", params)
+	if err != nil {
+		return "", fmt.Errorf("start import (ImportSnapshot of disk %d, %s): %w", i, d.Key, err)
+	}
+	return id, nil
 }
 
 // Status describes the import's tasks once.

@@ -2,6 +2,7 @@ package aws
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/url"
 	"strings"
@@ -226,31 +227,134 @@ func TestKeyPolicyAllows(t *testing.T) {
 }
 
 // More disks than ImportImage takes are imported one by one, as preflight's
-// VOLUMES_OVER_IMAGE_LIMIT warning says, and every disk arrives. The 23
-// tasks start at once, so the account's snapshot import quota (20 by
-// default) is raised to 23 here: StartImport does not batch tasks beyond
-// the quota (the scheduler refuses such a VM before it starts).
+// VOLUMES_OVER_IMAGE_LIMIT warning says, and every disk arrives: 23 tasks
+// under a snapshot import quota of 5, admitted five at a time, none refused.
 func TestImportOverVolumeLimit(t *testing.T) {
-	acc := readyAccount(t, emulator.Config{Quotas: map[string]float64{"Concurrent import snapshot tasks": 23}})
+	acc := readyAccount(t, emulator.Config{Quotas: map[string]float64{"Concurrent import snapshot tasks": 5}})
 	ctx := context.Background()
-	d0, s0 := stageGuest(t, acc, StagingKey("job-w", "run-1", 0, "raw"), guestdisk.BIOS)
-	disks, sums := []Object{d0}, []string{s0}
-	for i := 1; i < 23; i++ {
-		d, s := stageRaw(t, acc, StagingKey("job-w", "run-1", i, "raw"), uint64(i), 64<<10)
-		disks, sums = append(disks, d), append(sums, s)
-	}
-	imp, err := acc.t.StartImport(ctx, ImportInput{Disks: disks, BootMode: "legacy-bios", Platform: "Linux", ClientToken: "job-w-run-1"})
+	disks, sums := overLimitDisks(t, acc, "job-w", 23)
+	imp, res, err := acc.t.ImportAdmitted(ctx, ImportInput{Disks: disks, BootMode: "legacy-bios", Platform: "Linux", ClientToken: "job-w-run-1"}, nil, Admission{Limit: 5}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if imp.Mode != ModeImportSnapshot || len(imp.TaskIDs) != 23 {
 		t.Fatalf("import %s with %d tasks, want snapshot mode with 23", imp.Mode, len(imp.TaskIDs))
 	}
-	res, err := acc.t.Wait(ctx, imp, nil)
+	if got := snapshotSums(t, acc, res.SnapshotIDs); strings.Join(got, ",") != strings.Join(sums, ",") {
+		t.Fatalf("snapshot contents differ from the staged disks")
+	}
+	if peak, refused := acc.emu.ImportSnapshotLoad(); peak > 5 || refused != 0 {
+		t.Fatalf("peak %d snapshot tasks, %d refused; want at most 5 and none refused", peak, refused)
+	}
+}
+
+// A run killed between tasks (once after recording an intent, before the
+// start; once after a start, before its id was recorded) resumes from its
+// ledger: every disk ends with exactly one task, and the snapshots hold the
+// staged bytes.
+func TestImportAdmittedResumesWithoutDuplicates(t *testing.T) {
+	acc := readyAccount(t, emulator.Config{Quotas: map[string]float64{"Concurrent import snapshot tasks": 3}})
+	ctx := context.Background()
+	disks, sums := overLimitDisks(t, acc, "job-c", 8)
+	in := ImportInput{Disks: disks, BootMode: "legacy-bios", Platform: "Linux", ClientToken: "job-c-run-1"}
+	ledger := map[int]string{} // disk -> task id; an entry of "" is an intent
+	killed := errors.New("killed")
+	record := func(killIntent, killStarted int) Admission {
+		return Admission{Limit: 3,
+			Intend: func(_ context.Context, i int, token string) error {
+				if token != DiskToken(in.ClientToken, i) {
+					t.Errorf("disk %d intent token %q", i, token)
+				}
+				if _, ok := ledger[i]; !ok {
+					ledger[i] = ""
+				}
+				if i == killIntent {
+					return killed
+				}
+				return nil
+			},
+			Started: func(_ context.Context, i int, id string) error {
+				if i == killStarted {
+					return killed
+				}
+				ledger[i] = id
+				return nil
+			}}
+	}
+	known := func() []string {
+		out := make([]string, len(disks))
+		for i, id := range ledger {
+			out[i] = id
+		}
+		return out
+	}
+	if _, _, err := acc.t.ImportAdmitted(ctx, in, known(), record(4, -1), nil); !errors.Is(err, killed) {
+		t.Fatalf("first run: %v, want killed", err)
+	}
+	if _, _, err := acc.t.ImportAdmitted(ctx, in, known(), record(-1, 6), nil); !errors.Is(err, killed) {
+		t.Fatalf("second run: %v, want killed", err)
+	}
+	imp, res, err := acc.t.ImportAdmitted(ctx, in, known(), record(-1, -1), nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	found, err := acc.t.FindImports(ctx, FindImportsInput{ClientToken: in.ClientToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 || strings.Join(found[0].TaskIDs, ",") != strings.Join(imp.TaskIDs, ",") {
+		t.Fatalf("tasks at VM Import %v, want exactly the run's %v", found, imp.TaskIDs)
 	}
 	if got := snapshotSums(t, acc, res.SnapshotIDs); strings.Join(got, ",") != strings.Join(sums, ",") {
 		t.Fatalf("snapshot contents differ from the staged disks")
 	}
+	if _, refused := acc.emu.ImportSnapshotLoad(); refused != 0 {
+		t.Fatalf("%d snapshot tasks refused", refused)
+	}
+}
+
+// A run killed between tasks is undone by cancelling what it started: the
+// tasks its ledger names, and one started but not yet recorded, found by
+// its token; none is left active.
+func TestImportAdmittedUndoCancelsWhatStarted(t *testing.T) {
+	acc := readyAccount(t, emulator.Config{Quotas: map[string]float64{"Concurrent import snapshot tasks": 3}})
+	ctx := context.Background()
+	disks, _ := overLimitDisks(t, acc, "job-u", 6)
+	in := ImportInput{Disks: disks, BootMode: "legacy-bios", Platform: "Linux", ClientToken: "job-u-run-1"}
+	killed := errors.New("killed")
+	started := 0
+	imp, _, err := acc.t.ImportAdmitted(ctx, in, nil, Admission{Limit: 3, Started: func(context.Context, int, string) error {
+		if started++; started == 2 {
+			return killed
+		}
+		return nil
+	}}, nil)
+	if !errors.Is(err, killed) || len(imp.TaskIDs) != 2 {
+		t.Fatalf("killed run: %v with tasks %v, want killed with 2", err, imp.TaskIDs)
+	}
+	rem, err := acc.t.CancelImport(ctx, imp)
+	if err == nil {
+		err = acc.t.DeleteImage(ctx, rem.ImageID, rem.SnapshotIDs)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	active, err := acc.t.FindImports(ctx, FindImportsInput{ClientToken: in.ClientToken, States: []string{"active"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(active) != 0 {
+		t.Fatalf("tasks left active after undo: %v", active)
+	}
+}
+
+// overLimitDisks stages a bootable disk and n-1 small data disks.
+func overLimitDisks(t *testing.T, acc *account, job string, n int) ([]Object, []string) {
+	d0, s0 := stageGuest(t, acc, StagingKey(job, "run-1", 0, "raw"), guestdisk.BIOS)
+	disks, sums := []Object{d0}, []string{s0}
+	for i := 1; i < n; i++ {
+		d, s := stageRaw(t, acc, StagingKey(job, "run-1", i, "raw"), uint64(i), 64<<10)
+		disks, sums = append(disks, d), append(sums, s)
+	}
+	return disks, sums
 }
