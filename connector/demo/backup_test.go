@@ -57,17 +57,9 @@ func TestBackupDuringRunRestoresIntoSecondAppliance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := d.Register(ctx, settings, awstarget.SetupOptions{CreateRole: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := d.AddSource(ctx, peers.SourceInput())
-	if err != nil {
-		t.Fatal(err)
-	}
-	servers, err := d.ImportCatalog(ctx, src.ID)
-	if err != nil || len(servers) != 1 {
-		t.Fatalf("catalog %v, %v", servers, err)
+	bucket, servers := onboard(ctx, t, d, peers)
+	if len(servers) != 1 {
+		t.Fatalf("catalog %v", servers)
 	}
 	job, err := d.CreateJob(ctx, store.ReplicationJob{ServerID: servers[0].ServerID, SeedReplicationTime: time.Now(), Frequency: 24,
 		LicenseType: store.LicenseAWS, NumberOfRecentAmisToKeep: 2})
@@ -152,12 +144,12 @@ func TestBackupDuringRunRestoresIntoSecondAppliance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	backups := st.Leftovers(rep.Bucket, nil).Backups
+	backups := st.Leftovers(bucket, nil).Backups
 	if len(backups) == 0 {
 		t.Fatalf("no backup under %s in the bucket", awstarget.BackupPrefix)
 	}
 	for _, key := range backups {
-		obj, err := peers.S3.S3Client().GetObject(ctx, &s3.GetObjectInput{Bucket: &rep.Bucket, Key: &key})
+		obj, err := peers.S3.S3Client().GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +174,7 @@ func TestBackupDuringRunRestoresIntoSecondAppliance(t *testing.T) {
 	os.WriteFile(ca, settings.CAPEM, 0o600)
 	stateID := strings.Split(strings.TrimPrefix(backups[0], awstarget.BackupPrefix), "/")[0]
 	out = rehost([]string{"REHOST_BACKUP_KEY=" + code, "AWS_ACCESS_KEY_ID=" + settings.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + settings.SecretAccessKey},
-		"state", "restore", "--state-dir", second, "--from", "s3://"+rep.Bucket+"/"+awstarget.BackupPrefix+stateID+"/",
+		"state", "restore", "--state-dir", second, "--from", "s3://"+bucket+"/"+awstarget.BackupPrefix+stateID+"/",
 		"--region", settings.Region, "--s3-endpoint", settings.S3Endpoint, "--ca-file", ca)
 	t.Logf("%s", strings.TrimSpace(out))
 
@@ -216,7 +208,7 @@ func TestBackupDuringRunRestoresIntoSecondAppliance(t *testing.T) {
 		t.Errorf("ledger after the run: %+v, %v", left, err)
 	}
 	time.Sleep(3 * time.Second) // the killed appliance's NFC lease expires, as on vCenter
-	l, err := peers.Leftovers(ctx, rep.Bucket, map[string]bool{done.AmiID: true})
+	l, err := peers.Leftovers(ctx, bucket, map[string]bool{done.AmiID: true})
 	if err != nil {
 		t.Fatal(err)
 	}
