@@ -34,20 +34,9 @@ const batchSize = 256 << 10
 func s3HTTPClient(hc sdk.HTTPClient) sdk.HTTPClient {
 	switch c := hc.(type) {
 	case *awshttp.BuildableClient:
-		return c.WithTransportOptions(dialBodyConns)
+		return c.WithTransportOptions(func(tr *http.Transport) { dialBodyConns(tr) })
 	case *http.Client:
-		tr, ok := c.Transport.(*http.Transport)
-		if c.Transport == nil {
-			tr, ok = http.DefaultTransport.(*http.Transport), true
-		}
-		if !ok || tr.DialTLSContext != nil || tr.DialTLS != nil {
-			return c
-		}
-		tr = tr.Clone()
-		dialBodyConns(tr)
-		cc := *c
-		cc.Transport = tr
-		return &cc
+		return withTransport(c, dialBodyConns)
 	}
 	return hc
 }
@@ -56,9 +45,10 @@ func s3HTTPClient(hc sdk.HTTPClient) sdk.HTTPClient {
 // it would otherwise use itself: its DialContext, TLSClientConfig and
 // TLSHandshakeTimeout. The connections speak HTTP/1.1 (S3's protocol): the
 // transport takes HTTP/2 only over a *tls.Conn of its own.
-func dialBodyConns(tr *http.Transport) {
+// It leaves (and reports false for) a transport that dials TLS itself.
+func dialBodyConns(tr *http.Transport) bool {
 	if tr.DialTLSContext != nil || tr.DialTLS != nil {
-		return
+		return false
 	}
 	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		dial := tr.DialContext
@@ -94,6 +84,7 @@ func dialBodyConns(tr *http.Transport) {
 		}
 		return &bodyConn{Conn: tc, batch: bc}, nil
 	}
+	return true
 }
 
 // bodyConn is a client TLS connection whose ReadFrom (what net/http's

@@ -226,15 +226,29 @@ const writeBufferSize = 256 << 10
 // withWriteBuffer returns c using a copy of its transport with the larger
 // write buffer, when the transport is Go's own and leaves the size unset.
 func withWriteBuffer(c *http.Client) *http.Client {
+	return withTransport(c, func(tr *http.Transport) bool {
+		if tr.WriteBufferSize != 0 {
+			return false
+		}
+		tr.WriteBufferSize = writeBufferSize
+		return true
+	})
+}
+
+// withTransport is c with a clone of its transport changed by edit, or c
+// itself when its transport is not Go's or edit leaves it (returns false).
+func withTransport(c *http.Client, edit func(*http.Transport) bool) *http.Client {
 	tr, ok := c.Transport.(*http.Transport)
 	if c.Transport == nil {
 		tr, ok = http.DefaultTransport.(*http.Transport), true
 	}
-	if !ok || tr.WriteBufferSize != 0 {
+	if !ok {
 		return c
 	}
 	tr = tr.Clone()
-	tr.WriteBufferSize = writeBufferSize
+	if !edit(tr) {
+		return c
+	}
 	cc := *c
 	cc.Transport = tr
 	return &cc
