@@ -69,12 +69,25 @@ func (s *Scheduler) renewLoop(ctx context.Context) {
 			return
 		case <-t.C():
 		}
-		s.renew(ctx)
-		t = s.clock.NewTimer(s.o.FleetTick)
+		next := s.o.FleetTick
+		if !s.renew(ctx) {
+			next = s.o.FleetTick / renewRetries
+		}
+		t = s.clock.NewTimer(next)
 	}
 }
 
-func (s *Scheduler) renew(ctx context.Context) {
+// renewRetries is how many times a tick a renewal that failed is tried
+// again. A lease outlives several ticks (connector/fleet: three), but a
+// failure waited out for a whole tick spends one of them: after a short
+// outage the leases would hang on the one renewal left, and a reconnection
+// slower than that (a loaded machine, a TLS handshake to a far store)
+// would hand the runs to another member although the store was back.
+const renewRetries = 4
+
+// renew renews the leases of the runs in flight; it reports false when the
+// store could not be reached.
+func (s *Scheduler) renew(ctx context.Context) bool {
 	s.mu.Lock()
 	leases := make([]store.Lease, 0, len(s.inflight))
 	for _, f := range s.inflight {
@@ -84,17 +97,17 @@ func (s *Scheduler) renew(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	if len(leases) == 0 {
-		return
+		return true
 	}
 	// A renewal that cannot reach the store waits no longer than a tick:
-	// the next one tries again, and the runs' own writes wait for the
+	// another one tries again soon, and the runs' own writes wait for the
 	// store meanwhile.
 	rctx, cancel := context.WithTimeout(ctx, s.o.FleetTick)
 	lost, err := s.o.Fleet.Renew(rctx, leases)
 	cancel()
 	if err != nil {
-		s.log.Warn("renew the leases of the runs in flight; retried at the next tick", "runs", len(leases), "err", err)
-		return
+		s.log.Warn("renew the leases of the runs in flight; retried shortly", "runs", len(leases), "err", err, "in", s.o.FleetTick/renewRetries)
+		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -118,6 +131,7 @@ func (s *Scheduler) renew(ctx context.Context) {
 			}
 		}()
 	}
+	return true
 }
 
 // claim leases runs while run slots are free and starts them. Called with

@@ -204,6 +204,14 @@ func TestFleetKillAndCut(t *testing.T) {
 			t.Errorf("run %s changed hands over a cut shorter than its lease: %s → %s", id, before[id], tok)
 		}
 	}
+	if t.Failed() {
+		// How c-2's renewals fared around the cut.
+		for _, line := range bytes.Split(members["c-2"].log(), []byte("\n")) {
+			if bytes.Contains(line, []byte("renew")) || bytes.Contains(line, []byte("lease")) {
+				t.Logf("c-2: %s", line)
+			}
+		}
+	}
 
 	// Cut c-2 off once it is mid-run, until what it held is taken over.
 	held2 := waitHolding(t, st, "c-2", 90*time.Second)
