@@ -66,16 +66,16 @@ type upload struct {
 }
 
 type imp struct {
-	id     string
-	token  string
+	id    string
+	token string
 	// An ImportSnapshot task's disk, the client token of its import
 	// (token is the disk's own) and the name of the AMI it is for.
 	disk       int
 	base, name string
-	state  string // active, completed, deleted
-	msg    string
-	input  awstarget.ImportInput
-	result awstarget.Result
+	state      string // active, completed, deleted
+	msg        string
+	input      awstarget.ImportInput
+	result     awstarget.Result
 }
 
 // Image is an AMI the target made.
