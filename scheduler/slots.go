@@ -22,8 +22,9 @@ type SlotPool struct {
 type SlotWait struct {
 	SlotPool
 	// Slots is how many slots the run asks for; Ahead how many runs asked
-	// before it and still wait (it is granted after all of them).
-	Slots, Ahead int
+	// before it and still wait (it is granted after all of them); InLine
+	// how many wait in the pool's queue, the run included.
+	Slots, Ahead, InLine int
 }
 
 // slotQueue is a counting semaphore that grants its slots in the order
@@ -106,17 +107,17 @@ func (q *slotQueue) counts() (held, waiting int) {
 	return q.held, len(q.waiters)
 }
 
-// waiting reports whether run waits, for how many slots, and behind how
-// many waiters.
-func (q *slotQueue) waiting(run string) (n, ahead int, ok bool) {
+// waiting reports whether run waits, for how many slots, behind how many
+// waiters, and how many wait in all.
+func (q *slotQueue) waiting(run string) (n, ahead, inLine int, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for i, w := range q.waiters {
 		if w.run == run {
-			return w.n, i, true
+			return w.n, i, len(q.waiters), true
 		}
 	}
-	return 0, 0, false
+	return 0, 0, 0, false
 }
 
 // ImportSlot waits for the VM Import slots run's import needs in region,
@@ -214,8 +215,8 @@ func (s *Scheduler) ImportSlotWait(run string) (SlotWait, bool) {
 	s.semMu.Lock()
 	defer s.semMu.Unlock()
 	for p, q := range s.sems {
-		if n, ahead, ok := q.waiting(run); ok {
-			return SlotWait{SlotPool: p, Slots: n, Ahead: ahead}, true
+		if n, ahead, inLine, ok := q.waiting(run); ok {
+			return SlotWait{SlotPool: p, Slots: n, Ahead: ahead, InLine: inLine}, true
 		}
 	}
 	return SlotWait{}, false

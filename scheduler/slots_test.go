@@ -137,7 +137,7 @@ func TestImportSlotsByKindAndTasks(t *testing.T) {
 	if w, ok := h.s.ImportSlotWait("b"); !ok || w.Ahead != 0 || w.Slots != 2 || w.SlotPool != snaps {
 		t.Errorf("b waits: %+v %v; want next in line for 2 snapshot slots", w, ok)
 	}
-	if w, ok := h.s.ImportSlotWait("c"); !ok || w.Ahead != 1 || w.Slots != 1 {
+	if w, ok := h.s.ImportSlotWait("c"); !ok || w.Ahead != 1 || w.Slots != 1 || w.InLine != 2 {
 		t.Errorf("c waits: %+v %v; want 1 ahead for 1 slot", w, ok)
 	}
 	if _, ok := h.s.ImportSlotWait("a"); ok {

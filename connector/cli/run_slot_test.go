@@ -33,6 +33,8 @@ func TestRenderRunShowsSlotWaits(t *testing.T) {
 		{daemon.SlotWait{Since: since, Region: "us-east-1", Kind: "image", Slots: 1, Ahead: 0}, "waiting for a VM Import slot in us-east-1 since 12:00:05 (next in line)"},
 		{daemon.SlotWait{Since: since, Region: "eu-west-1", Kind: "snapshot", Slots: 3, Ahead: 2}, "waiting for 3 VM Import snapshot slots in eu-west-1 since 12:00:05 (2 runs ahead)"},
 		{daemon.SlotWait{Since: since, Ahead: -1}, "waiting for a VM Import slot since 12:00:05"},
+		{daemon.SlotWait{Since: since, Region: "us-east-1", Kind: "snapshot", Slots: 1, Ahead: 1, InLine: 3}, "waiting for a VM Import slot in us-east-1 since 12:00:05 (2nd of 3 in line)"},
+		{daemon.SlotWait{Since: since, Region: "us-east-1", Kind: "snapshot", Slots: 1, Ahead: 0, InLine: 1}, "waiting for a VM Import slot in us-east-1 since 12:00:05 (next in line)"},
 	} {
 		w := c.w
 		lines := renderRun(api.ReplicationRun{ReplicationRunID: "sms-run-3", State: "ACTIVE", Rehost: &api.ReplicationRunEx{ReplicationJobID: "sms-job-3",

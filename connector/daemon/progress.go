@@ -47,6 +47,9 @@ type SlotWait struct {
 	Kind   string `json:"kind,omitempty"`
 	Slots  int    `json:"slots,omitempty"`
 	Ahead  int    `json:"ahead"`
+	// InLine is how many runs wait in that queue, this one included (0
+	// when unknown): the run is Ahead+1st of InLine.
+	InLine int `json:"inLine,omitempty"`
 }
 
 // DiskProgress is the staging of one disk.
@@ -69,7 +72,7 @@ type StepTiming struct {
 }
 
 // String says where the run stands: "waiting for a VM Import slot in
-// us-east-1 since 12:00:05 (1 run ahead)", in local time.
+// us-east-1 since 12:00:05 (2nd of 3 in line)", in local time.
 func (w SlotWait) String() string {
 	what := "a VM Import slot"
 	if w.Slots > 1 {
@@ -81,6 +84,8 @@ func (w SlotWait) String() string {
 	}
 	s += " since " + w.Since.Local().Format(time.TimeOnly)
 	switch {
+	case w.InLine > 1 && w.Ahead >= 0:
+		s += fmt.Sprintf(" (%s of %d in line)", ordinal(w.Ahead+1), w.InLine)
 	case w.Ahead == 0:
 		s += " (next in line)"
 	case w.Ahead == 1:
@@ -89,6 +94,22 @@ func (w SlotWait) String() string {
 		s += fmt.Sprintf(" (%d runs ahead)", w.Ahead)
 	}
 	return s
+}
+
+// ordinal is n as "1st", "2nd", "3rd", "4th", …
+func ordinal(n int) string {
+	suffix := "th"
+	if n%100 < 11 || n%100 > 13 {
+		switch n % 10 {
+		case 1:
+			suffix = "st"
+		case 2:
+			suffix = "nd"
+		case 3:
+			suffix = "rd"
+		}
+	}
+	return fmt.Sprintf("%d%s", n, suffix)
 }
 
 // RunProgress reads a run's progress: the numbers the engine records on the
@@ -106,7 +127,7 @@ func (d *Daemon) RunProgress(ctx context.Context, run store.ReplicationRun) (Run
 	if !rp.SlotWaitSince.IsZero() && run.State == store.RunActive {
 		p.SlotWait = &SlotWait{Since: rp.SlotWaitSince, Ahead: -1}
 		if w, ok := d.Sched.ImportSlotWait(run.ReplicationRunID); ok {
-			p.SlotWait.Region, p.SlotWait.Kind, p.SlotWait.Slots, p.SlotWait.Ahead = w.Region, w.Kind, w.Slots, w.Ahead
+			p.SlotWait.Region, p.SlotWait.Kind, p.SlotWait.Slots, p.SlotWait.Ahead, p.SlotWait.InLine = w.Region, w.Kind, w.Slots, w.Ahead, w.InLine
 		}
 	}
 	p.Percent = replication.Overall(rp)

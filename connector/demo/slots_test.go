@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/rehost/rehost/connector/api"
+	"github.com/rehost/rehost/internal/lab/guestdisk"
+	"github.com/rehost/rehost/internal/lab/vspheresim"
 	"github.com/rehost/rehost/pkg/store"
 	"github.com/rehost/rehost/scheduler"
 )
@@ -171,4 +174,54 @@ func (e *env) amis(t *testing.T, jobs []string) []string {
 		out = append(out, runs[0].AmiID)
 	}
 	return out
+}
+
+// A VM of three disks imported as snapshots under a snapshot limit (and
+// the emulator's quota) of 1 completes: its disks are admitted one at a
+// time as the slot frees up, rather than the run failing because its three
+// tasks are more than the limit. The AMI holds the three disks byte for
+// byte; the emulator saw one ImportSnapshot task at a time, three in all,
+// and refused none.
+func TestSnapshotImportBeyondTheLimit(t *testing.T) {
+	vm := vspheresim.VMSpec{Name: "vm-3", Firmware: "efi", PowerOn: true, ToolsRunning: true,
+		Disks: []vspheresim.DiskSpec{
+			{CapacityBytes: 48 << 20, Seed: vspheresim.GuestDisk(guestdisk.Options{Size: 48 << 20, Firmware: guestdisk.EFI, DataBytes: 2 << 20, Seed: 7})},
+			{CapacityBytes: 8 << 20, Seed: func(w io.WriterAt) error { return vspheresim.PseudoRandom(w, 8, 3<<20, 1<<20) }},
+			{CapacityBytes: 4 << 20, Seed: func(w io.WriterAt) error { return vspheresim.PseudoRandom(w, 9, 1<<20, 1<<20) }},
+		}}
+	e := newEnvWith(t, envOptions{VMs: []vspheresim.VMSpec{vm}, Quotas: map[string]float64{"Concurrent import snapshot tasks": 1},
+		Scheduler: scheduler.Options{SnapshotImportLimitPerRegion: 1}, ImportMode: "snapshot"})
+	j := e.job(t, "vm-3", 1)
+	r := e.wait(t, j.ReplicationJobID, "")
+	if r.State != store.RunCompleted {
+		t.Fatalf("run: %s: %s", r.State, r.StatusMessage)
+	}
+	checks, err := e.peers.Verify("vm-3", r.AmiID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(checks) != 3 {
+		t.Fatalf("the AMI holds %d disks, want 3", len(checks))
+	}
+	for i, c := range checks {
+		if !c.Equal {
+			t.Errorf("disk %d differs: %+v", i, c)
+		}
+	}
+	if peak, refused := e.peers.AWS.ImportSnapshotLoad(); peak != 1 || refused != 0 {
+		t.Errorf("the emulator saw %d import snapshot tasks at once and refused %d; want 1 and 0", peak, refused)
+	}
+	var snaps, images int
+	for _, tk := range e.peers.AWS.ImportTasks() {
+		switch tk.Kind {
+		case "snapshot":
+			snaps++
+		default:
+			images++
+		}
+	}
+	if snaps != 3 || images != 0 {
+		t.Errorf("the emulator was asked for %d ImportSnapshot and %d ImportImage tasks, want 3 and 0", snaps, images)
+	}
+	e.assertClean(t, r.AmiID)
 }

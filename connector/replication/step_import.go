@@ -27,7 +27,7 @@ func (importStep) info() Info {
 	return Info{
 		Name: StepImport, Title: "Start VM Import", Weight: 2, Metric: "import_start",
 		Advice:  "VM Import did not accept the task: the message is AWS's own. Check the vmimport role and the region's VM Import limits (rehost connector status), then start the job again.",
-		Effects: "VM Import task (`import-task`), found again by client token `rehost-<run>` and tag `rehost:run`",
+		Effects: "VM Import task (`import-task`), found again by client token `rehost-<run>` and tag `rehost:run`; in snapshot mode only the import's header (`import-task` without tasks, naming the AMI), the disks' tasks being wait-import's",
 	}
 }
 
@@ -55,29 +55,22 @@ func (s importStep) do(ctx context.Context, r *run) error {
 	} else if id, err = r.intend(ctx, s, kindImportTask, importIntent{r.clientToken()}); err != nil {
 		return fmt.Errorf("vm %q: record import intent: %w", r.server.Name, err)
 	}
-	in := awstarget.ImportInput{
-		Disks:       r.staged,
-		LicenseType: r.job.LicenseType,
-		BootMode:    bootMode(r.vm.Firmware),
-		Platform:    platform(r.vm.GuestOS),
-		Encrypted:   r.job.Encrypted || r.run.Encrypted,
-		KMSKeyID:    cmp.Or(r.run.KmsKeyID, r.job.KmsKeyID),
-		RoleName:    cmp.Or(r.job.RoleName, awstarget.ImportRoleName),
-		ClientToken: r.clientToken(),
-		Description: fmt.Sprintf("rehost %s run %s of vm %s", r.job.ReplicationJobID, r.run.ReplicationRunID, r.server.Name),
-		Tags:        r.tags(),
+	in, err := r.importInput(ctx)
+	if err != nil {
+		return err
 	}
-	if r.run.Progress.Mode == ModeIncremental {
-		// The AMI is built from the replicas the keep step made the job's;
-		// VM Import converts copies of them, so a converted snapshot is
-		// never the parent of a replica.
-		if in.Snapshots, err = r.replicaSnapshots(ctx); err != nil {
-			return err
+	if r.admitted(in) {
+		// Each disk's task starts in the wait-import step once a slot is
+		// free for it: only the import's header is recorded here, and no
+		// slot is taken, so a VM of more disks than the region's snapshot
+		// quota queues its disks instead of failing.
+		imp := admittedHeader(in)
+		if err := r.e.Store.RecordCreated(ctx, id, imp.Name, mustJSON(imp)); err != nil {
+			return fmt.Errorf("vm %q: record import: %w", r.server.Name, err)
 		}
-		in.Disks, in.Mode = nil, awstarget.ModeImportImage
-		if r.job.NoConversion {
-			in.Mode = awstarget.ModeRegister
-		}
+		r.imp = imp
+		r.event(ctx, store.LevelInfo, "VM Import of vm %q's %d disks as snapshots: each disk's task starts once an import slot is free", r.server.Name, len(in.Disks))
+		return nil
 	}
 	// The slots are taken before the tasks exist: VM Import refuses tasks
 	// beyond the region's quota, it does not queue them.
@@ -95,6 +88,55 @@ func (s importStep) do(ctx context.Context, r *run) error {
 	r.event(ctx, store.LevelInfo, "started VM Import %s for vm %q", strings.Join(imp.TaskIDs, ", "), r.server.Name)
 	return nil
 }
+
+// importInput is what VM Import is asked to import: the staged disks, or
+// for an incremental run the job's replicas.
+func (r *run) importInput(ctx context.Context) (awstarget.ImportInput, error) {
+	in := awstarget.ImportInput{
+		Disks:       r.staged,
+		LicenseType: r.job.LicenseType,
+		BootMode:    bootMode(r.vm.Firmware),
+		Platform:    platform(r.vm.GuestOS),
+		Encrypted:   r.job.Encrypted || r.run.Encrypted,
+		KMSKeyID:    cmp.Or(r.run.KmsKeyID, r.job.KmsKeyID),
+		RoleName:    cmp.Or(r.job.RoleName, awstarget.ImportRoleName),
+		ClientToken: r.clientToken(),
+		Description: fmt.Sprintf("rehost %s run %s of vm %s", r.job.ReplicationJobID, r.run.ReplicationRunID, r.server.Name),
+		Tags:        r.tags(),
+	}
+	if r.run.Progress.Mode == ModeIncremental {
+		// The AMI is built from the replicas the keep step made the job's;
+		// VM Import converts copies of them, so a converted snapshot is
+		// never the parent of a replica.
+		snaps, err := r.replicaSnapshots(ctx)
+		if err != nil {
+			return in, err
+		}
+		in.Snapshots, in.Disks, in.Mode = snaps, nil, awstarget.ModeImportImage
+		if r.job.NoConversion {
+			in.Mode = awstarget.ModeRegister
+		}
+	}
+	return in, nil
+}
+
+// admitted reports whether in is imported disk by disk as slots are
+// admitted (Target.ImportAdmitted): staged disks whose import takes
+// ImportSnapshot tasks.
+func (r *run) admitted(in awstarget.ImportInput) bool {
+	return len(in.Disks) > 0 && len(in.Snapshots) == 0 && r.target.Tasks(in).Snapshot > 0
+}
+
+// admittedHeader is what the import-task entry of an admitted import
+// records: no task (each disk's has an import-disk entry of its own), and
+// the name of the AMI it registers, for an undo to find it by.
+func admittedHeader(in awstarget.ImportInput) awstarget.Import {
+	return awstarget.Import{Mode: awstarget.ModeImportSnapshot, ClientToken: in.ClientToken, Name: amiName(in)}
+}
+
+// amiName is the name ImportAdmitted registers in's AMI under (the target's
+// default, set here so that the ledger names it too).
+func amiName(in awstarget.ImportInput) string { return cmp.Or(in.Name, "rehost-"+in.ClientToken) }
 
 // importID names an import in the ledger: its tasks, or for a registration
 // (which starts no task) the name of the AMI it registers.
@@ -121,9 +163,9 @@ func cancelImport(ctx context.Context, u *undoer, le store.LedgerEntry) error {
 		}
 		imps = append(imps, imp)
 	} else {
-		found, err := u.target.FindImports(ctx, awstarget.FindImportsInput{TagKey: TagRun, TagValue: u.rr.ReplicationRunID})
+		found, err := runImports(ctx, u)
 		if err != nil {
-			return fmt.Errorf("look for imports of run %s: %w", u.rr.ReplicationRunID, err)
+			return err
 		}
 		imps = found
 	}
@@ -141,6 +183,25 @@ func cancelImport(ctx context.Context, u *undoer, le store.LedgerEntry) error {
 		}
 	}
 	return nil
+}
+
+// runImports finds the imports of the undone run whose start was cut off
+// before it was recorded: only tasks carrying both the run's client token
+// and its tag, so that no task of another run (of this job or another
+// connector) is ever cancelled, whatever else carries the tag.
+func runImports(ctx context.Context, u *undoer) ([]awstarget.Import, error) {
+	token := "rehost-" + u.rr.ReplicationRunID
+	found, err := u.target.FindImports(ctx, awstarget.FindImportsInput{ClientToken: token, TagKey: TagRun, TagValue: u.rr.ReplicationRunID})
+	if err != nil {
+		return nil, fmt.Errorf("look for imports of run %s: %w", u.rr.ReplicationRunID, err)
+	}
+	var out []awstarget.Import
+	for _, imp := range found {
+		if imp.ClientToken == token && imp.Tags[TagRun] == u.rr.ReplicationRunID {
+			out = append(out, imp)
+		}
+	}
+	return out, nil
 }
 
 // replicaSnapshots are the replicas of the run's disks in disk order, as
@@ -164,12 +225,26 @@ func (r *run) replicaSnapshots(ctx context.Context) ([]string, error) {
 // events record; a free slot is taken in microseconds.
 const slotWaitWorthSaying = 10 * time.Millisecond
 
-// takeSlot waits for the import slots of tasks unless the run holds them.
-// While it waits, the run says so (Progress.SlotWaitSince), for the API and
-// the console to show.
+// takeSlot waits for the import slots of tasks unless the run holds them,
+// and holds them until freeSlot.
 func (r *run) takeSlot(ctx context.Context, tasks awstarget.ImportTasks) error {
 	if r.e.ImportSlot == nil || r.releaseSlot != nil || tasks == (awstarget.ImportTasks{}) {
 		return nil
+	}
+	release, err := r.waitSlot(ctx, tasks)
+	if err != nil {
+		return err
+	}
+	r.releaseSlot = release
+	return nil
+}
+
+// waitSlot waits for the import slots of tasks and returns the function
+// that frees them. While it waits, the run says so (Progress.SlotWaitSince),
+// for the API and the console to show.
+func (r *run) waitSlot(ctx context.Context, tasks awstarget.ImportTasks) (func(), error) {
+	if r.e.ImportSlot == nil {
+		return func() {}, nil
 	}
 	t0 := time.Now()
 	r.updateRun(ctx, func(x *store.ReplicationRun) {
@@ -177,18 +252,19 @@ func (r *run) takeSlot(ctx context.Context, tasks awstarget.ImportTasks) error {
 	})
 	release, err := r.e.ImportSlot(ctx, r.run.ReplicationRunID, tasks)
 	r.updateRun(context.WithoutCancel(ctx), func(x *store.ReplicationRun) {
-		x.StageProgress, x.Progress.SlotWaitSince = "", time.Time{}
+		if x.Progress.SlotWaitSince.Equal(t0.UTC()) {
+			x.StageProgress, x.Progress.SlotWaitSince = "", time.Time{}
+		}
 	})
 	if err != nil {
-		return fmt.Errorf("vm %q: wait for a VM Import slot: %w", r.server.Name, err)
+		return nil, fmt.Errorf("vm %q: wait for a VM Import slot: %w", r.server.Name, err)
 	}
-	r.releaseSlot = release
 	// A run that queued says for how long: the region's VM Import limit,
 	// not the run, was the bottleneck then.
 	if waited := time.Since(t0); waited >= slotWaitWorthSaying {
 		r.event(ctx, store.LevelInfo, "vm %q waited %s for a VM Import slot", r.server.Name, waited.Round(time.Millisecond))
 	}
-	return nil
+	return release, nil
 }
 
 func (r *run) freeSlot() {

@@ -38,6 +38,13 @@ type Target interface {
 	// Wait polls an import until it ends; a rejected import is an
 	// *aws.ImportError carrying VM Import's status message.
 	Wait(ctx context.Context, imp awstarget.Import, progress func(awstarget.ImportStatus)) (awstarget.Result, error)
+	// ImportAdmitted imports staged disks one ImportSnapshot task per
+	// disk, starting a disk's task only once adm admits it (see
+	// aws.Target.ImportAdmitted): known holds the task ids of disks
+	// started before a restart, which take slots back only while they
+	// run; a disk recorded without an id is started again under the same
+	// client token. It registers the AMI when every disk is imported.
+	ImportAdmitted(ctx context.Context, in awstarget.ImportInput, known []string, adm awstarget.Admission, progress func(awstarget.ImportStatus)) (awstarget.Import, awstarget.Result, error)
 	// CancelImport cancels an import still running and returns what it had
 	// already made (an image, the snapshots of finished disks), for the
 	// caller to delete. Idempotent.

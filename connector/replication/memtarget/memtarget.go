@@ -41,6 +41,11 @@ type Target struct {
 	// NoEBSDirect, when set, is what CheckEBSDirect answers: a region
 	// without EBS direct.
 	NoEBSDirect error
+	// ImportMode is how staged disks are imported when the input names no
+	// mode, as the AWS target's configured mode: ModeImportSnapshot makes
+	// them one ImportSnapshot task per disk, imported by ImportAdmitted.
+	// Set it before use.
+	ImportMode awstarget.ImportMode
 
 	partSize int
 
@@ -61,12 +66,16 @@ type upload struct {
 }
 
 type imp struct {
-	id     string
-	token  string
-	state  string // active, completed, deleted
-	msg    string
-	input  awstarget.ImportInput
-	result awstarget.Result
+	id    string
+	token string
+	// An ImportSnapshot task's disk, the client token of its import
+	// (token is the disk's own) and the name of the AMI it is for.
+	disk       int
+	base, name string
+	state      string // active, completed, deleted
+	msg        string
+	input      awstarget.ImportInput
+	result     awstarget.Result
 }
 
 // Image is an AMI the target made.
@@ -296,9 +305,14 @@ func (t *Target) DeleteStaged(ctx context.Context, prefix string) (int, error) {
 	return n, t.at(ctx, "DeleteStaged", "after")
 }
 
-// Tasks are those of the one task StartImport starts for in, of its mode.
+// Tasks are those of the one task StartImport starts for in, of its mode,
+// or in ImportMode ModeImportSnapshot one ImportSnapshot task per disk.
 func (t *Target) Tasks(in awstarget.ImportInput) awstarget.ImportTasks {
-	return awstarget.Import{Mode: cmp.Or(in.Mode, awstarget.ModeImportImage), TaskIDs: []string{""}}.Tasks()
+	mode := cmp.Or(in.Mode, t.ImportMode, awstarget.ModeImportImage)
+	if mode == awstarget.ModeImportSnapshot {
+		return awstarget.ImportTasks{Snapshot: len(in.Disks)}
+	}
+	return awstarget.Import{Mode: mode, TaskIDs: []string{""}}.Tasks()
 }
 
 // StartImport starts an image import of the staged disks, idempotent by
@@ -310,6 +324,9 @@ func (t *Target) StartImport(ctx context.Context, in awstarget.ImportInput) (aws
 	}
 	if in.ClientToken == "" || len(in.Disks)+len(in.Snapshots) == 0 {
 		return awstarget.Import{}, apiErr("InvalidParameter", "a client token and disks are required")
+	}
+	if cmp.Or(in.Mode, t.ImportMode) == awstarget.ModeImportSnapshot {
+		return awstarget.Import{}, apiErr("InvalidParameter", "memtarget imports disks as snapshots only through ImportAdmitted")
 	}
 	t.mu.Lock()
 	id, ok := t.tokens[in.ClientToken]
@@ -417,23 +434,30 @@ func (t *Target) complete(im *imp) {
 }
 
 // CancelImport cancels an active import; a completed one hands back what it
-// made.
+// made. An import of snapshots may name several tasks, or none, and hands
+// back the snapshots of those completed and the image registered under its
+// name, if any.
 func (t *Target) CancelImport(ctx context.Context, ref awstarget.Import) (awstarget.Result, error) {
 	if err := t.at(ctx, "CancelImport", "before"); err != nil {
 		return awstarget.Result{}, err
 	}
 	t.mu.Lock()
-	im, err := t.lookup(ref)
 	var res awstarget.Result
-	if err == nil {
-		switch im.state {
-		case "active":
-			im.state, im.msg = "deleted", "User cancelled"
-		case "completed":
-			res = im.result
-			if im.input.Mode == awstarget.ModeRegister {
-				// The snapshots were the caller's before.
-				res.SnapshotIDs = nil
+	var err error
+	if ref.Mode == awstarget.ModeImportSnapshot {
+		res, err = t.cancelSnapshotsLocked(ref)
+	} else {
+		var im *imp
+		if im, err = t.lookup(ref); err == nil {
+			switch im.state {
+			case "active":
+				im.state, im.msg = "deleted", "User cancelled"
+			case "completed":
+				res = im.result
+				if im.input.Mode == awstarget.ModeRegister {
+					// The snapshots were the caller's before.
+					res.SnapshotIDs = nil
+				}
 			}
 		}
 	}
@@ -459,6 +483,9 @@ func (t *Target) findImports(in awstarget.FindImportsInput) []awstarget.Import {
 	var out []awstarget.Import
 	for _, id := range slices.Sorted(maps.Keys(t.imports)) {
 		im := t.imports[id]
+		if im.input.Mode == awstarget.ModeImportSnapshot {
+			continue
+		}
 		if in.ClientToken != "" && im.token != in.ClientToken {
 			continue
 		}
@@ -467,7 +494,7 @@ func (t *Target) findImports(in awstarget.FindImportsInput) []awstarget.Import {
 		}
 		out = append(out, awstarget.Import{Mode: awstarget.ModeImportImage, TaskIDs: []string{im.id}, ClientToken: im.token, Tags: im.input.Tags})
 	}
-	return out
+	return append(out, t.findSnapshotImportsLocked(in)...)
 }
 
 // Finalize names and tags an image and its snapshots.

@@ -51,7 +51,7 @@ func (t *Target) ImportAdmitted(ctx context.Context, in ImportInput, known []str
 	copy(ids, known)
 	slot := adm.Slot
 	if slot == nil {
-		slot = limitSlot(adm.Limit)
+		slot = LimitSlot(adm.Limit)
 	}
 	actx, cancel := context.WithCancel(ctx)
 	releases := map[int]func(){}
@@ -213,8 +213,9 @@ func (t *Target) ImportAdmitted(ctx context.Context, in ImportInput, known []str
 	}
 }
 
-// limitSlot admits limit tasks at once (every task when limit is 0).
-func limitSlot(limit int) func(context.Context) (func(), error) {
+// LimitSlot is an Admission.Slot admitting limit tasks at once (every
+// task when limit is 0).
+func LimitSlot(limit int) func(context.Context) (func(), error) {
 	if limit <= 0 {
 		return func(context.Context) (func(), error) { return func() {}, nil }
 	}
