@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -150,14 +151,22 @@ func (o *diskConvertOptions) fromFile(in string, w, rawDst io.Writer) (int64, di
 // fromStdin converts a stream: a streamOptimized VMDK (recognised by its
 // magic) or raw data.
 func (o *diskConvertOptions) fromStdin(stdin io.Reader, w, rawDst io.Writer) (int64, disk.Info, error) {
+	// The header is read straight from stdin and handed back in front of
+	// it (disk.Prefixed), not peeked through a bufio.Reader: from a pipe or
+	// file the VMDK writer then reads the descriptor itself, with readv into
+	// its grain buffers, and no copy between.
+	head := make([]byte, 512)
+	hn, err := io.ReadFull(stdin, head)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return 0, disk.Info{}, fmt.Errorf("read stdin: %w", err)
+	}
+	head = head[:hn]
 	if f, ok := stdin.(*os.File); ok {
 		disk.WidenPipe(f)
 	}
-	br := bufio.NewReaderSize(stdin, 1<<20)
-	head, err := br.Peek(512)
-	if err != nil && err != io.EOF {
-		return 0, disk.Info{}, fmt.Errorf("read stdin: %w", err)
-	}
+	pre := &disk.Prefixed{Head: head, R: stdin}
+	// Every other reader gets the 1 MiB buffer it had.
+	br := bufio.NewReaderSize(pre, 1<<20)
 	var src io.Reader = br
 	size := o.size
 	info := disk.Info{Format: disk.Raw, VirtualSize: size}
@@ -190,7 +199,15 @@ func (o *diskConvertOptions) fromStdin(stdin io.Reader, w, rawDst io.Writer) (in
 		if size < 0 {
 			return 0, info, fmt.Errorf("a raw stream to vmdk needs --size (the header states the capacity before the data): %w", ErrUsage)
 		}
+		if info.Format == disk.Raw {
+			// Nothing has been read through br: the writer reads stdin's
+			// descriptor (behind the header) itself, exactly size bytes.
+			src = pre
+		}
 		n, err = disk.WriteStreamOptimizedFrom(w, src, size)
+		if errors.Is(err, io.ErrUnexpectedEOF) && info.Format == disk.Raw {
+			err = fmt.Errorf("stdin ended before the %d bytes --size promised: %w", size, err)
+		}
 	case o.vhdType == "fixed":
 		n, err = disk.WriteVHDFixedFrom(w, src, size)
 	default:

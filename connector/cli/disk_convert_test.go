@@ -175,7 +175,7 @@ func TestDiskConvertErrors(t *testing.T) {
 		{make([]byte, 4096), []string{"--to", "vmdk", "-", "-"}, 2, "needs --size"},
 		{make([]byte, 4096), []string{"--to", "vhd", "-", "-"}, 2, "needs OUT to be a file"},
 		{make([]byte, 4096), []string{"--to", "vhd", "-", filepath.Join(dir, "o")}, 2, "needs --size"},
-		{make([]byte, 100), []string{"--to", "vmdk", "--size", "4096", "-", "-"}, 1, "ended after 100"},
+		{make([]byte, 100), []string{"--to", "vmdk", "--size", "4096", "-", "-"}, 1, "ended before the 4096 bytes --size promised: write streamOptimized vmdk: read source at 100: got 100 of 4096"},
 		{nil, []string{"--to", "raw", filepath.Join(dir, "missing"), filepath.Join(dir, "o")}, 1, "no such file"},
 	}
 	for _, c := range cases {

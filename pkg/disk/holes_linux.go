@@ -60,6 +60,10 @@ func WidenPipe(f *os.File) {
 // buffers while the data is there, with no copy between; nil for any other
 // reader.
 func vectorReader(r io.Reader) func(bufs []*[]byte, last int) *readError {
+	pre, _ := r.(*Prefixed)
+	if pre != nil {
+		r = pre.R
+	}
 	sc, ok := r.(syscall.Conn)
 	if !ok {
 		return nil
@@ -81,6 +85,22 @@ func vectorReader(r io.Reader) func(bufs []*[]byte, last int) *readError {
 			want += len(b)
 		}
 		got := 0
+		advance := func(n int) {
+			for n > 0 {
+				if n < len(iov[0]) {
+					iov[0] = iov[0][n:]
+					return
+				}
+				n -= len(iov[0])
+				iov = iov[1:]
+			}
+		}
+		for pre != nil && len(pre.Head) > 0 && got < want {
+			n := copy(iov[0], pre.Head)
+			pre.Head = pre.Head[n:]
+			got += n
+			advance(n)
+		}
 		for got < want {
 			var n int
 			var rerr error
@@ -100,14 +120,7 @@ func vectorReader(r io.Reader) func(bufs []*[]byte, last int) *readError {
 				return &readError{int64(got), fmt.Errorf("got %d of %d bytes: %w", got, want, rerr)}
 			}
 			got += n
-			for n > 0 {
-				if n < len(iov[0]) {
-					iov[0] = iov[0][n:]
-					break
-				}
-				n -= len(iov[0])
-				iov = iov[1:]
-			}
+			advance(n)
 		}
 		return nil
 	}

@@ -203,6 +203,25 @@ func WriteStreamOptimizedFrom(w io.Writer, r io.Reader, size int64) (int64, erro
 // 1 MiB, what a pipe widened by WidenPipe holds.
 const readGrains = 16
 
+// Prefixed reads Head, then R: the bytes a caller has already taken from R
+// (to look at a header), handed back in front of the rest. Unlike a
+// bufio.Reader it leaves R's file descriptor in view, so
+// WriteStreamOptimizedFrom still reads a pipe or file behind it with readv
+// straight into its grain buffers, with no copy between.
+type Prefixed struct {
+	Head []byte
+	R    io.Reader
+}
+
+func (p *Prefixed) Read(b []byte) (int, error) {
+	if len(p.Head) > 0 {
+		n := copy(b, p.Head)
+		p.Head = p.Head[n:]
+		return n, nil
+	}
+	return p.R.Read(b)
+}
+
 // readError is a failed read of grains: the error and the offset, from the
 // first grain's, at which it happened.
 type readError struct {
